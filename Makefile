@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: demo test install lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e '.[processor,instrumentation,dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/apiusage serve
+
+test: $(STAMP)
+	bash scripts/system-deps.sh
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check processor instrumentation tests bench
+
+bench: $(STAMP)
+	bash scripts/system-deps.sh bench
+	$(PY) bench/processor_throughput.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

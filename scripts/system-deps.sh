@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests (or, with `bench`, the benchmarks) need,
+# only when they are missing, so a clean CI machine gets them and a prepared one
+# pays nothing.
+set -euo pipefail
+want=()
+need() { command -v "$1" >/dev/null 2>&1 || want+=("$2"); }
+if [ "${1:-}" = bench ]; then
+    need h2load nghttp2-client
+fi
+[ ${#want[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "missing Debian packages: ${want[*]} (run: sudo apt-get install ${want[*]})" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
