@@ -1,0 +1,79 @@
+"""A small threaded HTTP/1.1 server shared by the OTLP/HTTP receiver and the metrics endpoint."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .config import split_endpoint
+
+__all__ = ["BindError", "HttpServer", "QuietHandler"]
+
+
+class BindError(OSError):
+    """The configured endpoint cannot be bound; the message names the config key to change."""
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive, bounded waits, no per-request stderr lines."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "apiusage"
+    sys_version = ""
+    timeout = 30  # a client that stops sending mid-request cannot hold a thread forever
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+    def send_body(self, status: int, body: bytes, content_type: str,
+                  headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+class HttpServer:
+    def __init__(self, endpoint: str, handler: type[BaseHTTPRequestHandler], config_key: str,
+                 name: str) -> None:
+        host, port = split_endpoint(endpoint)
+        self.name = name
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        server_cls = type("Server", (_Server,), {"address_family": family})
+        try:
+            self._server = server_cls((host, port), handler)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise BindError(exc.errno, f"{endpoint} is already in use: set {config_key} to "
+                                           "a free port") from None
+            raise BindError(exc.errno, f"cannot listen on {endpoint} ({config_key}): "
+                                       f"{exc.strerror}") from None
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.2}, name=name, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def host(self) -> str:
+        return self._server.server_address[0]
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

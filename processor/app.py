@@ -1,0 +1,150 @@
+"""Wiring: receivers → queue → worker (derivation → sinks) → Prometheus endpoint, and lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from importlib import metadata
+
+from .config import Config
+from .derive.request_metrics import RequestMetrics
+from .derive.requests import Deriver, span_field_sources
+from .exporters.prometheus import MetricsServer, UsageCollector, build_registry
+from .pipeline import SpanQueue, Worker
+from .receivers.fields import FieldScanner
+from .receivers.grpc import GrpcReceiver
+from .receivers.http import HttpReceiver
+from .receivers.intake import Intake
+from .telemetry import PipelineStats
+
+__all__ = ["Processor"]
+
+log = logging.getLogger("apiusage.processor")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("apiusage")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _host(endpoint: str) -> str:
+    host = endpoint.rpartition(":")[0] or "localhost"
+    return host if not host.startswith("0.0.0.0") else "localhost"
+
+
+class Processor:
+    """One running processor. `start()` binds every port or raises; `stop()` drains."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        p = config.processors
+        self.stats = PipelineStats()
+        self.queue = SpanQueue(p.queue.max_spans)
+        self.scanner = FieldScanner(span_field_sources(p.usage), [p.usage.attributes.service])
+        self.request_metrics = RequestMetrics(
+            p.limits, config.exporters.prometheus.histogram_buckets, self.stats,
+            exemplars=config.exporters.prometheus.exemplars)
+        self.worker = Worker(self.queue, Deriver(p.usage, self.stats), [self.request_metrics],
+                             self.stats)
+        self.intake = Intake(self.scanner, self.queue, self.stats)
+        collector = UsageCollector(self.request_metrics, self.stats, self.queue, self.worker,
+                                   self.scanner.implementation, _version())
+        self.registry = build_registry(collector)
+        self._started = False
+        self._stopping = False
+        self._stopped = threading.Event()
+        self.grpc: GrpcReceiver | None = None
+        self.http: HttpReceiver | None = None
+        self.metrics: MetricsServer | None = None
+
+    def readiness(self) -> tuple[bool, str]:
+        if self._stopping:
+            return False, "shutting down"
+        if not self._started:
+            return False, "starting"
+        if self.queue.depth >= self.queue.capacity:
+            return False, "queue full"
+        return True, "ready"
+
+    def start(self) -> None:
+        protocols = self.config.receivers.otlp.protocols
+        retry_after = self.config.processors.queue.retry_after
+        try:
+            self.metrics = MetricsServer(self.config.exporters.prometheus, self.registry,
+                                         self.readiness)
+            if protocols.grpc is not None:
+                self.grpc = GrpcReceiver(protocols.grpc, self.intake, retry_after)
+            if protocols.http is not None:
+                self.http = HttpReceiver(protocols.http, self.intake, retry_after)
+        except Exception:
+            self._close_partial()
+            raise
+        self.worker.start()
+        self.metrics.start()
+        if self.grpc:
+            self.grpc.start()
+        if self.http:
+            self.http.start()
+        self._started = True
+        log.info("apiusage processor ready: otlp grpc %s, otlp http %s, metrics :%s, scanner %s",
+                 self.grpc and self.grpc.port, self.http and self.http.port, self.metrics.port,
+                 self.scanner.implementation)
+
+    def urls(self) -> dict[str, str]:
+        """Where each running endpoint listens, with the ports actually bound."""
+        protocols = self.config.receivers.otlp.protocols
+        out = {}
+        if self.grpc is not None and protocols.grpc is not None:
+            out["otlp-grpc"] = f"{_host(protocols.grpc.endpoint)}:{self.grpc.port}"
+        if self.http is not None and protocols.http is not None:
+            out["otlp-http"] = f"http://{_host(protocols.http.endpoint)}:{self.http.port}/v1/traces"
+        if self.metrics is not None:
+            host = _host(self.config.exporters.prometheus.endpoint)
+            out["metrics"] = f"http://{host}:{self.metrics.port}/metrics"
+        return out
+
+    def _close_partial(self) -> None:
+        for server in (self.metrics, self.http):
+            if server is not None:
+                server.stop()
+        if self.grpc is not None:
+            self.grpc.stop(0)
+
+    def stop(self) -> bool:
+        """Stop accepting, drain the queue, stop serving metrics; True when nothing was lost."""
+        if self._stopping:
+            self._stopped.wait()
+            return True
+        self._stopping = True
+        if self.grpc:
+            self.grpc.stop(grace=2.0)
+        if self.http:
+            self.http.stop()
+        drained = self.worker.stop(self.config.processors.queue.shutdown_timeout)
+        if not drained:
+            log.error("shutdown timeout: %d spans still queued were not processed",
+                      self.queue.depth)
+        if self.metrics:
+            self.metrics.stop()
+        self._stopped.set()
+        return drained
+
+    def run_until_signal(self) -> bool:
+        """Serve until SIGTERM or SIGINT, then shut down cleanly."""
+        wake = threading.Event()
+
+        def handler(signum: int, frame: object) -> None:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            wake.set()
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            while not wake.wait(1.0):
+                pass
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+        return self.stop()

@@ -1,0 +1,311 @@
+"""The processor's configuration: one YAML file, shaped like an OpenTelemetry Collector config.
+
+Loading happens here and only here: read the file, parse YAML, substitute
+`${env:VAR}`, build the frozen dataclasses below, validate, and fail once with
+every problem and its key path.  The defaults below are the documented defaults
+(`docs/configuration.md`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Optional
+
+import yaml
+
+from ._typedload import ByteSize, Duration, Problems, load_dataclass
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "load_config",
+    "parse_config",
+    "split_endpoint",
+]
+
+MiB = 1 << 20
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; the message lists every problem with its key path."""
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """`host:port` → (host, port); `[::1]:4317` works too.  Raises ValueError."""
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"must be host:port, such as localhost:4317 (got {endpoint!r})")
+    host = host.strip("[]") or "localhost"
+    return host, int(port)
+
+
+def _check_endpoint(endpoint: str, path: str, problems: Problems) -> None:
+    try:
+        split_endpoint(endpoint)
+    except ValueError as exc:
+        problems.add(path, str(exc))
+
+
+@dataclass(frozen=True)
+class GrpcProtocol:
+    endpoint: str = "localhost:4317"
+    max_recv_msg_size_mib: int = 64
+
+    def _validate(self, path: str, problems: Problems) -> None:
+        _check_endpoint(self.endpoint, f"{path}.endpoint", problems)
+        if self.max_recv_msg_size_mib <= 0:
+            problems.add(f"{path}.max_recv_msg_size_mib", "must be > 0")
+
+
+@dataclass(frozen=True)
+class HttpProtocol:
+    endpoint: str = "localhost:4318"
+    max_request_body_size: ByteSize = ByteSize(64 * MiB)
+
+    def _validate(self, path: str, problems: Problems) -> None:
+        _check_endpoint(self.endpoint, f"{path}.endpoint", problems)
+        if self.max_request_body_size <= 0:
+            problems.add(f"{path}.max_request_body_size", "must be > 0")
+
+
+@dataclass(frozen=True)
+class OtlpProtocols:
+    grpc: Optional[GrpcProtocol] = field(default_factory=GrpcProtocol)
+    http: Optional[HttpProtocol] = field(default_factory=HttpProtocol)
+
+
+@dataclass(frozen=True)
+class OtlpReceiver:
+    protocols: OtlpProtocols = field(default_factory=OtlpProtocols)
+
+    def _validate(self, path: str, problems: Problems) -> None:
+        if self.protocols.grpc is None and self.protocols.http is None:
+            problems.add(f"{path}.protocols", "enable at least one of grpc or http")
+
+
+@dataclass(frozen=True)
+class Receivers:
+    otlp: OtlpReceiver = field(default_factory=OtlpReceiver)
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """Bounded hand-off between the receivers and the derivation worker."""
+
+    max_spans: int = 200_000
+    retry_after: Duration = Duration(5)
+    shutdown_timeout: Duration = Duration(10)
+
+    def _validate(self, path: str, problems: Problems) -> None:
+        if self.max_spans <= 0:
+            problems.add(f"{path}.max_spans", f"must be > 0 (got {self.max_spans})")
+        if self.retry_after < 1:
+            problems.add(f"{path}.retry_after", "must be at least 1s (Retry-After counts seconds)")
+
+
+def _sources(*keys: str) -> tuple[str, ...]:
+    return keys
+
+
+@dataclass(frozen=True)
+class AttributeSources:
+    """Span attribute keys to read each field from, first present wins."""
+
+    method: tuple[str, ...] = _sources("http.request.method", "http.method")
+    route: tuple[str, ...] = _sources("http.route")
+    status_code: tuple[str, ...] = _sources("http.response.status_code", "http.status_code")
+    path: tuple[str, ...] = _sources("url.path", "http.target", "http.url")
+    user_agent: tuple[str, ...] = _sources("user_agent.original", "http.user_agent")
+    consumer_id: tuple[str, ...] = _sources("apiusage.consumer.id", "enduser.pseudo.id", "enduser.id", "user.id")
+    plan_tier: tuple[str, ...] = _sources("apiusage.consumer.plan_tier")
+    client_name: tuple[str, ...] = _sources("apiusage.client.name")
+    client_version: tuple[str, ...] = _sources("apiusage.client.version")
+    api_version: tuple[str, ...] = _sources("apiusage.api.version")
+    feature: tuple[str, ...] = _sources("apiusage.feature")
+    deprecated: tuple[str, ...] = _sources("apiusage.endpoint.deprecated")
+    schema_version: tuple[str, ...] = _sources("apiusage.schema_version")
+    service: tuple[str, ...] = _sources("service.name")
+
+    def _validate(self, path: str, problems: Problems) -> None:
+        for name in self.__dataclass_fields__:
+            keys = getattr(self, name)
+            if not keys:
+                problems.add(f"{path}.{name}", "needs at least one attribute key")
+            for i, key in enumerate(keys):
+                if not key:
+                    problems.add(f"{path}.{name}[{i}]", "must not be empty")
+
+
+@dataclass(frozen=True)
+class DataQualityConfig:
+    max_future_skew: Duration = Duration(300)
+    max_past_age: Duration = Duration(400 * 86400)
+
+
+@dataclass(frozen=True)
+class UsageConfig:
+    """How spans become API requests."""
+
+    attributes: AttributeSources = field(default_factory=AttributeSources)
+    user_agent_fallback: bool = True
+    default_plan_tier: str = "unknown"
+    data_quality: DataQualityConfig = field(default_factory=DataQualityConfig)
+
+    def _validate(self, path: str, problems: Problems) -> None:
+        if not self.default_plan_tier:
+            problems.add(f"{path}.default_plan_tier", "must not be empty")
+
+
+_DEFAULT_LABEL_LIMITS = MappingProxyType(
+    {"service": 100, "method": 20, "route": 1000, "status_code": 100, "plan_tier": 20,
+     "deprecated": 2, "client_name": 100, "client_version": 200, "status_class": 10}
+)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Bounds on what the processor keeps in memory."""
+
+    series_ttl: Duration = Duration(900)
+    default_max_label_values: int = 1000
+    max_label_values: Mapping[str, int] = field(default_factory=lambda: _DEFAULT_LABEL_LIMITS)
+    max_label_length: int = 128
+
+    def label_limit(self, label: str) -> int:
+        return self.max_label_values.get(label, _DEFAULT_LABEL_LIMITS.get(label, self.default_max_label_values))
+
+    def _validate(self, path: str, problems: Problems) -> None:
+        if self.series_ttl < 1:
+            problems.add(f"{path}.series_ttl", "must be at least 1s")
+        if self.default_max_label_values <= 0:
+            problems.add(f"{path}.default_max_label_values", "must be > 0")
+        for label, limit in self.max_label_values.items():
+            if limit <= 0:
+                problems.add(f"{path}.max_label_values.{label}", f"must be > 0 (got {limit})")
+        if self.max_label_length < 8:
+            problems.add(f"{path}.max_label_length", "must be at least 8")
+
+
+@dataclass(frozen=True)
+class Processors:
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    usage: UsageConfig = field(default_factory=UsageConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+
+DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class PrometheusExporter:
+    endpoint: str = "localhost:9464"
+    histogram_buckets: tuple[float, ...] = DEFAULT_BUCKETS
+    exemplars: bool = True
+
+    def _validate(self, path: str, problems: Problems) -> None:
+        _check_endpoint(self.endpoint, f"{path}.endpoint", problems)
+        b = self.histogram_buckets
+        if not b:
+            problems.add(f"{path}.histogram_buckets", "needs at least one bucket bound")
+        elif any(x >= y for x, y in zip(b, b[1:])):
+            problems.add(f"{path}.histogram_buckets", f"must be strictly increasing (got {list(b)})")
+
+
+@dataclass(frozen=True)
+class Exporters:
+    prometheus: PrometheusExporter = field(default_factory=PrometheusExporter)
+
+
+@dataclass(frozen=True)
+class Config:
+    receivers: Receivers = field(default_factory=Receivers)
+    processors: Processors = field(default_factory=Processors)
+    exporters: Exporters = field(default_factory=Exporters)
+    catalog: Optional[str] = None
+
+
+_ENV = re.compile(r"\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _substitute(node: Any, path: str, problems: Problems) -> Any:
+    """Expand `${env:VAR}` (and `${env:VAR:-default}`) in string values, as the Collector does."""
+    if isinstance(node, dict):
+        return {k: _substitute(v, f"{path}.{k}" if path else str(k), problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def expand(m: re.Match[str]) -> str:
+        value = os.environ.get(m.group(1), m.group(2))
+        if value is None:
+            problems.add(path, f"environment variable {m.group(1)} is not set")
+            return ""
+        return value
+
+    whole = _ENV.fullmatch(node)
+    expanded = _ENV.sub(expand, node)
+    if whole:
+        # A value that is only a variable takes the variable's YAML type (a port stays an int).
+        try:
+            return yaml.safe_load(expanded) if expanded else expanded
+        except yaml.YAMLError:
+            return expanded
+    return expanded
+
+
+def _collector_protocols(data: Any) -> None:
+    """Mirror the Collector: a listed protocol with no value is enabled with defaults,
+    and once `protocols` is given, an unlisted protocol is off."""
+    try:
+        protocols = data["receivers"]["otlp"]["protocols"]
+    except (KeyError, TypeError):
+        return
+    if not isinstance(protocols, dict):
+        return
+    for name in ("grpc", "http"):
+        if name not in protocols:
+            protocols[name] = None
+        elif protocols[name] is None:
+            protocols[name] = {}
+
+
+def parse_config(data: Any, source: str = "(inline)") -> Config:
+    """Build a validated Config from an already-parsed YAML tree."""
+    problems = Problems()
+    data = _substitute(data, "", problems)
+    _collector_protocols(data)
+    config = load_dataclass(Config, data, "", problems)
+    if problems:
+        body = "\n".join(f"  {line}" for line in problems.lines)
+        raise ConfigError(f"{source} is invalid:\n{body}")
+    return config
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Load and validate the config file, or the embedded defaults when `path` is None."""
+    if path is None:
+        return parse_config({}, "(embedded defaults)")
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{p} is not valid YAML{where}: {problem}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{p} is invalid:\n  (top level): must be a mapping of sections "
+                          "(receivers, processors, exporters, catalog)")
+    return parse_config(data or {}, str(p))

@@ -1,0 +1,136 @@
+"""Request-level usage metrics: counters and latency histograms aggregated from ApiRequests.
+
+A sink of the derivation stage.  It aggregates each batch into plain dicts
+first (one entry per distinct label set in the batch, usually a handful), then
+merges those into the series tables under a lock, so the per-span work is a
+dict update and a bisect, and scrapes never see a half-merged batch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..config import LimitsConfig
+from ..telemetry import PipelineStats
+from .requests import ApiRequest
+from .series import SeriesTable
+
+__all__ = ["RequestMetrics", "Snapshot", "FAMILIES"]
+
+# metric name → label names; the order of label values in every key.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "api_requests": ("service", "method", "route", "status_code", "plan_tier", "deprecated"),
+    "api_client_requests": ("service", "client_name", "client_version", "status_class"),
+    "api_deprecated_requests": ("service", "method", "route", "plan_tier", "client_name",
+                                "client_version"),
+    "api_request_duration_seconds": ("service", "method", "route", "plan_tier"),
+}
+
+_STATUS_CLASS = {str(c): f"{c // 100}xx" for c in range(100, 600)}
+
+
+@dataclass
+class Snapshot:
+    """A consistent copy of every series, taken under the lock for one scrape."""
+
+    counters: dict[str, dict[tuple, float]]
+    histograms: dict[tuple, tuple[list[float], float, float, list]]
+    buckets: tuple[float, ...]
+    series_counts: dict[str, int]
+
+
+class RequestMetrics:
+    def __init__(self, limits: LimitsConfig, buckets: Sequence[float], stats: PipelineStats,
+                 exemplars: bool = True, sweep_interval: float | None = None) -> None:
+        self._lock = threading.Lock()
+        self._bounds = tuple(buckets)
+        self._nbuckets = len(self._bounds) + 1  # + the +Inf bucket
+        self._exemplars = exemplars
+        self._ttl = float(limits.series_ttl)
+        self._sweep_interval = sweep_interval or max(1.0, min(60.0, self._ttl / 10))
+        self._last_sweep = time.monotonic()
+
+        def table(name: str, new_cell) -> SeriesTable:
+            labels = FAMILIES[name]
+            return SeriesTable(name, labels, [limits.label_limit(lb) for lb in labels],
+                               limits.max_label_length, self._ttl, new_cell, stats)
+
+        counter_cell = lambda: [0.0, 0.0]  # noqa: E731  [last_update, value]
+        n = self._nbuckets
+        # [last_update, count, sum, bucket counts, exemplar per bucket]
+        hist_cell = lambda: [0.0, 0.0, 0.0, [0.0] * n, [None] * n]  # noqa: E731
+        self.requests = table("api_requests", counter_cell)
+        self.client_requests = table("api_client_requests", counter_cell)
+        self.deprecated_requests = table("api_deprecated_requests", counter_cell)
+        self.durations = table("api_request_duration_seconds", hist_cell)
+
+    def consume(self, requests: Sequence[ApiRequest]) -> None:
+        """Aggregate one batch; called from the worker thread."""
+        counts: dict[tuple, float] = {}
+        hists: dict[tuple, list] = {}
+        bounds = self._bounds
+        n = self._nbuckets
+        exemplars = self._exemplars
+        for r in requests:
+            key = r[:8]  # service … client_version: every counter label comes from these
+            w = r[12]
+            counts[key] = counts.get(key, 0.0) + w
+            d = r[11]
+            if d < 0:
+                continue  # end before start: counted, but no latency to observe
+            hkey = (r[0], r[1], r[2], r[4])
+            h = hists.get(hkey)
+            if h is None:
+                h = hists[hkey] = [0.0, 0.0, [0.0] * n, [None] * n]
+            i = bisect_left(bounds, d)
+            h[0] += w
+            h[1] += d * w
+            h[2][i] += w
+            if exemplars:
+                h[3][i] = r
+
+        now = time.monotonic()
+        with self._lock:
+            for (service, method, route, code, plan, deprecated, cname, cver), w in counts.items():
+                self.requests.cell((service, method, route, code, plan, deprecated), now, w)[1] += w
+                self.client_requests.cell(
+                    (service, cname, cver, _STATUS_CLASS.get(code, "unknown")), now, w)[1] += w
+                if deprecated == "true":
+                    self.deprecated_requests.cell(
+                        (service, method, route, plan, cname, cver), now, w)[1] += w
+            for hkey, (count, total, buckets, examples) in hists.items():
+                cell = self.durations.cell(hkey, now, count)
+                cell[1] += count
+                cell[2] += total
+                cb, ce = cell[3], cell[4]
+                for i in range(n):
+                    if buckets[i]:
+                        cb[i] += buckets[i]
+                        if examples[i] is not None:
+                            ce[i] = examples[i]
+            if now - self._last_sweep >= self._sweep_interval:
+                self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        self._last_sweep = now
+        for t in (self.requests, self.client_requests, self.deprecated_requests, self.durations):
+            t.expire(now)
+
+    def snapshot(self) -> Snapshot:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last_sweep >= self._sweep_interval:
+                self._sweep(now)
+            counters = {
+                t.metric: {k: c[1] for k, c in t.series.items()}
+                for t in (self.requests, self.client_requests, self.deprecated_requests)
+            }
+            histograms = {k: (list(c[3]), c[1], c[2], list(c[4]))
+                          for k, c in self.durations.series.items()}
+            counts = {t.metric: len(t) for t in (self.requests, self.client_requests,
+                                                 self.deprecated_requests, self.durations)}
+        return Snapshot(counters, histograms, self._bounds, counts)

@@ -1,0 +1,70 @@
+"""Low-cardinality route templates for spans that carry a raw path but no `http.route`."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+__all__ = ["normalize_path"]
+
+_MAX_SEGMENTS = 8
+_CACHE_LIMIT = 10_000
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+_HEX = re.compile(r"^[0-9a-fA-F]{12,}$")
+_NUMBER = re.compile(r"^[+-]?\d+(?:[.,]\d+)?$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ][\d:.]+Z?)?$")
+# An identifier-looking token: long and mixes digits with letters (ord_8f7a6b5c, a1b2c3d4e5).
+_TOKEN = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9_\-.~=+]{10,}$")
+
+_cache: dict[str, str] = {}
+
+
+def _segment(seg: str) -> str:
+    if not seg:
+        return seg
+    if _NUMBER.match(seg):
+        return "{id}"
+    if _UUID.match(seg):
+        return "{uuid}"
+    if _HEX.match(seg):
+        return "{hex}"
+    if _DATE.match(seg):
+        return "{date}"
+    if "@" in seg or "%40" in seg:
+        return "{email}"
+    if _TOKEN.match(seg):
+        return "{id}"
+    if len(seg) > 40:
+        return "{value}"
+    return seg
+
+
+def normalize_path(path: object) -> str:
+    """A template for a raw path: ids, numbers, UUIDs, hashes and emails become placeholders.
+
+    Accepts a path, a path with a query (`http.target`) or a full URL
+    (`http.url`); the query and fragment are always dropped.
+    """
+    if not isinstance(path, str) or not path:
+        return "unknown"
+    cached = _cache.get(path)
+    if cached is not None:
+        return cached
+    raw = path
+    if "://" in path:
+        try:
+            path = urlsplit(path).path
+        except ValueError:
+            path = ""
+    path = path.split("?", 1)[0].split("#", 1)[0]
+    if not path.startswith("/"):
+        path = "/" + path
+    segments = path.split("/")[1:]
+    tail = len(segments) > _MAX_SEGMENTS
+    out = "/" + "/".join(_segment(s) for s in segments[:_MAX_SEGMENTS])
+    if tail:
+        out += "/{rest}"
+    if len(_cache) >= _CACHE_LIMIT:
+        _cache.clear()  # paths are unbounded input; a full reset beats unbounded memory
+    _cache[raw] = out
+    return out

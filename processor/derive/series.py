@@ -1,0 +1,113 @@
+"""Series of one metric family, keyed by label values, bounded in count and in time.
+
+Each label has a limit of distinct values per metric; a value past the limit
+folds into `__other__` and the fold is counted (`apiusage_label_overflow_total`).
+Series not updated for `ttl` seconds are dropped, and their label values free
+their place under the limit, so memory follows the traffic of the last minutes,
+not every route or client version ever seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from ..telemetry import PipelineStats
+
+__all__ = ["SeriesTable", "OVERFLOW_VALUE", "sanitize_label_value"]
+
+OVERFLOW_VALUE = "__other__"
+_MAX_RESOLVED = 100_000
+_CONTROL = dict.fromkeys(range(32), " ")
+_CONTROL[127] = " "
+
+
+def sanitize_label_value(value: object, max_length: int) -> str:
+    """A printable label value of bounded length (control characters become spaces)."""
+    text = value if isinstance(value, str) else ("" if value is None else str(value))
+    if not text.isprintable():
+        text = text.translate(_CONTROL)
+        # Lone surrogates (from invalid UTF-8 upstream) cannot be encoded on the wire.
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    if len(text) > max_length:
+        text = text[: max_length - 1] + "…"
+    return text
+
+
+class SeriesTable:
+    """One metric family's series: label-value tuple → mutable cell (a list).
+
+    `cell(raw_key, now)` is the only entry on the hot path; it is a dict hit for
+    a key already seen.  Cells are created by `new_cell()`; index 0 of every
+    cell holds the time of its last update.
+    """
+
+    def __init__(self, metric: str, labels: Sequence[str], limits: Sequence[int],
+                 max_length: int, ttl: float, new_cell: Callable[[], list],
+                 stats: PipelineStats) -> None:
+        self.metric = metric
+        self.labels = tuple(labels)
+        self._limits = tuple(limits)
+        self._max_length = max_length
+        self._ttl = ttl
+        self._new_cell = new_cell
+        self._stats = stats
+        self.series: dict[tuple, list] = {}
+        # Per label: value → number of live series using it.
+        self._values: list[dict[str, int]] = [{} for _ in self.labels]
+        # raw key → (cell, labels folded into __other__); rebuilt after every sweep.
+        self._resolved: dict[tuple, tuple[list, tuple[str, ...]]] = {}
+
+    def cell(self, raw_key: tuple, now: float, weight: float = 1.0) -> list:
+        hit = self._resolved.get(raw_key)
+        if hit is None:
+            hit = self._resolve(raw_key)
+            if len(self._resolved) >= _MAX_RESOLVED:
+                self._resolved.clear()  # raw values folding into __other__ are unbounded
+            self._resolved[raw_key] = hit
+        cell, folded = hit
+        if folded:
+            for label in folded:
+                self._stats.overflow(self.metric, label, weight)
+        cell[0] = now
+        return cell
+
+    def _resolve(self, raw_key: tuple) -> tuple[list, tuple[str, ...]]:
+        key = []
+        folded = []
+        for i, raw in enumerate(raw_key):
+            value = sanitize_label_value(raw, self._max_length)
+            known = self._values[i]
+            if value not in known and len(known) >= self._limits[i]:
+                value = OVERFLOW_VALUE
+                folded.append(self.labels[i])
+            key.append(value)
+        key_t = tuple(key)
+        cell = self.series.get(key_t)
+        if cell is None:
+            cell = self._new_cell()
+            self.series[key_t] = cell
+            for i, value in enumerate(key_t):
+                if value != OVERFLOW_VALUE:
+                    self._values[i][value] = self._values[i].get(value, 0) + 1
+        return cell, tuple(folded)
+
+    def expire(self, now: float) -> int:
+        """Drop series idle for longer than the TTL; returns how many went."""
+        cutoff = now - self._ttl
+        stale = [k for k, cell in self.series.items() if cell[0] < cutoff]
+        for key in stale:
+            del self.series[key]
+            for i, value in enumerate(key):
+                if value == OVERFLOW_VALUE:
+                    continue
+                left = self._values[i][value] - 1
+                if left:
+                    self._values[i][value] = left
+                else:
+                    del self._values[i][value]
+        # Resolutions may point at dropped cells: start afresh (cheap, rebuilt lazily).
+        self._resolved.clear()
+        return len(stale)
+
+    def __len__(self) -> int:
+        return len(self.series)

@@ -1,0 +1,195 @@
+"""Prometheus exposition: a custom collector over the in-memory aggregates, and its HTTP endpoint.
+
+Nothing on the hot path touches prometheus_client: the collector turns a
+snapshot of plain dicts into metric families at scrape time.  Exemplars (the
+trace id of a recent request per histogram bucket) appear when the scrape asks
+for OpenMetrics.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    Exemplar,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+
+from .._httpserver import HttpServer, QuietHandler
+from ..config import PrometheusExporter
+from ..derive.request_metrics import FAMILIES, RequestMetrics
+from ..pipeline import LATENCY_BUCKETS, SpanQueue, Worker
+from ..telemetry import PipelineStats
+
+__all__ = ["UsageCollector", "MetricsServer", "build_registry"]
+
+_HELP = {
+    "api_requests": "API requests (SERVER spans), weighted by sampling adjusted count.",
+    "api_client_requests": "API requests per client SDK and version.",
+    "api_deprecated_requests": "Requests to endpoints marked deprecated.",
+    "api_request_duration_seconds": "Server-side duration of API requests.",
+}
+
+
+class _Collector(Protocol):
+    def collect(self) -> Iterable[Metric]: ...
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound)) if bound != int(bound) else f"{bound:.1f}"
+
+
+class UsageCollector:
+    """Exposes RequestMetrics and the pipeline's health counters."""
+
+    def __init__(self, metrics: RequestMetrics, stats: PipelineStats, queue: SpanQueue,
+                 worker: Worker, scanner_impl: str, version: str) -> None:
+        self._metrics = metrics
+        self._stats = stats
+        self._queue = queue
+        self._worker = worker
+        self._build = (version, scanner_impl)
+
+    def collect(self) -> Iterable[Metric]:
+        snap = self._metrics.snapshot()
+        for name, series in snap.counters.items():
+            family = CounterMetricFamily(name, _HELP[name], labels=FAMILIES[name])
+            for key, value in series.items():
+                family.add_metric(key, value)
+            yield family
+        yield self._histogram(snap)
+        yield from self._health(snap.series_counts)
+
+    def _histogram(self, snap) -> Metric:
+        name = "api_request_duration_seconds"
+        family = HistogramMetricFamily(name, _HELP[name], labels=FAMILIES[name], unit="seconds")
+        les = [_le(b) for b in snap.buckets] + ["+Inf"]
+        for key, (counts, count, total, examples) in snap.histograms.items():
+            buckets = []
+            cumulative = 0.0
+            for le, n, ex in zip(les, counts, examples):
+                cumulative += n
+                if ex is not None:
+                    exemplar = Exemplar({"trace_id": ex.trace_id.hex(), "span_id": ex.span_id.hex()},
+                                        ex.duration, ex.end_time_ns / 1e9)
+                    buckets.append((le, cumulative, exemplar))
+                else:
+                    buckets.append((le, cumulative))
+            family.add_metric(key, buckets, total)
+        return family
+
+    def _health(self, series_counts: dict[str, int]) -> Iterable[Metric]:
+        s = self._stats.snapshot()
+
+        def counter(name: str, doc: str, label: str, values: dict) -> Metric:
+            family = CounterMetricFamily(name, doc, labels=[label])
+            for value, n in sorted(values.items()):
+                family.add_metric([value], n)
+            return family
+
+        yield counter("apiusage_spans_received", "Spans decoded from export requests.",
+                      "transport", s["spans_received"])
+        yield counter("apiusage_spans_rejected", "Spans refused (clients were told).",
+                      "reason", s["spans_rejected"])
+        yield counter("apiusage_spans_ignored", "Spans accepted but not API requests.",
+                      "reason", s["spans_ignored"])
+        yield counter("apiusage_data_quality_issues", "Spans with a data-quality problem.",
+                      "check", s["data_quality_issues"])
+        requests = CounterMetricFamily("apiusage_export_requests", "OTLP export requests answered.",
+                                       labels=["transport", "outcome"])
+        for (transport, outcome), n in sorted(s["export_requests"].items()):
+            requests.add_metric([transport, outcome], n)
+        yield requests
+        overflow = CounterMetricFamily(
+            "apiusage_label_overflow", "Observations whose label value was folded into __other__.",
+            labels=["metric", "label"])
+        for (metric, label), n in sorted(s["label_overflow"].items()):
+            overflow.add_metric([metric, label], n)
+        yield overflow
+        yield CounterMetricFamily("apiusage_spans_processed", "Spans through derivation.",
+                                  value=self._stats.spans_processed)
+        yield CounterMetricFamily("apiusage_processing_errors",
+                                  "Spans lost to an internal processing error (see the log).",
+                                  value=self._stats.processing_errors)
+        yield GaugeMetricFamily("apiusage_queue_spans", "Spans waiting for derivation.",
+                                value=self._queue.depth)
+        yield GaugeMetricFamily("apiusage_queue_capacity_spans", "Capacity of the queue in spans.",
+                                value=self._queue.capacity)
+        latency = HistogramMetricFamily(
+            "apiusage_processing_latency_seconds",
+            "Time from a batch's arrival to the end of its derivation.", unit="seconds")
+        w = self._worker
+        cumulative, buckets = 0, []
+        for le, n in zip([_le(b) for b in LATENCY_BUCKETS] + ["+Inf"], w.latency_buckets):
+            cumulative += n
+            buckets.append((le, cumulative))
+        latency.add_metric([], buckets, w.latency_sum)
+        yield latency
+        series = GaugeMetricFamily("apiusage_series", "Live series per metric.", labels=["metric"])
+        for metric, n in sorted(series_counts.items()):
+            series.add_metric([metric], n)
+        yield series
+        info = GaugeMetricFamily("apiusage_build_info", "Version and OTLP scanner in use.",
+                                 labels=["version", "scanner"])
+        info.add_metric(list(self._build), 1)
+        yield info
+
+
+def build_registry(*collectors: _Collector) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    for collector in collectors:
+        registry.register(collector)  # type: ignore[arg-type]
+    ProcessCollector(registry=registry)
+    return registry
+
+
+class _MetricsHandler(QuietHandler):
+    registry: CollectorRegistry
+    readiness: Callable[[], tuple[bool, str]]
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+            body = encoder(self.registry)
+            headers = {}
+            if "gzip" in self.headers.get("Accept-Encoding", ""):
+                body = gzip.compress(body, compresslevel=1)
+                headers["Content-Encoding"] = "gzip"
+            self.send_body(200, body, content_type, headers)
+        elif path == "/healthz":
+            self.send_body(200, b"ok\n", "text/plain; charset=utf-8")
+        elif path == "/readyz":
+            ready, why = type(self).readiness()
+            self.send_body(200 if ready else 503, f"{why}\n".encode(), "text/plain; charset=utf-8")
+        else:
+            self.send_body(404, b"not found: try /metrics, /healthz or /readyz\n",
+                           "text/plain; charset=utf-8")
+
+    do_HEAD = do_GET
+
+
+class MetricsServer:
+    def __init__(self, config: PrometheusExporter, registry: CollectorRegistry,
+                 readiness: Callable[[], tuple[bool, str]]) -> None:
+        handler = type("MetricsHandler", (_MetricsHandler,), {
+            "registry": registry, "readiness": staticmethod(readiness)})
+        self._server = HttpServer(config.endpoint, handler, "exporters.prometheus.endpoint",
+                                  "metrics")
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop()

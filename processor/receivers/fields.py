@@ -1,0 +1,44 @@
+"""Scanner over field groups: each field is read from the first of its attribute keys present."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from . import scan
+
+__all__ = ["FieldScanner"]
+
+_FIXED = 8  # resource_index, kind, start, end, trace_id, span_id, trace_state, status_code
+
+
+class FieldScanner:
+    """`scan(body)` → (resources, spans) with one value per field group, in group order."""
+
+    def __init__(self, span_fields: Sequence[Sequence[str]],
+                 resource_fields: Sequence[Sequence[str]]) -> None:
+        span_keys = list(dict.fromkeys(k for group in span_fields for k in group))
+        resource_keys = list(dict.fromkeys(k for group in resource_fields for k in group))
+        self._scanner = scan.Scanner(span_keys, resource_keys)
+        self._span_index = [tuple(span_keys.index(k) for k in g) for g in span_fields]
+        self._resource_index = [tuple(resource_keys.index(k) for k in g) for g in resource_fields]
+        self._direct = (all(len(g) == 1 for g in span_fields) and len(span_keys) == len(span_fields)
+                        and all(len(g) == 1 for g in resource_fields)
+                        and len(resource_keys) == len(resource_fields))
+        self.implementation = scan.IMPLEMENTATION
+
+    def scan(self, body: bytes) -> tuple[list[tuple], list[tuple]]:
+        resources, spans = self._scanner.scan(body)
+        if self._direct:
+            return resources, spans
+        resources = [tuple(_first(r, g, 0) for g in self._resource_index) for r in resources]
+        groups = self._span_index
+        spans = [s[:_FIXED] + tuple(_first(s, g, _FIXED) for g in groups) for s in spans]
+        return resources, spans
+
+
+def _first(values: tuple, indexes: tuple[int, ...], offset: int) -> object:
+    for i in indexes:
+        v = values[offset + i]
+        if v is not None:
+            return v
+    return None

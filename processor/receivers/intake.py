@@ -1,0 +1,62 @@
+"""What both receivers do with a decoded body: scan, validate spans, enqueue, decide the answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..pipeline import SpanQueue
+from ..telemetry import PipelineStats
+from .scan import ScanError, Scanner
+
+__all__ = ["Intake", "Outcome"]
+
+_ZERO_TRACE = bytes(16)
+_ZERO_SPAN = bytes(8)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The answer to one export request, independent of transport.
+
+    kind: success | partial | invalid | too_large | unsupported | queue_full | shutting_down
+    """
+
+    kind: str
+    rejected: int = 0
+    message: str = ""
+
+
+class Intake:
+    def __init__(self, scanner: Scanner, queue: SpanQueue, stats: PipelineStats) -> None:
+        self._scanner = scanner
+        self._queue = queue
+        self._stats = stats
+
+    def refuse(self, transport: str, kind: str, message: str) -> Outcome:
+        """Record and build an answer for a body that never reached the scanner."""
+        self._stats.request(transport, kind)
+        return Outcome(kind, message=message)
+
+    def accept(self, body: bytes, transport: str) -> Outcome:
+        """Scan a protobuf ExportTraceServiceRequest body and queue its usable spans."""
+        try:
+            resources, spans = self._scanner.scan(body)
+        except ScanError as exc:
+            return self.refuse(transport, "invalid", f"cannot decode ExportTraceServiceRequest: {exc}")
+        received = len(spans)
+        usable = [s for s in spans
+                  if len(s[4]) == 16 and len(s[5]) == 8 and s[4] != _ZERO_TRACE and s[5] != _ZERO_SPAN]
+        rejected = received - len(usable)
+        if usable and not self._queue.offer(resources, usable):
+            kind = "shutting_down" if self._queue.closed else "queue_full"
+            self._stats.request(transport, kind, received, received, kind)
+            message = ("the processor is shutting down" if kind == "shutting_down"
+                       else "the processing queue is full; retry later")
+            return Outcome(kind, message=message)
+        if rejected:
+            message = (f"{rejected} of {received} spans rejected: trace_id must be 16 bytes and "
+                       "span_id 8 bytes, neither all zeros")
+            self._stats.request(transport, "partial", received, rejected, "invalid_span")
+            return Outcome("partial", rejected, message)
+        self._stats.request(transport, "success", received)
+        return Outcome("success")

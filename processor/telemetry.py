@@ -1,0 +1,68 @@
+"""The processor's own health counters: what came in, what was refused, what looked wrong.
+
+Receiver threads and the worker update these; the Prometheus collector reads
+them at scrape time.  Receiver-side updates take a lock (once per OTLP request,
+never per span); worker-side updates come from the single worker thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+__all__ = ["PipelineStats", "DATA_QUALITY_CHECKS", "REJECT_REASONS"]
+
+DATA_QUALITY_CHECKS = (
+    "missing_route", "missing_consumer", "missing_status_code", "end_before_start",
+    "timestamp_future", "timestamp_past", "unknown_schema_version",
+)
+REJECT_REASONS = ("invalid_span", "queue_full", "shutting_down")
+EXPORT_OUTCOMES = ("success", "partial", "invalid", "too_large", "unsupported", "queue_full",
+                   "shutting_down")
+
+
+class PipelineStats:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.spans_received: Counter[str] = Counter()
+        self.spans_rejected: Counter[str] = Counter({r: 0 for r in REJECT_REASONS})
+        self.export_requests: Counter[tuple[str, str]] = Counter()
+        self.spans_ignored: Counter[str] = Counter({"not_server": 0, "not_http": 0})
+        self.data_quality_issues: Counter[str] = Counter({c: 0 for c in DATA_QUALITY_CHECKS})
+        self.label_overflow: Counter[tuple[str, str]] = Counter()
+        self.spans_processed = 0
+        self.processing_errors = 0
+        self.requests_derived = 0.0
+
+    def request(self, transport: str, outcome: str, received: int = 0,
+                rejected: int = 0, reason: str = "") -> None:
+        """One OTLP export request answered (receiver threads)."""
+        with self._lock:
+            self.export_requests[transport, outcome] += 1
+            if received:
+                self.spans_received[transport] += received
+            if rejected:
+                self.spans_rejected[reason] += rejected
+
+    def ignored(self, not_server: int, not_http: int) -> None:
+        self.spans_ignored["not_server"] += not_server
+        self.spans_ignored["not_http"] += not_http
+
+    def data_quality(self, **counts: int) -> None:
+        for check, n in counts.items():
+            if n:
+                self.data_quality_issues[check] += n
+
+    def overflow(self, metric: str, label: str, n: float) -> None:
+        self.label_overflow[metric, label] += n
+
+    def snapshot(self) -> dict[str, dict]:
+        with self._lock:
+            return {
+                "spans_received": dict(self.spans_received),
+                "spans_rejected": dict(self.spans_rejected),
+                "export_requests": dict(self.export_requests),
+                "spans_ignored": dict(self.spans_ignored),
+                "data_quality_issues": dict(self.data_quality_issues),
+                "label_overflow": dict(self.label_overflow),
+            }

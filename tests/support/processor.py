@@ -1,0 +1,157 @@
+"""Start a real processor for a test: in-process (`running_processor`) or as `apiusage serve`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+LOOPBACK_CONFIG: dict[str, Any] = {
+    "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"},
+                                         "http": {"endpoint": "127.0.0.1:0"}}}},
+    "exporters": {"prometheus": {"endpoint": "127.0.0.1:0"}},
+}
+
+
+def merge(base: dict, extra: dict | None) -> dict:
+    """Deep-merge `extra` into a copy of `base`."""
+    out = dict(base)
+    for key, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+Samples = dict[tuple[str, frozenset], float]
+
+
+def parse_metrics(text: str) -> Samples:
+    """Every sample as {(sample name, frozenset of label items): value}."""
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[s.name, frozenset(s.labels.items())] = s.value
+    return out
+
+
+def sample(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+def matching(samples: Samples, name: str, **labels: str) -> dict[frozenset, float]:
+    """All samples of `name` whose labels include `labels`."""
+    want = set(labels.items())
+    return {lb: v for (n, lb), v in samples.items() if n == name and want <= lb}
+
+
+def get(url: str, headers: dict[str, str] | None = None, timeout: float = 5) -> tuple[int, bytes, dict]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
+
+
+@dataclass
+class RunningProcessor:
+    grpc_endpoint: str
+    http_endpoint: str  # base URL, e.g. http://127.0.0.1:4318
+    metrics_url: str
+    process: subprocess.Popen | None = None
+    processor: Any = None
+
+    def scrape(self) -> Samples:
+        status, body, _ = get(self.metrics_url)
+        assert status == 200, body
+        return parse_metrics(body.decode())
+
+    def wait_processed(self, spans: int, timeout: float = 10) -> Samples:
+        """Scrape until `apiusage_spans_processed_total` reaches `spans`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            samples = self.scrape()
+            done = sample(samples, "apiusage_spans_processed_total") or 0
+            if done >= spans or time.monotonic() > deadline:
+                assert done == spans, f"processed {done} spans, expected {spans}"
+                return samples
+            time.sleep(0.05)
+
+
+def _endpoints(urls: dict[str, str]) -> tuple[str, str, str]:
+    return (urls.get("otlp-grpc", ""), urls.get("otlp-http", "").removesuffix("/v1/traces"),
+            urls["metrics"])
+
+
+@contextlib.contextmanager
+def running_processor(extra_config: dict | None = None) -> Iterator[RunningProcessor]:
+    """An in-process Processor on loopback ports chosen by the OS."""
+    from apiusage.processor.app import Processor
+    from apiusage.processor.config import parse_config
+
+    processor = Processor(parse_config(merge(LOOPBACK_CONFIG, extra_config)))
+    processor.start()
+    try:
+        yield RunningProcessor(*_endpoints(processor.urls()), processor=processor)
+    finally:
+        processor.stop()
+
+
+_URL_LINE = re.compile(r"^\s+(otlp-grpc|otlp-http|metrics)\s+(\S+)$")
+
+
+def apiusage_command() -> list[str]:
+    exe = Path(sys.executable).with_name("apiusage")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "apiusage.processor.cli"]
+
+
+@contextlib.contextmanager
+def start_processor(tmp_path: Path, extra_config: dict | None = None,
+                    env: dict[str, str] | None = None) -> Iterator[RunningProcessor]:
+    """`apiusage serve` as a subprocess, on loopback ports chosen by the OS."""
+    config = tmp_path / "apiusage.yaml"
+    config.write_text(yaml.safe_dump(merge(LOOPBACK_CONFIG, extra_config)))
+    process = subprocess.Popen(
+        [*apiusage_command(), "serve", "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **(env or {})})
+    urls: dict[str, str] = {}
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 20
+        while "metrics" not in urls and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            if m := _URL_LINE.match(line):
+                urls[m.group(1)] = m.group(2)
+        if "metrics" not in urls:
+            process.kill()
+            raise AssertionError(f"apiusage serve did not start: {process.stderr.read()}")
+        yield RunningProcessor(*_endpoints(urls), process=process)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream:
+                stream.close()
