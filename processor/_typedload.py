@@ -6,11 +6,11 @@ knows nothing about apiusage.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import re
 import types
-import collections.abc
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 __all__ = ["Duration", "ByteSize", "Problems", "load_dataclass"]

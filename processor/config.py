@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -75,8 +75,8 @@ class HttpProtocol:
 
 @dataclass(frozen=True)
 class OtlpProtocols:
-    grpc: Optional[GrpcProtocol] = field(default_factory=GrpcProtocol)
-    http: Optional[HttpProtocol] = field(default_factory=HttpProtocol)
+    grpc: GrpcProtocol | None = field(default_factory=GrpcProtocol)
+    http: HttpProtocol | None = field(default_factory=HttpProtocol)
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,8 @@ class AttributeSources:
     status_code: tuple[str, ...] = _sources("http.response.status_code", "http.status_code")
     path: tuple[str, ...] = _sources("url.path", "http.target", "http.url")
     user_agent: tuple[str, ...] = _sources("user_agent.original", "http.user_agent")
-    consumer_id: tuple[str, ...] = _sources("apiusage.consumer.id", "enduser.pseudo.id", "enduser.id", "user.id")
+    consumer_id: tuple[str, ...] = _sources(
+        "apiusage.consumer.id", "enduser.pseudo.id", "enduser.id", "user.id")
     plan_tier: tuple[str, ...] = _sources("apiusage.consumer.plan_tier")
     client_name: tuple[str, ...] = _sources("apiusage.client.name")
     client_version: tuple[str, ...] = _sources("apiusage.client.version")
@@ -177,7 +178,8 @@ class LimitsConfig:
     max_label_length: int = 128
 
     def label_limit(self, label: str) -> int:
-        return self.max_label_values.get(label, _DEFAULT_LABEL_LIMITS.get(label, self.default_max_label_values))
+        default = _DEFAULT_LABEL_LIMITS.get(label, self.default_max_label_values)
+        return self.max_label_values.get(label, default)
 
     def _validate(self, path: str, problems: Problems) -> None:
         if self.series_ttl < 1:
@@ -212,7 +214,7 @@ class PrometheusExporter:
         b = self.histogram_buckets
         if not b:
             problems.add(f"{path}.histogram_buckets", "needs at least one bucket bound")
-        elif any(x >= y for x, y in zip(b, b[1:])):
+        elif any(x >= y for x, y in zip(b, b[1:], strict=False)):
             problems.add(f"{path}.histogram_buckets", f"must be strictly increasing (got {list(b)})")
 
 
@@ -226,7 +228,7 @@ class Config:
     receivers: Receivers = field(default_factory=Receivers)
     processors: Processors = field(default_factory=Processors)
     exporters: Exporters = field(default_factory=Exporters)
-    catalog: Optional[str] = None
+    catalog: str | None = None
 
 
 _ENV = re.compile(r"\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

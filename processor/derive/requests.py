@@ -178,7 +178,8 @@ class Deriver:
 
         stats = self._stats
         stats.ignored(not_server, not_http)
-        if missing_route or missing_consumer or missing_status or end_before_start or too_new or too_old or bad_schema:
+        if (missing_route or missing_consumer or missing_status or end_before_start or too_new
+                or too_old or bad_schema):
             stats.data_quality(
                 missing_route=missing_route, missing_consumer=missing_consumer,
                 missing_status_code=missing_status, end_before_start=end_before_start,

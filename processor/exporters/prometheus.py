@@ -71,10 +71,10 @@ class UsageCollector:
         name = "api_request_duration_seconds"
         family = HistogramMetricFamily(name, _HELP[name], labels=FAMILIES[name], unit="seconds")
         les = [_le(b) for b in snap.buckets] + ["+Inf"]
-        for key, (counts, count, total, examples) in snap.histograms.items():
+        for key, (counts, _count, total, examples) in snap.histograms.items():
             buckets = []
             cumulative = 0.0
-            for le, n, ex in zip(les, counts, examples):
+            for le, n, ex in zip(les, counts, examples, strict=True):
                 cumulative += n
                 if ex is not None:
                     exemplar = Exemplar({"trace_id": ex.trace_id.hex(), "span_id": ex.span_id.hex()},
@@ -127,7 +127,7 @@ class UsageCollector:
             "Time from a batch's arrival to the end of its derivation.", unit="seconds")
         w = self._worker
         cumulative, buckets = 0, []
-        for le, n in zip([_le(b) for b in LATENCY_BUCKETS] + ["+Inf"], w.latency_buckets):
+        for le, n in zip([_le(b) for b in LATENCY_BUCKETS] + ["+Inf"], w.latency_buckets, strict=True):
             cumulative += n
             buckets.append((le, cumulative))
         latency.add_metric([], buckets, w.latency_sum)

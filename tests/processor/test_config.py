@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from apiusage.processor.config import ConfigError, load_config, parse_config
 
 TESTDATA = Path(__file__).parent / "testdata" / "config"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from apiusage.processor.derive.routes import normalize_path
 from apiusage.processor.derive.sampling import adjusted_count
 from apiusage.processor.derive.useragent import parse_user_agent

@@ -7,10 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-
-from apiusage.processor.config import GrpcProtocol, HttpProtocol
+from apiusage.processor.config import GrpcProtocol, HttpProtocol, UsageConfig
 from apiusage.processor.derive.requests import span_field_sources
-from apiusage.processor.config import UsageConfig
 from apiusage.processor.pipeline import SpanQueue
 from apiusage.processor.receivers.fields import FieldScanner
 from apiusage.processor.receivers.grpc import GrpcReceiver
