@@ -1,0 +1,126 @@
+"""Auto-instrument a FastAPI service so its server spans carry API usage context.
+
+One line::
+
+    from apiusage.instrumentation import instrument
+    instrument(app)
+
+or zero code: ``opentelemetry-instrument uvicorn app:app`` (see docs/instrumentation.md).
+
+Names are imported lazily (PEP 562) so that ``import apiusage.instrumentation.catalog``,
+which the processor uses, does not import OpenTelemetry or FastAPI.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "ATTR_API_VERSION",
+    "ATTR_CLIENT_NAME",
+    "ATTR_CLIENT_VERSION",
+    "ATTR_CONSUMER_ID",
+    "ATTR_DEPRECATED",
+    "ATTR_FEATURE",
+    "ATTR_PLAN_TIER",
+    "ATTR_SCHEMA_VERSION",
+    "ApiKeyHeader",
+    "ApiUsageConfigurator",
+    "ApiUsageDistro",
+    "ApiUsageInstrumentor",
+    "ApiUsageMiddleware",
+    "BearerSubject",
+    "Catalog",
+    "CatalogError",
+    "ConfigurationError",
+    "ENVIRONMENT_VARIABLES",
+    "Endpoint",
+    "Enricher",
+    "PlanTierMapping",
+    "Pseudonymizer",
+    "RedactingSpanProcessor",
+    "RequestState",
+    "SCHEMA_VERSION",
+    "ServiceCatalog",
+    "Settings",
+    "catalog_from_openapi",
+    "instrument",
+    "load_catalog",
+]
+
+# name -> private module that defines it
+_LOCATIONS = {
+    "ATTR_API_VERSION": "_attributes",
+    "ATTR_CLIENT_NAME": "_attributes",
+    "ATTR_CLIENT_VERSION": "_attributes",
+    "ATTR_CONSUMER_ID": "_attributes",
+    "ATTR_DEPRECATED": "_attributes",
+    "ATTR_FEATURE": "_attributes",
+    "ATTR_PLAN_TIER": "_attributes",
+    "ATTR_SCHEMA_VERSION": "_attributes",
+    "SCHEMA_VERSION": "_attributes",
+    "ApiKeyHeader": "_resolvers",
+    "BearerSubject": "_resolvers",
+    "PlanTierMapping": "_resolvers",
+    "Pseudonymizer": "_resolvers",
+    "RequestState": "_resolvers",
+    "ApiUsageConfigurator": "_auto",
+    "ApiUsageDistro": "_auto",
+    "ApiUsageInstrumentor": "_auto",
+    "ApiUsageMiddleware": "_middleware",
+    "Catalog": "catalog",
+    "CatalogError": "catalog",
+    "Endpoint": "catalog",
+    "ServiceCatalog": "catalog",
+    "load_catalog": "catalog",
+    "catalog_from_openapi": "_openapi",
+    "ConfigurationError": "_config",
+    "ENVIRONMENT_VARIABLES": "_config",
+    "Settings": "_config",
+    "Enricher": "_enrich",
+    "RedactingSpanProcessor": "_redact",
+    "instrument": "_setup",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LOCATIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from ._attributes import (
+        ATTR_API_VERSION,
+        ATTR_CLIENT_NAME,
+        ATTR_CLIENT_VERSION,
+        ATTR_CONSUMER_ID,
+        ATTR_DEPRECATED,
+        ATTR_FEATURE,
+        ATTR_PLAN_TIER,
+        ATTR_SCHEMA_VERSION,
+        SCHEMA_VERSION,
+    )
+    from ._auto import ApiUsageConfigurator, ApiUsageDistro, ApiUsageInstrumentor
+    from ._config import ENVIRONMENT_VARIABLES, ConfigurationError, Settings
+    from ._enrich import Enricher
+    from ._middleware import ApiUsageMiddleware
+    from ._openapi import catalog_from_openapi
+    from ._redact import RedactingSpanProcessor
+    from ._resolvers import (
+        ApiKeyHeader,
+        BearerSubject,
+        PlanTierMapping,
+        Pseudonymizer,
+        RequestState,
+    )
+    from ._setup import instrument
+    from .catalog import Catalog, CatalogError, Endpoint, ServiceCatalog, load_catalog

@@ -1,0 +1,324 @@
+"""The enricher: settings turned into resolvers, and the per-request attribute logic."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+from starlette.requests import Request
+
+from ._attributes import (
+    ATTR_API_VERSION,
+    ATTR_CLIENT_NAME,
+    ATTR_CLIENT_VERSION,
+    ATTR_CONSUMER_ID,
+    ATTR_DEPRECATED,
+    ATTR_FEATURE,
+    ATTR_PLAN_TIER,
+    ATTR_SCHEMA_VERSION,
+    SCHEMA_VERSION,
+)
+from ._config import ConfigurationError, Settings, check_key
+from ._resolvers import (
+    ApiKeyHeader,
+    BearerSubject,
+    PlanTierMapping,
+    Pseudonymizer,
+    RequestState,
+    api_version_from_route,
+    clip,
+    import_callable,
+    parse_user_agent,
+)
+from ._routes import RouteTable
+from .catalog import Catalog, CatalogError, load_catalog
+
+_logger = logging.getLogger("apiusage.instrumentation")
+
+_Source = str | Callable[..., Any]
+ConsumerSpec = _Source | Sequence[_Source] | bool | None
+PlanTierSpec = str | Path | Mapping[str, str] | Callable[..., Any] | Sequence[_Source] | None
+
+
+class Enricher:
+    """Computes the ``apiusage.*`` attributes and deprecation headers of a request."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        consumer_resolvers: Sequence[Callable[..., Any]],
+        plan_tier_resolvers: Sequence[Callable[..., Any]],
+        pseudonymizer: Pseudonymizer | None,
+        catalog: Catalog | None,
+    ) -> None:
+        self.settings = settings
+        self.consumer_resolvers = tuple(consumer_resolvers)
+        self.plan_tier_resolvers = tuple(plan_tier_resolvers)
+        self.pseudonymize = pseudonymizer
+        self.catalog = catalog
+        self._service_name = settings.service_name
+        self._tables: weakref.WeakKeyDictionary[Any, RouteTable] = weakref.WeakKeyDictionary()
+        self._failed: set[str] = set()
+        s = settings
+        self._client_name_header = s.client_name_header.lower() if s.client_name_header else None
+        self._client_version_header = (
+            s.client_version_header.lower() if s.client_version_header else None
+        )
+        self._api_version_header = s.api_version_header.lower() if s.api_version_header else None
+
+    @property
+    def sensitive_headers(self) -> tuple[str, ...]:
+        """Header names that carry credentials under this configuration."""
+        names = ["authorization", "proxy-authorization", "cookie", "x-api-key"]
+        names.append(self.settings.consumer_header)
+        return tuple(names)
+
+    # -- service name ----------------------------------------------------------------
+
+    def service_name(self) -> str | None:
+        """The service name used for catalog look-ups: config, else the tracer's resource."""
+        if self._service_name is None:
+            resource = getattr(trace.get_tracer_provider(), "resource", None)
+            name = getattr(resource, "attributes", {}).get("service.name")
+            if name:
+                self._service_name = str(name)
+        return self._service_name
+
+    def set_service_name(self, name: str | None) -> None:
+        if self.settings.service_name is None and name:
+            self._service_name = name
+            self.check_catalog_service()
+
+    def check_catalog_service(self) -> None:
+        """Warn at start-up when the catalog has nothing for this service (likely a typo)."""
+        name = self._service_name
+        if self.catalog is not None and name and self.catalog.service(name) is None:
+            _logger.warning(
+                "apiusage: the catalog %s has no service named %r (it has: %s); "
+                "set APIUSAGE_SERVICE_NAME or OTEL_SERVICE_NAME to the catalog's name",
+                self.catalog.source, name, ", ".join(self.catalog.service_names) or "none",
+            )
+
+    # -- per request -----------------------------------------------------------------
+
+    def table(self, app: Any) -> RouteTable:
+        table = self._tables.get(app)
+        if table is None:
+            table = RouteTable(
+                app,
+                self.catalog,
+                self.service_name,
+                self.settings.feature_sources,
+                self.settings.feature_openapi_key,
+                self.settings.deprecation_headers,
+            )
+            self._tables[app] = table
+        return table
+
+    def on_response(
+        self, scope: dict[str, Any], span: trace.Span, app: Any
+    ) -> list[tuple[bytes, bytes]]:
+        """Set the span's attributes; return the response headers to add."""
+        table = self.table(scope.get("app") or app)
+        recording = span.is_recording()
+        template = None
+        if recording:
+            attributes = getattr(span, "attributes", None)
+            if attributes is not None:
+                template = attributes.get("http.route")
+        if template is None:
+            template = table.template(scope)
+        method = scope.get("method", "GET")
+        info = table.info(method, template, scope)
+        if recording:
+            span.set_attributes(self.attributes(scope, template, info))
+        if info.headers is None:
+            return []
+        return info.headers.for_request(scope)
+
+    def attributes(self, scope: dict[str, Any], template: str | None, info: Any) -> dict[str, Any]:
+        request = Request(scope)
+        headers = request.headers
+        attrs: dict[str, Any] = {ATTR_SCHEMA_VERSION: SCHEMA_VERSION}
+
+        consumer = None
+        for resolver in self.consumer_resolvers:
+            consumer = self._call(resolver, request)
+            if consumer:
+                break
+        if consumer and self.pseudonymize is not None:
+            attrs[ATTR_CONSUMER_ID] = self.pseudonymize(consumer)
+
+        tier = None
+        for resolver in self.plan_tier_resolvers:
+            tier = clip(self._call(resolver, request, consumer))
+            if tier:
+                break
+        attrs[ATTR_PLAN_TIER] = tier or self.settings.default_plan_tier
+
+        name = clip(headers.get(self._client_name_header)) if self._client_name_header else None
+        version = (
+            clip(headers.get(self._client_version_header)) if self._client_version_header else None
+        )
+        if name is None and self.settings.client_from_user_agent:
+            user_agent = headers.get("user-agent")
+            if user_agent:
+                name, ua_version = parse_user_agent(user_agent)
+                version = version or ua_version
+        if name:
+            attrs[ATTR_CLIENT_NAME] = name
+        if version:
+            attrs[ATTR_CLIENT_VERSION] = version
+
+        api_version = None
+        if self._api_version_header:
+            api_version = clip(headers.get(self._api_version_header))
+        if api_version is None:
+            api_version = api_version_from_route(template or _route_path(scope))
+        api_version = api_version or self.settings.api_version
+        if api_version:
+            attrs[ATTR_API_VERSION] = api_version
+
+        if info.feature:
+            attrs[ATTR_FEATURE] = info.feature
+        attrs[ATTR_DEPRECATED] = info.deprecated
+        return attrs
+
+    def _call(self, resolver: Callable[..., Any], *args: Any) -> str | None:
+        try:
+            value = resolver(*args)
+        except Exception:
+            # A user resolver's bug must not fail the request; say so once per resolver.
+            name = repr(resolver)
+            if name not in self._failed:
+                self._failed.add(name)
+                _logger.warning("apiusage: resolver %s raised; ignoring it for this request",
+                                name, exc_info=True)
+            return None
+        if value is None:
+            return None
+        value = str(value).strip()
+        return value or None
+
+
+def _route_path(scope: dict[str, Any]) -> str:
+    path = scope.get("path", "")
+    root = scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
+# -- building ------------------------------------------------------------------------
+
+
+def build_enricher(
+    settings: Settings,
+    consumer: ConsumerSpec = None,
+    plan_tier: PlanTierSpec = None,
+    catalog: str | Path | Catalog | None = None,
+) -> Enricher:
+    """Turn settings (plus in-code overrides) into an enricher; ConfigurationError if unsafe."""
+    consumers = _consumer_resolvers(settings, consumer)
+    pseudonymizer = None
+    if consumers:
+        why = f"consumer resolution is on ({_describe(consumers)})"
+        pseudonymizer = Pseudonymizer(check_key(settings.pseudonym_key, settings.key_origin, why))
+    elif settings.pseudonym_key is not None:
+        pseudonymizer = Pseudonymizer(settings.pseudonym_key)
+    tiers = _plan_tier_resolvers(settings, plan_tier, pseudonymizer)
+    return Enricher(settings, consumers, tiers, pseudonymizer, _catalog(settings, catalog))
+
+
+def _describe(resolvers: Iterable[Any]) -> str:
+    return ", ".join(getattr(r, "__qualname__", None) or repr(r) for r in resolvers)
+
+
+def _consumer_resolvers(settings: Settings, spec: ConsumerSpec) -> list[Callable[..., Any]]:
+    if spec is False:
+        return []
+    if spec is None or spec is True:
+        items: Sequence[Any] = settings.consumer_resolver
+    elif isinstance(spec, str):
+        items = () if spec.strip().lower() == "none" else [s.strip() for s in spec.split(",")]
+    elif callable(spec):
+        items = [spec]
+    else:
+        items = list(spec)
+    resolvers = []
+    for item in items:
+        if callable(item):
+            resolvers.append(item)
+        elif item == "header":
+            resolvers.append(ApiKeyHeader(settings.consumer_header))
+        elif item == "bearer":
+            resolvers.append(BearerSubject(settings.bearer_claim))
+        elif item == "state":
+            resolvers.append(RequestState(settings.consumer_state_attr))
+        else:
+            resolver = _import(item, "APIUSAGE_CONSUMER_RESOLVER")
+            if resolver is not None:
+                resolvers.append(resolver)
+    return resolvers
+
+
+def _plan_tier_resolvers(
+    settings: Settings, spec: PlanTierSpec, pseudonymizer: Pseudonymizer | None
+) -> list[Callable[..., Any]]:
+    if spec is None:
+        items: Sequence[Any] = settings.plan_tier_resolver
+    elif isinstance(spec, Mapping):
+        items = [PlanTierMapping(spec, pseudonymize=pseudonymizer)]
+    elif isinstance(spec, Path) or (isinstance(spec, str) and spec.endswith((".yaml", ".yml", ".json"))):
+        items = [_mapping_file(str(spec), pseudonymizer)]
+    elif isinstance(spec, str):
+        items = [s.strip() for s in spec.split(",")] if spec.lower() != "none" else []
+    elif callable(spec):
+        items = [spec]
+    else:
+        items = list(spec)
+    resolvers = []
+    for item in items:
+        if callable(item):
+            resolvers.append(item)
+        elif item == "state":
+            resolvers.append(RequestState(settings.plan_tier_state_attr))
+        elif item == "mapping":
+            if settings.plan_tiers_file:
+                resolvers.append(_mapping_file(settings.plan_tiers_file, pseudonymizer))
+        else:
+            resolver = _import(item, "APIUSAGE_PLAN_TIER_RESOLVER")
+            if resolver is not None:
+                resolvers.append(resolver)
+    return resolvers
+
+
+def _mapping_file(path: str, pseudonymizer: Pseudonymizer | None) -> PlanTierMapping:
+    mapping = PlanTierMapping.from_file(path)
+    mapping.pseudonymize = pseudonymizer
+    return mapping
+
+
+def _import(reference: str, variable: str) -> Callable[..., Any] | None:
+    try:
+        return import_callable(reference)
+    except Exception as exc:
+        # Safe to skip: without it we export less, never a raw id.
+        _logger.error("apiusage: ignoring %s entry %r: %s: %s",
+                      variable, reference, type(exc).__name__, exc)
+        return None
+
+
+def _catalog(settings: Settings, spec: str | Path | Catalog | None) -> Catalog | None:
+    if isinstance(spec, Catalog):
+        return spec
+    path = spec if spec is not None else settings.catalog
+    if path is None:
+        return None
+    try:
+        return load_catalog(path)
+    except CatalogError as exc:
+        origin = "" if spec is not None else " (APIUSAGE_CATALOG)"
+        raise ConfigurationError(f"apiusage: refusing to start: bad catalog{origin}: {exc}") from None

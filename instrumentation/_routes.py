@@ -1,0 +1,177 @@
+"""What we know about a route: its template, feature, deprecation and response headers.
+
+Facts come from, in order of authority: the catalog file, the app's own OpenAPI
+operation (FastAPI's ``deprecated=True``, ``tags``, ``openapi_extra``, merged across
+``include_router`` the way FastAPI documents them), and the matched route object for
+routes left out of the schema. They are computed once per (method, route template).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from starlette.routing import Match
+
+from ._headers import DeprecationHeaders
+from ._openapi import OPERATION_METHODS, operation_endpoint
+from .catalog import Catalog, CatalogError, Endpoint, merge_endpoint, route_key
+
+try:  # FastAPI >= 0.137.2 nests included routers; this flattens them.
+    from fastapi.routing import iter_route_contexts
+except ImportError:  # pragma: no cover - older FastAPI keeps routes flat
+    iter_route_contexts = None
+
+_logger = logging.getLogger("apiusage.instrumentation")
+_CACHE_LIMIT = 2048
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    feature: str | None = None
+    deprecated: bool = False
+    headers: DeprecationHeaders | None = None
+
+
+UNMATCHED = RouteInfo()
+
+
+class RouteTable:
+    """Route facts for one app, cached."""
+
+    def __init__(
+        self,
+        app: Any,
+        catalog: Catalog | None,
+        service_name: Callable[[], str | None],
+        feature_sources: tuple[str, ...],
+        feature_key: str,
+        deprecation_headers: bool,
+    ) -> None:
+        self.app = app
+        self.catalog = catalog
+        self.service_name = service_name
+        self.feature_sources = feature_sources
+        self.feature_key = feature_key
+        self.deprecation_headers = deprecation_headers
+        self._operations: dict[tuple[str, str], dict[str, Any]] | None = None
+        self._info: dict[tuple[str, str], RouteInfo] = {}
+        self._templates: dict[tuple[str, str], str | None] = {}
+
+    # -- templates -------------------------------------------------------------------
+
+    def template(self, scope: dict[str, Any]) -> str | None:
+        """The route template of a request when the span could not tell us."""
+        key = (scope.get("method", ""), scope.get("path", ""))
+        try:
+            return self._templates[key]
+        except KeyError:
+            pass
+        template = self._match(scope)
+        if len(self._templates) >= _CACHE_LIMIT:
+            # Paths with ids in them never repeat; a full reset is cheaper than an LRU.
+            self._templates.clear()
+        self._templates[key] = template
+        return template
+
+    def _match(self, scope: dict[str, Any]) -> str | None:
+        routes = getattr(self.app, "routes", None) or []
+        candidates = iter_route_contexts(routes) if iter_route_contexts is not None else routes
+        partial = None
+        for route in candidates:
+            try:
+                match, _ = route.matches(scope)
+            except Exception:  # an exotic route type must not break the request
+                continue
+            if match == Match.FULL:
+                return getattr(route, "path", None)
+            if match == Match.PARTIAL and partial is None:
+                partial = getattr(route, "path", None)
+        return partial
+
+    # -- facts -----------------------------------------------------------------------
+
+    def info(self, method: str, template: str | None, scope: dict[str, Any]) -> RouteInfo:
+        if template is None:
+            return UNMATCHED
+        key = (method, template)
+        info = self._info.get(key)
+        if info is None:
+            info = self._compute(method, template, scope.get("route"))
+            if len(self._info) < _CACHE_LIMIT:
+                self._info[key] = info
+        return info
+
+    def _operation(self, method: str, template: str) -> dict[str, Any] | None:
+        if self._operations is None:
+            self._operations = {}
+            openapi = getattr(self.app, "openapi", None)
+            try:
+                document = openapi() if callable(openapi) else None
+            except Exception:
+                _logger.warning(
+                    "apiusage: could not build the app's OpenAPI document; route flags "
+                    "are read from the route objects instead",
+                    exc_info=True,
+                )
+                document = None
+            paths = document.get("paths") if isinstance(document, dict) else None
+            for path, item in (paths or {}).items():
+                if not isinstance(item, dict):
+                    continue
+                for op_method in OPERATION_METHODS:
+                    operation = item.get(op_method)
+                    if isinstance(operation, dict):
+                        self._operations[(op_method.upper(), route_key(path))] = operation
+        return self._operations.get((method, route_key(template)))
+
+    def _compute(self, method: str, template: str, route: Any) -> RouteInfo:
+        operation = self._operation(method, template)
+        if operation is None and route is not None and getattr(route, "path", None) is not None:
+            # Not in the schema (include_in_schema=False): read the route object itself.
+            operation = {
+                "deprecated": bool(getattr(route, "deprecated", False)),
+                "tags": list(getattr(route, "tags", None) or []),
+                **(getattr(route, "openapi_extra", None) or {}),
+            }
+        own: Endpoint | None = None
+        if operation is not None:
+            try:
+                own = operation_endpoint(
+                    method, template, operation, self.feature_key, source="openapi"
+                )
+            except CatalogError as exc:
+                _logger.warning("apiusage: ignoring route extensions of %s %s: %s",
+                                method, template, exc)
+                own = Endpoint(method, template, deprecated=operation.get("deprecated") is True)
+        entry = None
+        service = self.service_name()
+        if self.catalog is not None and service is not None:
+            entry = self.catalog.endpoint(service, method, template)
+        merged = merge_endpoint(own, entry)
+
+        feature = None
+        for source in self.feature_sources:
+            if source == "catalog" and entry is not None:
+                feature = entry.feature
+            elif source == "openapi" and own is not None:
+                feature = own.feature
+            elif source == "tags" and operation is not None:
+                tags = operation.get("tags") or []
+                if tags:
+                    tag = tags[0]
+                    feature = str(tag.value if isinstance(tag, Enum) else tag)
+            if feature:
+                break
+        headers = None
+        if self.deprecation_headers and merged is not None:
+            candidate = DeprecationHeaders(merged)
+            headers = candidate if candidate else None
+        return RouteInfo(
+            feature=feature[:64] if feature else None,
+            deprecated=bool(merged is not None and merged.deprecated),
+            headers=headers,
+        )
