@@ -76,8 +76,10 @@ class ApiUsageInstrumentor(BaseInstrumentor):
 
 def _refuse_to_start(exc: ConfigurationError) -> None:
     message = str(exc)
-    _logger.critical(message)
     try:
+        # With no logging configured the logger would print it too; say it once.
+        if _logger.hasHandlers():
+            _logger.critical(message)
         sys.stderr.write(message + "\n")
         sys.stderr.flush()
     finally:

@@ -224,7 +224,12 @@ def build_enricher(
     consumers = _consumer_resolvers(settings, consumer)
     pseudonymizer = None
     if consumers:
-        why = f"consumer resolution is on ({_describe(consumers)})"
+        if consumer is None:
+            value = ",".join(settings.consumer_resolver)
+            default = " (the default)" if settings.consumer_resolver == ("header",) else ""
+            why = f"consumer resolution is on: APIUSAGE_CONSUMER_RESOLVER={value}{default}"
+        else:
+            why = f"consumer resolution is on: instrument(consumer={_describe(consumers)})"
         pseudonymizer = Pseudonymizer(check_key(settings.pseudonym_key, settings.key_origin, why))
     elif settings.pseudonym_key is not None:
         pseudonymizer = Pseudonymizer(settings.pseudonym_key)

@@ -1,0 +1,114 @@
+"""No raw key, token, cookie, query string or client address leaves the service, in any semconv mode."""
+
+from __future__ import annotations
+
+import pytest
+from apiusage.instrumentation import RedactingSpanProcessor, instrument
+from apiusage.instrumentation._redact import CLIENT_ADDRESS_KEYS, Scrubber
+from conftest import KEY, jwt
+from opentelemetry.trace import SpanKind
+from orders_app import build_app
+
+API_KEY = "sk_live_SECRETAPIKEY123"
+TOKEN_SUBJECT = "user-SECRETSUBJECT"
+QUERY_SECRET = "SECRETQUERYVALUE"
+COOKIE = "SECRETCOOKIEVALUE"
+CLIENT_IP = "203.0.113.7"
+
+
+def send_secrets(client) -> None:
+    token = jwt({"sub": TOKEN_SUBJECT})
+    headers = {
+        "X-API-Key": API_KEY,
+        "Authorization": f"Bearer {token}",
+        "Cookie": f"session={COOKIE}",
+        "X-Forwarded-For": "198.51.100.23",
+    }
+    assert client.get(f"/v1/orders/1?api_key={QUERY_SECRET}&page=2", headers=headers).status_code == 200
+    assert client.get("/v1/session", headers=headers).status_code == 200
+    assert client.get(f"/v1/boom?token={QUERY_SECRET}", headers=headers).status_code == 500
+    assert client.get(f"/nowhere?key={QUERY_SECRET}", headers=headers).status_code == 404
+
+
+@pytest.mark.parametrize("mode", [None, "http", "http/dup"])
+def test_no_secret_in_any_exported_span(spans, client_for, semconv, monkeypatch, mode):
+    semconv(mode)
+    # Ask the FastAPI instrumentation to capture every header, the worst case.
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", ".*")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE", ".*")
+    app = build_app()
+    instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY, consumer="header,bearer")
+    send_secrets(client_for(app))
+
+    dump = spans.dump()
+    for secret in (API_KEY, TOKEN_SUBJECT, QUERY_SECRET, COOKIE, CLIENT_IP, "198.51.100.23",
+                   jwt({"sub": TOKEN_SUBJECT}).split(".")[1], KEY):
+        assert secret not in dump, secret
+    servers = spans.server()
+    assert len(servers) == 4
+    for span in servers:
+        keys = set(span.attributes)
+        assert not keys & CLIENT_ADDRESS_KEYS
+        assert "url.query" not in keys
+        assert not {k for k in keys if k.startswith("http.request.header.") and
+                    any(w in k for w in ("authorization", "cookie", "api_key", "forwarded"))}
+        assert "http.response.header.set_cookie" not in keys
+    first = servers[0].attributes
+    # What is kept is still useful: the path without the query, harmless headers.
+    if mode in (None, "http/dup"):
+        assert first["http.url"] == "http://testserver/v1/orders/1"
+        assert first["http.target"] == "/v1/orders/1"
+    if mode in ("http", "http/dup"):
+        assert first["url.path"] == "/v1/orders/1"
+    assert first["http.request.header.user_agent"] == ("testclient",)
+    assert first["http.route"] == "/v1/orders/{order_id}"
+
+
+def test_consumer_id_is_the_hmac_not_the_key(spans, client_for):
+    app = build_app()
+    instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY)
+    client_for(app).get("/v1/orders/1", headers={"X-API-Key": API_KEY})
+    consumer_id = spans.apiusage()["apiusage.consumer.id"]
+    assert len(consumer_id) == 32 and API_KEY not in consumer_id
+
+
+def test_custom_consumer_header_is_scrubbed_when_captured(spans, client_for, monkeypatch):
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", "X-Customer")
+    app = build_app()
+    instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY, consumer="header",
+               environ={"APIUSAGE_CONSUMER_HEADER": "X-Customer"})
+    client_for(app).get("/v1/orders/1", headers={"X-Customer": "cust-SECRET"})
+    assert "cust-SECRET" not in spans.dump()
+
+
+def test_spans_of_the_app_itself_are_scrubbed_too(spans):
+    """The processor works on any span of the provider, e.g. a hand-made client span."""
+    RedactingSpanProcessor()  # importable and constructible on its own
+    from apiusage.instrumentation._redact import install
+
+    assert install(spans.provider) is True
+    tracer = spans.provider.get_tracer("test")
+    with tracer.start_as_current_span("call", kind=SpanKind.CLIENT,
+                                      attributes={"url.full": f"https://x.example/a?k={QUERY_SECRET}"}) as s:
+        s.set_attribute("http.request.header.authorization", ("Bearer abc",))
+        s.set_attribute("server.address", "x.example")
+    (span,) = spans.all()
+    assert dict(span.attributes) == {"url.full": "https://x.example/a", "server.address": "x.example"}
+
+
+def test_scrubber_rules():
+    scrubber = Scrubber(["X-Tenant-Key"])
+    attrs = {
+        "http.target": "/a?b=1#frag", "http.url": "http://h/a?x", "url.full": "http://h/p",
+        "url.query": "x=1", "client.address": "1.2.3.4", "net.peer.ip": "1.2.3.4",
+        "http.client_ip": "1.2.3.4", "network.peer.address": "1.2.3.4",
+        "http.request.header.x_tenant_key": ("v",), "http.request.header.accept": ("*/*",),
+        "http.request.header.x_session_id": ("s",), "http.response.header.set_cookie": ("c",),
+        "http.route": "/a",
+    }
+    assert scrubber.scrub(attrs, server=True) == {
+        "http.target": "/a", "http.url": "http://h/a", "url.full": "http://h/p",
+        "http.request.header.accept": ("*/*",), "http.route": "/a",
+    }
+    # Client addresses only mean "the caller" on SERVER spans.
+    assert "net.peer.ip" in scrubber.scrub(attrs, server=False)
