@@ -223,7 +223,9 @@ class _Parser:
         for key in body:
             if key != "endpoints":
                 raise self.fail(f"{path}.{key}", "unknown key (allowed: endpoints)")
-        raw = body.get("endpoints") or []
+        raw = body.get("endpoints")
+        if raw is None:
+            raw = []
         if not isinstance(raw, list):
             raise self.fail(f"{path}.endpoints", f"expected a list (got {_kind(raw)})")
         endpoints: list[Endpoint] = []

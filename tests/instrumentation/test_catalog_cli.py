@@ -1,0 +1,178 @@
+"""`apiusage catalog from-openapi` / `check`: file, URL or app input; errors exit 2, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import yaml
+from apiusage.instrumentation import _catalog_cli
+from apiusage.instrumentation.catalog import load_catalog
+from conftest import APPS, bin_path, need
+from orders_app import build_app
+
+EXPECTED = """\
+# apiusage endpoint catalog, generated from {source}
+services:
+  orders-api:
+    endpoints:
+    - method: GET
+      route: /v1/legacy/report
+      deprecated: true
+    - method: POST
+      route: /v2/orders
+      feature: checkout
+    - method: GET
+      route: /v1/orders/{{order_id}}/items
+      deprecated: 2026-03-01
+      sunset: 2026-12-31
+      replacement: GET /v2/orders/{{order_id}}/lines
+      link: https://docs.example.com/items-to-lines
+    - method: GET
+      route: /v1/own-headers
+      deprecated: true
+"""
+
+
+def run(argv, capsys):
+    parser = argparse.ArgumentParser(prog="apiusage")
+    _catalog_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    code = args.func(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def openapi_file(tmp_path):
+    path = tmp_path / "openapi.json"
+    path.write_text(json.dumps(build_app().openapi()))
+    return path
+
+
+def test_from_file_to_stdout(openapi_file, capsys):
+    code, out, err = run(["catalog", "from-openapi", "--file", str(openapi_file),
+                          "--service", "orders-api"], capsys)
+    assert (code, err) == (0, "")
+    assert out == EXPECTED.format(source=openapi_file)
+
+
+def test_from_yaml_file_to_output_file(tmp_path, capsys):
+    source = tmp_path / "openapi.yaml"
+    source.write_text(yaml.safe_dump(build_app().openapi()))
+    target = tmp_path / "catalog.yaml"
+    code, out, err = run(["catalog", "from-openapi", "--file", str(source), "--service", "orders-api",
+                          "-o", str(target)], capsys)
+    assert (code, out) == (0, "")
+    assert err == f"wrote 4 endpoint(s) of orders-api to {target}\n"
+    catalog = load_catalog(target)
+    assert catalog.endpoint("orders-api", "GET", "/v1/legacy/report").deprecated is True
+
+
+def test_from_app(capsys, monkeypatch):
+    monkeypatch.chdir(APPS)
+    code, out, _ = run(["catalog", "from-openapi", "--app", "orders_app:app", "--service", "orders-api"],
+                       capsys)
+    assert code == 0
+    assert out == EXPECTED.format(source="orders_app:app")
+
+
+def test_from_url(capsys):
+    document = json.dumps(build_app().openapi()).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path != "/openapi.json":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(document)))
+            self.end_headers()
+            self.wfile.write(document)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        code, out, _ = run(["catalog", "from-openapi", "--url", base + "/openapi.json",
+                            "--service", "orders-api"], capsys)
+        assert code == 0 and out == EXPECTED.format(source=base + "/openapi.json")
+        code, out, err = run(["catalog", "from-openapi", "--url", base + "/missing",
+                              "--service", "orders-api"], capsys)
+        assert (code, out) == (2, "")
+        assert err == (f"apiusage catalog from-openapi: error: cannot fetch {base}/missing: "
+                       "HTTP 404 Not Found\n")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    "argv_tail, message",
+    [
+        (["--file", "/nonexistent/openapi.json"],
+         "cannot read /nonexistent/openapi.json: No such file or directory"),
+        (["--app", "no_such_module:app"],
+         "cannot import no_such_module:app: ModuleNotFoundError: No module named 'no_such_module'"),
+        (["--app", "orders_app"], "--app expects MODULE:ATTR, like app.main:app (got 'orders_app')"),
+        (["--app", "orders_app:ACCOUNTS"],
+         "orders_app:ACCOUNTS is not a FastAPI app (it has no openapi() method)"),
+        (["--url", "ftp://example.invalid/x"], "--url must be an http(s) URL (got 'ftp://example.invalid/x')"),
+    ],
+)
+def test_errors_exit_2_with_one_line(capsys, monkeypatch, argv_tail, message):
+    monkeypatch.chdir(APPS)
+    code, out, err = run(["catalog", "from-openapi", *argv_tail, "--service", "s"], capsys)
+    assert (code, out) == (2, "")
+    assert err == f"apiusage catalog from-openapi: error: {message}\n"
+
+
+def test_bad_extension_value_names_the_operation(tmp_path, capsys):
+    doc = {"openapi": "3.1.0", "paths": {"/a": {"get": {"deprecated": True, "x-sunset": "later"}}}}
+    path = tmp_path / "o.json"
+    path.write_text(json.dumps(doc))
+    code, _, err = run(["catalog", "from-openapi", "--file", str(path), "--service", "s"], capsys)
+    assert code == 2
+    prefix = "apiusage catalog from-openapi: error: "
+    assert err == f"{prefix}{path}: paths./a.get: sunset: not a date (got 'later')\n"
+    path.write_text('{"openapi": "3.1.0"}')
+    code, _, err = run(["catalog", "from-openapi", "--file", str(path), "--service", "s"], capsys)
+    assert err == f"{prefix}{path}: not an OpenAPI document (no 'paths' mapping)\n"
+
+
+def test_check(tmp_path, capsys):
+    good = tmp_path / "c.yaml"
+    good.write_text("services:\n  a:\n    endpoints:\n      - {method: GET, route: /x, deprecated: true}\n"
+                    "      - {method: GET, route: /y}\n")
+    assert run(["catalog", "check", str(good)], capsys) == (0, "a: 2 endpoint(s), 1 deprecated\n", "")
+    bad = tmp_path / "b.yaml"
+    bad.write_text("services: {a: {endpoints: [{method: GET}]}}")
+    code, _, err = run(["catalog", "check", str(bad)], capsys)
+    message = f"apiusage catalog check: error: {bad}: services.a.endpoints[0].route: required\n"
+    assert (code, err) == (2, message)
+
+
+def test_real_console_script(openapi_file):
+    """The installed `apiusage` command carries the catalog commands."""
+    exe = bin_path("apiusage")
+    need(exe is not None, "the apiusage console script is not installed")
+    ok = subprocess.run([exe, "catalog", "from-openapi", "--file", str(openapi_file), "--service",
+                         "orders-api"], capture_output=True, text=True, timeout=60)
+    assert (ok.returncode, ok.stdout) == (0, EXPECTED.format(source=openapi_file)), ok.stderr
+    bad = subprocess.run([exe, "catalog", "from-openapi", "--file", "/nope.json", "--service", "s"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr
+    assert bad.stderr.strip().endswith("error: cannot read /nope.json: No such file or directory")
+    usage = subprocess.run([exe, "catalog", "from-openapi", "--service", "s"], capture_output=True,
+                           text=True, timeout=60)
+    assert usage.returncode == 2 and "one of the arguments --file --url --app is required" in usage.stderr
