@@ -7,18 +7,40 @@ import signal
 import threading
 from importlib import metadata
 
+from ._httpserver import BindError
 from .config import Config
+from .derive.plans import PlanLookup, PlanLookupError
 from .derive.request_metrics import RequestMetrics
 from .derive.requests import Deriver, span_field_sources
+from .exporters.consumer_metrics import ConsumerCollector
 from .exporters.prometheus import MetricsServer, UsageCollector, build_registry
 from .pipeline import SpanQueue, Worker
 from .receivers.fields import FieldScanner
 from .receivers.grpc import GrpcReceiver
 from .receivers.http import HttpReceiver
 from .receivers.intake import Intake
+from .state.activity import ConsumerActivity
+from .state.service import StateService
+from .state.store import StoreError
 from .telemetry import PipelineStats
 
-__all__ = ["Processor"]
+__all__ = ["Processor", "StartupError"]
+
+
+class StartupError(Exception):
+    """The processor cannot start; the message says what to change."""
+
+
+def load_catalog_file(path: str | None):
+    """The endpoint catalog named by the `catalog` key, or None."""
+    if path is None:
+        return None
+    from apiusage.instrumentation.catalog import CatalogError, load_catalog
+
+    try:
+        return load_catalog(path)
+    except CatalogError as exc:
+        raise StartupError(f"catalog: {exc}") from None
 
 log = logging.getLogger("apiusage.processor")
 
@@ -47,12 +69,26 @@ class Processor:
         self.request_metrics = RequestMetrics(
             p.limits, config.exporters.prometheus.histogram_buckets, self.stats,
             exemplars=config.exporters.prometheus.exemplars)
-        self.worker = Worker(self.queue, Deriver(p.usage, self.stats), [self.request_metrics],
+        self.catalog = load_catalog_file(config.catalog)
+        lookup = p.plan_lookup
+        self.plans = PlanLookup(lookup.file, lookup.sql) if lookup.file or lookup.sql else None
+        sinks: list = [self.request_metrics]
+        self.state: StateService | None = None
+        if config.state.enabled:
+            self.activity = ConsumerActivity(config.state.retention_days, self.stats)
+            self.state = StateService(config.state, self.activity, self.catalog, self.plans,
+                                      lookup.refresh_interval)
+            sinks.append(self.activity)
+        elif lookup.sql:
+            raise StartupError("processors.plan_lookup.sql needs the state store (state.enabled)")
+        self.worker = Worker(self.queue, Deriver(p.usage, self.stats, self.plans), sinks,
                              self.stats)
         self.intake = Intake(self.scanner, self.queue, self.stats)
-        collector = UsageCollector(self.request_metrics, self.stats, self.queue, self.worker,
-                                   self.scanner.implementation, _version())
-        self.registry = build_registry(collector)
+        collectors: list = [UsageCollector(self.request_metrics, self.stats, self.queue,
+                                           self.worker, self.scanner.implementation, _version())]
+        if self.state is not None:
+            collectors.append(ConsumerCollector(self.state, p.limits))
+        self.registry = build_registry(*collectors)
         self._started = False
         self._stopping = False
         self._stopped = threading.Event()
@@ -70,19 +106,29 @@ class Processor:
         return True, "ready"
 
     def start(self) -> None:
+        """Open the store and bind every port, or raise StartupError having opened nothing."""
         protocols = self.config.receivers.otlp.protocols
         retry_after = self.config.processors.queue.retry_after
         try:
+            if self.plans is not None and self.plans.file:
+                self.plans.load()
+            if self.state is not None:
+                self.state.open()
             self.metrics = MetricsServer(self.config.exporters.prometheus, self.registry,
                                          self.readiness)
             if protocols.grpc is not None:
                 self.grpc = GrpcReceiver(protocols.grpc, self.intake, retry_after)
             if protocols.http is not None:
                 self.http = HttpReceiver(protocols.http, self.intake, retry_after)
+        except (BindError, StoreError, PlanLookupError) as exc:
+            self._close_partial()
+            raise StartupError(exc.strerror if isinstance(exc, BindError) else str(exc)) from None
         except Exception:
             self._close_partial()
             raise
         self.worker.start()
+        if self.state is not None:
+            self.state.start()
         self.metrics.start()
         if self.grpc:
             self.grpc.start()
@@ -107,6 +153,8 @@ class Processor:
         return out
 
     def _close_partial(self) -> None:
+        if self.state is not None and self.state.store is not None:
+            self.state.store.close()
         for server in (self.metrics, self.http):
             if server is not None:
                 server.stop()
@@ -127,6 +175,8 @@ class Processor:
         if not drained:
             log.error("shutdown timeout: %d spans still queued were not processed",
                       self.queue.depth)
+        if self.state is not None:
+            self.state.stop()  # after the drain, so the last flush holds every accepted span
         if self.metrics:
             self.metrics.stop()
         self._stopped.set()

@@ -20,18 +20,14 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"apiusage: {_MISSING_EXTRA.format(name=exc.name)}", file=sys.stderr)
         return 2
-    from ._httpserver import BindError
+    from .app import StartupError
 
     try:
         config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"apiusage: {exc}", file=sys.stderr)
-        return 2
-    processor = Processor(config)
-    try:
+        processor = Processor(config)
         processor.start()
-    except BindError as exc:
-        print(f"apiusage: {exc.strerror}", file=sys.stderr)
+    except (ConfigError, StartupError) as exc:
+        print(f"apiusage: {exc}", file=sys.stderr)
         return 2
     lines = [f"apiusage processor ready ({args.config or 'embedded defaults'})"]
     lines += [f"  {name:<10} {url}" for name, url in processor.urls().items()]

@@ -145,7 +145,8 @@ class AttributeSources:
 @dataclass(frozen=True)
 class DataQualityConfig:
     max_future_skew: Duration = Duration(300)
-    max_past_age: Duration = Duration(400 * 86400)
+    # Late spans are counted as an issue but kept; state drops them only past retention.
+    max_past_age: Duration = Duration(86400)
 
 
 @dataclass(frozen=True)
@@ -194,10 +195,24 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class PlanLookupConfig:
+    """Plan tier (and account name) per consumer id, for spans that carry none."""
+
+    file: str | None = None
+    sql: str | None = None
+    refresh_interval: Duration = Duration(300)
+
+    def _validate(self, path: str, problems: Problems) -> None:
+        if self.file and self.sql:
+            problems.add(path, "choose one of file or sql, not both")
+
+
+@dataclass(frozen=True)
 class Processors:
     queue: QueueConfig = field(default_factory=QueueConfig)
     usage: UsageConfig = field(default_factory=UsageConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    plan_lookup: PlanLookupConfig = field(default_factory=PlanLookupConfig)
 
 
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -224,10 +239,70 @@ class Exporters:
 
 
 @dataclass(frozen=True)
+class SqliteState:
+    path: str = "apiusage-state.db"
+
+
+@dataclass(frozen=True)
+class PostgresState:
+    dsn: str = ""
+
+    def _validate(self, path: str, problems: Problems) -> None:
+        if not self.dsn:
+            problems.add(f"{path}.dsn", "is required, e.g. postgresql://apiusage@db/apiusage")
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """Where consumer state lives, and how often it is written and read back."""
+
+    enabled: bool = True
+    sqlite: SqliteState | None = None
+    postgres: PostgresState | None = None
+    flush_interval: Duration = Duration(5)
+    refresh_interval: Duration = Duration(15)
+    retention_days: int = 400
+
+    def _validate(self, path: str, problems: Problems) -> None:
+        if self.sqlite is not None and self.postgres is not None:
+            problems.add(path, "choose one of sqlite or postgres, not both")
+        if self.flush_interval < 0.1:
+            problems.add(f"{path}.flush_interval", "must be at least 100ms")
+        if self.refresh_interval < 0.1:
+            problems.add(f"{path}.refresh_interval", "must be at least 100ms")
+        if self.retention_days < 35:
+            problems.add(f"{path}.retention_days",
+                         f"must be at least 35: churn risk looks back 5 weeks (got {self.retention_days})")
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The authenticated JSON endpoint listing consumer ids; off without a token."""
+
+    endpoint: str = "localhost:9465"
+    token: str | None = None
+    token_file: str | None = None
+    audit_log: str = "apiusage-audit.log"
+
+    def _validate(self, path: str, problems: Problems) -> None:
+        _check_endpoint(self.endpoint, f"{path}.endpoint", problems)
+        if self.token is not None and len(self.token) < 16:
+            problems.add(f"{path}.token", "must be at least 16 characters")
+        if self.token and self.token_file:
+            problems.add(path, "choose one of token or token_file, not both")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.token or self.token_file)
+
+
+@dataclass(frozen=True)
 class Config:
     receivers: Receivers = field(default_factory=Receivers)
     processors: Processors = field(default_factory=Processors)
     exporters: Exporters = field(default_factory=Exporters)
+    state: StateConfig = field(default_factory=StateConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     catalog: str | None = None
 
 
@@ -309,5 +384,5 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         raise ConfigError(f"{p} is not valid YAML{where}: {problem}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{p} is invalid:\n  (top level): must be a mapping of sections "
-                          "(receivers, processors, exporters, catalog)")
+                          "(receivers, processors, exporters, state, admin, catalog)")
     return parse_config(data or {}, str(p))

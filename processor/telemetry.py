@@ -14,7 +14,7 @@ __all__ = ["PipelineStats", "DATA_QUALITY_CHECKS", "REJECT_REASONS"]
 
 DATA_QUALITY_CHECKS = (
     "missing_route", "missing_consumer", "missing_status_code", "end_before_start",
-    "timestamp_future", "timestamp_past", "unknown_schema_version",
+    "timestamp_future", "timestamp_past", "unknown_schema_version", "beyond_retention",
 )
 REJECT_REASONS = ("invalid_span", "queue_full", "shutting_down")
 EXPORT_OUTCOMES = ("success", "partial", "invalid", "too_large", "unsupported", "queue_full",

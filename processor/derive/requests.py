@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 from ..config import UsageConfig
 from ..telemetry import PipelineStats
+from .plans import PlanLookup
 from .routes import normalize_path
 from .sampling import adjusted_count
 from .useragent import parse_user_agent
@@ -92,7 +93,9 @@ def _text(value: object) -> str | None:
 class Deriver:
     """Turns one scanned OTLP request into ApiRequests; runs on the single worker thread."""
 
-    def __init__(self, config: UsageConfig, stats: PipelineStats) -> None:
+    def __init__(self, config: UsageConfig, stats: PipelineStats,
+                 plans: PlanLookup | None = None) -> None:
+        self._plans = plans
         self._default_plan = config.default_plan_tier
         self._ua_fallback = config.user_agent_fallback
         self._future_ns = int(config.data_quality.max_future_skew * 1e9)
@@ -105,6 +108,7 @@ class Deriver:
         future_limit = now + self._future_ns
         past_limit = now - self._past_ns
         default_plan = self._default_plan
+        plan_of = self._plans.plans if self._plans is not None else {}  # swapped whole on reload
         ua_fallback = self._ua_fallback
         out: list[ApiRequest] = []
         append = out.append
@@ -136,7 +140,7 @@ class Deriver:
                 if status is None:
                     missing_status += 1
             if plan is None or plan == "":
-                plan = default_plan
+                plan = plan_of.get(consumer, default_plan) if plan_of else default_plan
             elif plan.__class__ is not str:
                 plan = str(plan)
             if cname is None:

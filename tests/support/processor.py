@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -104,12 +105,14 @@ def running_processor(extra_config: dict | None = None) -> Iterator[RunningProce
     from apiusage.processor.app import Processor
     from apiusage.processor.config import parse_config
 
-    processor = Processor(parse_config(merge(LOOPBACK_CONFIG, extra_config)))
-    processor.start()
-    try:
-        yield RunningProcessor(*_endpoints(processor.urls()), processor=processor)
-    finally:
-        processor.stop()
+    with tempfile.TemporaryDirectory(prefix="apiusage-state-") as tmp:
+        base = merge(LOOPBACK_CONFIG, {"state": {"sqlite": {"path": f"{tmp}/state.db"}}})
+        processor = Processor(parse_config(merge(base, extra_config)))
+        processor.start()
+        try:
+            yield RunningProcessor(*_endpoints(processor.urls()), processor=processor)
+        finally:
+            processor.stop()
 
 
 _URL_LINE = re.compile(r"^\s+(otlp-grpc|otlp-http|metrics)\s+(\S+)$")
@@ -125,7 +128,8 @@ def start_processor(tmp_path: Path, extra_config: dict | None = None,
                     env: dict[str, str] | None = None) -> Iterator[RunningProcessor]:
     """`apiusage serve` as a subprocess, on loopback ports chosen by the OS."""
     config = tmp_path / "apiusage.yaml"
-    config.write_text(yaml.safe_dump(merge(LOOPBACK_CONFIG, extra_config)))
+    base = merge(LOOPBACK_CONFIG, {"state": {"sqlite": {"path": str(tmp_path / "state.db")}}})
+    config.write_text(yaml.safe_dump(merge(base, extra_config)))
     process = subprocess.Popen(
         [*apiusage_command(), "serve", "--config", str(config)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -1,0 +1,80 @@
+"""Plan tier (and account name) per consumer id, for services whose spans carry no plan tier.
+
+Loaded from a CSV file (`consumer_id,plan_tier[,account]` with a header), a
+YAML mapping (`consumer_id: plan_tier` or `consumer_id: {plan_tier, account}`),
+or a SQL query against the state database returning the same columns; reloaded
+on an interval by the state service.  Lookups swap a whole dict, so the worker
+never sees a half-loaded table.  A span's own plan tier always wins.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+__all__ = ["PlanLookup", "PlanLookupError"]
+
+
+class PlanLookupError(ValueError):
+    """The lookup source is unusable; the message names the file or query and the line."""
+
+
+class PlanLookup:
+    def __init__(self, file: str | None = None, sql: str | None = None) -> None:
+        self.file = file
+        self.sql = sql
+        self.plans: dict[str, str] = {}
+        self.accounts: dict[str, str] = {}
+
+    def load(self, query: Callable[[str], list[tuple]] | None = None) -> int:
+        """(Re)load; returns the number of consumers. Raises PlanLookupError."""
+        if self.file:
+            rows = _read_file(Path(self.file))
+        elif self.sql and query is not None:
+            try:
+                rows = [tuple(str(v) if v is not None else "" for v in r) for r in query(self.sql)]
+            except Exception as exc:  # the store's error, whatever the backend
+                raise PlanLookupError(f"processors.plan_lookup.sql failed: {exc}") from None
+        else:
+            return 0
+        plans, accounts = {}, {}
+        for row in rows:
+            if len(row) < 2 or not row[0] or not row[1]:
+                continue
+            plans[row[0]] = row[1]
+            if len(row) > 2 and row[2]:
+                accounts[row[0]] = row[2]
+        self.plans, self.accounts = plans, accounts
+        return len(plans)
+
+
+def _read_file(path: Path) -> list[tuple[str, ...]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanLookupError(f"cannot read plan lookup file {path}: {exc}") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise PlanLookupError(f"plan lookup file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise PlanLookupError(f"plan lookup file {path} must map consumer ids to plan tiers")
+        rows = []
+        for consumer, value in data.items():
+            if isinstance(value, dict):
+                rows.append((str(consumer), str(value.get("plan_tier", "")),
+                             str(value.get("account", "") or "")))
+            elif value is not None:
+                rows.append((str(consumer), str(value)))
+        return rows
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None or [h.strip() for h in header[:2]] != ["consumer_id", "plan_tier"]:
+        raise PlanLookupError(f"plan lookup file {path}: the first line must be the header "
+                              "consumer_id,plan_tier[,account]")
+    return [tuple(c.strip() for c in row) for row in reader if row]

@@ -1,0 +1,132 @@
+"""Prometheus families for the consumer-state report and the state store's health.
+
+Values come from the last refresh of the store (`processors` → `state.refresh_interval`),
+computed over every replica's data: with several replicas, aggregate with
+`max without (instance)`, not `sum`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from ..state.report import TTFS_BUCKETS
+from ..state.service import StateService
+
+__all__ = ["ConsumerCollector"]
+
+
+def _gauge(name: str, doc: str, labels: tuple[str, ...], values: dict, unit: str = "") -> Metric:
+    family = GaugeMetricFamily(name, doc, labels=list(labels), unit=unit)
+    for key, value in sorted(values.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], value)
+    return family
+
+
+class ConsumerCollector:
+    def __init__(self, state: StateService, limits) -> None:
+        self._state = state
+        self._limits = limits
+
+    def _bounded(self, values: dict, position: int, label: str) -> dict:
+        """Keep the series of the `limit` busiest values of one label (no consumer ids here,
+        but routes and client versions can still be many)."""
+        limit = self._limits.label_limit(label)
+        distinct = {k[position] for k in values}
+        if len(distinct) <= limit:
+            return values
+        totals: dict[str, float] = {}
+        for k, v in values.items():
+            totals[k[position]] = totals.get(k[position], 0) + v
+        keep = set(sorted(totals, key=lambda x: (-totals[x], x))[:limit])
+        return {k: v for k, v in values.items() if k[position] in keep}
+
+    def collect(self) -> Iterable[Metric]:
+        r = self._state.report
+        yield _gauge("api_active_consumers", "Distinct consumers with a call in the window.",
+                     ("service", "plan_tier", "window"), r.active)
+        new = CounterMetricFamily("api_new_consumers", "Consumers seen for the first time, ever.",
+                                  labels=["service", "plan_tier"])
+        for key, n in sorted(r.new.items()):
+            new.add_metric(list(key), n)
+        yield new
+        ttfs = HistogramMetricFamily(
+            "api_time_to_first_success_seconds",
+            "Time from a consumer's first call to its first 2xx call.",
+            labels=["service", "plan_tier"], unit="seconds")
+        les = [f"{b:.1f}" for b in TTFS_BUCKETS] + ["+Inf"]
+        for key, (counts, total, _count) in sorted(r.ttfs.items()):
+            cumulative, buckets = 0, []
+            for le, n in zip(les, counts, strict=True):
+                cumulative += n
+                buckets.append((le, cumulative))
+            ttfs.add_metric(list(key), buckets, total)
+        yield ttfs
+        yield _gauge("api_endpoint_consumers", "Distinct consumers of an endpoint in the window.",
+                     ("service", "method", "route", "window"),
+                     self._bounded(r.endpoint_consumers, 2, "route"))
+        yield _gauge("api_feature_consumers", "Distinct consumers of a feature in the window.",
+                     ("service", "feature", "window"), self._bounded(r.feature_consumers, 1, "feature"))
+        yield _gauge("api_feature_adoption_ratio",
+                     "Feature consumers / active consumers, per plan tier and window.",
+                     ("service", "feature", "plan_tier", "window"),
+                     self._bounded(r.feature_adoption, 1, "feature"))
+        yield _gauge("api_client_version_consumers",
+                     "Distinct consumers per client SDK and version in the window.",
+                     ("service", "client_name", "client_version", "window"),
+                     self._bounded(r.client_versions, 2, "client_version"))
+        yield _gauge("api_deprecated_endpoint_consumers",
+                     "Distinct consumers of a deprecated endpoint in the window.",
+                     ("service", "method", "route", "window"), r.deprecated_consumers)
+        yield _gauge("api_endpoint_sunset_timestamp_seconds",
+                     "Sunset date of a deprecated endpoint (catalog), as a Unix time.",
+                     ("service", "method", "route"), r.sunset)
+        yield _gauge("api_migrated_consumers",
+                     "Consumers of a deprecated endpoint in the window who have since called "
+                     "its replacement.", ("service", "method", "route", "window"), r.migrated)
+        yield _gauge("api_unused_endpoints", "Catalog endpoints with no call in 30 days.",
+                     ("service",), r.unused)
+        yield _gauge("api_endpoint_last_called_timestamp_seconds",
+                     "Last call to a catalog endpoint, as a Unix time.",
+                     ("service", "method", "route"), r.last_called)
+        yield _gauge("api_cohort_retention_ratio",
+                     "Share of a first-seen week's consumers active N weeks later.",
+                     ("service", "cohort_week", "weeks_since"), r.cohorts)
+        yield _gauge("api_consumers_at_risk",
+                     "Consumers whose last-7-day calls fell below half their previous "
+                     "4-week weekly average.", ("service", "plan_tier"), r.at_risk)
+        yield from self._health()
+
+    def _health(self) -> Iterable[Metric]:
+        h = self._state.health
+        flushes = CounterMetricFamily("apiusage_state_flushes", "State store flushes.",
+                                      labels=["outcome"])
+        for outcome, n in sorted(h.flushes.items()):
+            flushes.add_metric([outcome], n)
+        yield flushes
+        refreshes = CounterMetricFamily("apiusage_state_refreshes",
+                                        "Reads of the business metrics from the store.",
+                                        labels=["outcome"])
+        for outcome, n in sorted(h.refreshes.items()):
+            refreshes.add_metric([outcome], n)
+        yield refreshes
+        yield GaugeMetricFamily("apiusage_state_last_flush_success_timestamp_seconds",
+                                "When the last successful flush ended.", value=h.last_flush_success)
+        yield GaugeMetricFamily("apiusage_state_flush_duration_seconds",
+                                "Duration of the last successful flush.", value=h.last_flush_seconds)
+        yield GaugeMetricFamily("apiusage_state_refresh_duration_seconds",
+                                "Duration of the last metrics refresh.", value=h.last_refresh_seconds)
+        yield GaugeMetricFamily("apiusage_state_pending_rows",
+                                "Deduplicated rows waiting for the next flush.",
+                                value=self._state.activity.pending())
+        yield CounterMetricFamily("apiusage_state_rows_written", "Rows upserted into the store.",
+                                  value=h.rows_written)
+        yield GaugeMetricFamily("apiusage_state_report_timestamp_seconds",
+                                "When the business metrics were last computed.",
+                                value=self._state.report.generated_ms / 1000)

@@ -1,0 +1,1 @@
+"""Consumer state: what the processor remembers about each pseudonymous consumer, in SQL."""

@@ -1,0 +1,133 @@
+"""Consumer activity, deduplicated in memory between flushes: a sink of the derivation stage.
+
+The worker thread calls `consume()`; per request it updates two or three dicts
+and nothing else, so the hot path never waits on the database.  The state
+service thread calls `drain()` every flush interval and writes the rows in one
+transaction; when that fails, `restore()` puts them back to be retried.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+from ..derive.requests import ApiRequest
+from ..telemetry import PipelineStats
+from .store import ActivityBatch
+
+__all__ = ["ConsumerActivity", "DAY_MS"]
+
+DAY_MS = 86_400_000
+_MAX_ID_LENGTH = 256
+
+
+class ConsumerActivity:
+    def __init__(self, retention_days: int, stats: PipelineStats) -> None:
+        self._retention_days = retention_days
+        self._stats = stats
+        self._lock = threading.Lock()
+        # (service, consumer) → [first_seen, first_success, last_seen, plan, client, version]
+        self._consumers: dict[tuple[str, str], list] = {}
+        # (day, service, consumer, method, route, feature, client, version) → [calls, errors, last]
+        self._activity: dict[tuple, list] = {}
+        # (service, method, route) → [deprecated, first_seen, last_seen]
+        self._endpoints: dict[tuple[str, str, str], list] = {}
+
+    def consume(self, requests: Sequence[ApiRequest]) -> None:
+        oldest_day = int(time.time() * 1000) // DAY_MS - self._retention_days
+        dropped = 0
+        with self._lock:
+            consumers, activity, endpoints = self._consumers, self._activity, self._endpoints
+            for r in requests:
+                at = r[13] // 1_000_000
+                day = at // DAY_MS
+                if day < oldest_day:
+                    dropped += 1  # older than retention: history we would delete anyway
+                    continue
+                service, method, route, code = r[0], r[1], r[2], r[3]
+                ekey = (service, method, route)
+                e = endpoints.get(ekey)
+                deprecated = 1 if r[5] == "true" else 0
+                if e is None:
+                    endpoints[ekey] = [deprecated, at, at]
+                elif at >= e[2]:
+                    e[0], e[2] = deprecated, at
+                elif at < e[1]:
+                    e[1] = at
+                consumer = r[10]
+                if consumer is None:
+                    continue
+                if len(consumer) > _MAX_ID_LENGTH:
+                    consumer = consumer[:_MAX_ID_LENGTH]
+                ok = code[0] == "2"
+                w = r[12]
+                akey = (day, service, consumer, method, route, r[9] or "", r[6], r[7])
+                a = activity.get(akey)
+                if a is None:
+                    activity[akey] = [w, 0.0 if ok or code[0] == "3" else w, at]
+                else:
+                    a[0] += w
+                    if not ok and code[0] != "3":
+                        a[1] += w
+                    if at > a[2]:
+                        a[2] = at
+                ckey = (service, consumer)
+                c = consumers.get(ckey)
+                if c is None:
+                    consumers[ckey] = [at, at if ok else None, at, r[4], r[6], r[7]]
+                    continue
+                if at < c[0]:
+                    c[0] = at
+                if ok and (c[1] is None or at < c[1]):
+                    c[1] = at
+                if at >= c[2]:
+                    c[2], c[3], c[4], c[5] = at, r[4], r[6], r[7]
+        if dropped:
+            self._stats.data_quality(beyond_retention=dropped)
+
+    def pending(self) -> int:
+        return len(self._activity) + len(self._consumers)
+
+    def drain(self) -> ActivityBatch:
+        """Take everything gathered since the last drain, as rows for the store."""
+        with self._lock:
+            consumers, self._consumers = self._consumers, {}
+            activity, self._activity = self._activity, {}
+            endpoints, self._endpoints = self._endpoints, {}
+        return (
+            [(s, c, v[0], v[1], v[2], v[3], v[4], v[5]) for (s, c), v in consumers.items()],
+            [(*k, v[0], v[1], v[2]) for k, v in activity.items()],
+            [(s, m, r, v[0], v[1], v[2]) for (s, m, r), v in endpoints.items()],
+        )
+
+    def restore(self, batch: ActivityBatch) -> None:
+        """Merge a batch that could not be written back in, so the next flush retries it."""
+        consumers, activity, endpoints = batch
+        with self._lock:
+            for s, c, first, success, last, plan, name, version in consumers:
+                cur = self._consumers.get((s, c))
+                if cur is None:
+                    self._consumers[s, c] = [first, success, last, plan, name, version]
+                    continue
+                cur[0] = min(cur[0], first)
+                if success is not None and (cur[1] is None or success < cur[1]):
+                    cur[1] = success
+                if last > cur[2]:
+                    cur[2], cur[3], cur[4], cur[5] = last, plan, name, version
+            for *key, calls, errors, last in activity:
+                cur = self._activity.get(tuple(key))
+                if cur is None:
+                    self._activity[tuple(key)] = [calls, errors, last]
+                else:
+                    cur[0] += calls
+                    cur[1] += errors
+                    cur[2] = max(cur[2], last)
+            for s, m, r, deprecated, first, last in endpoints:
+                cur = self._endpoints.get((s, m, r))
+                if cur is None:
+                    self._endpoints[s, m, r] = [deprecated, first, last]
+                else:
+                    if last > cur[2]:
+                        cur[0], cur[2] = deprecated, last
+                    cur[1] = min(cur[1], first)
