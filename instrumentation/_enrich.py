@@ -35,6 +35,7 @@ from ._resolvers import (
     parse_user_agent,
 )
 from ._routes import RouteTable
+from ._sdk import set_attributes
 from .catalog import Catalog, CatalogError, load_catalog
 
 _logger = logging.getLogger("apiusage.instrumentation")
@@ -69,6 +70,19 @@ class Enricher:
             s.client_version_header.lower() if s.client_version_header else None
         )
         self._api_version_header = s.api_version_header.lower() if s.api_version_header else None
+        # Built-in resolvers read pre-collected headers or the scope; others get a Request.
+        self._consumer_calls = [(r, _fast_path(r)) for r in self.consumer_resolvers]
+        self._plan_tier_calls = [
+            (r, _fast_path(r, with_consumer=True)) for r in self.plan_tier_resolvers
+        ]
+        wanted = {"user-agent"}
+        for header in (self._client_name_header, self._client_version_header,
+                       self._api_version_header):
+            if header:
+                wanted.add(header)
+        for resolver in (*self.consumer_resolvers, *self.plan_tier_resolvers):
+            wanted.update(h.lower() for h in getattr(resolver, "_headers", ()))
+        self._wanted_headers = frozenset(wanted)
 
     @property
     def sensitive_headers(self) -> tuple[str, ...]:
@@ -135,27 +149,41 @@ class Enricher:
         method = scope.get("method", "GET")
         info = table.info(method, template, scope)
         if recording:
-            span.set_attributes(self.attributes(scope, template, info))
+            set_attributes(span, self.attributes(scope, template, info))
         if info.headers is None:
             return []
         return info.headers.for_request(scope)
 
     def attributes(self, scope: dict[str, Any], template: str | None, info: Any) -> dict[str, Any]:
-        request = Request(scope)
-        headers = request.headers
+        # One pass over the raw headers for the few we read (this runs on every request).
+        wanted = self._wanted_headers
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope.get("headers") or ():
+            name = raw_name.decode("latin-1").lower()
+            if name in wanted and name not in headers:
+                headers[name] = raw_value.decode("latin-1")
+        request: Request | None = None
         attrs: dict[str, Any] = {ATTR_SCHEMA_VERSION: SCHEMA_VERSION}
 
         consumer = None
-        for resolver in self.consumer_resolvers:
-            consumer = self._call(resolver, request)
+        for resolver, fast in self._consumer_calls:
+            if fast is not None:
+                consumer = self._call(fast, headers, scope)
+            else:
+                request = request or Request(scope)
+                consumer = self._call(resolver, request)
             if consumer:
                 break
         if consumer and self.pseudonymize is not None:
             attrs[ATTR_CONSUMER_ID] = self.pseudonymize(consumer)
 
         tier = None
-        for resolver in self.plan_tier_resolvers:
-            tier = clip(self._call(resolver, request, consumer))
+        for resolver, fast in self._plan_tier_calls:
+            if fast is not None:
+                tier = clip(self._call(fast, headers, scope, consumer))
+            else:
+                request = request or Request(scope)
+                tier = clip(self._call(resolver, request, consumer))
             if tier:
                 break
         attrs[ATTR_PLAN_TIER] = tier or self.settings.default_plan_tier
@@ -203,6 +231,17 @@ class Enricher:
             return None
         value = str(value).strip()
         return value or None
+
+
+def _fast_path(resolver: Any, with_consumer: bool = False) -> Callable[..., Any] | None:
+    """A built-in resolver's header/scope shortcut, or None for a user callable."""
+    # Exact types: a subclass may override __call__, so it gets the general path.
+    if type(resolver) is PlanTierMapping:
+        return lambda headers, scope, consumer: resolver(None, consumer)
+    if type(resolver) in (ApiKeyHeader, BearerSubject, RequestState):
+        fast = resolver._fast
+        return (lambda headers, scope, consumer: fast(headers, scope)) if with_consumer else fast
+    return None
 
 
 def _route_path(scope: dict[str, Any]) -> str:

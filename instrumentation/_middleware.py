@@ -22,10 +22,11 @@ _logger = logging.getLogger("apiusage.instrumentation")
 class ApiUsageMiddleware:
     """Pure ASGI middleware; add it with :func:`apiusage.instrumentation.instrument`."""
 
-    def __init__(self, app: Any, enricher: Enricher) -> None:
+    def __init__(self, app: Any, enricher: Enricher, provider_ready: bool = False) -> None:
         self.app = app
         self.enricher = enricher
-        self._redaction_checked = False
+        # instrument() passes True when it already set up redaction on the app's provider.
+        self._redaction_checked = provider_ready
         self._lock = threading.Lock()
         self._warned = False
 
@@ -70,12 +71,12 @@ class ApiUsageMiddleware:
     def _ensure_redaction(self) -> None:
         # The app may have set its own tracer provider after we were installed (e.g. at
         # import time under opentelemetry-instrument): make sure it scrubs too.
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, trace.ProxyTracerProvider):
+            return  # not configured yet (so nothing is exported); look again next request
         with self._lock:
             if self._redaction_checked:
                 return
-            provider = trace.get_tracer_provider()
-            if isinstance(provider, trace.ProxyTracerProvider):
-                return  # not configured yet; look again on the next request
             if not _redact.install(provider, self.enricher.sensitive_headers):
                 _logger.warning(
                     "apiusage: the tracer provider %s is not the OpenTelemetry SDK's; "

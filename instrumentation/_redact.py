@@ -8,13 +8,11 @@ before others (response headers are captured after the last hook), and the OpenT
 API can overwrite an attribute but not delete it. So this span processor does it, for
 both semantic-convention generations:
 
-* ``on_start`` scrubs the attributes a span was created with, while the span is mutable;
-* ``_on_ending`` (called by the SDK before any processor's ``on_end`` sees the span, so
-  before any exporter) scrubs whatever was added later.
-
-Both reach into the SDK span's attribute container (``Span._attributes``), the only
-place a delete is possible; if a future SDK changes that, :func:`scrub` keeps working
-and the span is dropped from scrubbing with a one-time warning rather than crashing.
+``_on_ending`` is called by the SDK before any processor's ``on_end`` sees the span, so
+before any exporter. (Scrubbing in ``on_start`` would be useless: the ASGI middleware
+sets its creation attributes a second time right after starting the span.) It reaches
+into the SDK span's attribute container (``Span._attributes``), the only place a delete
+is possible; if a future SDK changes that, the failure is logged once, never raised.
 """
 
 from __future__ import annotations
@@ -27,6 +25,8 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
+
+from ._sdk import edit_frozen
 
 _logger = logging.getLogger("apiusage.instrumentation")
 
@@ -53,6 +53,11 @@ CLIENT_ADDRESS_KEYS = frozenset(
     }
 )
 HEADER_PREFIXES = ("http.request.header.", "http.response.header.")
+_CANDIDATES = URL_KEYS | DROP_KEYS
+_SERVER_CANDIDATES = _CANDIDATES | CLIENT_ADDRESS_KEYS
+# INTERNAL spans (such as the ASGI send/receive spans) carry no request data; skipping them
+# keeps the per-request cost down.
+_SKIP_KINDS = frozenset({SpanKind.INTERNAL})
 # Captured headers whose name suggests a credential, a session or a client address.
 _SENSITIVE_HEADER = re.compile(
     r"(auth|token|secret|key|cookie|session|passw|credential|signature|"
@@ -82,13 +87,19 @@ class Scrubber:
         """(keys to delete, keys to rewrite) for one span's attributes."""
         drop: list[str] = []
         rewrite: dict[str, str] = {}
-        for key, value in attributes.items():
+        candidates = _SERVER_CANDIDATES if server else _CANDIDATES
+        keys = getattr(attributes, "_dict", attributes).keys()
+        # Runs at every span end: a C-level set intersection, and a prefix test per key.
+        for key in keys & candidates:
             if key in URL_KEYS:
+                value = attributes[key]
                 if isinstance(value, str) and ("?" in value or "#" in value):
                     rewrite[key] = value.split("?", 1)[0].split("#", 1)[0]
-            elif key in DROP_KEYS or (server and key in CLIENT_ADDRESS_KEYS):
+            else:
                 drop.append(key)
-            elif key.startswith(HEADER_PREFIXES) and self._header_is_sensitive(key):
+        for key in keys:
+            if (key.startswith(HEADER_PREFIXES) and key not in candidates
+                    and self._header_is_sensitive(key)):
                 drop.append(key)
         return drop, rewrite
 
@@ -107,39 +118,17 @@ class RedactingSpanProcessor(SpanProcessor):
         self.scrubber = Scrubber(sensitive_headers)
         self._warned = False
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+    def _on_ending(self, span: Span) -> None:
+        if span.kind in _SKIP_KINDS:
+            return
         attributes = getattr(span, "_attributes", None)
         if not attributes:
             return
         try:
             drop, rewrite = self.scrubber.changes(attributes, span.kind == SpanKind.SERVER)
-            for key in drop:
-                del attributes[key]
-            for key, value in rewrite.items():
-                attributes[key] = value
+            if drop or rewrite:
+                edit_frozen(attributes, drop, rewrite)
         except Exception:  # never break the host's request over telemetry
-            self._warn_once()
-
-    def _on_ending(self, span: Span) -> None:
-        attributes = getattr(span, "_attributes", None)
-        if not attributes:
-            return
-        try:
-            server = span.kind == SpanKind.SERVER
-            drop, rewrite = self.scrubber.changes(attributes, server)
-            if not drop and not rewrite:
-                return
-            # The container is already frozen here; swap in a cleaned copy of the same kind.
-            cleaned = self.scrubber.scrub(attributes, server)
-            replacement = type(attributes)(
-                maxlen=attributes.maxlen,
-                attributes=cleaned,
-                immutable=True,
-                max_value_len=attributes.max_value_len,
-            )
-            replacement.dropped = attributes.dropped
-            span._attributes = replacement
-        except Exception:
             self._warn_once()
 
     def on_end(self, span: ReadableSpan) -> None:

@@ -67,6 +67,13 @@ class ApiKeyHeader:
     def __call__(self, request: Request, consumer: str | None = None) -> str | None:
         return request.headers.get(self.header) or None
 
+    def _fast(self, headers: dict[str, str], scope: dict[str, Any]) -> str | None:
+        return headers.get(self.header) or None
+
+    @property
+    def _headers(self) -> tuple[str, ...]:
+        return (self.header,)
+
     def __repr__(self) -> str:
         return f"ApiKeyHeader({self.header!r})"
 
@@ -84,7 +91,14 @@ class BearerSubject:
         self.claim = claim
 
     def __call__(self, request: Request, consumer: str | None = None) -> str | None:
-        value = request.headers.get("authorization")
+        return self._parse(request.headers.get("authorization"))
+
+    def _fast(self, headers: dict[str, str], scope: dict[str, Any]) -> str | None:
+        return self._parse(headers.get("authorization"))
+
+    _headers = ("authorization",)
+
+    def _parse(self, value: str | None) -> str | None:
         if not value:
             return None
         scheme, _, token = value.strip().partition(" ")
@@ -120,8 +134,13 @@ class RequestState:
         self.attribute = attribute
 
     def __call__(self, request: Request, consumer: str | None = None) -> str | None:
-        value = request.scope.get("state", {}).get(self.attribute)
+        return self._fast({}, request.scope)
+
+    def _fast(self, headers: dict[str, str], scope: dict[str, Any]) -> str | None:
+        value = scope.get("state", {}).get(self.attribute)
         return None if value is None else str(value)
+
+    _headers = ()
 
     def __repr__(self) -> str:
         return f"RequestState({self.attribute!r})"
@@ -173,7 +192,7 @@ class PlanTierMapping:
             raise ConfigurationError(f"{source}: default: expected a tier name")
         return cls(tiers, default)
 
-    def __call__(self, request: Request, consumer: str | None = None) -> str | None:
+    def __call__(self, request: Request | None, consumer: str | None = None) -> str | None:
         if consumer is None:
             return self.default
         tier = self.tiers.get(consumer)

@@ -70,7 +70,8 @@ def instrument(
     enricher = build_enricher(settings, consumer=consumer, plan_tier=plan_tier, catalog=catalog)
 
     provider = tracer_provider if tracer_provider is not None else _global_provider(env, service_name)
-    if provider is not None and not _redact.install(provider, enricher.sensitive_headers):
+    scrubbing = provider is not None and _redact.install(provider, enricher.sensitive_headers)
+    if provider is not None and not scrubbing:
         _logger.warning(
             "apiusage: tracer provider %s is not the OpenTelemetry SDK's; span attributes "
             "cannot be scrubbed of query strings and client addresses", type(provider).__name__
@@ -88,7 +89,9 @@ def instrument(
         )
     if not has_middleware(app):
         # add_middleware puts us inside OpenTelemetry's middleware, where the span is current.
-        app.add_middleware(ApiUsageMiddleware, enricher=enricher)
+        # An explicit provider other than the global one is the app's choice: don't
+        # go looking for the global one per request.
+        app.add_middleware(ApiUsageMiddleware, enricher=enricher, provider_ready=scrubbing)
     return enricher
 
 

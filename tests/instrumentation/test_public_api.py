@@ -27,6 +27,7 @@ def test_all_is_complete_and_resolvable():
         "import_callable", "parse_user_agent", "api_version_from_route", "clip", "normalise_header",
         "deprecation_value", "sunset_value", "link_value", "expand_target", "operation_endpoint",
         "register", "run_from_openapi", "run_check", "ConsumerResolver", "PlanTierResolver",
+        "set_attributes", "edit_frozen",
     }
     for info in pkgutil.iter_modules(pkg.__path__):
         if not info.name.startswith("_"):

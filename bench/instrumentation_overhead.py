@@ -1,0 +1,196 @@
+"""Per-request overhead of the apiusage enrichment over plain opentelemetry-instrumentation-fastapi.
+
+One run, one app definition, the same requests for every variant:
+
+* ``bare``      the FastAPI app, not instrumented (reference floor)
+* ``otel``      FastAPIInstrumentor.instrument_app, SDK TracerProvider, batch export
+* ``apiusage``  apiusage.instrumentation.instrument (the same, plus enrichment, redaction
+                and deprecation headers)
+
+Requests go straight into the ASGI app (no HTTP server, no client) so that the figures
+are the instrumentation's own cost, not the network's. Spans are exported through a
+BatchSpanProcessor to an exporter that drops them, as in production minus the wire.
+Variants run in interleaved rounds; each figure is the median round, in CPU time of the
+process (so other load on the machine does not count).
+
+    .venv/bin/python bench/instrumentation_overhead.py [--requests 3000] [--rounds 7]
+
+Target: the enrichment adds under 10% to OpenTelemetry's own per-request cost
+((apiusage - otel) / (otel - bare)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from apiusage.instrumentation import instrument
+
+CATALOG = """\
+services:
+  bench-api:
+    endpoints:
+      - method: DELETE
+        route: /v1/orders/{order_id}
+        deprecated: 2026-09-01
+        sunset: 2027-01-31
+        replacement: DELETE /v2/orders/{order_id}
+        link: https://docs.example.com/migrate
+"""
+
+
+class DropExporter(SpanExporter):
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+def build_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/v1/orders/{order_id}", tags=["orders"])
+    async def get_order(order_id: int) -> dict:
+        return {"id": order_id}
+
+    @app.delete("/v1/orders/{order_id}", tags=["orders"])
+    async def delete_order(order_id: int) -> dict:
+        return {}
+
+    router = APIRouter(prefix="/v2", tags=["billing"])
+
+    @router.get("/invoices/{invoice_id}")
+    async def invoice(invoice_id: str, request: Request) -> dict:
+        request.state.plan_tier = "pro"
+        return {}
+
+    app.include_router(router)
+    return app
+
+
+def requests() -> list[dict[str, Any]]:
+    """A realistic mix: API keys, SDK headers, a query string, a deprecated route."""
+    def scope(method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]]) -> dict:
+        return {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+            "root_path": "", "query_string": query, "server": ("127.0.0.1", 8000),
+            "client": ("203.0.113.7", 50000),
+            "headers": [(b"host", b"api.example.com"), *headers],
+        }
+
+    mix = []
+    for i in range(50):
+        key = f"sk_live_{i % 20:04d}".encode()
+        mix.append(scope("GET", f"/v1/orders/{i}", b"", [
+            (b"x-api-key", key), (b"x-client-name", b"orders-sdk"), (b"x-client-version", b"1.2.0")]))
+        mix.append(scope("GET", f"/v2/invoices/inv-{i}", b"page=2&api_key=secret",
+                         [(b"x-api-key", key), (b"user-agent", b"orders-cli/0.9.1 (linux)")]))
+        if i % 5 == 0:
+            mix.append(scope("DELETE", f"/v1/orders/{i}", b"", [(b"x-api-key", key)]))
+    return mix
+
+
+async def _receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def drive(app: Any, scopes: list[dict[str, Any]], count: int) -> float:
+    """Seconds for ``count`` requests through the ASGI app."""
+    status = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    n = len(scopes)
+    # CPU time of this process: other processes on a shared machine do not blur it.
+    start = time.process_time()
+    for i in range(count):
+        # A fresh scope per request, as a server gives (middlewares write into it).
+        scope = dict(scopes[i % n])
+        scope["headers"] = list(scope["headers"])
+        await app(scope, _receive, send)
+    elapsed = time.process_time() - start
+    assert len(status) == count and set(status) == {200}, set(status)
+    return elapsed
+
+
+def variants(catalog_path: str) -> dict[str, tuple[Any, TracerProvider | None]]:
+    resource = Resource.create({"service.name": "bench-api"})
+    bare = build_app()
+
+    otel = build_app()
+    otel_tp = TracerProvider(resource=resource)
+    otel_tp.add_span_processor(BatchSpanProcessor(DropExporter(), max_queue_size=65536))
+    FastAPIInstrumentor.instrument_app(otel, tracer_provider=otel_tp)
+
+    enriched = build_app()
+    enriched_tp = TracerProvider(resource=resource)
+    enriched_tp.add_span_processor(BatchSpanProcessor(DropExporter(), max_queue_size=65536))
+    instrument(enriched, tracer_provider=enriched_tp, pseudonym_key="bench-key-0123456789abcdef",
+               catalog=catalog_path, environ={})
+    return {"bare": (bare, None), "otel": (otel, otel_tp), "apiusage": (enriched, enriched_tp)}
+
+
+async def main_async(count: int, rounds: int) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(CATALOG)
+        catalog_path = f.name
+    try:
+        apps = variants(catalog_path)
+        scopes = requests()
+        for app, _ in apps.values():  # warm-up: middleware stacks, caches, OpenAPI schema
+            await drive(app, scopes, 500)
+        times: dict[str, list[float]] = {name: [] for name in apps}
+        for _ in range(rounds):
+            for name, (app, _) in apps.items():
+                gc.collect()  # each round starts from the same heap state
+                times[name].append(await drive(app, scopes, count) / count * 1e6)
+        for _, provider in apps.values():
+            if provider is not None:
+                provider.shutdown()
+        return {name: statistics.median(values) for name, values in times.items()}
+    finally:
+        os.unlink(catalog_path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=3000, help="requests per variant per round")
+    parser.add_argument("--rounds", type=int, default=9)
+    args = parser.parse_args(argv)
+    result = asyncio.run(main_async(args.requests, args.rounds))
+    otel_cost = result["otel"] - result["bare"]
+    enrichment = result["apiusage"] - result["otel"]
+    ratio = enrichment / otel_cost if otel_cost > 0 else float("nan")
+    print(f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
+          f"python {platform.python_version()}")
+    print(f"requests: {args.requests} x {args.rounds} rounds per variant, median round")
+    print(f"  bare FastAPI            {result['bare']:8.1f} us/request")
+    print(f"  + OpenTelemetry         {result['otel']:8.1f} us/request "
+          f"(OpenTelemetry's own cost {otel_cost:.1f} us)")
+    print(f"  + apiusage enrichment   {result['apiusage']:8.1f} us/request "
+          f"(enrichment adds {enrichment:.1f} us)")
+    print(f"enrichment / OpenTelemetry cost: {ratio:.1%} (target < 10%)")
+    return 0 if ratio < 0.10 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
