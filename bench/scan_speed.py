@@ -1,0 +1,177 @@
+"""OTLP scan (decode) speed: spans per CPU-second.
+
+Builds one realistic ExportTraceServiceRequest (512 SERVER spans, 16 attributes
+each, as the FastAPI instrumentation plus apiusage's own attributes produce) and
+measures, with time.process_time:
+
+* protobuf ``ExportTraceServiceRequest.ParseFromString`` alone (no field access),
+* ``PyScanner.scan`` (protobuf parse + reading the wanted fields from Python),
+* the C ``Scanner.scan`` (9 wanted span keys, 2 resource keys).
+
+Usage: .venv/bin/python bench/scan_speed.py [--seconds 2] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import random
+import time
+from collections.abc import Callable
+
+import google.protobuf
+from apiusage.processor.receivers import scan
+from google.protobuf.internal import api_implementation
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+
+SPANS = 512
+SPAN_KEYS = [
+    "http.request.method",
+    "http.route",
+    "http.response.status_code",
+    "apiusage.consumer.id",
+    "apiusage.consumer.plan_tier",
+    "apiusage.client.name",
+    "apiusage.client.version",
+    "apiusage.feature",
+    "apiusage.schema_version",
+]
+RESOURCE_KEYS = ["service.name", "deployment.environment.name"]
+
+ROUTES = ["/v1/orders", "/v1/orders/{order_id}", "/v1/customers/{customer_id}", "/v1/search"]
+AGENTS = [
+    "python-httpx/0.27.0",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
+    "acme-sdk-go/2.3.1 (linux; amd64)",
+]
+
+
+def _kv(key: str, value: str | int) -> KeyValue:
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def build_request(rng: random.Random) -> bytes:
+    spans = []
+    t0 = 1_718_000_000_000_000_000
+    for i in range(SPANS):
+        route = rng.choice(ROUTES)
+        path = route.replace("{order_id}", str(rng.randrange(10**6))).replace(
+            "{customer_id}", f"c-{rng.randrange(10**4)}"
+        )
+        method = rng.choice(["GET", "GET", "GET", "POST", "DELETE"])
+        status = rng.choice([200, 200, 200, 201, 404, 429, 500])
+        consumer = rng.randrange(2000)
+        start = t0 + i * 1_000_000 + rng.randrange(1000)
+        spans.append(
+            Span(
+                trace_id=rng.randbytes(16),
+                span_id=rng.randbytes(8),
+                name=f"{method} {route}",
+                kind=Span.SPAN_KIND_SERVER,
+                start_time_unix_nano=start,
+                end_time_unix_nano=start + rng.randrange(200_000, 90_000_000),
+                flags=0x301,
+                status=Status(code=Status.STATUS_CODE_ERROR if status >= 500 else 0),
+                attributes=[
+                    _kv("http.request.method", method),
+                    _kv("http.route", route),
+                    _kv("http.response.status_code", status),
+                    _kv("url.path", path),
+                    _kv("url.scheme", "https"),
+                    _kv("user_agent.original", rng.choice(AGENTS)),
+                    _kv("server.address", "api.example.com"),
+                    _kv("server.port", 443),
+                    _kv("network.protocol.version", "1.1"),
+                    _kv("client.address", f"10.0.{rng.randrange(256)}.{rng.randrange(256)}"),
+                    _kv("apiusage.consumer.id", f"consumer-{consumer:05d}"),
+                    _kv("apiusage.consumer.plan_tier", rng.choice(["free", "pro", "enterprise"])),
+                    _kv("apiusage.client.name", rng.choice(["acme-sdk-go", "acme-sdk-py", "curl"])),
+                    _kv("apiusage.client.version", rng.choice(["2.3.1", "2.4.0", "1.9.12"])),
+                    _kv("apiusage.feature", rng.choice(["orders", "search", "customers"])),
+                    _kv("apiusage.schema_version", 1),
+                ],
+            )
+        )
+    request = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource=Resource(
+                    attributes=[
+                        _kv("service.name", "orders-api"),
+                        _kv("service.version", "2024.06.1"),
+                        _kv("deployment.environment.name", "production"),
+                        _kv("telemetry.sdk.language", "python"),
+                        _kv("telemetry.sdk.name", "opentelemetry"),
+                        _kv("telemetry.sdk.version", "1.25.0"),
+                    ]
+                ),
+                scope_spans=[
+                    ScopeSpans(
+                        scope=InstrumentationScope(
+                            name="opentelemetry.instrumentation.fastapi", version="0.46b0"
+                        ),
+                        spans=spans,
+                    )
+                ],
+            )
+        ]
+    )
+    return request.SerializeToString()
+
+
+def spans_per_cpu_second(fn: Callable[[], object], seconds: float, rounds: int) -> float:
+    """Best of `rounds` runs of about `seconds` CPU time each."""
+    fn()
+    best = 0.0
+    for _ in range(rounds):
+        calls = 0
+        start = time.process_time()
+        while True:
+            fn()
+            calls += 1
+            elapsed = time.process_time() - start
+            if elapsed >= seconds:
+                break
+        best = max(best, calls * SPANS / elapsed)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="CPU seconds per round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per variant (best kept)")
+    args = parser.parse_args()
+
+    data = build_request(random.Random(42))
+    py = scan.PyScanner(SPAN_KEYS, RESOURCE_KEYS)
+    variants: list[tuple[str, Callable[[], object]]] = [
+        ("protobuf ParseFromString only", lambda: ExportTraceServiceRequest().ParseFromString(data)),
+        ("PyScanner.scan", lambda: py.scan(data)),
+    ]
+    if scan.CScanner is not None:
+        c = scan.CScanner(SPAN_KEYS, RESOURCE_KEYS)
+        assert c.scan(data) == py.scan(data), "C and Python scanners disagree"
+        variants.append(("C Scanner.scan", lambda: c.scan(data)))
+    else:
+        print(f"C scanner not available: {scan.C_IMPORT_ERROR}")
+
+    print(
+        f"python {platform.python_version()}, protobuf {google.protobuf.__version__}"
+        f" ({api_implementation.Type()}), Scanner = {scan.IMPLEMENTATION}"
+    )
+    print(
+        f"batch: {SPANS} spans, {len(data)} bytes, {len(SPAN_KEYS)} span keys, "
+        f"{len(RESOURCE_KEYS)} resource keys; best of {args.rounds} x {args.seconds:g} CPU-s"
+    )
+    for name, fn in variants:
+        rate = spans_per_cpu_second(fn, args.seconds, args.rounds)
+        print(f"{name:32s} {rate:>13,.0f} spans/CPU-s  {1e6 / rate:7.3f} us/span")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1242 @@
+/*
+ * apiusage.processor.receivers._cscan -- a protobuf wire-format scanner for
+ * opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest.
+ *
+ * It walks the wire format directly and returns only the fields the
+ * processor needs, as Python tuples (see scan.py for the contract; the
+ * pure-Python PyScanner there is the reference implementation and both
+ * must return identical results whenever protobuf accepts the payload).
+ *
+ * Design notes
+ *  - Input is untrusted.  Every read is bounds-checked against the end of
+ *    the enclosing message; lengths are compared against the bytes left
+ *    before any pointer arithmetic.
+ *  - The message nesting we descend into is fixed (request > ResourceSpans
+ *    > Resource/ScopeSpans > Span > KeyValue/Status > AnyValue), so there is
+ *    no recursion.  Everything else (events, links, array/kvlist values,
+ *    unknown fields) is skipped by length; unknown groups are skipped
+ *    iteratively with a bounded explicit stack.
+ *  - Semantics follow upb (the protobuf runtime behind the Python
+ *    package): fields in any order, last occurrence of a scalar wins,
+ *    repeated occurrences of a singular message field merge, a known field
+ *    number with an unexpected wire type is treated as an unknown field,
+ *    tags longer than 5 bytes / above 2^32-1 / with field number 0 (except
+ *    inside unknown groups, where upb allows it) are
+ *    errors, varints longer than 10 bytes are errors (extra high bits of a
+ *    10-byte varint are dropped), enums are the low 32 bits as int32.
+ *  - Attribute keys are matched against the wanted keys as raw UTF-8
+ *    (bucketed by length, then memcmp); Python objects are only created
+ *    for values that are returned.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <string.h>
+
+/* Exception class raised for malformed payloads; scan.py installs its
+   ScanError here with _set_error_class().  ValueError until then. */
+static PyObject *scan_error_class = NULL;
+
+/* Unknown groups nested deeper than this are rejected.  upb (protobuf's
+   Python runtime) rejects anything nested more than 100 levels, so this
+   never rejects a payload protobuf accepts. */
+#define GROUP_STACK_MAX 1024
+
+/* Fixed number of leading items of a span tuple. */
+#define SPAN_FIXED 8
+
+/* ------------------------------------------------------------------ */
+/* Field names, used only to build error messages.                     */
+
+enum {
+    M_REQUEST, M_RESOURCE_SPANS, M_RESOURCE, M_SCOPE_SPANS, M_SPAN,
+    M_STATUS, M_KEY_VALUE, M_ANY_VALUE, M_COUNT
+};
+
+typedef struct {
+    uint32_t num;
+    const char *name;
+} FieldName;
+
+static const FieldName names_request[] = {{1, "resource_spans"}, {0, NULL}};
+static const FieldName names_resource_spans[] = {
+    {1, "resource"}, {2, "scope_spans"}, {3, "schema_url"}, {0, NULL}};
+static const FieldName names_resource[] = {
+    {1, "attributes"}, {2, "dropped_attributes_count"}, {3, "entity_refs"}, {0, NULL}};
+static const FieldName names_scope_spans[] = {
+    {1, "scope"}, {2, "spans"}, {3, "schema_url"}, {0, NULL}};
+static const FieldName names_span[] = {
+    {1, "trace_id"}, {2, "span_id"}, {3, "trace_state"}, {4, "parent_span_id"},
+    {5, "name"}, {6, "kind"}, {7, "start_time_unix_nano"}, {8, "end_time_unix_nano"},
+    {9, "attributes"}, {10, "dropped_attributes_count"}, {11, "events"},
+    {12, "dropped_events_count"}, {13, "links"}, {14, "dropped_links_count"},
+    {15, "status"}, {16, "flags"}, {0, NULL}};
+static const FieldName names_status[] = {{2, "message"}, {3, "code"}, {0, NULL}};
+static const FieldName names_key_value[] = {
+    {1, "key"}, {2, "value"}, {3, "key_strindex"}, {0, NULL}};
+static const FieldName names_any_value[] = {
+    {1, "string_value"}, {2, "bool_value"}, {3, "int_value"}, {4, "double_value"},
+    {5, "array_value"}, {6, "kvlist_value"}, {7, "bytes_value"},
+    {8, "string_value_strindex"}, {0, NULL}};
+
+static const char *const message_names[M_COUNT] = {
+    "ExportTraceServiceRequest", "ResourceSpans", "Resource", "ScopeSpans",
+    "Span", "Status", "KeyValue", "AnyValue"};
+
+static const FieldName *const message_fields[M_COUNT] = {
+    names_request, names_resource_spans, names_resource, names_scope_spans,
+    names_span, names_status, names_key_value, names_any_value};
+
+/* ------------------------------------------------------------------ */
+/* Errors                                                              */
+
+typedef struct {
+    const uint8_t *base; /* start of the payload, for byte offsets */
+} Ctx;
+
+/* Raise "<what> (<Message>.<field>) at byte N", or "(<Message> field N)"
+   for a field number the message does not declare, or "(<Message>)" when
+   fnum is 0. */
+static void
+raise_at(const Ctx *c, const uint8_t *at, const char *what, int msg, uint32_t fnum)
+{
+    PyObject *exc = scan_error_class ? scan_error_class : PyExc_ValueError;
+    Py_ssize_t off = (Py_ssize_t)(at - c->base);
+    const char *mname = message_names[msg];
+    const char *fname = NULL;
+    PyObject *s;
+
+    if (fnum != 0) {
+        const FieldName *f;
+        for (f = message_fields[msg]; f->name != NULL; f++) {
+            if (f->num == fnum) {
+                fname = f->name;
+                break;
+            }
+        }
+    }
+    if (fname != NULL)
+        s = PyUnicode_FromFormat("%s (%s.%s) at byte %zd", what, mname, fname, off);
+    else if (fnum != 0)
+        s = PyUnicode_FromFormat("%s (%s field %u) at byte %zd", what, mname,
+                                 (unsigned int)fnum, off);
+    else
+        s = PyUnicode_FromFormat("%s (%s) at byte %zd", what, mname, off);
+    if (s != NULL) {
+        PyErr_SetObject(exc, s);
+        Py_DECREF(s);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Wire primitives                                                     */
+
+enum { VARINT_OK = 0, VARINT_TRUNCATED = 1, VARINT_TOO_LONG = 2 };
+
+/* Decode a varint at p (p < end is not required).  Returns the pointer
+   past it, or NULL with *err set. */
+static inline const uint8_t *
+read_varint(const uint8_t *p, const uint8_t *end, uint64_t *out, int *err)
+{
+    uint64_t v = 0;
+    int i;
+
+    if (p < end && *p < 0x80) {
+        *out = *p;
+        return p + 1;
+    }
+    for (i = 0; i < 10; i++) {
+        uint64_t b;
+        if (p + i >= end) {
+            *err = VARINT_TRUNCATED;
+            return NULL;
+        }
+        b = p[i];
+        v |= (b & 0x7f) << (7 * i);
+        if (b < 0x80) {
+            *out = v;
+            return p + i + 1;
+        }
+    }
+    *err = VARINT_TOO_LONG;
+    return NULL;
+}
+
+static inline uint64_t
+load_le64(const uint8_t *p)
+{
+    return (uint64_t)p[0] | ((uint64_t)p[1] << 8) | ((uint64_t)p[2] << 16) |
+           ((uint64_t)p[3] << 24) | ((uint64_t)p[4] << 32) | ((uint64_t)p[5] << 40) |
+           ((uint64_t)p[6] << 48) | ((uint64_t)p[7] << 56);
+}
+
+/* Read a tag at p (p < end).  Mirrors upb: at most 5 bytes, value fits in
+   32 bits, field number not 0. */
+static inline const uint8_t *
+read_tag(const Ctx *c, const uint8_t *p, const uint8_t *end, uint32_t *tag, int msg)
+{
+    uint64_t v;
+    int err = VARINT_OK;
+    const uint8_t *q;
+
+    if (*p < 0x80 && *p >= 0x08) {
+        *tag = *p;
+        return p + 1;
+    }
+    q = read_varint(p, end, &v, &err);
+    if (q == NULL) {
+        raise_at(c, p, err == VARINT_TRUNCATED ? "truncated tag" : "invalid tag", msg, 0);
+        return NULL;
+    }
+    if (q - p > 5 || v > 0xffffffffu) {
+        raise_at(c, p, "invalid tag", msg, 0);
+        return NULL;
+    }
+    if ((v >> 3) == 0) {
+        raise_at(c, p, "invalid field number 0", msg, 0);
+        return NULL;
+    }
+    *tag = (uint32_t)v;
+    return q;
+}
+
+/* Varint value of field `fnum` (tag at tp). */
+static inline const uint8_t *
+field_varint(const Ctx *c, const uint8_t *tp, const uint8_t *p, const uint8_t *end,
+             uint64_t *out, int msg, uint32_t fnum)
+{
+    int err = VARINT_OK;
+    const uint8_t *q = read_varint(p, end, out, &err);
+    if (q == NULL)
+        raise_at(c, tp,
+                 err == VARINT_TRUNCATED ? "truncated varint" : "varint longer than 10 bytes",
+                 msg, fnum);
+    return q;
+}
+
+/* Length prefix of a length-delimited field; checks the payload fits. */
+static inline const uint8_t *
+field_len(const Ctx *c, const uint8_t *tp, const uint8_t *p, const uint8_t *end,
+          size_t *len, int msg, uint32_t fnum)
+{
+    uint64_t v;
+    int err = VARINT_OK;
+    const uint8_t *q = read_varint(p, end, &v, &err);
+    if (q == NULL) {
+        raise_at(c, tp,
+                 err == VARINT_TRUNCATED ? "truncated length-delimited field"
+                                         : "varint longer than 10 bytes",
+                 msg, fnum);
+        return NULL;
+    }
+    if (v > (uint64_t)(end - q)) {
+        raise_at(c, tp, "truncated length-delimited field", msg, fnum);
+        return NULL;
+    }
+    *len = (size_t)v;
+    return q;
+}
+
+static inline const uint8_t *
+field_fixed64(const Ctx *c, const uint8_t *tp, const uint8_t *p, const uint8_t *end,
+              uint64_t *out, int msg, uint32_t fnum)
+{
+    if (end - p < 8) {
+        raise_at(c, tp, "truncated fixed64 field", msg, fnum);
+        return NULL;
+    }
+    *out = load_le64(p);
+    return p + 8;
+}
+
+/* Skip the body of a group whose start tag (field fnum) is at tp and whose
+   body starts at p.  Iterative; nested groups must close in order. */
+static const uint8_t *
+skip_group(const Ctx *c, const uint8_t *tp, const uint8_t *p, const uint8_t *end,
+           int msg, uint32_t fnum)
+{
+    uint32_t stack[GROUP_STACK_MAX];
+    int depth = 1;
+    stack[0] = fnum;
+
+    while (depth > 0) {
+        const uint8_t *itp = p;
+        uint64_t v;
+        int err = VARINT_OK;
+        uint32_t wt, num;
+
+        if (p >= end) {
+            raise_at(c, tp, "unterminated group", msg, fnum);
+            return NULL;
+        }
+        p = read_varint(p, end, &v, &err);
+        if (p == NULL) {
+            raise_at(c, itp, err == VARINT_TRUNCATED ? "truncated tag" : "invalid tag", msg,
+                     fnum);
+            return NULL;
+        }
+        if (p - itp > 5 || v > 0xffffffffu) {
+            raise_at(c, itp, "invalid tag", msg, fnum);
+            return NULL;
+        }
+        /* upb accepts field number 0 inside unknown groups */
+        num = (uint32_t)(v >> 3);
+        wt = (uint32_t)(v & 7);
+        switch (wt) {
+        case 0:
+            p = read_varint(p, end, &v, &err);
+            if (p == NULL) {
+                raise_at(c, itp,
+                         err == VARINT_TRUNCATED ? "truncated varint"
+                                                 : "varint longer than 10 bytes",
+                         msg, fnum);
+                return NULL;
+            }
+            break;
+        case 1:
+            if (end - p < 8) {
+                raise_at(c, itp, "truncated fixed64 field", msg, fnum);
+                return NULL;
+            }
+            p += 8;
+            break;
+        case 2:
+            p = read_varint(p, end, &v, &err);
+            if (p == NULL) {
+                raise_at(c, itp,
+                         err == VARINT_TRUNCATED ? "truncated length-delimited field"
+                                                 : "varint longer than 10 bytes",
+                         msg, fnum);
+                return NULL;
+            }
+            if (v > (uint64_t)(end - p)) {
+                raise_at(c, itp, "truncated length-delimited field", msg, fnum);
+                return NULL;
+            }
+            p += v;
+            break;
+        case 3:
+            if (depth >= GROUP_STACK_MAX) {
+                raise_at(c, itp, "groups nested too deeply", msg, fnum);
+                return NULL;
+            }
+            stack[depth++] = num;
+            break;
+        case 4:
+            if (stack[depth - 1] != num) {
+                raise_at(c, itp, "mismatched end-group tag", msg, fnum);
+                return NULL;
+            }
+            depth--;
+            break;
+        case 5:
+            if (end - p < 4) {
+                raise_at(c, itp, "truncated fixed32 field", msg, fnum);
+                return NULL;
+            }
+            p += 4;
+            break;
+        default: {
+            char what[32];
+            PyOS_snprintf(what, sizeof(what), "invalid wire type %u", (unsigned int)wt);
+            raise_at(c, itp, what, msg, fnum);
+            return NULL;
+        }
+        }
+    }
+    return p;
+}
+
+/* Skip a field we do not use (unknown, unneeded, or known with an
+   unexpected wire type -- upb treats the latter as unknown too). */
+static const uint8_t *
+skip_field(const Ctx *c, const uint8_t *tp, const uint8_t *p, const uint8_t *end,
+           uint32_t tag, int msg)
+{
+    uint32_t fnum = tag >> 3;
+    uint64_t v;
+    size_t n;
+
+    switch (tag & 7) {
+    case 0:
+        return field_varint(c, tp, p, end, &v, msg, fnum);
+    case 1:
+        if (end - p < 8) {
+            raise_at(c, tp, "truncated fixed64 field", msg, fnum);
+            return NULL;
+        }
+        return p + 8;
+    case 2:
+        p = field_len(c, tp, p, end, &n, msg, fnum);
+        return p == NULL ? NULL : p + n;
+    case 3:
+        return skip_group(c, tp, p, end, msg, fnum);
+    case 4:
+        raise_at(c, tp, "unexpected end-group tag", msg, fnum);
+        return NULL;
+    case 5:
+        if (end - p < 4) {
+            raise_at(c, tp, "truncated fixed32 field", msg, fnum);
+            return NULL;
+        }
+        return p + 4;
+    default: {
+        char what[32];
+        PyOS_snprintf(what, sizeof(what), "invalid wire type %u", (unsigned int)(tag & 7));
+        raise_at(c, tp, what, msg, fnum);
+        return NULL;
+    }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* UTF-8                                                               */
+
+/* Strict UTF-8 check (same acceptance as Python's codec and upb: no
+   overlong forms, no surrogates, nothing above U+10FFFF).  Returns -1 if
+   valid, else the index of the first byte of the offending sequence.
+   *ascii tells whether every byte is < 0x80. */
+static Py_ssize_t
+utf8_check(const uint8_t *s, size_t n, int *ascii)
+{
+    size_t i = 0;
+
+    while (n - i >= 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        if (w & UINT64_C(0x8080808080808080))
+            break;
+        i += 8;
+    }
+    while (i < n && s[i] < 0x80)
+        i++;
+    if (i == n) {
+        *ascii = 1;
+        return -1;
+    }
+    *ascii = 0;
+    while (i < n) {
+        uint8_t b = s[i];
+        size_t need, k;
+        uint8_t lo = 0x80, hi = 0xBF;
+
+        if (b < 0x80) {
+            i++;
+            continue;
+        }
+        if (b >= 0xC2 && b <= 0xDF)
+            need = 1;
+        else if (b == 0xE0) {
+            need = 2;
+            lo = 0xA0;
+        }
+        else if ((b >= 0xE1 && b <= 0xEC) || b == 0xEE || b == 0xEF)
+            need = 2;
+        else if (b == 0xED) {
+            need = 2;
+            hi = 0x9F;
+        }
+        else if (b == 0xF0) {
+            need = 3;
+            lo = 0x90;
+        }
+        else if (b >= 0xF1 && b <= 0xF3)
+            need = 3;
+        else if (b == 0xF4) {
+            need = 3;
+            hi = 0x8F;
+        }
+        else
+            return (Py_ssize_t)i;
+        if (n - i <= need)
+            return (Py_ssize_t)i;
+        if (s[i + 1] < lo || s[i + 1] > hi)
+            return (Py_ssize_t)i;
+        for (k = 2; k <= need; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return (Py_ssize_t)i;
+        }
+        i += need + 1;
+    }
+    return -1;
+}
+
+/* New str from UTF-8 bytes; raises ScanError naming field (msg, fnum)
+   and the offending byte on invalid input. */
+static PyObject *
+make_str(const Ctx *c, const uint8_t *s, size_t n, int msg, uint32_t fnum)
+{
+    int ascii;
+    Py_ssize_t bad;
+    PyObject *u;
+
+    if (n == 0)
+        return PyUnicode_New(0, 0);
+    bad = utf8_check(s, n, &ascii);
+    if (bad >= 0) {
+        raise_at(c, s + bad, "invalid UTF-8", msg, fnum);
+        return NULL;
+    }
+    if (!ascii)
+        return PyUnicode_DecodeUTF8((const char *)s, (Py_ssize_t)n, "strict");
+    u = PyUnicode_New((Py_ssize_t)n, 127);
+    if (u != NULL)
+        memcpy(PyUnicode_DATA(u), s, n);
+    return u;
+}
+
+/* ------------------------------------------------------------------ */
+/* Wanted-key tables                                                   */
+
+#define KT_BUCKETS 64
+
+typedef struct {
+    const char *s;   /* UTF-8 bytes (in KeyTable.buf) */
+    size_t len;
+    Py_ssize_t slot; /* output position */
+    int next;        /* next entry in the same length bucket, or -1 */
+} KeyEnt;
+
+typedef struct {
+    Py_ssize_t n;      /* number of output positions (= number of keys) */
+    PyObject *keys;    /* tuple of the keys as given */
+    char *buf;         /* all key bytes */
+    KeyEnt *ents;      /* one per distinct key */
+    Py_ssize_t ndup;   /* repeated keys: (source, destination) slot pairs */
+    Py_ssize_t *dup;
+    int head[KT_BUCKETS];
+} KeyTable;
+
+static void
+kt_clear(KeyTable *kt)
+{
+    Py_CLEAR(kt->keys);
+    PyMem_Free(kt->buf);
+    PyMem_Free(kt->ents);
+    PyMem_Free(kt->dup);
+    kt->buf = NULL;
+    kt->ents = NULL;
+    kt->dup = NULL;
+    kt->n = kt->ndup = 0;
+}
+
+static inline Py_ssize_t
+kt_find(const KeyTable *kt, const uint8_t *s, size_t len)
+{
+    int i;
+    for (i = kt->head[len & (KT_BUCKETS - 1)]; i >= 0; i = kt->ents[i].next) {
+        const KeyEnt *e = &kt->ents[i];
+        if (e->len == len && memcmp(e->s, s, len) == 0)
+            return e->slot;
+    }
+    return -1;
+}
+
+static int
+kt_init(KeyTable *kt, PyObject *seq, const char *argname)
+{
+    Py_ssize_t i, j, n, total = 0, nents = 0;
+    const char **utf8;
+    Py_ssize_t *lens;
+    char *w;
+
+    memset(kt, 0, sizeof(*kt));
+    for (i = 0; i < KT_BUCKETS; i++)
+        kt->head[i] = -1;
+    if (PyUnicode_Check(seq) || PyBytes_Check(seq) || PyByteArray_Check(seq)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a sequence of str, not %.100s", argname,
+                     Py_TYPE(seq)->tp_name);
+        return -1;
+    }
+    kt->keys = PySequence_Tuple(seq);
+    if (kt->keys == NULL)
+        return -1;
+    n = PyTuple_GET_SIZE(kt->keys);
+    if (n > INT_MAX / 2) {
+        PyErr_Format(PyExc_ValueError, "too many %s", argname);
+        return -1;
+    }
+    kt->n = n;
+    utf8 = PyMem_Calloc((size_t)n + 1, sizeof(*utf8));
+    lens = PyMem_Calloc((size_t)n + 1, sizeof(*lens));
+    kt->ents = PyMem_Calloc((size_t)n + 1, sizeof(*kt->ents));
+    kt->dup = PyMem_Calloc(2 * (size_t)n + 1, sizeof(*kt->dup));
+    if (utf8 == NULL || lens == NULL || kt->ents == NULL || kt->dup == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (i = 0; i < n; i++) {
+        PyObject *k = PyTuple_GET_ITEM(kt->keys, i);
+        if (!PyUnicode_Check(k)) {
+            PyErr_Format(PyExc_TypeError, "%s must contain str, not %.100s", argname,
+                         Py_TYPE(k)->tp_name);
+            goto fail;
+        }
+        utf8[i] = PyUnicode_AsUTF8AndSize(k, &lens[i]);
+        if (utf8[i] == NULL)
+            goto fail;
+        total += lens[i];
+    }
+    kt->buf = PyMem_Malloc((size_t)total + 1);
+    if (kt->buf == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    w = kt->buf;
+    for (i = 0; i < n; i++) {
+        int found = 0;
+        for (j = 0; j < nents; j++) {
+            if ((Py_ssize_t)kt->ents[j].len == lens[i] &&
+                memcmp(kt->ents[j].s, utf8[i], (size_t)lens[i]) == 0) {
+                kt->dup[2 * kt->ndup] = kt->ents[j].slot;
+                kt->dup[2 * kt->ndup + 1] = i;
+                kt->ndup++;
+                found = 1;
+                break;
+            }
+        }
+        if (found)
+            continue;
+        memcpy(w, utf8[i], (size_t)lens[i]);
+        kt->ents[nents].s = w;
+        kt->ents[nents].len = (size_t)lens[i];
+        kt->ents[nents].slot = i;
+        /* append at the bucket's tail so earlier keys are tried first */
+        kt->ents[nents].next = -1;
+        {
+            int *link = &kt->head[(size_t)lens[i] & (KT_BUCKETS - 1)];
+            while (*link >= 0)
+                link = &kt->ents[*link].next;
+            *link = (int)nents;
+        }
+        w += lens[i];
+        nents++;
+    }
+    PyMem_Free(utf8);
+    PyMem_Free(lens);
+    return 0;
+
+fail:
+    PyMem_Free(utf8);
+    PyMem_Free(lens);
+    kt_clear(kt);
+    return -1;
+}
+
+/* Fill the output positions of repeated keys and turn unset ones into
+   None.  slots has kt->n entries. */
+static inline void
+kt_finish(const KeyTable *kt, PyObject **slots)
+{
+    Py_ssize_t i;
+    for (i = 0; i < kt->ndup; i++) {
+        PyObject *v = slots[kt->dup[2 * i]];
+        Py_XINCREF(v);
+        Py_XSETREF(slots[kt->dup[2 * i + 1]], v);
+    }
+    for (i = 0; i < kt->n; i++) {
+        if (slots[i] == NULL)
+            slots[i] = Py_NewRef(Py_None);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Messages                                                            */
+
+enum { AV_NONE = 0, AV_STR, AV_BOOL, AV_INT, AV_DOUBLE, AV_OTHER };
+
+typedef struct {
+    int kind;
+    const uint8_t *s;
+    size_t n;
+    uint64_t u;
+} AnyVal;
+
+/* AnyValue; successive occurrences merge into *av (oneof: last wins). */
+static int
+parse_any_value(const Ctx *c, const uint8_t *p, const uint8_t *end, AnyVal *av)
+{
+    while (p < end) {
+        const uint8_t *tp = p;
+        uint32_t tag;
+        size_t n;
+
+        p = read_tag(c, p, end, &tag, M_ANY_VALUE);
+        if (p == NULL)
+            return -1;
+        switch (tag) {
+        case (1 << 3) | 2: /* string_value */
+            p = field_len(c, tp, p, end, &n, M_ANY_VALUE, 1);
+            if (p == NULL)
+                return -1;
+            av->kind = AV_STR;
+            av->s = p;
+            av->n = n;
+            p += n;
+            break;
+        case (2 << 3) | 0: /* bool_value */
+            p = field_varint(c, tp, p, end, &av->u, M_ANY_VALUE, 2);
+            if (p == NULL)
+                return -1;
+            av->kind = AV_BOOL;
+            break;
+        case (3 << 3) | 0: /* int_value */
+            p = field_varint(c, tp, p, end, &av->u, M_ANY_VALUE, 3);
+            if (p == NULL)
+                return -1;
+            av->kind = AV_INT;
+            break;
+        case (4 << 3) | 1: /* double_value */
+            p = field_fixed64(c, tp, p, end, &av->u, M_ANY_VALUE, 4);
+            if (p == NULL)
+                return -1;
+            av->kind = AV_DOUBLE;
+            break;
+        case (5 << 3) | 2: /* array_value */
+        case (6 << 3) | 2: /* kvlist_value */
+        case (7 << 3) | 2: /* bytes_value */
+            p = field_len(c, tp, p, end, &n, M_ANY_VALUE, tag >> 3);
+            if (p == NULL)
+                return -1;
+            av->kind = AV_OTHER;
+            p += n;
+            break;
+        case (8 << 3) | 0: { /* string_value_strindex */
+            uint64_t ignored;
+            p = field_varint(c, tp, p, end, &ignored, M_ANY_VALUE, 8);
+            if (p == NULL)
+                return -1;
+            av->kind = AV_OTHER;
+            break;
+        }
+        default:
+            p = skip_field(c, tp, p, end, tag, M_ANY_VALUE);
+            if (p == NULL)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+any_value_object(const Ctx *c, const AnyVal *av)
+{
+    switch (av->kind) {
+    case AV_STR:
+        return make_str(c, av->s, av->n, M_ANY_VALUE, 1);
+    case AV_BOOL:
+        return PyBool_FromLong(av->u != 0);
+    case AV_INT:
+        return PyLong_FromLongLong((long long)(int64_t)av->u);
+    case AV_DOUBLE: {
+        double d;
+        memcpy(&d, &av->u, sizeof(d));
+        return PyFloat_FromDouble(d);
+    }
+    default:
+        return Py_NewRef(Py_None);
+    }
+}
+
+static const uint8_t empty_key[1] = {0};
+
+/* One KeyValue: if its key is wanted, store its converted value in the
+   key's slot (replacing an earlier occurrence). */
+static int
+parse_key_value(const Ctx *c, const KeyTable *kt, PyObject **slots, const uint8_t *p,
+                const uint8_t *end)
+{
+    const uint8_t *key = empty_key;
+    size_t keylen = 0;
+    AnyVal av = {AV_NONE, NULL, 0, 0};
+    Py_ssize_t slot;
+    int ascii;
+    Py_ssize_t bad;
+    PyObject *obj;
+
+    while (p < end) {
+        const uint8_t *tp = p;
+        uint32_t tag;
+        size_t n;
+
+        p = read_tag(c, p, end, &tag, M_KEY_VALUE);
+        if (p == NULL)
+            return -1;
+        if (tag == ((1 << 3) | 2)) { /* key */
+            p = field_len(c, tp, p, end, &n, M_KEY_VALUE, 1);
+            if (p == NULL)
+                return -1;
+            key = p;
+            keylen = n;
+            p += n;
+        }
+        else if (tag == ((2 << 3) | 2)) { /* value */
+            p = field_len(c, tp, p, end, &n, M_KEY_VALUE, 2);
+            if (p == NULL)
+                return -1;
+            if (parse_any_value(c, p, p + n, &av) < 0)
+                return -1;
+            p += n;
+        }
+        else {
+            p = skip_field(c, tp, p, end, tag, M_KEY_VALUE);
+            if (p == NULL)
+                return -1;
+        }
+    }
+    bad = utf8_check(key, keylen, &ascii);
+    if (bad >= 0) {
+        raise_at(c, key + bad, "invalid UTF-8", M_KEY_VALUE, 1);
+        return -1;
+    }
+    slot = kt_find(kt, key, keylen);
+    if (slot < 0)
+        return 0;
+    obj = any_value_object(c, &av);
+    if (obj == NULL)
+        return -1;
+    Py_XSETREF(slots[slot], obj);
+    return 0;
+}
+
+/* Resource (occurrences merge: attributes accumulate). */
+static int
+parse_resource(const Ctx *c, const KeyTable *kt, PyObject **slots, const uint8_t *p,
+               const uint8_t *end)
+{
+    while (p < end) {
+        const uint8_t *tp = p;
+        uint32_t tag;
+        size_t n;
+
+        p = read_tag(c, p, end, &tag, M_RESOURCE);
+        if (p == NULL)
+            return -1;
+        if (tag == ((1 << 3) | 2)) { /* attributes */
+            p = field_len(c, tp, p, end, &n, M_RESOURCE, 1);
+            if (p == NULL)
+                return -1;
+            if (parse_key_value(c, kt, slots, p, p + n) < 0)
+                return -1;
+            p += n;
+        }
+        else {
+            p = skip_field(c, tp, p, end, tag, M_RESOURCE);
+            if (p == NULL)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* Status (occurrences merge: the last `code` wins). */
+static int
+parse_status(const Ctx *c, const uint8_t *p, const uint8_t *end, uint64_t *code)
+{
+    while (p < end) {
+        const uint8_t *tp = p;
+        uint32_t tag;
+
+        p = read_tag(c, p, end, &tag, M_STATUS);
+        if (p == NULL)
+            return -1;
+        if (tag == ((3 << 3) | 0))
+            p = field_varint(c, tp, p, end, code, M_STATUS, 3);
+        else
+            p = skip_field(c, tp, p, end, tag, M_STATUS);
+        if (p == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+typedef struct {
+    PyObject_HEAD
+    KeyTable span_kt;
+    KeyTable res_kt;
+} ScannerObject;
+
+/* The low 32 bits of a varint as a signed int32 (protobuf enum/int32). */
+static inline long
+as_int32(uint64_t v)
+{
+    uint32_t u = (uint32_t)v;
+    return (long)((int64_t)u - (u >= 0x80000000u ? INT64_C(0x100000000) : 0));
+}
+
+static PyObject *
+bytes_or_empty(const uint8_t *s, size_t n)
+{
+    return PyBytes_FromStringAndSize((const char *)s, (Py_ssize_t)n);
+}
+
+static int
+parse_span(const Ctx *c, ScannerObject *self, const uint8_t *p, const uint8_t *end,
+           PyObject *resource_index, PyObject *spans)
+{
+    const KeyTable *kt = &self->span_kt;
+    PyObject *t = PyTuple_New(SPAN_FIXED + kt->n);
+    PyObject **items;
+    const uint8_t *trace_id = NULL, *span_id = NULL, *trace_state = NULL;
+    size_t trace_id_len = 0, span_id_len = 0, trace_state_len = 0;
+    uint64_t kind = 0, start = 0, stop = 0, code = 0;
+    PyObject *o;
+    int rc;
+
+    if (t == NULL)
+        return -1;
+    items = ((PyTupleObject *)t)->ob_item;
+    while (p < end) {
+        const uint8_t *tp = p;
+        uint32_t tag;
+        size_t n;
+
+        p = read_tag(c, p, end, &tag, M_SPAN);
+        if (p == NULL)
+            goto fail;
+        switch (tag) {
+        case (9 << 3) | 2: /* attributes */
+            p = field_len(c, tp, p, end, &n, M_SPAN, 9);
+            if (p == NULL)
+                goto fail;
+            if (parse_key_value(c, kt, items + SPAN_FIXED, p, p + n) < 0)
+                goto fail;
+            p += n;
+            break;
+        case (1 << 3) | 2: /* trace_id */
+            p = field_len(c, tp, p, end, &trace_id_len, M_SPAN, 1);
+            if (p == NULL)
+                goto fail;
+            trace_id = p;
+            p += trace_id_len;
+            break;
+        case (2 << 3) | 2: /* span_id */
+            p = field_len(c, tp, p, end, &span_id_len, M_SPAN, 2);
+            if (p == NULL)
+                goto fail;
+            span_id = p;
+            p += span_id_len;
+            break;
+        case (3 << 3) | 2: /* trace_state */
+            p = field_len(c, tp, p, end, &trace_state_len, M_SPAN, 3);
+            if (p == NULL)
+                goto fail;
+            trace_state = p;
+            p += trace_state_len;
+            break;
+        case (6 << 3) | 0: /* kind */
+            p = field_varint(c, tp, p, end, &kind, M_SPAN, 6);
+            if (p == NULL)
+                goto fail;
+            break;
+        case (7 << 3) | 1: /* start_time_unix_nano */
+            p = field_fixed64(c, tp, p, end, &start, M_SPAN, 7);
+            if (p == NULL)
+                goto fail;
+            break;
+        case (8 << 3) | 1: /* end_time_unix_nano */
+            p = field_fixed64(c, tp, p, end, &stop, M_SPAN, 8);
+            if (p == NULL)
+                goto fail;
+            break;
+        case (15 << 3) | 2: /* status */
+            p = field_len(c, tp, p, end, &n, M_SPAN, 15);
+            if (p == NULL)
+                goto fail;
+            if (parse_status(c, p, p + n, &code) < 0)
+                goto fail;
+            p += n;
+            break;
+        default:
+            p = skip_field(c, tp, p, end, tag, M_SPAN);
+            if (p == NULL)
+                goto fail;
+        }
+    }
+
+    items[0] = Py_NewRef(resource_index);
+    if ((items[1] = PyLong_FromLong(as_int32(kind))) == NULL)
+        goto fail;
+    if ((items[2] = PyLong_FromUnsignedLongLong(start)) == NULL)
+        goto fail;
+    if ((items[3] = PyLong_FromUnsignedLongLong(stop)) == NULL)
+        goto fail;
+    if ((items[4] = bytes_or_empty(trace_id, trace_id_len)) == NULL)
+        goto fail;
+    if ((items[5] = bytes_or_empty(span_id, span_id_len)) == NULL)
+        goto fail;
+    o = trace_state_len ? make_str(c, trace_state, trace_state_len, M_SPAN, 3)
+                        : PyUnicode_New(0, 0);
+    if ((items[6] = o) == NULL)
+        goto fail;
+    if ((items[7] = PyLong_FromLong(as_int32(code))) == NULL)
+        goto fail;
+    kt_finish(kt, items + SPAN_FIXED);
+    rc = PyList_Append(spans, t);
+    Py_DECREF(t);
+    return rc;
+
+fail:
+    Py_DECREF(t); /* tuple dealloc tolerates the NULL items */
+    return -1;
+}
+
+static int
+parse_scope_spans(const Ctx *c, ScannerObject *self, const uint8_t *p, const uint8_t *end,
+                  PyObject *resource_index, PyObject *spans)
+{
+    while (p < end) {
+        const uint8_t *tp = p;
+        uint32_t tag;
+        size_t n;
+
+        p = read_tag(c, p, end, &tag, M_SCOPE_SPANS);
+        if (p == NULL)
+            return -1;
+        if (tag == ((2 << 3) | 2)) { /* spans */
+            p = field_len(c, tp, p, end, &n, M_SCOPE_SPANS, 2);
+            if (p == NULL)
+                return -1;
+            if (parse_span(c, self, p, p + n, resource_index, spans) < 0)
+                return -1;
+            p += n;
+        }
+        else {
+            p = skip_field(c, tp, p, end, tag, M_SCOPE_SPANS);
+            if (p == NULL)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+parse_resource_spans(const Ctx *c, ScannerObject *self, const uint8_t *p,
+                     const uint8_t *end, PyObject *resources, PyObject *spans)
+{
+    const KeyTable *kt = &self->res_kt;
+    PyObject *rt, *ri;
+    PyObject **items;
+    int rc;
+
+    ri = PyLong_FromSsize_t(PyList_GET_SIZE(resources));
+    if (ri == NULL)
+        return -1;
+    rt = PyTuple_New(kt->n);
+    if (rt == NULL) {
+        Py_DECREF(ri);
+        return -1;
+    }
+    items = ((PyTupleObject *)rt)->ob_item;
+    while (p < end) {
+        const uint8_t *tp = p;
+        uint32_t tag;
+        size_t n;
+
+        p = read_tag(c, p, end, &tag, M_RESOURCE_SPANS);
+        if (p == NULL)
+            goto fail;
+        if (tag == ((2 << 3) | 2)) { /* scope_spans */
+            p = field_len(c, tp, p, end, &n, M_RESOURCE_SPANS, 2);
+            if (p == NULL)
+                goto fail;
+            if (parse_scope_spans(c, self, p, p + n, ri, spans) < 0)
+                goto fail;
+            p += n;
+        }
+        else if (tag == ((1 << 3) | 2)) { /* resource */
+            p = field_len(c, tp, p, end, &n, M_RESOURCE_SPANS, 1);
+            if (p == NULL)
+                goto fail;
+            if (parse_resource(c, kt, items, p, p + n) < 0)
+                goto fail;
+            p += n;
+        }
+        else {
+            p = skip_field(c, tp, p, end, tag, M_RESOURCE_SPANS);
+            if (p == NULL)
+                goto fail;
+        }
+    }
+    kt_finish(kt, items);
+    rc = PyList_Append(resources, rt);
+    Py_DECREF(rt);
+    Py_DECREF(ri);
+    return rc;
+
+fail:
+    Py_DECREF(rt);
+    Py_DECREF(ri);
+    return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Scanner type                                                        */
+
+static PyObject *
+Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"span_keys", "resource_keys", NULL};
+    PyObject *span_keys, *resource_keys;
+    ScannerObject *self;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:Scanner", kwlist, &span_keys,
+                                     &resource_keys))
+        return NULL;
+    self = (ScannerObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if (kt_init(&self->span_kt, span_keys, "span_keys") < 0 ||
+        kt_init(&self->res_kt, resource_keys, "resource_keys") < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void
+Scanner_dealloc(ScannerObject *self)
+{
+    kt_clear(&self->span_kt);
+    kt_clear(&self->res_kt);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+PyDoc_STRVAR(Scanner_scan_doc,
+"scan(data) -> (resources, spans)\n\n"
+"Scan a serialized ExportTraceServiceRequest (any bytes-like object).\n"
+"Raises ScanError for malformed wire data.");
+
+static PyObject *
+Scanner_scan(ScannerObject *self, PyObject *data)
+{
+    Py_buffer view;
+    PyObject *resources = NULL, *spans = NULL, *result = NULL;
+    const uint8_t *p, *end;
+    Ctx c;
+
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    resources = PyList_New(0);
+    spans = PyList_New(0);
+    if (resources == NULL || spans == NULL)
+        goto done;
+    c.base = (const uint8_t *)view.buf;
+    p = c.base;
+    end = view.len > 0 ? p + view.len : p;
+    while (p < end) {
+        const uint8_t *tp = p;
+        uint32_t tag;
+        size_t n;
+
+        p = read_tag(&c, p, end, &tag, M_REQUEST);
+        if (p == NULL)
+            goto done;
+        if (tag == ((1 << 3) | 2)) { /* resource_spans */
+            p = field_len(&c, tp, p, end, &n, M_REQUEST, 1);
+            if (p == NULL)
+                goto done;
+            if (parse_resource_spans(&c, self, p, p + n, resources, spans) < 0)
+                goto done;
+            p += n;
+        }
+        else {
+            p = skip_field(&c, tp, p, end, tag, M_REQUEST);
+            if (p == NULL)
+                goto done;
+        }
+    }
+    result = PyTuple_Pack(2, resources, spans);
+
+done:
+    Py_XDECREF(resources);
+    Py_XDECREF(spans);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyObject *
+Scanner_get_span_keys(ScannerObject *self, void *closure)
+{
+    return Py_NewRef(self->span_kt.keys);
+}
+
+static PyObject *
+Scanner_get_resource_keys(ScannerObject *self, void *closure)
+{
+    return Py_NewRef(self->res_kt.keys);
+}
+
+static PyMethodDef Scanner_methods[] = {
+    {"scan", (PyCFunction)Scanner_scan, METH_O, Scanner_scan_doc},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef Scanner_getset[] = {
+    {"span_keys", (getter)Scanner_get_span_keys, NULL, "Wanted span attribute keys.", NULL},
+    {"resource_keys", (getter)Scanner_get_resource_keys, NULL,
+     "Wanted resource attribute keys.", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+PyDoc_STRVAR(Scanner_doc,
+"Scanner(span_keys, resource_keys)\n\n"
+"C scanner for OTLP ExportTraceServiceRequest payloads; see\n"
+"apiusage.processor.receivers.scan for the output format.");
+
+static PyTypeObject ScannerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "apiusage.processor.receivers._cscan.Scanner",
+    .tp_basicsize = sizeof(ScannerObject),
+    .tp_itemsize = 0,
+    .tp_dealloc = (destructor)Scanner_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = Scanner_doc,
+    .tp_methods = Scanner_methods,
+    .tp_getset = Scanner_getset,
+    .tp_new = Scanner_new,
+};
+
+/* ------------------------------------------------------------------ */
+/* Module                                                              */
+
+static PyObject *
+set_error_class(PyObject *module, PyObject *cls)
+{
+    if (!PyType_Check(cls) ||
+        !PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)PyExc_Exception)) {
+        PyErr_SetString(PyExc_TypeError, "error class must be an Exception subclass");
+        return NULL;
+    }
+    Py_XSETREF(scan_error_class, Py_NewRef(cls));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"_set_error_class", (PyCFunction)set_error_class, METH_O,
+     "Set the exception class raised for malformed payloads."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef cscan_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "apiusage.processor.receivers._cscan",
+    .m_doc = "C scanner for OTLP ExportTraceServiceRequest payloads.",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__cscan(void)
+{
+    PyObject *m;
+
+    if (PyType_Ready(&ScannerType) < 0)
+        return NULL;
+    m = PyModule_Create(&cscan_module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Scanner", (PyObject *)&ScannerType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

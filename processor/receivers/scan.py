@@ -1,0 +1,296 @@
+"""Fast extraction of the span fields the processor needs from OTLP trace payloads.
+
+A ``Scanner`` takes a serialized
+``opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest`` and returns
+only what metric derivation uses, as plain tuples::
+
+    scanner = Scanner(span_keys=["http.route", ...], resource_keys=["service.name"])
+    resources, spans = scanner.scan(payload)
+
+``resources`` holds one tuple per ResourceSpans (in order): the value of each of
+``resource_keys`` in ``resource.attributes``, else None.
+
+``spans`` holds one tuple per Span of every ScopeSpans of every ResourceSpans, in
+wire order::
+
+    (resource_index, kind, start_time_unix_nano, end_time_unix_nano,
+     trace_id, span_id, trace_state, status_code, v_0, ..., v_{n-1})
+
+``resource_index`` indexes ``resources``; ``v_i`` is the value of attribute
+``span_keys[i]``, else None.  Absent fields take their proto3 defaults (0, b"",
+"").  Attribute values: string_value -> str, bool_value -> bool, int_value ->
+int, double_value -> float; any other AnyValue (array, kvlist, bytes, string
+table index, empty) -> None.  When a key occurs several times the last
+occurrence wins, as when building a dict from the attribute list.
+
+Two implementations return identical results whenever protobuf parses the
+payload:
+
+* the C extension ``_cscan`` walks the wire format directly, creating Python
+  objects only for returned values (fast path);
+* ``PyScanner`` parses with the protobuf classes of ``opentelemetry-proto`` (the
+  reference, used when the extension is missing or ``APIUSAGE_PURE_PYTHON=1``).
+
+On payloads protobuf rejects, either may raise ``ScanError`` or (the C scanner,
+which does not look at fields it does not return) produce a result; neither
+raises anything else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+
+__all__ = ["IMPLEMENTATION", "CScanner", "PyScanner", "ScanError", "Scanner"]
+
+
+class ScanError(ValueError):
+    """The payload is not a well-formed ExportTraceServiceRequest; str() says what and at which byte offset.
+
+    Messages look like ``"truncated length-delimited field (Span.attributes) at
+    byte 1234"``: what is wrong, the field concerned (``Message.field``, or
+    ``Message field N`` for a field number the message does not declare, or just
+    ``Message`` for a bad tag) and the offset in the payload of that field's
+    tag; for invalid UTF-8 the offset of the offending byte.
+    """
+
+
+def _check_keys(keys: Sequence[str], argname: str) -> tuple[str, ...]:
+    if isinstance(keys, (str, bytes, bytearray)):
+        raise TypeError(f"{argname} must be a sequence of str, not {type(keys).__name__}")
+    keys = tuple(keys)
+    for k in keys:
+        if not isinstance(k, str):
+            raise TypeError(f"{argname} must contain str, not {type(k).__name__}")
+        k.encode("utf-8")  # same UnicodeEncodeError as the C scanner for lone surrogates
+    return keys
+
+
+def _value(v: Any) -> object:
+    which = v.WhichOneof("value")
+    if which == "string_value":
+        return v.string_value
+    if which == "int_value":
+        return v.int_value
+    if which == "bool_value":
+        return v.bool_value
+    if which == "double_value":
+        return v.double_value
+    return None
+
+
+def _pick(attributes: Any, keys: tuple[str, ...], wanted: frozenset[str]) -> tuple:
+    if not keys:
+        return ()
+    found = {}
+    for kv in attributes:
+        key = kv.key
+        if key in wanted:
+            found[key] = _value(kv.value)
+    return tuple([found.get(k) for k in keys])
+
+
+class PyScanner:
+    """Reference scanner: protobuf parse, then read the fields from Python."""
+
+    __slots__ = ("_resource_set", "_span_set", "resource_keys", "span_keys")
+
+    def __init__(self, span_keys: Sequence[str], resource_keys: Sequence[str]) -> None:
+        self.span_keys = _check_keys(span_keys, "span_keys")
+        self.resource_keys = _check_keys(resource_keys, "resource_keys")
+        self._span_set = frozenset(self.span_keys)
+        self._resource_set = frozenset(self.resource_keys)
+
+    def scan(self, data: bytes) -> tuple[list[tuple], list[tuple]]:
+        """Returns (resources, spans)."""
+        if not isinstance(data, bytes):
+            data = memoryview(data).tobytes()
+        try:
+            request = ExportTraceServiceRequest.FromString(data)
+        except DecodeError as exc:
+            raise ScanError(_diagnose(data) or f"protobuf rejected the payload: {exc}") from exc
+        span_keys, span_set = self.span_keys, self._span_set
+        resource_keys, resource_set = self.resource_keys, self._resource_set
+        resources: list[tuple] = []
+        spans: list[tuple] = []
+        for rs in request.resource_spans:
+            index = len(resources)
+            resources.append(_pick(rs.resource.attributes, resource_keys, resource_set))
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    spans.append(
+                        (
+                            index,
+                            span.kind,
+                            span.start_time_unix_nano,
+                            span.end_time_unix_nano,
+                            span.trace_id,
+                            span.span_id,
+                            span.trace_state,
+                            span.status.code,
+                        )
+                        + _pick(span.attributes, span_keys, span_set)
+                    )
+        return resources, spans
+
+
+# ---------------------------------------------------------------------------
+# Error location for PyScanner.  protobuf only says "Error parsing message";
+# this walks the wire format the way the C scanner does (same messages) to say
+# what is wrong and where.  Only runs after protobuf has rejected a payload.
+
+_MAX_DEPTH = 100  # upb's default recursion limit
+_GROUP_STACK_MAX = 1024  # as in _cscan.c
+
+
+def _label(desc: Any, num: int) -> str:
+    if num == 0:
+        return desc.name
+    field = desc.fields_by_number.get(num)
+    if field is not None:
+        return f"{desc.name}.{field.name}"
+    return f"{desc.name} field {num}"
+
+
+def _varint(buf: bytes, p: int, end: int) -> tuple[int | None, int, str]:
+    """(value, new position, "") or (None, p, problem)."""
+    value = 0
+    for i in range(10):
+        if p + i >= end:
+            return None, p, "truncated"
+        b = buf[p + i]
+        value |= (b & 0x7F) << (7 * i)
+        if b < 0x80:
+            return value & 0xFFFFFFFFFFFFFFFF, p + i + 1, ""
+    return None, p, "too long"
+
+
+def _tag(buf: bytes, p: int, end: int, where: str, in_group: bool = False) -> tuple[int, int]:
+    tag, q, problem = _varint(buf, p, end)
+    if tag is None:
+        what = "truncated tag" if problem == "truncated" else "invalid tag"
+        raise ScanError(f"{what} ({where}) at byte {p}")
+    if q - p > 5 or tag > 0xFFFFFFFF:
+        raise ScanError(f"invalid tag ({where}) at byte {p}")
+    if tag >> 3 == 0 and not in_group:  # upb accepts field number 0 inside groups
+        raise ScanError(f"invalid field number 0 ({where}) at byte {p}")
+    return tag, q
+
+
+def _skip_scalar(buf: bytes, tp: int, p: int, end: int, wire_type: int, label: str) -> int:
+    """Skip a wire type 0/1/2/5 value; return the position after it."""
+    if wire_type == 0:
+        value, q, problem = _varint(buf, p, end)
+        if value is None:
+            what = "truncated varint" if problem == "truncated" else "varint longer than 10 bytes"
+            raise ScanError(f"{what} ({label}) at byte {tp}")
+        return q
+    if wire_type == 1:
+        if end - p < 8:
+            raise ScanError(f"truncated fixed64 field ({label}) at byte {tp}")
+        return p + 8
+    if wire_type == 5:
+        if end - p < 4:
+            raise ScanError(f"truncated fixed32 field ({label}) at byte {tp}")
+        return p + 4
+    length, q, problem = _varint(buf, p, end)
+    if length is None:
+        what = "truncated length-delimited field" if problem == "truncated" else "varint longer than 10 bytes"
+        raise ScanError(f"{what} ({label}) at byte {tp}")
+    if length > end - q:
+        raise ScanError(f"truncated length-delimited field ({label}) at byte {tp}")
+    return q + length
+
+
+def _skip_group(buf: bytes, tp: int, p: int, end: int, num: int, label: str) -> int:
+    stack = [num]
+    while stack:
+        if p >= end:
+            raise ScanError(f"unterminated group ({label}) at byte {tp}")
+        itp = p
+        tag, p = _tag(buf, p, end, label, in_group=True)
+        inner, wire_type = tag >> 3, tag & 7
+        if wire_type == 3:
+            if len(stack) >= _GROUP_STACK_MAX:
+                raise ScanError(f"groups nested too deeply ({label}) at byte {itp}")
+            stack.append(inner)
+        elif wire_type == 4:
+            if stack[-1] != inner:
+                raise ScanError(f"mismatched end-group tag ({label}) at byte {itp}")
+            stack.pop()
+        elif wire_type in (0, 1, 2, 5):
+            p = _skip_scalar(buf, itp, p, end, wire_type, label)
+        else:
+            raise ScanError(f"invalid wire type {wire_type} ({label}) at byte {itp}")
+    return p
+
+
+def _walk(buf: bytes, p: int, end: int, desc: Any, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise ScanError(f"messages nested too deeply ({desc.name}) at byte {p}")
+    while p < end:
+        tp = p
+        tag, p = _tag(buf, p, end, desc.name)
+        num, wire_type = tag >> 3, tag & 7
+        label = _label(desc, num)
+        if wire_type == 3:
+            p = _skip_group(buf, tp, p, end, num, label)
+        elif wire_type == 4:
+            raise ScanError(f"unexpected end-group tag ({label}) at byte {tp}")
+        elif wire_type in (0, 1, 5):
+            p = _skip_scalar(buf, tp, p, end, wire_type, label)
+        elif wire_type == 2:
+            q = _skip_scalar(buf, tp, p, end, 2, label)
+            start = _varint(buf, p, end)[1]  # first payload byte
+            field = desc.fields_by_number.get(num)
+            if field is not None and field.type == FieldDescriptor.TYPE_MESSAGE:
+                _walk(buf, start, q, field.message_type, depth + 1)
+            elif field is not None and field.type == FieldDescriptor.TYPE_STRING:
+                try:
+                    buf[start:q].decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise ScanError(f"invalid UTF-8 ({label}) at byte {start + exc.start}") from None
+            p = q
+        else:
+            raise ScanError(f"invalid wire type {wire_type} ({label}) at byte {tp}")
+
+
+def _diagnose(data: bytes) -> str | None:
+    """Describe the first wire-format problem in data, or None if none is found."""
+    try:
+        _walk(data, 0, len(data), ExportTraceServiceRequest.DESCRIPTOR, 0)
+    except ScanError as exc:
+        return str(exc)
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Implementation choice
+
+
+def _load_c_scanner() -> tuple[type | None, str]:
+    try:
+        from apiusage.processor.receivers import _cscan
+    except ImportError as exc:
+        return None, str(exc)
+    _cscan._set_error_class(ScanError)
+    return _cscan.Scanner, ""
+
+
+#: The C scanner class, or None when the extension is not importable
+#: (``C_IMPORT_ERROR`` says why).  Available even with APIUSAGE_PURE_PYTHON=1.
+CScanner, C_IMPORT_ERROR = _load_c_scanner()
+
+if CScanner is not None and os.environ.get("APIUSAGE_PURE_PYTHON") != "1":
+    Scanner: Any = CScanner
+    IMPLEMENTATION = "c"
+else:
+    Scanner = PyScanner
+    IMPLEMENTATION = "python"

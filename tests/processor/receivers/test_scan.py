@@ -1,0 +1,753 @@
+"""The OTLP trace scanners: C extension and pure-Python reference.
+
+Every behavioural test runs against both implementations.  With CI=true a
+missing C extension fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import struct
+import subprocess
+import sys
+import tracemalloc
+
+import pytest
+from apiusage.processor.receivers import scan
+from apiusage.processor.receivers.scan import PyScanner, ScanError
+from google.protobuf.message import DecodeError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+from opentelemetry.proto.common.v1.common_pb2 import (
+    AnyValue,
+    ArrayValue,
+    KeyValue,
+    KeyValueList,
+)
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+
+
+def _c_scanner() -> type:
+    if scan.CScanner is None:
+        reason = f"C scanner extension not importable: {scan.C_IMPORT_ERROR}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return scan.CScanner
+
+
+@pytest.fixture(scope="module")
+def c_required() -> None:
+    """For tests that use both scanners internally (fails or skips before any example runs)."""
+    _c_scanner()
+
+
+@pytest.fixture(params=["c", "python"])
+def impl(request: pytest.FixtureRequest) -> type:
+    return _c_scanner() if request.param == "c" else PyScanner
+
+
+# --------------------------------------------------------------------------
+# Wire-format helpers for hand-made payloads
+
+
+def varint(value: int, pad: int = 0) -> bytes:
+    """Encode value (mod 2**64) as a varint, optionally with `pad` redundant bytes."""
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = value & 0x7F
+        value >>= 7
+        if value or pad:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+        if not value:
+            out.extend([0x80] * (pad - 1) + [0x00])
+            return bytes(out)
+
+
+def tag(field: int, wire_type: int) -> bytes:
+    return varint(field << 3 | wire_type)
+
+
+def ld(field: int, payload: bytes) -> bytes:
+    return tag(field, 2) + varint(len(payload)) + payload
+
+
+def vi(field: int, value: int) -> bytes:
+    return tag(field, 0) + varint(value)
+
+
+def f64(field: int, value: int) -> bytes:
+    return tag(field, 1) + struct.pack("<Q", value & (1 << 64) - 1)
+
+
+def f32(field: int, value: int) -> bytes:
+    return tag(field, 5) + struct.pack("<I", value & (1 << 32) - 1)
+
+
+def one_span(span: bytes) -> bytes:
+    """A request holding one ResourceSpans > ScopeSpans > Span (span at byte 6 if short)."""
+    return ld(1, ld(2, ld(2, span)))
+
+
+def kv_str(key: str, value: str) -> bytes:
+    return ld(1, key.encode()) + ld(2, ld(1, value.encode()))
+
+
+def kv(key: str, **value: object) -> KeyValue:
+    return KeyValue(key=key, value=AnyValue(**value))
+
+
+def parses(data: bytes) -> bool:
+    try:
+        ExportTraceServiceRequest.FromString(data)
+    except DecodeError:
+        return False
+    return True
+
+
+def typed(result: object) -> object:
+    """Make results comparable exactly: keep types (True != 1) and float bits (NaN)."""
+    if isinstance(result, (list, tuple)):
+        return type(result)(typed(x) for x in result)
+    if isinstance(result, float):
+        return ("float", struct.pack("<d", result))
+    return (type(result).__name__, result)
+
+
+# --------------------------------------------------------------------------
+# Well-formed requests
+
+SPAN_KEYS = [
+    "http.route",
+    "str",
+    "bool",
+    "neg",
+    "dbl",
+    "arr",
+    "kv",
+    "bin",
+    "empty",
+    "novalue",
+    "ключ",
+    "missing",
+    "max",
+    "min",
+]
+RESOURCE_KEYS = ["service.name", "deployment.environment"]
+TRACE_ID = bytes(range(16))
+SPAN_ID = bytes(range(100, 108))
+
+
+def full_request() -> ExportTraceServiceRequest:
+    return ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource=Resource(
+                    attributes=[
+                        kv("service.name", string_value="old"),
+                        kv("deployment.environment", string_value="prod"),
+                        kv("host.name", string_value="h1"),
+                        kv("service.name", string_value="checkout"),
+                    ]
+                ),
+                scope_spans=[
+                    ScopeSpans(
+                        spans=[
+                            Span(
+                                trace_id=TRACE_ID,
+                                span_id=SPAN_ID,
+                                trace_state="vendor=x,other=y",
+                                name="GET /orders/{id}",
+                                kind=Span.SPAN_KIND_SERVER,
+                                start_time_unix_nano=1_700_000_000_123_456_789,
+                                end_time_unix_nano=2**64 - 1,
+                                status=Status(code=Status.STATUS_CODE_ERROR, message="boom"),
+                                attributes=[
+                                    kv("http.route", string_value="/a"),
+                                    kv("str", string_value="plain"),
+                                    kv("bool", bool_value=True),
+                                    kv("neg", int_value=-42),
+                                    kv("dbl", double_value=3.25),
+                                    kv(
+                                        "arr",
+                                        array_value=ArrayValue(values=[AnyValue(string_value="x")]),
+                                    ),
+                                    kv(
+                                        "kv",
+                                        kvlist_value=KeyValueList(values=[kv("inner", int_value=1)]),
+                                    ),
+                                    kv("bin", bytes_value=b"\x00\xff"),
+                                    KeyValue(key="empty", value=AnyValue()),
+                                    KeyValue(key="novalue"),
+                                    kv("ключ", string_value="значение ✓ 🚀"),
+                                    kv("unwanted", string_value="zzz"),
+                                    kv("http.route", string_value="/b"),
+                                    kv("max", int_value=2**63 - 1),
+                                    kv("min", int_value=-(2**63)),
+                                ],
+                            ),
+                            Span(),
+                        ]
+                    ),
+                    ScopeSpans(
+                        spans=[
+                            Span(
+                                kind=Span.SPAN_KIND_CLIENT,
+                                attributes=[kv("bool", bool_value=False), kv("dbl", double_value=-0.5)],
+                            )
+                        ]
+                    ),
+                ],
+            ),
+            ResourceSpans(),
+            ResourceSpans(
+                resource=Resource(attributes=[kv("other", string_value="x")]),
+                scope_spans=[
+                    ScopeSpans(spans=[Span(status=Status(message="only a message"))]),
+                    ScopeSpans(),
+                ],
+            ),
+        ]
+    )
+
+
+EMPTY_ATTRS = (None,) * len(SPAN_KEYS)
+FULL_EXPECTED = (
+    [("checkout", "prod"), (None, None), (None, None)],
+    [
+        (
+            0,
+            2,
+            1_700_000_000_123_456_789,
+            2**64 - 1,
+            TRACE_ID,
+            SPAN_ID,
+            "vendor=x,other=y",
+            2,
+            "/b",
+            "plain",
+            True,
+            -42,
+            3.25,
+            None,
+            None,
+            None,
+            None,
+            None,
+            "значение ✓ 🚀",
+            None,
+            2**63 - 1,
+            -(2**63),
+        ),
+        (0, 0, 0, 0, b"", b"", "", 0) + EMPTY_ATTRS,
+        (0, 3, 0, 0, b"", b"", "", 0, None, None, False, None, -0.5) + (None,) * 9,
+        (2, 0, 0, 0, b"", b"", "", 0) + EMPTY_ATTRS,
+    ],
+)
+
+
+def test_full_request(impl: type) -> None:
+    data = full_request().SerializeToString()
+    result = impl(SPAN_KEYS, RESOURCE_KEYS).scan(data)
+    assert typed(result) == typed(FULL_EXPECTED)
+
+
+def test_empty_payload_and_empty_key_lists(impl: type) -> None:
+    assert impl([], []).scan(b"") == ([], [])
+    data = full_request().SerializeToString()
+    resources, spans = impl([], []).scan(data)
+    assert resources == [(), (), ()]
+    assert [s[:2] for s in spans] == [(0, 2), (0, 0), (0, 3), (2, 0)]
+
+
+def test_bytes_like_input(impl: type) -> None:
+    data = full_request().SerializeToString()
+    scanner = impl(SPAN_KEYS, RESOURCE_KEYS)
+    expected = typed(FULL_EXPECTED)
+    assert typed(scanner.scan(bytearray(data))) == expected
+    assert typed(scanner.scan(memoryview(data))) == expected
+    with pytest.raises(TypeError):
+        scanner.scan("not bytes")
+
+
+def test_repeated_and_empty_wanted_keys(impl: type) -> None:
+    data = one_span(ld(9, kv_str("a", "1")) + ld(9, ld(2, ld(1, b"nokey"))))
+    scanner = impl(["a", "", "a", "b"], ["a", "a"])
+    assert scanner.span_keys == ("a", "", "a", "b")
+    assert scanner.resource_keys == ("a", "a")
+    assert scanner.scan(data) == (
+        [(None, None)],
+        [(0, 0, 0, 0, b"", b"", "", 0, "1", "nokey", "1", None)],
+    )
+
+
+def test_key_arguments_are_checked(impl: type) -> None:
+    with pytest.raises(TypeError):
+        impl("http.route", [])
+    with pytest.raises(TypeError):
+        impl([b"http.route"], [])
+    with pytest.raises(TypeError):
+        impl([], [1])
+    with pytest.raises(UnicodeEncodeError):
+        impl(["\ud800"], [])
+
+
+def test_fields_out_of_order(impl: type) -> None:
+    # KeyValue with value before key, span fields in reverse, resource after scope_spans.
+    span = (
+        ld(9, ld(2, ld(1, b"v")) + ld(1, b"a"))
+        + f64(8, 20)
+        + ld(15, vi(3, 1))
+        + vi(6, 3)
+        + f64(7, 10)
+        + ld(3, b"ts=1")
+        + ld(2, b"S" * 8)
+        + ld(1, b"T" * 16)
+    )
+    resource = ld(1, kv_str("service.name", "svc"))
+    data = ld(1, ld(2, ld(3, b"schema") + ld(2, span) + ld(1, b"")) + ld(1, resource))
+    assert parses(data)
+    assert impl(["a"], ["service.name"]).scan(data) == (
+        [("svc",)],
+        [(0, 3, 10, 20, b"T" * 16, b"S" * 8, "ts=1", 1, "v")],
+    )
+
+
+def test_duplicate_singular_messages_merge(impl: type) -> None:
+    resource_1 = ld(1, kv_str("service.name", "first") + b"") + ld(1, kv_str("env", "dev"))
+    resource_2 = ld(1, kv_str("service.name", "second"))
+    span = (
+        ld(15, vi(3, 2) + ld(2, b"msg"))
+        + ld(15, ld(2, b"no code: keeps 2"))
+        # KeyValue.value twice: string then empty keeps the string ...
+        + ld(9, ld(1, b"a") + ld(2, ld(1, b"x")) + ld(2, b""))
+        # ... string then int switches the oneof to int ...
+        + ld(9, ld(1, b"b") + ld(2, ld(1, b"x")) + ld(2, vi(3, 7)))
+        # ... and a key given twice uses the last one.
+        + ld(9, ld(1, b"zzz") + ld(2, vi(3, 9)) + ld(1, b"c"))
+        # string then string-table index: not a value we return
+        + ld(9, ld(1, b"d") + ld(2, ld(1, b"x") + vi(8, 5)))
+        + f64(7, 5)
+        + f64(7, 6)
+    )
+    data = ld(1, ld(1, resource_1) + ld(2, ld(2, span)) + ld(1, resource_2))
+    assert parses(data)
+    assert impl(["a", "b", "c", "d", "zzz"], ["service.name", "env"]).scan(data) == (
+        [("second", "dev")],
+        [(0, 0, 6, 0, b"", b"", "", 2, "x", 7, 9, None, None)],
+    )
+    # an explicit code 0 in a later Status occurrence wins
+    data = one_span(ld(15, vi(3, 2)) + ld(15, vi(3, 0)))
+    assert impl([], []).scan(data)[1] == [(0, 0, 0, 0, b"", b"", "", 0)]
+
+
+def test_unknown_fields_and_wrong_wire_types_are_skipped(impl: type) -> None:
+    unknown = (
+        vi(99, 1)
+        + f64(100, 2)
+        + ld(101, b"\xff\xfe not utf-8, not parsed")
+        + f32(102, 3)
+        + tag(103, 3)
+        + vi(1, 5)
+        + tag(104, 3)
+        + tag(104, 4)
+        + tag(103, 4)
+        + tag(105, 3)
+        + b"\x00\x00\x02\x00"  # field number 0 is accepted inside unknown groups
+        + tag(105, 4)
+        + vi(2**29 - 1, 1)
+    )
+    span = (
+        unknown
+        + ld(6, b"kind as bytes")  # known numbers, unexpected wire types
+        + vi(7, 123)
+        + f32(8, 4)
+        + vi(9, 1)
+        + vi(15, 1)
+        + vi(1, 1)
+        + tag(9, 3)
+        + tag(9, 4)
+        + ld(9, unknown + ld(1, b"a") + unknown + ld(2, unknown + vi(1, 3) + vi(3, -1)))
+        + ld(9, ld(1, b"b") + ld(2, ld(2, b"") + f32(4, 1) + ld(3, b"") + vi(3, 8)))
+        + ld(15, unknown + ld(3, b"") + vi(3, 1))
+        + vi(6, 1)
+        + b"\x8a\x80\x80\x80\x00"  # 5-byte non-canonical tag: field 1, wire type 2
+        + varint(2)
+        + b"id"
+        + vi(16, 5)  # flags: fixed32 in the schema
+    )
+    resource = unknown + ld(1, unknown + kv_str("service.name", "svc"))
+    data = unknown + ld(1, unknown + ld(1, resource) + ld(2, unknown + ld(2, span)) + unknown)
+    assert parses(data)
+    assert impl(["a", "b"], ["service.name"]).scan(data) == (
+        [("svc",)],
+        [(0, 1, 0, 0, b"id", b"", "", 1, -1, 8)],
+    )
+
+
+def test_enums_are_int32_and_varints_may_be_padded(impl: type) -> None:
+    data = one_span(
+        vi(6, -1)  # 10-byte varint
+        + ld(15, vi(3, 2**32 + 3))
+        + ld(9, ld(1, b"i") + ld(2, tag(3, 0) + varint(5, pad=4)))
+        + ld(9, ld(1, b"b") + ld(2, vi(2, 2)))  # any non-zero is True
+        + ld(9, ld(1, b"o") + ld(2, tag(3, 0) + b"\xff" * 9 + b"\x7f"))  # overflow bits dropped
+    )
+    assert parses(data)
+    assert impl(["i", "b", "o"], []).scan(data)[1] == [(0, -1, 0, 0, b"", b"", "", 3, 5, True, -1)]
+    data = one_span(vi(6, 2**31) + ld(15, vi(3, 2**32 - 1)))
+    assert impl([], []).scan(data)[1] == [(0, -(2**31), 0, 0, b"", b"", "", -1)]
+
+
+def test_special_doubles(impl: type) -> None:
+    values = [float("inf"), float("-inf"), -0.0, 5e-324, float("nan")]
+    data = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                scope_spans=[
+                    ScopeSpans(
+                        spans=[Span(attributes=[kv(str(i), double_value=v) for i, v in enumerate(values)])]
+                    )
+                ]
+            )
+        ]
+    ).SerializeToString()
+    got = impl([str(i) for i in range(len(values))], []).scan(data)[1][0][8:]
+    assert [struct.pack("<d", v) for v in got] == [struct.pack("<d", v) for v in values]
+    assert math.isnan(got[-1])
+
+
+def test_deep_nesting_does_not_recurse(impl: type) -> None:
+    value = b""
+    for _ in range(1000):  # kvlist > KeyValue > AnyValue > kvlist > ...
+        value = ld(6, ld(1, ld(1, b"k") + ld(2, value)))
+    data = one_span(ld(9, ld(1, b"deep") + ld(2, value)) + ld(9, kv_str("a", "ok")))
+    if impl is PyScanner:
+        with pytest.raises(ScanError):  # protobuf refuses more than 100 levels
+            impl(["deep", "a"], []).scan(data)
+    else:  # skipped by length, never looked into
+        assert impl(["deep", "a"], []).scan(data)[1][0][8:] == (None, "ok")
+
+    groups = tag(99, 3) * 3000 + tag(99, 4) * 3000
+    with pytest.raises(ScanError, match="nested too deeply"):
+        impl([], []).scan(one_span(groups))
+
+
+# --------------------------------------------------------------------------
+# Malformed payloads
+
+BAD_UTF8_VALUE = one_span(ld(9, ld(1, b"a") + ld(2, ld(1, b"ok\xe2\x82"))))
+MALFORMED = [
+    (
+        ld(1, ld(2, b""))[:-1],
+        "truncated length-delimited field (ExportTraceServiceRequest.resource_spans) at byte 0",
+    ),
+    (
+        b"\x0a\xff\xff\xff\xff\x0f",
+        "truncated length-delimited field (ExportTraceServiceRequest.resource_spans) at byte 0",
+    ),
+    (
+        one_span(tag(9, 2) + varint(50) + b"abc"),
+        "truncated length-delimited field (Span.attributes) at byte 6",
+    ),
+    (
+        one_span(tag(5, 2) + varint(2**40)),
+        "truncated length-delimited field (Span.name) at byte 6",
+    ),
+    (
+        one_span(ld(9, ld(1, b"a") + tag(2, 2) + varint(2**64 - 1))),
+        "truncated length-delimited field (KeyValue.value) at byte 11",
+    ),
+    (one_span(tag(6, 0) + b"\xff" * 10 + b"\x01"), "varint longer than 10 bytes (Span.kind) at byte 6"),
+    (one_span(tag(6, 0) + b"\x80"), "truncated varint (Span.kind) at byte 6"),
+    (one_span(tag(7, 1) + b"1234567"), "truncated fixed64 field (Span.start_time_unix_nano) at byte 6"),
+    (one_span(tag(16, 5) + b"123"), "truncated fixed32 field (Span.flags) at byte 6"),
+    (one_span(tag(99, 7)), "invalid wire type 7 (Span field 99) at byte 6"),
+    (one_span(tag(99, 6)), "invalid wire type 6 (Span field 99) at byte 6"),
+    (one_span(tag(99, 4)), "unexpected end-group tag (Span field 99) at byte 6"),
+    (one_span(tag(99, 3) + vi(1, 1)), "unterminated group (Span field 99) at byte 6"),
+    (one_span(tag(99, 3) + tag(98, 4)), "mismatched end-group tag (Span field 99) at byte 8"),
+    (one_span(b"\x00\x01"), "invalid field number 0 (Span) at byte 6"),
+    (one_span(b"\x88\x80\x80\x80\x80\x00\x01"), "invalid tag (Span) at byte 6"),
+    (b"\xff" * 11, "invalid tag (ExportTraceServiceRequest) at byte 0"),
+    (b"\x0a\x00\x80", "truncated tag (ExportTraceServiceRequest) at byte 2"),
+    (BAD_UTF8_VALUE, f"invalid UTF-8 (AnyValue.string_value) at byte {len(BAD_UTF8_VALUE) - 2}"),
+    (one_span(ld(9, ld(1, b"\xc0\xaf"))), "invalid UTF-8 (KeyValue.key) at byte 10"),
+    (one_span(ld(3, b"a=\xed\xa0\x80")), "invalid UTF-8 (Span.trace_state) at byte 10"),
+    (
+        ld(1, ld(1, ld(1, ld(1, b"k") + ld(2, tag(4, 1) + b"\x00")))),
+        "truncated fixed64 field (AnyValue.double_value) at byte 11",
+    ),
+    (
+        ld(1, ld(2, ld(2, ld(15, tag(3, 0))))),
+        "truncated varint (Status.code) at byte 8",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), MALFORMED)
+def test_malformed_messages(impl: type, data: bytes, message: str) -> None:
+    assert not parses(data)
+    with pytest.raises(ScanError) as info:
+        impl(["a"], ["k"]).scan(data)
+    assert str(info.value) == message
+    assert isinstance(info.value, ValueError)
+
+
+def test_every_truncation(impl: type) -> None:
+    request = full_request()
+    request.resource_spans.append(request.resource_spans[0])
+    data = request.SerializeToString()
+    scanner = impl(SPAN_KEYS, RESOURCE_KEYS)
+    complete = []
+    for cut in range(len(data)):
+        if parses(data[:cut]):  # empty, or cut after a whole ResourceSpans
+            complete.append(len(scanner.scan(data[:cut])[0]))
+        else:
+            with pytest.raises(ScanError, match=r"^truncated .* at byte \d+$"):
+                scanner.scan(data[:cut])
+    assert complete == [0, 1, 2, 3]
+
+
+def test_garbage_never_raises_anything_else(impl: type) -> None:
+    rng = random.Random(1234)
+    scanner = impl(SPAN_KEYS, RESOURCE_KEYS)
+    for _ in range(2000):
+        data = bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 64)))
+        try:
+            scanner.scan(data)
+        except ScanError:
+            pass
+
+
+def test_c_scanner_does_not_leak() -> None:
+    impl = _c_scanner()
+    scanner = impl(SPAN_KEYS + ["a"], RESOURCE_KEYS)
+    good = full_request().SerializeToString()
+    payloads = [good] + [good[:cut] for cut in range(0, len(good), 7)]
+    payloads += [data for data, _message in MALFORMED]
+
+    def run() -> None:
+        for data in payloads:
+            try:
+                scanner.scan(data)
+            except ScanError:
+                pass
+
+    for _ in range(20):
+        run()
+    tracemalloc.start()
+    try:
+        run()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(100):
+            run()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 20_000, f"{grown} bytes still allocated after 100 rounds"
+
+
+# --------------------------------------------------------------------------
+# Implementation choice
+
+
+def test_implementation_choice() -> None:
+    code = "from apiusage.processor.receivers import scan; print(scan.IMPLEMENTATION)"
+    env = dict(os.environ, APIUSAGE_PURE_PYTHON="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "python"
+    if os.environ.get("APIUSAGE_PURE_PYTHON") == "1":
+        assert scan.Scanner is PyScanner and scan.IMPLEMENTATION == "python"
+    else:
+        assert scan.Scanner is _c_scanner() and scan.IMPLEMENTATION == "c"
+
+
+# --------------------------------------------------------------------------
+# Differential testing against protobuf
+
+KEY_POOL = ["a", "b", "ab", "", "é", "http.route", "ключ", "service.name"]
+
+
+def often(common: st.SearchStrategy, rare: st.SearchStrategy, odds: int = 7) -> st.SearchStrategy:
+    """`common` `odds` times as often as `rare`."""
+    return st.integers(0, odds).flatmap(lambda i: rare if i == 0 else common)
+
+
+texts = st.one_of(st.sampled_from(["", "x", "/orders/{id}", "ünï 🚀"]), st.text(max_size=6))
+utf8 = texts.map(str.encode)
+maybe_utf8 = often(utf8, st.binary(max_size=3))  # now and then invalid UTF-8
+keys = often(st.sampled_from(KEY_POOL).map(str.encode), maybe_utf8, odds=4)
+u64 = st.one_of(
+    st.integers(0, 2**64 - 1),
+    st.sampled_from([0, 1, 2, 3, 2**31, 2**32 - 1, 2**63, 2**64 - 1]),
+)
+padded_varints = st.tuples(u64, st.integers(0, 9)).map(
+    lambda vp: varint(vp[0], pad=min(vp[1], max(0, 9 - (vp[0].bit_length() // 7))))
+)
+double_bits = st.one_of(st.floats().map(lambda x: struct.unpack("<Q", struct.pack("<d", x))[0]), u64)
+
+
+def vfield(field: int, values: st.SearchStrategy[int] = u64) -> st.SearchStrategy[bytes]:
+    return often(values.map(lambda v: vi(field, v)), padded_varints.map(lambda raw: tag(field, 0) + raw), 3)
+
+
+def lfield(field: int, payloads: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
+    return payloads.map(lambda p: ld(field, p))
+
+
+def junk(numbers: list[int]) -> st.SearchStrategy[bytes]:
+    """A field with a random number (declared or not) and any skippable wire type."""
+    number = st.sampled_from(numbers + [17, 99, 2**29 - 1])
+    group_body = st.lists(
+        st.one_of(vfield(1), lfield(2, st.binary(max_size=3)), st.just(f32(3, 7)), st.just(b"\0\0")),
+        max_size=2,
+    ).map(b"".join)
+    return st.one_of(
+        st.tuples(number, u64).map(lambda t: vi(*t)),
+        st.tuples(number, u64).map(lambda t: f64(*t)),
+        st.tuples(number, u64).map(lambda t: f32(*t)),
+        st.tuples(number, st.binary(max_size=4)).map(lambda t: ld(*t)),
+        st.tuples(number, group_body).map(lambda t: tag(t[0], 3) + t[1] + tag(t[0], 4)),
+    )
+
+
+def message(
+    core: st.SearchStrategy, extras: list[st.SearchStrategy[bytes]], numbers: list[int], n: int = 2
+) -> st.SearchStrategy[bytes]:
+    """Encoded message: the `core` fields plus up to n extra/junk fields, maybe shuffled."""
+    more = st.lists(st.one_of(*extras, junk(numbers)), max_size=n)
+
+    @st.composite
+    def build(draw: st.DrawFn) -> bytes:
+        parts = list(draw(core)) + draw(more)
+        if len(parts) > 1 and draw(st.booleans()):
+            parts = draw(st.permutations(parts))
+        return b"".join(parts)
+
+    return build()
+
+
+value_field = often(
+    st.one_of(
+        lfield(1, maybe_utf8),
+        vfield(2, st.integers(0, 2)),
+        vfield(3),
+        double_bits.map(lambda v: f64(4, v)),
+    ),
+    st.one_of(
+        lfield(5, st.sampled_from([b"", ld(1, ld(1, b"x")), ld(1, vi(3, 1))])),
+        lfield(6, st.sampled_from([b"", ld(1, ld(1, b"k") + ld(2, vi(2, 1)))])),
+        lfield(7, st.binary(max_size=3)),
+        vfield(8, st.integers(0, 5)),
+    ),
+    odds=3,
+)
+any_value = message(st.lists(value_field, min_size=1, max_size=2), [value_field], list(range(1, 9)), n=1)
+key_value = message(
+    st.tuples(lfield(1, keys), lfield(2, any_value)),
+    [lfield(1, keys), lfield(2, any_value), vfield(3)],
+    [1, 2, 3],
+    n=1,
+)
+status = message(st.lists(vfield(3, st.integers(0, 3)), max_size=1), [lfield(2, maybe_utf8)], [2, 3])
+span = message(
+    st.lists(lfield(9, key_value), min_size=1, max_size=6),
+    [
+        lfield(1, st.binary(max_size=16)),
+        lfield(2, st.binary(max_size=8)),
+        lfield(3, maybe_utf8),
+        lfield(4, st.binary(max_size=8)),
+        lfield(5, utf8),
+        vfield(6, st.integers(0, 5)),
+        vfield(6),
+        u64.map(lambda v: f64(7, v)),
+        u64.map(lambda v: f64(8, v)),
+        lfield(11, st.just(ld(2, b"event"))),
+        lfield(15, status),
+        st.just(f32(16, 0x301)),
+    ],
+    list(range(1, 17)),
+    n=6,
+)
+scope_spans = message(
+    st.lists(lfield(2, span), min_size=1, max_size=3),
+    [lfield(1, st.just(ld(1, b"scope"))), lfield(3, utf8)],
+    [1, 2, 3],
+)
+resource = message(st.lists(lfield(1, key_value), max_size=4), [vfield(2)], [1, 2, 3])
+resource_spans = message(
+    st.lists(st.one_of(lfield(1, resource), lfield(2, scope_spans)), min_size=1, max_size=3),
+    [lfield(3, utf8)],
+    [1, 2, 3],
+    n=1,
+)
+requests = message(st.lists(lfield(1, resource_spans), max_size=3), [], [1], n=1)
+wanted = st.lists(st.sampled_from(KEY_POOL), min_size=1, max_size=6)
+
+
+def check_contract(data: bytes, span_keys: list[str], resource_keys: list[str]) -> bool:
+    """Equal results when protobuf parses data; else ScanError or a result, nothing else."""
+    outcomes = []
+    for impl in (_c_scanner(), PyScanner):
+        try:
+            outcomes.append(typed(impl(span_keys, resource_keys).scan(data)))
+        except ScanError:
+            outcomes.append(ScanError)
+    c_outcome, py_outcome = outcomes
+    if parses(data):
+        assert py_outcome is not ScanError
+        assert c_outcome == py_outcome
+        return True
+    assert py_outcome is ScanError
+    return False
+
+
+DIFF_SETTINGS = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@pytest.mark.usefixtures("c_required")
+@DIFF_SETTINGS
+@given(data=requests, span_keys=wanted, resource_keys=wanted)
+def test_differential_generated(data: bytes, span_keys: list[str], resource_keys: list[str]) -> None:
+    check_contract(data, span_keys, resource_keys)
+
+
+@pytest.mark.usefixtures("c_required")
+@DIFF_SETTINGS
+@given(base=requests, span_keys=wanted, resource_keys=wanted, draw=st.data())
+def test_differential_mutated(
+    base: bytes, span_keys: list[str], resource_keys: list[str], draw: st.DataObject
+) -> None:
+    data = bytearray(base)
+    for _ in range(draw.draw(st.integers(1, 3))):
+        pos = draw.draw(st.integers(0, len(data)))
+        op = draw.draw(st.sampled_from(["set", "flip", "insert", "delete", "truncate", "dup"]))
+        if op == "set" and pos < len(data):
+            data[pos] = draw.draw(st.integers(0, 255))
+        elif op == "flip" and pos < len(data):
+            data[pos] ^= 1 << draw.draw(st.integers(0, 7))
+        elif op == "insert":
+            data[pos:pos] = draw.draw(st.binary(min_size=1, max_size=4))
+        elif op == "delete":
+            del data[pos : pos + draw.draw(st.integers(1, 4))]
+        elif op == "truncate":
+            del data[pos:]
+        elif op == "dup":
+            data[pos:pos] = data[pos : pos + draw.draw(st.integers(1, 8))]
+    check_contract(bytes(data), span_keys, resource_keys)
