@@ -33,13 +33,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from apiusage.instrumentation import instrument
 from fastapi import APIRouter, FastAPI, Request
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-
-from apiusage.instrumentation import instrument
 
 CATALOG = """\
 services:

@@ -22,7 +22,6 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
