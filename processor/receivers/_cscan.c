@@ -499,12 +499,16 @@ typedef struct {
 } KeyEnt;
 
 typedef struct {
-    Py_ssize_t n;      /* number of output positions (= number of keys) */
-    PyObject *keys;    /* tuple of the keys as given */
+    Py_ssize_t n;      /* number of output positions (= number of entries given) */
+    PyObject *keys;    /* tuple of the entries as given (groups as tuples) */
     char *buf;         /* all key bytes */
     KeyEnt *ents;      /* one per distinct key */
     Py_ssize_t ndup;   /* repeated keys: (source, destination) slot pairs */
     Py_ssize_t *dup;
+    int grouped;       /* entries include groups: values go to vals, resolved at finish */
+    Py_ssize_t nents;
+    Py_ssize_t *start; /* grouped: slot i's entries are start[i] .. start[i+1]-1, in order */
+    PyObject **vals;   /* grouped: each key's last value in the current message */
     int head[KT_BUCKETS];
 } KeyTable;
 
@@ -515,31 +519,59 @@ kt_clear(KeyTable *kt)
     PyMem_Free(kt->buf);
     PyMem_Free(kt->ents);
     PyMem_Free(kt->dup);
+    if (kt->vals != NULL) {
+        Py_ssize_t i;
+        for (i = 0; i < kt->nents; i++)
+            Py_CLEAR(kt->vals[i]);
+    }
+    PyMem_Free(kt->vals);
+    PyMem_Free(kt->start);
     kt->buf = NULL;
     kt->ents = NULL;
     kt->dup = NULL;
-    kt->n = kt->ndup = 0;
+    kt->vals = NULL;
+    kt->start = NULL;
+    kt->n = kt->ndup = kt->nents = 0;
 }
 
-static inline Py_ssize_t
+/* Index of the entry for key s, or -1. */
+static inline int
 kt_find(const KeyTable *kt, const uint8_t *s, size_t len)
 {
     int i;
     for (i = kt->head[len & (KT_BUCKETS - 1)]; i >= 0; i = kt->ents[i].next) {
         const KeyEnt *e = &kt->ents[i];
         if (e->len == len && memcmp(e->s, s, len) == 0)
-            return e->slot;
+            return i;
     }
     return -1;
 }
 
+/* Forget the previous message's values (grouped tables only). */
+static inline void
+kt_begin(const KeyTable *kt)
+{
+    Py_ssize_t i;
+    if (!kt->grouped)
+        return;
+    for (i = 0; i < kt->nents; i++)
+        Py_CLEAR(kt->vals[i]);
+}
+
+/* Entries are keys (str) or groups of alternative keys (tuple or list of
+   str): a group's output is the value of its first key present with a
+   scalar value.  A key may repeat across plain entries (each position gets
+   its value) but not when groups are used. */
 static int
 kt_init(KeyTable *kt, PyObject *seq, const char *argname)
 {
-    Py_ssize_t i, j, n, total = 0, nents = 0;
-    const char **utf8;
-    Py_ssize_t *lens;
+    Py_ssize_t i, j, n, m = 0, total = 0, nents = 0, f;
+    const char **utf8 = NULL;
+    Py_ssize_t *lens = NULL, *slot_of = NULL;
+    int *prio_of = NULL;
+    int grouped = 0;
     char *w;
+    PyObject *given;
 
     memset(kt, 0, sizeof(*kt));
     for (i = 0; i < KT_BUCKETS; i++)
@@ -549,34 +581,81 @@ kt_init(KeyTable *kt, PyObject *seq, const char *argname)
                      Py_TYPE(seq)->tp_name);
         return -1;
     }
-    kt->keys = PySequence_Tuple(seq);
-    if (kt->keys == NULL)
+    given = PySequence_Tuple(seq);
+    if (given == NULL)
         return -1;
-    n = PyTuple_GET_SIZE(kt->keys);
+    n = PyTuple_GET_SIZE(given);
     if (n > INT_MAX / 2) {
+        Py_DECREF(given);
         PyErr_Format(PyExc_ValueError, "too many %s", argname);
         return -1;
     }
+    kt->keys = PyTuple_New(n);
+    if (kt->keys == NULL) {
+        Py_DECREF(given);
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        PyObject *e = PyTuple_GET_ITEM(given, i);
+        if (PyTuple_Check(e) || PyList_Check(e)) {
+            PyObject *g = PySequence_Tuple(e);
+            if (g == NULL) {
+                Py_DECREF(given);
+                goto fail;
+            }
+            if (PyTuple_GET_SIZE(g) == 0) {
+                Py_DECREF(g);
+                Py_DECREF(given);
+                PyErr_Format(PyExc_ValueError, "%s: a group needs at least one key", argname);
+                goto fail;
+            }
+            grouped = 1;
+            m += PyTuple_GET_SIZE(g);
+            PyTuple_SET_ITEM(kt->keys, i, g);
+        }
+        else {
+            m += 1;
+            PyTuple_SET_ITEM(kt->keys, i, Py_NewRef(e));
+        }
+    }
+    Py_DECREF(given);
+    if (m > INT_MAX / 2) {
+        PyErr_Format(PyExc_ValueError, "too many %s", argname);
+        goto fail;
+    }
     kt->n = n;
-    utf8 = PyMem_Calloc((size_t)n + 1, sizeof(*utf8));
-    lens = PyMem_Calloc((size_t)n + 1, sizeof(*lens));
-    kt->ents = PyMem_Calloc((size_t)n + 1, sizeof(*kt->ents));
-    kt->dup = PyMem_Calloc(2 * (size_t)n + 1, sizeof(*kt->dup));
-    if (utf8 == NULL || lens == NULL || kt->ents == NULL || kt->dup == NULL) {
+    utf8 = PyMem_Calloc((size_t)m + 1, sizeof(*utf8));
+    lens = PyMem_Calloc((size_t)m + 1, sizeof(*lens));
+    slot_of = PyMem_Calloc((size_t)m + 1, sizeof(*slot_of));
+    prio_of = PyMem_Calloc((size_t)m + 1, sizeof(*prio_of));
+    kt->ents = PyMem_Calloc((size_t)m + 1, sizeof(*kt->ents));
+    kt->dup = PyMem_Calloc(2 * (size_t)m + 1, sizeof(*kt->dup));
+    kt->vals = PyMem_Calloc((size_t)m + 1, sizeof(*kt->vals));
+    kt->start = PyMem_Calloc((size_t)n + 2, sizeof(*kt->start));
+    if (utf8 == NULL || lens == NULL || slot_of == NULL || prio_of == NULL || kt->ents == NULL ||
+        kt->dup == NULL || kt->vals == NULL || kt->start == NULL) {
         PyErr_NoMemory();
         goto fail;
     }
+    f = 0;
     for (i = 0; i < n; i++) {
-        PyObject *k = PyTuple_GET_ITEM(kt->keys, i);
-        if (!PyUnicode_Check(k)) {
-            PyErr_Format(PyExc_TypeError, "%s must contain str, not %.100s", argname,
-                         Py_TYPE(k)->tp_name);
-            goto fail;
+        PyObject *e = PyTuple_GET_ITEM(kt->keys, i);
+        Py_ssize_t gn = PyTuple_Check(e) ? PyTuple_GET_SIZE(e) : 1;
+        for (j = 0; j < gn; j++) {
+            PyObject *k = PyTuple_Check(e) ? PyTuple_GET_ITEM(e, j) : e;
+            if (!PyUnicode_Check(k)) {
+                PyErr_Format(PyExc_TypeError, "%s must contain str, not %.100s", argname,
+                             Py_TYPE(k)->tp_name);
+                goto fail;
+            }
+            utf8[f] = PyUnicode_AsUTF8AndSize(k, &lens[f]);
+            if (utf8[f] == NULL)
+                goto fail;
+            slot_of[f] = i;
+            prio_of[f] = (int)j;
+            total += lens[f];
+            f++;
         }
-        utf8[i] = PyUnicode_AsUTF8AndSize(k, &lens[i]);
-        if (utf8[i] == NULL)
-            goto fail;
-        total += lens[i];
     }
     kt->buf = PyMem_Malloc((size_t)total + 1);
     if (kt->buf == NULL) {
@@ -584,13 +663,19 @@ kt_init(KeyTable *kt, PyObject *seq, const char *argname)
         goto fail;
     }
     w = kt->buf;
-    for (i = 0; i < n; i++) {
+    for (f = 0; f < m; f++) {
         int found = 0;
         for (j = 0; j < nents; j++) {
-            if ((Py_ssize_t)kt->ents[j].len == lens[i] &&
-                memcmp(kt->ents[j].s, utf8[i], (size_t)lens[i]) == 0) {
+            if ((Py_ssize_t)kt->ents[j].len == lens[f] &&
+                memcmp(kt->ents[j].s, utf8[f], (size_t)lens[f]) == 0) {
+                if (grouped) {
+                    PyErr_Format(PyExc_ValueError,
+                                 "%s: key '%s' appears in more than one group", argname,
+                                 utf8[f]);
+                    goto fail;
+                }
                 kt->dup[2 * kt->ndup] = kt->ents[j].slot;
-                kt->dup[2 * kt->ndup + 1] = i;
+                kt->dup[2 * kt->ndup + 1] = slot_of[f];
                 kt->ndup++;
                 found = 1;
                 break;
@@ -598,38 +683,60 @@ kt_init(KeyTable *kt, PyObject *seq, const char *argname)
         }
         if (found)
             continue;
-        memcpy(w, utf8[i], (size_t)lens[i]);
+        memcpy(w, utf8[f], (size_t)lens[f]);
         kt->ents[nents].s = w;
-        kt->ents[nents].len = (size_t)lens[i];
-        kt->ents[nents].slot = i;
+        kt->ents[nents].len = (size_t)lens[f];
+        kt->ents[nents].slot = slot_of[f];
+        if (prio_of[f] == 0)
+            kt->start[slot_of[f]] = nents; /* grouped: no duplicates, so entries stay in order */
         /* append at the bucket's tail so earlier keys are tried first */
         kt->ents[nents].next = -1;
         {
-            int *link = &kt->head[(size_t)lens[i] & (KT_BUCKETS - 1)];
+            int *link = &kt->head[(size_t)lens[f] & (KT_BUCKETS - 1)];
             while (*link >= 0)
                 link = &kt->ents[*link].next;
             *link = (int)nents;
         }
-        w += lens[i];
+        w += lens[f];
         nents++;
     }
+    kt->nents = nents;
+    kt->grouped = grouped;
+    kt->start[n] = nents;
     PyMem_Free(utf8);
     PyMem_Free(lens);
+    PyMem_Free(slot_of);
+    PyMem_Free(prio_of);
     return 0;
 
 fail:
     PyMem_Free(utf8);
     PyMem_Free(lens);
+    PyMem_Free(slot_of);
+    PyMem_Free(prio_of);
     kt_clear(kt);
     return -1;
 }
 
-/* Fill the output positions of repeated keys and turn unset ones into
-   None.  slots has kt->n entries. */
+/* Fill the output positions: a group's first key with a scalar value, or
+   the values of repeated keys; unset positions become None.  slots has
+   kt->n entries. */
 static inline void
 kt_finish(const KeyTable *kt, PyObject **slots)
 {
-    Py_ssize_t i;
+    Py_ssize_t i, e;
+    if (kt->grouped) {
+        for (i = 0; i < kt->n; i++) {
+            for (e = kt->start[i]; e < kt->start[i + 1]; e++) {
+                PyObject *v = kt->vals[e];
+                if (v != NULL && v != Py_None) {
+                    Py_XSETREF(slots[i], Py_NewRef(v));
+                    break;
+                }
+            }
+        }
+        kt_begin(kt);
+    }
     for (i = 0; i < kt->ndup; i++) {
         PyObject *v = slots[kt->dup[2 * i]];
         Py_XINCREF(v);
@@ -750,7 +857,7 @@ parse_key_value(const Ctx *c, const KeyTable *kt, PyObject **slots, const uint8_
     const uint8_t *key = empty_key;
     size_t keylen = 0;
     AnyVal av = {AV_NONE, NULL, 0, 0};
-    Py_ssize_t slot;
+    int ent;
     int ascii;
     Py_ssize_t bad;
     PyObject *obj;
@@ -790,13 +897,16 @@ parse_key_value(const Ctx *c, const KeyTable *kt, PyObject **slots, const uint8_
         raise_at(c, key + bad, "invalid UTF-8", M_KEY_VALUE, 1);
         return -1;
     }
-    slot = kt_find(kt, key, keylen);
-    if (slot < 0)
+    ent = kt_find(kt, key, keylen);
+    if (ent < 0)
         return 0;
     obj = any_value_object(c, &av);
     if (obj == NULL)
         return -1;
-    Py_XSETREF(slots[slot], obj);
+    if (kt->grouped)
+        Py_XSETREF(kt->vals[ent], obj); /* resolved per group in kt_finish */
+    else
+        Py_XSETREF(slots[kt->ents[ent].slot], obj);
     return 0;
 }
 
@@ -886,6 +996,7 @@ parse_span(const Ctx *c, ScannerObject *self, const uint8_t *p, const uint8_t *e
 
     if (t == NULL)
         return -1;
+    kt_begin(kt);
     items = ((PyTupleObject *)t)->ob_item;
     while (p < end) {
         const uint8_t *tp = p;
@@ -1028,6 +1139,7 @@ parse_resource_spans(const Ctx *c, ScannerObject *self, const uint8_t *p,
         Py_DECREF(ri);
         return -1;
     }
+    kt_begin(kt);
     items = ((PyTupleObject *)rt)->ob_item;
     while (p < end) {
         const uint8_t *tp = p;

@@ -12,23 +12,31 @@ _FIXED = 8  # resource_index, kind, start, end, trace_id, span_id, trace_state, 
 
 
 class FieldScanner:
-    """`scan(body)` → (resources, spans) with one value per field group, in group order."""
+    """`scan(body)` → (resources, spans) with one value per field group, in group order.
+
+    The scanner resolves the groups itself.  Only when one key feeds two fields
+    (a config that names it twice) do the fields get resolved here, in Python.
+    """
 
     def __init__(self, span_fields: Sequence[Sequence[str]],
                  resource_fields: Sequence[Sequence[str]]) -> None:
+        self.implementation = scan.IMPLEMENTATION
+        self._span_index: list[tuple[int, ...]] | None = None
+        try:
+            self._scanner = scan.Scanner([tuple(g) for g in span_fields],
+                                         [tuple(g) for g in resource_fields])
+            return
+        except ValueError:
+            pass
         span_keys = list(dict.fromkeys(k for group in span_fields for k in group))
         resource_keys = list(dict.fromkeys(k for group in resource_fields for k in group))
         self._scanner = scan.Scanner(span_keys, resource_keys)
         self._span_index = [tuple(span_keys.index(k) for k in g) for g in span_fields]
         self._resource_index = [tuple(resource_keys.index(k) for k in g) for g in resource_fields]
-        self._direct = (all(len(g) == 1 for g in span_fields) and len(span_keys) == len(span_fields)
-                        and all(len(g) == 1 for g in resource_fields)
-                        and len(resource_keys) == len(resource_fields))
-        self.implementation = scan.IMPLEMENTATION
 
     def scan(self, body: bytes) -> tuple[list[tuple], list[tuple]]:
         resources, spans = self._scanner.scan(body)
-        if self._direct:
+        if self._span_index is None:
             return resources, spans
         resources = [tuple(_first(r, g, 0) for g in self._resource_index) for r in resources]
         groups = self._span_index

@@ -62,14 +62,23 @@ class ScanError(ValueError):
     """
 
 
-def _check_keys(keys: Sequence[str], argname: str) -> tuple[str, ...]:
+def _check_keys(keys: Sequence[str | Sequence[str]], argname: str) -> tuple:
+    """Each entry is a key, or a group of alternative keys (a tuple or list of str)."""
     if isinstance(keys, (str, bytes, bytearray)):
         raise TypeError(f"{argname} must be a sequence of str, not {type(keys).__name__}")
-    keys = tuple(keys)
-    for k in keys:
-        if not isinstance(k, str):
-            raise TypeError(f"{argname} must contain str, not {type(k).__name__}")
-        k.encode("utf-8")  # same UnicodeEncodeError as the C scanner for lone surrogates
+    keys = tuple(tuple(k) if isinstance(k, (tuple, list)) else k for k in keys)
+    grouped = any(isinstance(k, tuple) for k in keys)
+    seen: set[str] = set()
+    for entry in keys:
+        for k in entry if isinstance(entry, tuple) else (entry,):
+            if not isinstance(k, str):
+                raise TypeError(f"{argname} must contain str, not {type(k).__name__}")
+            k.encode("utf-8")  # same UnicodeEncodeError as the C scanner for lone surrogates
+            if grouped and k in seen:
+                raise ValueError(f"{argname}: key {k!r} appears in more than one group")
+            seen.add(k)
+        if isinstance(entry, tuple) and not entry:
+            raise ValueError(f"{argname}: a group needs at least one key")
     return keys
 
 
@@ -86,7 +95,7 @@ def _value(v: Any) -> object:
     return None
 
 
-def _pick(attributes: Any, keys: tuple[str, ...], wanted: frozenset[str]) -> tuple:
+def _pick(attributes: Any, keys: tuple, wanted: frozenset[str]) -> tuple:
     if not keys:
         return ()
     found = {}
@@ -94,7 +103,20 @@ def _pick(attributes: Any, keys: tuple[str, ...], wanted: frozenset[str]) -> tup
         key = kv.key
         if key in wanted:
             found[key] = _value(kv.value)
-    return tuple([found.get(k) for k in keys])
+    return tuple([_first(found, k) if isinstance(k, tuple) else found.get(k) for k in keys])
+
+
+def _first(found: dict[str, object], group: tuple[str, ...]) -> object:
+    """The value of the group's first key that has one (a key's last occurrence counts)."""
+    for key in group:
+        value = found.get(key)
+        if value is not None:
+            return value
+    return None
+
+
+def _flat(keys: tuple) -> frozenset[str]:
+    return frozenset(k for e in keys for k in (e if isinstance(e, tuple) else (e,)))
 
 
 class PyScanner:
@@ -102,11 +124,12 @@ class PyScanner:
 
     __slots__ = ("_resource_set", "_span_set", "resource_keys", "span_keys")
 
-    def __init__(self, span_keys: Sequence[str], resource_keys: Sequence[str]) -> None:
+    def __init__(self, span_keys: Sequence[str | Sequence[str]],
+                 resource_keys: Sequence[str | Sequence[str]]) -> None:
         self.span_keys = _check_keys(span_keys, "span_keys")
         self.resource_keys = _check_keys(resource_keys, "resource_keys")
-        self._span_set = frozenset(self.span_keys)
-        self._resource_set = frozenset(self.resource_keys)
+        self._span_set = _flat(self.span_keys)
+        self._resource_set = _flat(self.resource_keys)
 
     def scan(self, data: bytes) -> tuple[list[tuple], list[tuple]]:
         """Returns (resources, spans)."""

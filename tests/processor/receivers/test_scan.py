@@ -291,6 +291,28 @@ def test_repeated_and_empty_wanted_keys(impl: type) -> None:
     )
 
 
+def test_groups_take_their_first_key_with_a_scalar_value(impl: type) -> None:
+    arr = ld(9, ld(1, b"a") + ld(2, ld(5, b"")))  # key "a" with an array value
+    data = one_span(ld(9, kv_str("b", "from-b")) + arr + ld(9, kv_str("c", "from-c"))
+                    + ld(9, kv_str("d", "d1")) + ld(9, kv_str("d", "d2")))
+    scanner = impl([("a", "b"), ("c", "b2"), ("zz",), "d", ["x", "d2"]], [("a",)])
+    assert scanner.span_keys == (("a", "b"), ("c", "b2"), ("zz",), "d", ("x", "d2"))
+    assert scanner.scan(data) == (
+        [(None,)],
+        [(0, 0, 0, 0, b"", b"", "", 0, "from-b", "from-c", None, "d2", None)],
+    )
+    # The earlier key of a group wins whatever the wire order.
+    later = one_span(ld(9, kv_str("b", "1")) + ld(9, kv_str("a", "2")))
+    assert impl([("a", "b")], []).scan(later)[1][0][8] == "2"
+
+
+def test_a_key_in_two_groups_is_refused(impl: type) -> None:
+    with pytest.raises(ValueError, match="key 'b' appears in more than one group"):
+        impl([("a", "b"), ("b",)], [])
+    with pytest.raises(ValueError, match="a group needs at least one key"):
+        impl([()], [])
+
+
 def test_key_arguments_are_checked(impl: type) -> None:
     with pytest.raises(TypeError):
         impl("http.route", [])
@@ -725,6 +747,21 @@ DIFF_SETTINGS = settings(
 @DIFF_SETTINGS
 @given(data=requests, span_keys=wanted, resource_keys=wanted)
 def test_differential_generated(data: bytes, span_keys: list[str], resource_keys: list[str]) -> None:
+    check_contract(data, span_keys, resource_keys)
+
+
+@st.composite
+def key_groups(draw: st.DrawFn) -> list[tuple[str, ...]]:
+    keys = draw(st.lists(st.sampled_from(KEY_POOL), min_size=1, max_size=8, unique=True))
+    cuts = sorted(draw(st.sets(st.integers(1, len(keys) - 1), max_size=4))) if len(keys) > 1 else []
+    bounds = [0, *cuts, len(keys)]
+    return [tuple(keys[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+@pytest.mark.usefixtures("c_required")
+@DIFF_SETTINGS
+@given(data=requests, span_keys=key_groups(), resource_keys=key_groups())
+def test_differential_groups(data: bytes, span_keys: list, resource_keys: list) -> None:
     check_contract(data, span_keys, resource_keys)
 
 
