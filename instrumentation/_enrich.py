@@ -63,6 +63,8 @@ class Enricher:
         self.catalog = catalog
         self._service_name = settings.service_name
         self._tables: weakref.WeakKeyDictionary[Any, RouteTable] = weakref.WeakKeyDictionary()
+        self._last_app: Any = None
+        self._last_table: RouteTable | None = None
         self._failed: set[str] = set()
         s = settings
         self._client_name_header = s.client_name_header.lower() if s.client_name_header else None
@@ -83,6 +85,7 @@ class Enricher:
         for resolver in (*self.consumer_resolvers, *self.plan_tier_resolvers):
             wanted.update(h.lower() for h in getattr(resolver, "_headers", ()))
         self._wanted_headers = frozenset(wanted)
+        self._wanted_raw = frozenset(h.encode("latin-1") for h in wanted)
 
     @property
     def sensitive_headers(self) -> tuple[str, ...]:
@@ -120,6 +123,8 @@ class Enricher:
     # -- per request -----------------------------------------------------------------
 
     def table(self, app: Any) -> RouteTable:
+        if app is self._last_app:  # nearly always one app per process
+            return self._last_table  # type: ignore[return-value]
         table = self._tables.get(app)
         if table is None:
             table = RouteTable(
@@ -131,6 +136,7 @@ class Enricher:
                 self.settings.deprecation_headers,
             )
             self._tables[app] = table
+        self._last_app, self._last_table = app, table
         return table
 
     def on_response(
@@ -156,19 +162,21 @@ class Enricher:
 
     def attributes(self, scope: dict[str, Any], template: str | None, info: Any) -> dict[str, Any]:
         # One pass over the raw headers for the few we read (this runs on every request).
-        wanted = self._wanted_headers
+        # ASGI servers give header names lower-cased, as bytes: compare them as they are.
+        wanted = self._wanted_raw
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope.get("headers") or ():
-            name = raw_name.decode("latin-1").lower()
-            if name in wanted and name not in headers:
-                headers[name] = raw_value.decode("latin-1")
+            if raw_name in wanted:
+                name = raw_name.decode("latin-1")
+                if name not in headers:
+                    headers[name] = raw_value.decode("latin-1")
         request: Request | None = None
         attrs: dict[str, Any] = {ATTR_SCHEMA_VERSION: SCHEMA_VERSION}
 
         consumer = None
         for resolver, fast in self._consumer_calls:
             if fast is not None:
-                consumer = self._call(fast, headers, scope)
+                consumer = fast(headers, scope)  # built-in: cannot raise on request data
             else:
                 request = request or Request(scope)
                 consumer = self._call(resolver, request)
