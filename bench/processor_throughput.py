@@ -112,8 +112,9 @@ def run_h2load(args: list[str]) -> str:
     return result.stdout
 
 
-def drive(transport: str, body: bytes, requests: int, clients: int, workdir: Path) -> dict:
-    config = {"processors": {"queue": {"max_spans": 1_000_000}}}
+def drive(transport: str, body: bytes, requests: int, clients: int, workdir: Path,
+          state: bool) -> dict:
+    config = {"processors": {"queue": {"max_spans": 1_000_000}}, "state": {"enabled": state}}
     with start_processor(workdir, config) as running:
         pid = running.process.pid
         if transport == "grpc":
@@ -151,19 +152,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="export requests per transport")
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--state", choices=["on", "off"], default="on",
+                        help="consumer state store (SQLite) on or off")
     args = parser.parse_args()
     if shutil.which("h2load") is None:
         raise SystemExit("h2load not found: apt-get install nghttp2-client (or: make bench)")
     body = build_batch()
     print(f"python {platform.python_version()}, protobuf {protobuf_version}, "
-          f"{os.cpu_count()} cores; batch {SPANS_PER_BATCH} spans, {len(body)} bytes")
+          f"{os.cpu_count()} cores; batch {SPANS_PER_BATCH} spans, {len(body)} bytes; "
+          f"state store {args.state}")
     ceiling = decode_ceiling(body)
     scan, impl = scanner_ceiling(body)
     print(f"decode-only ceiling (protobuf ParseFromString): {ceiling:,.0f} spans/CPU-s")
     print(f"scanner alone ({impl}):                      {scan:,.0f} spans/CPU-s")
     for transport in ("grpc", "http"):
         with tempfile.TemporaryDirectory() as tmp:
-            r = drive(transport, body, args.requests, args.clients, Path(tmp))
+            r = drive(transport, body, args.requests, args.clients, Path(tmp), args.state == "on")
         per_cpu = r["spans"] / r["cpu"] if r["cpu"] else float("nan")
         print(f"{transport:>4}: {r['spans']:,.0f} spans processed, {r['rejected']:,.0f} rejected, "
               f"{r['cpu']:.2f} CPU-s, {r['wall']:.2f} s wall → {per_cpu:,.0f} spans/CPU-s "

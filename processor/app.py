@@ -81,7 +81,7 @@ class Processor:
             sinks.append(self.activity)
         elif lookup.sql:
             raise StartupError("processors.plan_lookup.sql needs the state store (state.enabled)")
-        self.worker = Worker(self.queue, Deriver(p.usage, self.stats, self.plans), sinks,
+        self.worker = Worker(self.queue, Deriver(p.usage, self.stats, self.plans, self.catalog), sinks,
                              self.stats)
         self.intake = Intake(self.scanner, self.queue, self.stats)
         collectors: list = [UsageCollector(self.request_metrics, self.stats, self.queue,

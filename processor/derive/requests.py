@@ -94,13 +94,27 @@ class Deriver:
     """Turns one scanned OTLP request into ApiRequests; runs on the single worker thread."""
 
     def __init__(self, config: UsageConfig, stats: PipelineStats,
-                 plans: PlanLookup | None = None) -> None:
+                 plans: PlanLookup | None = None, catalog=None) -> None:
         self._plans = plans
+        self._catalog = catalog
+        # (service, method, route) → "true"/"false" from the catalog; routes are bounded upstream.
+        self._catalog_deprecated: dict[tuple[str, str, str], str] = {}
         self._default_plan = config.default_plan_tier
         self._ua_fallback = config.user_agent_fallback
         self._future_ns = int(config.data_quality.max_future_skew * 1e9)
         self._past_ns = int(config.data_quality.max_past_age * 1e9)
         self._stats = stats
+
+    def _deprecated_in_catalog(self, service: str, method: str, route: str) -> str:
+        key = (service, method, route)
+        known = self._catalog_deprecated.get(key)
+        if known is None:
+            entry = self._catalog.endpoint(service, method, route)
+            known = "true" if entry is not None and entry.deprecated else "false"
+            if len(self._catalog_deprecated) > 100_000:
+                self._catalog_deprecated.clear()
+            self._catalog_deprecated[key] = known
+        return known
 
     def derive(self, resources: Sequence[tuple], spans: Sequence[tuple]) -> list[ApiRequest]:
         services = [r[0] if isinstance(r[0], str) and r[0] else "unknown_service" for r in resources]
@@ -109,6 +123,7 @@ class Deriver:
         past_limit = now - self._past_ns
         default_plan = self._default_plan
         plan_of = self._plans.plans if self._plans is not None else {}  # swapped whole on reload
+        catalog = self._catalog
         ua_fallback = self._ua_fallback
         out: list[ApiRequest] = []
         append = out.append
@@ -172,9 +187,15 @@ class Deriver:
                 too_new += 1
             elif end < past_limit:
                 too_old += 1
+            service = services[ri]
+            if deprecated in _TRUE:
+                deprecated = "true"
+            elif catalog is None:
+                deprecated = "false"
+            else:
+                deprecated = self._deprecated_in_catalog(service, method, route)
             append(new(ApiRequest, (
-                services[ri], method, route, code, plan,
-                "true" if deprecated in _TRUE else "false",
+                service, method, route, code, plan, deprecated,
                 cname, cver, _text(api_version), _text(feature), consumer, duration,
                 adjusted_count(tracestate) if tracestate else 1.0,
                 end, trace_id, span_id,

@@ -94,11 +94,13 @@ class StateService:
         self.health.rows_written += sum(len(rows) for rows in batch)
         return True
 
-    def refresh(self) -> None:
+    def refresh(self, now_ms: int | None = None) -> None:
+        """Recompute the business metrics; `now_ms` pins the clock (tests, reports)."""
         start = time.monotonic()
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         try:
             with self._lock:
-                self.report = build_report(self.store, int(time.time() * 1000), self.catalog)
+                self.report = build_report(self.store, now_ms, self.catalog)
         except StoreError as exc:
             self.health.refreshes["failure"] += 1
             log.error("state metrics refresh failed: %s", exc)
