@@ -5,6 +5,8 @@
 set -euo pipefail
 want=()
 need() { command -v "$1" >/dev/null 2>&1 || want+=("$2"); }
+# PostgreSQL server binaries (initdb, pg_ctl) for the shared-state tests.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || want+=(postgresql)
 if [ "${1:-}" = bench ]; then
     need h2load nghttp2-client
 fi

@@ -99,6 +99,13 @@ def _endpoints(urls: dict[str, str]) -> tuple[str, str, str]:
             urls["metrics"])
 
 
+def _with_sqlite(extra_config: dict | None, path: str) -> dict:
+    """Loopback ports, and SQLite state in a test folder unless the test chose PostgreSQL."""
+    if ((extra_config or {}).get("state") or {}).get("postgres"):
+        return LOOPBACK_CONFIG
+    return merge(LOOPBACK_CONFIG, {"state": {"sqlite": {"path": path}}})
+
+
 @contextlib.contextmanager
 def running_processor(extra_config: dict | None = None) -> Iterator[RunningProcessor]:
     """An in-process Processor on loopback ports chosen by the OS."""
@@ -106,7 +113,7 @@ def running_processor(extra_config: dict | None = None) -> Iterator[RunningProce
     from apiusage.processor.config import parse_config
 
     with tempfile.TemporaryDirectory(prefix="apiusage-state-") as tmp:
-        base = merge(LOOPBACK_CONFIG, {"state": {"sqlite": {"path": f"{tmp}/state.db"}}})
+        base = _with_sqlite(extra_config, f"{tmp}/state.db")
         processor = Processor(parse_config(merge(base, extra_config)))
         processor.start()
         try:
@@ -128,7 +135,7 @@ def start_processor(tmp_path: Path, extra_config: dict | None = None,
                     env: dict[str, str] | None = None) -> Iterator[RunningProcessor]:
     """`apiusage serve` as a subprocess, on loopback ports chosen by the OS."""
     config = tmp_path / "apiusage.yaml"
-    base = merge(LOOPBACK_CONFIG, {"state": {"sqlite": {"path": str(tmp_path / "state.db")}}})
+    base = _with_sqlite(extra_config, str(tmp_path / "state.db"))
     config.write_text(yaml.safe_dump(merge(base, extra_config)))
     process = subprocess.Popen(
         [*apiusage_command(), "serve", "--config", str(config)],
