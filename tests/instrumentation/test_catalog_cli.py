@@ -12,7 +12,7 @@ import pytest
 import yaml
 from apiusage.instrumentation import _catalog_cli
 from apiusage.instrumentation.catalog import load_catalog
-from conftest import APPS, bin_path, need
+from instr_support import APPS, bin_path, need
 from orders_app import build_app
 
 EXPECTED = """\

@@ -9,7 +9,7 @@ from email.utils import parsedate_to_datetime
 
 from apiusage.instrumentation import instrument
 from apiusage.instrumentation._headers import deprecation_value, expand_target, sunset_value
-from conftest import KEY, SERVICE
+from instr_support import KEY, SERVICE
 from orders_app import build_app
 
 # RFC 9651 sf-date: "@" followed by an sf-integer.

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
 import pytest
 from apiusage.instrumentation import (
     ApiKeyHeader,
@@ -14,13 +11,8 @@ from apiusage.instrumentation import (
     instrument,
     load_catalog,
 )
-from conftest import KEY, SERVICE, jwt
+from instr_support import KEY, SERVICE, jwt, pseudonym
 from orders_app import build_app
-
-
-def pseudonym(raw: str, key: str = KEY) -> str:
-    """The documented id: HMAC-SHA256(key, raw id), first 32 hex digits."""
-    return hmac.new(key.encode(), raw.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def base(**extra: object) -> dict:

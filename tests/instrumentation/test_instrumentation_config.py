@@ -7,7 +7,7 @@ import logging
 import pytest
 from apiusage.instrumentation import ConfigurationError, Settings, instrument
 from apiusage.instrumentation._config import ENVIRONMENT_VARIABLES
-from conftest import KEY
+from instr_support import KEY, pseudonym
 from orders_app import build_app
 
 NO_KEY = (
@@ -56,8 +56,6 @@ def test_key_file(spans, client_for, tmp_path):
     app = build_app()
     instrument(app, tracer_provider=spans.provider, environ={"APIUSAGE_PSEUDONYM_KEY_FILE": str(key_file)})
     client_for(app).get("/v1/orders/1", headers={"X-API-Key": "k"})
-    from test_enrichment import pseudonym
-
     assert spans.apiusage()["apiusage.consumer.id"] == pseudonym("k")
 
 

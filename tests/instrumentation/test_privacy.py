@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from apiusage.instrumentation import RedactingSpanProcessor, instrument
 from apiusage.instrumentation._redact import CLIENT_ADDRESS_KEYS, Scrubber
-from conftest import KEY, jwt
+from instr_support import KEY, jwt
 from opentelemetry.trace import SpanKind
 from orders_app import build_app
 

@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from conftest import APPS, KEY, bin_path, free_port, need, stop, wait_for_port
+from instr_support import APPS, KEY, bin_path, free_port, need, stop, wait_for_port
 
 try:
     from tests.support.processor import matching, sample, start_processor
