@@ -8,6 +8,7 @@ import threading
 from importlib import metadata
 
 from ._httpserver import BindError
+from .admin import AdminServer, TokenError
 from .config import Config
 from .derive.plans import PlanLookup, PlanLookupError
 from .derive.request_metrics import RequestMetrics
@@ -95,6 +96,7 @@ class Processor:
         self.grpc: GrpcReceiver | None = None
         self.http: HttpReceiver | None = None
         self.metrics: MetricsServer | None = None
+        self.admin: AdminServer | None = None
 
     def readiness(self) -> tuple[bool, str]:
         if self._stopping:
@@ -120,6 +122,13 @@ class Processor:
                 self.grpc = GrpcReceiver(protocols.grpc, self.intake, retry_after)
             if protocols.http is not None:
                 self.http = HttpReceiver(protocols.http, self.intake, retry_after)
+            if self.config.admin.enabled:
+                if self.state is None:
+                    raise StartupError("admin needs the state store (state.enabled: true)")
+                self.admin = AdminServer(self.config.admin, self.state)
+        except TokenError as exc:
+            self._close_partial()
+            raise StartupError(str(exc)) from None
         except (BindError, StoreError, PlanLookupError) as exc:
             self._close_partial()
             raise StartupError(exc.strerror if isinstance(exc, BindError) else str(exc)) from None
@@ -134,6 +143,8 @@ class Processor:
             self.grpc.start()
         if self.http:
             self.http.start()
+        if self.admin:
+            self.admin.start()
         self._started = True
         log.info("apiusage processor ready: otlp grpc %s, otlp http %s, metrics :%s, scanner %s",
                  self.grpc and self.grpc.port, self.http and self.http.port, self.metrics.port,
@@ -150,12 +161,14 @@ class Processor:
         if self.metrics is not None:
             host = _host(self.config.exporters.prometheus.endpoint)
             out["metrics"] = f"http://{host}:{self.metrics.port}/metrics"
+        if self.admin is not None:
+            out["admin"] = f"http://{_host(self.config.admin.endpoint)}:{self.admin.port}/v1/consumers"
         return out
 
     def _close_partial(self) -> None:
         if self.state is not None and self.state.store is not None:
             self.state.store.close()
-        for server in (self.metrics, self.http):
+        for server in (self.metrics, self.http, self.admin):
             if server is not None:
                 server.stop()
         if self.grpc is not None:
@@ -179,6 +192,8 @@ class Processor:
             self.state.stop()  # after the drain, so the last flush holds every accepted span
         if self.metrics:
             self.metrics.stop()
+        if self.admin:
+            self.admin.stop()
         self._stopped.set()
         return drained
 

@@ -120,6 +120,11 @@ class StateService:
             log.info("retention: deleted %d daily activity rows older than %d days", deleted,
                      self.config.retention_days)
 
+    def read(self, fn):
+        """Run `fn(store)` with the connection to itself (admin requests)."""
+        with self._lock:
+            return fn(self.store)
+
     def _reload_plans(self) -> None:
         def query(sql: str) -> list[tuple]:
             with self._lock:

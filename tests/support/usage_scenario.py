@@ -134,5 +134,19 @@ def expected_cohorts() -> dict[tuple[str, str], float]:
     return out
 
 
+def processor_config(tmp_path, state: dict | None = None) -> dict:
+    """Catalog and plan lookup files in tmp_path; flush and refresh only when the test says."""
+    (tmp_path / "catalog.yaml").write_text(CATALOG)
+    (tmp_path / "plans.csv").write_text(PLANS_CSV)
+    return {
+        "catalog": str(tmp_path / "catalog.yaml"),
+        "processors": {"plan_lookup": {"file": str(tmp_path / "plans.csv")}},
+        "state": {"refresh_interval": "1h", "flush_interval": "1h", **(state or {})},
+    }
+
+
+SPANS = len(calls())
+
+
 def sunset_timestamp() -> float:
     return dt.datetime(2027, 1, 31, tzinfo=dt.timezone.utc).timestamp()

@@ -8,25 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import usage_scenario as sc
 from tests.support.postgres import postgres_server
 from tests.support.processor import matching, running_processor, sample
 
-from tests.support import usage_scenario as sc
-
-SPANS = len(sc.calls())
-
-
-def config(tmp_path: Path, state: dict | None = None) -> dict:
-    (tmp_path / "catalog.yaml").write_text(sc.CATALOG)
-    (tmp_path / "plans.csv").write_text(sc.PLANS_CSV)
-    out = {
-        "catalog": str(tmp_path / "catalog.yaml"),
-        "processors": {"plan_lookup": {"file": str(tmp_path / "plans.csv")}},
-        "state": {"refresh_interval": "1h", "flush_interval": "1h"},
-    }
-    if state:
-        out["state"].update(state)
-    return out
+SPANS = sc.SPANS
+config = sc.processor_config
 
 
 def settle(*running) -> list[dict]:
