@@ -6,7 +6,6 @@ import sqlite3
 import time
 
 import pytest
-
 from apiusage.processor.config import PostgresState, SqliteState, StateConfig
 from apiusage.processor.derive.plans import PlanLookup, PlanLookupError
 from apiusage.processor.state.activity import DAY_MS, ConsumerActivity
@@ -14,6 +13,7 @@ from apiusage.processor.state.schema import LATEST
 from apiusage.processor.state.service import StateService
 from apiusage.processor.state.store import StoreError, open_store
 from apiusage.processor.telemetry import PipelineStats
+
 from tests.support.postgres import postgres_server
 
 
