@@ -7,6 +7,13 @@ want=()
 need() { command -v "$1" >/dev/null 2>&1 || want+=("$2"); }
 # PostgreSQL server binaries (initdb, pg_ctl) for the shared-state tests.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || want+=(postgresql)
+# Rules, alerts and the end-to-end alert path: promtool, prometheus, amtool, alertmanager.
+need promtool prometheus
+need alertmanager prometheus-alertmanager
+# docker-compose.yml is validated with `docker-compose config` (no engine runs here).
+need docker-compose docker-compose
+# The HTML usage report is rendered in headless Chromium.
+need chromium chromium
 if [ "${1:-}" = bench ]; then
     need h2load nghttp2-client
 fi
