@@ -14,6 +14,7 @@ from .derive.plans import PlanLookup, PlanLookupError
 from .derive.request_metrics import RequestMetrics
 from .derive.requests import Deriver, span_field_sources
 from .exporters.consumer_metrics import ConsumerCollector
+from .exporters.otlp_forward import Forwarder
 from .exporters.prometheus import MetricsServer, UsageCollector, build_registry
 from .pipeline import SpanQueue, Worker
 from .receivers.fields import FieldScanner
@@ -84,9 +85,14 @@ class Processor:
             raise StartupError("processors.plan_lookup.sql needs the state store (state.enabled)")
         self.worker = Worker(self.queue, Deriver(p.usage, self.stats, self.plans, self.catalog), sinks,
                              self.stats)
-        self.intake = Intake(self.scanner, self.queue, self.stats)
+        forward = config.exporters.otlp
+        self.forwarder = Forwarder(forward) if forward is not None else None
+        self.intake = Intake(self.scanner, self.queue, self.stats,
+                             self.forwarder.forward if self.forwarder else None)
         collectors: list = [UsageCollector(self.request_metrics, self.stats, self.queue,
                                            self.worker, self.scanner.implementation, _version())]
+        if self.forwarder is not None:
+            collectors.append(self.forwarder)
         if self.state is not None:
             collectors.append(ConsumerCollector(self.state, p.limits))
         self.registry = build_registry(*collectors)
@@ -138,6 +144,8 @@ class Processor:
         self.worker.start()
         if self.state is not None:
             self.state.start()
+        if self.forwarder is not None:
+            self.forwarder.start()
         self.metrics.start()
         if self.grpc:
             self.grpc.start()
@@ -190,6 +198,8 @@ class Processor:
                       self.queue.depth)
         if self.state is not None:
             self.state.stop()  # after the drain, so the last flush holds every accepted span
+        if self.forwarder is not None:
+            self.forwarder.stop()
         if self.metrics:
             self.metrics.stop()
         if self.admin:

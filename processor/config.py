@@ -234,8 +234,26 @@ class PrometheusExporter:
 
 
 @dataclass(frozen=True)
+class OtlpForwarder:
+    """Forward every accepted trace request to a trace backend (Jaeger, Tempo) over OTLP/HTTP."""
+
+    endpoint: str = ""
+    timeout: Duration = Duration(10)
+    max_queue_requests: int = 1000
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def _validate(self, path: str, problems: Problems) -> None:
+        if not self.endpoint.startswith(("http://", "https://")):
+            problems.add(f"{path}.endpoint", "must be an http:// or https:// URL of an OTLP/HTTP "
+                                             f"receiver, such as http://jaeger:4318 (got {self.endpoint!r})")
+        if self.max_queue_requests <= 0:
+            problems.add(f"{path}.max_queue_requests", "must be > 0")
+
+
+@dataclass(frozen=True)
 class Exporters:
     prometheus: PrometheusExporter = field(default_factory=PrometheusExporter)
+    otlp: OtlpForwarder | None = None
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..pipeline import SpanQueue
@@ -27,10 +28,12 @@ class Outcome:
 
 
 class Intake:
-    def __init__(self, scanner: Scanner, queue: SpanQueue, stats: PipelineStats) -> None:
+    def __init__(self, scanner: Scanner, queue: SpanQueue, stats: PipelineStats,
+                 forward: Callable[[bytes], None] | None = None) -> None:
         self._scanner = scanner
         self._queue = queue
         self._stats = stats
+        self._forward = forward
 
     def refuse(self, transport: str, kind: str, message: str) -> Outcome:
         """Record and build an answer for a body that never reached the scanner."""
@@ -53,6 +56,8 @@ class Intake:
             message = ("the processor is shutting down" if kind == "shutting_down"
                        else "the processing queue is full; retry later")
             return Outcome(kind, message=message)
+        if self._forward is not None and usable:
+            self._forward(body)  # never blocks: the forwarder drops when its queue is full
         if rejected:
             message = (f"{rejected} of {received} spans rejected: trace_id must be 16 bytes and "
                        "span_id 8 bytes, neither all zeros")

@@ -1,0 +1,124 @@
+"""Forward accepted OTLP trace requests to a trace backend, so exemplars lead to real traces.
+
+Receivers hand over the protobuf body of every accepted request; a thread posts
+them to `<endpoint>/v1/traces` in order.  The queue is bounded and `forward()`
+never blocks: when the backend is slow or down, new bodies are dropped and
+counted, and ingestion goes on at full speed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from ..config import OtlpForwarder
+
+__all__ = ["Forwarder"]
+
+log = logging.getLogger("apiusage.processor.forward")
+_RETRIES = 3
+
+
+class Forwarder:
+    def __init__(self, config: OtlpForwarder) -> None:
+        url = urlsplit(config.endpoint)
+        self._https = url.scheme == "https"
+        self._host = url.hostname or "localhost"
+        self._port = url.port or (443 if self._https else 80)
+        self._path = (url.path.rstrip("/") or "") + "/v1/traces"
+        self._timeout = float(config.timeout)
+        self._headers = {"Content-Type": "application/x-protobuf", **dict(config.headers)}
+        self._max = config.max_queue_requests
+        self._queue: deque[bytes] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._conn: http.client.HTTPConnection | None = None
+        self.outcomes = {"success": 0, "failure": 0, "dropped": 0}
+        self._thread = threading.Thread(target=self._run, name="apiusage-forward", daemon=True)
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def forward(self, body: bytes) -> None:
+        with self._cond:
+            if len(self._queue) >= self._max or self._stopping:
+                self.outcomes["dropped"] += 1
+                return
+            self._queue.append(body)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                body = self._queue.popleft()
+            self._send(body)
+
+    def _send(self, body: bytes) -> None:
+        delay = 0.2
+        for attempt in range(_RETRIES):
+            try:
+                status = self._post(body)
+            except (OSError, http.client.HTTPException) as exc:
+                self._close()
+                reason = str(exc) or type(exc).__name__
+                status = None
+            else:
+                if 200 <= status < 300:
+                    self.outcomes["success"] += 1
+                    return
+                reason = f"HTTP {status}"
+                if status not in (429, 502, 503, 504):
+                    break  # not retryable (OTLP spec)
+            if attempt + 1 < _RETRIES and not self._stopping:
+                time.sleep(delay)
+                delay *= 2
+        self.outcomes["failure"] += 1
+        log.warning("forwarding traces to %s:%s failed: %s", self._host, self._port, reason)
+
+    def _post(self, body: bytes) -> int:
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            self._conn = cls(self._host, self._port, timeout=self._timeout)
+        self._conn.request("POST", self._path, body=body, headers=self._headers)
+        response = self._conn.getresponse()
+        response.read()
+        return response.status
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def collect(self) -> Iterable[Metric]:
+        """Its own Prometheus families (the forwarder is registered as a collector)."""
+        family = CounterMetricFamily("apiusage_forwarded_requests",
+                                     "OTLP requests forwarded to the trace backend, by outcome.",
+                                     labels=["outcome"])
+        for outcome, n in sorted(self.outcomes.items()):
+            family.add_metric([outcome], n)
+        yield family
+        yield GaugeMetricFamily("apiusage_forward_queue_requests",
+                                "Requests waiting to be forwarded.", value=self.depth)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Send what is queued (bounded by `timeout`), then stop."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        self._close()
