@@ -1,0 +1,1 @@
+"""`apiusage report`: a self-contained HTML usage report from a Prometheus, for the weekly review."""
