@@ -9,7 +9,7 @@ need() { command -v "$1" >/dev/null 2>&1 || want+=("$2"); }
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || want+=(postgresql)
 # Rules, alerts and the end-to-end alert path: promtool, prometheus, amtool, alertmanager.
 need promtool prometheus
-need alertmanager prometheus-alertmanager
+need prometheus-alertmanager prometheus-alertmanager
 # docker-compose.yml is validated with `docker-compose config` (no engine runs here).
 need docker-compose docker-compose
 # The HTML usage report is rendered in headless Chromium.
