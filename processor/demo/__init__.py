@@ -1,0 +1,32 @@
+"""A demo API and the traffic that exercises it, for the full stack and `apiusage demo`.
+
+* ``apiusage.processor.demo.app``: a small FastAPI service (``orders-api``) with /v1 and
+  /v2 routes, a deprecated v1 endpoint whose v2 replacement is named in the catalog,
+  features tagged, and plan tiers resolved from the API key;
+* ``apiusage.processor.demo.traffic``: a bounded generator of realistic traffic from a
+  population of consumers (plan tiers, SDK versions, onboarding failures, migrations,
+  error bursts), only towards loopback or compose service names;
+* ``catalog.yaml`` and ``plans.yaml``: the endpoint catalog (read by the service's
+  instrumentation and by the processor) and the API keys with their plan tiers (read by
+  the service, its instrumentation and the traffic generator).
+
+Run it under zero-code instrumentation::
+
+    export APIUSAGE_CATALOG=.../apiusage/processor/demo/catalog.yaml   # CATALOG below
+    export APIUSAGE_PLAN_TIERS=.../apiusage/processor/demo/plans.yaml  # PLANS below
+    APIUSAGE_PSEUDONYM_KEY=... OTEL_SERVICE_NAME=orders-api \\
+    opentelemetry-instrument uvicorn apiusage.processor.demo.app:app
+
+The service itself needs only FastAPI; the generator needs httpx.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CATALOG = HERE / "catalog.yaml"
+PLANS = HERE / "plans.yaml"
+SERVICE_NAME = "orders-api"
+
+__all__ = ["CATALOG", "PLANS", "SERVICE_NAME"]
