@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import errno
 import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .config import split_endpoint
 
-__all__ = ["BindError", "HttpServer", "QuietHandler"]
+__all__ = ["BindError", "HttpServer", "QuietHandler", "server_tls_context"]
+
+
+def server_tls_context(cert_file: str, key_file: str, client_ca_file: str | None) -> ssl.SSLContext:
+    """TLS 1.2+ server context; with a client CA, a client certificate is required."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    if client_ca_file:
+        context.load_verify_locations(client_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 class BindError(OSError):
@@ -26,6 +38,22 @@ class QuietHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        if isinstance(self.connection, ssl.SSLSocket):
+            # The handshake runs here, on this connection's thread, under its timeout: a slow
+            # or broken client cannot stall the accept loop.
+            try:
+                self.connection.do_handshake()
+            except (ssl.SSLError, OSError):
+                self.close_connection = True
+                self.handshake_failed = True
+
+    def handle(self) -> None:
+        if getattr(self, "handshake_failed", False):
+            return
+        super().handle()
 
     def send_body(self, status: int, body: bytes, content_type: str,
                   headers: dict[str, str] | None = None) -> None:
@@ -47,7 +75,7 @@ class _Server(ThreadingHTTPServer):
 
 class HttpServer:
     def __init__(self, endpoint: str, handler: type[BaseHTTPRequestHandler], config_key: str,
-                 name: str) -> None:
+                 name: str, tls: ssl.SSLContext | None = None) -> None:
         host, port = split_endpoint(endpoint)
         self.name = name
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -60,6 +88,9 @@ class HttpServer:
                                            "a free port") from None
             raise BindError(exc.errno, f"cannot listen on {endpoint} ({config_key}): "
                                        f"{exc.strerror}") from None
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True,
+                                                  do_handshake_on_connect=False)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.2}, name=name, daemon=True)
 

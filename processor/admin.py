@@ -9,34 +9,21 @@ from __future__ import annotations
 
 import hmac
 import json
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from ._httpserver import HttpServer, QuietHandler
-from .config import AdminConfig
+from .config import AdminConfig, Secret
 from .state.listing import AuditLog, at_risk_consumers, deprecated_consumers, now_ms
 from .state.service import StateService
 
-__all__ = ["AdminServer", "TokenError", "read_token"]
+__all__ = ["AdminServer", "read_token"]
 
 _WINDOWS = {"1d": 1, "7d": 7, "30d": 30, "90d": 90}
 
 
-class TokenError(ValueError):
-    """The admin token cannot be read or is too short."""
-
-
 def read_token(config: AdminConfig) -> str:
-    if config.token:
-        return config.token
-    try:
-        token = Path(config.token_file or "").read_text().strip()
-    except OSError as exc:
-        raise TokenError(f"admin.token_file: cannot read {config.token_file}: {exc.strerror}") from None
-    if len(token) < 16:
-        raise TokenError(f"admin.token_file: the token in {config.token_file} is shorter than 16 "
-                         "characters")
-    return token
+    """The admin token; raises ValueError naming the key when its file is unusable."""
+    return Secret(config.token, config.token_file).read("admin")
 
 
 class _AdminHandler(QuietHandler):

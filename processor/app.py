@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 import threading
 from importlib import metadata
 
 from ._httpserver import BindError
-from .admin import AdminServer, TokenError
+from .admin import AdminServer
 from .config import Config
 from .derive.plans import PlanLookup, PlanLookupError
 from .derive.request_metrics import RequestMetrics
@@ -17,6 +18,7 @@ from .exporters.consumer_metrics import ConsumerCollector
 from .exporters.otlp_forward import Forwarder
 from .exporters.prometheus import MetricsServer, UsageCollector, build_registry
 from .pipeline import SpanQueue, Worker
+from .receivers.auth import Authenticator
 from .receivers.fields import FieldScanner
 from .receivers.grpc import GrpcReceiver
 from .receivers.http import HttpReceiver
@@ -124,17 +126,22 @@ class Processor:
                 self.state.open()
             self.metrics = MetricsServer(self.config.exporters.prometheus, self.registry,
                                          self.readiness)
+            auth_config = self.config.receivers.otlp.auth
+            auth = Authenticator(auth_config) if auth_config is not None else None
             if protocols.grpc is not None:
-                self.grpc = GrpcReceiver(protocols.grpc, self.intake, retry_after)
+                self.grpc = GrpcReceiver(protocols.grpc, self.intake, retry_after, auth)
             if protocols.http is not None:
-                self.http = HttpReceiver(protocols.http, self.intake, retry_after)
+                self.http = HttpReceiver(protocols.http, self.intake, retry_after, auth)
             if self.config.admin.enabled:
                 if self.state is None:
                     raise StartupError("admin needs the state store (state.enabled: true)")
                 self.admin = AdminServer(self.config.admin, self.state)
-        except TokenError as exc:
+        except ValueError as exc:  # a secret file (admin, receiver or metrics token)
             self._close_partial()
             raise StartupError(str(exc)) from None
+        except ssl.SSLError as exc:
+            self._close_partial()
+            raise StartupError(f"TLS: cannot use the certificate and key: {exc.reason or exc}") from None
         except (BindError, StoreError, PlanLookupError) as exc:
             self._close_partial()
             raise StartupError(exc.strerror if isinstance(exc, BindError) else str(exc)) from None

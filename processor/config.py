@@ -51,10 +51,79 @@ def _check_endpoint(endpoint: str, path: str, problems: Problems) -> None:
         problems.add(path, str(exc))
 
 
+def _check_file(value: str | None, path: str, problems: Problems) -> None:
+    if value and not os.path.isfile(value):
+        problems.add(path, f"no such file: {value}")
+    elif value and not os.access(value, os.R_OK):
+        problems.add(path, f"cannot read {value}")
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """Server certificate; with client_ca_file, clients must present a certificate it signed."""
+
+    cert_file: str = ""
+    key_file: str = ""
+    client_ca_file: str | None = None
+
+    def _validate(self, path: str, problems: Problems) -> None:
+        for name in ("cert_file", "key_file"):
+            if not getattr(self, name):
+                problems.add(f"{path}.{name}", "is required for TLS")
+            _check_file(getattr(self, name), f"{path}.{name}", problems)
+        _check_file(self.client_ca_file, f"{path}.client_ca_file", problems)
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A token given inline (use ${env:VAR}) or read from a file; never logged."""
+
+    token: str | None = None
+    token_file: str | None = None
+
+    def _validate(self, path: str, problems: Problems) -> None:
+        if bool(self.token) == bool(self.token_file):
+            problems.add(path, "set exactly one of token or token_file")
+        _check_file(self.token_file, f"{path}.token_file", problems)
+        if self.token is not None and len(self.token) < 16:
+            problems.add(f"{path}.token", "must be at least 16 characters")
+
+    def read(self, path: str) -> str:
+        """The secret's value; raises ValueError naming the key path when it is unusable."""
+        if self.token:
+            return self.token
+        try:
+            with open(self.token_file or "", encoding="utf-8") as f:
+                value = f.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}.token_file: cannot read {self.token_file}: {exc}") from None
+        if len(value) < 16:
+            raise ValueError(f"{path}.token_file: the token in {self.token_file} is shorter than "
+                             "16 characters")
+        return value
+
+
+@dataclass(frozen=True)
+class ReceiverToken(Secret):
+    """A bearer token for senders; with `service`, its spans must carry that service.name."""
+
+    service: str | None = None
+
+
+@dataclass(frozen=True)
+class ReceiverAuth:
+    tokens: tuple[ReceiverToken, ...] = ()
+
+    def _validate(self, path: str, problems: Problems) -> None:
+        if not self.tokens:
+            problems.add(f"{path}.tokens", "needs at least one token (or remove auth)")
+
+
 @dataclass(frozen=True)
 class GrpcProtocol:
     endpoint: str = "localhost:4317"
     max_recv_msg_size_mib: int = 64
+    tls: TlsConfig | None = None
 
     def _validate(self, path: str, problems: Problems) -> None:
         _check_endpoint(self.endpoint, f"{path}.endpoint", problems)
@@ -66,6 +135,7 @@ class GrpcProtocol:
 class HttpProtocol:
     endpoint: str = "localhost:4318"
     max_request_body_size: ByteSize = ByteSize(64 * MiB)
+    tls: TlsConfig | None = None
 
     def _validate(self, path: str, problems: Problems) -> None:
         _check_endpoint(self.endpoint, f"{path}.endpoint", problems)
@@ -82,6 +152,7 @@ class OtlpProtocols:
 @dataclass(frozen=True)
 class OtlpReceiver:
     protocols: OtlpProtocols = field(default_factory=OtlpProtocols)
+    auth: ReceiverAuth | None = None
 
     def _validate(self, path: str, problems: Problems) -> None:
         if self.protocols.grpc is None and self.protocols.http is None:
@@ -223,6 +294,7 @@ class PrometheusExporter:
     endpoint: str = "localhost:9464"
     histogram_buckets: tuple[float, ...] = DEFAULT_BUCKETS
     exemplars: bool = True
+    auth: Secret | None = None  # bearer token for /metrics (health probes stay open)
 
     def _validate(self, path: str, problems: Problems) -> None:
         _check_endpoint(self.endpoint, f"{path}.endpoint", problems)

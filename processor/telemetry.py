@@ -16,7 +16,7 @@ DATA_QUALITY_CHECKS = (
     "missing_route", "missing_consumer", "missing_status_code", "end_before_start",
     "timestamp_future", "timestamp_past", "unknown_schema_version", "beyond_retention",
 )
-REJECT_REASONS = ("invalid_span", "queue_full", "shutting_down")
+REJECT_REASONS = ("invalid_span", "queue_full", "shutting_down", "unauthorized_service")
 EXPORT_OUTCOMES = ("success", "partial", "invalid", "too_large", "unsupported", "queue_full",
                    "shutting_down")
 

@@ -9,6 +9,7 @@ for OpenMetrics.
 from __future__ import annotations
 
 import gzip
+import hmac
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -153,10 +154,19 @@ def build_registry(*collectors: _Collector) -> CollectorRegistry:
 class _MetricsHandler(QuietHandler):
     registry: CollectorRegistry
     readiness: Callable[[], tuple[bool, str]]
+    token: bytes | None = None
+
+    def _authorized(self) -> bool:
+        scheme, _, credential = self.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(credential.strip().encode(),
+                                                                  self.token or b"")
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
-        if path == "/metrics":
+        if path == "/metrics" and self.token is not None and not self._authorized():
+            self.send_body(401, b"a valid bearer token is required\n", "text/plain; charset=utf-8",
+                           {"WWW-Authenticate": 'Bearer realm="metrics"'})
+        elif path == "/metrics":
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
             body = encoder(self.registry)
             headers = {}
@@ -179,8 +189,10 @@ class _MetricsHandler(QuietHandler):
 class MetricsServer:
     def __init__(self, config: PrometheusExporter, registry: CollectorRegistry,
                  readiness: Callable[[], tuple[bool, str]]) -> None:
+        token = config.auth.read("exporters.prometheus.auth") if config.auth is not None else None
         handler = type("MetricsHandler", (_MetricsHandler,), {
-            "registry": registry, "readiness": staticmethod(readiness)})
+            "registry": registry, "readiness": staticmethod(readiness),
+            "token": token.encode() if token else None})
         self._server = HttpServer(config.endpoint, handler, "exporters.prometheus.endpoint",
                                   "metrics")
 

@@ -18,6 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from .._httpserver import BindError
 from ..config import GrpcProtocol, split_endpoint
+from .auth import Authenticator
 from .intake import Intake, Outcome
 
 __all__ = ["GrpcReceiver", "SERVICE", "METHOD"]
@@ -28,10 +29,23 @@ TRANSPORT = "grpc"
 MiB = 1 << 20
 
 
+def _credentials(config: GrpcProtocol) -> grpc.ServerCredentials:
+    tls = config.tls
+    with open(tls.cert_file, "rb") as cert, open(tls.key_file, "rb") as key:
+        pair = (key.read(), cert.read())
+    ca = None
+    if tls.client_ca_file:
+        with open(tls.client_ca_file, "rb") as f:
+            ca = f.read()
+    return grpc.ssl_server_credentials([pair], root_certificates=ca,
+                                       require_client_auth=ca is not None)
+
+
 class GrpcReceiver:
     def __init__(self, config: GrpcProtocol, intake: Intake, retry_after: float,
-                 max_workers: int = 8) -> None:
+                 auth: Authenticator | None = None, max_workers: int = 8) -> None:
         self._intake = intake
+        self._auth = auth
         self._retry_after = max(1, int(retry_after))
         limit = config.max_recv_msg_size_mib * MiB
         self._server = grpc.server(
@@ -46,7 +60,10 @@ class GrpcReceiver:
         host, port = split_endpoint(config.endpoint)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            self.port = self._server.add_insecure_port(address)
+            if config.tls is None:
+                self.port = self._server.add_insecure_port(address)
+            else:
+                self.port = self._server.add_secure_port(address, _credentials(config))
         except RuntimeError:
             self.port = 0
         if self.port == 0:
@@ -55,7 +72,15 @@ class GrpcReceiver:
                                "the address is not local; set it to a free host:port")
 
     def _export(self, request: bytes, context: grpc.ServicerContext) -> bytes:
-        outcome = self._intake.accept(request, TRANSPORT)
+        service = "*"
+        if self._auth is not None:
+            metadata = dict(context.invocation_metadata())
+            found = self._auth.service_for(metadata.get("authorization"))
+            if found is None:
+                self._intake.refuse(TRANSPORT, "unauthenticated", "")
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+            service = found
+        outcome = self._intake.accept(request, TRANSPORT, service)
         if outcome.kind == "success":
             return b""
         if outcome.kind == "partial":

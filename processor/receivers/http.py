@@ -7,8 +7,9 @@ import json
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from .._httpserver import HttpServer, QuietHandler
+from .._httpserver import HttpServer, QuietHandler, server_tls_context
 from ..config import HttpProtocol
+from .auth import Authenticator
 from .intake import Intake, Outcome
 from .payload import InvalidPayload, PayloadTooLarge, inflate_gzip, json_to_protobuf
 
@@ -29,6 +30,7 @@ _ERRORS = {
     "not_found": (404, 5),
     "method": (405, 12),
     "length_required": (411, 3),
+    "unauthenticated": (401, 16),
 }
 
 
@@ -54,6 +56,7 @@ class _Handler(QuietHandler):
     intake: Intake
     limit: int
     retry_after: int
+    auth: Authenticator | None
 
     def _answer(self, outcome: Outcome, content_type: str, close: bool = False) -> None:
         headers = {"Connection": "close"} if close else {}
@@ -63,6 +66,9 @@ class _Handler(QuietHandler):
         status, code = _ERRORS[outcome.kind]
         if status == 503:
             headers["Retry-After"] = str(self.retry_after)
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="otlp"'
+
         if close:
             self.close_connection = True
         self.send_body(status, _encode_status(code, outcome.message, content_type), content_type,
@@ -81,6 +87,15 @@ class _Handler(QuietHandler):
                                             f"no such path {self.path!r}; OTLP traces go to "
                                             f"{TRACES_PATH}"), reply_type)
             return
+        service = "*"
+        if self.auth is not None:
+            found = self.auth.service_for(self.headers.get("Authorization"))
+            if found is None:
+                self._discard_body()
+                self._answer(self.intake.refuse(TRANSPORT, "unauthenticated",
+                                                "a valid bearer token is required"), reply_type)
+                return
+            service = found
         body = self._read_body(reply_type)
         if body is None:
             return
@@ -106,7 +121,7 @@ class _Handler(QuietHandler):
         except InvalidPayload as exc:
             self._answer(self.intake.refuse(TRANSPORT, "invalid", str(exc)), reply_type)
             return
-        self._answer(self.intake.accept(body, TRANSPORT), reply_type)
+        self._answer(self.intake.accept(body, TRANSPORT, service), reply_type)
 
     def _discard_body(self) -> None:
         length = self.headers.get("Content-Length")
@@ -164,13 +179,17 @@ class _Handler(QuietHandler):
 
 
 class HttpReceiver:
-    def __init__(self, config: HttpProtocol, intake: Intake, retry_after: float) -> None:
+    def __init__(self, config: HttpProtocol, intake: Intake, retry_after: float,
+                 auth: Authenticator | None = None) -> None:
         handler = type("OtlpHttpHandler", (_Handler,), {
             "intake": intake, "limit": int(config.max_request_body_size),
-            "retry_after": max(1, int(retry_after)),
+            "retry_after": max(1, int(retry_after)), "auth": auth,
         })
+        tls = config.tls
+        context = (server_tls_context(tls.cert_file, tls.key_file, tls.client_ca_file)
+                   if tls is not None else None)
         self._server = HttpServer(config.endpoint, handler,
-                                  "receivers.otlp.protocols.http.endpoint", "otlp-http")
+                                  "receivers.otlp.protocols.http.endpoint", "otlp-http", context)
 
     @property
     def port(self) -> int:

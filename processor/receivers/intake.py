@@ -40,8 +40,11 @@ class Intake:
         self._stats.request(transport, kind)
         return Outcome(kind, message=message)
 
-    def accept(self, body: bytes, transport: str) -> Outcome:
-        """Scan a protobuf ExportTraceServiceRequest body and queue its usable spans."""
+    def accept(self, body: bytes, transport: str, service: str = "*") -> Outcome:
+        """Scan a protobuf ExportTraceServiceRequest body and queue its usable spans.
+
+        `service` is the one service the sender's token may report for ("*": any).
+        """
         try:
             resources, spans = self._scanner.scan(body)
         except ScanError as exc:
@@ -50,14 +53,24 @@ class Intake:
         usable = [s for s in spans
                   if len(s[4]) == 16 and len(s[5]) == 8 and s[4] != _ZERO_TRACE and s[5] != _ZERO_SPAN]
         rejected = received - len(usable)
+        foreign = 0
+        if service != "*":
+            allowed = {i for i, r in enumerate(resources) if r[0] == service}
+            mine = [s for s in usable if s[0] in allowed]
+            foreign, usable = len(usable) - len(mine), mine
         if usable and not self._queue.offer(resources, usable):
             kind = "shutting_down" if self._queue.closed else "queue_full"
             self._stats.request(transport, kind, received, received, kind)
             message = ("the processor is shutting down" if kind == "shutting_down"
                        else "the processing queue is full; retry later")
             return Outcome(kind, message=message)
-        if self._forward is not None and usable:
+        if self._forward is not None and usable and not foreign:
             self._forward(body)  # never blocks: the forwarder drops when its queue is full
+        if foreign:
+            message = (f"{foreign} of {received} spans rejected: their service.name is not "
+                       f"{service!r}, the only service this token may send for")
+            self._stats.request(transport, "partial", received, foreign + rejected, "unauthorized_service")
+            return Outcome("partial", foreign + rejected, message)
         if rejected:
             message = (f"{rejected} of {received} spans rejected: trace_id must be 16 bytes and "
                        "span_id 8 bytes, neither all zeros")
