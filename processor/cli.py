@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     at_risk = which.add_parser("at-risk", help="consumers whose usage fell sharply")
     at_risk.add_argument("--service")
     consumers.set_defaults(func=_consumers)
+    from .rules.command import register as register_rules_commands
+
+    register_rules_commands(commands)  # apiusage rules, apiusage runbooks check
     report = commands.add_parser("report", help="write a self-contained HTML usage report")
     report.add_argument("--prometheus", default="http://localhost:9090", metavar="URL",
                         help="Prometheus base URL (default: %(default)s, the demo's)")
