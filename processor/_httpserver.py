@@ -71,11 +71,34 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+    slots: threading.BoundedSemaphore | None = None
+
+    def process_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        # One thread per connection, but never more than max_connections of them: past it a
+        # client gets a plain 503 and the socket is closed, so threads and buffers stay bounded.
+        if self.slots is not None and not self.slots.acquire(blocking=False):
+            try:
+                request.settimeout(1)
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
+                                b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            if self.slots is not None:
+                self.slots.release()
 
 
 class HttpServer:
     def __init__(self, endpoint: str, handler: type[BaseHTTPRequestHandler], config_key: str,
-                 name: str, tls: ssl.SSLContext | None = None) -> None:
+                 name: str, tls: ssl.SSLContext | None = None,
+                 max_connections: int | None = None) -> None:
         host, port = split_endpoint(endpoint)
         self.name = name
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -88,6 +111,8 @@ class HttpServer:
                                            "a free port") from None
             raise BindError(exc.errno, f"cannot listen on {endpoint} ({config_key}): "
                                        f"{exc.strerror}") from None
+        if max_connections:
+            self._server.slots = threading.BoundedSemaphore(max_connections)
         if tls is not None:
             self._server.socket = tls.wrap_socket(self._server.socket, server_side=True,
                                                   do_handshake_on_connect=False)

@@ -17,6 +17,7 @@ from .derive.requests import Deriver, span_field_sources
 from .exporters.consumer_metrics import ConsumerCollector
 from .exporters.otlp_forward import Forwarder
 from .exporters.prometheus import MetricsServer, UsageCollector, build_registry
+from .memory import MemoryLimiter
 from .pipeline import SpanQueue, Worker
 from .receivers.auth import Authenticator
 from .receivers.fields import FieldScanner
@@ -79,7 +80,9 @@ class Processor:
         sinks: list = [self.request_metrics]
         self.state: StateService | None = None
         if config.state.enabled:
-            self.activity = ConsumerActivity(config.state.retention_days, self.stats)
+            self.activity = ConsumerActivity(
+                config.state.retention_days, self.stats, config.state.max_pending_rows,
+                p.usage.data_quality.max_future_skew)
             self.state = StateService(config.state, self.activity, self.catalog, self.plans,
                                       lookup.refresh_interval)
             sinks.append(self.activity)
@@ -89,12 +92,14 @@ class Processor:
                              self.stats)
         forward = config.exporters.otlp
         self.forwarder = Forwarder(forward) if forward is not None else None
+        self.memory = MemoryLimiter(p.memory_limiter)
         self.intake = Intake(self.scanner, self.queue, self.stats,
-                             self.forwarder.forward if self.forwarder else None)
+                             self.forwarder.forward if self.forwarder else None, self.memory)
         collectors: list = [UsageCollector(self.request_metrics, self.stats, self.queue,
                                            self.worker, self.scanner.implementation, _version())]
         if self.forwarder is not None:
             collectors.append(self.forwarder)
+        collectors.append(self.memory)
         if self.state is not None:
             collectors.append(ConsumerCollector(self.state, p.limits))
         self.registry = build_registry(*collectors)
@@ -113,6 +118,8 @@ class Processor:
             return False, "starting"
         if self.queue.depth >= self.queue.capacity:
             return False, "queue full"
+        if self.memory.over:
+            return False, "over the memory limit"
         return True, "ready"
 
     def start(self) -> None:
@@ -149,6 +156,7 @@ class Processor:
             self._close_partial()
             raise
         self.worker.start()
+        self.memory.start()
         if self.state is not None:
             self.state.start()
         if self.forwarder is not None:
@@ -207,6 +215,7 @@ class Processor:
             self.state.stop()  # after the drain, so the last flush holds every accepted span
         if self.forwarder is not None:
             self.forwarder.stop()
+        self.memory.stop()
         if self.metrics:
             self.metrics.stop()
         if self.admin:

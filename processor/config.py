@@ -123,6 +123,7 @@ class ReceiverAuth:
 class GrpcProtocol:
     endpoint: str = "localhost:4317"
     max_recv_msg_size_mib: int = 64
+    max_concurrent_streams: int = 64
     tls: TlsConfig | None = None
 
     def _validate(self, path: str, problems: Problems) -> None:
@@ -135,6 +136,7 @@ class GrpcProtocol:
 class HttpProtocol:
     endpoint: str = "localhost:4318"
     max_request_body_size: ByteSize = ByteSize(64 * MiB)
+    max_connections: int = 256
     tls: TlsConfig | None = None
 
     def _validate(self, path: str, problems: Problems) -> None:
@@ -266,6 +268,23 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class MemoryLimiterConfig:
+    """Refuse new data (retryable) while the process's resident memory is near the limit."""
+
+    limit_mib: int = 2048
+    spike_limit_mib: int = 512
+    check_interval: Duration = Duration(0.1)
+
+    def _validate(self, path: str, problems: Problems) -> None:
+        if self.limit_mib <= 0:
+            problems.add(f"{path}.limit_mib", "must be > 0")
+        if not 0 <= self.spike_limit_mib < self.limit_mib:
+            problems.add(f"{path}.spike_limit_mib", f"must be below limit_mib ({self.limit_mib})")
+        if self.check_interval <= 0:
+            problems.add(f"{path}.check_interval", "must be > 0")
+
+
+@dataclass(frozen=True)
 class PlanLookupConfig:
     """Plan tier (and account name) per consumer id, for spans that carry none."""
 
@@ -284,6 +303,7 @@ class Processors:
     usage: UsageConfig = field(default_factory=UsageConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     plan_lookup: PlanLookupConfig = field(default_factory=PlanLookupConfig)
+    memory_limiter: MemoryLimiterConfig = field(default_factory=MemoryLimiterConfig)
 
 
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -295,9 +315,14 @@ class PrometheusExporter:
     histogram_buckets: tuple[float, ...] = DEFAULT_BUCKETS
     exemplars: bool = True
     auth: Secret | None = None  # bearer token for /metrics (health probes stay open)
+    # Markdown runbooks served at /runbooks/<AlertName>; default: the repository's runbooks/
+    # (checkout, editable install) or the copies packaged with apiusage.
+    runbooks_dir: str | None = None
 
     def _validate(self, path: str, problems: Problems) -> None:
         _check_endpoint(self.endpoint, f"{path}.endpoint", problems)
+        if self.runbooks_dir is not None and not os.path.isdir(self.runbooks_dir):
+            problems.add(f"{path}.runbooks_dir", f"is not a folder: {self.runbooks_dir}")
         b = self.histogram_buckets
         if not b:
             problems.add(f"{path}.histogram_buckets", "needs at least one bucket bound")
@@ -352,6 +377,7 @@ class StateConfig:
     flush_interval: Duration = Duration(5)
     refresh_interval: Duration = Duration(15)
     retention_days: int = 400
+    max_pending_rows: int = 1_000_000  # kept in memory while the store is unavailable
 
     def _validate(self, path: str, problems: Problems) -> None:
         if self.sqlite is not None and self.postgres is not None:

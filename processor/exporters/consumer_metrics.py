@@ -127,6 +127,13 @@ class ConsumerCollector:
                                 value=self._state.activity.pending())
         yield CounterMetricFamily("apiusage_state_rows_written", "Rows upserted into the store.",
                                   value=h.rows_written)
+        yield GaugeMetricFamily("apiusage_state_up",
+                                "1 when the last flush reached the store; 0 while counting in memory.",
+                                value=int(h.up))
+        yield CounterMetricFamily("apiusage_state_rows_dropped",
+                                  "Rows not stored: past max_pending_rows while the store was down, "
+                                  "or timestamps beyond max_future_skew.",
+                                  value=self._state.activity.rows_dropped)
         yield GaugeMetricFamily("apiusage_state_report_timestamp_seconds",
                                 "When the business metrics were last computed.",
                                 value=self._state.report.generated_ms / 1000)

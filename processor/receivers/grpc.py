@@ -52,6 +52,8 @@ class GrpcReceiver:
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="otlp-grpc"),
             options=[("grpc.max_receive_message_length", limit),
                      ("grpc.so_reuseport", 0)],
+            # Calls past this get RESOURCE_EXHAUSTED at once instead of queueing in memory.
+            maximum_concurrent_rpcs=config.max_concurrent_streams,
         )
         handler = grpc.method_handlers_generic_handler(SERVICE, {
             METHOD: grpc.unary_unary_rpc_method_handler(self._export),
@@ -80,7 +82,8 @@ class GrpcReceiver:
                 self._intake.refuse(TRANSPORT, "unauthenticated", "")
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
             service = found
-        outcome = self._intake.accept(request, TRANSPORT, service)
+        outcome = self._intake.overloaded(TRANSPORT) or self._intake.accept(request, TRANSPORT,
+                                                                             service)
         if outcome.kind == "success":
             return b""
         if outcome.kind == "partial":
@@ -92,7 +95,7 @@ class GrpcReceiver:
         return b""  # not reached: abort raises
 
     def _abort(self, outcome: Outcome, context: grpc.ServicerContext) -> None:
-        if outcome.kind in ("queue_full", "shutting_down"):
+        if outcome.kind in ("queue_full", "shutting_down", "memory_limit"):
             retry = error_details_pb2.RetryInfo(
                 retry_delay=duration_pb2.Duration(seconds=self._retry_after))
             detail = any_pb2.Any()

@@ -26,6 +26,7 @@ _ERRORS = {
     "too_large": (413, 8),
     "unsupported": (415, 3),
     "queue_full": (503, 14),
+    "memory_limit": (503, 14),
     "shutting_down": (503, 14),
     "not_found": (404, 5),
     "method": (405, 12),
@@ -86,6 +87,11 @@ class _Handler(QuietHandler):
             self._answer(self.intake.refuse(TRANSPORT, "not_found",
                                             f"no such path {self.path!r}; OTLP traces go to "
                                             f"{TRACES_PATH}"), reply_type)
+            return
+        refused = self.intake.overloaded(TRANSPORT)
+        if refused is not None:
+            self._discard_body()
+            self._answer(refused, reply_type)
             return
         service = "*"
         if self.auth is not None:
@@ -189,7 +195,8 @@ class HttpReceiver:
         context = (server_tls_context(tls.cert_file, tls.key_file, tls.client_ca_file)
                    if tls is not None else None)
         self._server = HttpServer(config.endpoint, handler,
-                                  "receivers.otlp.protocols.http.endpoint", "otlp-http", context)
+                                  "receivers.otlp.protocols.http.endpoint", "otlp-http", context,
+                                  max_connections=config.max_connections)
 
     @property
     def port(self) -> int:

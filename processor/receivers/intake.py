@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..memory import MemoryLimiter
 from ..pipeline import SpanQueue
 from ..telemetry import PipelineStats
 from .scan import ScanError, Scanner
@@ -20,6 +21,7 @@ class Outcome:
     """The answer to one export request, independent of transport.
 
     kind: success | partial | invalid | too_large | unsupported | queue_full | shutting_down
+          | memory_limit | unauthenticated
     """
 
     kind: str
@@ -29,11 +31,21 @@ class Outcome:
 
 class Intake:
     def __init__(self, scanner: Scanner, queue: SpanQueue, stats: PipelineStats,
-                 forward: Callable[[bytes], None] | None = None) -> None:
+                 forward: Callable[[bytes], None] | None = None,
+                 memory: MemoryLimiter | None = None) -> None:
         self._scanner = scanner
         self._queue = queue
         self._stats = stats
         self._forward = forward
+        self._memory = memory
+
+    def overloaded(self, transport: str) -> Outcome | None:
+        """A retryable refusal while memory is over its soft limit (checked before reading bodies)."""
+        if self._memory is not None and self._memory.over:
+            self._memory.refusals += 1
+            return self.refuse(transport, "memory_limit",
+                               "the processor is over its memory limit; retry later")
+        return None
 
     def refuse(self, transport: str, kind: str, message: str) -> Outcome:
         """Record and build an answer for a body that never reached the scanner."""

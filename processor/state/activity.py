@@ -23,9 +23,13 @@ _MAX_ID_LENGTH = 256
 
 
 class ConsumerActivity:
-    def __init__(self, retention_days: int, stats: PipelineStats) -> None:
+    def __init__(self, retention_days: int, stats: PipelineStats, max_pending: int = 1_000_000,
+                 max_future_skew: float = 300.0) -> None:
         self._retention_days = retention_days
         self._stats = stats
+        self._max_pending = max_pending
+        self._future_ms = int(max_future_skew * 1000)
+        self.rows_dropped = 0
         self._lock = threading.Lock()
         # (service, consumer) → [first_seen, first_success, last_seen, plan, client, version]
         self._consumers: dict[tuple[str, str], list] = {}
@@ -35,8 +39,10 @@ class ConsumerActivity:
         self._endpoints: dict[tuple[str, str, str], list] = {}
 
     def consume(self, requests: Sequence[ApiRequest]) -> None:
-        oldest_day = int(time.time() * 1000) // DAY_MS - self._retention_days
-        dropped = 0
+        now_ms = int(time.time() * 1000)
+        oldest_day = now_ms // DAY_MS - self._retention_days
+        latest = now_ms + self._future_ms
+        dropped = future = 0
         with self._lock:
             consumers, activity, endpoints = self._consumers, self._activity, self._endpoints
             for r in requests:
@@ -44,6 +50,9 @@ class ConsumerActivity:
                 day = at // DAY_MS
                 if day < oldest_day:
                     dropped += 1  # older than retention: history we would delete anyway
+                    continue
+                if at > latest:
+                    future += 1  # a clock far ahead would keep a consumer "active" for ever
                     continue
                 service, method, route, code = r[0], r[1], r[2], r[3]
                 ekey = (service, method, route)
@@ -85,6 +94,8 @@ class ConsumerActivity:
                     c[2], c[3], c[4], c[5] = at, r[4], r[6], r[7]
         if dropped:
             self._stats.data_quality(beyond_retention=dropped)
+        if future:
+            self.rows_dropped += future
 
     def pending(self) -> int:
         return len(self._activity) + len(self._consumers)
@@ -105,6 +116,10 @@ class ConsumerActivity:
         """Merge a batch that could not be written back in, so the next flush retries it."""
         consumers, activity, endpoints = batch
         with self._lock:
+            if self.pending() + len(activity) + len(consumers) > self._max_pending:
+                # The store has been down long enough to fill the allowance: keep the newer data.
+                self.rows_dropped += len(activity) + len(consumers)
+                return
             for s, c, first, success, last, plan, name, version in consumers:
                 cur = self._consumers.get((s, c))
                 if cur is None:

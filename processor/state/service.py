@@ -27,6 +27,7 @@ class StateHealth:
         self.last_flush_seconds = 0.0
         self.last_refresh_seconds = 0.0
         self.rows_written = 0
+        self.up = True  # False from a failed flush until the next one succeeds
 
 
 class StateService:
@@ -86,8 +87,13 @@ class StateService:
         except StoreError as exc:
             self.activity.restore(batch)
             self.health.flushes["failure"] += 1
-            log.error("state flush failed, will retry: %s", exc)
+            if self.health.up:
+                log.error("state flush failed; counting in memory and retrying: %s", exc)
+            self.health.up = False
             return False
+        if not self.health.up:
+            log.info("state store is back; caught up %d rows", sum(len(rows) for rows in batch))
+        self.health.up = True
         self.health.flushes["success"] += 1
         self.health.last_flush_success = time.time()
         self.health.last_flush_seconds = time.monotonic() - start

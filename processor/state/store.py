@@ -180,6 +180,7 @@ class PostgresStore(Store):
         except ImportError:
             raise StoreError("state.postgres needs psycopg: pip install 'apiusage[postgres]'") from None
         self._psycopg = psycopg
+        self._dsn = dsn
         self.description = "postgres"
         try:
             self._db = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
@@ -194,12 +195,22 @@ class PostgresStore(Store):
     def _fail(self, what: str, exc: Exception) -> StoreError:
         return StoreError(f"cannot {what} {self.description}: {str(exc).strip()}")
 
+    @property
+    def _conn(self):  # noqa: ANN202
+        """The connection, reopened after the server went away (restart, failover)."""
+        if self._db.closed or self._db.broken:
+            try:
+                self._db = self._psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+            except self._psycopg.Error as exc:
+                raise self._fail("reconnect to", exc) from None
+        return self._db
+
     def migrate(self) -> int:
         try:
-            with self._db.transaction():
-                self._db.execute("SELECT pg_advisory_xact_lock(%s)", (self._LOCK,))
-                self._db.execute(_MIGRATIONS_TABLE)
-                done = {v for (v,) in self._db.execute("SELECT version FROM schema_migrations")}
+            with self._conn.transaction():
+                self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._LOCK,))
+                self._conn.execute(_MIGRATIONS_TABLE)
+                done = {v for (v,) in self._conn.execute("SELECT version FROM schema_migrations")}
                 if done and max(done) > LATEST:
                     raise StoreError(f"{self.description} has schema version {max(done)}, newer "
                                      f"than this apiusage understands ({LATEST}); upgrade apiusage")
@@ -207,8 +218,8 @@ class PostgresStore(Store):
                     if version in done:
                         continue
                     for statement in statements:
-                        self._db.execute(statement)
-                    self._db.execute("INSERT INTO schema_migrations VALUES (%s, %s)",
+                        self._conn.execute(statement)
+                    self._conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)",
                                      (version, int(time.time() * 1000)))
         except self._psycopg.Error as exc:
             raise self._fail("migrate", exc) from None
@@ -217,7 +228,7 @@ class PostgresStore(Store):
     def write(self, batch: ActivityBatch) -> None:
         consumers, activity, endpoints = batch
         try:
-            with self._db.transaction(), self._db.cursor() as cur:
+            with self._conn.transaction(), self._conn.cursor() as cur:
                 # Sorted rows take row locks in one global order: replicas cannot deadlock.
                 cur.executemany(self._upserts[0], sorted(_consumer_params(consumers)))
                 cur.executemany(self._upserts[1], sorted(activity))
@@ -227,13 +238,13 @@ class PostgresStore(Store):
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         try:
-            return self._db.execute(sql.replace("?", "%s"), params).fetchall()
+            return self._conn.execute(sql.replace("?", "%s"), params).fetchall()
         except self._psycopg.Error as exc:
             raise self._fail("read", exc) from None
 
     def delete_activity_before(self, day: int) -> int:
         try:
-            return self._db.execute("DELETE FROM activity WHERE day < %s", (day,)).rowcount
+            return self._conn.execute("DELETE FROM activity WHERE day < %s", (day,)).rowcount
         except self._psycopg.Error as exc:
             raise self._fail("delete from", exc) from None
 

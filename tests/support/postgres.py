@@ -31,9 +31,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class PostgresServer:
+    """A running server: `dsn`, and `stop()`/`start()` to take it away and bring it back."""
+
+    def __init__(self, dsn: str, start: list[str], stop: list[str]) -> None:
+        self.dsn = dsn
+        self._start, self._stop = start, stop
+
+    def stop(self) -> None:
+        subprocess.run(self._stop, check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        subprocess.run(self._start, check=True, capture_output=True, timeout=60)
+
+
 @contextlib.contextmanager
-def postgres_server() -> Iterator[str]:
-    """Yields a DSN for a fresh, empty PostgreSQL database on 127.0.0.1."""
+def postgres_server() -> Iterator[PostgresServer]:
+    """A fresh, empty PostgreSQL database on 127.0.0.1 (`.dsn`), stopped and removed after."""
     bindir = _bindir()
     if bindir is None:
         missing("PostgreSQL server (Debian package postgresql: run make test)")
@@ -55,13 +69,15 @@ def postgres_server() -> Iterator[str]:
         if result.returncode:
             raise RuntimeError(f"{args[0]} failed: {result.stderr or result.stdout}")
 
+    start = [*prefix, f"{bindir}/pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "-o",
+             f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
+             "-c synchronous_commit=off -c full_page_writes=off", "start"]
+    stop = [*prefix, f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"]
     try:
         run(f"{bindir}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync",
             "-E", "UTF8", "--locale=C")
-        run(f"{bindir}/pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "-o",
-            f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off", "start")
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        run(*start[len(prefix):])
+        yield PostgresServer(f"postgresql://postgres@127.0.0.1:{port}/postgres", start, stop)
     finally:
         if os.path.exists(os.path.join(data, "postmaster.pid")):
             subprocess.run([*prefix, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "-w",

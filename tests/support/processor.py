@@ -94,6 +94,19 @@ class RunningProcessor:
             time.sleep(0.05)
 
 
+def wait_for(running: RunningProcessor, name: str, value: float, timeout: float = 15,
+             **labels: str) -> Samples:
+    """Scrape until sample `name{labels}` equals `value`; returns the last scrape."""
+    deadline = time.monotonic() + timeout
+    while True:
+        m = running.scrape()
+        got = sample(m, name, **labels)
+        if got == value or time.monotonic() > deadline:
+            assert got == value, f"{name}{labels} = {got}, expected {value}"
+            return m
+        time.sleep(0.1)
+
+
 def _endpoints(urls: dict[str, str]) -> tuple[str, str, str]:
     return (urls.get("otlp-grpc", ""), urls.get("otlp-http", "").removesuffix("/v1/traces"),
             urls["metrics"])

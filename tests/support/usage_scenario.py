@@ -72,6 +72,13 @@ def calls() -> list[dict]:
     return out
 
 
+def recent_consumers(first: int, last: int) -> list[dict]:
+    """One successful call an hour ago for each of consumers c<first> … c<last - 1> (plan pro)."""
+    recent = int(time.time() * 1000) - 3_600_000
+    return [dict(call(0, 0, f"c{i:03d}", "GET", "/v1/orders", 200, plan="pro"), at=recent)
+            for i in range(first, last)]
+
+
 def request(batch: list[dict]) -> bytes:
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()

@@ -122,8 +122,8 @@ def test_scenario_on_sqlite(tmp_path: Path) -> None:
 
 
 def test_scenario_on_postgres_shared_by_two_replicas(tmp_path: Path) -> None:
-    with postgres_server() as dsn, contextlib.ExitStack() as stack:
-        state = {"postgres": {"dsn": dsn}}
+    with postgres_server() as pg, contextlib.ExitStack() as stack:
+        state = {"postgres": {"dsn": pg.dsn}}
         replicas = [stack.enter_context(running_processor(config(tmp_path, state)))
                     for _ in range(2)]
         calls = sc.calls()

@@ -4,30 +4,14 @@ one flush interval of data lost."""
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 from tests.support import usage_scenario as sc
-from tests.support.processor import sample, start_processor
+from tests.support.processor import sample, start_processor, wait_for
+
+consumers = sc.recent_consumers
 
 FAST = {"state": {"flush_interval": "200ms", "refresh_interval": "200ms"}}
-
-
-def consumers(first: int, last: int) -> list[dict]:
-    recent = int(time.time() * 1000) - 3_600_000
-    return [dict(sc.call(0, 0, f"c{i:03d}", "GET", "/v1/orders", 200, plan="pro"), at=recent)
-            for i in range(first, last)]
-
-
-def wait_for(running, name: str, value: float, timeout: float = 15, **labels: str) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        m = running.scrape()
-        got = sample(m, name, **labels)
-        if got == value or time.monotonic() > deadline:
-            assert got == value, f"{name}{labels} = {got}, expected {value}"
-            return m
-        time.sleep(0.1)
 
 
 def rows(db: Path) -> tuple[str, int]:

@@ -54,8 +54,8 @@ def test_unreachable_postgres_says_so() -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_upserts_combine_batches_like_one(tmp_path, backend: str) -> None:
-    with postgres_server() if backend == "postgres" else _nothing() as dsn:
-        config = (StateConfig(postgres=PostgresState(dsn=dsn)) if backend == "postgres"
+    with postgres_server() if backend == "postgres" else _nothing() as pg:
+        config = (StateConfig(postgres=PostgresState(dsn=pg.dsn)) if backend == "postgres"
                   else sqlite_config(tmp_path))
         store = open_store(config)
         day = 20_000

@@ -1,0 +1,72 @@
+"""A memory limiter, as in the OpenTelemetry Collector: refuse new data while memory is high.
+
+A thread reads the process's resident set size every `check_interval`; above
+`limit - spike_limit` the receivers answer with retryable refusals (HTTP 503 +
+Retry-After, gRPC UNAVAILABLE + RetryInfo) until it falls again, so clients
+back off instead of the process growing without bound.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+from collections.abc import Iterable
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from .config import MemoryLimiterConfig
+
+__all__ = ["MemoryLimiter", "rss_bytes"]
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class MemoryLimiter:
+    def __init__(self, config: MemoryLimiterConfig) -> None:
+        self.limit = config.limit_mib << 20
+        self.soft_limit = (config.limit_mib - config.spike_limit_mib) << 20
+        self._interval = float(config.check_interval)
+        self.over = False
+        self.rss = rss_bytes()
+        self.refusals = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="apiusage-memory", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.check()
+
+    def check(self) -> bool:
+        self.rss = rss_bytes()
+        over = self.rss > self.soft_limit
+        if over and not self.over:
+            gc.collect()  # freed batches go back first; refuse only if that is not enough
+            self.rss = rss_bytes()
+            over = self.rss > self.soft_limit
+        self.over = over
+        return over
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily("apiusage_memory_limit_bytes",
+                                "Resident memory above which new data is refused.",
+                                value=self.soft_limit)
+        yield GaugeMetricFamily("apiusage_memory_over_limit",
+                                "1 while new data is refused for memory.", value=int(self.over))
+        yield CounterMetricFamily("apiusage_memory_limiter_refusals",
+                                  "Export requests refused for memory.", value=self.refusals)
