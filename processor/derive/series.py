@@ -17,16 +17,15 @@ __all__ = ["SeriesTable", "OVERFLOW_VALUE", "sanitize_label_value"]
 
 OVERFLOW_VALUE = "__other__"
 _MAX_RESOLVED = 100_000
-_CONTROL = dict.fromkeys(range(32), " ")
-_CONTROL[127] = " "
 
 
 def sanitize_label_value(value: object, max_length: int) -> str:
     """A printable label value of bounded length (control characters become spaces)."""
     text = value if isinstance(value, str) else ("" if value is None else str(value))
     if not text.isprintable():
-        text = text.translate(_CONTROL)
-        # Lone surrogates (from invalid UTF-8 upstream) cannot be encoded on the wire.
+        # Control, format and separator characters would break dashboards and logs; lone
+        # surrogates cannot be encoded on the wire at all.
+        text = "".join(c if c.isprintable() else " " for c in text)
         text = text.encode("utf-8", "replace").decode("utf-8")
     if len(text) > max_length:
         text = text[: max_length - 1] + "…"

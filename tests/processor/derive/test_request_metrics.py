@@ -72,7 +72,8 @@ def test_idle_series_expire_and_free_their_label_values() -> None:
 def test_label_values_are_sanitized_and_capped() -> None:
     assert sanitize_label_value("a\nb\x00c", 128) == "a b c"
     assert sanitize_label_value("x" * 200, 10) == "xxxxxxxxx…"
-    assert sanitize_label_value("bad \udcff surrogate", 128) == "bad ? surrogate"
+    assert sanitize_label_value("bad \udcff surrogate", 128) == "bad   surrogate"
+    assert sanitize_label_value("c1\x85 and\u2028line", 128) == "c1  and line"
     m, _ = metrics(max_label_length=16)
     m.consume([req(route="/" + "r" * 40 + "\t")])
     [key] = m.snapshot().counters["api_requests"]

@@ -1,0 +1,191 @@
+"""Hostile input, fuzzed: the OTLP/JSON decoder, and the whole span-to-metric path from bytes to
+exposition. Nothing raises an unexpected exception, label values stay printable and bounded.
+
+`APIUSAGE_FUZZ_EXAMPLES=20000 pytest tests/processor/test_hostile_input.py` fuzzes for longer
+(see docs/operations.md)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import urllib.error
+import urllib.request
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from prometheus_client import generate_latest
+
+from apiusage.processor.config import LimitsConfig, UsageConfig
+from apiusage.processor.derive.request_metrics import RequestMetrics
+from apiusage.processor.derive.requests import Deriver, span_field_sources
+from apiusage.processor.exporters.prometheus import UsageCollector, build_registry
+from apiusage.processor.pipeline import SpanQueue, Worker
+from apiusage.processor.receivers.fields import FieldScanner
+from apiusage.processor.receivers.payload import InvalidPayload, json_to_protobuf
+from apiusage.processor.receivers.scan import ScanError
+from apiusage.processor.state.activity import ConsumerActivity
+from apiusage.processor.telemetry import PipelineStats
+from tests.support.otlp import request_with_spans
+from tests.support.processor import running_processor
+
+EXAMPLES = int(os.environ.get("APIUSAGE_FUZZ_EXAMPLES", "150"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+KEYS = ["http.request.method", "http.route", "http.response.status_code", "url.path",
+        "http.target", "user_agent.original", "apiusage.consumer.id",
+        "apiusage.consumer.plan_tier", "apiusage.client.name", "apiusage.client.version",
+        "apiusage.feature", "apiusage.endpoint.deprecated", "apiusage.schema_version",
+        "http.method", "http.status_code"]
+nasty_text = st.one_of(
+    st.text(max_size=40),
+    st.text(alphabet=st.characters(max_codepoint=0x1F), max_size=20),  # control characters
+    st.builds(lambda n: "x" * n, st.integers(1000, 100_000)),           # huge strings
+    st.sampled_from(["GET", "POST", "/v1/orders/{id}", "200", "", "\x00", "é" * 300, "../../etc"]),
+)
+values = st.one_of(nasty_text, st.integers(-2**63, 2**63 - 1), st.booleans(),
+                   st.floats(allow_nan=True, allow_infinity=True), st.none(),
+                   st.lists(st.integers(-2**63, 2**63 - 1), max_size=3))
+timestamps = st.one_of(st.integers(0, 2**64 - 1), st.just(0), st.just(2**64 - 1),
+                       st.just(time.time_ns()))
+
+
+def _set(kv, value) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool):
+        kv.value.bool_value = value
+    elif isinstance(value, int):
+        kv.value.int_value = value
+    elif isinstance(value, float):
+        kv.value.double_value = value
+    elif isinstance(value, list):
+        for v in value:
+            kv.value.array_value.values.add().int_value = v
+    else:
+        kv.value.string_value = value
+
+
+@st.composite
+def requests(draw) -> bytes:
+    req = ExportTraceServiceRequest()
+    for _ in range(draw(st.integers(1, 3))):
+        rs = req.resource_spans.add()
+        kv = rs.resource.attributes.add()
+        kv.key = "service.name"
+        _set(kv, draw(values))
+        scope = rs.scope_spans.add()
+        for _ in range(draw(st.integers(0, 6))):
+            span = scope.spans.add()
+            span.trace_id = draw(st.binary(min_size=16, max_size=16))
+            span.span_id = draw(st.binary(min_size=8, max_size=8))
+            span.kind = draw(st.sampled_from([0, 1, 2, 2, 2, 3, 99]))
+            span.start_time_unix_nano = draw(timestamps)
+            span.end_time_unix_nano = draw(timestamps)
+            span.trace_state = draw(st.sampled_from(["", "ot=th:8", "ot=th:zz", "ot=p:99", "x=y"]))
+            for key in draw(st.lists(st.sampled_from(KEYS), max_size=10)):
+                kv = span.attributes.add()
+                kv.key = key
+                _set(kv, draw(values))
+    return req.SerializeToString()
+
+
+def _pipeline():
+    stats = PipelineStats()
+    scanner = FieldScanner(span_field_sources(UsageConfig()), [("service.name",)])
+    limits = LimitsConfig(max_label_length=64)
+    metrics = RequestMetrics(limits, (0.1, 1.0), stats)
+    activity = ConsumerActivity(400, stats)
+    queue = SpanQueue(10_000)
+    worker = Worker(queue, Deriver(UsageConfig(), stats), [metrics, activity], stats)
+    registry = build_registry(UsageCollector(metrics, stats, queue, worker, "c", "test"))
+    return scanner, Deriver(UsageConfig(), stats), metrics, activity, registry
+
+
+@FUZZ
+@given(body=requests())
+def test_any_span_content_flows_to_metrics_without_errors(body: bytes) -> None:
+    scanner, deriver, metrics, activity, registry = _pipeline()
+    resources, spans = scanner.scan(body)
+    derived = deriver.derive(resources, spans)
+    metrics.consume(derived)
+    activity.consume(derived)
+    activity.drain()
+    text = generate_latest(registry).decode()
+    snapshot = metrics.snapshot()
+    for series in snapshot.counters.values():
+        for key, value in series.items():
+            assert all(isinstance(v, str) and len(v) <= 64 and v.isprintable() for v in key)
+            assert math.isfinite(value) and value > 0
+    for _, count, total, _ in snapshot.histograms.values():
+        assert count >= 0
+    assert "api_requests_total" in text or not derived
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=10)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.sampled_from(
+                                ["resourceSpans", "scopeSpans", "spans", "traceId", "spanId",
+                                 "kind", "attributes", "key", "value", "stringValue", "intValue",
+                                 "startTimeUnixNano", "links", "resource", "x"]), inner, max_size=4)),
+    max_leaves=30)
+
+
+@FUZZ
+@given(doc=json_values)
+def test_json_decoder_accepts_or_explains(doc) -> None:
+    import json
+
+    try:
+        body = json.dumps(doc).encode()
+    except ValueError:
+        return
+    try:
+        out = json_to_protobuf(body)
+    except InvalidPayload as exc:
+        assert str(exc)
+    else:
+        assert isinstance(out, bytes)
+
+
+@FUZZ
+@given(body=st.binary(max_size=300))
+def test_json_decoder_on_arbitrary_bytes(body: bytes) -> None:
+    try:
+        json_to_protobuf(body)
+    except InvalidPayload:
+        pass
+
+
+def test_deeply_nested_values_and_bad_utf8_are_answered_not_crashed() -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    try:
+        json_to_protobuf(('{"resourceSpans": ' + deep + "}").encode())
+    except InvalidPayload:
+        pass
+    good = request_with_spans(1).SerializeToString()
+    bad_utf8 = good.replace(b"orders-api", b"orders\xff\xfeapi")
+    with running_processor() as running:
+        for body, status in ((bad_utf8, 400), (good, 200), (b"\x0a" * 5000, 400), (good, 200)):
+            req = urllib.request.Request(f"{running.http_endpoint}/v1/traces", data=body,
+                                         headers={"Content-Type": "application/x-protobuf"})
+            try:
+                with urllib.request.urlopen(req, timeout=5) as response:
+                    assert response.status == status
+            except urllib.error.HTTPError as exc:
+                assert exc.code == status
+        running.wait_processed(2)
+
+
+def test_scanner_refuses_invalid_utf8_in_values_it_returns() -> None:
+    scanner = FieldScanner(span_field_sources(UsageConfig()), [("service.name",)])
+    good = request_with_spans(1).SerializeToString()
+    try:
+        scanner.scan(good.replace(b"/v1/orders", b"/v1/\xc3\x28rder"))  # same length
+    except ScanError as exc:
+        assert "invalid UTF-8" in str(exc)
+    else:
+        raise AssertionError("invalid UTF-8 in a returned value must be refused")
