@@ -12,11 +12,6 @@ import time
 import urllib.error
 import urllib.request
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from prometheus_client import generate_latest
-
 from apiusage.processor.config import LimitsConfig, UsageConfig
 from apiusage.processor.derive.request_metrics import RequestMetrics
 from apiusage.processor.derive.requests import Deriver, span_field_sources
@@ -27,6 +22,11 @@ from apiusage.processor.receivers.payload import InvalidPayload, json_to_protobu
 from apiusage.processor.receivers.scan import ScanError
 from apiusage.processor.state.activity import ConsumerActivity
 from apiusage.processor.telemetry import PipelineStats
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from prometheus_client import generate_latest
+
 from tests.support.otlp import request_with_spans
 from tests.support.processor import running_processor
 
@@ -119,7 +119,7 @@ def test_any_span_content_flows_to_metrics_without_errors(body: bytes) -> None:
         for key, value in series.items():
             assert all(isinstance(v, str) and len(v) <= 64 and v.isprintable() for v in key)
             assert math.isfinite(value) and value > 0
-    for _, count, total, _ in snapshot.histograms.values():
+    for _, count, _total, _ in snapshot.histograms.values():
         assert count >= 0
     assert "api_requests_total" in text or not derived
 
