@@ -119,8 +119,8 @@ def test_any_span_content_flows_to_metrics_without_errors(body: bytes) -> None:
         for key, value in series.items():
             assert all(isinstance(v, str) and len(v) <= 64 and v.isprintable() for v in key)
             assert math.isfinite(value) and value > 0
-    for _, count, _total, _ in snapshot.histograms.values():
-        assert count >= 0
+    for _, count, total, _ in snapshot.histograms.values():
+        assert count > 0 and math.isfinite(total) and total >= 0
     assert "api_requests_total" in text or not derived
 
 
