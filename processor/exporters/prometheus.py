@@ -27,6 +27,7 @@ from .._httpserver import HttpServer, QuietHandler
 from ..config import PrometheusExporter
 from ..derive.request_metrics import FAMILIES, RequestMetrics
 from ..pipeline import LATENCY_BUCKETS, SpanQueue, Worker
+from ..runbooks import RunbookLibrary, find_runbooks_dir
 from ..telemetry import PipelineStats
 
 __all__ = ["UsageCollector", "MetricsServer", "build_registry"]
@@ -155,6 +156,7 @@ class _MetricsHandler(QuietHandler):
     registry: CollectorRegistry
     readiness: Callable[[], tuple[bool, str]]
     token: bytes | None = None
+    runbooks: RunbookLibrary | None = None
 
     def _authorized(self) -> bool:
         scheme, _, credential = self.headers.get("Authorization", "").partition(" ")
@@ -179,6 +181,8 @@ class _MetricsHandler(QuietHandler):
         elif path == "/readyz":
             ready, why = type(self).readiness()
             self.send_body(200 if ready else 503, f"{why}\n".encode(), "text/plain; charset=utf-8")
+        elif self.runbooks is not None and (answer := self.runbooks.handle(path)) is not None:
+            self.send_body(*answer)  # /runbooks/<AlertName>: what every alert's runbook_url opens
         else:
             self.send_body(404, b"not found: try /metrics, /healthz or /readyz\n",
                            "text/plain; charset=utf-8")
@@ -192,7 +196,8 @@ class MetricsServer:
         token = config.auth.read("exporters.prometheus.auth") if config.auth is not None else None
         handler = type("MetricsHandler", (_MetricsHandler,), {
             "registry": registry, "readiness": staticmethod(readiness),
-            "token": token.encode() if token else None})
+            "token": token.encode() if token else None,
+            "runbooks": RunbookLibrary(find_runbooks_dir(config.runbooks_dir))})
         self._server = HttpServer(config.endpoint, handler, "exporters.prometheus.endpoint",
                                   "metrics")
 
