@@ -550,12 +550,13 @@ def _pipeline_alerts(slo: SloFile) -> list[Alert]:
               "({{ $value | humanize }} failures in the last 10 minutes); activity piles up in "
               "memory and consumer metrics are going stale.", "flushes"),
         Alert("ApiUsageServiceSilent", "warning", "pipeline", _dedent("""
-            min_over_time(apiusage_service:api_requests:rate5m[1h] offset 15m) > 0
+            avg_over_time(apiusage_service:api_requests:rate5m[6h]) * 60 >= 10
             unless on (service)
             apiusage_service:api_requests:rate5m > 0
-        """), "10m", "A service that sent requests steadily has sent none for 15 minutes.",
+        """), "10m", "A service that was sending requests has sent none for 15 minutes.",
               "No requests from {{ $labels.service }} have reached the processor for 15 minutes, "
-              "though it sent some in every 5 minutes of the hour before.", "per_service"),
+              "though it averaged at least 10 requests a minute over the last 6 hours.",
+              "per_service"),
     ]
 
 
