@@ -132,7 +132,7 @@ class Processor:
             if self.state is not None:
                 self.state.open()
             self.metrics = MetricsServer(self.config.exporters.prometheus, self.registry,
-                                         self.readiness)
+                                         self.readiness, self.request_metrics)
             auth_config = self.config.receivers.otlp.auth
             auth = Authenticator(auth_config) if auth_config is not None else None
             if protocols.grpc is not None:

@@ -120,6 +120,10 @@ class RequestMetrics:
         for t in (self.requests, self.client_requests, self.deprecated_requests, self.durations):
             t.expire(now)
 
+    def series_counts(self) -> dict[str, int]:
+        return {t.metric: len(t) for t in (self.requests, self.client_requests,
+                                           self.deprecated_requests, self.durations)}
+
     def snapshot(self) -> Snapshot:
         now = time.monotonic()
         with self._lock:

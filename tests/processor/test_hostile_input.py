@@ -15,6 +15,7 @@ import urllib.request
 from apiusage.processor.config import LimitsConfig, UsageConfig
 from apiusage.processor.derive.request_metrics import RequestMetrics
 from apiusage.processor.derive.requests import Deriver, span_field_sources
+from apiusage.processor.exporters.exposition import exposition
 from apiusage.processor.exporters.prometheus import UsageCollector, build_registry
 from apiusage.processor.pipeline import SpanQueue, Worker
 from apiusage.processor.receivers.fields import FieldScanner
@@ -25,7 +26,6 @@ from apiusage.processor.telemetry import PipelineStats
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from prometheus_client import generate_latest
 
 from tests.support.otlp import request_with_spans
 from tests.support.processor import running_processor
@@ -113,7 +113,8 @@ def test_any_span_content_flows_to_metrics_without_errors(body: bytes) -> None:
     metrics.consume(derived)
     activity.consume(derived)
     activity.drain()
-    text = generate_latest(registry).decode()
+    text = exposition(registry, metrics, "")[0].decode()
+    assert exposition(registry, metrics, "application/openmetrics-text")[0].endswith(b"# EOF\n")
     snapshot = metrics.snapshot()
     for series in snapshot.counters.values():
         for key, value in series.items():
