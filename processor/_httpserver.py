@@ -100,6 +100,7 @@ class HttpServer:
                  name: str, tls: ssl.SSLContext | None = None,
                  max_connections: int | None = None) -> None:
         host, port = split_endpoint(endpoint)
+        host = host or "0.0.0.0"  # ":4318", as in the Collector: every interface
         self.name = name
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         server_cls = type("Server", (_Server,), {"address_family": family})
@@ -131,5 +132,6 @@ class HttpServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() would wait for ever on a loop never started
+            self._server.shutdown()
         self._server.server_close()

@@ -58,8 +58,9 @@ def _version() -> str:
 
 
 def _host(endpoint: str) -> str:
-    host = endpoint.rpartition(":")[0] or "localhost"
-    return host if not host.startswith("0.0.0.0") else "localhost"
+    """A host to print in a URL: an all-interfaces bind is reachable as localhost."""
+    host = endpoint.rpartition(":")[0]
+    return "localhost" if host in ("", "0.0.0.0", "[::]", "::") else host
 
 
 class Processor:

@@ -8,6 +8,8 @@ every problem and its key path.  The defaults below are the documented defaults
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -36,12 +38,12 @@ class ConfigError(Exception):
 
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:
-    """`host:port` → (host, port); `[::1]:4317` works too.  Raises ValueError."""
+    """`host:port` → (host, port); `[::1]:4317` works too; an empty host (`:4318`) means every
+    interface, as in the Collector.  Raises ValueError."""
     host, sep, port = endpoint.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"must be host:port, such as localhost:4317 (got {endpoint!r})")
-    host = host.strip("[]") or "localhost"
-    return host, int(port)
+    return host.strip("[]"), int(port)
 
 
 def _check_endpoint(endpoint: str, path: str, problems: Problems) -> None:
@@ -130,6 +132,8 @@ class GrpcProtocol:
         _check_endpoint(self.endpoint, f"{path}.endpoint", problems)
         if self.max_recv_msg_size_mib <= 0:
             problems.add(f"{path}.max_recv_msg_size_mib", "must be > 0")
+        if self.max_concurrent_streams <= 0:
+            problems.add(f"{path}.max_concurrent_streams", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,8 @@ class HttpProtocol:
         _check_endpoint(self.endpoint, f"{path}.endpoint", problems)
         if self.max_request_body_size <= 0:
             problems.add(f"{path}.max_request_body_size", "must be > 0")
+        if self.max_connections <= 0:
+            problems.add(f"{path}.max_connections", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -236,6 +242,11 @@ class UsageConfig:
             problems.add(f"{path}.default_plan_tier", "must not be empty")
 
 
+# Every label a limit can apply to (request metrics and the consumer-state families).
+LIMITED_LABELS = frozenset((
+    "service", "method", "route", "status_code", "plan_tier", "deprecated", "client_name",
+    "client_version", "status_class", "feature"))
+
 _DEFAULT_LABEL_LIMITS = MappingProxyType(
     {"service": 100, "method": 20, "route": 1000, "status_code": 100, "plan_tier": 20,
      "deprecated": 2, "client_name": 100, "client_version": 200, "status_class": 10}
@@ -261,6 +272,11 @@ class LimitsConfig:
         if self.default_max_label_values <= 0:
             problems.add(f"{path}.default_max_label_values", "must be > 0")
         for label, limit in self.max_label_values.items():
+            if label not in LIMITED_LABELS:
+                hint = difflib.get_close_matches(label, sorted(LIMITED_LABELS), n=1)
+                problems.add(f"{path}.max_label_values.{label}",
+                             "not a label of any metric" + (f" (did you mean '{hint[0]}'?)" if hint
+                                                            else ""))
             if limit <= 0:
                 problems.add(f"{path}.max_label_values.{label}", f"must be > 0 (got {limit})")
         if self.max_label_length < 8:
@@ -295,6 +311,8 @@ class PlanLookupConfig:
     def _validate(self, path: str, problems: Problems) -> None:
         if self.file and self.sql:
             problems.add(path, "choose one of file or sql, not both")
+        if self.refresh_interval < 1:
+            problems.add(f"{path}.refresh_interval", "must be at least 1s")
 
 
 @dataclass(frozen=True)
@@ -326,6 +344,9 @@ class PrometheusExporter:
         b = self.histogram_buckets
         if not b:
             problems.add(f"{path}.histogram_buckets", "needs at least one bucket bound")
+        elif not all(math.isfinite(x) and x > 0 for x in b):
+            problems.add(f"{path}.histogram_buckets",
+                         f"bounds must be finite and > 0; +Inf is added for you (got {list(b)})")
         elif any(x >= y for x, y in zip(b, b[1:], strict=False)):
             problems.add(f"{path}.histogram_buckets", f"must be strictly increasing (got {list(b)})")
 
@@ -386,6 +407,8 @@ class StateConfig:
             problems.add(f"{path}.flush_interval", "must be at least 100ms")
         if self.refresh_interval < 0.1:
             problems.add(f"{path}.refresh_interval", "must be at least 100ms")
+        if self.max_pending_rows <= 0:
+            problems.add(f"{path}.max_pending_rows", "must be > 0")
         if self.retention_days < 35:
             problems.add(f"{path}.retention_days",
                          f"must be at least 35: churn risk looks back 5 weeks (got {self.retention_days})")
@@ -435,7 +458,9 @@ def _substitute(node: Any, path: str, problems: Problems) -> Any:
         return node
 
     def expand(m: re.Match[str]) -> str:
-        value = os.environ.get(m.group(1), m.group(2))
+        value = os.environ.get(m.group(1)) or m.group(2)  # `:-` also covers set-but-empty
+        if value is None and m.group(1) in os.environ:
+            value = ""
         if value is None:
             problems.add(path, f"environment variable {m.group(1)} is not set")
             return ""

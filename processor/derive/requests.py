@@ -158,7 +158,8 @@ class Deriver:
                 plan = plan_of.get(consumer, default_plan) if plan_of else default_plan
             elif plan.__class__ is not str:
                 plan = str(plan)
-            if cname is None:
+            if cname is None or cname == "":
+                cname = None
                 if ua_fallback and ua is not None:
                     cname, ua_version = parse_user_agent(ua)
                     if cver is None:
@@ -167,7 +168,7 @@ class Deriver:
                     cname = "unknown"
             elif cname.__class__ is not str:
                 cname = str(cname)
-            if cver is None:
+            if cver is None or cver == "":
                 cver = "unknown"
             elif cver.__class__ is not str:
                 cver = str(cver)
@@ -176,7 +177,7 @@ class Deriver:
                 consumer = None
             elif consumer.__class__ is not str:
                 consumer = str(consumer)
-            if schema is not None and schema != SCHEMA_VERSION:
+            if schema is not None and schema != SCHEMA_VERSION and schema != "1":
                 bad_schema += 1
             if end < start:
                 end_before_start += 1

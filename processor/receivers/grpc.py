@@ -60,7 +60,10 @@ class GrpcReceiver:
         })
         self._server.add_generic_rpc_handlers((handler,))
         host, port = split_endpoint(config.endpoint)
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if not host:
+            address = f"[::]:{port}"  # ":4317", as in the Collector: every interface
+        else:
+            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
             if config.tls is None:
                 self.port = self._server.add_insecure_port(address)

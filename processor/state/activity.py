@@ -70,14 +70,15 @@ class ConsumerActivity:
                 if len(consumer) > _MAX_ID_LENGTH:
                     consumer = consumer[:_MAX_ID_LENGTH]
                 ok = code[0] == "2"
+                failed = code[0] in "45" or code == "unknown"
                 w = r[12]
                 akey = (day, service, consumer, method, route, r[9] or "", r[6], r[7])
                 a = activity.get(akey)
                 if a is None:
-                    activity[akey] = [w, 0.0 if ok or code[0] == "3" else w, at]
+                    activity[akey] = [w, w if failed else 0.0, at]
                 else:
                     a[0] += w
-                    if not ok and code[0] != "3":
+                    if failed:
                         a[1] += w
                     if at > a[2]:
                         a[2] = at

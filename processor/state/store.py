@@ -102,8 +102,12 @@ class Store:
 class SqliteStore(Store):
     def __init__(self, path: str) -> None:
         self.description = f"sqlite:{path}"
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder of the SQLite state database {path}: "
+                             f"{exc.strerror}") from None
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                        timeout=10)

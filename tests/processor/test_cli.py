@@ -71,3 +71,32 @@ def test_shutdown_drains_every_accepted_span() -> None:
         assert sum(snap.counters["api_requests"].values()) == 10_000
         assert processor.stats.spans_processed == 10_000
         assert processor.readiness() == (False, "shutting down")
+
+
+def test_a_taken_receiver_port_fails_fast_and_names_its_key(tmp_path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        start = time.monotonic()
+        result = _serve(tmp_path, f"""
+receivers: {{otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:{port}"}}}}}}}}
+exporters: {{prometheus: {{endpoint: "127.0.0.1:0"}}}}
+state: {{sqlite: {{path: "{tmp_path / 's.db'}"}}}}
+""")
+    assert time.monotonic() - start < 10  # it used to hang stopping a server never started
+    assert result.returncode == 2
+    assert result.stderr == (f"apiusage: 127.0.0.1:{port} is already in use: set "
+                             "receivers.otlp.protocols.http.endpoint to a free port\n")
+
+
+def test_an_unusable_state_path_is_a_message_not_a_traceback(tmp_path) -> None:
+    (tmp_path / "file").write_text("")
+    result = _serve(tmp_path, f"""
+receivers: {{otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:0"}}}}}}}}
+exporters: {{prometheus: {{endpoint: "127.0.0.1:0"}}}}
+state: {{sqlite: {{path: "{tmp_path / 'file' / 'sub' / 's.db'}"}}}}
+""")
+    assert result.returncode == 2
+    assert result.stderr == (f"apiusage: cannot create the folder of the SQLite state database "
+                             f"{tmp_path / 'file' / 'sub' / 's.db'}: Not a directory\n")

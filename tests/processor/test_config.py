@@ -65,3 +65,9 @@ def test_unreadable_file() -> None:
         load_config("/nonexistent/apiusage.yaml")
     assert str(info.value) == ("cannot read config file /nonexistent/apiusage.yaml: "
                                "No such file or directory")
+
+
+def test_env_default_covers_set_but_empty(monkeypatch) -> None:
+    monkeypatch.setenv("EMPTY", "")
+    config = parse_config({"exporters": {"prometheus": {"endpoint": "${env:EMPTY:-127.0.0.1:9999}"}}})
+    assert config.exporters.prometheus.endpoint == "127.0.0.1:9999"
