@@ -8,6 +8,7 @@ back off instead of the process growing without bound.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 import threading
@@ -20,6 +21,14 @@ from .config import MemoryLimiterConfig
 __all__ = ["MemoryLimiter", "rss_bytes"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _malloc_trim() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise, and RSS never falls)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def rss_bytes() -> int:
@@ -52,8 +61,10 @@ class MemoryLimiter:
     def check(self) -> bool:
         self.rss = rss_bytes()
         over = self.rss > self.soft_limit
-        if over and not self.over:
-            gc.collect()  # freed batches go back first; refuse only if that is not enough
+        if over:
+            # Freed batches go back first; refuse only for what is really in use.
+            gc.collect()
+            _malloc_trim()
             self.rss = rss_bytes()
             over = self.rss > self.soft_limit
         self.over = over

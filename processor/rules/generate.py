@@ -229,7 +229,7 @@ def _recording() -> list[dict]:
         _group("apiusage-request-rates", "1m", rates),
         _group("apiusage-latency-quantiles", "1m", latency),
         _group("apiusage-client-friction", "1m", friction),
-        _group("apiusage-consumers", "5m", consumers),
+        _group("apiusage-consumers", "2m", consumers),  # < the 5m lookback of readers
         _group("apiusage-pipeline", "1m", pipeline),
     ]
 
@@ -531,6 +531,8 @@ def _pipeline_alerts(slo: SloFile) -> list[Alert]:
             ) * 2 >= on (check) apiusage_check:apiusage_data_quality_issues:ratio_rate1h
             and on ()
             sum (rate(apiusage_spans_processed_total[1h])) * 3600 >= 1000
+            and on ()
+            sum (rate(apiusage_spans_processed_total[1h] offset 1d)) > 0
         """), "30m", "More spans fail a data-quality check than the day before.",
               "{{ $value | humanizePercentage }} of the spans processed in the last hour failed "
               "the {{ $labels.check }} check, more than twice the share of the same hour "
