@@ -16,16 +16,20 @@ from prometheus_client.core import (
     Metric,
 )
 
+from ..derive.series import sanitize_label_value
 from ..state.report import TTFS_BUCKETS
 from ..state.service import StateService
 
 __all__ = ["ConsumerCollector"]
 
 
-def _gauge(name: str, doc: str, labels: tuple[str, ...], values: dict, unit: str = "") -> Metric:
+def _gauge(name: str, doc: str, labels: tuple[str, ...], values: dict, unit: str = "",
+           max_length: int = 128) -> Metric:
     family = GaugeMetricFamily(name, doc, labels=list(labels), unit=unit)
     for key, value in sorted(values.items()):
-        family.add_metric(list(key) if isinstance(key, tuple) else [key], value)
+        # Values come from the store, written from spans: same sanitizing as the request labels.
+        key = key if isinstance(key, tuple) else (key,)
+        family.add_metric([sanitize_label_value(v, max_length) for v in key], value)
     return family
 
 
@@ -34,13 +38,15 @@ class ConsumerCollector:
         self._state = state
         self._limits = limits
 
-    def _bounded(self, values: dict, position: int, label: str) -> dict:
+    def _bounded(self, values: dict, position: int, label: str, metric: str,
+                 dropped: dict[tuple[str, str], int]) -> dict:
         """Keep the series of the `limit` busiest values of one label (no consumer ids here,
         but routes and client versions can still be many)."""
         limit = self._limits.label_limit(label)
         distinct = {k[position] for k in values}
         if len(distinct) <= limit:
             return values
+        dropped[metric, label] = len(distinct) - limit
         totals: dict[str, float] = {}
         for k, v in values.items():
             totals[k[position]] = totals.get(k[position], 0) + v
@@ -68,19 +74,25 @@ class ConsumerCollector:
                 buckets.append((le, cumulative))
             ttfs.add_metric(list(key), buckets, total)
         yield ttfs
+        dropped: dict[tuple[str, str], int] = {}
         yield _gauge("api_endpoint_consumers", "Distinct consumers of an endpoint in the window.",
                      ("service", "method", "route", "window"),
-                     self._bounded(r.endpoint_consumers, 2, "route"))
+                     self._bounded(r.endpoint_consumers, 2, "route", "api_endpoint_consumers",
+                                   dropped))
         yield _gauge("api_feature_consumers", "Distinct consumers of a feature in the window.",
-                     ("service", "feature", "window"), self._bounded(r.feature_consumers, 1, "feature"))
+                     ("service", "feature", "window"),
+                     self._bounded(r.feature_consumers, 1, "feature", "api_feature_consumers",
+                                   dropped))
         yield _gauge("api_feature_adoption_ratio",
                      "Feature consumers / active consumers, per plan tier and window.",
                      ("service", "feature", "plan_tier", "window"),
-                     self._bounded(r.feature_adoption, 1, "feature"))
+                     self._bounded(r.feature_adoption, 1, "feature", "api_feature_adoption_ratio",
+                                   dropped))
         yield _gauge("api_client_version_consumers",
                      "Distinct consumers per client SDK and version in the window.",
                      ("service", "client_name", "client_version", "window"),
-                     self._bounded(r.client_versions, 2, "client_version"))
+                     self._bounded(r.client_versions, 2, "client_version",
+                                   "api_client_version_consumers", dropped))
         yield _gauge("api_deprecated_endpoint_consumers",
                      "Distinct consumers of a deprecated endpoint in the window.",
                      ("service", "method", "route", "window"), r.deprecated_consumers)
@@ -101,9 +113,16 @@ class ConsumerCollector:
         yield _gauge("api_consumers_at_risk",
                      "Consumers whose last-7-day calls fell below half their previous "
                      "4-week weekly average.", ("service", "plan_tier"), r.at_risk)
-        yield from self._health()
+        yield from self._health(dropped)
 
-    def _health(self) -> Iterable[Metric]:
+    def _health(self, dropped_values: dict[tuple[str, str], int]) -> Iterable[Metric]:
+        dropped = GaugeMetricFamily(
+            "apiusage_consumer_metric_values_dropped",
+            "Label values left out of a consumer metric at the last scrape (past the label "
+            "limit; the busiest values are kept).", labels=["metric", "label"])
+        for (metric, label), n in sorted(dropped_values.items()):
+            dropped.add_metric([metric, label], n)
+        yield dropped
         h = self._state.health
         flushes = CounterMetricFamily("apiusage_state_flushes", "State store flushes.",
                                       labels=["outcome"])

@@ -142,3 +142,16 @@ def test_scenario_on_postgres_shared_by_two_replicas(tmp_path: Path) -> None:
                 if key[0].startswith(("api_requests_total", "api_deprecated_requests_total")):
                     summed[key] = summed.get(key, 0) + value
         assert_request_counters(summed)
+
+
+def test_consumer_metrics_keep_the_busiest_values_past_the_label_limit(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    cfg["processors"]["limits"] = {"max_label_values": {"route": 2}}
+    with running_processor(cfg) as running:
+        sc.send(running.http_endpoint, sc.calls())
+        running.wait_processed(SPANS)
+        [m] = settle(running)
+    assert {k[1] for k in by(m, "api_endpoint_consumers", "method", "route", "window")} == {
+        "/v1/orders", sc.V1_DELETE}
+    assert sample(m, "apiusage_consumer_metric_values_dropped", metric="api_endpoint_consumers",
+                  label="route") == 2
