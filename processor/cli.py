@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .rules.command import register as register_rules_commands
 
     register_rules_commands(commands)  # apiusage rules, apiusage runbooks check
+    from .launch.command import register as register_demo_command
+
+    register_demo_command(commands)  # apiusage demo
     report = commands.add_parser("report", help="write a self-contained HTML usage report")
     report.add_argument("--prometheus", default="http://localhost:9090", metavar="URL",
                         help="Prometheus base URL (default: %(default)s, the demo's)")

@@ -1,0 +1,366 @@
+"""Weeks of simulated history for the demo, sent to the processor as OTLP spans with past timestamps.
+
+The consumers are the demo's own (one per API key of ``plans.yaml``, with the plan
+tier, client SDK and version the live traffic generator gives them for the same
+seed), plus former consumers who have since left. Over the history:
+
+* consumers join week after week (weekly cohorts), new ones fail a few times
+  (validation errors) before their first success, some never succeed and give up;
+* consumers on old SDKs call the v1 routes, including the deprecated endpoints, and
+  several upgrade along the way and move to the v2 replacements;
+* some consumers churn, and a few of today's consumers nearly stop calling in the last
+  week (consumers at risk);
+* weekends are quieter, a couple of incidents produce bursts of 5xx answers.
+
+Consumers who join during the live run (the generator's late joiners) are left out,
+so they are new when they arrive. Volumes match the live rate: one day of a consumer's
+history is a handful of spans whose sampling adjusted count (W3C tracestate
+``ot=th:``) makes them stand for that day's calls, so the state store sees
+believable daily calls without millions of spans being sent.
+
+Spans carry the attributes the apiusage instrumentation sets, with the consumer id
+pseudonymized with the same key as the demo service, so history and live traffic
+belong to the same consumers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from ..demo import CATALOG, SERVICE_NAME
+from ..demo.traffic import SDKS, population
+
+__all__ = ["Backfill", "BackfillError", "BackfillResult", "plan"]
+
+DAY = 86_400
+BATCH = 2_000
+FORMER = 14  # consumers who are gone by now
+_TAIL = 0.1  # share of a day's calls to an endpoint taken by the slow tail span
+
+
+class BackfillError(Exception):
+    """The processor did not accept the history; the message says what it answered."""
+
+
+@dataclasses.dataclass
+class Member:
+    key: str
+    tier: str
+    client: str | None
+    old_version: str  # client version while on the v1 routes
+    new_version: str  # after the upgrade (same as old when there is none)
+    api: str  # "v1" or "v2": the routes called at the end of the history
+    joined: float  # unix time of the first call
+    activity: float
+    onboarding: float | None  # seconds from the first call to the first success; None: never
+    migrated: float | None = None  # when a consumer moved from v1 to v2
+    churned: float | None = None  # no calls after this
+    at_risk: bool = False  # calls fell sharply in the last 7 days
+
+    def api_at(self, t: float) -> str:
+        if self.migrated is not None:
+            return "v1" if t < self.migrated else "v2"
+        return self.api
+
+    def version_at(self, t: float) -> str:
+        return self.old_version if self.api_at(t) == "v1" else self.new_version
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    method: str
+    route: str
+    weight: float
+    latency: float  # seconds, typical
+    status: int  # on success
+    feature: str | None = None
+    deprecated: bool = False
+
+
+# The request mix of the traffic generator, by API version (processor/demo/traffic.py).
+_MIX = {
+    "v1": [("GET", "/v1/orders", 25, 0.02, 200), ("GET", "/v1/orders/{order_id}", 25, 0.01, 200),
+           ("POST", "/v1/orders", 10, 0.04, 201), ("DELETE", "/v1/orders/{order_id}", 20, 0.02, 200),
+           ("GET", "/v1/reports/{report_id}", 10, 0.15, 200)],
+    "v2": [("GET", "/v2/orders", 25, 0.015, 200), ("GET", "/v2/orders/{order_id}", 30, 0.008, 200),
+           ("POST", "/v2/orders", 10, 0.035, 201), ("DELETE", "/v2/orders/{order_id}", 8, 0.015, 200),
+           ("GET", "/v2/invoices/{invoice_id}", 8, 0.025, 200), ("GET", "/v2/search", 10, 0.08, 200),
+           ("POST", "/v2/exports", 3, 0.12, 202), ("GET", "/v2/exports/{export_id}", 5, 0.02, 200),
+           ("POST", "/v2/webhooks", 3, 0.03, 201)],
+}
+# Errors a day of normal use produces, as (status, share of the endpoint's calls).
+_ERRORS = {
+    ("GET", "/v1/orders/{order_id}"): (404, 0.02), ("DELETE", "/v1/orders/{order_id}"): (404, 0.02),
+    ("GET", "/v2/orders/{order_id}"): (404, 0.02), ("DELETE", "/v2/orders/{order_id}"): (404, 0.02),
+    ("POST", "/v2/orders"): (422, 0.01), ("GET", "/v2/search"): (400, 0.01),
+    ("POST", "/v2/exports"): (503, 0.03),
+}
+# What a developer getting started gets wrong (like the generator's first requests).
+_FIRST_TRIES = [("POST", "/v2/orders", 422), ("GET", "/v2/search", 400), ("POST", "/v2/exports", 422)]
+_ONBOARDING_MEDIAN = {"enterprise": 600.0, "pro": 1200.0, "free": 2700.0}
+
+
+def _catalog(path: Path = CATALOG) -> dict[tuple[str, str], dict]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    endpoints = ((data.get("services") or {}).get(SERVICE_NAME) or {}).get("endpoints") or []
+    return {(e["method"], e["route"]): e for e in endpoints}
+
+
+def _endpoints() -> dict[str, list[Endpoint]]:
+    catalog = _catalog()
+    out = {}
+    for api, rows in _MIX.items():
+        out[api] = [Endpoint(m, r, w, lat, st, (catalog.get((m, r)) or {}).get("feature"),
+                             bool((catalog.get((m, r)) or {}).get("deprecated")))
+                    for m, r, w, lat, st in rows]
+    return out
+
+
+def plan(plans: dict[str, str], *, seed: int | None, live_duration: float, days: int, now: float,
+         rng: random.Random) -> list[Member]:
+    """Who was there, when, doing what: the demo's consumers over the last `days` days."""
+    start = now - days * DAY
+    members = []
+    live = population(plans, live_duration, random.Random(seed))
+    for c in live:
+        if c.joins_at > 0:  # joins during the live run: no history
+            continue
+        old = new = c.version
+        migrated = None
+        if c.api == "v2" and c.client is not None and rng.random() < 0.45:
+            old = rng.choice(SDKS[c.client]["v1"])  # upgraded during the history
+            migrated = rng.uniform(start + 0.3 * days * DAY, now - 3 * DAY)
+        early = rng.random() < 0.45
+        joined = start + rng.uniform(0, 0.1 * DAY) if early else rng.uniform(start, now - 2 * DAY)
+        if migrated is not None and migrated <= joined:
+            migrated = joined + rng.uniform(0.2, 0.8) * (now - joined)
+        onboarding = 0.0 if early else min(rng.lognormvariate(
+            math.log(_ONBOARDING_MEDIAN.get(c.tier, 1800.0)), 1.0), 3 * DAY)
+        members.append(Member(c.key, c.tier, c.client, old, new, c.api, joined, c.activity,
+                              onboarding, migrated))
+    # A few of today's consumers nearly stop calling in the last week: one per tier.
+    for tier in ("enterprise", "pro", "free"):
+        candidates = [m for m in members if m.tier == tier and m.joined < now - 14 * DAY]
+        if candidates:
+            rng.choice(candidates).at_risk = True
+    tiers = ["free"] * 9 + ["pro"] * 4 + ["enterprise"]
+    for i in range(FORMER):
+        tier = tiers[i % len(tiers)]
+        client = rng.choice([*SDKS, None])
+        api = "v1" if rng.random() < 0.5 else "v2"
+        version = rng.choice(SDKS[client][api]) if client else "8.5.0"
+        joined = rng.uniform(start, now - 10 * DAY)
+        gives_up = i % 5 == 4  # never gets a call right, leaves within two days
+        onboarding = None if gives_up else min(rng.lognormvariate(
+            math.log(_ONBOARDING_MEDIAN[tier]), 1.0), 2 * DAY)
+        churned = (joined + rng.uniform(0.2, 2) * DAY if gives_up
+                   else rng.uniform(joined + 4 * DAY, now - 2 * DAY))
+        members.append(Member(f"demo-former-{i + 1:02d}", tier, client, version, version, api,
+                              joined, {"enterprise": 4.0, "pro": 2.0}.get(tier, 1.0) * rng.uniform(0.5, 1.5),
+                              onboarding, churned=churned))
+    return members
+
+
+@dataclasses.dataclass
+class Call:
+    """One span: `count` calls of one endpoint by one member, ending at `at`."""
+
+    at: float
+    member: Member
+    method: str
+    route: str
+    status: int
+    latency: float
+    count: float
+    feature: str | None
+    deprecated: bool
+
+
+def calls(members: list[Member], *, rate: float, days: int, now: float, rng: random.Random,
+          incidents: int = 2) -> list[Call]:
+    """Every span of the history, oldest first."""
+    endpoints = _endpoints()
+    by_key = {(e.method, e.route): e for es in endpoints.values() for e in es}
+    live_activity = sum(m.activity for m in members if m.churned is None) or 1.0
+    per_activity = rate * DAY / live_activity  # calls per day per unit of activity
+    first_day = int((now - days * DAY) // DAY)
+    last_day = int(now // DAY)
+    incident_hours = [rng.uniform(now - (days - 2) * DAY, now - 2 * DAY) for _ in range(incidents)]
+    out: list[Call] = []
+    for m in members:
+        # Getting started: failed tries, then (unless giving up) the first success.
+        tries = rng.randint(1, 4) if (m.onboarding is None or m.onboarding > 0) else 0
+        trying = m.onboarding if m.onboarding is not None else (m.churned or now) - m.joined
+        for i in range(tries):
+            method, route, status = rng.choice(_FIRST_TRIES)
+            e = by_key[method, route]
+            out.append(Call(m.joined + trying * i / max(tries, 1), m, method, route, status,
+                            e.latency * 0.3, 1.0, e.feature, e.deprecated))
+        if m.onboarding is None:
+            continue
+        active_from = m.joined + m.onboarding
+        active_to = min(m.churned or now, now - 60)
+        first = endpoints[m.api_at(active_from)][0]
+        out.append(Call(active_from, m, first.method, first.route, first.status, first.latency, 1.0,
+                        first.feature, first.deprecated))
+        for day in range(first_day, last_day + 1):
+            lo, hi = max(day * DAY, active_from + 1), min((day + 1) * DAY, active_to)
+            if hi <= lo:
+                continue
+            weekday = (day + 3) % 7  # 0 = Monday (1970-01-01 was a Thursday)
+            volume = (m.activity * per_activity * (hi - lo) / DAY * (0.55 if weekday >= 5 else 1.0)
+                      * rng.lognormvariate(0, 0.2) * min(1.0, 0.3 + (lo - m.joined) / (7 * DAY)))
+            if m.at_risk and day * DAY >= now - 7 * DAY:
+                volume *= 0.1
+            mix = endpoints[m.api_at((lo + hi) / 2)]
+            total_weight = sum(e.weight * (0.3 if m.tier == "free" and e.route == "/v2/exports" else 1)
+                               for e in mix)
+            for e in mix:
+                if m.tier == "free" and e.route == "/v2/webhooks":
+                    n = volume * e.weight / total_weight
+                    out.append(Call(rng.uniform(lo, hi), m, e.method, e.route, 403, 0.004, n, e.feature,
+                                    e.deprecated))
+                    continue
+                share = 0.3 if m.tier == "free" and e.route == "/v2/exports" else 1.0
+                n = volume * e.weight * share / total_weight
+                if n < 0.5:
+                    continue
+                status, error_share = _ERRORS.get((e.method, e.route), (0, 0.0))
+                if error_share:
+                    out.append(Call(rng.uniform(lo, hi), m, e.method, e.route, status, e.latency * 0.5,
+                                    n * error_share, e.feature, e.deprecated))
+                    n *= 1 - error_share
+                latency = e.latency * rng.lognormvariate(0, 0.25)
+                out.append(Call(rng.uniform(lo, hi), m, e.method, e.route, e.status, latency,
+                                n * (1 - _TAIL), e.feature, e.deprecated))
+                out.append(Call(rng.uniform(lo, hi), m, e.method, e.route, e.status,
+                                min(latency * rng.uniform(3, 8), 3.0), n * _TAIL, e.feature,
+                                e.deprecated))
+            for incident in incident_hours:  # an hour of 500s on everything the member calls
+                if lo <= incident < hi - 3600 and mix:
+                    e = rng.choice(mix)
+                    out.append(Call(incident + rng.uniform(0, 3600), m, e.method, e.route, 500, 0.9,
+                                    volume / 24 * 0.4, e.feature, e.deprecated))
+    out.sort(key=lambda c: c.at)
+    return out
+
+
+def _tracestate(count: float) -> str:
+    """W3C tracestate whose OpenTelemetry threshold makes the span stand for `count` spans."""
+    if count <= 1.0:
+        return ""
+    threshold = round((1 << 56) * (1 - 1 / count))
+    return f"ot=th:{min(threshold, (1 << 56) - 1):014x}"
+
+
+def encode(batch: list[Call], pseudonym: Callable[[str], str]) -> bytes:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    for key, value in (("service.name", SERVICE_NAME), ("service.version", "2.3.0"),
+                       ("apiusage.demo.backfill", "true")):
+        kv = rs.resource.attributes.add()
+        kv.key, kv.value.string_value = key, value
+    scope = rs.scope_spans.add()
+    scope.scope.name = "apiusage.demo.backfill"
+    for c in batch:
+        span = scope.spans.add()
+        span.trace_id, span.span_id, span.kind = os.urandom(16), os.urandom(8), 2
+        span.name = f"{c.method} {c.route}"
+        span.end_time_unix_nano = int(c.at * 1e9)
+        span.start_time_unix_nano = span.end_time_unix_nano - int(c.latency * 1e9)
+        span.trace_state = _tracestate(c.count)
+        m = c.member
+        attrs: list[tuple[str, object]] = [
+            ("http.request.method", c.method), ("http.route", c.route),
+            ("http.response.status_code", c.status), ("url.scheme", "http"),
+            ("apiusage.schema_version", 1), ("apiusage.consumer.id", pseudonym(m.key)),
+            ("apiusage.consumer.plan_tier", m.tier), ("apiusage.api.version", c.route.split("/")[1]),
+            ("apiusage.endpoint.deprecated", c.deprecated)]
+        if m.client is not None:
+            version = m.version_at(c.at)
+            attrs += [("apiusage.client.name", m.client), ("apiusage.client.version", version),
+                      ("user_agent.original", f"{m.client}/{version}")]
+        else:
+            attrs.append(("user_agent.original", "curl/8.5.0"))
+        if c.feature:
+            attrs.append(("apiusage.feature", c.feature))
+        for key, value in attrs:
+            a = span.attributes.add()
+            a.key = key
+            if isinstance(value, bool):
+                a.value.bool_value = value
+            elif isinstance(value, int):
+                a.value.int_value = value
+            else:
+                a.value.string_value = str(value)
+    return request.SerializeToString()
+
+
+@dataclasses.dataclass
+class BackfillResult:
+    spans: int
+    calls: float
+    consumers: int
+    days: int
+    seconds: float
+
+
+class Backfill:
+    """Plan the history, then send it in batches, reporting progress."""
+
+    def __init__(self, plans: dict[str, str], pseudonym_key: str, *, days: int, rate: float,
+                 seed: int | None, live_duration: float, now: float | None = None) -> None:
+        from apiusage.instrumentation._resolvers import Pseudonymizer
+
+        self.now = time.time() if now is None else now
+        self.days = days
+        rng = random.Random(None if seed is None else seed + 1)
+        self.members = plan(plans, seed=seed, live_duration=live_duration, days=days, now=self.now,
+                            rng=rng)
+        self.calls = calls(self.members, rate=rate, days=days, now=self.now, rng=rng)
+        self.pseudonym = Pseudonymizer(pseudonym_key.encode())
+
+    def send(self, http_endpoint: str, progress: Callable[[int, int, float], None] | None = None,
+             stop: Callable[[], bool] = lambda: False, timeout: float = 60.0) -> BackfillResult:
+        """POST every batch to `http_endpoint` (…/v1/traces); retries while the queue is full."""
+        started = time.monotonic()
+        total = len(self.calls)
+        done = 0
+        for i in range(0, total, BATCH):
+            if stop():
+                break
+            batch = self.calls[i:i + BATCH]
+            body = encode(batch, self.pseudonym)
+            deadline = time.monotonic() + timeout
+            while True:
+                request = urllib.request.Request(http_endpoint, data=body, method="POST",
+                                                 headers={"Content-Type": "application/x-protobuf"})
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as response:
+                        response.read()
+                    break
+                except urllib.error.HTTPError as exc:
+                    if exc.code != 503 or time.monotonic() > deadline or stop():
+                        raise BackfillError(f"the processor answered {exc.code} to the history "
+                                            f"at {http_endpoint}: {exc.read()[:200]!r}") from None
+                    time.sleep(min(float(exc.headers.get("Retry-After") or 1), 2.0))
+                except (urllib.error.URLError, OSError) as exc:
+                    raise BackfillError(f"cannot send the history to {http_endpoint}: "
+                                        f"{getattr(exc, 'reason', exc)}") from None
+            done += len(batch)
+            if progress is not None:
+                progress(done, total, batch[-1].at)
+        return BackfillResult(done, sum(c.count for c in self.calls[:done]), len(self.members),
+                              self.days, time.monotonic() - started)

@@ -1,0 +1,385 @@
+"""`apiusage demo`: start the processor, the demo API, traffic, Prometheus and Alertmanager; show it.
+
+Order of start-up: the processor; then, while the demo API and Alertmanager start,
+the backfill of simulated history; then Prometheus (after the backfill, so its
+first scrape already holds the history's counters and rates stay flat) and the
+traffic generator. Order of shutdown is the reverse, the processor last so that it
+drains and stores what the others sent. Every child runs in its own process group
+(see ``children``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from ..demo import CATALOG, PLANS, SERVICE_NAME
+from .children import Child, ChildError, wait_until
+from .ports import HOST, PORTS, PortError, claim
+
+__all__ = ["run"]
+
+PSEUDONYM_KEY = "apiusage-demo-pseudonym-key"  # the demo's, not a secret
+STORY_SECONDS = 1200.0  # one run of the traffic generator: joins, migrations, then a new one
+START_TIMEOUT = 60.0
+ROOT = Path(__file__).resolve().parent.parent.parent  # the repository in a checkout
+
+
+class DemoError(Exception):
+    """The demo cannot go on; the message says why (and which log to read)."""
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _bin(name: str) -> str | None:
+    """An executable of this virtualenv, else from PATH."""
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else shutil.which(name)
+
+
+def _child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APIUSAGE_"))}
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env.update(extra)
+    return env
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.stopping = threading.Event()
+        self.hurry = False
+        self.children: list[Child] = []
+        self.traffic: Child | None = None
+        self.cycle = 0
+        self.sink = None
+        self.tty = sys.stdout.isatty()
+
+    # ------------------------------------------------------------------ signals
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.stopping.is_set():
+            self.hurry = True  # a second Ctrl-C: stop without waiting for graceful exits
+            return
+        self.stopping.set()
+
+    # ------------------------------------------------------------------ checks
+    def _requirements(self) -> tuple[str, str]:
+        missing = [m for m in ("fastapi", "uvicorn", "httpx", "opentelemetry.instrumentation",
+                               "prometheus_client", "opentelemetry.proto")
+                   if importlib.util.find_spec(m) is None]
+        instrument, uvicorn = _bin("opentelemetry-instrument"), _bin("uvicorn")
+        if missing or instrument is None or uvicorn is None:
+            what = ", ".join(missing) if missing else "opentelemetry-instrument/uvicorn commands"
+            raise DemoError(f"the demo needs {what}; install with: "
+                            "pip install 'apiusage[processor,instrumentation]' fastapi uvicorn httpx "
+                            "(make demo does)")
+        return instrument, uvicorn
+
+    def _monitoring(self) -> tuple[str | None, str | None]:
+        if self.args.no_prometheus:
+            _say("Prometheus and Alertmanager: off (--no-prometheus)")
+            return None, None
+        prometheus = shutil.which("prometheus")
+        alertmanager = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+        if prometheus is None:
+            _say("Prometheus is not on the PATH, so no rules are evaluated and no alerts fire; the rest "
+                 "runs.\n  To get them: sudo apt-get install prometheus prometheus-alertmanager "
+                 "(Debian, Ubuntu) or see README.md")
+            return None, None
+        if alertmanager is None:
+            _say("Alertmanager is not on the PATH: alerts fire in Prometheus but are not routed.\n"
+                 "  To get it: sudo apt-get install prometheus-alertmanager (Debian, Ubuntu)")
+        return prometheus, alertmanager
+
+    # ------------------------------------------------------------------ children
+    def _start(self, child: Child) -> Child:
+        self.children.append(child)
+        child.start()
+        return child
+
+    def _wait_ready(self, child: Child, url: str, what: str) -> None:
+        ok = wait_until(lambda: self.stopping.is_set() or _http_ok(url), START_TIMEOUT, 0.2,
+                        while_running=child)
+        if self.stopping.is_set():
+            return
+        if not ok:
+            status = child.exit_status()
+            why = f"exited with status {status}" if status is not None else \
+                f"did not answer {url} within {START_TIMEOUT:.0f} s"
+            raise DemoError(f"{what} {why}; its log, {child.log_path}, ends with:\n{child.log_tail()}")
+
+    def _start_traffic(self, folder: Path) -> None:
+        a = self.args
+        story = min(a.duration, STORY_SECONDS) if a.duration else STORY_SECONDS
+        seed = a.seed + self.cycle
+        self.cycle += 1
+        argv = [sys.executable, "-m", "apiusage.processor.demo.traffic",
+                "--target", f"http://{HOST}:{self.ports['api_port']}", "--duration", f"{story:g}",
+                "--rate", f"{a.rate:g}", "--seed", str(seed), "--plans", str(PLANS),
+                "--max-requests", "10000000"]
+        if a.burst_every:
+            argv += ["--burst-every", f"{a.burst_every:g}"]
+        if self.traffic in self.children:
+            self.children.remove(self.traffic)
+        self.traffic = self._start(Child("traffic generator", argv, folder / "logs" / "traffic.log",
+                                         _child_env({})))
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> int:
+        a = self.args
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        instrument, uvicorn = self._requirements()
+        prometheus, alertmanager = self._monitoring()
+        skip = set()
+        if prometheus is None:
+            skip |= {"prometheus_port", "alertmanager_port"}
+        elif alertmanager is None:
+            skip.add("alertmanager_port")
+        self.ports = claim({p.name: getattr(a, p.name) for p in PORTS}, skip)
+        if a.dir:
+            folder = Path(a.dir).resolve()
+            folder.mkdir(parents=True, exist_ok=True)
+            temporary = False
+        else:
+            folder = Path(tempfile.mkdtemp(prefix="apiusage-demo-"))
+            temporary = True
+        try:
+            return self._run(folder, temporary, instrument, uvicorn, prometheus, alertmanager)
+        except (DemoError, ChildError) as exc:
+            print(f"apiusage demo: {exc}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            self._shutdown()
+            if temporary:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _run(self, folder: Path, temporary: bool, instrument: str, uvicorn: str,
+             prometheus: str | None, alertmanager: str | None) -> int:
+        a, p = self.args, self.ports
+        state = folder / "state.db"
+        had_history = state.exists()
+        _say(f"apiusage demo: state and logs in {folder}"
+             + (" (removed at exit; --dir keeps them)" if temporary else ""))
+
+        # 1. The processor.
+        config = folder / "apiusage.yaml"
+        config.write_text(yaml.safe_dump({
+            "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"{HOST}:{p['otlp_grpc_port']}"},
+                                                 "http": {"endpoint": f"{HOST}:{p['otlp_http_port']}"}}}},
+            "exporters": {"prometheus": {"endpoint": f"{HOST}:{p['metrics_port']}"}},
+            "catalog": str(CATALOG),
+            # History is expected here: spans of the backfill are not a data-quality problem.
+            "processors": {"usage": {"data_quality": {"max_past_age": f"{a.history_days + 2}d"}}},
+            "state": {"sqlite": {"path": str(state)}, "flush_interval": "2s", "refresh_interval": "5s"},
+        }, sort_keys=False), encoding="utf-8")
+        metrics = f"http://{HOST}:{p['metrics_port']}"
+        processor = self._start(Child(
+            "processor", [sys.executable, "-m", "apiusage.processor.cli", "serve", "--config", str(config)],
+            folder / "logs" / "processor.log", _child_env({})))
+        self._wait_ready(processor, f"{metrics}/readyz", "the processor")
+
+        # 2. Alertmanager and the demo API start while the history is sent.
+        api_url = f"http://{HOST}:{p['api_port']}"
+        api = self._start(Child(
+            "demo API", [instrument, uvicorn, "apiusage.processor.demo.app:app", "--host", HOST,
+                         "--port", str(p["api_port"]), "--log-level", "warning", "--no-access-log"],
+            folder / "logs" / "api.log",
+            _child_env({"OTEL_SERVICE_NAME": SERVICE_NAME,
+                        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{p['otlp_grpc_port']}",
+                        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_BSP_SCHEDULE_DELAY": "1000",
+                        "APIUSAGE_PSEUDONYM_KEY": PSEUDONYM_KEY, "APIUSAGE_PLAN_TIERS": str(PLANS),
+                        "APIUSAGE_CATALOG": str(CATALOG)})))
+        am_url = None
+        rules_note = ""
+        if prometheus is not None:
+            from .stack import AlertSink, bundled, write_alertmanager_config
+
+            files = bundled(ROOT, Path(a.rules_dir) if a.rules_dir else None)
+            if alertmanager is not None:
+                self.sink = AlertSink()
+                self.sink.start()
+                am_url = f"http://{HOST}:{p['alertmanager_port']}"
+                how = write_alertmanager_config(folder / "alertmanager.yml", files.alertmanager,
+                                                self.sink.url)
+                rules_note = f"; Alertmanager uses {how}"
+                self._start(Child("Alertmanager", [
+                    alertmanager, f"--config.file={folder / 'alertmanager.yml'}",
+                    f"--storage.path={folder / 'alertmanager'}",
+                    f"--web.listen-address={HOST}:{p['alertmanager_port']}",
+                    f"--web.external-url={am_url}/", "--cluster.listen-address=", "--log.level=warn"],
+                    folder / "logs" / "alertmanager.log", _child_env({})))
+
+        # 3. History.
+        if a.history_days > 0 and not had_history and not self.stopping.is_set():
+            self._backfill(f"{HOST}:{p['otlp_http_port']}", metrics)
+        elif had_history:
+            _say(f"history: keeping what {state} already holds")
+
+        # 4. Prometheus, then traffic.
+        prom_url = None
+        if prometheus is not None and not self.stopping.is_set():
+            from .stack import write_prometheus_config, write_rules
+
+            rules, alerts = write_rules(files.rules, folder / "rules", f"{metrics}/runbooks/")
+            if not rules:
+                _say("no rule files found (alert_rules/ or --rules-dir): Prometheus runs without rules")
+            write_prometheus_config(folder / "prometheus.yml", job=files.job, metrics_port=p["metrics_port"],
+                                    rules_glob=str(folder / "rules" / "*.yml") if rules else None,
+                                    alertmanager_port=p["alertmanager_port"] if am_url else None)
+            prom_url = f"http://{HOST}:{p['prometheus_port']}"
+            prom = self._start(Child("Prometheus", [
+                prometheus, f"--config.file={folder / 'prometheus.yml'}",
+                f"--storage.tsdb.path={folder / 'prometheus'}",
+                f"--web.listen-address={HOST}:{p['prometheus_port']}",
+                f"--web.external-url={prom_url}/", "--log.level=warn"],
+                folder / "logs" / "prometheus.log", _child_env({})))
+            rules_note = f"{alerts} alerts from {len(rules)} rule files{rules_note}"
+            self._wait_ready(prom, f"{prom_url}/-/ready", "Prometheus")
+        for child in self.children:
+            if child.name == "Alertmanager":
+                self._wait_ready(child, f"{am_url}/-/ready", "Alertmanager")
+        self._wait_ready(api, f"{api_url}/healthz", "the demo API")
+        if self.stopping.is_set():
+            return 0
+        self._start_traffic(folder)
+
+        # 5. What runs where.
+        rows = [("demo API", f"{api_url}/docs", f"{SERVICE_NAME} under opentelemetry-instrument")]
+        rows.append(("metrics", f"{metrics}/metrics", "usage metrics derived from the spans"))
+        if _http_ok(f"{metrics}/runbooks/"):
+            rows.append(("runbooks", f"{metrics}/runbooks/", "where every alert's runbook_url points"))
+        if prom_url:
+            rows.append(("Prometheus", f"{prom_url}/alerts", rules_note))
+        if am_url:
+            rows.append(("Alertmanager", f"{am_url}/#/alerts", "notifications go to the demo itself"))
+        _say("\napiusage demo is running; Ctrl-C stops everything.")
+        for name, url, note in rows:
+            _say(f"  {name:<13} {url:<40} {note}")
+        _say(f"  {'OTLP':<13} {HOST}:{p['otlp_grpc_port']} (gRPC), {HOST}:{p['otlp_http_port']} (HTTP)"
+             "   send your own service's spans here")
+        _say(f"  {'logs':<13} {folder / 'logs'}")
+        _say(f"  report:       apiusage report --prometheus {prom_url} -o report.html --range 1h"
+             if prom_url else "")
+        _say()
+        return self._watch(folder, metrics, prom_url)
+
+    def _backfill(self, http: str, metrics: str) -> None:
+        from .backfill import Backfill, BackfillError
+
+        a = self.args
+        story = min(a.duration, STORY_SECONDS) if a.duration else STORY_SECONDS
+        from ..demo.app import load_plans
+
+        history = Backfill(load_plans(PLANS), PSEUDONYM_KEY, days=a.history_days, rate=a.rate,
+                           seed=a.seed, live_duration=story)
+        width = 30
+        shown = [-1]
+
+        def progress(done: int, total: int, at: float) -> None:
+            pct = int(100 * done / total) if total else 100
+            day = time.strftime("%Y-%m-%d", time.gmtime(at))
+            if self.tty:
+                bar = "#" * (width * pct // 100)
+                sys.stdout.write(f"\rhistory: [{bar:<{width}}] {pct:3d}%  {done:,}/{total:,} spans, "
+                                 f"up to {day}")
+                sys.stdout.flush()
+            elif pct // 10 != shown[0]:
+                shown[0] = pct // 10
+                _say(f"history: {pct:3d}% ({done:,}/{total:,} spans, up to {day})")
+
+        _say(f"history: {a.history_days} days of {len(history.members)} consumers "
+             f"({len(history.calls):,} spans standing for {sum(c.count for c in history.calls):,.0f} calls)")
+        try:
+            result = history.send(f"http://{http}/v1/traces", progress, self.stopping.is_set)
+        except BackfillError as exc:
+            raise DemoError(str(exc)) from None
+        if self.tty:
+            sys.stdout.write("\n")
+        _say(f"history: sent in {result.seconds:.1f} s; the processor stores it and refreshes "
+             "its consumer metrics every 5 s")
+
+    def _watch(self, folder: Path, metrics: str, prom_url: str | None) -> int:
+        from .summary import Summary
+
+        summary = Summary(f"{metrics}/metrics", prom_url)
+        started = time.monotonic()
+        next_line = started
+        notified: set[str] = set()
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            if self.args.duration and now - started >= self.args.duration:
+                _say(f"apiusage demo: {self.args.duration:g} s are up (--duration)")
+                break
+            for child in self.children:
+                if child.running():
+                    continue
+                if child is self.traffic and child.exit_status() == 0:
+                    self._start_traffic(folder)  # a new story with the same consumers
+                    break
+                raise DemoError(f"{child.name} stopped (status {child.exit_status()}); its log, "
+                                f"{child.log_path}, ends with:\n{child.log_tail()}")
+            if now >= next_line:
+                next_line = now + self.args.summary_every
+                _say(summary.next_line())
+                if self.sink is not None:
+                    got = self.sink.snapshot()
+                    for name, url in sorted(got.runbooks.items()):
+                        if name not in notified and got.alerts.get(name) == "firing":
+                            notified.add(name)
+                            _say(f"  Alertmanager notified {name}: runbook {url}")
+            self.stopping.wait(0.2)
+        return 0
+
+    def _shutdown(self) -> None:
+        if not self.children and self.sink is None:
+            return
+        self.stopping.set()
+        _say("apiusage demo: stopping " + ", ".join(c.name for c in reversed(self.children) if c.running()))
+        for child in reversed(self.children):  # traffic first, the processor last
+            if self.hurry:
+                child.kill()
+            else:
+                status = child.stop(timeout=15.0 if child.name == "processor" else 10.0)
+                if status not in (0, None, -signal.SIGTERM, 143, 130):
+                    _say(f"  {child.name} exited with status {status} (log: {child.log_path})")
+        if self.sink is not None:
+            self.sink.stop()
+            self.sink = None
+        left = [c.name for c in self.children if c.running()]
+        _say("apiusage demo: stopped" + (f", but {', '.join(left)} did not" if left else ""))
+        self.children = []
+
+
+def run(args: argparse.Namespace) -> int:
+    demo = Demo(args)
+    try:
+        return demo.run()
+    except PortError as exc:
+        print(f"apiusage demo: {exc}", file=sys.stderr)
+        return 2
+    except (DemoError, ChildError) as exc:
+        print(f"apiusage demo: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,132 @@
+"""The live summary: a few numbers read from the processor's /metrics and Prometheus's alerts."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+__all__ = ["Reading", "Summary", "fetch_alerts", "read_metrics"]
+
+_TIERS = ("enterprise", "pro", "free")
+
+
+@dataclass
+class Reading:
+    """One scrape of the processor, reduced to what the summary shows."""
+
+    at: float
+    spans: float = 0.0  # apiusage_spans_received_total
+    requests_by_tier: dict[str, float] = field(default_factory=dict)  # api_requests_total
+    active_1d: dict[str, float] = field(default_factory=dict)  # api_active_consumers{window="1d"}
+    active_7d: dict[str, float] = field(default_factory=dict)
+    new_consumers: float = 0.0  # api_new_consumers_total
+    deprecated: dict[str, float] = field(default_factory=dict)  # "METHOD route" -> consumers (30d)
+    migrated: dict[str, float] = field(default_factory=dict)
+    at_risk: float = 0.0
+
+
+def parse(text: str, at: float) -> Reading:
+    r = Reading(at)
+    tiers: dict[str, float] = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            name, labels, value = s.name, s.labels, s.value
+            if name == "apiusage_spans_received_total":
+                r.spans += value
+            elif name == "api_requests_total":
+                tiers[labels.get("plan_tier", "")] += value
+            elif name == "api_active_consumers" and labels.get("window") in ("1d", "7d"):
+                target = r.active_1d if labels["window"] == "1d" else r.active_7d
+                target[labels.get("plan_tier", "")] = target.get(labels.get("plan_tier", ""), 0) + value
+            elif name == "api_new_consumers_total":
+                r.new_consumers += value
+            elif name in ("api_deprecated_endpoint_consumers", "api_migrated_consumers") \
+                    and labels.get("window") == "30d":
+                key = f"{labels.get('method', '')} {labels.get('route', '')}"
+                target = r.deprecated if name == "api_deprecated_endpoint_consumers" else r.migrated
+                target[key] = target.get(key, 0) + value
+            elif name == "api_consumers_at_risk":
+                r.at_risk += value
+    r.requests_by_tier = dict(tiers)
+    return r
+
+
+def read_metrics(url: str, timeout: float = 5.0) -> Reading:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return parse(response.read().decode("utf-8"), time.monotonic())
+
+
+def fetch_alerts(prometheus_url: str, timeout: float = 5.0) -> tuple[list[str], int]:
+    """(names of the firing alerts, how many are pending) from Prometheus's API."""
+    with urllib.request.urlopen(f"{prometheus_url}/api/v1/alerts", timeout=timeout) as response:
+        alerts = json.load(response)["data"]["alerts"]
+    firing = sorted({a["labels"].get("alertname", "?") for a in alerts if a.get("state") == "firing"})
+    pending = sum(1 for a in alerts if a.get("state") == "pending")
+    return firing, pending
+
+
+def _rate(new: float, old: float, seconds: float) -> float:
+    return max(0.0, new - old) / seconds if seconds > 0 else 0.0
+
+
+def _tiers(values: dict[str, float]) -> list[str]:
+    order = [t for t in _TIERS if t in values] + sorted(t for t in values if t not in _TIERS)
+    return order
+
+
+class Summary:
+    """Turns successive readings into one short line each."""
+
+    def __init__(self, metrics_url: str, prometheus_url: str | None) -> None:
+        self.metrics_url = metrics_url
+        self.prometheus_url = prometheus_url
+        self.previous: Reading | None = None
+
+    def line(self, reading: Reading, alerts: tuple[list[str], int] | None | str) -> str:
+        prev, self.previous = self.previous, reading
+        parts = [time.strftime("%H:%M:%S")]
+        if prev is not None:
+            dt = reading.at - prev.at
+            parts.append(f"{_rate(reading.spans, prev.spans, dt):.1f} spans/s")
+            rates = {t: _rate(v, prev.requests_by_tier.get(t, v), dt)
+                     for t, v in reading.requests_by_tier.items()}
+            parts.append("req/s " + " ".join(f"{t} {rates[t]:.1f}" for t in _tiers(rates)))
+        else:
+            parts.append(f"{reading.spans:,.0f} spans so far")
+        if reading.active_1d:
+            total = sum(reading.active_1d.values())
+            parts.append(f"active consumers (1d) {total:.0f}: "
+                         + " ".join(f"{t} {reading.active_1d[t]:.0f}" for t in _tiers(reading.active_1d)))
+        else:
+            parts.append("active consumers: computing")
+        if reading.deprecated:
+            called = {k: v for k, v in reading.deprecated.items() if v > 0}
+            parts.append("on deprecated endpoints (30d) " + (", ".join(
+                f"{k} {v:.0f} ({reading.migrated.get(k, 0):.0f} migrated)"
+                for k, v in sorted(called.items())) or "none"))
+        if isinstance(alerts, str):
+            parts.append(alerts)
+        elif alerts is not None:
+            firing, pending = alerts
+            text = f"alerts firing {len(firing)}" + (f": {', '.join(firing)}" if firing else "")
+            parts.append(text + (f" ({pending} pending)" if pending else ""))
+        return " | ".join(parts)
+
+    def next_line(self) -> str:
+        try:
+            reading = read_metrics(self.metrics_url)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            return f"{time.strftime('%H:%M:%S')} processor metrics unavailable: {getattr(exc, 'reason', exc)}"
+        alerts: tuple[list[str], int] | None | str = None
+        if self.prometheus_url:
+            try:
+                alerts = fetch_alerts(self.prometheus_url)
+            except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+                alerts = f"alerts unavailable ({getattr(exc, 'reason', exc)})"
+        return self.line(reading, alerts)
