@@ -374,6 +374,11 @@ def overview(alerts: Alerts) -> dashboard.Dashboard:
           "Which plan tiers drive the traffic? Requests per second per plan tier, stacked.",
           "reqps", 8, 8,
           q(f"sum by (plan_tier) (rate(api_requests_total{{{sel}}}[$__rate_interval]))", "{{plan_tier}}"))
+    b.add(timeseries_panel(max_value=None), 16, "Error ratio (5xx) by plan tier",
+          "Do server errors hit some plans more than others? The share of requests answered with a "
+          "5xx status, per plan tier.",
+          "percentunit", 8, 8,
+          q(error_ratio("plan_tier", sel), "{{plan_tier}}"))
     b.add(timeseries_panel(), 5, "Traffic against the same time last week",
           "Is traffic unusually low or high? Total requests per second now, and at the same time "
           "one week earlier.",
@@ -398,14 +403,14 @@ def overview(alerts: Alerts) -> dashboard.Dashboard:
     b.add(bargauge_panel("mean"), 14, "Top endpoints by traffic",
           "Which endpoints are used most? The ten busiest routes, by mean requests per second over "
           "the time range.",
-          "reqps", 12, 8,
+          "reqps", 8, 8,
           q(f"topk(10, {sum_rate('service, method, route', 'api_requests_total', sel)})",
             "{{method}} {{route}} ({{service}})"))
     b.add(bargauge_panel("mean", max_value=1), 6, "Top endpoints by 4xx ratio",
           "Where do clients struggle? The ten routes with the highest share of 4xx answers "
           "(authentication, validation, not found), mean over the time range: client friction, "
           "documentation or SDK problems.",
-          "percentunit", 12, 8,
+          "percentunit", 8, 8,
           q(f"topk(10, {error_ratio('service, method, route', sel, codes='4..')})",
             "{{method}} {{route}} ({{service}})"))
 

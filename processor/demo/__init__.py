@@ -12,8 +12,8 @@
 
 Run it under zero-code instrumentation::
 
-    export APIUSAGE_CATALOG=.../apiusage/processor/demo/catalog.yaml   # CATALOG below
-    export APIUSAGE_PLAN_TIERS=.../apiusage/processor/demo/plans.yaml  # PLANS below
+    export APIUSAGE_CATALOG=.../apiusage/processor/demo/catalog.yaml   # = CATALOG
+    export APIUSAGE_PLAN_TIERS=.../apiusage/processor/demo/plans.yaml  # = PLANS
     APIUSAGE_PSEUDONYM_KEY=... OTEL_SERVICE_NAME=orders-api \\
     opentelemetry-instrument uvicorn apiusage.processor.demo.app:app
 
