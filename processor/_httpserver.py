@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .config import split_endpoint
 
-__all__ = ["BindError", "HttpServer", "QuietHandler", "server_tls_context"]
+__all__ = ["BindError", "HttpServer", "QuietHandler", "Served", "server_tls_context"]
 
 
 def server_tls_context(cert_file: str, key_file: str, client_ca_file: str | None) -> ssl.SSLContext:
@@ -135,3 +135,19 @@ class HttpServer:
         if self._thread.is_alive():  # shutdown() would wait for ever on a loop never started
             self._server.shutdown()
         self._server.server_close()
+
+
+class Served:
+    """Base of the components that answer over an HttpServer (receiver, metrics, admin)."""
+
+    _server: HttpServer
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop()

@@ -11,7 +11,7 @@ import hmac
 import json
 from urllib.parse import parse_qs, urlsplit
 
-from ._httpserver import HttpServer, QuietHandler
+from ._httpserver import HttpServer, QuietHandler, Served
 from .config import AdminConfig, Secret
 from .state.listing import AuditLog, at_risk_consumers, deprecated_consumers, now_ms
 from .state.service import StateService
@@ -74,19 +74,9 @@ class _AdminHandler(QuietHandler):
         return 404, {"error": "try /v1/consumers/deprecated or /v1/consumers/at-risk"}, 0
 
 
-class AdminServer:
+class AdminServer(Served):
     def __init__(self, config: AdminConfig, state: StateService) -> None:
         handler = type("AdminHandler", (_AdminHandler,), {
             "token": read_token(config).encode(), "state": state,
             "audit": AuditLog(config.audit_log)})
         self._server = HttpServer(config.endpoint, handler, "admin.endpoint", "admin")
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    def start(self) -> None:
-        self._server.start()
-
-    def stop(self) -> None:
-        self._server.stop()

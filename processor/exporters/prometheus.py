@@ -20,7 +20,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from .._httpserver import HttpServer, QuietHandler
+from .._httpserver import HttpServer, QuietHandler, Served
 from ..config import PrometheusExporter
 from ..derive.request_metrics import RequestMetrics
 from ..pipeline import LATENCY_BUCKETS, SpanQueue, Worker
@@ -157,7 +157,7 @@ class _MetricsHandler(QuietHandler):
     do_HEAD = do_GET
 
 
-class MetricsServer:
+class MetricsServer(Served):
     def __init__(self, config: PrometheusExporter, registry: CollectorRegistry,
                  readiness: Callable[[], tuple[bool, str]],
                  request_metrics: RequestMetrics | None = None) -> None:
@@ -169,13 +169,3 @@ class MetricsServer:
             "runbooks": RunbookLibrary(find_runbooks_dir(config.runbooks_dir))})
         self._server = HttpServer(config.endpoint, handler, "exporters.prometheus.endpoint",
                                   "metrics")
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    def start(self) -> None:
-        self._server.start()
-
-    def stop(self) -> None:
-        self._server.stop()

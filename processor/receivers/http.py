@@ -7,7 +7,7 @@ import json
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from .._httpserver import HttpServer, QuietHandler, server_tls_context
+from .._httpserver import HttpServer, QuietHandler, Served, server_tls_context
 from ..config import HttpProtocol
 from .auth import Authenticator
 from .intake import Intake, Outcome
@@ -184,7 +184,7 @@ class _Handler(QuietHandler):
             self.rfile.readline(8)
 
 
-class HttpReceiver:
+class HttpReceiver(Served):
     def __init__(self, config: HttpProtocol, intake: Intake, retry_after: float,
                  auth: Authenticator | None = None) -> None:
         handler = type("OtlpHttpHandler", (_Handler,), {
@@ -197,13 +197,3 @@ class HttpReceiver:
         self._server = HttpServer(config.endpoint, handler,
                                   "receivers.otlp.protocols.http.endpoint", "otlp-http", context,
                                   max_connections=config.max_connections)
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    def start(self) -> None:
-        self._server.start()
-
-    def stop(self) -> None:
-        self._server.stop()
