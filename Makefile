@@ -31,3 +31,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Rebuild grafana/dashboards/*.json from grafana/build.py (docs/dashboards.md).
+.PHONY: grafana
+grafana: $(STAMP)
+	$(PY) grafana/build.py
