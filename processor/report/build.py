@@ -16,9 +16,9 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 
-from .charts import as_img, bar_chart, line_chart
+from .charts import as_img, bar_chart, heatmap, line_chart
 
-__all__ = ["PrometheusClient", "PrometheusError", "Section", "build_report", "render_html",
+__all__ = ["PrometheusClient", "PrometheusError", "Report", "Section", "build_report", "render_html",
            "SECTIONS"]
 
 _5XX = 'status_code=~"5.."'
@@ -74,6 +74,9 @@ class PrometheusClient:
     def alerts(self) -> list[dict]:
         return self._get("/api/v1/alerts", {})["alerts"]  # type: ignore[index]
 
+    def targets(self) -> list[dict]:
+        return self._get("/api/v1/targets", {"state": "active"})["activeTargets"]  # type: ignore[index]
+
 
 @dataclass
 class Section:
@@ -86,16 +89,34 @@ class Section:
                            "</figcaption></figure>")
 
     def table(self, headers: list[str], rows: list[list[str]], empty: str) -> None:
+        """A table; a cell that is an http(s) URL becomes a link."""
         if not rows:
             self.blocks.append(f'<p class="empty">{html.escape(empty)}</p>')
             return
         head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+        body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>"
                        for row in rows)
         self.blocks.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
     def note(self, text: str) -> None:
         self.blocks.append(f'<p class="note">{html.escape(text)}</p>')
+
+
+class Report(list):
+    """The sections, plus what the page says about them: key figures and data coverage."""
+
+    def __init__(self, sections: list[Section], glance: list[tuple[str, str]] | None = None,
+                 coverage: str = "") -> None:
+        super().__init__(sections)
+        self.glance = glance or []
+        self.coverage = coverage
+
+
+def _cell(text: str) -> str:
+    if text.startswith(("http://", "https://")) and " " not in text:
+        url = html.escape(text, quote=True)
+        return f'<a href="{url}">{html.escape(text)}</a>'
+    return html.escape(text)
 
 
 def _label(metric: dict, *names: str) -> str:
@@ -106,17 +127,85 @@ def _num(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}"
 
 
+def _seconds(text: str) -> int:
+    """A Prometheus duration such as 15s, 1m or 1m30s, in whole seconds (0 when unreadable)."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    total, number = 0.0, ""
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c.isdigit():
+            number += c
+            i += 1
+            continue
+        unit = "ms" if text.startswith("ms", i) else c
+        if not number or unit not in units:
+            return 0
+        total += int(number) * units[unit]
+        number = ""
+        i += len(unit)
+    return 0 if number else int(total)
+
+
+def _count(value: float) -> str:
+    """Consumers and requests are whole; increase() extrapolates, so round what it says."""
+    return f"{round(value):,}"
+
+
+def _duration_text(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0 or seconds >= 2 * size:
+            n = seconds / size
+            return f"{n:g} {unit}" + ("" if n == 1 else "s")
+    return f"{seconds:g} seconds"
+
+
 class _Report:
     def __init__(self, client: PrometheusClient, range_seconds: int, now: float,
                  service: str | None) -> None:
         self.client = client
         self.range = range_seconds
         self.now = now
-        self.start = now - range_seconds
-        self.step = max(60, range_seconds // 120)
         self.sel = f'service="{service}"' if service else ""
         self.window = f"{max(1, range_seconds // 60)}m"
-        self.rate = f"{max(5, self.step // 60 * 4)}m"
+        self.data_start: float | None = None
+        self.scrape = self._scrape_interval()
+        self._span(now - range_seconds)
+
+    def _span(self, start: float) -> None:
+        """Charts from `start` to now: about 120 points, at most one per 5 seconds; rates over
+        Grafana's $__rate_interval for that step, max(step + scrape interval, 4 scrape intervals)."""
+        self.start = start
+        self.step = max(5, int(self.now - start) // 120)
+        self.rate = f"{max(self.step + self.scrape, 4 * self.scrape)}s"
+
+    def _scrape_interval(self) -> int:
+        """The longest scrape interval of Prometheus's targets (60 s when it does not say)."""
+        try:
+            targets = self.client.targets()
+        except PrometheusError:
+            return 60
+        seconds = [_seconds(t.get("scrapeInterval", "")) for t in targets]
+        return max((s for s in seconds if s), default=60)
+
+    def fit_to_data(self) -> None:
+        """A Prometheus younger than the period (a demo, a new install) has nothing to draw before
+        its first sample: start the charts there instead of leaving most of them empty."""
+        def first_seen(period: int, resolution: int, at: float) -> float | None:
+            # timestamp() of an aggregate is the evaluation time: the first step with data.
+            rows = self.client.query(
+                f"min_over_time(timestamp(count(api_requests_total{self.f()}))"
+                f"[{period}s:{resolution}s])", at)
+            return rows[0][1] if rows else None
+
+        coarse = max(15, self.range // 2000)
+        first = first_seen(self.range, coarse, self.now)
+        if first is None or first <= self.start + 2 * coarse:
+            return
+        if coarse > 5:  # refine within the coarse step that first had data
+            first = first_seen(coarse, 5, first) or first
+        self.data_start = max(first - 5, self.start)
+        self._span(self.data_start)
 
     def f(self, extra: str = "") -> str:
         """A label matcher with the service filter (and extra matchers)."""
@@ -131,18 +220,22 @@ class _Report:
         rows = self.client.query(expr, self.now)
         return sorted(((_label(m, *labels), v) for m, v in rows), key=lambda x: (-x[1], x[0]))
 
+    def counts(self, expr: str, *labels: str) -> list[tuple[str, float]]:
+        """Bars of whole counts: increase() extrapolates to fractions, and zero bars say nothing."""
+        return [(k, float(round(v))) for k, v in self.bars(expr, *labels) if round(v) > 0]
+
     def traffic(self) -> Section:
         s = Section("Traffic", "How much is the API used, where, and by which plan tiers?")
         s.chart("Requests per second by service",
                 line_chart(self.series(f"sum by (service) (rate(api_requests_total{self.f()}[{self.rate}]))",
                                        "service")))
-        top = self.bars(f"topk(10, sum by (service, method, route) "
+        top = self.counts(f"topk(10, sum by (service, method, route) "
                         f"(increase(api_requests_total{self.f()}[{self.window}])))",
                         "method", "route")
         s.chart("Top endpoints by requests in the period", bar_chart(top))
         tiers = self.bars(f"sum by (plan_tier) (increase(api_requests_total{self.f()}[{self.window}]))",
                           "plan_tier")
-        s.table(["Plan tier", "Requests in the period"], [[t, _num(v)] for t, v in tiers],
+        s.table(["Plan tier", "Requests in the period"], [[t, _count(v)] for t, v in tiers],
                 "No requests in the period.")
         return s
 
@@ -157,7 +250,7 @@ class _Report:
                f"(rate(api_request_duration_seconds_bucket{self.f()}[{self.rate}])))")
         s.chart("95th percentile latency by service", line_chart(self.series(p95, "service"),
                                                                  unit="seconds"))
-        friction = self.bars(
+        friction = self.counts(
             f'topk(10, sum by (service, method, route) (increase(api_requests_total'
             f'{self.f(_4XX)}[{self.window}])))', "method", "route")
         s.chart("Endpoints with the most 4xx answers (client friction)", bar_chart(friction))
@@ -165,16 +258,21 @@ class _Report:
 
     def adoption(self) -> Section:
         s = Section("Adoption", "How many consumers, on which plans, features and client versions?")
-        active = self.bars(f"max by (plan_tier, window) (api_active_consumers{self.f()})",
-                           "window", "plan_tier")
-        s.table(["Window / plan tier", "Active consumers"], [[k, _num(v)] for k, v in active],
+        active: dict[str, dict[str, float]] = {}
+        for metric, value in self.client.query(
+                f"max by (plan_tier, window) (api_active_consumers{self.f()})", self.now):
+            active.setdefault(metric.get("plan_tier", ""), {})[metric.get("window", "")] = value
+        windows = ["1d", "7d", "30d"]
+        s.table(["Plan tier", *(f"Active consumers, last {w}" for w in windows)],
+                [[tier, *(_count(by[w]) if w in by else "-" for w in windows)]
+                 for tier, by in sorted(active.items(), key=lambda x: -x[1].get("30d", 0))],
                 "No consumer state yet (is the state store on?).")
         s.chart("Active consumers over the last 7 days, by plan tier",
                 line_chart(self.series(f'max by (plan_tier) (api_active_consumers{self.f(_W7)})',
                                        "plan_tier")))
         new = self.bars(f"sum by (plan_tier) (increase(api_new_consumers_total{self.f()}[{self.window}]))",
                         "plan_tier")
-        s.table(["Plan tier", "New consumers in the period"], [[k, _num(v)] for k, v in new],
+        s.table(["Plan tier", "New consumers in the period"], [[k, _count(v)] for k, v in new],
                 "No new consumers in the period.")
         features = self.bars(f'max by (feature) (api_feature_consumers{self.f(_W30)})',
                              "feature")
@@ -183,6 +281,15 @@ class _Report:
             f'max by (client_name, client_version) (api_client_version_consumers{self.f(_W30)})',
             "client_name", "client_version")
         s.chart("Consumers per client version (30 days)", bar_chart(clients))
+        cohorts = self.client.query(
+            f"max by (cohort_week, weeks_since) (api_cohort_retention_ratio{self.f()})", self.now)
+        weeks = sorted({m.get("cohort_week", "") for m, _ in cohorts})
+        since = sorted({m.get("weeks_since", "") for m, _ in cohorts}, key=lambda w: int(w or 0))
+        s.chart("Cohort retention: share of the consumers first seen in a week (rows) still active "
+                "N weeks later (columns)",
+                heatmap(weeks, since, {(m.get("cohort_week", ""), m.get("weeks_since", "")): v
+                                       for m, v in cohorts},
+                        row_title="first seen (week of)", column_title="weeks later"))
         return s
 
     def onboarding(self) -> Section:
@@ -192,7 +299,7 @@ class _Report:
         s.chart("Median time from first call to first success, by plan tier",
                 bar_chart([(k, v) for k, v in median if v == v], unit="seconds"))
         risk = self.bars(f"max by (plan_tier) (api_consumers_at_risk{self.f()})", "plan_tier")
-        s.table(["Plan tier", "Consumers at risk"], [[k, _num(v)] for k, v in risk],
+        s.table(["Plan tier", "Consumers at risk"], [[k, _count(v)] for k, v in risk],
                 "No consumers at risk.")
         return s
 
@@ -213,14 +320,51 @@ class _Report:
             key = _label(metric, "service", "method", "route")
             days = (sunset[key] - self.now) / 86400 if key in sunset else None
             rows.append([f"{metric.get('method', '')} {metric.get('route', '')}",
-                         metric.get("service", ""), _num(n), _num(migrated.get(key, 0)),
+                         metric.get("service", ""), _count(n), _count(migrated.get(key, 0)),
                          f"{days:.0f}" if days is not None else "-"])
         s.table(["Endpoint", "Service", "Consumers (30 days)", "Migrated", "Days to sunset"], rows,
                 "No deprecated endpoints are called.")
-        traffic = self.bars(f"sum by (method, route) (increase(api_deprecated_requests_total"
+        traffic = self.counts(f"sum by (method, route) (increase(api_deprecated_requests_total"
                             f"{self.f()}[{self.window}]))", "method", "route")
         s.chart("Requests to deprecated endpoints in the period", bar_chart(traffic))
         return s
+
+    def glance(self) -> list[tuple[str, str]]:
+        """Headline numbers for the top of the page; a figure that cannot be read is left out."""
+        figures = [
+            ("Requests in the period", f"sum(increase(api_requests_total{self.f()}[{self.window}]))"),
+            ("Active consumers, last 7 days",
+             f'sum(max by (service, plan_tier) (api_active_consumers{self.f(_W7)}))'),
+            ("Consumers on deprecated endpoints (30 days)",
+             f'sum(max by (service, method, route) (api_deprecated_endpoint_consumers{self.f(_W30)}))'),
+            ("Consumers at risk", f"sum(max by (service, plan_tier) (api_consumers_at_risk{self.f()}))"),
+            ("Share of requests answered 5xx",
+             f'sum(increase(api_requests_total{self.f(_5XX)}[{self.window}])) or vector(0)'),
+        ]
+        out = []
+        total = None
+        for title, expr in figures:
+            try:
+                rows = self.client.query(expr, self.now)
+            except PrometheusError:
+                continue
+            if not rows:
+                continue
+            value = rows[0][1]
+            if title.startswith("Requests"):
+                total = value
+                out.append((title, _count(value)))
+            elif title.startswith("Share"):
+                if total:
+                    out.append((title, f"{100 * value / total:.2f}%"))
+            else:
+                out.append((title, _count(value)))
+        try:
+            firing = sum(1 for a in self.client.alerts() if a.get("state") == "firing")
+            out.append(("Alerts firing now", str(firing)))
+        except PrometheusError:
+            pass
+        return out
 
     def firing(self) -> Section:
         s = Section("Firing alerts", "What needs attention now?")
@@ -234,9 +378,18 @@ class _Report:
 
 
 def build_report(client: PrometheusClient, range_seconds: int, now: float,
-                 service: str | None = None) -> list[Section]:
+                 service: str | None = None) -> Report:
     """Every section; a section whose queries fail says so instead of failing the report."""
     report = _Report(client, range_seconds, now, service)
+    coverage = ""
+    try:
+        report.fit_to_data()
+    except PrometheusError:
+        pass  # the sections say what fails
+    if report.data_start is not None:
+        when = dt.datetime.fromtimestamp(report.data_start, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        coverage = (f"Prometheus holds API metrics only since {when}, so the charts start there; "
+                    "totals cover what it holds.")
     sections = []
     for title, make in zip(SECTIONS, (report.traffic, report.reliability, report.adoption,
                                       report.onboarding, report.deprecations, report.firing),
@@ -247,7 +400,7 @@ def build_report(client: PrometheusClient, range_seconds: int, now: float,
             failed = Section(title, "")
             failed.note(f"This section could not be built: {exc}")
             sections.append(failed)
-    return sections
+    return Report(sections, report.glance(), coverage)
 
 
 _CSS = """
@@ -256,16 +409,24 @@ h1{margin-bottom:.2rem}.meta{color:#666;margin-top:0}section{margin:2.5rem 0}
 h2{border-bottom:1px solid #ddd;padding-bottom:.3rem}.question{color:#555;font-style:italic}
 figure{margin:1rem 0}figcaption{color:#555;font-size:.9rem}img.chart{max-width:100%;border:1px solid #eee}
 table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{text-align:left;padding:.3rem .5rem;
-border-bottom:1px solid #eee}.empty,.note{color:#777}nav a{margin-right:.8rem}
+border-bottom:1px solid #eee}.empty,.note{color:#777}nav a{margin-right:.8rem}td a{word-break:break-all}
+.glance{display:flex;flex-wrap:wrap;gap:.8rem;margin:1.5rem 0}.figure{flex:1 1 140px;border:1px solid #e5e5e5;
+padding:.6rem .8rem;border-radius:4px}.figure .value{font-size:1.5rem;font-weight:600}
+.figure .what{color:#555;font-size:.85rem}
 """
 
 
 def render_html(sections: list[Section], prometheus_url: str, range_seconds: int, now: float,
                 service: str | None = None) -> str:
     when = dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    days = range_seconds / 86400
-    span = f"{days:g} days" if days >= 1 else f"{range_seconds / 3600:g} hours"
+    span = _duration_text(range_seconds)
     scope = f" for {html.escape(service)}" if service else ""
+    glance = getattr(sections, "glance", None) or []
+    coverage = getattr(sections, "coverage", "")
+    figures = "".join(f'<div class="figure"><div class="value">{html.escape(v)}</div>'
+                      f'<div class="what">{html.escape(k)}</div></div>' for k, v in glance)
+    top = (f'<div class="glance">{figures}</div>' if figures else "") + (
+        f'<p class="note">{html.escape(coverage)}</p>' if coverage else "")
     nav = "".join(f'<a href="#{s.title.lower().replace(" ", "-")}">{html.escape(s.title)}</a>'
                   for s in sections)
     body = "".join(
@@ -276,4 +437,4 @@ def render_html(sections: list[Section], prometheus_url: str, range_seconds: int
             f"<title>API usage report{scope}</title><style>{_CSS}</style></head><body>"
             f"<h1>API usage report{scope}</h1>"
             f'<p class="meta">The last {span} up to {when}, from {html.escape(prometheus_url)}</p>'
-            f"<nav>{nav}</nav>{body}</body></html>\n")
+            f"<nav>{nav}</nav>{top}{body}</body></html>\n")

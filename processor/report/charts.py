@@ -8,7 +8,7 @@ import html
 import math
 from collections.abc import Sequence
 
-__all__ = ["line_chart", "bar_chart", "as_img"]
+__all__ = ["line_chart", "bar_chart", "heatmap", "as_img"]
 
 PALETTE = ("#3366cc", "#dc3912", "#ff9900", "#109618", "#990099", "#0099c6", "#dd4477",
            "#66aa00", "#b82e2e", "#316395")
@@ -24,6 +24,8 @@ def _fmt(value: float, unit: str) -> str:
             return f"{value / 86400:.1f} d"
         if value >= 3600:
             return f"{value / 3600:.1f} h"
+        if value >= 60:
+            return f"{value / 60:.1f} min"
         if value >= 1:
             return f"{value:.1f} s"
         return f"{value * 1000:.0f} ms"
@@ -60,8 +62,9 @@ def _frame(body: list[str], ymax: float, unit: str, xlabels: list[tuple[float, s
                      'stroke="#e5e5e5"/>')
         parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#555">'
                      f'{html.escape(_fmt(ymax * i / 4, unit))}</text>')
-    for x, label in xlabels:
-        parts.append(f'<text x="{x:.1f}" y="{H - BOTTOM + 16}" text-anchor="middle" '
+    for k, (x, label) in enumerate(xlabels):
+        anchor = "start" if k == 0 else "end" if k == len(xlabels) - 1 else "middle"
+        parts.append(f'<text x="{x:.1f}" y="{H - BOTTOM + 16}" text-anchor="{anchor}" '
                      f'fill="#555">{html.escape(label)}</text>')
     parts += body
     parts.append("</svg>")
@@ -89,7 +92,7 @@ def line_chart(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], unit
         ly = H - 22 + (i // 4) * 14
         body.append(f'<rect x="{lx}" y="{ly - 8}" width="10" height="10" fill="{color}"/>'
                     f'<text x="{lx + 14}" y="{ly + 1}" fill="#333">{html.escape(name[:26])}</text>')
-    fmt = "%H:%M" if span <= 2 * 86400 else "%b %d"
+    fmt = "%H:%M:%S" if span <= 600 else "%H:%M" if span <= 2 * 86400 else "%b %d"
     xlabels = [(LEFT + plot_w * k / 4,
                 dt.datetime.fromtimestamp(t0 + span * k / 4, dt.timezone.utc).strftime(fmt))
                for k in range(5)]
@@ -118,5 +121,50 @@ def bar_chart(bars: Sequence[tuple[str, float]], unit: str = "") -> str:
                      f'fill="{PALETTE[0]}"/>')
         parts.append(f'<text x="{label_w + width + 6:.1f}" y="{y + 13}" fill="#333">'
                      f'{html.escape(_fmt(value, unit))}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _blend(ratio: float) -> str:
+    """White (0) to the palette's blue (1)."""
+    ratio = min(max(ratio, 0.0), 1.0)
+    r, g, b = (int(255 + (c - 255) * ratio) for c in (0x33, 0x66, 0xCC))
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def heatmap(rows: Sequence[str], columns: Sequence[str], values: dict[tuple[str, str], float],
+            row_title: str = "", column_title: str = "", unit: str = "percent") -> str:
+    """A grid of cells shaded by value (0..1), with the value written in each; empty cells stay blank."""
+    if not rows or not columns:
+        return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="80">'
+                f'<rect width="{W}" height="80" fill="#fff"/><text x="360" y="44" '
+                'text-anchor="middle" fill="#999" font-family="sans-serif">no data</text></svg>')
+    label_w, head_h = 110, 40
+    cell_w = min(80.0, (W - label_w - RIGHT) / len(columns))
+    cell_h = 24
+    height = head_h + cell_h * len(rows) + 8
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" '
+             f'viewBox="0 0 {W} {height}" font-family="sans-serif" font-size="11">',
+             f'<rect width="{W}" height="{height}" fill="#ffffff"/>',
+             f'<text x="{label_w}" y="14" fill="#555">{html.escape(column_title)}</text>',
+             f'<text x="4" y="{head_h - 6}" fill="#555">{html.escape(row_title)}</text>']
+    for j, col in enumerate(columns):
+        parts.append(f'<text x="{label_w + j * cell_w + cell_w / 2:.1f}" y="{head_h - 6}" '
+                     f'text-anchor="middle" fill="#333">{html.escape(col)}</text>')
+    for i, row in enumerate(rows):
+        y = head_h + i * cell_h
+        parts.append(f'<text x="{label_w - 8}" y="{y + 16}" text-anchor="end" fill="#333">'
+                     f'{html.escape(row)}</text>')
+        for j, col in enumerate(columns):
+            value = values.get((row, col))
+            if value is None or not math.isfinite(value):
+                continue
+            x = label_w + j * cell_w
+            fill = _blend(value)
+            ink = "#ffffff" if value > 0.55 else "#222222"
+            parts.append(f'<rect x="{x + 1:.1f}" y="{y + 1}" width="{cell_w - 2:.1f}" '
+                         f'height="{cell_h - 2}" fill="{fill}"/>')
+            parts.append(f'<text x="{x + cell_w / 2:.1f}" y="{y + 16}" text-anchor="middle" '
+                         f'fill="{ink}">{html.escape(_fmt(value, unit))}</text>')
     parts.append("</svg>")
     return "".join(parts)
