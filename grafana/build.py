@@ -302,7 +302,7 @@ def service_variable() -> dashboard.QueryVariable:
 
 def base(uid: str, title: str, description: str, time_from: str, board: Board,
          variables: list) -> dashboard.Dashboard:
-    out = (dashboard.Dashboard(title).uid(uid).description(description).tags(TAGS).editable()
+    out = (dashboard.Dashboard(title).uid(uid).description(description).tags(TAGS)
            .tooltip(DashboardCursorSync.CROSSHAIR).time(time_from, "now").refresh(REFRESH)
            .timezone("browser").week_start("monday").readonly()
            .annotation(dashboard.AnnotationQuery().name("Annotations & Alerts").built_in(1).enable(True)
