@@ -53,6 +53,14 @@ def _http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def _has_ui(alertmanager_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{alertmanager_url}/", timeout=2) as response:
+            return b"does not include a web" not in response.read(4096)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 def _bin(name: str) -> str | None:
     """An executable of this virtualenv, else from PATH."""
     candidate = Path(sys.executable).with_name(name)
@@ -272,9 +280,17 @@ class Demo:
         if _http_ok(f"{metrics}/runbooks/"):
             rows.append(("runbooks", f"{metrics}/runbooks/", "where every alert's runbook_url points"))
         if prom_url:
-            rows.append(("Prometheus", f"{prom_url}/alerts", rules_note))
+            # Upstream builds serve the React UI at /alerts; Debian's only the classic one.
+            page = next((f"{prom_url}{path}" for path in ("/alerts", "/classic/alerts")
+                         if _http_ok(f"{prom_url}{path}")), f"{prom_url}/")
+            rows.append(("Prometheus", page, rules_note))
         if am_url:
-            rows.append(("Alertmanager", f"{am_url}/#/alerts", "notifications go to the demo itself"))
+            if _has_ui(am_url):
+                rows.append(("Alertmanager", f"{am_url}/#/alerts", "notifications go to the demo itself"))
+            else:  # Debian's package has no web UI
+                rows.append(("Alertmanager", f"{am_url}/api/v2/alerts",
+                             f"notifications go to the demo itself; no web UI in this build: "
+                             f"amtool alert --alertmanager.url={am_url}"))
         _say("\napiusage demo is running; Ctrl-C stops everything.")
         for name, url, note in rows:
             _say(f"  {name:<13} {url:<40} {note}")
@@ -318,8 +334,19 @@ class Demo:
             raise DemoError(str(exc)) from None
         if self.tty:
             sys.stdout.write("\n")
-        _say(f"history: sent in {result.seconds:.1f} s; the processor stores it and refreshes "
-             "its consumer metrics every 5 s")
+        sent = time.time()
+        from .summary import read_metrics
+
+        def stored() -> bool:
+            try:
+                r = read_metrics(f"{metrics}/metrics")
+            except (urllib.error.URLError, OSError, ValueError):
+                return False
+            return self.stopping.is_set() or (r.processed >= r.spans and r.report_time > sent + 2)
+
+        wait_until(stored, 30.0, 0.5)
+        _say(f"history: sent in {result.seconds:.1f} s, stored and counted in "
+             f"{time.time() - sent:.1f} s more")
 
     def _watch(self, folder: Path, metrics: str, prom_url: str | None) -> int:
         from .summary import Summary

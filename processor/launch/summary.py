@@ -22,6 +22,8 @@ class Reading:
 
     at: float
     spans: float = 0.0  # apiusage_spans_received_total
+    processed: float = 0.0  # apiusage_spans_processed_total
+    report_time: float = 0.0  # apiusage_state_report_timestamp_seconds: last refresh of the state
     requests_by_tier: dict[str, float] = field(default_factory=dict)  # api_requests_total
     active_1d: dict[str, float] = field(default_factory=dict)  # api_active_consumers{window="1d"}
     active_7d: dict[str, float] = field(default_factory=dict)
@@ -39,6 +41,10 @@ def parse(text: str, at: float) -> Reading:
             name, labels, value = s.name, s.labels, s.value
             if name == "apiusage_spans_received_total":
                 r.spans += value
+            elif name == "apiusage_spans_processed_total":
+                r.processed += value
+            elif name == "apiusage_state_report_timestamp_seconds":
+                r.report_time = max(r.report_time, value)
             elif name == "api_requests_total":
                 tiers[labels.get("plan_tier", "")] += value
             elif name == "api_active_consumers" and labels.get("window") in ("1d", "7d"):
@@ -89,34 +95,38 @@ class Summary:
         self.previous: Reading | None = None
 
     def line(self, reading: Reading, alerts: tuple[list[str], int] | None | str) -> str:
+        """Two lines: traffic and consumers; deprecations and alerts."""
         prev, self.previous = self.previous, reading
-        parts = [time.strftime("%H:%M:%S")]
+        first = [time.strftime("%H:%M:%S")]
         if prev is not None:
             dt = reading.at - prev.at
-            parts.append(f"{_rate(reading.spans, prev.spans, dt):.1f} spans/s")
+            first.append(f"{_rate(reading.spans, prev.spans, dt):.0f} spans/s")
             rates = {t: _rate(v, prev.requests_by_tier.get(t, v), dt)
                      for t, v in reading.requests_by_tier.items()}
-            parts.append("req/s " + " ".join(f"{t} {rates[t]:.1f}" for t in _tiers(rates)))
+            first.append("requests/s " + "  ".join(f"{t} {rates[t]:.1f}" for t in _tiers(rates)))
         else:
-            parts.append(f"{reading.spans:,.0f} spans so far")
+            first.append(f"{reading.spans:,.0f} spans received")
         if reading.active_1d:
-            total = sum(reading.active_1d.values())
-            parts.append(f"active consumers (1d) {total:.0f}: "
-                         + " ".join(f"{t} {reading.active_1d[t]:.0f}" for t in _tiers(reading.active_1d)))
+            first.append(f"active consumers (24h) {sum(reading.active_1d.values()):.0f}: " + "  ".join(
+                f"{t} {reading.active_1d[t]:.0f}" for t in _tiers(reading.active_1d)))
         else:
-            parts.append("active consumers: computing")
-        if reading.deprecated:
-            called = {k: v for k, v in reading.deprecated.items() if v > 0}
-            parts.append("on deprecated endpoints (30d) " + (", ".join(
+            first.append("active consumers: not computed yet")
+        second = []
+        called = {k: v for k, v in reading.deprecated.items() if v > 0}
+        if reading.active_1d:
+            second.append("deprecated endpoints, consumers (30d): " + (", ".join(
                 f"{k} {v:.0f} ({reading.migrated.get(k, 0):.0f} migrated)"
                 for k, v in sorted(called.items())) or "none"))
         if isinstance(alerts, str):
-            parts.append(alerts)
+            second.append(alerts)
         elif alerts is not None:
             firing, pending = alerts
-            text = f"alerts firing {len(firing)}" + (f": {', '.join(firing)}" if firing else "")
-            parts.append(text + (f" ({pending} pending)" if pending else ""))
-        return " | ".join(parts)
+            second.append("alerts firing: " + (", ".join(firing) if firing else "none")
+                          + (f" ({pending} pending)" if pending else ""))
+        out = " | ".join(first)
+        if second:
+            out += "\n" + " " * 9 + "| " + " | ".join(second)
+        return out
 
     def next_line(self) -> str:
         try:

@@ -200,9 +200,13 @@ class _Report:
 
         coarse = max(15, self.range // 2000)
         first = first_seen(self.range, coarse, self.now)
-        if first is None or first <= self.start + 2 * coarse:
+        if first is None:  # data younger than one coarse step, or none at all
+            first = first_seen(coarse, 5, self.now)
+            if first is None:
+                return
+        elif first <= self.start + 2 * coarse:
             return
-        if coarse > 5:  # refine within the coarse step that first had data
+        elif coarse > 5:  # refine within the coarse step that first had data
             first = first_seen(coarse, 5, first) or first
         self.data_start = max(first - 5, self.start)
         self._span(self.data_start)
