@@ -22,6 +22,7 @@ from apiusage.processor.receivers.fields import FieldScanner
 from apiusage.processor.receivers.payload import InvalidPayload, json_to_protobuf
 from apiusage.processor.receivers.scan import ScanError
 from apiusage.processor.state.activity import ConsumerActivity
+from apiusage.processor.state.store import SqliteStore
 from apiusage.processor.telemetry import PipelineStats
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -112,7 +113,11 @@ def test_any_span_content_flows_to_metrics_without_errors(body: bytes) -> None:
     derived = deriver.derive(resources, spans)
     metrics.consume(derived)
     activity.consume(derived)
-    activity.drain()
+    store = SqliteStore(":memory:")
+    store.migrate()
+    store.write(activity.drain())  # whatever the spans held, the store takes it
+    assert store.query("PRAGMA integrity_check") == [("ok",)]
+    store.close()
     text = exposition(registry, metrics, "")[0].decode()
     assert exposition(registry, metrics, "application/openmetrics-text")[0].endswith(b"# EOF\n")
     snapshot = metrics.snapshot()
