@@ -90,6 +90,13 @@ class Demo:
     urls: dict[str, str] = field(default_factory=dict)
     otlp: tuple[int, int] | None = None
     _reader: threading.Thread | None = None
+    _seen: list[Proc] = field(default_factory=list)  # every descendant ever listed, for clean-up
+
+    def children(self) -> list[Proc]:
+        """The demo's process tree now (and remembered, so a failed test can still clean up)."""
+        tree = descendants(self.process.pid)
+        self._seen += tree
+        return tree
 
     @property
     def output(self) -> str:
@@ -152,11 +159,11 @@ class Demo:
 
     def kill_everything(self) -> None:
         """Last resort for a failed test: the demo and whatever it left."""
-        left = descendants(self.process.pid) if self.process.poll() is None else []
+        left = self.children() if self.process.poll() is None else []
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
-        for p in still_running(left):
+        for p in still_running(left + self._seen):
             try:
                 os.kill(p.pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from demo_support import Demo, descendants, need_monitoring, start_demo, wait_gone
+from demo_support import Demo, need_monitoring, start_demo, wait_gone
 
 from tests.report.report_support import check_renders, check_structure, has_data
 from tests.support.processor import apiusage_command, get, matching, parse_metrics
@@ -170,7 +170,7 @@ def test_report_against_the_demos_prometheus_renders_in_chromium(demo, tmp_path)
 
 
 def test_ctrl_c_stops_every_child_process(demo):
-    tree = descendants(demo.process.pid)
+    tree = demo.children()
     names = {p.name for p in tree}
     assert len(tree) >= 5, tree  # processor, demo API, traffic, Prometheus, Alertmanager
     assert {"prometheus", "prometheus-aler"} & names, names
