@@ -213,16 +213,20 @@ def calls(members: list[Member], *, rate: float, days: int, now: float, rng: ran
         first = endpoints[m.api_at(active_from)][0]
         out.append(Call(active_from, m, first.method, first.route, first.status, first.latency, 1.0,
                         first.feature, first.deprecated))
+        pieces = []  # (start, end) of each stretch of a day on one API version
         for day in range(first_day, last_day + 1):
             lo, hi = max(day * DAY, active_from + 1), min((day + 1) * DAY, active_to)
-            if hi <= lo:
-                continue
+            if m.migrated is not None and lo < m.migrated < hi:
+                pieces += [(day, lo, m.migrated), (day, m.migrated, hi)]
+            elif lo < hi:
+                pieces.append((day, lo, hi))
+        for day, lo, hi in pieces:
             weekday = (day + 3) % 7  # 0 = Monday (1970-01-01 was a Thursday)
             volume = (m.activity * per_activity * (hi - lo) / DAY * (0.55 if weekday >= 5 else 1.0)
                       * rng.lognormvariate(0, 0.2) * min(1.0, 0.3 + (lo - m.joined) / (7 * DAY)))
             if m.at_risk and day * DAY >= now - 7 * DAY:
                 volume *= 0.1
-            mix = endpoints[m.api_at((lo + hi) / 2)]
+            mix = endpoints[m.api_at(lo)]
             total_weight = sum(e.weight * (0.3 if m.tier == "free" and e.route == "/v2/exports" else 1)
                                for e in mix)
             for e in mix:
@@ -246,7 +250,7 @@ def calls(members: list[Member], *, rate: float, days: int, now: float, rng: ran
                 out.append(Call(rng.uniform(lo, hi), m, e.method, e.route, e.status,
                                 min(latency * rng.uniform(3, 8), 3.0), n * _TAIL, e.feature,
                                 e.deprecated))
-            for incident in incident_hours:  # an hour of 500s on everything the member calls
+            for incident in incident_hours:  # an hour of 500s on the member's calls
                 if lo <= incident < hi - 3600 and mix:
                     e = rng.choice(mix)
                     out.append(Call(incident + rng.uniform(0, 3600), m, e.method, e.route, 500, 0.9,
