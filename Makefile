@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The whole loop on this machine until Ctrl-C (docs/demo.md); options go in DEMO_ARGS,
+# e.g. make demo DEMO_ARGS="--prometheus-port 19090 --dir demo-data".
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(VENV)/bin/apiusage serve
+	$(VENV)/bin/apiusage demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	bash scripts/system-deps.sh
