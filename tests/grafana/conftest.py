@@ -97,6 +97,7 @@ def live_stack(tmp_path_factory) -> LiveStack:
                           "apiusage_label_overflow_total > 0",
                           "apiusage_service:slo_latency:burnrate3d",
                           'ALERTS{alertstate="firing", synthetic="true"}'):
-                wait_for(lambda p=probe: prom.query(p), 20, f"Prometheus to have {probe}")
+                wait_for(lambda p=probe: prom.query(p), 45,
+                         f"Prometheus to have {probe} (traffic: {stats.summary()})")
             time.sleep(3)
             yield LiveStack(prom, start - 2, time.time(), sink.trace_ids(), stats, names)
