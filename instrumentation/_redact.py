@@ -12,7 +12,9 @@ both semantic-convention generations:
 before any exporter. (Scrubbing in ``on_start`` would be useless: the ASGI middleware
 sets its creation attributes a second time right after starting the span.) It reaches
 into the SDK span's attribute container (``Span._attributes``), the only place a delete
-is possible; if a future SDK changes that, the failure is logged once, never raised.
+is possible (``Span.end()`` freezes the container before ``_on_ending``, and editing its
+dict under its lock is far cheaper than building a new container on every request); if a
+future SDK changes that, the failure is logged once, never raised.
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
-
-from ._sdk import edit_frozen
 
 _logger = logging.getLogger("apiusage.instrumentation")
 
@@ -55,6 +55,9 @@ HEADER_PREFIXES = ("http.request.header.", "http.response.header.")
 _CANDIDATES = URL_KEYS | DROP_KEYS
 _SERVER_CANDIDATES = _CANDIDATES | CLIENT_ADDRESS_KEYS
 _INTERNAL = SpanKind.INTERNAL
+_SERVER = SpanKind.SERVER
+_PLAN_LIMIT = 256
+_Plan = tuple[tuple[str, ...], tuple[str, ...]]
 # Captured headers whose name suggests a credential, a session or a client address.
 _SENSITIVE_HEADER = re.compile(
     r"(auth|token|secret|key|cookie|session|passw|credential|signature|"
@@ -69,38 +72,59 @@ def normalise_header(name: str) -> str:
 
 
 class Scrubber:
-    """Decides what leaves: used by the span processor, and testable on plain dicts."""
+    """Decides what leaves: used by the span processor, and testable on plain dicts.
+
+    What to do depends only on the attribute *keys* (which to drop, which URLs to check
+    for a query), and the spans of one code path carry the same keys in the same order.
+    So the decision is made once per key layout and kept in a small bounded cache of key
+    names (never values); per span only the URL values are looked at.
+    """
 
     def __init__(self, sensitive_headers: Iterable[str] = ()) -> None:
         self.sensitive_headers = frozenset(normalise_header(h) for h in sensitive_headers)
 
+    @property
+    def sensitive_headers(self) -> frozenset[str]:
+        return self._sensitive_headers
+
+    @sensitive_headers.setter
+    def sensitive_headers(self, names: frozenset[str]) -> None:
+        self._sensitive_headers = frozenset(names)
+        # key layout -> (keys to drop, URL keys to check), for SERVER and other spans
+        self._plans: tuple[dict[tuple[str, ...], _Plan], dict[tuple[str, ...], _Plan]] = ({}, {})
+
     def _header_is_sensitive(self, key: str) -> bool:
         name = key.split(".header.", 1)[1]
-        return name in self.sensitive_headers or bool(_SENSITIVE_HEADER.search(name))
+        return name in self._sensitive_headers or bool(_SENSITIVE_HEADER.search(name))
+
+    def plan(self, keys: tuple[str, ...], server: bool) -> _Plan:
+        """(keys to delete, URL keys whose value may need its query cut) for this key layout."""
+        plans = self._plans[server]
+        plan = plans.get(keys)
+        if plan is None:
+            candidates = _SERVER_CANDIDATES if server else _CANDIDATES
+            drop = []
+            urls = []
+            for key in keys:
+                if key in URL_KEYS:
+                    urls.append(key)
+                elif key in candidates or (
+                    key.startswith(HEADER_PREFIXES) and self._header_is_sensitive(key)
+                ):
+                    drop.append(key)
+            plan = (tuple(drop), tuple(urls))
+            if len(plans) >= _PLAN_LIMIT:
+                plans.clear()  # layouts that vary without end (e.g. every header captured)
+            plans[keys] = plan
+        return plan
 
     def changes(
         self, attributes: Mapping[str, Any], server: bool
     ) -> tuple[list[str], dict[str, str]]:
         """(keys to delete, keys to rewrite) for one span's attributes."""
-        drop: list[str] = []
-        rewrite: dict[str, str] = {}
-        candidates = _SERVER_CANDIDATES if server else _CANDIDATES
-        keys = getattr(attributes, "_dict", attributes).keys()
-        # Runs at every span end: a C-level set intersection, and a prefix test per key.
-        for key in keys & candidates:
-            if key in URL_KEYS:
-                value = attributes[key]
-                if isinstance(value, str) and ("?" in value or "#" in value):
-                    rewrite[key] = value.split("?", 1)[0].split("#", 1)[0]
-            else:
-                drop.append(key)
-        # Captured headers are rare: one C-level substring search rules them out.
-        if ".header." in "\n".join(keys):
-            for key in keys:
-                if (key.startswith(HEADER_PREFIXES) and key not in candidates
-                        and self._header_is_sensitive(key)):
-                    drop.append(key)
-        return drop, rewrite
+        store = getattr(attributes, "_dict", attributes)
+        drop, urls = self.plan(tuple(store), server)
+        return list(drop), _cut_queries(store, urls)
 
     def scrub(self, attributes: Mapping[str, Any], server: bool) -> dict[str, Any]:
         """A cleaned copy of ``attributes``."""
@@ -108,6 +132,20 @@ class Scrubber:
         cleaned = {k: v for k, v in attributes.items() if k not in drop}
         cleaned.update(rewrite)
         return cleaned
+
+
+def _cut_queries(store: Mapping[str, Any], urls: tuple[str, ...]) -> dict[str, str]:
+    """The URL values that carry a query string or fragment, without it."""
+    rewrite = {}
+    for key in urls:
+        value = store[key]
+        if isinstance(value, str) and ("?" in value or "#" in value):
+            rewrite[key] = _cut(value)
+    return rewrite
+
+
+def _cut(url: str) -> str:
+    return url.partition("?")[0].partition("#")[0]
 
 
 class RedactingSpanProcessor(SpanProcessor):
@@ -118,18 +156,38 @@ class RedactingSpanProcessor(SpanProcessor):
         self._warned = False
 
     def _on_ending(self, span: Span) -> None:
-        # INTERNAL spans (such as the ASGI send/receive spans) carry no request data;
-        # skipping them keeps the per-request cost down. (Identity test: hashing an Enum
-        # member runs Python code.)
-        if span.kind is _INTERNAL:
+        # Runs at the end of every span, so the common case is a few C-level operations:
+        # INTERNAL spans (such as the ASGI send/receive spans) carry no request data and
+        # are skipped (identity tests: hashing an Enum member runs Python code); for the
+        # others the key layout's plan is one dict look-up, and only URL values are read.
+        kind = span.kind
+        if kind is _INTERNAL:
             return
-        attributes = getattr(span, "_attributes", None)
-        if not attributes:
+        container = getattr(span, "_attributes", None)
+        if container is None:
             return
         try:
-            drop, rewrite = self.scrubber.changes(attributes, span.kind == SpanKind.SERVER)
+            # Span.end() has frozen the container; only its dict allows a delete.
+            store = container._dict
+            if not store:
+                return
+            keys = tuple(store)
+            server = kind is _SERVER
+            scrubber = self.scrubber
+            drop, urls = scrubber._plans[server].get(keys) or scrubber.plan(keys, server)
+            rewrite = None
+            for key in urls:
+                value = store[key]
+                if isinstance(value, str) and ("?" in value or "#" in value):
+                    if rewrite is None:
+                        rewrite = {}
+                    rewrite[key] = _cut(value)
             if drop or rewrite:
-                edit_frozen(attributes, drop, rewrite)
+                with container._lock:
+                    for key in drop:
+                        store.pop(key, None)
+                    if rewrite:
+                        store.update(rewrite)
         except Exception:  # never break the host's request over telemetry
             self._warn_once()
 
