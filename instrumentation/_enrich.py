@@ -24,13 +24,13 @@ from ._attributes import (
 )
 from ._config import ConfigurationError, Settings, check_key
 from ._resolvers import (
+    MAX_VALUE_LENGTH,
     ApiKeyHeader,
     BearerSubject,
     PlanTierMapping,
     Pseudonymizer,
     RequestState,
     api_version_from_route,
-    clip,
     import_callable,
     parse_user_agent,
 )
@@ -67,25 +67,27 @@ class Enricher:
         self._last_table: RouteTable | None = None
         self._failed: set[str] = set()
         s = settings
-        self._client_name_header = s.client_name_header.lower() if s.client_name_header else None
-        self._client_version_header = (
-            s.client_version_header.lower() if s.client_version_header else None
+        # Everything the per-request path needs, looked up once here.
+        self._default_plan_tier = s.default_plan_tier
+        self._default_api_version = s.api_version
+        self._from_user_agent = s.client_from_user_agent
+        self._client_name_raw = _raw_name(s.client_name_header)
+        self._client_version_raw = _raw_name(s.client_version_header)
+        self._api_version_raw = _raw_name(s.api_version_header)
+        # The pseudonymizer's bounded LRU cache of raw id -> HMAC, called directly.
+        self._pseudonym: Callable[[str], str] | None = (
+            pseudonymizer._cached if type(pseudonymizer) is Pseudonymizer else pseudonymizer
         )
-        self._api_version_header = s.api_version_header.lower() if s.api_version_header else None
-        # Built-in resolvers read pre-collected headers or the scope; others get a Request.
-        self._consumer_calls = [(r, _fast_path(r)) for r in self.consumer_resolvers]
-        self._plan_tier_calls = [
-            (r, _fast_path(r, with_consumer=True)) for r in self.plan_tier_resolvers
-        ]
-        wanted = {"user-agent"}
-        for header in (self._client_name_header, self._client_version_header,
-                       self._api_version_header):
-            if header:
-                wanted.add(header)
+        # Built-in resolvers read the raw header map or the scope; others get a Request.
+        self._consumer_calls = tuple((_fast_path(r), r) for r in self.consumer_resolvers)
+        self._plan_tier_calls = tuple((_fast_path(r), r) for r in self.plan_tier_resolvers)
+        wanted = {b"user-agent"}
+        for name in (self._client_name_raw, self._client_version_raw, self._api_version_raw):
+            if name:
+                wanted.add(name)
         for resolver in (*self.consumer_resolvers, *self.plan_tier_resolvers):
-            wanted.update(h.lower() for h in getattr(resolver, "_headers", ()))
-        self._wanted_headers = frozenset(wanted)
-        self._wanted_raw = frozenset(h.encode("latin-1") for h in wanted)
+            wanted.update(_raw_name(h) for h in getattr(resolver, "_headers", ()) if h)
+        self._wanted_raw = frozenset(wanted)
 
     @property
     def sensitive_headers(self) -> tuple[str, ...]:
@@ -143,17 +145,26 @@ class Enricher:
         self, scope: dict[str, Any], span: trace.Span, app: Any
     ) -> list[tuple[bytes, bytes]]:
         """Set the span's attributes; return the response headers to add."""
-        table = self.table(scope.get("app") or app)
+        # This runs on every request: route facts are cached per (method, template),
+        # and the SDK span's attribute dict is read directly (see _sdk.py).
+        app = scope.get("app") or app
+        table = self._last_table if app is self._last_app else None
+        if table is None:
+            table = self.table(app)
         recording = span.is_recording()
         template = None
         if recording:
-            attributes = getattr(span, "attributes", None)
-            if attributes is not None:
-                template = attributes.get("http.route")
+            store = getattr(getattr(span, "_attributes", None), "_dict", None)
+            if type(store) is dict:
+                template = store.get("http.route")
+            else:
+                attributes = getattr(span, "attributes", None)
+                if attributes is not None:
+                    template = attributes.get("http.route")
         if template is None:
             template = table.template(scope)
         method = scope.get("method", "GET")
-        info = table.info(method, template, scope)
+        info = table.infos.get((method, template)) or table.info(method, template, scope)
         if recording:
             set_attributes(span, self.attributes(scope, template, info))
         if info.headers is None:
@@ -161,49 +172,55 @@ class Enricher:
         return info.headers.for_request(scope)
 
     def attributes(self, scope: dict[str, Any], template: str | None, info: Any) -> dict[str, Any]:
-        # One pass over the raw headers for the few we read (this runs on every request).
-        # ASGI servers give header names lower-cased, as bytes: compare them as they are.
-        wanted = self._wanted_raw
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in scope.get("headers") or ():
-            if raw_name in wanted:
-                name = raw_name.decode("latin-1")
-                if name not in headers:
-                    headers[name] = raw_value.decode("latin-1")
+        """The ``apiusage.*`` attributes of one request; ``info`` is the route's RouteInfo."""
+        headers = self._headers(scope)
         request: Request | None = None
         attrs: dict[str, Any] = {ATTR_SCHEMA_VERSION: SCHEMA_VERSION}
 
         consumer = None
-        for resolver, fast in self._consumer_calls:
+        for fast, resolver in self._consumer_calls:
             if fast is not None:
                 consumer = fast(headers, scope)  # built-in: cannot raise on request data
             else:
-                request = request or Request(scope)
+                if request is None:
+                    request = Request(scope)
                 consumer = self._call(resolver, request)
             if consumer:
                 break
-        if consumer and self.pseudonymize is not None:
-            attrs[ATTR_CONSUMER_ID] = self.pseudonymize(consumer)
+        if consumer and self._pseudonym is not None:
+            attrs[ATTR_CONSUMER_ID] = self._pseudonym(consumer)
 
         tier = None
-        for resolver, fast in self._plan_tier_calls:
-            if fast is not None:
-                tier = clip(self._call(fast, headers, scope, consumer))
-            else:
-                request = request or Request(scope)
-                tier = clip(self._call(resolver, request, consumer))
-            if tier:
-                break
-        attrs[ATTR_PLAN_TIER] = tier or self.settings.default_plan_tier
+        for fast, resolver in self._plan_tier_calls:
+            try:
+                if fast is not None:
+                    value = fast(headers, scope, consumer)
+                else:
+                    if request is None:
+                        request = Request(scope)
+                    value = resolver(request, consumer)
+            except Exception:
+                self._resolver_failed(fast or resolver)
+                continue
+            if value is not None:
+                tier = str(value).strip()[:MAX_VALUE_LENGTH] or None  # as clip() does
+                if tier:
+                    break
+        attrs[ATTR_PLAN_TIER] = tier or self._default_plan_tier
 
-        name = clip(headers.get(self._client_name_header)) if self._client_name_header else None
-        version = (
-            clip(headers.get(self._client_version_header)) if self._client_version_header else None
-        )
-        if name is None and self.settings.client_from_user_agent:
-            user_agent = headers.get("user-agent")
-            if user_agent:
-                name, ua_version = parse_user_agent(user_agent)
+        name = version = None
+        if self._client_name_raw is not None:
+            value = headers.get(self._client_name_raw)
+            if value:
+                name = value.decode("latin-1").strip()[:MAX_VALUE_LENGTH] or None
+        if self._client_version_raw is not None:
+            value = headers.get(self._client_version_raw)
+            if value:
+                version = value.decode("latin-1").strip()[:MAX_VALUE_LENGTH] or None
+        if name is None and self._from_user_agent:
+            value = headers.get(b"user-agent")
+            if value:
+                name, ua_version = parse_user_agent(value.decode("latin-1"))
                 version = version or ua_version
         if name:
             attrs[ATTR_CLIENT_NAME] = name
@@ -211,11 +228,17 @@ class Enricher:
             attrs[ATTR_CLIENT_VERSION] = version
 
         api_version = None
-        if self._api_version_header:
-            api_version = clip(headers.get(self._api_version_header))
+        if self._api_version_raw is not None:
+            value = headers.get(self._api_version_raw)
+            if value:
+                api_version = value.decode("latin-1").strip()[:MAX_VALUE_LENGTH] or None
         if api_version is None:
-            api_version = api_version_from_route(template or _route_path(scope))
-        api_version = api_version or self.settings.api_version
+            # The route's /vN prefix (computed once per route), else the raw path's.
+            if template:
+                api_version = info.api_version
+            else:
+                api_version = api_version_from_route(_route_path(scope))
+        api_version = api_version or self._default_api_version
         if api_version:
             attrs[ATTR_API_VERSION] = api_version
 
@@ -224,32 +247,56 @@ class Enricher:
         attrs[ATTR_DEPRECATED] = info.deprecated
         return attrs
 
+    def _headers(self, scope: dict[str, Any]) -> dict[bytes, bytes]:
+        """Raw header name -> the first raw value sent (as Starlette's ``headers.get``).
+
+        ASGI servers give header names lower-cased, as bytes: they are compared as they
+        are, and only decoded when used. Building the dict is one C call; only when a
+        name repeats (rare) does a Python loop keep the first value of the names we read.
+        """
+        raw = scope.get("headers") or ()
+        if type(raw) is not list:
+            raw = list(raw)
+        headers = dict(raw)
+        if len(headers) != len(raw):
+            wanted = self._wanted_raw
+            headers = {}
+            for name, value in raw:
+                if name in wanted and name not in headers:
+                    headers[name] = value
+        return headers
+
     def _call(self, resolver: Callable[..., Any], *args: Any) -> str | None:
         try:
             value = resolver(*args)
         except Exception:
-            # A user resolver's bug must not fail the request; say so once per resolver.
-            name = repr(resolver)
-            if name not in self._failed:
-                self._failed.add(name)
-                _logger.warning("apiusage: resolver %s raised; ignoring it for this request",
-                                name, exc_info=True)
+            self._resolver_failed(resolver)
             return None
         if value is None:
             return None
         value = str(value).strip()
         return value or None
 
+    def _resolver_failed(self, resolver: Callable[..., Any]) -> None:
+        # A user resolver's bug must not fail the request; say so once per resolver.
+        name = repr(resolver)
+        if name not in self._failed:
+            self._failed.add(name)
+            _logger.warning("apiusage: resolver %s raised; ignoring it for this request",
+                            name, exc_info=True)
 
-def _fast_path(resolver: Any, with_consumer: bool = False) -> Callable[..., Any] | None:
-    """A built-in resolver's header/scope shortcut, or None for a user callable."""
+
+def _fast_path(resolver: Any) -> Callable[..., Any] | None:
+    """A built-in resolver's ``_fast(headers, scope, consumer=None)``, or None for a user callable."""
     # Exact types: a subclass may override __call__, so it gets the general path.
-    if type(resolver) is PlanTierMapping:
-        return lambda headers, scope, consumer: resolver(None, consumer)
-    if type(resolver) in (ApiKeyHeader, BearerSubject, RequestState):
-        fast = resolver._fast
-        return (lambda headers, scope, consumer: fast(headers, scope)) if with_consumer else fast
+    if type(resolver) in (ApiKeyHeader, BearerSubject, RequestState, PlanTierMapping):
+        return resolver._fast
     return None
+
+
+def _raw_name(header: str | None) -> bytes | None:
+    """A header name as ASGI servers give it: lower-case bytes."""
+    return header.lower().encode("latin-1") if header else None
 
 
 def _route_path(scope: dict[str, Any]) -> str:

@@ -58,17 +58,33 @@ class Pseudonymizer:
         return self._cached(raw)
 
 
+# The ``_fast`` methods of the built-in resolvers are what the enricher calls on every
+# request instead of building a Request: ``headers`` maps raw ASGI header names (lower-case
+# bytes) to the first raw value sent, and every ``_fast`` takes the same arguments.
+_RawHeaders = Mapping[bytes, bytes]
+
+
 class ApiKeyHeader:
     """The value of an API-key header (``X-API-Key`` by default)."""
 
     def __init__(self, header: str = "X-API-Key") -> None:
-        self.header = header.lower()
+        self.header = header
+
+    @property
+    def header(self) -> str:
+        return self._header
+
+    @header.setter
+    def header(self, name: str) -> None:
+        self._header = name.lower()
+        self._raw = self._header.encode("latin-1")
 
     def __call__(self, request: Request, consumer: str | None = None) -> str | None:
         return request.headers.get(self.header) or None
 
-    def _fast(self, headers: dict[str, str], scope: dict[str, Any]) -> str | None:
-        return headers.get(self.header) or None
+    def _fast(self, headers: _RawHeaders, scope: dict[str, Any], consumer: str | None = None) -> str | None:
+        value = headers.get(self._raw)
+        return value.decode("latin-1") if value else None
 
     @property
     def _headers(self) -> tuple[str, ...]:
@@ -93,8 +109,9 @@ class BearerSubject:
     def __call__(self, request: Request, consumer: str | None = None) -> str | None:
         return self._parse(request.headers.get("authorization"))
 
-    def _fast(self, headers: dict[str, str], scope: dict[str, Any]) -> str | None:
-        return self._parse(headers.get("authorization"))
+    def _fast(self, headers: _RawHeaders, scope: dict[str, Any], consumer: str | None = None) -> str | None:
+        value = headers.get(b"authorization")
+        return self._parse(value.decode("latin-1")) if value else None
 
     _headers = ("authorization",)
 
@@ -136,7 +153,7 @@ class RequestState:
     def __call__(self, request: Request, consumer: str | None = None) -> str | None:
         return self._fast({}, request.scope)
 
-    def _fast(self, headers: dict[str, str], scope: dict[str, Any]) -> str | None:
+    def _fast(self, headers: _RawHeaders, scope: dict[str, Any], consumer: str | None = None) -> str | None:
         value = scope.get("state", {}).get(self.attribute)
         return None if value is None else str(value)
 
@@ -199,6 +216,9 @@ class PlanTierMapping:
         if tier is None and self.pseudonymize is not None:
             tier = self.tiers.get(self.pseudonymize(consumer))
         return tier if tier is not None else self.default
+
+    def _fast(self, headers: _RawHeaders, scope: dict[str, Any], consumer: str | None = None) -> str | None:
+        return self(None, consumer)
 
     def __repr__(self) -> str:
         return f"PlanTierMapping({len(self.tiers)} consumers, default={self.default!r})"

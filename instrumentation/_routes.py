@@ -18,6 +18,7 @@ from starlette.routing import Match
 
 from ._headers import DeprecationHeaders
 from ._openapi import OPERATION_METHODS, operation_endpoint
+from ._resolvers import api_version_from_route
 from .catalog import Catalog, CatalogError, Endpoint, merge_endpoint, route_key
 
 try:  # FastAPI >= 0.137.2 nests included routers; this flattens them.
@@ -34,6 +35,8 @@ class RouteInfo:
     feature: str | None = None
     deprecated: bool = False
     headers: DeprecationHeaders | None = None
+    #: The ``/vN`` prefix of the route template (``v1``), if it has one.
+    api_version: str | None = None
 
 
 UNMATCHED = RouteInfo()
@@ -58,7 +61,8 @@ class RouteTable:
         self.feature_key = feature_key
         self.deprecation_headers = deprecation_headers
         self._operations: dict[tuple[str, str], dict[str, Any]] | None = None
-        self._info: dict[tuple[str, str], RouteInfo] = {}
+        # (method, template) -> facts; read directly by the enricher on every request.
+        self.infos: dict[tuple[str, str], RouteInfo] = {}
         self._templates: dict[tuple[str, str], str | None] = {}
 
     # -- templates -------------------------------------------------------------------
@@ -98,11 +102,11 @@ class RouteTable:
         if template is None:
             return UNMATCHED
         key = (method, template)
-        info = self._info.get(key)
+        info = self.infos.get(key)
         if info is None:
             info = self._compute(method, template, scope.get("route"))
-            if len(self._info) < _CACHE_LIMIT:
-                self._info[key] = info
+            if len(self.infos) < _CACHE_LIMIT:
+                self.infos[key] = info
         return info
 
     def _operation(self, method: str, template: str) -> dict[str, Any] | None:
@@ -174,4 +178,5 @@ class RouteTable:
             feature=feature[:64] if feature else None,
             deprecated=bool(merged is not None and merged.deprecated),
             headers=headers,
+            api_version=api_version_from_route(template),
         )

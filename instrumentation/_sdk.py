@@ -1,10 +1,11 @@
 """Writing span attributes through OpenTelemetry SDK internals, with a public fallback.
 
 This runs on every request, which is why it exists: the SDK's general-purpose validation
-of attribute values costs more than the rest of the enrichment together. The other place
-that reaches into SDK internals is the scrubbing processor (_redact.py), which deletes
-attributes from an ending span's dict, since the SDK offers no way to delete one. Both are
-covered by tests against the real SDK.
+of attribute values costs more than the rest of the enrichment together. The other places
+that read SDK internals, each guarded: the enricher reads ``http.route`` from the span's
+attribute dict, and the scrubbing processor (_redact.py) deletes attributes from an ending
+span's dict, since the SDK offers no way to delete one. All are covered by tests against
+the real SDK.
 """
 
 from __future__ import annotations
