@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = ["Child", "ChildError", "wait_until"]
@@ -82,26 +82,22 @@ class Child:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, sig)  # the child leads its own group: pgid == pid
 
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM to the group, wait up to `timeout`, then SIGKILL; the exit status."""
+    def stop(self, timeout: float = 10.0, hurry: Callable[[], bool] = lambda: False) -> int | None:
+        """SIGTERM to the group, wait up to `timeout` (or until `hurry()`), then SIGKILL; the status."""
         if self.process is None:
             return None
         if self.process.poll() is None:
             self._signal_group(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
+            deadline = time.monotonic() + timeout
+            while self.process.poll() is None and time.monotonic() < deadline and not hurry():
+                time.sleep(0.05)
+            if self.process.poll() is None:
                 self._signal_group(signal.SIGKILL)
-                self.process.wait(5)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(5)
         # The leader is gone; anything it left in its group goes now.
         self._signal_group(signal.SIGKILL)
         return self.process.returncode
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self._signal_group(signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(5)
 
 
 def wait_until(check, timeout: float, interval: float = 0.1, while_running: Child | None = None):

@@ -386,12 +386,10 @@ class Demo:
         self.stopping.set()
         _say("apiusage demo: stopping " + ", ".join(c.name for c in reversed(self.children) if c.running()))
         for child in reversed(self.children):  # traffic first, the processor last
-            if self.hurry:
-                child.kill()
-            else:
-                status = child.stop(timeout=15.0 if child.name == "processor" else 10.0)
-                if status not in (0, None, -signal.SIGTERM, 143, 130):
-                    _say(f"  {child.name} exited with status {status} (log: {child.log_path})")
+            status = child.stop(timeout=15.0 if child.name == "processor" else 10.0,
+                                hurry=lambda: self.hurry)  # a second Ctrl-C: kill at once
+            if status not in (0, None, -signal.SIGTERM, -signal.SIGKILL, 143, 130):
+                _say(f"  {child.name} exited with status {status} (log: {child.log_path})")
         if self.sink is not None:
             self.sink.stop()
             self.sink = None

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 
 import pytest
 from demo_support import ALL_PORTS_FREE, need_monitoring, start_demo, wait_gone
@@ -65,6 +66,22 @@ def test_ctrl_c_during_start_up_leaves_nothing_running(tmp_path):
         demo.kill_everything()
 
 
+def test_a_second_ctrl_c_during_shutdown_still_leaves_nothing_behind(tmp_path):
+    demo = start_demo(tmp_path / "run", "--history-days", "0", "--no-prometheus")
+    try:
+        demo.wait_running(60)
+        tree = demo.children()
+        demo.process.send_signal(signal.SIGINT)
+        demo.wait_for(r"^apiusage demo: stopping", 10)
+        started = time.monotonic()
+        demo.process.send_signal(signal.SIGINT)
+        assert demo.interrupt(30) == 0
+        assert time.monotonic() - started < 8
+        assert wait_gone(tree, 10) == []
+    finally:
+        demo.kill_everything()
+
+
 def test_children_die_with_the_demo_even_on_kill_9(tmp_path):
     demo = start_demo(tmp_path / "run", "--history-days", "0")
     try:
@@ -82,7 +99,8 @@ def test_children_die_with_the_demo_even_on_kill_9(tmp_path):
 def test_without_prometheus_it_says_so_and_goes_on(tmp_path):
     empty = tmp_path / "bin"
     empty.mkdir()
-    demo = start_demo(tmp_path / "run", "--history-days", "3", env={"PATH": str(empty)})
+    demo = start_demo(tmp_path / "run", "--history-days", "3", "--summary-every", "1",
+                      env={"PATH": str(empty)})
     try:
         demo.wait_running(60)
         assert "Prometheus is not on the PATH" in demo.output
