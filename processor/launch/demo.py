@@ -41,8 +41,18 @@ class DemoError(Exception):
     """The demo cannot go on; the message says why (and which log to read)."""
 
 
-def _say(text: str = "") -> None:
-    print(text, flush=True)
+def _say(text: str = "", end: str = "\n") -> None:
+    """Print, and keep going when nobody reads any more (`apiusage demo | head`): the demo must
+    still stop its children and remove its folder."""
+    try:
+        sys.stdout.write(text + end)
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError, OSError):
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # later writes and the exit flush go nowhere
+        except (OSError, ValueError):
+            pass
 
 
 def _http_ok(url: str, timeout: float = 2.0) -> bool:
@@ -297,7 +307,7 @@ class Demo:
         _say(f"  {'OTLP':<13} {HOST}:{p['otlp_grpc_port']} (gRPC), {HOST}:{p['otlp_http_port']} (HTTP)"
              "   send your own service's spans here")
         _say(f"  {'logs':<13} {folder / 'logs'}")
-        _say(f"  report:       apiusage report --prometheus {prom_url} -o report.html --range 1h"
+        _say(f"  report:       apiusage report --prometheus {prom_url} -o report.html --range 7d"
              if prom_url else "")
         _say()
         return self._watch(folder, metrics, prom_url)
@@ -319,9 +329,7 @@ class Demo:
             day = time.strftime("%Y-%m-%d", time.gmtime(at))
             if self.tty:
                 bar = "#" * (width * pct // 100)
-                sys.stdout.write(f"\rhistory: [{bar:<{width}}] {pct:3d}%  {done:,}/{total:,} spans, "
-                                 f"up to {day}")
-                sys.stdout.flush()
+                _say(f"\rhistory: [{bar:<{width}}] {pct:3d}%  {done:,}/{total:,} spans, up to {day}", end="")
             elif pct // 10 != shown[0]:
                 shown[0] = pct // 10
                 _say(f"history: {pct:3d}% ({done:,}/{total:,} spans, up to {day})")
@@ -333,7 +341,7 @@ class Demo:
         except BackfillError as exc:
             raise DemoError(str(exc)) from None
         if self.tty:
-            sys.stdout.write("\n")
+            _say()
         sent = time.time()
         from .summary import read_metrics
 

@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from demo_support import ALL_PORTS_FREE, need_monitoring, start_demo, wait_gone
+from demo_support import ALL_PORTS_FREE, descendants, need_monitoring, start_demo, wait_gone
 
 from tests.support.processor import apiusage_command, get
 
@@ -112,3 +112,39 @@ def test_without_prometheus_it_says_so_and_goes_on(tmp_path):
         assert demo.interrupt(60) == 0, demo.stderr
     finally:
         demo.kill_everything()
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_clean_up(tmp_path):
+    """`apiusage demo | head`: output fails, yet Ctrl-C still stops everything and removes the folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APIUSAGE_"))}
+    env["TMPDIR"] = str(tmp_path)  # the demo's temporary folder lands here
+    process = subprocess.Popen([*apiusage_command(), "demo", *ALL_PORTS_FREE, "--no-prometheus",
+                                "--history-days", "0", "--summary-every", "0.5"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    tree = []
+    try:
+        folder = None
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("apiusage demo: state and logs in "):
+                folder = line.split(" in ", 1)[1].split(" (")[0].strip()
+            if "is running" in line:
+                break
+        assert folder and os.path.isdir(folder), folder
+        tree = descendants(process.pid)
+        process.stdout.close()  # the reader is gone: the next summary line hits a broken pipe
+        time.sleep(2)
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0
+        assert wait_gone(tree, 10) == []
+        assert not os.path.exists(folder)
+        assert "Traceback" not in (process.stderr.read() if process.stderr else "")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        for p in wait_gone(tree, 0):
+            os.kill(p.pid, signal.SIGKILL)
+        if process.stderr:
+            process.stderr.close()
