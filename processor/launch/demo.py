@@ -307,8 +307,8 @@ class Demo:
         _say(f"  {'OTLP':<13} {HOST}:{p['otlp_grpc_port']} (gRPC), {HOST}:{p['otlp_http_port']} (HTTP)"
              "   send your own service's spans here")
         _say(f"  {'logs':<13} {folder / 'logs'}")
-        _say(f"  report:       apiusage report --prometheus {prom_url} -o report.html --range 7d"
-             if prom_url else "")
+        if prom_url:
+            _say(f"  report:       apiusage report --prometheus {prom_url} -o report.html --range 7d")
         _say()
         return self._watch(folder, metrics, prom_url)
 
