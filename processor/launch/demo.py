@@ -104,9 +104,14 @@ class Demo:
 
     # ------------------------------------------------------------------ checks
     def _requirements(self) -> tuple[str, str]:
+        def importable(module: str) -> bool:
+            try:
+                return importlib.util.find_spec(module) is not None
+            except ImportError:  # a dotted name whose parent is missing
+                return False
+
         missing = [m for m in ("fastapi", "uvicorn", "httpx", "opentelemetry.instrumentation",
-                               "prometheus_client", "opentelemetry.proto")
-                   if importlib.util.find_spec(m) is None]
+                               "prometheus_client", "opentelemetry.proto") if not importable(m)]
         instrument, uvicorn = _bin("opentelemetry-instrument"), _bin("uvicorn")
         if missing or instrument is None or uvicorn is None:
             what = ", ".join(missing) if missing else "opentelemetry-instrument/uvicorn commands"
