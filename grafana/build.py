@@ -763,6 +763,18 @@ def pipeline(alerts: Alerts) -> dashboard.Dashboard:
           "(bounded by the label limits and the series TTL).",
           "short", 12, 8,
           q(f"sum by (metric) (apiusage_series{{{sel}}})", "{{metric}}"))
+    b.add(timeseries_panel(), 17, "Memory limiter refusals",
+          "Is the processor refusing data to protect its memory? Export requests refused per second "
+          "by the memory limiter (processors.memory_limiter), per instance; exporters retry them.",
+          "ops", 12, 8,
+          q(f"sum by (instance) (rate(apiusage_memory_limiter_refusals_total{{{sel}}}[$__rate_interval]))",
+            "{{instance}}"))
+    b.add(timeseries_panel(), 18, "Resident memory and limit",
+          "How close is the processor to its memory ceiling? Resident memory per instance, and the "
+          "soft limit above which new data is refused.",
+          "bytes", 12, 8,
+          q(f"process_resident_memory_bytes{{{sel}}}", "RSS {{instance}}"),
+          q(f"apiusage_memory_limit_bytes{{{sel}}}", "limit {{instance}}", ref="B"))
     b.add(timeseries_panel(), 16, "Traces forwarded to the trace backend",
           "Do traces reach the trace backend, so exemplars open a trace? OTLP requests forwarded "
           "per second by outcome (exporters.otlp), and the forwarding queue.",

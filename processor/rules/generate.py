@@ -54,6 +54,7 @@ PANELS = {
     "overflow": ("apiusage-pipeline", 6),
     "flushes": ("apiusage-pipeline", 7),
     "per_service": ("apiusage-pipeline", 8),
+    "memory": ("apiusage-pipeline", 17),
 }
 
 FILES = ("recording.rules.yml", "slo.rules.yml", "api.rules.yml", "product.rules.yml",
@@ -521,6 +522,12 @@ def _pipeline_alerts(slo: SloFile) -> list[Alert]:
               "The processor's span queue is more than 80% full.",
               "The span queue of {{ $labels.instance }} is {{ $value | humanizePercentage }} "
               "full; when it is full, exports are refused.", "queue"),
+        Alert("ApiUsageMemoryLimitRefusing", "warning", "pipeline",
+              "sum by (instance) (rate(apiusage_memory_limiter_refusals_total[5m])) > 0", "10m",
+              "The processor refuses data to stay under its memory limit.",
+              "{{ $labels.instance }} has refused {{ $value | humanize }} export requests/s for 10 "
+              "minutes because its memory is near processors.memory_limiter.limit_mib; senders "
+              "retry, and spans are delayed or lost when their retries run out.", "memory"),
         Alert("ApiUsageDataQualityIssuesRising", "info", "pipeline", _dedent("""
             apiusage_check:apiusage_data_quality_issues:ratio_rate1h > 0.05
             unless on (check)
