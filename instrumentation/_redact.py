@@ -90,8 +90,9 @@ class Scrubber:
     @sensitive_headers.setter
     def sensitive_headers(self, names: frozenset[str]) -> None:
         self._sensitive_headers = frozenset(names)
-        # key layout -> (keys to drop, URL keys to check), for SERVER and other spans
-        self._plans: tuple[dict[tuple[str, ...], _Plan], dict[tuple[str, ...], _Plan]] = ({}, {})
+        # key layout -> (keys to drop, URL keys to check), for SERVER and for other spans
+        self._server_plans: dict[tuple[str, ...], _Plan] = {}
+        self._other_plans: dict[tuple[str, ...], _Plan] = {}
 
     def _header_is_sensitive(self, key: str) -> bool:
         name = key.split(".header.", 1)[1]
@@ -99,7 +100,7 @@ class Scrubber:
 
     def plan(self, keys: tuple[str, ...], server: bool) -> _Plan:
         """(keys to delete, URL keys whose value may need its query cut) for this key layout."""
-        plans = self._plans[server]
+        plans = self._server_plans if server else self._other_plans
         plan = plans.get(keys)
         if plan is None:
             candidates = _SERVER_CANDIDATES if server else _CANDIDATES
@@ -140,12 +141,8 @@ def _cut_queries(store: Mapping[str, Any], urls: tuple[str, ...]) -> dict[str, s
     for key in urls:
         value = store[key]
         if isinstance(value, str) and ("?" in value or "#" in value):
-            rewrite[key] = _cut(value)
+            rewrite[key] = value.partition("?")[0].partition("#")[0]
     return rewrite
-
-
-def _cut(url: str) -> str:
-    return url.partition("?")[0].partition("#")[0]
 
 
 class RedactingSpanProcessor(SpanProcessor):
@@ -160,7 +157,11 @@ class RedactingSpanProcessor(SpanProcessor):
         # INTERNAL spans (such as the ASGI send/receive spans) carry no request data and
         # are skipped (identity tests: hashing an Enum member runs Python code); for the
         # others the key layout's plan is one dict look-up, and only URL values are read.
-        kind = span.kind
+        # The edits are those of Scrubber.changes(), made in place.
+        try:
+            kind = span._kind  # the public ``kind`` is a property: a Python call per span
+        except AttributeError:
+            kind = span.kind
         if kind is _INTERNAL:
             return
         container = getattr(span, "_attributes", None)
@@ -172,22 +173,17 @@ class RedactingSpanProcessor(SpanProcessor):
             if not store:
                 return
             keys = tuple(store)
-            server = kind is _SERVER
             scrubber = self.scrubber
-            drop, urls = scrubber._plans[server].get(keys) or scrubber.plan(keys, server)
-            rewrite = None
-            for key in urls:
-                value = store[key]
-                if isinstance(value, str) and ("?" in value or "#" in value):
-                    if rewrite is None:
-                        rewrite = {}
-                    rewrite[key] = _cut(value)
-            if drop or rewrite:
+            plans = scrubber._server_plans if kind is _SERVER else scrubber._other_plans
+            drop, urls = plans.get(keys) or scrubber.plan(keys, kind is _SERVER)
+            if drop or urls:
                 with container._lock:
                     for key in drop:
                         store.pop(key, None)
-                    if rewrite:
-                        store.update(rewrite)
+                    for key in urls:
+                        value = store[key]
+                        if isinstance(value, str) and ("?" in value or "#" in value):
+                            store[key] = value.partition("?")[0].partition("#")[0]
         except Exception:  # never break the host's request over telemetry
             self._warn_once()
 
