@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import operator
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -35,10 +36,12 @@ from ._resolvers import (
     parse_user_agent,
 )
 from ._routes import RouteTable
-from ._sdk import set_attributes
 from .catalog import Catalog, CatalogError, load_catalog
 
 _logger = logging.getLogger("apiusage.instrumentation")
+_CALLER_CACHE_LIMIT = 2048  # entries of well under 1 kB each
+_NO_STATE: dict[str, Any] = {}
+_KEYABLE = frozenset({str, int, type(None)})
 
 _Source = str | Callable[..., Any]
 ConsumerSpec = _Source | Sequence[_Source] | bool | None
@@ -88,6 +91,27 @@ class Enricher:
         for resolver in (*self.consumer_resolvers, *self.plan_tier_resolvers):
             wanted.update(_raw_name(h) for h in getattr(resolver, "_headers", ()) if h)
         self._wanted_raw = frozenset(wanted)
+        # The caller cache (see _parts()): raw header values (and request.state values
+        # of RequestState resolvers) -> the caller's attributes. Only with built-in
+        # resolvers, whose answers depend on nothing else; a user callable may read anything.
+        # Its keys hold raw credentials (the API key, the bearer token) in this process's
+        # memory, as the pseudonymizer's own cache does: process-local, never exported,
+        # bounded by _CALLER_CACHE_LIMIT entries (emptied when full).
+        builtin = all(
+            _fast_path(r) is not None for r in (*self.consumer_resolvers, *self.plan_tier_resolvers)
+        )
+        names = tuple(sorted(wanted))
+        self._no_headers = dict.fromkeys(names)
+        self._key_of: Callable[[Mapping[bytes, Any]], tuple[Any, ...]] | None = None
+        if builtin:
+            # (itemgetter of a single name returns the bare value, not a tuple: ask twice.)
+            self._key_of = operator.itemgetter(*(names * 2 if len(names) == 1 else names))
+        self._caller_states = tuple(
+            r.attribute
+            for r in (*self.consumer_resolvers, *self.plan_tier_resolvers)
+            if type(r) is RequestState
+        )
+        self._callers: dict[tuple[Any, ...], tuple[dict[str, Any], str | None]] = {}
 
     @property
     def sensitive_headers(self) -> tuple[str, ...]:
@@ -136,6 +160,7 @@ class Enricher:
                 self.settings.feature_sources,
                 self.settings.feature_openapi_key,
                 self.settings.deprecation_headers,
+                api_version=self.settings.api_version,
             )
             self._tables[app] = table
         self._last_app, self._last_table = app, table
@@ -145,16 +170,20 @@ class Enricher:
         self, scope: dict[str, Any], span: trace.Span, app: Any
     ) -> list[tuple[bytes, bytes]]:
         """Set the span's attributes; return the response headers to add."""
-        # This runs on every request: route facts are cached per (method, template),
-        # and the SDK span's attribute dict is read directly (see _sdk.py).
+        # This runs on every request: route facts are cached per (method, template), the
+        # caller's attributes per distinct caller (see _parts), and an SDK span's
+        # attribute dict is read and written directly (see below).
         app = scope.get("app") or app
         table = self._last_table if app is self._last_app else None
         if table is None:
             table = self.table(app)
         recording = span.is_recording()
         template = None
+        container: Any = None
+        store: Any = None
         if recording:
-            store = getattr(getattr(span, "_attributes", None), "_dict", None)
+            container = getattr(span, "_attributes", None)
+            store = getattr(container, "_dict", None)
             if type(store) is dict:
                 template = store.get("http.route")
             else:
@@ -166,14 +195,95 @@ class Enricher:
         method = scope.get("method", "GET")
         info = table.infos.get((method, template)) or table.info(method, template, scope)
         if recording:
-            set_attributes(span, self.attributes(scope, template, info))
+            caller, route = self._parts(scope, template, info)
+            try:
+                # The SDK's set_attributes re-validates every value, which costs more than
+                # computing them: values we built as plain str/int/bool go straight into
+                # its dict, under its lock, unless it has limits to enforce or has ended.
+                maxlen = container.maxlen
+                lock = container._lock
+                direct = (
+                    type(store) is dict
+                    and not container._immutable
+                    and container.max_value_len is None
+                    and (maxlen is None or len(store) + len(caller) + len(route) <= maxlen)
+                )
+            except AttributeError:  # not the SDK's span, or an SDK that changed
+                direct = False
+            if direct:
+                with lock:
+                    store.update(caller)
+                    store.update(route)
+            else:
+                span.set_attributes({**caller, **route})
         if info.headers is None:
             return []
         return info.headers.for_request(scope)
 
     def attributes(self, scope: dict[str, Any], template: str | None, info: Any) -> dict[str, Any]:
         """The ``apiusage.*`` attributes of one request; ``info`` is the route's RouteInfo."""
-        headers = self._headers(scope)
+        caller, route = self._parts(scope, template, info)
+        return {**caller, **route}
+
+    def _parts(
+        self, scope: dict[str, Any], template: str | None, info: Any
+    ) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+        """The request's attributes in two read-only parts: the caller's, then the route's."""
+        # Raw header name -> the first raw value sent (as Starlette's headers.get). ASGI
+        # servers give names lower-cased, as bytes: they are compared as they are, and
+        # values only decoded when used. The dict is one C call; only when a name repeats
+        # (rare) does a Python loop keep the first value of each name we read.
+        raw = scope.get("headers") or ()
+        if type(raw) is not list:
+            raw = list(raw)
+        headers = dict(raw)
+        if len(headers) != len(raw):
+            headers = {}
+            for name, value in raw:
+                if name in self._wanted_raw and name not in headers:
+                    headers[name] = value
+
+        # What depends on the caller (consumer id, plan tier, client, API-version header)
+        # is, with only built-in resolvers, a function of the values of the headers we
+        # read and of the request.state attributes RequestState reads: it is computed
+        # once per distinct set of those values and kept in self._callers.
+        key = None
+        if self._key_of is not None:
+            key = self._key_of({**self._no_headers, **headers})
+            if self._caller_states:
+                state = scope.get("state", _NO_STATE)
+                if type(state) is dict:
+                    for attr in self._caller_states:
+                        value = state.get(attr)
+                        if type(value) not in _KEYABLE:  # str() of an object may vary
+                            key = None
+                            break
+                        key += (value,)
+                else:
+                    key = None
+        caller = self._callers.get(key) if key is not None else None
+        if caller is None:
+            caller = self._caller(headers, scope)
+            if key is not None:
+                if len(self._callers) >= _CALLER_CACHE_LIMIT:
+                    self._callers.clear()
+                self._callers[key] = caller
+        caller_attrs, api_version = caller
+        if api_version is None and template:
+            return caller_attrs, info.attributes  # the common case: the route's own part
+
+        if api_version is None:  # no route: the raw path's /vN prefix, else the configured one
+            api_version = api_version_from_route(_route_path(scope)) or self._default_api_version
+        route: dict[str, Any] = {ATTR_API_VERSION: api_version} if api_version else {}
+        if info.feature:
+            route[ATTR_FEATURE] = info.feature
+        route[ATTR_DEPRECATED] = info.deprecated
+        return caller_attrs, route
+
+    def _caller(
+        self, headers: dict[bytes, bytes], scope: dict[str, Any]
+    ) -> tuple[dict[str, Any], str | None]:
+        """The caller's attributes (schema version to client version), and the API-version header."""
         request: Request | None = None
         attrs: dict[str, Any] = {ATTR_SCHEMA_VERSION: SCHEMA_VERSION}
 
@@ -208,15 +318,14 @@ class Enricher:
                     break
         attrs[ATTR_PLAN_TIER] = tier or self._default_plan_tier
 
+        # (A header that is not configured has the name None: headers.get(None) is None.)
         name = version = None
-        if self._client_name_raw is not None:
-            value = headers.get(self._client_name_raw)
-            if value:
-                name = value.decode("latin-1").strip()[:MAX_VALUE_LENGTH] or None
-        if self._client_version_raw is not None:
-            value = headers.get(self._client_version_raw)
-            if value:
-                version = value.decode("latin-1").strip()[:MAX_VALUE_LENGTH] or None
+        value = headers.get(self._client_name_raw)
+        if value:
+            name = value.decode("latin-1").strip()[:MAX_VALUE_LENGTH] or None
+        value = headers.get(self._client_version_raw)
+        if value:
+            version = value.decode("latin-1").strip()[:MAX_VALUE_LENGTH] or None
         if name is None and self._from_user_agent:
             value = headers.get(b"user-agent")
             if value:
@@ -228,43 +337,10 @@ class Enricher:
             attrs[ATTR_CLIENT_VERSION] = version
 
         api_version = None
-        if self._api_version_raw is not None:
-            value = headers.get(self._api_version_raw)
-            if value:
-                api_version = value.decode("latin-1").strip()[:MAX_VALUE_LENGTH] or None
-        if api_version is None:
-            # The route's /vN prefix (computed once per route), else the raw path's.
-            if template:
-                api_version = info.api_version
-            else:
-                api_version = api_version_from_route(_route_path(scope))
-        api_version = api_version or self._default_api_version
-        if api_version:
-            attrs[ATTR_API_VERSION] = api_version
-
-        if info.feature:
-            attrs[ATTR_FEATURE] = info.feature
-        attrs[ATTR_DEPRECATED] = info.deprecated
-        return attrs
-
-    def _headers(self, scope: dict[str, Any]) -> dict[bytes, bytes]:
-        """Raw header name -> the first raw value sent (as Starlette's ``headers.get``).
-
-        ASGI servers give header names lower-cased, as bytes: they are compared as they
-        are, and only decoded when used. Building the dict is one C call; only when a
-        name repeats (rare) does a Python loop keep the first value of the names we read.
-        """
-        raw = scope.get("headers") or ()
-        if type(raw) is not list:
-            raw = list(raw)
-        headers = dict(raw)
-        if len(headers) != len(raw):
-            wanted = self._wanted_raw
-            headers = {}
-            for name, value in raw:
-                if name in wanted and name not in headers:
-                    headers[name] = value
-        return headers
+        value = headers.get(self._api_version_raw)
+        if value:
+            api_version = value.decode("latin-1").strip()[:MAX_VALUE_LENGTH] or None
+        return attrs, api_version
 
     def _call(self, resolver: Callable[..., Any], *args: Any) -> str | None:
         try:

@@ -9,13 +9,14 @@ routes left out of the schema. They are computed once per (method, route templat
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from starlette.routing import Match
 
+from ._attributes import ATTR_API_VERSION, ATTR_DEPRECATED, ATTR_FEATURE
 from ._headers import DeprecationHeaders
 from ._openapi import OPERATION_METHODS, operation_endpoint
 from ._resolvers import api_version_from_route
@@ -37,6 +38,25 @@ class RouteInfo:
     headers: DeprecationHeaders | None = None
     #: The ``/vN`` prefix of the route template (``v1``), if it has one.
     api_version: str | None = None
+    #: The ``apiusage.*`` attributes every request of the route gets, unless it sends an
+    #: API-version header: the API version (the route's, else the configured one), the
+    #: feature and the deprecation flag, in that order. Read-only.
+    attributes: Mapping[str, Any] = field(default=None, compare=False)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.attributes is None:
+            attrs = _route_attributes(self.api_version, self.feature, self.deprecated)
+            object.__setattr__(self, "attributes", attrs)
+
+
+def _route_attributes(api_version: str | None, feature: str | None, deprecated: bool) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
+    if api_version:
+        attrs[ATTR_API_VERSION] = api_version
+    if feature:
+        attrs[ATTR_FEATURE] = feature
+    attrs[ATTR_DEPRECATED] = deprecated
+    return attrs
 
 
 UNMATCHED = RouteInfo()
@@ -53,8 +73,10 @@ class RouteTable:
         feature_sources: tuple[str, ...],
         feature_key: str,
         deprecation_headers: bool,
+        api_version: str | None = None,
     ) -> None:
         self.app = app
+        self.api_version = api_version  # for routes without a /vN prefix
         self.catalog = catalog
         self.service_name = service_name
         self.feature_sources = feature_sources
@@ -174,9 +196,13 @@ class RouteTable:
         if self.deprecation_headers and merged is not None:
             candidate = DeprecationHeaders(merged)
             headers = candidate if candidate else None
+        feature = feature[:64] if feature else None
+        deprecated = bool(merged is not None and merged.deprecated)
+        api_version = api_version_from_route(template)
         return RouteInfo(
-            feature=feature[:64] if feature else None,
-            deprecated=bool(merged is not None and merged.deprecated),
+            feature=feature,
+            deprecated=deprecated,
             headers=headers,
-            api_version=api_version_from_route(template),
+            api_version=api_version,
+            attributes=_route_attributes(api_version or self.api_version, feature, deprecated),
         )
