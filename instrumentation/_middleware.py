@@ -43,7 +43,10 @@ class ApiUsageMiddleware:
             return
         if not self._redaction_checked:
             self._ensure_redaction()
-        span = _current_span()
+        # _current_span(), inlined: this runs on every request.
+        span = _SPAN_VAR.get().get(_SPAN_KEY) if _SPAN_VAR is not None else None
+        if span is None or not isinstance(span, trace.Span):
+            span = trace.get_current_span()
         on_response = self.enricher.on_response
         app = self.app
         done = False
@@ -102,20 +105,26 @@ class ApiUsageMiddleware:
             self._redaction_checked = True
 
 
+def _span_var() -> ContextVar[Any] | None:
+    """The context variable of OpenTelemetry's default (contextvars) runtime context."""
+    var = getattr(getattr(_otel_context, "_RUNTIME_CONTEXT", None), "_current_context", None)
+    return var if type(var) is ContextVar and _SPAN_KEY is not None else None
+
+
+_SPAN_VAR = _span_var()
+
+
 def _current_span() -> trace.Span:
-    """``trace.get_current_span()``, with one Python call instead of four.
+    """``trace.get_current_span()``, with one Python call instead of four (inlined in __call__).
 
     The public function goes through three layers of the context API to read one
-    context variable; this reads that variable (OpenTelemetry's default, contextvars
-    based, runtime context) directly, and uses the public function for anything else:
-    another runtime context, no span, or something that is not a Span.
+    context variable; this reads that variable directly, and uses the public function
+    for anything else: another runtime context, no span, or something that is not a Span.
     """
-    var = getattr(getattr(_otel_context, "_RUNTIME_CONTEXT", None), "_current_context", None)
-    if type(var) is ContextVar and _SPAN_KEY is not None:
-        span = var.get().get(_SPAN_KEY)
-        if span is not None and isinstance(span, trace.Span):
-            return span
-    return trace.get_current_span()
+    span = _SPAN_VAR.get().get(_SPAN_KEY) if _SPAN_VAR is not None else None
+    if span is None or not isinstance(span, trace.Span):
+        span = trace.get_current_span()
+    return span
 
 
 def _service_name_of(provider: Any) -> str | None:
