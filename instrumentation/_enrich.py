@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import operator
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -101,11 +100,12 @@ class Enricher:
             _fast_path(r) is not None for r in (*self.consumer_resolvers, *self.plan_tier_resolvers)
         )
         names = tuple(sorted(wanted))
-        self._no_headers = dict.fromkeys(names)
-        self._key_of: Callable[[Mapping[bytes, Any]], tuple[Any, ...]] | None = None
+        # The header part of a cache key: the values of these names, looked up one by one
+        # (cheaper than map() or a merged dict); six slots cover every built-in
+        # configuration (a None name reads as None), more only with several key headers.
+        self._key_headers: tuple[Any, ...] | None = None
         if builtin:
-            # (itemgetter of a single name returns the bare value, not a tuple: ask twice.)
-            self._key_of = operator.itemgetter(*(names * 2 if len(names) == 1 else names))
+            self._key_headers = names + (None,) * (6 - len(names)) if len(names) <= 6 else names
         self._caller_states = tuple(
             r.attribute
             for r in (*self.consumer_resolvers, *self.plan_tier_resolvers)
@@ -248,8 +248,14 @@ class Enricher:
         # read and of the request.state attributes RequestState reads: it is computed
         # once per distinct set of those values and kept in self._callers.
         key = None
-        if self._key_of is not None:
-            key = self._key_of({**self._no_headers, **headers})
+        names = self._key_headers
+        if names is not None:
+            get = headers.get
+            if len(names) == 6:
+                key = (get(names[0]), get(names[1]), get(names[2]),
+                       get(names[3]), get(names[4]), get(names[5]))
+            else:
+                key = tuple(map(get, names))
             if self._caller_states:
                 state = scope.get("state", _NO_STATE)
                 if type(state) is dict:
