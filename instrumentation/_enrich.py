@@ -12,6 +12,7 @@ from opentelemetry import trace
 from starlette.requests import Request
 
 from ._attributes import (
+    ALL_ATTRIBUTES,
     ATTR_API_VERSION,
     ATTR_CLIENT_NAME,
     ATTR_CLIENT_VERSION,
@@ -99,18 +100,22 @@ class Enricher:
         builtin = all(
             _fast_path(r) is not None for r in (*self.consumer_resolvers, *self.plan_tier_resolvers)
         )
+        # A cache key: the values of these header names (a None name reads as None), then
+        # of these request.state attributes.
         names = tuple(sorted(wanted))
-        # The header part of a cache key: the values of these names, looked up one by one
-        # (cheaper than map() or a merged dict); six slots cover every built-in
-        # configuration (a None name reads as None), more only with several key headers.
-        self._key_headers: tuple[Any, ...] | None = None
-        if builtin:
-            self._key_headers = names + (None,) * (6 - len(names)) if len(names) <= 6 else names
+        if len(names) < 6:
+            names += (None,) * (6 - len(names))  # type: ignore[assignment]
+        self._key_headers: tuple[Any, ...] | None = names if builtin else None
         self._caller_states = tuple(
             r.attribute
             for r in (*self.consumer_resolvers, *self.plan_tier_resolvers)
             if type(r) is RequestState
         )
+        # The usual configurations (at most six header names, one state attribute) also
+        # have an inline path in on_response(): six plain look-ups, one state look-up.
+        fast = builtin and len(names) == 6 and len(self._caller_states) <= 1
+        self._fast_key = names if fast else None
+        self._state_attr = self._caller_states[0] if fast and self._caller_states else None
         self._callers: dict[tuple[Any, ...], tuple[dict[str, Any], str | None]] = {}
 
     @property
@@ -195,7 +200,32 @@ class Enricher:
         method = scope.get("method", "GET")
         info = table.infos.get((method, template)) or table.info(method, template, scope)
         if recording:
-            caller, route = self._parts(scope, template, info)
+            # The common case inline (here a Python call costs as much as the rest): a
+            # known caller without an API-version header, on a matched route, under the
+            # usual configuration. Anything else goes through _parts(), which builds the
+            # same cache key.
+            cached = None
+            names = self._fast_key
+            raw = scope.get("headers")
+            if names is not None and type(raw) is list:
+                headers = dict(raw)
+                if len(headers) == len(raw):  # no repeated header name
+                    get = headers.get
+                    attr = self._state_attr
+                    if attr is None:
+                        cached = self._callers.get((get(names[0]), get(names[1]), get(names[2]),
+                                                    get(names[3]), get(names[4]), get(names[5])))
+                    else:
+                        state = scope.get("state", _NO_STATE)
+                        value = state.get(attr) if type(state) is dict else _NO_STATE
+                        if type(value) in _KEYABLE:  # (_NO_STATE is not)
+                            cached = self._callers.get((get(names[0]), get(names[1]), get(names[2]),
+                                                        get(names[3]), get(names[4]), get(names[5]),
+                                                        value))
+            if cached is not None and cached[1] is None and template:
+                caller, route = cached[0], info.attributes
+            else:
+                caller, route = self._parts(scope, template, info)
             try:
                 # The SDK's set_attributes re-validates every value, which costs more than
                 # computing them: values we built as plain str/int/bool go straight into
@@ -206,7 +236,7 @@ class Enricher:
                     type(store) is dict
                     and not container._immutable
                     and container.max_value_len is None
-                    and (maxlen is None or len(store) + len(caller) + len(route) <= maxlen)
+                    and (maxlen is None or len(store) + len(ALL_ATTRIBUTES) <= maxlen)
                 )
             except AttributeError:  # not the SDK's span, or an SDK that changed
                 direct = False
@@ -250,12 +280,7 @@ class Enricher:
         key = None
         names = self._key_headers
         if names is not None:
-            get = headers.get
-            if len(names) == 6:
-                key = (get(names[0]), get(names[1]), get(names[2]),
-                       get(names[3]), get(names[4]), get(names[5]))
-            else:
-                key = tuple(map(get, names))
+            key = tuple(map(headers.get, names))
             if self._caller_states:
                 state = scope.get("state", _NO_STATE)
                 if type(state) is dict:
