@@ -182,16 +182,19 @@ class Enricher:
         table = self._last_table if app is self._last_app else None
         if table is None:
             table = self.table(app)
-        recording = span.is_recording()
         template = None
-        container: Any = None
-        store: Any = None
-        if recording:
-            container = getattr(span, "_attributes", None)
-            store = getattr(container, "_dict", None)
-            if type(store) is dict:
+        container: Any = getattr(span, "_attributes", None)
+        store: Any = getattr(container, "_dict", None)
+        if type(store) is dict:
+            try:  # the SDK's span: it records until end() freezes its attributes
+                recording = not container._immutable
+            except AttributeError:
+                recording = span.is_recording()
+            if recording:
                 template = store.get("http.route")
-            else:
+        else:
+            recording = span.is_recording()
+            if recording:
                 attributes = getattr(span, "attributes", None)
                 if attributes is not None:
                     template = attributes.get("http.route")
@@ -234,7 +237,6 @@ class Enricher:
                 lock = container._lock
                 direct = (
                     type(store) is dict
-                    and not container._immutable
                     and container.max_value_len is None
                     and (maxlen is None or len(store) + len(ALL_ATTRIBUTES) <= maxlen)
                 )

@@ -47,8 +47,6 @@ class ApiUsageMiddleware:
         span = _SPAN_VAR.get().get(_SPAN_KEY) if _SPAN_VAR is not None else None
         if span is None or not isinstance(span, trace.Span):
             span = trace.get_current_span()
-        on_response = self.enricher.on_response
-        app = self.app
         done = False
 
         async def send_with_headers(message: dict[str, Any]) -> None:
@@ -56,7 +54,7 @@ class ApiUsageMiddleware:
             if not done and message["type"] == "http.response.start":
                 done = True
                 try:
-                    extra = on_response(scope, span, app)
+                    extra = self.enricher.on_response(scope, span, self.app)
                 except Exception:
                     extra = self._failed()
                 if extra:
@@ -67,7 +65,7 @@ class ApiUsageMiddleware:
             await send(message)
 
         try:
-            await app(scope, receive, send_with_headers)
+            await self.app(scope, receive, send_with_headers)
         finally:
             if not done:
                 self._finish(scope, span)

@@ -160,13 +160,16 @@ class RedactingSpanProcessor(SpanProcessor):
         # The edits are those of Scrubber.changes(), made in place.
         try:
             kind = span._kind  # the public ``kind`` is a property: a Python call per span
+            if kind is _INTERNAL:
+                return
+            container = span._attributes
         except AttributeError:
             kind = span.kind
-        if kind is _INTERNAL:
-            return
-        container = getattr(span, "_attributes", None)
-        if container is None:
-            return
+            if kind is _INTERNAL:
+                return
+            container = getattr(span, "_attributes", None)
+            if container is None:
+                return
         try:
             # Span.end() has frozen the container; only its dict allows a delete.
             store = container._dict
