@@ -45,7 +45,7 @@ class ApiUsageMiddleware:
             self._ensure_redaction()
         # _current_span(), inlined: this runs on every request.
         span = _SPAN_VAR.get().get(_SPAN_KEY) if _SPAN_VAR is not None else None
-        if span is None or not isinstance(span, trace.Span):
+        if span is None or (type(span) not in _SPAN_TYPES and not _is_span(span)):
             span = trace.get_current_span()
         done = False
 
@@ -120,9 +120,22 @@ def _current_span() -> trace.Span:
     for anything else: another runtime context, no span, or something that is not a Span.
     """
     span = _SPAN_VAR.get().get(_SPAN_KEY) if _SPAN_VAR is not None else None
-    if span is None or not isinstance(span, trace.Span):
+    if span is None or (type(span) not in _SPAN_TYPES and not _is_span(span)):
         span = trace.get_current_span()
     return span
+
+
+# Classes known to be trace.Span subclasses: isinstance() against an ABC runs Python code
+# (ABCMeta.__instancecheck__), and the answer for a class never changes from yes to no.
+_SPAN_TYPES: set[type] = set()
+
+
+def _is_span(value: Any) -> bool:
+    if not isinstance(value, trace.Span):
+        return False
+    if len(_SPAN_TYPES) < 16:
+        _SPAN_TYPES.add(type(value))
+    return True
 
 
 def _service_name_of(provider: Any) -> str | None:
