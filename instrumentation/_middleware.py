@@ -58,10 +58,12 @@ class ApiUsageMiddleware:
                 except Exception:
                     extra = self._failed()
                 if extra:
-                    present = {name.lower() for name, _ in message.get("headers") or ()}
-                    # The app's own Deprecation/Sunset headers win over ours.
-                    extra = [h for h in extra if h[0] == b"link" or h[0] not in present]
-                    message = {**message, "headers": [*(message.get("headers") or ()), *extra]}
+                    headers = message.get("headers") or ()
+                    present = {name.lower() for name, _ in headers}
+                    if b"deprecation" in present or b"sunset" in present:
+                        # The app's own Deprecation/Sunset headers win over ours.
+                        extra = [h for h in extra if h[0] == b"link" or h[0] not in present]
+                    message = {**message, "headers": [*headers, *extra]}
             await send(message)
 
         try:
