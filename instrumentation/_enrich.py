@@ -188,13 +188,16 @@ class Enricher:
         if type(store) is dict:
             try:  # the SDK's span: it records until end() freezes its attributes
                 recording = not container._immutable
-            except AttributeError:
+            except AttributeError:  # an SDK that changed: its public API only
                 recording = span.is_recording()
-            if recording:
-                template = store.get("http.route")
+                store = None
         else:
             recording = span.is_recording()
-            if recording:
+            store = None
+        if recording:
+            if store is not None:
+                template = store.get("http.route")
+            else:
                 attributes = getattr(span, "attributes", None)
                 if attributes is not None:
                     template = attributes.get("http.route")
@@ -236,7 +239,7 @@ class Enricher:
                 maxlen = container.maxlen
                 lock = container._lock
                 direct = (
-                    type(store) is dict
+                    store is not None
                     and container.max_value_len is None
                     and (maxlen is None or len(store) + len(ALL_ATTRIBUTES) <= maxlen)
                 )

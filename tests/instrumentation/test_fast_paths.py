@@ -238,3 +238,32 @@ def test_a_header_named_sensitive_later_is_scrubbed_from_a_layout_seen_before():
     assert one_span() == {"http.request.header.accept": ("*/*",)}
     assert isinstance(spans.provider._apiusage_redactor, RedactingSpanProcessor)
     spans.provider.shutdown()
+
+
+def test_a_span_that_is_not_the_sdks_gets_the_same_attributes_through_its_api(spans):
+    class ApiOnlySpan(trace.NonRecordingSpan):
+        """A recording span of some other SDK: only the public API."""
+
+        def __init__(self) -> None:
+            super().__init__(trace.INVALID_SPAN_CONTEXT)
+            self.attributes = {"http.route": "/v1/orders/{order_id}"}
+
+        def is_recording(self) -> bool:
+            return True
+
+        def set_attributes(self, attributes) -> None:
+            self.attributes.update(attributes)
+
+    app = build_app()
+    enricher = instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY)
+    scope = {"type": "http", "method": "GET", "path": "/v1/orders/1", "root_path": "", "app": app,
+             "headers": [(b"x-api-key", b"k"), (b"user-agent", b"cli/1.0")]}
+    span = ApiOnlySpan()
+    assert enricher.on_response(scope, span, app) == []
+    assert span.attributes == {
+        "http.route": "/v1/orders/{order_id}",
+        "apiusage.schema_version": 1, "apiusage.consumer.id": pseudonym("k"),
+        "apiusage.consumer.plan_tier": "unknown", "apiusage.client.name": "cli",
+        "apiusage.client.version": "1.0", "apiusage.api.version": "v1",
+        "apiusage.feature": "orders", "apiusage.endpoint.deprecated": False,
+    }
