@@ -102,7 +102,7 @@ class _Target:
 class DeprecationHeaders:
     """The headers one catalog entry calls for, pre-encoded; only the Link may vary."""
 
-    __slots__ = ("static", "doc_link", "replacement", "_target", "_fixed")
+    __slots__ = ("static", "doc_link", "replacement", "_target", "_fixed", "_link_tail")
 
     def __init__(self, endpoint: Endpoint) -> None:
         static: list[tuple[bytes, bytes]] = []
@@ -117,18 +117,22 @@ class DeprecationHeaders:
             self.doc_link = link_value(endpoint.link, rel)
         self.replacement = endpoint.replacement_target
         self._target = _Target(self.replacement) if self.replacement else None
-        # Without a replacement nothing depends on the request.
-        self._fixed = None if self._target is not None else self._lines(None)
+        # The lines when no successor link can be given (none configured, or a path
+        # parameter missing); with one, only its target depends on the request.
+        self._fixed = self._lines(None)
+        self._link_tail = f", {self.doc_link}" if self.doc_link else ""
 
     def __bool__(self) -> bool:
         return bool(self.static or self.doc_link or self.replacement)
 
     def for_request(self, scope: Mapping[str, Any]) -> list[tuple[bytes, bytes]]:
         """Header lines to append to this request's response."""
-        if self._target is None:
-            return list(self._fixed)  # type: ignore[arg-type]
-        target = self._target.expand(scope.get("path_params") or {}, scope.get("root_path", ""))
-        return self._lines(target)
+        if self._target is not None:
+            target = self._target.expand(scope.get("path_params") or {}, scope.get("root_path", ""))
+            if target is not None:  # as _lines(target), without the general case's lists
+                link = link_value(target, "successor-version") + self._link_tail
+                return [*self.static, (b"link", link.encode("latin-1"))]
+        return list(self._fixed)
 
     def _lines(self, target: str | None) -> list[tuple[bytes, bytes]]:
         headers = list(self.static)
