@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -21,13 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.components import missing
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.components import free_port, missing
 
 
 def http_json(url: str, timeout: float = 10) -> tuple[int, dict]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -25,7 +24,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .components import missing
+from .components import free_port, missing
 
 T = TypeVar("T")
 
@@ -45,12 +44,6 @@ def promtool() -> str:
 
 def amtool() -> str:
     return binary("amtool", package="prometheus-alertmanager")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(url: str, timeout: float = 5) -> tuple[int, bytes]:
