@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from urllib.parse import parse_qs, urlsplit
 
 from ._httpserver import HttpServer, QuietHandler, Served
 from .config import AdminConfig, Secret
 from .state.listing import AuditLog, at_risk_consumers, deprecated_consumers, now_ms
 from .state.service import StateService
+from .state.store import StoreError
 
 __all__ = ["AdminServer", "read_token"]
 
+log = logging.getLogger("apiusage.processor.admin")
 _WINDOWS = {"1d": 1, "7d": 7, "30d": 30, "90d": 90}
 
 
@@ -45,16 +48,29 @@ class _AdminHandler(QuietHandler):
         audit = {"remote": self.client_address[0], "path": url.path, "query": query,
                  "authorized": authorized}
         if not authorized:
-            self.audit.write(**audit, status=401)
-            self._json(401, {"error": "a valid bearer token is required"},
-                       **{"WWW-Authenticate": 'Bearer realm="apiusage-admin"'})
+            if self._audited(**audit, status=401):
+                self._json(401, {"error": "a valid bearer token is required"},
+                           **{"WWW-Authenticate": 'Bearer realm="apiusage-admin"'})
             return
         try:
             status, body, count = self._answer(url.path, query)
         except ValueError as exc:
             status, body, count = 400, {"error": str(exc)}, 0
-        self.audit.write(**audit, status=status, consumers_returned=count)
-        self._json(status, body)
+        except StoreError as exc:  # the store is down or damaged: say so rather than hang up
+            status, body, count = 503, {"error": str(exc)}, 0
+        if self._audited(**audit, status=status, consumers_returned=count):
+            self._json(status, body)
+
+    def _audited(self, **entry: object) -> bool:
+        """Write the audit line; when it cannot be written, answer 503 and disclose nothing."""
+        try:
+            self.audit.write(**entry)
+        except OSError as exc:
+            log.error("admin.audit_log %s cannot be written: %s", self.audit.path, exc)
+            self._json(503, {"error": f"the audit log cannot be written ({exc.strerror or exc}); "
+                                      "no consumer ids without it"})
+            return False
+        return True
 
     def _answer(self, path: str, query: dict[str, str]) -> tuple[int, object, int]:
         state = self.state

@@ -83,7 +83,7 @@ class Processor:
         if config.state.enabled:
             self.activity = ConsumerActivity(
                 config.state.retention_days, self.stats, config.state.max_pending_rows,
-                p.usage.data_quality.max_future_skew)
+                p.usage.data_quality.max_future_skew, config.state.max_pending_bytes)
             self.state = StateService(config.state, self.activity, self.catalog, self.plans,
                                       lookup.refresh_interval)
             sinks.append(self.activity)
@@ -95,7 +95,8 @@ class Processor:
         self.forwarder = Forwarder(forward) if forward is not None else None
         self.memory = MemoryLimiter(p.memory_limiter)
         self.intake = Intake(self.scanner, self.queue, self.stats,
-                             self.forwarder.forward if self.forwarder else None, self.memory)
+                             self.forwarder.forward if self.forwarder else None, self.memory,
+                             self.activity.backlogged if self.state is not None else None)
         collectors: list = [UsageCollector(self.request_metrics, self.stats, self.queue,
                                            self.worker, self.scanner.implementation, _version())]
         if self.forwarder is not None:
@@ -121,6 +122,8 @@ class Processor:
             return False, "queue full"
         if self.memory.over:
             return False, "over the memory limit"
+        if self.state is not None and self.activity.backlogged():
+            return False, "state store backlog full"
         return True, "ready"
 
     def start(self) -> None:
@@ -190,8 +193,8 @@ class Processor:
         return out
 
     def _close_partial(self) -> None:
-        if self.state is not None and self.state.store is not None:
-            self.state.store.close()
+        if self.state is not None:
+            self.state.close()
         for server in (self.metrics, self.http, self.admin):
             if server is not None:
                 server.stop()
@@ -199,7 +202,8 @@ class Processor:
             self.grpc.stop(0)
 
     def stop(self) -> bool:
-        """Stop accepting, drain the queue, stop serving metrics; True when nothing was lost."""
+        """Stop accepting, drain the queue, write the state, stop serving metrics; True when
+        nothing was lost (the exit status says so)."""
         if self._stopping:
             self._stopped.wait()
             return True
@@ -212,17 +216,18 @@ class Processor:
         if not drained:
             log.error("shutdown timeout: %d spans still queued were not processed",
                       self.queue.depth)
+        if self.admin:
+            self.admin.stop()  # before the store closes under its requests
+        stored = True
         if self.state is not None:
-            self.state.stop()  # after the drain, so the last flush holds every accepted span
+            stored = self.state.stop()  # after the drain, so the last flush holds every accepted span
         if self.forwarder is not None:
             self.forwarder.stop()
         self.memory.stop()
         if self.metrics:
             self.metrics.stop()
-        if self.admin:
-            self.admin.stop()
         self._stopped.set()
-        return drained
+        return drained and stored
 
     def run_until_signal(self) -> bool:
         """Serve until SIGTERM or SIGINT, then shut down cleanly."""

@@ -77,11 +77,15 @@ def _consumers(args: argparse.Namespace) -> int:
     finally:
         store.close()
     import getpass
-    AuditLog(config.admin.audit_log).write(
-        remote=f"cli:{getpass.getuser()}", path=f"consumers {args.which}",
-        query={k: v for k, v in vars(args).items() if k in ("service", "method", "route",
-                                                             "window") and v is not None},
-        authorized=True, status=0, consumers_returned=count)
+    try:  # no audit line, no consumer ids
+        AuditLog(config.admin.audit_log).write(
+            remote=f"cli:{getpass.getuser()}", path=f"consumers {args.which}",
+            query={k: v for k, v in vars(args).items() if k in ("service", "method", "route",
+                                                                 "window") and v is not None},
+            authorized=True, status=0, consumers_returned=count)
+    except (ValueError, OSError) as exc:
+        print(f"apiusage: {exc}", file=sys.stderr)
+        return 2
     if args.format == "json":
         print(json.dumps(result, indent=2))
     else:

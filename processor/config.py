@@ -358,6 +358,7 @@ class OtlpForwarder:
     endpoint: str = ""
     timeout: Duration = Duration(10)
     max_queue_requests: int = 1000
+    max_queue_bytes: ByteSize = ByteSize(64 * MiB)  # bodies queued or in flight; past it: dropped
     headers: Mapping[str, str] = field(default_factory=dict)
 
     def _validate(self, path: str, problems: Problems) -> None:
@@ -366,6 +367,8 @@ class OtlpForwarder:
                                              f"receiver, such as http://jaeger:4318 (got {self.endpoint!r})")
         if self.max_queue_requests <= 0:
             problems.add(f"{path}.max_queue_requests", "must be > 0")
+        if self.max_queue_bytes <= 0:
+            problems.add(f"{path}.max_queue_bytes", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -398,7 +401,9 @@ class StateConfig:
     flush_interval: Duration = Duration(5)
     refresh_interval: Duration = Duration(15)
     retention_days: int = 400
-    max_pending_rows: int = 1_000_000  # kept in memory while the store is unavailable
+    # Rows not yet written (store slow or down): at either bound the receivers refuse (503).
+    max_pending_rows: int = 1_000_000
+    max_pending_bytes: ByteSize = ByteSize(256 * MiB)
 
     def _validate(self, path: str, problems: Problems) -> None:
         if self.sqlite is not None and self.postgres is not None:
@@ -409,6 +414,8 @@ class StateConfig:
             problems.add(f"{path}.refresh_interval", "must be at least 100ms")
         if self.max_pending_rows <= 0:
             problems.add(f"{path}.max_pending_rows", "must be > 0")
+        if self.max_pending_bytes < MiB:
+            problems.add(f"{path}.max_pending_bytes", "must be at least 1MiB")
         if self.retention_days < 35:
             problems.add(f"{path}.retention_days",
                          f"must be at least 35: churn risk looks back 5 weeks (got {self.retention_days})")

@@ -33,7 +33,13 @@ class PlanLookup:
     def load(self, query: Callable[[str], list[tuple]] | None = None) -> int:
         """(Re)load; returns the number of consumers. Raises PlanLookupError."""
         if self.file:
-            rows = _read_file(Path(self.file))
+            try:
+                rows = _read_file(Path(self.file))
+            except PlanLookupError:
+                raise
+            except Exception as exc:  # a hand-edited file can fail in ways no list foresees
+                raise PlanLookupError(f"cannot load plan lookup file {self.file}: "
+                                      f"{type(exc).__name__}: {exc}") from None
         elif self.sql and query is not None:
             try:
                 rows = [tuple(str(v) if v is not None else "" for v in r) for r in query(self.sql)]
@@ -77,4 +83,7 @@ def _read_file(path: Path) -> list[tuple[str, ...]]:
     if header is None or [h.strip() for h in header[:2]] != ["consumer_id", "plan_tier"]:
         raise PlanLookupError(f"plan lookup file {path}: the first line must be the header "
                               "consumer_id,plan_tier[,account]")
-    return [tuple(c.strip() for c in row) for row in reader if row]
+    try:
+        return [tuple(c.strip() for c in row) for row in reader if row]
+    except csv.Error as exc:  # e.g. a field over csv.field_size_limit() (128 KiB)
+        raise PlanLookupError(f"plan lookup file {path}, line {reader.line_num}: {exc}") from None

@@ -1,9 +1,10 @@
 """Forward accepted OTLP trace requests to a trace backend, so exemplars lead to real traces.
 
 Receivers hand over the protobuf body of every accepted request; a thread posts
-them to `<endpoint>/v1/traces` in order.  The queue is bounded and `forward()`
-never blocks: when the backend is slow or down, new bodies are dropped and
-counted, and ingestion goes on at full speed.
+them to `<endpoint>/v1/traces` in order.  The queue is bounded in requests and in
+bytes (the body being sent included) and `forward()` never blocks: when the
+backend is slow, down or never answers, new bodies are dropped and counted, and
+ingestion goes on at full speed.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class Forwarder:
         self._timeout = float(config.timeout)
         self._headers = {"Content-Type": "application/x-protobuf", **dict(config.headers)}
         self._max = config.max_queue_requests
+        self._max_bytes = config.max_queue_bytes
+        self._bytes = 0  # queued bodies and the one being sent
+        self._dropping = False  # log once per episode
         self._queue: deque[bytes] = deque()
         self._cond = threading.Condition()
         self._stopping = False
@@ -50,12 +54,24 @@ class Forwarder:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
     def forward(self, body: bytes) -> None:
         with self._cond:
-            if len(self._queue) >= self._max or self._stopping:
+            if (len(self._queue) >= self._max or self._bytes + len(body) > self._max_bytes
+                    or self._stopping):
                 self.outcomes["dropped"] += 1
+                if not self._dropping and not self._stopping:
+                    self._dropping = True
+                    log.warning("trace backend %s:%s is behind: forward queue full (%d requests, "
+                                "%d bytes); dropping requests (apiusage_forwarded_requests_total"
+                                "{outcome=\"dropped\"})", self._host, self._port,
+                                len(self._queue), self._bytes)
                 return
             self._queue.append(body)
+            self._bytes += len(body)
             self._cond.notify()
 
     def _run(self) -> None:
@@ -66,7 +82,18 @@ class Forwarder:
                 if not self._queue:
                     return
                 body = self._queue.popleft()
-            self._send(body)
+            try:
+                self._send(body)
+            except Exception:  # the thread must outlive any one request
+                self.outcomes["failure"] += 1
+                self._close()
+                log.exception("forwarding traces to %s:%s failed", self._host, self._port)
+            finally:
+                with self._cond:
+                    self._bytes -= len(body)
+                    if self._dropping and not self._queue:
+                        self._dropping = False
+                        log.info("trace backend %s:%s caught up", self._host, self._port)
 
     def _send(self, body: bytes) -> None:
         delay = 0.2
@@ -114,6 +141,9 @@ class Forwarder:
         yield family
         yield GaugeMetricFamily("apiusage_forward_queue_requests",
                                 "Requests waiting to be forwarded.", value=self.depth)
+        yield GaugeMetricFamily("apiusage_forward_queue_bytes",
+                                "Bytes of the requests waiting to be forwarded or being sent.",
+                                value=self._bytes)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Send what is queued (bounded by `timeout`), then stop."""

@@ -98,7 +98,7 @@ class GrpcReceiver:
         return b""  # not reached: abort raises
 
     def _abort(self, outcome: Outcome, context: grpc.ServicerContext) -> None:
-        if outcome.kind in ("queue_full", "shutting_down", "memory_limit"):
+        if outcome.kind in ("queue_full", "shutting_down", "memory_limit", "state_backlog"):
             retry = error_details_pb2.RetryInfo(
                 retry_delay=duration_pb2.Duration(seconds=self._retry_after))
             detail = any_pb2.Any()

@@ -27,6 +27,7 @@ _ERRORS = {
     "unsupported": (415, 3),
     "queue_full": (503, 14),
     "memory_limit": (503, 14),
+    "state_backlog": (503, 14),
     "shutting_down": (503, 14),
     "not_found": (404, 5),
     "method": (405, 12),

@@ -21,7 +21,7 @@ class Outcome:
     """The answer to one export request, independent of transport.
 
     kind: success | partial | invalid | too_large | unsupported | queue_full | shutting_down
-          | memory_limit | unauthenticated
+          | memory_limit | state_backlog | unauthenticated
     """
 
     kind: str
@@ -32,19 +32,26 @@ class Outcome:
 class Intake:
     def __init__(self, scanner: Scanner, queue: SpanQueue, stats: PipelineStats,
                  forward: Callable[[bytes], None] | None = None,
-                 memory: MemoryLimiter | None = None) -> None:
+                 memory: MemoryLimiter | None = None,
+                 backlog: Callable[[], bool] | None = None) -> None:
         self._scanner = scanner
         self._queue = queue
         self._stats = stats
         self._forward = forward
         self._memory = memory
+        self._backlog = backlog  # True while the state store's unwritten rows are at their limit
 
     def overloaded(self, transport: str) -> Outcome | None:
-        """A retryable refusal while memory is over its soft limit (checked before reading bodies)."""
+        """A retryable refusal while memory is over its soft limit or the state backlog is full
+        (checked before reading bodies)."""
         if self._memory is not None and self._memory.over:
             self._memory.refusals += 1
             return self.refuse(transport, "memory_limit",
                                "the processor is over its memory limit; retry later")
+        if self._backlog is not None and self._backlog():
+            return self.refuse(transport, "state_backlog",
+                               "the state store is behind: its backlog of unwritten rows is at "
+                               "state.max_pending_rows or state.max_pending_bytes; retry later")
         return None
 
     def refuse(self, transport: str, kind: str, message: str) -> Outcome:

@@ -1,13 +1,20 @@
 """Consumer activity, deduplicated in memory between flushes: a sink of the derivation stage.
 
 The worker thread calls `consume()`; per request it updates two or three dicts
-and nothing else, so the hot path never waits on the database.  The state
-service thread calls `drain()` every flush interval and writes the rows in one
-transaction; when that fails, `restore()` puts them back to be retried.
+and nothing else, so the hot path never waits on the database.  The flush
+thread calls `drain()` every flush interval and writes the rows in one
+transaction, then `written()`; when that fails, `restore()` puts them back to
+be retried.
+
+The backlog (rows not yet written, drained ones included) is bounded in rows and
+in estimated bytes: at the limit `backlogged()` says so and the receivers refuse
+new exports (retryable), so the spans already accepted still fit; rows past twice
+the limit are dropped and counted in `rows_dropped`.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -20,16 +27,31 @@ __all__ = ["ConsumerActivity", "DAY_MS"]
 
 DAY_MS = 86_400_000
 _MAX_ID_LENGTH = 256
+# Estimated bytes per pending row besides its strings: the dict slot, the key tuple, the value
+# list and its numbers (measured on CPython 3.11: 250-330 bytes).
+_ROW_OVERHEAD = 300
+_HARD_FACTOR = 2  # rows are dropped only past twice the limit at which the receivers refuse
+
+log = logging.getLogger("apiusage.processor.state")
+
+
+def _size(key: tuple) -> int:
+    return _ROW_OVERHEAD + sum(len(k) for k in key if isinstance(k, str))
 
 
 class ConsumerActivity:
     def __init__(self, retention_days: int, stats: PipelineStats, max_pending: int = 1_000_000,
-                 max_future_skew: float = 300.0) -> None:
+                 max_future_skew: float = 300.0, max_pending_bytes: int = 256 << 20) -> None:
         self._retention_days = retention_days
         self._stats = stats
-        self._max_pending = max_pending
+        self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
         self._future_ms = int(max_future_skew * 1000)
         self.rows_dropped = 0
+        self._dropping = False  # log once per episode of dropping
+        self._bytes = 0  # estimated size of the rows in the dicts
+        self._inflight_rows = 0  # drained, being written
+        self._inflight_bytes = 0
         self._lock = threading.Lock()
         # (service, consumer) → [first_seen, first_success, last_seen, plan, client, version]
         self._consumers: dict[tuple[str, str], list] = {}
@@ -42,9 +64,11 @@ class ConsumerActivity:
         now_ms = int(time.time() * 1000)
         oldest_day = now_ms // DAY_MS - self._retention_days
         latest = now_ms + self._future_ms
-        dropped = future = 0
+        dropped = future = full = 0
         with self._lock:
             consumers, activity, endpoints = self._consumers, self._activity, self._endpoints
+            hard_rows = self.max_pending * _HARD_FACTOR - self._inflight_rows
+            hard_bytes = self.max_pending_bytes * _HARD_FACTOR - self._inflight_bytes
             for r in requests:
                 at = r[13] // 1_000_000
                 day = at // DAY_MS
@@ -75,7 +99,11 @@ class ConsumerActivity:
                 akey = (day, service, consumer, method, route, r[9] or "", r[6], r[7])
                 a = activity.get(akey)
                 if a is None:
+                    if len(activity) + len(consumers) >= hard_rows or self._bytes >= hard_bytes:
+                        full += 1  # past twice the limit: only a queue larger than the limit gets here
+                        continue
                     activity[akey] = [w, w if failed else 0.0, at]
+                    self._bytes += _size(akey)
                 else:
                     a[0] += w
                     if failed:
@@ -86,6 +114,7 @@ class ConsumerActivity:
                 c = consumers.get(ckey)
                 if c is None:
                     consumers[ckey] = [at, at if ok else None, at, r[4], r[6], r[7]]
+                    self._bytes += _size(ckey)
                     continue
                 if at < c[0]:
                     c[0] = at
@@ -97,34 +126,74 @@ class ConsumerActivity:
             self._stats.data_quality(beyond_retention=dropped)
         if future:
             self.rows_dropped += future
+        if full:
+            self._dropped(full)
+
+    def _dropped(self, n: int) -> None:
+        self.rows_dropped += n
+        if not self._dropping:
+            self._dropping = True
+            log.error("state backlog past twice its limit (%d rows, %d bytes): dropping new rows "
+                      "until the store catches up (counted in apiusage_state_rows_dropped_total)",
+                      self.max_pending, self.max_pending_bytes)
 
     def pending(self) -> int:
-        return len(self._activity) + len(self._consumers)
+        """Rows not yet in the store, those being written included."""
+        return len(self._activity) + len(self._consumers) + self._inflight_rows
+
+    def pending_bytes(self) -> int:
+        """Estimated memory of the rows not yet in the store."""
+        return self._bytes + self._inflight_bytes
+
+    def backlogged(self) -> bool:
+        """True while the backlog is at its limit: receivers refuse new exports until it shrinks."""
+        return self.pending() >= self.max_pending or self.pending_bytes() >= self.max_pending_bytes
 
     def drain(self) -> ActivityBatch:
-        """Take everything gathered since the last drain, as rows for the store."""
+        """Take everything gathered since the last drain, as rows for the store; it stays counted
+        as pending until `written()` or `restore()`."""
         with self._lock:
             consumers, self._consumers = self._consumers, {}
             activity, self._activity = self._activity, {}
             endpoints, self._endpoints = self._endpoints, {}
+            self._inflight_rows += len(consumers) + len(activity)
+            self._inflight_bytes += self._bytes
+            self._bytes = 0
         return (
             [(s, c, v[0], v[1], v[2], v[3], v[4], v[5]) for (s, c), v in consumers.items()],
             [(*k, v[0], v[1], v[2]) for k, v in activity.items()],
             [(s, m, r, v[0], v[1], v[2]) for (s, m, r), v in endpoints.items()],
         )
 
+    def written(self) -> None:
+        """The drained rows are in the store: they no longer count as pending."""
+        with self._lock:
+            self._inflight_rows = self._inflight_bytes = 0
+            if self._dropping and not self.backlogged():
+                self._dropping = False
+                log.info("state backlog below its limit again")
+
     def restore(self, batch: ActivityBatch) -> None:
         """Merge a batch that could not be written back in, so the next flush retries it."""
         consumers, activity, endpoints = batch
+        full = 0
         with self._lock:
-            if self.pending() + len(activity) + len(consumers) > self._max_pending:
-                # The store has been down long enough to fill the allowance: keep the newer data.
-                self.rows_dropped += len(activity) + len(consumers)
-                return
+            self._inflight_rows = self._inflight_bytes = 0
+            hard_rows = self.max_pending * _HARD_FACTOR
+            hard_bytes = self.max_pending_bytes * _HARD_FACTOR
+
+            def room() -> bool:
+                return (len(self._activity) + len(self._consumers) < hard_rows
+                        and self._bytes < hard_bytes)
+
             for s, c, first, success, last, plan, name, version in consumers:
                 cur = self._consumers.get((s, c))
                 if cur is None:
+                    if not room():
+                        full += 1
+                        continue
                     self._consumers[s, c] = [first, success, last, plan, name, version]
+                    self._bytes += _size((s, c))
                     continue
                 cur[0] = min(cur[0], first)
                 if success is not None and (cur[1] is None or success < cur[1]):
@@ -132,9 +201,14 @@ class ConsumerActivity:
                 if last > cur[2]:
                     cur[2], cur[3], cur[4], cur[5] = last, plan, name, version
             for *key, calls, errors, last in activity:
-                cur = self._activity.get(tuple(key))
+                akey = tuple(key)
+                cur = self._activity.get(akey)
                 if cur is None:
-                    self._activity[tuple(key)] = [calls, errors, last]
+                    if not room():
+                        full += 1
+                        continue
+                    self._activity[akey] = [calls, errors, last]
+                    self._bytes += _size(akey)
                 else:
                     cur[0] += calls
                     cur[1] += errors
@@ -147,3 +221,5 @@ class ConsumerActivity:
                     if last > cur[2]:
                         cur[0], cur[2] = deprecated, last
                     cur[1] = min(cur[1], first)
+        if full:
+            self._dropped(full)

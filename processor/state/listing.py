@@ -65,11 +65,19 @@ def at_risk_consumers(store: Store, now_ms: int, service: str | None = None,
 class AuditLog:
     """Append-only JSON lines: who asked for consumer ids, when, and what they got."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, key: str = "admin.audit_log") -> None:
+        """Check now that the log can be appended to; raises ValueError naming `key` and the file."""
         self.path = Path(path)
         self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise ValueError(f"{key}: cannot append to the audit log {path}: "
+                             f"{exc.strerror or exc}") from None
 
     def write(self, **entry: object) -> None:
+        """Append one line; raises OSError when the log cannot be written (say so, disclose nothing)."""
         record = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
                   **entry}
         line = json.dumps(record, sort_keys=True) + "\n"

@@ -1,14 +1,25 @@
-"""The state service: one thread that flushes consumer activity, refreshes the business metrics
-from the store, applies retention and reloads the plan lookup, each on its own interval."""
+"""The state service: flushes consumer activity, refreshes the business metrics from the store,
+applies retention and reloads the plan lookup.
+
+Two threads with their own connections, so neither waits for the other: the flush
+thread writes every `flush_interval` (and applies retention hourly); the refresh
+thread recomputes the report every `refresh_interval` and reloads the plan lookup.
+Admin requests read on a third connection.  A refresh that takes minutes therefore
+delays no flush, and a kill -9 loses at most one flush interval (plus the flush in
+progress).  SQLite in WAL mode lets readers run beside the writer; PostgreSQL gets
+separate sessions.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from ..config import StateConfig
-from ..derive.plans import PlanLookup, PlanLookupError
+from ..derive.plans import PlanLookup
 from .activity import DAY_MS, ConsumerActivity
 from .report import ConsumerReport, build_report
 from .store import Store, StoreError, open_store
@@ -17,6 +28,8 @@ __all__ = ["StateService", "StateHealth"]
 
 log = logging.getLogger("apiusage.processor.state")
 _RETENTION_EVERY = 3600.0
+_STOP_TIMEOUT = 15.0  # a flush in progress at shutdown gets this long to finish
+T = TypeVar("T")
 
 
 class StateHealth:
@@ -27,7 +40,14 @@ class StateHealth:
         self.last_flush_seconds = 0.0
         self.last_refresh_seconds = 0.0
         self.rows_written = 0
-        self.up = True  # False from a failed flush until the next one succeeds
+        self.flush_ok = True  # False from a failed flush until the next one succeeds
+        self.refresh_ok = True  # False from a failed refresh until the next one succeeds
+
+    @property
+    def up(self) -> bool:
+        """The last flush reached the store (`apiusage_state_up`); refresh failures are counted in
+        `refreshes` and logged."""
+        return self.flush_ok
 
 
 class StateService:
@@ -40,64 +60,95 @@ class StateService:
         self._plans_interval = plans_interval
         self.health = StateHealth()
         self.report = ConsumerReport()
-        self.store: Store | None = None
+        self.store: Store | None = None  # the writer: flushes and retention
+        self._refresher: Store | None = None
+        self._reader: Store | None = None  # admin requests
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="apiusage-state", daemon=True)
-        self._lock = threading.Lock()  # one user of the connection at a time
+        self._stopped = False
+        self._write_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._flusher = threading.Thread(target=self._flush_loop, name="apiusage-state-flush",
+                                         daemon=True)
+        self._refreshing = threading.Thread(target=self._refresh_loop,
+                                            name="apiusage-state-refresh", daemon=True)
 
     def open(self) -> None:
-        """Open and migrate the store; raises StoreError (start-up fails with its message)."""
+        """Open and migrate the store and its read connections; raises StoreError."""
         self.store = open_store(self.config)
+        try:
+            self._refresher = self.store.reader()
+            self._reader = self.store.reader()
+        except StoreError:
+            self._close_stores()
+            raise
+        if self._refresher is self.store:  # one connection (SQLite :memory:): one lock
+            self._refresh_lock = self._read_lock = self._write_lock
         if self.plans is not None:
             self._reload_plans()
 
     def start(self) -> None:
-        self._thread.start()
+        self._flusher.start()
+        self._refreshing.start()
 
-    def _run(self) -> None:
-        now = time.monotonic()
-        next_flush = now + self.config.flush_interval
-        next_refresh = now
-        next_retention = now
-        next_plans = now + self._plans_interval
-        while not self._stop.wait(0.05):
-            now = time.monotonic()
-            if now >= next_flush:
-                self.flush()
-                next_flush = now + self.config.flush_interval
-            if now >= next_refresh:
-                self.refresh()
-                next_refresh = now + self.config.refresh_interval
-            if now >= next_retention:
-                self.apply_retention()
-                next_retention = now + _RETENTION_EVERY
-            if self.plans is not None and now >= next_plans:
-                self._reload_plans()
-                next_plans = now + self._plans_interval
+    def _flush_loop(self) -> None:
+        next_retention = time.monotonic()
+        while not self._stop.wait(self.config.flush_interval):
+            self._guarded("flush", self.flush)
+            if time.monotonic() >= next_retention and not self._stop.is_set():
+                self._guarded("retention", self.apply_retention)
+                next_retention = time.monotonic() + _RETENTION_EVERY
+
+    def _refresh_loop(self) -> None:
+        next_plans = time.monotonic() + self._plans_interval
+        while not self._stop.is_set():
+            self._guarded("refresh", self.refresh)
+            if self.plans is not None and time.monotonic() >= next_plans and not self._stop.is_set():
+                self._guarded("plan lookup reload", self._reload_plans)
+                next_plans = time.monotonic() + self._plans_interval
+            self._stop.wait(self.config.refresh_interval)
+
+    def _guarded(self, what: str, task: Callable[[], object]) -> None:
+        # A bug or an unforeseen error in one task must not end the thread: flushes would stop.
+        try:
+            task()
+        except Exception:
+            log.exception("state %s failed unexpectedly; the next one runs on schedule", what)
+            if what == "flush":
+                self.health.flushes["failure"] += 1
+                self.health.flush_ok = False
+            elif what == "refresh":
+                self.health.refreshes["failure"] += 1
+                self.health.refresh_ok = False
 
     def flush(self) -> bool:
         """Write what accumulated since the last flush; on failure keep it for the next one."""
-        batch = self.activity.drain()
-        if not any(batch):
-            return True
-        start = time.monotonic()
-        try:
-            with self._lock:
+        with self._write_lock:
+            batch = self.activity.drain()
+            if not any(batch):
+                self.activity.written()
+                return True
+            start = time.monotonic()
+            try:
                 self.store.write(batch)
-        except StoreError as exc:
-            self.activity.restore(batch)
-            self.health.flushes["failure"] += 1
-            if self.health.up:
-                log.error("state flush failed; counting in memory and retrying: %s", exc)
-            self.health.up = False
-            return False
-        if not self.health.up:
-            log.info("state store is back; caught up %d rows", sum(len(rows) for rows in batch))
-        self.health.up = True
+            except BaseException as exc:
+                self.activity.restore(batch)
+                self.health.flushes["failure"] += 1
+                if self.health.flush_ok:
+                    log.error("state flush failed; counting in memory and retrying: %s", exc)
+                self.health.flush_ok = False
+                if not isinstance(exc, StoreError):
+                    raise
+                return False
+            self.activity.written()
+        rows = sum(len(rows) for rows in batch)
+        if not self.health.flush_ok:
+            log.info("state store is back; caught up %d rows", rows)
+        self.health.flush_ok = True
         self.health.flushes["success"] += 1
         self.health.last_flush_success = time.time()
         self.health.last_flush_seconds = time.monotonic() - start
-        self.health.rows_written += sum(len(rows) for rows in batch)
+        self.health.rows_written += rows
         return True
 
     def refresh(self, now_ms: int | None = None) -> None:
@@ -105,19 +156,27 @@ class StateService:
         start = time.monotonic()
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         try:
-            with self._lock:
-                self.report = build_report(self.store, now_ms, self.catalog)
+            with self._refresh_lock:
+                report = build_report(self._refresher, now_ms, self.catalog)
         except StoreError as exc:
+            if self._stop.is_set():
+                return  # interrupted by shutdown: not a failure of the store
             self.health.refreshes["failure"] += 1
-            log.error("state metrics refresh failed: %s", exc)
+            if self.health.refresh_ok:
+                log.error("state metrics refresh failed; the previous values stay exported: %s", exc)
+            self.health.refresh_ok = False
             return
+        self.report = report  # one swap: a scrape sees the old report or the new one
+        if not self.health.refresh_ok:
+            log.info("state metrics refresh works again")
+        self.health.refresh_ok = True
         self.health.refreshes["success"] += 1
         self.health.last_refresh_seconds = time.monotonic() - start
 
     def apply_retention(self) -> None:
         oldest = int(time.time() * 1000) // DAY_MS - self.config.retention_days
         try:
-            with self._lock:
+            with self._write_lock:
                 deleted = self.store.delete_activity_before(oldest)
         except StoreError as exc:
             log.error("state retention failed: %s", exc)
@@ -126,28 +185,67 @@ class StateService:
             log.info("retention: deleted %d daily activity rows older than %d days", deleted,
                      self.config.retention_days)
 
-    def read(self, fn):
-        """Run `fn(store)` with the connection to itself (admin requests)."""
-        with self._lock:
-            return fn(self.store)
+    def read(self, fn: Callable[[Store], T]) -> T:
+        """Run `fn(store)` on the admin read connection (never behind a flush or a refresh)."""
+        with self._read_lock:
+            return fn(self._reader)
 
     def _reload_plans(self) -> None:
         def query(sql: str) -> list[tuple]:
-            with self._lock:
-                return self.store.query(sql)
+            with self._refresh_lock:
+                return self._refresher.query(sql)
 
         try:
             n = self.plans.load(query)
-        except PlanLookupError as exc:
+        except Exception as exc:  # whatever a hand-edited file or query does: keep the old table
             log.error("%s (keeping the previous %d entries)", exc, len(self.plans.plans))
             return
         log.debug("plan lookup: %d consumers", n)
 
-    def stop(self) -> None:
-        """Stop the thread, write what is left, close the store."""
+    def stop(self) -> bool:
+        """Stop both threads (interrupting a refresh), write what is left, close the store.
+
+        Returns False when rows could not be written (they are lost; the log says how many)."""
+        if self._stopped:
+            return True
+        self._stopped = True
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(10)
+        if self._refresher is not None and self._refresher is not self.store:
+            self._refresher.interrupt()  # a refresh can take minutes; shutdown does not wait
+        for thread in (self._refreshing, self._flusher):
+            if thread.is_alive():
+                thread.join(_STOP_TIMEOUT)
+        ok = True
         if self.store is not None:
-            self.flush()
-            self.store.close()
+            ok = self._final_flush()
+        self._close_stores()
+        return ok
+
+    def _final_flush(self) -> bool:
+        if self._flusher.is_alive():  # still inside a flush after _STOP_TIMEOUT
+            log.error("state flush still running after %.0fs at shutdown; %d pending rows are lost",
+                      _STOP_TIMEOUT, self.activity.pending())
+            return False
+        try:
+            ok = self.flush()
+        except Exception:
+            log.exception("state final flush failed")
+            ok = False
+        if not ok:
+            log.error("state final flush failed: %d rows not written to %s are lost",
+                      self.activity.pending(), self.store.description)
+        return ok
+
+    def close(self) -> None:
+        """Close the connections of a service that never started (start-up failed)."""
+        self._close_stores()
+
+    def _close_stores(self) -> None:
+        closed: list[Store] = []
+        for store in (self._reader, self._refresher, self.store):
+            if store is not None and all(store is not c for c in closed):
+                try:
+                    store.close()
+                except Exception:  # noqa: BLE001 - closing at shutdown: nothing left to save
+                    pass
+                closed.append(store)

@@ -95,15 +95,38 @@ class Store:
     def delete_activity_before(self, day: int) -> int:
         raise NotImplementedError
 
+    def reader(self) -> Store:
+        """A second connection for reads (refresh, admin) that never waits behind a flush."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Raise StoreError when the database is damaged (cheap; run once at start-up)."""
+
+    _interrupted = False
+
+    def interrupt(self) -> None:
+        """Abort the statement running on this connection and refuse further ones (shutdown);
+        safe from any thread."""
+        self._interrupted = True
+        self._interrupt_now()
+
+    def _interrupt_now(self) -> None:
+        pass
+
+    def _check_interrupted(self) -> None:
+        if self._interrupted:
+            raise StoreError(f"read of {self.description} interrupted: shutting down")
+
     def close(self) -> None:
         raise NotImplementedError
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, reader: bool = False) -> None:
+        self.path = path
         self.description = f"sqlite:{path}"
         try:
-            if path != ":memory:":
+            if path != ":memory:" and not reader:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the folder of the SQLite state database {path}: "
@@ -111,13 +134,36 @@ class SqliteStore(Store):
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                        timeout=10)
-            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            if reader:
+                self._db.execute("PRAGMA query_only=1")
+                mode = "wal"
+            else:
+                mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                self._db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the SQLite state database {path}: {exc}") from None
+            raise StoreError(f"cannot open the SQLite state database {path} "
+                             f"(state.sqlite.path): {exc}") from None
         if path != ":memory:" and mode.lower() != "wal":
             raise StoreError(f"SQLite state database {path} cannot use WAL mode (got {mode})")
         self._upserts = [self._sql(s) for s in (_UPSERT_CONSUMER, _UPSERT_ACTIVITY, _UPSERT_ENDPOINT)]
+
+    def reader(self) -> Store:
+        if self.path == ":memory:":
+            return self  # a second connection would see another, empty database
+        return SqliteStore(self.path, reader=True)
+
+    def check(self) -> None:
+        try:
+            problems = [p for (p,) in self._db.execute("PRAGMA quick_check(5)").fetchall()]
+        except sqlite3.Error as exc:
+            problems = [str(exc)]
+        if problems != ["ok"]:
+            raise StoreError(f"SQLite state database {self.path} is damaged (PRAGMA quick_check: "
+                             f"{'; '.join(problems)}); restore it from a backup or move it away "
+                             "(state.sqlite.path)")
+
+    def _interrupt_now(self) -> None:
+        self._db.interrupt()
 
     def migrate(self) -> int:
         db = self._db
@@ -136,11 +182,18 @@ class SqliteStore(Store):
                     db.execute(statement)
                 db.execute("INSERT INTO schema_migrations VALUES (?, ?)",
                            (version, int(time.time() * 1000)))
+            # SQLite opens a write-protected file read-only without a word and BEGIN succeeds:
+            # only writing a page says so, and it must say so now, not at the first flush.
+            db.execute("UPDATE schema_migrations SET applied_at = applied_at WHERE version = ?",
+                       (LATEST,))
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            raise StoreError(f"cannot migrate {self.description}: {exc}") from None
+            if (getattr(exc, "sqlite_errorname", "") or "").startswith("SQLITE_READONLY"):
+                raise StoreError(f"SQLite state database {self.path} is read-only ({exc}): make it "
+                                 "writable or point state.sqlite.path elsewhere") from None
+            raise StoreError(f"cannot migrate {self.description} (state.sqlite.path): {exc}") from None
         return LATEST
 
     def write(self, batch: ActivityBatch) -> None:
@@ -158,6 +211,7 @@ class SqliteStore(Store):
             raise StoreError(f"cannot write to {self.description}: {exc}") from None
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        self._check_interrupted()
         try:
             return self._db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
@@ -195,6 +249,15 @@ class PostgresStore(Store):
         self.description = f"postgres://{info.host}:{info.port}/{info.dbname}"
         self._upserts = [self._sql(s).replace("?", "%s")
                          for s in (_UPSERT_CONSUMER, _UPSERT_ACTIVITY, _UPSERT_ENDPOINT)]
+
+    def reader(self) -> Store:
+        return PostgresStore(self._dsn)
+
+    def _interrupt_now(self) -> None:
+        try:
+            self._db.cancel_safe(timeout=2)
+        except Exception:  # noqa: BLE001 - nothing running, or the server is gone: nothing to stop
+            pass
 
     def _fail(self, what: str, exc: Exception) -> StoreError:
         return StoreError(f"cannot {what} {self.description}: {str(exc).strip()}")
@@ -241,6 +304,7 @@ class PostgresStore(Store):
             raise self._fail("write to", exc) from None
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        self._check_interrupted()
         try:
             return self._conn.execute(sql.replace("?", "%s"), params).fetchall()
         except self._psycopg.Error as exc:
@@ -270,6 +334,7 @@ def open_store(config: StateConfig) -> Store:
     else:
         store = SqliteStore(config.sqlite.path if config.sqlite else "apiusage-state.db")
     try:
+        store.check()
         store.migrate()
     except StoreError:
         store.close()
