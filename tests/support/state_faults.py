@@ -1,0 +1,109 @@
+"""State-store fixtures for the hostile suite: a big history that makes a refresh slow, damaged
+and write-protected database files, a trace backend that never answers."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from apiusage.processor.config import SqliteState, StateConfig
+from apiusage.processor.state.store import open_store
+
+from tests.support.components import missing
+
+DAY_MS = 86_400_000
+
+
+def seed_history(db: Path, consumers: int, days: int = 30, service: str = "history-api") -> int:
+    """A migrated SQLite state file holding `consumers` × `days` activity rows in the last
+    `days` days; returns the number of activity rows."""
+    open_store(StateConfig(sqlite=SqliteState(path=str(db)))).close()
+    today = int(time.time() * 1000) // DAY_MS
+    with sqlite3.connect(db) as conn:  # generated inside SQLite, indexes built once at the end
+        indexes = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                               "AND tbl_name = 'activity' AND sql IS NOT NULL").fetchall()
+        for name, _ in indexes:
+            conn.execute(f"DROP INDEX {name}")
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?) "
+            "INSERT INTO consumers SELECT ?, printf('h%07d', i), ?, NULL, ?, 'free', 'free', "
+            "'sdk', '1' FROM n", (consumers, service, (today - days) * DAY_MS, today * DAY_MS))
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?), "
+            "d(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM d WHERE j + 1 < ?) "
+            "INSERT INTO activity SELECT ? - j, ?, printf('h%07d', i), 'GET', '/r' || (i % 50), "
+            "'f', 'sdk', '1', 1.0, 0.0, (? - j) * ? + 1 FROM d, n ORDER BY 1, 3",
+            (consumers, days, today, service, today, DAY_MS))
+        for _, sql in indexes:
+            conn.execute(sql)
+    return consumers * days
+
+
+def damage(db: Path, first_page: int = 3, pages: int = 8, page_size: int = 4096) -> None:
+    """Write garbage over pages of a real database file (page 1, the header, is left alone)."""
+    with open(db, "r+b") as f:
+        f.seek((first_page - 1) * page_size)
+        f.write(bytes([0xA5]) * page_size * pages)
+
+
+@contextlib.contextmanager
+def immutable(path: Path) -> Iterator[Path]:
+    """A file nobody may write, root included (`chattr +i`): a real read-only database file."""
+    result = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    if result.returncode:
+        missing(f"chattr +i on {path.parent} ({result.stderr.strip()})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+
+
+class SilentBackend:
+    """A TCP server on loopback that accepts connections, reads what arrives and never answers."""
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.2)
+        self.port = self._server.getsockname()[1]
+        self.received = 0
+        self.first_bytes = threading.Event()
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(0.2)
+            self._conns.append(conn)
+            threading.Thread(target=self._drain, args=(conn,), daemon=True).start()
+
+    def _drain(self, conn: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                data = conn.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            self.received += len(data)
+            self.first_bytes.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for conn in self._conns:
+            conn.close()
+        self._server.close()
