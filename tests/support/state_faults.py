@@ -25,7 +25,8 @@ def seed_history(db: Path, consumers: int, days: int = 30, service: str = "histo
     `days` days; returns the number of activity rows."""
     open_store(StateConfig(sqlite=SqliteState(path=str(db)))).close()
     today = int(time.time() * 1000) // DAY_MS
-    with sqlite3.connect(db) as conn:  # generated inside SQLite, indexes built once at the end
+    # Generated inside SQLite, indexes built once at the end; closed, so the WAL is checkpointed.
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         indexes = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' "
                                "AND tbl_name = 'activity' AND sql IS NOT NULL").fetchall()
         for name, _ in indexes:
