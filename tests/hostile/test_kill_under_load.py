@@ -4,6 +4,7 @@ flush interval before the kill is in the store (issue 12, item 14)."""
 from __future__ import annotations
 
 import http.client
+import signal
 import sqlite3
 import threading
 import time
@@ -93,3 +94,25 @@ def test_kill_9_during_a_slow_refresh_loses_at_most_one_flush_interval(tmp_path)
                          f"{killed_at - acked[missing[-1]]:.2f}..{killed_at - acked[missing[0]]:.2f}s "
                          "before it)")
     assert stored <= sent  # nothing invented
+
+
+def test_sigterm_during_a_slow_refresh_interrupts_it_flushes_and_exits_promptly(tmp_path) -> None:
+    db = tmp_path / "state.db"
+    seed_history(db, HISTORY)
+    config = {"state": {"flush_interval": "1h", "refresh_interval": "100ms"}}
+    with start_processor(tmp_path, config) as running:
+        sc.send(running.http_endpoint, sc.recent_consumers(0, 20))
+        running.wait_processed(20)
+        m = running.scrape()
+        started = time.monotonic()
+        running.process.send_signal(signal.SIGTERM)
+        _, stderr = running.process.communicate(timeout=30)
+        took = time.monotonic() - started
+    assert sample(m, "apiusage_state_refreshes_total", outcome="success") == 0, \
+        "the refresh was over before SIGTERM: raise HISTORY"
+    assert running.process.returncode == 0, stderr
+    assert took < 2.0, f"shutdown took {took:.1f}s: it waited for the refresh"
+    assert "refresh failed" not in stderr  # an interrupted refresh is not a store failure
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM consumers WHERE service = ?",
+                            (sc.SERVICE,)).fetchall() == [(20,)]
