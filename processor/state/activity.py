@@ -100,7 +100,8 @@ class ConsumerActivity:
                 a = activity.get(akey)
                 if a is None:
                     if len(activity) + len(consumers) >= hard_rows or self._bytes >= hard_bytes:
-                        full += 1  # past twice the limit: only a queue larger than the limit gets here
+                        # Past twice the limit: only a queue larger than the limit gets here.
+                        full += 1 if (service, consumer) in consumers else 2
                         continue
                     activity[akey] = [w, w if failed else 0.0, at]
                     self._bytes += _size(akey)

@@ -131,15 +131,16 @@ class StateService:
             start = time.monotonic()
             try:
                 self.store.write(batch)
-            except BaseException as exc:
+            except StoreError as exc:
                 self.activity.restore(batch)
                 self.health.flushes["failure"] += 1
                 if self.health.flush_ok:
                     log.error("state flush failed; counting in memory and retrying: %s", exc)
                 self.health.flush_ok = False
-                if not isinstance(exc, StoreError):
-                    raise
                 return False
+            except BaseException:
+                self.activity.restore(batch)  # keep the rows; the caller logs and counts
+                raise
             self.activity.written()
         rows = sum(len(rows) for rows in batch)
         if not self.health.flush_ok:
