@@ -1,0 +1,39 @@
+"""A refresh that takes seconds delays neither flushes nor admin requests (separate threads and
+connections)."""
+
+from __future__ import annotations
+
+import time
+
+from tests.support import usage_scenario as sc
+from tests.support.processor import get, running_processor, sample
+from tests.support.state_faults import seed_history
+
+TOKEN = "s3cret-admin-token-0123456789"
+
+
+def test_flushes_and_admin_requests_go_on_during_a_slow_refresh(tmp_path) -> None:
+    db = tmp_path / "state.db"
+    seed_history(db, 12_000)
+    config = {"state": {"sqlite": {"path": str(db)}, "flush_interval": "100ms",
+                        "refresh_interval": "100ms"},
+              "admin": {"token": TOKEN, "endpoint": "127.0.0.1:0", "audit_log": str(tmp_path / "a.log")}}
+    with running_processor(config) as running:
+        url = running.processor.urls()["admin"] + "/deprecated"
+        started = time.monotonic()
+        status, _, _ = get(url, {"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+        admin_took = time.monotonic() - started
+        sc.send(running.http_endpoint, sc.recent_consumers(0, 10))
+        running.wait_processed(10)
+        deadline = time.monotonic() + 5
+        while sample(m := running.scrape(), "apiusage_state_pending_rows") != 0:
+            assert time.monotonic() < deadline, "no flush during the refresh"
+            time.sleep(0.05)
+        flushed_within = time.monotonic() - started
+        assert sample(m, "apiusage_state_refreshes_total", outcome="success") == 0, \
+            "the first refresh was already over: seed more history"
+    assert status == 200
+    assert admin_took < 1.5, f"the admin request waited {admin_took:.1f}s for the refresh"
+    assert flushed_within < 3.0
+    assert sample(m, "apiusage_state_flushes_total", outcome="success") >= 1
+    assert sample(m, "apiusage_state_rows_written_total") == 21  # 10 consumers, 10 rows, 1 endpoint
