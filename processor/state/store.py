@@ -158,8 +158,10 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             problems = [str(exc)]
         if problems != ["ok"]:
+            lines = [line.strip() for p in problems for line in str(p).splitlines()
+                     if line.strip() and not line.startswith("***")]  # one message, one line
             raise StoreError(f"SQLite state database {self.path} is damaged (PRAGMA quick_check: "
-                             f"{'; '.join(problems)}); restore it from a backup or move it away "
+                             f"{'; '.join(lines[:5])}); restore it from a backup or move it away "
                              "(state.sqlite.path)")
 
     def _interrupt_now(self) -> None:
