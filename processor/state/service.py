@@ -38,10 +38,19 @@ class StateHealth:
         self.refreshes = {"success": 0, "failure": 0}
         self.last_flush_success = 0.0
         self.last_flush_seconds = 0.0
-        self.last_refresh_seconds = 0.0
+        self.refresh_seconds = 0.0  # the last finished refresh
+        self.refresh_started: float | None = None  # monotonic start of the running refresh
         self.rows_written = 0
         self.flush_ok = True  # False from a failed flush until the next one succeeds
         self.refresh_ok = True  # False from a failed refresh until the next one succeeds
+
+    @property
+    def last_refresh_seconds(self) -> float:
+        """The last refresh's duration, or the running one's so far when longer: a refresh that
+        hangs shows in `apiusage_state_refresh_duration_seconds` while it runs."""
+        started = self.refresh_started
+        running = time.monotonic() - started if started is not None else 0.0
+        return max(self.refresh_seconds, running)
 
     @property
     def up(self) -> bool:
@@ -154,11 +163,14 @@ class StateService:
 
     def refresh(self, now_ms: int | None = None) -> None:
         """Recompute the business metrics; `now_ms` pins the clock (tests, reports)."""
-        start = time.monotonic()
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         try:
             with self._refresh_lock:
-                report = build_report(self._refresher, now_ms, self.catalog)
+                start = self.health.refresh_started = time.monotonic()
+                try:
+                    report = build_report(self._refresher, now_ms, self.catalog)
+                finally:
+                    self.health.refresh_started = None
         except StoreError as exc:
             if self._stop.is_set():
                 return  # interrupted by shutdown: not a failure of the store
@@ -172,7 +184,7 @@ class StateService:
             log.info("state metrics refresh works again")
         self.health.refresh_ok = True
         self.health.refreshes["success"] += 1
-        self.health.last_refresh_seconds = time.monotonic() - start
+        self.health.refresh_seconds = time.monotonic() - start
 
     def apply_retention(self) -> None:
         oldest = int(time.time() * 1000) // DAY_MS - self.config.retention_days

@@ -1,5 +1,5 @@
 """A refresh that takes seconds delays neither flushes nor admin requests (separate threads and
-connections)."""
+connections), and shows in its duration gauge while it runs."""
 
 from __future__ import annotations
 
@@ -30,10 +30,14 @@ def test_flushes_and_admin_requests_go_on_during_a_slow_refresh(tmp_path) -> Non
             assert time.monotonic() < deadline, "no flush during the refresh"
             time.sleep(0.05)
         flushed_within = time.monotonic() - started
-        assert sample(m, "apiusage_state_refreshes_total", outcome="success") == 0, \
+        time.sleep(max(0.0, started + 1.2 - time.monotonic()))
+        running_refresh = running.scrape()
+        assert sample(running_refresh, "apiusage_state_refreshes_total", outcome="success") == 0, \
             "the first refresh was already over: seed more history"
     assert status == 200
     assert admin_took < 1.5, f"the admin request waited {admin_took:.1f}s for the refresh"
     assert flushed_within < 3.0
     assert sample(m, "apiusage_state_flushes_total", outcome="success") >= 1
     assert sample(m, "apiusage_state_rows_written_total") == 21  # 10 consumers, 10 rows, 1 endpoint
+    # The running refresh shows in its duration gauge (it has run at least 1.2 s).
+    assert sample(running_refresh, "apiusage_state_refresh_duration_seconds") >= 1.2
