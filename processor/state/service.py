@@ -74,6 +74,7 @@ class StateService:
         self._reader: Store | None = None  # admin requests
         self._stop = threading.Event()
         self._stopped = False
+        self._failing: set[str] = set()  # tasks whose last run raised unexpectedly
         self._write_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._read_lock = threading.Lock()
@@ -122,13 +123,17 @@ class StateService:
         try:
             task()
         except Exception:
-            log.exception("state %s failed unexpectedly; the next one runs on schedule", what)
+            if what not in self._failing:  # once per episode, not every interval
+                self._failing.add(what)
+                log.exception("state %s failed unexpectedly; the next one runs on schedule", what)
             if what == "flush":
                 self.health.flushes["failure"] += 1
                 self.health.flush_ok = False
             elif what == "refresh":
                 self.health.refreshes["failure"] += 1
                 self.health.refresh_ok = False
+        else:
+            self._failing.discard(what)
 
     def flush(self) -> bool:
         """Write what accumulated since the last flush; on failure keep it for the next one."""

@@ -41,3 +41,41 @@ def test_flushes_and_admin_requests_go_on_during_a_slow_refresh(tmp_path) -> Non
     assert sample(m, "apiusage_state_rows_written_total") == 21  # 10 consumers, 10 rows, 1 endpoint
     # The running refresh shows in its duration gauge (it has run at least 1.2 s).
     assert sample(running_refresh, "apiusage_state_refresh_duration_seconds") >= 1.2
+
+
+class _BrokenCatalog:
+    @property
+    def services(self) -> list:
+        raise RuntimeError("catalog bug")
+
+
+def test_an_unexpected_error_in_a_refresh_is_logged_once_and_ends_no_thread(tmp_path, caplog) -> None:
+    from apiusage.processor.config import SqliteState, StateConfig
+    from apiusage.processor.state.activity import ConsumerActivity
+    from apiusage.processor.state.service import StateService
+    from apiusage.processor.telemetry import PipelineStats
+
+    from tests.processor.state.test_backlog import requests
+
+    config = StateConfig(sqlite=SqliteState(path=str(tmp_path / "s.db")), flush_interval=0.1,
+                         refresh_interval=0.1)
+    activity = ConsumerActivity(40, PipelineStats())
+    service = StateService(config, activity, _BrokenCatalog())
+    service.open()
+    service.start()
+    try:
+        deadline = time.monotonic() + 10
+        while service.health.refreshes["failure"] < 3:
+            assert time.monotonic() < deadline, "the refresh thread stopped"
+            time.sleep(0.05)
+        activity.consume(requests(0, 3))
+        while activity.pending():
+            assert time.monotonic() < deadline, "the flush thread stopped"
+            time.sleep(0.05)
+    finally:
+        assert service.stop() is True
+    assert service.health.rows_written == 7  # 3 consumers, 3 activity rows, 1 endpoint
+    assert service.health.refreshes["success"] == 0
+    logged = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage() for r in logged] == [
+        "state refresh failed unexpectedly; the next one runs on schedule"]
