@@ -47,6 +47,7 @@ def collecting_often() -> Iterator[None]:
     was_enabled = gc.isenabled()
     gc.enable()
     gc.set_threshold(1, *thresholds[1:])
+    gc.collect(0)  # start from an empty young generation: the same calls collect at the same points
     try:
         yield
     finally:
@@ -63,12 +64,12 @@ def gc_hook(action: Callable[[], object], *, limit: int = 1_000_000) -> Iterator
     must not raise (pytest would report an unraisable exception).
     """
     hook = Hook(action, limit)
-    gc.callbacks.append(hook)
-    try:
-        with collecting_often():
+    with collecting_often():
+        gc.callbacks.append(hook)
+        try:
             yield hook
-    finally:
-        gc.callbacks.remove(hook)
+        finally:
+            gc.callbacks.remove(hook)
 
 
 def outcome(fn: Callable[[], object]) -> object:
