@@ -9,6 +9,7 @@ protobuf-based reference scanner.
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import pytest
 from apiusage.processor.config import UsageConfig
 from apiusage.processor.derive.requests import span_field_sources
 from apiusage.processor.receivers import scan
-from apiusage.processor.receivers.scan import PyScanner
+from apiusage.processor.receivers.scan import PyScanner, ScanError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
@@ -180,3 +181,47 @@ def test_threads_sharing_one_scanner_each_get_their_own_results() -> None:
     assert mismatches == []
     # many scans were overtaken mid-way by another thread's whole scan
     assert handoffs[0] >= done_scans[0] // 4, handoffs
+
+
+RESIZE_REFUSED = ("raised", "BufferError", "Existing exports of data: object cannot be re-sized")
+
+
+def _scan_while_rewritten(scanner: scan.CScanner, data: bytearray, rewrites: list[bytes]) -> tuple:
+    """scan(data) while each collection inside it rewrites data; returns (result or ScanError,
+    number of rewrites)."""
+    rewritten = [0]
+
+    def rewrite() -> None:
+        # Only the scan holds an export of data: a refused resize means we are inside it.
+        if outcome(lambda: data.extend(b"x")) != RESIZE_REFUSED:
+            del data[-1]
+            return
+        rewritten[0] += 1
+        data[:] = rewrites[rewritten[0] % len(rewrites)]
+
+    with gc_hook(rewrite):
+        try:
+            got: object = scanner.scan(data)
+        except ScanError as exc:
+            got = exc
+    return got, rewritten[0]
+
+
+def test_a_buffer_rewritten_mid_scan_is_still_read_within_bounds() -> None:
+    """A finalizer may rewrite a bytearray being scanned (it cannot resize it: the scan holds a
+    buffer export).  The scan then sees a mix of old and new bytes -- a result or a ScanError,
+    never anything else, and never a read outside the buffer (the ASan run in test_scan.py)."""
+    scanner = c_scanner()
+    original = body("orig", spans=30)
+    other = body("other", spans=60)[: len(original)]
+    rng = random.Random(12)
+    rewritten = 0
+    for _ in range(30):
+        data = bytearray(original)
+        rewrites = [rng.choice([bytes(len(data)), b"\xff" * len(data), rng.randbytes(len(data)), other])
+                    for _ in range(3)]
+        got, times = _scan_while_rewritten(scanner, data, rewrites)
+        assert isinstance(got, (tuple, ScanError)), got
+        assert len(data) == len(original)
+        rewritten += times
+    assert rewritten >= 30  # at least once per scan, before it had read the whole body
