@@ -31,13 +31,17 @@ SPAN_GROUPS = [tuple(g) for g in span_field_sources(UsageConfig())]
 RESOURCE_GROUPS = [("service.name",), ("deployment.environment.name", "deployment.environment")]
 
 
-def c_scanner() -> scan.CScanner:
+# More keys than the C scanner keeps value slots for on its stack (64): per-call heap scratch.
+MANY_SPAN_GROUPS = SPAN_GROUPS + [(f"x{i}", f"y{i}") for i in range(30)]
+
+
+def c_scanner(span_groups: list[tuple[str, ...]] = SPAN_GROUPS) -> scan.CScanner:
     if scan.CScanner is None:
         reason = f"C scanner extension not importable: {scan.C_IMPORT_ERROR}"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
-    return scan.CScanner(SPAN_GROUPS, RESOURCE_GROUPS)
+    return scan.CScanner(span_groups, RESOURCE_GROUPS)
 
 
 REFERENCE = PyScanner(SPAN_GROUPS, RESOURCE_GROUPS)
@@ -67,13 +71,15 @@ def body(name: str, spans: int = 20, resources: int = 1) -> bytes:
     return request.SerializeToString()
 
 
-def test_scan_reentered_from_a_gc_callback_returns_both_results_intact() -> None:
-    scanner = c_scanner()
+@pytest.mark.parametrize("span_groups", [SPAN_GROUPS, MANY_SPAN_GROUPS], ids=["default", "many"])
+def test_scan_reentered_from_a_gc_callback_returns_both_results_intact(span_groups: list) -> None:
+    scanner = c_scanner(span_groups)
+    reference = PyScanner(span_groups, RESOURCE_GROUPS)
     outer = body("outer", spans=40)
     cut = body("cut", spans=3)
     inner = [body("inner-a"), body("inner-b", resources=2), cut[: len(cut) - 5]]  # the last is malformed
     expected_inner = [outcome(lambda b=b: scanner.scan(b)) for b in inner]
-    assert expected_inner[:2] == [exact(REFERENCE.scan(b)) for b in inner[:2]]
+    assert expected_inner[:2] == [exact(reference.scan(b)) for b in inner[:2]]
     assert expected_inner[2][:2] == ("raised", "ScanError")
     scanned: list[int] = []
 
@@ -84,7 +90,7 @@ def test_scan_reentered_from_a_gc_callback_returns_both_results_intact() -> None
     with gc_hook(nested_scan) as hook:
         got = outcome(lambda: scanner.scan(outer))
 
-    assert got == exact(REFERENCE.scan(outer))
+    assert got == exact(reference.scan(outer))
     assert got[0][0] == exact(("outer-svc0", "outer-env0"))  # what the shared scratch state lost
     # 40 span tuples allocated, a collection every second one: nested scans ran between spans
     assert len(hook.outcomes) >= 10
