@@ -603,7 +603,6 @@ def test_c_scanner_does_not_leak() -> None:
 REPO = Path(__file__).resolve().parents[3]
 SANITIZED_RUN = [  # the scanner's memory-safety and reentrancy tests, C scanner only
     "tests/processor/receivers/test_scan.py", "tests/hostile/test_scanner_reentrancy.py",
-    "tests/hostile/test_fuzz_inputs.py",
     "-k", "(full_request or unknown_fields or deep_nesting or malformed or truncation or garbage"
           " or groups_take or many_grouped or reentered or threads or buffer)"
           " and not python and not json and not sanitizers",
@@ -651,7 +650,7 @@ def test_c_scanner_under_sanitizers(tmp_path: Path) -> None:
         check=True, capture_output=True, timeout=120)
     (tmp_path / "cscan_sanitized_plugin.py").write_text(PLUGIN)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]),
-               LD_PRELOAD=" ".join(runtime), APIUSAGE_CSCAN_BUILD=str(built), APIUSAGE_FUZZ_EXAMPLES="10",
+               LD_PRELOAD=" ".join(runtime), APIUSAGE_CSCAN_BUILD=str(built),
                ASAN_OPTIONS="detect_leaks=0:abort_on_error=1", UBSAN_OPTIONS="print_stacktrace=1",
                PYTHONMALLOC="malloc")  # pymalloc arenas would hide overruns from ASan
     env.pop("APIUSAGE_PURE_PYTHON", None)
@@ -663,7 +662,7 @@ def test_c_scanner_under_sanitizers(tmp_path: Path) -> None:
     assert out.returncode == 0, report
     assert f"sanitized _cscan: {built}" in out.stdout
     passed = re.search(r"(\d+) passed", out.stdout)
-    assert passed and int(passed.group(1)) >= 30, report
+    assert passed and int(passed.group(1)) >= 35, report
     assert not re.search(r"\d+ (failed|skipped|error)", out.stdout), report
 
 
