@@ -6,20 +6,29 @@ measures, with time.process_time:
 
 * protobuf ``ExportTraceServiceRequest.ParseFromString`` alone (no field access),
 * ``PyScanner.scan`` (protobuf parse + reading the wanted fields from Python),
-* the C ``Scanner.scan`` (9 wanted span keys, 2 resource keys).
+* the C ``Scanner.scan`` (9 wanted span keys, 2 resource keys),
+* the C ``Scanner.scan`` with the processor's default attribute groups (as
+  ``FieldScanner`` uses it: 13 span fields from 22 keys, 1 resource key).
 
-Usage: .venv/bin/python bench/scan_speed.py [--seconds 2] [--rounds 5]
+Usage: .venv/bin/python bench/scan_speed.py [--seconds 2] [--rounds 5] [--cscan PATH]
+
+``--cscan PATH`` times another build of the extension (a ``.so`` built from another
+revision of ``_cscan.c``) instead of the installed one, to compare builds: run both
+alternately in the same session.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import platform
 import random
 import time
 from collections.abc import Callable
 
 import google.protobuf
+from apiusage.processor.config import UsageConfig
+from apiusage.processor.derive.requests import span_field_sources
 from apiusage.processor.receivers import scan
 from google.protobuf.internal import api_implementation
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -141,11 +150,24 @@ def spans_per_cpu_second(fn: Callable[[], object], seconds: float, rounds: int) 
     return best
 
 
+def load_build(path: str) -> type:
+    """The Scanner class of the extension built at path."""
+    spec = importlib.util.spec_from_file_location("apiusage.processor.receivers._cscan", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"not an extension module: {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module._set_error_class(scan.ScanError)
+    return module.Scanner
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="CPU seconds per round")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per variant (best kept)")
+    parser.add_argument("--cscan", metavar="PATH", help="time this build of the C extension instead")
     args = parser.parse_args()
+    c_scanner = load_build(args.cscan) if args.cscan else scan.CScanner
 
     data = build_request(random.Random(42))
     py = scan.PyScanner(SPAN_KEYS, RESOURCE_KEYS)
@@ -153,16 +175,21 @@ def main() -> None:
         ("protobuf ParseFromString only", lambda: ExportTraceServiceRequest().ParseFromString(data)),
         ("PyScanner.scan", lambda: py.scan(data)),
     ]
-    if scan.CScanner is not None:
-        c = scan.CScanner(SPAN_KEYS, RESOURCE_KEYS)
+    if c_scanner is not None:
+        c = c_scanner(SPAN_KEYS, RESOURCE_KEYS)
         assert c.scan(data) == py.scan(data), "C and Python scanners disagree"
         variants.append(("C Scanner.scan", lambda: c.scan(data)))
+        groups = [tuple(g) for g in span_field_sources(UsageConfig())]
+        grouped = c_scanner(groups, [("service.name",)])
+        assert grouped.scan(data) == scan.PyScanner(groups, [("service.name",)]).scan(data)
+        variants.append(("C Scanner.scan, default groups", lambda: grouped.scan(data)))
     else:
         print(f"C scanner not available: {scan.C_IMPORT_ERROR}")
 
     print(
         f"python {platform.python_version()}, protobuf {google.protobuf.__version__}"
         f" ({api_implementation.Type()}), Scanner = {scan.IMPLEMENTATION}"
+        + (f", C build {args.cscan}" if args.cscan else "")
     )
     print(
         f"batch: {SPANS} spans, {len(data)} bytes, {len(SPAN_KEYS)} span keys, "

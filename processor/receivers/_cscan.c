@@ -27,6 +27,12 @@
  *  - Attribute keys are matched against the wanted keys as raw UTF-8
  *    (bucketed by length, then memcmp); Python objects are only created
  *    for values that are returned.
+ *  - Reentrancy: the scanner holds the GIL throughout, but an allocation
+ *    of a tuple can start a garbage collection, and gc callbacks and
+ *    finalizers run Python code -- which may call scan() on the same
+ *    Scanner again or let another thread do so.  So a Scanner is immutable
+ *    after construction and everything a scan writes (the wanted keys'
+ *    values of the current message, the output lists) belongs to that call.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -505,12 +511,16 @@ typedef struct {
     KeyEnt *ents;      /* one per distinct key */
     Py_ssize_t ndup;   /* repeated keys: (source, destination) slot pairs */
     Py_ssize_t *dup;
-    int grouped;       /* entries include groups: values go to vals, resolved at finish */
+    int grouped;       /* entries include groups: values go to a call's KeyVals first */
     Py_ssize_t nents;
     Py_ssize_t *start; /* grouped: slot i's entries are start[i] .. start[i+1]-1, in order */
-    PyObject **vals;   /* grouped: each key's last value in the current message */
     int head[KT_BUCKETS];
 } KeyTable;
+
+/* Per-call scratch of a grouped table: each key's last value in the
+   current message (kt->nents entries; NULL when the table is not
+   grouped). */
+typedef PyObject **KeyVals;
 
 static void
 kt_clear(KeyTable *kt)
@@ -519,17 +529,10 @@ kt_clear(KeyTable *kt)
     PyMem_Free(kt->buf);
     PyMem_Free(kt->ents);
     PyMem_Free(kt->dup);
-    if (kt->vals != NULL) {
-        Py_ssize_t i;
-        for (i = 0; i < kt->nents; i++)
-            Py_CLEAR(kt->vals[i]);
-    }
-    PyMem_Free(kt->vals);
     PyMem_Free(kt->start);
     kt->buf = NULL;
     kt->ents = NULL;
     kt->dup = NULL;
-    kt->vals = NULL;
     kt->start = NULL;
     kt->n = kt->ndup = kt->nents = 0;
 }
@@ -549,13 +552,13 @@ kt_find(const KeyTable *kt, const uint8_t *s, size_t len)
 
 /* Forget the previous message's values (grouped tables only). */
 static inline void
-kt_begin(const KeyTable *kt)
+kt_begin(const KeyTable *kt, KeyVals vals)
 {
     Py_ssize_t i;
     if (!kt->grouped)
         return;
     for (i = 0; i < kt->nents; i++)
-        Py_CLEAR(kt->vals[i]);
+        Py_CLEAR(vals[i]);
 }
 
 /* Entries are keys (str) or groups of alternative keys (tuple or list of
@@ -630,10 +633,9 @@ kt_init(KeyTable *kt, PyObject *seq, const char *argname)
     prio_of = PyMem_Calloc((size_t)m + 1, sizeof(*prio_of));
     kt->ents = PyMem_Calloc((size_t)m + 1, sizeof(*kt->ents));
     kt->dup = PyMem_Calloc(2 * (size_t)m + 1, sizeof(*kt->dup));
-    kt->vals = PyMem_Calloc((size_t)m + 1, sizeof(*kt->vals));
     kt->start = PyMem_Calloc((size_t)n + 2, sizeof(*kt->start));
     if (utf8 == NULL || lens == NULL || slot_of == NULL || prio_of == NULL || kt->ents == NULL ||
-        kt->dup == NULL || kt->vals == NULL || kt->start == NULL) {
+        kt->dup == NULL || kt->start == NULL) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -722,20 +724,20 @@ fail:
    the values of repeated keys; unset positions become None.  slots has
    kt->n entries. */
 static inline void
-kt_finish(const KeyTable *kt, PyObject **slots)
+kt_finish(const KeyTable *kt, KeyVals vals, PyObject **slots)
 {
     Py_ssize_t i, e;
     if (kt->grouped) {
         for (i = 0; i < kt->n; i++) {
             for (e = kt->start[i]; e < kt->start[i + 1]; e++) {
-                PyObject *v = kt->vals[e];
+                PyObject *v = vals[e];
                 if (v != NULL && v != Py_None) {
                     Py_XSETREF(slots[i], Py_NewRef(v));
                     break;
                 }
             }
         }
-        kt_begin(kt);
+        kt_begin(kt, vals);
     }
     for (i = 0; i < kt->ndup; i++) {
         PyObject *v = slots[kt->dup[2 * i]];
@@ -851,8 +853,8 @@ static const uint8_t empty_key[1] = {0};
 /* One KeyValue: if its key is wanted, store its converted value in the
    key's slot (replacing an earlier occurrence). */
 static int
-parse_key_value(const Ctx *c, const KeyTable *kt, PyObject **slots, const uint8_t *p,
-                const uint8_t *end)
+parse_key_value(const Ctx *c, const KeyTable *kt, KeyVals vals, PyObject **slots,
+                const uint8_t *p, const uint8_t *end)
 {
     const uint8_t *key = empty_key;
     size_t keylen = 0;
@@ -904,7 +906,7 @@ parse_key_value(const Ctx *c, const KeyTable *kt, PyObject **slots, const uint8_
     if (obj == NULL)
         return -1;
     if (kt->grouped)
-        Py_XSETREF(kt->vals[ent], obj); /* resolved per group in kt_finish */
+        Py_XSETREF(vals[ent], obj); /* resolved per group in kt_finish */
     else
         Py_XSETREF(slots[kt->ents[ent].slot], obj);
     return 0;
@@ -912,8 +914,8 @@ parse_key_value(const Ctx *c, const KeyTable *kt, PyObject **slots, const uint8_
 
 /* Resource (occurrences merge: attributes accumulate). */
 static int
-parse_resource(const Ctx *c, const KeyTable *kt, PyObject **slots, const uint8_t *p,
-               const uint8_t *end)
+parse_resource(const Ctx *c, const KeyTable *kt, KeyVals vals, PyObject **slots,
+               const uint8_t *p, const uint8_t *end)
 {
     while (p < end) {
         const uint8_t *tp = p;
@@ -927,7 +929,7 @@ parse_resource(const Ctx *c, const KeyTable *kt, PyObject **slots, const uint8_t
             p = field_len(c, tp, p, end, &n, M_RESOURCE, 1);
             if (p == NULL)
                 return -1;
-            if (parse_key_value(c, kt, slots, p, p + n) < 0)
+            if (parse_key_value(c, kt, vals, slots, p, p + n) < 0)
                 return -1;
             p += n;
         }
@@ -963,9 +965,17 @@ parse_status(const Ctx *c, const uint8_t *p, const uint8_t *end, uint64_t *code)
 
 typedef struct {
     PyObject_HEAD
-    KeyTable span_kt;
+    KeyTable span_kt; /* read-only after Scanner_new */
     KeyTable res_kt;
 } ScannerObject;
+
+/* One scan() call's state besides the position (see "Reentrancy" above). */
+typedef struct {
+    Ctx c;
+    const ScannerObject *self;
+    KeyVals span_vals;
+    KeyVals res_vals;
+} Call;
 
 /* The low 32 bits of a varint as a signed int32 (protobuf enum/int32). */
 static inline long
@@ -982,10 +992,12 @@ bytes_or_empty(const uint8_t *s, size_t n)
 }
 
 static int
-parse_span(const Ctx *c, ScannerObject *self, const uint8_t *p, const uint8_t *end,
-           PyObject *resource_index, PyObject *spans)
+parse_span(const Call *call, const uint8_t *p, const uint8_t *end, PyObject *resource_index,
+           PyObject *spans)
 {
-    const KeyTable *kt = &self->span_kt;
+    const Ctx *c = &call->c;
+    const KeyTable *kt = &call->self->span_kt;
+    KeyVals vals = call->span_vals;
     PyObject *t = PyTuple_New(SPAN_FIXED + kt->n);
     PyObject **items;
     const uint8_t *trace_id = NULL, *span_id = NULL, *trace_state = NULL;
@@ -996,7 +1008,7 @@ parse_span(const Ctx *c, ScannerObject *self, const uint8_t *p, const uint8_t *e
 
     if (t == NULL)
         return -1;
-    kt_begin(kt);
+    kt_begin(kt, vals);
     items = ((PyTupleObject *)t)->ob_item;
     while (p < end) {
         const uint8_t *tp = p;
@@ -1011,7 +1023,7 @@ parse_span(const Ctx *c, ScannerObject *self, const uint8_t *p, const uint8_t *e
             p = field_len(c, tp, p, end, &n, M_SPAN, 9);
             if (p == NULL)
                 goto fail;
-            if (parse_key_value(c, kt, items + SPAN_FIXED, p, p + n) < 0)
+            if (parse_key_value(c, kt, vals, items + SPAN_FIXED, p, p + n) < 0)
                 goto fail;
             p += n;
             break;
@@ -1083,7 +1095,7 @@ parse_span(const Ctx *c, ScannerObject *self, const uint8_t *p, const uint8_t *e
         goto fail;
     if ((items[7] = PyLong_FromLong(as_int32(code))) == NULL)
         goto fail;
-    kt_finish(kt, items + SPAN_FIXED);
+    kt_finish(kt, vals, items + SPAN_FIXED);
     rc = PyList_Append(spans, t);
     Py_DECREF(t);
     return rc;
@@ -1094,9 +1106,11 @@ fail:
 }
 
 static int
-parse_scope_spans(const Ctx *c, ScannerObject *self, const uint8_t *p, const uint8_t *end,
+parse_scope_spans(const Call *call, const uint8_t *p, const uint8_t *end,
                   PyObject *resource_index, PyObject *spans)
 {
+    const Ctx *c = &call->c;
+
     while (p < end) {
         const uint8_t *tp = p;
         uint32_t tag;
@@ -1109,7 +1123,7 @@ parse_scope_spans(const Ctx *c, ScannerObject *self, const uint8_t *p, const uin
             p = field_len(c, tp, p, end, &n, M_SCOPE_SPANS, 2);
             if (p == NULL)
                 return -1;
-            if (parse_span(c, self, p, p + n, resource_index, spans) < 0)
+            if (parse_span(call, p, p + n, resource_index, spans) < 0)
                 return -1;
             p += n;
         }
@@ -1123,10 +1137,12 @@ parse_scope_spans(const Ctx *c, ScannerObject *self, const uint8_t *p, const uin
 }
 
 static int
-parse_resource_spans(const Ctx *c, ScannerObject *self, const uint8_t *p,
-                     const uint8_t *end, PyObject *resources, PyObject *spans)
+parse_resource_spans(const Call *call, const uint8_t *p, const uint8_t *end,
+                     PyObject *resources, PyObject *spans)
 {
-    const KeyTable *kt = &self->res_kt;
+    const Ctx *c = &call->c;
+    const KeyTable *kt = &call->self->res_kt;
+    KeyVals vals = call->res_vals;
     PyObject *rt, *ri;
     PyObject **items;
     int rc;
@@ -1139,7 +1155,7 @@ parse_resource_spans(const Ctx *c, ScannerObject *self, const uint8_t *p,
         Py_DECREF(ri);
         return -1;
     }
-    kt_begin(kt);
+    kt_begin(kt, vals);
     items = ((PyTupleObject *)rt)->ob_item;
     while (p < end) {
         const uint8_t *tp = p;
@@ -1153,7 +1169,7 @@ parse_resource_spans(const Ctx *c, ScannerObject *self, const uint8_t *p,
             p = field_len(c, tp, p, end, &n, M_RESOURCE_SPANS, 2);
             if (p == NULL)
                 goto fail;
-            if (parse_scope_spans(c, self, p, p + n, ri, spans) < 0)
+            if (parse_scope_spans(call, p, p + n, ri, spans) < 0)
                 goto fail;
             p += n;
         }
@@ -1161,7 +1177,7 @@ parse_resource_spans(const Ctx *c, ScannerObject *self, const uint8_t *p,
             p = field_len(c, tp, p, end, &n, M_RESOURCE_SPANS, 1);
             if (p == NULL)
                 goto fail;
-            if (parse_resource(c, kt, items, p, p + n) < 0)
+            if (parse_resource(c, kt, vals, items, p, p + n) < 0)
                 goto fail;
             p += n;
         }
@@ -1171,7 +1187,7 @@ parse_resource_spans(const Ctx *c, ScannerObject *self, const uint8_t *p,
                 goto fail;
         }
     }
-    kt_finish(kt, items);
+    kt_finish(kt, vals, items);
     rc = PyList_Append(resources, rt);
     Py_DECREF(rt);
     Py_DECREF(ri);
@@ -1220,41 +1236,63 @@ PyDoc_STRVAR(Scanner_scan_doc,
 "Scan a serialized ExportTraceServiceRequest (any bytes-like object).\n"
 "Raises ScanError for malformed wire data.");
 
+/* Values slots on the stack for up to this many grouped keys (the
+   processor's default groups need 22); more are allocated per call. */
+#define STACK_VALS 64
+
 static PyObject *
 Scanner_scan(ScannerObject *self, PyObject *data)
 {
     Py_buffer view;
     PyObject *resources = NULL, *spans = NULL, *result = NULL;
+    PyObject *stack_vals[STACK_VALS];
+    PyObject **vals = stack_vals;
+    Py_ssize_t nspan = self->span_kt.grouped ? self->span_kt.nents : 0;
+    Py_ssize_t nvals = nspan + (self->res_kt.grouped ? self->res_kt.nents : 0);
     const uint8_t *p, *end;
-    Ctx c;
+    Call call;
+    Py_ssize_t i;
 
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+    if (nvals > STACK_VALS) {
+        vals = PyMem_Calloc((size_t)nvals, sizeof(*vals));
+        if (vals == NULL)
+            return PyErr_NoMemory();
+    }
+    else
+        memset(stack_vals, 0, sizeof(*vals) * (size_t)nvals);
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        if (vals != stack_vals)
+            PyMem_Free(vals);
         return NULL;
+    }
+    call.self = self;
+    call.span_vals = self->span_kt.grouped ? vals : NULL;
+    call.res_vals = self->res_kt.grouped ? vals + nspan : NULL;
     resources = PyList_New(0);
     spans = PyList_New(0);
     if (resources == NULL || spans == NULL)
         goto done;
-    c.base = (const uint8_t *)view.buf;
-    p = c.base;
+    call.c.base = (const uint8_t *)view.buf;
+    p = call.c.base;
     end = view.len > 0 ? p + view.len : p;
     while (p < end) {
         const uint8_t *tp = p;
         uint32_t tag;
         size_t n;
 
-        p = read_tag(&c, p, end, &tag, M_REQUEST);
+        p = read_tag(&call.c, p, end, &tag, M_REQUEST);
         if (p == NULL)
             goto done;
         if (tag == ((1 << 3) | 2)) { /* resource_spans */
-            p = field_len(&c, tp, p, end, &n, M_REQUEST, 1);
+            p = field_len(&call.c, tp, p, end, &n, M_REQUEST, 1);
             if (p == NULL)
                 goto done;
-            if (parse_resource_spans(&c, self, p, p + n, resources, spans) < 0)
+            if (parse_resource_spans(&call, p, p + n, resources, spans) < 0)
                 goto done;
             p += n;
         }
         else {
-            p = skip_field(&c, tp, p, end, tag, M_REQUEST);
+            p = skip_field(&call.c, tp, p, end, tag, M_REQUEST);
             if (p == NULL)
                 goto done;
         }
@@ -1262,6 +1300,11 @@ Scanner_scan(ScannerObject *self, PyObject *data)
     result = PyTuple_Pack(2, resources, spans);
 
 done:
+    /* an error mid-message leaves that message's values behind */
+    for (i = 0; i < nvals; i++)
+        Py_CLEAR(vals[i]);
+    if (vals != stack_vals)
+        PyMem_Free(vals);
     Py_XDECREF(resources);
     Py_XDECREF(spans);
     PyBuffer_Release(&view);

@@ -34,6 +34,13 @@ payload:
 On payloads protobuf rejects, either may raise ``ScanError`` or (the C scanner,
 which does not look at fields it does not return) produce a result; neither
 raises anything else.
+
+A scanner is immutable once built: one instance may be shared by threads, and a
+scan may start while another is suspended inside the same scanner (a gc callback
+or finalizer runs mid-scan; the C scanner holds the GIL but its allocations can
+trigger those) without either result changing.  A bytes-like payload that is
+mutable must not be changed during its scan; if it is, the C scanner still reads
+only within it (the result is then undefined: a mix of old and new bytes).
 """
 
 from __future__ import annotations

@@ -9,10 +9,14 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
+import shutil
 import struct
 import subprocess
 import sys
+import sysconfig
 import tracemalloc
+from pathlib import Path
 
 import pytest
 from apiusage.processor.receivers import scan
@@ -306,6 +310,19 @@ def test_groups_take_their_first_key_with_a_scalar_value(impl: type) -> None:
     assert impl([("a", "b")], []).scan(later)[1][0][8] == "2"
 
 
+def test_many_grouped_keys(impl: type) -> None:
+    # 3 x 40 span keys + 30 resource keys: more per-call value slots than the C scanner keeps on its stack
+    span_groups = [(f"a{i}", f"b{i}", f"c{i}") for i in range(40)]
+    resource_groups = [(f"r{i}",) for i in range(30)]
+    attrs = b"".join(ld(9, kv_str(f"{k}{i}", f"{k}{i}v")) for i in range(0, 40, 3) for k in "cb")
+    resource = ld(1, kv_str("r29", "last")) + ld(1, kv_str("r0", "first"))
+    data = ld(1, ld(1, resource) + ld(2, ld(2, attrs)))
+    expected_span = [f"b{i}v" if i % 3 == 0 else None for i in range(40)]
+    resources, spans = impl(span_groups, resource_groups).scan(data)
+    assert resources == [("first",) + (None,) * 28 + ("last",)]
+    assert spans == [(0, 0, 0, 0, b"", b"", "", 0, *expected_span)]
+
+
 def test_a_key_in_two_groups_is_refused(impl: type) -> None:
     with pytest.raises(ValueError, match="key 'b' appears in more than one group"):
         impl([("a", "b"), ("b",)], [])
@@ -578,6 +595,75 @@ def test_c_scanner_does_not_leak() -> None:
     finally:
         tracemalloc.stop()
     assert grown < 20_000, f"{grown} bytes still allocated after 100 rounds"
+
+
+# --------------------------------------------------------------------------
+# The C scanner built with AddressSanitizer and UndefinedBehaviorSanitizer
+
+REPO = Path(__file__).resolve().parents[3]
+SANITIZED_RUN = [  # the scanner's memory-safety and reentrancy tests, C scanner only
+    "tests/processor/receivers/test_scan.py", "tests/hostile/test_scanner_reentrancy.py",
+    "-k", "(full_request or unknown_fields or deep_nesting or malformed or truncation or garbage"
+          " or groups_take or many_grouped or reentered or threads or buffer)"
+          " and not python and not json and not sanitizers",
+]
+PLUGIN = """
+import ctypes, importlib.util, os, sys
+spec = importlib.util.spec_from_file_location("apiusage.processor.receivers._cscan",
+                                              os.environ["APIUSAGE_CSCAN_BUILD"])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+sys.modules[spec.name] = module
+from apiusage.processor.receivers import scan
+assert scan.CScanner is module.Scanner and scan.IMPLEMENTATION == "c"
+ctypes.CDLL(None).__asan_init  # AttributeError unless the sanitizer runtime is loaded
+print("sanitized _cscan:", module.__file__)
+"""
+
+
+def _sanitizer_runtime(cc: str) -> list[str]:
+    libs = []
+    for name in ("libasan.so", "libubsan.so"):
+        out = subprocess.run([cc, f"-print-file-name={name}"], capture_output=True, text=True, timeout=30)
+        path = out.stdout.strip()
+        if not os.path.isabs(path):
+            return []
+        libs.append(path)
+    return libs
+
+
+def test_c_scanner_under_sanitizers(tmp_path: Path) -> None:
+    """Build _cscan.c with -fsanitize=address,undefined and run the scanner's tests against it."""
+    _c_scanner()
+    cc = shutil.which("gcc")
+    runtime = _sanitizer_runtime(cc) if cc else []
+    if not runtime:
+        reason = "gcc with libasan and libubsan is needed for the sanitizer build"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    built = tmp_path / "_cscan_sanitized.so"
+    subprocess.run(
+        [cc, "-shared", "-fPIC", "-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
+         "-fno-sanitize-recover=all", "-I", sysconfig.get_paths()["include"],
+         str(REPO / "processor/receivers/_cscan.c"), "-o", str(built)],
+        check=True, capture_output=True, timeout=120)
+    (tmp_path / "cscan_sanitized_plugin.py").write_text(PLUGIN)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]),
+               LD_PRELOAD=" ".join(runtime), APIUSAGE_CSCAN_BUILD=str(built),
+               ASAN_OPTIONS="detect_leaks=0:abort_on_error=1", UBSAN_OPTIONS="print_stacktrace=1",
+               PYTHONMALLOC="malloc")  # pymalloc arenas would hide overruns from ASan
+    env.pop("APIUSAGE_PURE_PYTHON", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-p", "no:faulthandler",
+         "-p", "cscan_sanitized_plugin", *SANITIZED_RUN],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    report = out.stdout[-2000:] + out.stderr[:4000]  # a sanitizer report starts stderr
+    assert out.returncode == 0, report
+    assert f"sanitized _cscan: {built}" in out.stdout
+    passed = re.search(r"(\d+) passed", out.stdout)
+    assert passed and int(passed.group(1)) >= 35, report
+    assert not re.search(r"\d+ (failed|skipped|error)", out.stdout), report
 
 
 # --------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Hostile input, fuzzed: the OTLP/JSON decoder, and the whole span-to-metric path from bytes to
 exposition. Nothing raises an unexpected exception, label values stay printable and bounded.
+The scanner and the JSON decoder are also fuzzed reentered: a gc hook runs nested calls on
+other fuzzed bodies in the middle of each call (tests/support/reentrancy.py).
 
-`APIUSAGE_FUZZ_EXAMPLES=20000 pytest tests/processor/test_hostile_input.py` fuzzes for longer
+`APIUSAGE_FUZZ_EXAMPLES=20000 pytest tests/hostile/test_fuzz_inputs.py` fuzzes for longer
 (see docs/operations.md)."""
 
 from __future__ import annotations
@@ -20,16 +22,18 @@ from apiusage.processor.exporters.prometheus import UsageCollector, build_regist
 from apiusage.processor.pipeline import SpanQueue, Worker
 from apiusage.processor.receivers.fields import FieldScanner
 from apiusage.processor.receivers.payload import InvalidPayload, json_to_protobuf
-from apiusage.processor.receivers.scan import ScanError
+from apiusage.processor.receivers.scan import PyScanner, ScanError
 from apiusage.processor.state.activity import ConsumerActivity
 from apiusage.processor.state.store import SqliteStore
 from apiusage.processor.telemetry import PipelineStats
+from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.support.otlp import request_with_spans
 from tests.support.processor import running_processor
+from tests.support.reentrancy import exact, gc_hook, outcome
 
 EXAMPLES = int(os.environ.get("APIUSAGE_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
@@ -195,3 +199,74 @@ def test_scanner_refuses_invalid_utf8_in_values_it_returns() -> None:
         assert "invalid UTF-8" in str(exc)
     else:
         raise AssertionError("invalid UTF-8 in a returned value must be refused")
+
+
+# --------------------------------------------------------------------------
+# Reentrancy: a call started while another is suspended inside (a gc callback or finalizer runs
+# mid-call) must change neither result.
+
+SPAN_GROUPS = [tuple(g) for g in span_field_sources(UsageConfig())]
+RESOURCE_GROUPS = [("service.name",)]
+REFERENCE = PyScanner(SPAN_GROUPS, RESOURCE_GROUPS)
+
+
+def _parses(body: bytes) -> bool:
+    try:
+        ExportTraceServiceRequest.FromString(body)
+    except DecodeError:
+        return False
+    return True
+
+
+def _reentered(call, outer, inners: list) -> tuple[object, list[tuple[int, object]]]:
+    """call(outer)'s outcome with every collection inside it running call() on the next of inners,
+    and [(index into inners, outcome)] of those nested calls."""
+    nested: list[int] = []
+
+    def nested_call() -> object:
+        nested.append(len(nested) % len(inners))
+        return call(inners[nested[-1]])
+
+    with gc_hook(nested_call, limit=10) as hook:
+        got = outcome(lambda: call(outer))
+    return got, list(zip(nested, hook.outcomes, strict=True))
+
+
+nested_bodies = st.lists(
+    st.one_of(requests(),
+              requests().flatmap(lambda b: st.integers(0, len(b)).map(lambda cut: b[:cut])),
+              st.binary(max_size=200)),
+    min_size=1, max_size=2)
+
+
+@FUZZ
+@given(outer=requests(), inners=nested_bodies)
+def test_scanner_reentered_mid_scan_keeps_both_results(outer: bytes, inners: list[bytes]) -> None:
+    scanner = FieldScanner(SPAN_GROUPS, RESOURCE_GROUPS)  # C when the extension is built
+    alone = [outcome(lambda b=b: scanner.scan(b)) for b in inners]
+    got, nested = _reentered(scanner.scan, outer, inners)
+    assert got == exact(REFERENCE.scan(outer))
+    for i, result in nested:
+        assert result == alone[i]
+        if _parses(inners[i]):
+            assert result == exact(REFERENCE.scan(inners[i]))
+
+
+def _json_body(doc) -> bytes:
+    import json
+
+    try:
+        return json.dumps(doc).encode()
+    except ValueError:
+        return b"{"
+
+
+@FUZZ
+@given(outer=json_values, inners=st.lists(json_values, min_size=1, max_size=3))
+def test_json_decoder_reentered_mid_decode_keeps_both_results(outer, inners: list) -> None:
+    outer_body, inner_bodies = _json_body(outer), [_json_body(d) for d in inners]
+    alone_outer = outcome(lambda: json_to_protobuf(outer_body))
+    alone = [outcome(lambda b=b: json_to_protobuf(b)) for b in inner_bodies]
+    got, nested = _reentered(json_to_protobuf, outer_body, inner_bodies)
+    assert got == alone_outer
+    assert [result for _, result in nested] == [alone[i] for i, _ in nested]
