@@ -231,7 +231,8 @@ class _Protocol(HttpToolsProtocol):
         self._body_since: float | None = None
         self._answered_itself = False
         self._discarding = False
-        if len(self.connections) >= self.limits.max_connections and not self._evict_one():
+        self._linger_since = 0.0
+        if self._at_bound() and not self._evict_one():
             # Every connection is busy with a request: the newcomer is told to come back.
             super().connection_made(transport)
             self._refuse(503, "connection_limit",
@@ -241,10 +242,24 @@ class _Protocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._arm(self.limits.header_timeout, self._headers_late)
 
+    def _at_bound(self) -> bool:
+        """Whether max_connections are open, not counting those draining after an early answer.
+
+        Draining ones end within LINGER seconds; past max_connections of them the oldest is closed
+        at once, so they stay bounded too.
+        """
+        active, draining = [], []
+        for c in self.connections:
+            if isinstance(c, _Protocol) and not c.transport.is_closing():
+                (draining if c._discarding else active).append(c)
+        if len(draining) >= self.limits.max_connections:
+            min(draining, key=lambda c: c._linger_since).transport.close()
+        return len(active) >= self.limits.max_connections
+
     def _evict_one(self) -> bool:
         """Close the connection waiting longest for request headers (else for a body); False if none."""
         waiting = [c for c in self.connections if isinstance(c, _Protocol) and c._waiting_since is not None
-                   and not c.transport.is_closing()]
+                   and not c._discarding and not c.transport.is_closing()]
         if waiting:
             victim = min(waiting, key=lambda c: c._waiting_since or 0.0)
             if victim.cycle is None or victim.cycle.response_complete:
@@ -255,7 +270,7 @@ class _Protocol(HttpToolsProtocol):
                     victim.transport.close()  # idle keep-alive: nothing lost
                 return True
         bodies = [c for c in self.connections if isinstance(c, _Protocol) and c._body_since is not None
-                  and not c.transport.is_closing()]
+                  and not c._discarding and not c.transport.is_closing()]
         if bodies:
             victim = min(bodies, key=lambda c: c._body_since or 0.0)
             victim._refuse(503, "connection_limit", "connection limit reached; this request was the "
@@ -305,8 +320,8 @@ class _Protocol(HttpToolsProtocol):
         """
         self._disarm()
         self._discarding = True
-        self._waiting_since = 0.0  # first to go if the connection bound is reached meanwhile
-        self._body_since = None
+        self._linger_since = time.monotonic()
+        self._waiting_since = self._body_since = None
         self.flow.resume_reading()
         if self.transport.can_write_eof():
             self.transport.write_eof()
