@@ -426,6 +426,27 @@ def _reason(exc: Exception) -> str:
     return text[:200]
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's Server, listening with a TLS handshake deadline (uvicorn leaves asyncio's 60 s)."""
+
+    handshake_timeout: float = 10.0
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        config = self.config
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state,
+                _loop=_loop)
+
+        loop = asyncio.get_running_loop()
+        extra = {"ssl_handshake_timeout": self.handshake_timeout} if config.ssl is not None else {}
+        self.servers = [await loop.create_server(create_protocol, sock=sock, ssl=config.ssl,
+                                                 backlog=config.backlog, **extra)
+                        for sock in sockets or []]
+        self.started = True
+
+
 class HttpServer:
     """One uvicorn server on a socket bound at construction, run on its own thread and event loop."""
 
@@ -457,7 +478,8 @@ class HttpServer:
             timeout_graceful_shutdown=5, ws="none",
             ssl_context_factory=(lambda _config, _default: tls) if tls is not None else None)
         config.load()
-        self._server = uvicorn.Server(config)
+        self._server = _Server(config)
+        self._server.handshake_timeout = self.limits.header_timeout
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def _run(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import select
+import ssl
 import threading
 import time
 import urllib.request
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from tests.support.otlp import request_with_spans
 from tests.support.processor import RunningProcessor, get, running_processor, sample
 from tests.support.rawhttp import Conn, post_head
+from tests.support.tls import make_certs
 
 PB = "application/x-protobuf"
 ADMIN_TOKEN = "admin-token-for-the-tests"
@@ -179,3 +181,27 @@ def test_admin_port_is_bounded_and_answers_under_trickling(tmp_path) -> None:
             assert (status, json.loads(body)) == (200, {"consumers": []})
             assert time.monotonic() - start < 5
             assert slow.answered(7) == {i: 503 for i in range(7)}
+
+
+def test_stalled_tls_handshakes_are_closed_and_do_not_block_senders(tmp_path) -> None:
+    certs = make_certs(tmp_path)
+    config = {"receivers": {"otlp": {"protocols": {"http": {
+        "header_timeout": "1s", "tls": {"cert_file": str(certs.server_cert),
+                                        "key_file": str(certs.server_key)}}}}}}
+    with running_processor(config) as running:
+        port = running.processor.http.port
+        stalled = [Conn(port) for _ in range(5)]  # TCP connected, never a ClientHello
+        try:
+            context = ssl.create_default_context(cafile=str(certs.ca))
+            req = urllib.request.Request(f"https://127.0.0.1:{port}/v1/traces",
+                                         data=request_with_spans(2).SerializeToString(),
+                                         headers={"Content-Type": PB})
+            with urllib.request.urlopen(req, timeout=5, context=context) as response:
+                assert (response.status, response.read()) == (200, b"")
+            start = time.monotonic()
+            # Old code: the handshake ran under the 30 s per-recv timeout; asyncio's default is 60 s.
+            assert all(conn.closed_by_server(timeout=5) for conn in stalled)
+            assert time.monotonic() - start < 5
+        finally:
+            for conn in stalled:
+                conn.close()
