@@ -35,8 +35,6 @@ __all__ = ["BindError", "BodyTooLarge", "HttpServer", "Limits", "Reply", "Reques
            "log_refusals", "server_tls_context"]
 
 log = logging.getLogger("apiusage.processor.http")
-# uvicorn's own start/stop chatter; its errors still show.
-logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
 TEXT = "text/plain; charset=utf-8"
 
@@ -58,6 +56,10 @@ class BindError(OSError):
 
 class BodyTooLarge(ValueError):
     """A request body went over the limit while it was being read."""
+
+
+class ClientGone(Exception):
+    """The client closed the connection (or it was closed on a deadline) before its body arrived."""
 
 
 # What a refusal made by the server itself (not by a handler) is called: kind, status, message.
@@ -113,7 +115,7 @@ class Request:
         while True:
             message = await self._receive()
             if message["type"] != "http.request":
-                raise ConnectionError("the client went away before sending its whole body")
+                raise ClientGone("the client went away before sending its whole body")
             chunk = message.get("body", b"")
             total += len(chunk)
             if total > limit:
@@ -150,8 +152,8 @@ def asgi_app(handle: Handler, name: str) -> Callable:
                           headers, client[0] if client else "", receive)
         try:
             reply = await handle(request)
-        except ConnectionError:
-            return  # the client left mid-body: nobody to answer
+        except ClientGone:
+            return  # nobody to answer (a deadline's 408, if any, was sent by the protocol)
         except Exception as exc:  # noqa: BLE001 — one line in the log, never a traceback to the client
             log.error("%s: %s %s failed: %s: %s", name, request.method, request.path,
                       type(exc).__name__, exc)
@@ -413,6 +415,8 @@ class _Protocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        if self._discarding:
+            return  # closing: no keep-alive timer, no pipelined request started
         super().on_response_complete()
         if not self.transport.is_closing() and self._body_since is None:
             self._waiting_since = time.monotonic()  # idle keep-alive: evictable, idle_timeout applies
@@ -473,6 +477,7 @@ class HttpServer:
         protocol = type(f"{name}Protocol", (_Protocol,), {"limits": self.limits})
         config = uvicorn.Config(
             asgi_app(handle, name), http=protocol, lifespan="off", log_config=None,
+            log_level=logging.WARNING,  # uvicorn's start/stop chatter off; its errors still show
             access_log=False, proxy_headers=False, server_header=False,
             headers=[("Server", "apiusage")], timeout_keep_alive=max(1, int(self.limits.idle_timeout)),
             timeout_graceful_shutdown=5, ws="none",
