@@ -154,6 +154,10 @@ def asgi_app(handle: Handler, name: str) -> Callable:
             reply = await handle(request)
         except ClientGone:
             return  # nobody to answer (a deadline's 408, if any, was sent by the protocol)
+        except asyncio.CancelledError:
+            # Only at shutdown, past the grace period: uvicorn would log a traceback for it.
+            log.warning("%s: %s %s cut short by shutdown", name, request.method, request.path)
+            return
         except Exception as exc:  # noqa: BLE001 — one line in the log, never a traceback to the client
             log.error("%s: %s %s failed: %s: %s", name, request.method, request.path,
                       type(exc).__name__, exc)
@@ -414,6 +418,14 @@ class _Protocol(HttpToolsProtocol):
         self._disarm()
         super().on_message_complete()
 
+    def shutdown(self) -> None:
+        """At server shutdown: a request still sending its body is told so now, not cut later."""
+        if self._body_since is not None and self.cycle is not None and not self.cycle.response_started:
+            self._refuse(503, "shutting_down", "the processor is shutting down; retry later",
+                         retry_after=True)
+            return
+        super().shutdown()
+
     def on_response_complete(self) -> None:
         if self._discarding:
             return  # closing: no keep-alive timer, no pipelined request started
@@ -487,9 +499,15 @@ class HttpServer:
         self._server.handshake_timeout = self.limits.header_timeout
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
+    async def _serve(self) -> None:
+        await self._server.serve(sockets=[self._socket])
+        # Past the 5 s grace: connections still open (a body trickling in) are cut, not leaked.
+        for connection in list(self._server.server_state.connections):
+            connection.transport.abort()
+
     def _run(self) -> None:
         try:
-            asyncio.run(self._server.serve(sockets=[self._socket]))
+            asyncio.run(self._serve())
         except Exception as exc:  # noqa: BLE001 — a dead server thread must say why, once
             log.error("%s server stopped: %s: %s", self.name, type(exc).__name__, exc)
 

@@ -205,3 +205,23 @@ def test_stalled_tls_handshakes_are_closed_and_do_not_block_senders(tmp_path) ->
         finally:
             for conn in stalled:
                 conn.close()
+
+
+def test_request_still_sending_its_body_at_shutdown_is_told_to_retry() -> None:
+    with running_processor() as running:
+        conn = Conn(running.processor.http.port)
+        conn.send(post_head("/v1/traces", {"Content-Type": PB, "Content-Length": "1000"}) + b"\x00" * 10)
+        time.sleep(0.3)  # the server has the headers
+        stopper = threading.Thread(target=running.processor.stop)
+        start = time.monotonic()
+        stopper.start()
+        try:
+            response = conn.read_response(timeout=5)
+        finally:
+            stopper.join(15)
+            conn.close()
+        assert response is not None
+        assert (response.status, response.headers["retry-after"], response.body) == (
+            503, "1", b"the processor is shutting down; retry later\n")
+        assert time.monotonic() - start < 5
+        assert running.processor.stats.export_requests["http", "shutting_down"] == 1
