@@ -7,7 +7,7 @@ user+system CPU time from /proc, so the load tool's share of the cores does not
 blur the figure.  In the same run it measures the decode-only ceiling:
 protobuf's ParseFromString of the same batch, in this process.
 
-    .venv/bin/python bench/processor_throughput.py [--requests 2000] [--clients 4]
+    .venv/bin/python bench/processor_throughput.py [--requests 2000] [--clients 4] [--transport http]
 """
 
 from __future__ import annotations
@@ -154,6 +154,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--state", choices=["on", "off"], default="on",
                         help="consumer state store (SQLite) on or off")
+    parser.add_argument("--transport", choices=["grpc", "http", "both"], default="both")
     args = parser.parse_args()
     if shutil.which("h2load") is None:
         raise SystemExit("h2load not found: apt-get install nghttp2-client (or: make bench)")
@@ -165,7 +166,7 @@ def main() -> None:
     scan, impl = scanner_ceiling(body)
     print(f"decode-only ceiling (protobuf ParseFromString): {ceiling:,.0f} spans/CPU-s")
     print(f"scanner alone ({impl}):                      {scan:,.0f} spans/CPU-s")
-    for transport in ("grpc", "http"):
+    for transport in ("grpc", "http") if args.transport == "both" else (args.transport,):
         with tempfile.TemporaryDirectory() as tmp:
             r = drive(transport, body, args.requests, args.clients, Path(tmp), args.state == "on")
         per_cpu = r["spans"] / r["cpu"] if r["cpu"] else float("nan")

@@ -1,16 +1,42 @@
-"""A small threaded HTTP/1.1 server shared by the OTLP/HTTP receiver and the metrics endpoint."""
+"""The HTTP/1.1 servers (OTLP/HTTP receiver, metrics, admin): uvicorn + httptools, one event loop each.
+
+Framing (Content-Length, chunked, pipelining) is httptools' (llhttp, strict).  What uvicorn
+lacks is added by `_Protocol`: a deadline for a request's headers and for its body, a bound
+on header bytes, and a connection bound that closes the connection waiting longest for its
+headers (or idle) instead of refusing a newcomer, so trickling clients cannot starve senders.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import logging
 import socket
 import ssl
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httptools
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from .config import split_endpoint
 
-__all__ = ["BindError", "HttpServer", "QuietHandler", "Served", "server_tls_context"]
+__all__ = ["BindError", "BodyTooLarge", "HttpServer", "Limits", "Reply", "Request", "Served",
+           "log_refusals", "server_tls_context"]
+
+log = logging.getLogger("apiusage.processor.http")
+
+TEXT = "text/plain; charset=utf-8"
 
 
 def server_tls_context(cert_file: str, key_file: str, client_ca_file: str | None) -> ssl.SSLContext:
@@ -28,113 +54,480 @@ class BindError(OSError):
     """The configured endpoint cannot be bound; the message names the config key to change."""
 
 
-class QuietHandler(BaseHTTPRequestHandler):
-    """HTTP/1.1 keep-alive, bounded waits, no per-request stderr lines."""
-
-    protocol_version = "HTTP/1.1"
-    server_version = "apiusage"
-    sys_version = ""
-    timeout = 30  # a client that stops sending mid-request cannot hold a thread forever
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-    def setup(self) -> None:
-        super().setup()
-        if isinstance(self.connection, ssl.SSLSocket):
-            # The handshake runs here, on this connection's thread, under its timeout: a slow
-            # or broken client cannot stall the accept loop.
-            try:
-                self.connection.do_handshake()
-            except (ssl.SSLError, OSError):
-                self.close_connection = True
-                self.handshake_failed = True
-
-    def handle(self) -> None:
-        if getattr(self, "handshake_failed", False):
-            return
-        super().handle()
-
-    def send_body(self, status: int, body: bytes, content_type: str,
-                  headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+class BodyTooLarge(ValueError):
+    """A request body went over the limit while it was being read."""
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-    slots: threading.BoundedSemaphore | None = None
+class ClientGone(Exception):
+    """The client closed the connection (or it was closed on a deadline) before its body arrived."""
 
-    def process_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
-        # One thread per connection, but never more than max_connections of them: past it a
-        # client gets a plain 503 and the socket is closed, so threads and buffers stay bounded.
-        if self.slots is not None and not self.slots.acquire(blocking=False):
-            try:
-                request.settimeout(1)
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
-                                b"Content-Length: 0\r\nConnection: close\r\n\r\n")
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
 
-    def process_request_thread(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+# What a refusal made by the server itself (not by a handler) is called: kind, status, message.
+Refusal = Callable[[str, str], None]
+
+
+def log_refusals(name: str) -> Refusal:
+    """An on_refused for servers without a counter: the first refusal of each kind is a warning."""
+    seen: set[str] = set()
+
+    def refused(kind: str, message: str) -> None:
+        level = logging.DEBUG if kind in seen else logging.WARNING
+        seen.add(kind)
+        log.log(level, "%s endpoint refused a request (%s): %s; further ones are logged at debug level",
+                name, kind, message)
+
+    return refused
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-server bounds on connections and on how long a request may take to arrive."""
+
+    max_connections: int = 64
+    header_timeout: float = 10.0  # connect (or first byte of a request) → end of its headers
+    body_timeout: float = 60.0  # end of headers → end of body
+    idle_timeout: float = 30.0  # keep-alive connection with no request
+    max_header_bytes: int = 64 * 1024
+    # Called once per refusal the server answers itself (kind, message): counts or logs it.
+    on_refused: Refusal = field(default=lambda kind, message: None)
+
+
+@dataclass
+class Request:
+    """One request as a handler sees it; the body is read on demand."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]  # lower-case names; a repeated header keeps its first value
+    client: str
+    _receive: Callable[[], Awaitable[dict]]
+    body_read: bool = False
+
+    @property
+    def has_body(self) -> bool:
+        return "transfer-encoding" in self.headers or self.headers.get("content-length", "0") != "0"
+
+    async def body(self, limit: int) -> bytes:
+        """The whole body; BodyTooLarge as soon as more than `limit` bytes arrived."""
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await self._receive()
+            if message["type"] != "http.request":
+                raise ClientGone("the client went away before sending its whole body")
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > limit:
+                raise BodyTooLarge(f"body is larger than the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                self.body_read = True
+                return b"".join(chunks)
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes = b""
+    content_type: str = TEXT
+    headers: dict[str, str] = field(default_factory=dict)
+    close: bool = False
+
+
+Handler = Callable[[Request], Awaitable[Reply]]
+
+
+def asgi_app(handle: Handler, name: str) -> Callable:
+    """A raw ASGI app around `handle`: an exception is one log line and a one-line 500."""
+
+    async def app(scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return  # lifespan is off; nothing else is served
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            headers.setdefault(raw_name.decode("latin-1"), raw_value.decode("latin-1"))
+        client = scope.get("client")
+        request = Request(scope["method"], scope["path"], scope["query_string"].decode("latin-1"),
+                          headers, client[0] if client else "", receive)
         try:
-            super().process_request_thread(request, client_address)
-        finally:
-            if self.slots is not None:
-                self.slots.release()
+            reply = await handle(request)
+        except ClientGone:
+            return  # nobody to answer (a deadline's 408, if any, was sent by the protocol)
+        except asyncio.CancelledError:
+            # Only at shutdown, past the grace period: uvicorn would log a traceback for it.
+            log.warning("%s: %s %s cut short by shutdown", name, request.method, request.path)
+            return
+        except Exception as exc:  # noqa: BLE001 — one line in the log, never a traceback to the client
+            log.error("%s: %s %s failed: %s: %s", name, request.method, request.path,
+                      type(exc).__name__, exc)
+            reply = Reply(500, b"internal error; see the processor's log\n", close=True)
+        out = [(b"Content-Type", reply.content_type.encode("latin-1")),
+               (b"Content-Length", str(len(reply.body)).encode("ascii"))]
+        out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
+        if reply.close or (request.has_body and not request.body_read):
+            # An unread body would be parsed as the next request's bytes: close instead.
+            out.append((b"Connection", b"close"))
+        await send({"type": "http.response.start", "status": reply.status, "headers": out})
+        await send({"type": "http.response.body", "body": reply.body})
+
+    return app
+
+
+class _Cycle(RequestResponseCycle):
+    """One write per response: status line, headers (names as the handler spelt them) and body."""
+
+    _start: dict
+
+    async def send(self, message: dict) -> None:  # type: ignore[override]
+        if self.disconnected:
+            return
+        if message["type"] == "http.response.start" and not self.response_started:
+            self.response_started = True
+            self.waiting_for_100_continue = False
+            self._start = message
+            return
+        if message["type"] != "http.response.body" or not self.response_started or self.response_complete:
+            raise RuntimeError(f"unexpected ASGI message {message['type']!r}")
+        if message.get("more_body", False):
+            raise RuntimeError("responses are sent in one piece")
+        content = [STATUS_LINE[self._start["status"]]]
+        close = False
+        for name, value in [(n.title(), v) for n, v in self.default_headers] + list(self._start["headers"]):
+            if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
+                raise RuntimeError(f"invalid response header {name!r}")
+            close = close or (name.lower() == b"connection" and b"close" in value.lower())
+            content += [name, b": ", value, b"\r\n"]
+        if not self.keep_alive and not close:
+            content.append(b"Connection: close\r\n")
+        self.keep_alive = self.keep_alive and not close
+        content.append(b"\r\n")
+        if self.scope["method"] != "HEAD":
+            content.append(message.get("body", b""))
+        if self.flow.write_paused:
+            await self.flow.drain()
+        # A single write: with headers and body in separate segments a client's delayed ACK
+        # could hold the body back ~40 ms on a kept-alive connection.
+        self.transport.write(b"".join(content))
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.linger()
+        self.on_response()
+
+    def linger(self) -> None:  # replaced by the protocol's
+        self.transport.close()
+
+
+LINGER = 2.0  # seconds a connection is drained after an early answer before it is closed
+
+_PHRASES = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
+            503: b"Service Unavailable"}
+
+
+class _Protocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol plus header/body deadlines, a header size bound and eviction."""
+
+    limits: Limits  # set on the per-server subclass
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._timer: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
+        self._waiting_since: float | None = time.monotonic()  # no request headers in hand
+        self._body_since: float | None = None
+        self._answered_itself = False
+        self._discarding = False
+        self._linger_since = 0.0
+        if self._at_bound() and not self._evict_one():
+            # Every connection is busy with a request: the newcomer is told to come back.
+            super().connection_made(transport)
+            self._refuse(503, "connection_limit",
+                         f"all {self.limits.max_connections} connections are busy; retry later",
+                         retry_after=True)
+            return
+        super().connection_made(transport)
+        self._arm(self.limits.header_timeout, self._headers_late)
+
+    def _at_bound(self) -> bool:
+        """Whether max_connections are open, not counting those draining after an early answer.
+
+        Draining ones end within LINGER seconds; past max_connections of them the oldest is closed
+        at once, so they stay bounded too.
+        """
+        active, draining = [], []
+        for c in self.connections:
+            if isinstance(c, _Protocol) and not c.transport.is_closing():
+                (draining if c._discarding else active).append(c)
+        if len(draining) >= self.limits.max_connections:
+            min(draining, key=lambda c: c._linger_since).transport.close()
+        return len(active) >= self.limits.max_connections
+
+    def _evict_one(self) -> bool:
+        """Close the connection waiting longest for request headers (else for a body); False if none."""
+        waiting = [c for c in self.connections if isinstance(c, _Protocol) and c._waiting_since is not None
+                   and not c._discarding and not c.transport.is_closing()]
+        if waiting:
+            victim = min(waiting, key=lambda c: c._waiting_since or 0.0)
+            if victim.cycle is None or victim.cycle.response_complete:
+                if victim._header_bytes:
+                    victim._refuse(503, "connection_limit", "connection limit reached; this request "
+                                   "was the slowest to send its headers", retry_after=True)
+                else:
+                    victim.transport.close()  # idle keep-alive: nothing lost
+                return True
+        bodies = [c for c in self.connections if isinstance(c, _Protocol) and c._body_since is not None
+                  and not c._discarding and not c.transport.is_closing()]
+        if bodies:
+            victim = min(bodies, key=lambda c: c._body_since or 0.0)
+            victim._refuse(503, "connection_limit", "connection limit reached; this request was the "
+                           "slowest to send its body", retry_after=True)
+            return True
+        return False
+
+    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(delay, callback)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _refuse(self, status: int, kind: str, message: str, retry_after: bool = False) -> None:
+        """Answer (status, one-line message) and close: for requests the handler never saw."""
+        self._disarm()
+        if self.transport.is_closing() or self._answered_itself:
+            return
+        self._answered_itself = True
+        self._waiting_since = self._body_since = None
+        if self.cycle is not None and not self.cycle.response_complete:
+            if self.cycle.response_started:  # the handler is answering: just stop reading
+                self.transport.close()
+                return
+            self.cycle.response_started = True  # the handler's answer, if any, is discarded
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+        self.limits.on_refused(kind, message)
+        body = message.encode("utf-8", "replace") + b"\n"
+        head = [b"HTTP/1.1 %d %s" % (status, _PHRASES.get(status, b"Error")),
+                b"Content-Type: text/plain; charset=utf-8", b"Content-Length: %d" % len(body),
+                b"Connection: close"]
+        if retry_after:
+            head.append(b"Retry-After: 1")
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after an answer given before the request was read to its end.
+
+        Closing at once, with the client still sending, resets the connection and the client may
+        never read the answer; so the write side is shut, what still arrives is discarded
+        (never buffered), and the connection is closed when the client closes or after LINGER s.
+        """
+        self._disarm()
+        self._discarding = True
+        self._linger_since = time.monotonic()
+        self._waiting_since = self._body_since = None
+        self.flow.resume_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._timer = self.loop.call_later(LINGER, self.transport.close)
+
+    def _headers_late(self) -> None:
+        if self._header_bytes == 0 and (self.cycle is None or self.cycle.response_complete):
+            self.transport.close()  # no request began: an idle connection, nothing to answer
+            return
+        self._refuse(408, "timeout", f"request headers not complete within "
+                                     f"{self.limits.header_timeout:g} s")
+
+    def _body_late(self) -> None:
+        self._refuse(408, "timeout", f"request body not complete within {self.limits.body_timeout:g} s")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self._waiting_since = self._body_since = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return
+        self._unset_keepalive_if_required()
+        headers_pending = self._waiting_since is not None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(400, "malformed", "protocol upgrades are not supported")
+            return
+        except httptools.HttpParserError as exc:
+            # e.g. a chunk size of -1, `Transfer-Encoding: xchunked`, a Content-Length that is not
+            # plain ASCII digits or does not fit 64 bits.
+            self._refuse(400, "malformed", f"malformed HTTP request: {_reason(exc)}")
+            return
+        if headers_pending and self._waiting_since is not None:
+            self._header_bytes += len(data)
+            if self._header_bytes > self.limits.max_header_bytes:
+                self._refuse(431, "malformed", f"request line and headers are larger than "
+                                               f"{self.limits.max_header_bytes} bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_bytes = max(self._header_bytes, 1)
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
+        if self._timer is None:  # after keep-alive; a first request keeps its deadline from connect
+            self._arm(self.limits.header_timeout, self._headers_late)
+
+    def on_url(self, url: bytes) -> None:
+        if len(self.url) + len(url) > self.limits.max_header_bytes:
+            raise ValueError("request target is too long")
+        super().on_url(url)
+
+    def on_headers_complete(self) -> None:
+        self._waiting_since = None
+        self._header_bytes = 0
+        self._body_since = time.monotonic()
+        self._arm(self.limits.body_timeout, self._body_late)
+        # As uvicorn's, without WebSocket upgrades or limit_concurrency, with our cycle class.
+        http_version = self.parser.get_http_version()
+        self.scope["method"] = self.parser.get_method().decode("ascii")
+        if http_version != "1.1":
+            self.scope["http_version"] = http_version
+        parsed_url = httptools.parse_url(self.url)
+        raw_path = parsed_url.path
+        path = raw_path.decode("ascii")  # a non-ASCII byte: a parser error, answered 400
+        self.scope["path"] = urllib.parse.unquote(path) if "%" in path else path
+        self.scope["raw_path"] = raw_path
+        self.scope["query_string"] = parsed_url.query or b""
+        existing = self.cycle
+        self.cycle = cycle = _Cycle(
+            scope=self.scope, transport=self.transport, flow=self.flow, logger=self.logger,
+            access_logger=self.access_logger, access_log=False,
+            default_headers=self.server_state.default_headers, message_event=asyncio.Event(),
+            expect_100_continue=self.expect_100_continue,
+            keep_alive=http_version != "1.0" and self.parser.should_keep_alive(),
+            on_response=self.on_response_complete)
+        cycle.linger = lambda: self._linger() if cycle.more_body else self.transport.close()  # type: ignore
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(self.cycle, self.app)
+        else:  # pipelined: starts when the previous response is complete
+            self.flow.pause_reading()
+            self.pipeline.appendleft((self.cycle, self.app))
+
+    def on_message_complete(self) -> None:
+        self._body_since = None
+        self._disarm()
+        super().on_message_complete()
+
+    def shutdown(self) -> None:
+        """At server shutdown: a request still sending its body is told so now, not cut later."""
+        if self._body_since is not None and self.cycle is not None and not self.cycle.response_started:
+            self._refuse(503, "shutting_down", "the processor is shutting down; retry later",
+                         retry_after=True)
+            return
+        super().shutdown()
+
+    def on_response_complete(self) -> None:
+        if self._discarding:
+            return  # closing: no keep-alive timer, no pipelined request started
+        super().on_response_complete()
+        if not self.transport.is_closing() and self._body_since is None:
+            self._waiting_since = time.monotonic()  # idle keep-alive: evictable, idle_timeout applies
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    cause = exc.__context__ or exc.__cause__
+    if cause is not None and not isinstance(cause, httptools.HttpParserError):
+        text = f"{cause}"
+    return text[:200]
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's Server, listening with a TLS handshake deadline (uvicorn leaves asyncio's 60 s)."""
+
+    handshake_timeout: float = 10.0
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        config = self.config
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state,
+                _loop=_loop)
+
+        loop = asyncio.get_running_loop()
+        extra = {"ssl_handshake_timeout": self.handshake_timeout} if config.ssl is not None else {}
+        self.servers = [await loop.create_server(create_protocol, sock=sock, ssl=config.ssl,
+                                                 backlog=config.backlog, **extra)
+                        for sock in sockets or []]
+        self.started = True
 
 
 class HttpServer:
-    def __init__(self, endpoint: str, handler: type[BaseHTTPRequestHandler], config_key: str,
-                 name: str, tls: ssl.SSLContext | None = None,
-                 max_connections: int | None = None) -> None:
+    """One uvicorn server on a socket bound at construction, run on its own thread and event loop."""
+
+    def __init__(self, endpoint: str, handle: Handler, config_key: str, name: str,
+                 tls: ssl.SSLContext | None = None, limits: Limits | None = None) -> None:
         host, port = split_endpoint(endpoint)
         host = host or "0.0.0.0"  # ":4318", as in the Collector: every interface
         self.name = name
+        self.limits = limits or Limits()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        server_cls = type("Server", (_Server,), {"address_family": family})
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            self._server = server_cls((host, port), handler)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(1024)
         except OSError as exc:
+            sock.close()
             if exc.errno == errno.EADDRINUSE:
                 raise BindError(exc.errno, f"{endpoint} is already in use: set {config_key} to "
                                            "a free port") from None
             raise BindError(exc.errno, f"cannot listen on {endpoint} ({config_key}): "
                                        f"{exc.strerror}") from None
-        if max_connections:
-            self._server.slots = threading.BoundedSemaphore(max_connections)
-        if tls is not None:
-            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True,
-                                                  do_handshake_on_connect=False)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.2}, name=name, daemon=True)
+        self._socket = sock
+        protocol = type(f"{name}Protocol", (_Protocol,), {"limits": self.limits})
+        config = uvicorn.Config(
+            asgi_app(handle, name), http=protocol, lifespan="off", log_config=None,
+            log_level=logging.WARNING,  # uvicorn's start/stop chatter off; its errors still show
+            access_log=False, proxy_headers=False, server_header=False,
+            headers=[("Server", "apiusage")], timeout_keep_alive=max(1, int(self.limits.idle_timeout)),
+            timeout_graceful_shutdown=5, ws="none",
+            ssl_context_factory=(lambda _config, _default: tls) if tls is not None else None)
+        config.load()
+        self._server = _Server(config)
+        self._server.handshake_timeout = self.limits.header_timeout
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    async def _serve(self) -> None:
+        await self._server.serve(sockets=[self._socket])
+        # Past the 5 s grace: connections still open (a body trickling in) are cut, not leaked.
+        for connection in list(self._server.server_state.connections):
+            connection.transport.abort()
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except Exception as exc:  # noqa: BLE001 — a dead server thread must say why, once
+            log.error("%s server stopped: %s: %s", self.name, type(exc).__name__, exc)
 
     @property
     def port(self) -> int:
-        return self._server.server_address[1]
+        return self._socket.getsockname()[1]
 
     @property
     def host(self) -> str:
-        return self._server.server_address[0]
+        return self._socket.getsockname()[0]
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        if self._thread.is_alive():  # shutdown() would wait for ever on a loop never started
-            self._server.shutdown()
-        self._server.server_close()
+        """Stop accepting, let requests in flight finish (up to 5 s), close the socket."""
+        if self._thread.is_alive():
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+        self._socket.close()
 
 
 class Served:

@@ -7,12 +7,13 @@ the audit log.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
-from ._httpserver import HttpServer, QuietHandler, Served
+from ._httpserver import HttpServer, Limits, Reply, Request, Served, log_refusals
 from .config import AdminConfig, Secret
 from .state.listing import AuditLog, at_risk_consumers, deprecated_consumers, now_ms
 from .state.service import StateService
@@ -21,6 +22,7 @@ from .state.store import StoreError
 __all__ = ["AdminServer", "read_token"]
 
 log = logging.getLogger("apiusage.processor.admin")
+
 _WINDOWS = {"1d": 1, "7d": 7, "30d": 30, "90d": 90}
 
 
@@ -29,48 +31,48 @@ def read_token(config: AdminConfig) -> str:
     return Secret(config.token, config.token_file).read("admin")
 
 
-class _AdminHandler(QuietHandler):
-    token: bytes
-    state: StateService
-    audit: AuditLog
+class _Admin:
+    def __init__(self, token: bytes, state: StateService, audit: AuditLog) -> None:
+        self.token = token
+        self.state = state
+        self.audit = audit
 
-    def _json(self, status: int, body: object, **headers: str) -> None:
-        self.send_body(status, json.dumps(body, indent=2).encode() + b"\n", "application/json",
-                       headers)
+    async def handle(self, request: Request) -> Reply:
+        # State reads and the audit log are blocking I/O: on a thread, off the server's loop.
+        return await asyncio.to_thread(self._handle, request)
 
-    def do_GET(self) -> None:
-        url = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        given = self.headers.get("Authorization", "")
+    def _handle(self, request: Request) -> Reply:
+        query = {k: v[-1] for k, v in parse_qs(request.query).items()}
+        given = request.headers.get("authorization", "")
         scheme, _, credential = given.partition(" ")
         authorized = scheme.lower() == "bearer" and hmac.compare_digest(
             credential.strip().encode(), self.token)
-        audit = {"remote": self.client_address[0], "path": url.path, "query": query,
+        audit = {"remote": request.client, "path": request.path, "query": query,
                  "authorized": authorized}
         if not authorized:
-            if self._audited(**audit, status=401):
-                self._json(401, {"error": "a valid bearer token is required"},
-                           **{"WWW-Authenticate": 'Bearer realm="apiusage-admin"'})
-            return
+            return self._audited(_json(401, {"error": "a valid bearer token is required"},
+                                       {"WWW-Authenticate": 'Bearer realm="apiusage-admin"'}),
+                                 **audit, status=401)
+        if request.method not in ("GET", "HEAD"):
+            return self._audited(_json(405, {"error": "use GET"}, {"Allow": "GET, HEAD"}),
+                                 **audit, status=405)
         try:
-            status, body, count = self._answer(url.path, query)
+            status, body, count = self._answer(request.path, query)
         except ValueError as exc:
             status, body, count = 400, {"error": str(exc)}, 0
         except StoreError as exc:  # the store is down or damaged: say so rather than hang up
             status, body, count = 503, {"error": str(exc)}, 0
-        if self._audited(**audit, status=status, consumers_returned=count):
-            self._json(status, body)
+        return self._audited(_json(status, body), **audit, status=status, consumers_returned=count)
 
-    def _audited(self, **entry: object) -> bool:
-        """Write the audit line; when it cannot be written, answer 503 and disclose nothing."""
+    def _audited(self, reply: Reply, **entry: object) -> Reply:
+        """`reply` once its audit line is written; when it cannot be, a 503 that discloses nothing."""
         try:
             self.audit.write(**entry)
         except OSError as exc:
             log.error("admin.audit_log %s cannot be written: %s", self.audit.path, exc)
-            self._json(503, {"error": f"the audit log cannot be written ({exc.strerror or exc}); "
-                                      "no consumer ids without it"})
-            return False
-        return True
+            return _json(503, {"error": f"the audit log cannot be written ({exc.strerror or exc}); "
+                                        "no consumer ids without it"})
+        return reply
 
     def _answer(self, path: str, query: dict[str, str]) -> tuple[int, object, int]:
         state = self.state
@@ -90,9 +92,12 @@ class _AdminHandler(QuietHandler):
         return 404, {"error": "try /v1/consumers/deprecated or /v1/consumers/at-risk"}, 0
 
 
+def _json(status: int, body: object, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, json.dumps(body, indent=2).encode() + b"\n", "application/json", headers or {})
+
+
 class AdminServer(Served):
     def __init__(self, config: AdminConfig, state: StateService) -> None:
-        handler = type("AdminHandler", (_AdminHandler,), {
-            "token": read_token(config).encode(), "state": state,
-            "audit": AuditLog(config.audit_log)})
-        self._server = HttpServer(config.endpoint, handler, "admin.endpoint", "admin")
+        admin = _Admin(read_token(config).encode(), state, AuditLog(config.audit_log))
+        limits = Limits(max_connections=config.max_connections, on_refused=log_refusals("admin"))
+        self._server = HttpServer(config.endpoint, admin.handle, "admin.endpoint", "admin", limits=limits)

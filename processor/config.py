@@ -141,6 +141,11 @@ class HttpProtocol:
     endpoint: str = "localhost:4318"
     max_request_body_size: ByteSize = ByteSize(64 * MiB)
     max_connections: int = 256
+    # A request's headers must arrive within header_timeout of the connection (or of its first
+    # byte, on a kept-alive connection) and its body within body_timeout of the headers.
+    header_timeout: Duration = Duration(10)
+    body_timeout: Duration = Duration(60)
+    idle_timeout: Duration = Duration(30)  # a kept-alive connection with no request is closed
     tls: TlsConfig | None = None
 
     def _validate(self, path: str, problems: Problems) -> None:
@@ -149,6 +154,9 @@ class HttpProtocol:
             problems.add(f"{path}.max_request_body_size", "must be > 0")
         if self.max_connections <= 0:
             problems.add(f"{path}.max_connections", "must be > 0")
+        for name in ("header_timeout", "body_timeout", "idle_timeout"):
+            if getattr(self, name) <= 0:
+                problems.add(f"{path}.{name}", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -336,9 +344,12 @@ class PrometheusExporter:
     # Markdown runbooks served at /runbooks/<AlertName>; default: the repository's runbooks/
     # (checkout, editable install) or the copies packaged with apiusage.
     runbooks_dir: str | None = None
+    max_connections: int = 64  # past it, the connection waiting longest for its headers is closed
 
     def _validate(self, path: str, problems: Problems) -> None:
         _check_endpoint(self.endpoint, f"{path}.endpoint", problems)
+        if self.max_connections <= 0:
+            problems.add(f"{path}.max_connections", "must be > 0")
         if self.runbooks_dir is not None and not os.path.isdir(self.runbooks_dir):
             problems.add(f"{path}.runbooks_dir", f"is not a folder: {self.runbooks_dir}")
         b = self.histogram_buckets
@@ -429,9 +440,12 @@ class AdminConfig:
     token: str | None = None
     token_file: str | None = None
     audit_log: str = "apiusage-audit.log"
+    max_connections: int = 16  # past it, the connection waiting longest for its headers is closed
 
     def _validate(self, path: str, problems: Problems) -> None:
         _check_endpoint(self.endpoint, f"{path}.endpoint", problems)
+        if self.max_connections <= 0:
+            problems.add(f"{path}.max_connections", "must be > 0")
         if self.token is not None and len(self.token) < 16:
             problems.add(f"{path}.token", "must be at least 16 characters")
         if self.token and self.token_file:

@@ -93,7 +93,10 @@ class RunbookLibrary:
         if self.folder is None or not NAME.fullmatch(name) or name == TEMPLATE:
             return None
         path = self.folder / f"{name}.md"
-        return path if path.is_file() else None
+        try:
+            return path if path.is_file() else None
+        except OSError:  # e.g. a name longer than the file system allows: no such runbook
+            return None
 
     def markdown(self, name: str) -> bytes | None:
         path = self._path(name)

@@ -79,8 +79,14 @@ def render_request_metrics(snap: Snapshot, openmetrics: bool) -> str:
 def exposition(registry: CollectorRegistry, metrics: RequestMetrics | None,
                accept: str) -> tuple[bytes, str]:
     """The /metrics body for an Accept header, and its content type."""
-    encoder, content_type = choose_encoder(accept)
-    rest = encoder(registry)
+    try:
+        encoder, content_type = choose_encoder(accept)
+        rest = encoder(registry)
+    except (TypeError, ValueError):
+        # A version prometheus_client cannot parse (`version=abc`): the text format, which every
+        # scraper reads, rather than no answer.
+        encoder, content_type = choose_encoder("")
+        rest = encoder(registry)
     if metrics is None:
         return rest, content_type
     openmetrics = content_type.startswith("application/openmetrics-text")

@@ -7,6 +7,7 @@ request-metric families are written straight from a snapshot of plain dicts
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hmac
 from collections.abc import Callable, Iterable
@@ -20,7 +21,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from .._httpserver import HttpServer, QuietHandler, Served
+from .._httpserver import TEXT, HttpServer, Limits, Reply, Request, Served, log_refusals
 from ..config import PrometheusExporter
 from ..derive.request_metrics import RequestMetrics
 from ..pipeline import LATENCY_BUCKETS, SpanQueue, Worker
@@ -118,43 +119,75 @@ def build_registry(*collectors: _Collector) -> CollectorRegistry:
     return registry
 
 
-class _MetricsHandler(QuietHandler):
-    registry: CollectorRegistry
-    request_metrics: RequestMetrics | None
-    readiness: Callable[[], tuple[bool, str]]
-    token: bytes | None = None
-    runbooks: RunbookLibrary | None = None
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header allows gzip (`gzip;q=0` refuses it, `*` allows it)."""
+    wildcard = None
+    for item in accept_encoding.split(","):
+        coding, _, params = item.partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        coding = coding.strip().lower()
+        if coding in ("gzip", "x-gzip"):
+            return q > 0
+        if coding == "*":
+            wildcard = q > 0
+    return bool(wildcard)
 
-    def _authorized(self) -> bool:
-        scheme, _, credential = self.headers.get("Authorization", "").partition(" ")
+
+def _render(registry: CollectorRegistry, request_metrics: RequestMetrics | None, accept: str,
+            gzipped: bool) -> tuple[bytes, str]:
+    body, content_type = exposition(registry, request_metrics, accept)
+    return (gzip.compress(body, compresslevel=1) if gzipped else body), content_type
+
+
+class _Metrics:
+    """/metrics, /healthz, /readyz and /runbooks/<AlertName>."""
+
+    def __init__(self, registry: CollectorRegistry, request_metrics: RequestMetrics | None,
+                 readiness: Callable[[], tuple[bool, str]], token: bytes | None,
+                 runbooks: RunbookLibrary | None) -> None:
+        self.registry = registry
+        self.request_metrics = request_metrics
+        self.readiness = readiness
+        self.token = token
+        self.runbooks = runbooks
+
+    def _authorized(self, request: Request) -> bool:
+        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(credential.strip().encode(),
                                                                   self.token or b"")
 
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics" and self.token is not None and not self._authorized():
-            self.send_body(401, b"a valid bearer token is required\n", "text/plain; charset=utf-8",
-                           {"WWW-Authenticate": 'Bearer realm="metrics"'})
-        elif path == "/metrics":
-            body, content_type = exposition(self.registry, self.request_metrics,
-                                            self.headers.get("Accept", ""))
-            headers = {}
-            if "gzip" in self.headers.get("Accept-Encoding", ""):
-                body = gzip.compress(body, compresslevel=1)
-                headers["Content-Encoding"] = "gzip"
-            self.send_body(200, body, content_type, headers)
-        elif path == "/healthz":
-            self.send_body(200, b"ok\n", "text/plain; charset=utf-8")
-        elif path == "/readyz":
-            ready, why = type(self).readiness()
-            self.send_body(200 if ready else 503, f"{why}\n".encode(), "text/plain; charset=utf-8")
-        elif self.runbooks is not None and (answer := self.runbooks.handle(path)) is not None:
-            self.send_body(*answer)  # /runbooks/<AlertName>: what every alert's runbook_url opens
-        else:
-            self.send_body(404, b"not found: try /metrics, /healthz or /readyz\n",
-                           "text/plain; charset=utf-8")
-
-    do_HEAD = do_GET
+    async def handle(self, request: Request) -> Reply:
+        path = request.path
+        if request.method not in ("GET", "HEAD"):
+            return Reply(405, b"use GET\n", TEXT, {"Allow": "GET, HEAD"})
+        if path == "/metrics" and self.token is not None and not self._authorized(request):
+            return Reply(401, b"a valid bearer token is required\n", TEXT,
+                         {"WWW-Authenticate": 'Bearer realm="metrics"'})
+        if path == "/metrics":
+            gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
+            # Rendering takes CPU: on a thread, so health probes on this loop are not kept waiting.
+            body, content_type = await asyncio.to_thread(
+                _render, self.registry, self.request_metrics, request.headers.get("accept", ""), gzipped)
+            return Reply(200, body, content_type, {"Content-Encoding": "gzip"} if gzipped else {})
+        if path == "/healthz":
+            return Reply(200, b"ok\n", TEXT)
+        if path == "/readyz":
+            ready, why = self.readiness()
+            return Reply(200 if ready else 503, f"{why}\n".encode(), TEXT)
+        if self.runbooks is not None and path.startswith("/runbooks"):
+            # /runbooks/<AlertName>: what every alert's runbook_url opens (files: on a thread)
+            answer = await asyncio.to_thread(self.runbooks.handle, path)
+            if answer is not None:
+                status, body, content_type, headers = answer
+                return Reply(status, body, content_type, dict(headers))
+        return Reply(404, b"not found: try /metrics, /healthz or /readyz\n", TEXT)
 
 
 class MetricsServer(Served):
@@ -162,10 +195,8 @@ class MetricsServer(Served):
                  readiness: Callable[[], tuple[bool, str]],
                  request_metrics: RequestMetrics | None = None) -> None:
         token = config.auth.read("exporters.prometheus.auth") if config.auth is not None else None
-        handler = type("MetricsHandler", (_MetricsHandler,), {
-            "registry": registry, "readiness": staticmethod(readiness),
-            "request_metrics": request_metrics,
-            "token": token.encode() if token else None,
-            "runbooks": RunbookLibrary(find_runbooks_dir(config.runbooks_dir))})
-        self._server = HttpServer(config.endpoint, handler, "exporters.prometheus.endpoint",
-                                  "metrics")
+        metrics = _Metrics(registry, request_metrics, readiness, token.encode() if token else None,
+                           RunbookLibrary(find_runbooks_dir(config.runbooks_dir)))
+        limits = Limits(max_connections=config.max_connections, on_refused=log_refusals("metrics"))
+        self._server = HttpServer(config.endpoint, metrics.handle, "exporters.prometheus.endpoint",
+                                  "metrics", limits=limits)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import zlib
 from typing import Any
 
@@ -23,16 +24,26 @@ class PayloadTooLarge(ValueError):
 
 def inflate_gzip(body: bytes, limit: int) -> bytes:
     """Decompress a gzip body, refusing to produce more than `limit` bytes (no gzip bombs)."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise InvalidPayload(f"body is not valid gzip: {exc}") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge(f"decompressed body is larger than the limit of {limit} bytes")
-    if not inflater.eof:
-        raise InvalidPayload("gzip body is truncated")
-    return out
+    parts: list[bytes] = []
+    total = 0
+    rest = body
+    # A gzip file may hold several members one after the other (RFC 1952 2.2); each is inflated,
+    # and the limit is on their sum.
+    while True:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            out = inflater.decompress(rest, limit - total + 1)
+        except zlib.error as exc:
+            raise InvalidPayload(f"body is not valid gzip: {exc}") from None
+        total += len(out)
+        if total > limit or inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"decompressed body is larger than the limit of {limit} bytes")
+        if not inflater.eof:
+            raise InvalidPayload("gzip body is truncated")
+        parts.append(out)
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(parts)
 
 
 # OTLP/JSON carries ids as hex; protobuf's JSON mapping expects base64 for bytes fields.
@@ -70,6 +81,11 @@ def json_to_protobuf(body: bytes) -> bytes:
             f"body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
     except RecursionError:
         raise InvalidPayload("JSON body is nested too deeply") from None
+    except ValueError:
+        # int() refuses more than sys.get_int_max_str_digits() (4300) digits: a JSON number that long
+        # is no OTLP value.
+        raise InvalidPayload(f"JSON body has an integer of more than {sys.get_int_max_str_digits()} "
+                             "digits") from None
     if not isinstance(doc, dict):
         raise InvalidPayload("JSON body must be an object with a resourceSpans list")
     for resource_spans in _each(doc, "resourceSpans", "resource_spans"):
