@@ -126,6 +126,8 @@ class GrpcProtocol:
     endpoint: str = "localhost:4317"
     max_recv_msg_size_mib: int = 64
     max_concurrent_streams: int = 64
+    # A call must deliver its whole message within this, or it is answered DEADLINE_EXCEEDED.
+    receive_timeout: Duration = Duration(10)
     tls: TlsConfig | None = None
 
     def _validate(self, path: str, problems: Problems) -> None:
@@ -134,6 +136,9 @@ class GrpcProtocol:
             problems.add(f"{path}.max_recv_msg_size_mib", "must be > 0")
         if self.max_concurrent_streams <= 0:
             problems.add(f"{path}.max_concurrent_streams", "must be > 0")
+        if not 0.001 <= self.receive_timeout <= 3600:  # also refuses nan and inf
+            problems.add(f"{path}.receive_timeout",
+                         f"must be between 1ms and 1h (got {self.receive_timeout:g}s)")
 
 
 @dataclass(frozen=True)
