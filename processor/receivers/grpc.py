@@ -19,6 +19,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator
+from concurrent import futures
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -41,6 +42,7 @@ TRANSPORT = "grpc"
 MiB = 1 << 20
 # A connection that has not finished its HTTP/2 (and TLS) handshake by then is closed.
 HANDSHAKE_TIMEOUT_MS = 10_000
+RESET_NOTICE_WAIT = 0.1
 
 
 def _credentials(config: GrpcProtocol) -> grpc.ServerCredentials:
@@ -53,6 +55,17 @@ def _credentials(config: GrpcProtocol) -> grpc.ServerCredentials:
             ca = f.read()
     return grpc.ssl_server_credentials([pair], root_certificates=ca,
                                        require_client_auth=ca is not None)
+
+
+_timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
+
+
+async def _read_within(context: grpc.aio.ServicerContext, seconds: float) -> object:
+    """The call's one message (or grpc.aio.EOF); asyncio.TimeoutError after `seconds`."""
+    if _timeout is None:  # Python 3.10: wait_for costs a task per call
+        return await asyncio.wait_for(context.read(), seconds)
+    async with _timeout(seconds):
+        return await context.read()
 
 
 class GrpcReceiver:
@@ -122,19 +135,21 @@ class GrpcReceiver:
         outcome = self._intake.overloaded(TRANSPORT)
         if outcome is None:
             try:
-                async with asyncio.timeout(self._receive_timeout):
-                    request = await context.read()
-            except TimeoutError:
+                request = await _read_within(context, self._receive_timeout)
+                if request is grpc.aio.EOF:
+                    # A reset reads as EOF too, and gRPC cancels this task only a moment later:
+                    # wait for that so a reset is counted as cancelled, an empty call as invalid.
+                    await asyncio.sleep(RESET_NOTICE_WAIT)
+                    self._intake.refuse(TRANSPORT, "invalid", "")
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                        "the call ended without an ExportTraceServiceRequest message")
+            except asyncio.TimeoutError:  # TimeoutError from 3.11 on
                 self._intake.refuse(TRANSPORT, "receive_timeout", self._timeout_message)
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._timeout_message)
             except asyncio.CancelledError:
-                # The sender reset the call (or we are stopping) before its message arrived.
+                # The sender reset the call (or the receiver is stopping) before its message arrived.
                 self._intake.refuse(TRANSPORT, "cancelled", "")
                 raise
-            if request is grpc.aio.EOF:
-                self._intake.refuse(TRANSPORT, "invalid", "")
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    "the call ended without an ExportTraceServiceRequest message")
             # Scanning holds the GIL either way; on the loop it costs no thread hand-off.
             outcome = self._intake.accept(request, TRANSPORT, service)
         if outcome.kind == "success":
@@ -173,7 +188,7 @@ class GrpcReceiver:
             return
         try:
             self._call(self._server.stop(grace), timeout=grace + 5)
-        except TimeoutError:
+        except futures.TimeoutError:
             log.warning("the gRPC receiver did not stop within %.1fs", grace + 5)
         self._close_loop()
 
