@@ -128,6 +128,8 @@ class GrpcProtocol:
     max_concurrent_streams: int = 64
     # A call must deliver its whole message within this, or it is answered DEADLINE_EXCEEDED.
     receive_timeout: Duration = Duration(10)
+    # Calls waiting for their message, over all connections; past it the oldest is ended.
+    max_pending_calls: int = 1024
     tls: TlsConfig | None = None
 
     def _validate(self, path: str, problems: Problems) -> None:
@@ -139,6 +141,8 @@ class GrpcProtocol:
         if not 0.001 <= self.receive_timeout <= 3600:  # also refuses nan and inf
             problems.add(f"{path}.receive_timeout",
                          f"must be between 1ms and 1h (got {self.receive_timeout:g}s)")
+        if not 1 <= self.max_pending_calls <= 1_000_000:
+            problems.add(f"{path}.max_pending_calls", f"must be 1 to 1000000 (got {self.max_pending_calls})")
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ MiB = 1 << 20
 # A connection that has not finished its HTTP/2 (and TLS) handshake by then is closed.
 HANDSHAKE_TIMEOUT_MS = 10_000
 RESET_NOTICE_WAIT = 0.1
+EMPTY_CALL = "the call ended without an ExportTraceServiceRequest message"
 
 
 def _credentials(config: GrpcProtocol) -> grpc.ServerCredentials:
@@ -77,7 +78,13 @@ class GrpcReceiver:
         self._receive_timeout = float(config.receive_timeout)
         self._timeout_message = (f"the export message was not received within {config.receive_timeout:g}s "
                                  "(receivers.otlp.protocols.grpc.receive_timeout)")
-        self._started = False
+        self._max_pending = config.max_pending_calls
+        self._evicted_message = (f"more than {config.max_pending_calls} calls were waiting for their message "
+                                 "(receivers.otlp.protocols.grpc.max_pending_calls) and this one had waited "
+                                 "longest; retry later")
+        # Calls waiting for their message, oldest first (dicts keep insertion order).
+        self._waiting: dict[asyncio.Task, None] = {}
+        self._evicted: set[asyncio.Task] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="otlp-grpc", daemon=True)
         self._thread.start()
@@ -134,24 +141,10 @@ class GrpcReceiver:
             service = found
         outcome = self._intake.overloaded(TRANSPORT)
         if outcome is None:
-            try:
-                request = await _read_within(context, self._receive_timeout)
-                if request is grpc.aio.EOF:
-                    # A reset reads as EOF too, and gRPC cancels this task only a moment later:
-                    # wait for that so a reset is counted as cancelled, an empty call as invalid.
-                    await asyncio.sleep(RESET_NOTICE_WAIT)
-                    self._intake.refuse(TRANSPORT, "invalid", "")
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                        "the call ended without an ExportTraceServiceRequest message")
-            except asyncio.TimeoutError:  # TimeoutError from 3.11 on
-                self._intake.refuse(TRANSPORT, "receive_timeout", self._timeout_message)
-                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self._timeout_message)
-            except asyncio.CancelledError:
-                # The sender reset the call (or the receiver is stopping) before its message arrived.
-                self._intake.refuse(TRANSPORT, "cancelled", "")
-                raise
+            received = await self._receive(context)
             # Scanning holds the GIL either way; on the loop it costs no thread hand-off.
-            outcome = self._intake.accept(request, TRANSPORT, service)
+            outcome = (received if isinstance(received, Outcome)
+                       else self._intake.accept(received, TRANSPORT, service))
         if outcome.kind == "success":
             return b""
         if outcome.kind == "partial":
@@ -162,8 +155,41 @@ class GrpcReceiver:
         await self._abort(outcome, context)
         return b""  # not reached: abort raises
 
+    async def _receive(self, context: grpc.aio.ServicerContext) -> bytes | Outcome:
+        """The call's message, or the (counted) refusal when it does not arrive."""
+        task = asyncio.current_task()
+        if len(self._waiting) >= self._max_pending:
+            # Bound the calls still waiting for their message by ending the one that has waited
+            # longest, not by refusing the newest: stalled senders cannot keep anyone out.
+            oldest = next(iter(self._waiting))
+            del self._waiting[oldest]
+            self._evicted.add(oldest)
+            oldest.cancel()
+        self._waiting[task] = None
+        try:
+            request = await _read_within(context, self._receive_timeout)
+            if request is grpc.aio.EOF:
+                # A reset reads as EOF too, and gRPC cancels this task only a moment later:
+                # wait for that so a reset is counted as cancelled, an empty call as invalid.
+                await asyncio.sleep(RESET_NOTICE_WAIT)
+                return self._intake.refuse(TRANSPORT, "invalid", EMPTY_CALL)
+            return request
+        except asyncio.TimeoutError:  # TimeoutError from 3.11 on
+            return self._intake.refuse(TRANSPORT, "receive_timeout", self._timeout_message)
+        except asyncio.CancelledError:
+            if task not in self._evicted:
+                # The sender reset the call (or the receiver is stopping) before its message arrived.
+                self._intake.refuse(TRANSPORT, "cancelled", "")
+                raise
+            self._evicted.discard(task)
+            if hasattr(task, "uncancel"):  # Python 3.11+: this cancel is handled here
+                task.uncancel()
+            return self._intake.refuse(TRANSPORT, "evicted", self._evicted_message)
+        finally:
+            self._waiting.pop(task, None)
+
     async def _abort(self, outcome: Outcome, context: grpc.aio.ServicerContext) -> None:
-        if outcome.kind in ("queue_full", "shutting_down", "memory_limit"):
+        if outcome.kind in ("queue_full", "shutting_down", "memory_limit", "evicted"):
             retry = error_details_pb2.RetryInfo(
                 retry_delay=duration_pb2.Duration(seconds=self._retry_after))
             detail = any_pb2.Any()
@@ -173,14 +199,15 @@ class GrpcReceiver:
             # The OpenTelemetry exporters read this key; gRPC's rich status carries it too.
             extra = (("google.rpc.retryinfo-bin", retry.SerializeToString()),)
         else:
-            status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=outcome.message)
+            code = (code_pb2.DEADLINE_EXCEEDED if outcome.kind == "receive_timeout"
+                    else code_pb2.INVALID_ARGUMENT)
+            status = status_pb2.Status(code=code, message=outcome.message)
             extra = ()
         rich = rpc_status.to_status(status)
         await context.abort(rich.code, rich.details, tuple(rich.trailing_metadata) + extra)
 
     def start(self) -> None:
         self._call(self._server.start())
-        self._started = True
 
     def stop(self, grace: float = 5.0) -> None:
         """Refuse new calls, let calls in flight finish (they end in the queue), then stop."""

@@ -158,8 +158,61 @@ def test_stop_ends_stalled_calls_and_counts_them() -> None:
             client.close()
 
 
+def test_past_max_pending_calls_the_longest_waiting_call_is_ended() -> None:
+    config = {"receivers": {"otlp": {"protocols": {"grpc": {"receive_timeout": "60s",
+                                                            "max_pending_calls": 8}}}}}
+    with running_processor(config) as running:
+        hostile = StallingClient(*host_port(running))
+        try:
+            streams = []
+            for _ in range(12):  # one at a time, so "oldest" is well defined
+                streams.append(hostile.open_call(declared_length=1000, sent=10))
+                hostile.pump(0.1)
+            hostile.wait_answered(streams[:4], timeout=5)
+            for stream in streams[:4]:
+                answer = hostile.answers[stream]
+                assert answer.grpc_status == "14", answer  # UNAVAILABLE, with a retry delay
+                assert answer.headers["grpc-message"] == (
+                    "more than 8 calls were waiting for their message "
+                    "(receivers.otlp.protocols.grpc.max_pending_calls) and this one had waited "
+                    "longest; retry later")
+                assert "google.rpc.retryinfo-bin" in answer.headers
+            assert not any(hostile.answers[s].headers for s in streams[4:])
+            # A sender whose message comes with its headers waits only a moment, so it is never the
+            # oldest: its arrival ends the oldest stalled call instead.
+            assert export_once(running.grpc_endpoint) == ExportTraceServiceResponse()
+            hostile.wait_answered(streams[4:5], timeout=5)
+            assert hostile.answers[streams[4]].grpc_status == "14"
+            assert not any(hostile.answers[s].headers for s in streams[5:])
+            assert grpc_requests(running) == {"evicted": 5, "success": 1}
+        finally:
+            hostile.close()
+        running.wait_processed(1)
+
+
+def test_oversized_messages_are_counted() -> None:
+    config = {"receivers": {"otlp": {"protocols": {"grpc": {"max_recv_msg_size_mib": 1}}}}}
+    with running_processor(config) as running:
+        big = request_with_spans(1)
+        big.resource_spans[0].scope_spans[0].spans[0].name = "x" * (2 << 20)
+        with grpc.insecure_channel(running.grpc_endpoint) as channel:
+            with pytest.raises(grpc.RpcError) as info:
+                channel.unary_unary(METHOD)(big.SerializeToString(), timeout=5)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        wait_for(running, "apiusage_export_requests_total", 1, timeout=5, transport="grpc",
+                 outcome="cancelled")
+
+
 @pytest.mark.parametrize("value", ["0s", "2h", float("nan")])
 def test_receive_timeout_out_of_range_names_the_key(value: str | float) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"receivers": {"otlp": {"protocols": {"grpc": {"receive_timeout": value}}}}})
     assert "receivers.otlp.protocols.grpc.receive_timeout: must be between 1ms and 1h" in str(info.value)
+
+
+@pytest.mark.parametrize("value", [0, 1_000_001])
+def test_max_pending_calls_out_of_range_names_the_key(value: int) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"receivers": {"otlp": {"protocols": {"grpc": {"max_pending_calls": value}}}}})
+    assert f"receivers.otlp.protocols.grpc.max_pending_calls: must be 1 to 1000000 (got {value})" in str(
+        info.value)
