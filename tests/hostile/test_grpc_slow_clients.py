@@ -59,6 +59,7 @@ def threads() -> list[str]:
 
 
 def test_calls_that_stall_mid_message_do_not_starve_other_senders(running: RunningProcessor) -> None:
+    assert grpc_requests(running) == {}  # also starts whatever threads a scrape needs
     threads_before = threads()
     stalled = []
     try:
