@@ -6,6 +6,7 @@ Each test runs a real processor and real sockets on 127.0.0.1: stalling calls co
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -202,6 +203,35 @@ def test_oversized_messages_are_counted() -> None:
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         wait_for(running, "apiusage_export_requests_total", 1, timeout=5, transport="grpc",
                  outcome="cancelled")
+
+
+def test_a_connection_that_never_speaks_http2_is_closed(running: RunningProcessor) -> None:
+    with socket.create_connection(host_port(running), timeout=5) as silent:
+        started = time.monotonic()
+        received = b""
+        while time.monotonic() - started < 16:  # the handshake deadline is 10 s
+            try:
+                chunk = silent.recv(4096)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                break
+            received += chunk
+        closed_after = time.monotonic() - started
+    assert 9 < closed_after < 15, closed_after
+    assert frame_types(received)[0] == 4  # the server's SETTINGS
+    assert frame_types(received)[-1] == 7  # GOAWAY, then the close
+
+
+def frame_types(data: bytes) -> list[int]:
+    """The HTTP/2 frame types in `data` (9-byte headers: 24-bit length, type, flags, stream)."""
+    types = []
+    while len(data) >= 9:
+        types.append(data[3])
+        data = data[9 + int.from_bytes(data[:3], "big"):]
+    return types
 
 
 @pytest.mark.parametrize("value", ["0s", "2h", float("nan")])
