@@ -126,6 +126,10 @@ class GrpcProtocol:
     endpoint: str = "localhost:4317"
     max_recv_msg_size_mib: int = 64
     max_concurrent_streams: int = 64
+    # A call must deliver its whole message within this, or it is answered DEADLINE_EXCEEDED.
+    receive_timeout: Duration = Duration(10)
+    # Calls waiting for their message, over all connections; past it the oldest is ended.
+    max_pending_calls: int = 1024
     tls: TlsConfig | None = None
 
     def _validate(self, path: str, problems: Problems) -> None:
@@ -134,6 +138,11 @@ class GrpcProtocol:
             problems.add(f"{path}.max_recv_msg_size_mib", "must be > 0")
         if self.max_concurrent_streams <= 0:
             problems.add(f"{path}.max_concurrent_streams", "must be > 0")
+        if not 0.001 <= self.receive_timeout <= 3600:  # also refuses nan and inf
+            problems.add(f"{path}.receive_timeout",
+                         f"must be between 1ms and 1h (got {self.receive_timeout:g}s)")
+        if not 1 <= self.max_pending_calls <= 1_000_000:
+            problems.add(f"{path}.max_pending_calls", f"must be 1 to 1000000 (got {self.max_pending_calls})")
 
 
 @dataclass(frozen=True)

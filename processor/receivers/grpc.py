@@ -4,10 +4,21 @@ The method is registered without a request deserializer, so the handler gets
 the raw protobuf bytes and the scanner reads them directly: protobuf never
 builds a Python object per span.  grpc-encoding gzip and the message size
 limit (checked after decompression) are handled by gRPC itself.
+
+The server is grpc.aio on an event loop of its own thread.  Export is
+registered as client-streaming so the handler runs as soon as a call's headers
+arrive and can put a deadline on receiving the message: a caller that stalls
+holds a coroutine for at most `receive_timeout`, never a thread, and takes no
+slot from callers whose message has arrived.  Each HTTP/2 connection may open
+at most `max_concurrent_streams` calls at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
 from concurrent import futures
 
 import grpc
@@ -23,10 +34,16 @@ from .intake import Intake, Outcome
 
 __all__ = ["GrpcReceiver", "SERVICE", "METHOD"]
 
+log = logging.getLogger(__name__)
+
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 METHOD = "Export"
 TRANSPORT = "grpc"
 MiB = 1 << 20
+# A connection that has not finished its HTTP/2 (and TLS) handshake by then is closed.
+HANDSHAKE_TIMEOUT_MS = 10_000
+RESET_NOTICE_WAIT = 0.1
+EMPTY_CALL = "the call ended without an ExportTraceServiceRequest message"
 
 
 def _credentials(config: GrpcProtocol) -> grpc.ServerCredentials:
@@ -41,24 +58,64 @@ def _credentials(config: GrpcProtocol) -> grpc.ServerCredentials:
                                        require_client_auth=ca is not None)
 
 
+_timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
+
+
+async def _read_within(context: grpc.aio.ServicerContext, seconds: float) -> object:
+    """The call's one message (or grpc.aio.EOF); asyncio.TimeoutError after `seconds`."""
+    if _timeout is None:  # Python 3.10: wait_for costs a task per call
+        return await asyncio.wait_for(context.read(), seconds)
+    async with _timeout(seconds):
+        return await context.read()
+
+
 class GrpcReceiver:
     def __init__(self, config: GrpcProtocol, intake: Intake, retry_after: float,
-                 auth: Authenticator | None = None, max_workers: int = 8) -> None:
+                 auth: Authenticator | None = None) -> None:
         self._intake = intake
         self._auth = auth
         self._retry_after = max(1, int(retry_after))
-        limit = config.max_recv_msg_size_mib * MiB
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="otlp-grpc"),
-            options=[("grpc.max_receive_message_length", limit),
-                     ("grpc.so_reuseport", 0)],
-            # Calls past this get RESOURCE_EXHAUSTED at once instead of queueing in memory.
-            maximum_concurrent_rpcs=config.max_concurrent_streams,
-        )
-        handler = grpc.method_handlers_generic_handler(SERVICE, {
-            METHOD: grpc.unary_unary_rpc_method_handler(self._export),
-        })
-        self._server.add_generic_rpc_handlers((handler,))
+        self._receive_timeout = float(config.receive_timeout)
+        self._timeout_message = (f"the export message was not received within {config.receive_timeout:g}s "
+                                 "(receivers.otlp.protocols.grpc.receive_timeout)")
+        self._max_pending = config.max_pending_calls
+        self._evicted_message = (f"more than {config.max_pending_calls} calls were waiting for their message "
+                                 "(receivers.otlp.protocols.grpc.max_pending_calls) and this one had waited "
+                                 "longest; retry later")
+        # Calls waiting for their message, oldest first (dicts keep insertion order).
+        self._waiting: dict[asyncio.Task, None] = {}
+        self._evicted: set[asyncio.Task] = set()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="otlp-grpc", daemon=True)
+        self._thread.start()
+        try:
+            self._server, self.port = self._call(self._bind(config))
+        except BaseException:
+            self._close_loop()
+            raise
+        if self.port == 0:
+            self._call(self._server.stop(0))
+            self._close_loop()
+            raise BindError(0, f"cannot listen on {config.endpoint} "
+                               "(receivers.otlp.protocols.grpc.endpoint): the port is in use or "
+                               "the address is not local; set it to a free host:port")
+
+    def _call(self, coroutine, timeout: float | None = 30):
+        """Run `coroutine` on the receiver's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    async def _bind(self, config: GrpcProtocol) -> tuple[grpc.aio.Server, int]:
+        # grpc.aio objects belong to the loop they are made on: make them on ours.
+        server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", config.max_recv_msg_size_mib * MiB),
+            ("grpc.so_reuseport", 0),
+            # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: one connection cannot hold more calls than this.
+            ("grpc.max_concurrent_streams", config.max_concurrent_streams),
+            ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
+        ])
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {
+            METHOD: grpc.stream_unary_rpc_method_handler(self._export),
+        }),))
         host, port = split_endpoint(config.endpoint)
         if not host:
             address = f"[::]:{port}"  # ":4317", as in the Collector: every interface
@@ -66,27 +123,28 @@ class GrpcReceiver:
             address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
             if config.tls is None:
-                self.port = self._server.add_insecure_port(address)
+                bound = server.add_insecure_port(address)
             else:
-                self.port = self._server.add_secure_port(address, _credentials(config))
+                bound = server.add_secure_port(address, _credentials(config))
         except RuntimeError:
-            self.port = 0
-        if self.port == 0:
-            raise BindError(0, f"cannot listen on {config.endpoint} "
-                               "(receivers.otlp.protocols.grpc.endpoint): the port is in use or "
-                               "the address is not local; set it to a free host:port")
+            bound = 0
+        return server, bound
 
-    def _export(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+    async def _export(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
         service = "*"
         if self._auth is not None:
-            metadata = dict(context.invocation_metadata())
+            metadata = dict(context.invocation_metadata() or ())
             found = self._auth.service_for(metadata.get("authorization"))
             if found is None:
                 self._intake.refuse(TRANSPORT, "unauthenticated", "")
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
             service = found
-        outcome = self._intake.overloaded(TRANSPORT) or self._intake.accept(request, TRANSPORT,
-                                                                             service)
+        outcome = self._intake.overloaded(TRANSPORT)
+        if outcome is None:
+            received = await self._receive(context)
+            # Scanning holds the GIL either way; on the loop it costs no thread hand-off.
+            outcome = (received if isinstance(received, Outcome)
+                       else self._intake.accept(received, TRANSPORT, service))
         if outcome.kind == "success":
             return b""
         if outcome.kind == "partial":
@@ -94,11 +152,45 @@ class GrpcReceiver:
             response.partial_success.rejected_spans = outcome.rejected
             response.partial_success.error_message = outcome.message
             return response.SerializeToString()
-        self._abort(outcome, context)
+        await self._abort(outcome, context)
         return b""  # not reached: abort raises
 
-    def _abort(self, outcome: Outcome, context: grpc.ServicerContext) -> None:
-        if outcome.kind in ("queue_full", "shutting_down", "memory_limit", "state_backlog"):
+    async def _receive(self, context: grpc.aio.ServicerContext) -> bytes | Outcome:
+        """The call's message, or the (counted) refusal when it does not arrive."""
+        task = asyncio.current_task()
+        if len(self._waiting) >= self._max_pending:
+            # Bound the calls still waiting for their message by ending the one that has waited
+            # longest, not by refusing the newest: stalled senders cannot keep anyone out.
+            oldest = next(iter(self._waiting))
+            del self._waiting[oldest]
+            self._evicted.add(oldest)
+            oldest.cancel()
+        self._waiting[task] = None
+        try:
+            request = await _read_within(context, self._receive_timeout)
+            if request is grpc.aio.EOF:
+                # A reset reads as EOF too, and gRPC cancels this task only a moment later:
+                # wait for that so a reset is counted as cancelled, an empty call as invalid.
+                await asyncio.sleep(RESET_NOTICE_WAIT)
+                return self._intake.refuse(TRANSPORT, "invalid", EMPTY_CALL)
+            return request
+        except asyncio.TimeoutError:  # TimeoutError from 3.11 on
+            return self._intake.refuse(TRANSPORT, "receive_timeout", self._timeout_message)
+        except asyncio.CancelledError:
+            if task not in self._evicted:
+                # The sender reset the call (or the receiver is stopping) before its message arrived.
+                self._intake.refuse(TRANSPORT, "cancelled", "")
+                raise
+            self._evicted.discard(task)
+            if hasattr(task, "uncancel"):  # Python 3.11+: this cancel is handled here
+                task.uncancel()
+            return self._intake.refuse(TRANSPORT, "evicted", self._evicted_message)
+        finally:
+            self._waiting.pop(task, None)
+
+    async def _abort(self, outcome: Outcome, context: grpc.aio.ServicerContext) -> None:
+        if outcome.kind in ("queue_full", "shutting_down", "memory_limit", "state_backlog",
+                            "evicted"):
             retry = error_details_pb2.RetryInfo(
                 retry_delay=duration_pb2.Duration(seconds=self._retry_after))
             detail = any_pb2.Any()
@@ -108,15 +200,28 @@ class GrpcReceiver:
             # The OpenTelemetry exporters read this key; gRPC's rich status carries it too.
             extra = (("google.rpc.retryinfo-bin", retry.SerializeToString()),)
         else:
-            status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=outcome.message)
+            code = (code_pb2.DEADLINE_EXCEEDED if outcome.kind == "receive_timeout"
+                    else code_pb2.INVALID_ARGUMENT)
+            status = status_pb2.Status(code=code, message=outcome.message)
             extra = ()
         rich = rpc_status.to_status(status)
-        context.set_trailing_metadata(tuple(rich.trailing_metadata) + extra)
-        context.abort(rich.code, rich.details)
+        await context.abort(rich.code, rich.details, tuple(rich.trailing_metadata) + extra)
 
     def start(self) -> None:
-        self._server.start()
+        self._call(self._server.start())
 
     def stop(self, grace: float = 5.0) -> None:
         """Refuse new calls, let calls in flight finish (they end in the queue), then stop."""
-        self._server.stop(grace).wait(grace + 1)
+        if self._loop.is_closed():
+            return
+        try:
+            self._call(self._server.stop(grace), timeout=grace + 5)
+        except futures.TimeoutError:
+            log.warning("the gRPC receiver did not stop within %.1fs", grace + 5)
+        self._close_loop()
+
+    def _close_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
