@@ -33,7 +33,7 @@ MiB = 1 << 20
 #: A config file is a page or two; anything near this is a mistake (or an attack), refused unread.
 MAX_CONFIG_BYTES = 1 * MiB
 #: Hostile-YAML bounds for the config file (and ${env:VAR} values): see apiusage.processor._yaml.
-CONFIG_YAML_LIMITS = YamlLimits(max_depth=64, max_nodes=100_000, max_alias_nodes=10_000,
+CONFIG_YAML_LIMITS = YamlLimits(max_depth=64, max_nodes=10_000, max_alias_nodes=10_000,
                                 max_scalar_chars=65_536, max_int_digits=100)
 # gRPC and protobuf take messages below 2 GiB (an int32 of bytes).
 _MAX_MESSAGE_MIB = 2047

@@ -285,3 +285,34 @@ def test_serve_prints_one_error_and_exits_2(tmp_path, content, expected) -> None
     # Bounded before anything big is built: the whole process, Python and gRPC included.
     assert run.peak_rss_bytes < 200 << 20, f"peak RSS {run.peak_rss_bytes >> 20} MiB"
     assert run.seconds < 5
+
+
+# The other user-written YAML files read at start-up go through the same loader.
+def test_plan_lookup_yaml_refuses_a_duplicate_consumer(tmp_path) -> None:
+    from apiusage.processor.derive.plans import PlanLookup, PlanLookupError
+
+    path = _write(tmp_path, "c1: free\nc2: pro\nc1: enterprise\n", "plans.yaml")
+    with pytest.raises(PlanLookupError) as info:
+        PlanLookup(str(path)).load()
+    assert str(info.value) == (f"plan lookup file {path} is not valid YAML: duplicate key c1 "
+                               "(first at line 1) at line 3, column 1")
+
+
+def test_catalog_refuses_a_duplicate_service(tmp_path) -> None:
+    from apiusage.instrumentation.catalog import CatalogError, load_catalog
+
+    path = _write(tmp_path, "services:\n  a:\n    endpoints: []\n  a:\n    endpoints: []\n",
+                  "catalog.yaml")
+    with pytest.raises(CatalogError) as info:
+        load_catalog(path)
+    assert str(info.value) == (f"{path}: not valid YAML at line 4, column 3: duplicate key services.a "
+                               "(first at line 2)")
+
+
+def test_slo_file_refuses_20000_deep_nesting(tmp_path) -> None:
+    from apiusage.processor.rules.slo import SloError, load_slo
+
+    path = _write(tmp_path, "[" * 20_000, "slo.yaml")
+    with pytest.raises(SloError) as info:
+        load_slo(path)
+    assert str(info.value) == f"{path} is not valid YAML: nested deeper than 64 levels at line 1, column 65"
