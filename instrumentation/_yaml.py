@@ -123,11 +123,11 @@ class _Bounded(Composer, SafeConstructor):
             self._check_depth(self._depth + height, event.start_mark)
             self._count(nodes, event.start_mark)
             return super().compose_node(parent, index)  # undefined aliases: PyYAML's error
+        before, deepest = self._nodes, self._deepest
         self._count(1, event.start_mark)
         anchor = event.anchor
         if anchor is None or anchor in self.anchors:  # a duplicate anchor: PyYAML's error
             return super().compose_node(parent, index)
-        before, deepest = self._nodes, self._deepest
         self._deepest = self._depth
         node = super().compose_node(parent, index)
         self._weights[anchor] = (self._nodes - before, self._deepest - self._depth)
@@ -250,6 +250,8 @@ def safe_load(text: str, limits: YamlLimits | None = None) -> Any:
         loader = _CLoader(text, limits)
         try:
             return loader.get_single_data()
+        except YamlError:
+            raise  # a bound or a duplicate key: the same words and position either way
         except (yaml.YAMLError, RecursionError):
             # Read it again in Python for PyYAML's own messages (libyaml words them differently).
             pass

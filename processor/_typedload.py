@@ -64,11 +64,11 @@ class Bounds:
 
 INT32_MAX = (1 << 31) - 1
 #: The bounds of a numeric field that declares none: int32 (what C libraries, gRPC options
-#: and database columns take), and a year for durations (thread timeouts overflow past ~292).
+#: and database columns take), and 100 years for durations (thread timeouts overflow past 292).
 DEFAULT_BOUNDS: dict[type, Bounds] = {
     int: Bounds(max=INT32_MAX),
     float: Bounds(),
-    Duration: Bounds(min=0, max=365 * 86400.0),
+    Duration: Bounds(min=0, max=36_500 * 86400.0),
     ByteSize: Bounds(min=0, max=INT32_MAX),
 }
 
