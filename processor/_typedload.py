@@ -30,6 +30,7 @@ class ByteSize(int):
 _DURATION = re.compile(r"^\s*(\d{1,30}(?:\.\d{1,30})?)\s*(ms|s|m|h|d)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"^\s*(\d{1,30})\s*(B|KiB|MiB|GiB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ DEFAULT_BOUNDS: dict[type, Bounds] = {
 def bounded(default: Any, **bounds: Any) -> Any:
     """A dataclass field with `default` and `Bounds(**bounds)`; absent limits fall back to the
     type's DEFAULT_BOUNDS (so `bounded(5, min=1)` still has the int32 maximum)."""
+    Bounds(**bounds)  # a misspelt limit fails when the schema is imported, not when a file is read
     return dataclasses.field(default=default, metadata={"bounds": bounds})
 
 
@@ -99,7 +101,6 @@ def _bounds_of(f: dataclasses.Field, tp: Any) -> Bounds | None:
     if base is None:
         return None
     return dataclasses.replace(base, **f.metadata.get("bounds", {}))
-_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 
 
 class Problems:
