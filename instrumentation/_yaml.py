@@ -45,10 +45,10 @@ _INT_TAG = "tag:yaml.org,2002:int"
 
 @dataclass(frozen=True)
 class YamlLimits:
-    """What one document may contain; the defaults suit data files of a few hundred MB."""
+    """What one document may contain; the defaults suit data files of tens of MB."""
 
     max_depth: int = 64  # nested mappings and sequences, aliases expanded
-    max_nodes: int = 5_000_000  # scalars, mappings and sequences, aliases expanded
+    max_nodes: int = 1_000_000  # scalars, mappings and sequences, aliases expanded (~1 GiB in PyYAML)
     max_alias_nodes: int = 10_000  # nodes that aliases add to the document
     max_scalar_chars: int = 65_536  # one key or value
     max_int_digits: int = 100  # written form of one integer (Python's own limit is 4300)
