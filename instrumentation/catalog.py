@@ -32,6 +32,8 @@ from typing import Any
 
 import yaml
 
+from ._yaml import safe_load
+
 __all__ = [
     "Catalog",
     "CatalogError",
@@ -145,7 +147,7 @@ def load_catalog(path: str | Path) -> Catalog:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise CatalogError(f"{source}: cannot read catalog file: {reason}") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_load(text)
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)

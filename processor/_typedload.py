@@ -9,11 +9,13 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import difflib
+import math
 import re
 import types
+from dataclasses import dataclass
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-__all__ = ["Duration", "ByteSize", "Problems", "load_dataclass"]
+__all__ = ["Bounds", "ByteSize", "Duration", "Problems", "bounded", "load_dataclass"]
 
 
 class Duration(float):
@@ -24,10 +26,81 @@ class ByteSize(int):
     """Bytes; written in YAML as a number or as `512KiB`, `64MiB`, `1GiB`."""
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+# Digit counts are capped so that int() never meets Python's int-to-str limit (ValueError).
+_DURATION = re.compile(r"^\s*(\d{1,30}(?:\.\d{1,30})?)\s*(ms|s|m|h|d)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*$")
+_SIZE = re.compile(r"^\s*(\d{1,30})\s*(B|KiB|MiB|GiB)?\s*$")
 _SIZE_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A numeric field's allowed range, declared beside the field (see `bounded`).
+
+    Checked for every int, float, Duration and ByteSize field; a field without its own
+    Bounds gets `DEFAULT_BOUNDS` for its type, so nothing numeric goes unchecked.
+    """
+
+    min: float | None = None  # inclusive: "must be at least MIN"
+    above: float | None = None  # exclusive: "must be > ABOVE"
+    max: float | None = None  # inclusive: "must be at most MAX"
+    min_why: str = ""  # appended to the lower-bound message, e.g. " (Retry-After counts seconds)"
+    max_why: str = ""
+    show_value: bool = False  # append "(got V)" to the lower-bound message too
+
+    def check(self, value: Any, path: str, problems: Problems) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.add(path, f"must be a finite number (got {value})")
+            return
+        if self.above is not None and not value > self.above:
+            problems.add(path, f"must be > {_show(value, self.above)}{self.min_why}"
+                         + (f" (got {_show(value, value)})" if self.show_value else ""))
+        elif self.min is not None and value < self.min:
+            problems.add(path, f"must be at least {_show(value, self.min)}{self.min_why}"
+                         + (f" (got {_show(value, value)})" if self.show_value else ""))
+        elif self.max is not None and value > self.max:
+            problems.add(path, f"must be at most {_show(value, self.max)}{self.max_why} "
+                               f"(got {_show(value, value)})")
+
+
+INT32_MAX = (1 << 31) - 1
+#: The bounds of a numeric field that declares none: int32 (what C libraries, gRPC options
+#: and database columns take), and 100 years for durations (thread timeouts overflow past 292).
+DEFAULT_BOUNDS: dict[type, Bounds] = {
+    int: Bounds(max=INT32_MAX),
+    float: Bounds(),
+    Duration: Bounds(min=0, max=36_500 * 86400.0),
+    ByteSize: Bounds(min=0, max=INT32_MAX),
+}
+
+
+def bounded(default: Any, **bounds: Any) -> Any:
+    """A dataclass field with `default` and `Bounds(**bounds)`; absent limits fall back to the
+    type's DEFAULT_BOUNDS (so `bounded(5, min=1)` still has the int32 maximum)."""
+    Bounds(**bounds)  # a misspelt limit fails when the schema is imported, not when a file is read
+    return dataclasses.field(default=default, metadata={"bounds": bounds})
+
+
+def _show(kind: Any, value: float) -> str:
+    """`value` written as the field's YAML would write it: 100ms, 1s, 7d, 64MiB, 42."""
+    if isinstance(kind, Duration):
+        if value and value < 1:
+            return f"{value * 1000:g}ms"
+        if value >= 86400 and value % 86400 == 0:
+            return f"{value / 86400:g}d"
+        return f"{value:g}s"
+    if isinstance(kind, ByteSize) and value and value % (1 << 20) == 0:
+        return f"{int(value) >> 20}MiB"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _bounds_of(f: dataclasses.Field, tp: Any) -> Bounds | None:
+    if get_origin(tp) in (Union, types.UnionType):
+        tp = next((a for a in get_args(tp) if a is not type(None)), None)
+    base = DEFAULT_BOUNDS.get(tp)
+    if base is None:
+        return None
+    return dataclasses.replace(base, **f.metadata.get("bounds", {}))
 
 
 class Problems:
@@ -44,6 +117,9 @@ class Problems:
 
 
 def _describe(value: Any) -> str:
+    if isinstance(value, str) and len(value) > 60:
+        # A whole 60 KiB value in an error line helps nobody; its start and size do.
+        return f"str {value[:40]!r}… ({len(value)} characters)"
     if value is None:
         return "nothing"
     if isinstance(value, bool):
@@ -85,6 +161,11 @@ def load_dataclass(cls: type, data: Any, path: str, problems: Problems) -> Any:
     validate = getattr(obj, "_validate", None)
     if validate is not None:
         validate(path, problems)
+    for f in fields.values():
+        bounds = _bounds_of(f, hints[f.name])
+        value = getattr(obj, f.name)
+        if bounds is not None and value is not None and not isinstance(value, bool):
+            bounds.check(value, _join(path, f.name), problems)
     return obj
 
 
@@ -154,6 +235,9 @@ def _duration(value: Any, path: str, problems: Problems) -> Any:
         seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
     else:
         problems.add(path, f"must be a duration such as 30s, 15m, 1h or 7d (got {_describe(value)})")
+        return _INVALID
+    if not math.isfinite(seconds):
+        problems.add(path, f"must be a finite duration (got {_describe(value)})")
         return _INVALID
     if seconds < 0:
         problems.add(path, f"must not be negative (got {value!r})")

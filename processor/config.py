@@ -18,9 +18,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
-from ._typedload import ByteSize, Duration, Problems, load_dataclass
+from ._typedload import INT32_MAX, ByteSize, Duration, Problems, bounded, load_dataclass
+from ._yaml import YamlError, YamlLimits, safe_load
 
 __all__ = [
     "Config",
@@ -31,6 +30,13 @@ __all__ = [
 ]
 
 MiB = 1 << 20
+#: A config file is a page or two; anything near this is a mistake (or an attack), refused unread.
+MAX_CONFIG_BYTES = 1 * MiB
+#: Hostile-YAML bounds for the config file (and ${env:VAR} values): see apiusage.processor._yaml.
+CONFIG_YAML_LIMITS = YamlLimits(max_depth=64, max_nodes=10_000, max_alias_nodes=10_000,
+                                max_scalar_chars=65_536, max_int_digits=100)
+# gRPC and protobuf take messages below 2 GiB (an int32 of bytes).
+_MAX_MESSAGE_MIB = 2047
 
 
 class ConfigError(Exception):
@@ -41,7 +47,8 @@ def split_endpoint(endpoint: str) -> tuple[str, int]:
     """`host:port` → (host, port); `[::1]:4317` works too; an empty host (`:4318`) means every
     interface, as in the Collector.  Raises ValueError."""
     host, sep, port = endpoint.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    # isascii: str.isdigit() also accepts digits like '²' that int() refuses.
+    if not sep or not (port.isascii() and port.isdigit() and len(port) <= 5) or int(port) > 65535:
         raise ValueError(f"must be host:port, such as localhost:4317 (got {endpoint!r})")
     return host.strip("[]"), int(port)
 
@@ -124,48 +131,34 @@ class ReceiverAuth:
 @dataclass(frozen=True)
 class GrpcProtocol:
     endpoint: str = "localhost:4317"
-    max_recv_msg_size_mib: int = 64
-    max_concurrent_streams: int = 64
+    max_recv_msg_size_mib: int = bounded(64, above=0, max=_MAX_MESSAGE_MIB,
+                                         max_why=" (gRPC takes messages below 2 GiB)")
+    max_concurrent_streams: int = bounded(64, above=0)
     # A call must deliver its whole message within this, or it is answered DEADLINE_EXCEEDED.
-    receive_timeout: Duration = Duration(10)
+    receive_timeout: Duration = bounded(Duration(10), min=0.001, max=3600)
     # Calls waiting for their message, over all connections; past it the oldest is ended.
-    max_pending_calls: int = 1024
+    max_pending_calls: int = bounded(1024, min=1, max=1_000_000)
     tls: TlsConfig | None = None
 
     def _validate(self, path: str, problems: Problems) -> None:
         _check_endpoint(self.endpoint, f"{path}.endpoint", problems)
-        if self.max_recv_msg_size_mib <= 0:
-            problems.add(f"{path}.max_recv_msg_size_mib", "must be > 0")
-        if self.max_concurrent_streams <= 0:
-            problems.add(f"{path}.max_concurrent_streams", "must be > 0")
-        if not 0.001 <= self.receive_timeout <= 3600:  # also refuses nan and inf
-            problems.add(f"{path}.receive_timeout",
-                         f"must be between 1ms and 1h (got {self.receive_timeout:g}s)")
-        if not 1 <= self.max_pending_calls <= 1_000_000:
-            problems.add(f"{path}.max_pending_calls", f"must be 1 to 1000000 (got {self.max_pending_calls})")
 
 
 @dataclass(frozen=True)
 class HttpProtocol:
     endpoint: str = "localhost:4318"
-    max_request_body_size: ByteSize = ByteSize(64 * MiB)
-    max_connections: int = 256
+    max_request_body_size: ByteSize = bounded(ByteSize(64 * MiB), above=0, max=_MAX_MESSAGE_MIB * MiB,
+                                              max_why=" (protobuf parses messages below 2 GiB)")
+    max_connections: int = bounded(256, above=0)
     # A request's headers must arrive within header_timeout of the connection (or of its first
     # byte, on a kept-alive connection) and its body within body_timeout of the headers.
-    header_timeout: Duration = Duration(10)
-    body_timeout: Duration = Duration(60)
-    idle_timeout: Duration = Duration(30)  # a kept-alive connection with no request is closed
+    header_timeout: Duration = bounded(Duration(10), above=0)
+    body_timeout: Duration = bounded(Duration(60), above=0)
+    idle_timeout: Duration = bounded(Duration(30), above=0)  # a kept-alive connection with no request is closed
     tls: TlsConfig | None = None
 
     def _validate(self, path: str, problems: Problems) -> None:
         _check_endpoint(self.endpoint, f"{path}.endpoint", problems)
-        if self.max_request_body_size <= 0:
-            problems.add(f"{path}.max_request_body_size", "must be > 0")
-        if self.max_connections <= 0:
-            problems.add(f"{path}.max_connections", "must be > 0")
-        for name in ("header_timeout", "body_timeout", "idle_timeout"):
-            if getattr(self, name) <= 0:
-                problems.add(f"{path}.{name}", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -193,15 +186,9 @@ class Receivers:
 class QueueConfig:
     """Bounded hand-off between the receivers and the derivation worker."""
 
-    max_spans: int = 200_000
-    retry_after: Duration = Duration(5)
+    max_spans: int = bounded(200_000, above=0, show_value=True)
+    retry_after: Duration = bounded(Duration(5), min=1, min_why=" (Retry-After counts seconds)")
     shutdown_timeout: Duration = Duration(10)
-
-    def _validate(self, path: str, problems: Problems) -> None:
-        if self.max_spans <= 0:
-            problems.add(f"{path}.max_spans", f"must be > 0 (got {self.max_spans})")
-        if self.retry_after < 1:
-            problems.add(f"{path}.retry_after", "must be at least 1s (Retry-After counts seconds)")
 
 
 def _sources(*keys: str) -> tuple[str, ...]:
@@ -274,20 +261,16 @@ _DEFAULT_LABEL_LIMITS = MappingProxyType(
 class LimitsConfig:
     """Bounds on what the processor keeps in memory."""
 
-    series_ttl: Duration = Duration(900)
-    default_max_label_values: int = 1000
+    series_ttl: Duration = bounded(Duration(900), min=1)
+    default_max_label_values: int = bounded(1000, above=0)
     max_label_values: Mapping[str, int] = field(default_factory=lambda: _DEFAULT_LABEL_LIMITS)
-    max_label_length: int = 128
+    max_label_length: int = bounded(128, min=8)
 
     def label_limit(self, label: str) -> int:
         default = _DEFAULT_LABEL_LIMITS.get(label, self.default_max_label_values)
         return self.max_label_values.get(label, default)
 
     def _validate(self, path: str, problems: Problems) -> None:
-        if self.series_ttl < 1:
-            problems.add(f"{path}.series_ttl", "must be at least 1s")
-        if self.default_max_label_values <= 0:
-            problems.add(f"{path}.default_max_label_values", "must be > 0")
         for label, limit in self.max_label_values.items():
             if label not in LIMITED_LABELS:
                 hint = difflib.get_close_matches(label, sorted(LIMITED_LABELS), n=1)
@@ -296,25 +279,23 @@ class LimitsConfig:
                                                             else ""))
             if limit <= 0:
                 problems.add(f"{path}.max_label_values.{label}", f"must be > 0 (got {limit})")
-        if self.max_label_length < 8:
-            problems.add(f"{path}.max_label_length", "must be at least 8")
+            elif limit > INT32_MAX:
+                problems.add(f"{path}.max_label_values.{label}", f"must be at most {INT32_MAX} "
+                                                                 f"(got {limit})")
 
 
 @dataclass(frozen=True)
 class MemoryLimiterConfig:
     """Refuse new data (retryable) while the process's resident memory is near the limit."""
 
-    limit_mib: int = 2048
+    limit_mib: int = bounded(2048, above=0)
     spike_limit_mib: int = 512
-    check_interval: Duration = Duration(0.1)
+    # Below 10ms the check itself (reading /proc) becomes the load.
+    check_interval: Duration = bounded(Duration(0.1), min=0.01)
 
     def _validate(self, path: str, problems: Problems) -> None:
-        if self.limit_mib <= 0:
-            problems.add(f"{path}.limit_mib", "must be > 0")
         if not 0 <= self.spike_limit_mib < self.limit_mib:
             problems.add(f"{path}.spike_limit_mib", f"must be below limit_mib ({self.limit_mib})")
-        if self.check_interval <= 0:
-            problems.add(f"{path}.check_interval", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -323,13 +304,11 @@ class PlanLookupConfig:
 
     file: str | None = None
     sql: str | None = None
-    refresh_interval: Duration = Duration(300)
+    refresh_interval: Duration = bounded(Duration(300), min=1)
 
     def _validate(self, path: str, problems: Problems) -> None:
         if self.file and self.sql:
             problems.add(path, "choose one of file or sql, not both")
-        if self.refresh_interval < 1:
-            problems.add(f"{path}.refresh_interval", "must be at least 1s")
 
 
 @dataclass(frozen=True)
@@ -353,12 +332,10 @@ class PrometheusExporter:
     # Markdown runbooks served at /runbooks/<AlertName>; default: the repository's runbooks/
     # (checkout, editable install) or the copies packaged with apiusage.
     runbooks_dir: str | None = None
-    max_connections: int = 64  # past it, the connection waiting longest for its headers is closed
+    max_connections: int = bounded(64, above=0)  # past it, the connection waiting longest for its headers is closed
 
     def _validate(self, path: str, problems: Problems) -> None:
         _check_endpoint(self.endpoint, f"{path}.endpoint", problems)
-        if self.max_connections <= 0:
-            problems.add(f"{path}.max_connections", "must be > 0")
         if self.runbooks_dir is not None and not os.path.isdir(self.runbooks_dir):
             problems.add(f"{path}.runbooks_dir", f"is not a folder: {self.runbooks_dir}")
         b = self.histogram_buckets
@@ -376,19 +353,16 @@ class OtlpForwarder:
     """Forward every accepted trace request to a trace backend (Jaeger, Tempo) over OTLP/HTTP."""
 
     endpoint: str = ""
-    timeout: Duration = Duration(10)
-    max_queue_requests: int = 1000
-    max_queue_bytes: ByteSize = ByteSize(64 * MiB)  # bodies queued or in flight; past it: dropped
+    timeout: Duration = bounded(Duration(10), above=0)
+    max_queue_requests: int = bounded(1000, above=0)
+    # Bodies queued or in flight; past it: dropped. A ByteSize over 2 GiB must say so here.
+    max_queue_bytes: ByteSize = bounded(ByteSize(64 * MiB), above=0)
     headers: Mapping[str, str] = field(default_factory=dict)
 
     def _validate(self, path: str, problems: Problems) -> None:
         if not self.endpoint.startswith(("http://", "https://")):
             problems.add(f"{path}.endpoint", "must be an http:// or https:// URL of an OTLP/HTTP "
                                              f"receiver, such as http://jaeger:4318 (got {self.endpoint!r})")
-        if self.max_queue_requests <= 0:
-            problems.add(f"{path}.max_queue_requests", "must be > 0")
-        if self.max_queue_bytes <= 0:
-            problems.add(f"{path}.max_queue_bytes", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -418,27 +392,18 @@ class StateConfig:
     enabled: bool = True
     sqlite: SqliteState | None = None
     postgres: PostgresState | None = None
-    flush_interval: Duration = Duration(5)
-    refresh_interval: Duration = Duration(15)
-    retention_days: int = 400
+    flush_interval: Duration = bounded(Duration(5), min=0.1)
+    refresh_interval: Duration = bounded(Duration(15), min=0.1)
+    # Up to 100 years: the oldest day kept is computed in milliseconds, in a 64-bit column.
+    retention_days: int = bounded(400, min=35, max=36_500, show_value=True,
+                                  min_why=": churn risk looks back 5 weeks")
     # Rows not yet written (store slow or down): at either bound the receivers refuse (503).
-    max_pending_rows: int = 1_000_000
-    max_pending_bytes: ByteSize = ByteSize(256 * MiB)
+    max_pending_rows: int = bounded(1_000_000, above=0)
+    max_pending_bytes: ByteSize = bounded(ByteSize(256 * MiB), min=MiB, max=1 << 40)
 
     def _validate(self, path: str, problems: Problems) -> None:
         if self.sqlite is not None and self.postgres is not None:
             problems.add(path, "choose one of sqlite or postgres, not both")
-        if self.flush_interval < 0.1:
-            problems.add(f"{path}.flush_interval", "must be at least 100ms")
-        if self.refresh_interval < 0.1:
-            problems.add(f"{path}.refresh_interval", "must be at least 100ms")
-        if self.max_pending_rows <= 0:
-            problems.add(f"{path}.max_pending_rows", "must be > 0")
-        if self.max_pending_bytes < MiB:
-            problems.add(f"{path}.max_pending_bytes", "must be at least 1MiB")
-        if self.retention_days < 35:
-            problems.add(f"{path}.retention_days",
-                         f"must be at least 35: churn risk looks back 5 weeks (got {self.retention_days})")
 
 
 @dataclass(frozen=True)
@@ -449,12 +414,10 @@ class AdminConfig:
     token: str | None = None
     token_file: str | None = None
     audit_log: str = "apiusage-audit.log"
-    max_connections: int = 16  # past it, the connection waiting longest for its headers is closed
+    max_connections: int = bounded(16, above=0)  # past it, the connection waiting longest for its headers is closed
 
     def _validate(self, path: str, problems: Problems) -> None:
         _check_endpoint(self.endpoint, f"{path}.endpoint", problems)
-        if self.max_connections <= 0:
-            problems.add(f"{path}.max_connections", "must be > 0")
         if self.token is not None and len(self.token) < 16:
             problems.add(f"{path}.token", "must be at least 16 characters")
         if self.token and self.token_file:
@@ -501,8 +464,8 @@ def _substitute(node: Any, path: str, problems: Problems) -> Any:
     if whole:
         # A value that is only a variable takes the variable's YAML type (a port stays an int).
         try:
-            return yaml.safe_load(expanded) if expanded else expanded
-        except yaml.YAMLError:
+            return safe_load(expanded, CONFIG_YAML_LIMITS) if expanded else expanded
+        except YamlError:
             return expanded
     return expanded
 
@@ -535,24 +498,36 @@ def parse_config(data: Any, source: str = "(inline)") -> Config:
     return config
 
 
+def _read_config_text(p: Path) -> str:
+    """The file's text, refusing (before reading it) anything larger than MAX_CONFIG_BYTES."""
+    try:
+        with p.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            # A pipe or device reports no size: read one byte past the limit to find out.
+            raw = b"" if size > MAX_CONFIG_BYTES else f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    if size > MAX_CONFIG_BYTES or len(raw) > MAX_CONFIG_BYTES:
+        got = f"{size} bytes" if size > MAX_CONFIG_BYTES else "more than that"
+        raise ConfigError(f"{p} is not accepted: a config file is at most {MAX_CONFIG_BYTES} bytes "
+                          f"(1 MiB); this one has {got}")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+
+
 def load_config(path: str | os.PathLike[str] | None) -> Config:
     """Load and validate the config file, or the embedded defaults when `path` is None."""
     if path is None:
         return parse_config({}, "(embedded defaults)")
     p = Path(path)
+    text = _read_config_text(p)
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{p} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{p} is not valid YAML{where}: {problem}") from None
+        data = safe_load(text, CONFIG_YAML_LIMITS)
+    except YamlError as exc:
+        verdict = "is not accepted" if exc.refused else "is not valid YAML"
+        raise ConfigError(f"{p} {verdict}{exc.where}: {exc.problem}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{p} is invalid:\n  (top level): must be a mapping of sections "
                           "(receivers, processors, exporters, state, admin, catalog)")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from .._yaml import safe_load
+
 __all__ = ["PlanLookup", "PlanLookupError"]
 
 
@@ -65,7 +67,7 @@ def _read_file(path: Path) -> list[tuple[str, ...]]:
         raise PlanLookupError(f"cannot read plan lookup file {path}: {exc}") from None
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
-            data = yaml.safe_load(text) or {}
+            data = safe_load(text) or {}
         except yaml.YAMLError as exc:
             raise PlanLookupError(f"plan lookup file {path} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from .._typedload import Problems, load_dataclass
+from .._yaml import safe_load
 from ..config import DEFAULT_BUCKETS
 
 __all__ = ["SloError", "SloFile", "Objectives", "load_slo", "parse_slo", "DEFAULT_BUCKETS"]
@@ -152,7 +153,7 @@ def load_slo(path: str | Path) -> SloFile:
     except OSError as exc:
         raise SloError(f"cannot read SLO file {p}: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_load(text)
     except yaml.YAMLError as exc:
         raise SloError(f"{p} is not valid YAML: {exc}") from None
     if data is not None and not isinstance(data, dict):
