@@ -234,16 +234,22 @@ def frame_types(data: bytes) -> list[int]:
     return types
 
 
-@pytest.mark.parametrize("value", ["0s", "2h", float("nan")])
-def test_receive_timeout_out_of_range_names_the_key(value: str | float) -> None:
+@pytest.mark.parametrize(("value", "message"), [
+    ("0s", "must be at least 1ms"),
+    ("2h", "must be at most 3600s (got 7200s)"),
+    (float("nan"), "must be a finite duration (got float nan)"),
+])
+def test_receive_timeout_out_of_range_names_the_key(value: str | float, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"receivers": {"otlp": {"protocols": {"grpc": {"receive_timeout": value}}}}})
-    assert "receivers.otlp.protocols.grpc.receive_timeout: must be between 1ms and 1h" in str(info.value)
+    assert str(info.value).splitlines()[1:] == [f"  receivers.otlp.protocols.grpc.receive_timeout: {message}"]
 
 
-@pytest.mark.parametrize("value", [0, 1_000_001])
-def test_max_pending_calls_out_of_range_names_the_key(value: int) -> None:
+@pytest.mark.parametrize(("value", "message"), [
+    (0, "must be at least 1"),
+    (1_000_001, "must be at most 1000000 (got 1000001)"),
+])
+def test_max_pending_calls_out_of_range_names_the_key(value: int, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"receivers": {"otlp": {"protocols": {"grpc": {"max_pending_calls": value}}}}})
-    assert f"receivers.otlp.protocols.grpc.max_pending_calls: must be 1 to 1000000 (got {value})" in str(
-        info.value)
+    assert str(info.value).splitlines()[1:] == [f"  receivers.otlp.protocols.grpc.max_pending_calls: {message}"]
