@@ -89,8 +89,8 @@ class Processor:
             sinks.append(self.activity)
         elif lookup.sql:
             raise StartupError("processors.plan_lookup.sql needs the state store (state.enabled)")
-        self.worker = Worker(self.queue, Deriver(p.usage, self.stats, self.plans, self.catalog), sinks,
-                             self.stats)
+        deriver = Deriver(p.usage, self.stats, self.plans, self.catalog, p.limits.max_label_length)
+        self.worker = Worker(self.queue, deriver, sinks, self.stats)
         forward = config.exporters.otlp
         self.forwarder = Forwarder(forward) if forward is not None else None
         self.memory = MemoryLimiter(p.memory_limiter)

@@ -19,7 +19,6 @@ from .store import ActivityBatch
 __all__ = ["ConsumerActivity", "DAY_MS"]
 
 DAY_MS = 86_400_000
-_MAX_ID_LENGTH = 256
 
 
 class ConsumerActivity:
@@ -67,8 +66,6 @@ class ConsumerActivity:
                 consumer = r[10]
                 if consumer is None:
                     continue
-                if len(consumer) > _MAX_ID_LENGTH:
-                    consumer = consumer[:_MAX_ID_LENGTH]
                 ok = code[0] == "2"
                 failed = code[0] in "45" or code == "unknown"
                 w = r[12]
