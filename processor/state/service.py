@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 
-from ..config import StateConfig
+from ..config import LimitsConfig, StateConfig
 from ..derive.plans import PlanLookup, PlanLookupError
 from .activity import DAY_MS, ConsumerActivity
 from .report import ConsumerReport, build_report
@@ -32,8 +32,10 @@ class StateHealth:
 
 class StateService:
     def __init__(self, config: StateConfig, activity: ConsumerActivity, catalog=None,
-                 plans: PlanLookup | None = None, plans_interval: float = 300.0) -> None:
+                 plans: PlanLookup | None = None, plans_interval: float = 300.0,
+                 limits: LimitsConfig | None = None) -> None:
         self.config = config
+        self.limits = limits  # label limits of the consumer families (None: no folding)
         self.activity = activity
         self.catalog = catalog
         self.plans = plans
@@ -106,7 +108,7 @@ class StateService:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         try:
             with self._lock:
-                self.report = build_report(self.store, now_ms, self.catalog)
+                self.report = build_report(self.store, now_ms, self.catalog, self.limits)
         except StoreError as exc:
             self.health.refreshes["failure"] += 1
             log.error("state metrics refresh failed: %s", exc)
