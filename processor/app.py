@@ -85,7 +85,7 @@ class Processor:
                 config.state.retention_days, self.stats, config.state.max_pending_rows,
                 p.usage.data_quality.max_future_skew)
             self.state = StateService(config.state, self.activity, self.catalog, self.plans,
-                                      lookup.refresh_interval, p.limits)
+                                      lookup.refresh_interval, p.limits, self.stats)
             sinks.append(self.activity)
         elif lookup.sql:
             raise StartupError("processors.plan_lookup.sql needs the state store (state.enabled)")
@@ -102,7 +102,7 @@ class Processor:
             collectors.append(self.forwarder)
         collectors.append(self.memory)
         if self.state is not None:
-            collectors.append(ConsumerCollector(self.state, self.stats))
+            collectors.append(ConsumerCollector(self.state, p.limits))
         self.registry = build_registry(*collectors)
         self._started = False
         self._stopping = False

@@ -20,7 +20,6 @@ from prometheus_client.core import (
 
 from ..state.report import TTFS_BUCKETS
 from ..state.service import StateService
-from ..telemetry import PipelineStats
 
 __all__ = ["ConsumerCollector"]
 
@@ -35,22 +34,11 @@ def _gauge(name: str, doc: str, labels: tuple[str, ...], values: dict, unit: str
 class ConsumerCollector:
     """The report's families as they are: build_report() already sanitized and folded them."""
 
-    def __init__(self, state: StateService, stats: PipelineStats | None = None) -> None:
-        self._state = state
-        self._stats = stats
-        self._counted_ms = -1  # the report whose folds went into apiusage_label_overflow_total
-
-    def _count_folds(self, report) -> None:
-        """Add a new report's folded series to the overflow counter, once per report."""
-        if self._stats is None or report.generated_ms == self._counted_ms:
-            return
-        self._counted_ms = report.generated_ms
-        for (metric, label), (_, series) in report.folded.items():
-            self._stats.overflow(metric, label, series)
+    def __init__(self, state: StateService, limits=None) -> None:
+        self._state = state  # limits: applied by build_report (StateService), kept for callers
 
     def collect(self) -> Iterable[Metric]:
         r = self._state.report
-        self._count_folds(r)
         yield _gauge("api_active_consumers", "Distinct consumers with a call in the window.",
                      ("service", "plan_tier", "window"), r.active)
         new = CounterMetricFamily("api_new_consumers", "Consumers seen for the first time, ever.",

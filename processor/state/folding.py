@@ -41,13 +41,20 @@ class Folder:
 
     def clean(self, values: dict[tuple, Any], labels: Sequence[str | None],
               combine: Callable[[Any, Any], Any] = add) -> dict[tuple, Any]:
-        """Label values made printable and bounded (a store written before 0.x may hold raw ones);
-        keys that become equal are merged."""
-        out: dict[tuple, Any] = {}
+        """Label values made printable and bounded (stores written before the Deriver sanitized
+        may hold raw ones); keys that become equal are merged."""
         n = self.max_length
+        fixes: list[dict[str, str]] = []
+        for i, label in enumerate(labels):
+            bad = {} if label is None else {
+                v: sanitize_label_value(v, n) for v in {k[i] for k in values}
+                if v.__class__ is not str or len(v) > n or not v.isprintable()}
+            fixes.append(bad)
+        if not any(fixes):
+            return values  # the usual case: the Deriver sanitized these before they were stored
+        out: dict[tuple, Any] = {}
         for key, value in values.items():
-            key = tuple(v if label is None else sanitize_label_value(v, n)
-                        for v, label in zip(key, labels, strict=True))
+            key = tuple(f.get(v, v) if f else v for v, f in zip(key, fixes, strict=True))
             out[key] = combine(out[key], value) if key in out else value
         return out
 
@@ -59,14 +66,14 @@ class Folder:
             if label is None or self._limits is None:
                 out.append(None)
                 continue
+            limit = self._limits.label_limit(label)
+            if len({k[i] for k in values}) <= limit:
+                out.append(None)
+                continue
             totals: dict[str, float] = {}
             for key, value in values.items():
                 totals[key[i]] = totals.get(key[i], 0.0) + weight(value)
-            limit = self._limits.label_limit(label)
-            if len(totals) <= limit:
-                out.append(None)
-            else:
-                out.append(frozenset(sorted(totals, key=lambda v: (-totals[v], v))[:limit]))
+            out.append(frozenset(sorted(totals, key=lambda v: (-totals[v], v))[:limit]))
         return out
 
     def fold(self, metric: str, values: dict[tuple, Any], labels: Sequence[str | None],
@@ -77,9 +84,15 @@ class Folder:
         if all(k is None for k in keep):
             return values
         self.record(metric, values, labels, keep)
+        # Per folded position: every value → itself or __other__, so each key costs dict hits.
+        folds = [(i, {v: v if v in k else OVERFLOW_VALUE for v in {key[i] for key in values}})
+                 for i, k in enumerate(keep) if k is not None]
         out: dict[tuple, Any] = {}
         for key, value in values.items():
-            key = tuple(v if k is None or v in k else OVERFLOW_VALUE for v, k in zip(key, keep, strict=True))
+            new = list(key)
+            for i, to in folds:
+                new[i] = to[new[i]]
+            key = tuple(new)
             out[key] = combine(out[key], value) if key in out else value
         return out
 
@@ -88,8 +101,9 @@ class Folder:
         for i, k in enumerate(keep):
             if k is None:
                 continue
-            distinct = {key[i] for key in values} - k
-            series = sum(1 for key in values if key[i] not in k)
+            column = [key[i] for key in values]
+            distinct = set(column) - k
+            series = sum(1 for v in column if v not in k)
             self.folded[metric, labels[i]] = (len(distinct), series)  # type: ignore[index]
 
 

@@ -310,10 +310,14 @@ def _cohorts(report: ConsumerReport, store: Store, today: int, folder: Folder) -
     if keep is not None:
         folder.record("api_cohort_retention_ratio", per_service, ("service",), [keep])
     n = folder.max_length
+    labels: dict[str, str] = {}
 
     def label(service: str) -> str:
-        service = sanitize_label_value(service, n)
-        return service if keep is None or service in keep else OVERFLOW_VALUE
+        known = labels.get(service)
+        if known is None:
+            known = sanitize_label_value(service, n)
+            known = labels[service] = known if keep is None or known in keep else OVERFLOW_VALUE
+        return known
 
     cohort_of: dict[tuple[str, str], int] = {}
     sizes: dict[tuple[str, int], int] = defaultdict(int)

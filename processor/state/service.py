@@ -9,6 +9,7 @@ import time
 
 from ..config import LimitsConfig, StateConfig
 from ..derive.plans import PlanLookup, PlanLookupError
+from ..telemetry import PipelineStats
 from .activity import DAY_MS, ConsumerActivity
 from .report import ConsumerReport, build_report
 from .store import Store, StoreError, open_store
@@ -33,9 +34,10 @@ class StateHealth:
 class StateService:
     def __init__(self, config: StateConfig, activity: ConsumerActivity, catalog=None,
                  plans: PlanLookup | None = None, plans_interval: float = 300.0,
-                 limits: LimitsConfig | None = None) -> None:
+                 limits: LimitsConfig | None = None, stats: PipelineStats | None = None) -> None:
         self.config = config
         self.limits = limits  # label limits of the consumer families (None: no folding)
+        self._stats = stats
         self.activity = activity
         self.catalog = catalog
         self.plans = plans
@@ -115,6 +117,9 @@ class StateService:
             return
         self.health.refreshes["success"] += 1
         self.health.last_refresh_seconds = time.monotonic() - start
+        if self._stats is not None:
+            for (metric, label), (_, series) in self.report.folded.items():
+                self._stats.overflow(metric, label, series)
 
     def apply_retention(self) -> None:
         oldest = int(time.time() * 1000) // DAY_MS - self.config.retention_days
