@@ -12,6 +12,7 @@ from pathlib import Path
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics
 
 from tests.support.derivation import export_request, post, span
+from tests.support.postgres import postgres_server
 from tests.support.processor import matching, parse_metrics, running_processor, sample
 
 SERVICE = "orders-api"
@@ -149,3 +150,31 @@ def test_consumer_label_values_are_sanitized_before_they_are_stored(tmp_path: Pa
                 assert value.isprintable() and len(value) <= 128, (s.name, value[:40])
     active = [s for s in families["api_active_consumers"].samples if s.labels["window"] == "1d"]
     assert sorted((s.labels["plan_tier"], s.value) for s in active) == [("pro ", 8), (cut, 1)]
+
+
+def test_folding_counts_distinct_consumers_on_postgres_and_nul_cannot_jam_the_store() -> None:
+    # The same SQL on PostgreSQL, which refuses NUL in text: a NUL in a consumer id (hashed now)
+    # or a plan (sanitized now) made every flush fail, so the store never caught up again.
+    calls = [span(consumer=f"c{i}", route=f"/r/{i % 8}",
+                  plan="pro" if i < 10 else "free" if i < 20 else "gold" if i < 25 else f"t{i}")
+             for i in range(30)]
+    calls += [span(consumer="c5", plan="pro", route="/r/6"),
+              span(consumer="bad\x00id", plan="gold\x00", route="/r/0")]
+    limits = {"max_label_values": {"plan_tier": 4, "route": 5}}
+    with postgres_server() as pg:
+        config = {"state": {"postgres": {"dsn": pg.dsn}, "flush_interval": "1h",
+                            "refresh_interval": "1h"}, "processors": {"limits": limits}}
+        with running_processor(config) as running:
+            assert post(running.http_endpoint, export_request(calls)) == 200
+            settle(running, len(calls))
+            m = running.scrape()
+    assert sample(m, "apiusage_state_flushes_total", outcome="failure") == 0
+    # Plans: pro 10, free 10, gold 5, "gold " (from gold\x00) 1, five of their own: 4 stay.
+    assert {dict(lb)["plan_tier"]: v for lb, v in
+            matching(m, "api_active_consumers", window="1d").items()} == {
+        "pro": 10, "free": 10, "gold": 5, "gold ": 1, OTHER: 5}
+    # Routes /r/0 … /r/6 have 4 consumers each (/r/0 5), /r/7 3; /r/0 … /r/4 stay. The folded
+    # /r/5, /r/6 and /r/7 have 4 + 4 + 3 callers, c5 among both of the first two: 10 distinct.
+    assert {dict(lb)["route"]: v for lb, v in
+            matching(m, "api_endpoint_consumers", window="1d").items()} == {
+        "/r/0": 5, "/r/1": 4, "/r/2": 4, "/r/3": 4, "/r/4": 4, OTHER: 10}
