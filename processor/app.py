@@ -85,12 +85,12 @@ class Processor:
                 config.state.retention_days, self.stats, config.state.max_pending_rows,
                 p.usage.data_quality.max_future_skew, config.state.max_pending_bytes)
             self.state = StateService(config.state, self.activity, self.catalog, self.plans,
-                                      lookup.refresh_interval)
+                                      lookup.refresh_interval, p.limits, self.stats)
             sinks.append(self.activity)
         elif lookup.sql:
             raise StartupError("processors.plan_lookup.sql needs the state store (state.enabled)")
-        self.worker = Worker(self.queue, Deriver(p.usage, self.stats, self.plans, self.catalog), sinks,
-                             self.stats)
+        deriver = Deriver(p.usage, self.stats, self.plans, self.catalog, p.limits.max_label_length)
+        self.worker = Worker(self.queue, deriver, sinks, self.stats)
         forward = config.exporters.otlp
         self.forwarder = Forwarder(forward) if forward is not None else None
         self.memory = MemoryLimiter(p.memory_limiter)

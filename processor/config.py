@@ -154,7 +154,8 @@ class HttpProtocol:
     # byte, on a kept-alive connection) and its body within body_timeout of the headers.
     header_timeout: Duration = bounded(Duration(10), above=0)
     body_timeout: Duration = bounded(Duration(60), above=0)
-    idle_timeout: Duration = bounded(Duration(30), above=0)  # a kept-alive connection with no request is closed
+    # A kept-alive connection with no request for this long is closed.
+    idle_timeout: Duration = bounded(Duration(30), above=0)
     tls: TlsConfig | None = None
 
     def _validate(self, path: str, problems: Problems) -> None:
@@ -332,7 +333,8 @@ class PrometheusExporter:
     # Markdown runbooks served at /runbooks/<AlertName>; default: the repository's runbooks/
     # (checkout, editable install) or the copies packaged with apiusage.
     runbooks_dir: str | None = None
-    max_connections: int = bounded(64, above=0)  # past it, the connection waiting longest for its headers is closed
+    # Past it, the connection waiting longest for its headers is closed.
+    max_connections: int = bounded(64, above=0)
 
     def _validate(self, path: str, problems: Problems) -> None:
         _check_endpoint(self.endpoint, f"{path}.endpoint", problems)
@@ -414,7 +416,8 @@ class AdminConfig:
     token: str | None = None
     token_file: str | None = None
     audit_log: str = "apiusage-audit.log"
-    max_connections: int = bounded(16, above=0)  # past it, the connection waiting longest for its headers is closed
+    # Past it, the connection waiting longest for its headers is closed.
+    max_connections: int = bounded(16, above=0)
 
     def _validate(self, path: str, problems: Problems) -> None:
         _check_endpoint(self.endpoint, f"{path}.endpoint", problems)

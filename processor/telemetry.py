@@ -7,14 +7,23 @@ never per span); worker-side updates come from the single worker thread.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import Counter
 
-__all__ = ["PipelineStats", "DATA_QUALITY_CHECKS", "REJECT_REASONS"]
+__all__ = ["PipelineStats", "DATA_QUALITY_CHECKS", "REJECT_REASONS", "ERROR_LOG_INTERVAL"]
+
+log = logging.getLogger("apiusage.processor")
+
+# At most one processing-error log line per interval: a poison span repeated in every
+# request must not flood the log (the counter still counts every span).
+ERROR_LOG_INTERVAL = 60.0
 
 DATA_QUALITY_CHECKS = (
     "missing_route", "missing_consumer", "missing_status_code", "end_before_start",
     "timestamp_future", "timestamp_past", "unknown_schema_version", "beyond_retention",
+    "implausible_sampling_weight",
 )
 REJECT_REASONS = ("invalid_span", "queue_full", "shutting_down", "unauthorized_service")
 EXPORT_OUTCOMES = ("success", "partial", "invalid", "too_large", "unsupported", "queue_full",
@@ -33,6 +42,8 @@ class PipelineStats:
         self.spans_processed = 0
         self.processing_errors = 0
         self.requests_derived = 0.0
+        self._error_logged_at: float | None = None
+        self._errors_unlogged = 0
 
     def request(self, transport: str, outcome: str, received: int = 0,
                 rejected: int = 0, reason: str = "") -> None:
@@ -52,6 +63,20 @@ class PipelineStats:
         for check, n in counts.items():
             if n:
                 self.data_quality_issues[check] += n
+
+    def processing_error(self, n: int, where: str, exc: BaseException) -> None:
+        """Count `n` spans lost to an internal error (worker thread); log with rate limiting."""
+        self.processing_errors += n
+        now = time.monotonic()
+        last = self._error_logged_at
+        if last is not None and now - last < ERROR_LOG_INTERVAL:
+            self._errors_unlogged += n
+            return
+        more = self._errors_unlogged
+        self._error_logged_at, self._errors_unlogged = now, 0
+        log.error("internal error %s; %d span(s) lost (apiusage_processing_errors_total)%s",
+                  where, n, f", and {more} more since the last such message" if more else "",
+                  exc_info=exc)
 
     def overflow(self, metric: str, label: str, n: float) -> None:
         self.label_overflow[metric, label] += n

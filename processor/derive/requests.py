@@ -11,20 +11,24 @@ Prometheus: sinks downstream aggregate the requests.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from ..config import UsageConfig
+from ..config import LimitsConfig, UsageConfig
 from ..telemetry import PipelineStats
 from .plans import PlanLookup
 from .routes import normalize_path
-from .sampling import adjusted_count
+from .sampling import MAX_ADJUSTED_COUNT, adjusted_count
+from .series import sanitize_label_value
 from .useragent import parse_user_agent
 
-__all__ = ["ApiRequest", "Deriver", "SPAN_FIELDS", "span_field_sources", "SCHEMA_VERSION"]
+__all__ = ["ApiRequest", "Deriver", "SPAN_FIELDS", "span_field_sources", "SCHEMA_VERSION",
+           "consumer_key", "MAX_CONSUMER_ID_LENGTH"]
 
 SCHEMA_VERSION = 1
+MAX_CONSUMER_ID_LENGTH = 256
 SPAN_KIND_SERVER = 2
 
 # Order of the per-field values after the scanner's fixed span fields
@@ -82,19 +86,39 @@ def _status(value: object) -> str:
     return _STATUS.get(value, "unknown")  # type: ignore[call-overload]
 
 
-def _text(value: object) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
+def _text(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def _label(value: object, max_length: int) -> str:
+    """A label value: printable, at most `max_length` characters."""
+    if value.__class__ is not str:
+        value = str(value)
+    if len(value) > max_length or not value.isprintable():  # type: ignore[arg-type]
+        return sanitize_label_value(value, max_length)
+    return value  # type: ignore[return-value]
+
+
+def consumer_key(consumer_id: str) -> str:
+    """The id a consumer is stored under: itself, or `sha256:<hex>` of it when it is longer than
+    MAX_CONSUMER_ID_LENGTH or holds a character that is not printable.
+
+    Hashing instead of cutting keeps distinct ids distinct; ids with control characters
+    (NUL is refused by PostgreSQL) become storable without merging with a look-alike.
+    """
+    if len(consumer_id) <= MAX_CONSUMER_ID_LENGTH and consumer_id.isprintable():
+        return consumer_id
+    return "sha256:" + hashlib.sha256(consumer_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Deriver:
     """Turns one scanned OTLP request into ApiRequests; runs on the single worker thread."""
 
     def __init__(self, config: UsageConfig, stats: PipelineStats,
-                 plans: PlanLookup | None = None, catalog=None) -> None:
+                 plans: PlanLookup | None = None, catalog=None,
+                 max_label_length: int = LimitsConfig.max_label_length) -> None:
         self._plans = plans
         self._catalog = catalog
         # (service, method, route) → "true"/"false" from the catalog; routes are bounded upstream.
@@ -104,6 +128,7 @@ class Deriver:
         self._future_ns = int(config.data_quality.max_future_skew * 1e9)
         self._past_ns = int(config.data_quality.max_past_age * 1e9)
         self._stats = stats
+        self._max_length = max_label_length
 
     def _deprecated_in_catalog(self, service: str, method: str, route: str) -> str:
         key = (service, method, route)
@@ -117,7 +142,10 @@ class Deriver:
         return known
 
     def derive(self, resources: Sequence[tuple], spans: Sequence[tuple]) -> list[ApiRequest]:
-        services = [r[0] if isinstance(r[0], str) and r[0] else "unknown_service" for r in resources]
+        """One ApiRequest per HTTP SERVER span; a span that fails costs only itself."""
+        max_len = self._max_length
+        services = [_label(r[0], max_len) if isinstance(r[0], str) and r[0] else "unknown_service"
+                    for r in resources]
         now = time.time_ns()
         future_limit = now + self._future_ns
         past_limit = now - self._past_ns
@@ -128,87 +156,123 @@ class Deriver:
         out: list[ApiRequest] = []
         append = out.append
         new = tuple.__new__  # ApiRequest without _make's per-call overhead; order as declared
-        not_server = not_http = 0
+        not_server = not_http = failed = 0
         missing_route = missing_consumer = missing_status = 0
-        end_before_start = too_new = too_old = bad_schema = 0
+        end_before_start = too_new = too_old = bad_schema = implausible = 0
+        error: Exception | None = None
 
         for s in spans:
-            if s[1] != SPAN_KIND_SERVER:
-                not_server += 1
-                continue
-            (ri, _, start, end, trace_id, span_id, tracestate, _,
-             method, route, status, path, ua, consumer, plan,
-             cname, cver, api_version, feature, deprecated, schema) = s
-            if method is None:
-                not_http += 1
-                continue
-            if method not in _KNOWN_METHODS:
-                method = _method(method)
-            if route is None or route == "":
-                missing_route += 1
-                route = normalize_path(path)
-            elif route.__class__ is not str:
-                route = str(route)
-            code = _STATUS.get(status)
-            if code is None:
-                code = _status(status)
-                if status is None:
-                    missing_status += 1
-            if plan is None or plan == "":
-                plan = plan_of.get(consumer, default_plan) if plan_of else default_plan
-            elif plan.__class__ is not str:
-                plan = str(plan)
-            if cname is None or cname == "":
-                cname = None
-                if ua_fallback and ua is not None:
-                    cname, ua_version = parse_user_agent(ua)
-                    if cver is None:
-                        cver = ua_version
+            # try costs nothing until it catches (3.11): a bug meeting one odd span loses that span.
+            try:
+                if s[1] != SPAN_KIND_SERVER:
+                    not_server += 1
+                    continue
+                (ri, _, start, end, trace_id, span_id, tracestate, _,
+                 method, route, status, path, ua, consumer, plan,
+                 cname, cver, api_version, feature, deprecated, schema) = s
+                if method is None:
+                    not_http += 1
+                    continue
+                if method not in _KNOWN_METHODS:
+                    method = _method(method)
+                if route is None or route == "":
+                    missing_route += 1
+                    route = normalize_path(path)
+                elif route.__class__ is not str:
+                    route = str(route)
+                # Label values are made printable and bounded here, once, so both sinks (metrics
+                # and the consumer store) see the same values and nothing unbounded is stored.
+                if len(route) > max_len or not route.isprintable():
+                    route = sanitize_label_value(route, max_len)
+                code = _STATUS.get(status)
+                if code is None:
+                    code = _status(status)
+                    if status is None:
+                        missing_status += 1
+                if plan is None or plan == "":
+                    plan = plan_of.get(consumer, default_plan) if plan_of else default_plan
+                    if len(plan) > max_len or not plan.isprintable():
+                        plan = sanitize_label_value(plan, max_len)
+                elif plan.__class__ is not str:
+                    plan = _label(plan, max_len)
+                elif len(plan) > max_len or not plan.isprintable():
+                    plan = sanitize_label_value(plan, max_len)
+                if cname is None or cname == "":
+                    cname = None
+                    if ua_fallback and ua is not None:
+                        cname, ua_version = parse_user_agent(ua)
+                        if cver is None:
+                            cver = ua_version
+                    else:
+                        cname = "unknown"
+                elif cname.__class__ is not str:
+                    cname = _label(cname, max_len)
+                elif len(cname) > max_len or not cname.isprintable():
+                    cname = sanitize_label_value(cname, max_len)
+                if cver is None or cver == "":
+                    cver = "unknown"
+                elif cver.__class__ is not str:
+                    cver = _label(cver, max_len)
+                elif len(cver) > max_len or not cver.isprintable():
+                    cver = sanitize_label_value(cver, max_len)
+                if consumer is None or consumer == "":
+                    missing_consumer += 1
+                    consumer = None
+                elif consumer.__class__ is not str:
+                    consumer = consumer_key(str(consumer))
+                elif len(consumer) > MAX_CONSUMER_ID_LENGTH or not consumer.isprintable():
+                    consumer = consumer_key(consumer)
+                if schema is not None and schema != SCHEMA_VERSION and schema != "1":
+                    bad_schema += 1
+                if end < start:
+                    end_before_start += 1
+                    duration = -1.0
                 else:
-                    cname = "unknown"
-            elif cname.__class__ is not str:
-                cname = str(cname)
-            if cver is None or cver == "":
-                cver = "unknown"
-            elif cver.__class__ is not str:
-                cver = str(cver)
-            if consumer is None or consumer == "":
-                missing_consumer += 1
-                consumer = None
-            elif consumer.__class__ is not str:
-                consumer = str(consumer)
-            if schema is not None and schema != SCHEMA_VERSION and schema != "1":
-                bad_schema += 1
-            if end < start:
-                end_before_start += 1
-                duration = -1.0
-            else:
-                duration = (end - start) * 1e-9
-            if end > future_limit:
-                too_new += 1
-            elif end < past_limit:
-                too_old += 1
-            service = services[ri]
-            if deprecated in _TRUE:
-                deprecated = "true"
-            elif catalog is None:
-                deprecated = "false"
-            else:
-                deprecated = self._deprecated_in_catalog(service, method, route)
-            append(new(ApiRequest, (
-                service, method, route, code, plan, deprecated,
-                cname, cver, _text(api_version), _text(feature), consumer, duration,
-                adjusted_count(tracestate) if tracestate else 1.0,
-                end, trace_id, span_id,
-            )))
+                    duration = (end - start) * 1e-9
+                if end > future_limit:
+                    too_new += 1
+                elif end < past_limit:
+                    too_old += 1
+                service = services[ri]
+                if deprecated in _TRUE:
+                    deprecated = "true"
+                elif catalog is None:
+                    deprecated = "false"
+                else:
+                    deprecated = self._deprecated_in_catalog(service, method, route)
+                if tracestate:
+                    weight = adjusted_count(tracestate)
+                    if weight > MAX_ADJUSTED_COUNT:
+                        implausible += 1
+                        weight = MAX_ADJUSTED_COUNT
+                else:
+                    weight = 1.0
+                if api_version is not None and (api_version.__class__ is not str
+                                                or len(api_version) > max_len
+                                                or not api_version.isprintable()):
+                    api_version = _label(_text(api_version), max_len)
+                if feature is not None and (feature.__class__ is not str or len(feature) > max_len
+                                            or not feature.isprintable()):
+                    feature = _label(_text(feature), max_len)
+                append(new(ApiRequest, (
+                    service, method, route, code, plan, deprecated,
+                    cname, cver, api_version, feature, consumer, duration, weight,
+                    end, trace_id, span_id,
+                )))
+            except Exception as exc:  # noqa: BLE001 - counted and logged; the neighbours go on
+                failed += 1
+                error = exc
 
         stats = self._stats
+        if error is not None:
+            stats.processing_error(failed, "deriving a span", error)
         stats.ignored(not_server, not_http)
         if (missing_route or missing_consumer or missing_status or end_before_start or too_new
-                or too_old or bad_schema):
+                or too_old or bad_schema or implausible):
             stats.data_quality(
                 missing_route=missing_route, missing_consumer=missing_consumer,
                 missing_status_code=missing_status, end_before_start=end_before_start,
                 timestamp_future=too_new, timestamp_past=too_old, unknown_schema_version=bad_schema,
+                implausible_sampling_weight=implausible,
             )
         return out

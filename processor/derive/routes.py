@@ -9,6 +9,7 @@ __all__ = ["normalize_path"]
 
 _MAX_SEGMENTS = 8
 _CACHE_LIMIT = 10_000
+_MAX_CACHED_LENGTH = 2048
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 _HEX = re.compile(r"^[0-9a-fA-F]{12,}$")
 _NUMBER = re.compile(r"^[+-]?\d+(?:[.,]\d+)?$")
@@ -64,7 +65,8 @@ def normalize_path(path: object) -> str:
     out = "/" + "/".join(_segment(s) for s in segments[:_MAX_SEGMENTS])
     if tail:
         out += "/{rest}"
-    if len(_cache) >= _CACHE_LIMIT:
-        _cache.clear()  # paths are unbounded input; a full reset beats unbounded memory
-    _cache[raw] = out
+    if len(raw) <= _MAX_CACHED_LENGTH:  # a cache of 1 MiB keys would hold gigabytes
+        if len(_cache) >= _CACHE_LIMIT:
+            _cache.clear()  # paths are unbounded input; a full reset beats unbounded memory
+        _cache[raw] = out
     return out

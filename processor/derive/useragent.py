@@ -7,6 +7,7 @@ import re
 __all__ = ["parse_user_agent"]
 
 _CACHE_LIMIT = 5_000
+_MAX_CACHED_LENGTH = 2048
 _PRODUCT = re.compile(r"^\s*([A-Za-z][A-Za-z0-9._+-]{0,63})(?:/([0-9][A-Za-z0-9._+-]{0,31}))?")
 _BROWSER_VENDORS = ("Mozilla", "Opera")
 _UNKNOWN = ("unknown", "unknown")
@@ -30,7 +31,8 @@ def parse_user_agent(user_agent: object) -> tuple[str, str]:
         result = ("browser", "unknown")
     else:
         result = (m.group(1).lower(), m.group(2) or "unknown")
-    if len(_cache) >= _CACHE_LIMIT:
-        _cache.clear()
-    _cache[user_agent] = result
+    if len(user_agent) <= _MAX_CACHED_LENGTH:  # a cache of 1 MiB keys would hold gigabytes
+        if len(_cache) >= _CACHE_LIMIT:
+            _cache.clear()
+        _cache[user_agent] = result
     return result

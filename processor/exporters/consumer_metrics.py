@@ -2,7 +2,9 @@
 
 Values come from the last refresh of the store (`processors` → `state.refresh_interval`),
 computed over every replica's data: with several replicas, aggregate with
-`max without (instance)`, not `sum`.
+`max without (instance)`, not `sum`.  Label values are sanitized when spans are derived
+(and again by the report for older stores), and each label past `processors.limits`
+folds into `__other__` (state/folding.py).
 """
 
 from __future__ import annotations
@@ -16,42 +18,24 @@ from prometheus_client.core import (
     Metric,
 )
 
-from ..derive.series import sanitize_label_value
 from ..state.report import TTFS_BUCKETS
 from ..state.service import StateService
 
 __all__ = ["ConsumerCollector"]
 
 
-def _gauge(name: str, doc: str, labels: tuple[str, ...], values: dict, unit: str = "",
-           max_length: int = 128) -> Metric:
+def _gauge(name: str, doc: str, labels: tuple[str, ...], values: dict, unit: str = "") -> Metric:
     family = GaugeMetricFamily(name, doc, labels=list(labels), unit=unit)
     for key, value in sorted(values.items()):
-        # Values come from the store, written from spans: same sanitizing as the request labels.
-        key = key if isinstance(key, tuple) else (key,)
-        family.add_metric([sanitize_label_value(v, max_length) for v in key], value)
+        family.add_metric(list(key), value)
     return family
 
 
 class ConsumerCollector:
-    def __init__(self, state: StateService, limits) -> None:
-        self._state = state
-        self._limits = limits
+    """The report's families as they are: build_report() already sanitized and folded them."""
 
-    def _bounded(self, values: dict, position: int, label: str, metric: str,
-                 dropped: dict[tuple[str, str], int]) -> dict:
-        """Keep the series of the `limit` busiest values of one label (no consumer ids here,
-        but routes and client versions can still be many)."""
-        limit = self._limits.label_limit(label)
-        distinct = {k[position] for k in values}
-        if len(distinct) <= limit:
-            return values
-        dropped[metric, label] = len(distinct) - limit
-        totals: dict[str, float] = {}
-        for k, v in values.items():
-            totals[k[position]] = totals.get(k[position], 0) + v
-        keep = set(sorted(totals, key=lambda x: (-totals[x], x))[:limit])
-        return {k: v for k, v in values.items() if k[position] in keep}
+    def __init__(self, state: StateService, limits=None) -> None:
+        self._state = state  # limits: applied by build_report (StateService), kept for callers
 
     def collect(self) -> Iterable[Metric]:
         r = self._state.report
@@ -74,25 +58,16 @@ class ConsumerCollector:
                 buckets.append((le, cumulative))
             ttfs.add_metric(list(key), buckets, total)
         yield ttfs
-        dropped: dict[tuple[str, str], int] = {}
         yield _gauge("api_endpoint_consumers", "Distinct consumers of an endpoint in the window.",
-                     ("service", "method", "route", "window"),
-                     self._bounded(r.endpoint_consumers, 2, "route", "api_endpoint_consumers",
-                                   dropped))
+                     ("service", "method", "route", "window"), r.endpoint_consumers)
         yield _gauge("api_feature_consumers", "Distinct consumers of a feature in the window.",
-                     ("service", "feature", "window"),
-                     self._bounded(r.feature_consumers, 1, "feature", "api_feature_consumers",
-                                   dropped))
+                     ("service", "feature", "window"), r.feature_consumers)
         yield _gauge("api_feature_adoption_ratio",
                      "Feature consumers / active consumers, per plan tier and window.",
-                     ("service", "feature", "plan_tier", "window"),
-                     self._bounded(r.feature_adoption, 1, "feature", "api_feature_adoption_ratio",
-                                   dropped))
+                     ("service", "feature", "plan_tier", "window"), r.feature_adoption)
         yield _gauge("api_client_version_consumers",
                      "Distinct consumers per client SDK and version in the window.",
-                     ("service", "client_name", "client_version", "window"),
-                     self._bounded(r.client_versions, 2, "client_version",
-                                   "api_client_version_consumers", dropped))
+                     ("service", "client_name", "client_version", "window"), r.client_versions)
         yield _gauge("api_deprecated_endpoint_consumers",
                      "Distinct consumers of a deprecated endpoint in the window.",
                      ("service", "method", "route", "window"), r.deprecated_consumers)
@@ -113,13 +88,13 @@ class ConsumerCollector:
         yield _gauge("api_consumers_at_risk",
                      "Consumers whose last-7-day calls fell below half their previous "
                      "4-week weekly average.", ("service", "plan_tier"), r.at_risk)
-        yield from self._health(dropped)
+        yield from self._health({key: values for key, (values, _) in r.folded.items()})
 
     def _health(self, dropped_values: dict[tuple[str, str], int]) -> Iterable[Metric]:
         dropped = GaugeMetricFamily(
             "apiusage_consumer_metric_values_dropped",
-            "Label values left out of a consumer metric at the last scrape (past the label "
-            "limit; the busiest values are kept).", labels=["metric", "label"])
+            "Label values folded into __other__ in a consumer metric at the last refresh (past the "
+            "label limit; the busiest values are kept).", labels=["metric", "label"])
         for (metric, label), n in sorted(dropped_values.items()):
             dropped.add_metric([metric, label], n)
         yield dropped

@@ -26,7 +26,6 @@ from .store import ActivityBatch
 __all__ = ["ConsumerActivity", "DAY_MS"]
 
 DAY_MS = 86_400_000
-_MAX_ID_LENGTH = 256
 # Estimated bytes per pending row besides its strings: the dict slot, the key tuple, the value
 # list and its numbers (measured on CPython 3.11: 250-330 bytes).
 _ROW_OVERHEAD = 300
@@ -91,8 +90,6 @@ class ConsumerActivity:
                 consumer = r[10]
                 if consumer is None:
                     continue
-                if len(consumer) > _MAX_ID_LENGTH:
-                    consumer = consumer[:_MAX_ID_LENGTH]
                 ok = code[0] == "2"
                 failed = code[0] in "45" or code == "unknown"
                 w = r[12]

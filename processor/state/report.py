@@ -15,6 +15,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..config import LimitsConfig
+from ..derive.series import OVERFLOW_VALUE, sanitize_label_value
+from .folding import Folder, Keep, folded_columns, merge_histograms
 from .store import Store
 
 __all__ = ["ConsumerReport", "build_report", "WINDOWS", "TTFS_BUCKETS", "week_start",
@@ -63,10 +66,12 @@ class ConsumerReport:
     deprecated_consumers: dict[tuple, int] = field(default_factory=dict)
     sunset: dict[tuple, float] = field(default_factory=dict)
     migrated: dict[tuple, int] = field(default_factory=dict)
-    unused: dict[str, int] = field(default_factory=dict)
+    unused: dict[tuple, int] = field(default_factory=dict)
     last_called: dict[tuple, float] = field(default_factory=dict)
     cohorts: dict[tuple, float] = field(default_factory=dict)
     at_risk: dict[tuple, int] = field(default_factory=dict)
+    # (metric, label) → (distinct values folded into __other__, source series folded)
+    folded: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
 
 
 def _route_key(route: str) -> str:
@@ -105,49 +110,121 @@ def deprecated_endpoints(store: Store, catalog) -> list[ResolvedEndpoint]:
     return sorted(out.values(), key=lambda e: (e.service, e.route, e.method))
 
 
-def build_report(store: Store, now_ms: int, catalog=None) -> ConsumerReport:
+# Distinct-consumer families read from the activity table: SELECT columns, their label names, the
+# FROM … WHERE clause (one `?`: the window's start) and the consumer column counted.
+_ACTIVITY = "activity WHERE last_call >= ?"
+_DISTINCT = {
+    "api_endpoint_consumers": (("service", "method", "route"), ("service", "method", "route"),
+                               _ACTIVITY, "consumer_id"),
+    "api_feature_consumers": (("service", "feature"), ("service", "feature"),
+                              _ACTIVITY + " AND feature <> ''", "consumer_id"),
+    "api_client_version_consumers": (("service", "client_name", "client_version"),
+                                     ("service", "client_name", "client_version"),
+                                     _ACTIVITY, "consumer_id"),
+}
+_ADOPTION = (("a.service", "a.feature", "c.plan_tier"), ("service", "feature", "plan_tier"),
+             "activity a JOIN consumers c ON c.service = a.service AND c.consumer_id = a.consumer_id "
+             "WHERE a.last_call >= ? AND a.feature <> ''", "a.consumer_id")
+_DEPRECATED = (("a.service", "a.method", "a.route"), ("service", "method", "route"),
+               "activity a JOIN endpoints e ON e.service = a.service AND e.method = a.method "
+               "AND e.route = a.route WHERE e.deprecated = 1 AND a.last_call >= ?", "a.consumer_id")
+
+
+def _distinct(q, spec: tuple, since: int, keep: Keep | None = None) -> list[tuple]:
+    columns, _, source, who = spec
+    exprs, params = folded_columns(columns, keep or [None] * len(columns))
+    groups = ", ".join(str(i + 1) for i in range(len(columns)))
+    return q(f"SELECT {', '.join(exprs)}, COUNT(DISTINCT {who}) FROM {source} GROUP BY {groups}",
+             (*params, since))
+
+
+def _per_window(q, spec: tuple, sinces: dict[str, int], keep: Keep | None = None) -> dict[tuple, int]:
+    return {(*key, window): n for window, since in sinces.items()
+            for *key, n in _distinct(q, spec, since, keep)}
+
+
+def _distinct_family(q, folder: Folder, metric: str, spec: tuple,
+                     sinces: dict[str, int]) -> tuple[dict[tuple, int], dict[tuple, int], Keep]:
+    """(folded values, unfolded values, kept values per label) of one distinct-consumer family;
+    past a limit the store counts again with the folded labels, so `__other__` is distinct too."""
+    labels = (*spec[1], None)
+    values = folder.clean(_per_window(q, spec, sinces), labels)
+    keep = folder.keep(values, labels)
+    if all(k is None for k in keep):
+        return values, values, keep
+    folder.record(metric, values, labels, keep)
+    return folder.clean(_per_window(q, spec, sinces, keep[:-1]), labels), values, keep
+
+
+def build_report(store: Store, now_ms: int, catalog=None,
+                 limits: LimitsConfig | None = None) -> ConsumerReport:
+    """Every family from the store; with `limits`, each label past its limit folds into `__other__`."""
     report = ConsumerReport(generated_ms=now_ms)
     today = now_ms // DAY_MS
     q = store.query
+    folder = Folder(limits)
+    sinces = {window: now_ms - days * DAY_MS for window, days in WINDOWS.items()}
 
-    active_by_plan: dict[tuple, int] = {}
-    for window, days in WINDOWS.items():
-        since = now_ms - days * DAY_MS
+    active: dict[tuple, int] = {}
+    for window, since in sinces.items():
         for service, plan, n in q("SELECT service, plan_tier, COUNT(*) FROM consumers "
                                   "WHERE last_seen >= ? GROUP BY service, plan_tier", (since,)):
-            report.active[service, plan, window] = n
-            active_by_plan[service, plan, window] = n
-        for service, method, route, n in q(
-                "SELECT service, method, route, COUNT(DISTINCT consumer_id) FROM activity "
-                "WHERE last_call >= ? GROUP BY service, method, route", (since,)):
-            report.endpoint_consumers[service, method, route, window] = n
-        for service, feature, n in q(
-                "SELECT service, feature, COUNT(DISTINCT consumer_id) FROM activity "
-                "WHERE last_call >= ? AND feature <> '' GROUP BY service, feature", (since,)):
-            report.feature_consumers[service, feature, window] = n
-        for service, feature, plan, n in q(
-                "SELECT a.service, a.feature, c.plan_tier, COUNT(DISTINCT a.consumer_id) "
-                "FROM activity a JOIN consumers c "
-                "ON c.service = a.service AND c.consumer_id = a.consumer_id "
-                "WHERE a.last_call >= ? AND a.feature <> '' "
-                "GROUP BY a.service, a.feature, c.plan_tier", (since,)):
-            total = active_by_plan.get((service, plan, window), 0)
-            report.feature_adoption[service, feature, plan, window] = n / total if total else 0.0
-        for service, name, version, n in q(
-                "SELECT service, client_name, client_version, COUNT(DISTINCT consumer_id) "
-                "FROM activity WHERE last_call >= ? "
-                "GROUP BY service, client_name, client_version", (since,)):
-            report.client_versions[service, name, version, window] = n
+            active[service, plan, window] = n
+    # A consumer has one plan tier: these counts add up, so folding them by a sum is exact.
+    plan_labels = ("service", "plan_tier", None)
+    active = folder.clean(active, plan_labels)
+    active_keep = folder.keep(active, plan_labels)
+    report.active = folder.fold("api_active_consumers", active, plan_labels, keep=active_keep)
 
-    for service, plan, n in q("SELECT service, first_plan_tier, COUNT(*) FROM consumers "
-                              "GROUP BY service, first_plan_tier"):
-        report.new[service, plan] = n
+    endpoints: dict[tuple, int] = {}
+    families: dict[str, dict[tuple, int]] = {}
+    keeps: dict[str, Keep] = {}
+    for metric, spec in _DISTINCT.items():
+        families[metric], unfolded, keeps[metric] = _distinct_family(q, folder, metric, spec, sinces)
+        if metric == "api_endpoint_consumers":
+            endpoints = unfolded
+    report.endpoint_consumers = families["api_endpoint_consumers"]
+    report.feature_consumers = families["api_feature_consumers"]
+    report.client_versions = families["api_client_version_consumers"]
+
+    # Adoption: the feature's consumers among a plan's active ones, folded as those two families are.
+    feature_keep = keeps["api_feature_consumers"]
+    adoption_keep = [active_keep[0], feature_keep[1], active_keep[1]]
+    adopters = folder.clean(_per_window(q, _ADOPTION, sinces, adoption_keep), (*_ADOPTION[1], None))
+    if any(k is not None for k in adoption_keep):
+        folder.record("api_feature_adoption_ratio", adopters, (*_ADOPTION[1], None),
+                      [*adoption_keep, None])
+    for (service, feature, plan, window), n in adopters.items():
+        total = report.active.get((service, plan, window), 0)
+        report.feature_adoption[service, feature, plan, window] = n / total if total else 0.0
+
+    new = {(service, plan): n for service, plan, n in q(
+        "SELECT service, first_plan_tier, COUNT(*) FROM consumers GROUP BY service, first_plan_tier")}
+    report.new = folder.fold("api_new_consumers", folder.clean(new, plan_labels[:2]), plan_labels[:2])
     _onboarding(report, q("SELECT service, first_plan_tier, first_success - first_seen "
                           "FROM consumers WHERE first_success IS NOT NULL"))
-    _deprecations(report, store, catalog, now_ms)
+    report.ttfs = folder.fold("api_time_to_first_success_seconds",
+                              folder.clean(report.ttfs, plan_labels[:2], merge_histograms),
+                              plan_labels[:2], merge_histograms, weight=lambda h: h[2])
+    _deprecations(report, store, catalog, now_ms, endpoints, folder, sinces)
     _catalog_usage(report, store, catalog, now_ms)
-    _cohorts(report, store, today)
+    endpoint_labels = ("service", "method", "route")
+    report.sunset = folder.fold("api_endpoint_sunset_timestamp_seconds",
+                                folder.clean(report.sunset, endpoint_labels, min), endpoint_labels, min)
+    # Catalog-bounded: folding by a sum over-counts a consumer of several folded endpoints.
+    report.migrated = folder.fold("api_migrated_consumers",
+                                  folder.clean(report.migrated, (*endpoint_labels, None)),
+                                  (*endpoint_labels, None))
+    report.last_called = folder.fold("api_endpoint_last_called_timestamp_seconds",
+                                     folder.clean(report.last_called, endpoint_labels, max),
+                                     endpoint_labels, max)
+    report.unused = folder.fold("api_unused_endpoints", folder.clean(report.unused, ("service",)),
+                                ("service",))
+    _cohorts(report, store, today, folder)
     _at_risk(report, store, today)
+    report.at_risk = folder.fold("api_consumers_at_risk", folder.clean(report.at_risk, plan_labels[:2]),
+                                 plan_labels[:2])
+    report.folded = folder.folded
     return report
 
 
@@ -161,15 +238,18 @@ def _onboarding(report: ConsumerReport, rows: Iterable[tuple]) -> None:
         report.ttfs[service, plan] = (counts, total + seconds, count + 1)
 
 
-def _deprecations(report: ConsumerReport, store: Store, catalog, now_ms: int) -> None:
+def _deprecations(report: ConsumerReport, store: Store, catalog, now_ms: int,
+                  endpoint_consumers: dict[tuple, int], folder: Folder,
+                  sinces: dict[str, int]) -> None:
+    """Consumers of deprecated endpoints, sunsets and migrations; `endpoint_consumers` unfolded."""
+    deprecated: dict[tuple, int] = {}
     for ep in deprecated_endpoints(store, catalog):
         key = (ep.service, ep.method, ep.route)
         if ep.sunset is not None:
             sunset = dt.datetime.combine(ep.sunset, dt.time(), dt.timezone.utc)
             report.sunset[key] = sunset.timestamp()
         for window, days in WINDOWS.items():
-            report.deprecated_consumers[(*key, window)] = report.endpoint_consumers.get(
-                (*key, window), 0)
+            deprecated[(*key, window)] = endpoint_consumers.get((*key, window), 0)
             if ep.replacement is None:
                 continue
             (n,), = store.query(
@@ -180,6 +260,18 @@ def _deprecations(report: ConsumerReport, store: Store, catalog, now_ms: int) ->
                 "AND r.route = ? AND r.day >= dep.since)",
                 (*key, now_ms - days * DAY_MS, ep.service, *ep.replacement))
             report.migrated[(*key, window)] = n
+    labels = (*_DEPRECATED[1], None)
+    deprecated = folder.clean(deprecated, labels)
+    keep = folder.keep(deprecated, labels)
+    if all(k is None for k in keep):
+        report.deprecated_consumers = deprecated
+        return
+    # Kept endpoints keep their exact counts; `__other__` counts the distinct consumers of the
+    # folded ones as flagged in the endpoints table (spans, or the catalog through the deriver).
+    folded = folder.fold("api_deprecated_endpoint_consumers", deprecated, labels, keep=keep)
+    others = folder.clean(_per_window(store.query, _DEPRECATED, sinces, keep[:-1]), labels)
+    report.deprecated_consumers = {
+        key: (others.get(key, 0) if OVERFLOW_VALUE in key[:-1] else n) for key, n in folded.items()}
 
 
 def _catalog_usage(report: ConsumerReport, store: Store, catalog, now_ms: int) -> None:
@@ -199,32 +291,52 @@ def _catalog_usage(report: ConsumerReport, store: Store, catalog, now_ms: int) -
                 report.last_called[service.name, method, route] = at / 1000
             if not seen or max(at for _, _, at in seen) < cutoff:
                 unused += 1
-        report.unused[service.name] = unused
+        report.unused[service.name,] = unused
 
 
-def _cohorts(report: ConsumerReport, store: Store, today: int) -> None:
+def _cohorts(report: ConsumerReport, store: Store, today: int, folder: Folder) -> None:
     this_week = week_of(today)
     first_week = this_week - COHORT_WEEKS + 1
     first_day = first_week * 7 - 3
+    members = store.query(
+        "SELECT service, consumer_id, first_seen FROM consumers WHERE first_seen >= ?",
+        (first_day * DAY_MS,))
+    # Services past their limit share one `__other__` cohort: fold before counting, so it is exact.
+    per_service: dict[tuple, int] = defaultdict(int)
+    for service, _, _ in members:
+        per_service[service,] += 1
+    per_service = folder.clean(per_service, ("service",))
+    [keep] = folder.keep(per_service, ("service",))
+    if keep is not None:
+        folder.record("api_cohort_retention_ratio", per_service, ("service",), [keep])
+    n = folder.max_length
+    labels: dict[str, str] = {}
+
+    def label(service: str) -> str:
+        known = labels.get(service)
+        if known is None:
+            known = sanitize_label_value(service, n)
+            known = labels[service] = known if keep is None or known in keep else OVERFLOW_VALUE
+        return known
+
     cohort_of: dict[tuple[str, str], int] = {}
     sizes: dict[tuple[str, int], int] = defaultdict(int)
-    for service, consumer, first_seen in store.query(
-            "SELECT service, consumer_id, first_seen FROM consumers WHERE first_seen >= ?",
-            (first_day * DAY_MS,)):
+    for service, consumer, first_seen in members:
         week = week_of(first_seen // DAY_MS)
         cohort_of[service, consumer] = week
-        sizes[service, week] += 1
+        sizes[label(service), week] += 1
     active: dict[tuple[str, int, int], int] = defaultdict(int)
     for service, consumer, week in store.query(
             "SELECT DISTINCT service, consumer_id, (day + 3) / 7 FROM activity WHERE day >= ?",
             (first_day,)):
         cohort = cohort_of.get((service, consumer))
         if cohort is not None and week >= cohort:
-            active[service, cohort, int(week) - cohort] += 1
+            active[label(service), cohort, int(week) - cohort] += 1
     for (service, cohort), size in sizes.items():
-        label = week_start(cohort).isoformat()
+        week_label = week_start(cohort).isoformat()
         for since in range(this_week - cohort + 1):
-            report.cohorts[service, label, str(since)] = active.get((service, cohort, since), 0) / size
+            report.cohorts[service, week_label, str(since)] = (
+                active.get((service, cohort, since), 0) / size)
 
 
 def consumer_trends(store: Store, today: int) -> list[tuple]:

@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..config import StateConfig
+from ..config import LimitsConfig, StateConfig
 from ..derive.plans import PlanLookup
+from ..telemetry import PipelineStats
 from .activity import DAY_MS, ConsumerActivity
 from .report import ConsumerReport, build_report
 from .store import Store, StoreError, open_store
@@ -61,8 +62,11 @@ class StateHealth:
 
 class StateService:
     def __init__(self, config: StateConfig, activity: ConsumerActivity, catalog=None,
-                 plans: PlanLookup | None = None, plans_interval: float = 300.0) -> None:
+                 plans: PlanLookup | None = None, plans_interval: float = 300.0,
+                 limits: LimitsConfig | None = None, stats: PipelineStats | None = None) -> None:
         self.config = config
+        self.limits = limits  # label limits of the consumer families (None: no folding)
+        self._stats = stats
         self.activity = activity
         self.catalog = catalog
         self.plans = plans
@@ -173,7 +177,7 @@ class StateService:
             with self._refresh_lock:
                 start = self.health.refresh_started = time.monotonic()
                 try:
-                    report = build_report(self._refresher, now_ms, self.catalog)
+                    report = build_report(self._refresher, now_ms, self.catalog, self.limits)
                 finally:
                     self.health.refresh_started = None
         except StoreError as exc:
@@ -190,6 +194,9 @@ class StateService:
         self.health.refresh_ok = True
         self.health.refreshes["success"] += 1
         self.health.refresh_seconds = time.monotonic() - start
+        if self._stats is not None:
+            for (metric, label), (_, series) in report.folded.items():
+                self._stats.overflow(metric, label, series)
 
     def apply_retention(self) -> None:
         oldest = int(time.time() * 1000) // DAY_MS - self.config.retention_days

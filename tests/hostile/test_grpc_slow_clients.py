@@ -242,7 +242,8 @@ def frame_types(data: bytes) -> list[int]:
 def test_receive_timeout_out_of_range_names_the_key(value: str | float, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"receivers": {"otlp": {"protocols": {"grpc": {"receive_timeout": value}}}}})
-    assert str(info.value).splitlines()[1:] == [f"  receivers.otlp.protocols.grpc.receive_timeout: {message}"]
+    problems = str(info.value).splitlines()[1:]
+    assert problems == [f"  receivers.otlp.protocols.grpc.receive_timeout: {message}"]
 
 
 @pytest.mark.parametrize(("value", "message"), [
@@ -252,4 +253,5 @@ def test_receive_timeout_out_of_range_names_the_key(value: str | float, message:
 def test_max_pending_calls_out_of_range_names_the_key(value: int, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"receivers": {"otlp": {"protocols": {"grpc": {"max_pending_calls": value}}}}})
-    assert str(info.value).splitlines()[1:] == [f"  receivers.otlp.protocols.grpc.max_pending_calls: {message}"]
+    problems = str(info.value).splitlines()[1:]
+    assert problems == [f"  receivers.otlp.protocols.grpc.max_pending_calls: {message}"]
