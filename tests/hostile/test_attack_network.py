@@ -1,0 +1,147 @@
+"""Attacks on the network surfaces (OTLP/HTTP, metrics, admin, OTLP/gRPC) after issue 12's hardening."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from apiusage.processor._httpserver import server_tls_context
+
+from tests.support.attack_net import get_small, http_server, non_reader, open_connections, wait_until
+from tests.support.processor import RunningProcessor, running_processor, sample
+from tests.support.rawhttp import Conn, post_head
+from tests.support.tls import make_certs
+
+
+@pytest.fixture(scope="module")
+def processor() -> Iterator[RunningProcessor]:
+    with running_processor() as running:
+        yield running
+
+
+def _http_port(running: RunningProcessor) -> int:
+    return urllib.parse.urlsplit(running.http_endpoint).port or 0
+
+
+def _post_json(running: RunningProcessor, body: bytes):  # noqa: ANN202
+    conn = Conn(_http_port(running))
+    try:
+        conn.send(post_head("/v1/traces", {"Content-Type": "application/json",
+                                           "Content-Length": str(len(body))}) + body)
+        return conn.read_response()
+    finally:
+        conn.sock.close()
+
+GET_BIG = b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_a_client_that_never_reads_its_answer_is_dropped_after_send_timeout() -> None:
+    # Before: the 8 MiB answer sat in the server's buffer for ever, its connection closed by the
+    # keep-alive timer but never gone (transport.close waits for the client to read).
+    with http_server(max_connections=4, idle_timeout=1, send_timeout=1.5) as server:
+        sock = non_reader(server.port, GET_BIG)
+        try:
+            assert wait_until(lambda: open_connections(server)[1] > 0, 5)  # the answer is stuck
+            started = time.monotonic()
+            assert wait_until(lambda: open_connections(server) == (0, 0), 8), open_connections(server)
+            assert 1.0 < time.monotonic() - started < 8
+        finally:
+            sock.close()
+
+
+def test_a_tls_client_that_never_reads_its_answer_is_dropped_too(tmp_path: Path) -> None:
+    certs = make_certs(tmp_path)
+    context = server_tls_context(str(certs.server_cert), str(certs.server_key), None)
+    client = ssl.create_default_context(cafile=str(certs.ca))
+    with http_server(context, max_connections=4, idle_timeout=1, send_timeout=1.5) as server:
+        sock = non_reader(server.port, GET_BIG, client)
+        try:
+            assert wait_until(lambda: open_connections(server)[1] > 0, 5)
+            assert wait_until(lambda: open_connections(server) == (0, 0), 8), open_connections(server)
+            assert get_small(server.port, tls=client) == b"HTTP/1.1 200 OK"  # and TLS still answers
+        finally:
+            sock.close()
+
+
+def test_unread_answers_hold_at_most_max_connections_answers() -> None:
+    # Before: 10 non-readers left 10 connections (and 10 × 5.5 MB of buffered answers) past
+    # max_connections 4, none ever freed: memory and file descriptors grew with each client.
+    with http_server(max_connections=4, idle_timeout=1, send_timeout=30) as server:
+        socks = []
+        try:
+            for _ in range(10):
+                socks.append(non_reader(server.port, GET_BIG))
+                assert wait_until(lambda: open_connections(server)[1] > 0, 5)
+                time.sleep(0.3)  # the keep-alive timer (1 s) closes some: they must still count
+                held, buffered = open_connections(server)
+                assert held <= 4, held
+                assert buffered <= 4 * (8 << 20)
+            time.sleep(1.5)
+            held, _ = open_connections(server)
+            assert held <= 4
+            assert get_small(server.port) == b"HTTP/1.1 200 OK"
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+def test_pipelining_non_readers_cannot_lock_out_a_new_client() -> None:
+    # Before: each held a slot for ever (its second answer waits for the first to drain, and no
+    # deadline ran), so once max_connections did this every newcomer got 503 until they left.
+    with http_server(max_connections=4, idle_timeout=1, header_timeout=1, send_timeout=30) as server:
+        socks = [non_reader(server.port, GET_BIG * 2) for _ in range(4)]
+        try:
+            assert wait_until(lambda: open_connections(server)[0] == 4, 5)
+            time.sleep(2.5)  # past every idle and header deadline
+            assert open_connections(server)[0] == 4
+            for _ in range(3):
+                assert get_small(server.port) == b"HTTP/1.1 200 OK"
+            assert open_connections(server)[0] <= 4
+        finally:
+            for sock in socks:
+                sock.close()
+
+
+def test_connections_whose_handler_runs_are_not_evicted_and_the_bound_holds() -> None:
+    # Held before too (a guard for the reordered eviction): a connection whose handler runs while
+    # it trickles a pipelined request is not evicted, and the newcomer is told 503, not let in.
+    with http_server(max_connections=2, header_timeout=10) as server:
+        busy = []
+        try:
+            for _ in range(2):
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHo")
+                busy.append(sock)
+            assert wait_until(lambda: open_connections(server)[0] == 2, 5)
+            status = get_small(server.port)
+            assert status == b"HTTP/1.1 503 Service Unavailable"
+            # the refused one lingers until it sees our close (at most LINGER, 2 s)
+            assert wait_until(lambda: open_connections(server)[0] == 2, 4)
+        finally:
+            for sock in busy:
+                sock.close()
+
+
+@pytest.mark.parametrize("body", [
+    b'{"\\ud800": 1}',
+    b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "a", "\\udc00x": 1}]}]}]}',
+], ids=["top-level-key", "span-key"])
+def test_otlp_json_key_that_is_a_lone_surrogate_is_a_400_naming_it(processor: RunningProcessor,
+                                                                     body: bytes) -> None:
+    # Before: upb raised SystemError for the key, the handler failed and the client got a 500
+    # "internal error" (and the log a line per request) for what is the client's bad input.
+    before = sample(processor.scrape(), "apiusage_export_requests_total", transport="http",
+                    outcome="invalid") or 0
+    response = _post_json(processor, body)
+    assert response is not None and response.status == 400
+    assert json.loads(response.body) == {
+        "code": 3, "message": "JSON body has a key that is a lone UTF-16 surrogate (such as \\ud800), "
+                              "which is not Unicode text"}
+    assert sample(processor.scrape(), "apiusage_export_requests_total", transport="http",
+                  outcome="invalid") == before + 1
