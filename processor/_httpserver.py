@@ -111,10 +111,15 @@ class Request:
     def has_body(self) -> bool:
         return "transfer-encoding" in self.headers or self.headers.get("content-length", "0") != "0"
 
-    async def body(self, limit: int) -> bytes:
-        """The whole body; BodyTooLarge as soon as more than `limit` bytes arrived."""
+    async def body(self, limit: int, check: Callable[[], None] | None = None, every: int = 1 << 20) -> bytes:
+        """The whole body; BodyTooLarge as soon as more than `limit` bytes arrived.
+
+        `check` is called each time `every` more bytes arrived: it raises to stop reading (say,
+        when memory ran short while many large bodies arrive at once).
+        """
         chunks: list[bytes] = []
         total = 0
+        next_check = every
         while True:
             message = await self._receive()
             if message["type"] != "http.request":
@@ -124,6 +129,9 @@ class Request:
             if total > limit:
                 raise BodyTooLarge(f"body is larger than the limit of {limit} bytes")
             chunks.append(chunk)
+            if check is not None and total >= next_check:
+                next_check = total + every
+                check()
             if not message.get("more_body", False):
                 self.body_read = True
                 return b"".join(chunks)

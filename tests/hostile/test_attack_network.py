@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import select
 import socket
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -38,6 +40,7 @@ def _post_json(running: RunningProcessor, body: bytes):  # noqa: ANN202
     finally:
         conn.sock.close()
 
+PB = "application/x-protobuf"
 GET_BIG = b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
@@ -145,3 +148,60 @@ def test_otlp_json_key_that_is_a_lone_surrogate_is_a_400_naming_it(processor: Ru
                               "which is not Unicode text"}
     assert sample(processor.scrape(), "apiusage_export_requests_total", transport="http",
                   outcome="invalid") == before + 1
+
+
+def _rss_mib() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 >> 20
+
+
+def _send_big_body(port: int, declared: int, results: list, stop_at: float) -> None:
+    """POST `declared` zero bytes in 1 MiB pieces; record (status, bytes sent before the answer)."""
+    chunk = bytes(1 << 20)
+    conn = Conn(port, timeout=10)
+    sent = 0
+    try:
+        conn.send(post_head("/v1/traces", {"Content-Type": PB, "Content-Length": str(declared)}))
+        while sent < declared and time.monotonic() < stop_at:
+            if select.select([conn.sock], [], [], 0)[0]:
+                break  # answered before the whole body was sent
+            conn.send(chunk)
+            sent += len(chunk)
+            time.sleep(0.02)
+        response = conn.read_response(timeout=max(1.0, stop_at - time.monotonic()))
+        results.append((response.status if response else None, sent,
+                        response.headers.get("retry-after") if response else None))
+    except OSError as exc:  # the server closed after answering: read what it said
+        results.append((f"{type(exc).__name__}", sent, None))
+    finally:
+        conn.sock.close()
+
+
+def test_large_bodies_admitted_together_are_refused_mid_body_when_memory_runs_short() -> None:
+    # Before: the memory limiter was asked only when a request's headers arrived, so 8 bodies of
+    # 16 MiB admitted together were all read in full (128 MiB past a 40 MiB headroom): with the
+    # defaults, 256 connections × 64 MiB = 16 GiB could be buffered before anyone was refused.
+    headroom = 40
+    config = {"receivers": {"otlp": {"protocols": {"http": {"max_request_body_size": "16MiB"}}}},
+              "processors": {"memory_limiter": {"limit_mib": _rss_mib() + headroom + 30,
+                                                "spike_limit_mib": 30, "check_interval": 0.02}}}
+    with running_processor(config) as running:
+        port = _http_port(running)
+        results: list = []
+        stop_at = time.monotonic() + 15
+        threads = [threading.Thread(target=_send_big_body, args=(port, 16 << 20, results, stop_at))
+                   for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=20)
+        assert len(results) == 8, results
+        refused = [r for r in results if r[0] == 503]
+        assert refused, results
+        for _status, sent, retry_after in refused:
+            assert sent < 16 << 20 and int(retry_after) >= 1  # told mid-body, with a retry delay
+        samples = running.scrape()
+        assert sample(samples, "apiusage_export_requests_total", transport="http",
+                      outcome="memory_limit") == len(refused)
+        # The others were read in full and refused as what they are (zeros are no protobuf).
+        assert all(r[0] in (400, 503) for r in results), results
