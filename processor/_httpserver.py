@@ -424,7 +424,10 @@ class _Protocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             # e.g. a chunk size of -1, `Transfer-Encoding: xchunked`, a Content-Length that is not
             # plain ASCII digits or does not fit 64 bits.
-            self._refuse(400, "malformed", f"malformed HTTP request: {_reason(exc)}")
+            reason = _reason(exc)
+            if "PRI/Upgrade" in reason:  # llhttp's words for the HTTP/2 connection preface
+                reason = "HTTP/2 is not served on this port; send HTTP/1.1 (OTLP over HTTP/2 is gRPC)"
+            self._refuse(400, "malformed", f"malformed HTTP request: {reason}")
             return
         if headers_pending and self._waiting_since is not None:
             self._header_bytes += len(data)

@@ -205,3 +205,18 @@ def test_large_bodies_admitted_together_are_refused_mid_body_when_memory_runs_sh
                       outcome="memory_limit") == len(refused)
         # The others were read in full and refused as what they are (zeros are no protobuf).
         assert all(r[0] in (400, 503) for r in results), results
+
+
+def test_http2_prior_knowledge_to_the_http_port_is_told_the_port_speaks_http1(
+        processor: RunningProcessor) -> None:
+    # Before: 400 "malformed HTTP request: Pause on PRI/Upgrade", llhttp's internal words.
+    conn = Conn(_http_port(processor))
+    try:
+        conn.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        response = conn.read_response()
+        assert response is not None and response.status == 400
+        assert response.body == (b"malformed HTTP request: HTTP/2 is not served on this port; send HTTP/1.1 "
+                                 b"(OTLP over HTTP/2 is gRPC)\n")
+        assert conn.closed_by_server(timeout=5)
+    finally:
+        conn.sock.close()
