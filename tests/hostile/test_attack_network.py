@@ -220,3 +220,34 @@ def test_http2_prior_knowledge_to_the_http_port_is_told_the_port_speaks_http1(
         assert conn.closed_by_server(timeout=5)
     finally:
         conn.sock.close()
+
+
+ADMIN_TOKEN = "admin-token-for-the-attack-tests"
+
+
+def test_unauthenticated_admin_requests_cannot_fill_the_disk_through_the_audit_log(tmp_path: Path) -> None:
+    # Before: every request, token or not, was audited with its whole path and query: 60 KB of
+    # query made a 60 KB line, so anyone reaching the port could fill the disk at wire speed.
+    audit = tmp_path / "audit.log"
+    config = {"admin": {"endpoint": "127.0.0.1:0", "token": ADMIN_TOKEN, "audit_log": str(audit)}}
+    with running_processor(config) as running:
+        port = running.processor.admin.port
+        query = "&".join(f"k{i}={'v' * 3000}" for i in range(20))  # 60 KB
+        path = "/v1/consumers/" + "p" * 3000
+        for token in ("wrong-token-of-sixteen", ADMIN_TOKEN):
+            conn = Conn(port)
+            try:
+                conn.send(f"GET {path}?{query} HTTP/1.1\r\nHost: x\r\n"
+                          f"Authorization: Bearer {token}\r\n\r\n".encode())
+                response = conn.read_response()
+            finally:
+                conn.sock.close()
+            assert response is not None and response.status == (401 if token != ADMIN_TOKEN else 404)
+        lines = audit.read_text().splitlines()
+        assert len(lines) == 2
+        for line, authorized in zip(lines, (False, True), strict=True):
+            entry = json.loads(line)
+            assert len(line) < 5000
+            assert entry["authorized"] is authorized and entry["truncated"] is True
+            assert entry["path"] == ("/v1/consumers/" + "p" * 3000)[:256]
+            assert entry["query"] == {f"k{i}": "v" * 256 for i in range(8)}
