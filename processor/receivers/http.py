@@ -71,6 +71,7 @@ class _Receiver:
         self.limit = limit
         self.retry_after = retry_after
         self.auth = auth
+        self._decoding = asyncio.Semaphore(DECODING)
 
     def _answer(self, outcome: Outcome, content_type: str, close: bool = False) -> Reply:
         if outcome.kind in ("success", "partial"):
@@ -139,8 +140,14 @@ class _Receiver:
             return self._answer(exc.outcome, reply_type, close=True)
         try:
             if encoding == "gzip" or content_type == JSON:
-                body = await asyncio.to_thread(_decode, body, encoding == "gzip", content_type == JSON,
-                                               self.limit)
+                # Inflating makes up to max_request_body_size and parsing JSON about 4 times its size:
+                # at most DECODING at once, each only while memory allows.
+                async with self._decoding:
+                    self._still_room()
+                    body = await asyncio.to_thread(_decode, body, encoding == "gzip", content_type == JSON,
+                                                   self.limit)
+        except _Overloaded as exc:
+            return self._answer(exc.outcome, reply_type)
         except PayloadTooLarge as exc:
             return self._refuse("too_large", str(exc), reply_type)
         except InvalidPayload as exc:
@@ -151,6 +158,9 @@ class _Receiver:
             outcome = self.intake.accept(body, TRANSPORT, service)
         return self._answer(outcome, reply_type)
 
+
+# gzip or JSON bodies decoded at once (each on a worker thread).
+DECODING = 2
 
 # Bodies up to this size are scanned on the event loop (a 300 KB batch takes about 0.3 ms);
 # larger ones on a worker thread.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import select
 import socket
@@ -16,6 +17,7 @@ import pytest
 from apiusage.processor._httpserver import server_tls_context
 
 from tests.support.attack_net import get_small, http_server, non_reader, open_connections, wait_until
+from tests.support.otlp import request_with_spans
 from tests.support.processor import RunningProcessor, running_processor, sample
 from tests.support.rawhttp import Conn, post_head
 from tests.support.tls import make_certs
@@ -251,3 +253,28 @@ def test_unauthenticated_admin_requests_cannot_fill_the_disk_through_the_audit_l
             assert entry["authorized"] is authorized and entry["truncated"] is True
             assert entry["path"] == ("/v1/consumers/" + "p" * 3000)[:256]
             assert entry["query"] == {f"k{i}": "v" * 256 for i in range(8)}
+
+
+def test_a_gzip_body_is_not_inflated_while_memory_is_over_the_limit() -> None:
+    # Before: the limiter was asked at the headers only; a body admitted then was inflated (up to
+    # max_request_body_size, JSON parsed at about 4× its size) however short memory had become,
+    # by as many worker threads at once as there were such bodies (up to the executor's 6).
+    config = {"processors": {"memory_limiter": {"check_interval": 3600}}}  # we say when it is over
+    with running_processor(config) as running:
+        body = gzip.compress(request_with_spans(3).SerializeToString())
+        conn = Conn(_http_port(running))
+        try:
+            conn.send(post_head("/v1/traces", {"Content-Type": PB, "Content-Encoding": "gzip",
+                                               "Content-Length": str(len(body))}) + body[:10])
+            time.sleep(0.3)  # admitted: the headers were read while memory was fine
+            running.processor.memory.over = True
+            conn.send(body[10:])
+            response = conn.read_response()
+        finally:
+            conn.sock.close()
+            running.processor.memory.over = False
+        assert response is not None and response.status == 503
+        assert response.headers["retry-after"] == "5"
+        assert sample(running.scrape(), "apiusage_export_requests_total", transport="http",
+                      outcome="memory_limit") == 1
+        assert (sample(running.scrape(), "apiusage_spans_received_total", transport="http") or 0) == 0
