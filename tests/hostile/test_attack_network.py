@@ -17,6 +17,7 @@ import pytest
 from apiusage.processor._httpserver import server_tls_context
 
 from tests.support.attack_net import get_small, http_server, non_reader, open_connections, wait_until
+from tests.support.h2client import StallingClient
 from tests.support.otlp import request_with_spans
 from tests.support.processor import RunningProcessor, running_processor, sample
 from tests.support.rawhttp import Conn, post_head
@@ -278,3 +279,40 @@ def test_a_gzip_body_is_not_inflated_while_memory_is_over_the_limit() -> None:
         assert sample(running.scrape(), "apiusage_export_requests_total", transport="http",
                       outcome="memory_limit") == 1
         assert (sample(running.scrape(), "apiusage_spans_received_total", transport="http") or 0) == 0
+
+
+def test_a_large_grpc_message_that_arrives_when_memory_is_over_is_refused_retryably() -> None:
+    # Before: the limiter was asked when the call's headers came; a 2 MiB message finishing after
+    # memory ran short was accepted into the queue all the same.
+    config = {"processors": {"memory_limiter": {"check_interval": 3600}}}
+    with running_processor(config) as running:
+        host, port = running.grpc_endpoint.rsplit(":", 1)
+        message = request_with_spans(3).SerializeToString()
+        message += b"\x0a\x00" * ((2 << 20) // 2)  # 1 MiB of empty ResourceSpans: still 3 spans
+        client = StallingClient(host, int(port))
+        try:
+            stream = client.open_call(len(message), 0)
+            client.conn.send_data(stream, message[:1000])
+            client.pump(0.3)  # the call is in, waiting for the rest of its message
+            running.processor.memory.over = True
+            sent = 1000
+            deadline = time.monotonic() + 10
+            while sent < len(message) and time.monotonic() < deadline and not client.closed:
+                size = min(client.conn.local_flow_control_window(stream), client.conn.max_outbound_frame_size,
+                           len(message) - sent)
+                if size <= 0:
+                    client.pump(0.05)
+                    continue
+                last = sent + size == len(message)
+                client.conn.send_data(stream, message[sent:sent + size], end_stream=last)
+                sent += size
+                client._flush()
+            client.wait_answered([stream], 10)
+        finally:
+            client.close()
+            running.processor.memory.over = False
+        assert sent == len(message)
+        assert client.answers[stream].grpc_status == "14"  # UNAVAILABLE: retry
+        assert sample(running.scrape(), "apiusage_export_requests_total", transport="grpc",
+                      outcome="memory_limit") == 1
+        assert (sample(running.scrape(), "apiusage_spans_received_total", transport="grpc") or 0) == 0
