@@ -316,3 +316,26 @@ def test_a_large_grpc_message_that_arrives_when_memory_is_over_is_refused_retrya
         assert sample(running.scrape(), "apiusage_export_requests_total", transport="grpc",
                       outcome="memory_limit") == 1
         assert (sample(running.scrape(), "apiusage_spans_received_total", transport="grpc") or 0) == 0
+
+
+@pytest.mark.xfail(strict=True, reason="OTLP/gRPC has no connection bound: idle HTTP/2 connections are held "
+                                       "for ever (needs receivers.otlp.protocols.grpc.max_connections in "
+                                       "config.py, e.g. grpc.max_allowed_incoming_connections plus eviction "
+                                       "or grpc.max_connection_idle_ms)")
+def test_idle_grpc_connections_are_bounded() -> None:
+    # 300 clients finish the HTTP/2 handshake and then say nothing: each holds a descriptor; with
+    # the common `ulimit -n` of 1024, a few more than that and no port (nor SQLite) can open a file.
+    with running_processor() as running:
+        host, port = running.grpc_endpoint.rsplit(":", 1)
+        clients = []
+        try:
+            for _ in range(300):
+                clients.append(StallingClient(host, int(port)))
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline:
+                for client in clients:
+                    client.pump(0.001)
+            assert sum(not c.closed for c in clients) <= 256  # the HTTP receiver's default bound
+        finally:
+            for client in clients:
+                client.close()
