@@ -179,8 +179,11 @@ def asgi_app(handle: Handler, name: str) -> Callable:
         if reply.close or (request.has_body and not request.body_read):
             # An unread body would be parsed as the next request's bytes: close instead.
             out.append((b"Connection", b"close"))
-        await send({"type": "http.response.start", "status": reply.status, "headers": out})
-        await send({"type": "http.response.body", "body": reply.body})
+        try:
+            await send({"type": "http.response.start", "status": reply.status, "headers": out})
+            await send({"type": "http.response.body", "body": reply.body})
+        except asyncio.CancelledError:  # past the grace period, waiting for a client to read
+            log.warning("%s: the answer to %s %s cut short by shutdown", name, request.method, request.path)
 
     return app
 
@@ -486,6 +489,10 @@ class _Protocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         """At server shutdown: a request still sending its body is told so now, not cut later."""
+        if self._stalled_since is not None:
+            # The client is not reading its answer: the grace period would only be waited out.
+            self._send_late("unread at shutdown")
+            return
         if self._body_since is not None and self.cycle is not None and not self.cycle.response_started:
             self._refuse(503, "shutting_down", "the processor is shutting down; retry later",
                          retry_after=True)

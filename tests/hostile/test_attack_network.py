@@ -339,3 +339,19 @@ def test_idle_grpc_connections_are_bounded() -> None:
         finally:
             for client in clients:
                 client.close()
+
+
+def test_stopping_with_a_client_not_reading_is_quick_and_logs_no_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Before: stop waited out the 5 s grace for a pipelined answer the client would never read,
+    # then uvicorn logged "Exception in ASGI application" with a CancelledError traceback.
+    with http_server(max_connections=4, send_timeout=60) as server:
+        sock = non_reader(server.port, GET_BIG * 2)
+        try:
+            assert wait_until(lambda: open_connections(server)[1] > 0, 5)
+            started = time.monotonic()
+            server.stop()
+            assert time.monotonic() - started < 3
+        finally:
+            sock.close()
+    assert not [r for r in caplog.records if r.exc_info or "Exception in ASGI" in r.getMessage()]
