@@ -88,6 +88,9 @@ class Limits:
     body_timeout: float = 60.0  # end of headers → end of body
     idle_timeout: float = 30.0  # keep-alive connection with no request
     max_header_bytes: int = 64 * 1024
+    # An answer the kernel could not take at once must be taken by the client within this:
+    # a client that stops reading holds its buffered answer (and its slot) no longer.
+    send_timeout: float = 60.0
     # Called once per refusal the server answers itself (kind, message): counts or logs it.
     on_refused: Refusal = field(default=lambda kind, message: None)
 
@@ -108,10 +111,15 @@ class Request:
     def has_body(self) -> bool:
         return "transfer-encoding" in self.headers or self.headers.get("content-length", "0") != "0"
 
-    async def body(self, limit: int) -> bytes:
-        """The whole body; BodyTooLarge as soon as more than `limit` bytes arrived."""
+    async def body(self, limit: int, check: Callable[[], None] | None = None, every: int = 1 << 20) -> bytes:
+        """The whole body; BodyTooLarge as soon as more than `limit` bytes arrived.
+
+        `check` is called each time `every` more bytes arrived: it raises to stop reading (say,
+        when memory ran short while many large bodies arrive at once).
+        """
         chunks: list[bytes] = []
         total = 0
+        next_check = every
         while True:
             message = await self._receive()
             if message["type"] != "http.request":
@@ -121,6 +129,9 @@ class Request:
             if total > limit:
                 raise BodyTooLarge(f"body is larger than the limit of {limit} bytes")
             chunks.append(chunk)
+            if check is not None and total >= next_check:
+                next_check = total + every
+                check()
             if not message.get("more_body", False):
                 self.body_read = True
                 return b"".join(chunks)
@@ -168,8 +179,11 @@ def asgi_app(handle: Handler, name: str) -> Callable:
         if reply.close or (request.has_body and not request.body_read):
             # An unread body would be parsed as the next request's bytes: close instead.
             out.append((b"Connection", b"close"))
-        await send({"type": "http.response.start", "status": reply.status, "headers": out})
-        await send({"type": "http.response.body", "body": reply.body})
+        try:
+            await send({"type": "http.response.start", "status": reply.status, "headers": out})
+            await send({"type": "http.response.body", "body": reply.body})
+        except asyncio.CancelledError:  # past the grace period, waiting for a client to read
+            log.warning("%s: the answer to %s %s cut short by shutdown", name, request.method, request.path)
 
     return app
 
@@ -206,6 +220,8 @@ class _Cycle(RequestResponseCycle):
             content.append(message.get("body", b""))
         if self.flow.write_paused:
             await self.flow.drain()
+            if self.disconnected:  # aborted while the client was not reading the previous answer
+                return
         # A single write: with headers and body in separate segments a client's delayed ACK
         # could hold the body back ~40 ms on a kept-alive connection.
         self.transport.write(b"".join(content))
@@ -231,6 +247,8 @@ class _Protocol(HttpToolsProtocol):
     limits: Limits  # set on the per-server subclass
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._stalled_since: float | None = None  # answer bytes waiting for the client to read
         self._timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         self._waiting_since: float | None = time.monotonic()  # no request headers in hand
@@ -240,13 +258,22 @@ class _Protocol(HttpToolsProtocol):
         self._linger_since = 0.0
         if self._at_bound() and not self._evict_one():
             # Every connection is busy with a request: the newcomer is told to come back.
-            super().connection_made(transport)
+            self._connected(transport)
             self._refuse(503, "connection_limit",
                          f"all {self.limits.max_connections} connections are busy; retry later",
                          retry_after=True)
             return
-        super().connection_made(transport)
+        self._connected(transport)
         self._arm(self.limits.header_timeout, self._headers_late)
+
+    def _connected(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)
+        # Any byte the kernel cannot take pauses writing (and starts the send deadline): without
+        # it, an answer under 64 KiB could sit unsent on a connection closed by us for ever.
+        # (After uvicorn's connection_made: a TLS transport may pause at once, and needs self.flow.
+        # TLS pauses at size >= high, plain TCP at size > high: both pause at the first byte.)
+        tls = transport.get_extra_info("ssl_object") is not None
+        transport.set_write_buffer_limits(high=1 if tls else 0, low=0)
 
     def _at_bound(self) -> bool:
         """Whether max_connections are open, not counting those draining after an early answer.
@@ -256,25 +283,39 @@ class _Protocol(HttpToolsProtocol):
         """
         active, draining = [], []
         for c in self.connections:
-            if isinstance(c, _Protocol) and not c.transport.is_closing():
+            # A closed connection still holding an unread answer holds its memory: it counts.
+            if isinstance(c, _Protocol) and (not c.transport.is_closing() or c._stalled_since is not None):
                 (draining if c._discarding else active).append(c)
         if len(draining) >= self.limits.max_connections:
-            min(draining, key=lambda c: c._linger_since).transport.close()
+            min(draining, key=lambda c: c._linger_since)._close_now()
         return len(active) >= self.limits.max_connections
 
+    def _close_now(self) -> None:
+        """Close; with an answer the client has not read, drop it (a close would wait for it)."""
+        if self._stalled_since is not None:
+            self.transport.abort()
+        else:
+            self.transport.close()
+
     def _evict_one(self) -> bool:
-        """Close the connection waiting longest for request headers (else for a body); False if none."""
+        """Close the connection waiting longest for request headers, else the one longest not reading
+        its answer, else the one longest sending its body; False if none."""
         waiting = [c for c in self.connections if isinstance(c, _Protocol) and c._waiting_since is not None
-                   and not c._discarding and not c.transport.is_closing()]
+                   and not c._discarding and not c.transport.is_closing()
+                   and (c.cycle is None or c.cycle.response_complete)]  # not while its handler runs
         if waiting:
             victim = min(waiting, key=lambda c: c._waiting_since or 0.0)
-            if victim.cycle is None or victim.cycle.response_complete:
-                if victim._header_bytes:
-                    victim._refuse(503, "connection_limit", "connection limit reached; this request "
-                                   "was the slowest to send its headers", retry_after=True)
-                else:
-                    victim.transport.close()  # idle keep-alive: nothing lost
-                return True
+            if victim._header_bytes:
+                victim._refuse(503, "connection_limit", "connection limit reached; this request "
+                               "was the slowest to send its headers", retry_after=True)
+            else:
+                victim._close_now()  # idle keep-alive: nothing lost
+            return True
+        stalled = [c for c in self.connections if isinstance(c, _Protocol) and c._stalled_since is not None]
+        if stalled:
+            victim = min(stalled, key=lambda c: c._stalled_since or 0.0)
+            victim._send_late("still unread at the connection limit")
+            return True
         bodies = [c for c in self.connections if isinstance(c, _Protocol) and c._body_since is not None
                   and not c._discarding and not c.transport.is_closing()]
         if bodies:
@@ -343,7 +384,32 @@ class _Protocol(HttpToolsProtocol):
     def _body_late(self) -> None:
         self._refuse(408, "timeout", f"request body not complete within {self.limits.body_timeout:g} s")
 
+    def pause_writing(self) -> None:
+        """The kernel's buffer is full: the client has send_timeout to take what is left."""
+        super().pause_writing()
+        if self._send_timer is None:
+            self._stalled_since = time.monotonic()
+            self._send_timer = self.loop.call_later(self.limits.send_timeout, self._send_late,
+                                                    f"not read within {self.limits.send_timeout:g} s")
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._end_stall()
+
+    def _end_stall(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+        self._stalled_since = None
+
+    def _send_late(self, why: str) -> None:
+        """Drop a connection whose client does not read its answer (it may still be sending)."""
+        _slow_readers.note(type(self).__name__, why)
+        self._end_stall()
+        self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._end_stall()
         self._disarm()
         self._waiting_since = self._body_since = None
         super().connection_lost(exc)
@@ -361,7 +427,10 @@ class _Protocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             # e.g. a chunk size of -1, `Transfer-Encoding: xchunked`, a Content-Length that is not
             # plain ASCII digits or does not fit 64 bits.
-            self._refuse(400, "malformed", f"malformed HTTP request: {_reason(exc)}")
+            reason = _reason(exc)
+            if "PRI/Upgrade" in reason:  # llhttp's words for the HTTP/2 connection preface
+                reason = "HTTP/2 is not served on this port; send HTTP/1.1 (OTLP over HTTP/2 is gRPC)"
+            self._refuse(400, "malformed", f"malformed HTTP request: {reason}")
             return
         if headers_pending and self._waiting_since is not None:
             self._header_bytes += len(data)
@@ -420,6 +489,10 @@ class _Protocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         """At server shutdown: a request still sending its body is told so now, not cut later."""
+        if self._stalled_since is not None:
+            # The client is not reading its answer: the grace period would only be waited out.
+            self._send_late("unread at shutdown")
+            return
         if self._body_since is not None and self.cycle is not None and not self.cycle.response_started:
             self._refuse(503, "shutting_down", "the processor is shutting down; retry later",
                          retry_after=True)
@@ -432,6 +505,22 @@ class _Protocol(HttpToolsProtocol):
         super().on_response_complete()
         if not self.transport.is_closing() and self._body_since is None:
             self._waiting_since = time.monotonic()  # idle keep-alive: evictable, idle_timeout applies
+
+
+class _Once:
+    """A warning the first time per server, debug lines after: an unread answer is the client's fault."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def note(self, server: str, why: str) -> None:
+        level = logging.DEBUG if server in self._seen else logging.WARNING
+        self._seen.add(server)
+        log.log(level, "%s: a client stopped reading its answer; connection aborted (%s); "
+                "further ones are logged at debug level", server.removesuffix("Protocol"), why)
+
+
+_slow_readers = _Once()
 
 
 def _reason(exc: Exception) -> str:

@@ -47,8 +47,7 @@ class _Admin:
         scheme, _, credential = given.partition(" ")
         authorized = scheme.lower() == "bearer" and hmac.compare_digest(
             credential.strip().encode(), self.token)
-        audit = {"remote": request.client, "path": request.path, "query": query,
-                 "authorized": authorized}
+        audit = {"remote": request.client, **_audited_request(request.path, query), "authorized": authorized}
         if not authorized:
             return self._audited(_json(401, {"error": "a valid bearer token is required"},
                                        {"WWW-Authenticate": 'Bearer realm="apiusage-admin"'}),
@@ -90,6 +89,26 @@ class _Admin:
                 store, now_ms(), query.get("service"), accounts))
             return 200, {"consumers": rows}, len(rows)
         return 404, {"error": "try /v1/consumers/deprecated or /v1/consumers/at-risk"}, 0
+
+
+# What of a request the audit log keeps: anyone, token or not, can send 64 KiB of path and query,
+# and each request is a line.  Cut to at most 256 + 8 × 2 × 256 characters: about 4.5 KB a line
+# for ASCII (JSON's \u escapes make it at most 12 bytes a character for the rest).
+AUDIT_MAX_TEXT = 256
+AUDIT_MAX_PARAMS = 8
+
+
+def _audited_request(path: str, query: dict[str, str]) -> dict[str, object]:
+    """The path and query for the audit line, each bounded; `truncated` says when something was cut."""
+    cut = len(path) > AUDIT_MAX_TEXT or len(query) > AUDIT_MAX_PARAMS
+    kept = {}
+    for key, value in list(query.items())[:AUDIT_MAX_PARAMS]:
+        cut = cut or len(key) > AUDIT_MAX_TEXT or len(value) > AUDIT_MAX_TEXT
+        kept[key[:AUDIT_MAX_TEXT]] = value[:AUDIT_MAX_TEXT]
+    entry: dict[str, object] = {"path": path[:AUDIT_MAX_TEXT], "query": kept}
+    if cut:
+        entry["truncated"] = True
+    return entry
 
 
 def _json(status: int, body: object, headers: dict[str, str] | None = None) -> Reply:

@@ -44,6 +44,8 @@ MiB = 1 << 20
 HANDSHAKE_TIMEOUT_MS = 10_000
 RESET_NOTICE_WAIT = 0.1
 EMPTY_CALL = "the call ended without an ExportTraceServiceRequest message"
+# A message larger than this is let in only if memory still allows when it has arrived.
+RECHECK_BYTES = 1 << 20
 
 
 def _credentials(config: GrpcProtocol) -> grpc.ServerCredentials:
@@ -142,6 +144,10 @@ class GrpcReceiver:
         outcome = self._intake.overloaded(TRANSPORT)
         if outcome is None:
             received = await self._receive(context)
+            if not isinstance(received, Outcome) and len(received) > RECHECK_BYTES:
+                # The limiter was asked when the call began; a large message may have taken
+                # receive_timeout to arrive, and many may arrive together.
+                received = self._intake.overloaded(TRANSPORT) or received
             # Scanning holds the GIL either way; on the loop it costs no thread hand-off.
             outcome = (received if isinstance(received, Outcome)
                        else self._intake.accept(received, TRANSPORT, service))

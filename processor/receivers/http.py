@@ -55,6 +55,14 @@ def _encode_response(outcome: Outcome, content_type: str) -> bytes:
     return b"{}" if content_type == JSON else b""
 
 
+class _Overloaded(Exception):
+    """Memory (or the state backlog) ran short while a body was arriving: its counted refusal."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.message)
+        self.outcome = outcome
+
+
 class _Receiver:
     """The OTLP/HTTP answers, from a request's headers first and its body only when needed."""
 
@@ -63,6 +71,7 @@ class _Receiver:
         self.limit = limit
         self.retry_after = retry_after
         self.auth = auth
+        self._decoding = asyncio.Semaphore(DECODING)
 
     def _answer(self, outcome: Outcome, content_type: str, close: bool = False) -> Reply:
         if outcome.kind in ("success", "partial"):
@@ -78,6 +87,11 @@ class _Receiver:
 
     def _refuse(self, kind: str, message: str, reply_type: str, close: bool = False) -> Reply:
         return self._answer(self.intake.refuse(TRANSPORT, kind, message), reply_type, close)
+
+    def _still_room(self) -> None:
+        refused = self.intake.overloaded(TRANSPORT)
+        if refused is not None:
+            raise _Overloaded(refused)
 
     async def handle(self, request: Request) -> Reply:
         headers = request.headers
@@ -117,13 +131,23 @@ class _Receiver:
             return self._refuse("too_large", f"body of {declared} bytes is larger than the limit "
                                              f"of {self.limit} bytes", reply_type, close=True)
         try:
-            body = await request.body(self.limit)
+            # The memory limiter is asked again every MiB: bodies admitted while memory was low
+            # would otherwise all be read in full (max_connections × max_request_body_size).
+            body = await request.body(self.limit, self._still_room)
         except BodyTooLarge as exc:
             return self._refuse("too_large", str(exc), reply_type, close=True)
+        except _Overloaded as exc:
+            return self._answer(exc.outcome, reply_type, close=True)
         try:
             if encoding == "gzip" or content_type == JSON:
-                body = await asyncio.to_thread(_decode, body, encoding == "gzip", content_type == JSON,
-                                               self.limit)
+                # Inflating makes up to max_request_body_size and parsing JSON about 4 times its size:
+                # at most DECODING at once, each only while memory allows.
+                async with self._decoding:
+                    self._still_room()
+                    body = await asyncio.to_thread(_decode, body, encoding == "gzip", content_type == JSON,
+                                                   self.limit)
+        except _Overloaded as exc:
+            return self._answer(exc.outcome, reply_type)
         except PayloadTooLarge as exc:
             return self._refuse("too_large", str(exc), reply_type)
         except InvalidPayload as exc:
@@ -134,6 +158,9 @@ class _Receiver:
             outcome = self.intake.accept(body, TRANSPORT, service)
         return self._answer(outcome, reply_type)
 
+
+# gzip or JSON bodies decoded at once (each on a worker thread).
+DECODING = 2
 
 # Bodies up to this size are scanned on the event loop (a 300 KB batch takes about 0.3 ms);
 # larger ones on a worker thread.

@@ -101,4 +101,11 @@ def json_to_protobuf(body: bytes) -> bytes:
         message = json_format.ParseDict(doc, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     except (json_format.ParseError, TypeError, ValueError, RecursionError) as exc:
         raise InvalidPayload(f"not an OTLP ExportTraceServiceRequest: {exc}") from None
+    except SystemError as exc:
+        # upb looks a field up by a name that cannot be UTF-8 (a key escaped as a lone surrogate,
+        # "\ud800") and reports the UnicodeEncodeError as a SystemError.
+        if isinstance(exc.__context__ or exc.__cause__, UnicodeEncodeError):
+            raise InvalidPayload("JSON body has a key that is a lone UTF-16 surrogate (such as \\ud800), "
+                                 "which is not Unicode text") from None
+        raise
     return message.SerializeToString()
