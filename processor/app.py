@@ -50,6 +50,26 @@ def load_catalog_file(path: str | None):
 log = logging.getLogger("apiusage.processor")
 
 
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit, as Go programs (the
+    Collector) do at start; returns the limit now in force.
+
+    Every connection on every port costs a descriptor: with the common soft limit of 1024, a
+    thousand connections would leave none for the state store. The bounds on connections
+    (`max_connections` per port) are what keep their number in check, not this limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError):
+        return soft
+    return want
+
+
 def _version() -> str:
     try:
         return metadata.version("apiusage")

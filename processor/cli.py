@@ -20,8 +20,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"apiusage: {_MISSING_EXTRA.format(name=exc.name)}", file=sys.stderr)
         return 2
-    from .app import StartupError
+    from .app import StartupError, raise_open_file_limit
 
+    raise_open_file_limit()
     try:
         config = load_config(args.config)
         processor = Processor(config)

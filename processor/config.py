@@ -138,6 +138,10 @@ class GrpcProtocol:
     receive_timeout: Duration = bounded(Duration(10), min=0.001, max=3600)
     # Calls waiting for their message, over all connections; past it the oldest is ended.
     max_pending_calls: int = bounded(1024, min=1, max=1_000_000)
+    # Open connections; grpc core refuses connections past it (it cannot evict), so idle ones are
+    # also closed after max_connection_idle: a silent connection holds its slot for that long at most.
+    max_connections: int = bounded(1024, above=0, max=1_000_000)
+    max_connection_idle: Duration = bounded(Duration(120), min=1, max=86_400)
     tls: TlsConfig | None = None
 
     def _validate(self, path: str, problems: Problems) -> None:

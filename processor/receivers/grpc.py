@@ -114,6 +114,10 @@ class GrpcReceiver:
             # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: one connection cannot hold more calls than this.
             ("grpc.max_concurrent_streams", config.max_concurrent_streams),
             ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
+            # Connections are bounded, and a connection with no call for max_connection_idle gets
+            # a GOAWAY (exporters reconnect on their next export), so silent ones free their slot.
+            ("grpc.max_allowed_incoming_connections", config.max_connections),
+            ("grpc.max_connection_idle_ms", int(config.max_connection_idle * 1000)),
         ])
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {
             METHOD: grpc.stream_unary_rpc_method_handler(self._export),

@@ -13,8 +13,13 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from apiusage.processor._httpserver import server_tls_context
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
 from tests.support.attack_net import get_small, http_server, non_reader, open_connections, wait_until
 from tests.support.h2client import StallingClient
@@ -318,27 +323,53 @@ def test_a_large_grpc_message_that_arrives_when_memory_is_over_is_refused_retrya
         assert (sample(running.scrape(), "apiusage_spans_received_total", transport="grpc") or 0) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="OTLP/gRPC has no connection bound: idle HTTP/2 connections are held "
-                                       "for ever (needs receivers.otlp.protocols.grpc.max_connections in "
-                                       "config.py, e.g. grpc.max_allowed_incoming_connections plus eviction "
-                                       "or grpc.max_connection_idle_ms)")
-def test_idle_grpc_connections_are_bounded() -> None:
-    # 300 clients finish the HTTP/2 handshake and then say nothing: each holds a descriptor; with
-    # the common `ulimit -n` of 1024, a few more than that and no port (nor SQLite) can open a file.
-    with running_processor() as running:
-        host, port = running.grpc_endpoint.rsplit(":", 1)
-        clients = []
+def _silent_grpc_clients(running: RunningProcessor, n: int) -> list[StallingClient]:
+    """`n` HTTP/2 connections that finish the handshake and then open no call."""
+    host, port = running.grpc_endpoint.rsplit(":", 1)
+    clients = []
+    for _ in range(n):
+        clients.append(StallingClient(host, int(port)))
+    return clients
+
+
+def _pump_all(clients: list[StallingClient], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not all(c.closed for c in clients):
+        for client in clients:
+            client.pump(0.001)
+
+
+def test_grpc_connections_past_max_connections_are_refused() -> None:
+    # Before: every silent HTTP/2 connection was held for ever (1,000 clients: 1,000 descriptors),
+    # so with the common `ulimit -n` of 1024 no port, nor SQLite, could open a file.
+    grpc_config = {"max_connections": 50, "max_connection_idle": "1h"}
+    with running_processor({"receivers": {"otlp": {"protocols": {"grpc": grpc_config}}}}) as running:
+        clients = _silent_grpc_clients(running, 80)
         try:
-            for _ in range(300):
-                clients.append(StallingClient(host, int(port)))
-            deadline = time.monotonic() + 4
-            while time.monotonic() < deadline:
-                for client in clients:
-                    client.pump(0.001)
-            assert sum(not c.closed for c in clients) <= 256  # the HTTP receiver's default bound
+            _pump_all(clients, 3)
+            assert sum(not c.closed for c in clients) == 50
         finally:
             for client in clients:
                 client.close()
+
+
+def test_idle_grpc_connections_are_closed_and_senders_get_through_again() -> None:
+    grpc_config = {"max_connections": 50, "max_connection_idle": "1s"}
+    with running_processor({"receivers": {"otlp": {"protocols": {"grpc": grpc_config}}}}) as running:
+        clients = _silent_grpc_clients(running, 50)
+        try:
+            _pump_all(clients, 6)  # GOAWAY after the idle second, then the close
+            assert sum(c.closed for c in clients) == 50
+        finally:
+            for client in clients:
+                client.close()
+        with grpc.insecure_channel(running.grpc_endpoint) as channel:
+            export = channel.unary_unary(
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                request_serializer=ExportTraceServiceRequest.SerializeToString,
+                response_deserializer=ExportTraceServiceResponse.FromString)
+            assert export(request_with_spans(3), timeout=5) == ExportTraceServiceResponse()
+        running.wait_processed(3)
 
 
 def test_stopping_with_a_client_not_reading_is_quick_and_logs_no_traceback(
@@ -355,3 +386,35 @@ def test_stopping_with_a_client_not_reading_is_quick_and_logs_no_traceback(
         finally:
             sock.close()
     assert not [r for r in caplog.records if r.exc_info or "Exception in ASGI" in r.getMessage()]
+
+
+def test_serve_raises_its_open_file_limit_to_the_hard_limit(tmp_path: Path) -> None:
+    # Every connection costs a descriptor: under the common soft limit of 1024, a thousand silent
+    # connections left none for the state store. `apiusage serve` raises it, as Go programs do.
+    import resource
+    import subprocess
+
+    from tests.support.processor import LOOPBACK_CONFIG, apiusage_command, merge
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard <= 256:
+        pytest.skip(f"the hard limit on open files is {hard}: nothing to raise")
+    config = tmp_path / "apiusage.yaml"
+    config.write_text(json.dumps(merge(LOOPBACK_CONFIG, {"state": {"enabled": False}})))
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    process = subprocess.Popen([*apiusage_command(), "serve", "--config", str(config)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lower)
+    try:
+        assert process.stdout is not None
+        assert "ready" in process.stdout.readline()
+        limits = Path(f"/proc/{process.pid}/limits").read_text()
+        line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+        infinite = hard == resource.RLIM_INFINITY
+        assert line.split()[3:5] == ([str(1 << 20), "unlimited"] if infinite else [str(hard)] * 2)
+    finally:
+        process.terminate()
+        process.communicate(timeout=15)
