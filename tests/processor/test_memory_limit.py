@@ -98,15 +98,15 @@ def grpc_client(target: str, body: bytes) -> tuple[Callable[[], str], grpc.Chann
 
 
 def test_rss_stays_under_the_ceiling_under_flood(tmp_path) -> None:
-    # Six clients on each transport: intake is two event-loop threads (HTTP and gRPC) against one
+    # Four clients on each transport: intake is two event-loop threads (HTTP and gRPC) against one
     # worker, so data arrives faster than it is derived (over HTTP alone, one loop thread can
     # keep only about level with the worker, and the queue need never grow).
     body = request_with_spans(4000).SerializeToString()
     ceiling = int(idle_rss(tmp_path)) + HEADROOM_MIB
     (tmp_path / "limited").mkdir()
     with start_processor(tmp_path / "limited", limited(ceiling, HEADROOM_MIB // 2)) as running:
-        pushers = [grpc_client(running.grpc_endpoint, body) for _ in range(6)]
-        clients = [http_client(f"{running.http_endpoint}/v1/traces", body) for _ in range(6)]
+        pushers = [grpc_client(running.grpc_endpoint, body) for _ in range(4)]
+        clients = [http_client(f"{running.http_endpoint}/v1/traces", body) for _ in range(4)]
         outcomes, peak = run_clients(clients + [p for p, _ in pushers], 8, running.process.pid)
         for _, channel in pushers:
             channel.close()
