@@ -30,6 +30,9 @@ __all__ = ["ApiRequest", "Deriver", "SPAN_FIELDS", "span_field_sources", "SCHEMA
 SCHEMA_VERSION = 1
 MAX_CONSUMER_ID_LENGTH = 256
 SPAN_KIND_SERVER = 2
+# Values remembered as already clean, per memo; a memo that fills up starts afresh. About 3 MiB
+# for labels and 5 MiB for ids at their longest; most values recur, so most checks are one lookup.
+_MEMO_LIMIT = 16_384
 
 # Order of the per-field values after the scanner's fixed span fields
 # (resource_index, kind, start, end, trace_id, span_id, trace_state, status_code).
@@ -129,6 +132,33 @@ class Deriver:
         self._past_ns = int(config.data_quality.max_past_age * 1e9)
         self._stats = stats
         self._max_length = max_label_length
+        # Label values (at most max_label_length, printable) and consumer ids (stored as they
+        # are) already seen: a hit skips the per-character isprintable() walk, which cost about
+        # a quarter of the derivation time when run on every value of every span.
+        self._clean_labels: set[str] = set()
+        self._clean_ids: set[str] = set()
+
+    def _label(self, value: object) -> str:
+        """`value` as a label value (see `_label`), remembered when it needed no change."""
+        if value.__class__ is not str:
+            value = str(value)
+        if len(value) > self._max_length or not value.isprintable():  # type: ignore[arg-type]
+            return sanitize_label_value(value, self._max_length)
+        clean = self._clean_labels
+        if len(clean) >= _MEMO_LIMIT:
+            clean.clear()
+        clean.add(value)  # type: ignore[arg-type]
+        return value  # type: ignore[return-value]
+
+    def _consumer(self, value: object) -> str:
+        """The stored id of consumer `value` (see `consumer_key`), remembered when it is itself."""
+        key = consumer_key(value if value.__class__ is str else str(value))  # type: ignore[arg-type]
+        if key is value:
+            clean = self._clean_ids
+            if len(clean) >= _MEMO_LIMIT:
+                clean.clear()
+            clean.add(key)
+        return key
 
     def _deprecated_in_catalog(self, service: str, method: str, route: str) -> str:
         key = (service, method, route)
@@ -153,6 +183,9 @@ class Deriver:
         plan_of = self._plans.plans if self._plans is not None else {}  # swapped whole on reload
         catalog = self._catalog
         ua_fallback = self._ua_fallback
+        clean_labels = self._clean_labels
+        clean_ids = self._clean_ids
+        label = self._label
         out: list[ApiRequest] = []
         append = out.append
         new = tuple.__new__  # ApiRequest without _make's per-call overhead; order as declared
@@ -178,12 +211,11 @@ class Deriver:
                 if route is None or route == "":
                     missing_route += 1
                     route = normalize_path(path)
-                elif route.__class__ is not str:
-                    route = str(route)
                 # Label values are made printable and bounded here, once, so both sinks (metrics
                 # and the consumer store) see the same values and nothing unbounded is stored.
-                if len(route) > max_len or not route.isprintable():
-                    route = sanitize_label_value(route, max_len)
+                # The memo holds only str, so a value of another type always takes label().
+                if route not in clean_labels:
+                    route = label(route)
                 code = _STATUS.get(status)
                 if code is None:
                     code = _status(status)
@@ -191,12 +223,8 @@ class Deriver:
                         missing_status += 1
                 if plan is None or plan == "":
                     plan = plan_of.get(consumer, default_plan) if plan_of else default_plan
-                    if len(plan) > max_len or not plan.isprintable():
-                        plan = sanitize_label_value(plan, max_len)
-                elif plan.__class__ is not str:
-                    plan = _label(plan, max_len)
-                elif len(plan) > max_len or not plan.isprintable():
-                    plan = sanitize_label_value(plan, max_len)
+                if plan not in clean_labels:
+                    plan = label(plan)
                 if cname is None or cname == "":
                     cname = None
                     if ua_fallback and ua is not None:
@@ -205,23 +233,17 @@ class Deriver:
                             cver = ua_version
                     else:
                         cname = "unknown"
-                elif cname.__class__ is not str:
-                    cname = _label(cname, max_len)
-                elif len(cname) > max_len or not cname.isprintable():
-                    cname = sanitize_label_value(cname, max_len)
+                elif cname not in clean_labels:
+                    cname = label(cname)
                 if cver is None or cver == "":
                     cver = "unknown"
-                elif cver.__class__ is not str:
-                    cver = _label(cver, max_len)
-                elif len(cver) > max_len or not cver.isprintable():
-                    cver = sanitize_label_value(cver, max_len)
+                elif cver not in clean_labels:
+                    cver = label(cver)
                 if consumer is None or consumer == "":
                     missing_consumer += 1
                     consumer = None
-                elif consumer.__class__ is not str:
-                    consumer = consumer_key(str(consumer))
-                elif len(consumer) > MAX_CONSUMER_ID_LENGTH or not consumer.isprintable():
-                    consumer = consumer_key(consumer)
+                elif consumer not in clean_ids:
+                    consumer = self._consumer(consumer)
                 if schema is not None and schema != SCHEMA_VERSION and schema != "1":
                     bad_schema += 1
                 if end < start:
@@ -247,13 +269,10 @@ class Deriver:
                         weight = MAX_ADJUSTED_COUNT
                 else:
                     weight = 1.0
-                if api_version is not None and (api_version.__class__ is not str
-                                                or len(api_version) > max_len
-                                                or not api_version.isprintable()):
-                    api_version = _label(_text(api_version), max_len)
-                if feature is not None and (feature.__class__ is not str or len(feature) > max_len
-                                            or not feature.isprintable()):
-                    feature = _label(_text(feature), max_len)
+                if api_version is not None and api_version not in clean_labels:
+                    api_version = label(_text(api_version))
+                if feature is not None and feature not in clean_labels:
+                    feature = label(_text(feature))
                 append(new(ApiRequest, (
                     service, method, route, code, plan, deprecated,
                     cname, cver, api_version, feature, consumer, duration, weight,

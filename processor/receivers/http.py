@@ -8,7 +8,15 @@ import json
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from .._httpserver import BodyTooLarge, HttpServer, Limits, Reply, Request, Served, server_tls_context
+from .._httpserver import (
+    BodyTooLarge,
+    HttpServer,
+    Limits,
+    Reply,
+    Request,
+    Served,
+    server_tls_context,
+)
 from ..config import HttpProtocol
 from .auth import Authenticator
 from .intake import Intake, Outcome
@@ -72,6 +80,7 @@ class _Receiver:
         self.retry_after = retry_after
         self.auth = auth
         self._decoding = asyncio.Semaphore(DECODING)
+        self._in_flight = 0  # declared bytes of the bodies being read or scanned (one loop thread)
 
     def _answer(self, outcome: Outcome, content_type: str, close: bool = False) -> Reply:
         if outcome.kind in ("success", "partial"):
@@ -130,9 +139,24 @@ class _Receiver:
             # Do not read a body we will refuse; closing the connection discards it.
             return self._refuse("too_large", f"body of {declared} bytes is larger than the limit "
                                              f"of {self.limit} bytes", reply_type, close=True)
+        # Bodies being read are memory the limiter has not seen yet: admit one only while the
+        # bodies already in flight leave room for it under the soft limit (the first always goes).
+        room = self.intake.memory_room()
+        if room is not None and self._in_flight and self._in_flight + declared > room:
+            return self._answer(self.intake.refuse_over_memory(TRANSPORT), reply_type, close=True)
+        self._in_flight += declared
         try:
-            # The memory limiter is asked again every MiB: bodies admitted while memory was low
-            # would otherwise all be read in full (max_connections × max_request_body_size).
+            return await self._read_and_accept(request, declared, encoding, content_type, reply_type,
+                                               service)
+        finally:
+            self._in_flight -= declared
+
+    async def _read_and_accept(self, request: Request, declared: int, encoding: str, content_type: str,
+                               reply_type: str, service: str) -> Reply:
+        try:
+            # The memory limiter (and the state backlog) is asked again every MiB: bodies admitted
+            # while memory was low would otherwise all be read in full, and a body without a
+            # declared length is not in the admission above at all.
             body = await request.body(self.limit, self._still_room)
         except BodyTooLarge as exc:
             return self._refuse("too_large", str(exc), reply_type, close=True)

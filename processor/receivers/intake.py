@@ -44,15 +44,27 @@ class Intake:
     def overloaded(self, transport: str) -> Outcome | None:
         """A retryable refusal while memory is over its soft limit or the state backlog is full
         (checked before reading bodies)."""
-        if self._memory is not None and self._memory.over:
-            self._memory.refusals += 1
-            return self.refuse(transport, "memory_limit",
-                               "the processor is over its memory limit; retry later")
+        if self.over_memory_limit():
+            return self.refuse_over_memory(transport)
         if self._backlog is not None and self._backlog():
             return self.refuse(transport, "state_backlog",
                                "the state store is behind: its backlog of unwritten rows is at "
                                "state.max_pending_rows or state.max_pending_bytes; retry later")
         return None
+
+    def over_memory_limit(self) -> bool:
+        """Whether memory is over its soft limit (the limiter's last reading: cheap to ask often)."""
+        return self._memory is not None and self._memory.over
+
+    def memory_room(self) -> int | None:
+        """Bytes left under the memory limiter's soft limit at its last reading (None: no limiter)."""
+        return None if self._memory is None else self._memory.soft_limit - self._memory.rss
+
+    def refuse_over_memory(self, transport: str) -> Outcome:
+        """Record and build the retryable refusal for memory over its soft limit."""
+        if self._memory is not None:
+            self._memory.refusals += 1
+        return self.refuse(transport, "memory_limit", "the processor is over its memory limit; retry later")
 
     def refuse(self, transport: str, kind: str, message: str) -> Outcome:
         """Record and build an answer for a body that never reached the scanner."""

@@ -1,18 +1,24 @@
-"""Clients pushing as fast as they can: the processor's resident memory stays under its ceiling,
+"""Clients pushing faster than the processor derives: its resident memory stays under its ceiling,
 the excess is refused retryably, and every accepted span is derived."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+
+import grpc
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from tests.support.otlp import request_with_spans
 from tests.support.processor import sample, start_processor
 
 HEADROOM_MIB = 40  # ceiling = idle RSS + this, so the flood must be held back to stay under it
+METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
 def rss_mib(pid: int) -> float:
@@ -22,27 +28,34 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def flood(url: str, body: bytes, seconds: float, pid: int) -> tuple[dict[str, int], float]:
-    """Six clients post as fast as they can; returns their outcomes and the peak RSS seen."""
-    outcomes = {"ok": 0, "refused": 0}
+def idle_rss(tmp_path: Path) -> float:
+    """RSS of a processor that has started and received nothing."""
+    (tmp_path / "probe").mkdir()
+    with start_processor(tmp_path / "probe") as probe:
+        time.sleep(0.5)
+        return rss_mib(probe.process.pid)
+
+
+def limited(ceiling: int, spike: int) -> dict:
+    return {"processors": {
+        "queue": {"max_spans": 50_000_000},  # so only the memory limiter can hold the flood
+        "memory_limiter": {"limit_mib": ceiling, "spike_limit_mib": spike, "check_interval": "10ms"}}}
+
+
+def run_clients(clients: list[Callable[[], str]], seconds: float, pid: int) -> tuple[dict[str, int], float]:
+    """Each client is called in its own thread until `seconds` pass; returns the count of each
+    outcome it named and the peak RSS of `pid` seen meanwhile."""
+    outcomes: dict[str, int] = {}
     lock = threading.Lock()
     stop = threading.Event()
 
-    def push() -> None:
+    def loop(client: Callable[[], str]) -> None:
         while not stop.is_set():
-            req = urllib.request.Request(url, data=body,
-                                         headers={"Content-Type": "application/x-protobuf"})
-            try:
-                with urllib.request.urlopen(req, timeout=10) as response:
-                    response.read()
-                    key = "ok"
-            except urllib.error.HTTPError as exc:
-                assert exc.code == 503 and exc.headers["Retry-After"] == "5"
-                key = "refused"
+            key = client()
             with lock:
-                outcomes[key] += 1
+                outcomes[key] = outcomes.get(key, 0) + 1
 
-    threads = [threading.Thread(target=push) for _ in range(6)]
+    threads = [threading.Thread(target=loop, args=(c,)) for c in clients]
     for t in threads:
         t.start()
     peak = 0.0
@@ -52,27 +65,111 @@ def flood(url: str, body: bytes, seconds: float, pid: int) -> tuple[dict[str, in
         time.sleep(0.01)
     stop.set()
     for t in threads:
-        t.join(15)
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
     return outcomes, peak
 
 
+def http_client(url: str, body: bytes) -> Callable[[], str]:
+    def push() -> str:
+        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/x-protobuf"})
+        try:
+            with urllib.request.urlopen(req, timeout=20) as response:
+                response.read()
+                return "http ok"
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503 and exc.headers["Retry-After"] == "5", (exc.code, exc.read())
+            return "http refused"
+    return push
+
+
+def grpc_client(target: str, body: bytes) -> tuple[Callable[[], str], grpc.Channel]:
+    channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)])
+    export = channel.unary_unary(METHOD)  # bytes in, bytes out
+
+    def push() -> str:
+        try:
+            export(body, timeout=20)
+            return "grpc ok"
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE, (exc.code(), exc.details())
+            return "grpc refused"
+    return push, channel
+
+
 def test_rss_stays_under_the_ceiling_under_flood(tmp_path) -> None:
+    # Four clients on each transport: intake is two event-loop threads (HTTP and gRPC) against one
+    # worker, so data arrives faster than it is derived (over HTTP alone, one loop thread can
+    # keep only about level with the worker, and the queue need never grow).
     body = request_with_spans(4000).SerializeToString()
-    (tmp_path / "probe").mkdir()
+    ceiling = int(idle_rss(tmp_path)) + HEADROOM_MIB
     (tmp_path / "limited").mkdir()
-    with start_processor(tmp_path / "probe") as probe:
-        time.sleep(0.5)
-        idle = rss_mib(probe.process.pid)
-    ceiling = int(idle) + HEADROOM_MIB
-    config = {"processors": {
-        "queue": {"max_spans": 5_000_000},  # so only the memory limiter can hold the flood
-        "memory_limiter": {"limit_mib": ceiling, "spike_limit_mib": HEADROOM_MIB // 2,
-                           "check_interval": "10ms"}}}
-    with start_processor(tmp_path / "limited", config) as running:
-        outcomes, peak = flood(f"{running.http_endpoint}/v1/traces", body, 8,
-                               running.process.pid)
-        m = running.wait_processed(outcomes["ok"] * 4000, timeout=120)
+    with start_processor(tmp_path / "limited", limited(ceiling, HEADROOM_MIB // 2)) as running:
+        pushers = [grpc_client(running.grpc_endpoint, body) for _ in range(4)]
+        clients = [http_client(f"{running.http_endpoint}/v1/traces", body) for _ in range(4)]
+        outcomes, peak = run_clients(clients + [p for p, _ in pushers], 8, running.process.pid)
+        for _, channel in pushers:
+            channel.close()
+        accepted = outcomes.get("http ok", 0) + outcomes.get("grpc ok", 0)
+        m = running.wait_processed(accepted * 4000, timeout=120)
+    refused = outcomes.get("http refused", 0) + outcomes.get("grpc refused", 0)
     assert peak < ceiling, f"peak RSS {peak:.0f} MiB over the {ceiling} MiB ceiling"
-    assert outcomes["ok"] > 0 and outcomes["refused"] > 0, outcomes
-    assert sample(m, "apiusage_memory_limiter_refusals_total") == outcomes["refused"]
+    assert accepted > 0 and refused > 0, outcomes
+    assert sample(m, "apiusage_spans_processed_total") == accepted * 4000
+    assert sample(m, "apiusage_memory_limiter_refusals_total") == refused
     assert sample(m, "apiusage_spans_rejected_total", reason="queue_full") == 0
+
+
+def big_body(mib: int) -> bytes:
+    """An export request of `mib` MiB that is cheap to derive: 100 spans, one carrying a bytes
+    attribute the scanner skips, so the memory at stake is the bodies being received."""
+    req = request_with_spans(100)
+    span = req.resource_spans[0].scope_spans[0].spans[0]
+    span.attributes.append(KeyValue(key="payload"))
+    span.attributes[-1].value.bytes_value = b"x" * ((mib << 20) - req.ByteSize() - 16)
+    return req.SerializeToString()
+
+
+def raw_http_client(host: str, port: int, body: bytes) -> Callable[[], str]:
+    """POSTs `body` on a fresh connection at full speed; returns the status code it got."""
+    head = (f"POST /v1/traces HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-protobuf\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    view = memoryview(body)
+
+    def push() -> str:
+        with socket.create_connection((host, port), timeout=20) as sock:
+            try:
+                sock.sendall(head)
+                for i in range(0, len(body), 1 << 18):
+                    sock.sendall(view[i:i + (1 << 18)])
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused mid-body and closed: the answer was written before the close
+            answer = b""
+            while b"\r\n" not in answer:
+                piece = sock.recv(4096)
+                if not piece:
+                    return "no answer"
+                answer += piece
+        return answer.split(b" ", 2)[1].decode()
+    return push
+
+
+def test_bodies_in_flight_are_refused_when_memory_goes_over_the_limit(tmp_path) -> None:
+    # Twenty-four connections each send 8 MiB bodies at once: 192 MiB in flight against 60 MiB of
+    # headroom. The limiter's answer at the headers lets every one of them start; the bodies
+    # must be refused while they are being read (not only at their headers), or the event loop
+    # holds them all.
+    headroom = 60
+    body = big_body(8)
+    ceiling = int(idle_rss(tmp_path)) + headroom
+    (tmp_path / "limited").mkdir()
+    with start_processor(tmp_path / "limited", limited(ceiling, headroom // 2)) as running:
+        host, port = running.http_endpoint.removeprefix("http://").rsplit(":", 1)
+        clients = [raw_http_client(host, int(port), body) for _ in range(24)]
+        outcomes, peak = run_clients(clients, 5, running.process.pid)
+        m = running.wait_processed(outcomes.get("200", 0) * 100, timeout=60)
+    assert set(outcomes) <= {"200", "503"}, outcomes
+    assert outcomes.get("200", 0) > 0 and outcomes.get("503", 0) > 0, outcomes
+    assert peak < ceiling, f"peak RSS {peak:.0f} MiB over the {ceiling} MiB ceiling ({outcomes})"
+    assert sample(m, "apiusage_spans_processed_total") == outcomes["200"] * 100
+    assert sample(m, "apiusage_memory_limiter_refusals_total") == outcomes["503"]
