@@ -132,7 +132,8 @@ def _yaml_for(path: str, value: str) -> str:
 def test_every_duration_key_is_in_the_table() -> None:
     # Guards the table below: the schema walk finds each of the documented duration keys.
     assert DURATION_PATHS == [
-        "receivers.otlp.protocols.grpc.receive_timeout", "receivers.otlp.protocols.http.header_timeout",
+        "receivers.otlp.protocols.grpc.receive_timeout", "receivers.otlp.protocols.grpc.max_connection_idle",
+        "receivers.otlp.protocols.http.header_timeout",
         "receivers.otlp.protocols.http.body_timeout", "receivers.otlp.protocols.http.idle_timeout",
         "processors.queue.retry_after", "processors.queue.shutdown_timeout",
         "processors.usage.data_quality.max_future_skew", "processors.usage.data_quality.max_past_age",
