@@ -10,7 +10,10 @@ never sees a half-loaded table.  A span's own plan tier always wins.
 from __future__ import annotations
 
 import csv
+import errno
 import io
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +21,10 @@ import yaml
 
 from .._yaml import safe_load
 
-__all__ = ["PlanLookup", "PlanLookupError"]
+__all__ = ["PlanLookup", "PlanLookupError", "MAX_PLAN_FILE_BYTES"]
+
+#: A lookup of a million consumers is ~40 MB of CSV; a file past this is a mistake, refused unread.
+MAX_PLAN_FILE_BYTES = 256 << 20
 
 
 class PlanLookupError(ValueError):
@@ -60,9 +66,37 @@ class PlanLookup:
         return len(plans)
 
 
+def _read_text(path: Path) -> str:
+    """The file's text; only a regular file within MAX_PLAN_FILE_BYTES is read.
+
+    A FIFO put in the file's place would block the reading thread (the state refresh) until
+    something writes to it, and /dev/zero would never end: O_NONBLOCK opens either at once and
+    fstat says what it is before one byte is read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):  # the words read_text() would have used
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device or socket"
+            raise PlanLookupError(f"cannot read plan lookup file {path}: it is {kind}, "
+                                  "not a regular file")
+        if info.st_size > MAX_PLAN_FILE_BYTES:
+            raise PlanLookupError(f"plan lookup file {path} is not accepted: {info.st_size} bytes, "
+                                  f"at most {MAX_PLAN_FILE_BYTES} (256 MiB)")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(MAX_PLAN_FILE_BYTES + 1)  # the file may grow after fstat
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_PLAN_FILE_BYTES:
+        raise PlanLookupError(f"plan lookup file {path} is not accepted: more than "
+                              f"{MAX_PLAN_FILE_BYTES} bytes (256 MiB)")
+    return raw.decode("utf-8")
+
+
 def _read_file(path: Path) -> list[tuple[str, ...]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanLookupError(f"cannot read plan lookup file {path}: {exc}") from None
     if path.suffix.lower() in (".yaml", ".yml"):

@@ -1,0 +1,76 @@
+"""Attacks on the data path and the state (issue 12, second round): hostile plan lookup files,
+unbounded state backlogs, trace backends that never finish, config amplification, and state
+databases that vanish or fill up while the processor runs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.processor import running_processor, sample
+
+
+@contextlib.contextmanager
+def _unblocking(fifo: Path) -> Iterator[None]:
+    """Whatever the code under test does, a reader blocked opening `fifo` is released at the end
+    (opening the write side lets its open() return; closing it gives it end of file)."""
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+PLAN_FILE_LIMIT = 256 << 20  # processor.derive.plans.MAX_PLAN_FILE_BYTES
+
+
+# --- the plan lookup file ---------------------------------------------------------------------
+
+def test_a_plan_lookup_file_replaced_by_a_fifo_is_refused_at_once_and_refreshes_go_on(
+        tmp_path, caplog) -> None:
+    plans = tmp_path / "plans.csv"
+    plans.write_text("consumer_id,plan_tier\nc000,enterprise\n")
+    config = {"processors": {"plan_lookup": {"file": str(plans), "refresh_interval": "1s"}},
+              "state": {"flush_interval": "100ms", "refresh_interval": "100ms"}}
+    caplog.set_level(logging.ERROR, logger="apiusage.processor.state")
+    message = (f"cannot read plan lookup file {plans}: it is a FIFO, not a regular file "
+               "(keeping the previous 1 entries)")
+    with running_processor(config) as running, _unblocking(plans):
+        lookup = running.processor.plans
+        plans.unlink()
+        os.mkfifo(plans)  # nobody ever writes to it: a blocking open() would wait for ever
+        deadline = time.monotonic() + 8
+        while message not in caplog.messages:
+            assert time.monotonic() < deadline, f"no log line; got {caplog.messages}"
+            time.sleep(0.05)
+        assert lookup.plans == {"c000": "enterprise"}
+        # The refresh thread (which reloads the lookup) was not held: refreshes go on.
+        before = sample(running.scrape(), "apiusage_state_refreshes_total", outcome="success")
+        deadline = time.monotonic() + 8
+        while sample(running.scrape(), "apiusage_state_refreshes_total", outcome="success") <= before:
+            assert time.monotonic() < deadline, "no refresh after the FIFO"
+            time.sleep(0.1)
+
+
+def test_a_huge_plan_lookup_file_is_refused_unread(tmp_path) -> None:
+    from apiusage.processor.derive.plans import PlanLookup, PlanLookupError
+
+    plans = tmp_path / "plans.csv"
+    plans.write_text("consumer_id,plan_tier\nc000,enterprise\n")
+    lookup = PlanLookup(str(plans))
+    assert lookup.load() == 1
+    with plans.open("r+b") as f:  # sparse: costs no disk, but reading it would cost 257 MiB
+        f.truncate(PLAN_FILE_LIMIT + (1 << 20))
+    started = time.monotonic()
+    with pytest.raises(PlanLookupError) as caught:
+        lookup.load()
+    assert str(caught.value) == (f"plan lookup file {plans} is not accepted: "
+                                 f"{PLAN_FILE_LIMIT + (1 << 20)} bytes, at most 268435456 (256 MiB)")
+    assert time.monotonic() - started < 2.0
+    assert lookup.plans == {"c000": "enterprise"}
