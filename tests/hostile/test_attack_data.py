@@ -74,3 +74,34 @@ def test_a_huge_plan_lookup_file_is_refused_unread(tmp_path) -> None:
                                  f"{PLAN_FILE_LIMIT + (1 << 20)} bytes, at most 268435456 (256 MiB)")
     assert time.monotonic() - started < 2.0
     assert lookup.plans == {"c000": "enterprise"}
+
+
+# --- the state backlog ------------------------------------------------------------------------
+
+def _anonymous(routes: range) -> list:
+    """Spans of no consumer (no consumer id), each on its own route: only endpoint rows."""
+    from apiusage.processor.derive.requests import ApiRequest
+
+    now_ns = time.time_ns()
+    return [ApiRequest("orders", "GET", f"/r/{i:06d}", "200", "free", "false", "sdk", "1.0", None,
+                       None, None, 0.01, 1.0, now_ns, b"t" * 16, b"s" * 8) for i in routes]
+
+
+def test_distinct_routes_without_consumers_meet_the_backlog_bound() -> None:
+    from apiusage.processor.state.activity import ConsumerActivity
+    from apiusage.processor.telemetry import PipelineStats
+
+    activity = ConsumerActivity(40, PipelineStats(), max_pending=1_000)
+    activity.consume(_anonymous(range(999)))
+    row = 300 + len("orders") + len("GET") + len("/r/000000")
+    assert (activity.pending(), activity.pending_bytes(), activity.backlogged()) == (999, 999 * row, False)
+    activity.consume(_anonymous(range(999, 1_000)))
+    assert (activity.pending(), activity.backlogged()) == (1_000, True)
+    # A store that never comes back: past twice the bound new rows are dropped and counted.
+    activity.consume(_anonymous(range(1_000, 5_000)))
+    assert (activity.pending(), activity.rows_dropped) == (2_000, 3_000)
+    batch = activity.drain()
+    assert len(batch[2]) == 2_000 and activity.pending() == 2_000  # drained: still owed
+    activity.consume(_anonymous(range(5_000, 5_010)))  # nothing more fits while it is written
+    activity.restore(batch)
+    assert (activity.pending(), activity.rows_dropped) == (2_000, 3_010)
