@@ -12,7 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from apiusage.processor._typedload import Duration
 
+from tests.support.hostile_backends import (
+    ScriptedBackend,
+    answer_endless,
+    answer_ok,
+    answer_trickling,
+    answer_trickling_head,
+)
 from tests.support.processor import running_processor, sample
 
 
@@ -105,3 +113,58 @@ def test_distinct_routes_without_consumers_meet_the_backlog_bound() -> None:
     activity.consume(_anonymous(range(5_000, 5_010)))  # nothing more fits while it is written
     activity.restore(batch)
     assert (activity.pending(), activity.rows_dropped) == (2_000, 3_010)
+
+
+# --- the trace forwarder ----------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _forwarder(backend: ScriptedBackend, timeout: str = "1s") -> Iterator:
+    from apiusage.processor.config import OtlpForwarder
+    from apiusage.processor.exporters.otlp_forward import Forwarder
+
+    forwarder = Forwarder(OtlpForwarder(endpoint=f"http://127.0.0.1:{backend.port}",
+                                        timeout=Duration(float(timeout.removesuffix("s")))))
+    forwarder.start()
+    try:
+        yield forwarder
+    finally:
+        backend.close()
+        forwarder.stop(5)
+
+
+def _wait_outcomes(forwarder, want: dict[str, int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while forwarder.outcomes != want:
+        assert time.monotonic() < deadline, f"outcomes {forwarder.outcomes}, expected {want}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(("trickle", "requests"), [
+    # The 200 status line came before the body: it stands; the connection is not reused.
+    (answer_trickling, 2),
+    # No status line by the deadline: a failed attempt, retried on a new connection.
+    (answer_trickling_head, 3),
+], ids=["body", "headers"])
+def test_a_backend_trickling_its_answer_holds_the_forwarder_one_timeout_not_for_ever(
+        trickle, requests) -> None:
+    backend = ScriptedBackend([trickle, answer_ok])
+    with _forwarder(backend, "1s") as forwarder:
+        started = time.monotonic()
+        forwarder.forward(b"first")
+        forwarder.forward(b"second")
+        # Each read takes 0.2 s, far within the 1 s timeout: only a deadline per attempt ends it.
+        _wait_outcomes(forwarder, {"success": 2, "failure": 0, "dropped": 0}, timeout=8)
+        assert 1.0 <= time.monotonic() - started < 6.0
+        assert (backend.connections, backend.requests, forwarder.depth) == (2, requests, 0)
+
+
+def test_a_backend_answering_without_end_is_read_64_kib_deep_and_the_connection_closed() -> None:
+    backend = ScriptedBackend([answer_endless, answer_ok])
+    with _forwarder(backend, "5s") as forwarder:
+        forwarder.forward(b"first")
+        forwarder.forward(b"second")
+        _wait_outcomes(forwarder, {"success": 2, "failure": 0, "dropped": 0}, timeout=8)
+        # What the client did not read stays in the socket buffers (a few MiB at most on
+        # loopback), far from the 100 MiB announced: the forwarder stopped reading at 64 KiB.
+        assert backend.body_sent < 16 << 20
+        assert (backend.connections, backend.requests) == (2, 2)
