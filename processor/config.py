@@ -453,17 +453,27 @@ def _substitute(node: Any, path: str, problems: Problems) -> Any:
     if not isinstance(node, str) or "${" not in node:
         return node
 
+    limit = CONFIG_YAML_LIMITS.max_scalar_chars
+    size = len(node)  # the expanded length so far: each reference is replaced by its value
+
     def expand(m: re.Match[str]) -> str:
+        nonlocal size
         value = os.environ.get(m.group(1)) or m.group(2)  # `:-` also covers set-but-empty
         if value is None and m.group(1) in os.environ:
             value = ""
         if value is None:
             problems.add(path, f"environment variable {m.group(1)} is not set")
             return ""
-        return value
+        # Counted before it is built: 100,000 references to a 10 MB variable in a 1 MiB file
+        # would otherwise make a terabyte of one string.
+        size += len(value) - len(m.group(0))
+        return value if size <= limit else ""
 
     whole = _ENV.fullmatch(node)
     expanded = _ENV.sub(expand, node)
+    if size > limit:
+        problems.add(path, f"expands to more than {limit} characters (${{env:...}} included)")
+        return ""
     if whole:
         # A value that is only a variable takes the variable's YAML type (a port stays an int).
         try:

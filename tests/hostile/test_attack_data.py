@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from apiusage.processor._typedload import Duration
 
+from tests.support.cli_run import run_apiusage
 from tests.support.hostile_backends import (
     ScriptedBackend,
     answer_endless,
@@ -168,3 +169,17 @@ def test_a_backend_answering_without_end_is_read_64_kib_deep_and_the_connection_
         # loopback), far from the 100 MiB announced: the forwarder stopped reading at 64 KiB.
         assert backend.body_sent < 16 << 20
         assert (backend.connections, backend.requests) == (2, 2)
+
+
+# --- hostile config ---------------------------------------------------------------------------
+
+def test_env_references_cannot_amplify_the_1_mib_config_into_gigabytes(tmp_path, monkeypatch) -> None:
+    # 100 KB: an environment string can hold at most 128 KiB (Linux MAX_ARG_STRLEN).
+    monkeypatch.setenv("APIUSAGE_TEST_BIG", "x" * 100_000)
+    # 21 bytes of file per reference, 100 KB of value each: 300 MB from a 63 KB file.
+    (tmp_path / "c.yaml").write_text('catalog: "' + "${APIUSAGE_TEST_BIG}" * 3000 + '"\n')
+    run = run_apiusage(["serve", "--config", "c.yaml"], tmp_path)
+    assert (run.returncode, run.stdout, run.stderr) == (
+        2, "", "apiusage: c.yaml is invalid:\n  catalog: expands to more than 65536 characters "
+               "(${env:...} included)\n")
+    assert run.peak_rss_bytes < 200 << 20, f"peak RSS {run.peak_rss_bytes >> 20} MiB"
