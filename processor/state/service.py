@@ -12,7 +12,9 @@ separate sessions.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +25,7 @@ from ..derive.plans import PlanLookup
 from ..telemetry import PipelineStats
 from .activity import DAY_MS, ConsumerActivity
 from .report import ConsumerReport, build_report
-from .store import Store, StoreError, open_store
+from .store import SqliteStore, Store, StoreError, open_store
 
 __all__ = ["StateService", "StateHealth"]
 
@@ -79,6 +81,9 @@ class StateService:
         self._stop = threading.Event()
         self._stopped = False
         self._failing: set[str] = set()  # tasks whose last run raised unexpectedly
+        # Set while the SQLite file was deleted or replaced and the connections are closed:
+        # (what happened, the copy saved from the old file or None).
+        self._reopen: tuple[str, str | None] | None = None
         self._write_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._read_lock = threading.Lock()
@@ -148,6 +153,7 @@ class StateService:
                 return True
             start = time.monotonic()
             try:
+                self._follow_file()
                 self.store.write(batch)
             except StoreError as exc:
                 self.activity.restore(batch)
@@ -169,6 +175,48 @@ class StateService:
         self.health.last_flush_seconds = time.monotonic() - start
         self.health.rows_written += rows
         return True
+
+    def _follow_file(self) -> None:
+        """Keep writing to the file at state.sqlite.path when it was deleted (recreated from the
+        open connection, history included) or replaced (the new file is used); raises StoreError.
+
+        An open SQLite file that is unlinked lives on: without this, every flush would succeed
+        into a file nobody can open again, and all of it would vanish at the next restart."""
+        if self._reopen is None:
+            store = self.store
+            fate = store.fate() if isinstance(store, SqliteStore) else None
+            if fate is None:
+                return
+            copy = None
+            with self._refresh_lock, self._read_lock:
+                if fate == "deleted":
+                    copy = f"{store.path}.recovered"
+                    _remove_database(copy)
+                    store.save_copy(copy)  # failing, the old connections stay: retried next flush
+                # The old connections go before the path is opened again: they would share its
+                # -wal and -shm files with the new one.
+                self._close_stores()
+            self._reopen = (fate, copy)
+            log.error("SQLite state database %s was %s while the processor ran: %s", store.path, fate,
+                      "recreating it from the open connection, history included" if copy else
+                      "writing to the new file from now on (the old one's rows are not in it)")
+        fate, copy = self._reopen
+        path = self.config.sqlite.path if self.config.sqlite else "apiusage-state.db"
+        with self._refresh_lock, self._read_lock:
+            try:
+                if copy is not None and not os.path.exists(path):
+                    os.replace(copy, path)
+            except OSError as exc:
+                raise StoreError(f"cannot move {copy} to {path}: {exc.strerror}") from None
+            store = open_store(self.config)
+            try:
+                self._refresher, self._reader = store.reader(), store.reader()
+            except StoreError:
+                store.close()
+                raise
+            self.store = store
+        self._reopen = None
+        log.info("SQLite state database %s is in use again", path)
 
     def refresh(self, now_ms: int | None = None) -> None:
         """Recompute the business metrics; `now_ms` pins the clock (tests, reports)."""
@@ -274,3 +322,9 @@ class StateService:
                 except Exception:  # noqa: BLE001 - closing at shutdown: nothing left to save
                     pass
                 closed.append(store)
+
+
+def _remove_database(path: str) -> None:
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(name)

@@ -8,6 +8,7 @@ several processors sharing PostgreSQL produce the same rows as one would.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -145,7 +146,40 @@ class SqliteStore(Store):
                              f"(state.sqlite.path): {exc}") from None
         if path != ":memory:" and mode.lower() != "wal":
             raise StoreError(f"SQLite state database {path} cannot use WAL mode (got {mode})")
+        self._identity = self._file_identity()
         self._upserts = [self._sql(s) for s in (_UPSERT_CONSUMER, _UPSERT_ACTIVITY, _UPSERT_ENDPOINT)]
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        if self.path == ":memory:":
+            return None
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return None
+        return info.st_dev, info.st_ino
+
+    def fate(self) -> str | None:
+        """"deleted" or "replaced" when the path no longer names the file this connection has
+        open (an open SQLite file lives on, unlinked, and takes every write into oblivion)."""
+        if self._identity is None:
+            return None
+        now = self._file_identity()
+        if now == self._identity:
+            return None
+        return "deleted" if now is None else "replaced"
+
+    def save_copy(self, target: str) -> None:
+        """Copy the database as this connection sees it (WAL included) into a new file `target`."""
+        try:
+            copy = sqlite3.connect(target, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot create {target}: {exc}") from None
+        try:
+            self._db.backup(copy)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot copy {self.description} to {target}: {exc}") from None
+        finally:
+            copy.close()
 
     def reader(self) -> Store:
         if self.path == ":memory:":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from apiusage.processor._typedload import Duration
 
+from tests.support import usage_scenario as sc
 from tests.support.cli_run import run_apiusage
 from tests.support.hostile_backends import (
     ScriptedBackend,
@@ -22,7 +24,7 @@ from tests.support.hostile_backends import (
     answer_trickling,
     answer_trickling_head,
 )
-from tests.support.processor import running_processor, sample
+from tests.support.processor import running_processor, sample, wait_for
 
 
 @contextlib.contextmanager
@@ -183,3 +185,63 @@ def test_env_references_cannot_amplify_the_1_mib_config_into_gigabytes(tmp_path,
         2, "", "apiusage: c.yaml is invalid:\n  catalog: expands to more than 65536 characters "
                "(${env:...} included)\n")
     assert run.peak_rss_bytes < 200 << 20, f"peak RSS {run.peak_rss_bytes >> 20} MiB"
+
+
+# --- the SQLite file deleted or replaced under a running processor ----------------------------
+
+def _consumers_in(db: Path) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT COUNT(*), COUNT(DISTINCT consumer_id) FROM consumers").fetchall()
+    finally:
+        conn.close()
+
+
+def _remove(db: Path) -> None:
+    for name in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        name.unlink(missing_ok=True)  # `rm state.db*`, as an operator cleaning up would
+
+
+def test_a_database_deleted_while_running_is_recreated_with_its_history(tmp_path, caplog) -> None:
+    db = tmp_path / "state.db"
+    config = {"state": {"sqlite": {"path": str(db)}, "flush_interval": "100ms", "refresh_interval": "1h"}}
+    caplog.set_level(logging.INFO, logger="apiusage.processor.state")
+    with running_processor(config) as running:
+        sc.send(running.http_endpoint, sc.recent_consumers(0, 10))
+        running.wait_processed(10)
+        wait_for(running, "apiusage_state_pending_rows", 0)
+        _remove(db)
+        sc.send(running.http_endpoint, sc.recent_consumers(10, 20))
+        running.wait_processed(20)
+        m = wait_for(running, "apiusage_state_pending_rows", 0)
+        assert sample(m, "apiusage_state_up") == 1
+        assert _consumers_in(db) == [(20, 20)]  # while running: the first 10 were not lost
+    assert _consumers_in(db) == [(20, 20)]  # and after the shutdown
+    assert not Path(f"{db}.recovered").exists()
+    assert (f"SQLite state database {db} was deleted while the processor ran: recreating it from "
+            "the open connection, history included") in caplog.messages
+    assert f"SQLite state database {db} is in use again" in caplog.messages
+
+
+def test_a_database_replaced_while_running_is_the_one_written(tmp_path, caplog) -> None:
+    from apiusage.processor.config import SqliteState, StateConfig
+    from apiusage.processor.state.store import open_store
+
+    db = tmp_path / "state.db"
+    config = {"state": {"sqlite": {"path": str(db)}, "flush_interval": "100ms", "refresh_interval": "1h"}}
+    caplog.set_level(logging.INFO, logger="apiusage.processor.state")
+    with running_processor(config) as running:
+        sc.send(running.http_endpoint, sc.recent_consumers(0, 10))
+        running.wait_processed(10)
+        wait_for(running, "apiusage_state_pending_rows", 0)
+        fresh = tmp_path / "restored.db"  # say, last night's backup, put in place
+        open_store(StateConfig(sqlite=SqliteState(path=str(fresh)))).close()
+        _remove(db)
+        fresh.rename(db)
+        sc.send(running.http_endpoint, sc.recent_consumers(10, 15))
+        running.wait_processed(15)
+        wait_for(running, "apiusage_state_pending_rows", 0)
+        assert _consumers_in(db) == [(5, 5)]
+    assert _consumers_in(db) == [(5, 5)]
+    assert (f"SQLite state database {db} was replaced while the processor ran: writing to the new "
+            "file from now on (the old one's rows are not in it)") in caplog.messages
