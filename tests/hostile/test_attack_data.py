@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from apiusage.processor._typedload import Duration
 
 from tests.support import usage_scenario as sc
 from tests.support.cli_run import run_apiusage
+from tests.support.components import missing
 from tests.support.hostile_backends import (
     ScriptedBackend,
     answer_endless,
@@ -245,3 +247,60 @@ def test_a_database_replaced_while_running_is_the_one_written(tmp_path, caplog) 
     assert _consumers_in(db) == [(5, 5)]
     assert (f"SQLite state database {db} was replaced while the processor ran: writing to the new "
             "file from now on (the old one's rows are not in it)") in caplog.messages
+
+
+# --- a full disk under the SQLite file --------------------------------------------------------
+
+@contextlib.contextmanager
+def _small_disk(folder: Path, size: str) -> Iterator[Path]:
+    folder.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                            capture_output=True, text=True, timeout=10)
+    if result.returncode:
+        missing(f"mount -t tmpfs ({result.stderr.strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=10)
+
+
+def _fill(disk: Path) -> Path:
+    """Take every free byte of `disk` with one file."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        with contextlib.suppress(OSError):
+            for _ in range(1 << 20):  # bounded: a 4 GiB disk at most
+                os.write(fd, b"\0" * 4096)
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_disk_fails_flushes_loudly_keeps_the_rows_and_recovers(tmp_path, caplog) -> None:
+    with _small_disk(tmp_path / "disk", "2m") as disk:
+        db = disk / "state.db"
+        config = {"state": {"sqlite": {"path": str(db)}, "flush_interval": "100ms",
+                            "refresh_interval": "200ms"}}
+        caplog.set_level(logging.INFO, logger="apiusage.processor.state")
+        with running_processor(config) as running:
+            sc.send(running.http_endpoint, sc.recent_consumers(0, 10))
+            running.wait_processed(10)
+            wait_for(running, "apiusage_state_pending_rows", 0)
+            filler = _fill(disk)
+            sc.send(running.http_endpoint, sc.recent_consumers(10, 400))
+            running.wait_processed(400)
+            m = wait_for(running, "apiusage_state_up", 0)
+            assert sample(m, "apiusage_state_flushes_total", outcome="failure") >= 1
+            assert sample(m, "apiusage_state_pending_rows") == 781  # 390 consumers, 390 activity, 0+1
+            filler.unlink()
+            m = wait_for(running, "apiusage_state_pending_rows", 0)
+            assert sample(m, "apiusage_state_up") == 1
+            assert sample(m, "apiusage_state_rows_dropped_total") == 0
+            assert _consumers_in(db) == [(400, 400)]
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert [r.exc_info for r in errors] == [None] * len(errors)  # no traceback in the log
+        assert any(r.getMessage().startswith("state flush failed; counting in memory and retrying: "
+                                             f"cannot write to sqlite:{db}: database or disk is full")
+                   for r in errors), [r.getMessage() for r in errors]
+        assert _consumers_in(db) == [(400, 400)]
