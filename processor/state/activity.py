@@ -16,6 +16,7 @@ the limit are dropped and counted in `rows_dropped`.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -35,8 +36,13 @@ _HARD_FACTOR = 2  # rows are dropped only past twice the limit at which the rece
 log = logging.getLogger("apiusage.processor.state")
 
 
+_EMPTY_STR = sys.getsizeof("")
+
+
 def _size(key: tuple) -> int:
-    return _ROW_OVERHEAD + sum(len(k) for k in key if isinstance(k, str))
+    # getsizeof - getsizeof(""): the length for ASCII, up to 4 bytes a character beyond it
+    # (U+10000 and up), so 128 emoji weigh what they cost, not 128 bytes.
+    return _ROW_OVERHEAD + sum(sys.getsizeof(k) - _EMPTY_STR for k in key if isinstance(k, str))
 
 
 class ConsumerActivity:

@@ -5,11 +5,13 @@ databases that vanish or fill up while the processor runs."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import sqlite3
 import subprocess
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -304,3 +306,33 @@ def test_a_full_disk_fails_flushes_loudly_keeps_the_rows_and_recovers(tmp_path, 
                                              f"cannot write to sqlite:{db}: database or disk is full")
                    for r in errors), [r.getMessage() for r in errors]
         assert _consumers_in(db) == [(400, 400)]
+
+
+@pytest.mark.parametrize("char", ["a", "\U0001f600"], ids=["ascii", "emoji"])
+def test_the_backlog_byte_estimate_covers_what_distinct_long_labels_really_take(char) -> None:
+    from apiusage.processor.derive.requests import ApiRequest
+    from apiusage.processor.state.activity import ConsumerActivity
+    from apiusage.processor.telemetry import PipelineStats
+
+    now_ns = time.time_ns()
+
+    def label(i: int) -> str:  # 128 characters, the longest label a span keeps
+        return char * 122 + f"{i:06d}"
+
+    # Every string distinct, every row new: nothing shared for the estimate to lean on.
+    tracemalloc.start()
+    try:
+        spans = [ApiRequest(label(i), "GET", label(i), "200", label(i), "false", label(i), label(i),
+                            None, label(i), char * 250 + f"{i:06d}", 0.01, 1.0, now_ns, b"t" * 16,
+                            b"s" * 8) for i in range(2_000)]
+        activity = ConsumerActivity(40, PipelineStats(), max_pending=1_000_000,
+                                    max_pending_bytes=1 << 40)
+        activity.consume(spans)
+        del spans
+        gc.collect()
+        retained, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert activity.pending() == 6_000
+    # The bound is in estimated bytes: the estimate must not be below what the rows hold.
+    assert activity.pending_bytes() >= retained, (activity.pending_bytes(), retained)
