@@ -32,11 +32,15 @@ __all__ = ["StateService", "StateHealth"]
 log = logging.getLogger("apiusage.processor.state")
 _RETENTION_EVERY = 3600.0
 _STOP_TIMEOUT = 15.0  # a flush in progress at shutdown gets this long to finish
+_STUCK_FLOOR = 5.0  # a flush running past max(this, 3 flush intervals) counts as the store down
 T = TypeVar("T")
 
 
 class StateHealth:
-    def __init__(self) -> None:
+    def __init__(self, stuck_after: float = 15.0) -> None:
+        self.stuck_after = stuck_after
+        self.flush_started: float | None = None  # monotonic start of the running write
+        self.stuck_logged = False
         self.flushes = {"success": 0, "failure": 0}
         self.refreshes = {"success": 0, "failure": 0}
         self.last_flush_success = 0.0
@@ -55,11 +59,26 @@ class StateHealth:
         running = time.monotonic() - started if started is not None else 0.0
         return max(self.refresh_seconds, running)
 
+    def stuck_for(self) -> float:
+        """Seconds the running write has taken, when past `stuck_after`; else 0."""
+        started = self.flush_started
+        running = time.monotonic() - started if started is not None else 0.0
+        return running if running > self.stuck_after else 0.0
+
     @property
     def up(self) -> bool:
-        """The last flush reached the store (`apiusage_state_up`); refresh failures are counted in
-        `refreshes` and logged."""
-        return self.flush_ok
+        """The last flush reached the store and none is stuck (`apiusage_state_up`); refresh
+        failures are counted in `refreshes` and logged.
+
+        A write that never returns (a PostgreSQL server that is stopped but whose kernel still
+        acknowledges, a lock held by another process) fails no flush: without this the state
+        would look up while the backlog grows to its bound."""
+        stuck = self.stuck_for()
+        if stuck and not self.stuck_logged:
+            self.stuck_logged = True
+            log.error("state flush has been writing for %.0fs (more than %.0fs): the state store "
+                      "is not answering; counting in memory", stuck, self.stuck_after)
+        return self.flush_ok and not stuck
 
 
 class StateService:
@@ -73,7 +92,7 @@ class StateService:
         self.catalog = catalog
         self.plans = plans
         self._plans_interval = plans_interval
-        self.health = StateHealth()
+        self.health = StateHealth(max(_STUCK_FLOOR, 3 * config.flush_interval))
         self.report = ConsumerReport()
         self.store: Store | None = None  # the writer: flushes and retention
         self._refresher: Store | None = None
@@ -151,7 +170,7 @@ class StateService:
             if not any(batch):
                 self.activity.written()
                 return True
-            start = time.monotonic()
+            start = self.health.flush_started = time.monotonic()
             try:
                 self._follow_file()
                 self.store.write(batch)
@@ -165,6 +184,11 @@ class StateService:
             except BaseException:
                 self.activity.restore(batch)  # keep the rows; the caller logs and counts
                 raise
+            finally:
+                self.health.flush_started = None
+                if self.health.stuck_logged:
+                    self.health.stuck_logged = False
+                    log.info("state flush returned after %.0fs", time.monotonic() - start)
             self.activity.written()
         rows = sum(len(rows) for rows in batch)
         if not self.health.flush_ok:

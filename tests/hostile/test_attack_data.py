@@ -336,3 +336,31 @@ def test_the_backlog_byte_estimate_covers_what_distinct_long_labels_really_take(
     assert activity.pending() == 6_000
     # The bound is in estimated bytes: the estimate must not be below what the rows hold.
     assert activity.pending_bytes() >= retained, (activity.pending_bytes(), retained)
+
+
+# --- a state store that stops answering -------------------------------------------------------
+
+def test_a_flush_that_does_not_return_marks_the_state_down_until_it_does(tmp_path, caplog) -> None:
+    db = tmp_path / "state.db"
+    config = {"state": {"sqlite": {"path": str(db)}, "flush_interval": "100ms", "refresh_interval": "1h"}}
+    caplog.set_level(logging.INFO, logger="apiusage.processor.state")
+    with running_processor(config) as running:
+        blocker = sqlite3.connect(db, isolation_level=None, timeout=10)
+        blocker.execute("BEGIN IMMEDIATE")  # the flush waits its 10 s busy timeout: no failure yet
+        try:
+            started = time.monotonic()
+            sc.send(running.http_endpoint, sc.recent_consumers(0, 10))
+            running.wait_processed(10)
+            m = wait_for(running, "apiusage_state_up", 0, timeout=8)  # stuck past 5 s: down
+            assert 5.0 <= time.monotonic() - started < 9.5
+            assert sample(m, "apiusage_state_flushes_total", outcome="failure") == 0
+            assert sample(m, "apiusage_state_pending_rows") == 21
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        m = wait_for(running, "apiusage_state_pending_rows", 0, timeout=15)
+        assert sample(m, "apiusage_state_up") == 1
+    stuck = [msg for msg in caplog.messages if msg.startswith("state flush has been writing for ")]
+    assert len(stuck) == 1, caplog.messages
+    assert stuck[0].endswith("s (more than 5s): the state store is not answering; counting in memory")
+    assert _consumers_in(db) == [(10, 10)]
