@@ -364,3 +364,21 @@ def test_a_flush_that_does_not_return_marks_the_state_down_until_it_does(tmp_pat
     assert len(stuck) == 1, caplog.messages
     assert stuck[0].endswith("s (more than 5s): the state store is not answering; counting in memory")
     assert _consumers_in(db) == [(10, 10)]
+
+
+# --- worker CPU per hostile byte ----------------------------------------------------------------
+
+@pytest.mark.parametrize("tracestate", [
+    "," * (16 << 20),  # 16 Mi empty members
+    "ot=" + "th:1;" * (3 << 20),  # an `ot` value of 3 Mi fields
+    "ot=th:8," + "x=y," * (4 << 20),  # valid first member, then 4 Mi more
+], ids=["commas", "ot-fields", "members"])
+def test_a_16_mib_tracestate_costs_the_worker_milliseconds(tracestate) -> None:
+    from apiusage.processor.derive.sampling import adjusted_count
+
+    started = time.perf_counter()
+    weight = adjusted_count(tracestate)
+    took = time.perf_counter() - started
+    assert weight == (2.0 if tracestate.startswith("ot=th:8,") else 1.0)
+    # W3C: 32 members of at most 256 characters; what lies beyond is not split (it took 0.7-1.4 s).
+    assert took < 0.3, f"{took:.3f} s"
