@@ -268,16 +268,17 @@ class PostgresStore(Store):
     _greatest = "GREATEST"
     _LOCK = 0x61706975  # pg_advisory_xact_lock key: migrations run one replica at a time
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, reader: bool = False) -> None:
         try:
             import psycopg
         except ImportError:
             raise StoreError("state.postgres needs psycopg: pip install 'apiusage[postgres]'") from None
         self._psycopg = psycopg
         self._dsn = dsn
+        self._read_only = reader
         self.description = "postgres"
         try:
-            self._db = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+            self._db = self._connect()
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to the PostgreSQL state database: "
                              f"{str(exc).strip()}") from None
@@ -286,8 +287,20 @@ class PostgresStore(Store):
         self._upserts = [self._sql(s).replace("?", "%s")
                          for s in (_UPSERT_CONSUMER, _UPSERT_ACTIVITY, _UPSERT_ENDPOINT)]
 
+    def _connect(self):  # noqa: ANN202
+        db = self._psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+        if self._read_only:
+            # As SQLite's query_only: the refresh, the plan lookup query and admin reads cannot
+            # change the state, whatever SQL reaches them.
+            try:
+                db.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            except BaseException:
+                db.close()
+                raise
+        return db
+
     def reader(self) -> Store:
-        return PostgresStore(self._dsn)
+        return PostgresStore(self._dsn, reader=True)
 
     def _interrupt_now(self) -> None:
         try:
@@ -303,7 +316,7 @@ class PostgresStore(Store):
         """The connection, reopened after the server went away (restart, failover)."""
         if self._db.closed or self._db.broken:
             try:
-                self._db = self._psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+                self._db = self._connect()
             except self._psycopg.Error as exc:
                 raise self._fail("reconnect to", exc) from None
         return self._db

@@ -28,6 +28,7 @@ from tests.support.hostile_backends import (
     answer_trickling,
     answer_trickling_head,
 )
+from tests.support.postgres import postgres_server
 from tests.support.processor import running_processor, sample, wait_for
 
 
@@ -382,3 +383,40 @@ def test_a_16_mib_tracestate_costs_the_worker_milliseconds(tracestate) -> None:
     assert weight == (2.0 if tracestate.startswith("ot=th:8,") else 1.0)
     # W3C: 32 members of at most 256 characters; what lies beyond is not split (it took 0.7-1.4 s).
     assert took < 0.3, f"{took:.3f} s"
+
+
+@pytest.mark.xfail(strict=True, reason="derive/series.py sanitize_label_value maps every character of "
+                   "the value before cutting it to max_label_length: an 8 MiB route of control "
+                   "characters costs the worker ~0.5 s (outside this branch's files)")
+def test_sanitizing_a_16_mib_label_value_costs_milliseconds() -> None:
+    from apiusage.processor.derive.series import sanitize_label_value
+
+    started = time.perf_counter()
+    value = sanitize_label_value("\x01" * (16 << 20), 128)
+    took = time.perf_counter() - started
+    assert value == " " * 127 + "…"
+    assert took < 0.3, f"{took:.3f} s"
+
+
+# --- SQL that reaches the read connections ------------------------------------------------------
+
+def test_a_plan_lookup_query_that_writes_is_refused_on_postgresql(caplog) -> None:
+    with postgres_server() as pg:
+        config = {"state": {"postgres": {"dsn": pg.dsn}, "flush_interval": "100ms",
+                            "refresh_interval": "100ms"},
+                  "processors": {"plan_lookup": {
+                      "sql": "DELETE FROM consumers RETURNING consumer_id, 'free'",
+                      "refresh_interval": "1s"}}}
+        caplog.set_level(logging.ERROR, logger="apiusage.processor.state")
+        with running_processor(config) as running:
+            sc.send(running.http_endpoint, sc.recent_consumers(0, 10))
+            running.wait_processed(10)
+            wait_for(running, "apiusage_state_pending_rows", 0)
+            deadline = time.monotonic() + 8
+            while not any("processors.plan_lookup.sql failed" in m for m in caplog.messages):
+                assert time.monotonic() < deadline, caplog.messages
+                time.sleep(0.05)
+            count = running.processor.state.read(lambda s: s.query("SELECT COUNT(*) FROM consumers"))
+            assert count == [(10,)]
+        failed = [m for m in caplog.messages if "processors.plan_lookup.sql failed" in m]
+        assert "cannot execute DELETE in a read-only transaction" in failed[0], failed
