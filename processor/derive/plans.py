@@ -14,7 +14,7 @@ import errno
 import io
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import yaml
@@ -25,6 +25,9 @@ __all__ = ["PlanLookup", "PlanLookupError", "MAX_PLAN_FILE_BYTES"]
 
 #: A lookup of a million consumers is ~40 MB of CSV; a file past this is a mistake, refused unread.
 MAX_PLAN_FILE_BYTES = 256 << 20
+#: Consumers in one lookup (about 400 MB in memory at the limit): 256 MiB of 8-byte rows would
+#: otherwise be 30 million entries, over 6 GB.
+MAX_PLAN_ENTRIES = 2_000_000
 
 
 class PlanLookupError(ValueError):
@@ -42,28 +45,40 @@ class PlanLookup:
         """(Re)load; returns the number of consumers. Raises PlanLookupError."""
         if self.file:
             try:
-                rows = _read_file(Path(self.file))
+                plans, accounts = _table(_read_file(Path(self.file)), f"plan lookup file {self.file}")
             except PlanLookupError:
                 raise
             except Exception as exc:  # a hand-edited file can fail in ways no list foresees
                 raise PlanLookupError(f"cannot load plan lookup file {self.file}: "
                                       f"{type(exc).__name__}: {exc}") from None
         elif self.sql and query is not None:
+            # The database returns at most one row past the bound, whatever the query selects.
+            bounded = f"SELECT * FROM ({self.sql.strip().rstrip(';')}) AS plan_lookup " \
+                      f"LIMIT {MAX_PLAN_ENTRIES + 1}"
             try:
-                rows = [tuple(str(v) if v is not None else "" for v in r) for r in query(self.sql)]
+                rows = [tuple(str(v) if v is not None else "" for v in r) for r in query(bounded)]
             except Exception as exc:  # the store's error, whatever the backend
                 raise PlanLookupError(f"processors.plan_lookup.sql failed: {exc}") from None
+            plans, accounts = _table(rows, "processors.plan_lookup.sql")
         else:
             return 0
-        plans, accounts = {}, {}
-        for row in rows:
-            if len(row) < 2 or not row[0] or not row[1]:
-                continue
-            plans[row[0]] = row[1]
-            if len(row) > 2 and row[2]:
-                accounts[row[0]] = row[2]
         self.plans, self.accounts = plans, accounts
         return len(plans)
+
+
+def _table(rows: Iterable[tuple[str, ...]], where: str) -> tuple[dict[str, str], dict[str, str]]:
+    plans: dict[str, str] = {}
+    accounts: dict[str, str] = {}
+    for n, row in enumerate(rows):
+        if n >= MAX_PLAN_ENTRIES:
+            raise PlanLookupError(f"{where} has more than {MAX_PLAN_ENTRIES} rows; a lookup holds "
+                                  f"at most {MAX_PLAN_ENTRIES} consumers")
+        if len(row) < 2 or not row[0] or not row[1]:
+            continue
+        plans[row[0]] = row[1]
+        if len(row) > 2 and row[2]:
+            accounts[row[0]] = row[2]
+    return plans, accounts
 
 
 def _read_text(path: Path) -> str:
@@ -94,7 +109,7 @@ def _read_text(path: Path) -> str:
     return raw.decode("utf-8")
 
 
-def _read_file(path: Path) -> list[tuple[str, ...]]:
+def _read_file(path: Path) -> Iterable[tuple[str, ...]]:
     try:
         text = _read_text(path)
     except (OSError, UnicodeDecodeError) as exc:
@@ -119,7 +134,14 @@ def _read_file(path: Path) -> list[tuple[str, ...]]:
     if header is None or [h.strip() for h in header[:2]] != ["consumer_id", "plan_tier"]:
         raise PlanLookupError(f"plan lookup file {path}: the first line must be the header "
                               "consumer_id,plan_tier[,account]")
+    return _csv_rows(reader, path)
+
+
+def _csv_rows(reader: Iterator[list[str]], path: Path) -> Iterator[tuple[str, ...]]:
+    """Row by row, so a file of 30 million short rows is refused at the bound, not built."""
     try:
-        return [tuple(c.strip() for c in row) for row in reader if row]
+        for row in reader:
+            if row:
+                yield tuple(c.strip() for c in row)
     except csv.Error as exc:  # e.g. a field over csv.field_size_limit() (128 KiB)
         raise PlanLookupError(f"plan lookup file {path}, line {reader.line_num}: {exc}") from None

@@ -420,3 +420,36 @@ def test_a_plan_lookup_query_that_writes_is_refused_on_postgresql(caplog) -> Non
             assert count == [(10,)]
         failed = [m for m in caplog.messages if "processors.plan_lookup.sql failed" in m]
         assert "cannot execute DELETE in a read-only transaction" in failed[0], failed
+
+
+@pytest.mark.parametrize("source", ["file", "sql"])
+def test_a_plan_lookup_past_its_entry_bound_is_refused_before_it_is_built(
+        tmp_path, monkeypatch, source) -> None:
+    from apiusage.processor.derive import plans as module
+
+    assert getattr(module, "MAX_PLAN_ENTRIES", 2_000_000) == 2_000_000
+    monkeypatch.setattr(module, "MAX_PLAN_ENTRIES", 1_000, raising=False)  # the test's scale
+    rows = 300_000  # 13 bytes a row: 4 MB of file, well within the 256 MiB bound
+    if source == "file":
+        plans = tmp_path / "plans.csv"
+        with plans.open("w") as f:
+            f.write("consumer_id,plan_tier\n")
+            f.writelines(f"{i:08d},free\n" for i in range(rows))
+        lookup, query, where = module.PlanLookup(str(plans)), None, f"plan lookup file {plans}"
+    else:
+        db = sqlite3.connect(":memory:")
+        sql = (f"WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {rows - 1}) "
+               "SELECT printf('%08d', i), 'free' FROM n;")
+        lookup, where = module.PlanLookup(sql=sql), "processors.plan_lookup.sql"
+
+        def query(text: str) -> list[tuple]:
+            return db.execute(text).fetchall()
+    lookup.plans = {"kept": "enterprise"}
+    started = time.monotonic()
+    with pytest.raises(module.PlanLookupError) as caught:
+        lookup.load(query)
+    assert str(caught.value) == (f"{where} has more than 1000 rows; a lookup holds at most "
+                                 "1000 consumers")
+    assert lookup.plans == {"kept": "enterprise"}
+    # Row by row (and LIMIT for SQL): the 299,000 rows past the bound are never built.
+    assert time.monotonic() - started < 0.5
