@@ -215,6 +215,10 @@ class StateService:
             with self._refresh_lock, self._read_lock:
                 if fate == "deleted":
                     copy = f"{store.path}.recovered"
+                    try:  # `rm -r` of the whole state folder
+                        os.makedirs(os.path.dirname(os.path.abspath(copy)), exist_ok=True)
+                    except OSError as exc:
+                        raise StoreError(f"cannot create the folder of {copy}: {exc.strerror}") from None
                     _remove_database(copy)
                     store.save_copy(copy)  # failing, the old connections stay: retried next flush
                 # The old connections go before the path is opened again: they would share its

@@ -8,6 +8,7 @@ import contextlib
 import gc
 import logging
 import os
+import shutil
 import sqlite3
 import subprocess
 import time
@@ -207,15 +208,19 @@ def _remove(db: Path) -> None:
         name.unlink(missing_ok=True)  # `rm state.db*`, as an operator cleaning up would
 
 
-def test_a_database_deleted_while_running_is_recreated_with_its_history(tmp_path, caplog) -> None:
-    db = tmp_path / "state.db"
+@pytest.mark.parametrize("what", ["files", "folder"])
+def test_a_database_deleted_while_running_is_recreated_with_its_history(tmp_path, caplog, what) -> None:
+    db = tmp_path / "state" / "state.db"
     config = {"state": {"sqlite": {"path": str(db)}, "flush_interval": "100ms", "refresh_interval": "1h"}}
     caplog.set_level(logging.INFO, logger="apiusage.processor.state")
     with running_processor(config) as running:
         sc.send(running.http_endpoint, sc.recent_consumers(0, 10))
         running.wait_processed(10)
         wait_for(running, "apiusage_state_pending_rows", 0)
-        _remove(db)
+        if what == "folder":
+            shutil.rmtree(db.parent)
+        else:
+            _remove(db)
         sc.send(running.http_endpoint, sc.recent_consumers(10, 20))
         running.wait_processed(20)
         m = wait_for(running, "apiusage_state_pending_rows", 0)
