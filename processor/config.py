@@ -39,6 +39,10 @@ CONFIG_YAML_LIMITS = YamlLimits(max_depth=64, max_nodes=10_000, max_alias_nodes=
 _MAX_MESSAGE_MIB = 2047
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
+_BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # controls but HTAB
+
+
 class ConfigError(Exception):
     """The configuration is unusable; the message lists every problem with its key path."""
 
@@ -365,6 +369,15 @@ class OtlpForwarder:
         if not self.endpoint.startswith(("http://", "https://")):
             problems.add(f"{path}.endpoint", "must be an http:// or https:// URL of an OTLP/HTTP "
                                              f"receiver, such as http://jaeger:4318 (got {self.endpoint!r})")
+        # http.client refuses these at every request (a traceback a body); a CR or LF would
+        # otherwise be a header injection.
+        for name, value in self.headers.items():
+            if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+                problems.add(f"{path}.headers", f"{name!r} is not an HTTP header name (letters, "
+                                                "digits and !#$%&'*+-.^_`|~)")
+            elif not isinstance(value, str) or _BAD_HEADER_VALUE.search(value):
+                problems.add(f"{path}.headers.{name}", "must be text without control characters "
+                                                       "(CR, LF, NUL...)")
 
 
 @dataclass(frozen=True)

@@ -458,3 +458,17 @@ def test_a_plan_lookup_past_its_entry_bound_is_refused_before_it_is_built(
     assert lookup.plans == {"kept": "enterprise"}
     # Row by row (and LIMIT for SQL): the 299,000 rows past the bound are never built.
     assert time.monotonic() - started < 0.5
+
+
+def test_forwarder_headers_with_line_breaks_are_refused_at_start_up() -> None:
+    from apiusage.processor.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"exporters": {"otlp": {"endpoint": "http://127.0.0.1:4318", "headers": {
+            "Authorization": "Bearer x\r\nX-Injected: 1", "Bad Name": "x", "X-Tab": "a\tb"}}}})
+    assert str(caught.value) == (
+        "(inline) is invalid:\n"
+        "  exporters.otlp.headers.Authorization: must be text without control characters "
+        "(CR, LF, NUL...)\n"
+        "  exporters.otlp.headers: 'Bad Name' is not an HTTP header name (letters, digits and "
+        "!#$%&'*+-.^_`|~)")
