@@ -13,6 +13,8 @@ import sqlite3
 import subprocess
 import time
 import tracemalloc
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from tests.support.hostile_backends import (
     answer_trickling_head,
 )
 from tests.support.postgres import postgres_server
-from tests.support.processor import running_processor, sample, wait_for
+from tests.support.processor import running_processor, sample, start_processor, wait_for
 
 
 @contextlib.contextmanager
@@ -480,3 +482,58 @@ def test_forwarder_headers_with_line_breaks_are_refused_at_start_up() -> None:
         "(CR, LF, NUL...)\n"
         "  exporters.otlp.headers: 'Bad Name' is not an HTTP header name (letters, digits and "
         "!#$%&'*+-.^_`|~)")
+
+
+# --- bodies that are small on the wire and large in memory --------------------------------------
+
+def _peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def _empty_spans_body(n: int) -> bytes:
+    """An ExportTraceServiceRequest of one resource, one scope and `n` empty spans (2 bytes each)."""
+    def varint(x: int) -> bytes:
+        out = bytearray()
+        while True:
+            out.append((x & 0x7F) | (0x80 if x > 0x7F else 0))
+            x >>= 7
+            if not x:
+                return bytes(out)
+
+    spans = b"\x12\x00" * n
+    scope = b"\x12" + varint(len(spans)) + spans
+    return b"\x0a" + varint(len(scope)) + scope
+
+
+@pytest.mark.xfail(strict=True, reason="the C scanner (receivers/_cscan.c, fields.py) builds a "
+                   "21-field tuple per span before anything counts them: 2 bytes of protobuf "
+                   "become ~200 bytes of Python, 4 MiB -> ~415 MiB, and the default 64 MiB body "
+                   "limit allows ~6.6 GB; a per-request span bound is needed in the scanner")
+def test_a_4_mib_body_of_2_million_empty_spans_costs_less_than_150_mib(tmp_path) -> None:
+    body = _empty_spans_body(2_000_000)
+    with start_processor(tmp_path, {"processors": {"queue": {"max_spans": 100_000}}}) as running:
+        before = _peak_rss(running.process.pid)
+        request = urllib.request.Request(f"{running.http_endpoint}/v1/traces", data=body,
+                                         headers={"Content-Type": "application/x-protobuf"})
+        with contextlib.suppress(urllib.error.HTTPError):
+            urllib.request.urlopen(request, timeout=15).close()
+        growth = _peak_rss(running.process.pid) - before
+    assert growth < 150 << 20, f"peak RSS grew {growth >> 20} MiB for a {len(body) >> 20} MiB body"
+
+
+@pytest.mark.xfail(strict=True, reason="receivers/payload.py json_to_protobuf: json.loads and "
+                   "json_format.ParseDict build every span as dicts and messages; an 8 MiB body "
+                   "of `{}` spans took 32 s and 450 MiB, so the 64 MiB default is minutes of CPU "
+                   "and ~3.6 GB per request (outside this branch's files)")
+def test_a_350_kib_json_body_of_empty_spans_is_answered_within_half_a_second() -> None:
+    from apiusage.processor.receivers.payload import InvalidPayload, json_to_protobuf
+
+    body = b'{"resourceSpans":[{"scopeSpans":[{"spans":[' + b",".join([b"{}"] * 120_000) + b"]}]}]}"
+    started = time.monotonic()
+    with contextlib.suppress(InvalidPayload):
+        json_to_protobuf(body)
+    took = time.monotonic() - started
+    assert took < 0.5, f"{took:.1f} s for {len(body) >> 10} KiB"
