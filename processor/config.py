@@ -39,6 +39,10 @@ CONFIG_YAML_LIMITS = YamlLimits(max_depth=64, max_nodes=10_000, max_alias_nodes=
 _MAX_MESSAGE_MIB = 2047
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
+_BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # controls but HTAB
+
+
 class ConfigError(Exception):
     """The configuration is unusable; the message lists every problem with its key path."""
 
@@ -369,6 +373,15 @@ class OtlpForwarder:
         if not self.endpoint.startswith(("http://", "https://")):
             problems.add(f"{path}.endpoint", "must be an http:// or https:// URL of an OTLP/HTTP "
                                              f"receiver, such as http://jaeger:4318 (got {self.endpoint!r})")
+        # http.client refuses these at every request (a traceback a body); a CR or LF would
+        # otherwise be a header injection.
+        for name, value in self.headers.items():
+            if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+                problems.add(f"{path}.headers", f"{name!r} is not an HTTP header name (letters, "
+                                                "digits and !#$%&'*+-.^_`|~)")
+            elif not isinstance(value, str) or _BAD_HEADER_VALUE.search(value):
+                problems.add(f"{path}.headers.{name}", "must be text without control characters "
+                                                       "(CR, LF, NUL...)")
 
 
 @dataclass(frozen=True)
@@ -457,17 +470,27 @@ def _substitute(node: Any, path: str, problems: Problems) -> Any:
     if not isinstance(node, str) or "${" not in node:
         return node
 
+    limit = CONFIG_YAML_LIMITS.max_scalar_chars
+    size = len(node)  # the expanded length so far: each reference is replaced by its value
+
     def expand(m: re.Match[str]) -> str:
+        nonlocal size
         value = os.environ.get(m.group(1)) or m.group(2)  # `:-` also covers set-but-empty
         if value is None and m.group(1) in os.environ:
             value = ""
         if value is None:
             problems.add(path, f"environment variable {m.group(1)} is not set")
             return ""
-        return value
+        # Counted before it is built: 100,000 references to a 10 MB variable in a 1 MiB file
+        # would otherwise make a terabyte of one string.
+        size += len(value) - len(m.group(0))
+        return value if size <= limit else ""
 
     whole = _ENV.fullmatch(node)
     expanded = _ENV.sub(expand, node)
+    if size > limit:
+        problems.add(path, f"expands to more than {limit} characters (${{env:...}} included)")
+        return ""
     if whole:
         # A value that is only a variable takes the variable's YAML type (a port stays an int).
         try:

@@ -10,15 +10,24 @@ never sees a half-loaded table.  A span's own plan tier always wins.
 from __future__ import annotations
 
 import csv
+import errno
 import io
-from collections.abc import Callable
+import os
+import stat
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import yaml
 
 from .._yaml import safe_load
 
-__all__ = ["PlanLookup", "PlanLookupError"]
+__all__ = ["PlanLookup", "PlanLookupError", "MAX_PLAN_FILE_BYTES"]
+
+#: A lookup of a million consumers is ~40 MB of CSV; a file past this is a mistake, refused unread.
+MAX_PLAN_FILE_BYTES = 256 << 20
+#: Consumers in one lookup (about 400 MB in memory at the limit): 256 MiB of 8-byte rows would
+#: otherwise be 30 million entries, over 6 GB.
+MAX_PLAN_ENTRIES = 2_000_000
 
 
 class PlanLookupError(ValueError):
@@ -36,33 +45,73 @@ class PlanLookup:
         """(Re)load; returns the number of consumers. Raises PlanLookupError."""
         if self.file:
             try:
-                rows = _read_file(Path(self.file))
+                plans, accounts = _table(_read_file(Path(self.file)), f"plan lookup file {self.file}")
             except PlanLookupError:
                 raise
             except Exception as exc:  # a hand-edited file can fail in ways no list foresees
                 raise PlanLookupError(f"cannot load plan lookup file {self.file}: "
                                       f"{type(exc).__name__}: {exc}") from None
         elif self.sql and query is not None:
+            # The database returns at most one row past the bound, whatever the query selects.
+            bounded = f"SELECT * FROM ({self.sql.strip().rstrip(';')}) AS plan_lookup " \
+                      f"LIMIT {MAX_PLAN_ENTRIES + 1}"
             try:
-                rows = [tuple(str(v) if v is not None else "" for v in r) for r in query(self.sql)]
+                rows = [tuple(str(v) if v is not None else "" for v in r) for r in query(bounded)]
             except Exception as exc:  # the store's error, whatever the backend
                 raise PlanLookupError(f"processors.plan_lookup.sql failed: {exc}") from None
+            plans, accounts = _table(rows, "processors.plan_lookup.sql")
         else:
             return 0
-        plans, accounts = {}, {}
-        for row in rows:
-            if len(row) < 2 or not row[0] or not row[1]:
-                continue
-            plans[row[0]] = row[1]
-            if len(row) > 2 and row[2]:
-                accounts[row[0]] = row[2]
         self.plans, self.accounts = plans, accounts
         return len(plans)
 
 
-def _read_file(path: Path) -> list[tuple[str, ...]]:
+def _table(rows: Iterable[tuple[str, ...]], where: str) -> tuple[dict[str, str], dict[str, str]]:
+    plans: dict[str, str] = {}
+    accounts: dict[str, str] = {}
+    for n, row in enumerate(rows):
+        if n >= MAX_PLAN_ENTRIES:
+            raise PlanLookupError(f"{where} has more than {MAX_PLAN_ENTRIES} rows; a lookup holds "
+                                  f"at most {MAX_PLAN_ENTRIES} consumers")
+        if len(row) < 2 or not row[0] or not row[1]:
+            continue
+        plans[row[0]] = row[1]
+        if len(row) > 2 and row[2]:
+            accounts[row[0]] = row[2]
+    return plans, accounts
+
+
+def _read_text(path: Path) -> str:
+    """The file's text; only a regular file within MAX_PLAN_FILE_BYTES is read.
+
+    A FIFO put in the file's place would block the reading thread (the state refresh) until
+    something writes to it, and /dev/zero would never end: O_NONBLOCK opens either at once and
+    fstat says what it is before one byte is read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        text = path.read_text(encoding="utf-8")
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):  # the words read_text() would have used
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device or socket"
+            raise PlanLookupError(f"cannot read plan lookup file {path}: it is {kind}, "
+                                  "not a regular file")
+        if info.st_size > MAX_PLAN_FILE_BYTES:
+            raise PlanLookupError(f"plan lookup file {path} is not accepted: {info.st_size} bytes, "
+                                  f"at most {MAX_PLAN_FILE_BYTES} (256 MiB)")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(MAX_PLAN_FILE_BYTES + 1)  # the file may grow after fstat
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_PLAN_FILE_BYTES:
+        raise PlanLookupError(f"plan lookup file {path} is not accepted: more than "
+                              f"{MAX_PLAN_FILE_BYTES} bytes (256 MiB)")
+    return raw.decode("utf-8")
+
+
+def _read_file(path: Path) -> Iterable[tuple[str, ...]]:
+    try:
+        text = _read_text(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanLookupError(f"cannot read plan lookup file {path}: {exc}") from None
     if path.suffix.lower() in (".yaml", ".yml"):
@@ -85,7 +134,14 @@ def _read_file(path: Path) -> list[tuple[str, ...]]:
     if header is None or [h.strip() for h in header[:2]] != ["consumer_id", "plan_tier"]:
         raise PlanLookupError(f"plan lookup file {path}: the first line must be the header "
                               "consumer_id,plan_tier[,account]")
+    return _csv_rows(reader, path)
+
+
+def _csv_rows(reader: Iterator[list[str]], path: Path) -> Iterator[tuple[str, ...]]:
+    """Row by row, so a file of 30 million short rows is refused at the bound, not built."""
     try:
-        return [tuple(c.strip() for c in row) for row in reader if row]
+        for row in reader:
+            if row:
+                yield tuple(c.strip() for c in row)
     except csv.Error as exc:  # e.g. a field over csv.field_size_limit() (128 KiB)
         raise PlanLookupError(f"plan lookup file {path}, line {reader.line_num}: {exc}") from None

@@ -21,11 +21,17 @@ _MAX_THRESHOLD = 1 << 56
 _CACHE_LIMIT = 1_000
 # W3C caps a tracestate at 512 characters; longer ones are computed but never cached.
 _MAX_CACHED_LENGTH = 512
+# W3C: at most 32 list members, and a member's value at most 256 characters. Only that much is
+# looked at, so a hostile 8 MiB tracestate of commas or `th:1;` costs microseconds, not a second.
+_MAX_MEMBERS = 32
+_MAX_VALUE_LENGTH = 256
 _HEX = frozenset("0123456789abcdefABCDEF")
 _cache: dict[str, float] = {}
 
 
 def _from_ot_value(ot: str) -> float:
+    if len(ot) > _MAX_VALUE_LENGTH:
+        return 1.0  # not a valid value: counted once rather than guessed
     for field in ot.split(";"):
         key, _, value = field.partition(":")
         if key == "th":
@@ -48,7 +54,8 @@ def adjusted_count(tracestate: str) -> float:
     if cached is not None:
         return cached
     weight = 1.0
-    for member in tracestate.split(","):
+    members = tracestate.split(",", _MAX_MEMBERS)  # the 33rd piece, if any, is the unsplit rest
+    for member in members[:_MAX_MEMBERS]:
         key, _, value = member.strip().partition("=")
         if key == "ot":
             weight = _from_ot_value(value)

@@ -1,16 +1,19 @@
 """Forward accepted OTLP trace requests to a trace backend, so exemplars lead to real traces.
 
 Receivers hand over the protobuf body of every accepted request; a thread posts
-them to `<endpoint>/v1/traces` in order.  The queue is bounded in requests and in
-bytes (the body being sent included) and `forward()` never blocks: when the
-backend is slow, down or never answers, new bodies are dropped and counted, and
-ingestion goes on at full speed.
+them to `<endpoint>/v1/traces` in order.  Each attempt has one deadline (`timeout`)
+for sending and the whole answer, of which at most 64 KiB is read: a backend that
+trickles its answer or sends one without end cannot hold the thread.  The queue is
+bounded in requests and in bytes (the body being sent included) and `forward()`
+never blocks: when the backend is slow, down or never answers, new bodies are
+dropped and counted, and ingestion goes on at full speed.
 """
 
 from __future__ import annotations
 
 import http.client
 import logging
+import socket
 import threading
 import time
 from collections import deque
@@ -25,6 +28,9 @@ __all__ = ["Forwarder"]
 
 log = logging.getLogger("apiusage.processor.forward")
 _RETRIES = 3
+#: Of a response body only this much is read (OTLP answers are a few bytes); the rest is not
+#: read and the connection is closed instead of reused.
+MAX_RESPONSE_BYTES = 64 << 10
 
 
 class Forwarder:
@@ -121,10 +127,39 @@ class Forwarder:
         if self._conn is None:
             cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
             self._conn = cls(self._host, self._port, timeout=self._timeout)
-        self._conn.request("POST", self._path, body=body, headers=self._headers)
-        response = self._conn.getresponse()
-        response.read()
-        return response.status
+        conn = self._conn
+        # The socket timeout bounds each read, not the answer: one byte every 9 s would keep a
+        # 10 s timeout from ever firing. The watchdog ends the attempt at the deadline.
+        expired = threading.Event()
+        watchdog = threading.Timer(self._timeout, self._expire, (conn, expired))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            conn.request("POST", self._path, body=body, headers=self._headers)
+            response = conn.getresponse()
+            whole = len(response.read(MAX_RESPONSE_BYTES + 1)) <= MAX_RESPONSE_BYTES
+            if not whole or not response.isclosed() or expired.is_set():
+                # Larger than any OTLP answer, or cut at the deadline after its status line (which
+                # stands): not read on, not reused.
+                self._close()
+            return response.status
+        except (OSError, http.client.HTTPException) as exc:
+            if expired.is_set():
+                raise TimeoutError(f"no complete answer within {self._timeout:g}s "
+                                   "(exporters.otlp.timeout)") from exc
+            raise
+        finally:
+            watchdog.cancel()
+
+    @staticmethod
+    def _expire(conn: http.client.HTTPConnection, expired: threading.Event) -> None:
+        expired.set()
+        sock = conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked read; the caller closes
+            except OSError:
+                pass
 
     def _close(self) -> None:
         if self._conn is not None:

@@ -6,15 +6,17 @@ thread calls `drain()` every flush interval and writes the rows in one
 transaction, then `written()`; when that fails, `restore()` puts them back to
 be retried.
 
-The backlog (rows not yet written, drained ones included) is bounded in rows and
-in estimated bytes: at the limit `backlogged()` says so and the receivers refuse
-new exports (retryable), so the spans already accepted still fit; rows past twice
+The backlog (rows not yet written, drained ones included; consumer, activity and
+endpoint rows alike, as `apiusage_state_rows_written_total` counts them) is bounded
+in rows and in estimated bytes: at the limit `backlogged()` says so and the receivers
+refuse new exports (retryable), so the spans already accepted still fit; rows past twice
 the limit are dropped and counted in `rows_dropped`.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -34,8 +36,13 @@ _HARD_FACTOR = 2  # rows are dropped only past twice the limit at which the rece
 log = logging.getLogger("apiusage.processor.state")
 
 
+_EMPTY_STR = sys.getsizeof("")
+
+
 def _size(key: tuple) -> int:
-    return _ROW_OVERHEAD + sum(len(k) for k in key if isinstance(k, str))
+    # getsizeof - getsizeof(""): the length for ASCII, up to 4 bytes a character beyond it
+    # (U+10000 and up), so 128 emoji weigh what they cost, not 128 bytes.
+    return _ROW_OVERHEAD + sum(sys.getsizeof(k) - _EMPTY_STR for k in key if isinstance(k, str))
 
 
 class ConsumerActivity:
@@ -82,7 +89,13 @@ class ConsumerActivity:
                 e = endpoints.get(ekey)
                 deprecated = 1 if r[5] == "true" else 0
                 if e is None:
-                    endpoints[ekey] = [deprecated, at, at]
+                    # Spans without a consumer id add only endpoint rows: 100k distinct routes
+                    # must meet the same bound as 100k consumers.
+                    if self._rows() >= hard_rows or self._bytes >= hard_bytes:
+                        full += 1
+                    else:
+                        endpoints[ekey] = [deprecated, at, at]
+                        self._bytes += _size(ekey)
                 elif at >= e[2]:
                     e[0], e[2] = deprecated, at
                 elif at < e[1]:
@@ -96,7 +109,7 @@ class ConsumerActivity:
                 akey = (day, service, consumer, method, route, r[9] or "", r[6], r[7])
                 a = activity.get(akey)
                 if a is None:
-                    if len(activity) + len(consumers) >= hard_rows or self._bytes >= hard_bytes:
+                    if self._rows() >= hard_rows or self._bytes >= hard_bytes:
                         # Past twice the limit: only a queue larger than the limit gets here.
                         full += 1 if (service, consumer) in consumers else 2
                         continue
@@ -135,9 +148,12 @@ class ConsumerActivity:
                       "until the store catches up (counted in apiusage_state_rows_dropped_total)",
                       self.max_pending, self.max_pending_bytes)
 
+    def _rows(self) -> int:
+        return len(self._activity) + len(self._consumers) + len(self._endpoints)
+
     def pending(self) -> int:
         """Rows not yet in the store, those being written included."""
-        return len(self._activity) + len(self._consumers) + self._inflight_rows
+        return self._rows() + self._inflight_rows
 
     def pending_bytes(self) -> int:
         """Estimated memory of the rows not yet in the store."""
@@ -154,7 +170,7 @@ class ConsumerActivity:
             consumers, self._consumers = self._consumers, {}
             activity, self._activity = self._activity, {}
             endpoints, self._endpoints = self._endpoints, {}
-            self._inflight_rows += len(consumers) + len(activity)
+            self._inflight_rows += len(consumers) + len(activity) + len(endpoints)
             self._inflight_bytes += self._bytes
             self._bytes = 0
         return (
@@ -181,8 +197,7 @@ class ConsumerActivity:
             hard_bytes = self.max_pending_bytes * _HARD_FACTOR
 
             def room() -> bool:
-                return (len(self._activity) + len(self._consumers) < hard_rows
-                        and self._bytes < hard_bytes)
+                return self._rows() < hard_rows and self._bytes < hard_bytes
 
             for s, c, first, success, last, plan, name, version in consumers:
                 cur = self._consumers.get((s, c))
@@ -214,7 +229,11 @@ class ConsumerActivity:
             for s, m, r, deprecated, first, last in endpoints:
                 cur = self._endpoints.get((s, m, r))
                 if cur is None:
+                    if not room():
+                        full += 1
+                        continue
                     self._endpoints[s, m, r] = [deprecated, first, last]
+                    self._bytes += _size((s, m, r))
                 else:
                     if last > cur[2]:
                         cur[0], cur[2] = deprecated, last

@@ -12,7 +12,9 @@ separate sessions.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,18 +25,22 @@ from ..derive.plans import PlanLookup
 from ..telemetry import PipelineStats
 from .activity import DAY_MS, ConsumerActivity
 from .report import ConsumerReport, build_report
-from .store import Store, StoreError, open_store
+from .store import SqliteStore, Store, StoreError, open_store
 
 __all__ = ["StateService", "StateHealth"]
 
 log = logging.getLogger("apiusage.processor.state")
 _RETENTION_EVERY = 3600.0
 _STOP_TIMEOUT = 15.0  # a flush in progress at shutdown gets this long to finish
+_STUCK_FLOOR = 5.0  # a flush running past max(this, 3 flush intervals) counts as the store down
 T = TypeVar("T")
 
 
 class StateHealth:
-    def __init__(self) -> None:
+    def __init__(self, stuck_after: float = 15.0) -> None:
+        self.stuck_after = stuck_after
+        self.flush_started: float | None = None  # monotonic start of the running write
+        self.stuck_logged = False
         self.flushes = {"success": 0, "failure": 0}
         self.refreshes = {"success": 0, "failure": 0}
         self.last_flush_success = 0.0
@@ -53,11 +59,26 @@ class StateHealth:
         running = time.monotonic() - started if started is not None else 0.0
         return max(self.refresh_seconds, running)
 
+    def stuck_for(self) -> float:
+        """Seconds the running write has taken, when past `stuck_after`; else 0."""
+        started = self.flush_started
+        running = time.monotonic() - started if started is not None else 0.0
+        return running if running > self.stuck_after else 0.0
+
     @property
     def up(self) -> bool:
-        """The last flush reached the store (`apiusage_state_up`); refresh failures are counted in
-        `refreshes` and logged."""
-        return self.flush_ok
+        """The last flush reached the store and none is stuck (`apiusage_state_up`); refresh
+        failures are counted in `refreshes` and logged.
+
+        A write that never returns (a PostgreSQL server that is stopped but whose kernel still
+        acknowledges, a lock held by another process) fails no flush: without this the state
+        would look up while the backlog grows to its bound."""
+        stuck = self.stuck_for()
+        if stuck and not self.stuck_logged:
+            self.stuck_logged = True
+            log.error("state flush has been writing for %.0fs (more than %.0fs): the state store "
+                      "is not answering; counting in memory", stuck, self.stuck_after)
+        return self.flush_ok and not stuck
 
 
 class StateService:
@@ -71,7 +92,7 @@ class StateService:
         self.catalog = catalog
         self.plans = plans
         self._plans_interval = plans_interval
-        self.health = StateHealth()
+        self.health = StateHealth(max(_STUCK_FLOOR, 3 * config.flush_interval))
         self.report = ConsumerReport()
         self.store: Store | None = None  # the writer: flushes and retention
         self._refresher: Store | None = None
@@ -79,6 +100,9 @@ class StateService:
         self._stop = threading.Event()
         self._stopped = False
         self._failing: set[str] = set()  # tasks whose last run raised unexpectedly
+        # Set while the SQLite file was deleted or replaced and the connections are closed:
+        # (what happened, the copy saved from the old file or None).
+        self._reopen: tuple[str, str | None] | None = None
         self._write_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._read_lock = threading.Lock()
@@ -146,8 +170,9 @@ class StateService:
             if not any(batch):
                 self.activity.written()
                 return True
-            start = time.monotonic()
+            start = self.health.flush_started = time.monotonic()
             try:
+                self._follow_file()
                 self.store.write(batch)
             except StoreError as exc:
                 self.activity.restore(batch)
@@ -159,6 +184,11 @@ class StateService:
             except BaseException:
                 self.activity.restore(batch)  # keep the rows; the caller logs and counts
                 raise
+            finally:
+                self.health.flush_started = None
+                if self.health.stuck_logged:
+                    self.health.stuck_logged = False
+                    log.info("state flush returned after %.0fs", time.monotonic() - start)
             self.activity.written()
         rows = sum(len(rows) for rows in batch)
         if not self.health.flush_ok:
@@ -169,6 +199,52 @@ class StateService:
         self.health.last_flush_seconds = time.monotonic() - start
         self.health.rows_written += rows
         return True
+
+    def _follow_file(self) -> None:
+        """Keep writing to the file at state.sqlite.path when it was deleted (recreated from the
+        open connection, history included) or replaced (the new file is used); raises StoreError.
+
+        An open SQLite file that is unlinked lives on: without this, every flush would succeed
+        into a file nobody can open again, and all of it would vanish at the next restart."""
+        if self._reopen is None:
+            store = self.store
+            fate = store.fate() if isinstance(store, SqliteStore) else None
+            if fate is None:
+                return
+            copy = None
+            with self._refresh_lock, self._read_lock:
+                if fate == "deleted":
+                    copy = f"{store.path}.recovered"
+                    try:  # `rm -r` of the whole state folder
+                        os.makedirs(os.path.dirname(os.path.abspath(copy)), exist_ok=True)
+                    except OSError as exc:
+                        raise StoreError(f"cannot create the folder of {copy}: {exc.strerror}") from None
+                    _remove_database(copy)
+                    store.save_copy(copy)  # failing, the old connections stay: retried next flush
+                # The old connections go before the path is opened again: they would share its
+                # -wal and -shm files with the new one.
+                self._close_stores()
+            self._reopen = (fate, copy)
+            log.error("SQLite state database %s was %s while the processor ran: %s", store.path, fate,
+                      "recreating it from the open connection, history included" if copy else
+                      "writing to the new file from now on (the old one's rows are not in it)")
+        fate, copy = self._reopen
+        path = self.config.sqlite.path if self.config.sqlite else "apiusage-state.db"
+        with self._refresh_lock, self._read_lock:
+            try:
+                if copy is not None and not os.path.exists(path):
+                    os.replace(copy, path)
+            except OSError as exc:
+                raise StoreError(f"cannot move {copy} to {path}: {exc.strerror}") from None
+            store = open_store(self.config)
+            try:
+                self._refresher, self._reader = store.reader(), store.reader()
+            except StoreError:
+                store.close()
+                raise
+            self.store = store
+        self._reopen = None
+        log.info("SQLite state database %s is in use again", path)
 
     def refresh(self, now_ms: int | None = None) -> None:
         """Recompute the business metrics; `now_ms` pins the clock (tests, reports)."""
@@ -274,3 +350,9 @@ class StateService:
                 except Exception:  # noqa: BLE001 - closing at shutdown: nothing left to save
                     pass
                 closed.append(store)
+
+
+def _remove_database(path: str) -> None:
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(name)

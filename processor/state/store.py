@@ -8,6 +8,7 @@ several processors sharing PostgreSQL produce the same rows as one would.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -145,7 +146,40 @@ class SqliteStore(Store):
                              f"(state.sqlite.path): {exc}") from None
         if path != ":memory:" and mode.lower() != "wal":
             raise StoreError(f"SQLite state database {path} cannot use WAL mode (got {mode})")
+        self._identity = self._file_identity()
         self._upserts = [self._sql(s) for s in (_UPSERT_CONSUMER, _UPSERT_ACTIVITY, _UPSERT_ENDPOINT)]
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        if self.path == ":memory:":
+            return None
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return None
+        return info.st_dev, info.st_ino
+
+    def fate(self) -> str | None:
+        """"deleted" or "replaced" when the path no longer names the file this connection has
+        open (an open SQLite file lives on, unlinked, and takes every write into oblivion)."""
+        if self._identity is None:
+            return None
+        now = self._file_identity()
+        if now == self._identity:
+            return None
+        return "deleted" if now is None else "replaced"
+
+    def save_copy(self, target: str) -> None:
+        """Copy the database as this connection sees it (WAL included) into a new file `target`."""
+        try:
+            copy = sqlite3.connect(target, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot create {target}: {exc}") from None
+        try:
+            self._db.backup(copy)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot copy {self.description} to {target}: {exc}") from None
+        finally:
+            copy.close()
 
     def reader(self) -> Store:
         if self.path == ":memory:":
@@ -234,16 +268,17 @@ class PostgresStore(Store):
     _greatest = "GREATEST"
     _LOCK = 0x61706975  # pg_advisory_xact_lock key: migrations run one replica at a time
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, reader: bool = False) -> None:
         try:
             import psycopg
         except ImportError:
             raise StoreError("state.postgres needs psycopg: pip install 'apiusage[postgres]'") from None
         self._psycopg = psycopg
         self._dsn = dsn
+        self._read_only = reader
         self.description = "postgres"
         try:
-            self._db = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+            self._db = self._connect()
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to the PostgreSQL state database: "
                              f"{str(exc).strip()}") from None
@@ -252,8 +287,20 @@ class PostgresStore(Store):
         self._upserts = [self._sql(s).replace("?", "%s")
                          for s in (_UPSERT_CONSUMER, _UPSERT_ACTIVITY, _UPSERT_ENDPOINT)]
 
+    def _connect(self):  # noqa: ANN202
+        db = self._psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+        if self._read_only:
+            # As SQLite's query_only: the refresh, the plan lookup query and admin reads cannot
+            # change the state, whatever SQL reaches them.
+            try:
+                db.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            except BaseException:
+                db.close()
+                raise
+        return db
+
     def reader(self) -> Store:
-        return PostgresStore(self._dsn)
+        return PostgresStore(self._dsn, reader=True)
 
     def _interrupt_now(self) -> None:
         try:
@@ -269,7 +316,7 @@ class PostgresStore(Store):
         """The connection, reopened after the server went away (restart, failover)."""
         if self._db.closed or self._db.broken:
             try:
-                self._db = self._psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+                self._db = self._connect()
             except self._psycopg.Error as exc:
                 raise self._fail("reconnect to", exc) from None
         return self._db

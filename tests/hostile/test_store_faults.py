@@ -88,7 +88,8 @@ def test_a_final_flush_that_fails_at_sigterm_is_logged_and_the_exit_status_says_
         with start_processor(tmp_path, config) as running:
             sc.send(running.http_endpoint, sc.recent_consumers(0, 10))
             running.wait_processed(10)
-            assert sample(running.scrape(), "apiusage_state_pending_rows") == 20
+            # 10 consumer rows, 10 activity rows and the one endpoint row
+            assert sample(running.scrape(), "apiusage_state_pending_rows") == 21
             pg.stop()
             running.process.send_signal(signal.SIGTERM)
             _, stderr = running.process.communicate(timeout=30)
@@ -97,7 +98,7 @@ def test_a_final_flush_that_fails_at_sigterm_is_logged_and_the_exit_status_says_
     assert status == 1
     lost = [line for line in stderr.splitlines() if "final flush" in line]
     assert len(lost) == 1, stderr
-    assert lost[0].endswith("state final flush failed: 20 rows not written to "
+    assert lost[0].endswith("state final flush failed: 21 rows not written to "
                             f"postgres://127.0.0.1:{pg.dsn.rsplit(':', 1)[1].split('/')[0]}/"
                             "postgres are lost"), lost
 
@@ -192,11 +193,12 @@ def test_a_backlog_at_its_bound_refuses_exports_retryably_and_drops_nothing(tmp_
         blocker = sqlite3.connect(db, isolation_level=None, timeout=10)
         blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database: flushes wait
         try:
-            for i in range(2):  # 10 consumers: 10 consumer rows + 10 activity rows each
+            # 10 consumers: 10 consumer rows + 10 activity rows each, and one endpoint row
+            for i in range(2):
                 assert post(running.http_endpoint, sc.recent_consumers(10 * i, 10 * i + 10))[0] == 200
                 running.wait_processed(10 * i + 10)
             m = running.scrape()
-            assert sample(m, "apiusage_state_pending_rows") == 40
+            assert sample(m, "apiusage_state_pending_rows") == 41
             status, headers = post(running.http_endpoint, sc.recent_consumers(20, 30))
             assert (status, headers["Retry-After"]) == (503, "5")
             channel = grpc.insecure_channel(running.grpc_endpoint)
