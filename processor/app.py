@@ -91,7 +91,8 @@ class Processor:
         p = config.processors
         self.stats = PipelineStats()
         self.queue = SpanQueue(p.queue.max_spans)
-        self.scanner = FieldScanner(span_field_sources(p.usage), [p.usage.attributes.service])
+        self.scanner = FieldScanner(span_field_sources(p.usage), [p.usage.attributes.service],
+                                    max_spans=config.receivers.otlp.max_spans_per_request)
         self.request_metrics = RequestMetrics(
             p.limits, config.exporters.prometheus.histogram_buckets, self.stats,
             exemplars=config.exporters.prometheus.exemplars)
@@ -116,7 +117,8 @@ class Processor:
         self.memory = MemoryLimiter(p.memory_limiter)
         self.intake = Intake(self.scanner, self.queue, self.stats,
                              self.forwarder.forward if self.forwarder else None, self.memory,
-                             self.activity.backlogged if self.state is not None else None)
+                             self.activity.backlogged if self.state is not None else None,
+                             max_spans=config.receivers.otlp.max_spans_per_request)
         collectors: list = [UsageCollector(self.request_metrics, self.stats, self.queue,
                                            self.worker, self.scanner.implementation, _version())]
         if self.forwarder is not None:

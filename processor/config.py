@@ -180,6 +180,9 @@ class OtlpProtocols:
 class OtlpReceiver:
     protocols: OtlpProtocols = field(default_factory=OtlpProtocols)
     auth: ReceiverAuth | None = None
+    # Spans in one export request, on either transport. A span can be 2 bytes of protobuf and
+    # ~200 bytes once scanned: without it a 64 MiB body could become gigabytes.
+    max_spans_per_request: int = bounded(100_000, above=0, max=10_000_000)
 
     def _validate(self, path: str, problems: Problems) -> None:
         if self.protocols.grpc is None and self.protocols.http is None:

@@ -210,8 +210,9 @@ class GrpcReceiver:
             # The OpenTelemetry exporters read this key; gRPC's rich status carries it too.
             extra = (("google.rpc.retryinfo-bin", retry.SerializeToString()),)
         else:
-            code = (code_pb2.DEADLINE_EXCEEDED if outcome.kind == "receive_timeout"
-                    else code_pb2.INVALID_ARGUMENT)
+            # RESOURCE_EXHAUSTED without RetryInfo: OTLP exporters do not retry a request too large.
+            code = {"receive_timeout": code_pb2.DEADLINE_EXCEEDED,
+                    "too_large": code_pb2.RESOURCE_EXHAUSTED}.get(outcome.kind, code_pb2.INVALID_ARGUMENT)
             status = status_pb2.Status(code=code, message=outcome.message)
             extra = ()
         rich = rpc_status.to_status(status)

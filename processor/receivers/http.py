@@ -169,7 +169,7 @@ class _Receiver:
                 async with self._decoding:
                     self._still_room()
                     body = await asyncio.to_thread(_decode, body, encoding == "gzip", content_type == JSON,
-                                                   self.limit)
+                                                   self.limit, self.intake.max_spans)
         except _Overloaded as exc:
             return self._answer(exc.outcome, reply_type)
         except PayloadTooLarge as exc:
@@ -191,10 +191,10 @@ DECODING = 2
 _INLINE_SCAN = 1 << 20
 
 
-def _decode(body: bytes, gzipped: bool, json_body: bool, limit: int) -> bytes:
+def _decode(body: bytes, gzipped: bool, json_body: bool, limit: int, max_spans: int) -> bytes:
     if gzipped:
         body = inflate_gzip(body, limit)
-    return json_to_protobuf(body) if json_body else body
+    return json_to_protobuf(body, max_spans) if json_body else body
 
 
 def _limits(config: HttpProtocol, intake: Intake) -> Limits:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..memory import MemoryLimiter
 from ..pipeline import SpanQueue
 from ..telemetry import PipelineStats
-from .scan import ScanError, Scanner
+from .scan import ScanError, Scanner, TooManySpans
 
 __all__ = ["Intake", "Outcome"]
 
@@ -33,8 +33,9 @@ class Intake:
     def __init__(self, scanner: Scanner, queue: SpanQueue, stats: PipelineStats,
                  forward: Callable[[bytes], None] | None = None,
                  memory: MemoryLimiter | None = None,
-                 backlog: Callable[[], bool] | None = None) -> None:
+                 backlog: Callable[[], bool] | None = None, max_spans: int = 0) -> None:
         self._scanner = scanner
+        self.max_spans = max_spans  # per request (0: unbounded); the JSON decoder checks it too
         self._queue = queue
         self._stats = stats
         self._forward = forward
@@ -78,6 +79,9 @@ class Intake:
         """
         try:
             resources, spans = self._scanner.scan(body)
+        except TooManySpans as exc:
+            return self.refuse(transport, "too_large", f"{exc}; send smaller batches (the limit is "
+                                                       "receivers.otlp.max_spans_per_request)")
         except ScanError as exc:
             return self.refuse(transport, "invalid", f"cannot decode ExportTraceServiceRequest: {exc}")
         received = len(spans)

@@ -70,8 +70,20 @@ def _each(obj: Any, *keys: str) -> list[Any]:
     return []
 
 
-def json_to_protobuf(body: bytes) -> bytes:
-    """Re-encode an OTLP/JSON ExportTraceServiceRequest as protobuf bytes."""
+# JSON objects allowed per span of the request's span bound, before the body is parsed: a span
+# with 30 attributes is about 60 objects, and `{}` is 2 bytes that json.loads makes ~100 bytes of.
+_OBJECTS_PER_SPAN = 64
+
+
+def json_to_protobuf(body: bytes, max_spans: int = 0) -> bytes:
+    """Re-encode an OTLP/JSON ExportTraceServiceRequest as protobuf bytes.
+
+    With `max_spans`, a body with more spans is PayloadTooLarge; so is one with more JSON objects
+    than such a request could hold, found by counting braces before anything is built."""
+    objects = _OBJECTS_PER_SPAN * max_spans + 1024
+    if max_spans and body.count(b"{") > objects:
+        raise PayloadTooLarge(f"JSON body has more than {objects} objects, more than {max_spans} spans "
+                              "could hold (receivers.otlp.max_spans_per_request)")
     try:
         doc = json.loads(body)
     except UnicodeDecodeError as exc:
@@ -88,9 +100,16 @@ def json_to_protobuf(body: bytes) -> bytes:
                              "digits") from None
     if not isinstance(doc, dict):
         raise InvalidPayload("JSON body must be an object with a resourceSpans list")
+    spans = 0
     for resource_spans in _each(doc, "resourceSpans", "resource_spans"):
         for scope_spans in _each(resource_spans, "scopeSpans", "scope_spans"):
-            for span in _each(scope_spans, "spans"):
+            found = _each(scope_spans, "spans")
+            spans += len(found)
+            if max_spans and spans > max_spans:
+                # Before ParseDict, which would build every span as a message.
+                raise PayloadTooLarge(f"more than {max_spans} spans in one request; send smaller batches "
+                                      "(the limit is receivers.otlp.max_spans_per_request)")
+            for span in found:
                 if not isinstance(span, dict):
                     continue
                 _hex_ids_to_base64(span)

@@ -392,9 +392,6 @@ def test_a_16_mib_tracestate_costs_the_worker_milliseconds(tracestate) -> None:
     assert took < 0.3, f"{took:.3f} s"
 
 
-@pytest.mark.xfail(strict=True, reason="derive/series.py sanitize_label_value maps every character of "
-                   "the value before cutting it to max_label_length: an 8 MiB route of control "
-                   "characters costs the worker ~0.5 s (outside this branch's files)")
 def test_sanitizing_a_16_mib_label_value_costs_milliseconds() -> None:
     from apiusage.processor.derive.series import sanitize_label_value
 
@@ -524,16 +521,59 @@ def test_a_4_mib_body_of_2_million_empty_spans_costs_less_than_150_mib(tmp_path)
     assert growth < 150 << 20, f"peak RSS grew {growth >> 20} MiB for a {len(body) >> 20} MiB body"
 
 
-@pytest.mark.xfail(strict=True, reason="receivers/payload.py json_to_protobuf: json.loads and "
-                   "json_format.ParseDict build every span as dicts and messages; an 8 MiB body "
-                   "of `{}` spans took 32 s and 450 MiB, so the 64 MiB default is minutes of CPU "
-                   "and ~3.6 GB per request (outside this branch's files)")
 def test_a_350_kib_json_body_of_empty_spans_is_answered_within_half_a_second() -> None:
-    from apiusage.processor.receivers.payload import InvalidPayload, json_to_protobuf
+    # Before: json_format.ParseDict built every span as a message; an 8 MiB body of `{}` spans took
+    # 32 s and 450 MiB. Spans are counted in the parsed document before ParseDict runs.
+    from apiusage.processor.receivers.payload import PayloadTooLarge, json_to_protobuf
 
     body = b'{"resourceSpans":[{"scopeSpans":[{"spans":[' + b",".join([b"{}"] * 120_000) + b"]}]}]}"
     started = time.monotonic()
-    with contextlib.suppress(InvalidPayload):
-        json_to_protobuf(body)
+    with pytest.raises(PayloadTooLarge) as info:
+        json_to_protobuf(body, 100_000)
     took = time.monotonic() - started
+    assert str(info.value) == ("more than 100000 spans in one request; send smaller batches (the limit "
+                               "is receivers.otlp.max_spans_per_request)")
     assert took < 0.5, f"{took:.1f} s for {len(body) >> 10} KiB"
+
+
+def test_a_json_body_of_more_objects_than_its_spans_could_hold_is_refused_unparsed() -> None:
+    # 8 MiB of `{}`: json.loads alone would build four million dicts (~400 MiB).
+    from apiusage.processor.receivers.payload import PayloadTooLarge, json_to_protobuf
+
+    body = b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[' + b",".join(
+        [b"{}"] * 4_000_000) + b"]}]}]}]}"
+    started = time.monotonic()
+    with pytest.raises(PayloadTooLarge) as info:
+        json_to_protobuf(body, 1000)
+    assert time.monotonic() - started < 0.5
+    assert str(info.value) == ("JSON body has more than 65024 objects, more than 1000 spans could hold "
+                               "(receivers.otlp.max_spans_per_request)")
+
+
+def test_more_spans_than_max_spans_per_request_is_413_on_both_transports() -> None:
+    import grpc
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from tests.support.otlp import request_with_spans
+
+    config = {"receivers": {"otlp": {"max_spans_per_request": 100}}}
+    with running_processor(config) as running:
+        body = request_with_spans(101).SerializeToString()
+        request = urllib.request.Request(f"{running.http_endpoint}/v1/traces", data=body,
+                                         headers={"Content-Type": "application/x-protobuf"})
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=5)
+        assert info.value.code == 413
+        with grpc.insecure_channel(running.grpc_endpoint) as channel:
+            export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                                         request_serializer=ExportTraceServiceRequest.SerializeToString)
+            with pytest.raises(grpc.RpcError) as rpc:
+                export(request_with_spans(101), timeout=5)
+            assert rpc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert rpc.value.details() == ("more than 100 spans in one request; send smaller batches "
+                                           "(the limit is receivers.otlp.max_spans_per_request)")
+            export(request_with_spans(100), timeout=5)
+        m = running.wait_processed(100)
+        assert sample(m, "apiusage_export_requests_total", transport="http", outcome="too_large") == 1
+        assert sample(m, "apiusage_export_requests_total", transport="grpc", outcome="too_large") == 1
+        assert sample(m, "apiusage_export_requests_total", transport="grpc", outcome="success") == 1
