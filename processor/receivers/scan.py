@@ -35,6 +35,13 @@ On payloads protobuf rejects, either may raise ``ScanError`` or (the C scanner,
 which does not look at fields it does not return) produce a result; neither
 raises anything else.
 
+``Scanner(span_keys, resource_keys, max_spans=N)`` with N > 0 raises
+``TooManySpans`` (a ``ScanError``) for a request of more than N spans; the C
+scanner does so before building span tuple N+1, so a body of millions of tiny
+spans costs at most N tuples of memory.  Both raise it for the same payloads
+when protobuf parses them; on a malformed payload with more than N spans either
+may raise it or another ``ScanError``.
+
 A scanner is immutable once built: one instance may be shared by threads, and a
 scan may start while another is suspended inside the same scanner (a gc callback
 or finalizer runs mid-scan; the C scanner holds the GIL but its allocations can
@@ -45,7 +52,9 @@ only within it (the result is then undefined: a mix of old and new bytes).
 
 from __future__ import annotations
 
+import operator
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,7 +64,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
 
-__all__ = ["IMPLEMENTATION", "CScanner", "PyScanner", "ScanError", "Scanner"]
+__all__ = ["IMPLEMENTATION", "CScanner", "PyScanner", "ScanError", "Scanner", "TooManySpans"]
 
 
 class ScanError(ValueError):
@@ -67,6 +76,20 @@ class ScanError(ValueError):
     ``Message`` for a bad tag) and the offset in the payload of that field's
     tag; for invalid UTF-8 the offset of the offending byte.
     """
+
+
+class TooManySpans(ScanError):
+    """More spans than the scanner's ``max_spans``; str() is ``"more than N spans in one request"``."""
+
+
+def _check_max_spans(max_spans: int) -> int:
+    """As the C scanner's ``n`` argument: an int (or __index__) from 0 to sys.maxsize."""
+    max_spans = operator.index(max_spans)
+    if max_spans < 0:
+        raise ValueError(f"max_spans must be 0 (unlimited) or more, not {max_spans}")
+    if max_spans > sys.maxsize:
+        raise OverflowError("max_spans is too large")
+    return max_spans
 
 
 def _check_keys(keys: Sequence[str | Sequence[str]], argname: str) -> tuple:
@@ -129,10 +152,11 @@ def _flat(keys: tuple) -> frozenset[str]:
 class PyScanner:
     """Reference scanner: protobuf parse, then read the fields from Python."""
 
-    __slots__ = ("_resource_set", "_span_set", "resource_keys", "span_keys")
+    __slots__ = ("_resource_set", "_span_set", "max_spans", "resource_keys", "span_keys")
 
     def __init__(self, span_keys: Sequence[str | Sequence[str]],
-                 resource_keys: Sequence[str | Sequence[str]]) -> None:
+                 resource_keys: Sequence[str | Sequence[str]], max_spans: int = 0) -> None:
+        self.max_spans = _check_max_spans(max_spans)
         self.span_keys = _check_keys(span_keys, "span_keys")
         self.resource_keys = _check_keys(resource_keys, "resource_keys")
         self._span_set = _flat(self.span_keys)
@@ -148,6 +172,7 @@ class PyScanner:
             raise ScanError(_diagnose(data) or f"protobuf rejected the payload: {exc}") from exc
         span_keys, span_set = self.span_keys, self._span_set
         resource_keys, resource_set = self.resource_keys, self._resource_set
+        max_spans = self.max_spans
         resources: list[tuple] = []
         spans: list[tuple] = []
         for rs in request.resource_spans:
@@ -155,6 +180,8 @@ class PyScanner:
             resources.append(_pick(rs.resource.attributes, resource_keys, resource_set))
             for ss in rs.scope_spans:
                 for span in ss.spans:
+                    if max_spans and len(spans) >= max_spans:
+                        raise TooManySpans(f"more than {max_spans} spans in one request")
                     spans.append(
                         (
                             index,
@@ -310,7 +337,7 @@ def _load_c_scanner() -> tuple[type | None, str]:
         from apiusage.processor.receivers import _cscan
     except ImportError as exc:
         return None, str(exc)
-    _cscan._set_error_class(ScanError)
+    _cscan._set_error_class(ScanError, TooManySpans)
     return _cscan.Scanner, ""
 
 

@@ -598,13 +598,172 @@ def test_c_scanner_does_not_leak() -> None:
 
 
 # --------------------------------------------------------------------------
+# The per-request span bound (max_spans)
+
+
+def spread_request(counts: list[list[int]]) -> bytes:
+    """One ResourceSpans per entry of counts, one ScopeSpans per count, each span numbered in order."""
+    request = ExportTraceServiceRequest()
+    number = 0
+    for r, scopes in enumerate(counts):
+        rs = request.resource_spans.add()
+        rs.resource.attributes.append(kv("service.name", string_value=f"svc-{r}"))
+        for count in scopes:
+            ss = rs.scope_spans.add()
+            for _ in range(count):
+                number += 1
+                ss.spans.append(Span(start_time_unix_nano=number, attributes=[kv("a", int_value=number)]))
+    return request.SerializeToString()
+
+
+# 9 spans over 4 resources (one without scopes, one with an empty scope) and 6 scopes
+SPREAD = [[2, 0, 3], [], [1], [1, 2]]
+SPREAD_BODY = spread_request(SPREAD)
+
+
+def test_max_spans_at_the_bound_scans(impl: type) -> None:
+    unlimited = impl(["a"], ["service.name"]).scan(SPREAD_BODY)
+    assert [s[2] for s in unlimited[1]] == list(range(1, 10))
+    assert [s[0] for s in unlimited[1]] == [0] * 5 + [2] + [3] * 3
+    assert unlimited[0] == [("svc-0",), ("svc-1",), ("svc-2",), ("svc-3",)]
+    for bound in (9, 10, 1_000_000, 0):
+        assert typed(impl(["a"], ["service.name"], max_spans=bound).scan(SPREAD_BODY)) == typed(unlimited)
+        assert typed(impl(["a"], ["service.name"], bound).scan(SPREAD_BODY)) == typed(unlimited)
+
+
+@pytest.mark.parametrize("bound", [1, 2, 3, 5, 6, 8])
+def test_max_spans_one_over_raises_too_many_spans(impl: type, bound: int) -> None:
+    scanner = impl(["a"], ["service.name"], max_spans=bound)
+    with pytest.raises(scan.TooManySpans) as raised:
+        scanner.scan(SPREAD_BODY)
+    assert type(raised.value) is scan.TooManySpans
+    assert str(raised.value) == f"more than {bound} spans in one request"
+    assert isinstance(raised.value, ScanError)
+    # the scanner stays usable, and the bound is per request
+    assert len(scanner.scan(spread_request([[bound]]))[1]) == bound
+
+
+def test_max_spans_is_checked_before_a_malformed_span_beyond_it(impl: type) -> None:
+    """A request that protobuf parses up to the bound: both raise TooManySpans, not a parse error."""
+    good = one_span(b"") * 3
+    assert len(impl([], [], max_spans=3).scan(good)[1]) == 3
+    with pytest.raises(scan.TooManySpans, match=r"^more than 2 spans in one request$"):
+        impl([], [], max_spans=2).scan(good)
+    # span 3 is malformed: the C scanner stops at the bound first, PyScanner reports the parse error
+    bad = one_span(b"") * 2 + one_span(tag(1, 2) + b"\x05")
+    with pytest.raises(ScanError):
+        impl([], [], max_spans=2).scan(bad)
+
+
+def test_max_spans_argument(impl: type) -> None:
+    assert impl([], []).max_spans == 0
+    assert impl([], [], max_spans=7).max_spans == 7
+    with pytest.raises(ValueError, match=r"^max_spans must be 0 \(unlimited\) or more, not -1$"):
+        impl([], [], max_spans=-1)
+    with pytest.raises(TypeError):
+        impl([], [], max_spans="10")
+    with pytest.raises(TypeError):
+        impl([], [], max_spans=1.5)
+    with pytest.raises(OverflowError):
+        impl([], [], max_spans=2**63)
+
+
+def test_too_many_spans_is_exported() -> None:
+    assert "TooManySpans" in scan.__all__
+    assert issubclass(scan.TooManySpans, ScanError) and scan.TooManySpans is not ScanError
+
+
+@pytest.mark.parametrize("fields", [[("a", "b"), ("c",)], [("a", "b"), ("a",)]],
+                         ids=["grouped", "shared key"])
+def test_field_scanner_passes_max_spans_through(fields: list[tuple[str, ...]]) -> None:
+    from apiusage.processor.receivers.fields import FieldScanner
+
+    body = spread_request([[2, 1]])
+    scanner = FieldScanner(fields, [("service.name",)], max_spans=3)
+    assert [s[8] for s in scanner.scan(body)[1]] == [1, 2, 3]
+    with pytest.raises(scan.TooManySpans, match=r"^more than 2 spans in one request$"):
+        FieldScanner(fields, [("service.name",)], max_spans=2).scan(body)
+    assert len(FieldScanner(fields, [("service.name",)]).scan(spread_request([[50] * 3]))[1]) == 150
+
+
+@pytest.mark.usefixtures("c_required")
+@settings(max_examples=200, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.lists(st.lists(st.integers(0, 4), max_size=3), max_size=3), bound=st.integers(0, 12))
+def test_differential_span_bound(data: list[list[int]], bound: int) -> None:
+    body = spread_request(data)
+    outcomes = []
+    for impl in (_c_scanner(), PyScanner):
+        try:
+            outcomes.append(typed(impl(["a"], ["service.name"], max_spans=bound).scan(body)))
+        except scan.TooManySpans as exc:
+            outcomes.append(("TooManySpans", str(exc)))
+    total = sum(map(sum, data))
+    assert outcomes[0] == outcomes[1]
+    if bound and total > bound:
+        assert outcomes[0] == ("TooManySpans", f"more than {bound} spans in one request")
+    else:
+        assert len(outcomes[0][1]) == total
+
+
+MEMORY_PROBE = """
+import sys
+from pathlib import Path
+from apiusage.processor.config import UsageConfig
+from apiusage.processor.derive.requests import span_field_sources
+from apiusage.processor.receivers import scan
+from apiusage.processor.receivers.fields import FieldScanner
+
+def peak() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise SystemExit("no VmHWM")
+
+def ld(field: int, payload: bytes) -> bytes:
+    n, out = len(payload), bytearray([field << 3 | 2])
+    while n > 0x7F:
+        out.append(0x80 | n & 0x7F)
+        n >>= 7
+    return bytes(out) + bytes([n]) + payload
+
+body = ld(1, ld(2, b"\\x12\\x00" * 2_000_000))  # 2 M empty Span messages, 2 bytes each
+scanner = FieldScanner(span_field_sources(UsageConfig()), [("service.name",)], max_spans=int(sys.argv[1]))
+assert scanner.implementation == "c"
+assert len(scanner.scan(ld(1, ld(2, b"\\x12\\x00")))[1]) == 1  # warm up
+before = peak()
+try:
+    result = scanner.scan(body)
+    print("scanned", len(body), len(result[1]))
+except scan.TooManySpans as exc:
+    print("refused", len(body), exc)
+print("growth", peak() - before)
+"""
+
+
+def test_a_4_mib_body_of_2_million_empty_spans_stays_under_100_mib_with_a_bound() -> None:
+    """The C scanner stops at the bound: peak memory is 100 000 span tuples, not 2 million."""
+    _c_scanner()
+    env = dict(os.environ)
+    env.pop("APIUSAGE_PURE_PYTHON", None)
+    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, "100000"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    body_len = 1 + 4 + 1 + 4 + 4_000_000
+    assert lines[0] == f"refused {body_len} more than 100000 spans in one request"
+    growth = int(lines[1].removeprefix("growth "))
+    assert growth < 100 << 20, f"peak RSS grew {growth >> 20} MiB"
+
+
+# --------------------------------------------------------------------------
 # The C scanner built with AddressSanitizer and UndefinedBehaviorSanitizer
 
 REPO = Path(__file__).resolve().parents[3]
 SANITIZED_RUN = [  # the scanner's memory-safety and reentrancy tests, C scanner only
     "tests/processor/receivers/test_scan.py", "tests/hostile/test_scanner_reentrancy.py",
     "-k", "(full_request or unknown_fields or deep_nesting or malformed or truncation or garbage"
-          " or groups_take or many_grouped or reentered or threads or buffer)"
+          " or groups_take or many_grouped or reentered or threads or buffer or max_spans)"
           " and not python and not json and not sanitizers",
 ]
 PLUGIN = """
