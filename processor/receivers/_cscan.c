@@ -29,8 +29,9 @@
  *    for values that are returned.
  *  - Memory: a span tuple costs ~200 bytes for 2 bytes of wire data, so a
  *    Scanner built with max_spans > 0 refuses a request before building
- *    its (max_spans+1)-th span tuple; peak memory is then bounded by
- *    max_spans tuples whatever the body size.
+ *    its (max_spans+1)-th span tuple (or resource tuple: an empty
+ *    ResourceSpans is 2 bytes too); peak memory is then bounded by
+ *    max_spans tuples of each kind whatever the body size.
  *  - Reentrancy: the scanner holds the GIL throughout, but an allocation
  *    of a tuple can start a garbage collection, and gc callbacks and
  *    finalizers run Python code -- which may call scan() on the same
@@ -1000,6 +1001,16 @@ bytes_or_empty(const uint8_t *s, size_t n)
     return PyBytes_FromStringAndSize((const char *)s, (Py_ssize_t)n);
 }
 
+/* Raise TooManySpans: "more than <max_spans> <what> in one request". */
+static void
+raise_too_many(const char *what, Py_ssize_t max_spans)
+{
+    PyObject *exc = too_many_spans_class ? too_many_spans_class
+                    : scan_error_class   ? scan_error_class
+                                         : PyExc_ValueError;
+    PyErr_Format(exc, "more than %zd %s in one request", max_spans, what);
+}
+
 static int
 parse_span(const Call *call, const uint8_t *p, const uint8_t *end, PyObject *resource_index,
            PyObject *spans)
@@ -1016,9 +1027,7 @@ parse_span(const Call *call, const uint8_t *p, const uint8_t *end, PyObject *res
 
     /* Checked before the tuple exists so that memory stays bounded. */
     if (call->self->max_spans > 0 && PyList_GET_SIZE(spans) >= call->self->max_spans) {
-        PyErr_Format(too_many_spans_class ? too_many_spans_class
-                     : scan_error_class ? scan_error_class : PyExc_ValueError,
-                     "more than %zd spans in one request", call->self->max_spans);
+        raise_too_many("spans", call->self->max_spans);
         return -1;
     }
     t = PyTuple_New(SPAN_FIXED + kt->n);
@@ -1163,6 +1172,12 @@ parse_resource_spans(const Call *call, const uint8_t *p, const uint8_t *end,
     PyObject **items;
     int rc;
 
+    /* Empty ResourceSpans cost a tuple each too (2 bytes of wire data for
+       ~56 bytes of memory): the span bound bounds them as well. */
+    if (call->self->max_spans > 0 && PyList_GET_SIZE(resources) >= call->self->max_spans) {
+        raise_too_many("resource_spans", call->self->max_spans);
+        return -1;
+    }
     ri = PyLong_FromSsize_t(PyList_GET_SIZE(resources));
     if (ri == NULL)
         return -1;

@@ -36,11 +36,15 @@ which does not look at fields it does not return) produce a result; neither
 raises anything else.
 
 ``Scanner(span_keys, resource_keys, max_spans=N)`` with N > 0 raises
-``TooManySpans`` (a ``ScanError``) for a request of more than N spans; the C
-scanner does so before building span tuple N+1, so a body of millions of tiny
-spans costs at most N tuples of memory.  Both raise it for the same payloads
-when protobuf parses them; on a malformed payload with more than N spans either
-may raise it or another ``ScanError``.
+``TooManySpans`` (a ``ScanError``), ``"more than N spans in one request"``, for
+a request of more than N spans, and ``"more than N resource_spans in one
+request"`` for one of more than N ResourceSpans (empty ones cost a tuple each
+too), whichever bound wire order reaches first.  The C scanner raises it before
+building tuple N+1, PyScanner before protobuf parses the payload (a walk of the
+wire format that stops there), so a body of millions of tiny spans costs at
+most N tuples of memory.  Both raise it for the same payloads when protobuf
+parses them; on a malformed payload over a bound either may raise it or
+another ``ScanError``.
 
 A scanner is immutable once built: one instance may be shared by threads, and a
 scan may start while another is suspended inside the same scanner (a gc callback
@@ -55,7 +59,7 @@ from __future__ import annotations
 import operator
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -166,17 +170,21 @@ class PyScanner:
         """Returns (resources, spans)."""
         if not isinstance(data, bytes):
             data = memoryview(data).tobytes()
+        max_spans = self.max_spans
+        if max_spans:
+            _refuse_too_many(data, max_spans)  # protobuf's own parse would cost ~170 bytes a span
         try:
             request = ExportTraceServiceRequest.FromString(data)
         except DecodeError as exc:
             raise ScanError(_diagnose(data) or f"protobuf rejected the payload: {exc}") from exc
         span_keys, span_set = self.span_keys, self._span_set
         resource_keys, resource_set = self.resource_keys, self._resource_set
-        max_spans = self.max_spans
         resources: list[tuple] = []
         spans: list[tuple] = []
         for rs in request.resource_spans:
             index = len(resources)
+            if max_spans and index >= max_spans:
+                raise TooManySpans(f"more than {max_spans} resource_spans in one request")
             resources.append(_pick(rs.resource.attributes, resource_keys, resource_set))
             for ss in rs.scope_spans:
                 for span in ss.spans:
@@ -317,6 +325,45 @@ def _walk(buf: bytes, p: int, end: int, desc: Any, depth: int) -> None:
             p = q
         else:
             raise ScanError(f"invalid wire type {wire_type} ({label}) at byte {tp}")
+
+
+def _fields(buf: bytes, p: int, end: int, num: int, where: str) -> Iterator[tuple[int, int]]:
+    """(start, end) of each length-delimited field `num` in buf[p:end]; ScanError where malformed."""
+    while p < end:
+        tp = p
+        tag, p = _tag(buf, p, end, where)
+        wire_type = tag & 7
+        if wire_type == 3:
+            p = _skip_group(buf, tp, p, end, tag >> 3, where)
+        elif wire_type in (0, 1, 2, 5):
+            q = _skip_scalar(buf, tp, p, end, wire_type, where)
+            if wire_type == 2 and tag >> 3 == num:
+                yield _varint(buf, p, end)[1], q
+            p = q
+        else:
+            raise ScanError(f"wire type {wire_type} ({where}) at byte {tp}")
+
+
+def _refuse_too_many(data: bytes, max_spans: int) -> None:
+    """Raise TooManySpans as PyScanner.scan would, walking only as far as the first bound reached.
+
+    Stops silently at anything malformed: protobuf's parse then reports it.
+    """
+    resources = spans = 0
+    try:
+        for rs, rs_end in _fields(data, 0, len(data), 1, "ExportTraceServiceRequest"):
+            if resources >= max_spans:
+                raise TooManySpans(f"more than {max_spans} resource_spans in one request")
+            resources += 1
+            for ss, ss_end in _fields(data, rs, rs_end, 2, "ResourceSpans"):
+                for _ in _fields(data, ss, ss_end, 2, "ScopeSpans"):
+                    if spans >= max_spans:
+                        raise TooManySpans(f"more than {max_spans} spans in one request")
+                    spans += 1
+    except TooManySpans:
+        raise
+    except ScanError:
+        pass
 
 
 def _diagnose(data: bytes) -> str | None:

@@ -643,16 +643,17 @@ def test_max_spans_one_over_raises_too_many_spans(impl: type, bound: int) -> Non
     assert len(scanner.scan(spread_request([[bound]]))[1]) == bound
 
 
-def test_max_spans_is_checked_before_a_malformed_span_beyond_it(impl: type) -> None:
-    """A request that protobuf parses up to the bound: both raise TooManySpans, not a parse error."""
-    good = one_span(b"") * 3
+def test_a_malformed_span_beyond_the_bound_is_a_scan_error(impl: type) -> None:
+    """Over the bound, a malformed payload raises TooManySpans or the parse error: a ScanError either way."""
+    good = ld(1, ld(2, ld(2, b"") * 3))
     assert len(impl([], [], max_spans=3).scan(good)[1]) == 3
     with pytest.raises(scan.TooManySpans, match=r"^more than 2 spans in one request$"):
         impl([], [], max_spans=2).scan(good)
-    # span 3 is malformed: the C scanner stops at the bound first, PyScanner reports the parse error
-    bad = one_span(b"") * 2 + one_span(tag(1, 2) + b"\x05")
+    bad = ld(1, ld(2, ld(2, b"") * 2 + ld(2, tag(1, 2) + b"\x05")))  # span 3: truncated trace_id
     with pytest.raises(ScanError):
         impl([], [], max_spans=2).scan(bad)
+    with pytest.raises(ScanError, match=r"^truncated length-delimited field \(Span.trace_id\) at byte 10$"):
+        impl([], [], max_spans=3).scan(bad)
 
 
 def test_max_spans_argument(impl: type) -> None:
@@ -686,10 +687,35 @@ def test_field_scanner_passes_max_spans_through(fields: list[tuple[str, ...]]) -
     assert len(FieldScanner(fields, [("service.name",)]).scan(spread_request([[50] * 3]))[1]) == 150
 
 
+def test_max_spans_bounds_resource_spans_too(impl: type) -> None:
+    """Empty ResourceSpans cost a tuple each as well: more of them than max_spans are refused."""
+    assert len(impl([], ["service.name"], max_spans=3).scan(ld(1, b"") * 3)[0]) == 3
+    with pytest.raises(scan.TooManySpans, match=r"^more than 3 resource_spans in one request$"):
+        impl([], ["service.name"], max_spans=3).scan(ld(1, b"") * 4)
+    # whichever bound wire order reaches first
+    with pytest.raises(scan.TooManySpans, match=r"^more than 3 spans in one request$"):
+        impl([], [], max_spans=3).scan(spread_request([[], [4], [], []]))
+    with pytest.raises(scan.TooManySpans, match=r"^more than 3 resource_spans in one request$"):
+        impl([], [], max_spans=3).scan(spread_request([[], [3], [], [], [4]]))
+    assert len(impl([], [], max_spans=0).scan(ld(1, b"") * 10_000)[0]) == 10_000
+
+
+def expected_bound(counts: list[list[int]], bound: int) -> str | None:
+    """The TooManySpans message a scan with max_spans=bound raises for spread_request(counts), if any."""
+    spans = 0
+    for index, scopes in enumerate(counts):
+        if bound and index >= bound:
+            return f"more than {bound} resource_spans in one request"
+        spans += sum(scopes)
+        if bound and spans > bound:
+            return f"more than {bound} spans in one request"
+    return None
+
+
 @pytest.mark.usefixtures("c_required")
 @settings(max_examples=200, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(data=st.lists(st.lists(st.integers(0, 4), max_size=3), max_size=3), bound=st.integers(0, 12))
+@given(data=st.lists(st.lists(st.integers(0, 4), max_size=3), max_size=6), bound=st.integers(0, 12))
 def test_differential_span_bound(data: list[list[int]], bound: int) -> None:
     body = spread_request(data)
     outcomes = []
@@ -698,12 +724,12 @@ def test_differential_span_bound(data: list[list[int]], bound: int) -> None:
             outcomes.append(typed(impl(["a"], ["service.name"], max_spans=bound).scan(body)))
         except scan.TooManySpans as exc:
             outcomes.append(("TooManySpans", str(exc)))
-    total = sum(map(sum, data))
     assert outcomes[0] == outcomes[1]
-    if bound and total > bound:
-        assert outcomes[0] == ("TooManySpans", f"more than {bound} spans in one request")
+    refusal = expected_bound(data, bound)
+    if refusal:
+        assert outcomes[0] == ("TooManySpans", refusal)
     else:
-        assert len(outcomes[0][1]) == total
+        assert len(outcomes[0][1]) == sum(map(sum, data))
 
 
 MEMORY_PROBE = """
@@ -727,9 +753,13 @@ def ld(field: int, payload: bytes) -> bytes:
         n >>= 7
     return bytes(out) + bytes([n]) + payload
 
-body = ld(1, ld(2, b"\\x12\\x00" * 2_000_000))  # 2 M empty Span messages, 2 bytes each
-scanner = FieldScanner(span_field_sources(UsageConfig()), [("service.name",)], max_spans=int(sys.argv[1]))
-assert scanner.implementation == "c"
+implementation, shape, max_spans = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if shape == "spans":
+    body = ld(1, ld(2, b"\\x12\\x00" * 2_000_000))  # 2 M empty Span messages, 2 bytes each
+else:
+    body = b"\\x0a\\x00" * 2_000_000  # 2 M empty ResourceSpans
+scanner = FieldScanner(span_field_sources(UsageConfig()), [("service.name",)], max_spans=max_spans)
+assert scanner.implementation == implementation, scanner.implementation
 assert len(scanner.scan(ld(1, ld(2, b"\\x12\\x00")))[1]) == 1  # warm up
 before = peak()
 try:
@@ -741,17 +771,23 @@ print("growth", peak() - before)
 """
 
 
-def test_a_4_mib_body_of_2_million_empty_spans_stays_under_100_mib_with_a_bound() -> None:
-    """The C scanner stops at the bound: peak memory is 100 000 span tuples, not 2 million."""
-    _c_scanner()
+@pytest.mark.parametrize("shape", ["spans", "resource_spans"])
+@pytest.mark.parametrize("implementation", ["c", "python"])
+def test_a_4_mib_body_of_2_million_empty_spans_stays_under_100_mib_with_a_bound(
+        implementation: str, shape: str) -> None:
+    """Both scanners stop at the bound: peak memory is 100 000 tuples, not 2 million (~420 MiB)."""
     env = dict(os.environ)
     env.pop("APIUSAGE_PURE_PYTHON", None)
-    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, "100000"], env=env,
+    if implementation == "c":
+        _c_scanner()
+    else:
+        env["APIUSAGE_PURE_PYTHON"] = "1"
+    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, implementation, shape, "100000"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
-    body_len = 1 + 4 + 1 + 4 + 4_000_000
-    assert lines[0] == f"refused {body_len} more than 100000 spans in one request"
+    body_len = 1 + 4 + 1 + 4 + 4_000_000 if shape == "spans" else 4_000_000
+    assert lines[0] == f"refused {body_len} more than 100000 {shape} in one request"
     growth = int(lines[1].removeprefix("growth "))
     assert growth < 100 << 20, f"peak RSS grew {growth >> 20} MiB"
 
