@@ -329,8 +329,24 @@ def _walk(buf: bytes, p: int, end: int, desc: Any, depth: int) -> None:
 
 def _fields(buf: bytes, p: int, end: int, num: int, where: str) -> Iterator[tuple[int, int]]:
     """(start, end) of each length-delimited field `num` in buf[p:end]; ScanError where malformed."""
+    wanted = num << 3 | 2
     while p < end:
         tp = p
+        if buf[p] == wanted and wanted < 0x80:  # the usual case inline: a third of the general path's cost
+            n = shift = 0
+            for q in range(p + 1, min(p + 11, end)):
+                b = buf[q]
+                n |= (b & 0x7F) << shift
+                if b < 0x80:
+                    if n <= end - q - 1:
+                        yield q + 1, q + 1 + n
+                        p = q + 1 + n
+                        break
+                    raise ScanError("truncated")  # stops the walk: protobuf reports it
+                shift += 7
+            else:
+                raise ScanError("bad length")
+            continue
         tag, p = _tag(buf, p, end, where)
         wire_type = tag & 7
         if wire_type == 3:

@@ -732,6 +732,39 @@ def test_differential_span_bound(data: list[list[int]], bound: int) -> None:
         assert len(outcomes[0][1]) == sum(map(sum, data))
 
 
+@pytest.mark.usefixtures("c_required")
+@settings(max_examples=300, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(base=st.lists(st.lists(st.integers(0, 3), max_size=3), max_size=4), bound=st.integers(0, 6),
+       draw=st.data())
+def test_differential_span_bound_mutated(base: list[list[int]], bound: int, draw: st.DataObject) -> None:
+    """Damaged bodies: equal outcomes whenever protobuf parses them, else a ScanError or a C result."""
+    data = bytearray(spread_request(base))
+    for _ in range(draw.draw(st.integers(1, 3))):
+        pos = draw.draw(st.integers(0, len(data)))
+        op = draw.draw(st.sampled_from(["set", "insert", "delete", "dup"]))
+        if op == "set" and pos < len(data):
+            data[pos] = draw.draw(st.integers(0, 255))
+        elif op == "insert":
+            data[pos:pos] = draw.draw(st.binary(min_size=1, max_size=4))
+        elif op == "delete":
+            del data[pos : pos + draw.draw(st.integers(1, 4))]
+        elif op == "dup":
+            data[pos:pos] = data[pos : pos + draw.draw(st.integers(1, 8))]
+    outcomes = []
+    for impl in (_c_scanner(), PyScanner):
+        try:
+            outcomes.append(typed(impl(["a"], ["service.name"], max_spans=bound).scan(bytes(data))))
+        except scan.TooManySpans as exc:
+            outcomes.append(("TooManySpans", str(exc)))
+        except ScanError:
+            outcomes.append(ScanError)
+    if parses(bytes(data)):
+        assert outcomes[0] == outcomes[1]
+    else:
+        assert outcomes[1] is ScanError or outcomes[1][0] == "TooManySpans"
+
+
 MEMORY_PROBE = """
 import sys
 from pathlib import Path
