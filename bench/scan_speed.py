@@ -8,7 +8,9 @@ measures, with time.process_time:
 * ``PyScanner.scan`` (protobuf parse + reading the wanted fields from Python),
 * the C ``Scanner.scan`` (9 wanted span keys, 2 resource keys),
 * the C ``Scanner.scan`` with the processor's default attribute groups (as
-  ``FieldScanner`` uses it: 13 span fields from 22 keys, 1 resource key).
+  ``FieldScanner`` uses it: 13 span fields from 22 keys, 1 resource key),
+* the same with a span bound (``max_spans=100_000``, as the receivers use it),
+  when the build has one.
 
 Usage: .venv/bin/python bench/scan_speed.py [--seconds 2] [--rounds 5] [--cscan PATH]
 
@@ -157,7 +159,10 @@ def load_build(path: str) -> type:
         raise SystemExit(f"not an extension module: {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module._set_error_class(scan.ScanError)
+    try:
+        module._set_error_class(scan.ScanError, scan.TooManySpans)
+    except TypeError:  # a build from before max_spans takes one class
+        module._set_error_class(scan.ScanError)
     return module.Scanner
 
 
@@ -183,6 +188,13 @@ def main() -> None:
         grouped = c_scanner(groups, [("service.name",)])
         assert grouped.scan(data) == scan.PyScanner(groups, [("service.name",)]).scan(data)
         variants.append(("C Scanner.scan, default groups", lambda: grouped.scan(data)))
+        try:
+            bounded = c_scanner(groups, [("service.name",)], max_spans=100_000)
+        except TypeError:
+            print("this C build has no max_spans")
+        else:
+            assert bounded.scan(data) == grouped.scan(data)
+            variants.append(("C default groups, max_spans", lambda: bounded.scan(data)))
     else:
         print(f"C scanner not available: {scan.C_IMPORT_ERROR}")
 

@@ -27,6 +27,11 @@
  *  - Attribute keys are matched against the wanted keys as raw UTF-8
  *    (bucketed by length, then memcmp); Python objects are only created
  *    for values that are returned.
+ *  - Memory: a span tuple costs ~200 bytes for 2 bytes of wire data, so a
+ *    Scanner built with max_spans > 0 refuses a request before building
+ *    its (max_spans+1)-th span tuple (or resource tuple: an empty
+ *    ResourceSpans is 2 bytes too); peak memory is then bounded by
+ *    max_spans tuples of each kind whatever the body size.
  *  - Reentrancy: the scanner holds the GIL throughout, but an allocation
  *    of a tuple can start a garbage collection, and gc callbacks and
  *    finalizers run Python code -- which may call scan() on the same
@@ -43,6 +48,10 @@
 /* Exception class raised for malformed payloads; scan.py installs its
    ScanError here with _set_error_class().  ValueError until then. */
 static PyObject *scan_error_class = NULL;
+
+/* Raised when a request holds more spans than the Scanner's max_spans;
+   scan.py installs TooManySpans (a ScanError) with _set_error_class(). */
+static PyObject *too_many_spans_class = NULL;
 
 /* Unknown groups nested deeper than this are rejected.  upb (protobuf's
    Python runtime) rejects anything nested more than 100 levels, so this
@@ -967,6 +976,7 @@ typedef struct {
     PyObject_HEAD
     KeyTable span_kt; /* read-only after Scanner_new */
     KeyTable res_kt;
+    Py_ssize_t max_spans; /* 0: unlimited */
 } ScannerObject;
 
 /* One scan() call's state besides the position (see "Reentrancy" above). */
@@ -991,6 +1001,16 @@ bytes_or_empty(const uint8_t *s, size_t n)
     return PyBytes_FromStringAndSize((const char *)s, (Py_ssize_t)n);
 }
 
+/* Raise TooManySpans: "more than <max_spans> <what> in one request". */
+static void
+raise_too_many(const char *what, Py_ssize_t max_spans)
+{
+    PyObject *exc = too_many_spans_class ? too_many_spans_class
+                    : scan_error_class   ? scan_error_class
+                                         : PyExc_ValueError;
+    PyErr_Format(exc, "more than %zd %s in one request", max_spans, what);
+}
+
 static int
 parse_span(const Call *call, const uint8_t *p, const uint8_t *end, PyObject *resource_index,
            PyObject *spans)
@@ -998,14 +1018,19 @@ parse_span(const Call *call, const uint8_t *p, const uint8_t *end, PyObject *res
     const Ctx *c = &call->c;
     const KeyTable *kt = &call->self->span_kt;
     KeyVals vals = call->span_vals;
-    PyObject *t = PyTuple_New(SPAN_FIXED + kt->n);
-    PyObject **items;
     const uint8_t *trace_id = NULL, *span_id = NULL, *trace_state = NULL;
     size_t trace_id_len = 0, span_id_len = 0, trace_state_len = 0;
     uint64_t kind = 0, start = 0, stop = 0, code = 0;
-    PyObject *o;
+    PyObject *t, *o;
+    PyObject **items;
     int rc;
 
+    /* Checked before the tuple exists so that memory stays bounded. */
+    if (call->self->max_spans > 0 && PyList_GET_SIZE(spans) >= call->self->max_spans) {
+        raise_too_many("spans", call->self->max_spans);
+        return -1;
+    }
+    t = PyTuple_New(SPAN_FIXED + kt->n);
     if (t == NULL)
         return -1;
     kt_begin(kt, vals);
@@ -1147,6 +1172,12 @@ parse_resource_spans(const Call *call, const uint8_t *p, const uint8_t *end,
     PyObject **items;
     int rc;
 
+    /* Empty ResourceSpans cost a tuple each too (2 bytes of wire data for
+       ~56 bytes of memory): the span bound bounds them as well. */
+    if (call->self->max_spans > 0 && PyList_GET_SIZE(resources) >= call->self->max_spans) {
+        raise_too_many("resource_spans", call->self->max_spans);
+        return -1;
+    }
     ri = PyLong_FromSsize_t(PyList_GET_SIZE(resources));
     if (ri == NULL)
         return -1;
@@ -1205,16 +1236,23 @@ fail:
 static PyObject *
 Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"span_keys", "resource_keys", NULL};
+    static char *kwlist[] = {"span_keys", "resource_keys", "max_spans", NULL};
     PyObject *span_keys, *resource_keys;
+    Py_ssize_t max_spans = 0;
     ScannerObject *self;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:Scanner", kwlist, &span_keys,
-                                     &resource_keys))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|n:Scanner", kwlist, &span_keys,
+                                     &resource_keys, &max_spans))
         return NULL;
+    if (max_spans < 0) {
+        PyErr_Format(PyExc_ValueError, "max_spans must be 0 (unlimited) or more, not %zd",
+                     max_spans);
+        return NULL;
+    }
     self = (ScannerObject *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
+    self->max_spans = max_spans;
     if (kt_init(&self->span_kt, span_keys, "span_keys") < 0 ||
         kt_init(&self->res_kt, resource_keys, "resource_keys") < 0) {
         Py_DECREF(self);
@@ -1234,7 +1272,8 @@ Scanner_dealloc(ScannerObject *self)
 PyDoc_STRVAR(Scanner_scan_doc,
 "scan(data) -> (resources, spans)\n\n"
 "Scan a serialized ExportTraceServiceRequest (any bytes-like object).\n"
-"Raises ScanError for malformed wire data.");
+"Raises ScanError for malformed wire data, TooManySpans (a ScanError)\n"
+"before building a span beyond max_spans.");
 
 /* Values slots on the stack for up to this many grouped keys (the
    processor's default groups need 22); more are allocated per call. */
@@ -1323,6 +1362,12 @@ Scanner_get_resource_keys(ScannerObject *self, void *closure)
     return Py_NewRef(self->res_kt.keys);
 }
 
+static PyObject *
+Scanner_get_max_spans(ScannerObject *self, void *closure)
+{
+    return PyLong_FromSsize_t(self->max_spans);
+}
+
 static PyMethodDef Scanner_methods[] = {
     {"scan", (PyCFunction)Scanner_scan, METH_O, Scanner_scan_doc},
     {NULL, NULL, 0, NULL}};
@@ -1331,10 +1376,12 @@ static PyGetSetDef Scanner_getset[] = {
     {"span_keys", (getter)Scanner_get_span_keys, NULL, "Wanted span attribute keys.", NULL},
     {"resource_keys", (getter)Scanner_get_resource_keys, NULL,
      "Wanted resource attribute keys.", NULL},
+    {"max_spans", (getter)Scanner_get_max_spans, NULL,
+     "Most spans one scan() returns (0: unlimited).", NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
 PyDoc_STRVAR(Scanner_doc,
-"Scanner(span_keys, resource_keys)\n\n"
+"Scanner(span_keys, resource_keys, max_spans=0)\n\n"
 "C scanner for OTLP ExportTraceServiceRequest payloads; see\n"
 "apiusage.processor.receivers.scan for the output format.");
 
@@ -1354,21 +1401,37 @@ static PyTypeObject ScannerType = {
 /* ------------------------------------------------------------------ */
 /* Module                                                              */
 
-static PyObject *
-set_error_class(PyObject *module, PyObject *cls)
+static int
+check_error_class(PyObject *cls, PyObject *base)
 {
-    if (!PyType_Check(cls) ||
-        !PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)PyExc_Exception)) {
-        PyErr_SetString(PyExc_TypeError, "error class must be an Exception subclass");
-        return NULL;
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)base)) {
+        PyErr_Format(PyExc_TypeError, "error class must be a subclass of %R", base);
+        return -1;
     }
+    return 0;
+}
+
+static PyObject *
+set_error_class(PyObject *module, PyObject *args)
+{
+    PyObject *cls, *too_many = NULL;
+
+    if (!PyArg_ParseTuple(args, "O|O:_set_error_class", &cls, &too_many))
+        return NULL;
+    if (check_error_class(cls, PyExc_Exception) < 0 ||
+        (too_many != NULL && check_error_class(too_many, cls) < 0))
+        return NULL;
     Py_XSETREF(scan_error_class, Py_NewRef(cls));
+    /* without a second class, too many spans raise the error class itself */
+    Py_XSETREF(too_many_spans_class, Py_XNewRef(too_many));
     Py_RETURN_NONE;
 }
 
 static PyMethodDef module_methods[] = {
-    {"_set_error_class", (PyCFunction)set_error_class, METH_O,
-     "Set the exception class raised for malformed payloads."},
+    {"_set_error_class", (PyCFunction)set_error_class, METH_VARARGS,
+     "_set_error_class(error_class, too_many_spans_class=None)\n\n"
+     "Set the exception classes raised for malformed payloads and for more\n"
+     "spans than max_spans (a subclass of the first; the first if omitted)."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef cscan_module = {

@@ -35,6 +35,17 @@ On payloads protobuf rejects, either may raise ``ScanError`` or (the C scanner,
 which does not look at fields it does not return) produce a result; neither
 raises anything else.
 
+``Scanner(span_keys, resource_keys, max_spans=N)`` with N > 0 raises
+``TooManySpans`` (a ``ScanError``), ``"more than N spans in one request"``, for
+a request of more than N spans, and ``"more than N resource_spans in one
+request"`` for one of more than N ResourceSpans (empty ones cost a tuple each
+too), whichever bound wire order reaches first.  The C scanner raises it before
+building tuple N+1, PyScanner before protobuf parses the payload (a walk of the
+wire format that stops there), so a body of millions of tiny spans costs at
+most N tuples of memory.  Both raise it for the same payloads when protobuf
+parses them; on a malformed payload over a bound either may raise it or
+another ``ScanError``.
+
 A scanner is immutable once built: one instance may be shared by threads, and a
 scan may start while another is suspended inside the same scanner (a gc callback
 or finalizer runs mid-scan; the C scanner holds the GIL but its allocations can
@@ -45,8 +56,10 @@ only within it (the result is then undefined: a mix of old and new bytes).
 
 from __future__ import annotations
 
+import operator
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -55,7 +68,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
 
-__all__ = ["IMPLEMENTATION", "CScanner", "PyScanner", "ScanError", "Scanner"]
+__all__ = ["IMPLEMENTATION", "CScanner", "PyScanner", "ScanError", "Scanner", "TooManySpans"]
 
 
 class ScanError(ValueError):
@@ -67,6 +80,20 @@ class ScanError(ValueError):
     ``Message`` for a bad tag) and the offset in the payload of that field's
     tag; for invalid UTF-8 the offset of the offending byte.
     """
+
+
+class TooManySpans(ScanError):
+    """More spans than the scanner's ``max_spans``; str() is ``"more than N spans in one request"``."""
+
+
+def _check_max_spans(max_spans: int) -> int:
+    """As the C scanner's ``n`` argument: an int (or __index__) from 0 to sys.maxsize."""
+    max_spans = operator.index(max_spans)
+    if max_spans < 0:
+        raise ValueError(f"max_spans must be 0 (unlimited) or more, not {max_spans}")
+    if max_spans > sys.maxsize:
+        raise OverflowError("max_spans is too large")
+    return max_spans
 
 
 def _check_keys(keys: Sequence[str | Sequence[str]], argname: str) -> tuple:
@@ -129,10 +156,11 @@ def _flat(keys: tuple) -> frozenset[str]:
 class PyScanner:
     """Reference scanner: protobuf parse, then read the fields from Python."""
 
-    __slots__ = ("_resource_set", "_span_set", "resource_keys", "span_keys")
+    __slots__ = ("_resource_set", "_span_set", "max_spans", "resource_keys", "span_keys")
 
     def __init__(self, span_keys: Sequence[str | Sequence[str]],
-                 resource_keys: Sequence[str | Sequence[str]]) -> None:
+                 resource_keys: Sequence[str | Sequence[str]], max_spans: int = 0) -> None:
+        self.max_spans = _check_max_spans(max_spans)
         self.span_keys = _check_keys(span_keys, "span_keys")
         self.resource_keys = _check_keys(resource_keys, "resource_keys")
         self._span_set = _flat(self.span_keys)
@@ -142,6 +170,9 @@ class PyScanner:
         """Returns (resources, spans)."""
         if not isinstance(data, bytes):
             data = memoryview(data).tobytes()
+        max_spans = self.max_spans
+        if max_spans:
+            _refuse_too_many(data, max_spans)  # protobuf's own parse would cost ~170 bytes a span
         try:
             request = ExportTraceServiceRequest.FromString(data)
         except DecodeError as exc:
@@ -152,9 +183,13 @@ class PyScanner:
         spans: list[tuple] = []
         for rs in request.resource_spans:
             index = len(resources)
+            if max_spans and index >= max_spans:
+                raise TooManySpans(f"more than {max_spans} resource_spans in one request")
             resources.append(_pick(rs.resource.attributes, resource_keys, resource_set))
             for ss in rs.scope_spans:
                 for span in ss.spans:
+                    if max_spans and len(spans) >= max_spans:
+                        raise TooManySpans(f"more than {max_spans} spans in one request")
                     spans.append(
                         (
                             index,
@@ -292,6 +327,61 @@ def _walk(buf: bytes, p: int, end: int, desc: Any, depth: int) -> None:
             raise ScanError(f"invalid wire type {wire_type} ({label}) at byte {tp}")
 
 
+def _fields(buf: bytes, p: int, end: int, num: int, where: str) -> Iterator[tuple[int, int]]:
+    """(start, end) of each length-delimited field `num` in buf[p:end]; ScanError where malformed."""
+    wanted = num << 3 | 2
+    while p < end:
+        tp = p
+        if buf[p] == wanted and wanted < 0x80:  # the usual case inline: a third of the general path's cost
+            n = shift = 0
+            for q in range(p + 1, min(p + 11, end)):
+                b = buf[q]
+                n |= (b & 0x7F) << shift
+                if b < 0x80:
+                    if n <= end - q - 1:
+                        yield q + 1, q + 1 + n
+                        p = q + 1 + n
+                        break
+                    raise ScanError("truncated")  # stops the walk: protobuf reports it
+                shift += 7
+            else:
+                raise ScanError("bad length")
+            continue
+        tag, p = _tag(buf, p, end, where)
+        wire_type = tag & 7
+        if wire_type == 3:
+            p = _skip_group(buf, tp, p, end, tag >> 3, where)
+        elif wire_type in (0, 1, 2, 5):
+            q = _skip_scalar(buf, tp, p, end, wire_type, where)
+            if wire_type == 2 and tag >> 3 == num:
+                yield _varint(buf, p, end)[1], q
+            p = q
+        else:
+            raise ScanError(f"wire type {wire_type} ({where}) at byte {tp}")
+
+
+def _refuse_too_many(data: bytes, max_spans: int) -> None:
+    """Raise TooManySpans as PyScanner.scan would, walking only as far as the first bound reached.
+
+    Stops silently at anything malformed: protobuf's parse then reports it.
+    """
+    resources = spans = 0
+    try:
+        for rs, rs_end in _fields(data, 0, len(data), 1, "ExportTraceServiceRequest"):
+            if resources >= max_spans:
+                raise TooManySpans(f"more than {max_spans} resource_spans in one request")
+            resources += 1
+            for ss, ss_end in _fields(data, rs, rs_end, 2, "ResourceSpans"):
+                for _ in _fields(data, ss, ss_end, 2, "ScopeSpans"):
+                    if spans >= max_spans:
+                        raise TooManySpans(f"more than {max_spans} spans in one request")
+                    spans += 1
+    except TooManySpans:
+        raise
+    except ScanError:
+        pass
+
+
 def _diagnose(data: bytes) -> str | None:
     """Describe the first wire-format problem in data, or None if none is found."""
     try:
@@ -310,7 +400,7 @@ def _load_c_scanner() -> tuple[type | None, str]:
         from apiusage.processor.receivers import _cscan
     except ImportError as exc:
         return None, str(exc)
-    _cscan._set_error_class(ScanError)
+    _cscan._set_error_class(ScanError, TooManySpans)
     return _cscan.Scanner, ""
 
 

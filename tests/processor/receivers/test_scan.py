@@ -598,13 +598,241 @@ def test_c_scanner_does_not_leak() -> None:
 
 
 # --------------------------------------------------------------------------
+# The per-request span bound (max_spans)
+
+
+def spread_request(counts: list[list[int]]) -> bytes:
+    """One ResourceSpans per entry of counts, one ScopeSpans per count, each span numbered in order."""
+    request = ExportTraceServiceRequest()
+    number = 0
+    for r, scopes in enumerate(counts):
+        rs = request.resource_spans.add()
+        rs.resource.attributes.append(kv("service.name", string_value=f"svc-{r}"))
+        for count in scopes:
+            ss = rs.scope_spans.add()
+            for _ in range(count):
+                number += 1
+                ss.spans.append(Span(start_time_unix_nano=number, attributes=[kv("a", int_value=number)]))
+    return request.SerializeToString()
+
+
+# 9 spans over 4 resources (one without scopes, one with an empty scope) and 6 scopes
+SPREAD = [[2, 0, 3], [], [1], [1, 2]]
+SPREAD_BODY = spread_request(SPREAD)
+
+
+def test_max_spans_at_the_bound_scans(impl: type) -> None:
+    unlimited = impl(["a"], ["service.name"]).scan(SPREAD_BODY)
+    assert [s[2] for s in unlimited[1]] == list(range(1, 10))
+    assert [s[0] for s in unlimited[1]] == [0] * 5 + [2] + [3] * 3
+    assert unlimited[0] == [("svc-0",), ("svc-1",), ("svc-2",), ("svc-3",)]
+    for bound in (9, 10, 1_000_000, 0):
+        assert typed(impl(["a"], ["service.name"], max_spans=bound).scan(SPREAD_BODY)) == typed(unlimited)
+        assert typed(impl(["a"], ["service.name"], bound).scan(SPREAD_BODY)) == typed(unlimited)
+
+
+@pytest.mark.parametrize("bound", [1, 2, 3, 5, 6, 8])
+def test_max_spans_one_over_raises_too_many_spans(impl: type, bound: int) -> None:
+    scanner = impl(["a"], ["service.name"], max_spans=bound)
+    with pytest.raises(scan.TooManySpans) as raised:
+        scanner.scan(SPREAD_BODY)
+    assert type(raised.value) is scan.TooManySpans
+    assert str(raised.value) == f"more than {bound} spans in one request"
+    assert isinstance(raised.value, ScanError)
+    # the scanner stays usable, and the bound is per request
+    assert len(scanner.scan(spread_request([[bound]]))[1]) == bound
+
+
+def test_a_malformed_span_beyond_the_bound_is_a_scan_error(impl: type) -> None:
+    """Over the bound, a malformed payload raises TooManySpans or the parse error: a ScanError either way."""
+    good = ld(1, ld(2, ld(2, b"") * 3))
+    assert len(impl([], [], max_spans=3).scan(good)[1]) == 3
+    with pytest.raises(scan.TooManySpans, match=r"^more than 2 spans in one request$"):
+        impl([], [], max_spans=2).scan(good)
+    bad = ld(1, ld(2, ld(2, b"") * 2 + ld(2, tag(1, 2) + b"\x05")))  # span 3: truncated trace_id
+    with pytest.raises(ScanError):
+        impl([], [], max_spans=2).scan(bad)
+    with pytest.raises(ScanError, match=r"^truncated length-delimited field \(Span.trace_id\) at byte 10$"):
+        impl([], [], max_spans=3).scan(bad)
+
+
+def test_max_spans_argument(impl: type) -> None:
+    assert impl([], []).max_spans == 0
+    assert impl([], [], max_spans=7).max_spans == 7
+    with pytest.raises(ValueError, match=r"^max_spans must be 0 \(unlimited\) or more, not -1$"):
+        impl([], [], max_spans=-1)
+    with pytest.raises(TypeError):
+        impl([], [], max_spans="10")
+    with pytest.raises(TypeError):
+        impl([], [], max_spans=1.5)
+    with pytest.raises(OverflowError):
+        impl([], [], max_spans=2**63)
+
+
+def test_too_many_spans_is_exported() -> None:
+    assert "TooManySpans" in scan.__all__
+    assert issubclass(scan.TooManySpans, ScanError) and scan.TooManySpans is not ScanError
+
+
+@pytest.mark.parametrize("fields", [[("a", "b"), ("c",)], [("a", "b"), ("a",)]],
+                         ids=["grouped", "shared key"])
+def test_field_scanner_passes_max_spans_through(fields: list[tuple[str, ...]]) -> None:
+    from apiusage.processor.receivers.fields import FieldScanner
+
+    body = spread_request([[2, 1]])
+    scanner = FieldScanner(fields, [("service.name",)], max_spans=3)
+    assert [s[8] for s in scanner.scan(body)[1]] == [1, 2, 3]
+    with pytest.raises(scan.TooManySpans, match=r"^more than 2 spans in one request$"):
+        FieldScanner(fields, [("service.name",)], max_spans=2).scan(body)
+    assert len(FieldScanner(fields, [("service.name",)]).scan(spread_request([[50] * 3]))[1]) == 150
+
+
+def test_max_spans_bounds_resource_spans_too(impl: type) -> None:
+    """Empty ResourceSpans cost a tuple each as well: more of them than max_spans are refused."""
+    assert len(impl([], ["service.name"], max_spans=3).scan(ld(1, b"") * 3)[0]) == 3
+    with pytest.raises(scan.TooManySpans, match=r"^more than 3 resource_spans in one request$"):
+        impl([], ["service.name"], max_spans=3).scan(ld(1, b"") * 4)
+    # whichever bound wire order reaches first
+    with pytest.raises(scan.TooManySpans, match=r"^more than 3 spans in one request$"):
+        impl([], [], max_spans=3).scan(spread_request([[], [4], [], []]))
+    with pytest.raises(scan.TooManySpans, match=r"^more than 3 resource_spans in one request$"):
+        impl([], [], max_spans=3).scan(spread_request([[], [3], [], [], [4]]))
+    assert len(impl([], [], max_spans=0).scan(ld(1, b"") * 10_000)[0]) == 10_000
+
+
+def expected_bound(counts: list[list[int]], bound: int) -> str | None:
+    """The TooManySpans message a scan with max_spans=bound raises for spread_request(counts), if any."""
+    spans = 0
+    for index, scopes in enumerate(counts):
+        if bound and index >= bound:
+            return f"more than {bound} resource_spans in one request"
+        spans += sum(scopes)
+        if bound and spans > bound:
+            return f"more than {bound} spans in one request"
+    return None
+
+
+@pytest.mark.usefixtures("c_required")
+@settings(max_examples=200, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.lists(st.lists(st.integers(0, 4), max_size=3), max_size=6), bound=st.integers(0, 12))
+def test_differential_span_bound(data: list[list[int]], bound: int) -> None:
+    body = spread_request(data)
+    outcomes = []
+    for impl in (_c_scanner(), PyScanner):
+        try:
+            outcomes.append(typed(impl(["a"], ["service.name"], max_spans=bound).scan(body)))
+        except scan.TooManySpans as exc:
+            outcomes.append(("TooManySpans", str(exc)))
+    assert outcomes[0] == outcomes[1]
+    refusal = expected_bound(data, bound)
+    if refusal:
+        assert outcomes[0] == ("TooManySpans", refusal)
+    else:
+        assert len(outcomes[0][1]) == sum(map(sum, data))
+
+
+@pytest.mark.usefixtures("c_required")
+@settings(max_examples=300, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(base=st.lists(st.lists(st.integers(0, 3), max_size=3), max_size=4), bound=st.integers(0, 6),
+       draw=st.data())
+def test_differential_span_bound_mutated(base: list[list[int]], bound: int, draw: st.DataObject) -> None:
+    """Damaged bodies: equal outcomes whenever protobuf parses them, else a ScanError or a C result."""
+    data = bytearray(spread_request(base))
+    for _ in range(draw.draw(st.integers(1, 3))):
+        pos = draw.draw(st.integers(0, len(data)))
+        op = draw.draw(st.sampled_from(["set", "insert", "delete", "dup"]))
+        if op == "set" and pos < len(data):
+            data[pos] = draw.draw(st.integers(0, 255))
+        elif op == "insert":
+            data[pos:pos] = draw.draw(st.binary(min_size=1, max_size=4))
+        elif op == "delete":
+            del data[pos : pos + draw.draw(st.integers(1, 4))]
+        elif op == "dup":
+            data[pos:pos] = data[pos : pos + draw.draw(st.integers(1, 8))]
+    outcomes = []
+    for impl in (_c_scanner(), PyScanner):
+        try:
+            outcomes.append(typed(impl(["a"], ["service.name"], max_spans=bound).scan(bytes(data))))
+        except scan.TooManySpans as exc:
+            outcomes.append(("TooManySpans", str(exc)))
+        except ScanError:
+            outcomes.append(ScanError)
+    if parses(bytes(data)):
+        assert outcomes[0] == outcomes[1]
+    else:
+        assert outcomes[1] is ScanError or outcomes[1][0] == "TooManySpans"
+
+
+MEMORY_PROBE = """
+import sys
+from pathlib import Path
+from apiusage.processor.config import UsageConfig
+from apiusage.processor.derive.requests import span_field_sources
+from apiusage.processor.receivers import scan
+from apiusage.processor.receivers.fields import FieldScanner
+
+def peak() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise SystemExit("no VmHWM")
+
+def ld(field: int, payload: bytes) -> bytes:
+    n, out = len(payload), bytearray([field << 3 | 2])
+    while n > 0x7F:
+        out.append(0x80 | n & 0x7F)
+        n >>= 7
+    return bytes(out) + bytes([n]) + payload
+
+implementation, shape, max_spans = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if shape == "spans":
+    body = ld(1, ld(2, b"\\x12\\x00" * 2_000_000))  # 2 M empty Span messages, 2 bytes each
+else:
+    body = b"\\x0a\\x00" * 2_000_000  # 2 M empty ResourceSpans
+scanner = FieldScanner(span_field_sources(UsageConfig()), [("service.name",)], max_spans=max_spans)
+assert scanner.implementation == implementation, scanner.implementation
+assert len(scanner.scan(ld(1, ld(2, b"\\x12\\x00")))[1]) == 1  # warm up
+before = peak()
+try:
+    result = scanner.scan(body)
+    print("scanned", len(body), len(result[1]))
+except scan.TooManySpans as exc:
+    print("refused", len(body), exc)
+print("growth", peak() - before)
+"""
+
+
+@pytest.mark.parametrize("shape", ["spans", "resource_spans"])
+@pytest.mark.parametrize("implementation", ["c", "python"])
+def test_a_4_mib_body_of_2_million_empty_spans_stays_under_100_mib_with_a_bound(
+        implementation: str, shape: str) -> None:
+    """Both scanners stop at the bound: peak memory is 100 000 tuples, not 2 million (~420 MiB)."""
+    env = dict(os.environ)
+    env.pop("APIUSAGE_PURE_PYTHON", None)
+    if implementation == "c":
+        _c_scanner()
+    else:
+        env["APIUSAGE_PURE_PYTHON"] = "1"
+    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, implementation, shape, "100000"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    body_len = 1 + 4 + 1 + 4 + 4_000_000 if shape == "spans" else 4_000_000
+    assert lines[0] == f"refused {body_len} more than 100000 {shape} in one request"
+    growth = int(lines[1].removeprefix("growth "))
+    assert growth < 100 << 20, f"peak RSS grew {growth >> 20} MiB"
+
+
+# --------------------------------------------------------------------------
 # The C scanner built with AddressSanitizer and UndefinedBehaviorSanitizer
 
 REPO = Path(__file__).resolve().parents[3]
 SANITIZED_RUN = [  # the scanner's memory-safety and reentrancy tests, C scanner only
     "tests/processor/receivers/test_scan.py", "tests/hostile/test_scanner_reentrancy.py",
     "-k", "(full_request or unknown_fields or deep_nesting or malformed or truncation or garbage"
-          " or groups_take or many_grouped or reentered or threads or buffer)"
+          " or groups_take or many_grouped or reentered or threads or buffer or max_spans)"
           " and not python and not json and not sanitizers",
 ]
 PLUGIN = """
