@@ -505,18 +505,17 @@ def _empty_spans_body(n: int) -> bytes:
     return b"\x0a" + varint(len(scope)) + scope
 
 
-@pytest.mark.xfail(strict=True, reason="the C scanner (receivers/_cscan.c, fields.py) builds a "
-                   "21-field tuple per span before anything counts them: 2 bytes of protobuf "
-                   "become ~200 bytes of Python, 4 MiB -> ~415 MiB, and the default 64 MiB body "
-                   "limit allows ~6.6 GB; a per-request span bound is needed in the scanner")
 def test_a_4_mib_body_of_2_million_empty_spans_costs_less_than_150_mib(tmp_path) -> None:
     body = _empty_spans_body(2_000_000)
     with start_processor(tmp_path, {"processors": {"queue": {"max_spans": 100_000}}}) as running:
         before = _peak_rss(running.process.pid)
         request = urllib.request.Request(f"{running.http_endpoint}/v1/traces", data=body,
                                          headers={"Content-Type": "application/x-protobuf"})
-        with contextlib.suppress(urllib.error.HTTPError):
+        # Refused before span 100,001 is built (receivers.otlp.max_spans_per_request).
+        with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(request, timeout=15).close()
+        info.value.close()
+        assert info.value.code == 413
         growth = _peak_rss(running.process.pid) - before
     assert growth < 150 << 20, f"peak RSS grew {growth >> 20} MiB for a {len(body) >> 20} MiB body"
 
@@ -563,6 +562,7 @@ def test_more_spans_than_max_spans_per_request_is_413_on_both_transports() -> No
                                          headers={"Content-Type": "application/x-protobuf"})
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(request, timeout=5)
+        info.value.close()
         assert info.value.code == 413
         with grpc.insecure_channel(running.grpc_endpoint) as channel:
             export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export",
