@@ -14,6 +14,10 @@ need prometheus-alertmanager prometheus-alertmanager
 need docker-compose docker-compose
 # The HTML usage report is rendered in headless Chromium.
 need chromium chromium
+# The C scanner is built, and tested under AddressSanitizer/UBSan (gcc brings libasan/libubsan).
+need gcc gcc
+# A really read-only state file for the start-up test: chattr +i (root ignores file modes).
+need chattr e2fsprogs
 if [ "${1:-}" = bench ]; then
     need h2load nghttp2-client
 fi
