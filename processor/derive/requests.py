@@ -95,15 +95,6 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def _label(value: object, max_length: int) -> str:
-    """A label value: printable, at most `max_length` characters."""
-    if value.__class__ is not str:
-        value = str(value)
-    if len(value) > max_length or not value.isprintable():  # type: ignore[arg-type]
-        return sanitize_label_value(value, max_length)
-    return value  # type: ignore[return-value]
-
-
 def consumer_key(consumer_id: str) -> str:
     """The id a consumer is stored under: itself, or `sha256:<hex>` of it when it is longer than
     MAX_CONSUMER_ID_LENGTH or holds a character that is not printable.
@@ -139,7 +130,8 @@ class Deriver:
         self._clean_ids: set[str] = set()
 
     def _label(self, value: object) -> str:
-        """`value` as a label value (see `_label`), remembered when it needed no change."""
+        """`value` as a label value, printable and at most max_label_length characters,
+        remembered when it needed no change."""
         if value.__class__ is not str:
             value = str(value)
         if len(value) > self._max_length or not value.isprintable():  # type: ignore[arg-type]
@@ -173,8 +165,8 @@ class Deriver:
 
     def derive(self, resources: Sequence[tuple], spans: Sequence[tuple]) -> list[ApiRequest]:
         """One ApiRequest per HTTP SERVER span; a span that fails costs only itself."""
-        max_len = self._max_length
-        services = [_label(r[0], max_len) if isinstance(r[0], str) and r[0] else "unknown_service"
+        label = self._label
+        services = [label(r[0]) if isinstance(r[0], str) and r[0] else "unknown_service"
                     for r in resources]
         now = time.time_ns()
         future_limit = now + self._future_ns
@@ -185,7 +177,6 @@ class Deriver:
         ua_fallback = self._ua_fallback
         clean_labels = self._clean_labels
         clean_ids = self._clean_ids
-        label = self._label
         out: list[ApiRequest] = []
         append = out.append
         new = tuple.__new__  # ApiRequest without _make's per-call overhead; order as declared
