@@ -41,17 +41,22 @@ def answer_ok(conn: socket.socket, backend: ScriptedBackend) -> None:
         conn.sendall(OK)
 
 
-def answer_trickling(conn: socket.socket, backend: ScriptedBackend) -> None:
-    """A 200 whose 1,000-byte body comes one byte every 0.2 s: each read is quick, the answer never."""
+def _trickle(conn: socket.socket, backend: ScriptedBackend, start: bytes, drip: bytes) -> None:
+    """Read the request, send `start`, then `drip` every 0.2 s (1,000 times, or until stopped)."""
     if not _read_request(conn):
         return
     backend.requests += 1
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+    conn.sendall(start)
     for _ in range(1000):
         if backend.stopping.is_set():
             return
-        conn.sendall(b"x")
+        conn.sendall(drip)
         time.sleep(0.2)
+
+
+def answer_trickling(conn: socket.socket, backend: ScriptedBackend) -> None:
+    """A 200 whose 1,000-byte body comes one byte every 0.2 s: each read is quick, the answer never."""
+    _trickle(conn, backend, b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", b"x")
 
 
 def answer_endless(conn: socket.socket, backend: ScriptedBackend) -> None:
@@ -122,12 +127,4 @@ class ScriptedBackend:
 
 def answer_trickling_head(conn: socket.socket, backend: ScriptedBackend) -> None:
     """The start of a status line, then a blank every 0.2 s: the status code never comes."""
-    if not _read_request(conn):
-        return
-    backend.requests += 1
-    conn.sendall(b"HTTP/1.1")
-    for _ in range(1000):
-        if backend.stopping.is_set():
-            return
-        conn.sendall(b" ")
-        time.sleep(0.2)
+    _trickle(conn, backend, b"HTTP/1.1", b" ")
