@@ -184,7 +184,13 @@ def _distinct_family(q, folder: Folder, metric: str, spec: tuple, sinces: dict[s
 
 def build_report(store: Store, now_ms: int, catalog=None,
                  limits: LimitsConfig | None = None) -> ConsumerReport:
-    """Every family from the store; with `limits`, each label past its limit folds into `__other__`."""
+    """Every family from the store, as of one state of it; with `limits`, each label past its limit
+    folds into `__other__`."""
+    with store.consistent():
+        return _build_report(store, now_ms, catalog, limits)
+
+
+def _build_report(store: Store, now_ms: int, catalog, limits: LimitsConfig | None) -> ConsumerReport:
     report = ConsumerReport(generated_ms=now_ms)
     today = now_ms // DAY_MS
     q = store.query

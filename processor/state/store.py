@@ -8,10 +8,11 @@ several processors sharing PostgreSQL produce the same rows as one would.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,12 @@ class Store:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def consistent(self) -> Iterator[None]:
+        """Queries inside see one state of the store: a report whose families were read on either
+        side of a flush would count a consumer as new but not yet active."""
+        yield
 
     def prune(self, oldest_day: int) -> dict[str, int]:
         """Delete what is older than `oldest_day` (consumers last seen before it, tallied first in
@@ -350,6 +357,21 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read {self.description}: {exc}") from None
 
+    @contextlib.contextmanager
+    def consistent(self) -> Iterator[None]:
+        if self._db.in_transaction:  # the one connection of :memory: may be mid-write
+            yield
+            return
+        try:
+            self._db.execute("BEGIN")  # WAL: the snapshot is taken at the first read
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read {self.description}: {exc}") from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")  # read only: nothing to keep
+
     def prune(self, oldest_day: int) -> dict[str, int]:
         db = self._db
         cutoff = {"ms": oldest_day * DAY_MS, "day": oldest_day}
@@ -478,6 +500,19 @@ class PostgresStore(Store):
             return self._conn.execute(sql.replace("?", "%s"), params).fetchall()
         except self._psycopg.Error as exc:
             raise self._fail("read", exc) from None
+
+    @contextlib.contextmanager
+    def consistent(self) -> Iterator[None]:
+        try:
+            conn = self._conn
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        except self._psycopg.Error as exc:
+            raise self._fail("read", exc) from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(self._psycopg.Error):
+                conn.execute("ROLLBACK")
 
     def prune(self, oldest_day: int) -> dict[str, int]:
         cutoff = {"ms": oldest_day * DAY_MS, "day": oldest_day}
