@@ -121,6 +121,10 @@ class Store:
     def close(self) -> None:
         raise NotImplementedError
 
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one write statement on this (writer) connection, committed; returns the rows it changed."""
+        raise NotImplementedError
+
 
 class SqliteStore(Store):
     def __init__(self, path: str, reader: bool = False) -> None:
@@ -262,6 +266,12 @@ class SqliteStore(Store):
     def close(self) -> None:
         self._db.close()
 
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            return self._db.execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to {self.description}: {exc}") from None
+
 
 class PostgresStore(Store):
     _least = "LEAST"
@@ -367,6 +377,12 @@ class PostgresStore(Store):
 
     def close(self) -> None:
         self._db.close()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            return self._conn.execute(sql.replace("?", "%s"), params).rowcount
+        except self._psycopg.Error as exc:
+            raise self._fail("write to", exc) from None
 
 
 def _consumer_params(rows: list[ConsumerRow]) -> list[tuple]:

@@ -9,7 +9,7 @@ import pytest
 from apiusage.processor.config import PostgresState, SqliteState, StateConfig
 from apiusage.processor.derive.plans import PlanLookup, PlanLookupError
 from apiusage.processor.state.activity import DAY_MS, ConsumerActivity
-from apiusage.processor.state.schema import LATEST
+from apiusage.processor.state.schema import LATEST, MIGRATIONS
 from apiusage.processor.state.service import StateService
 from apiusage.processor.state.store import StoreError, open_store
 from apiusage.processor.telemetry import PipelineStats
@@ -25,7 +25,8 @@ def test_sqlite_runs_in_wal_mode_and_records_migrations(tmp_path) -> None:
     open_store(sqlite_config(tmp_path)).close()
     store = open_store(sqlite_config(tmp_path))  # second start: nothing left to migrate
     assert store.query("PRAGMA journal_mode") == [("wal",)]
-    assert [v for (v,) in store.query("SELECT version FROM schema_migrations")] == [LATEST]
+    assert [v for (v,) in store.query("SELECT version FROM schema_migrations ORDER BY version")] == [
+        v for v, _ in MIGRATIONS]
     store.close()
 
 
