@@ -131,8 +131,13 @@ def test_one_lease_at_a_time_kept_without_stacking_and_retaken_after_a_lost_sess
     try:
         assert [a.check() for _ in range(3)] == [True, True, True]
         assert b.check() is False
-        [(pid, name)] = _advisory_locks(dsn)  # held once: a second try would stack a count
+        [(pid, name)] = _advisory_locks(dsn)
         assert name == "apiusage-refresh-lease"
+        # Held once: one unlock frees it (a second pg_try_advisory_lock would have stacked a count).
+        assert a._db.execute("SELECT pg_advisory_unlock(%s, %s)", LOCK_KEY).fetchone() == (True,)
+        assert _advisory_locks(dsn) == []
+        assert a.check() is True and b.check() is False
+        [(pid, _)] = _advisory_locks(dsn)
         with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as db:
             db.execute("CREATE TABLE t (v INT)")
         # A publication fenced by the lock: only the holder writes.
@@ -292,3 +297,48 @@ def test_a_replica_that_never_reached_the_lease_serves_nothing_rather_than_guess
     finally:
         service.close()
         holder.release()
+
+
+class _LoseTheLeaseWhileComputing:
+    """A catalog whose first read ends its replica's lease session and lets `rival` take over,
+    as a failover in the middle of a long refresh would."""
+
+    def __init__(self, dsn: str, rival: StateService) -> None:
+        self.dsn, self.rival, self.done = dsn, rival, False
+        self.victim: StateService | None = None
+
+    @property
+    def services(self) -> list:
+        if not self.done:
+            self.done = True
+            [(pid, _)] = _advisory_locks(self.dsn)
+            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as db:
+                db.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            _wait(lambda: not _advisory_locks(self.dsn), "the lease session to end")
+            # The victim's driver notices (keepalive, a failed statement): its next statement
+            # runs on a new session, which does not hold the lock.
+            with contextlib.suppress(psycopg.Error):
+                self.victim._lease._db.execute("SELECT 1")
+            self.rival.refresh(now_ms=sc.NOW_MS + 1)
+            assert self.rival.health.leader
+        return []
+
+
+def test_a_leader_that_lost_the_lease_while_computing_does_not_overwrite_the_new_one(dsn: str) -> None:
+    config = StateConfig(postgres=PostgresState(dsn=dsn))
+    rival = StateService(config, ConsumerActivity(400, PipelineStats()))
+    saboteur = _LoseTheLeaseWhileComputing(dsn, rival)
+    first = saboteur.victim = StateService(config, ConsumerActivity(400, PipelineStats()), saboteur)
+    first.open()
+    rival.open()
+    try:
+        first.refresh(now_ms=sc.NOW_MS)  # leads, loses the lease mid-way: does not publish
+        assert saboteur.done and not first.health.leader and first.health.publish_ok
+        assert first.report.generated_ms == sc.NOW_MS  # what it computed, it still exposes
+        assert _stored_writer(dsn) == rival.identity
+        assert rival.report.generated_ms == sc.NOW_MS + 1
+        first.refresh(now_ms=sc.NOW_MS + 2)  # now a follower: serves the rival's report
+        assert not first.health.leader and first.report == rival.report
+    finally:
+        first.close()
+        rival.close()
