@@ -334,8 +334,8 @@ class StateService:
                 report.generated_ms, int(time.time() * 1000), self.identity, snapshot.dumps(report)))
         except StoreError as exc:
             if self.health.publish_ok:
-                log.error("the consumer report cannot be stored for the other replicas (they keep "
-                          "their previous values): %s", exc)
+                log.error("cannot store the consumer report (the other replicas, and this one after "
+                          "a restart, serve an older one): %s", exc)
             self.health.publish_ok = False
             return
         if not published:  # the lease was lost while computing: the new leader's report stands
@@ -343,7 +343,7 @@ class StateService:
             self._lead(False)
             return
         if not self.health.publish_ok:
-            log.info("the consumer report is stored for the other replicas again")
+            log.info("the consumer report is stored again")
         self.health.publish_ok = True
 
     def _write_snapshot(self, sql: str, params: tuple) -> int:
