@@ -7,7 +7,8 @@ thread recomputes the report every `refresh_interval` and reloads the plan looku
 Admin requests read on a third connection.  A refresh that takes minutes therefore
 delays no flush, and a kill -9 loses at most one flush interval (plus the flush in
 progress).  SQLite in WAL mode lets readers run beside the writer; PostgreSQL gets
-separate sessions.
+separate sessions.  With several replicas on PostgreSQL only the one holding the refresh
+lease (state/lease.py) recomputes; it stores each report and the others load it.
 """
 
 from __future__ import annotations
