@@ -11,7 +11,7 @@ from __future__ import annotations
 import http.client
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -71,16 +71,26 @@ def _version(i: int) -> str:
 
 
 class History:
-    """`consumers` consumers (ids s000000 …), each calling 2-9 times over the last 30 days.
+    """Consumers (ids s000000 …), each calling 2-9 times over the last 30 days.
 
     Consumer i: plan `_plan(i)` (every span), client version `_version(i)`, newest call
     `i % 30` days ago, then one every `1 + i // 30 % 3` days back while inside the 30 days, at
     most `2 + i // 90 % 8` calls; call j goes to ENDPOINTS[(i + 3 j) % 8] and fails (503) when
     `(i + j) % 7 == 0` (a failed call is a call: it counts in every family)."""
 
-    def __init__(self, consumers: int = 20_000, now_ms: int | None = None) -> None:
-        self.consumers = consumers
+    def __init__(self, consumers: int | Iterable[int] = 20_000, now_ms: int | None = None) -> None:
+        """`consumers`: how many (ids 0 …), or which ids (a part of a history, or what a store
+        holds of it, with the first part's `now_ms`)."""
+        self.ids = range(consumers) if isinstance(consumers, int) else sorted(consumers)
         self.now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+
+    def part(self, ids: Iterable[int]) -> History:
+        return History(ids, self.now_ms)
+
+    @staticmethod
+    def index(consumer_id: str) -> int:
+        """The index of a consumer id of this history (s000042 -> 42)."""
+        return int(consumer_id.removeprefix("s"))
 
     def calls(self, i: int) -> Iterator[tuple[int, int, int]]:
         """(days_ago, endpoint index, status) of consumer i's calls."""
@@ -96,7 +106,7 @@ class History:
 
     def expected(self) -> Expected:
         out = Expected()
-        for i in range(self.consumers):
+        for i in self.ids:
             plan, version = _plan(i), _version(i)
             out.new[plan] += 1
             calls = list(self.calls(i))
@@ -127,7 +137,7 @@ class History:
                                             attributes=attributes)
         request, n, serial = self._new_request(), 0, 0
         spans = request.resource_spans[0].scope_spans[0].spans
-        for i in range(self.consumers):
+        for i in self.ids:
             per_consumer = [_kv("apiusage.consumer.id", f"s{i:06d}"),
                             _kv("apiusage.consumer.plan_tier", _plan(i)),
                             _kv("apiusage.client.name", CLIENT),
@@ -218,13 +228,14 @@ class Exporter:
             self._conn = None
 
 
-def send_history(http_endpoint: str, history: History, timeout: float = 60.0) -> int:
-    """Export the whole history; returns the spans sent."""
+def send_history(http_endpoint: str, history: History | Iterable[tuple[bytes, int]],
+                 timeout: float = 60.0) -> int:
+    """Export the whole history (or its requests, built beforehand); returns the spans sent."""
     deadline = time.monotonic() + timeout
     exporter = Exporter(http_endpoint)
     sent = 0
     try:
-        for body, n in history.requests():
+        for body, n in history.requests() if isinstance(history, History) else history:
             exporter.export(body, deadline)
             sent += n
     finally:
