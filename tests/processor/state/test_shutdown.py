@@ -34,11 +34,11 @@ def history(consumers: int, days: int = DAYS) -> list[ApiRequest]:
 
 def test_a_final_flush_past_the_bound_writes_whole_consumers_then_names_the_rows_lost(
         tmp_path, monkeypatch, caplog) -> None:
-    monkeypatch.setattr(state_service, "_STOP_TIMEOUT", 0.5)
+    monkeypatch.setattr(state_service, "_STOP_TIMEOUT", 1.5)
     db = tmp_path / "s.db"
     config = StateConfig(sqlite=SqliteState(path=str(db)), flush_interval=3600, refresh_interval=3600)
     activity = ConsumerActivity(400, PipelineStats())
-    activity.consume(history(20_000))  # 220,001 rows: about 2.5 s to write on this machine
+    activity.consume(history(20_000))  # 220,001 rows: 2.5-6 s to write on this machine
     total = activity.pending()
     assert total == 1 + 20_000 * (DAYS + 1)
     service = StateService(config, activity)
@@ -49,7 +49,7 @@ def test_a_final_flush_past_the_bound_writes_whole_consumers_then_names_the_rows
     took = time.monotonic() - started
 
     assert ok is False  # the exit status says rows were lost
-    assert took < 0.5 + 1.5, f"stop took {took:.1f}s for a bound of 0.5 s"
+    assert took < 1.5 + 1.5, f"stop took {took:.1f}s for a bound of 1.5 s"
     with contextlib.closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA quick_check").fetchall() == [("ok",)]
         (stored,), = conn.execute("SELECT COUNT(*) FROM consumers").fetchall()
@@ -58,7 +58,7 @@ def test_a_final_flush_past_the_bound_writes_whole_consumers_then_names_the_rows
     assert service.health.rows_written == written
     lost = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert lost == [f"state final flush: {total - written} of {total} rows not written to "
-                    f"sqlite:{db} within the 0.5s shutdown bound are lost"]
+                    f"sqlite:{db} within the 1.5s shutdown bound are lost"]
     assert activity.pending() == 0
 
 
