@@ -318,9 +318,9 @@ class StateService:
         deadline = time.monotonic() + _STOP_TIMEOUT
         self._stop.set()
         if self._refresher is not None and self._refresher is not self.store:
-            self._refresher.interrupt()  # a refresh can take minutes; shutdown does not wait
-        if self._refreshing.is_alive():
-            self._refreshing.join(_STOP_REFRESH)
+            _interrupt(self._refresher)  # a refresh can take minutes; shutdown does not wait
+        if self._refreshing.is_alive():  # interrupted, it returns at once; stuck, it is left
+            self._refreshing.join(min(_STOP_REFRESH, max(0.0, deadline - time.monotonic())))
         if self._flusher.is_alive():  # a flush in progress finishes, within the bound
             self._flusher.join(max(0.0, deadline - time.monotonic()))
         ok = True
@@ -332,7 +332,7 @@ class StateService:
     def _final_flush(self, deadline: float) -> bool:
         if self._flusher.is_alive():  # still inside a flush at the bound: roll it back, so the
             # connection closes cleanly (a SQLite WAL merged) instead of dying mid-transaction
-            self.store.interrupt()
+            _interrupt(self.store)
             self._flusher.join(_STOP_REFRESH)
             log.error("state flush still running after %.0fs at shutdown: interrupted; %d rows "
                       "not written to %s are lost", _STOP_TIMEOUT, self.activity.pending(),
@@ -393,6 +393,12 @@ class StateService:
                 except Exception:  # noqa: BLE001 - closing at shutdown: nothing left to save
                     pass
                 closed.append(store)
+
+
+def _interrupt(store: Store) -> None:
+    """Interrupt what runs on `store` without waiting: a PostgreSQL cancel to a server that
+    does not answer takes its full timeout (2 s), which shutdown does not spend."""
+    threading.Thread(target=store.interrupt, name="apiusage-state-interrupt", daemon=True).start()
 
 
 def _chunks(batch: ActivityBatch, size: int) -> Iterator[ActivityBatch]:

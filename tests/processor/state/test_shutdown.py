@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from apiusage.processor.config import PostgresState, SqliteState, StateConfig
@@ -130,3 +133,60 @@ def test_sigterm_interrupts_a_postgres_refresh_that_waits_for_a_lock(tmp_path) -
         assert stopped.is_set(), "stop waited for the lock"
         assert took < 3.0, f"stop took {took:.1f}s"
         assert service.health.refreshes == {"success": 0, "failure": 0}
+
+
+def _server_processes(port: int) -> list[int]:
+    """The postmaster listening on `port` and its children (backends, background workers)."""
+    procs: dict[int, tuple[int, str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        procs[int(entry)] = (ppid, cmdline)
+    main = [pid for pid, (_, cmd) in procs.items() if "postgres" in cmd and f"-p {port} " in cmd]
+    assert len(main) == 1, f"no postmaster on port {port}"
+    return main + [pid for pid, (ppid, _) in procs.items() if ppid == main[0]]
+
+
+def test_sigterm_while_a_postgres_flush_hangs_exits_within_the_bound_naming_the_rows_lost(
+        monkeypatch, caplog) -> None:
+    monkeypatch.setattr(state_service, "_STOP_TIMEOUT", 1.0)
+    with postgres_server() as pg:
+        config = StateConfig(postgres=PostgresState(dsn=pg.dsn), flush_interval=0.1,
+                             refresh_interval=3600)
+        activity = ConsumerActivity(400, PipelineStats())
+        service = StateService(config, activity)
+        service.open()
+        frozen = _server_processes(int(pg.dsn.rsplit(":", 1)[1].split("/")[0]))
+        # A server that is stopped but whose kernel still acknowledges: the write never returns.
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            activity.consume(history(100))
+            service.start()
+            deadline = time.monotonic() + 10
+            while service.health.flush_started is None:
+                assert time.monotonic() < deadline, "no flush started"
+                time.sleep(0.01)
+            time.sleep(0.2)
+            result: list[bool] = []
+            started = time.monotonic()
+            stopper = threading.Thread(target=lambda: result.append(service.stop()), daemon=True)
+            stopper.start()
+            stopper.join(15)
+            took = time.monotonic() - started
+        finally:
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+    assert result == [False], f"stop did not return within 15 s ({took:.1f}s)"
+    # the 1 s bound, then 2 s for the interrupted flush to return (it does not: the server is frozen)
+    assert took < 1.0 + 2 + 1.5, f"stop took {took:.1f}s"
+    lost = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR
+            and "lost" in r.getMessage()]
+    assert lost == [f"state flush still running after 1s at shutdown: interrupted; "
+                    f"{1 + 100 * (DAYS + 1)} rows not written to {service.store.description} "
+                    "are lost"], lost
