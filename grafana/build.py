@@ -693,8 +693,9 @@ def pipeline(alerts: Alerts) -> dashboard.Dashboard:
           q(f"up{{{sel}}}", "{{instance}}"))
     b.add(stat_panel(graph=True).thresholds(thresholds((None, "green"), (300, "red"))), 13,
           "Consumer metrics age",
-          "Are the consumer metrics fresh? Seconds since the state store last recomputed them "
-          "(every state.refresh_interval).",
+          "Are the consumer metrics fresh? Seconds since they were last computed (every "
+          "state.refresh_interval; on a replica that does not hold the refresh lease, by the one "
+          "that does).",
           "s", 8, 5,
           q(f"time() - apiusage_state_report_timestamp_seconds{{{sel}}}", "{{instance}}"))
     b.add(stat_panel(graph=True).thresholds(thresholds((None, "green"), (1, "red"))), 14, "Processing errors",
@@ -747,6 +748,21 @@ def pipeline(alerts: Alerts) -> dashboard.Dashboard:
           "instance.",
           "short", 12, 8,
           q(f"apiusage_state_pending_rows{{{sel}}}", "{{instance}}"))
+    b.add(timeseries_panel(), 19, "Consumer metrics refresh",
+          "Does the consumer-metrics refresh keep up? Duration of the last refresh per instance "
+          "(the running one while it is longer; a replica without the refresh lease only loads the "
+          "published report), against state.refresh_interval.",
+          "s", 12, 8,
+          q(f"apiusage_state_refresh_duration_seconds{{{sel}}}", "{{instance}}"),
+          q(f"max(apiusage_state_refresh_interval_seconds{{{sel}}})", "refresh interval", ref="B"))
+    b.add(stat_panel(color_mode=common.BigValueColorMode.BACKGROUND)
+          .mappings([value_map({"1": ("Computes", "green"), "0": ("Serves the published report", "blue")})])
+          .thresholds(thresholds((None, "blue"), (1, "green"))), 20, "Consumer metrics computed by",
+          "Which replica computes the consumer metrics? 1 on the replica holding the refresh lease "
+          "(PostgreSQL: one per shared store; SQLite: every processor), 0 on those serving what it "
+          "published. No replica at 1 on a shared store: nobody computes, and the metrics age.",
+          "none", 12, 8,
+          q(f"apiusage_state_refresh_leader{{{sel}}}", "{{instance}}"))
     b.add(timeseries_panel(), 10, "Export requests by outcome",
           "What do OTLP exporters get told? Export requests answered per second, by transport and "
           "outcome (success, partial, invalid, queue_full, ...).",

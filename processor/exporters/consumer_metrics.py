@@ -1,7 +1,8 @@
 """Prometheus families for the consumer-state report and the state store's health.
 
 Values come from the last refresh of the store (`processors` → `state.refresh_interval`),
-computed over every replica's data: with several replicas, aggregate with
+computed over every replica's data by the one replica that holds the refresh lease and
+loaded by the others (state/lease.py): with several replicas, aggregate with
 `max without (instance)`, not `sum`.  Label values are sanitized when spans are derived
 (and again by the report for older stores), and each label past `processors.limits`
 folds into `__other__` (state/folding.py).
@@ -129,5 +130,12 @@ class ConsumerCollector:
                                   "or timestamps beyond max_future_skew.",
                                   value=self._state.activity.rows_dropped)
         yield GaugeMetricFamily("apiusage_state_report_timestamp_seconds",
-                                "When the business metrics were last computed.",
+                                "When the business metrics were last computed (by this replica or, "
+                                "on a follower, by the one that computes).",
                                 value=self._state.report.generated_ms / 1000)
+        yield GaugeMetricFamily("apiusage_state_refresh_leader",
+                                "1 when this replica computes the consumer metrics; 0 when it serves "
+                                "the report another replica published.", value=int(h.leader))
+        yield GaugeMetricFamily("apiusage_state_refresh_interval_seconds",
+                                "The configured state.refresh_interval.",
+                                value=float(self._state.config.refresh_interval))

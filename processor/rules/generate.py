@@ -54,7 +54,9 @@ PANELS = {
     "overflow": ("apiusage-pipeline", 6),
     "flushes": ("apiusage-pipeline", 7),
     "per_service": ("apiusage-pipeline", 8),
+    "report_age": ("apiusage-pipeline", 13),
     "memory": ("apiusage-pipeline", 17),
+    "refresh": ("apiusage-pipeline", 19),
 }
 
 FILES = ("recording.rules.yml", "slo.rules.yml", "api.rules.yml", "product.rules.yml",
@@ -558,6 +560,21 @@ def _pipeline_alerts(slo: SloFile) -> list[Alert]:
               "{{ $labels.instance }} has failed every state store flush for 15 minutes "
               "({{ $value | humanize }} failures in the last 10 minutes); activity piles up in "
               "memory and consumer metrics are going stale.", "flushes"),
+        # Followers show the leader's report age plus up to one interval, so a replica whose
+        # leader stopped computing (or that nobody leads) fires here too.
+        Alert("ApiUsageConsumerMetricsStale", "warning", "pipeline", _dedent("""
+            time() - apiusage_state_report_timestamp_seconds
+            > clamp_min(10 * apiusage_state_refresh_interval_seconds, 600)
+        """), "5m", "The consumer metrics a processor exposes have not been recomputed for a while.",
+              "The consumer metrics of {{ $labels.instance }} were computed {{ $value | "
+              "humanizeDuration }} ago (more than 10 refresh intervals and 10 minutes): the refresh "
+              "is stuck, failing or far too slow, or no replica holds the refresh lease.", "report_age"),
+        Alert("ApiUsageStateRefreshSlow", "info", "pipeline",
+              "apiusage_state_refresh_duration_seconds > apiusage_state_refresh_interval_seconds",
+              "15m", "Consumer metric refreshes take longer than the refresh interval.",
+              "Refreshes of the consumer metrics on {{ $labels.instance }} have taken longer than "
+              "state.refresh_interval for 15 minutes (the last one {{ $value | humanizeDuration }}): "
+              "the values are updated less often than configured.", "refresh"),
         Alert("ApiUsageServiceSilent", "warning", "pipeline", _dedent("""
             avg_over_time(apiusage_service:api_requests:rate5m[6h]) * 60 >= 10
             unless on (service)

@@ -176,6 +176,19 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "FROM activity GROUP BY service, client_name, client_version, consumer_id",
         "DROP TABLE activity",
     ]),
+    # The newest consumer report of the replica that computes them (state/snapshot.py), read by
+    # the others; one row, replaced at each refresh.  BYTEA: zlib-compressed JSON (any type
+    # name is a column type in SQLite; bytes are stored as a BLOB).
+    (3, [
+        """CREATE TABLE report_snapshot (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            version BIGINT NOT NULL,
+            generated_ms BIGINT NOT NULL,
+            written_ms BIGINT NOT NULL,
+            writer TEXT NOT NULL,
+            report BYTEA NOT NULL
+        )""",
+    ]),
 ]
 
 LATEST = MIGRATIONS[-1][0]

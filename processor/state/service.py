@@ -7,7 +7,8 @@ thread recomputes the report every `refresh_interval` and reloads the plan looku
 Admin requests read on a third connection.  A refresh that takes minutes therefore
 delays no flush, and a kill -9 loses at most one flush interval (plus the flush in
 progress).  SQLite in WAL mode lets readers run beside the writer; PostgreSQL gets
-separate sessions.
+separate sessions.  With several replicas on PostgreSQL only the one holding the refresh
+lease (state/lease.py) recomputes; it stores each report and the others load it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,8 +26,11 @@ from typing import TypeVar
 from ..config import LimitsConfig, StateConfig
 from ..derive.plans import PlanLookup
 from ..telemetry import PipelineStats
+from . import snapshot
 from .activity import DAY_MS, ConsumerActivity
+from .lease import AdvisoryLease, Lease, SoleLeader
 from .report import ConsumerReport, build_report
+from .snapshot import SnapshotError
 from .store import ActivityBatch, SqliteStore, Store, StoreError, open_store
 
 __all__ = ["StateService", "StateHealth"]
@@ -54,6 +60,8 @@ class StateHealth:
         self.rows_written = 0
         self.flush_ok = True  # False from a failed flush until the next one succeeds
         self.refresh_ok = True  # False from a failed refresh until the next one succeeds
+        self.leader = False  # this replica computes the consumer metrics (the others load them)
+        self.publish_ok = True  # False from a failed publication of the report until one succeeds
 
     @property
     def last_refresh_seconds(self) -> float:
@@ -98,6 +106,12 @@ class StateService:
         self._plans_interval = plans_interval
         self.health = StateHealth(max(_STUCK_FLOOR, 3 * config.flush_interval))
         self.report = ConsumerReport()
+        self._lease: Lease | None = None  # who computes the report (state/lease.py)
+        self._snapshot_version: int | None = None  # of the published report last loaded
+        self._snapshot_writer = ""
+        # The replica's name in report_snapshot.writer (which replica computed what is exposed);
+        # the suffix tells apart two services of one process, and a restart.
+        self.identity = f"{socket.gethostname()[:64]}:{os.getpid()}:{secrets.token_hex(3)}"
         self.store: Store | None = None  # the writer: flushes and retention
         self._refresher: Store | None = None
         self._reader: Store | None = None  # admin requests
@@ -126,8 +140,28 @@ class StateService:
             raise
         if self._refresher is self.store:  # one connection (SQLite :memory:): one lock
             self._refresh_lock = self._read_lock = self._write_lock
+        self._take_lease()
         if self.plans is not None:
             self._reload_plans()
+
+    def _take_lease(self) -> None:
+        """Set up leadership, and expose the last published report until the first refresh
+        (which at 100k consumers on a cold cache can take minutes)."""
+        if self.config.postgres is not None:
+            self._lease = AdvisoryLease(self.config.postgres.dsn)
+        else:
+            self._lease = SoleLeader(self._write_snapshot)
+        try:
+            report = self._load_snapshot()
+        except (StoreError, SnapshotError) as exc:
+            log.warning("the last consumer report cannot be read (%s); the consumer metrics appear "
+                        "after the first refresh", exc)
+            return
+        if report is not None:
+            self.report = report
+            log.info("exposing the last consumer report (computed at %s by %s) until the first refresh",
+                     time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.generated_ms / 1000)),
+                     self._snapshot_writer)
 
     def start(self) -> None:
         self._flusher.start()
@@ -251,16 +285,23 @@ class StateService:
         log.info("SQLite state database %s is in use again", path)
 
     def refresh(self, now_ms: int | None = None) -> None:
-        """Recompute the business metrics; `now_ms` pins the clock (tests, reports)."""
+        """Recompute the business metrics and publish them when this replica leads (always on
+        SQLite); otherwise load the newest report the leader published.  `now_ms` pins the clock
+        of a computation (tests, reports)."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         try:
             with self._refresh_lock:
                 start = self.health.refresh_started = time.monotonic()
                 try:
-                    report = build_report(self._refresher, now_ms, self.catalog, self.limits)
+                    leader = self._lease is not None and self._lease.check()
+                    self._lead(leader)
+                    if leader:
+                        report = build_report(self._refresher, now_ms, self.catalog, self.limits)
+                    else:
+                        report = self._load_snapshot()  # None: nothing new since the last one
                 finally:
                     self.health.refresh_started = None
-        except StoreError as exc:
+        except (StoreError, SnapshotError) as exc:
             if self._stop.is_set():
                 return  # interrupted by shutdown: not a failure of the store
             self.health.refreshes["failure"] += 1
@@ -268,15 +309,66 @@ class StateService:
                 log.error("state metrics refresh failed; the previous values stay exported: %s", exc)
             self.health.refresh_ok = False
             return
-        self.report = report  # one swap: a scrape sees the old report or the new one
+        if report is not None:
+            self.report = report  # one swap: a scrape sees the old report or the new one
+            if self._stats is not None:
+                for (metric, label), (_, series) in report.folded.items():
+                    self._stats.overflow(metric, label, series)
         if not self.health.refresh_ok:
             log.info("state metrics refresh works again")
         self.health.refresh_ok = True
         self.health.refreshes["success"] += 1
         self.health.refresh_seconds = time.monotonic() - start
-        if self._stats is not None:
-            for (metric, label), (_, series) in report.folded.items():
-                self._stats.overflow(metric, label, series)
+        if leader and report is not None:
+            # Outside the refresh lock: on SQLite the write waits for the flush lock, and a
+            # flush that reopens a deleted file takes the refresh lock inside it.
+            self._publish(report)
+
+    def _lead(self, leader: bool) -> None:
+        if leader != self.health.leader:
+            if leader:
+                log.info("this replica now computes the consumer metrics (%s)", self._lease.description)
+            else:
+                log.info("another replica computes the consumer metrics; serving what it publishes")
+        self.health.leader = leader
+
+    def _publish(self, report: ConsumerReport) -> None:
+        """Store the report for the other replicas (and for this one's next start)."""
+        try:
+            published = self._lease.publish(snapshot.PUBLISH_SQL, (
+                report.generated_ms, int(time.time() * 1000), self.identity, snapshot.dumps(report)))
+        except StoreError as exc:
+            if self.health.publish_ok:
+                log.error("cannot store the consumer report (the other replicas, and this one after "
+                          "a restart, serve an older one): %s", exc)
+            self.health.publish_ok = False
+            return
+        if not published:  # the lease was lost while computing: the new leader's report stands
+            log.info("lost the refresh lease while computing; this report is not published")
+            self._lead(False)
+            return
+        if not self.health.publish_ok:
+            log.info("the consumer report is stored again")
+        self.health.publish_ok = True
+
+    def _write_snapshot(self, sql: str, params: tuple) -> int:
+        with self._write_lock:
+            return self.store.execute(sql, params)
+
+    def _load_snapshot(self) -> ConsumerReport | None:
+        """The newest published report when it is not the one loaded last; raises StoreError,
+        SnapshotError."""
+        rows = self._refresher.query(snapshot.SELECT_SQL)
+        if not rows:
+            return None
+        version, _, writer, data = rows[0]
+        if version == self._snapshot_version and writer == self._snapshot_writer:
+            return None
+        report = snapshot.loads(data)
+        if writer != self._snapshot_writer:
+            log.info("consumer metrics: serving the report computed by %s", writer)
+        self._snapshot_version, self._snapshot_writer = version, writer
+        return report
 
     def apply_retention(self) -> None:
         oldest = int(time.time() * 1000) // DAY_MS - self.config.retention_days
@@ -321,6 +413,7 @@ class StateService:
             _interrupt(self._refresher)  # a refresh can take minutes; shutdown does not wait
         if self._refreshing.is_alive():  # interrupted, it returns at once; stuck, it is left
             self._refreshing.join(min(_STOP_REFRESH, max(0.0, deadline - time.monotonic())))
+        self._release_lease()  # handover: another replica computes from its next refresh
         if self._flusher.is_alive():  # a flush in progress finishes, within the bound
             self._flusher.join(max(0.0, deadline - time.monotonic()))
         ok = True
@@ -382,7 +475,13 @@ class StateService:
 
     def close(self) -> None:
         """Close the connections of a service that never started (start-up failed)."""
+        self._release_lease()
         self._close_stores()
+
+    def _release_lease(self) -> None:
+        if self._lease is not None:
+            self._lease.release()
+        self.health.leader = False
 
     def _close_stores(self) -> None:
         closed: list[Store] = []

@@ -222,6 +222,10 @@ class Store:
     def close(self) -> None:
         raise NotImplementedError
 
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one write statement on this (writer) connection, committed; returns the rows it changed."""
+        raise NotImplementedError
+
 
 class SqliteStore(Store):
     def __init__(self, path: str, reader: bool = False) -> None:
@@ -402,6 +406,12 @@ class SqliteStore(Store):
     def close(self) -> None:
         self._db.close()
 
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            return self._db.execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to {self.description}: {exc}") from None
+
 
 class PostgresStore(Store):
     _least = "LEAST"
@@ -537,6 +547,12 @@ class PostgresStore(Store):
 
     def close(self) -> None:
         self._db.close()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            return self._conn.execute(sql.replace("?", "%s"), params).rowcount
+        except self._psycopg.Error as exc:
+            raise self._fail("write to", exc) from None
 
 
 def open_store(config: StateConfig) -> Store:

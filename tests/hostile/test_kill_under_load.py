@@ -1,5 +1,9 @@
-"""kill -9 under load while a refresh takes seconds: every consumer acknowledged more than one
-flush interval before the kill is in the store (issue 12, item 14)."""
+"""kill -9 under load while refreshes run back to back: every consumer acknowledged more than one
+flush interval before the kill is in the store (issue 12, item 14).
+
+Since issue 13 a refresh of this history takes a fraction of a second, so refreshes run one after
+the other beside the flushes (refresh_interval 100ms); a refresh that takes seconds is injected
+in tests/processor/state/test_threads.py."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from tests.support.state_faults import seed_history
 
 FLUSH = 0.5
 SLACK = 1.0  # worker hand-off plus the flush itself, on a busy two-core machine
-HISTORY = 12_000  # consumers × 30 days of activity: a refresh takes seconds
+HISTORY = 12_000  # consumers × 30 days of activity
 
 
 class Sender(threading.Thread):
@@ -56,7 +60,7 @@ class Sender(threading.Thread):
             conn.close()
 
 
-def test_kill_9_during_a_slow_refresh_loses_at_most_one_flush_interval(tmp_path) -> None:
+def test_kill_9_during_refreshes_loses_at_most_one_flush_interval(tmp_path) -> None:
     db = tmp_path / "state.db"
     seed_history(db, HISTORY)
     config = {"state": {"flush_interval": f"{int(FLUSH * 1000)}ms", "refresh_interval": "100ms"}}
@@ -74,9 +78,8 @@ def test_kill_9_during_a_slow_refresh_loses_at_most_one_flush_interval(tmp_path)
             s.stop.set()
             s.join(10)
 
-    # The scenario held: the first refresh was still running at the kill.
-    assert sample(m, "apiusage_state_refreshes_total", outcome="success") == 0, \
-        "the refresh took under 2.5 s: raise HISTORY"
+    # The scenario held: refreshes ran during the load.
+    assert sample(m, "apiusage_state_refreshes_total", outcome="success") >= 1
     assert sample(m, "apiusage_state_flushes_total", outcome="failure") == 0
     acked = {c: t for s in senders for c, t in s.acked.items()}
     sent = set().union(*(s.sent for s in senders))
@@ -96,20 +99,17 @@ def test_kill_9_during_a_slow_refresh_loses_at_most_one_flush_interval(tmp_path)
     assert stored <= sent  # nothing invented
 
 
-def test_sigterm_during_a_slow_refresh_interrupts_it_flushes_and_exits_promptly(tmp_path) -> None:
+def test_sigterm_during_refreshes_flushes_and_exits_promptly(tmp_path) -> None:
     db = tmp_path / "state.db"
     seed_history(db, HISTORY)
     config = {"state": {"flush_interval": "1h", "refresh_interval": "100ms"}}
     with start_processor(tmp_path, config) as running:
         sc.send(running.http_endpoint, sc.recent_consumers(0, 20))
         running.wait_processed(20)
-        m = running.scrape()
         started = time.monotonic()
         running.process.send_signal(signal.SIGTERM)
         _, stderr = running.process.communicate(timeout=30)
         took = time.monotonic() - started
-    assert sample(m, "apiusage_state_refreshes_total", outcome="success") == 0, \
-        "the refresh was over before SIGTERM: raise HISTORY"
     assert running.process.returncode == 0, stderr
     assert took < 2.0, f"shutdown took {took:.1f}s: it waited for the refresh"
     assert "refresh failed" not in stderr  # an interrupted refresh is not a store failure

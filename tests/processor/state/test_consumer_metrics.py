@@ -20,7 +20,8 @@ def settle(*running) -> list[dict]:
     """Wait for derivation, flush every replica, then read the store as of NOW."""
     for r in running:
         r.processor.state.flush()
-    for r in running:
+    # The replica holding the refresh lease computes and publishes; the others load that.
+    for r in sorted(running, key=lambda r: not r.processor.state.health.leader):
         r.processor.state.refresh(now_ms=sc.NOW_MS)
     return [r.scrape() for r in running]
 
