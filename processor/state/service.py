@@ -442,7 +442,8 @@ class StateService:
         watchdog.start()
         written, slowest, failed = 0, 0.0, False
         try:
-            self._follow_file()
+            with self._write_lock:
+                self._follow_file()
             for chunk in _chunks(batch, _FINAL_CHUNK):
                 if written and time.monotonic() + slowest > deadline:
                     break  # the next chunk would not fit: stop at a transaction boundary
