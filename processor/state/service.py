@@ -20,7 +20,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from ..config import LimitsConfig, StateConfig
@@ -31,13 +31,17 @@ from .activity import DAY_MS, ConsumerActivity
 from .lease import AdvisoryLease, Lease, SoleLeader
 from .report import ConsumerReport, build_report
 from .snapshot import SnapshotError
-from .store import SqliteStore, Store, StoreError, open_store
+from .store import ActivityBatch, SqliteStore, Store, StoreError, open_store
 
 __all__ = ["StateService", "StateHealth"]
 
 log = logging.getLogger("apiusage.processor.state")
 _RETENTION_EVERY = 3600.0
-_STOP_TIMEOUT = 15.0  # a flush in progress at shutdown gets this long to finish
+# Shutdown: the flush in progress and the final flush share this bound (docs/state.md, Durability);
+# past it, what is not written is reported lost (exit 1) so a supervisor's kill never comes first.
+_STOP_TIMEOUT = 10.0
+_STOP_REFRESH = 2.0  # an interrupted refresh returns at once; a stuck one is not waited for longer
+_FINAL_CHUNK = 20_000  # rows per transaction of the final flush: the bound is checked between them
 _STUCK_FLOOR = 5.0  # a flush running past max(this, 3 flush intervals) counts as the store down
 T = TypeVar("T")
 
@@ -396,39 +400,79 @@ class StateService:
         log.debug("plan lookup: %d consumers", n)
 
     def stop(self) -> bool:
-        """Stop both threads (interrupting a refresh), write what is left, close the store.
+        """Stop both threads (interrupting a refresh), write what is left within _STOP_TIMEOUT,
+        close the store.
 
         Returns False when rows could not be written (they are lost; the log says how many)."""
         if self._stopped:
             return True
         self._stopped = True
+        deadline = time.monotonic() + _STOP_TIMEOUT
         self._stop.set()
         if self._refresher is not None and self._refresher is not self.store:
-            self._refresher.interrupt()  # a refresh can take minutes; shutdown does not wait
-        for thread in (self._refreshing, self._flusher):
-            if thread.is_alive():
-                thread.join(_STOP_TIMEOUT)
+            _interrupt(self._refresher)  # a refresh can take minutes; shutdown does not wait
+        if self._refreshing.is_alive():  # interrupted, it returns at once; stuck, it is left
+            self._refreshing.join(min(_STOP_REFRESH, max(0.0, deadline - time.monotonic())))
         self._release_lease()  # handover: another replica computes from its next refresh
+        if self._flusher.is_alive():  # a flush in progress finishes, within the bound
+            self._flusher.join(max(0.0, deadline - time.monotonic()))
         ok = True
         if self.store is not None:
-            ok = self._final_flush()
+            ok = self._final_flush(deadline)
         self._close_stores()
         return ok
 
-    def _final_flush(self) -> bool:
-        if self._flusher.is_alive():  # still inside a flush after _STOP_TIMEOUT
-            log.error("state flush still running after %.0fs at shutdown; %d pending rows are lost",
-                      _STOP_TIMEOUT, self.activity.pending())
+    def _final_flush(self, deadline: float) -> bool:
+        if self._flusher.is_alive():  # still inside a flush at the bound: roll it back, so the
+            # connection closes cleanly (a SQLite WAL merged) instead of dying mid-transaction
+            _interrupt(self.store)
+            self._flusher.join(_STOP_REFRESH)
+            log.error("state flush still running after %.0fs at shutdown: interrupted; %d rows "
+                      "not written to %s are lost", _STOP_TIMEOUT, self.activity.pending(),
+                      self.store.description)
             return False
+        batch = self.activity.drain()
+        total = sum(len(rows) for rows in batch)
+        if not total:
+            self.activity.written()
+            return True
+        # Past the bound the writer is interrupted: one chunk never runs far beyond it.
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), self.store.interrupt)
+        watchdog.daemon = True
+        watchdog.start()
+        written, slowest, failed = 0, 0.0, False
         try:
-            ok = self.flush()
+            with self._write_lock:
+                self._follow_file()
+            for chunk in _chunks(batch, _FINAL_CHUNK):
+                if written and time.monotonic() + slowest > deadline:
+                    break  # the next chunk would not fit: stop at a transaction boundary
+                started = time.monotonic()
+                with self._write_lock:
+                    self.store.write(chunk)
+                slowest = max(slowest, time.monotonic() - started)
+                written += sum(len(rows) for rows in chunk)
+        except StoreError as exc:
+            failed = time.monotonic() < deadline  # else the watchdog stopped it: out of time
+            log.debug("state final flush stopped: %s", exc)
         except Exception:
             log.exception("state final flush failed")
-            ok = False
-        if not ok:
+            failed = True
+        finally:
+            watchdog.cancel()
+            self.activity.written()  # nothing is retried after this: the rows are in or lost
+        self.health.rows_written += written
+        if failed:
             log.error("state final flush failed: %d rows not written to %s are lost",
-                      self.activity.pending(), self.store.description)
-        return ok
+                      total - written, self.store.description)
+            return False
+        if written < total:
+            log.error("state final flush: %d of %d rows not written to %s within the %gs "
+                      "shutdown bound are lost", total - written, total, self.store.description,
+                      _STOP_TIMEOUT)
+            return False
+        self.health.flushes["success"] += 1
+        return True
 
     def close(self) -> None:
         """Close the connections of a service that never started (start-up failed)."""
@@ -449,6 +493,37 @@ class StateService:
                 except Exception:  # noqa: BLE001 - closing at shutdown: nothing left to save
                     pass
                 closed.append(store)
+
+
+def _interrupt(store: Store) -> None:
+    """Interrupt what runs on `store` without waiting: a PostgreSQL cancel to a server that
+    does not answer takes its full timeout (2 s), which shutdown does not spend."""
+    threading.Thread(target=store.interrupt, name="apiusage-state-interrupt", daemon=True).start()
+
+
+def _chunks(batch: ActivityBatch, size: int) -> Iterator[ActivityBatch]:
+    """The batch in parts of about `size` rows, each holding whole consumers (their consumer row
+    with all their activity rows), the endpoint rows in the first: every part committed is a
+    consistent store, whatever happens to the next."""
+    consumers, activity, endpoints = batch
+    by_consumer: dict[tuple[str, str], list] = {}
+    for row in activity:  # (day, service, consumer_id, ...)
+        by_consumer.setdefault((row[1], row[2]), []).append(row)
+    part: ActivityBatch = ([], [], list(endpoints))
+    rows = len(endpoints)
+    for row in consumers:  # (service, consumer_id, ...)
+        mine = by_consumer.pop((row[0], row[1]), [])
+        part[0].append(row)
+        part[1].extend(mine)
+        rows += 1 + len(mine)
+        if rows >= size:
+            yield part
+            part, rows = ([], [], []), 0
+    for mine in by_consumer.values():  # activity whose consumer row was written before (none today)
+        part[1].extend(mine)
+        rows += len(mine)
+    if rows:
+        yield part
 
 
 def _remove_database(path: str) -> None:
