@@ -69,6 +69,13 @@ def _stored(db: Path) -> tuple[str, set[int]]:
     return check, ids
 
 
+def _halves() -> tuple[History, History, History, list, list]:
+    """The 20,000 consumers' history, its first 10,000 and the rest, and their requests."""
+    history = History(CONSUMERS)
+    first, second = history.part(range(10_000)), history.part(range(10_000, CONSUMERS))
+    return history, first, second, list(first.requests()), list(second.requests())
+
+
 def _wait_pending(running, rows: float, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while sample(running.scrape(), "apiusage_state_pending_rows") != rows:
@@ -103,9 +110,7 @@ def _expected(history: History) -> dict:
 
 def test_kill_9_during_a_large_flush_loses_only_that_flush(tmp_path) -> None:
     db = tmp_path / "state.db"
-    history = History(CONSUMERS)
-    first, second = history.part(range(10_000)), history.part(range(10_000, CONSUMERS))
-    first_requests, second_requests = list(first.requests()), list(second.requests())
+    history, first, second, first_requests, second_requests = _halves()
     config = {"state": {"flush_interval": "3s", "refresh_interval": "1h"}}
     with start_processor(tmp_path, config) as running:
         spans = send_history(running.http_endpoint, first_requests)
@@ -131,9 +136,7 @@ def test_kill_9_during_a_large_flush_loses_only_that_flush(tmp_path) -> None:
 
 def test_sigterm_during_a_large_flush_and_a_refresh_exits_within_the_bound_wal_merged(tmp_path) -> None:
     db = tmp_path / "state.db"
-    history = History(CONSUMERS)
-    first, second = history.part(range(10_000)), history.part(range(10_000, CONSUMERS))
-    first_requests, second_requests = list(first.requests()), list(second.requests())
+    history, first, second, first_requests, second_requests = _halves()
     # Refreshes back to back over the 10,000 consumers written first; flushes every 3 s.
     config = {"state": {"flush_interval": "3s", "refresh_interval": "100ms"}}
     with start_processor(tmp_path, config) as running:
