@@ -1,0 +1,227 @@
+"""Attacks on the incremental state model (schema version 2): retention against the windows it
+feeds, replicas flushing and pruning one PostgreSQL at the same time, hostile values through the
+fan-out and the published report."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from apiusage.processor.config import PostgresState, SqliteState, StateConfig
+from apiusage.processor.state import snapshot
+from apiusage.processor.state.activity import ConsumerActivity
+from apiusage.processor.state.report import ConsumerReport, build_report
+from apiusage.processor.state.service import StateService
+from apiusage.processor.state.store import DAY_MS, StoreError, open_store
+from apiusage.processor.telemetry import PipelineStats
+
+from tests.processor.state.test_model_exact import ApiRequest, expected
+from tests.support.postgres import postgres_server
+
+
+def _request(consumer: str, at_ms: int, route: str = "/v1/orders", plan: str = "free",
+             service: str = "orders-api") -> ApiRequest:
+    return ApiRequest(service, "GET", route, "200", plan, "false", "sdk", "1.0", None, "export",
+                      consumer, 0.01, 1.0, at_ms * 1_000_000, b"t", b"s")
+
+
+def _write(store, requests: list[ApiRequest]) -> None:
+    """Written as history that was recent when it came (a long-retention aggregator)."""
+    activity = ConsumerActivity(retention_days=400, stats=PipelineStats())
+    activity.consume(requests)
+    store.write(activity.drain())
+
+
+# --- retention against the 12-week cohorts -------------------------------------------------------
+
+def test_cohorts_older_than_retention_are_not_published_with_only_their_survivors(tmp_path) -> None:
+    """retention_days may be 35, cohorts look back 12 weeks: once retention deletes the consumers
+    of an old cohort who left, the survivors alone made its retention look like 100%."""
+    now_ms = int(time.time() * 1000)
+    today = now_ms // DAY_MS
+    requests = [
+        _request("stays", (today - 70) * DAY_MS + 1000), _request("stays", now_ms - DAY_MS),
+        _request("left", (today - 70) * DAY_MS + 2000),
+        _request("fresh", (today - 2) * DAY_MS + 3000), _request("fresh", now_ms - 1000),
+    ]
+    truth = expected(sorted(requests, key=lambda r: r.end_time_ns), now_ms)["cohorts"]
+    config = StateConfig(sqlite=SqliteState(path=str(tmp_path / "s.db")), retention_days=35)
+    service = StateService(config, ConsumerActivity(35, PipelineStats()))
+    service.open()
+    try:
+        _write(service.store, requests)
+        fresh_week = _iso((today - 2 + 3) // 7)
+        for retention_ran in (False, True):
+            if retention_ran:
+                service.apply_retention()  # "left" (last seen 70 days ago) is retired
+            service.refresh(now_ms)
+            published = service.report.cohorts
+            wrong = {k: (v, truth.get(k)) for k, v in published.items() if truth.get(k) != v}
+            assert wrong == {}, "cohort ratios published from the survivors of retention"
+            # The cohorts after the cutoff stay, exact.
+            assert {k: v for k, v in published.items() if k[1] >= fresh_week} == {
+                k: v for k, v in truth.items() if k[1] >= fresh_week} != {}
+    finally:
+        service.stop()
+
+
+def _iso(week: int) -> str:
+    from apiusage.processor.state.report import week_start
+    return week_start(week).isoformat()
+
+
+# --- two replicas on one PostgreSQL --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pg_dsn() -> Iterator[str]:
+    with postgres_server() as pg:
+        yield pg.dsn
+
+
+_databases = iter(range(1, 1000))
+
+
+@pytest.fixture
+def dsn(pg_dsn: str) -> str:
+    name = f"attack{next(_databases)}"
+    with psycopg.connect(pg_dsn, autocommit=True, connect_timeout=10) as db:
+        db.execute(f"CREATE DATABASE {name}")
+    return pg_dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+def test_two_replicas_flush_and_prune_overlapping_consumers_at_once(dsn: str) -> None:
+    """Replica flushes of the same consumers and pairs and both replicas' retention run at the
+    same time: no write fails (deadlock, duplicate key), no increment is lost, every retired
+    consumer is tallied once."""
+    now_ms = int(time.time() * 1000)
+    today = now_ms // DAY_MS
+    config = StateConfig(postgres=PostgresState(dsn=dsn), retention_days=40)
+    setup = open_store(config)
+    # 150 consumers last seen 50 days ago: the retention of both replicas deletes them.
+    _write(setup, [_request(f"old{i:03}", (today - 50) * DAY_MS + i, route=f"/r{i % 7}")
+                   for i in range(150)])
+    rounds, consumers = 12, 60
+    errors: list[str] = []
+    start = threading.Barrier(4)
+
+    def flusher(replica: int) -> None:
+        store = open_store(config)
+        start.wait(timeout=30)
+        try:
+            for n in range(rounds):
+                # Both replicas: the same consumers, endpoints and day, in opposite orders.
+                ids = range(consumers) if replica else reversed(range(consumers))
+                _write(store, [_request(f"c{i:03}", now_ms - 60_000 + n * 100 + replica,
+                                        route=f"/r{(i + n) % 7}", plan="pro") for i in ids])
+        except StoreError as exc:
+            errors.append(f"flush {replica}: {exc}")
+        finally:
+            store.close()
+
+    def pruner() -> None:
+        store = open_store(config)
+        start.wait(timeout=30)
+        try:
+            for _ in range(4):
+                store.prune(today - 40)
+        except StoreError as exc:
+            errors.append(f"prune: {exc}")
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=flusher, args=(r,)) for r in (0, 1)]
+    threads += [threading.Thread(target=pruner) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a flush or a prune never ended"
+    assert errors == []
+    q = setup.query
+    assert q("SELECT COUNT(*), SUM(consumers) FROM retired_consumers") == [(1, 150)]
+    assert q("SELECT COUNT(*) FROM consumers") == [(consumers,)]
+    total = 2.0 * rounds * consumers
+    for table in ("consumer_endpoints", "consumer_features", "consumer_clients", "consumer_days",
+                  "consumer_weeks", "endpoint_days"):
+        assert q(f"SELECT SUM(calls) FROM {table}") == [(total,)], table
+    report = build_report(setup, now_ms)
+    assert report.new == {("orders-api", "free"): 150, ("orders-api", "pro"): consumers}
+    assert report.active == {("orders-api", "pro", w): consumers for w in ("1d", "7d", "30d")}
+    assert report.endpoint_consumers == {
+        ("orders-api", "GET", f"/r{r}", w): consumers for r in range(7) for w in ("1d", "7d", "30d")}
+    setup.close()
+
+
+def test_retention_racing_returning_consumers_on_two_replicas(dsn: str) -> None:
+    """Consumers last seen before the cutoff come back while two replicas prune: each is either
+    kept with its history (the flush came first) or retired once and stored anew (the prune
+    came first); never both, never lost, and no write fails."""
+    now_ms = int(time.time() * 1000)
+    today = now_ms // DAY_MS
+    config = StateConfig(postgres=PostgresState(dsn=dsn), retention_days=40)
+    setup = open_store(config)
+    n = 200
+    old_first = (today - 50) * DAY_MS
+    _write(setup, [_request(f"r{i:03}", old_first + i) for i in range(n)])
+    errors: list[str] = []
+    start = threading.Barrier(4)
+
+    def flusher(replica: int) -> None:
+        store = open_store(config)
+        start.wait(timeout=30)
+        try:
+            ids = list(range(n)) if replica else list(reversed(range(n)))
+            for chunk in range(0, n, 20):
+                _write(store, [_request(f"r{i:03}", now_ms - 1000 + replica, plan="pro")
+                               for i in ids[chunk:chunk + 20]])
+        except StoreError as exc:
+            errors.append(f"flush {replica}: {exc}")
+        finally:
+            store.close()
+
+    def pruner() -> None:
+        store = open_store(config)
+        start.wait(timeout=30)
+        try:
+            for _ in range(5):
+                store.prune(today - 40)
+        except StoreError as exc:
+            errors.append(f"prune: {exc}")
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=flusher, args=(r,)) for r in (0, 1)]
+    threads += [threading.Thread(target=pruner) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a flush or a prune never ended"
+    assert errors == []
+    kept = setup.query("SELECT COUNT(*) FROM consumers WHERE first_seen < ?", (today * DAY_MS,))[0][0]
+    retired = setup.query("SELECT COALESCE(SUM(consumers), 0) FROM retired_consumers")[0][0]
+    assert setup.query("SELECT COUNT(*) FROM consumers") == [(n,)]
+    assert kept + retired == n
+    setup.close()
+
+
+# --- hostile values ------------------------------------------------------------------------------
+
+HOSTILE = ["tab\there", "nul\x00byte", "bell\x07", "\u202eright-to-left", "emoji-\U0001f680" * 40,
+           "x" * 10_000, "lone-\ud800-surrogate", "__other__", "", "quote\"'\\", "\n"]
+
+
+def test_the_published_report_round_trips_hostile_label_values() -> None:
+    report = ConsumerReport(generated_ms=1)
+    for i, value in enumerate(HOSTILE):
+        report.active[value, "pro", "1d"] = i
+        report.endpoint_consumers["svc", "GET", value, "7d"] = i + 1
+        report.feature_adoption["svc", value, "free", "30d"] = i / 3
+        report.ttfs[value, "free"] = ([i] * 11, i * 0.1, i)
+        report.cohorts["svc", value, str(i)] = 1 / (i + 1)
+        report.folded["api_x", value] = (i, i * 2)
+    back = snapshot.loads(snapshot.dumps(report))
+    assert back == report
