@@ -225,3 +225,50 @@ def test_the_published_report_round_trips_hostile_label_values() -> None:
         report.folded["api_x", value] = (i, i * 2)
     back = snapshot.loads(snapshot.dumps(report))
     assert back == report
+
+
+# --- a full disk in the middle of the fan-out ----------------------------------------------------
+
+def _sums(store) -> dict[str, tuple]:
+    return {table: tuple(store.query(f"SELECT COUNT(*), SUM(calls) FROM {table}")[0]) for table in (
+        "consumer_endpoints", "consumer_features", "consumer_clients", "consumer_days",
+        "consumer_weeks", "endpoint_days")} | {
+        "consumers": tuple(store.query("SELECT COUNT(*), MAX(last_seen) FROM consumers")[0])}
+
+
+def test_a_full_disk_during_the_fan_out_writes_nothing_and_the_rows_are_retried(tmp_path) -> None:
+    now_ms = int(time.time() * 1000)
+    config = StateConfig(sqlite=SqliteState(path=str(tmp_path / "s.db")))
+    activity = ConsumerActivity(400, PipelineStats())
+    service = StateService(config, activity)
+    service.open()
+    try:
+        activity.consume([_request(f"a{i}", now_ms - 5000 - i) for i in range(10)])
+        assert service.flush()
+        before = _sums(service.store)
+        # 3,000 consumers on 40 routes: the fan-out fills the few pages left part-way through.
+        big = [_request(f"b{i:05}", now_ms - 4000 + i % 1000, route=f"/route/{i % 40}/" + "p" * 60)
+               for i in range(3000)]
+        activity.consume(big)
+        pending = activity.pending()
+        (pages,), = service.store.query("PRAGMA page_count")
+        # Room for the consumer rows and three of the six pair tables (measured: +260 pages fails
+        # in consumer_endpoints, +400 fits): the failure comes after half the fan-out ran.
+        service.store.query(f"PRAGMA max_page_count = {pages + 260}")
+        statements: list[str] = []
+        service.store._db.set_trace_callback(statements.append)
+        assert not service.flush()  # SQLITE_FULL: the flush fails
+        service.store._db.set_trace_callback(None)
+        assert [q.split()[2] for q in statements if q.lstrip().startswith("INSERT INTO")][-3:] == [
+            "consumer_days", "consumer_weeks", "consumer_endpoints"]
+        assert service.store.query("SELECT COUNT(*) FROM staged_activity") == [(0,)]
+        assert _sums(service.store) == before  # nothing half-written
+        assert activity.pending() == pending  # every row kept for the retry
+        service.store.query("PRAGMA max_page_count = 1073741823")  # the disk has room again
+        assert service.flush()
+        report = build_report(service.store, now_ms)
+        assert report.new == {("orders-api", "free"): 3010}
+        assert report.endpoint_consumers[("orders-api", "GET", "/route/7/" + "p" * 60, "1d")] == 75
+        assert _sums(service.store)["consumer_endpoints"] == (3010, 3010.0)
+    finally:
+        service.stop()
