@@ -77,9 +77,10 @@ def to_requests(raw: list[tuple], now_ms: int) -> list[ApiRequest]:
     return sorted(out, key=lambda r: r.end_time_ns)
 
 
-def expected(requests: list[ApiRequest], now_ms: int) -> dict[str, dict]:
-    """Every family, from the requests alone."""
+def expected(requests: list[ApiRequest], now_ms: int, oldest_day: int | None = None) -> dict[str, dict]:
+    """Every family, from the requests alone; `oldest_day`: after retention at that cutoff."""
     today = now_ms // DAY_MS
+    cutoff_ms = -1 if oldest_day is None else oldest_day * DAY_MS
     sinces = {w: now_ms - d * DAY_MS for w, d in WINDOWS.items()}
     by_consumer: dict[tuple, list[ApiRequest]] = defaultdict(list)
     for r in requests:
@@ -133,7 +134,7 @@ def expected(requests: list[ApiRequest], now_ms: int) -> dict[str, dict]:
         newest[r.service, r.method, r.route] = r  # sorted by time: the last one wins
     deprecated = {(s, *ep): rep for s in SERVICES for ep, rep in CATALOG_DEPRECATED.items()}
     for key, r in newest.items():
-        if r.deprecated == "true":
+        if r.deprecated == "true" and r.end_time_ns // 1_000_000 >= cutoff_ms:  # else pruned
             deprecated.setdefault(key, None)
     for key, replacement in deprecated.items():
         for w, since in sinces.items():
@@ -154,7 +155,7 @@ def expected(requests: list[ApiRequest], now_ms: int) -> dict[str, dict]:
         unused = 0
         for method, route in [*CATALOG_DEPRECATED, ("POST", "/v1/orders"), CATALOG_UNCALLED]:
             r = newest.get((service, method, route))
-            if r is not None:
+            if r is not None and r.end_time_ns // 1_000_000 >= cutoff_ms:  # else pruned
                 out["last_called"][service, method, route] = (r.end_time_ns // 1_000_000) / 1000
             if r is None or r.end_time_ns // 1_000_000 < now_ms - 30 * DAY_MS:
                 unused += 1
@@ -162,6 +163,8 @@ def expected(requests: list[ApiRequest], now_ms: int) -> dict[str, dict]:
 
     this_week = (today + 3) // 7
     first_day = (this_week - 11) * 7 - 3
+    if oldest_day is not None:  # cohorts from before the cutoff lost their leavers: not published
+        first_day = max(first_day, ((oldest_day + 9) // 7) * 7 - 3)
     sizes: dict[tuple, int] = defaultdict(int)
     cohort_of = {}
     for (service, consumer), c in info.items():
@@ -208,21 +211,27 @@ def write_through(stores: list, requests: list[ApiRequest], cuts: list[int], now
         stores[i % len(stores)].write(activity.drain())
 
 
-def check(stores: list, requests: list[ApiRequest], now_ms: int) -> None:
-    want = expected(requests, now_ms)
-    got = actual(build_report(stores[0], now_ms, catalog()))
+def check(stores: list, requests: list[ApiRequest], now_ms: int, prune_days: int | None) -> None:
+    """build_report against the requests; with `prune_days`, after the last replica's retention."""
+    oldest_day = None
+    if prune_days is not None:
+        oldest_day = now_ms // DAY_MS - prune_days
+        stores[-1].prune(oldest_day)
+    want = expected(requests, now_ms, oldest_day)
+    got = actual(build_report(stores[0], now_ms, catalog(), oldest_day=oldest_day))
     want["ttfs"], got["ttfs"] = approx_ttfs(want["ttfs"]), approx_ttfs(got["ttfs"])
     for name in want:
         assert got[name] == want[name], name
 
 
 case = given(raw=st.lists(request_strategy, min_size=1, max_size=60),
-             cuts=st.lists(st.integers(0, 60), max_size=4), replicas=st.sampled_from([1, 2]))
+             cuts=st.lists(st.integers(0, 60), max_size=4), replicas=st.sampled_from([1, 2]),
+             prune_days=st.one_of(st.none(), st.integers(35, 100)))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @case
-def test_sqlite_report_equals_the_requests(raw, cuts, replicas) -> None:
+def test_sqlite_report_equals_the_requests(raw, cuts, replicas, prune_days) -> None:
     now_ms = int(time.time() * 1000)
     requests = to_requests(raw, now_ms)
     with tempfile.TemporaryDirectory() as folder:
@@ -230,7 +239,7 @@ def test_sqlite_report_equals_the_requests(raw, cuts, replicas) -> None:
         stores = [open_store(config) for _ in range(replicas)]
         try:
             write_through(stores, requests, [c for c in cuts if c < len(requests)], now_ms)
-            check(stores, requests, now_ms)
+            check(stores, requests, now_ms, prune_days)
         finally:
             for store in stores:
                 store.close()
@@ -249,14 +258,14 @@ _TABLES = ("consumers", "consumer_endpoints", "consumer_features", "consumer_cli
 @settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @case
-def test_postgres_report_equals_the_requests(pg_dsn, raw, cuts, replicas) -> None:
+def test_postgres_report_equals_the_requests(pg_dsn, raw, cuts, replicas, prune_days) -> None:
     now_ms = int(time.time() * 1000)
     requests = to_requests(raw, now_ms)
     stores = [open_store(StateConfig(postgres=PostgresState(dsn=pg_dsn))) for _ in range(replicas)]
     try:
         stores[0].execute(f"TRUNCATE {', '.join(_TABLES)}")
         write_through(stores, requests, [c for c in cuts if c < len(requests)], now_ms)
-        check(stores, requests, now_ms)
+        check(stores, requests, now_ms, prune_days)
     finally:
         for store in stores:
             with contextlib.suppress(Exception):
