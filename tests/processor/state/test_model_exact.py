@@ -77,8 +77,11 @@ def to_requests(raw: list[tuple], now_ms: int) -> list[ApiRequest]:
     return sorted(out, key=lambda r: r.end_time_ns)
 
 
-def expected(requests: list[ApiRequest], now_ms: int, oldest_day: int | None = None) -> dict[str, dict]:
-    """Every family, from the requests alone; `oldest_day`: after retention at that cutoff."""
+def expected(requests: list[ApiRequest], now_ms: int, oldest_day: int | None = None,
+             first_plans: dict | None = None) -> dict[str, dict]:
+    """Every family, from the requests alone; `oldest_day`: after retention at that cutoff;
+    `first_plans`: the plan of each consumer's first request in the flush that first stored it
+    (docs/state.md: a late older span does not move a consumer between plan labels)."""
     today = now_ms // DAY_MS
     cutoff_ms = -1 if oldest_day is None else oldest_day * DAY_MS
     sinces = {w: now_ms - d * DAY_MS for w, d in WINDOWS.items()}
@@ -90,7 +93,8 @@ def expected(requests: list[ApiRequest], now_ms: int, oldest_day: int | None = N
         first = min(rs, key=lambda r: r.end_time_ns)
         last = max(rs, key=lambda r: r.end_time_ns)
         ok = [r.end_time_ns // 1_000_000 for r in rs if r.status_code[0] == "2"]
-        info[key] = SimpleNamespace(first=first.end_time_ns // 1_000_000, first_plan=first.plan_tier,
+        first_plan = first.plan_tier if first_plans is None else first_plans[key]
+        info[key] = SimpleNamespace(first=first.end_time_ns // 1_000_000, first_plan=first_plan,
                                     last=last.end_time_ns // 1_000_000, plan=last.plan_tier,
                                     success=min(ok) if ok else None)
     out: dict[str, dict] = {name: {} for name in (
@@ -202,22 +206,31 @@ def approx_ttfs(family: dict) -> dict:
     return {k: (counts, round(total, 6), count) for k, (counts, total, count) in family.items()}
 
 
-def write_through(stores: list, requests: list[ApiRequest], cuts: list[int], now_ms: int) -> None:
-    """The requests in flushes cut at `cuts`, each written by the next store in turn."""
+def write_through(stores: list, requests: list[ApiRequest], cuts: list[int], now_ms: int,
+                  late: bool = False) -> dict:
+    """The requests in flushes cut at `cuts`, each written by the next store in turn; `late`:
+    the newest flush first (late exports, a replica behind). Returns each consumer's first plan
+    as the store defines it (see expected())."""
     bounds = [0, *sorted(set(cuts)), len(requests)]
-    for i, (start, end) in enumerate(zip(bounds, bounds[1:], strict=False)):
+    chunks = [requests[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    first_plans: dict = {}
+    for i, chunk in enumerate(reversed(chunks) if late else chunks):
+        for r in chunk:  # sorted by time: the first one of a consumer is its earliest here
+            first_plans.setdefault((r.service, r.consumer_id), r.plan_tier)
         activity = ConsumerActivity(retention_days=400, stats=PipelineStats())
-        activity.consume(requests[start:end])
+        activity.consume(chunk)
         stores[i % len(stores)].write(activity.drain())
+    return first_plans
 
 
-def check(stores: list, requests: list[ApiRequest], now_ms: int, prune_days: int | None) -> None:
+def check(stores: list, requests: list[ApiRequest], now_ms: int, prune_days: int | None,
+          first_plans: dict) -> None:
     """build_report against the requests; with `prune_days`, after the last replica's retention."""
     oldest_day = None
     if prune_days is not None:
         oldest_day = now_ms // DAY_MS - prune_days
         stores[-1].prune(oldest_day)
-    want = expected(requests, now_ms, oldest_day)
+    want = expected(requests, now_ms, oldest_day, first_plans)
     got = actual(build_report(stores[0], now_ms, catalog(), oldest_day=oldest_day))
     want["ttfs"], got["ttfs"] = approx_ttfs(want["ttfs"]), approx_ttfs(got["ttfs"])
     for name in want:
@@ -226,20 +239,20 @@ def check(stores: list, requests: list[ApiRequest], now_ms: int, prune_days: int
 
 case = given(raw=st.lists(request_strategy, min_size=1, max_size=60),
              cuts=st.lists(st.integers(0, 60), max_size=4), replicas=st.sampled_from([1, 2]),
-             prune_days=st.one_of(st.none(), st.integers(35, 100)))
+             prune_days=st.one_of(st.none(), st.integers(35, 100)), late=st.booleans())
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @case
-def test_sqlite_report_equals_the_requests(raw, cuts, replicas, prune_days) -> None:
+def test_sqlite_report_equals_the_requests(raw, cuts, replicas, prune_days, late) -> None:
     now_ms = int(time.time() * 1000)
     requests = to_requests(raw, now_ms)
     with tempfile.TemporaryDirectory() as folder:
         config = StateConfig(sqlite=SqliteState(path=str(Path(folder) / "state.db")))
         stores = [open_store(config) for _ in range(replicas)]
         try:
-            write_through(stores, requests, [c for c in cuts if c < len(requests)], now_ms)
-            check(stores, requests, now_ms, prune_days)
+            plans = write_through(stores, requests, [c for c in cuts if c < len(requests)], now_ms, late)
+            check(stores, requests, now_ms, prune_days, plans)
         finally:
             for store in stores:
                 store.close()
@@ -258,14 +271,15 @@ _TABLES = ("consumers", "consumer_endpoints", "consumer_features", "consumer_cli
 @settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @case
-def test_postgres_report_equals_the_requests(pg_dsn, raw, cuts, replicas, prune_days) -> None:
+def test_postgres_report_equals_the_requests(pg_dsn, raw, cuts, replicas, prune_days,
+                                            late) -> None:
     now_ms = int(time.time() * 1000)
     requests = to_requests(raw, now_ms)
     stores = [open_store(StateConfig(postgres=PostgresState(dsn=pg_dsn))) for _ in range(replicas)]
     try:
         stores[0].execute(f"TRUNCATE {', '.join(_TABLES)}")
-        write_through(stores, requests, [c for c in cuts if c < len(requests)], now_ms)
-        check(stores, requests, now_ms, prune_days)
+        plans = write_through(stores, requests, [c for c in cuts if c < len(requests)], now_ms, late)
+        check(stores, requests, now_ms, prune_days, plans)
     finally:
         for store in stores:
             with contextlib.suppress(Exception):
