@@ -4,6 +4,11 @@ fan-out and the published report."""
 
 from __future__ import annotations
 
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -272,3 +277,73 @@ def test_a_full_disk_during_the_fan_out_writes_nothing_and_the_rows_are_retried(
         assert _sums(service.store)["consumer_endpoints"] == (3010, 3010.0)
     finally:
         service.stop()
+
+
+# --- kill -9 in the middle of the version 2 upgrade ----------------------------------------------
+
+def _seed_version_1(path: str, consumers: int, days: int, today: int) -> None:
+    """A version 1 store: `consumers` consumers calling one of 20 routes every day for `days` days."""
+    from apiusage.processor.state.schema import MIGRATIONS
+
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT "
+                   "NOT NULL)")
+        db.execute("BEGIN")
+        for statement in MIGRATIONS[0][1]:
+            db.execute(statement)
+        db.execute("INSERT INTO schema_migrations VALUES (1, 0)")
+        n = "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)"
+        db.execute(f"{n} INSERT INTO consumers SELECT 'svc', printf('c%06d', i), ?, NULL, ?, 'free', "
+                   "'pro', 'sdk', '1' FROM n", (consumers, (today - days + 1) * DAY_MS, today * DAY_MS))
+        db.execute(f"{n}, d(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM d WHERE j + 1 < ?) "
+                   "INSERT INTO activity SELECT ? - j, 'svc', printf('c%06d', i), 'GET', "
+                   "'/r' || ((i + j) % 20), 'f' || (i % 3), 'sdk', '1', 2.0, 1.0, (? - j) * ? FROM n, d",
+                   (consumers, days, today, today, DAY_MS))
+        db.execute("COMMIT")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+
+
+def test_kill_9_during_the_version_2_upgrade_then_a_restart_migrates_once_exactly(tmp_path) -> None:
+    path = str(tmp_path / "v1.db")
+    now_ms = int(time.time() * 1000)
+    today = now_ms // DAY_MS
+    consumers, days = 6000, 30
+    _seed_version_1(path, consumers, days, today)
+    code = ("import sys; from apiusage.processor.config import SqliteState, StateConfig; "
+            "from apiusage.processor.state.store import open_store; "
+            "open_store(StateConfig(sqlite=SqliteState(path=sys.argv[1]))).close()")
+    upgrade = subprocess.Popen([sys.executable, "-c", code, path])
+    try:
+        deadline = time.monotonic() + 60
+        # The upgrade runs in one transaction; its pages spill into the WAL as it goes.
+        while not (os.path.exists(path + "-wal") and os.path.getsize(path + "-wal") > 4 << 20):
+            assert upgrade.poll() is None, "the upgrade ended before it could be killed"
+            assert time.monotonic() < deadline, "the upgrade wrote nothing within 60 s"
+            time.sleep(0.01)
+        os.kill(upgrade.pid, signal.SIGKILL)
+    finally:
+        upgrade.wait(timeout=30)
+    assert upgrade.returncode == -signal.SIGKILL
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        assert db.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+        assert db.execute("SELECT COUNT(*) FROM activity").fetchone() == (consumers * days,)
+    store = open_store(StateConfig(sqlite=SqliteState(path=path)))
+    try:
+        assert [v for (v,) in store.query("SELECT version FROM schema_migrations")] == [1, 2, 3]
+        assert store.query("SELECT COUNT(*), SUM(calls), SUM(errors) FROM consumer_days") == [
+            (consumers * days, 2.0 * consumers * days, 1.0 * consumers * days)]
+        # Each consumer called 20 routes over 30 days (route = (i + j) % 20): 20 pairs each.
+        assert store.query("SELECT COUNT(*), SUM(calls) FROM consumer_endpoints") == [
+            (consumers * 20, 2.0 * consumers * days)]
+        assert store.query("SELECT COUNT(*) FROM consumer_features") == [(consumers,)]
+        report = build_report(store, now_ms)
+        assert report.new == {("svc", "free"): consumers}
+        assert report.active == {("svc", "pro", w): consumers for w in ("1d", "7d", "30d")}
+        assert report.endpoint_consumers[("svc", "GET", "/r0", "30d")] == consumers
+        assert report.endpoint_consumers[("svc", "GET", "/r0", "1d")] == consumers // 20
+    finally:
+        store.close()
