@@ -347,3 +347,57 @@ def test_kill_9_during_the_version_2_upgrade_then_a_restart_migrates_once_exactl
         assert report.endpoint_consumers[("svc", "GET", "/r0", "1d")] == consumers // 20
     finally:
         store.close()
+
+
+# --- unusual consumer ids and labels through the fan-out; a consumer back after retention ---------
+
+# What the Deriver lets through (printable, at most 256 characters; others become sha256:<hex>)
+# and label values it sanitized (printable, at most 128 characters).
+ODD_IDS = ["é" * 256, "\U0001f680" * 256, "用户-42", "\u05d0\u05d1-rtl", "a b", "'; DROP TABLE consumers;--",
+           "sha256:" + "0" * 64, "%s?%s", "A", "a"]
+ODD_ROUTE = "/v1/" + "\U0001f680" * 60 + "/{id}"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_odd_consumer_ids_and_labels_are_counted_exactly_and_listed_as_sent(tmp_path, backend: str,
+                                                                           request) -> None:
+    now_ms = int(time.time() * 1000)
+    config = (StateConfig(postgres=PostgresState(dsn=request.getfixturevalue("dsn")))
+              if backend == "postgres" else StateConfig(sqlite=SqliteState(path=str(tmp_path / "s.db"))))
+    store = open_store(config)
+    try:
+        for i, consumer in enumerate(ODD_IDS):  # one flush each, then all again in one
+            _write(store, [_request(consumer, now_ms - 10_000 + i, route=ODD_ROUTE)])
+        _write(store, [_request(c, now_ms - 5_000 + i, route=ODD_ROUTE) for i, c in enumerate(ODD_IDS)])
+        report = build_report(store, now_ms)
+        assert report.endpoint_consumers[("orders-api", "GET", ODD_ROUTE, "1d")] == len(ODD_IDS)
+        assert report.new == {("orders-api", "free"): len(ODD_IDS)}
+        from apiusage.processor.state.report import deprecated_callers
+        listed = deprecated_callers(store, "orders-api", "GET", ODD_ROUTE, now_ms - DAY_MS)
+        assert sorted((c, calls) for c, _, _, _, _, calls in listed) == sorted(
+            (c, 2.0) for c in ODD_IDS)
+    finally:
+        store.close()
+
+
+def test_a_consumer_back_after_retention_is_new_again_and_no_counter_goes_down(tmp_path) -> None:
+    now_ms = int(time.time() * 1000)
+    today = now_ms // DAY_MS
+    store = open_store(StateConfig(sqlite=SqliteState(path=str(tmp_path / "s.db"))))
+    try:
+        _write(store, [_request("back", (today - 60) * DAY_MS + 5, plan="free"),
+                       _request("stays", (today - 60) * DAY_MS + 6, plan="free"),
+                       _request("stays", now_ms - 1000, plan="free")])
+        before = build_report(store, now_ms)
+        store.prune(today - 40)
+        after_prune = build_report(store, now_ms)
+        _write(store, [_request("back", now_ms - 500, plan="pro")])
+        back = build_report(store, now_ms)
+        assert before.new == after_prune.new == {("orders-api", "free"): 2}
+        # docs/state.md: back after more than retention_days of silence, it is counted as new again.
+        assert back.new == {("orders-api", "free"): 2, ("orders-api", "pro"): 1}
+        assert store.query("SELECT consumer_id, first_seen FROM consumers ORDER BY 1") == [
+            ("back", now_ms - 500), ("stays", (today - 60) * DAY_MS + 6)]
+        assert back.active[("orders-api", "pro", "1d")] == 1
+    finally:
+        store.close()
