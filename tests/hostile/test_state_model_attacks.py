@@ -173,15 +173,16 @@ def test_retention_racing_returning_consumers_on_two_replicas(dsn: str) -> None:
     _write(setup, [_request(f"r{i:03}", old_first + i) for i in range(n)])
     errors: list[str] = []
     start = threading.Barrier(4)
+    flushed = threading.Event()
 
     def flusher(replica: int) -> None:
         store = open_store(config)
         start.wait(timeout=30)
         try:
             ids = list(range(n)) if replica else list(reversed(range(n)))
-            for chunk in range(0, n, 20):
+            for chunk in range(0, n, 4):
                 _write(store, [_request(f"r{i:03}", now_ms - 1000 + replica, plan="pro")
-                               for i in ids[chunk:chunk + 20]])
+                               for i in ids[chunk:chunk + 4]])
         except StoreError as exc:
             errors.append(f"flush {replica}: {exc}")
         finally:
@@ -191,7 +192,8 @@ def test_retention_racing_returning_consumers_on_two_replicas(dsn: str) -> None:
         store = open_store(config)
         start.wait(timeout=30)
         try:
-            for _ in range(5):
+            time.sleep(0.05)  # some consumers come back before the first prune, most during it
+            while not flushed.is_set():
                 store.prune(today - 40)
         except StoreError as exc:
             errors.append(f"prune: {exc}")
@@ -202,8 +204,11 @@ def test_retention_racing_returning_consumers_on_two_replicas(dsn: str) -> None:
     threads += [threading.Thread(target=pruner) for _ in range(2)]
     for t in threads:
         t.start()
-    for t in threads:
+    for t in threads[:2]:
         t.join(timeout=120)
+    flushed.set()
+    for t in threads[2:]:
+        t.join(timeout=60)
     assert not any(t.is_alive() for t in threads), "a flush or a prune never ended"
     assert errors == []
     kept = setup.query("SELECT COUNT(*) FROM consumers WHERE first_seen < ?", (today * DAY_MS,))[0][0]
