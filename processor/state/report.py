@@ -187,15 +187,16 @@ def _distinct_family(q, folder: Folder, metric: str, spec: tuple, sinces: dict[s
     return folder.clean(_per_window(q, spec, sinces, keep[:-1]), labels), values, keep
 
 
-def build_report(store: Store, now_ms: int, catalog=None,
-                 limits: LimitsConfig | None = None) -> ConsumerReport:
+def build_report(store: Store, now_ms: int, catalog=None, limits: LimitsConfig | None = None,
+                 oldest_day: int | None = None) -> ConsumerReport:
     """Every family from the store, as of one state of it; with `limits`, each label past its limit
-    folds into `__other__`."""
+    folds into `__other__`; `oldest_day`: the retention cutoff (no cohort from before it)."""
     with store.consistent():
-        return _build_report(store, now_ms, catalog, limits)
+        return _build_report(store, now_ms, catalog, limits, oldest_day)
 
 
-def _build_report(store: Store, now_ms: int, catalog, limits: LimitsConfig | None) -> ConsumerReport:
+def _build_report(store: Store, now_ms: int, catalog, limits: LimitsConfig | None,
+                  oldest_day: int | None = None) -> ConsumerReport:
     report = ConsumerReport(generated_ms=now_ms)
     today = now_ms // DAY_MS
     q = store.query
@@ -272,7 +273,7 @@ def _build_report(store: Store, now_ms: int, catalog, limits: LimitsConfig | Non
                                      endpoint_labels, max)
     report.unused = folder.fold("api_unused_endpoints", folder.clean(report.unused, ("service",)),
                                 ("service",))
-    _cohorts(report, store, today, folder)
+    _cohorts(report, store, today, folder, oldest_day)
     _at_risk(report, store, today)
     report.at_risk = folder.fold("api_consumers_at_risk", folder.clean(report.at_risk, plan_labels[:2]),
                                  plan_labels[:2])
@@ -358,9 +359,15 @@ def _catalog_usage(report: ConsumerReport, store: Store, catalog, now_ms: int) -
 _COHORT = "(c.first_seen / 86400000 + 3) / 7"
 
 
-def _cohorts(report: ConsumerReport, store: Store, today: int, folder: Folder) -> None:
+def _cohorts(report: ConsumerReport, store: Store, today: int, folder: Folder,
+             oldest_day: int | None = None) -> None:
     this_week = week_of(today)
     first_week = this_week - COHORT_WEEKS + 1
+    if oldest_day is not None:
+        # Retention (35 days at least) deletes the consumers of a cohort who left before the
+        # cutoff: the survivors alone would show an older cohort's retention near 100%. Only the
+        # weeks that start on or after the cutoff still hold every member.
+        first_week = max(first_week, (oldest_day + 3 + 6) // 7)
     since = (first_week * 7 - 3) * DAY_MS
     # Counted in the store from the weekly rows: a consumer is one (service, consumer) pair, so the
     # counts of services folded into `__other__` add up exactly.

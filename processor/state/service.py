@@ -296,7 +296,8 @@ class StateService:
                     leader = self._lease is not None and self._lease.check()
                     self._lead(leader)
                     if leader:
-                        report = build_report(self._refresher, now_ms, self.catalog, self.limits)
+                        report = build_report(self._refresher, now_ms, self.catalog, self.limits,
+                                              now_ms // DAY_MS - self.config.retention_days)
                     else:
                         report = self._load_snapshot()  # None: nothing new since the last one
                 finally:
