@@ -132,8 +132,9 @@ def _disk(store, engine: str, path: str | None) -> dict[str, int]:
     out = {"bytes": sum(sizes.values()), "wal_bytes": sizes["-wal"]}
     with contextlib.suppress(Exception):  # dbstat is not compiled into every SQLite
         tables = {n for (n,) in store.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        (idx,), = store.query("SELECT SUM(pgsize) FROM dbstat WHERE name NOT IN (%s)"
-                              % ",".join("?" * len(tables)), sorted(tables))
+        marks = ",".join("?" * len(tables))
+        (idx,), = store.query(f"SELECT SUM(pgsize) FROM dbstat WHERE name NOT IN ({marks})",
+                              sorted(tables))
         out["index_bytes"] = int(idx or 0)
     return out
 
@@ -390,7 +391,8 @@ def main() -> None:
             if child.returncode == 0 and lines:
                 results.append(json.loads(lines[-1][len(_RESULT):]))
             else:
-                reason = f"timed out after {args.timeout:.0f} s" if timed_out else f"failed ({child.returncode})"
+                reason = (f"timed out after {args.timeout:.0f} s" if timed_out
+                          else f"failed ({child.returncode})")
                 results.append({"engine": engine, "consumers": size, "error": reason})
             r = results[-1]
             if "error" not in r:
