@@ -59,7 +59,8 @@ class ConsumerActivity:
         self._inflight_rows = 0  # drained, being written
         self._inflight_bytes = 0
         self._lock = threading.Lock()
-        # (service, consumer) → [first_seen, first_success, last_seen, plan, client, version]
+        # (service, consumer) → [first_seen, first_success, last_seen, plan, client, version,
+        #                        plan of the earliest request]
         self._consumers: dict[tuple[str, str], list] = {}
         # (day, service, consumer, method, route, feature, client, version) → [calls, errors, last]
         self._activity: dict[tuple, list] = {}
@@ -124,11 +125,11 @@ class ConsumerActivity:
                 ckey = (service, consumer)
                 c = consumers.get(ckey)
                 if c is None:
-                    consumers[ckey] = [at, at if ok else None, at, r[4], r[6], r[7]]
+                    consumers[ckey] = [at, at if ok else None, at, r[4], r[6], r[7], r[4]]
                     self._bytes += _size(ckey)
                     continue
                 if at < c[0]:
-                    c[0] = at
+                    c[0], c[6] = at, r[4]
                 if ok and (c[1] is None or at < c[1]):
                     c[1] = at
                 if at >= c[2]:
@@ -174,7 +175,7 @@ class ConsumerActivity:
             self._inflight_bytes += self._bytes
             self._bytes = 0
         return (
-            [(s, c, v[0], v[1], v[2], v[3], v[4], v[5]) for (s, c), v in consumers.items()],
+            [(s, c, v[0], v[1], v[2], v[6], v[3], v[4], v[5]) for (s, c), v in consumers.items()],
             [(*k, v[0], v[1], v[2]) for k, v in activity.items()],
             [(s, m, r, v[0], v[1], v[2]) for (s, m, r), v in endpoints.items()],
         )
@@ -199,16 +200,17 @@ class ConsumerActivity:
             def room() -> bool:
                 return self._rows() < hard_rows and self._bytes < hard_bytes
 
-            for s, c, first, success, last, plan, name, version in consumers:
+            for s, c, first, success, last, first_plan, plan, name, version in consumers:
                 cur = self._consumers.get((s, c))
                 if cur is None:
                     if not room():
                         full += 1
                         continue
-                    self._consumers[s, c] = [first, success, last, plan, name, version]
+                    self._consumers[s, c] = [first, success, last, plan, name, version, first_plan]
                     self._bytes += _size((s, c))
                     continue
-                cur[0] = min(cur[0], first)
+                if first < cur[0]:
+                    cur[0], cur[6] = first, first_plan
                 if success is not None and (cur[1] is None or success < cur[1]):
                     cur[1] = success
                 if last > cur[2]:

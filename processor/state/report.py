@@ -5,6 +5,11 @@ PostgreSQL) and returns plain dicts keyed by label tuples; the exporter turns
 them into metric families.  Every value is computed from the store, so several
 replicas sharing PostgreSQL report the same numbers, and a restart does not
 reset or double anything.
+
+Window counts read the per-pair "last seen" tables: a consumer is in an
+endpoint's 7d window when its one row for that endpoint has `last_call` in it,
+so one pass over the pairs counts all three windows, exactly (docs/state.md).
+Only a label past its limit needs `COUNT(DISTINCT)`: `__other__` merges pairs.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 from ..config import LimitsConfig
 from ..derive.series import OVERFLOW_VALUE, sanitize_label_value
 from .folding import Folder, Keep, folded_columns, merge_histograms
+from .schema import TTFS_BUCKETS
 from .store import Store
 
 __all__ = ["ConsumerReport", "build_report", "WINDOWS", "TTFS_BUCKETS", "week_start",
@@ -26,7 +32,6 @@ __all__ = ["ConsumerReport", "build_report", "WINDOWS", "TTFS_BUCKETS", "week_st
 
 DAY_MS = 86_400_000
 WINDOWS = {"1d": 1, "7d": 7, "30d": 30}
-TTFS_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0, 259200.0, 604800.0)
 COHORT_WEEKS = 12
 UNUSED_AFTER_DAYS = 30
 _PARAM = re.compile(r"\{[^{}]*\}")
@@ -110,45 +115,66 @@ def deprecated_endpoints(store: Store, catalog) -> list[ResolvedEndpoint]:
     return sorted(out.values(), key=lambda e: (e.service, e.route, e.method))
 
 
-# Distinct-consumer families read from the activity table: SELECT columns, their label names, the
-# FROM … WHERE clause (one `?`: the window's start) and the consumer column counted.
-_ACTIVITY = "activity WHERE last_call >= ?"
+# Distinct-consumer families read from a pair table (one row per consumer and labels, with its
+# last call): SELECT columns, their label names, the FROM … WHERE clause (its `?`: the oldest
+# window's start) and the consumer column counted.
 _DISTINCT = {
     "api_endpoint_consumers": (("service", "method", "route"), ("service", "method", "route"),
-                               _ACTIVITY, "consumer_id"),
-    "api_feature_consumers": (("service", "feature"), ("service", "feature"),
-                              _ACTIVITY + " AND feature <> ''", "consumer_id"),
+                               "consumer_endpoints WHERE last_call >= ?", "consumer_id"),
     "api_client_version_consumers": (("service", "client_name", "client_version"),
                                      ("service", "client_name", "client_version"),
-                                     _ACTIVITY, "consumer_id"),
+                                     "consumer_clients WHERE last_call >= ?", "consumer_id"),
 }
-_ADOPTION = (("a.service", "a.feature", "c.plan_tier"), ("service", "feature", "plan_tier"),
-             "activity a JOIN consumers c ON c.service = a.service AND c.consumer_id = a.consumer_id "
-             "WHERE a.last_call >= ? AND a.feature <> ''", "a.consumer_id")
-_DEPRECATED = (("a.service", "a.method", "a.route"), ("service", "method", "route"),
-               "activity a JOIN endpoints e ON e.service = a.service AND e.method = a.method "
-               "AND e.route = a.route WHERE e.deprecated = 1 AND a.last_call >= ?", "a.consumer_id")
+# Feature consumers by the consumer's current plan tier: summed over plans, the feature's consumers.
+_ADOPTION = (("f.service", "f.feature", "c.plan_tier"), ("service", "feature", "plan_tier"),
+             "consumer_features f JOIN consumers c ON c.service = f.service "
+             "AND c.consumer_id = f.consumer_id WHERE f.last_call >= ?", "f.consumer_id", "f.last_call")
+_FEATURES = (("service", "feature"), ("service", "feature"),
+             "consumer_features WHERE last_call >= ?", "consumer_id")
+_DEPRECATED = (("p.service", "p.method", "p.route"), ("service", "method", "route"),
+               "consumer_endpoints p JOIN endpoints e ON e.service = p.service AND e.method = p.method "
+               "AND e.route = p.route WHERE e.deprecated = 1 AND p.last_call >= ?", "p.consumer_id")
 
 
-def _distinct(q, spec: tuple, since: int, keep: Keep | None = None) -> list[tuple]:
-    columns, _, source, who = spec
-    exprs, params = folded_columns(columns, keep or [None] * len(columns))
+def _window_sums(q, spec: tuple, sinces: dict[str, int]) -> dict[tuple, int]:
+    """Distinct consumers per key and window, from pair rows in one pass: each (consumer, key) pair
+    is one row, so counting the rows whose last call is in a window counts its consumers."""
+    columns, _, source, *rest = spec
+    last = rest[1] if len(rest) > 1 else "last_call"
+    windows = list(sinces)
+    sums = ", ".join(f"SUM(CASE WHEN {last} >= ? THEN 1 ELSE 0 END)" for _ in windows)
+    groups = ", ".join(str(i + 1) for i in range(len(columns)))
+    rows = q(f"SELECT {', '.join(columns)}, {sums} FROM {source} GROUP BY {groups}",
+             (*(sinces[w] for w in windows), min(sinces.values())))
+    n = len(columns)
+    return {(*row[:n], window): int(count) for row in rows
+            for window, count in zip(windows, row[n:], strict=True) if count}
+
+
+def _distinct(q, spec: tuple, since: int, keep: Keep) -> list[tuple]:
+    columns, _, source, who, *_ = spec
+    exprs, params = folded_columns(columns, keep)
     groups = ", ".join(str(i + 1) for i in range(len(columns)))
     return q(f"SELECT {', '.join(exprs)}, COUNT(DISTINCT {who}) FROM {source} GROUP BY {groups}",
              (*params, since))
 
 
 def _per_window(q, spec: tuple, sinces: dict[str, int], keep: Keep | None = None) -> dict[tuple, int]:
+    """Distinct consumers per key and window; with `keep`, past a label's kept values the pairs of
+    several values merge into `__other__`, where only COUNT(DISTINCT) is exact."""
+    if keep is None or all(k is None for k in keep):
+        return _window_sums(q, spec, sinces)
     return {(*key, window): n for window, since in sinces.items()
             for *key, n in _distinct(q, spec, since, keep)}
 
 
-def _distinct_family(q, folder: Folder, metric: str, spec: tuple,
-                     sinces: dict[str, int]) -> tuple[dict[tuple, int], dict[tuple, int], Keep]:
+def _distinct_family(q, folder: Folder, metric: str, spec: tuple, sinces: dict[str, int],
+                     values: dict[tuple, int] | None = None,
+                     ) -> tuple[dict[tuple, int], dict[tuple, int], Keep]:
     """(folded values, unfolded values, kept values per label) of one distinct-consumer family;
     past a limit the store counts again with the folded labels, so `__other__` is distinct too."""
     labels = (*spec[1], None)
-    values = folder.clean(_per_window(q, spec, sinces), labels)
+    values = folder.clean(_per_window(q, spec, sinces) if values is None else values, labels)
     keep = folder.keep(values, labels)
     if all(k is None for k in keep):
         return values, values, keep
@@ -158,18 +184,21 @@ def _distinct_family(q, folder: Folder, metric: str, spec: tuple,
 
 def build_report(store: Store, now_ms: int, catalog=None,
                  limits: LimitsConfig | None = None) -> ConsumerReport:
-    """Every family from the store; with `limits`, each label past its limit folds into `__other__`."""
+    """Every family from the store, as of one state of it; with `limits`, each label past its limit
+    folds into `__other__`."""
+    with store.consistent():
+        return _build_report(store, now_ms, catalog, limits)
+
+
+def _build_report(store: Store, now_ms: int, catalog, limits: LimitsConfig | None) -> ConsumerReport:
     report = ConsumerReport(generated_ms=now_ms)
     today = now_ms // DAY_MS
     q = store.query
     folder = Folder(limits)
     sinces = {window: now_ms - days * DAY_MS for window, days in WINDOWS.items()}
 
-    active: dict[tuple, int] = {}
-    for window, since in sinces.items():
-        for service, plan, n in q("SELECT service, plan_tier, COUNT(*) FROM consumers "
-                                  "WHERE last_seen >= ? GROUP BY service, plan_tier", (since,)):
-            active[service, plan, window] = n
+    active = _window_sums(q, (("service", "plan_tier"), None, "consumers WHERE last_seen >= ?",
+                              "consumer_id", "last_seen"), sinces)
     # A consumer has one plan tier: these counts add up, so folding them by a sum is exact.
     plan_labels = ("service", "plan_tier", None)
     active = folder.clean(active, plan_labels)
@@ -183,6 +212,15 @@ def build_report(store: Store, now_ms: int, catalog=None,
         families[metric], unfolded, keeps[metric] = _distinct_family(q, folder, metric, spec, sinces)
         if metric == "api_endpoint_consumers":
             endpoints = unfolded
+    # One pass counts feature consumers per plan tier; a consumer has one plan tier at a time, so
+    # the sum over plans is the feature's distinct consumers.
+    by_plan = _window_sums(q, _ADOPTION, sinces)
+    feature_totals: dict[tuple, int] = defaultdict(int)
+    for (service, feature, _, window), n in by_plan.items():
+        feature_totals[service, feature, window] += n
+    (families["api_feature_consumers"], _,
+     keeps["api_feature_consumers"]) = _distinct_family(q, folder, "api_feature_consumers", _FEATURES,
+                                                        sinces, dict(feature_totals))
     report.endpoint_consumers = families["api_endpoint_consumers"]
     report.feature_consumers = families["api_feature_consumers"]
     report.client_versions = families["api_client_version_consumers"]
@@ -190,7 +228,8 @@ def build_report(store: Store, now_ms: int, catalog=None,
     # Adoption: the feature's consumers among a plan's active ones, folded as those two families are.
     feature_keep = keeps["api_feature_consumers"]
     adoption_keep = [active_keep[0], feature_keep[1], active_keep[1]]
-    adopters = folder.clean(_per_window(q, _ADOPTION, sinces, adoption_keep), (*_ADOPTION[1], None))
+    adopters = folder.clean(by_plan if all(k is None for k in adoption_keep) else
+                            _per_window(q, _ADOPTION, sinces, adoption_keep), (*_ADOPTION[1], None))
     if any(k is not None for k in adoption_keep):
         folder.record("api_feature_adoption_ratio", adopters, (*_ADOPTION[1], None),
                       [*adoption_keep, None])
@@ -198,11 +237,19 @@ def build_report(store: Store, now_ms: int, catalog=None,
         total = report.active.get((service, plan, window), 0)
         report.feature_adoption[service, feature, plan, window] = n / total if total else 0.0
 
-    new = {(service, plan): n for service, plan, n in q(
-        "SELECT service, first_plan_tier, COUNT(*) FROM consumers GROUP BY service, first_plan_tier")}
-    report.new = folder.fold("api_new_consumers", folder.clean(new, plan_labels[:2]), plan_labels[:2])
+    # Consumers pruned by retention stay counted (retired_consumers): these counters never go down.
+    retired = q("SELECT service, first_plan_tier, ttfs_bucket, consumers, ttfs_seconds "
+                "FROM retired_consumers")
+    new: dict[tuple, int] = defaultdict(int)
+    for service, plan, n in q(
+            "SELECT service, first_plan_tier, COUNT(*) FROM consumers GROUP BY service, first_plan_tier"):
+        new[service, plan] += n
+    for service, plan, _, n, _ in retired:
+        new[service, plan] += n
+    report.new = folder.fold("api_new_consumers", folder.clean(dict(new), plan_labels[:2]),
+                             plan_labels[:2])
     _onboarding(report, q("SELECT service, first_plan_tier, first_success - first_seen "
-                          "FROM consumers WHERE first_success IS NOT NULL"))
+                          "FROM consumers WHERE first_success IS NOT NULL"), retired)
     report.ttfs = folder.fold("api_time_to_first_success_seconds",
                               folder.clean(report.ttfs, plan_labels[:2], merge_histograms),
                               plan_labels[:2], merge_histograms, weight=lambda h: h[2])
@@ -228,7 +275,7 @@ def build_report(store: Store, now_ms: int, catalog=None,
     return report
 
 
-def _onboarding(report: ConsumerReport, rows: Iterable[tuple]) -> None:
+def _onboarding(report: ConsumerReport, rows: Iterable[tuple], retired: Iterable[tuple]) -> None:
     n = len(TTFS_BUCKETS) + 1
     for service, plan, delta_ms in rows:
         counts, total, count = report.ttfs.get((service, plan), ([0] * n, 0.0, 0))
@@ -236,6 +283,12 @@ def _onboarding(report: ConsumerReport, rows: Iterable[tuple]) -> None:
         i = next((i for i, b in enumerate(TTFS_BUCKETS) if seconds <= b), n - 1)
         counts[i] += 1
         report.ttfs[service, plan] = (counts, total + seconds, count + 1)
+    for service, plan, bucket, consumers, seconds in retired:
+        if bucket < 0:
+            continue  # never succeeded: not in the histogram
+        counts, total, count = report.ttfs.get((service, plan), ([0] * n, 0.0, 0))
+        counts[min(bucket, n - 1)] += consumers
+        report.ttfs[service, plan] = (counts, total + seconds, count + consumers)
 
 
 def _deprecations(report: ConsumerReport, store: Store, catalog, now_ms: int,
@@ -252,13 +305,16 @@ def _deprecations(report: ConsumerReport, store: Store, catalog, now_ms: int,
             deprecated[(*key, window)] = endpoint_consumers.get((*key, window), 0)
             if ep.replacement is None:
                 continue
+            # The first day in the window on the deprecated endpoint, against the last day on
+            # the replacement (its pair row): a range of one endpoint's daily rows, not a scan.
             (n,), = store.query(
-                "SELECT COUNT(*) FROM (SELECT consumer_id, MIN(day) AS since FROM activity "
-                "WHERE service = ? AND method = ? AND route = ? AND last_call >= ? "
-                "GROUP BY consumer_id) dep WHERE EXISTS (SELECT 1 FROM activity r "
-                "WHERE r.service = ? AND r.consumer_id = dep.consumer_id AND r.method = ? "
-                "AND r.route = ? AND r.day >= dep.since)",
-                (*key, now_ms - days * DAY_MS, ep.service, *ep.replacement))
+                "SELECT COUNT(*) FROM (SELECT consumer_id, MIN(day) AS since FROM endpoint_days "
+                "WHERE service = ? AND method = ? AND route = ? AND day >= ? AND last_call >= ? "
+                "GROUP BY consumer_id) dep JOIN consumer_endpoints r ON r.service = ? "
+                "AND r.method = ? AND r.route = ? AND r.consumer_id = dep.consumer_id "
+                "WHERE r.last_call >= CAST(dep.since AS BIGINT) * 86400000",
+                (*key, (now_ms - days * DAY_MS) // DAY_MS, now_ms - days * DAY_MS, ep.service,
+                 *ep.replacement))
             report.migrated[(*key, window)] = n
     labels = (*_DEPRECATED[1], None)
     deprecated = folder.clean(deprecated, labels)
@@ -327,7 +383,7 @@ def _cohorts(report: ConsumerReport, store: Store, today: int, folder: Folder) -
         sizes[label(service), week] += 1
     active: dict[tuple[str, int, int], int] = defaultdict(int)
     for service, consumer, week in store.query(
-            "SELECT DISTINCT service, consumer_id, (day + 3) / 7 FROM activity WHERE day >= ?",
+            "SELECT DISTINCT service, consumer_id, (day + 3) / 7 FROM consumer_days WHERE day >= ?",
             (first_day,)):
         cohort = cohort_of.get((service, consumer))
         if cohort is not None and week >= cohort:
@@ -343,15 +399,14 @@ def consumer_trends(store: Store, today: int) -> list[tuple]:
     """Per consumer: (service, consumer, plan, client, version, last_seen, last 7 days' calls,
     weekly average of the 4 weeks before)."""
     recent_from = today - 6
+    # Summed per consumer first (in key order, no sort), then joined: one lookup per consumer.
     rows = store.query(
         "SELECT c.service, c.consumer_id, c.plan_tier, c.client_name, c.client_version, "
-        "c.last_seen, SUM(CASE WHEN a.day >= ? THEN a.calls ELSE 0 END), "
-        "SUM(CASE WHEN a.day < ? THEN a.calls ELSE 0 END) "
-        "FROM activity a JOIN consumers c "
-        "ON c.service = a.service AND c.consumer_id = a.consumer_id "
-        "WHERE a.day >= ? AND a.day <= ? "
-        "GROUP BY c.service, c.consumer_id, c.plan_tier, c.client_name, c.client_version, "
-        "c.last_seen",
+        "c.last_seen, d.recent_calls, d.earlier_calls FROM (SELECT service, consumer_id, "
+        "SUM(CASE WHEN day >= ? THEN calls ELSE 0 END) AS recent_calls, "
+        "SUM(CASE WHEN day < ? THEN calls ELSE 0 END) AS earlier_calls FROM consumer_days "
+        "WHERE day >= ? AND day <= ? GROUP BY service, consumer_id) d JOIN consumers c "
+        "ON c.service = d.service AND c.consumer_id = d.consumer_id",
         (recent_from, recent_from, today - 34, today))
     return [(*r[:7], r[7] / 4) for r in rows]
 
@@ -373,9 +428,9 @@ def deprecated_callers(store: Store, service: str, method: str, route: str,
     (consumer, plan, client, version, last call ms, calls)."""
     return store.query(
         "SELECT a.consumer_id, c.plan_tier, c.client_name, c.client_version, "
-        "MAX(a.last_call), SUM(a.calls) FROM activity a JOIN consumers c "
+        "MAX(a.last_call), SUM(a.calls) FROM endpoint_days a JOIN consumers c "
         "ON c.service = a.service AND c.consumer_id = a.consumer_id "
-        "WHERE a.service = ? AND a.method = ? AND a.route = ? AND a.last_call >= ? "
+        "WHERE a.service = ? AND a.method = ? AND a.route = ? AND a.day >= ? AND a.last_call >= ? "
         "GROUP BY a.consumer_id, c.plan_tier, c.client_name, c.client_version "
         "ORDER BY SUM(a.calls) DESC, a.consumer_id",
-        (service, method, route, since_ms))
+        (service, method, route, since_ms // DAY_MS, since_ms))

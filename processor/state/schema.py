@@ -3,12 +3,32 @@
 Times are Unix milliseconds (BIGINT); `day` is days since 1970-01-01 UTC.
 A migration is a list of statements applied in one transaction with its
 version recorded in `schema_migrations`; start-up applies the missing ones.
-Never edit a released migration: append a new one.
+Never edit a released migration: append a new one.  `{without_rowid}` is
+" WITHOUT ROWID" on SQLite (the primary key is the table, so a scan in key
+order reads no second B-tree) and nothing on PostgreSQL.
+
+Version 2 replaced the one wide daily `activity` table, whose every window
+count scanned days x pairs, with the incremental model of docs/state.md:
+one "last seen" row per consumer and endpoint, feature or client version
+(window counts read O(pairs)), and two narrow daily tables for the answers
+that need days.
 """
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS", "LATEST"]
+__all__ = ["MIGRATIONS", "LATEST", "TTFS_BUCKETS", "ttfs_bucket_sql"]
+
+# Upper bounds (seconds) of the time-to-first-success histogram; retired_consumers keeps its
+# tallies by index into these, so changing them needs a migration.
+TTFS_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0, 259200.0, 604800.0)
+
+
+def ttfs_bucket_sql(first_seen: str = "first_seen", first_success: str = "first_success") -> str:
+    """SQL: the TTFS bucket index of a consumer row, -1 when it never succeeded."""
+    delta = f"({first_success} - {first_seen})"
+    cases = " ".join(f"WHEN {delta} <= {int(b * 1000)} THEN {i}" for i, b in enumerate(TTFS_BUCKETS))
+    return f"CASE WHEN {first_success} IS NULL THEN -1 {cases} ELSE {len(TTFS_BUCKETS)} END"
+
 
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, [
@@ -52,6 +72,99 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             last_seen BIGINT NOT NULL,
             PRIMARY KEY (service, method, route)
         )""",
+    ]),
+    (2, [
+        # consumers again, keyed by its primary key alone (SQLite), so the joins that read a
+        # consumer's plan tier cost one B-tree search.
+        """CREATE TABLE consumers_v2 (
+            service TEXT NOT NULL,
+            consumer_id TEXT NOT NULL,
+            first_seen BIGINT NOT NULL,
+            first_success BIGINT,
+            last_seen BIGINT NOT NULL,
+            first_plan_tier TEXT NOT NULL,
+            plan_tier TEXT NOT NULL,
+            client_name TEXT NOT NULL,
+            client_version TEXT NOT NULL,
+            PRIMARY KEY (service, consumer_id)
+        ){without_rowid}""",
+        "INSERT INTO consumers_v2 SELECT service, consumer_id, first_seen, first_success, last_seen, "
+        "first_plan_tier, plan_tier, client_name, client_version FROM consumers",
+        "DROP TABLE consumers",
+        "ALTER TABLE consumers_v2 RENAME TO consumers",
+        "CREATE INDEX consumers_last_seen ON consumers (last_seen)",
+        """CREATE TABLE consumer_endpoints (
+            service TEXT NOT NULL,
+            method TEXT NOT NULL,
+            route TEXT NOT NULL,
+            consumer_id TEXT NOT NULL,
+            first_day INTEGER NOT NULL,
+            last_call BIGINT NOT NULL,
+            calls DOUBLE PRECISION NOT NULL,
+            errors DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (service, method, route, consumer_id)
+        ){without_rowid}""",
+        """CREATE TABLE consumer_features (
+            service TEXT NOT NULL,
+            feature TEXT NOT NULL,
+            consumer_id TEXT NOT NULL,
+            last_call BIGINT NOT NULL,
+            calls DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (service, feature, consumer_id)
+        ){without_rowid}""",
+        """CREATE TABLE consumer_clients (
+            service TEXT NOT NULL,
+            client_name TEXT NOT NULL,
+            client_version TEXT NOT NULL,
+            consumer_id TEXT NOT NULL,
+            last_call BIGINT NOT NULL,
+            calls DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (service, client_name, client_version, consumer_id)
+        ){without_rowid}""",
+        """CREATE TABLE consumer_days (
+            service TEXT NOT NULL,
+            consumer_id TEXT NOT NULL,
+            day INTEGER NOT NULL,
+            calls DOUBLE PRECISION NOT NULL,
+            errors DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (service, consumer_id, day)
+        ){without_rowid}""",
+        """CREATE TABLE endpoint_days (
+            service TEXT NOT NULL,
+            method TEXT NOT NULL,
+            route TEXT NOT NULL,
+            day INTEGER NOT NULL,
+            consumer_id TEXT NOT NULL,
+            calls DOUBLE PRECISION NOT NULL,
+            errors DOUBLE PRECISION NOT NULL,
+            last_call BIGINT NOT NULL,
+            PRIMARY KEY (service, method, route, day, consumer_id)
+        ){without_rowid}""",
+        # Consumers deleted by retention, tallied so api_new_consumers_total and the onboarding
+        # histogram never go down; ttfs_bucket is an index into TTFS_BUCKETS, -1: no success.
+        """CREATE TABLE retired_consumers (
+            service TEXT NOT NULL,
+            first_plan_tier TEXT NOT NULL,
+            ttfs_bucket INTEGER NOT NULL,
+            consumers BIGINT NOT NULL,
+            ttfs_seconds DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (service, first_plan_tier, ttfs_bucket)
+        )""",
+        "INSERT INTO endpoint_days (service, method, route, day, consumer_id, calls, errors, "
+        "last_call) SELECT service, method, route, day, consumer_id, SUM(calls), SUM(errors), "
+        "MAX(last_call) FROM activity GROUP BY service, method, route, day, consumer_id",
+        "INSERT INTO consumer_days (service, consumer_id, day, calls, errors) SELECT service, "
+        "consumer_id, day, SUM(calls), SUM(errors) FROM activity GROUP BY service, consumer_id, day",
+        "INSERT INTO consumer_endpoints (service, method, route, consumer_id, first_day, last_call, "
+        "calls, errors) SELECT service, method, route, consumer_id, MIN(day), MAX(last_call), "
+        "SUM(calls), SUM(errors) FROM activity GROUP BY service, method, route, consumer_id",
+        "INSERT INTO consumer_features (service, feature, consumer_id, last_call, calls) SELECT "
+        "service, feature, consumer_id, MAX(last_call), SUM(calls) FROM activity WHERE feature <> '' "
+        "GROUP BY service, feature, consumer_id",
+        "INSERT INTO consumer_clients (service, client_name, client_version, consumer_id, last_call, "
+        "calls) SELECT service, client_name, client_version, consumer_id, MAX(last_call), SUM(calls) "
+        "FROM activity GROUP BY service, client_name, client_version, consumer_id",
+        "DROP TABLE activity",
     ]),
 ]
 

@@ -278,13 +278,13 @@ class StateService:
         oldest = int(time.time() * 1000) // DAY_MS - self.config.retention_days
         try:
             with self._write_lock:
-                deleted = self.store.delete_activity_before(oldest)
+                deleted = self.store.prune(oldest)
         except StoreError as exc:
             log.error("state retention failed: %s", exc)
             return
-        if deleted:
-            log.info("retention: deleted %d daily activity rows older than %d days", deleted,
-                     self.config.retention_days)
+        if any(deleted.values()):
+            log.info("retention: deleted rows older than %d days: %s", self.config.retention_days,
+                     ", ".join(f"{n} {table}" for table, n in deleted.items() if n))
 
     def read(self, fn: Callable[[Store], T]) -> T:
         """Run `fn(store)` on the admin read connection (never behind a flush or a refresh)."""

@@ -8,20 +8,22 @@ several processors sharing PostgreSQL produce the same rows as one would.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..config import StateConfig
-from .schema import LATEST, MIGRATIONS
+from .schema import LATEST, MIGRATIONS, ttfs_bucket_sql
 
-__all__ = ["Store", "StoreError", "open_store", "ActivityBatch"]
+__all__ = ["Store", "StoreError", "open_store", "ActivityBatch", "DAY_MS"]
 
-# (service, consumer_id, first_seen, first_success, last_seen, plan_tier, client_name, client_version)
-ConsumerRow = tuple[str, str, int, "int | None", int, str, str, str]
+# (service, consumer_id, first_seen, first_success, last_seen, first_plan_tier, plan_tier,
+#  client_name, client_version): first_plan_tier is the plan of the earliest request
+ConsumerRow = tuple[str, str, int, "int | None", int, str, str, str, str]
 # (day, service, consumer_id, method, route, feature, client_name, client_version, calls, errors, last_call)
 ActivityRow = tuple[int, str, str, str, str, str, str, str, float, float, int]
 # (service, method, route, deprecated, first_seen, last_seen)
@@ -32,6 +34,8 @@ _MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"""
 
 # Every SET expression reads the row as it was before the statement, in both dialects.
+# first_plan_tier is written once, when the consumer is first stored: the new-consumer counter's
+# label never moves (a counter that moved between labels would go down on one of them).
 _UPSERT_CONSUMER = """
 INSERT INTO consumers (service, consumer_id, first_seen, first_success, last_seen,
                        first_plan_tier, plan_tier, client_name, client_version)
@@ -48,16 +52,6 @@ ON CONFLICT (service, consumer_id) DO UPDATE SET
     client_version = CASE WHEN excluded.last_seen >= consumers.last_seen
                           THEN excluded.client_version ELSE consumers.client_version END
 """
-_UPSERT_ACTIVITY = """
-INSERT INTO activity (day, service, consumer_id, method, route, feature, client_name,
-                      client_version, calls, errors, last_call)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (day, service, consumer_id, method, route, feature, client_name, client_version)
-DO UPDATE SET
-    calls = activity.calls + excluded.calls,
-    errors = activity.errors + excluded.errors,
-    last_call = {greatest}(activity.last_call, excluded.last_call)
-"""
 _UPSERT_ENDPOINT = """
 INSERT INTO endpoints (service, method, route, deprecated, first_seen, last_seen)
 VALUES (?, ?, ?, ?, ?, ?)
@@ -67,6 +61,93 @@ ON CONFLICT (service, method, route) DO UPDATE SET
     first_seen = {least}(endpoints.first_seen, excluded.first_seen),
     last_seen = {greatest}(endpoints.last_seen, excluded.last_seen)
 """
+
+# A flush stages its activity rows in a temporary table and the database fans them out into the
+# model's tables with one INSERT ... SELECT ... GROUP BY upsert each: the grouping runs in the
+# engine (SQLite releases the GIL while it steps), not in Python beside the ingest threads.
+# ORDER BY the key: replicas take row locks in one order and cannot deadlock (PostgreSQL).
+_STAGED = """(day INTEGER, service TEXT, consumer_id TEXT, method TEXT, route TEXT, feature TEXT,
+    client_name TEXT, client_version TEXT, calls DOUBLE PRECISION, errors DOUBLE PRECISION,
+    last_call BIGINT)"""
+_FAN_OUT = [
+    """INSERT INTO endpoint_days (service, method, route, day, consumer_id, calls, errors, last_call)
+    SELECT service, method, route, day, consumer_id, SUM(calls), SUM(errors), MAX(last_call)
+    FROM staged_activity WHERE true GROUP BY service, method, route, day, consumer_id
+    ORDER BY service, method, route, day, consumer_id
+    ON CONFLICT (service, method, route, day, consumer_id) DO UPDATE SET
+        calls = endpoint_days.calls + excluded.calls,
+        errors = endpoint_days.errors + excluded.errors,
+        last_call = {greatest}(endpoint_days.last_call, excluded.last_call)""",
+    """INSERT INTO consumer_days (service, consumer_id, day, calls, errors)
+    SELECT service, consumer_id, day, SUM(calls), SUM(errors)
+    FROM staged_activity WHERE true GROUP BY service, consumer_id, day
+    ORDER BY service, consumer_id, day
+    ON CONFLICT (service, consumer_id, day) DO UPDATE SET
+        calls = consumer_days.calls + excluded.calls,
+        errors = consumer_days.errors + excluded.errors""",
+    """INSERT INTO consumer_endpoints (service, method, route, consumer_id, first_day, last_call,
+                                    calls, errors)
+    SELECT service, method, route, consumer_id, MIN(day), MAX(last_call), SUM(calls), SUM(errors)
+    FROM staged_activity WHERE true GROUP BY service, method, route, consumer_id
+    ORDER BY service, method, route, consumer_id
+    ON CONFLICT (service, method, route, consumer_id) DO UPDATE SET
+        first_day = {least}(consumer_endpoints.first_day, excluded.first_day),
+        last_call = {greatest}(consumer_endpoints.last_call, excluded.last_call),
+        calls = consumer_endpoints.calls + excluded.calls,
+        errors = consumer_endpoints.errors + excluded.errors""",
+    """INSERT INTO consumer_features (service, feature, consumer_id, last_call, calls)
+    SELECT service, feature, consumer_id, MAX(last_call), SUM(calls)
+    FROM staged_activity WHERE feature <> '' GROUP BY service, feature, consumer_id
+    ORDER BY service, feature, consumer_id
+    ON CONFLICT (service, feature, consumer_id) DO UPDATE SET
+        last_call = {greatest}(consumer_features.last_call, excluded.last_call),
+        calls = consumer_features.calls + excluded.calls""",
+    """INSERT INTO consumer_clients (service, client_name, client_version, consumer_id, last_call,
+                                  calls)
+    SELECT service, client_name, client_version, consumer_id, MAX(last_call), SUM(calls)
+    FROM staged_activity WHERE true GROUP BY service, client_name, client_version, consumer_id
+    ORDER BY service, client_name, client_version, consumer_id
+    ON CONFLICT (service, client_name, client_version, consumer_id) DO UPDATE SET
+        last_call = {greatest}(consumer_clients.last_call, excluded.last_call),
+        calls = consumer_clients.calls + excluded.calls""",
+]
+
+# Retention, in this order: consumers last seen before the cutoff are tallied into
+# retired_consumers (counters never go down), then every table drops what is older.
+_RETIRE = """INSERT INTO retired_consumers (service, first_plan_tier, ttfs_bucket, consumers,
+                                         ttfs_seconds)
+    SELECT service, first_plan_tier, {bucket}, COUNT(*),
+           SUM(CASE WHEN first_success IS NULL THEN 0
+                    ELSE {greatest}(0, first_success - first_seen) END) / 1000.0
+    FROM consumers WHERE last_seen < ? GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (service, first_plan_tier, ttfs_bucket) DO UPDATE SET
+        consumers = retired_consumers.consumers + excluded.consumers,
+        ttfs_seconds = retired_consumers.ttfs_seconds + excluded.ttfs_seconds"""
+# PostgreSQL: replicas prune concurrently, so the tally reads what the DELETE returns.
+_RETIRE_RETURNING = """WITH gone AS (
+        DELETE FROM consumers WHERE last_seen < %s
+        RETURNING service, first_plan_tier, first_seen, first_success),
+    tally AS (
+        INSERT INTO retired_consumers (service, first_plan_tier, ttfs_bucket, consumers, ttfs_seconds)
+        SELECT service, first_plan_tier, {bucket}, COUNT(*),
+               SUM(CASE WHEN first_success IS NULL THEN 0
+                        ELSE {greatest}(0, first_success - first_seen) END) / 1000.0
+        FROM gone GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        ON CONFLICT (service, first_plan_tier, ttfs_bucket) DO UPDATE SET
+            consumers = retired_consumers.consumers + excluded.consumers,
+            ttfs_seconds = retired_consumers.ttfs_seconds + excluded.ttfs_seconds
+        RETURNING 1)
+    SELECT COUNT(*) FROM gone"""
+_PRUNE = [
+    ("consumers", "DELETE FROM consumers WHERE last_seen < ?", "ms"),
+    ("consumer_endpoints", "DELETE FROM consumer_endpoints WHERE last_call < ?", "ms"),
+    ("consumer_features", "DELETE FROM consumer_features WHERE last_call < ?", "ms"),
+    ("consumer_clients", "DELETE FROM consumer_clients WHERE last_call < ?", "ms"),
+    ("consumer_days", "DELETE FROM consumer_days WHERE day < ?", "day"),
+    ("endpoint_days", "DELETE FROM endpoint_days WHERE day < ?", "day"),
+    ("endpoints", "DELETE FROM endpoints WHERE last_seen < ?", "ms"),
+]
+DAY_MS = 86_400_000
 
 
 class StoreError(Exception):
@@ -79,9 +160,14 @@ class Store:
     description: str
     _least = "min"
     _greatest = "max"
+    _without_rowid = " WITHOUT ROWID"
 
     def _sql(self, sql: str) -> str:
-        return sql.format(least=self._least, greatest=self._greatest)
+        return sql.format(least=self._least, greatest=self._greatest, without_rowid=self._without_rowid,
+                          bucket=ttfs_bucket_sql())
+
+    def _statements(self, statements: list[str]) -> list[str]:
+        return [self._sql(statement) for statement in statements]
 
     def migrate(self) -> int:
         """Apply missing migrations; returns the schema version now in place."""
@@ -93,7 +179,15 @@ class Store:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         raise NotImplementedError
 
-    def delete_activity_before(self, day: int) -> int:
+    @contextlib.contextmanager
+    def consistent(self) -> Iterator[None]:
+        """Queries inside see one state of the store: a report whose families were read on either
+        side of a flush would count a consumer as new but not yet active."""
+        yield
+
+    def prune(self, oldest_day: int) -> dict[str, int]:
+        """Delete what is older than `oldest_day` (consumers last seen before it, tallied first in
+        retired_consumers); returns the rows deleted per table."""
         raise NotImplementedError
 
     def reader(self) -> Store:
@@ -147,7 +241,9 @@ class SqliteStore(Store):
         if path != ":memory:" and mode.lower() != "wal":
             raise StoreError(f"SQLite state database {path} cannot use WAL mode (got {mode})")
         self._identity = self._file_identity()
-        self._upserts = [self._sql(s) for s in (_UPSERT_CONSUMER, _UPSERT_ACTIVITY, _UPSERT_ENDPOINT)]
+        self._upserts = [self._sql(s) for s in (_UPSERT_CONSUMER, _UPSERT_ENDPOINT)]
+        self._fan_out = self._statements(_FAN_OUT)
+        self._staged = False
 
     def _file_identity(self) -> tuple[int, int] | None:
         if self.path == ":memory:":
@@ -214,7 +310,7 @@ class SqliteStore(Store):
             for version, statements in MIGRATIONS:
                 if version in done:
                     continue
-                for statement in statements:
+                for statement in self._statements(statements):
                     db.execute(statement)
                 db.execute("INSERT INTO schema_migrations VALUES (?, ?)",
                            (version, int(time.time() * 1000)))
@@ -236,10 +332,18 @@ class SqliteStore(Store):
         consumers, activity, endpoints = batch
         db = self._db
         try:
+            if not self._staged:
+                db.execute(f"CREATE TEMP TABLE IF NOT EXISTS staged_activity {_STAGED}")
+                self._staged = True
             db.execute("BEGIN IMMEDIATE")
-            db.executemany(self._upserts[0], _consumer_params(consumers))
-            db.executemany(self._upserts[1], activity)
-            db.executemany(self._upserts[2], endpoints)
+            db.executemany(self._upserts[0], consumers)
+            db.executemany(self._upserts[1], endpoints)
+            if activity:
+                db.executemany("INSERT INTO staged_activity VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                               activity)
+                for statement in self._fan_out:
+                    db.execute(statement)
+                db.execute("DELETE FROM staged_activity")
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
@@ -253,11 +357,40 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read {self.description}: {exc}") from None
 
-    def delete_activity_before(self, day: int) -> int:
+    @contextlib.contextmanager
+    def consistent(self) -> Iterator[None]:
+        if self._db.in_transaction:  # the one connection of :memory: may be mid-write
+            yield
+            return
         try:
-            return self._db.execute("DELETE FROM activity WHERE day < ?", (day,)).rowcount
+            self._db.execute("BEGIN")  # WAL: the snapshot is taken at the first read
         except sqlite3.Error as exc:
+            raise StoreError(f"cannot read {self.description}: {exc}") from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")  # read only: nothing to keep
+
+    def prune(self, oldest_day: int) -> dict[str, int]:
+        db = self._db
+        cutoff = {"ms": oldest_day * DAY_MS, "day": oldest_day}
+        deleted: dict[str, int] = {}
+        try:
+            # One transaction per table: retention never holds the write lock for long.
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(self._sql(_RETIRE), (cutoff["ms"],))
+            for table, sql, unit in _PRUNE:
+                if table != "consumers":
+                    db.execute("BEGIN IMMEDIATE")
+                deleted[table] = db.execute(sql, (cutoff[unit],)).rowcount
+                db.execute("COMMIT")
+            db.execute("PRAGMA optimize")  # planner statistics for the refresh's joins
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise StoreError(f"cannot delete from {self.description}: {exc}") from None
+        return deleted
 
     def close(self) -> None:
         self._db.close()
@@ -266,6 +399,7 @@ class SqliteStore(Store):
 class PostgresStore(Store):
     _least = "LEAST"
     _greatest = "GREATEST"
+    _without_rowid = ""
     _LOCK = 0x61706975  # pg_advisory_xact_lock key: migrations run one replica at a time
 
     def __init__(self, dsn: str, reader: bool = False) -> None:
@@ -284,8 +418,8 @@ class PostgresStore(Store):
                              f"{str(exc).strip()}") from None
         info = self._db.info
         self.description = f"postgres://{info.host}:{info.port}/{info.dbname}"
-        self._upserts = [self._sql(s).replace("?", "%s")
-                         for s in (_UPSERT_CONSUMER, _UPSERT_ACTIVITY, _UPSERT_ENDPOINT)]
+        self._upserts = [self._sql(s).replace("?", "%s") for s in (_UPSERT_CONSUMER, _UPSERT_ENDPOINT)]
+        self._fan_out = self._statements(_FAN_OUT)
 
     def _connect(self):  # noqa: ANN202
         db = self._psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
@@ -333,7 +467,7 @@ class PostgresStore(Store):
                 for version, statements in MIGRATIONS:
                     if version in done:
                         continue
-                    for statement in statements:
+                    for statement in self._statements(statements):
                         self._conn.execute(statement)
                     self._conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)",
                                      (version, int(time.time() * 1000)))
@@ -344,11 +478,19 @@ class PostgresStore(Store):
     def write(self, batch: ActivityBatch) -> None:
         consumers, activity, endpoints = batch
         try:
-            with self._conn.transaction(), self._conn.cursor() as cur:
+            conn = self._conn
+            with conn.transaction(), conn.cursor() as cur:
                 # Sorted rows take row locks in one global order: replicas cannot deadlock.
-                cur.executemany(self._upserts[0], sorted(_consumer_params(consumers)))
-                cur.executemany(self._upserts[1], sorted(activity))
-                cur.executemany(self._upserts[2], sorted(endpoints))
+                cur.executemany(self._upserts[0], sorted(consumers))
+                cur.executemany(self._upserts[1], sorted(endpoints))
+                if activity:
+                    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS staged_activity {_STAGED} "
+                                "ON COMMIT DELETE ROWS")
+                    with cur.copy("COPY staged_activity FROM STDIN") as copy:
+                        for row in activity:
+                            copy.write_row(row)
+                    for statement in self._fan_out:
+                        cur.execute(statement)
         except self._psycopg.Error as exc:
             raise self._fail("write to", exc) from None
 
@@ -359,20 +501,35 @@ class PostgresStore(Store):
         except self._psycopg.Error as exc:
             raise self._fail("read", exc) from None
 
-    def delete_activity_before(self, day: int) -> int:
+    @contextlib.contextmanager
+    def consistent(self) -> Iterator[None]:
         try:
-            return self._conn.execute("DELETE FROM activity WHERE day < %s", (day,)).rowcount
+            conn = self._conn
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        except self._psycopg.Error as exc:
+            raise self._fail("read", exc) from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(self._psycopg.Error):
+                conn.execute("ROLLBACK")
+
+    def prune(self, oldest_day: int) -> dict[str, int]:
+        cutoff = {"ms": oldest_day * DAY_MS, "day": oldest_day}
+        deleted: dict[str, int] = {}
+        try:
+            conn = self._conn
+            # Tallied from the rows the DELETE really removed: a replica's flush that moves a
+            # consumer's last_seen past the cutoff meanwhile keeps it, and it is not counted twice.
+            (deleted["consumers"],), = conn.execute(self._sql(_RETIRE_RETURNING), (cutoff["ms"],))
+            for table, sql, unit in _PRUNE[1:]:
+                deleted[table] = conn.execute(sql.replace("?", "%s"), (cutoff[unit],)).rowcount
         except self._psycopg.Error as exc:
             raise self._fail("delete from", exc) from None
+        return deleted
 
     def close(self) -> None:
         self._db.close()
-
-
-def _consumer_params(rows: list[ConsumerRow]) -> list[tuple]:
-    # first_plan_tier is the plan at insert time: the new-consumer counter's label never moves.
-    return [(s, c, first, success, last, plan, plan, name, version)
-            for (s, c, first, success, last, plan, name, version) in rows]
 
 
 def open_store(config: StateConfig) -> Store:

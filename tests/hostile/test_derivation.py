@@ -171,8 +171,10 @@ def test_every_stored_value_is_bounded(tmp_path: Path) -> None:
             for column in columns:
                 (longest,) = db.execute(f"SELECT MAX(LENGTH({column})) FROM {table}").fetchone()
                 assert longest <= 128, (table, column, longest)
-        rows = sorted(db.execute("SELECT service, consumer_id, route, feature, client_name, "
-                                 "client_version FROM activity"))
+        rows = sorted(db.execute(
+            "SELECT e.service, e.consumer_id, e.route, f.feature, c.client_name, c.client_version "
+            "FROM consumer_endpoints e JOIN consumer_features f USING (service, consumer_id) "
+            "JOIN consumer_clients c USING (service, consumer_id)"))
         plans = sorted(p for (p,) in db.execute("SELECT plan_tier FROM consumers"))
     assert rows == sorted((cut("s" * big), _sha(huge(i, "c")), cut(huge(i, "r")), cut(huge(i, "f")),
                            cut(huge(i, "n")), cut(huge(i, "v"))) for i in range(n))

@@ -20,30 +20,44 @@ from tests.support.components import missing
 DAY_MS = 86_400_000
 
 
-def seed_history(db: Path, consumers: int, days: int = 30, service: str = "history-api") -> int:
-    """A migrated SQLite state file holding `consumers` × `days` activity rows in the last
-    `days` days; returns the number of activity rows."""
+def seed_history(db: Path, consumers: int, days: int = 30, service: str = "history-api",
+                 endpoints: int = 1) -> int:
+    """A migrated SQLite state file where `consumers` consumers called `endpoints` of 50 routes
+    every day of the last `days` days; returns the number of activity facts (consumer × endpoint ×
+    day), written into the model's tables as flushes would have left them."""
     open_store(StateConfig(sqlite=SqliteState(path=str(db)))).close()
     today = int(time.time() * 1000) // DAY_MS
-    # Generated inside SQLite, indexes built once at the end; closed, so the WAL is checkpointed.
+    first = (today - days + 1) * DAY_MS
+    # Generated inside SQLite; closed, so the WAL is checkpointed.
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-        indexes = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' "
-                               "AND tbl_name = 'activity' AND sql IS NOT NULL").fetchall()
-        for name, _ in indexes:
-            conn.execute(f"DROP INDEX {name}")
+        conn.execute(
+            "CREATE TEMP TABLE seed AS WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n "
+            "WHERE i + 1 < ?), e(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM e WHERE k + 1 < ?) "
+            "SELECT printf('h%07d', i) AS c, '/r' || ((i + k) % 50) AS route FROM n, e",
+            (consumers, endpoints))
         conn.execute(
             "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?) "
             "INSERT INTO consumers SELECT ?, printf('h%07d', i), ?, NULL, ?, 'free', 'free', "
-            "'sdk', '1' FROM n", (consumers, service, (today - days) * DAY_MS, today * DAY_MS))
+            "'sdk', '1' FROM n", (consumers, service, first, today * DAY_MS + 1))
+        days_cte = "WITH RECURSIVE d(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM d WHERE j + 1 < ?) "
         conn.execute(
-            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?), "
-            "d(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM d WHERE j + 1 < ?) "
-            "INSERT INTO activity SELECT ? - j, ?, printf('h%07d', i), 'GET', '/r' || (i % 50), "
-            "'f', 'sdk', '1', 1.0, 0.0, (? - j) * ? + 1 FROM d, n ORDER BY 1, 3",
-            (consumers, days, today, service, today, DAY_MS))
-        for _, sql in indexes:
-            conn.execute(sql)
-    return consumers * days
+            days_cte + "INSERT INTO endpoint_days SELECT ?, 'GET', route, ? - j, c, 1.0, 0.0, "
+            "(? - j) * ? + 1 FROM d, seed ORDER BY 3, 4, 5", (days, service, today, today, DAY_MS))
+        conn.execute(
+            days_cte + "INSERT INTO consumer_days SELECT ?, c, ? - j, COUNT(*), 0.0 FROM d, seed "
+            "GROUP BY c, j ORDER BY 2, 3", (days, service, today))
+        conn.execute(
+            "INSERT INTO consumer_endpoints SELECT ?, 'GET', route, c, ?, ?, ?, 0.0 FROM seed "
+            "ORDER BY 3, 4", (service, today - days + 1, today * DAY_MS + 1, float(days)))
+        conn.execute(
+            "INSERT INTO consumer_features SELECT DISTINCT ?, 'f', c, ?, ? FROM seed ORDER BY 3",
+            (service, today * DAY_MS + 1, float(days * endpoints)))
+        conn.execute(
+            "INSERT INTO consumer_clients SELECT DISTINCT ?, 'sdk', '1', c, ?, ? FROM seed ORDER BY 4",
+            (service, today * DAY_MS + 1, float(days * endpoints)))
+        conn.execute("INSERT INTO endpoints SELECT DISTINCT ?, 'GET', route, 0, ?, ? FROM seed",
+                     (service, first, today * DAY_MS + 1))
+    return consumers * days * endpoints
 
 
 def damage(db: Path, first_page: int = 3, pages: int = 8, page_size: int = 4096) -> None:
