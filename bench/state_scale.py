@@ -7,11 +7,13 @@ For every (engine, size) a fresh subprocess (so peak RSS is that case's own):
    PostgreSQL: a throwaway server, initdb + pg_ctl on a free loopback port, stock settings),
 2. writes the history of bench/state_history.py with `store.write(batch)`, one batch per flush
    (at most `--batch-rows` activity rows, a consumer's day never split), and times it,
-3. prints the rows of every table and the size on disk (SQLite: file + -wal + -shm;
-   PostgreSQL: `pg_database_size`),
+3. applies retention once (400 days, the default: nothing to delete, but the processor runs it
+   hourly and the store refreshes its planner statistics there), prints the rows of every table
+   and the size on disk (SQLite: file + -wal + -shm; PostgreSQL: `pg_database_size`),
 4. times `build_report(store.reader(), NOW, catalog, LimitsConfig())`: the first run on a fresh
    read connection ("first"; the OS page cache is warm from the build, the engine's is not), then
-   the median of `--repeats` more,
+   the median of `--repeats` more; with `--analyze`, once more (best of 2) after `ANALYZE` of
+   every table (SQLite with analysis_limit=1000), which the store does not run by itself,
 5. times one steady-state flush written on top of the full history, three times (median): the
    rows of 5% of the consumers active on the last day (5 s of a busy hour: every one of their
    rows of that day again, one more call each, so upserts onto existing keys), with their
@@ -49,7 +51,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 
-from bench.state_history import DAYS, NOW_MS, Expected, History, compare, endpoint_rows
+from bench.state_history import DAYS, NOW_MS, SERVICE, TODAY, Expected, History, compare, endpoint_rows
 
 _RESULT = "RESULT "
 
@@ -155,6 +157,33 @@ def _flush_batch(history: History, i: int) -> tuple[list, list, list]:
     return consumers, activity, endpoint_rows(activity)
 
 
+def _after_analyze(engine: str, path: str | None, config, reader, catalog, limits) -> dict:
+    """Planner statistics for every table (what the store does not do by itself), then the refresh
+    again: SQLite `ANALYZE` with analysis_limit=1000 (bounded cost), PostgreSQL `ANALYZE`."""
+    from apiusage.processor.state.report import build_report
+
+    t = time.perf_counter()
+    if engine == "sqlite":
+        import sqlite3
+
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("PRAGMA analysis_limit=1000")
+        db.execute("ANALYZE")
+        db.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(config.postgres.dsn, autocommit=True) as db:
+            db.execute("ANALYZE")
+    analyze = time.perf_counter() - t
+    runs = []
+    for _ in range(2):
+        t = time.perf_counter()
+        build_report(reader, NOW_MS, catalog, limits)
+        runs.append(time.perf_counter() - t)
+    return {"analyze_s": analyze, "refresh_analyzed_s": min(runs)}
+
+
 def run_case(engine: str, size: int, args: argparse.Namespace) -> dict:
     """One engine and size, in this process; returns the figures."""
     from apiusage.instrumentation.catalog import parse_catalog
@@ -203,6 +232,14 @@ def run_case(engine: str, size: int, args: argparse.Namespace) -> dict:
                           build_rows_per_s=history.facts / build)
             print(f"  {label}: built {history.facts:,} facts in {build:.1f} s", file=sys.stderr,
                   flush=True)
+            # The processor applies retention at start and every hour (the new store's prune also
+            # refreshes SQLite's planner statistics): once here, as after the last of those hours.
+            t = time.perf_counter()
+            if hasattr(store, "prune"):
+                store.prune(TODAY - 400)
+            else:
+                store.delete_activity_before(TODAY - 400)
+            result["retention_s"] = time.perf_counter() - t
             result["tables"] = _tables(store, engine)
             result["disk"] = _disk(store, engine, path)
             reader = store.reader()
@@ -223,6 +260,9 @@ def run_case(engine: str, size: int, args: argparse.Namespace) -> dict:
             if expected is not None:
                 problems = compare(expected.values(), report)
                 result["exact"] = "yes" if not problems else problems
+            endpoint_values = dict(report.endpoint_consumers)
+            if args.analyze:
+                result.update(_after_analyze(engine, path, config, reader, catalog, limits))
             result["series"] = {family: len(getattr(report, family)) for family in (
                 "active", "endpoint_consumers", "feature_consumers", "client_versions",
                 "deprecated_consumers", "migrated", "cohorts", "at_risk")}
@@ -242,13 +282,14 @@ def run_case(engine: str, size: int, args: argparse.Namespace) -> dict:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if args.duckdb:
-        result["duckdb"] = duckdb_reference(size, args)
+        result["duckdb"] = duckdb_reference(size, args, endpoint_values)
     return result
 
 
-def duckdb_reference(size: int, args: argparse.Namespace) -> dict | str:
+def duckdb_reference(size: int, args: argparse.Namespace, ours: dict | None = None) -> dict | str:
     """The same activity rows in DuckDB (in memory): COUNT(DISTINCT) and approx_count_distinct
-    of consumers per endpoint and window, timed, and the approximation's error."""
+    of consumers per endpoint and window, timed, the approximation's error, and whether the exact
+    counts equal `ours` (the report's api_endpoint_consumers)."""
     try:
         import duckdb
     except ImportError:
@@ -276,6 +317,8 @@ def duckdb_reference(size: int, args: argparse.Namespace) -> dict | str:
                 values[m, r, window] = n
         out["exact_s" if how.startswith("COUNT") else "approx_s"] = time.perf_counter() - t
         out["exact" if how.startswith("COUNT") else "approx"] = values
+    if ours is not None:
+        out["same_as_store"] = {(SERVICE, *k): n for k, n in out["exact"].items()} == ours
     errors = sorted(abs(out["approx"][k] - n) / n for k, n in out["exact"].items() if n)
     out["approx_error_median"] = statistics.median(errors) if errors else 0.0
     out["approx_error_max"] = errors[-1] if errors else 0.0
@@ -287,13 +330,20 @@ def _mib(n: int | None) -> str:
     return "" if n is None else f"{n / 2**20:,.0f} MiB"
 
 
+def _analyzed(r: dict) -> str:
+    if "refresh_analyzed_s" not in r:
+        return ""
+    return f"{r['refresh_analyzed_s']:.2f} (ANALYZE {r['analyze_s']:.1f})"
+
+
 def print_tables(results: list[dict]) -> None:
     print("\n| engine | consumers | activity facts | build s (rows/s) | DB on disk (indexes) | "
-          "refresh first s | refresh median s | flush N rows: median s | peak RSS | exact |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          "refresh first s | refresh median s | after ANALYZE s | flush N rows: median s | peak RSS | "
+          "exact |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         if "error" in r:
-            print(f"| {r['engine']} | {r['consumers']:,} | {r['error']} ||||||||")
+            print(f"| {r['engine']} | {r['consumers']:,} | {r['error']} |||||||||")
             continue
         disk = r["disk"]
         share = f" ({disk['index_bytes'] / disk['bytes']:.0%})" if disk.get("index_bytes") else ""
@@ -304,6 +354,7 @@ def print_tables(results: list[dict]) -> None:
         print(f"| {r['engine']} | {r['consumers']:,} | {r['facts']:,} | {r['build_s']:,.0f} "
               f"({r['build_rows_per_s']:,.0f}) | {_mib(disk['bytes'])}{share} | "
               f"{r['refresh_first_s']:.2f} | {'' if median is None else f'{median:.2f}'} | "
+              f"{_analyzed(r)} | "
               f"{r['flush_rows']:,}: {r['flush_median_s']:.3f} | {r['peak_rss_mib']:,.0f} MiB | {exact} |")
     print()
     for r in results:
@@ -317,7 +368,8 @@ def print_tables(results: list[dict]) -> None:
             d = r["duckdb"]
             print(f"    duckdb reference: load {d['load_s']:.1f} s, endpoint COUNT(DISTINCT) x 3 windows "
                   f"{d['exact_s']:.2f} s (exact), approx_count_distinct {d['approx_s']:.2f} s, error "
-                  f"median {d['approx_error_median']:.1%}, max {d['approx_error_max']:.1%}")
+                  f"median {d['approx_error_median']:.1%}, max {d['approx_error_max']:.1%}; exact counts "
+                  f"equal the store's: {'yes' if d.get('same_as_store') else 'NO'}")
         elif r.get("duckdb"):
             print(f"    duckdb reference: {r['duckdb']}")
 
@@ -336,6 +388,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--tmp", default="/tmp", help="where the databases go (removed afterwards)")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--duckdb", action="store_true", help="add the DuckDB reference (if installed)")
+    p.add_argument("--analyze", action="store_true",
+                   help="then ANALYZE every table and time the refresh again")
     p.add_argument("--quick", action="store_true", help="1k consumers on both engines, 1 repeat")
     p.add_argument("--case", nargs=2, metavar=("ENGINE", "SIZE"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -369,6 +423,7 @@ def main() -> None:
     results = []
     forwarded = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
                  if k in ("repeats", "verify", "seed", "batch_rows", "tmp")]
+    forwarded += ["--analyze"] if args.analyze else []
     for engine in args.engine_list:
         for size in args.size_list:
             cmd = [sys.executable, "-m", "bench.state_scale", "--case", engine, str(size), *forwarded,
