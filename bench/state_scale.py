@@ -48,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 
@@ -157,11 +158,37 @@ def _flush_batch(history: History, i: int) -> tuple[list, list, list]:
     return consumers, activity, endpoint_rows(activity)
 
 
-def _after_analyze(engine: str, path: str | None, config, reader, catalog, limits) -> dict:
+def _secs(seconds: float | None, args: argparse.Namespace) -> str:
+    return f"> {args.refresh_timeout:.0f} s (stopped)" if seconds is None else f"{seconds:.2f} s"
+
+
+def _timed_refresh(store, reader, catalog, limits, timeout: float):  # noqa: ANN202
+    """(seconds, report, reader) of one build_report; (None, None, a new reader) when it ran
+    past `timeout` and was interrupted, as the processor's shutdown does."""
+    from apiusage.processor.state.report import build_report
+    from apiusage.processor.state.store import StoreError
+
+    timer = threading.Timer(timeout, reader.interrupt)
+    timer.daemon = True
+    timer.start()
+    t = time.perf_counter()
+    try:
+        report = build_report(reader, NOW_MS, catalog, limits)
+        seconds = time.perf_counter() - t
+    except StoreError:
+        if not getattr(reader, "_interrupted", False):
+            raise
+        report = seconds = None
+    finally:
+        timer.cancel()
+    if getattr(reader, "_interrupted", False):  # the timer may have fired just as it returned
+        return seconds, report, store.reader()
+    return seconds, report, reader
+
+
+def _after_analyze(engine: str, path: str | None, config, refresh) -> tuple[dict, object]:
     """Planner statistics for every table (what the store does not do by itself), then the refresh
     again: SQLite `ANALYZE` with analysis_limit=1000 (bounded cost), PostgreSQL `ANALYZE`."""
-    from apiusage.processor.state.report import build_report
-
     t = time.perf_counter()
     if engine == "sqlite":
         import sqlite3
@@ -176,12 +203,14 @@ def _after_analyze(engine: str, path: str | None, config, reader, catalog, limit
         with psycopg.connect(config.postgres.dsn, autocommit=True) as db:
             db.execute("ANALYZE")
     analyze = time.perf_counter() - t
-    runs = []
+    runs, report = [], None
     for _ in range(2):
-        t = time.perf_counter()
-        build_report(reader, NOW_MS, catalog, limits)
-        runs.append(time.perf_counter() - t)
-    return {"analyze_s": analyze, "refresh_analyzed_s": min(runs)}
+        seconds, got = refresh()
+        if seconds is None:
+            break
+        runs.append(seconds)
+        report = got
+    return {"analyze_s": analyze, "refresh_analyzed_s": min(runs) if runs else None}, report
 
 
 def run_case(engine: str, size: int, args: argparse.Namespace) -> dict:
@@ -189,7 +218,7 @@ def run_case(engine: str, size: int, args: argparse.Namespace) -> dict:
     from apiusage.instrumentation.catalog import parse_catalog
     from apiusage.processor.config import LimitsConfig, PostgresState, SqliteState, StateConfig
     from apiusage.processor.state import schema
-    from apiusage.processor.state.report import build_report
+    from apiusage.processor.state.report import ConsumerReport
     from apiusage.processor.state.store import open_store
 
     from bench.state_history import catalog_document
@@ -242,27 +271,37 @@ def run_case(engine: str, size: int, args: argparse.Namespace) -> dict:
             result["retention_s"] = time.perf_counter() - t
             result["tables"] = _tables(store, engine)
             result["disk"] = _disk(store, engine, path)
-            reader = store.reader()
-            if reader is not store:
-                stack.callback(reader.close)
-            t = time.perf_counter()
-            report = build_report(reader, NOW_MS, catalog, limits)
-            result["refresh_first_s"] = time.perf_counter() - t
-            print(f"  {label}: first refresh {result['refresh_first_s']:.2f} s", file=sys.stderr,
+            readers = [store.reader()]  # an interrupted reader refuses more reads: a new one then
+            stack.callback(lambda: [r.close() for r in readers if r is not store])
+
+            def refresh() -> tuple[float | None, object]:
+                seconds, report, fresh = _timed_refresh(store, readers[-1], catalog, limits,
+                                                        args.refresh_timeout)
+                if fresh is not readers[-1]:
+                    readers.append(fresh)
+                return seconds, report
+
+            result["refresh_timeout_s"] = args.refresh_timeout
+            result["refresh_first_s"], report = refresh()
+            print(f"  {label}: first refresh {_secs(result['refresh_first_s'], args)}", file=sys.stderr,
                   flush=True)
             runs = []
-            for _ in range(args.repeats):
-                t = time.perf_counter()
-                report = build_report(reader, NOW_MS, catalog, limits)
-                runs.append(time.perf_counter() - t)
+            while report is not None and len(runs) < args.repeats:
+                seconds, report = refresh()
+                if seconds is not None:
+                    runs.append(seconds)
             result["refresh_runs_s"] = runs
-            result["refresh_median_s"] = statistics.median(runs) if runs else None
-            if expected is not None:
+            result["refresh_median_s"] = statistics.median(runs) if runs and report is not None else None
+            if args.analyze:
+                analyzed, analyzed_report = _after_analyze(engine, path, config, refresh)
+                result.update(analyzed)
+                report = report or analyzed_report
+            if expected is not None and report is not None:
                 problems = compare(expected.values(), report)
                 result["exact"] = "yes" if not problems else problems
+            if report is None:
+                report = ConsumerReport()
             endpoint_values = dict(report.endpoint_consumers)
-            if args.analyze:
-                result.update(_after_analyze(engine, path, config, reader, catalog, limits))
             result["series"] = {family: len(getattr(report, family)) for family in (
                 "active", "endpoint_consumers", "feature_consumers", "client_versions",
                 "deprecated_consumers", "migrated", "cohorts", "at_risk")}
@@ -330,10 +369,14 @@ def _mib(n: int | None) -> str:
     return "" if n is None else f"{n / 2**20:,.0f} MiB"
 
 
+def _fmt(seconds: float | None, r: dict) -> str:
+    return f"> {r.get('refresh_timeout_s', 0):,.0f} (stopped)" if seconds is None else f"{seconds:.2f}"
+
+
 def _analyzed(r: dict) -> str:
-    if "refresh_analyzed_s" not in r:
+    if "analyze_s" not in r:
         return ""
-    return f"{r['refresh_analyzed_s']:.2f} (ANALYZE {r['analyze_s']:.1f})"
+    return f"{_fmt(r['refresh_analyzed_s'], r)} (ANALYZE {r['analyze_s']:.1f})"
 
 
 def print_tables(results: list[dict]) -> None:
@@ -350,10 +393,9 @@ def print_tables(results: list[dict]) -> None:
         exact = r.get("exact", "")
         if isinstance(exact, list):
             exact = f"NO ({len(exact)} mismatches)"
-        median = r["refresh_median_s"]
         print(f"| {r['engine']} | {r['consumers']:,} | {r['facts']:,} | {r['build_s']:,.0f} "
               f"({r['build_rows_per_s']:,.0f}) | {_mib(disk['bytes'])}{share} | "
-              f"{r['refresh_first_s']:.2f} | {'' if median is None else f'{median:.2f}'} | "
+              f"{_fmt(r['refresh_first_s'], r)} | {_fmt(r['refresh_median_s'], r)} | "
               f"{_analyzed(r)} | "
               f"{r['flush_rows']:,}: {r['flush_median_s']:.3f} | {r['peak_rss_mib']:,.0f} MiB | {exact} |")
     print()
@@ -385,6 +427,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--batch-rows", type=int, default=50_000, help="activity rows per flush, at most")
     p.add_argument("--timeout", type=float, default=2400, help="seconds per case before it is stopped")
+    p.add_argument("--refresh-timeout", type=float, default=600,
+                   help="seconds after which one refresh is interrupted and reported as stopped")
     p.add_argument("--tmp", default="/tmp", help="where the databases go (removed afterwards)")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--duckdb", action="store_true", help="add the DuckDB reference (if installed)")
@@ -422,7 +466,7 @@ def main() -> None:
           f"commit {head}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", flush=True)
     results = []
     forwarded = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                 if k in ("repeats", "verify", "seed", "batch_rows", "tmp")]
+                 if k in ("repeats", "verify", "seed", "batch_rows", "tmp", "refresh_timeout")]
     forwarded += ["--analyze"] if args.analyze else []
     for engine in args.engine_list:
         for size in args.size_list:
@@ -452,8 +496,8 @@ def main() -> None:
             r = results[-1]
             if "error" not in r:
                 exact = r.get("exact", "not checked")
-                print(f"  -> refresh first {r['refresh_first_s']:.2f} s, median "
-                      f"{r['refresh_median_s'] or 0:.2f} s, flush {r['flush_median_s']:.3f} s, exact: "
+                print(f"  -> refresh first {_fmt(r['refresh_first_s'], r)} s, median "
+                      f"{_fmt(r['refresh_median_s'], r)} s, flush {r['flush_median_s']:.3f} s, exact: "
                       f"{exact if isinstance(exact, str) else f'NO, {len(exact)} mismatches'}", flush=True)
             if args.json:
                 with open(args.json, "w") as f:
