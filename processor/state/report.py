@@ -350,18 +350,28 @@ def _catalog_usage(report: ConsumerReport, store: Store, catalog, now_ms: int) -
         report.unused[service.name,] = unused
 
 
+_COHORT = "(c.first_seen / 86400000 + 3) / 7"
+
+
 def _cohorts(report: ConsumerReport, store: Store, today: int, folder: Folder) -> None:
     this_week = week_of(today)
     first_week = this_week - COHORT_WEEKS + 1
-    first_day = first_week * 7 - 3
-    members = store.query(
-        "SELECT service, consumer_id, first_seen FROM consumers WHERE first_seen >= ?",
-        (first_day * DAY_MS,))
-    # Services past their limit share one `__other__` cohort: fold before counting, so it is exact.
+    since = (first_week * 7 - 3) * DAY_MS
+    # Counted in the store from the weekly rows: a consumer is one (service, consumer) pair, so the
+    # counts of services folded into `__other__` add up exactly.
+    sizes: dict[tuple, int] = {(service, int(cohort)): n for service, cohort, n in store.query(
+        f"SELECT c.service, {_COHORT}, COUNT(*) FROM consumers c WHERE c.first_seen >= ? "
+        "GROUP BY 1, 2", (since,))}
+    active = {(service, int(cohort), int(week) - int(cohort)): n for service, cohort, week, n in
+              store.query(
+                  f"SELECT c.service, {_COHORT}, w.week, COUNT(*) FROM consumers c "
+                  "JOIN consumer_weeks w ON w.service = c.service AND w.consumer_id = c.consumer_id "
+                  f"WHERE c.first_seen >= ? AND w.week >= {_COHORT} AND w.week <= ? GROUP BY 1, 2, 3",
+                  (since, this_week))}
     per_service: dict[tuple, int] = defaultdict(int)
-    for service, _, _ in members:
-        per_service[service,] += 1
-    per_service = folder.clean(per_service, ("service",))
+    for (service, _), n in sizes.items():
+        per_service[service,] += n
+    per_service = folder.clean(dict(per_service), ("service",))
     [keep] = folder.keep(per_service, ("service",))
     if keep is not None:
         folder.record("api_cohort_retention_ratio", per_service, ("service",), [keep])
@@ -375,24 +385,17 @@ def _cohorts(report: ConsumerReport, store: Store, today: int, folder: Folder) -
             known = labels[service] = known if keep is None or known in keep else OVERFLOW_VALUE
         return known
 
-    cohort_of: dict[tuple[str, str], int] = {}
-    sizes: dict[tuple[str, int], int] = defaultdict(int)
-    for service, consumer, first_seen in members:
-        week = week_of(first_seen // DAY_MS)
-        cohort_of[service, consumer] = week
-        sizes[label(service), week] += 1
-    active: dict[tuple[str, int, int], int] = defaultdict(int)
-    for service, consumer, week in store.query(
-            "SELECT DISTINCT service, consumer_id, (day + 3) / 7 FROM consumer_days WHERE day >= ?",
-            (first_day,)):
-        cohort = cohort_of.get((service, consumer))
-        if cohort is not None and week >= cohort:
-            active[label(service), cohort, int(week) - cohort] += 1
+    folded_sizes: dict[tuple, int] = defaultdict(int)
     for (service, cohort), size in sizes.items():
+        folded_sizes[label(service), cohort] += size
+    folded_active: dict[tuple, int] = defaultdict(int)
+    for (service, cohort, since_weeks), count in active.items():
+        folded_active[label(service), cohort, since_weeks] += count
+    for (service, cohort), size in folded_sizes.items():
         week_label = week_start(cohort).isoformat()
-        for since in range(this_week - cohort + 1):
-            report.cohorts[service, week_label, str(since)] = (
-                active.get((service, cohort, since), 0) / size)
+        for weeks in range(this_week - cohort + 1):
+            report.cohorts[service, week_label, str(weeks)] = (
+                folded_active.get((service, cohort, weeks), 0) / size)
 
 
 def consumer_trends(store: Store, today: int) -> list[tuple]:
@@ -417,9 +420,25 @@ def is_at_risk(recent: float, weekly_average: float) -> bool:
 
 
 def _at_risk(report: ConsumerReport, store: Store, today: int) -> None:
-    for service, _, plan, _, _, _, recent, average in consumer_trends(store, today):
-        key = (service, plan)
-        report.at_risk[key] = report.at_risk.get(key, 0) + is_at_risk(recent, average)
+    # is_at_risk() in SQL (recent < 0.5 * previous / 4, exact in binary floating point): only the
+    # consumers at risk are joined for their plan tier.
+    recent_from = today - 6
+    for service, plan, n in store.query(
+            "SELECT c.service, c.plan_tier, COUNT(*) FROM (SELECT service, consumer_id, "
+            "SUM(CASE WHEN day >= ? THEN calls ELSE 0 END) AS recent_calls, "
+            "SUM(CASE WHEN day < ? THEN calls ELSE 0 END) AS earlier_calls FROM consumer_days "
+            "WHERE day >= ? AND day <= ? GROUP BY service, consumer_id) d JOIN consumers c "
+            "ON c.service = d.service AND c.consumer_id = d.consumer_id "
+            "WHERE d.earlier_calls > 0 AND d.recent_calls < 0.5 * (d.earlier_calls / 4) "
+            "GROUP BY c.service, c.plan_tier", (recent_from, recent_from, today - 34, today)):
+        report.at_risk[service, plan] = n
+    # 0 for every plan tier with a consumer active in those five weeks.
+    for service, plan in store.query(
+            "SELECT DISTINCT c.service, c.plan_tier FROM consumers c WHERE c.last_seen >= ? AND "
+            "EXISTS (SELECT 1 FROM consumer_days d WHERE d.service = c.service "
+            "AND d.consumer_id = c.consumer_id AND d.day >= ? AND d.day <= ?)",
+            ((today - 34) * DAY_MS, today - 34, today)):
+        report.at_risk.setdefault((service, plan), 0)
 
 
 def deprecated_callers(store: Store, service: str, method: str, route: str,

@@ -129,6 +129,14 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             errors DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (service, consumer_id, day)
         ){without_rowid}""",
+        # Weeks start on Monday: week = (day + 3) / 7 (1970-01-01 was a Thursday).
+        """CREATE TABLE consumer_weeks (
+            service TEXT NOT NULL,
+            consumer_id TEXT NOT NULL,
+            week INTEGER NOT NULL,
+            calls DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (service, consumer_id, week)
+        ){without_rowid}""",
         """CREATE TABLE endpoint_days (
             service TEXT NOT NULL,
             method TEXT NOT NULL,
@@ -155,6 +163,8 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "MAX(last_call) FROM activity GROUP BY service, method, route, day, consumer_id",
         "INSERT INTO consumer_days (service, consumer_id, day, calls, errors) SELECT service, "
         "consumer_id, day, SUM(calls), SUM(errors) FROM activity GROUP BY service, consumer_id, day",
+        "INSERT INTO consumer_weeks (service, consumer_id, week, calls) SELECT service, consumer_id, "
+        "(day + 3) / 7, SUM(calls) FROM activity GROUP BY service, consumer_id, (day + 3) / 7",
         "INSERT INTO consumer_endpoints (service, method, route, consumer_id, first_day, last_call, "
         "calls, errors) SELECT service, method, route, consumer_id, MIN(day), MAX(last_call), "
         "SUM(calls), SUM(errors) FROM activity GROUP BY service, method, route, consumer_id",

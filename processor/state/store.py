@@ -85,6 +85,12 @@ _FAN_OUT = [
     ON CONFLICT (service, consumer_id, day) DO UPDATE SET
         calls = consumer_days.calls + excluded.calls,
         errors = consumer_days.errors + excluded.errors""",
+    """INSERT INTO consumer_weeks (service, consumer_id, week, calls)
+    SELECT service, consumer_id, (day + 3) / 7, SUM(calls)
+    FROM staged_activity WHERE true GROUP BY service, consumer_id, (day + 3) / 7
+    ORDER BY service, consumer_id, 3
+    ON CONFLICT (service, consumer_id, week) DO UPDATE SET
+        calls = consumer_weeks.calls + excluded.calls""",
     """INSERT INTO consumer_endpoints (service, method, route, consumer_id, first_day, last_call,
                                     calls, errors)
     SELECT service, method, route, consumer_id, MIN(day), MAX(last_call), SUM(calls), SUM(errors)
@@ -144,6 +150,7 @@ _PRUNE = [
     ("consumer_features", "DELETE FROM consumer_features WHERE last_call < ?", "ms"),
     ("consumer_clients", "DELETE FROM consumer_clients WHERE last_call < ?", "ms"),
     ("consumer_days", "DELETE FROM consumer_days WHERE day < ?", "day"),
+    ("consumer_weeks", "DELETE FROM consumer_weeks WHERE week < ?", "week"),
     ("endpoint_days", "DELETE FROM endpoint_days WHERE day < ?", "day"),
     ("endpoints", "DELETE FROM endpoints WHERE last_seen < ?", "ms"),
 ]
@@ -374,7 +381,7 @@ class SqliteStore(Store):
 
     def prune(self, oldest_day: int) -> dict[str, int]:
         db = self._db
-        cutoff = {"ms": oldest_day * DAY_MS, "day": oldest_day}
+        cutoff = {"ms": oldest_day * DAY_MS, "day": oldest_day, "week": (oldest_day + 3) // 7}
         deleted: dict[str, int] = {}
         try:
             # One transaction per table: retention never holds the write lock for long.
@@ -515,7 +522,7 @@ class PostgresStore(Store):
                 conn.execute("ROLLBACK")
 
     def prune(self, oldest_day: int) -> dict[str, int]:
-        cutoff = {"ms": oldest_day * DAY_MS, "day": oldest_day}
+        cutoff = {"ms": oldest_day * DAY_MS, "day": oldest_day, "week": (oldest_day + 3) // 7}
         deleted: dict[str, int] = {}
         try:
             conn = self._conn

@@ -47,6 +47,9 @@ def seed_history(db: Path, consumers: int, days: int = 30, service: str = "histo
             days_cte + "INSERT INTO consumer_days SELECT ?, c, ? - j, COUNT(*), 0.0 FROM d, seed "
             "GROUP BY c, j ORDER BY 2, 3", (days, service, today))
         conn.execute(
+            "INSERT INTO consumer_weeks SELECT service, consumer_id, (day + 3) / 7, SUM(calls) "
+            "FROM consumer_days GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
+        conn.execute(
             "INSERT INTO consumer_endpoints SELECT ?, 'GET', route, c, ?, ?, ?, 0.0 FROM seed "
             "ORDER BY 3, 4", (service, today - days + 1, today * DAY_MS + 1, float(days)))
         conn.execute(
