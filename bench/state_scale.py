@@ -449,7 +449,10 @@ def _parse() -> argparse.Namespace:
     args = p.parse_args()
     if args.quick:
         args.sizes, args.repeats = "1000", 1
-    args.size_list = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
+    try:
+        args.size_list = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        p.error(f"--sizes takes consumer counts separated by commas, e.g. 1000,10000 (got {args.sizes!r})")
     args.engine_list = [e.strip() for e in args.engines.split(",") if e.strip()]
     bad = [e for e in args.engine_list if e not in ("sqlite", "postgres")]
     if bad or not args.size_list or min(args.size_list) < 1:
