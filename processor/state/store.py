@@ -396,7 +396,11 @@ class SqliteStore(Store):
                     db.execute("BEGIN IMMEDIATE")
                 deleted[table] = db.execute(sql, (cutoff[unit],)).rowcount
                 db.execute("COMMIT")
-            db.execute("PRAGMA optimize")  # planner statistics for the refresh's joins
+            # Statistics for every table, sampled (analysis_limit): PRAGMA optimize analyzes only
+            # the tables this connection queried, and statistics for `consumers` alone led the
+            # planner into a quadratic join. Read connections load them when they next open.
+            db.execute("PRAGMA analysis_limit=1000")
+            db.execute("ANALYZE")
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
