@@ -203,12 +203,22 @@ class StateService:
 
     def flush(self) -> bool:
         """Write what accumulated since the last flush; on failure keep it for the next one."""
+        # Waiting for the write lock counts as writing: retention or a report being stored that
+        # waits on a store that does not answer holds it, and that is the store not answering.
+        if self.activity.pending():
+            self.health.flush_started = time.monotonic()
+        try:
+            return self._flush()
+        finally:
+            self.health.flush_started = None
+
+    def _flush(self) -> bool:
         with self._write_lock:
             batch = self.activity.drain()
             if not any(batch):
                 self.activity.written()
                 return True
-            start = self.health.flush_started = time.monotonic()
+            start = self.health.flush_started = self.health.flush_started or time.monotonic()
             try:
                 self._follow_file()
                 self.store.write(batch)
