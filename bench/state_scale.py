@@ -37,14 +37,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import json
 import os
 import platform
-import pwd
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,55 +51,19 @@ import time
 from collections.abc import Iterator
 
 from bench.state_history import DAYS, NOW_MS, SERVICE, TODAY, Expected, History, compare, endpoint_rows
+from tests.support.postgres import bindir as postgres_bindir
+from tests.support.postgres import postgres_server as durable_postgres
 
 _RESULT = "RESULT "
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pg_bindir() -> str | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return os.path.dirname(found[-1]) if found else None
-
-
 @contextlib.contextmanager
 def postgres_server(tmp: str) -> Iterator[str]:
-    """A throwaway PostgreSQL server with stock settings on 127.0.0.1; yields its DSN."""
-    bindir = _pg_bindir()
-    if bindir is None:
+    """A throwaway PostgreSQL server with stock settings (fsync on) on 127.0.0.1; its DSN."""
+    if postgres_bindir() is None:
         raise SystemExit("PostgreSQL server not installed (Debian package postgresql)")
-    root = tempfile.mkdtemp(prefix="apiusage-bench-pg-", dir=tmp)
-    data, sockets = os.path.join(root, "data"), os.path.join(root, "sock")
-    os.makedirs(sockets)
-    prefix: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        user = pwd.getpwnam("postgres")
-        os.chmod(root, 0o755)
-        for path in (root, sockets):
-            os.chown(path, user.pw_uid, user.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-
-    def run(*args: str) -> None:
-        result = subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=300)
-        if result.returncode:
-            raise RuntimeError(f"{args[0]} failed: {result.stderr or result.stdout}")
-
-    try:
-        run(f"{bindir}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8",
-            "--locale=C")
-        run(f"{bindir}/pg_ctl", "-D", data, "-l", os.path.join(root, "server.log"), "-w", "-t", "120",
-            "-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1", "start")
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        if os.path.exists(os.path.join(data, "postmaster.pid")):
-            subprocess.run([*prefix, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"],
-                           capture_output=True, timeout=120)
-        shutil.rmtree(root, ignore_errors=True)
+    with durable_postgres(tmp, durable=True) as server:
+        yield server.dsn
 
 
 def _vm_hwm_mib() -> float:

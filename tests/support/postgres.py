@@ -19,6 +19,11 @@ from collections.abc import Iterator
 from .components import free_port, missing
 
 
+def bindir() -> str | None:
+    """The folder of the newest installed PostgreSQL's programs, or None."""
+    return _bindir()
+
+
 def _bindir() -> str | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     return os.path.dirname(found[-1]) if found else None
@@ -39,12 +44,15 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
-    """A fresh, empty PostgreSQL database on 127.0.0.1 (`.dsn`), stopped and removed after."""
+def postgres_server(parent: str | None = None, durable: bool = False) -> Iterator[PostgresServer]:
+    """A fresh, empty PostgreSQL database on 127.0.0.1 (`.dsn`), stopped and removed after.
+
+    Its files go under `parent` (default: the temporary folder). Tests run it without fsync;
+    `durable` keeps the stock settings, for benchmarks."""
     bindir = _bindir()
     if bindir is None:
         missing("PostgreSQL server (Debian package postgresql: run make test)")
-    root = tempfile.mkdtemp(prefix="apiusage-pg-")
+    root = tempfile.mkdtemp(prefix="apiusage-pg-", dir=parent)
     data, sockets = os.path.join(root, "data"), os.path.join(root, "sock")
     os.makedirs(sockets)
     prefix: list[str] = []
@@ -62,13 +70,13 @@ def postgres_server() -> Iterator[PostgresServer]:
         if result.returncode:
             raise RuntimeError(f"{args[0]} failed: {result.stderr or result.stdout}")
 
-    start = [*prefix, f"{bindir}/pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "-o",
-             f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
-             "-c synchronous_commit=off -c full_page_writes=off", "start"]
+    fast = "" if durable else " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    start = [*prefix, f"{bindir}/pg_ctl", "-D", data, "-l", log, "-w", "-t", "120", "-o",
+             f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1{fast}", "start"]
     stop = [*prefix, f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"]
     try:
-        run(f"{bindir}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync",
-            "-E", "UTF8", "--locale=C")
+        run(f"{bindir}/initdb", "-D", data, "-U", "postgres", "-A", "trust",
+            *(() if durable else ("--no-sync",)), "-E", "UTF8", "--locale=C")
         run(*start[len(prefix):])
         yield PostgresServer(f"postgresql://postgres@127.0.0.1:{port}/postgres", start, stop)
     finally:
