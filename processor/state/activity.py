@@ -23,11 +23,10 @@ from collections.abc import Sequence
 
 from ..derive.requests import ApiRequest
 from ..telemetry import PipelineStats
-from .store import ActivityBatch
+from .store import DAY_MS, ActivityBatch
 
 __all__ = ["ConsumerActivity", "DAY_MS"]
 
-DAY_MS = 86_400_000
 # Estimated bytes per pending row besides its strings: the dict slot, the key tuple, the value
 # list and its numbers (measured on CPython 3.11: 250-330 bytes).
 _ROW_OVERHEAD = 300

@@ -24,13 +24,12 @@ from ..config import LimitsConfig
 from ..derive.series import OVERFLOW_VALUE, sanitize_label_value
 from .folding import Folder, Keep, folded_columns, merge_histograms
 from .schema import TTFS_BUCKETS
-from .store import Store
+from .store import DAY_MS, Store
 
 __all__ = ["ConsumerReport", "build_report", "WINDOWS", "TTFS_BUCKETS", "week_start",
            "deprecated_endpoints", "ResolvedEndpoint", "consumer_trends", "is_at_risk",
            "deprecated_callers"]
 
-DAY_MS = 86_400_000
 WINDOWS = {"1d": 1, "7d": 7, "30d": 30}
 COHORT_WEEKS = 12
 UNUSED_AFTER_DAYS = 30

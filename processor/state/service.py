@@ -307,7 +307,7 @@ class StateService:
                     self._lead(leader)
                     if leader:
                         report = build_report(self._refresher, now_ms, self.catalog, self.limits,
-                                              now_ms // DAY_MS - self.config.retention_days)
+                                              self._oldest_day(now_ms))
                     else:
                         report = self._load_snapshot()  # None: nothing new since the last one
                 finally:
@@ -381,8 +381,12 @@ class StateService:
         self._snapshot_version, self._snapshot_writer = version, writer
         return report
 
+    def _oldest_day(self, now_ms: int) -> int:
+        """The first day retention keeps."""
+        return now_ms // DAY_MS - self.config.retention_days
+
     def apply_retention(self) -> None:
-        oldest = int(time.time() * 1000) // DAY_MS - self.config.retention_days
+        oldest = self._oldest_day(int(time.time() * 1000))
         try:
             with self._write_lock:
                 deleted = self.store.prune(oldest)

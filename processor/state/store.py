@@ -120,28 +120,25 @@ _FAN_OUT = [
 
 # Retention, in this order: consumers last seen before the cutoff are tallied into
 # retired_consumers (counters never go down), then every table drops what is older.
-_RETIRE = """INSERT INTO retired_consumers (service, first_plan_tier, ttfs_bucket, consumers,
+def _tally(source: str) -> str:
+    """The upsert that adds the consumer rows of `source` to retired_consumers."""
+    return f"""INSERT INTO retired_consumers (service, first_plan_tier, ttfs_bucket, consumers,
                                          ttfs_seconds)
-    SELECT service, first_plan_tier, {bucket}, COUNT(*),
+    SELECT service, first_plan_tier, {{bucket}}, COUNT(*),
            SUM(CASE WHEN first_success IS NULL THEN 0
-                    ELSE {greatest}(0, first_success - first_seen) END) / 1000.0
-    FROM consumers WHERE last_seen < ? GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+                    ELSE {{greatest}}(0, first_success - first_seen) END) / 1000.0
+    FROM {source} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (service, first_plan_tier, ttfs_bucket) DO UPDATE SET
         consumers = retired_consumers.consumers + excluded.consumers,
         ttfs_seconds = retired_consumers.ttfs_seconds + excluded.ttfs_seconds"""
+
+
+_RETIRE = _tally("consumers WHERE last_seen < ?")
 # PostgreSQL: replicas prune concurrently, so the tally reads what the DELETE returns.
-_RETIRE_RETURNING = """WITH gone AS (
+_RETIRE_RETURNING = f"""WITH gone AS (
         DELETE FROM consumers WHERE last_seen < %s
         RETURNING service, first_plan_tier, first_seen, first_success),
-    tally AS (
-        INSERT INTO retired_consumers (service, first_plan_tier, ttfs_bucket, consumers, ttfs_seconds)
-        SELECT service, first_plan_tier, {bucket}, COUNT(*),
-               SUM(CASE WHEN first_success IS NULL THEN 0
-                        ELSE {greatest}(0, first_success - first_seen) END) / 1000.0
-        FROM gone GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-        ON CONFLICT (service, first_plan_tier, ttfs_bucket) DO UPDATE SET
-            consumers = retired_consumers.consumers + excluded.consumers,
-            ttfs_seconds = retired_consumers.ttfs_seconds + excluded.ttfs_seconds
+    tally AS ({_tally("gone")}
         RETURNING 1)
     SELECT COUNT(*) FROM gone"""
 _PRUNE = [
@@ -155,6 +152,14 @@ _PRUNE = [
     ("endpoints", "DELETE FROM endpoints WHERE last_seen < ?", "ms"),
 ]
 DAY_MS = 86_400_000
+
+
+_BUCKET = ttfs_bucket_sql()
+
+
+def _cutoffs(oldest_day: int) -> dict[str, int]:
+    """The retention cutoff in each unit of _PRUNE."""
+    return {"ms": oldest_day * DAY_MS, "day": oldest_day, "week": (oldest_day + 3) // 7}
 
 
 class StoreError(Exception):
@@ -171,7 +176,7 @@ class Store:
 
     def _sql(self, sql: str) -> str:
         return sql.format(least=self._least, greatest=self._greatest, without_rowid=self._without_rowid,
-                          bucket=ttfs_bucket_sql())
+                          bucket=_BUCKET)
 
     def _statements(self, statements: list[str]) -> list[str]:
         return [self._sql(statement) for statement in statements]
@@ -385,7 +390,7 @@ class SqliteStore(Store):
 
     def prune(self, oldest_day: int) -> dict[str, int]:
         db = self._db
-        cutoff = {"ms": oldest_day * DAY_MS, "day": oldest_day, "week": (oldest_day + 3) // 7}
+        cutoff = _cutoffs(oldest_day)
         deleted: dict[str, int] = {}
         try:
             # One transaction per table: retention never holds the write lock for long.
@@ -536,7 +541,7 @@ class PostgresStore(Store):
                 conn.execute("ROLLBACK")
 
     def prune(self, oldest_day: int) -> dict[str, int]:
-        cutoff = {"ms": oldest_day * DAY_MS, "day": oldest_day, "week": (oldest_day + 3) // 7}
+        cutoff = _cutoffs(oldest_day)
         deleted: dict[str, int] = {}
         try:
             conn = self._conn
