@@ -15,6 +15,7 @@ Only a label past its limit needs `COUNT(DISTINCT)`: `__other__` merges pairs.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from ..config import LimitsConfig
 from ..derive.series import OVERFLOW_VALUE, sanitize_label_value
 from .folding import Folder, Keep, folded_columns, merge_histograms
-from .schema import TTFS_BUCKETS
+from .schema import TTFS_BUCKETS, ttfs_bucket_sql
 from .store import DAY_MS, Store
 
 __all__ = ["ConsumerReport", "build_report", "WINDOWS", "TTFS_BUCKETS", "week_start",
@@ -253,8 +254,13 @@ def _build_report(store: Store, now_ms: int, catalog, limits: LimitsConfig | Non
         new[service, plan] += n
     report.new = folder.fold("api_new_consumers", folder.clean(dict(new), plan_labels[:2]),
                              plan_labels[:2])
-    _onboarding(report, q("SELECT service, first_plan_tier, first_success - first_seen "
-                          "FROM consumers WHERE first_success IS NOT NULL"), retired)
+    # Bucketed in the store with the SQL that tallies retired consumers: one bucket definition,
+    # and a row per (service, plan, bucket) rather than per consumer.
+    _onboarding(report, q(
+        f"SELECT service, first_plan_tier, {ttfs_bucket_sql()}, COUNT(*), "
+        "CAST(SUM(CASE WHEN first_success < first_seen THEN 0 ELSE first_success - first_seen END) "
+        "AS DOUBLE PRECISION) / 1000 FROM consumers WHERE first_success IS NOT NULL "
+        "GROUP BY 1, 2, 3"), retired)
     report.ttfs = folder.fold("api_time_to_first_success_seconds",
                               folder.clean(report.ttfs, plan_labels[:2], merge_histograms),
                               plan_labels[:2], merge_histograms, weight=lambda h: h[2])
@@ -280,15 +286,11 @@ def _build_report(store: Store, now_ms: int, catalog, limits: LimitsConfig | Non
     return report
 
 
-def _onboarding(report: ConsumerReport, rows: Iterable[tuple], retired: Iterable[tuple]) -> None:
+def _onboarding(report: ConsumerReport, *tallies: Iterable[tuple]) -> None:
+    """The onboarding histograms from (service, plan, bucket, consumers, seconds) tallies: the
+    stored consumers' and the retired ones'."""
     n = len(TTFS_BUCKETS) + 1
-    for service, plan, delta_ms in rows:
-        counts, total, count = report.ttfs.get((service, plan), ([0] * n, 0.0, 0))
-        seconds = max(0, delta_ms) / 1000
-        i = next((i for i, b in enumerate(TTFS_BUCKETS) if seconds <= b), n - 1)
-        counts[i] += 1
-        report.ttfs[service, plan] = (counts, total + seconds, count + 1)
-    for service, plan, bucket, consumers, seconds in retired:
+    for service, plan, bucket, consumers, seconds in itertools.chain(*tallies):
         if bucket < 0:
             continue  # never succeeded: not in the histogram
         counts, total, count = report.ttfs.get((service, plan), ([0] * n, 0.0, 0))
