@@ -405,7 +405,7 @@ def test_sanitizing_a_16_mib_label_value_costs_milliseconds() -> None:
 # --- SQL that reaches the read connections ------------------------------------------------------
 
 def test_a_plan_lookup_query_that_writes_is_refused_on_postgresql(caplog) -> None:
-    psycopg = pytest.importorskip("psycopg")
+    import psycopg  # installed by the project: missing, the test fails rather than skips
     with postgres_server() as pg:
         config = {"state": {"postgres": {"dsn": pg.dsn}, "flush_interval": "100ms",
                             "refresh_interval": "100ms"},
