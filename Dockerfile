@@ -1,5 +1,5 @@
 # One image for the processor (`apiusage serve`), the demo service (zero-code
-# instrumentation: `opentelemetry-instrument uvicorn apiusage.processor.demo.app:app`),
+# instrumentation: `opentelemetry-instrument uvicorn apiusage.demo.app:app`),
 # the demo traffic generator and the alert log of docker-compose.yml.
 #
 #     docker build -t apiusage:0.1.0 .
@@ -16,8 +16,18 @@ WORKDIR /src
 COPY deploy/requirements.txt /src/deploy/requirements.txt
 RUN pip wheel --no-cache-dir --wheel-dir /wheels -r deploy/requirements.txt
 COPY pyproject.toml README.md /src/
+# Every folder pyproject.toml maps to a package (tests/packaging/test_wheel.py builds the
+# wheel from exactly these and runs it).
+COPY cli /src/cli
+COPY conventions /src/conventions
 COPY processor /src/processor
 COPY instrumentation /src/instrumentation
+COPY demo /src/demo
+COPY report /src/report
+COPY rules /src/rules
+COPY runbooks /src/runbooks
+COPY alert_rules /src/alert_rules
+COPY prometheus /src/prometheus
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && cp deploy/requirements.txt /wheels/requirements.txt
 

@@ -49,38 +49,38 @@ __all__ = [
     "load_catalog",
 ]
 
-# name -> private module that defines it
+# name -> module that defines it (relative to this package, or absolute)
 _LOCATIONS = {
-    "ATTR_API_VERSION": "_attributes",
-    "ATTR_CLIENT_NAME": "_attributes",
-    "ATTR_CLIENT_VERSION": "_attributes",
-    "ATTR_CONSUMER_ID": "_attributes",
-    "ATTR_DEPRECATED": "_attributes",
-    "ATTR_FEATURE": "_attributes",
-    "ATTR_PLAN_TIER": "_attributes",
-    "ATTR_SCHEMA_VERSION": "_attributes",
-    "SCHEMA_VERSION": "_attributes",
-    "ApiKeyHeader": "_resolvers",
-    "BearerSubject": "_resolvers",
-    "PlanTierMapping": "_resolvers",
-    "Pseudonymizer": "_resolvers",
-    "RequestState": "_resolvers",
-    "ApiUsageConfigurator": "_auto",
-    "ApiUsageDistro": "_auto",
-    "ApiUsageInstrumentor": "_auto",
-    "ApiUsageMiddleware": "_middleware",
-    "Catalog": "catalog",
-    "CatalogError": "catalog",
-    "Endpoint": "catalog",
-    "ServiceCatalog": "catalog",
-    "load_catalog": "catalog",
-    "catalog_from_openapi": "_openapi",
-    "ConfigurationError": "_config",
-    "ENVIRONMENT_VARIABLES": "_config",
-    "Settings": "_config",
-    "Enricher": "_enrich",
-    "RedactingSpanProcessor": "_redact",
-    "instrument": "_setup",
+    "ATTR_API_VERSION": "apiusage.conventions.attributes",
+    "ATTR_CLIENT_NAME": "apiusage.conventions.attributes",
+    "ATTR_CLIENT_VERSION": "apiusage.conventions.attributes",
+    "ATTR_CONSUMER_ID": "apiusage.conventions.attributes",
+    "ATTR_DEPRECATED": "apiusage.conventions.attributes",
+    "ATTR_FEATURE": "apiusage.conventions.attributes",
+    "ATTR_PLAN_TIER": "apiusage.conventions.attributes",
+    "ATTR_SCHEMA_VERSION": "apiusage.conventions.attributes",
+    "SCHEMA_VERSION": "apiusage.conventions.attributes",
+    "ApiKeyHeader": "._resolvers",
+    "BearerSubject": "._resolvers",
+    "PlanTierMapping": "._resolvers",
+    "Pseudonymizer": "._resolvers",
+    "RequestState": "._resolvers",
+    "ApiUsageConfigurator": "._auto",
+    "ApiUsageDistro": "._auto",
+    "ApiUsageInstrumentor": "._auto",
+    "ApiUsageMiddleware": "._middleware",
+    "Catalog": ".catalog",
+    "CatalogError": ".catalog",
+    "Endpoint": ".catalog",
+    "ServiceCatalog": ".catalog",
+    "load_catalog": ".catalog",
+    "catalog_from_openapi": "._openapi",
+    "ConfigurationError": "._config",
+    "ENVIRONMENT_VARIABLES": "._config",
+    "Settings": "._config",
+    "Enricher": "._enrich",
+    "RedactingSpanProcessor": "._redact",
+    "instrument": "._setup",
 }
 
 
@@ -88,7 +88,7 @@ def __getattr__(name: str) -> Any:
     module = _LOCATIONS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value  # later look-ups skip this function
     return value
 
@@ -98,7 +98,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from ._attributes import (
+    from apiusage.conventions.attributes import (
         ATTR_API_VERSION,
         ATTR_CLIENT_NAME,
         ATTR_CLIENT_VERSION,
@@ -109,6 +109,7 @@ if TYPE_CHECKING:
         ATTR_SCHEMA_VERSION,
         SCHEMA_VERSION,
     )
+
     from ._auto import ApiUsageConfigurator, ApiUsageDistro, ApiUsageInstrumentor
     from ._config import ENVIRONMENT_VARIABLES, ConfigurationError, Settings
     from ._enrich import Enricher

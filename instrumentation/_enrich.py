@@ -8,10 +8,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from opentelemetry import trace
-from starlette.requests import Request
-
-from ._attributes import (
+from apiusage.conventions.attributes import (
     ALL_ATTRIBUTES,
     ATTR_API_VERSION,
     ATTR_CLIENT_NAME,
@@ -23,6 +20,9 @@ from ._attributes import (
     ATTR_SCHEMA_VERSION,
     SCHEMA_VERSION,
 )
+from opentelemetry import trace
+from starlette.requests import Request
+
 from ._config import ConfigurationError, Settings, check_key
 from ._resolvers import (
     MAX_VALUE_LENGTH,

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from apiusage.conventions.attributes import ATTR_API_VERSION, ATTR_DEPRECATED, ATTR_FEATURE
 from starlette.routing import Match
 
-from ._attributes import ATTR_API_VERSION, ATTR_DEPRECATED, ATTR_FEATURE
 from ._headers import DeprecationHeaders
 from ._openapi import OPERATION_METHODS, operation_endpoint
 from ._resolvers import api_version_from_route

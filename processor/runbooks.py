@@ -13,6 +13,7 @@ with raw HTML disabled (it is shown escaped), and the page forbids scripts.
 from __future__ import annotations
 
 import html
+import importlib.resources
 import re
 import shutil
 import subprocess
@@ -37,8 +38,11 @@ def find_runbooks_dir(configured: str | None) -> Path | None:
     """The configured folder, else the repository's (or the packaged) `runbooks/`, else None."""
     if configured:
         return Path(configured)
-    beside = Path(__file__).resolve().parent.parent / "runbooks"
-    return beside if beside.is_dir() else None
+    try:  # `apiusage.runbooks`: the repository's folder in a checkout, the packaged copy otherwise
+        packaged = Path(str(importlib.resources.files("apiusage.runbooks")))
+    except ModuleNotFoundError:
+        return None
+    return packaged if packaged.is_dir() else None
 
 
 # --------------------------------------------------------------------------- serving

@@ -7,12 +7,12 @@ import time
 from collections import Counter
 
 import pytest
-from apiusage.processor.demo import CATALOG
-from apiusage.processor.demo.app import load_plans
-from apiusage.processor.demo.traffic import population
+from apiusage.demo import CATALOG
+from apiusage.demo.app import load_plans
+from apiusage.demo.launch.backfill import DAY, Backfill, _tracestate, calls, encode, plan
+from apiusage.demo.launch.demo import PSEUDONYM_KEY
+from apiusage.demo.traffic import population
 from apiusage.processor.derive.sampling import adjusted_count
-from apiusage.processor.launch.backfill import DAY, Backfill, _tracestate, calls, encode, plan
-from apiusage.processor.launch.demo import PSEUDONYM_KEY
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.support.processor import matching, running_processor, sample

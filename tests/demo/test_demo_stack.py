@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from apiusage.processor.launch.ports import PORTS, PortError, claim
-from apiusage.processor.launch.stack import (
+from apiusage.demo.launch.ports import PORTS, PortError, claim
+from apiusage.demo.launch.stack import (
     AlertSink,
     bundled,
     write_alertmanager_config,
@@ -39,7 +39,7 @@ def alerts_of(path: Path) -> list[dict]:
 
 
 def test_rules_are_the_bundled_ones_with_runbooks_on_the_demo_processor(tmp_path):
-    files = bundled(ROOT)
+    files = bundled()
     assert files.rules, "alert_rules/ holds the bundled rule files"
     written, count = write_rules(files.rules, tmp_path, BASE)
     assert [p.name for p in written] == [p.name for p in files.rules]
@@ -58,7 +58,7 @@ def test_rules_are_the_bundled_ones_with_runbooks_on_the_demo_processor(tmp_path
 
 
 def test_prometheus_config_scrapes_the_demo_and_loads_the_rules(tmp_path):
-    files = bundled(ROOT)
+    files = bundled()
     write_rules(files.rules, tmp_path / "rules", BASE)
     config = tmp_path / "prometheus.yml"
     write_prometheus_config(config, job=files.job, metrics_port=19464,

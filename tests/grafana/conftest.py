@@ -67,7 +67,7 @@ def always_firing(folder: Path) -> tuple[Path, dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def live_stack(tmp_path_factory) -> LiveStack:
-    from apiusage.processor.demo import CATALOG, traffic
+    from apiusage.demo import CATALOG, traffic
 
     from tests.support.processor import start_processor
 

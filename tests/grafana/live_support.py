@@ -161,7 +161,7 @@ def bin_path(name: str) -> str | None:
 @contextlib.contextmanager
 def demo_service(otlp_grpc_endpoint: str, key: str, log: Path) -> Iterator[str]:
     """The demo service under `opentelemetry-instrument uvicorn`, exporting to the processor."""
-    from apiusage.processor.demo import CATALOG, PLANS, SERVICE_NAME
+    from apiusage.demo import CATALOG, PLANS, SERVICE_NAME
 
     instrument, uvicorn = bin_path("opentelemetry-instrument"), bin_path("uvicorn")
     if instrument is None or uvicorn is None:
@@ -180,7 +180,7 @@ def demo_service(otlp_grpc_endpoint: str, key: str, log: Path) -> Iterator[str]:
     port = free_port()
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [instrument, uvicorn, "apiusage.processor.demo.app:app", "--host", "127.0.0.1",
+            [instrument, uvicorn, "apiusage.demo.app:app", "--host", "127.0.0.1",
              "--port", str(port), "--log-level", "warning", "--no-access-log"],
             env=env, stdout=out, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"

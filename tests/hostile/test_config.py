@@ -318,7 +318,7 @@ def test_catalog_refuses_a_duplicate_service(tmp_path) -> None:
 
 
 def test_slo_file_refuses_20000_deep_nesting(tmp_path) -> None:
-    from apiusage.processor.rules.slo import SloError, load_slo
+    from apiusage.rules.slo import SloError, load_slo
 
     path = _write(tmp_path, "[" * 20_000, "slo.yaml")
     with pytest.raises(SloError) as info:

@@ -11,15 +11,15 @@ import socket
 import subprocess
 
 import pytest
-from apiusage.processor.report import build
-from apiusage.processor.report.build import (
+from apiusage.report import build
+from apiusage.report.build import (
     PrometheusClient,
     PrometheusError,
     Report,
     build_report,
     render_html,
 )
-from apiusage.processor.report.charts import bar_chart, heatmap, line_chart
+from apiusage.report.charts import bar_chart, heatmap, line_chart
 from report_support import check_renders, check_structure, has_data, parse_report
 
 from tests.support.processor import apiusage_command

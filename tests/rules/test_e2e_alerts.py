@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
-from apiusage.processor.rules import generate, parse_slo, shorten_for_tests
+from apiusage.rules import generate, parse_slo, shorten_for_tests
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.support.otlp import request_with_spans

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from apiusage.processor.rules import PANELS, SloError, alerts, load_slo, parse_slo, render, stale
+from apiusage.rules import PANELS, SloError, alerts, load_slo, parse_slo, render, stale
 
 from tests.support.prometheus import promtool
 

@@ -154,7 +154,7 @@ def test_demo_service_runs_under_zero_code_instrumentation(config):
     from apiusage.instrumentation import ENVIRONMENT_VARIABLES
 
     demo = config["services"]["demo"]
-    assert demo["command"][:3] == ["opentelemetry-instrument", "uvicorn", "apiusage.processor.demo.app:app"]
+    assert demo["command"][:3] == ["opentelemetry-instrument", "uvicorn", "apiusage.demo.app:app"]
     env = demo["environment"]
     known = set(ENVIRONMENT_VARIABLES)
     for name in env:

@@ -12,11 +12,11 @@ import urllib.request
 import httpx
 import pytest
 import yaml
+from apiusage.demo import CATALOG, PLANS, SERVICE_NAME, alertlog, traffic
 from apiusage.instrumentation.catalog import load_catalog
-from apiusage.processor.demo import CATALOG, PLANS, SERVICE_NAME, alertlog, traffic
 
 pytest.importorskip("fastapi")
-from apiusage.processor.demo.app import EXPORTS_PER_SECOND, build_app, load_plans  # noqa: E402
+from apiusage.demo.app import EXPORTS_PER_SECOND, build_app, load_plans  # noqa: E402
 
 
 class Client:

@@ -140,7 +140,7 @@ _URL_LINE = re.compile(r"^\s+(otlp-grpc|otlp-http|metrics)\s+(\S+)$")
 
 def apiusage_command() -> list[str]:
     exe = Path(sys.executable).with_name("apiusage")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "apiusage.processor.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "apiusage.cli"]
 
 
 @contextlib.contextmanager

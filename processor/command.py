@@ -1,13 +1,11 @@
-"""The `apiusage` command."""
+"""`apiusage serve` and `apiusage consumers`: registered on the main parser by `apiusage.cli`."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-from collections.abc import Sequence
 
-__all__ = ["main"]
+__all__ = ["register"]
 
 _MISSING_EXTRA = ("the processor's dependencies are not installed ({name}); "
                   "install them with: pip install 'apiusage[processor]'")
@@ -115,47 +113,8 @@ def _print_table(which: str, result: dict) -> None:
               f"{c['weekly_average_previous_4_weeks']:g} ({c['service']})")
 
 
-def _duration(text: str) -> int:
-    units = {"h": 3600, "d": 86400, "w": 604800}
-    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit() or int(text[:-1]) <= 0:
-        raise argparse.ArgumentTypeError(f"must be like 12h, 7d or 2w (got {text!r})")
-    return int(text[:-1]) * units[text[-1]]
-
-
-def _report(args: argparse.Namespace) -> int:
-    """Write the HTML usage report from a Prometheus."""
-    import time
-    from pathlib import Path
-
-    from .report.build import PrometheusClient, PrometheusError, build_report, render_html
-
-    client = PrometheusClient(args.prometheus)
-    try:
-        client.check()
-    except PrometheusError as exc:
-        print(f"apiusage: {exc} (set --prometheus to its URL)", file=sys.stderr)
-        return 2
-    now = time.time()
-    sections = build_report(client, args.range, now, args.service)
-    page = render_html(sections, args.prometheus, args.range, now, args.service)
-    try:
-        Path(args.output).write_text(page, encoding="utf-8")
-    except OSError as exc:
-        print(f"apiusage: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
-        return 2
-    failed = sum(1 for s in sections if not s.question)
-    print(f"wrote {args.output} ({len(sections)} sections"
-          + (f", {failed} could not be built" if failed else "") + ")")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="apiusage", description="API usage analytics from OpenTelemetry spans.")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `apiusage serve` and `apiusage consumers` to the main parser."""
     serve = commands.add_parser("serve", help="receive OTLP spans and expose usage metrics")
     serve.add_argument("--config", metavar="FILE",
                        help="YAML config file (default: embedded defaults)")
@@ -174,37 +133,3 @@ def build_parser() -> argparse.ArgumentParser:
     at_risk = which.add_parser("at-risk", help="consumers whose usage fell sharply")
     at_risk.add_argument("--service")
     consumers.set_defaults(func=_consumers)
-    from .rules.command import register as register_rules_commands
-
-    register_rules_commands(commands)  # apiusage rules, apiusage runbooks check
-    from .launch.command import register as register_demo_command
-
-    register_demo_command(commands)  # apiusage demo
-    report = commands.add_parser("report", help="write a self-contained HTML usage report")
-    report.add_argument("--prometheus", default="http://localhost:9090", metavar="URL",
-                        help="Prometheus base URL (default: %(default)s, the demo's)")
-    report.add_argument("-o", "--output", default="apiusage-report.html", metavar="FILE")
-    report.add_argument("--range", type=_duration, default=7 * 86400, metavar="PERIOD",
-                        help="period to cover: 12h, 7d, 2w (default 7d)")
-    report.add_argument("--service", help="only this service")
-    report.set_defaults(func=_report)
-    try:
-        from apiusage.instrumentation import _catalog_cli
-    except ImportError:
-        pass  # the catalog commands come with the instrumentation package
-    else:
-        _catalog_cli.register(commands)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,10 +13,9 @@ from types import MappingProxyType
 from typing import Any
 
 import yaml
-
-from .._typedload import Problems, load_dataclass
-from .._yaml import safe_load
-from ..config import DEFAULT_BUCKETS
+from apiusage.processor._typedload import Problems, load_dataclass
+from apiusage.processor._yaml import safe_load
+from apiusage.processor.config import DEFAULT_BUCKETS
 
 __all__ = ["SloError", "SloFile", "Objectives", "load_slo", "parse_slo", "DEFAULT_BUCKETS"]
 

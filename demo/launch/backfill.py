@@ -37,8 +37,8 @@ from pathlib import Path
 
 import yaml
 
-from ..demo import CATALOG, SERVICE_NAME
-from ..demo.traffic import SDKS, population
+from .. import CATALOG, SERVICE_NAME
+from ..traffic import SDKS, population
 
 __all__ = ["Backfill", "BackfillError", "BackfillResult", "plan"]
 
@@ -87,7 +87,7 @@ class Endpoint:
     deprecated: bool = False
 
 
-# The request mix of the traffic generator, by API version (processor/demo/traffic.py).
+# The request mix of the traffic generator, by API version (demo/traffic.py).
 _MIX = {
     "v1": [("GET", "/v1/orders", 25, 0.02, 200), ("GET", "/v1/orders/{order_id}", 25, 0.01, 200),
            ("POST", "/v1/orders", 10, 0.04, 201), ("DELETE", "/v1/orders/{order_id}", 20, 0.02, 200),

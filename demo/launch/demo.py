@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from ..demo import CATALOG, PLANS, SERVICE_NAME
+from .. import CATALOG, PLANS, SERVICE_NAME
 from .children import Child, ChildError, wait_until
 from .ports import HOST, PORTS, PortError, claim
 
@@ -34,7 +34,6 @@ __all__ = ["run"]
 PSEUDONYM_KEY = "apiusage-demo-pseudonym-key"  # the demo's, not a secret
 STORY_SECONDS = 1200.0  # one run of the traffic generator: joins, migrations, then a new one
 START_TIMEOUT = 60.0
-ROOT = Path(__file__).resolve().parent.parent.parent  # the repository in a checkout
 
 
 class DemoError(Exception):
@@ -158,7 +157,7 @@ class Demo:
         story = min(a.duration, STORY_SECONDS) if a.duration else STORY_SECONDS
         seed = a.seed + self.cycle
         self.cycle += 1
-        argv = [sys.executable, "-m", "apiusage.processor.demo.traffic",
+        argv = [sys.executable, "-m", "apiusage.demo.traffic",
                 "--target", f"http://{HOST}:{self.ports['api_port']}", "--duration", f"{story:g}",
                 "--rate", f"{a.rate:g}", "--seed", str(seed), "--plans", str(PLANS),
                 "--max-requests", "10000000"]
@@ -220,14 +219,14 @@ class Demo:
         }, sort_keys=False), encoding="utf-8")
         metrics = f"http://{HOST}:{p['metrics_port']}"
         processor = self._start(Child(
-            "processor", [sys.executable, "-m", "apiusage.processor.cli", "serve", "--config", str(config)],
+            "processor", [sys.executable, "-m", "apiusage.cli", "serve", "--config", str(config)],
             folder / "logs" / "processor.log", _child_env({})))
         self._wait_ready(processor, f"{metrics}/readyz", "the processor")
 
         # 2. Alertmanager and the demo API start while the history is sent.
         api_url = f"http://{HOST}:{p['api_port']}"
         api = self._start(Child(
-            "demo API", [instrument, uvicorn, "apiusage.processor.demo.app:app", "--host", HOST,
+            "demo API", [instrument, uvicorn, "apiusage.demo.app:app", "--host", HOST,
                          "--port", str(p["api_port"]), "--log-level", "warning", "--no-access-log"],
             folder / "logs" / "api.log",
             _child_env({"OTEL_SERVICE_NAME": SERVICE_NAME,
@@ -240,7 +239,7 @@ class Demo:
         if prometheus is not None:
             from .stack import AlertSink, bundled, write_alertmanager_config
 
-            files = bundled(ROOT, Path(a.rules_dir) if a.rules_dir else None)
+            files = bundled(Path(a.rules_dir) if a.rules_dir else None)
             if alertmanager is not None:
                 self.sink = AlertSink()
                 self.sink.start()
@@ -322,7 +321,7 @@ class Demo:
 
         a = self.args
         story = min(a.duration, STORY_SECONDS) if a.duration else STORY_SECONDS
-        from ..demo.app import load_plans
+        from ..app import load_plans
 
         history = Backfill(load_plans(PLANS), PSEUDONYM_KEY, days=a.history_days, rate=a.rate,
                            seed=a.seed, live_duration=story)

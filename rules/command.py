@@ -31,7 +31,7 @@ def _rules(args: argparse.Namespace) -> int:
 
 
 def _runbooks_check(args: argparse.Namespace) -> int:
-    from ..runbooks import check_runbooks, find_runbooks_dir
+    from apiusage.processor.runbooks import check_runbooks, find_runbooks_dir
 
     folder = Path(args.runbooks_dir) if args.runbooks_dir else find_runbooks_dir(None)
     if folder is None:

@@ -2,7 +2,7 @@
 
 Serve it under zero-code instrumentation (the apiusage entry points do the rest)::
 
-    opentelemetry-instrument uvicorn apiusage.processor.demo.app:app
+    opentelemetry-instrument uvicorn apiusage.demo.app:app
 
 What it offers the dashboards:
 
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import yaml
-from apiusage.processor.demo import PLANS, SERVICE_NAME
+from apiusage.demo import PLANS, SERVICE_NAME
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
 from pydantic import BaseModel, Field
 

@@ -1,6 +1,6 @@
 """Traffic for the demo service: a population of consumers behaving like real API users.
 
-    python -m apiusage.processor.demo.traffic --target http://127.0.0.1:8000 --duration 60
+    python -m apiusage.demo.traffic --target http://127.0.0.1:8000 --duration 60
 
 One consumer per API key of the plan mapping (``plans.yaml``), each with its plan tier,
 an activity level that grows with the plan, and a client SDK and version sent in
@@ -40,8 +40,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-from apiusage.processor.demo import PLANS
-from apiusage.processor.demo.app import MAX_ORDER_ID, load_plans
+from apiusage.demo import PLANS
+from apiusage.demo.app import MAX_ORDER_ID, load_plans
 
 MAX_DURATION = 7 * 86400.0
 MAX_REQUESTS = 10_000_000
@@ -302,7 +302,7 @@ async def _main(generator: Generator) -> Stats:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m apiusage.processor.demo.traffic",
+    parser = argparse.ArgumentParser(prog="python -m apiusage.demo.traffic",
                                      description="Send bounded, realistic traffic to the demo service.")
     parser.add_argument("--target", default="http://127.0.0.1:8000",
                         help="base URL of the demo service (loopback or a compose service name)")

@@ -1,9 +1,9 @@
 """A demo API and the traffic that exercises it, for the full stack and `apiusage demo`.
 
-* ``apiusage.processor.demo.app``: a small FastAPI service (``orders-api``) with /v1 and
+* ``apiusage.demo.app``: a small FastAPI service (``orders-api``) with /v1 and
   /v2 routes, a deprecated v1 endpoint whose v2 replacement is named in the catalog,
   features tagged, and plan tiers resolved from the API key;
-* ``apiusage.processor.demo.traffic``: a bounded generator of realistic traffic from a
+* ``apiusage.demo.traffic``: a bounded generator of realistic traffic from a
   population of consumers (plan tiers, SDK versions, onboarding failures, migrations,
   error bursts), only towards loopback or compose service names;
 * ``catalog.yaml`` and ``plans.yaml``: the endpoint catalog (read by the service's
@@ -12,19 +12,21 @@
 
 Run it under zero-code instrumentation::
 
-    export APIUSAGE_CATALOG=.../apiusage/processor/demo/catalog.yaml   # = CATALOG
-    export APIUSAGE_PLAN_TIERS=.../apiusage/processor/demo/plans.yaml  # = PLANS
+    export APIUSAGE_CATALOG=.../apiusage/demo/catalog.yaml   # = CATALOG
+    export APIUSAGE_PLAN_TIERS=.../apiusage/demo/plans.yaml  # = PLANS
     APIUSAGE_PSEUDONYM_KEY=... OTEL_SERVICE_NAME=orders-api \\
-    opentelemetry-instrument uvicorn apiusage.processor.demo.app:app
+    opentelemetry-instrument uvicorn apiusage.demo.app:app
 
 The service itself needs only FastAPI; the generator needs httpx.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+# Real files (the service and its children read them by path): a wheel installs unzipped.
+HERE = Path(str(importlib.resources.files(__name__)))
 CATALOG = HERE / "catalog.yaml"
 PLANS = HERE / "plans.yaml"
 SERVICE_NAME = "orders-api"

@@ -10,6 +10,7 @@ demo runs itself: nothing leaves the machine, and the demo can show what was not
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import re
 import threading
@@ -43,13 +44,19 @@ class StackFiles:
     job: str = "apiusage"
 
 
-def bundled(root: Path, rules_dir: Path | None = None) -> StackFiles:
-    """Rule files and the Alertmanager config under `root` (the repository), if present."""
-    folder = rules_dir or root / "alert_rules"
+def packaged(package: str) -> Path:
+    """The folder of a data package (`apiusage.alert_rules`, `apiusage.prometheus`): the
+    repository's folder in a checkout, the installed copy otherwise."""
+    return Path(str(importlib.resources.files(package)))
+
+
+def bundled(rules_dir: Path | None = None) -> StackFiles:
+    """The packaged rule files (or those of `rules_dir`) and Alertmanager config, if present."""
+    folder = rules_dir or packaged("apiusage.alert_rules")
     rules = sorted(folder.glob("*.yml")) + sorted(folder.glob("*.yaml")) if folder.is_dir() else []
-    am = root / "prometheus" / "alertmanager.yml"
+    am = packaged("apiusage.prometheus") / "alertmanager.yml"
     job = "apiusage"
-    slo = root / "prometheus" / "slo.yaml"
+    slo = packaged("apiusage.prometheus") / "slo.yaml"
     if slo.is_file():  # the job name the generated rules select on (`up{job=...}`)
         try:
             data = yaml.safe_load(slo.read_text(encoding="utf-8")) or {}

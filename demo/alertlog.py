@@ -1,6 +1,6 @@
 """A webhook receiver for Alertmanager that prints each notification: the demo's pager.
 
-    python -m apiusage.processor.demo.alertlog --port 5001
+    python -m apiusage.demo.alertlog --port 5001
 
 prometheus/alertmanager.yml sends every severity to ``http://localhost:5001/alerts/<severity>``;
 in docker-compose.yml this runs in the Alertmanager container's network namespace, so
@@ -66,7 +66,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m apiusage.processor.demo.alertlog",
+    parser = argparse.ArgumentParser(prog="python -m apiusage.demo.alertlog",
                                      description="Print Alertmanager webhook notifications.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5001)

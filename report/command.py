@@ -1,0 +1,54 @@
+"""`apiusage report`: registered on the main parser by `apiusage.cli`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["register"]
+
+
+def _duration(text: str) -> int:
+    units = {"h": 3600, "d": 86400, "w": 604800}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit() or int(text[:-1]) <= 0:
+        raise argparse.ArgumentTypeError(f"must be like 12h, 7d or 2w (got {text!r})")
+    return int(text[:-1]) * units[text[-1]]
+
+
+def _report(args: argparse.Namespace) -> int:
+    """Write the HTML usage report from a Prometheus."""
+    import time
+    from pathlib import Path
+
+    from .build import PrometheusClient, PrometheusError, build_report, render_html
+
+    client = PrometheusClient(args.prometheus)
+    try:
+        client.check()
+    except PrometheusError as exc:
+        print(f"apiusage: {exc} (set --prometheus to its URL)", file=sys.stderr)
+        return 2
+    now = time.time()
+    sections = build_report(client, args.range, now, args.service)
+    page = render_html(sections, args.prometheus, args.range, now, args.service)
+    try:
+        Path(args.output).write_text(page, encoding="utf-8")
+    except OSError as exc:
+        print(f"apiusage: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return 2
+    failed = sum(1 for s in sections if not s.question)
+    print(f"wrote {args.output} ({len(sections)} sections"
+          + (f", {failed} could not be built" if failed else "") + ")")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `apiusage report` to the main parser."""
+    report = commands.add_parser("report", help="write a self-contained HTML usage report")
+    report.add_argument("--prometheus", default="http://localhost:9090", metavar="URL",
+                        help="Prometheus base URL (default: %(default)s, the demo's)")
+    report.add_argument("-o", "--output", default="apiusage-report.html", metavar="FILE")
+    report.add_argument("--range", type=_duration, default=7 * 86400, metavar="PERIOD",
+                        help="period to cover: 12h, 7d, 2w (default 7d)")
+    report.add_argument("--service", help="only this service")
+    report.set_defaults(func=_report)
