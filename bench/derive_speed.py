@@ -35,8 +35,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 BATCHES = 200
 SPANS = 512
 CONSUMERS = 3000
-ROUTES = [f"/v{1 + i % 3}/{name}{suffix}" for i, (name, suffix) in enumerate(
-    (f"res{r:02d}", s) for r in range(25) for s in ("", "/{id}", "/{id}/items", "/search"))]
+ROUTES = [
+    f"/v{1 + i % 3}/{name}{suffix}"
+    for i, (name, suffix) in enumerate(
+        (f"res{r:02d}", s) for r in range(25) for s in ("", "/{id}", "/{id}/items", "/search")
+    )
+]
 AGENTS = [
     "python-httpx/0.27.0",
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
@@ -68,11 +72,13 @@ def build_batch(rng: random.Random, now_ns: int) -> bytes:
         span.start_time_unix_nano = now_ns - rng.randrange(10**9, 30 * 10**9)
         span.end_time_unix_nano = span.start_time_unix_nano + rng.randrange(10**5, 10**9)
         attributes: dict[str, str | int] = {
-            "http.request.method": method, "http.route": route,
+            "http.request.method": method,
+            "http.route": route,
             "http.response.status_code": rng.choice((200, 200, 200, 201, 204, 404, 429, 500)),
             "url.path": route.replace("{id}", str(rng.randrange(10**6))),
             "user_agent.original": rng.choice(AGENTS),
-            "server.address": "api.example.com", "server.port": 443,
+            "server.address": "api.example.com",
+            "server.port": 443,
             "apiusage.consumer.id": f"consumer-{rng.randrange(CONSUMERS):05d}",
             "apiusage.consumer.plan_tier": rng.choice(PLANS),
             "apiusage.feature": rng.choice(("orders", "search", "billing", "export")),
@@ -107,8 +113,13 @@ def load_deriver(path: str, n: int) -> type:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="timed passes over every batch")
-    parser.add_argument("--deriver", action="append", default=[], metavar="PATH",
-                        help="also time the Deriver of this requests.py revision")
+    parser.add_argument(
+        "--deriver",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also time the Deriver of this requests.py revision",
+    )
     args = parser.parse_args()
     rng = random.Random(12)
     now = time.time_ns()
@@ -145,16 +156,20 @@ def main() -> None:
                 if round_:
                     key = (name, with_metrics)
                     totals.setdefault(key, []).append(sum(per_batch) * 1e6 / total)
-                    best[key] = [min(a, b) for a, b in zip(best.get(key, per_batch), per_batch,
-                                                           strict=True)]
-    print(f"python {platform.python_version()}, scanner {scanner.implementation}; "
-          f"{BATCHES} batches x {SPANS} spans, {CONSUMERS} consumers, {len(ROUTES)} routes, "
-          f"{len(AGENTS)} UAs; {args.rounds} passes each, alternating")
+                    best[key] = [min(a, b) for a, b in zip(best.get(key, per_batch), per_batch, strict=True)]
+    print(
+        f"python {platform.python_version()}, scanner {scanner.implementation}; "
+        f"{BATCHES} batches x {SPANS} spans, {CONSUMERS} consumers, {len(ROUTES)} routes, "
+        f"{len(AGENTS)} UAs; {args.rounds} passes each, alternating"
+    )
     for key, t in totals.items():
         name, with_metrics = key
         what = "derive + RequestMetrics.consume" if with_metrics else "derive"
-        print(f"{what:32s} best per batch {sum(best[key]) * 1e6 / total:6.3f}  "
-              f"median pass {statistics.median(t):6.3f} us/span  {name}")
+        print(
+            f"{what:32s} best per batch {sum(best[key]) * 1e6 / total:6.3f}  "
+            f"median pass {statistics.median(t):6.3f} us/span  {name}"
+        )
+
 
 if __name__ == "__main__":
     main()

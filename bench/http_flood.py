@@ -43,8 +43,9 @@ def main() -> None:
 
         def push() -> None:
             while not stop.is_set():
-                req = urllib.request.Request(url, data=body,
-                                             headers={"Content-Type": "application/x-protobuf"})
+                req = urllib.request.Request(
+                    url, data=body, headers={"Content-Type": "application/x-protobuf"}
+                )
                 try:
                     with urllib.request.urlopen(req, timeout=30) as response:
                         response.read()
@@ -67,9 +68,11 @@ def main() -> None:
         drain_start = time.monotonic()
         running.wait_processed(counts["ok"] * SPANS, timeout=120)
         drained = time.monotonic() - drain_start
-    print(f"{os.getcwd()}: {len(body)} B bodies, {args.clients} clients, {elapsed:.1f} s: {counts}; "
-          f"{counts['ok'] / elapsed:.1f} req/s accepted, {derived / elapsed:.1f} req/s derived "
-          f"during the flood, backlog drained in {drained:.1f} s")
+    print(
+        f"{os.getcwd()}: {len(body)} B bodies, {args.clients} clients, {elapsed:.1f} s: {counts}; "
+        f"{counts['ok'] / elapsed:.1f} req/s accepted, {derived / elapsed:.1f} req/s derived "
+        f"during the flood, backlog drained in {drained:.1f} s"
+    )
 
 
 if __name__ == "__main__":

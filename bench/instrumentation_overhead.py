@@ -85,11 +85,19 @@ def build_app() -> FastAPI:
 
 def requests() -> list[dict[str, Any]]:
     """A realistic mix: API keys, SDK headers, a query string, a deprecated route."""
+
     def scope(method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]]) -> dict:
         return {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-            "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-            "root_path": "", "query_string": query, "server": ("127.0.0.1", 8000),
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": query,
+            "server": ("127.0.0.1", 8000),
             "client": ("203.0.113.7", 50000),
             "headers": [(b"host", b"api.example.com"), *headers],
         }
@@ -97,10 +105,22 @@ def requests() -> list[dict[str, Any]]:
     mix = []
     for i in range(50):
         key = f"sk_live_{i % 20:04d}".encode()
-        mix.append(scope("GET", f"/v1/orders/{i}", b"", [
-            (b"x-api-key", key), (b"x-client-name", b"orders-sdk"), (b"x-client-version", b"1.2.0")]))
-        mix.append(scope("GET", f"/v2/invoices/inv-{i}", b"page=2&api_key=secret",
-                         [(b"x-api-key", key), (b"user-agent", b"orders-cli/0.9.1 (linux)")]))
+        mix.append(
+            scope(
+                "GET",
+                f"/v1/orders/{i}",
+                b"",
+                [(b"x-api-key", key), (b"x-client-name", b"orders-sdk"), (b"x-client-version", b"1.2.0")],
+            )
+        )
+        mix.append(
+            scope(
+                "GET",
+                f"/v2/invoices/inv-{i}",
+                b"page=2&api_key=secret",
+                [(b"x-api-key", key), (b"user-agent", b"orders-cli/0.9.1 (linux)")],
+            )
+        )
         if i % 5 == 0:
             mix.append(scope("DELETE", f"/v1/orders/{i}", b"", [(b"x-api-key", key)]))
     return mix
@@ -143,8 +163,13 @@ def variants(catalog_path: str) -> dict[str, tuple[Any, TracerProvider | None]]:
     enriched = build_app()
     enriched_tp = TracerProvider(resource=resource)
     enriched_tp.add_span_processor(BatchSpanProcessor(DropExporter(), max_queue_size=65536))
-    instrument(enriched, tracer_provider=enriched_tp, pseudonym_key="bench-key-0123456789abcdef",
-               catalog=catalog_path, environ={})
+    instrument(
+        enriched,
+        tracer_provider=enriched_tp,
+        pseudonym_key="bench-key-0123456789abcdef",
+        catalog=catalog_path,
+        environ={},
+    )
     return {"bare": (bare, None), "otel": (otel, otel_tp), "apiusage": (enriched, enriched_tp)}
 
 
@@ -179,14 +204,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     otel_cost = result["otel"] - result["bare"]
     enrichment = result["apiusage"] - result["otel"]
     ratio = enrichment / otel_cost if otel_cost > 0 else float("nan")
-    print(f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
-          f"python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
+        f"python {platform.python_version()}"
+    )
     print(f"requests: {args.requests} x {args.rounds} rounds per variant, median round")
     print(f"  bare FastAPI            {result['bare']:8.1f} us/request")
-    print(f"  + OpenTelemetry         {result['otel']:8.1f} us/request "
-          f"(OpenTelemetry's own cost {otel_cost:.1f} us)")
-    print(f"  + apiusage enrichment   {result['apiusage']:8.1f} us/request "
-          f"(enrichment adds {enrichment:.1f} us)")
+    print(
+        f"  + OpenTelemetry         {result['otel']:8.1f} us/request "
+        f"(OpenTelemetry's own cost {otel_cost:.1f} us)"
+    )
+    print(
+        f"  + apiusage enrichment   {result['apiusage']:8.1f} us/request "
+        f"(enrichment adds {enrichment:.1f} us)"
+    )
     print(f"enrichment / OpenTelemetry cost: {ratio:.1%} (target < 10%)")
     return 0 if ratio < 0.10 else 1
 

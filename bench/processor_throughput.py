@@ -40,8 +40,11 @@ def build_batch(n: int = SPANS_PER_BATCH) -> bytes:
     """512 SERVER spans with 15 attributes each, like a FastAPI service under apiusage."""
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()
-    for key, value in (("service.name", "orders-api"), ("service.version", "1.4.2"),
-                       ("telemetry.sdk.language", "python")):
+    for key, value in (
+        ("service.name", "orders-api"),
+        ("service.version", "1.4.2"),
+        ("telemetry.sdk.language", "python"),
+    ):
         kv = rs.resource.attributes.add()
         kv.key, kv.value.string_value = key, value
     scope = rs.scope_spans.add()
@@ -58,14 +61,21 @@ def build_batch(n: int = SPANS_PER_BATCH) -> bytes:
         span.start_time_unix_nano = time.time_ns() - 30_000_000
         span.end_time_unix_nano = span.start_time_unix_nano + (i % 50 + 1) * 1_000_000
         attributes = {
-            "http.request.method": "GET", "http.route": routes[i % 4],
-            "http.response.status_code": 200 if i % 20 else 500, "url.path": f"/v1/orders/{i}",
-            "url.scheme": "https", "server.address": "api.example.com", "server.port": 443,
+            "http.request.method": "GET",
+            "http.route": routes[i % 4],
+            "http.response.status_code": 200 if i % 20 else 500,
+            "url.path": f"/v1/orders/{i}",
+            "url.scheme": "https",
+            "server.address": "api.example.com",
+            "server.port": 443,
             "user_agent.original": "orders-sdk/1.2.3 (python 3.11)",
             "network.protocol.version": "1.1",
-            "apiusage.consumer.id": f"c{i % 97:04d}", "apiusage.consumer.plan_tier": plans[i % 3],
-            "apiusage.client.name": "orders-sdk", "apiusage.client.version": f"1.{i % 4}.0",
-            "apiusage.feature": "orders", "apiusage.schema_version": 1,
+            "apiusage.consumer.id": f"c{i % 97:04d}",
+            "apiusage.consumer.plan_tier": plans[i % 3],
+            "apiusage.client.name": "orders-sdk",
+            "apiusage.client.version": f"1.{i % 4}.0",
+            "apiusage.feature": "orders",
+            "apiusage.schema_version": 1,
         }
         for key, value in attributes.items():
             kv = span.attributes.add()
@@ -112,31 +122,28 @@ def run_h2load(args: list[str]) -> str:
     return result.stdout
 
 
-def drive(transport: str, body: bytes, requests: int, clients: int, workdir: Path,
-          state: bool) -> dict:
+def drive(transport: str, body: bytes, requests: int, clients: int, workdir: Path, state: bool) -> dict:
     config = {"processors": {"queue": {"max_spans": 1_000_000}}, "state": {"enabled": state}}
     with start_processor(workdir, config) as running:
         pid = running.process.pid
         if transport == "grpc":
             payload = workdir / "body.grpc"
             payload.write_bytes(b"\x00" + struct.pack(">I", len(body)) + body)
-            url = (f"http://{running.grpc_endpoint}"
-                   "/opentelemetry.proto.collector.trace.v1.TraceService/Export")
-            extra = ["-H", "content-type: application/grpc", "-H", "te: trailers",
-                     "-m", "4"]
+            url = f"http://{running.grpc_endpoint}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+            extra = ["-H", "content-type: application/grpc", "-H", "te: trailers", "-m", "4"]
         else:
             payload = workdir / "body.pb"
             payload.write_bytes(body)
             url = f"{running.http_endpoint}/v1/traces"
             extra = ["--h1", "-H", "content-type: application/x-protobuf"]
         cpu0, wall0 = cpu_seconds(pid), time.monotonic()
-        out = run_h2load(["-n", str(requests), "-c", str(clients), "-d", str(payload),
-                          *extra, url])
+        out = run_h2load(["-n", str(requests), "-c", str(clients), "-d", str(payload), *extra, url])
         expected = requests * SPANS_PER_BATCH
         while True:  # wait for the queue to drain
             m = running.scrape()
-            if (sample(m, "apiusage_spans_processed_total") or 0) >= expected or \
-                    time.monotonic() - wall0 > 600:
+            if (
+                sample(m, "apiusage_spans_processed_total") or 0
+            ) >= expected or time.monotonic() - wall0 > 600:
                 break
             time.sleep(0.05)
         cpu1, wall1 = cpu_seconds(pid), time.monotonic()
@@ -144,24 +151,33 @@ def drive(transport: str, body: bytes, requests: int, clients: int, workdir: Pat
         rejected = sum(v for (n, _), v in m.items() if n == "apiusage_spans_rejected_total")
         ok_line = next((ln for ln in out.splitlines() if ln.startswith("requests:")), "")
         status_line = next((ln for ln in out.splitlines() if ln.startswith("status codes:")), "")
-    return {"transport": transport, "spans": processed, "rejected": rejected,
-            "cpu": cpu1 - cpu0, "wall": wall1 - wall0, "h2load": f"{ok_line} | {status_line}"}
+    return {
+        "transport": transport,
+        "spans": processed,
+        "rejected": rejected,
+        "cpu": cpu1 - cpu0,
+        "wall": wall1 - wall0,
+        "h2load": f"{ok_line} | {status_line}",
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="export requests per transport")
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--state", choices=["on", "off"], default="on",
-                        help="consumer state store (SQLite) on or off")
+    parser.add_argument(
+        "--state", choices=["on", "off"], default="on", help="consumer state store (SQLite) on or off"
+    )
     parser.add_argument("--transport", choices=["grpc", "http", "both"], default="both")
     args = parser.parse_args()
     if shutil.which("h2load") is None:
         raise SystemExit("h2load not found: apt-get install nghttp2-client (or: make bench)")
     body = build_batch()
-    print(f"python {platform.python_version()}, protobuf {protobuf_version}, "
-          f"{os.cpu_count()} cores; batch {SPANS_PER_BATCH} spans, {len(body)} bytes; "
-          f"state store {args.state}")
+    print(
+        f"python {platform.python_version()}, protobuf {protobuf_version}, "
+        f"{os.cpu_count()} cores; batch {SPANS_PER_BATCH} spans, {len(body)} bytes; "
+        f"state store {args.state}"
+    )
     ceiling = decode_ceiling(body)
     scan, impl = scanner_ceiling(body)
     print(f"decode-only ceiling (protobuf ParseFromString): {ceiling:,.0f} spans/CPU-s")
@@ -170,9 +186,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             r = drive(transport, body, args.requests, args.clients, Path(tmp), args.state == "on")
         per_cpu = r["spans"] / r["cpu"] if r["cpu"] else float("nan")
-        print(f"{transport:>4}: {r['spans']:,.0f} spans processed, {r['rejected']:,.0f} rejected, "
-              f"{r['cpu']:.2f} CPU-s, {r['wall']:.2f} s wall → {per_cpu:,.0f} spans/CPU-s "
-              f"({per_cpu / ceiling:.0%} of decode-only), {r['spans'] / r['wall']:,.0f} spans/s wall")
+        print(
+            f"{transport:>4}: {r['spans']:,.0f} spans processed, {r['rejected']:,.0f} rejected, "
+            f"{r['cpu']:.2f} CPU-s, {r['wall']:.2f} s wall → {per_cpu:,.0f} spans/CPU-s "
+            f"({per_cpu / ceiling:.0%} of decode-only), {r['spans'] / r['wall']:,.0f} spans/s wall"
+        )
         print(f"      h2load {r['h2load']}")
 
 

@@ -53,7 +53,7 @@ def series_batches(series: int, per_request: int = 500) -> list[bytes]:
     for i in range(0, len(combos), per_request):
         req = ExportTraceServiceRequest()
         by_service: dict[int, object] = {}
-        for s, r, c in combos[i:i + per_request]:
+        for s, r, c in combos[i : i + per_request]:
             scope = by_service.get(s)
             if scope is None:
                 rs = req.resource_spans.add()
@@ -89,11 +89,17 @@ def main() -> None:
     if shutil.which("h2load") is None:
         raise SystemExit("h2load not found: apt-get install nghttp2-client (or: make bench)")
     rate = args.rps * args.clients * SPANS_PER_BATCH
-    print(f"soak: {args.minutes:g} min at {args.rps} req/s x {args.clients} clients = "
-          f"{rate:,} spans/s over {args.transport}, {args.series:,} series pre-loaded")
+    print(
+        f"soak: {args.minutes:g} min at {args.rps} req/s x {args.clients} clients = "
+        f"{rate:,} spans/s over {args.transport}, {args.series:,} series pre-loaded"
+    )
     body = build_batch()
-    with tempfile.TemporaryDirectory() as tmp, start_processor(Path(tmp), {
-            "processors": {"limits": {"max_label_values": {"route": 2000}}}}) as running:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        start_processor(
+            Path(tmp), {"processors": {"limits": {"max_label_values": {"route": 2000}}}}
+        ) as running,
+    ):
         pid = running.process.pid
         traces = f"{running.http_endpoint}/v1/traces"
         preload = series_batches(args.series)
@@ -103,17 +109,30 @@ def main() -> None:
         if args.transport == "grpc":
             payload = Path(tmp) / "body.grpc"
             payload.write_bytes(b"\x00" + struct.pack(">I", len(body)) + body)
-            url = (f"http://{running.grpc_endpoint}"
-                   "/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+            url = f"http://{running.grpc_endpoint}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
             extra = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
         else:
             payload = Path(tmp) / "body.pb"
             payload.write_bytes(body)
             url, extra = traces, ["--h1", "-H", "content-type: application/x-protobuf"]
         load = subprocess.Popen(
-            ["h2load", "-D", str(int(args.minutes * 60)), "--rps", str(args.rps),
-             "-c", str(args.clients), "-d", str(payload), *extra, url],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                "h2load",
+                "-D",
+                str(int(args.minutes * 60)),
+                "--rps",
+                str(args.rps),
+                "-c",
+                str(args.clients),
+                "-d",
+                str(payload),
+                *extra,
+                url,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         samples = []  # (seconds, rss MiB, scrape seconds, processed, live series)
         start = time.monotonic()
         while load.poll() is None:
@@ -123,8 +142,15 @@ def main() -> None:
             scrape = time.perf_counter() - t0
             m = parse_metrics(text)
             live = sum(v for (n, _), v in m.items() if n == "apiusage_series")
-            samples.append((time.monotonic() - start, rss_mib(pid), scrape,
-                            sample(m, "apiusage_spans_processed_total") or 0, live))
+            samples.append(
+                (
+                    time.monotonic() - start,
+                    rss_mib(pid),
+                    scrape,
+                    sample(m, "apiusage_spans_processed_total") or 0,
+                    live,
+                )
+            )
             time.sleep(5)
         out = load.stdout.read()
         codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
@@ -144,18 +170,28 @@ def main() -> None:
         rss = [s[1] for s in samples]
         scrapes = [s[2] for s in samples]
         print(f"duration            {samples[-1][0] if samples else 0:.0f} s")
-        print(f"requests            {ok:,} accepted, {non_ok:,} refused (retryable), "
-              f"{errored.group(1) if errored else '?'} failed")
-        print(f"spans               {accepted:,} accepted, {refused:,} refused, "
-              f"{rejected:,.0f} rejected by the processor, {accepted - processed:,.0f} lost")
+        print(
+            f"requests            {ok:,} accepted, {non_ok:,} refused (retryable), "
+            f"{errored.group(1) if errored else '?'} failed"
+        )
+        print(
+            f"spans               {accepted:,} accepted, {refused:,} refused, "
+            f"{rejected:,.0f} rejected by the processor, {accepted - processed:,.0f} lost"
+        )
         print(f"throughput          {(processed - preloaded) / max(samples[-1][0], 1):,.0f} spans/s")
         print(f"live series         {max(s[4] for s in samples):,.0f} (max)")
-        print(f"RSS MiB             start {rss[0]:.0f}, min {min(rss):.0f}, max {max(rss):.0f}, "
-              f"end {rss[-1]:.0f}")
-        print(f"/metrics scrape     median {statistics.median(scrapes) * 1000:.0f} ms, "
-              f"max {max(scrapes) * 1000:.0f} ms")
-        print("RSS over time (every ~minute): " + ", ".join(
-            f"{t / 60:.0f}m={r:.0f}" for t, r, *_ in samples[::12]))
+        print(
+            f"RSS MiB             start {rss[0]:.0f}, min {min(rss):.0f}, max {max(rss):.0f}, "
+            f"end {rss[-1]:.0f}"
+        )
+        print(
+            f"/metrics scrape     median {statistics.median(scrapes) * 1000:.0f} ms, "
+            f"max {max(scrapes) * 1000:.0f} ms"
+        )
+        print(
+            "RSS over time (every ~minute): "
+            + ", ".join(f"{t / 60:.0f}m={r:.0f}" for t, r, *_ in samples[::12])
+        )
 
 
 if __name__ == "__main__":

@@ -38,19 +38,32 @@ FIRST_DAY = TODAY - DAYS + 1
 NOW_MS = TODAY * DAY_MS + 22 * HOUR_MS  # refresh time: every call of the last day is before it
 _LAST_CALL_MS = 21 * HOUR_MS + 59 * 60_000  # latest time of day a call is made
 
-_RESOURCES = ["orders", "customers", "products", "invoices", "payments", "carts", "shipments",
-              "refunds", "reports", "webhooks"]
+_RESOURCES = [
+    "orders",
+    "customers",
+    "products",
+    "invoices",
+    "payments",
+    "carts",
+    "shipments",
+    "refunds",
+    "reports",
+    "webhooks",
+]
 # (method, route, feature): the feature of a resource, none on DELETE.
 ENDPOINTS: list[tuple[str, str, str]] = []
 for _res in _RESOURCES:
     _item = f"/v2/{_res}/{{{_res[:-1]}_id}}"
-    ENDPOINTS += [("GET", f"/v2/{_res}", _res), ("POST", f"/v2/{_res}", _res),
-                  ("GET", _item, _res), ("DELETE", _item, "")]
+    ENDPOINTS += [
+        ("GET", f"/v2/{_res}", _res),
+        ("POST", f"/v2/{_res}", _res),
+        ("GET", _item, _res),
+        ("DELETE", _item, ""),
+    ]
 # deprecated (method, route, feature) → its replacement among ENDPOINTS
 DEPRECATED = {
     ("GET", "/v1/orders", "orders"): ("GET", "/v2/orders", "orders"),
-    ("GET", "/v1/customers/{customer_id}", "customers"):
-        ("GET", "/v2/customers/{customer_id}", "customers"),
+    ("GET", "/v1/customers/{customer_id}", "customers"): ("GET", "/v2/customers/{customer_id}", "customers"),
     ("POST", "/v1/payments", "payments"): ("POST", "/v2/payments", "payments"),
 }
 ALL_ENDPOINTS = ENDPOINTS + list(DEPRECATED)
@@ -71,8 +84,16 @@ def catalog_document() -> dict:
     sunset and a replacement."""
     endpoints = [{"method": m, "route": r, **({"feature": f} if f else {})} for m, r, f in ENDPOINTS]
     for (m, r, f), (rm, rr, _) in DEPRECATED.items():
-        endpoints.append({"method": m, "route": r, "feature": f, "deprecated": "2026-09-01",
-                          "sunset": "2027-03-31", "replacement": f"{rm} {rr}"})
+        endpoints.append(
+            {
+                "method": m,
+                "route": r,
+                "feature": f,
+                "deprecated": "2026-09-01",
+                "sunset": "2027-03-31",
+                "replacement": f"{rm} {rr}",
+            }
+        )
     return {"services": {SERVICE: {"endpoints": endpoints}}}
 
 
@@ -82,9 +103,27 @@ def consumer_id(seed: int, i: int) -> str:
 
 
 class _Consumer:
-    __slots__ = ("id", "arrival", "kind", "weekday", "churn", "fade", "plan", "upgrade_day",
-                 "first_day_upgrade", "profile", "weights", "legacy", "migrate_day", "client",
-                 "version", "success_at", "volume", "error_rate", "started")
+    __slots__ = (
+        "id",
+        "arrival",
+        "kind",
+        "weekday",
+        "churn",
+        "fade",
+        "plan",
+        "upgrade_day",
+        "first_day_upgrade",
+        "profile",
+        "weights",
+        "legacy",
+        "migrate_day",
+        "client",
+        "version",
+        "success_at",
+        "volume",
+        "error_rate",
+        "started",
+    )
 
     def __init__(self, rng: random.Random, seed: int, i: int, popularity: list[float]) -> None:
         self.id = consumer_id(seed, i)
@@ -116,8 +155,13 @@ class _Consumer:
         released = [v for v, d in CLIENTS[self.client] if d <= self.arrival]
         self.version = released[-1] if rng.random() < 0.7 else released[0]
         r = rng.random()
-        self.success_at: float = 0.0 if r < 0.85 else math.inf if r < 0.88 else \
-            math.exp(rng.uniform(0, math.log(3 * DAY_MS / 1000))) * 1000  # ms after the first call
+        self.success_at: float = (
+            0.0
+            if r < 0.85
+            else math.inf
+            if r < 0.88
+            else math.exp(rng.uniform(0, math.log(3 * DAY_MS / 1000))) * 1000
+        )  # ms after the first call
         self.volume = math.exp(rng.gauss(1.5, 1.0))
         self.error_rate = rng.choice((0.0, 0.0, 0.01, 0.02, 0.05))
         self.started: int | None = None  # ms of the first call
@@ -182,16 +226,16 @@ class History:
             errors = calls if failing else float(round(calls * c.error_rate))
             last = rng.randrange(start, end + 1)
             last_seen = max(last_seen, last)
-            rows.append((day, SERVICE, c.id, method, route, feature, c.client, c.version,
-                         calls, errors, last))
+            rows.append(
+                (day, SERVICE, c.id, method, route, feature, c.client, c.version, calls, errors, last)
+            )
         first_success = None
         if success_ms <= last_seen:
             first_success = max(start, int(success_ms))
         first_plan = plan
         if c.first_day_upgrade:
             first_plan, plan = ("free", "pro") if d == c.arrival else ("pro", "pro")
-        consumer = (SERVICE, c.id, start, first_success, last_seen, first_plan, plan, c.client,
-                    c.version)
+        consumer = (SERVICE, c.id, start, first_success, last_seen, first_plan, plan, c.client, c.version)
         return consumer, rows
 
     def batches(self) -> Iterator[tuple[int, tuple[list, list, list]]]:
@@ -233,8 +277,9 @@ def endpoint_rows(activity: list[tuple]) -> list[tuple]:
         else:
             e[0], e[1] = min(e[0], at), max(e[1], at)
     deprecated = {(m, r) for m, r, _ in DEPRECATED}
-    return [(s, m, r, 1 if (m, r) in deprecated else 0, first, last)
-            for (s, m, r), (first, last) in seen.items()]
+    return [
+        (s, m, r, 1 if (m, r) in deprecated else 0, first, last) for (s, m, r), (first, last) in seen.items()
+    ]
 
 
 def week_of(day: int) -> int:
@@ -300,8 +345,11 @@ class Expected:
         out["endpoint_consumers"] = {k: len(v) for k, v in self.endpoint.items()}
         out["feature_consumers"] = {k: len(v) for k, v in self.feature.items()}
         out["client_versions"] = {k: len(v) for k, v in self.client.items()}
-        out["deprecated_consumers"] = {(SERVICE, m, r, w): len(self.endpoint.get((SERVICE, m, r, w), ()))
-                                       for m, r, _ in DEPRECATED for w in self.WINDOWS}
+        out["deprecated_consumers"] = {
+            (SERVICE, m, r, w): len(self.endpoint.get((SERVICE, m, r, w), ()))
+            for m, r, _ in DEPRECATED
+            for w in self.WINDOWS
+        }
         migrated: dict[tuple, int] = {}
         for (m, r, _), (rm, rr, _) in DEPRECATED.items():
             for w, since in self.sinces.items():
@@ -329,8 +377,9 @@ class Expected:
         out["at_risk"] = dict(at_risk)
         this_week = week_of(TODAY)
         first_day = (this_week - 11) * 7 - 3
-        cohort_of = {c: week_of(v[0] // DAY_MS) for c, v in self.consumers.items()
-                     if v[0] >= first_day * DAY_MS}
+        cohort_of = {
+            c: week_of(v[0] // DAY_MS) for c, v in self.consumers.items() if v[0] >= first_day * DAY_MS
+        }
         sizes: dict[int, int] = defaultdict(int)
         for week in cohort_of.values():
             sizes[week] += 1

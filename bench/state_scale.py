@@ -76,30 +76,42 @@ def _vm_hwm_mib() -> float:
 
 def _tables(store, engine: str) -> dict[str, int]:
     if engine == "sqlite":
-        names = [n for (n,) in store.query("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                           "AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        names = [
+            n
+            for (n,) in store.query(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
     else:
-        names = [n for (n,) in store.query("SELECT table_name FROM information_schema.tables "
-                                           "WHERE table_schema = 'public' ORDER BY table_name")]
+        names = [
+            n
+            for (n,) in store.query(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = 'public' ORDER BY table_name"
+            )
+        ]
     return {name: store.query(f'SELECT COUNT(*) FROM "{name}"')[0][0] for name in names}
 
 
 def _disk(store, engine: str, path: str | None) -> dict[str, int]:
     if engine == "postgres":
-        (total,), = store.query("SELECT pg_database_size(current_database())")
-        (indexes,), = store.query(
+        ((total,),) = store.query("SELECT pg_database_size(current_database())")
+        ((indexes,),) = store.query(
             "SELECT COALESCE(SUM(pg_indexes_size(c.oid)), 0) FROM pg_class c JOIN pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'")
+            "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'"
+        )
         return {"bytes": int(total), "index_bytes": int(indexes)}
     assert path is not None
-    sizes = {suffix: os.path.getsize(path + suffix) if os.path.exists(path + suffix) else 0
-             for suffix in ("", "-wal", "-shm")}
+    sizes = {
+        suffix: os.path.getsize(path + suffix) if os.path.exists(path + suffix) else 0
+        for suffix in ("", "-wal", "-shm")
+    }
     out = {"bytes": sum(sizes.values()), "wal_bytes": sizes["-wal"]}
     with contextlib.suppress(Exception):  # dbstat is not compiled into every SQLite
         tables = {n for (n,) in store.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
         marks = ",".join("?" * len(tables))
-        (idx,), = store.query(f"SELECT SUM(pgsize) FROM dbstat WHERE name NOT IN ({marks})",
-                              sorted(tables))
+        ((idx,),) = store.query(f"SELECT SUM(pgsize) FROM dbstat WHERE name NOT IN ({marks})", sorted(tables))
         out["index_bytes"] = int(idx or 0)
     return out
 
@@ -192,8 +204,13 @@ def run_case(engine: str, size: int, args: argparse.Namespace) -> dict:
     verify = size == args.verify
     tmp = tempfile.mkdtemp(prefix=f"apiusage-bench-{engine}-{size}-", dir=args.tmp)
     os.chmod(tmp, 0o755)  # the PostgreSQL server runs as its own user
-    result: dict = {"engine": engine, "consumers": size, "schema": schema.LATEST,
-                    "days": DAYS, "batch_rows": args.batch_rows}
+    result: dict = {
+        "engine": engine,
+        "consumers": size,
+        "schema": schema.LATEST,
+        "days": DAYS,
+        "batch_rows": args.batch_rows,
+    }
     try:
         with contextlib.ExitStack() as stack:
             path = None
@@ -217,13 +234,20 @@ def run_case(engine: str, size: int, args: argparse.Namespace) -> dict:
                 now = time.perf_counter()
                 if now - last_note >= 15:
                     last_note = now
-                    print(f"  {label}: day {day + 1}/{DAYS}, {history.facts:,} facts, "
-                          f"{history.facts / (now - start):,.0f} rows/s", file=sys.stderr, flush=True)
+                    print(
+                        f"  {label}: day {day + 1}/{DAYS}, {history.facts:,} facts, "
+                        f"{history.facts / (now - start):,.0f} rows/s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             build = time.perf_counter() - start
-            result.update(facts=history.facts, flushes=history.batches_written, build_s=build,
-                          build_rows_per_s=history.facts / build)
-            print(f"  {label}: built {history.facts:,} facts in {build:.1f} s", file=sys.stderr,
-                  flush=True)
+            result.update(
+                facts=history.facts,
+                flushes=history.batches_written,
+                build_s=build,
+                build_rows_per_s=history.facts / build,
+            )
+            print(f"  {label}: built {history.facts:,} facts in {build:.1f} s", file=sys.stderr, flush=True)
             # The processor applies retention at start and every hour (the new store's prune also
             # refreshes SQLite's planner statistics): once here, as after the last of those hours.
             t = time.perf_counter()
@@ -238,16 +262,20 @@ def run_case(engine: str, size: int, args: argparse.Namespace) -> dict:
             stack.callback(lambda: [r.close() for r in readers if r is not store])
 
             def refresh() -> tuple[float | None, object]:
-                seconds, report, fresh = _timed_refresh(store, readers[-1], catalog, limits,
-                                                        args.refresh_timeout)
+                seconds, report, fresh = _timed_refresh(
+                    store, readers[-1], catalog, limits, args.refresh_timeout
+                )
                 if fresh is not readers[-1]:
                     readers.append(fresh)
                 return seconds, report
 
             result["refresh_timeout_s"] = args.refresh_timeout
             result["refresh_first_s"], report = refresh()
-            print(f"  {label}: first refresh {_secs(result['refresh_first_s'], args)}", file=sys.stderr,
-                  flush=True)
+            print(
+                f"  {label}: first refresh {_secs(result['refresh_first_s'], args)}",
+                file=sys.stderr,
+                flush=True,
+            )
             runs = []
             while report is not None and len(runs) < args.repeats:
                 seconds, report = refresh()
@@ -258,7 +286,8 @@ def run_case(engine: str, size: int, args: argparse.Namespace) -> dict:
             if args.analyze:
                 # SQLite loads planner statistics when a connection reads the schema: a new reader.
                 analyzed, analyzed_report = _after_analyze(
-                    engine, path, config, refresh, lambda: readers.append(store.reader()))
+                    engine, path, config, refresh, lambda: readers.append(store.reader())
+                )
                 result.update(analyzed)
                 report = report or analyzed_report
             if expected is not None and report is not None:
@@ -267,9 +296,19 @@ def run_case(engine: str, size: int, args: argparse.Namespace) -> dict:
             if report is None:
                 report = ConsumerReport()
             endpoint_values = dict(report.endpoint_consumers)
-            result["series"] = {family: len(getattr(report, family)) for family in (
-                "active", "endpoint_consumers", "feature_consumers", "client_versions",
-                "deprecated_consumers", "migrated", "cohorts", "at_risk")}
+            result["series"] = {
+                family: len(getattr(report, family))
+                for family in (
+                    "active",
+                    "endpoint_consumers",
+                    "feature_consumers",
+                    "client_versions",
+                    "deprecated_consumers",
+                    "migrated",
+                    "cohorts",
+                    "at_risk",
+                )
+            }
             flushes = []
             for i in range(3):
                 batch = _flush_batch(history, i)
@@ -310,10 +349,13 @@ def duckdb_reference(size: int, args: argparse.Namespace, ours: dict | None = No
             out_csv = csv.writer(f)
             for _, (_, rows, _) in history.batches():
                 out_csv.writerows((r[0], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[10]) for r in rows)
-        db.execute("CREATE TABLE activity AS SELECT * FROM read_csv(?, header = false, columns = "
-                   "{'day': 'INTEGER', 'consumer_id': 'VARCHAR', 'method': 'VARCHAR', 'route': 'VARCHAR', "
-                   "'feature': 'VARCHAR', 'client_name': 'VARCHAR', 'client_version': 'VARCHAR', "
-                   "'calls': 'DOUBLE', 'last_call': 'BIGINT'})", [path])
+        db.execute(
+            "CREATE TABLE activity AS SELECT * FROM read_csv(?, header = false, columns = "
+            "{'day': 'INTEGER', 'consumer_id': 'VARCHAR', 'method': 'VARCHAR', 'route': 'VARCHAR', "
+            "'feature': 'VARCHAR', 'client_name': 'VARCHAR', 'client_version': 'VARCHAR', "
+            "'calls': 'DOUBLE', 'last_call': 'BIGINT'})",
+            [path],
+        )
         load = time.perf_counter() - t
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -322,8 +364,10 @@ def duckdb_reference(size: int, args: argparse.Namespace, ours: dict | None = No
         t = time.perf_counter()
         values = {}
         for window, days in Expected.WINDOWS.items():
-            for m, r, n in db.execute(f"SELECT method, route, {how} FROM activity WHERE last_call >= ? "
-                                      "GROUP BY 1, 2", [NOW_MS - days * 86_400_000]).fetchall():
+            for m, r, n in db.execute(
+                f"SELECT method, route, {how} FROM activity WHERE last_call >= ? GROUP BY 1, 2",
+                [NOW_MS - days * 86_400_000],
+            ).fetchall():
                 values[m, r, window] = n
         out["exact_s" if how.startswith("COUNT") else "approx_s"] = time.perf_counter() - t
         out["exact" if how.startswith("COUNT") else "approx"] = values
@@ -351,9 +395,11 @@ def _analyzed(r: dict) -> str:
 
 
 def print_tables(results: list[dict]) -> None:
-    print("\n| engine | consumers | activity facts | build s (rows/s) | DB on disk (indexes) | "
-          "refresh first s | refresh median s | after ANALYZE s | flush N rows: median s | peak RSS | "
-          "exact |")
+    print(
+        "\n| engine | consumers | activity facts | build s (rows/s) | DB on disk (indexes) | "
+        "refresh first s | refresh median s | after ANALYZE s | flush N rows: median s | peak RSS | "
+        "exact |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         if "error" in r:
@@ -364,11 +410,13 @@ def print_tables(results: list[dict]) -> None:
         exact = r.get("exact", "")
         if isinstance(exact, list):
             exact = f"NO ({len(exact)} mismatches)"
-        print(f"| {r['engine']} | {r['consumers']:,} | {r['facts']:,} | {r['build_s']:,.0f} "
-              f"({r['build_rows_per_s']:,.0f}) | {_mib(disk['bytes'])}{share} | "
-              f"{_fmt(r['refresh_first_s'], r)} | {_fmt(r['refresh_median_s'], r)} | "
-              f"{_analyzed(r)} | "
-              f"{r['flush_rows']:,}: {r['flush_median_s']:.3f} | {r['peak_rss_mib']:,.0f} MiB | {exact} |")
+        print(
+            f"| {r['engine']} | {r['consumers']:,} | {r['facts']:,} | {r['build_s']:,.0f} "
+            f"({r['build_rows_per_s']:,.0f}) | {_mib(disk['bytes'])}{share} | "
+            f"{_fmt(r['refresh_first_s'], r)} | {_fmt(r['refresh_median_s'], r)} | "
+            f"{_analyzed(r)} | "
+            f"{r['flush_rows']:,}: {r['flush_median_s']:.3f} | {r['peak_rss_mib']:,.0f} MiB | {exact} |"
+        )
     print()
     for r in results:
         if "tables" in r:
@@ -379,32 +427,44 @@ def print_tables(results: list[dict]) -> None:
                 print(f"    mismatch: {line}")
         if isinstance(r.get("duckdb"), dict):
             d = r["duckdb"]
-            print(f"    duckdb reference: rows to CSV + load {d['load_s']:.1f} s, endpoint COUNT(DISTINCT) "
-                  f"x 3 windows {d['exact_s']:.2f} s (exact), approx_count_distinct {d['approx_s']:.2f} s, "
-                  f"error median {d['approx_error_median']:.1%}, max {d['approx_error_max']:.1%}; "
-                  f"exact counts equal the store's: {'yes' if d.get('same_as_store') else 'NO'}")
+            print(
+                f"    duckdb reference: rows to CSV + load {d['load_s']:.1f} s, endpoint COUNT(DISTINCT) "
+                f"x 3 windows {d['exact_s']:.2f} s (exact), approx_count_distinct {d['approx_s']:.2f} s, "
+                f"error median {d['approx_error_median']:.1%}, max {d['approx_error_max']:.1%}; "
+                f"exact counts equal the store's: {'yes' if d.get('same_as_store') else 'NO'}"
+            )
         elif r.get("duckdb"):
             print(f"    duckdb reference: {r['duckdb']}")
 
 
 def _parse() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--sizes", default="1000,10000,100000", help="consumers, comma-separated")
     p.add_argument("--engines", default="sqlite,postgres", help="sqlite, postgres or both")
     p.add_argument("--repeats", type=int, default=3, help="refreshes after the first (median)")
-    p.add_argument("--verify", type=int, default=None,
-                   help="the size whose values are recomputed in Python (default: the smallest)")
+    p.add_argument(
+        "--verify",
+        type=int,
+        default=None,
+        help="the size whose values are recomputed in Python (default: the smallest)",
+    )
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--batch-rows", type=int, default=50_000, help="activity rows per flush, at most")
     p.add_argument("--timeout", type=float, default=2400, help="seconds per case before it is stopped")
-    p.add_argument("--refresh-timeout", type=float, default=600,
-                   help="seconds after which one refresh is interrupted and reported as stopped")
+    p.add_argument(
+        "--refresh-timeout",
+        type=float,
+        default=600,
+        help="seconds after which one refresh is interrupted and reported as stopped",
+    )
     p.add_argument("--tmp", default="/tmp", help="where the databases go (removed afterwards)")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--duckdb", action="store_true", help="add the DuckDB reference (if installed)")
-    p.add_argument("--analyze", action="store_true",
-                   help="then ANALYZE every table and time the refresh again")
+    p.add_argument(
+        "--analyze", action="store_true", help="then ANALYZE every table and time the refresh again"
+    )
     p.add_argument("--quick", action="store_true", help="1k consumers on both engines, 1 repeat")
     p.add_argument("--case", nargs=2, metavar=("ENGINE", "SIZE"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -434,21 +494,43 @@ def main() -> None:
     if args.case:
         _child(args.case[0], int(args.case[1]), args)
         return
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-    print(f"state at scale: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"commit {head}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", flush=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.abspath(__file__)),
+    ).stdout.strip()
+    print(
+        f"state at scale: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"commit {head}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        flush=True,
+    )
     results = []
-    forwarded = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                 if k in ("repeats", "verify", "seed", "batch_rows", "tmp", "refresh_timeout")]
+    forwarded = [
+        f"--{k.replace('_', '-')}={v}"
+        for k, v in vars(args).items()
+        if k in ("repeats", "verify", "seed", "batch_rows", "tmp", "refresh_timeout")
+    ]
     forwarded += ["--analyze"] if args.analyze else []
     for engine in args.engine_list:
         for size in args.size_list:
-            cmd = [sys.executable, "-m", "bench.state_scale", "--case", engine, str(size), *forwarded,
-                   *(["--duckdb"] if args.duckdb and engine == args.engine_list[0] else [])]
+            cmd = [
+                sys.executable,
+                "-m",
+                "bench.state_scale",
+                "--case",
+                engine,
+                str(size),
+                *forwarded,
+                *(["--duckdb"] if args.duckdb and engine == args.engine_list[0] else []),
+            ]
             print(f"{engine} {size:,} consumers ...", flush=True)
-            child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
-                                     cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            child = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            )
             timed_out = False
             try:
                 out, _ = child.communicate(timeout=args.timeout)
@@ -462,17 +544,21 @@ def main() -> None:
                     out, _ = child.communicate()
             lines = [line for line in out.splitlines() if line.startswith(_RESULT)]
             if child.returncode == 0 and lines:
-                results.append(json.loads(lines[-1][len(_RESULT):]))
+                results.append(json.loads(lines[-1][len(_RESULT) :]))
             else:
-                reason = (f"timed out after {args.timeout:.0f} s" if timed_out
-                          else f"failed ({child.returncode})")
+                reason = (
+                    f"timed out after {args.timeout:.0f} s" if timed_out else f"failed ({child.returncode})"
+                )
                 results.append({"engine": engine, "consumers": size, "error": reason})
             r = results[-1]
             if "error" not in r:
                 exact = r.get("exact", "not checked")
-                print(f"  -> refresh first {_fmt(r['refresh_first_s'], r)} s, median "
-                      f"{_fmt(r['refresh_median_s'], r)} s, flush {r['flush_median_s']:.3f} s, exact: "
-                      f"{exact if isinstance(exact, str) else f'NO, {len(exact)} mismatches'}", flush=True)
+                print(
+                    f"  -> refresh first {_fmt(r['refresh_first_s'], r)} s, median "
+                    f"{_fmt(r['refresh_median_s'], r)} s, flush {r['flush_median_s']:.3f} s, exact: "
+                    f"{exact if isinstance(exact, str) else f'NO, {len(exact)} mismatches'}",
+                    flush=True,
+                )
             if args.json:
                 with open(args.json, "w") as f:
                     json.dump(results, f, indent=1)

@@ -24,13 +24,15 @@ def format_notification(path: str, payload: dict) -> list[str]:
     lines = []
     for alert in payload.get("alerts") or []:
         labels, annotations = alert.get("labels") or {}, alert.get("annotations") or {}
-        scope = " ".join(f"{k}={v}" for k, v in sorted(labels.items())
-                         if k not in ("alertname", "severity", "category"))
+        scope = " ".join(
+            f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("alertname", "severity", "category")
+        )
         lines.append(
             f"{path} {alert.get('status', payload.get('status', '?')).upper()} "
             f"{labels.get('alertname', '?')} [{labels.get('severity', '?')}] {scope} | "
             f"{annotations.get('summary', '')} | runbook: {annotations.get('runbook_url', '-')} "
-            f"| dashboard: {annotations.get('dashboard_url', '-')}")
+            f"| dashboard: {annotations.get('dashboard_url', '-')}"
+        )
     return lines
 
 
@@ -66,8 +68,9 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m apiusage.demo.alertlog",
-                                     description="Print Alertmanager webhook notifications.")
+    parser = argparse.ArgumentParser(
+        prog="python -m apiusage.demo.alertlog", description="Print Alertmanager webhook notifications."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5001)
     args = parser.parse_args(argv)

@@ -98,24 +98,32 @@ def build_app(plans: dict[str, str] | None = None, *, seed: int | None = None) -
     keys = load_plans() if plans is None else dict(plans)
     rng = random.Random(seed)
     exports = Capacity(EXPORTS_PER_SECOND)
-    app = FastAPI(title=SERVICE_NAME, version="2.3.0",
-                  description="Demo orders API for apiusage: versioned routes, a deprecated "
-                              "endpoint with a replacement, plan tiers.")
+    app = FastAPI(
+        title=SERVICE_NAME,
+        version="2.3.0",
+        description="Demo orders API for apiusage: versioned routes, a deprecated "
+        "endpoint with a replacement, plan tiers.",
+    )
 
-    def authenticate(request: Request,
-                     x_api_key: str | None = Header(default=None, include_in_schema=False)) -> str:
+    def authenticate(
+        request: Request, x_api_key: str | None = Header(default=None, include_in_schema=False)
+    ) -> str:
         """The caller's plan tier; 401 without a known key."""
         if not x_api_key or x_api_key not in keys:
-            raise HTTPException(401, "missing or unknown API key",
-                                headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
+            raise HTTPException(
+                401, "missing or unknown API key", headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'}
+            )
         request.state.plan_tier = keys[x_api_key]
         return keys[x_api_key]
 
     def order(order_id: int) -> dict:
         if order_id > MAX_ORDER_ID:
             raise HTTPException(404, f"order {order_id} not found")
-        return {"id": order_id, "status": rng.choice(["open", "paid", "shipped"]),
-                "total": round(rng.uniform(5, 500), 2)}
+        return {
+            "id": order_id,
+            "status": rng.choice(["open", "paid", "shipped"]),
+            "total": round(rng.uniform(5, 500), 2),
+        }
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:
@@ -200,8 +208,7 @@ def build_app(plans: dict[str, str] | None = None, *, seed: int | None = None) -
     @v2.post("/exports", tags=["exports"], status_code=202)
     async def create_export(body: NewExport) -> dict:
         if not exports.take():
-            raise HTTPException(503, "export capacity exhausted, retry later",
-                                headers={"Retry-After": "1"})
+            raise HTTPException(503, "export capacity exhausted, retry later", headers={"Retry-After": "1"})
         await work(0.12, rng)
         return {"id": rng.randint(1, MAX_ORDER_ID), "kind": body.kind, "state": "queued"}
 

@@ -103,8 +103,10 @@ def check_target(url: str) -> str:
         label = re.fullmatch(r"[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?", host)
         allowed = host == "localhost" or label is not None
     if not allowed:
-        raise ValueError(f"target host {host!r} is neither loopback nor a compose service name "
-                         "(a single-label host name); the demo traffic never leaves the stack")
+        raise ValueError(
+            f"target host {host!r} is neither loopback nor a compose service name "
+            "(a single-label host name); the demo traffic never leaves the stack"
+        )
     return url.rstrip("/")
 
 
@@ -118,10 +120,24 @@ def population(plans: dict[str, str], duration: float, rng: random.Random) -> li
         late = rng.random() < 0.3
         joins_at = rng.uniform(0.05, 0.6) * duration if late else 0.0
         failures = rng.randint(1, 3) if late and rng.random() < 0.6 else 0
-        migrates_at = (rng.uniform(0.2, 0.7) * duration
-                       if api == "v1" and client is not None and rng.random() < 0.5 else None)
-        out.append(Consumer(key, tier, client, version, api, joins_at, failures, migrates_at,
-                            ACTIVITY.get(tier, 1.0) * rng.uniform(0.5, 1.5)))
+        migrates_at = (
+            rng.uniform(0.2, 0.7) * duration
+            if api == "v1" and client is not None and rng.random() < 0.5
+            else None
+        )
+        out.append(
+            Consumer(
+                key,
+                tier,
+                client,
+                version,
+                api,
+                joins_at,
+                failures,
+                migrates_at,
+                ACTIVITY.get(tier, 1.0) * rng.uniform(0.5, 1.5),
+            )
+        )
     return out
 
 
@@ -130,17 +146,25 @@ def order_id(rng: random.Random) -> int:
 
 
 def new_order(rng: random.Random) -> dict:
-    return {"lines": [{"sku": f"SKU-{rng.randint(1, 400)}", "quantity": rng.randint(1, 5)}
-                      for _ in range(rng.randint(1, 4))]}
+    return {
+        "lines": [
+            {"sku": f"SKU-{rng.randint(1, 400)}", "quantity": rng.randint(1, 5)}
+            for _ in range(rng.randint(1, 4))
+        ]
+    }
 
 
 def choose(c: Consumer, rng: random.Random) -> Request:
     """The consumer's next request."""
     if c.failures_before_success > 0:  # getting started: not yet a valid request
         c.failures_before_success -= 1
-        return rng.choice([Request("POST", "/v2/orders", json={"lines": []}),
-                           Request("GET", "/v2/search"),
-                           Request("POST", "/v2/exports", json={"kind": "everything", "since": "yesterday"})])
+        return rng.choice(
+            [
+                Request("POST", "/v2/orders", json={"lines": []}),
+                Request("GET", "/v2/search"),
+                Request("POST", "/v2/exports", json={"kind": "everything", "since": "yesterday"}),
+            ]
+        )
     if c.replacements_due:  # just upgraded: try the replacements of the deprecated calls first
         method, path = c.replacements_due.pop().split(" ")
         return Request(method, path.format(id=order_id(rng) if "orders" in path else rng.randint(1, 300)))
@@ -162,12 +186,19 @@ def choose(c: Consumer, rng: random.Random) -> Request:
             (8, lambda: Request("DELETE", f"/v2/orders/{order_id(rng)}")),
             (8, lambda: Request("GET", f"/v2/invoices/INV-{rng.randint(1000, 9999)}")),
             (10, lambda: Request("GET", "/v2/search", params={"q": rng.choice(["paid", "late", "sku:12"])})),
-            (3 if c.tier != "free" else 1,
-             lambda: Request("POST", "/v2/exports", json={"kind": "orders", "since": "2026-01-01"})),
+            (
+                3 if c.tier != "free" else 1,
+                lambda: Request("POST", "/v2/exports", json={"kind": "orders", "since": "2026-01-01"}),
+            ),
             (5, lambda: Request("GET", f"/v2/exports/{rng.randint(1, 300)}")),
-            (3 if c.tier != "free" else 0.5,
-             lambda: Request("POST", "/v2/webhooks",
-                             json={"url": "https://hooks.example.com/orders", "events": ["order.paid"]})),
+            (
+                3 if c.tier != "free" else 0.5,
+                lambda: Request(
+                    "POST",
+                    "/v2/webhooks",
+                    json={"url": "https://hooks.example.com/orders", "events": ["order.paid"]},
+                ),
+            ),
         ]
     weights = [w for w, _ in ops]
     return rng.choices([make for _, make in ops], weights)[0]()
@@ -184,15 +215,33 @@ class Stats:
     seconds: float = 0.0
 
     def summary(self) -> str:
-        return json.dumps({"requests": self.requests, "transport_errors": self.errors,
-                           "status": dict(sorted(self.by_status.items())), "bursts": self.bursts,
-                           "migrations": self.migrations, "consumers": self.joined,
-                           "seconds": round(self.seconds, 1)}, sort_keys=True)
+        return json.dumps(
+            {
+                "requests": self.requests,
+                "transport_errors": self.errors,
+                "status": dict(sorted(self.by_status.items())),
+                "bursts": self.bursts,
+                "migrations": self.migrations,
+                "consumers": self.joined,
+                "seconds": round(self.seconds, 1),
+            },
+            sort_keys=True,
+        )
 
 
 class Generator:
-    def __init__(self, target: str, plans: dict[str, str], *, duration: float, max_requests: int,
-                 rate: float, seed: int | None, concurrency: int, burst_every: float | None) -> None:
+    def __init__(
+        self,
+        target: str,
+        plans: dict[str, str],
+        *,
+        duration: float,
+        max_requests: int,
+        rate: float,
+        seed: int | None,
+        concurrency: int,
+        burst_every: float | None,
+    ) -> None:
         if not 0 < duration <= MAX_DURATION:
             raise ValueError(f"duration must be in (0, {MAX_DURATION:.0f}] seconds, got {duration}")
         if not 1 <= max_requests <= MAX_REQUESTS:
@@ -216,8 +265,9 @@ class Generator:
     async def send(self, client: httpx.AsyncClient, consumer: Consumer, request: Request) -> None:
         headers = consumer.headers() if request.authenticated else {"User-Agent": "uptime-check/1.0"}
         try:
-            response = await client.request(request.method, request.path, json=request.json,
-                                            params=request.params, headers=headers)
+            response = await client.request(
+                request.method, request.path, json=request.json, params=request.params, headers=headers
+            )
             self.stats.by_status[response.status_code] += 1
         except httpx.HTTPError:
             self.stats.errors += 1
@@ -230,8 +280,12 @@ class Generator:
         """An enterprise consumer's nightly batch started by hand: exports over capacity."""
         self.stats.bursts += 1
         body = {"kind": "invoices", "since": "2026-01-01"}
-        await asyncio.gather(*(self.send(client, consumer, Request("POST", "/v2/exports", json=body))
-                               for _ in range(EXPORT_BURST)))
+        await asyncio.gather(
+            *(
+                self.send(client, consumer, Request("POST", "/v2/exports", json=body))
+                for _ in range(EXPORT_BURST)
+            )
+        )
 
     def active(self, elapsed: float) -> list[Consumer]:
         out = []
@@ -281,13 +335,29 @@ class Generator:
         return self.stats
 
 
-def run(target: str, *, duration: float = 60.0, max_requests: int = 100_000, rate: float = 20.0,
-        seed: int | None = None, plans: str | Path | dict[str, str] | None = None,
-        concurrency: int = 16, burst_every: float | None = None) -> Stats:
+def run(
+    target: str,
+    *,
+    duration: float = 60.0,
+    max_requests: int = 100_000,
+    rate: float = 20.0,
+    seed: int | None = None,
+    plans: str | Path | dict[str, str] | None = None,
+    concurrency: int = 16,
+    burst_every: float | None = None,
+) -> Stats:
     """Send demo traffic to `target` until `duration` seconds or `max_requests` requests."""
     keys = plans if isinstance(plans, dict) else load_plans(plans or PLANS)
-    generator = Generator(target, keys, duration=duration, max_requests=max_requests, rate=rate,
-                          seed=seed, concurrency=concurrency, burst_every=burst_every)
+    generator = Generator(
+        target,
+        keys,
+        duration=duration,
+        max_requests=max_requests,
+        rate=rate,
+        seed=seed,
+        concurrency=concurrency,
+        burst_every=burst_every,
+    )
     return asyncio.run(_main(generator))
 
 
@@ -302,22 +372,37 @@ async def _main(generator: Generator) -> Stats:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m apiusage.demo.traffic",
-                                     description="Send bounded, realistic traffic to the demo service.")
-    parser.add_argument("--target", default="http://127.0.0.1:8000",
-                        help="base URL of the demo service (loopback or a compose service name)")
+    parser = argparse.ArgumentParser(
+        prog="python -m apiusage.demo.traffic",
+        description="Send bounded, realistic traffic to the demo service.",
+    )
+    parser.add_argument(
+        "--target",
+        default="http://127.0.0.1:8000",
+        help="base URL of the demo service (loopback or a compose service name)",
+    )
     parser.add_argument("--duration", type=float, default=300.0, help="seconds to run (at most 7 days)")
     parser.add_argument("--max-requests", type=int, default=100_000, help="stop after this many requests")
     parser.add_argument("--rate", type=float, default=20.0, help="average requests per second")
     parser.add_argument("--seed", type=int, default=None, help="random seed, for a reproducible run")
     parser.add_argument("--plans", default=None, help="plan mapping file (default: the packaged plans.yaml)")
-    parser.add_argument("--burst-every", type=float, default=None,
-                        help="mean seconds between export bursts "
-                             "(default: a quarter of the run, at least 15)")
+    parser.add_argument(
+        "--burst-every",
+        type=float,
+        default=None,
+        help="mean seconds between export bursts (default: a quarter of the run, at least 15)",
+    )
     args = parser.parse_args(argv)
     try:
-        stats = run(args.target, duration=args.duration, max_requests=args.max_requests, rate=args.rate,
-                    seed=args.seed, plans=args.plans, burst_every=args.burst_every)
+        stats = run(
+            args.target,
+            duration=args.duration,
+            max_requests=args.max_requests,
+            rate=args.rate,
+            seed=args.seed,
+            plans=args.plans,
+            burst_every=args.burst_every,
+        )
     except (ValueError, OSError) as exc:
         print(f"traffic: error: {exc}", file=sys.stderr)
         return 2

@@ -49,8 +49,9 @@ def closure() -> dict[str, str]:
             continue
         distribution = metadata.distribution(requirement.name)
         pins[name] = distribution.version
-        stack += [r for r in map(Requirement, distribution.requires or [])
-                  if wanted(r, tuple(requirement.extras))]
+        stack += [
+            r for r in map(Requirement, distribution.requires or []) if wanted(r, tuple(requirement.extras))
+        ]
     return pins
 
 

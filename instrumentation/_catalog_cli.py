@@ -52,13 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     source = from_openapi.add_mutually_exclusive_group(required=True)
     source.add_argument("--file", metavar="PATH", help="OpenAPI document, JSON or YAML")
     source.add_argument("--url", metavar="URL", help="fetch the document over http(s)")
-    source.add_argument(
-        "--app", metavar="MODULE:ATTR", help="import a FastAPI app and use app.openapi()"
-    )
+    source.add_argument("--app", metavar="MODULE:ATTR", help="import a FastAPI app and use app.openapi()")
     from_openapi.add_argument("--service", required=True, help="service name in the catalog")
-    from_openapi.add_argument(
-        "-o", "--output", metavar="FILE", help="write here instead of standard output"
-    )
+    from_openapi.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
     from_openapi.add_argument(
         "--feature-key", default="x-feature", help="operation key naming the feature (x-feature)"
     )
@@ -75,9 +71,7 @@ def run_from_openapi(args: argparse.Namespace) -> int:
     try:
         document, source = _read_document(args)
         catalog = catalog_from_openapi(document, args.service, source, args.feature_key)
-        text = dump_catalog(
-            catalog, header=f"apiusage endpoint catalog, generated from {source}"
-        )
+        text = dump_catalog(catalog, header=f"apiusage endpoint catalog, generated from {source}")
         if args.output:
             try:
                 Path(args.output).write_text(text, encoding="utf-8")

@@ -218,7 +218,9 @@ class _EnvReader:
             return False
         _logger.warning(
             "apiusage: ignoring %s=%r (expected true or false); using %s",
-            name, value, str(default).lower(),
+            name,
+            value,
+            str(default).lower(),
         )
         return default
 
@@ -240,6 +242,9 @@ class _EnvReader:
                 hint = " or module:function" if allow_callables else ""
                 _logger.warning(
                     "apiusage: ignoring unknown source %r in %s (known: %s%s, or none)",
-                    item, name, ", ".join(known), hint,
+                    item,
+                    name,
+                    ", ".join(known),
+                    hint,
                 )
         return tuple(result)

@@ -148,7 +148,9 @@ class Enricher:
             _logger.warning(
                 "apiusage: the catalog %s has no service named %r (it has: %s); "
                 "set APIUSAGE_SERVICE_NAME or OTEL_SERVICE_NAME to the catalog's name",
-                self.catalog.source, name, ", ".join(self.catalog.service_names) or "none",
+                self.catalog.source,
+                name,
+                ", ".join(self.catalog.service_names) or "none",
             )
 
     # -- per request -----------------------------------------------------------------
@@ -171,9 +173,7 @@ class Enricher:
         self._last_app, self._last_table = app, table
         return table
 
-    def on_response(
-        self, scope: dict[str, Any], span: trace.Span, app: Any
-    ) -> list[tuple[bytes, bytes]]:
+    def on_response(self, scope: dict[str, Any], span: trace.Span, app: Any) -> list[tuple[bytes, bytes]]:
         """Set the span's attributes; return the response headers to add."""
         # This runs on every request: route facts are cached per (method, template), the
         # caller's attributes per distinct caller (see _parts), and an SDK span's
@@ -219,15 +219,31 @@ class Enricher:
                     get = headers.get
                     attr = self._state_attr
                     if attr is None:
-                        cached = self._callers.get((get(names[0]), get(names[1]), get(names[2]),
-                                                    get(names[3]), get(names[4]), get(names[5])))
+                        cached = self._callers.get(
+                            (
+                                get(names[0]),
+                                get(names[1]),
+                                get(names[2]),
+                                get(names[3]),
+                                get(names[4]),
+                                get(names[5]),
+                            )
+                        )
                     else:
                         state = scope.get("state", _NO_STATE)
                         value = state.get(attr) if type(state) is dict else _NO_STATE
                         if type(value) in _KEYABLE:  # (_NO_STATE is not)
-                            cached = self._callers.get((get(names[0]), get(names[1]), get(names[2]),
-                                                        get(names[3]), get(names[4]), get(names[5]),
-                                                        value))
+                            cached = self._callers.get(
+                                (
+                                    get(names[0]),
+                                    get(names[1]),
+                                    get(names[2]),
+                                    get(names[3]),
+                                    get(names[4]),
+                                    get(names[5]),
+                                    value,
+                                )
+                            )
             if cached is not None and cached[1] is None and template:
                 caller, route = cached[0], info.attributes
             else:
@@ -394,8 +410,7 @@ class Enricher:
         name = repr(resolver)
         if name not in self._failed:
             self._failed.add(name)
-            _logger.warning("apiusage: resolver %s raised; ignoring it for this request",
-                            name, exc_info=True)
+            _logger.warning("apiusage: resolver %s raised; ignoring it for this request", name, exc_info=True)
 
 
 def _fast_path(resolver: Any) -> Callable[..., Any] | None:
@@ -414,7 +429,7 @@ def _raw_name(header: str | None) -> bytes | None:
 def _route_path(scope: dict[str, Any]) -> str:
     path = scope.get("path", "")
     root = scope.get("root_path", "")
-    return path[len(root):] if root and path.startswith(root) else path
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 # -- building ------------------------------------------------------------------------
@@ -517,8 +532,7 @@ def _import(reference: str, variable: str) -> Callable[..., Any] | None:
         return import_callable(reference)
     except Exception as exc:
         # Safe to skip: without it we export less, never a raw id.
-        _logger.error("apiusage: ignoring %s entry %r: %s: %s",
-                      variable, reference, type(exc).__name__, exc)
+        _logger.error("apiusage: ignoring %s entry %r: %s: %s", variable, reference, type(exc).__name__, exc)
         return None
 
 

@@ -38,9 +38,7 @@ def link_value(target: str, rel: str) -> str:
     return f'<{target}>; rel="{rel}"'
 
 
-def expand_target(
-    target: str, path_params: Mapping[str, Any], root_path: str = ""
-) -> str | None:
+def expand_target(target: str, path_params: Mapping[str, Any], root_path: str = "") -> str | None:
     """Fill a replacement route template with this request's path parameters.
 
     ``/v2/orders/{order_id}`` with ``order_id=42`` becomes ``/v2/orders/42``; a
@@ -77,7 +75,7 @@ class _Target:
         parts = []
         position = 0
         for match in _TEMPLATE_PARAM.finditer(template):
-            parts.append((template[position:match.start()], match.group(1), match.group(2) == "path"))
+            parts.append((template[position : match.start()], match.group(1), match.group(2) == "path"))
             position = match.end()
         self.parts = tuple(parts)
         self.tail = template[position:]

@@ -82,8 +82,7 @@ class ApiUsageMiddleware:
         # Telemetry must never fail the host's request.
         if not self._warned:
             self._warned = True
-            _logger.warning("apiusage: enrichment failed; the request is unaffected",
-                            exc_info=True)
+            _logger.warning("apiusage: enrichment failed; the request is unaffected", exc_info=True)
         return []
 
     def _ensure_redaction(self) -> None:
@@ -148,9 +147,7 @@ def _service_name_of(provider: Any) -> str | None:
 
 def has_middleware(app: Any) -> bool:
     """Whether ``app`` already carries our middleware (added by instrument())."""
-    return any(
-        getattr(m, "cls", None) is ApiUsageMiddleware for m in getattr(app, "user_middleware", ())
-    )
+    return any(getattr(m, "cls", None) is ApiUsageMiddleware for m in getattr(app, "user_middleware", ()))
 
 
 _patch_lock = threading.Lock()

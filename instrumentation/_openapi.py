@@ -21,7 +21,10 @@ _EXTENSIONS = ("x-deprecated-since", "x-sunset", "x-replacement", "x-deprecation
 
 
 def operation_endpoint(
-    method: str, route: str, operation: dict[str, Any], feature_key: str = "x-feature",
+    method: str,
+    route: str,
+    operation: dict[str, Any],
+    feature_key: str = "x-feature",
     source: str = "<openapi>",
 ) -> Endpoint:
     """The catalog entry an OpenAPI operation describes (validated like a catalog entry)."""
@@ -61,9 +64,7 @@ def catalog_from_openapi(
             if not interesting:
                 continue
             try:
-                endpoints.append(
-                    operation_endpoint(method, route, operation, feature_key, source)
-                )
+                endpoints.append(operation_endpoint(method, route, operation, feature_key, source))
             except CatalogError as exc:
                 # Re-word the synthetic key path into the OpenAPI one the user can find.
                 detail = str(exc).split(".endpoints[0].", 1)[-1]

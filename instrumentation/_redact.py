@@ -119,9 +119,7 @@ class Scrubber:
             plans[keys] = plan
         return plan
 
-    def changes(
-        self, attributes: Mapping[str, Any], server: bool
-    ) -> tuple[list[str], dict[str, str]]:
+    def changes(self, attributes: Mapping[str, Any], server: bool) -> tuple[list[str], dict[str, str]]:
         """(keys to delete, keys to rewrite) for one span's attributes."""
         store = getattr(attributes, "_dict", attributes)
         drop, urls = self.plan(tuple(store), server)

@@ -184,8 +184,7 @@ class PlanTierMapping:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigurationError(
-                f"apiusage: refusing to start: cannot read the plan tier file "
-                f"{source}: {exc.strerror or exc}"
+                f"apiusage: refusing to start: cannot read the plan tier file {source}: {exc.strerror or exc}"
             ) from None
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ConfigurationError(f"{source}: not valid YAML: {exc}") from None

@@ -166,12 +166,9 @@ class RouteTable:
         own: Endpoint | None = None
         if operation is not None:
             try:
-                own = operation_endpoint(
-                    method, template, operation, self.feature_key, source="openapi"
-                )
+                own = operation_endpoint(method, template, operation, self.feature_key, source="openapi")
             except CatalogError as exc:
-                _logger.warning("apiusage: ignoring route extensions of %s %s: %s",
-                                method, template, exc)
+                _logger.warning("apiusage: ignoring route extensions of %s %s: %s", method, template, exc)
                 own = Endpoint(method, template, deprecated=operation.get("deprecated") is True)
         entry = None
         service = self.service_name()

@@ -74,19 +74,16 @@ def instrument(
     if provider is not None and not scrubbing:
         _logger.warning(
             "apiusage: tracer provider %s is not the OpenTelemetry SDK's; span attributes "
-            "cannot be scrubbed of query strings and client addresses", type(provider).__name__
+            "cannot be scrubbed of query strings and client addresses",
+            type(provider).__name__,
         )
     resource = getattr(provider, "resource", None)
-    enricher.set_service_name(
-        service_name or getattr(resource, "attributes", {}).get("service.name")
-    )
+    enricher.set_service_name(service_name or getattr(resource, "attributes", {}).get("service.name"))
 
     if not getattr(app, "_is_instrumented_by_opentelemetry", False):
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        FastAPIInstrumentor.instrument_app(
-            app, tracer_provider=provider, exclude_spans=exclude_spans
-        )
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, exclude_spans=exclude_spans)
     if not has_middleware(app):
         # add_middleware puts us inside OpenTelemetry's middleware, where the span is current.
         # An explicit provider other than the global one is the app's choice: don't
@@ -120,8 +117,6 @@ def _otlp_exporter(env: Mapping[str, str]) -> Any:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     else:
         if protocol != "grpc":
-            _logger.warning(
-                "apiusage: unsupported OTEL_EXPORTER_OTLP_PROTOCOL=%r; using grpc", protocol
-            )
+            _logger.warning("apiusage: unsupported OTEL_EXPORTER_OTLP_PROTOCOL=%r; using grpc", protocol)
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     return OTLPSpanExporter()

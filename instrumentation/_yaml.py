@@ -118,8 +118,10 @@ class _Bounded(Composer, SafeConstructor):
             nodes, height = weight
             self._alias_nodes += nodes
             if self._alias_nodes > self._limits.max_alias_nodes:
-                raise self._refuse(f"aliases add more than {self._limits.max_alias_nodes} values "
-                                   f"(alias *{event.anchor})", event.start_mark)
+                raise self._refuse(
+                    f"aliases add more than {self._limits.max_alias_nodes} values (alias *{event.anchor})",
+                    event.start_mark,
+                )
             self._check_depth(self._depth + height, event.start_mark)
             self._count(nodes, event.start_mark)
             return super().compose_node(parent, index)  # undefined aliases: PyYAML's error
@@ -142,13 +144,19 @@ class _Bounded(Composer, SafeConstructor):
     def compose_scalar_node(self, anchor: Any) -> Any:
         event = self.peek_event()
         if len(event.value) > self._limits.max_scalar_chars:
-            raise self._refuse(f"{self._key_path()}: a value of {len(event.value)} characters "
-                               f"(at most {self._limits.max_scalar_chars})", event.start_mark)
+            raise self._refuse(
+                f"{self._key_path()}: a value of {len(event.value)} characters "
+                f"(at most {self._limits.max_scalar_chars})",
+                event.start_mark,
+            )
         node = super().compose_scalar_node(anchor)
         # Refused here, where the key path is known, before int() meets its 4300-digit limit.
         if node.tag == _INT_TAG and len(node.value) > self._limits.max_int_digits:
-            raise self._refuse(f"{self._key_path()}: an integer of {len(node.value)} characters "
-                               f"(at most {self._limits.max_int_digits})", node.start_mark)
+            raise self._refuse(
+                f"{self._key_path()}: an integer of {len(node.value)} characters "
+                f"(at most {self._limits.max_int_digits})",
+                node.start_mark,
+            )
         return node
 
     def compose_sequence_node(self, anchor: Any) -> Any:
@@ -201,8 +209,9 @@ class _Bounded(Composer, SafeConstructor):
         except TypeError:  # unhashable: PyYAML reports it when constructing
             return
         if first is not key.start_mark:
-            raise YamlError(f"duplicate key {self._key_path()} (first at line {first.line + 1})",
-                            key.start_mark)
+            raise YamlError(
+                f"duplicate key {self._key_path()} (first at line {first.line + 1})", key.start_mark
+            )
 
     def construct_object(self, node: Any, deep: bool = False) -> Any:
         try:
@@ -234,6 +243,7 @@ class _PyLoader(_Bounded, yaml.SafeLoader):
 
 
 if CParser is not None:
+
     class _CLoader(_Bounded, CParser, Resolver):
         def __init__(self, stream: str, limits: YamlLimits) -> None:
             CParser.__init__(self, stream)

@@ -260,25 +260,18 @@ class _Parser:
         deprecated, since = self.deprecated(item.get("deprecated"), f"{path}.deprecated")
         sunset = self.date(item.get("sunset"), f"{path}.sunset")
         if since is not None and sunset is not None and sunset < since:
-            raise self.fail(
-                f"{path}.sunset", f"is before the deprecation date ({sunset} < {since})"
-            )
+            raise self.fail(f"{path}.sunset", f"is before the deprecation date ({sunset} < {since})")
         replacement = self.string(item, "replacement", path)
         if replacement is not None:
             match = _REPLACEMENT.match(replacement)
             target = match.group("target") if match else ""
-            if not match or not (
-                target.startswith("/") or target.startswith(("http://", "https://"))
-            ):
+            if not match or not (target.startswith("/") or target.startswith(("http://", "https://"))):
                 raise self.fail(
                     f"{path}.replacement",
-                    "expected '[METHOD ]/path' or an http(s) URL "
-                    f"(got {replacement!r})",
+                    f"expected '[METHOD ]/path' or an http(s) URL (got {replacement!r})",
                 )
             if match.group("method") and match.group("method").upper() not in HTTP_METHODS:
-                raise self.fail(
-                    f"{path}.replacement", f"not an HTTP method: {match.group('method')!r}"
-                )
+                raise self.fail(f"{path}.replacement", f"not an HTTP method: {match.group('method')!r}")
         link = self.string(item, "link", path)
         if link is not None and not link.startswith(("http://", "https://", "/")):
             raise self.fail(f"{path}.link", f"expected an http(s) URL or a path (got {link!r})")

@@ -31,8 +31,17 @@ from uvicorn.protocols.http.httptools_impl import (
 
 from .config import split_endpoint
 
-__all__ = ["BindError", "BodyTooLarge", "HttpServer", "Limits", "Reply", "Request", "Served",
-           "log_refusals", "server_tls_context"]
+__all__ = [
+    "BindError",
+    "BodyTooLarge",
+    "HttpServer",
+    "Limits",
+    "Reply",
+    "Request",
+    "Served",
+    "log_refusals",
+    "server_tls_context",
+]
 
 log = logging.getLogger("apiusage.processor.http")
 
@@ -73,8 +82,13 @@ def log_refusals(name: str) -> Refusal:
     def refused(kind: str, message: str) -> None:
         level = logging.DEBUG if kind in seen else logging.WARNING
         seen.add(kind)
-        log.log(level, "%s endpoint refused a request (%s): %s; further ones are logged at debug level",
-                name, kind, message)
+        log.log(
+            level,
+            "%s endpoint refused a request (%s): %s; further ones are logged at debug level",
+            name,
+            kind,
+            message,
+        )
 
     return refused
 
@@ -159,8 +173,14 @@ def asgi_app(handle: Handler, name: str) -> Callable:
         for raw_name, raw_value in scope["headers"]:
             headers.setdefault(raw_name.decode("latin-1"), raw_value.decode("latin-1"))
         client = scope.get("client")
-        request = Request(scope["method"], scope["path"], scope["query_string"].decode("latin-1"),
-                          headers, client[0] if client else "", receive)
+        request = Request(
+            scope["method"],
+            scope["path"],
+            scope["query_string"].decode("latin-1"),
+            headers,
+            client[0] if client else "",
+            receive,
+        )
         try:
             reply = await handle(request)
         except ClientGone:
@@ -170,11 +190,12 @@ def asgi_app(handle: Handler, name: str) -> Callable:
             log.warning("%s: %s %s cut short by shutdown", name, request.method, request.path)
             return
         except Exception as exc:  # noqa: BLE001 — one line in the log, never a traceback to the client
-            log.error("%s: %s %s failed: %s: %s", name, request.method, request.path,
-                      type(exc).__name__, exc)
+            log.error("%s: %s %s failed: %s: %s", name, request.method, request.path, type(exc).__name__, exc)
             reply = Reply(500, b"internal error; see the processor's log\n", close=True)
-        out = [(b"Content-Type", reply.content_type.encode("latin-1")),
-               (b"Content-Length", str(len(reply.body)).encode("ascii"))]
+        out = [
+            (b"Content-Type", reply.content_type.encode("latin-1")),
+            (b"Content-Length", str(len(reply.body)).encode("ascii")),
+        ]
         out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
         if reply.close or (request.has_body and not request.body_read):
             # An unread body would be parsed as the next request's bytes: close instead.
@@ -238,8 +259,12 @@ class _Cycle(RequestResponseCycle):
 BODY_HIGH_WATER = 1 << 20  # body bytes buffered per connection before reading pauses for the handler
 LINGER = 2.0  # seconds a connection is drained after an early answer before it is closed
 
-_PHRASES = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
-            503: b"Service Unavailable"}
+_PHRASES = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
 
 
 class _Protocol(HttpToolsProtocol):
@@ -260,9 +285,12 @@ class _Protocol(HttpToolsProtocol):
         if self._at_bound() and not self._evict_one():
             # Every connection is busy with a request: the newcomer is told to come back.
             self._connected(transport)
-            self._refuse(503, "connection_limit",
-                         f"all {self.limits.max_connections} connections are busy; retry later",
-                         retry_after=True)
+            self._refuse(
+                503,
+                "connection_limit",
+                f"all {self.limits.max_connections} connections are busy; retry later",
+                retry_after=True,
+            )
             return
         self._connected(transport)
         self._arm(self.limits.header_timeout, self._headers_late)
@@ -301,14 +329,24 @@ class _Protocol(HttpToolsProtocol):
     def _evict_one(self) -> bool:
         """Close the connection waiting longest for request headers, else the one longest not reading
         its answer, else the one longest sending its body; False if none."""
-        waiting = [c for c in self.connections if isinstance(c, _Protocol) and c._waiting_since is not None
-                   and not c._discarding and not c.transport.is_closing()
-                   and (c.cycle is None or c.cycle.response_complete)]  # not while its handler runs
+        waiting = [
+            c
+            for c in self.connections
+            if isinstance(c, _Protocol)
+            and c._waiting_since is not None
+            and not c._discarding
+            and not c.transport.is_closing()
+            and (c.cycle is None or c.cycle.response_complete)
+        ]  # not while its handler runs
         if waiting:
             victim = min(waiting, key=lambda c: c._waiting_since or 0.0)
             if victim._header_bytes:
-                victim._refuse(503, "connection_limit", "connection limit reached; this request "
-                               "was the slowest to send its headers", retry_after=True)
+                victim._refuse(
+                    503,
+                    "connection_limit",
+                    "connection limit reached; this request was the slowest to send its headers",
+                    retry_after=True,
+                )
             else:
                 victim._close_now()  # idle keep-alive: nothing lost
             return True
@@ -317,12 +355,22 @@ class _Protocol(HttpToolsProtocol):
             victim = min(stalled, key=lambda c: c._stalled_since or 0.0)
             victim._send_late("still unread at the connection limit")
             return True
-        bodies = [c for c in self.connections if isinstance(c, _Protocol) and c._body_since is not None
-                  and not c._discarding and not c.transport.is_closing()]
+        bodies = [
+            c
+            for c in self.connections
+            if isinstance(c, _Protocol)
+            and c._body_since is not None
+            and not c._discarding
+            and not c.transport.is_closing()
+        ]
         if bodies:
             victim = min(bodies, key=lambda c: c._body_since or 0.0)
-            victim._refuse(503, "connection_limit", "connection limit reached; this request was the "
-                           "slowest to send its body", retry_after=True)
+            victim._refuse(
+                503,
+                "connection_limit",
+                "connection limit reached; this request was the slowest to send its body",
+                retry_after=True,
+            )
             return True
         return False
 
@@ -351,9 +399,12 @@ class _Protocol(HttpToolsProtocol):
             self.cycle.message_event.set()
         self.limits.on_refused(kind, message)
         body = message.encode("utf-8", "replace") + b"\n"
-        head = [b"HTTP/1.1 %d %s" % (status, _PHRASES.get(status, b"Error")),
-                b"Content-Type: text/plain; charset=utf-8", b"Content-Length: %d" % len(body),
-                b"Connection: close"]
+        head = [
+            b"HTTP/1.1 %d %s" % (status, _PHRASES.get(status, b"Error")),
+            b"Content-Type: text/plain; charset=utf-8",
+            b"Content-Length: %d" % len(body),
+            b"Connection: close",
+        ]
         if retry_after:
             head.append(b"Retry-After: 1")
         self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
@@ -379,8 +430,7 @@ class _Protocol(HttpToolsProtocol):
         if self._header_bytes == 0 and (self.cycle is None or self.cycle.response_complete):
             self.transport.close()  # no request began: an idle connection, nothing to answer
             return
-        self._refuse(408, "timeout", f"request headers not complete within "
-                                     f"{self.limits.header_timeout:g} s")
+        self._refuse(408, "timeout", f"request headers not complete within {self.limits.header_timeout:g} s")
 
     def _body_late(self) -> None:
         self._refuse(408, "timeout", f"request body not complete within {self.limits.body_timeout:g} s")
@@ -390,8 +440,9 @@ class _Protocol(HttpToolsProtocol):
         super().pause_writing()
         if self._send_timer is None:
             self._stalled_since = time.monotonic()
-            self._send_timer = self.loop.call_later(self.limits.send_timeout, self._send_late,
-                                                    f"not read within {self.limits.send_timeout:g} s")
+            self._send_timer = self.loop.call_later(
+                self.limits.send_timeout, self._send_late, f"not read within {self.limits.send_timeout:g} s"
+            )
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -436,8 +487,11 @@ class _Protocol(HttpToolsProtocol):
         if headers_pending and self._waiting_since is not None:
             self._header_bytes += len(data)
             if self._header_bytes > self.limits.max_header_bytes:
-                self._refuse(431, "malformed", f"request line and headers are larger than "
-                                               f"{self.limits.max_header_bytes} bytes")
+                self._refuse(
+                    431,
+                    "malformed",
+                    f"request line and headers are larger than {self.limits.max_header_bytes} bytes",
+                )
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -470,12 +524,18 @@ class _Protocol(HttpToolsProtocol):
         self.scope["query_string"] = parsed_url.query or b""
         existing = self.cycle
         self.cycle = cycle = _Cycle(
-            scope=self.scope, transport=self.transport, flow=self.flow, logger=self.logger,
-            access_logger=self.access_logger, access_log=False,
-            default_headers=self.server_state.default_headers, message_event=asyncio.Event(),
+            scope=self.scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=False,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
             expect_100_continue=self.expect_100_continue,
             keep_alive=http_version != "1.0" and self.parser.should_keep_alive(),
-            on_response=self.on_response_complete)
+            on_response=self.on_response_complete,
+        )
         cycle.linger = lambda: self._linger() if cycle.more_body else self.transport.close()  # type: ignore
         if existing is None or existing.response_complete:
             self._start_asgi_task(self.cycle, self.app)
@@ -507,8 +567,9 @@ class _Protocol(HttpToolsProtocol):
             self._send_late("unread at shutdown")
             return
         if self._body_since is not None and self.cycle is not None and not self.cycle.response_started:
-            self._refuse(503, "shutting_down", "the processor is shutting down; retry later",
-                         retry_after=True)
+            self._refuse(
+                503, "shutting_down", "the processor is shutting down; retry later", retry_after=True
+            )
             return
         super().shutdown()
 
@@ -529,8 +590,13 @@ class _Once:
     def note(self, server: str, why: str) -> None:
         level = logging.DEBUG if server in self._seen else logging.WARNING
         self._seen.add(server)
-        log.log(level, "%s: a client stopped reading its answer; connection aborted (%s); "
-                "further ones are logged at debug level", server.removesuffix("Protocol"), why)
+        log.log(
+            level,
+            "%s: a client stopped reading its answer; connection aborted (%s); "
+            "further ones are logged at debug level",
+            server.removesuffix("Protocol"),
+            why,
+        )
 
 
 _slow_readers = _Once()
@@ -554,22 +620,32 @@ class _Server(uvicorn.Server):
 
         def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
             return config.http_protocol_class(  # type: ignore[call-arg]
-                config=config, server_state=self.server_state, app_state=self.lifespan.state,
-                _loop=_loop)
+                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
+            )
 
         loop = asyncio.get_running_loop()
         extra = {"ssl_handshake_timeout": self.handshake_timeout} if config.ssl is not None else {}
-        self.servers = [await loop.create_server(create_protocol, sock=sock, ssl=config.ssl,
-                                                 backlog=config.backlog, **extra)
-                        for sock in sockets or []]
+        self.servers = [
+            await loop.create_server(
+                create_protocol, sock=sock, ssl=config.ssl, backlog=config.backlog, **extra
+            )
+            for sock in sockets or []
+        ]
         self.started = True
 
 
 class HttpServer:
     """One uvicorn server on a socket bound at construction, run on its own thread and event loop."""
 
-    def __init__(self, endpoint: str, handle: Handler, config_key: str, name: str,
-                 tls: ssl.SSLContext | None = None, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        handle: Handler,
+        config_key: str,
+        name: str,
+        tls: ssl.SSLContext | None = None,
+        limits: Limits | None = None,
+    ) -> None:
         host, port = split_endpoint(endpoint)
         host = host or "0.0.0.0"  # ":4318", as in the Collector: every interface
         self.name = name
@@ -583,19 +659,29 @@ class HttpServer:
         except OSError as exc:
             sock.close()
             if exc.errno == errno.EADDRINUSE:
-                raise BindError(exc.errno, f"{endpoint} is already in use: set {config_key} to "
-                                           "a free port") from None
-            raise BindError(exc.errno, f"cannot listen on {endpoint} ({config_key}): "
-                                       f"{exc.strerror}") from None
+                raise BindError(
+                    exc.errno, f"{endpoint} is already in use: set {config_key} to a free port"
+                ) from None
+            raise BindError(
+                exc.errno, f"cannot listen on {endpoint} ({config_key}): {exc.strerror}"
+            ) from None
         self._socket = sock
         protocol = type(f"{name}Protocol", (_Protocol,), {"limits": self.limits})
         config = uvicorn.Config(
-            asgi_app(handle, name), http=protocol, lifespan="off", log_config=None,
+            asgi_app(handle, name),
+            http=protocol,
+            lifespan="off",
+            log_config=None,
             log_level=logging.WARNING,  # uvicorn's start/stop chatter off; its errors still show
-            access_log=False, proxy_headers=False, server_header=False,
-            headers=[("Server", "apiusage")], timeout_keep_alive=max(1, int(self.limits.idle_timeout)),
-            timeout_graceful_shutdown=5, ws="none",
-            ssl_context_factory=(lambda _config, _default: tls) if tls is not None else None)
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            headers=[("Server", "apiusage")],
+            timeout_keep_alive=max(1, int(self.limits.idle_timeout)),
+            timeout_graceful_shutdown=5,
+            ws="none",
+            ssl_context_factory=(lambda _config, _default: tls) if tls is not None else None,
+        )
         config.load()
         self._server = _Server(config)
         self._server.handshake_timeout = self.limits.header_timeout

@@ -53,14 +53,21 @@ class Bounds:
             problems.add(path, f"must be a finite number (got {value})")
             return
         if self.above is not None and not value > self.above:
-            problems.add(path, f"must be > {_show(value, self.above)}{self.min_why}"
-                         + (f" (got {_show(value, value)})" if self.show_value else ""))
+            problems.add(
+                path,
+                f"must be > {_show(value, self.above)}{self.min_why}"
+                + (f" (got {_show(value, value)})" if self.show_value else ""),
+            )
         elif self.min is not None and value < self.min:
-            problems.add(path, f"must be at least {_show(value, self.min)}{self.min_why}"
-                         + (f" (got {_show(value, value)})" if self.show_value else ""))
+            problems.add(
+                path,
+                f"must be at least {_show(value, self.min)}{self.min_why}"
+                + (f" (got {_show(value, value)})" if self.show_value else ""),
+            )
         elif self.max is not None and value > self.max:
-            problems.add(path, f"must be at most {_show(value, self.max)}{self.max_why} "
-                               f"(got {_show(value, value)})")
+            problems.add(
+                path, f"must be at most {_show(value, self.max)}{self.max_why} (got {_show(value, value)})"
+            )
 
 
 INT32_MAX = (1 << 31) - 1

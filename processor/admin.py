@@ -46,15 +46,23 @@ class _Admin:
         given = request.headers.get("authorization", "")
         scheme, _, credential = given.partition(" ")
         authorized = scheme.lower() == "bearer" and hmac.compare_digest(
-            credential.strip().encode(), self.token)
+            credential.strip().encode(), self.token
+        )
         audit = {"remote": request.client, **_audited_request(request.path, query), "authorized": authorized}
         if not authorized:
-            return self._audited(_json(401, {"error": "a valid bearer token is required"},
-                                       {"WWW-Authenticate": 'Bearer realm="apiusage-admin"'}),
-                                 **audit, status=401)
+            return self._audited(
+                _json(
+                    401,
+                    {"error": "a valid bearer token is required"},
+                    {"WWW-Authenticate": 'Bearer realm="apiusage-admin"'},
+                ),
+                **audit,
+                status=401,
+            )
         if request.method not in ("GET", "HEAD"):
-            return self._audited(_json(405, {"error": "use GET"}, {"Allow": "GET, HEAD"}),
-                                 **audit, status=405)
+            return self._audited(
+                _json(405, {"error": "use GET"}, {"Allow": "GET, HEAD"}), **audit, status=405
+            )
         try:
             status, body, count = self._answer(request.path, query)
         except ValueError as exc:
@@ -69,8 +77,13 @@ class _Admin:
             self.audit.write(**entry)
         except OSError as exc:
             log.error("admin.audit_log %s cannot be written: %s", self.audit.path, exc)
-            return _json(503, {"error": f"the audit log cannot be written ({exc.strerror or exc}); "
-                                        "no consumer ids without it"})
+            return _json(
+                503,
+                {
+                    "error": f"the audit log cannot be written ({exc.strerror or exc}); "
+                    "no consumer ids without it"
+                },
+            )
         return reply
 
     def _answer(self, path: str, query: dict[str, str]) -> tuple[int, object, int]:
@@ -80,13 +93,23 @@ class _Admin:
             window = query.get("window", "30d")
             if window not in _WINDOWS:
                 raise ValueError(f"window must be one of {', '.join(_WINDOWS)} (got {window!r})")
-            endpoints = state.read(lambda store: deprecated_consumers(
-                store, state.catalog, now_ms(), _WINDOWS[window], query.get("service"),
-                query.get("method"), query.get("route"), accounts))
+            endpoints = state.read(
+                lambda store: deprecated_consumers(
+                    store,
+                    state.catalog,
+                    now_ms(),
+                    _WINDOWS[window],
+                    query.get("service"),
+                    query.get("method"),
+                    query.get("route"),
+                    accounts,
+                )
+            )
             return 200, {"endpoints": endpoints}, sum(len(e["consumers"]) for e in endpoints)
         if path == "/v1/consumers/at-risk":
-            rows = state.read(lambda store: at_risk_consumers(
-                store, now_ms(), query.get("service"), accounts))
+            rows = state.read(
+                lambda store: at_risk_consumers(store, now_ms(), query.get("service"), accounts)
+            )
             return 200, {"consumers": rows}, len(rows)
         return 404, {"error": "try /v1/consumers/deprecated or /v1/consumers/at-risk"}, 0
 

@@ -47,6 +47,7 @@ def load_catalog_file(path: str | None):
     except CatalogError as exc:
         raise StartupError(f"catalog: {exc}") from None
 
+
 log = logging.getLogger("apiusage.processor")
 
 
@@ -91,11 +92,17 @@ class Processor:
         p = config.processors
         self.stats = PipelineStats()
         self.queue = SpanQueue(p.queue.max_spans)
-        self.scanner = FieldScanner(span_field_sources(p.usage), [p.usage.attributes.service],
-                                    max_spans=config.receivers.otlp.max_spans_per_request)
+        self.scanner = FieldScanner(
+            span_field_sources(p.usage),
+            [p.usage.attributes.service],
+            max_spans=config.receivers.otlp.max_spans_per_request,
+        )
         self.request_metrics = RequestMetrics(
-            p.limits, config.exporters.prometheus.histogram_buckets, self.stats,
-            exemplars=config.exporters.prometheus.exemplars)
+            p.limits,
+            config.exporters.prometheus.histogram_buckets,
+            self.stats,
+            exemplars=config.exporters.prometheus.exemplars,
+        )
         self.catalog = load_catalog_file(config.catalog)
         lookup = p.plan_lookup
         self.plans = PlanLookup(lookup.file, lookup.sql) if lookup.file or lookup.sql else None
@@ -103,10 +110,21 @@ class Processor:
         self.state: StateService | None = None
         if config.state.enabled:
             self.activity = ConsumerActivity(
-                config.state.retention_days, self.stats, config.state.max_pending_rows,
-                p.usage.data_quality.max_future_skew, config.state.max_pending_bytes)
-            self.state = StateService(config.state, self.activity, self.catalog, self.plans,
-                                      lookup.refresh_interval, p.limits, self.stats)
+                config.state.retention_days,
+                self.stats,
+                config.state.max_pending_rows,
+                p.usage.data_quality.max_future_skew,
+                config.state.max_pending_bytes,
+            )
+            self.state = StateService(
+                config.state,
+                self.activity,
+                self.catalog,
+                self.plans,
+                lookup.refresh_interval,
+                p.limits,
+                self.stats,
+            )
             sinks.append(self.activity)
         elif lookup.sql:
             raise StartupError("processors.plan_lookup.sql needs the state store (state.enabled)")
@@ -115,12 +133,25 @@ class Processor:
         forward = config.exporters.otlp
         self.forwarder = Forwarder(forward) if forward is not None else None
         self.memory = MemoryLimiter(p.memory_limiter)
-        self.intake = Intake(self.scanner, self.queue, self.stats,
-                             self.forwarder.forward if self.forwarder else None, self.memory,
-                             self.activity.backlogged if self.state is not None else None,
-                             max_spans=config.receivers.otlp.max_spans_per_request)
-        collectors: list = [UsageCollector(self.request_metrics, self.stats, self.queue,
-                                           self.worker, self.scanner.implementation, _version())]
+        self.intake = Intake(
+            self.scanner,
+            self.queue,
+            self.stats,
+            self.forwarder.forward if self.forwarder else None,
+            self.memory,
+            self.activity.backlogged if self.state is not None else None,
+            max_spans=config.receivers.otlp.max_spans_per_request,
+        )
+        collectors: list = [
+            UsageCollector(
+                self.request_metrics,
+                self.stats,
+                self.queue,
+                self.worker,
+                self.scanner.implementation,
+                _version(),
+            )
+        ]
         if self.forwarder is not None:
             collectors.append(self.forwarder)
         collectors.append(self.memory)
@@ -157,8 +188,9 @@ class Processor:
                 self.plans.load()
             if self.state is not None:
                 self.state.open()
-            self.metrics = MetricsServer(self.config.exporters.prometheus, self.registry,
-                                         self.readiness, self.request_metrics)
+            self.metrics = MetricsServer(
+                self.config.exporters.prometheus, self.registry, self.readiness, self.request_metrics
+            )
             auth_config = self.config.receivers.otlp.auth
             auth = Authenticator(auth_config) if auth_config is not None else None
             if protocols.grpc is not None:
@@ -195,9 +227,13 @@ class Processor:
         if self.admin:
             self.admin.start()
         self._started = True
-        log.info("apiusage processor ready: otlp grpc %s, otlp http %s, metrics :%s, scanner %s",
-                 self.grpc and self.grpc.port, self.http and self.http.port, self.metrics.port,
-                 self.scanner.implementation)
+        log.info(
+            "apiusage processor ready: otlp grpc %s, otlp http %s, metrics :%s, scanner %s",
+            self.grpc and self.grpc.port,
+            self.http and self.http.port,
+            self.metrics.port,
+            self.scanner.implementation,
+        )
 
     def urls(self) -> dict[str, str]:
         """Where each running endpoint listens, with the ports actually bound."""
@@ -236,8 +272,7 @@ class Processor:
             self.http.stop()
         drained = self.worker.stop(self.config.processors.queue.shutdown_timeout)
         if not drained:
-            log.error("shutdown timeout: %d spans still queued were not processed",
-                      self.queue.depth)
+            log.error("shutdown timeout: %d spans still queued were not processed", self.queue.depth)
         if self.admin:
             self.admin.stop()  # before the store closes under its requests
         stored = True

@@ -7,8 +7,10 @@ import sys
 
 __all__ = ["register"]
 
-_MISSING_EXTRA = ("the processor's dependencies are not installed ({name}); "
-                  "install them with: pip install 'apiusage[processor]'")
+_MISSING_EXTRA = (
+    "the processor's dependencies are not installed ({name}); "
+    "install them with: pip install 'apiusage[processor]'"
+)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -62,13 +64,21 @@ def _consumers(args: argparse.Namespace) -> int:
         except PlanLookupError as exc:
             print(f"apiusage: warning: no account names: {exc}", file=sys.stderr)
         if args.which == "deprecated":
-            result = {"endpoints": deprecated_consumers(
-                store, catalog, now_ms(), args.window, args.service, args.method, args.route,
-                plans.accounts)}
+            result = {
+                "endpoints": deprecated_consumers(
+                    store,
+                    catalog,
+                    now_ms(),
+                    args.window,
+                    args.service,
+                    args.method,
+                    args.route,
+                    plans.accounts,
+                )
+            }
             count = sum(len(e["consumers"]) for e in result["endpoints"])
         else:
-            result = {"consumers": at_risk_consumers(store, now_ms(), args.service,
-                                                     plans.accounts)}
+            result = {"consumers": at_risk_consumers(store, now_ms(), args.service, plans.accounts)}
             count = len(result["consumers"])
     except StoreError as exc:
         print(f"apiusage: {exc}", file=sys.stderr)
@@ -76,12 +86,20 @@ def _consumers(args: argparse.Namespace) -> int:
     finally:
         store.close()
     import getpass
+
     try:  # no audit line, no consumer ids
         AuditLog(config.admin.audit_log).write(
-            remote=f"cli:{getpass.getuser()}", path=f"consumers {args.which}",
-            query={k: v for k, v in vars(args).items() if k in ("service", "method", "route",
-                                                                 "window") and v is not None},
-            authorized=True, status=0, consumers_returned=count)
+            remote=f"cli:{getpass.getuser()}",
+            path=f"consumers {args.which}",
+            query={
+                k: v
+                for k, v in vars(args).items()
+                if k in ("service", "method", "route", "window") and v is not None
+            },
+            authorized=True,
+            status=0,
+            consumers_returned=count,
+        )
     except (ValueError, OSError) as exc:
         print(f"apiusage: {exc}", file=sys.stderr)
         return 2
@@ -97,30 +115,36 @@ def _print_table(which: str, result: dict) -> None:
         if not result["endpoints"]:
             print("no deprecated endpoints (catalog or apiusage.endpoint.deprecated spans)")
         for ep in result["endpoints"]:
-            print(f"{ep['method']} {ep['route']} ({ep['service']}) sunset {ep['sunset'] or '-'}, "
-                  f"replacement {ep['replacement'] or '-'}: {len(ep['consumers'])} consumers in "
-                  f"{ep['window_days']} days")
+            print(
+                f"{ep['method']} {ep['route']} ({ep['service']}) sunset {ep['sunset'] or '-'}, "
+                f"replacement {ep['replacement'] or '-'}: {len(ep['consumers'])} consumers in "
+                f"{ep['window_days']} days"
+            )
             for c in ep["consumers"]:
-                print(f"  {c['consumer_id']:<24} {c['account'] or '':<20} {c['plan_tier']:<12} "
-                      f"{c['client_name']}/{c['client_version']:<12} last {c['last_call']}  "
-                      f"calls {c['calls']:g}")
+                print(
+                    f"  {c['consumer_id']:<24} {c['account'] or '':<20} {c['plan_tier']:<12} "
+                    f"{c['client_name']}/{c['client_version']:<12} last {c['last_call']}  "
+                    f"calls {c['calls']:g}"
+                )
         return
     if not result["consumers"]:
         print("no consumers at risk")
     for c in result["consumers"]:
-        print(f"{c['consumer_id']:<24} {c['account'] or '':<20} {c['plan_tier']:<12} "
-              f"last 7 days {c['calls_last_7_days']:g} vs weekly average "
-              f"{c['weekly_average_previous_4_weeks']:g} ({c['service']})")
+        print(
+            f"{c['consumer_id']:<24} {c['account'] or '':<20} {c['plan_tier']:<12} "
+            f"last 7 days {c['calls_last_7_days']:g} vs weekly average "
+            f"{c['weekly_average_previous_4_weeks']:g} ({c['service']})"
+        )
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add `apiusage serve` and `apiusage consumers` to the main parser."""
     serve = commands.add_parser("serve", help="receive OTLP spans and expose usage metrics")
-    serve.add_argument("--config", metavar="FILE",
-                       help="YAML config file (default: embedded defaults)")
+    serve.add_argument("--config", metavar="FILE", help="YAML config file (default: embedded defaults)")
     serve.set_defaults(func=_serve)
     consumers = commands.add_parser(
-        "consumers", help="list consumer ids: deprecated-endpoint callers, consumers at risk")
+        "consumers", help="list consumer ids: deprecated-endpoint callers, consumers at risk"
+    )
     consumers.add_argument("--config", metavar="FILE", help="the processor's config file")
     consumers.add_argument("--format", choices=["table", "json"], default="table")
     which = consumers.add_subparsers(dest="which", metavar="LIST")

@@ -33,8 +33,9 @@ MiB = 1 << 20
 #: A config file is a page or two; anything near this is a mistake (or an attack), refused unread.
 MAX_CONFIG_BYTES = 1 * MiB
 #: Hostile-YAML bounds for the config file (and ${env:VAR} values): see apiusage.processor._yaml.
-CONFIG_YAML_LIMITS = YamlLimits(max_depth=64, max_nodes=10_000, max_alias_nodes=10_000,
-                                max_scalar_chars=65_536, max_int_digits=100)
+CONFIG_YAML_LIMITS = YamlLimits(
+    max_depth=64, max_nodes=10_000, max_alias_nodes=10_000, max_scalar_chars=65_536, max_int_digits=100
+)
 # gRPC and protobuf take messages below 2 GiB (an int32 of bytes).
 _MAX_MESSAGE_MIB = 2047
 
@@ -111,8 +112,9 @@ class Secret:
         except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"{path}.token_file: cannot read {self.token_file}: {exc}") from None
         if len(value) < 16:
-            raise ValueError(f"{path}.token_file: the token in {self.token_file} is shorter than "
-                             "16 characters")
+            raise ValueError(
+                f"{path}.token_file: the token in {self.token_file} is shorter than 16 characters"
+            )
         return value
 
 
@@ -135,8 +137,9 @@ class ReceiverAuth:
 @dataclass(frozen=True)
 class GrpcProtocol:
     endpoint: str = "localhost:4317"
-    max_recv_msg_size_mib: int = bounded(64, above=0, max=_MAX_MESSAGE_MIB,
-                                         max_why=" (gRPC takes messages below 2 GiB)")
+    max_recv_msg_size_mib: int = bounded(
+        64, above=0, max=_MAX_MESSAGE_MIB, max_why=" (gRPC takes messages below 2 GiB)"
+    )
     max_concurrent_streams: int = bounded(64, above=0)
     # A call must deliver its whole message within this, or it is answered DEADLINE_EXCEEDED.
     receive_timeout: Duration = bounded(Duration(10), min=0.001, max=3600)
@@ -155,8 +158,12 @@ class GrpcProtocol:
 @dataclass(frozen=True)
 class HttpProtocol:
     endpoint: str = "localhost:4318"
-    max_request_body_size: ByteSize = bounded(ByteSize(64 * MiB), above=0, max=_MAX_MESSAGE_MIB * MiB,
-                                              max_why=" (protobuf parses messages below 2 GiB)")
+    max_request_body_size: ByteSize = bounded(
+        ByteSize(64 * MiB),
+        above=0,
+        max=_MAX_MESSAGE_MIB * MiB,
+        max_why=" (protobuf parses messages below 2 GiB)",
+    )
     max_connections: int = bounded(256, above=0)
     # A request's headers must arrive within header_timeout of the connection (or of its first
     # byte, on a kept-alive connection) and its body within body_timeout of the headers.
@@ -217,7 +224,8 @@ class AttributeSources:
     path: tuple[str, ...] = _sources("url.path", "http.target", "http.url")
     user_agent: tuple[str, ...] = _sources("user_agent.original", "http.user_agent")
     consumer_id: tuple[str, ...] = _sources(
-        "apiusage.consumer.id", "enduser.pseudo.id", "enduser.id", "user.id")
+        "apiusage.consumer.id", "enduser.pseudo.id", "enduser.id", "user.id"
+    )
     plan_tier: tuple[str, ...] = _sources("apiusage.consumer.plan_tier")
     client_name: tuple[str, ...] = _sources("apiusage.client.name")
     client_version: tuple[str, ...] = _sources("apiusage.client.version")
@@ -259,13 +267,33 @@ class UsageConfig:
 
 
 # Every label a limit can apply to (request metrics and the consumer-state families).
-LIMITED_LABELS = frozenset((
-    "service", "method", "route", "status_code", "plan_tier", "deprecated", "client_name",
-    "client_version", "status_class", "feature"))
+LIMITED_LABELS = frozenset(
+    (
+        "service",
+        "method",
+        "route",
+        "status_code",
+        "plan_tier",
+        "deprecated",
+        "client_name",
+        "client_version",
+        "status_class",
+        "feature",
+    )
+)
 
 _DEFAULT_LABEL_LIMITS = MappingProxyType(
-    {"service": 100, "method": 20, "route": 1000, "status_code": 100, "plan_tier": 20,
-     "deprecated": 2, "client_name": 100, "client_version": 200, "status_class": 10}
+    {
+        "service": 100,
+        "method": 20,
+        "route": 1000,
+        "status_code": 100,
+        "plan_tier": 20,
+        "deprecated": 2,
+        "client_name": 100,
+        "client_version": 200,
+        "status_class": 10,
+    }
 )
 
 
@@ -286,14 +314,14 @@ class LimitsConfig:
         for label, limit in self.max_label_values.items():
             if label not in LIMITED_LABELS:
                 hint = difflib.get_close_matches(label, sorted(LIMITED_LABELS), n=1)
-                problems.add(f"{path}.max_label_values.{label}",
-                             "not a label of any metric" + (f" (did you mean '{hint[0]}'?)" if hint
-                                                            else ""))
+                problems.add(
+                    f"{path}.max_label_values.{label}",
+                    "not a label of any metric" + (f" (did you mean '{hint[0]}'?)" if hint else ""),
+                )
             if limit <= 0:
                 problems.add(f"{path}.max_label_values.{label}", f"must be > 0 (got {limit})")
             elif limit > INT32_MAX:
-                problems.add(f"{path}.max_label_values.{label}", f"must be at most {INT32_MAX} "
-                                                                 f"(got {limit})")
+                problems.add(f"{path}.max_label_values.{label}", f"must be at most {INT32_MAX} (got {limit})")
 
 
 @dataclass(frozen=True)
@@ -355,8 +383,10 @@ class PrometheusExporter:
         if not b:
             problems.add(f"{path}.histogram_buckets", "needs at least one bucket bound")
         elif not all(math.isfinite(x) and x > 0 for x in b):
-            problems.add(f"{path}.histogram_buckets",
-                         f"bounds must be finite and > 0; +Inf is added for you (got {list(b)})")
+            problems.add(
+                f"{path}.histogram_buckets",
+                f"bounds must be finite and > 0; +Inf is added for you (got {list(b)})",
+            )
         elif any(x >= y for x, y in zip(b, b[1:], strict=False)):
             problems.add(f"{path}.histogram_buckets", f"must be strictly increasing (got {list(b)})")
 
@@ -374,17 +404,23 @@ class OtlpForwarder:
 
     def _validate(self, path: str, problems: Problems) -> None:
         if not self.endpoint.startswith(("http://", "https://")):
-            problems.add(f"{path}.endpoint", "must be an http:// or https:// URL of an OTLP/HTTP "
-                                             f"receiver, such as http://jaeger:4318 (got {self.endpoint!r})")
+            problems.add(
+                f"{path}.endpoint",
+                "must be an http:// or https:// URL of an OTLP/HTTP "
+                f"receiver, such as http://jaeger:4318 (got {self.endpoint!r})",
+            )
         # http.client refuses these at every request (a traceback a body); a CR or LF would
         # otherwise be a header injection.
         for name, value in self.headers.items():
             if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
-                problems.add(f"{path}.headers", f"{name!r} is not an HTTP header name (letters, "
-                                                "digits and !#$%&'*+-.^_`|~)")
+                problems.add(
+                    f"{path}.headers",
+                    f"{name!r} is not an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)",
+                )
             elif not isinstance(value, str) or _BAD_HEADER_VALUE.search(value):
-                problems.add(f"{path}.headers.{name}", "must be text without control characters "
-                                                       "(CR, LF, NUL...)")
+                problems.add(
+                    f"{path}.headers.{name}", "must be text without control characters (CR, LF, NUL...)"
+                )
 
 
 @dataclass(frozen=True)
@@ -417,8 +453,9 @@ class StateConfig:
     flush_interval: Duration = bounded(Duration(5), min=0.1)
     refresh_interval: Duration = bounded(Duration(15), min=0.1)
     # Up to 100 years: the oldest day kept is computed in milliseconds, in a 64-bit column.
-    retention_days: int = bounded(400, min=35, max=36_500, show_value=True,
-                                  min_why=": churn risk looks back 5 weeks")
+    retention_days: int = bounded(
+        400, min=35, max=36_500, show_value=True, min_why=": churn risk looks back 5 weeks"
+    )
     # Rows not yet written (store slow or down): at either bound the receivers refuse (503).
     max_pending_rows: int = bounded(1_000_000, above=0)
     max_pending_bytes: ByteSize = bounded(ByteSize(256 * MiB), min=MiB, max=1 << 40)
@@ -542,8 +579,10 @@ def _read_config_text(p: Path) -> str:
         raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
     if size > MAX_CONFIG_BYTES or len(raw) > MAX_CONFIG_BYTES:
         got = f"{size} bytes" if size > MAX_CONFIG_BYTES else "more than that"
-        raise ConfigError(f"{p} is not accepted: a config file is at most {MAX_CONFIG_BYTES} bytes "
-                          f"(1 MiB); this one has {got}")
+        raise ConfigError(
+            f"{p} is not accepted: a config file is at most {MAX_CONFIG_BYTES} bytes "
+            f"(1 MiB); this one has {got}"
+        )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -562,6 +601,8 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         verdict = "is not accepted" if exc.refused else "is not valid YAML"
         raise ConfigError(f"{p} {verdict}{exc.where}: {exc.problem}") from None
     if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"{p} is invalid:\n  (top level): must be a mapping of sections "
-                          "(receivers, processors, exporters, state, admin, catalog)")
+        raise ConfigError(
+            f"{p} is invalid:\n  (top level): must be a mapping of sections "
+            "(receivers, processors, exporters, state, admin, catalog)"
+        )
     return parse_config(data or {}, str(p))

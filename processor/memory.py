@@ -74,10 +74,14 @@ class MemoryLimiter:
         self._stop.set()
 
     def collect(self) -> Iterable[Metric]:
-        yield GaugeMetricFamily("apiusage_memory_limit_bytes",
-                                "Resident memory above which new data is refused.",
-                                value=self.soft_limit)
-        yield GaugeMetricFamily("apiusage_memory_over_limit",
-                                "1 while new data is refused for memory.", value=int(self.over))
-        yield CounterMetricFamily("apiusage_memory_limiter_refusals",
-                                  "Export requests refused for memory.", value=self.refusals)
+        yield GaugeMetricFamily(
+            "apiusage_memory_limit_bytes",
+            "Resident memory above which new data is refused.",
+            value=self.soft_limit,
+        )
+        yield GaugeMetricFamily(
+            "apiusage_memory_over_limit", "1 while new data is refused for memory.", value=int(self.over)
+        )
+        yield CounterMetricFamily(
+            "apiusage_memory_limiter_refusals", "Export requests refused for memory.", value=self.refusals
+        )

@@ -87,8 +87,9 @@ class SpanQueue:
 class Worker:
     """Runs derivation and the sinks for every queued batch, on one thread."""
 
-    def __init__(self, queue: SpanQueue, deriver: Deriver, sinks: Sequence[Sink],
-                 stats: PipelineStats) -> None:
+    def __init__(
+        self, queue: SpanQueue, deriver: Deriver, sinks: Sequence[Sink], stats: PipelineStats
+    ) -> None:
         self._queue = queue
         self._deriver = deriver
         self._sinks = list(sinks)

@@ -25,8 +25,15 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["SECTIONS", "RunbookLibrary", "Snippet", "alert_names", "check_runbooks",
-           "find_runbooks_dir", "promql_snippets"]
+__all__ = [
+    "SECTIONS",
+    "RunbookLibrary",
+    "Snippet",
+    "alert_names",
+    "check_runbooks",
+    "find_runbooks_dir",
+    "promql_snippets",
+]
 
 SECTIONS = ("Meaning", "Impact", "Diagnosis", "Mitigation")
 TEMPLATE = "TEMPLATE"
@@ -90,8 +97,9 @@ class RunbookLibrary:
     def names(self) -> list[str]:
         if self.folder is None or not self.folder.is_dir():
             return []
-        return sorted(p.stem for p in self.folder.glob("*.md")
-                      if NAME.fullmatch(p.stem) and p.stem != TEMPLATE)
+        return sorted(
+            p.stem for p in self.folder.glob("*.md") if NAME.fullmatch(p.stem) and p.stem != TEMPLATE
+        )
 
     def _path(self, name: str) -> Path | None:
         if self.folder is None or not NAME.fullmatch(name) or name == TEMPLATE:
@@ -124,13 +132,14 @@ class RunbookLibrary:
             return page
 
     def index(self) -> bytes:
-        items = "\n".join(f'<li><a href="{html.escape(n)}">{html.escape(n)}</a></li>'
-                          for n in self.names())
+        items = "\n".join(f'<li><a href="{html.escape(n)}">{html.escape(n)}</a></li>' for n in self.names())
         where = html.escape(str(self.folder)) if self.folder else "no runbooks folder"
-        body = (f"<h1>Runbooks</h1>\n<p>One per alert of the apiusage bundle ({where}).</p>\n"
-                f"<ul>\n{items}\n</ul>" if items else
-                f"<h1>Runbooks</h1>\n<p>No runbooks found ({where}): set "
-                "<code>exporters.prometheus.runbooks_dir</code>.</p>")
+        body = (
+            f"<h1>Runbooks</h1>\n<p>One per alert of the apiusage bundle ({where}).</p>\n<ul>\n{items}\n</ul>"
+            if items
+            else f"<h1>Runbooks</h1>\n<p>No runbooks found ({where}): set "
+            "<code>exporters.prometheus.runbooks_dir</code>.</p>"
+        )
         return _PAGE.format(title="Runbooks", body=body).encode()
 
     def handle(self, path: str) -> tuple[int, bytes, str, dict[str, str]] | None:
@@ -146,8 +155,12 @@ class RunbookLibrary:
             return 200, text, "text/markdown; charset=utf-8", HEADERS
         page = self.page(name)
         if page is None:
-            return (404, b"no such runbook: see /runbooks/ for the list\n",
-                    "text/plain; charset=utf-8", HEADERS)
+            return (
+                404,
+                b"no such runbook: see /runbooks/ for the list\n",
+                "text/plain; charset=utf-8",
+                HEADERS,
+            )
         return 200, page, "text/html; charset=utf-8", HEADERS
 
 
@@ -236,8 +249,9 @@ class _Literal(yaml.SafeDumper):
     pass
 
 
-_Literal.add_representer(str, lambda d, v: d.represent_scalar(
-    "tag:yaml.org,2002:str", v, style="|" if "\n" in v else None))
+_Literal.add_representer(
+    str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None)
+)
 
 _PROMTOOL_ERROR = re.compile(r'group "(?P<group>[^"]+)", rule (?P<rule>\d+), "[^"]*": (?P<msg>.*)')
 
@@ -247,19 +261,23 @@ def _check_promql(snippets: list[Snippet], promtool: str, folder: Path) -> list[
         return []
     exe = shutil.which(promtool)
     if exe is None:
-        return [f"{promtool} not found: install Prometheus (Debian: prometheus) to check the PromQL "
-                "snippets, or pass --skip-promql"]
+        return [
+            f"{promtool} not found: install Prometheus (Debian: prometheus) to check the PromQL "
+            "snippets, or pass --skip-promql"
+        ]
     groups: dict[str, list[dict]] = {}
     for s in snippets:
         groups.setdefault(s.runbook, []).append(
-            {"record": f"runbook_snippet_{s.number}", "expr": s.text.strip() or "MISSING"})
+            {"record": f"runbook_snippet_{s.number}", "expr": s.text.strip() or "MISSING"}
+        )
     doc = {"groups": [{"name": g, "rules": rules} for g, rules in groups.items()]}
     by_key = {(s.runbook, s.number): s for s in snippets}
     with tempfile.TemporaryDirectory(prefix="apiusage-runbooks-") as tmp:
         rules = Path(tmp) / "snippets.rules.yml"
         rules.write_text(yaml.dump(doc, Dumper=_Literal, sort_keys=False, width=1000))
-        result = subprocess.run([exe, "check", "rules", str(rules)], capture_output=True,
-                                text=True, timeout=60)
+        result = subprocess.run(
+            [exe, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
+        )
     if result.returncode == 0:
         return []
     problems = []
@@ -269,15 +287,19 @@ def _check_promql(snippets: list[Snippet], promtool: str, folder: Path) -> list[
             continue
         s = by_key.get((m.group("group"), int(m.group("rule"))))
         if s is not None:
-            problems.append(f"{folder / (s.runbook + '.md')}:{s.line}: PromQL snippet {s.number} "
-                            f"(in '## {s.section}') does not parse: {m.group('msg')}\n"
-                            + "\n".join(f"    {x}" for x in s.text.splitlines()))
-    return problems or [f"promtool check rules failed on the runbook snippets:\n{result.stdout}"
-                        f"{result.stderr}"]
+            problems.append(
+                f"{folder / (s.runbook + '.md')}:{s.line}: PromQL snippet {s.number} "
+                f"(in '## {s.section}') does not parse: {m.group('msg')}\n"
+                + "\n".join(f"    {x}" for x in s.text.splitlines())
+            )
+    return problems or [
+        f"promtool check rules failed on the runbook snippets:\n{result.stdout}{result.stderr}"
+    ]
 
 
-def check_runbooks(folder: Path, rule_files: Iterable[Path], promtool: str = "promtool",
-                   check_promql: bool = True) -> list[str]:
+def check_runbooks(
+    folder: Path, rule_files: Iterable[Path], promtool: str = "promtool", check_promql: bool = True
+) -> list[str]:
     """Every problem, one line each (empty when the runbooks are complete)."""
     folder = Path(folder)
     alerts = sorted(set(alert_names(rule_files)))
@@ -285,8 +307,9 @@ def check_runbooks(folder: Path, rule_files: Iterable[Path], promtool: str = "pr
     present = {p.stem: p for p in folder.glob("*.md")}
     for name in alerts:
         if name not in present:
-            problems.append(f"{name}: no runbook; copy {folder / (TEMPLATE + '.md')} to "
-                            f"{folder / (name + '.md')}")
+            problems.append(
+                f"{name}: no runbook; copy {folder / (TEMPLATE + '.md')} to {folder / (name + '.md')}"
+            )
     snippets: list[Snippet] = []
     for stem, path in sorted(present.items()):
         if stem == TEMPLATE:

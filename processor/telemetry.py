@@ -21,13 +21,18 @@ log = logging.getLogger("apiusage.processor")
 ERROR_LOG_INTERVAL = 60.0
 
 DATA_QUALITY_CHECKS = (
-    "missing_route", "missing_consumer", "missing_status_code", "end_before_start",
-    "timestamp_future", "timestamp_past", "unknown_schema_version", "beyond_retention",
+    "missing_route",
+    "missing_consumer",
+    "missing_status_code",
+    "end_before_start",
+    "timestamp_future",
+    "timestamp_past",
+    "unknown_schema_version",
+    "beyond_retention",
     "implausible_sampling_weight",
 )
 REJECT_REASONS = ("invalid_span", "queue_full", "shutting_down", "unauthorized_service")
-EXPORT_OUTCOMES = ("success", "partial", "invalid", "too_large", "unsupported", "queue_full",
-                   "shutting_down")
+EXPORT_OUTCOMES = ("success", "partial", "invalid", "too_large", "unsupported", "queue_full", "shutting_down")
 
 
 class PipelineStats:
@@ -45,8 +50,9 @@ class PipelineStats:
         self._error_logged_at: float | None = None
         self._errors_unlogged = 0
 
-    def request(self, transport: str, outcome: str, received: int = 0,
-                rejected: int = 0, reason: str = "") -> None:
+    def request(
+        self, transport: str, outcome: str, received: int = 0, rejected: int = 0, reason: str = ""
+    ) -> None:
         """One OTLP export request answered (receiver threads)."""
         with self._lock:
             self.export_requests[transport, outcome] += 1
@@ -74,9 +80,13 @@ class PipelineStats:
             return
         more = self._errors_unlogged
         self._error_logged_at, self._errors_unlogged = now, 0
-        log.error("internal error %s; %d span(s) lost (apiusage_processing_errors_total)%s",
-                  where, n, f", and {more} more since the last such message" if more else "",
-                  exc_info=exc)
+        log.error(
+            "internal error %s; %d span(s) lost (apiusage_processing_errors_total)%s",
+            where,
+            n,
+            f", and {more} more since the last such message" if more else "",
+            exc_info=exc,
+        )
 
     def overflow(self, metric: str, label: str, n: float) -> None:
         self.label_overflow[metric, label] += n

@@ -18,8 +18,15 @@ from dataclasses import dataclass, field
 
 from .charts import as_img, bar_chart, heatmap, line_chart
 
-__all__ = ["PrometheusClient", "PrometheusError", "Report", "Section", "build_report", "render_html",
-           "SECTIONS"]
+__all__ = [
+    "PrometheusClient",
+    "PrometheusError",
+    "Report",
+    "Section",
+    "build_report",
+    "render_html",
+    "SECTIONS",
+]
 
 _5XX = 'status_code=~"5.."'
 _4XX = 'status_code=~"4.."'
@@ -48,8 +55,9 @@ class PrometheusClient:
                 detail = json.load(exc).get("error", exc.reason)
             except ValueError:
                 detail = exc.reason
-            raise PrometheusError(f"Prometheus at {self.base_url} refused {params.get('query', path)!r}: "
-                                  f"{detail}") from None
+            raise PrometheusError(
+                f"Prometheus at {self.base_url} refused {params.get('query', path)!r}: {detail}"
+            ) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             raise PrometheusError(f"cannot reach Prometheus at {self.base_url}: {reason}") from None
@@ -64,12 +72,14 @@ class PrometheusClient:
         data = self._get("/api/v1/query", {"query": expr, "time": f"{at:.3f}"})
         return [(r["metric"], float(r["value"][1])) for r in data["result"]]  # type: ignore[index]
 
-    def query_range(self, expr: str, start: float, end: float,
-                    step: float) -> list[tuple[dict, list[tuple[float, float]]]]:
-        data = self._get("/api/v1/query_range", {"query": expr, "start": f"{start:.3f}",
-                                                  "end": f"{end:.3f}", "step": f"{step:.0f}"})
-        return [(r["metric"], [(float(t), float(v)) for t, v in r["values"]])
-                for r in data["result"]]  # type: ignore[index]
+    def query_range(
+        self, expr: str, start: float, end: float, step: float
+    ) -> list[tuple[dict, list[tuple[float, float]]]]:
+        data = self._get(
+            "/api/v1/query_range",
+            {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:.0f}"},
+        )
+        return [(r["metric"], [(float(t), float(v)) for t, v in r["values"]]) for r in data["result"]]  # type: ignore[index]
 
     def alerts(self) -> list[dict]:
         return self._get("/api/v1/alerts", {})["alerts"]  # type: ignore[index]
@@ -85,8 +95,9 @@ class Section:
     blocks: list[str] = field(default_factory=list)
 
     def chart(self, caption: str, svg: str) -> None:
-        self.blocks.append(f"<figure>{as_img(svg, caption)}<figcaption>{html.escape(caption)}"
-                           "</figcaption></figure>")
+        self.blocks.append(
+            f"<figure>{as_img(svg, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
 
     def table(self, headers: list[str], rows: list[list[str]], empty: str) -> None:
         """A table; a cell that is an http(s) URL becomes a link."""
@@ -94,8 +105,7 @@ class Section:
             self.blocks.append(f'<p class="empty">{html.escape(empty)}</p>')
             return
         head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-        body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>"
-                       for row in rows)
+        body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
         self.blocks.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
     def note(self, text: str) -> None:
@@ -105,8 +115,9 @@ class Section:
 class Report(list):
     """The sections, plus what the page says about them: key figures and data coverage."""
 
-    def __init__(self, sections: list[Section], glance: list[tuple[str, str]] | None = None,
-                 coverage: str = "") -> None:
+    def __init__(
+        self, sections: list[Section], glance: list[tuple[str, str]] | None = None, coverage: str = ""
+    ) -> None:
         super().__init__(sections)
         self.glance = glance or []
         self.coverage = coverage
@@ -161,8 +172,7 @@ def _duration_text(seconds: float) -> str:
 
 
 class _Report:
-    def __init__(self, client: PrometheusClient, range_seconds: int, now: float,
-                 service: str | None) -> None:
+    def __init__(self, client: PrometheusClient, range_seconds: int, now: float, service: str | None) -> None:
         self.client = client
         self.range = range_seconds
         self.now = now
@@ -191,11 +201,12 @@ class _Report:
     def fit_to_data(self) -> None:
         """A Prometheus younger than the period (a demo, a new install) has nothing to draw before
         its first sample: start the charts there instead of leaving most of them empty."""
+
         def first_seen(period: int, resolution: int, at: float) -> float | None:
             # timestamp() of an aggregate is the evaluation time: the first step with data.
             rows = self.client.query(
-                f"min_over_time(timestamp(count(api_requests_total{self.f()}))"
-                f"[{period}s:{resolution}s])", at)
+                f"min_over_time(timestamp(count(api_requests_total{self.f()}))[{period}s:{resolution}s])", at
+            )
             return rows[0][1] if rows else None
 
         coarse = max(15, self.range // 2000)
@@ -230,33 +241,48 @@ class _Report:
 
     def traffic(self) -> Section:
         s = Section("Traffic", "How much is the API used, where, and by which plan tiers?")
-        s.chart("Requests per second by service",
-                line_chart(self.series(f"sum by (service) (rate(api_requests_total{self.f()}[{self.rate}]))",
-                                       "service")))
-        top = self.counts(f"topk(10, sum by (service, method, route) "
-                        f"(increase(api_requests_total{self.f()}[{self.window}])))",
-                        "method", "route")
+        s.chart(
+            "Requests per second by service",
+            line_chart(
+                self.series(f"sum by (service) (rate(api_requests_total{self.f()}[{self.rate}]))", "service")
+            ),
+        )
+        top = self.counts(
+            f"topk(10, sum by (service, method, route) "
+            f"(increase(api_requests_total{self.f()}[{self.window}])))",
+            "method",
+            "route",
+        )
         s.chart("Top endpoints by requests in the period", bar_chart(top))
-        tiers = self.bars(f"sum by (plan_tier) (increase(api_requests_total{self.f()}[{self.window}]))",
-                          "plan_tier")
-        s.table(["Plan tier", "Requests in the period"], [[t, _count(v)] for t, v in tiers],
-                "No requests in the period.")
+        tiers = self.bars(
+            f"sum by (plan_tier) (increase(api_requests_total{self.f()}[{self.window}]))", "plan_tier"
+        )
+        s.table(
+            ["Plan tier", "Requests in the period"],
+            [[t, _count(v)] for t, v in tiers],
+            "No requests in the period.",
+        )
         return s
 
     def reliability(self) -> Section:
         s = Section("Reliability", "Do requests succeed, and how fast?")
         total = f"sum by (service) (rate(api_requests_total{self.f()}[{self.rate}]))"
-        errors = f'sum by (service) (rate(api_requests_total{self.f(_5XX)}[{self.rate}]))'
-        s.chart("Error ratio (5xx) by service",
-                line_chart(self.series(f"({errors} or {total} * 0) / {total}", "service"),
-                           unit="percent"))
-        p95 = (f"histogram_quantile(0.95, sum by (service, le) "
-               f"(rate(api_request_duration_seconds_bucket{self.f()}[{self.rate}])))")
-        s.chart("95th percentile latency by service", line_chart(self.series(p95, "service"),
-                                                                 unit="seconds"))
+        errors = f"sum by (service) (rate(api_requests_total{self.f(_5XX)}[{self.rate}]))"
+        s.chart(
+            "Error ratio (5xx) by service",
+            line_chart(self.series(f"({errors} or {total} * 0) / {total}", "service"), unit="percent"),
+        )
+        p95 = (
+            f"histogram_quantile(0.95, sum by (service, le) "
+            f"(rate(api_request_duration_seconds_bucket{self.f()}[{self.rate}])))"
+        )
+        s.chart("95th percentile latency by service", line_chart(self.series(p95, "service"), unit="seconds"))
         friction = self.counts(
-            f'topk(10, sum by (service, method, route) (increase(api_requests_total'
-            f'{self.f(_4XX)}[{self.window}])))', "method", "route")
+            f"topk(10, sum by (service, method, route) (increase(api_requests_total"
+            f"{self.f(_4XX)}[{self.window}])))",
+            "method",
+            "route",
+        )
         s.chart("Endpoints with the most 4xx answers (client friction)", bar_chart(friction))
         return s
 
@@ -264,72 +290,113 @@ class _Report:
         s = Section("Adoption", "How many consumers, on which plans, features and client versions?")
         active: dict[str, dict[str, float]] = {}
         for metric, value in self.client.query(
-                f"max by (plan_tier, window) (api_active_consumers{self.f()})", self.now):
+            f"max by (plan_tier, window) (api_active_consumers{self.f()})", self.now
+        ):
             active.setdefault(metric.get("plan_tier", ""), {})[metric.get("window", "")] = value
         windows = ["1d", "7d", "30d"]
-        s.table(["Plan tier", *(f"Active consumers, last {w}" for w in windows)],
-                [[tier, *(_count(by[w]) if w in by else "-" for w in windows)]
-                 for tier, by in sorted(active.items(), key=lambda x: -x[1].get("30d", 0))],
-                "No consumer state yet (is the state store on?).")
-        s.chart("Active consumers over the last 7 days, by plan tier",
-                line_chart(self.series(f'max by (plan_tier) (api_active_consumers{self.f(_W7)})',
-                                       "plan_tier")))
-        new = self.bars(f"sum by (plan_tier) (increase(api_new_consumers_total{self.f()}[{self.window}]))",
-                        "plan_tier")
-        s.table(["Plan tier", "New consumers in the period"], [[k, _count(v)] for k, v in new],
-                "No new consumers in the period.")
-        features = self.bars(f'max by (feature) (api_feature_consumers{self.f(_W30)})',
-                             "feature")
+        s.table(
+            ["Plan tier", *(f"Active consumers, last {w}" for w in windows)],
+            [
+                [tier, *(_count(by[w]) if w in by else "-" for w in windows)]
+                for tier, by in sorted(active.items(), key=lambda x: -x[1].get("30d", 0))
+            ],
+            "No consumer state yet (is the state store on?).",
+        )
+        s.chart(
+            "Active consumers over the last 7 days, by plan tier",
+            line_chart(self.series(f"max by (plan_tier) (api_active_consumers{self.f(_W7)})", "plan_tier")),
+        )
+        new = self.bars(
+            f"sum by (plan_tier) (increase(api_new_consumers_total{self.f()}[{self.window}]))", "plan_tier"
+        )
+        s.table(
+            ["Plan tier", "New consumers in the period"],
+            [[k, _count(v)] for k, v in new],
+            "No new consumers in the period.",
+        )
+        features = self.bars(f"max by (feature) (api_feature_consumers{self.f(_W30)})", "feature")
         s.chart("Consumers per feature (30 days)", bar_chart(features))
         clients = self.bars(
-            f'max by (client_name, client_version) (api_client_version_consumers{self.f(_W30)})',
-            "client_name", "client_version")
+            f"max by (client_name, client_version) (api_client_version_consumers{self.f(_W30)})",
+            "client_name",
+            "client_version",
+        )
         s.chart("Consumers per client version (30 days)", bar_chart(clients))
         cohorts = self.client.query(
-            f"max by (cohort_week, weeks_since) (api_cohort_retention_ratio{self.f()})", self.now)
+            f"max by (cohort_week, weeks_since) (api_cohort_retention_ratio{self.f()})", self.now
+        )
         weeks = sorted({m.get("cohort_week", "") for m, _ in cohorts})
         since = sorted({m.get("weeks_since", "") for m, _ in cohorts}, key=lambda w: int(w or 0))
-        s.chart("Cohort retention: share of the consumers first seen in a week (rows) still active "
-                "N weeks later (columns)",
-                heatmap(weeks, since, {(m.get("cohort_week", ""), m.get("weeks_since", "")): v
-                                       for m, v in cohorts},
-                        row_title="first seen (week of)", column_title="weeks later"))
+        s.chart(
+            "Cohort retention: share of the consumers first seen in a week (rows) still active "
+            "N weeks later (columns)",
+            heatmap(
+                weeks,
+                since,
+                {(m.get("cohort_week", ""), m.get("weeks_since", "")): v for m, v in cohorts},
+                row_title="first seen (week of)",
+                column_title="weeks later",
+            ),
+        )
         return s
 
     def onboarding(self) -> Section:
         s = Section("Onboarding", "How long until new consumers succeed, and who is leaving?")
-        median = self.bars(f"histogram_quantile(0.5, max by (plan_tier, le) "
-                           f"(api_time_to_first_success_seconds_bucket{self.f()}))", "plan_tier")
-        s.chart("Median time from first call to first success, by plan tier",
-                bar_chart([(k, v) for k, v in median if v == v], unit="seconds"))
+        median = self.bars(
+            f"histogram_quantile(0.5, max by (plan_tier, le) "
+            f"(api_time_to_first_success_seconds_bucket{self.f()}))",
+            "plan_tier",
+        )
+        s.chart(
+            "Median time from first call to first success, by plan tier",
+            bar_chart([(k, v) for k, v in median if v == v], unit="seconds"),
+        )
         risk = self.bars(f"max by (plan_tier) (api_consumers_at_risk{self.f()})", "plan_tier")
-        s.table(["Plan tier", "Consumers at risk"], [[k, _count(v)] for k, v in risk],
-                "No consumers at risk.")
+        s.table(
+            ["Plan tier", "Consumers at risk"], [[k, _count(v)] for k, v in risk], "No consumers at risk."
+        )
         return s
 
     def deprecations(self) -> Section:
-        s = Section("Deprecations", "Who still depends on deprecated endpoints, and how close is "
-                                    "the sunset?")
+        s = Section("Deprecations", "Who still depends on deprecated endpoints, and how close is the sunset?")
         consumers = self.client.query(
-            f'max by (service, method, route) (api_deprecated_endpoint_consumers{self.f(_W30)})',
-            self.now)
-        sunset = {(_label(m, "service", "method", "route")): v for m, v in self.client.query(
-            f"max by (service, method, route) (api_endpoint_sunset_timestamp_seconds{self.f()})",
-            self.now)}
-        migrated = {(_label(m, "service", "method", "route")): v for m, v in self.client.query(
-            f'max by (service, method, route) (api_migrated_consumers{self.f(_W30)})',
-            self.now)}
+            f"max by (service, method, route) (api_deprecated_endpoint_consumers{self.f(_W30)})", self.now
+        )
+        sunset = {
+            (_label(m, "service", "method", "route")): v
+            for m, v in self.client.query(
+                f"max by (service, method, route) (api_endpoint_sunset_timestamp_seconds{self.f()})", self.now
+            )
+        }
+        migrated = {
+            (_label(m, "service", "method", "route")): v
+            for m, v in self.client.query(
+                f"max by (service, method, route) (api_migrated_consumers{self.f(_W30)})", self.now
+            )
+        }
         rows = []
         for metric, n in sorted(consumers, key=lambda x: -x[1]):
             key = _label(metric, "service", "method", "route")
             days = (sunset[key] - self.now) / 86400 if key in sunset else None
-            rows.append([f"{metric.get('method', '')} {metric.get('route', '')}",
-                         metric.get("service", ""), _count(n), _count(migrated.get(key, 0)),
-                         f"{days:.0f}" if days is not None else "-"])
-        s.table(["Endpoint", "Service", "Consumers (30 days)", "Migrated", "Days to sunset"], rows,
-                "No deprecated endpoints are called.")
-        traffic = self.counts(f"sum by (method, route) (increase(api_deprecated_requests_total"
-                            f"{self.f()}[{self.window}]))", "method", "route")
+            rows.append(
+                [
+                    f"{metric.get('method', '')} {metric.get('route', '')}",
+                    metric.get("service", ""),
+                    _count(n),
+                    _count(migrated.get(key, 0)),
+                    f"{days:.0f}" if days is not None else "-",
+                ]
+            )
+        s.table(
+            ["Endpoint", "Service", "Consumers (30 days)", "Migrated", "Days to sunset"],
+            rows,
+            "No deprecated endpoints are called.",
+        )
+        traffic = self.counts(
+            f"sum by (method, route) (increase(api_deprecated_requests_total{self.f()}[{self.window}]))",
+            "method",
+            "route",
+        )
         s.chart("Requests to deprecated endpoints in the period", bar_chart(traffic))
         return s
 
@@ -337,13 +404,19 @@ class _Report:
         """Headline numbers for the top of the page; a figure that cannot be read is left out."""
         figures = [
             ("Requests in the period", f"sum(increase(api_requests_total{self.f()}[{self.window}]))"),
-            ("Active consumers, last 7 days",
-             f'sum(max by (service, plan_tier) (api_active_consumers{self.f(_W7)}))'),
-            ("Consumers on deprecated endpoints (30 days)",
-             f'sum(max by (service, method, route) (api_deprecated_endpoint_consumers{self.f(_W30)}))'),
+            (
+                "Active consumers, last 7 days",
+                f"sum(max by (service, plan_tier) (api_active_consumers{self.f(_W7)}))",
+            ),
+            (
+                "Consumers on deprecated endpoints (30 days)",
+                f"sum(max by (service, method, route) (api_deprecated_endpoint_consumers{self.f(_W30)}))",
+            ),
             ("Consumers at risk", f"sum(max by (service, plan_tier) (api_consumers_at_risk{self.f()}))"),
-            ("Share of requests answered 5xx",
-             f'sum(increase(api_requests_total{self.f(_5XX)}[{self.window}])) or vector(0)'),
+            (
+                "Share of requests answered 5xx",
+                f"sum(increase(api_requests_total{self.f(_5XX)}[{self.window}])) or vector(0)",
+            ),
         ]
         out = []
         total = None
@@ -373,16 +446,24 @@ class _Report:
     def firing(self) -> Section:
         s = Section("Firing alerts", "What needs attention now?")
         alerts = [a for a in self.client.alerts() if a.get("state") == "firing"]
-        rows = [[a["labels"].get("alertname", ""), a["labels"].get("severity", ""),
-                 a["labels"].get("service", ""), a.get("annotations", {}).get("summary", ""),
-                 a.get("annotations", {}).get("runbook_url", "")] for a in alerts]
+        rows = [
+            [
+                a["labels"].get("alertname", ""),
+                a["labels"].get("severity", ""),
+                a["labels"].get("service", ""),
+                a.get("annotations", {}).get("summary", ""),
+                a.get("annotations", {}).get("runbook_url", ""),
+            ]
+            for a in alerts
+        ]
         rows.sort(key=lambda r: ({"critical": 0, "warning": 1}.get(r[1], 2), r[0]))
         s.table(["Alert", "Severity", "Service", "Summary", "Runbook"], rows, "No alerts firing.")
         return s
 
 
-def build_report(client: PrometheusClient, range_seconds: int, now: float,
-                 service: str | None = None) -> Report:
+def build_report(
+    client: PrometheusClient, range_seconds: int, now: float, service: str | None = None
+) -> Report:
     """Every section; a section whose queries fail says so instead of failing the report."""
     report = _Report(client, range_seconds, now, service)
     coverage = ""
@@ -392,12 +473,23 @@ def build_report(client: PrometheusClient, range_seconds: int, now: float,
         pass  # the sections say what fails
     if report.data_start is not None:
         when = dt.datetime.fromtimestamp(report.data_start, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        coverage = (f"Prometheus holds API metrics only since {when}, so the charts start there; "
-                    "totals cover what it holds.")
+        coverage = (
+            f"Prometheus holds API metrics only since {when}, so the charts start there; "
+            "totals cover what it holds."
+        )
     sections = []
-    for title, make in zip(SECTIONS, (report.traffic, report.reliability, report.adoption,
-                                      report.onboarding, report.deprecations, report.firing),
-                           strict=True):
+    for title, make in zip(
+        SECTIONS,
+        (
+            report.traffic,
+            report.reliability,
+            report.adoption,
+            report.onboarding,
+            report.deprecations,
+            report.firing,
+        ),
+        strict=True,
+    ):
         try:
             sections.append(make())
         except PrometheusError as exc:
@@ -420,25 +512,36 @@ padding:.6rem .8rem;border-radius:4px}.figure .value{font-size:1.5rem;font-weigh
 """
 
 
-def render_html(sections: list[Section], prometheus_url: str, range_seconds: int, now: float,
-                service: str | None = None) -> str:
+def render_html(
+    sections: list[Section], prometheus_url: str, range_seconds: int, now: float, service: str | None = None
+) -> str:
     when = dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     span = _duration_text(range_seconds)
     scope = f" for {html.escape(service)}" if service else ""
     glance = getattr(sections, "glance", None) or []
     coverage = getattr(sections, "coverage", "")
-    figures = "".join(f'<div class="figure"><div class="value">{html.escape(v)}</div>'
-                      f'<div class="what">{html.escape(k)}</div></div>' for k, v in glance)
+    figures = "".join(
+        f'<div class="figure"><div class="value">{html.escape(v)}</div>'
+        f'<div class="what">{html.escape(k)}</div></div>'
+        for k, v in glance
+    )
     top = (f'<div class="glance">{figures}</div>' if figures else "") + (
-        f'<p class="note">{html.escape(coverage)}</p>' if coverage else "")
-    nav = "".join(f'<a href="#{s.title.lower().replace(" ", "-")}">{html.escape(s.title)}</a>'
-                  for s in sections)
+        f'<p class="note">{html.escape(coverage)}</p>' if coverage else ""
+    )
+    nav = "".join(
+        f'<a href="#{s.title.lower().replace(" ", "-")}">{html.escape(s.title)}</a>' for s in sections
+    )
     body = "".join(
         f'<section id="{s.title.lower().replace(" ", "-")}"><h2>{html.escape(s.title)}</h2>'
         + (f'<p class="question">{html.escape(s.question)}</p>' if s.question else "")
-        + "".join(s.blocks) + "</section>" for s in sections)
-    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>API usage report{scope}</title><style>{_CSS}</style></head><body>"
-            f"<h1>API usage report{scope}</h1>"
-            f'<p class="meta">The last {span} up to {when}, from {html.escape(prometheus_url)}</p>'
-            f"<nav>{nav}</nav>{top}{body}</body></html>\n")
+        + "".join(s.blocks)
+        + "</section>"
+        for s in sections
+    )
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>API usage report{scope}</title><style>{_CSS}</style></head><body>"
+        f"<h1>API usage report{scope}</h1>"
+        f'<p class="meta">The last {span} up to {when}, from {html.escape(prometheus_url)}</p>'
+        f"<nav>{nav}</nav>{top}{body}</body></html>\n"
+    )

@@ -37,18 +37,30 @@ def _report(args: argparse.Namespace) -> int:
         print(f"apiusage: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
         return 2
     failed = sum(1 for s in sections if not s.question)
-    print(f"wrote {args.output} ({len(sections)} sections"
-          + (f", {failed} could not be built" if failed else "") + ")")
+    print(
+        f"wrote {args.output} ({len(sections)} sections"
+        + (f", {failed} could not be built" if failed else "")
+        + ")"
+    )
     return 0
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add `apiusage report` to the main parser."""
     report = commands.add_parser("report", help="write a self-contained HTML usage report")
-    report.add_argument("--prometheus", default="http://localhost:9090", metavar="URL",
-                        help="Prometheus base URL (default: %(default)s, the demo's)")
+    report.add_argument(
+        "--prometheus",
+        default="http://localhost:9090",
+        metavar="URL",
+        help="Prometheus base URL (default: %(default)s, the demo's)",
+    )
     report.add_argument("-o", "--output", default="apiusage-report.html", metavar="FILE")
-    report.add_argument("--range", type=_duration, default=7 * 86400, metavar="PERIOD",
-                        help="period to cover: 12h, 7d, 2w (default 7d)")
+    report.add_argument(
+        "--range",
+        type=_duration,
+        default=7 * 86400,
+        metavar="PERIOD",
+        help="period to cover: 12h, 7d, 2w (default 7d)",
+    )
     report.add_argument("--service", help="only this service")
     report.set_defaults(func=_report)

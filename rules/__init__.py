@@ -3,5 +3,19 @@
 from .generate import FILES, PANELS, SLUGS, Alert, alerts, generate, render, shorten_for_tests, stale, write
 from .slo import SloError, SloFile, load_slo, parse_slo
 
-__all__ = ["FILES", "PANELS", "SLUGS", "Alert", "SloError", "SloFile", "alerts", "generate",
-           "load_slo", "parse_slo", "render", "shorten_for_tests", "stale", "write"]
+__all__ = [
+    "FILES",
+    "PANELS",
+    "SLUGS",
+    "Alert",
+    "SloError",
+    "SloFile",
+    "alerts",
+    "generate",
+    "load_slo",
+    "parse_slo",
+    "render",
+    "shorten_for_tests",
+    "stale",
+    "write",
+]

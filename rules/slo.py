@@ -19,6 +19,7 @@ from apiusage.processor.config import DEFAULT_BUCKETS
 
 __all__ = ["SloError", "SloFile", "Objectives", "load_slo", "parse_slo", "DEFAULT_BUCKETS"]
 
+
 class SloError(Exception):
     """The SLO file is unusable; the message lists every problem with its key path."""
 
@@ -115,10 +116,12 @@ class SloFile:
 
         def bucket(latency: Latency | None, where: str) -> None:
             if latency is not None and latency.threshold is not None and latency.threshold not in buckets:
-                problems.add(f"{where}.threshold",
-                             f"must be one of histogram_buckets {list(self.histogram_buckets)} "
-                             f"(got {latency.threshold:g}); the latency SLO counts requests "
-                             "in the bucket le=threshold")
+                problems.add(
+                    f"{where}.threshold",
+                    f"must be one of histogram_buckets {list(self.histogram_buckets)} "
+                    f"(got {latency.threshold:g}); the latency SLO counts requests "
+                    "in the bucket le=threshold",
+                )
 
         bucket(self.defaults.latency, "defaults.latency")
         for name, svc in self.services.items():

@@ -89,20 +89,33 @@ class Endpoint:
 
 # The request mix of the traffic generator, by API version (demo/traffic.py).
 _MIX = {
-    "v1": [("GET", "/v1/orders", 25, 0.02, 200), ("GET", "/v1/orders/{order_id}", 25, 0.01, 200),
-           ("POST", "/v1/orders", 10, 0.04, 201), ("DELETE", "/v1/orders/{order_id}", 20, 0.02, 200),
-           ("GET", "/v1/reports/{report_id}", 10, 0.15, 200)],
-    "v2": [("GET", "/v2/orders", 25, 0.015, 200), ("GET", "/v2/orders/{order_id}", 30, 0.008, 200),
-           ("POST", "/v2/orders", 10, 0.035, 201), ("DELETE", "/v2/orders/{order_id}", 8, 0.015, 200),
-           ("GET", "/v2/invoices/{invoice_id}", 8, 0.025, 200), ("GET", "/v2/search", 10, 0.08, 200),
-           ("POST", "/v2/exports", 3, 0.12, 202), ("GET", "/v2/exports/{export_id}", 5, 0.02, 200),
-           ("POST", "/v2/webhooks", 3, 0.03, 201)],
+    "v1": [
+        ("GET", "/v1/orders", 25, 0.02, 200),
+        ("GET", "/v1/orders/{order_id}", 25, 0.01, 200),
+        ("POST", "/v1/orders", 10, 0.04, 201),
+        ("DELETE", "/v1/orders/{order_id}", 20, 0.02, 200),
+        ("GET", "/v1/reports/{report_id}", 10, 0.15, 200),
+    ],
+    "v2": [
+        ("GET", "/v2/orders", 25, 0.015, 200),
+        ("GET", "/v2/orders/{order_id}", 30, 0.008, 200),
+        ("POST", "/v2/orders", 10, 0.035, 201),
+        ("DELETE", "/v2/orders/{order_id}", 8, 0.015, 200),
+        ("GET", "/v2/invoices/{invoice_id}", 8, 0.025, 200),
+        ("GET", "/v2/search", 10, 0.08, 200),
+        ("POST", "/v2/exports", 3, 0.12, 202),
+        ("GET", "/v2/exports/{export_id}", 5, 0.02, 200),
+        ("POST", "/v2/webhooks", 3, 0.03, 201),
+    ],
 }
 # Errors a day of normal use produces, as (status, share of the endpoint's calls).
 _ERRORS = {
-    ("GET", "/v1/orders/{order_id}"): (404, 0.02), ("DELETE", "/v1/orders/{order_id}"): (404, 0.02),
-    ("GET", "/v2/orders/{order_id}"): (404, 0.02), ("DELETE", "/v2/orders/{order_id}"): (404, 0.02),
-    ("POST", "/v2/orders"): (422, 0.01), ("GET", "/v2/search"): (400, 0.01),
+    ("GET", "/v1/orders/{order_id}"): (404, 0.02),
+    ("DELETE", "/v1/orders/{order_id}"): (404, 0.02),
+    ("GET", "/v2/orders/{order_id}"): (404, 0.02),
+    ("DELETE", "/v2/orders/{order_id}"): (404, 0.02),
+    ("POST", "/v2/orders"): (422, 0.01),
+    ("GET", "/v2/search"): (400, 0.01),
     ("POST", "/v2/exports"): (503, 0.03),
 }
 # What a developer getting started gets wrong (like the generator's first requests).
@@ -120,14 +133,30 @@ def _endpoints() -> dict[str, list[Endpoint]]:
     catalog = _catalog()
     out = {}
     for api, rows in _MIX.items():
-        out[api] = [Endpoint(m, r, w, lat, st, (catalog.get((m, r)) or {}).get("feature"),
-                             bool((catalog.get((m, r)) or {}).get("deprecated")))
-                    for m, r, w, lat, st in rows]
+        out[api] = [
+            Endpoint(
+                m,
+                r,
+                w,
+                lat,
+                st,
+                (catalog.get((m, r)) or {}).get("feature"),
+                bool((catalog.get((m, r)) or {}).get("deprecated")),
+            )
+            for m, r, w, lat, st in rows
+        ]
     return out
 
 
-def plan(plans: dict[str, str], *, seed: int | None, live_duration: float, days: int, now: float,
-         rng: random.Random) -> list[Member]:
+def plan(
+    plans: dict[str, str],
+    *,
+    seed: int | None,
+    live_duration: float,
+    days: int,
+    now: float,
+    rng: random.Random,
+) -> list[Member]:
     """Who was there, when, doing what: the demo's consumers over the last `days` days."""
     start = now - days * DAY
     members = []
@@ -144,10 +173,14 @@ def plan(plans: dict[str, str], *, seed: int | None, live_duration: float, days:
         joined = start + rng.uniform(0, 0.1 * DAY) if early else rng.uniform(start, now - 2 * DAY)
         if migrated is not None and migrated <= joined:
             migrated = joined + rng.uniform(0.2, 0.8) * (now - joined)
-        onboarding = 0.0 if early else min(rng.lognormvariate(
-            math.log(_ONBOARDING_MEDIAN.get(c.tier, 1800.0)), 1.0), 3 * DAY)
-        members.append(Member(c.key, c.tier, c.client, old, new, c.api, joined, c.activity,
-                              onboarding, migrated))
+        onboarding = (
+            0.0
+            if early
+            else min(rng.lognormvariate(math.log(_ONBOARDING_MEDIAN.get(c.tier, 1800.0)), 1.0), 3 * DAY)
+        )
+        members.append(
+            Member(c.key, c.tier, c.client, old, new, c.api, joined, c.activity, onboarding, migrated)
+        )
     # A few of today's consumers nearly stop calling in the last week: one per tier.
     for tier in ("enterprise", "pro", "free"):
         candidates = [m for m in members if m.tier == tier and m.joined < now - 14 * DAY]
@@ -161,13 +194,26 @@ def plan(plans: dict[str, str], *, seed: int | None, live_duration: float, days:
         version = rng.choice(SDKS[client][api]) if client else "8.5.0"
         joined = rng.uniform(start, now - 10 * DAY)
         gives_up = i % 5 == 4  # never gets a call right, leaves within two days
-        onboarding = None if gives_up else min(rng.lognormvariate(
-            math.log(_ONBOARDING_MEDIAN[tier]), 1.0), 2 * DAY)
-        churned = (joined + rng.uniform(0.2, 2) * DAY if gives_up
-                   else rng.uniform(joined + 4 * DAY, now - 2 * DAY))
-        members.append(Member(f"demo-former-{i + 1:02d}", tier, client, version, version, api,
-                              joined, {"enterprise": 4.0, "pro": 2.0}.get(tier, 1.0) * rng.uniform(0.5, 1.5),
-                              onboarding, churned=churned))
+        onboarding = (
+            None if gives_up else min(rng.lognormvariate(math.log(_ONBOARDING_MEDIAN[tier]), 1.0), 2 * DAY)
+        )
+        churned = (
+            joined + rng.uniform(0.2, 2) * DAY if gives_up else rng.uniform(joined + 4 * DAY, now - 2 * DAY)
+        )
+        members.append(
+            Member(
+                f"demo-former-{i + 1:02d}",
+                tier,
+                client,
+                version,
+                version,
+                api,
+                joined,
+                {"enterprise": 4.0, "pro": 2.0}.get(tier, 1.0) * rng.uniform(0.5, 1.5),
+                onboarding,
+                churned=churned,
+            )
+        )
     return members
 
 
@@ -186,8 +232,9 @@ class Call:
     deprecated: bool
 
 
-def calls(members: list[Member], *, rate: float, days: int, now: float, rng: random.Random,
-          incidents: int = 2) -> list[Call]:
+def calls(
+    members: list[Member], *, rate: float, days: int, now: float, rng: random.Random, incidents: int = 2
+) -> list[Call]:
     """Every span of the history, oldest first."""
     endpoints = _endpoints()
     by_key = {(e.method, e.route): e for es in endpoints.values() for e in es}
@@ -204,15 +251,37 @@ def calls(members: list[Member], *, rate: float, days: int, now: float, rng: ran
         for i in range(tries):
             method, route, status = rng.choice(_FIRST_TRIES)
             e = by_key[method, route]
-            out.append(Call(m.joined + trying * i / max(tries, 1), m, method, route, status,
-                            e.latency * 0.3, 1.0, e.feature, e.deprecated))
+            out.append(
+                Call(
+                    m.joined + trying * i / max(tries, 1),
+                    m,
+                    method,
+                    route,
+                    status,
+                    e.latency * 0.3,
+                    1.0,
+                    e.feature,
+                    e.deprecated,
+                )
+            )
         if m.onboarding is None:
             continue
         active_from = m.joined + m.onboarding
         active_to = min(m.churned or now, now - 60)
         first = endpoints[m.api_at(active_from)][0]
-        out.append(Call(active_from, m, first.method, first.route, first.status, first.latency, 1.0,
-                        first.feature, first.deprecated))
+        out.append(
+            Call(
+                active_from,
+                m,
+                first.method,
+                first.route,
+                first.status,
+                first.latency,
+                1.0,
+                first.feature,
+                first.deprecated,
+            )
+        )
         pieces = []  # (start, end) of each stretch of a day on one API version
         for day in range(first_day, last_day + 1):
             lo, hi = max(day * DAY, active_from + 1), min((day + 1) * DAY, active_to)
@@ -222,18 +291,29 @@ def calls(members: list[Member], *, rate: float, days: int, now: float, rng: ran
                 pieces.append((day, lo, hi))
         for day, lo, hi in pieces:
             weekday = (day + 3) % 7  # 0 = Monday (1970-01-01 was a Thursday)
-            volume = (m.activity * per_activity * (hi - lo) / DAY * (0.55 if weekday >= 5 else 1.0)
-                      * rng.lognormvariate(0, 0.2) * min(1.0, 0.3 + (lo - m.joined) / (7 * DAY)))
+            volume = (
+                m.activity
+                * per_activity
+                * (hi - lo)
+                / DAY
+                * (0.55 if weekday >= 5 else 1.0)
+                * rng.lognormvariate(0, 0.2)
+                * min(1.0, 0.3 + (lo - m.joined) / (7 * DAY))
+            )
             if m.at_risk and day * DAY >= now - 7 * DAY:
                 volume *= 0.1
             mix = endpoints[m.api_at(lo)]
-            total_weight = sum(e.weight * (0.3 if m.tier == "free" and e.route == "/v2/exports" else 1)
-                               for e in mix)
+            total_weight = sum(
+                e.weight * (0.3 if m.tier == "free" and e.route == "/v2/exports" else 1) for e in mix
+            )
             for e in mix:
                 if m.tier == "free" and e.route == "/v2/webhooks":
                     n = volume * e.weight / total_weight
-                    out.append(Call(rng.uniform(lo, hi), m, e.method, e.route, 403, 0.004, n, e.feature,
-                                    e.deprecated))
+                    out.append(
+                        Call(
+                            rng.uniform(lo, hi), m, e.method, e.route, 403, 0.004, n, e.feature, e.deprecated
+                        )
+                    )
                     continue
                 share = 0.3 if m.tier == "free" and e.route == "/v2/exports" else 1.0
                 n = volume * e.weight * share / total_weight
@@ -241,20 +321,63 @@ def calls(members: list[Member], *, rate: float, days: int, now: float, rng: ran
                     continue
                 status, error_share = _ERRORS.get((e.method, e.route), (0, 0.0))
                 if error_share:
-                    out.append(Call(rng.uniform(lo, hi), m, e.method, e.route, status, e.latency * 0.5,
-                                    n * error_share, e.feature, e.deprecated))
+                    out.append(
+                        Call(
+                            rng.uniform(lo, hi),
+                            m,
+                            e.method,
+                            e.route,
+                            status,
+                            e.latency * 0.5,
+                            n * error_share,
+                            e.feature,
+                            e.deprecated,
+                        )
+                    )
                     n *= 1 - error_share
                 latency = e.latency * rng.lognormvariate(0, 0.25)
-                out.append(Call(rng.uniform(lo, hi), m, e.method, e.route, e.status, latency,
-                                n * (1 - _TAIL), e.feature, e.deprecated))
-                out.append(Call(rng.uniform(lo, hi), m, e.method, e.route, e.status,
-                                min(latency * rng.uniform(3, 8), 3.0), n * _TAIL, e.feature,
-                                e.deprecated))
+                out.append(
+                    Call(
+                        rng.uniform(lo, hi),
+                        m,
+                        e.method,
+                        e.route,
+                        e.status,
+                        latency,
+                        n * (1 - _TAIL),
+                        e.feature,
+                        e.deprecated,
+                    )
+                )
+                out.append(
+                    Call(
+                        rng.uniform(lo, hi),
+                        m,
+                        e.method,
+                        e.route,
+                        e.status,
+                        min(latency * rng.uniform(3, 8), 3.0),
+                        n * _TAIL,
+                        e.feature,
+                        e.deprecated,
+                    )
+                )
             for incident in incident_hours:  # an hour of 500s on the member's calls
                 if lo <= incident < hi - 3600 and mix:
                     e = rng.choice(mix)
-                    out.append(Call(incident + rng.uniform(0, 3600), m, e.method, e.route, 500, 0.9,
-                                    volume / 24 * 0.4, e.feature, e.deprecated))
+                    out.append(
+                        Call(
+                            incident + rng.uniform(0, 3600),
+                            m,
+                            e.method,
+                            e.route,
+                            500,
+                            0.9,
+                            volume / 24 * 0.4,
+                            e.feature,
+                            e.deprecated,
+                        )
+                    )
     out.sort(key=lambda c: c.at)
     return out
 
@@ -272,8 +395,11 @@ def encode(batch: list[Call], pseudonym: Callable[[str], str]) -> bytes:
 
     request = ExportTraceServiceRequest()
     rs = request.resource_spans.add()
-    for key, value in (("service.name", SERVICE_NAME), ("service.version", "2.3.0"),
-                       ("apiusage.demo.backfill", "true")):
+    for key, value in (
+        ("service.name", SERVICE_NAME),
+        ("service.version", "2.3.0"),
+        ("apiusage.demo.backfill", "true"),
+    ):
         kv = rs.resource.attributes.add()
         kv.key, kv.value.string_value = key, value
     scope = rs.scope_spans.add()
@@ -287,15 +413,23 @@ def encode(batch: list[Call], pseudonym: Callable[[str], str]) -> bytes:
         span.trace_state = _tracestate(c.count)
         m = c.member
         attrs: list[tuple[str, object]] = [
-            ("http.request.method", c.method), ("http.route", c.route),
-            ("http.response.status_code", c.status), ("url.scheme", "http"),
-            ("apiusage.schema_version", 1), ("apiusage.consumer.id", pseudonym(m.key)),
-            ("apiusage.consumer.plan_tier", m.tier), ("apiusage.api.version", c.route.split("/")[1]),
-            ("apiusage.endpoint.deprecated", c.deprecated)]
+            ("http.request.method", c.method),
+            ("http.route", c.route),
+            ("http.response.status_code", c.status),
+            ("url.scheme", "http"),
+            ("apiusage.schema_version", 1),
+            ("apiusage.consumer.id", pseudonym(m.key)),
+            ("apiusage.consumer.plan_tier", m.tier),
+            ("apiusage.api.version", c.route.split("/")[1]),
+            ("apiusage.endpoint.deprecated", c.deprecated),
+        ]
         if m.client is not None:
             version = m.version_at(c.at)
-            attrs += [("apiusage.client.name", m.client), ("apiusage.client.version", version),
-                      ("user_agent.original", f"{m.client}/{version}")]
+            attrs += [
+                ("apiusage.client.name", m.client),
+                ("apiusage.client.version", version),
+                ("user_agent.original", f"{m.client}/{version}"),
+            ]
         else:
             attrs.append(("user_agent.original", "curl/8.5.0"))
         if c.feature:
@@ -324,20 +458,33 @@ class BackfillResult:
 class Backfill:
     """Plan the history, then send it in batches, reporting progress."""
 
-    def __init__(self, plans: dict[str, str], pseudonym_key: str, *, days: int, rate: float,
-                 seed: int | None, live_duration: float, now: float | None = None) -> None:
+    def __init__(
+        self,
+        plans: dict[str, str],
+        pseudonym_key: str,
+        *,
+        days: int,
+        rate: float,
+        seed: int | None,
+        live_duration: float,
+        now: float | None = None,
+    ) -> None:
         from apiusage.instrumentation._resolvers import Pseudonymizer
 
         self.now = time.time() if now is None else now
         self.days = days
         rng = random.Random(None if seed is None else seed + 1)
-        self.members = plan(plans, seed=seed, live_duration=live_duration, days=days, now=self.now,
-                            rng=rng)
+        self.members = plan(plans, seed=seed, live_duration=live_duration, days=days, now=self.now, rng=rng)
         self.calls = calls(self.members, rate=rate, days=days, now=self.now, rng=rng)
         self.pseudonym = Pseudonymizer(pseudonym_key.encode())
 
-    def send(self, http_endpoint: str, progress: Callable[[int, int, float], None] | None = None,
-             stop: Callable[[], bool] = lambda: False, timeout: float = 60.0) -> BackfillResult:
+    def send(
+        self,
+        http_endpoint: str,
+        progress: Callable[[int, int, float], None] | None = None,
+        stop: Callable[[], bool] = lambda: False,
+        timeout: float = 60.0,
+    ) -> BackfillResult:
         """POST every batch to `http_endpoint` (…/v1/traces); retries while the queue is full."""
         started = time.monotonic()
         total = len(self.calls)
@@ -345,26 +492,38 @@ class Backfill:
         for i in range(0, total, BATCH):
             if stop():
                 break
-            batch = self.calls[i:i + BATCH]
+            batch = self.calls[i : i + BATCH]
             body = encode(batch, self.pseudonym)
             deadline = time.monotonic() + timeout
             while True:
-                request = urllib.request.Request(http_endpoint, data=body, method="POST",
-                                                 headers={"Content-Type": "application/x-protobuf"})
+                request = urllib.request.Request(
+                    http_endpoint,
+                    data=body,
+                    method="POST",
+                    headers={"Content-Type": "application/x-protobuf"},
+                )
                 try:
                     with urllib.request.urlopen(request, timeout=30) as response:
                         response.read()
                     break
                 except urllib.error.HTTPError as exc:
                     if exc.code != 503 or time.monotonic() > deadline or stop():
-                        raise BackfillError(f"the processor answered {exc.code} to the history "
-                                            f"at {http_endpoint}: {exc.read()[:200]!r}") from None
+                        raise BackfillError(
+                            f"the processor answered {exc.code} to the history "
+                            f"at {http_endpoint}: {exc.read()[:200]!r}"
+                        ) from None
                     time.sleep(min(float(exc.headers.get("Retry-After") or 1), 2.0))
                 except (urllib.error.URLError, OSError) as exc:
-                    raise BackfillError(f"cannot send the history to {http_endpoint}: "
-                                        f"{getattr(exc, 'reason', exc)}") from None
+                    raise BackfillError(
+                        f"cannot send the history to {http_endpoint}: {getattr(exc, 'reason', exc)}"
+                    ) from None
             done += len(batch)
             if progress is not None:
                 progress(done, total, batch[-1].at)
-        return BackfillResult(done, sum(c.count for c in self.calls[:done]), len(self.members),
-                              self.days, time.monotonic() - started)
+        return BackfillResult(
+            done,
+            sum(c.count for c in self.calls[:done]),
+            len(self.members),
+            self.days,
+            time.monotonic() - started,
+        )

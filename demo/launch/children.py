@@ -39,8 +39,14 @@ class ChildError(Exception):
 
 
 class Child:
-    def __init__(self, name: str, argv: Sequence[str], log: Path, env: dict[str, str] | None = None,
-                 cwd: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log: Path,
+        env: dict[str, str] | None = None,
+        cwd: str | os.PathLike | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log
@@ -57,12 +63,19 @@ class Child:
         with open(self.log_path, "ab") as log:
             try:
                 self.process = subprocess.Popen(
-                    self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=self.env, cwd=self.cwd, start_new_session=True,
-                    preexec_fn=_die_with_parent if _libc is not None else None)  # noqa: PLW1509
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
+                    cwd=self.cwd,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent if _libc is not None else None,
+                )  # noqa: PLW1509
             except OSError as exc:
-                raise ChildError(f"cannot start {self.name} ({self.argv[0]}): "
-                                 f"{exc.strerror or exc}") from None
+                raise ChildError(
+                    f"cannot start {self.name} ({self.argv[0]}): {exc.strerror or exc}"
+                ) from None
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None

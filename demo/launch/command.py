@@ -31,41 +31,86 @@ def _demo(args: argparse.Namespace) -> int:
     except ImportError as exc:
         import sys
 
-        print(f"apiusage: the demo needs the processor's dependencies ({exc.name}); install them with: "
-              "pip install 'apiusage[processor,instrumentation]' fastapi uvicorn httpx", file=sys.stderr)
+        print(
+            f"apiusage: the demo needs the processor's dependencies ({exc.name}); install them with: "
+            "pip install 'apiusage[processor,instrumentation]' fastapi uvicorn httpx",
+            file=sys.stderr,
+        )
         return 2
     return run(args)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
-        "demo", help="run the whole loop on this machine: processor, demo API, traffic, Prometheus",
+        "demo",
+        help="run the whole loop on this machine: processor, demo API, traffic, Prometheus",
         description="Start the processor, a demo FastAPI service under zero-code instrumentation, "
-                    "a traffic generator and, when they are installed, Prometheus and Alertmanager "
-                    "with the bundled rules; backfill weeks of history; print where everything "
-                    "runs and a live summary until Ctrl-C. Everything listens on 127.0.0.1.")
+        "a traffic generator and, when they are installed, Prometheus and Alertmanager "
+        "with the bundled rules; backfill weeks of history; print where everything "
+        "runs and a live summary until Ctrl-C. Everything listens on 127.0.0.1.",
+    )
     ports = demo.add_argument_group("ports (on 127.0.0.1; 0 picks a free one)")
     for spec in PORTS:
-        ports.add_argument(spec.flag, dest=spec.name, type=int, default=spec.default, metavar="PORT",
-                           help=f"{spec.what} (default {spec.default})")
-    demo.add_argument("--dir", metavar="DIR",
-                      help="keep state, Prometheus data and logs in DIR, reused by the next run "
-                           "(default: a temporary folder removed at exit)")
-    demo.add_argument("--history-days", type=_days, default=42, metavar="DAYS",
-                      help="days of simulated history to backfill on start (default 42; 0: none; "
-                           "skipped when --dir already holds a state store)")
-    demo.add_argument("--rate", type=_positive, default=20.0, metavar="RPS",
-                      help="average requests per second of live traffic (default 20)")
-    demo.add_argument("--burst-every", type=_positive, default=30.0, metavar="SECONDS",
-                      help="mean seconds between export bursts over the API's capacity, which answer "
-                           "503 and burn the error budget (default 30)")
+        ports.add_argument(
+            spec.flag,
+            dest=spec.name,
+            type=int,
+            default=spec.default,
+            metavar="PORT",
+            help=f"{spec.what} (default {spec.default})",
+        )
+    demo.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="keep state, Prometheus data and logs in DIR, reused by the next run "
+        "(default: a temporary folder removed at exit)",
+    )
+    demo.add_argument(
+        "--history-days",
+        type=_days,
+        default=42,
+        metavar="DAYS",
+        help="days of simulated history to backfill on start (default 42; 0: none; "
+        "skipped when --dir already holds a state store)",
+    )
+    demo.add_argument(
+        "--rate",
+        type=_positive,
+        default=20.0,
+        metavar="RPS",
+        help="average requests per second of live traffic (default 20)",
+    )
+    demo.add_argument(
+        "--burst-every",
+        type=_positive,
+        default=30.0,
+        metavar="SECONDS",
+        help="mean seconds between export bursts over the API's capacity, which answer "
+        "503 and burn the error budget (default 30)",
+    )
     demo.add_argument("--seed", type=int, default=7, help="random seed of consumers and traffic (default 7)")
-    demo.add_argument("--summary-every", type=_positive, default=5.0, metavar="SECONDS",
-                      help="seconds between live summary lines (default 5)")
-    demo.add_argument("--duration", type=_positive, default=None, metavar="SECONDS",
-                      help="stop by itself after this long (default: run until Ctrl-C)")
-    demo.add_argument("--no-prometheus", action="store_true",
-                      help="do not start Prometheus and Alertmanager even when installed")
-    demo.add_argument("--rules-dir", metavar="DIR",
-                      help="Prometheus rule files to load (default: the repository's alert_rules/)")
+    demo.add_argument(
+        "--summary-every",
+        type=_positive,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between live summary lines (default 5)",
+    )
+    demo.add_argument(
+        "--duration",
+        type=_positive,
+        default=None,
+        metavar="SECONDS",
+        help="stop by itself after this long (default: run until Ctrl-C)",
+    )
+    demo.add_argument(
+        "--no-prometheus",
+        action="store_true",
+        help="do not start Prometheus and Alertmanager even when installed",
+    )
+    demo.add_argument(
+        "--rules-dir",
+        metavar="DIR",
+        help="Prometheus rule files to load (default: the repository's alert_rules/)",
+    )
     demo.set_defaults(func=_demo)

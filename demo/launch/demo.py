@@ -109,14 +109,26 @@ class Demo:
             except ImportError:  # a dotted name whose parent is missing
                 return False
 
-        missing = [m for m in ("fastapi", "uvicorn", "httpx", "opentelemetry.instrumentation",
-                               "prometheus_client", "opentelemetry.proto") if not importable(m)]
+        missing = [
+            m
+            for m in (
+                "fastapi",
+                "uvicorn",
+                "httpx",
+                "opentelemetry.instrumentation",
+                "prometheus_client",
+                "opentelemetry.proto",
+            )
+            if not importable(m)
+        ]
         instrument, uvicorn = _bin("opentelemetry-instrument"), _bin("uvicorn")
         if missing or instrument is None or uvicorn is None:
             what = ", ".join(missing) if missing else "opentelemetry-instrument/uvicorn commands"
-            raise DemoError(f"the demo needs {what}; install with: "
-                            "pip install 'apiusage[processor,instrumentation]' fastapi uvicorn httpx "
-                            "(make demo does)")
+            raise DemoError(
+                f"the demo needs {what}; install with: "
+                "pip install 'apiusage[processor,instrumentation]' fastapi uvicorn httpx "
+                "(make demo does)"
+            )
         return instrument, uvicorn
 
     def _monitoring(self) -> tuple[str | None, str | None]:
@@ -126,13 +138,17 @@ class Demo:
         prometheus = shutil.which("prometheus")
         alertmanager = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
         if prometheus is None:
-            _say("Prometheus is not on the PATH, so no rules are evaluated and no alerts fire; the rest "
-                 "runs.\n  To get them: sudo apt-get install prometheus prometheus-alertmanager "
-                 "(Debian, Ubuntu) or see README.md")
+            _say(
+                "Prometheus is not on the PATH, so no rules are evaluated and no alerts fire; the rest "
+                "runs.\n  To get them: sudo apt-get install prometheus prometheus-alertmanager "
+                "(Debian, Ubuntu) or see README.md"
+            )
             return None, None
         if alertmanager is None:
-            _say("Alertmanager is not on the PATH: alerts fire in Prometheus but are not routed.\n"
-                 "  To get it: sudo apt-get install prometheus-alertmanager (Debian, Ubuntu)")
+            _say(
+                "Alertmanager is not on the PATH: alerts fire in Prometheus but are not routed.\n"
+                "  To get it: sudo apt-get install prometheus-alertmanager (Debian, Ubuntu)"
+            )
         return prometheus, alertmanager
 
     # ------------------------------------------------------------------ children
@@ -142,14 +158,18 @@ class Demo:
         return child
 
     def _wait_ready(self, child: Child, url: str, what: str) -> None:
-        ok = wait_until(lambda: self.stopping.is_set() or _http_ok(url), START_TIMEOUT, 0.2,
-                        while_running=child)
+        ok = wait_until(
+            lambda: self.stopping.is_set() or _http_ok(url), START_TIMEOUT, 0.2, while_running=child
+        )
         if self.stopping.is_set():
             return
         if not ok:
             status = child.exit_status()
-            why = f"exited with status {status}" if status is not None else \
-                f"did not answer {url} within {START_TIMEOUT:.0f} s"
+            why = (
+                f"exited with status {status}"
+                if status is not None
+                else f"did not answer {url} within {START_TIMEOUT:.0f} s"
+            )
             raise DemoError(f"{what} {why}; its log, {child.log_path}, ends with:\n{child.log_tail()}")
 
     def _start_traffic(self, folder: Path) -> None:
@@ -157,16 +177,30 @@ class Demo:
         story = min(a.duration, STORY_SECONDS) if a.duration else STORY_SECONDS
         seed = a.seed + self.cycle
         self.cycle += 1
-        argv = [sys.executable, "-m", "apiusage.demo.traffic",
-                "--target", f"http://{HOST}:{self.ports['api_port']}", "--duration", f"{story:g}",
-                "--rate", f"{a.rate:g}", "--seed", str(seed), "--plans", str(PLANS),
-                "--max-requests", "10000000"]
+        argv = [
+            sys.executable,
+            "-m",
+            "apiusage.demo.traffic",
+            "--target",
+            f"http://{HOST}:{self.ports['api_port']}",
+            "--duration",
+            f"{story:g}",
+            "--rate",
+            f"{a.rate:g}",
+            "--seed",
+            str(seed),
+            "--plans",
+            str(PLANS),
+            "--max-requests",
+            "10000000",
+        ]
         if a.burst_every:
             argv += ["--burst-every", f"{a.burst_every:g}"]
         if self.traffic in self.children:
             self.children.remove(self.traffic)
-        self.traffic = self._start(Child("traffic generator", argv, folder / "logs" / "traffic.log",
-                                         _child_env({})))
+        self.traffic = self._start(
+            Child("traffic generator", argv, folder / "logs" / "traffic.log", _child_env({}))
+        )
 
     # ------------------------------------------------------------------ run
     def run(self) -> int:
@@ -198,42 +232,92 @@ class Demo:
             if temporary:
                 shutil.rmtree(folder, ignore_errors=True)
 
-    def _run(self, folder: Path, temporary: bool, instrument: str, uvicorn: str,
-             prometheus: str | None, alertmanager: str | None) -> int:
+    def _run(
+        self,
+        folder: Path,
+        temporary: bool,
+        instrument: str,
+        uvicorn: str,
+        prometheus: str | None,
+        alertmanager: str | None,
+    ) -> int:
         a, p = self.args, self.ports
         state = folder / "state.db"
         had_history = state.exists()
-        _say(f"apiusage demo: state and logs in {folder}"
-             + (" (removed at exit; --dir keeps them)" if temporary else ""))
+        _say(
+            f"apiusage demo: state and logs in {folder}"
+            + (" (removed at exit; --dir keeps them)" if temporary else "")
+        )
 
         # 1. The processor.
         config = folder / "apiusage.yaml"
-        config.write_text(yaml.safe_dump({
-            "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"{HOST}:{p['otlp_grpc_port']}"},
-                                                 "http": {"endpoint": f"{HOST}:{p['otlp_http_port']}"}}}},
-            "exporters": {"prometheus": {"endpoint": f"{HOST}:{p['metrics_port']}"}},
-            "catalog": str(CATALOG),
-            # History is expected here: spans of the backfill are not a data-quality problem.
-            "processors": {"usage": {"data_quality": {"max_past_age": f"{a.history_days + 2}d"}}},
-            "state": {"sqlite": {"path": str(state)}, "flush_interval": "2s", "refresh_interval": "5s"},
-        }, sort_keys=False), encoding="utf-8")
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "receivers": {
+                        "otlp": {
+                            "protocols": {
+                                "grpc": {"endpoint": f"{HOST}:{p['otlp_grpc_port']}"},
+                                "http": {"endpoint": f"{HOST}:{p['otlp_http_port']}"},
+                            }
+                        }
+                    },
+                    "exporters": {"prometheus": {"endpoint": f"{HOST}:{p['metrics_port']}"}},
+                    "catalog": str(CATALOG),
+                    # History is expected here: spans of the backfill are not a data-quality problem.
+                    "processors": {"usage": {"data_quality": {"max_past_age": f"{a.history_days + 2}d"}}},
+                    "state": {
+                        "sqlite": {"path": str(state)},
+                        "flush_interval": "2s",
+                        "refresh_interval": "5s",
+                    },
+                },
+                sort_keys=False,
+            ),
+            encoding="utf-8",
+        )
         metrics = f"http://{HOST}:{p['metrics_port']}"
-        processor = self._start(Child(
-            "processor", [sys.executable, "-m", "apiusage.cli", "serve", "--config", str(config)],
-            folder / "logs" / "processor.log", _child_env({})))
+        processor = self._start(
+            Child(
+                "processor",
+                [sys.executable, "-m", "apiusage.cli", "serve", "--config", str(config)],
+                folder / "logs" / "processor.log",
+                _child_env({}),
+            )
+        )
         self._wait_ready(processor, f"{metrics}/readyz", "the processor")
 
         # 2. Alertmanager and the demo API start while the history is sent.
         api_url = f"http://{HOST}:{p['api_port']}"
-        api = self._start(Child(
-            "demo API", [instrument, uvicorn, "apiusage.demo.app:app", "--host", HOST,
-                         "--port", str(p["api_port"]), "--log-level", "warning", "--no-access-log"],
-            folder / "logs" / "api.log",
-            _child_env({"OTEL_SERVICE_NAME": SERVICE_NAME,
+        api = self._start(
+            Child(
+                "demo API",
+                [
+                    instrument,
+                    uvicorn,
+                    "apiusage.demo.app:app",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(p["api_port"]),
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ],
+                folder / "logs" / "api.log",
+                _child_env(
+                    {
+                        "OTEL_SERVICE_NAME": SERVICE_NAME,
                         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{p['otlp_grpc_port']}",
-                        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_BSP_SCHEDULE_DELAY": "1000",
-                        "APIUSAGE_PSEUDONYM_KEY": PSEUDONYM_KEY, "APIUSAGE_PLAN_TIERS": str(PLANS),
-                        "APIUSAGE_CATALOG": str(CATALOG)})))
+                        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                        "OTEL_BSP_SCHEDULE_DELAY": "1000",
+                        "APIUSAGE_PSEUDONYM_KEY": PSEUDONYM_KEY,
+                        "APIUSAGE_PLAN_TIERS": str(PLANS),
+                        "APIUSAGE_CATALOG": str(CATALOG),
+                    }
+                ),
+            )
+        )
         am_url = None
         rules_note = ""
         if prometheus is not None:
@@ -244,15 +328,26 @@ class Demo:
                 self.sink = AlertSink()
                 self.sink.start()
                 am_url = f"http://{HOST}:{p['alertmanager_port']}"
-                how = write_alertmanager_config(folder / "alertmanager.yml", files.alertmanager,
-                                                self.sink.url)
+                how = write_alertmanager_config(
+                    folder / "alertmanager.yml", files.alertmanager, self.sink.url
+                )
                 rules_note = f"; Alertmanager uses {how}"
-                self._start(Child("Alertmanager", [
-                    alertmanager, f"--config.file={folder / 'alertmanager.yml'}",
-                    f"--storage.path={folder / 'alertmanager'}",
-                    f"--web.listen-address={HOST}:{p['alertmanager_port']}",
-                    f"--web.external-url={am_url}/", "--cluster.listen-address=", "--log.level=warn"],
-                    folder / "logs" / "alertmanager.log", _child_env({})))
+                self._start(
+                    Child(
+                        "Alertmanager",
+                        [
+                            alertmanager,
+                            f"--config.file={folder / 'alertmanager.yml'}",
+                            f"--storage.path={folder / 'alertmanager'}",
+                            f"--web.listen-address={HOST}:{p['alertmanager_port']}",
+                            f"--web.external-url={am_url}/",
+                            "--cluster.listen-address=",
+                            "--log.level=warn",
+                        ],
+                        folder / "logs" / "alertmanager.log",
+                        _child_env({}),
+                    )
+                )
 
         # 3. History.
         if a.history_days > 0 and not had_history and not self.stopping.is_set():
@@ -268,16 +363,29 @@ class Demo:
             rules, alerts = write_rules(files.rules, folder / "rules", f"{metrics}/runbooks/")
             if not rules:
                 _say("no rule files found (alert_rules/ or --rules-dir): Prometheus runs without rules")
-            write_prometheus_config(folder / "prometheus.yml", job=files.job, metrics_port=p["metrics_port"],
-                                    rules_glob=str(folder / "rules" / "*.yml") if rules else None,
-                                    alertmanager_port=p["alertmanager_port"] if am_url else None)
+            write_prometheus_config(
+                folder / "prometheus.yml",
+                job=files.job,
+                metrics_port=p["metrics_port"],
+                rules_glob=str(folder / "rules" / "*.yml") if rules else None,
+                alertmanager_port=p["alertmanager_port"] if am_url else None,
+            )
             prom_url = f"http://{HOST}:{p['prometheus_port']}"
-            prom = self._start(Child("Prometheus", [
-                prometheus, f"--config.file={folder / 'prometheus.yml'}",
-                f"--storage.tsdb.path={folder / 'prometheus'}",
-                f"--web.listen-address={HOST}:{p['prometheus_port']}",
-                f"--web.external-url={prom_url}/", "--log.level=warn"],
-                folder / "logs" / "prometheus.log", _child_env({})))
+            prom = self._start(
+                Child(
+                    "Prometheus",
+                    [
+                        prometheus,
+                        f"--config.file={folder / 'prometheus.yml'}",
+                        f"--storage.tsdb.path={folder / 'prometheus'}",
+                        f"--web.listen-address={HOST}:{p['prometheus_port']}",
+                        f"--web.external-url={prom_url}/",
+                        "--log.level=warn",
+                    ],
+                    folder / "logs" / "prometheus.log",
+                    _child_env({}),
+                )
+            )
             rules_note = f"{alerts} alerts from {len(rules)} rule files{rules_note}"
             self._wait_ready(prom, f"{prom_url}/-/ready", "Prometheus")
         for child in self.children:
@@ -295,21 +403,34 @@ class Demo:
             rows.append(("runbooks", f"{metrics}/runbooks/", "where every alert's runbook_url points"))
         if prom_url:
             # Upstream builds serve the React UI at /alerts; Debian's only the classic one.
-            page = next((f"{prom_url}{path}" for path in ("/alerts", "/classic/alerts")
-                         if _http_ok(f"{prom_url}{path}")), f"{prom_url}/")
+            page = next(
+                (
+                    f"{prom_url}{path}"
+                    for path in ("/alerts", "/classic/alerts")
+                    if _http_ok(f"{prom_url}{path}")
+                ),
+                f"{prom_url}/",
+            )
             rows.append(("Prometheus", page, rules_note))
         if am_url:
             if _has_ui(am_url):
                 rows.append(("Alertmanager", f"{am_url}/#/alerts", "notifications go to the demo itself"))
             else:  # Debian's package has no web UI
-                rows.append(("Alertmanager", f"{am_url}/api/v2/alerts",
-                             f"notifications go to the demo itself; no web UI in this build: "
-                             f"amtool alert --alertmanager.url={am_url}"))
+                rows.append(
+                    (
+                        "Alertmanager",
+                        f"{am_url}/api/v2/alerts",
+                        f"notifications go to the demo itself; no web UI in this build: "
+                        f"amtool alert --alertmanager.url={am_url}",
+                    )
+                )
         _say("\napiusage demo is running; Ctrl-C stops everything.")
         for name, url, note in rows:
             _say(f"  {name:<13} {url:<40} {note}")
-        _say(f"  {'OTLP':<13} {HOST}:{p['otlp_grpc_port']} (gRPC), {HOST}:{p['otlp_http_port']} (HTTP)"
-             "   send your own service's spans here")
+        _say(
+            f"  {'OTLP':<13} {HOST}:{p['otlp_grpc_port']} (gRPC), {HOST}:{p['otlp_http_port']} (HTTP)"
+            "   send your own service's spans here"
+        )
         _say(f"  {'logs':<13} {folder / 'logs'}")
         if prom_url:
             _say(f"  report:       apiusage report --prometheus {prom_url} -o report.html --range 7d")
@@ -323,8 +444,14 @@ class Demo:
         story = min(a.duration, STORY_SECONDS) if a.duration else STORY_SECONDS
         from ..app import load_plans
 
-        history = Backfill(load_plans(PLANS), PSEUDONYM_KEY, days=a.history_days, rate=a.rate,
-                           seed=a.seed, live_duration=story)
+        history = Backfill(
+            load_plans(PLANS),
+            PSEUDONYM_KEY,
+            days=a.history_days,
+            rate=a.rate,
+            seed=a.seed,
+            live_duration=story,
+        )
         width = 30
         shown = [-1]
 
@@ -338,8 +465,10 @@ class Demo:
                 shown[0] = pct // 10
                 _say(f"history: {pct:3d}% ({done:,}/{total:,} spans, up to {day})")
 
-        _say(f"history: {a.history_days} days of {len(history.members)} consumers "
-             f"({len(history.calls):,} spans standing for {sum(c.count for c in history.calls):,.0f} calls)")
+        _say(
+            f"history: {a.history_days} days of {len(history.members)} consumers "
+            f"({len(history.calls):,} spans standing for {sum(c.count for c in history.calls):,.0f} calls)"
+        )
         try:
             result = history.send(f"http://{http}/v1/traces", progress, self.stopping.is_set)
         except BackfillError as exc:
@@ -357,8 +486,9 @@ class Demo:
             return self.stopping.is_set() or (r.processed >= r.spans and r.report_time > sent + 2)
 
         wait_until(stored, 30.0, 0.5)
-        _say(f"history: sent in {result.seconds:.1f} s, stored and counted in "
-             f"{time.time() - sent:.1f} s more")
+        _say(
+            f"history: sent in {result.seconds:.1f} s, stored and counted in {time.time() - sent:.1f} s more"
+        )
 
     def _watch(self, folder: Path, metrics: str, prom_url: str | None) -> int:
         from .summary import Summary
@@ -378,8 +508,10 @@ class Demo:
                 if child is self.traffic and child.exit_status() == 0:
                     self._start_traffic(folder)  # a new story with the same consumers
                     break
-                raise DemoError(f"{child.name} stopped (status {child.exit_status()}); its log, "
-                                f"{child.log_path}, ends with:\n{child.log_tail()}")
+                raise DemoError(
+                    f"{child.name} stopped (status {child.exit_status()}); its log, "
+                    f"{child.log_path}, ends with:\n{child.log_tail()}"
+                )
             if now >= next_line:
                 next_line = now + self.args.summary_every
                 _say(summary.next_line())
@@ -398,8 +530,9 @@ class Demo:
         self.stopping.set()
         _say("apiusage demo: stopping " + ", ".join(c.name for c in reversed(self.children) if c.running()))
         for child in reversed(self.children):  # traffic first, the processor last
-            status = child.stop(timeout=15.0 if child.name == "processor" else 10.0,
-                                hurry=lambda: self.hurry)  # a second Ctrl-C: kill at once
+            status = child.stop(
+                timeout=15.0 if child.name == "processor" else 10.0, hurry=lambda: self.hurry
+            )  # a second Ctrl-C: kill at once
             if status not in (0, None, -signal.SIGTERM, -signal.SIGKILL, 143, 130):
                 _say(f"  {child.name} exited with status {status} (log: {child.log_path})")
         if self.sink is not None:

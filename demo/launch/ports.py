@@ -71,14 +71,21 @@ def claim(requested: dict[str, int], skip: set[str] = frozenset()) -> dict[str, 
                 port = _free()
         elif port in out.values():
             other = next(p for p in PORTS if out.get(p.name) == port)
-            raise PortError(f"port {port} is given to both {other.what} ({other.flag}) and "
-                            f"{spec.what} ({spec.flag}); choose another with {spec.flag} PORT")
+            raise PortError(
+                f"port {port} is given to both {other.what} ({other.flag}) and "
+                f"{spec.what} ({spec.flag}); choose another with {spec.flag} PORT"
+            )
         else:
             err = _check(port)
             if err is not None:
-                why = ("is already in use" if err == errno.EADDRINUSE
-                       else f"cannot be used ({errno.errorcode.get(err, err)})")
-                raise PortError(f"port {port} for {spec.what} {why} on {HOST}; choose another "
-                                f"with {spec.flag} PORT (0 picks a free one)")
+                why = (
+                    "is already in use"
+                    if err == errno.EADDRINUSE
+                    else f"cannot be used ({errno.errorcode.get(err, err)})"
+                )
+                raise PortError(
+                    f"port {port} for {spec.what} {why} on {HOST}; choose another "
+                    f"with {spec.flag} PORT (0 picks a free one)"
+                )
         out[spec.name] = port
     return out

@@ -23,15 +23,32 @@ import yaml
 
 from .ports import HOST
 
-__all__ = ["AlertSink", "StackFiles", "bundled", "write_alertmanager_config", "write_prometheus_config",
-           "write_rules"]
+__all__ = [
+    "AlertSink",
+    "StackFiles",
+    "bundled",
+    "write_alertmanager_config",
+    "write_prometheus_config",
+    "write_rules",
+]
 
 SCRAPE_INTERVAL = "5s"
 # Receivers that could send something somewhere; the demo replaces them all with its sink.
-_INTEGRATIONS = ("email_configs", "pagerduty_configs", "slack_configs", "webhook_configs",
-                 "opsgenie_configs", "victorops_configs", "pushover_configs", "wechat_configs",
-                 "sns_configs", "telegram_configs", "discord_configs", "webex_configs",
-                 "msteams_configs")
+_INTEGRATIONS = (
+    "email_configs",
+    "pagerduty_configs",
+    "slack_configs",
+    "webhook_configs",
+    "opsgenie_configs",
+    "victorops_configs",
+    "pushover_configs",
+    "wechat_configs",
+    "sns_configs",
+    "telegram_configs",
+    "discord_configs",
+    "webex_configs",
+    "msteams_configs",
+)
 _RUNBOOK = re.compile(r"^https?://[^/]+(?:/.*)?/runbooks/(?P<name>[^/]+)$")
 
 
@@ -90,27 +107,32 @@ def write_rules(files: list[Path], out: Path, runbook_base: str) -> tuple[list[P
         for group in data.get("groups") or []:
             alerts += sum(1 for rule in group.get("rules") or [] if "alert" in rule)
         target = out / path.name
-        target.write_text(f"# Copy of {path} for apiusage demo: runbook_url points at the demo.\n"
-                          + yaml.safe_dump(data, sort_keys=False, width=4096), encoding="utf-8")
+        target.write_text(
+            f"# Copy of {path} for apiusage demo: runbook_url points at the demo.\n"
+            + yaml.safe_dump(data, sort_keys=False, width=4096),
+            encoding="utf-8",
+        )
         written.append(target)
     return written, alerts
 
 
-def write_prometheus_config(path: Path, *, job: str, metrics_port: int, rules_glob: str | None,
-                            alertmanager_port: int | None) -> None:
+def write_prometheus_config(
+    path: Path, *, job: str, metrics_port: int, rules_glob: str | None, alertmanager_port: int | None
+) -> None:
     config: dict[str, Any] = {
-        "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": "4s",
-                   "evaluation_interval": "15s"},
-        "scrape_configs": [{"job_name": job,
-                            "static_configs": [{"targets": [f"{HOST}:{metrics_port}"]}]}],
+        "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": "4s", "evaluation_interval": "15s"},
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [f"{HOST}:{metrics_port}"]}]}],
     }
     if rules_glob:
         config["rule_files"] = [rules_glob]
     if alertmanager_port:
-        config["alerting"] = {"alertmanagers": [
-            {"static_configs": [{"targets": [f"{HOST}:{alertmanager_port}"]}]}]}
-    path.write_text("# Written by apiusage demo for this run.\n" + yaml.safe_dump(config, sort_keys=False),
-                    encoding="utf-8")
+        config["alerting"] = {
+            "alertmanagers": [{"static_configs": [{"targets": [f"{HOST}:{alertmanager_port}"]}]}]
+        }
+    path.write_text(
+        "# Written by apiusage demo for this run.\n" + yaml.safe_dump(config, sort_keys=False),
+        encoding="utf-8",
+    )
 
 
 def write_alertmanager_config(path: Path, bundled_config: Path | None, sink_url: str) -> str:
@@ -124,9 +146,16 @@ def write_alertmanager_config(path: Path, bundled_config: Path | None, sink_url:
         except (OSError, yaml.YAMLError):
             data = None
     if data is None:
-        data = {"route": {"receiver": "demo", "group_by": ["alertname", "service"],
-                          "group_wait": "10s", "group_interval": "1m", "repeat_interval": "4h"},
-                "receivers": [{"name": "demo"}]}
+        data = {
+            "route": {
+                "receiver": "demo",
+                "group_by": ["alertname", "service"],
+                "group_wait": "10s",
+                "group_interval": "1m",
+                "repeat_interval": "4h",
+            },
+            "receivers": [{"name": "demo"}],
+        }
         how = "a minimal routing (no prometheus/alertmanager.yml)"
     else:
         how = f"the routing of {bundled_config}"
@@ -137,12 +166,14 @@ def write_alertmanager_config(path: Path, bundled_config: Path | None, sink_url:
     templates = []
     for pattern in data.get("templates") or []:  # relative to the bundled file's folder
         p = Path(pattern)
-        templates.append(str(p if p.is_absolute() or bundled_config is None
-                             else bundled_config.parent / p))
+        templates.append(str(p if p.is_absolute() or bundled_config is None else bundled_config.parent / p))
     if templates:
         data["templates"] = templates
-    path.write_text("# Written by apiusage demo for this run: every receiver posts to the demo.\n"
-                    + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    path.write_text(
+        "# Written by apiusage demo for this run: every receiver posts to the demo.\n"
+        + yaml.safe_dump(data, sort_keys=False),
+        encoding="utf-8",
+    )
     return how
 
 
@@ -178,8 +209,9 @@ class AlertSink:
 
         self._server = ThreadingHTTPServer((HOST, 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="demo-alert-sink",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="demo-alert-sink", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -196,8 +228,9 @@ class AlertSink:
 
     def snapshot(self) -> _Received:
         with self._lock:
-            return _Received(self.received.notifications, dict(self.received.alerts),
-                             dict(self.received.runbooks))
+            return _Received(
+                self.received.notifications, dict(self.received.alerts), dict(self.received.runbooks)
+            )
 
     def start(self) -> None:
         self._thread.start()

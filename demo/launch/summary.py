@@ -52,8 +52,10 @@ def parse(text: str, at: float) -> Reading:
                 target[labels.get("plan_tier", "")] = target.get(labels.get("plan_tier", ""), 0) + value
             elif name == "api_new_consumers_total":
                 r.new_consumers += value
-            elif name in ("api_deprecated_endpoint_consumers", "api_migrated_consumers") \
-                    and labels.get("window") == "30d":
+            elif (
+                name in ("api_deprecated_endpoint_consumers", "api_migrated_consumers")
+                and labels.get("window") == "30d"
+            ):
                 key = f"{labels.get('method', '')} {labels.get('route', '')}"
                 target = r.deprecated if name == "api_deprecated_endpoint_consumers" else r.migrated
                 target[key] = target.get(key, 0) + value
@@ -101,28 +103,41 @@ class Summary:
         if prev is not None:
             dt = reading.at - prev.at
             first.append(f"{_rate(reading.spans, prev.spans, dt):.0f} spans/s")
-            rates = {t: _rate(v, prev.requests_by_tier.get(t, v), dt)
-                     for t, v in reading.requests_by_tier.items()}
+            rates = {
+                t: _rate(v, prev.requests_by_tier.get(t, v), dt) for t, v in reading.requests_by_tier.items()
+            }
             first.append("requests/s " + "  ".join(f"{t} {rates[t]:.1f}" for t in _tiers(rates)))
         else:
             first.append(f"{reading.spans:,.0f} spans received")
         if reading.active_1d:
-            first.append(f"active consumers (24h) {sum(reading.active_1d.values()):.0f}: " + "  ".join(
-                f"{t} {reading.active_1d[t]:.0f}" for t in _tiers(reading.active_1d)))
+            first.append(
+                f"active consumers (24h) {sum(reading.active_1d.values()):.0f}: "
+                + "  ".join(f"{t} {reading.active_1d[t]:.0f}" for t in _tiers(reading.active_1d))
+            )
         else:
             first.append("active consumers: not computed yet")
         second = []
         called = {k: v for k, v in reading.deprecated.items() if v > 0}
         if reading.active_1d:
-            second.append("deprecated endpoints, consumers (30d): " + (", ".join(
-                f"{k} {v:.0f} ({reading.migrated.get(k, 0):.0f} migrated)"
-                for k, v in sorted(called.items())) or "none"))
+            second.append(
+                "deprecated endpoints, consumers (30d): "
+                + (
+                    ", ".join(
+                        f"{k} {v:.0f} ({reading.migrated.get(k, 0):.0f} migrated)"
+                        for k, v in sorted(called.items())
+                    )
+                    or "none"
+                )
+            )
         if isinstance(alerts, str):
             second.append(alerts)
         elif alerts is not None:
             firing, pending = alerts
-            second.append("alerts firing: " + (", ".join(firing) if firing else "none")
-                          + (f" ({pending} pending)" if pending else ""))
+            second.append(
+                "alerts firing: "
+                + (", ".join(firing) if firing else "none")
+                + (f" ({pending} pending)" if pending else "")
+            )
         out = " | ".join(first)
         if second:
             out += "\n" + " " * 9 + "| " + " | ".join(second)

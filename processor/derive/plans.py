@@ -49,12 +49,14 @@ class PlanLookup:
             except PlanLookupError:
                 raise
             except Exception as exc:  # a hand-edited file can fail in ways no list foresees
-                raise PlanLookupError(f"cannot load plan lookup file {self.file}: "
-                                      f"{type(exc).__name__}: {exc}") from None
+                raise PlanLookupError(
+                    f"cannot load plan lookup file {self.file}: {type(exc).__name__}: {exc}"
+                ) from None
         elif self.sql and query is not None:
             # The database returns at most one row past the bound, whatever the query selects.
-            bounded = f"SELECT * FROM ({self.sql.strip().rstrip(';')}) AS plan_lookup " \
-                      f"LIMIT {MAX_PLAN_ENTRIES + 1}"
+            bounded = (
+                f"SELECT * FROM ({self.sql.strip().rstrip(';')}) AS plan_lookup LIMIT {MAX_PLAN_ENTRIES + 1}"
+            )
             try:
                 rows = [tuple(str(v) if v is not None else "" for v in r) for r in query(bounded)]
             except Exception as exc:  # the store's error, whatever the backend
@@ -71,8 +73,10 @@ def _table(rows: Iterable[tuple[str, ...]], where: str) -> tuple[dict[str, str],
     accounts: dict[str, str] = {}
     for n, row in enumerate(rows):
         if n >= MAX_PLAN_ENTRIES:
-            raise PlanLookupError(f"{where} has more than {MAX_PLAN_ENTRIES} rows; a lookup holds "
-                                  f"at most {MAX_PLAN_ENTRIES} consumers")
+            raise PlanLookupError(
+                f"{where} has more than {MAX_PLAN_ENTRIES} rows; a lookup holds "
+                f"at most {MAX_PLAN_ENTRIES} consumers"
+            )
         if len(row) < 2 or not row[0] or not row[1]:
             continue
         plans[row[0]] = row[1]
@@ -94,18 +98,20 @@ def _read_text(path: Path) -> str:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
         if not stat.S_ISREG(info.st_mode):
             kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device or socket"
-            raise PlanLookupError(f"cannot read plan lookup file {path}: it is {kind}, "
-                                  "not a regular file")
+            raise PlanLookupError(f"cannot read plan lookup file {path}: it is {kind}, not a regular file")
         if info.st_size > MAX_PLAN_FILE_BYTES:
-            raise PlanLookupError(f"plan lookup file {path} is not accepted: {info.st_size} bytes, "
-                                  f"at most {MAX_PLAN_FILE_BYTES} (256 MiB)")
+            raise PlanLookupError(
+                f"plan lookup file {path} is not accepted: {info.st_size} bytes, "
+                f"at most {MAX_PLAN_FILE_BYTES} (256 MiB)"
+            )
         with os.fdopen(fd, "rb", closefd=False) as f:
             raw = f.read(MAX_PLAN_FILE_BYTES + 1)  # the file may grow after fstat
     finally:
         os.close(fd)
     if len(raw) > MAX_PLAN_FILE_BYTES:
-        raise PlanLookupError(f"plan lookup file {path} is not accepted: more than "
-                              f"{MAX_PLAN_FILE_BYTES} bytes (256 MiB)")
+        raise PlanLookupError(
+            f"plan lookup file {path} is not accepted: more than {MAX_PLAN_FILE_BYTES} bytes (256 MiB)"
+        )
     return raw.decode("utf-8")
 
 
@@ -124,16 +130,18 @@ def _read_file(path: Path) -> Iterable[tuple[str, ...]]:
         rows = []
         for consumer, value in data.items():
             if isinstance(value, dict):
-                rows.append((str(consumer), str(value.get("plan_tier", "")),
-                             str(value.get("account", "") or "")))
+                rows.append(
+                    (str(consumer), str(value.get("plan_tier", "")), str(value.get("account", "") or ""))
+                )
             elif value is not None:
                 rows.append((str(consumer), str(value)))
         return rows
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if header is None or [h.strip() for h in header[:2]] != ["consumer_id", "plan_tier"]:
-        raise PlanLookupError(f"plan lookup file {path}: the first line must be the header "
-                              "consumer_id,plan_tier[,account]")
+        raise PlanLookupError(
+            f"plan lookup file {path}: the first line must be the header consumer_id,plan_tier[,account]"
+        )
     return _csv_rows(reader, path)
 
 

@@ -25,8 +25,7 @@ __all__ = ["RequestMetrics", "Snapshot", "FAMILIES"]
 FAMILIES: dict[str, tuple[str, ...]] = {
     "api_requests": ("service", "method", "route", "status_code", "plan_tier", "deprecated"),
     "api_client_requests": ("service", "client_name", "client_version", "status_class"),
-    "api_deprecated_requests": ("service", "method", "route", "plan_tier", "client_name",
-                                "client_version"),
+    "api_deprecated_requests": ("service", "method", "route", "plan_tier", "client_name", "client_version"),
     "api_request_duration_seconds": ("service", "method", "route", "plan_tier"),
 }
 
@@ -44,8 +43,14 @@ class Snapshot:
 
 
 class RequestMetrics:
-    def __init__(self, limits: LimitsConfig, buckets: Sequence[float], stats: PipelineStats,
-                 exemplars: bool = True, sweep_interval: float | None = None) -> None:
+    def __init__(
+        self,
+        limits: LimitsConfig,
+        buckets: Sequence[float],
+        stats: PipelineStats,
+        exemplars: bool = True,
+        sweep_interval: float | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._bounds = tuple(buckets)
         self._nbuckets = len(self._bounds) + 1  # + the +Inf bucket
@@ -56,8 +61,15 @@ class RequestMetrics:
 
         def table(name: str, new_cell) -> SeriesTable:
             labels = FAMILIES[name]
-            return SeriesTable(name, labels, [limits.label_limit(lb) for lb in labels],
-                               limits.max_label_length, self._ttl, new_cell, stats)
+            return SeriesTable(
+                name,
+                labels,
+                [limits.label_limit(lb) for lb in labels],
+                limits.max_label_length,
+                self._ttl,
+                new_cell,
+                stats,
+            )
 
         counter_cell = lambda: [0.0, 0.0]  # noqa: E731  [last_update, value]
         n = self._nbuckets
@@ -97,11 +109,11 @@ class RequestMetrics:
         with self._lock:
             for (service, method, route, code, plan, deprecated, cname, cver), w in counts.items():
                 self.requests.cell((service, method, route, code, plan, deprecated), now, w)[1] += w
-                self.client_requests.cell(
-                    (service, cname, cver, _STATUS_CLASS.get(code, "unknown")), now, w)[1] += w
+                self.client_requests.cell((service, cname, cver, _STATUS_CLASS.get(code, "unknown")), now, w)[
+                    1
+                ] += w
                 if deprecated == "true":
-                    self.deprecated_requests.cell(
-                        (service, method, route, plan, cname, cver), now, w)[1] += w
+                    self.deprecated_requests.cell((service, method, route, plan, cname, cver), now, w)[1] += w
             for hkey, (count, total, buckets, examples) in hists.items():
                 cell = self.durations.cell(hkey, now, count)
                 cell[1] += count
@@ -121,8 +133,10 @@ class RequestMetrics:
             t.expire(now)
 
     def series_counts(self) -> dict[str, int]:
-        return {t.metric: len(t) for t in (self.requests, self.client_requests,
-                                           self.deprecated_requests, self.durations)}
+        return {
+            t.metric: len(t)
+            for t in (self.requests, self.client_requests, self.deprecated_requests, self.durations)
+        }
 
     def snapshot(self) -> Snapshot:
         now = time.monotonic()
@@ -133,8 +147,9 @@ class RequestMetrics:
                 t.metric: {k: c[1] for k, c in t.series.items()}
                 for t in (self.requests, self.client_requests, self.deprecated_requests)
             }
-            histograms = {k: (list(c[3]), c[1], c[2], list(c[4]))
-                          for k, c in self.durations.series.items()}
-            counts = {t.metric: len(t) for t in (self.requests, self.client_requests,
-                                                 self.deprecated_requests, self.durations)}
+            histograms = {k: (list(c[3]), c[1], c[2], list(c[4])) for k, c in self.durations.series.items()}
+            counts = {
+                t.metric: len(t)
+                for t in (self.requests, self.client_requests, self.deprecated_requests, self.durations)
+            }
         return Snapshot(counters, histograms, self._bounds, counts)

@@ -24,8 +24,15 @@ from .sampling import MAX_ADJUSTED_COUNT, adjusted_count
 from .series import sanitize_label_value
 from .useragent import parse_user_agent
 
-__all__ = ["ApiRequest", "Deriver", "SPAN_FIELDS", "span_field_sources", "SCHEMA_VERSION",
-           "consumer_key", "MAX_CONSUMER_ID_LENGTH"]
+__all__ = [
+    "ApiRequest",
+    "Deriver",
+    "SPAN_FIELDS",
+    "span_field_sources",
+    "SCHEMA_VERSION",
+    "consumer_key",
+    "MAX_CONSUMER_ID_LENGTH",
+]
 
 SCHEMA_VERSION = 1
 MAX_CONSUMER_ID_LENGTH = 256
@@ -37,8 +44,19 @@ _MEMO_LIMIT = 16_384
 # Order of the per-field values after the scanner's fixed span fields
 # (resource_index, kind, start, end, trace_id, span_id, trace_state, status_code).
 SPAN_FIELDS = (
-    "method", "route", "status_code", "path", "user_agent", "consumer_id", "plan_tier",
-    "client_name", "client_version", "api_version", "feature", "deprecated", "schema_version",
+    "method",
+    "route",
+    "status_code",
+    "path",
+    "user_agent",
+    "consumer_id",
+    "plan_tier",
+    "client_name",
+    "client_version",
+    "api_version",
+    "feature",
+    "deprecated",
+    "schema_version",
 )
 
 _KNOWN_METHODS = frozenset(
@@ -110,9 +128,14 @@ def consumer_key(consumer_id: str) -> str:
 class Deriver:
     """Turns one scanned OTLP request into ApiRequests; runs on the single worker thread."""
 
-    def __init__(self, config: UsageConfig, stats: PipelineStats,
-                 plans: PlanLookup | None = None, catalog=None,
-                 max_label_length: int = LimitsConfig.max_label_length) -> None:
+    def __init__(
+        self,
+        config: UsageConfig,
+        stats: PipelineStats,
+        plans: PlanLookup | None = None,
+        catalog=None,
+        max_label_length: int = LimitsConfig.max_label_length,
+    ) -> None:
         self._plans = plans
         self._catalog = catalog
         # (service, method, route) → "true"/"false" from the catalog; routes are bounded upstream.
@@ -166,8 +189,7 @@ class Deriver:
     def derive(self, resources: Sequence[tuple], spans: Sequence[tuple]) -> list[ApiRequest]:
         """One ApiRequest per HTTP SERVER span; a span that fails costs only itself."""
         label = self._label
-        services = [label(r[0]) if isinstance(r[0], str) and r[0] else "unknown_service"
-                    for r in resources]
+        services = [label(r[0]) if isinstance(r[0], str) and r[0] else "unknown_service" for r in resources]
         now = time.time_ns()
         future_limit = now + self._future_ns
         past_limit = now - self._past_ns
@@ -191,9 +213,29 @@ class Deriver:
                 if s[1] != SPAN_KIND_SERVER:
                     not_server += 1
                     continue
-                (ri, _, start, end, trace_id, span_id, tracestate, _,
-                 method, route, status, path, ua, consumer, plan,
-                 cname, cver, api_version, feature, deprecated, schema) = s
+                (
+                    ri,
+                    _,
+                    start,
+                    end,
+                    trace_id,
+                    span_id,
+                    tracestate,
+                    _,
+                    method,
+                    route,
+                    status,
+                    path,
+                    ua,
+                    consumer,
+                    plan,
+                    cname,
+                    cver,
+                    api_version,
+                    feature,
+                    deprecated,
+                    schema,
+                ) = s
                 if method is None:
                     not_http += 1
                     continue
@@ -264,11 +306,29 @@ class Deriver:
                     api_version = label(_text(api_version))
                 if feature is not None and feature not in clean_labels:
                     feature = label(_text(feature))
-                append(new(ApiRequest, (
-                    service, method, route, code, plan, deprecated,
-                    cname, cver, api_version, feature, consumer, duration, weight,
-                    end, trace_id, span_id,
-                )))
+                append(
+                    new(
+                        ApiRequest,
+                        (
+                            service,
+                            method,
+                            route,
+                            code,
+                            plan,
+                            deprecated,
+                            cname,
+                            cver,
+                            api_version,
+                            feature,
+                            consumer,
+                            duration,
+                            weight,
+                            end,
+                            trace_id,
+                            span_id,
+                        ),
+                    )
+                )
             except Exception as exc:  # noqa: BLE001 - counted and logged; the neighbours go on
                 failed += 1
                 error = exc
@@ -277,12 +337,24 @@ class Deriver:
         if error is not None:
             stats.processing_error(failed, "deriving a span", error)
         stats.ignored(not_server, not_http)
-        if (missing_route or missing_consumer or missing_status or end_before_start or too_new
-                or too_old or bad_schema or implausible):
+        if (
+            missing_route
+            or missing_consumer
+            or missing_status
+            or end_before_start
+            or too_new
+            or too_old
+            or bad_schema
+            or implausible
+        ):
             stats.data_quality(
-                missing_route=missing_route, missing_consumer=missing_consumer,
-                missing_status_code=missing_status, end_before_start=end_before_start,
-                timestamp_future=too_new, timestamp_past=too_old, unknown_schema_version=bad_schema,
+                missing_route=missing_route,
+                missing_consumer=missing_consumer,
+                missing_status_code=missing_status,
+                end_before_start=end_before_start,
+                timestamp_future=too_new,
+                timestamp_past=too_old,
+                unknown_schema_version=bad_schema,
                 implausible_sampling_weight=implausible,
             )
         return out

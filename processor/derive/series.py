@@ -42,9 +42,16 @@ class SeriesTable:
     cell holds the time of its last update.
     """
 
-    def __init__(self, metric: str, labels: Sequence[str], limits: Sequence[int],
-                 max_length: int, ttl: float, new_cell: Callable[[], list],
-                 stats: PipelineStats) -> None:
+    def __init__(
+        self,
+        metric: str,
+        labels: Sequence[str],
+        limits: Sequence[int],
+        max_length: int,
+        ttl: float,
+        new_cell: Callable[[], list],
+        stats: PipelineStats,
+    ) -> None:
         self.metric = metric
         self.labels = tuple(labels)
         self._limits = tuple(limits)

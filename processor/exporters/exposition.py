@@ -67,8 +67,10 @@ def render_request_metrics(snap: Snapshot, openmetrics: bool) -> str:
             cumulative += n
             line = f'{name}_bucket{{{labels},le="{le}"}} {_num(cumulative)}'
             if openmetrics and ex is not None:
-                line += (f' # {{trace_id="{ex.trace_id.hex()}",span_id="{ex.span_id.hex()}"}} '
-                         f"{repr(float(ex.duration))} {ex.end_time_ns / 1e9:.3f}")
+                line += (
+                    f' # {{trace_id="{ex.trace_id.hex()}",span_id="{ex.span_id.hex()}"}} '
+                    f"{repr(float(ex.duration))} {ex.end_time_ns / 1e9:.3f}"
+                )
             add(line)
         add(f"{name}_count{{{labels}}} {_num(count)}")
         add(f"{name}_sum{{{labels}}} {repr(float(total))}")
@@ -76,8 +78,7 @@ def render_request_metrics(snap: Snapshot, openmetrics: bool) -> str:
     return "\n".join(out)
 
 
-def exposition(registry: CollectorRegistry, metrics: RequestMetrics | None,
-               accept: str) -> tuple[bytes, str]:
+def exposition(registry: CollectorRegistry, metrics: RequestMetrics | None, accept: str) -> tuple[bytes, str]:
     """The /metrics body for an Accept header, and its content type."""
     try:
         encoder, content_type = choose_encoder(accept)

@@ -66,15 +66,19 @@ class Forwarder:
 
     def forward(self, body: bytes) -> None:
         with self._cond:
-            if (len(self._queue) >= self._max or self._bytes + len(body) > self._max_bytes
-                    or self._stopping):
+            if len(self._queue) >= self._max or self._bytes + len(body) > self._max_bytes or self._stopping:
                 self.outcomes["dropped"] += 1
                 if not self._dropping and not self._stopping:
                     self._dropping = True
-                    log.warning("trace backend %s:%s is behind: forward queue full (%d requests, "
-                                "%d bytes); dropping requests (apiusage_forwarded_requests_total"
-                                "{outcome=\"dropped\"})", self._host, self._port,
-                                len(self._queue), self._bytes)
+                    log.warning(
+                        "trace backend %s:%s is behind: forward queue full (%d requests, "
+                        "%d bytes); dropping requests (apiusage_forwarded_requests_total"
+                        '{outcome="dropped"})',
+                        self._host,
+                        self._port,
+                        len(self._queue),
+                        self._bytes,
+                    )
                 return
             self._queue.append(body)
             self._bytes += len(body)
@@ -145,8 +149,9 @@ class Forwarder:
             return response.status
         except (OSError, http.client.HTTPException) as exc:
             if expired.is_set():
-                raise TimeoutError(f"no complete answer within {self._timeout:g}s "
-                                   "(exporters.otlp.timeout)") from exc
+                raise TimeoutError(
+                    f"no complete answer within {self._timeout:g}s (exporters.otlp.timeout)"
+                ) from exc
             raise
         finally:
             watchdog.cancel()
@@ -168,17 +173,22 @@ class Forwarder:
 
     def collect(self) -> Iterable[Metric]:
         """Its own Prometheus families (the forwarder is registered as a collector)."""
-        family = CounterMetricFamily("apiusage_forwarded_requests",
-                                     "OTLP requests forwarded to the trace backend, by outcome.",
-                                     labels=["outcome"])
+        family = CounterMetricFamily(
+            "apiusage_forwarded_requests",
+            "OTLP requests forwarded to the trace backend, by outcome.",
+            labels=["outcome"],
+        )
         for outcome, n in sorted(self.outcomes.items()):
             family.add_metric([outcome], n)
         yield family
-        yield GaugeMetricFamily("apiusage_forward_queue_requests",
-                                "Requests waiting to be forwarded.", value=self.depth)
-        yield GaugeMetricFamily("apiusage_forward_queue_bytes",
-                                "Bytes of the requests waiting to be forwarded or being sent.",
-                                value=self._bytes)
+        yield GaugeMetricFamily(
+            "apiusage_forward_queue_requests", "Requests waiting to be forwarded.", value=self.depth
+        )
+        yield GaugeMetricFamily(
+            "apiusage_forward_queue_bytes",
+            "Bytes of the requests waiting to be forwarded or being sent.",
+            value=self._bytes,
+        )
 
     def stop(self, timeout: float = 5.0) -> None:
         """Send what is queued (bounded by `timeout`), then stop."""

@@ -43,8 +43,15 @@ def _le(bound: float) -> str:
 class UsageCollector:
     """The pipeline's health; the request families are written by exposition.py (faster)."""
 
-    def __init__(self, metrics: RequestMetrics, stats: PipelineStats, queue: SpanQueue,
-                 worker: Worker, scanner_impl: str, version: str) -> None:
+    def __init__(
+        self,
+        metrics: RequestMetrics,
+        stats: PipelineStats,
+        queue: SpanQueue,
+        worker: Worker,
+        scanner_impl: str,
+        version: str,
+    ) -> None:
         self._metrics = metrics
         self._stats = stats
         self._queue = queue
@@ -63,37 +70,54 @@ class UsageCollector:
                 family.add_metric([value], n)
             return family
 
-        yield counter("apiusage_spans_received", "Spans decoded from export requests.",
-                      "transport", s["spans_received"])
-        yield counter("apiusage_spans_rejected", "Spans refused (clients were told).",
-                      "reason", s["spans_rejected"])
-        yield counter("apiusage_spans_ignored", "Spans accepted but not API requests.",
-                      "reason", s["spans_ignored"])
-        yield counter("apiusage_data_quality_issues", "Spans with a data-quality problem.",
-                      "check", s["data_quality_issues"])
-        requests = CounterMetricFamily("apiusage_export_requests", "OTLP export requests answered.",
-                                       labels=["transport", "outcome"])
+        yield counter(
+            "apiusage_spans_received", "Spans decoded from export requests.", "transport", s["spans_received"]
+        )
+        yield counter(
+            "apiusage_spans_rejected", "Spans refused (clients were told).", "reason", s["spans_rejected"]
+        )
+        yield counter(
+            "apiusage_spans_ignored", "Spans accepted but not API requests.", "reason", s["spans_ignored"]
+        )
+        yield counter(
+            "apiusage_data_quality_issues",
+            "Spans with a data-quality problem.",
+            "check",
+            s["data_quality_issues"],
+        )
+        requests = CounterMetricFamily(
+            "apiusage_export_requests", "OTLP export requests answered.", labels=["transport", "outcome"]
+        )
         for (transport, outcome), n in sorted(s["export_requests"].items()):
             requests.add_metric([transport, outcome], n)
         yield requests
         overflow = CounterMetricFamily(
-            "apiusage_label_overflow", "Observations whose label value was folded into __other__.",
-            labels=["metric", "label"])
+            "apiusage_label_overflow",
+            "Observations whose label value was folded into __other__.",
+            labels=["metric", "label"],
+        )
         for (metric, label), n in sorted(s["label_overflow"].items()):
             overflow.add_metric([metric, label], n)
         yield overflow
-        yield CounterMetricFamily("apiusage_spans_processed", "Spans through derivation.",
-                                  value=self._stats.spans_processed)
-        yield CounterMetricFamily("apiusage_processing_errors",
-                                  "Spans lost to an internal processing error (see the log).",
-                                  value=self._stats.processing_errors)
-        yield GaugeMetricFamily("apiusage_queue_spans", "Spans waiting for derivation.",
-                                value=self._queue.depth)
-        yield GaugeMetricFamily("apiusage_queue_capacity_spans", "Capacity of the queue in spans.",
-                                value=self._queue.capacity)
+        yield CounterMetricFamily(
+            "apiusage_spans_processed", "Spans through derivation.", value=self._stats.spans_processed
+        )
+        yield CounterMetricFamily(
+            "apiusage_processing_errors",
+            "Spans lost to an internal processing error (see the log).",
+            value=self._stats.processing_errors,
+        )
+        yield GaugeMetricFamily(
+            "apiusage_queue_spans", "Spans waiting for derivation.", value=self._queue.depth
+        )
+        yield GaugeMetricFamily(
+            "apiusage_queue_capacity_spans", "Capacity of the queue in spans.", value=self._queue.capacity
+        )
         latency = HistogramMetricFamily(
             "apiusage_processing_latency_seconds",
-            "Time from a batch's arrival to the end of its derivation.", unit="seconds")
+            "Time from a batch's arrival to the end of its derivation.",
+            unit="seconds",
+        )
         w = self._worker
         cumulative, buckets = 0, []
         for le, n in zip([_le(b) for b in LATENCY_BUCKETS] + ["+Inf"], w.latency_buckets, strict=True):
@@ -105,8 +129,9 @@ class UsageCollector:
         for metric, n in sorted(series_counts.items()):
             series.add_metric([metric], n)
         yield series
-        info = GaugeMetricFamily("apiusage_build_info", "Version and OTLP scanner in use.",
-                                 labels=["version", "scanner"])
+        info = GaugeMetricFamily(
+            "apiusage_build_info", "Version and OTLP scanner in use.", labels=["version", "scanner"]
+        )
         info.add_metric(list(self._build), 1)
         yield info
 
@@ -140,8 +165,9 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return bool(wildcard)
 
 
-def _render(registry: CollectorRegistry, request_metrics: RequestMetrics | None, accept: str,
-            gzipped: bool) -> tuple[bytes, str]:
+def _render(
+    registry: CollectorRegistry, request_metrics: RequestMetrics | None, accept: str, gzipped: bool
+) -> tuple[bytes, str]:
     body, content_type = exposition(registry, request_metrics, accept)
     return (gzip.compress(body, compresslevel=1) if gzipped else body), content_type
 
@@ -149,9 +175,14 @@ def _render(registry: CollectorRegistry, request_metrics: RequestMetrics | None,
 class _Metrics:
     """/metrics, /healthz, /readyz and /runbooks/<AlertName>."""
 
-    def __init__(self, registry: CollectorRegistry, request_metrics: RequestMetrics | None,
-                 readiness: Callable[[], tuple[bool, str]], token: bytes | None,
-                 runbooks: RunbookLibrary | None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        request_metrics: RequestMetrics | None,
+        readiness: Callable[[], tuple[bool, str]],
+        token: bytes | None,
+        runbooks: RunbookLibrary | None,
+    ) -> None:
         self.registry = registry
         self.request_metrics = request_metrics
         self.readiness = readiness
@@ -160,21 +191,27 @@ class _Metrics:
 
     def _authorized(self, request: Request) -> bool:
         scheme, _, credential = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(credential.strip().encode(),
-                                                                  self.token or b"")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            credential.strip().encode(), self.token or b""
+        )
 
     async def handle(self, request: Request) -> Reply:
         path = request.path
         if request.method not in ("GET", "HEAD"):
             return Reply(405, b"use GET\n", TEXT, {"Allow": "GET, HEAD"})
         if path == "/metrics" and self.token is not None and not self._authorized(request):
-            return Reply(401, b"a valid bearer token is required\n", TEXT,
-                         {"WWW-Authenticate": 'Bearer realm="metrics"'})
+            return Reply(
+                401,
+                b"a valid bearer token is required\n",
+                TEXT,
+                {"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
         if path == "/metrics":
             gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
             # Rendering takes CPU: on a thread, so health probes on this loop are not kept waiting.
             body, content_type = await asyncio.to_thread(
-                _render, self.registry, self.request_metrics, request.headers.get("accept", ""), gzipped)
+                _render, self.registry, self.request_metrics, request.headers.get("accept", ""), gzipped
+            )
             return Reply(200, body, content_type, {"Content-Encoding": "gzip"} if gzipped else {})
         if path == "/healthz":
             return Reply(200, b"ok\n", TEXT)
@@ -191,12 +228,22 @@ class _Metrics:
 
 
 class MetricsServer(Served):
-    def __init__(self, config: PrometheusExporter, registry: CollectorRegistry,
-                 readiness: Callable[[], tuple[bool, str]],
-                 request_metrics: RequestMetrics | None = None) -> None:
+    def __init__(
+        self,
+        config: PrometheusExporter,
+        registry: CollectorRegistry,
+        readiness: Callable[[], tuple[bool, str]],
+        request_metrics: RequestMetrics | None = None,
+    ) -> None:
         token = config.auth.read("exporters.prometheus.auth") if config.auth is not None else None
-        metrics = _Metrics(registry, request_metrics, readiness, token.encode() if token else None,
-                           RunbookLibrary(find_runbooks_dir(config.runbooks_dir)))
+        metrics = _Metrics(
+            registry,
+            request_metrics,
+            readiness,
+            token.encode() if token else None,
+            RunbookLibrary(find_runbooks_dir(config.runbooks_dir)),
+        )
         limits = Limits(max_connections=config.max_connections, on_refused=log_refusals("metrics"))
-        self._server = HttpServer(config.endpoint, metrics.handle, "exporters.prometheus.endpoint",
-                                  "metrics", limits=limits)
+        self._server = HttpServer(
+            config.endpoint, metrics.handle, "exporters.prometheus.endpoint", "metrics", limits=limits
+        )

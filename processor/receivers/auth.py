@@ -16,8 +16,10 @@ class Authenticator:
 
     def __init__(self, config: ReceiverAuth) -> None:
         # Read once at start-up; the values never reach a log or an error message.
-        self._tokens = [(t.read(f"receivers.otlp.auth.tokens[{i}]").encode(), t.service or ANY_SERVICE)
-                        for i, t in enumerate(config.tokens)]
+        self._tokens = [
+            (t.read(f"receivers.otlp.auth.tokens[{i}]").encode(), t.service or ANY_SERVICE)
+            for i, t in enumerate(config.tokens)
+        ]
 
     def service_for(self, authorization: str | None) -> str | None:
         if not authorization:

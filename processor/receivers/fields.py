@@ -19,13 +19,18 @@ class FieldScanner:
     ``max_spans`` > 0: `scan` raises ``scan.TooManySpans`` for a body of more spans.
     """
 
-    def __init__(self, span_fields: Sequence[Sequence[str]],
-                 resource_fields: Sequence[Sequence[str]], max_spans: int = 0) -> None:
+    def __init__(
+        self,
+        span_fields: Sequence[Sequence[str]],
+        resource_fields: Sequence[Sequence[str]],
+        max_spans: int = 0,
+    ) -> None:
         self.implementation = scan.IMPLEMENTATION
         self._span_index: list[tuple[int, ...]] | None = None
         try:
-            self._scanner = scan.Scanner([tuple(g) for g in span_fields],
-                                         [tuple(g) for g in resource_fields], max_spans=max_spans)
+            self._scanner = scan.Scanner(
+                [tuple(g) for g in span_fields], [tuple(g) for g in resource_fields], max_spans=max_spans
+            )
             return
         except ValueError:
             pass  # a key in two groups (a bad max_spans raises again below)

@@ -56,8 +56,7 @@ def _credentials(config: GrpcProtocol) -> grpc.ServerCredentials:
     if tls.client_ca_file:
         with open(tls.client_ca_file, "rb") as f:
             ca = f.read()
-    return grpc.ssl_server_credentials([pair], root_certificates=ca,
-                                       require_client_auth=ca is not None)
+    return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
 
 
 _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
@@ -72,18 +71,23 @@ async def _read_within(context: grpc.aio.ServicerContext, seconds: float) -> obj
 
 
 class GrpcReceiver:
-    def __init__(self, config: GrpcProtocol, intake: Intake, retry_after: float,
-                 auth: Authenticator | None = None) -> None:
+    def __init__(
+        self, config: GrpcProtocol, intake: Intake, retry_after: float, auth: Authenticator | None = None
+    ) -> None:
         self._intake = intake
         self._auth = auth
         self._retry_after = max(1, int(retry_after))
         self._receive_timeout = float(config.receive_timeout)
-        self._timeout_message = (f"the export message was not received within {config.receive_timeout:g}s "
-                                 "(receivers.otlp.protocols.grpc.receive_timeout)")
+        self._timeout_message = (
+            f"the export message was not received within {config.receive_timeout:g}s "
+            "(receivers.otlp.protocols.grpc.receive_timeout)"
+        )
         self._max_pending = config.max_pending_calls
-        self._evicted_message = (f"more than {config.max_pending_calls} calls were waiting for their message "
-                                 "(receivers.otlp.protocols.grpc.max_pending_calls) and this one had waited "
-                                 "longest; retry later")
+        self._evicted_message = (
+            f"more than {config.max_pending_calls} calls were waiting for their message "
+            "(receivers.otlp.protocols.grpc.max_pending_calls) and this one had waited "
+            "longest; retry later"
+        )
         # Calls waiting for their message, oldest first (dicts keep insertion order).
         self._waiting: dict[asyncio.Task, None] = {}
         self._evicted: set[asyncio.Task] = set()
@@ -98,9 +102,12 @@ class GrpcReceiver:
         if self.port == 0:
             self._call(self._server.stop(0))
             self._close_loop()
-            raise BindError(0, f"cannot listen on {config.endpoint} "
-                               "(receivers.otlp.protocols.grpc.endpoint): the port is in use or "
-                               "the address is not local; set it to a free host:port")
+            raise BindError(
+                0,
+                f"cannot listen on {config.endpoint} "
+                "(receivers.otlp.protocols.grpc.endpoint): the port is in use or "
+                "the address is not local; set it to a free host:port",
+            )
 
     def _call(self, coroutine, timeout: float | None = 30):
         """Run `coroutine` on the receiver's loop and wait for its result."""
@@ -108,20 +115,29 @@ class GrpcReceiver:
 
     async def _bind(self, config: GrpcProtocol) -> tuple[grpc.aio.Server, int]:
         # grpc.aio objects belong to the loop they are made on: make them on ours.
-        server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", config.max_recv_msg_size_mib * MiB),
-            ("grpc.so_reuseport", 0),
-            # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: one connection cannot hold more calls than this.
-            ("grpc.max_concurrent_streams", config.max_concurrent_streams),
-            ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
-            # Connections are bounded, and a connection with no call for max_connection_idle gets
-            # a GOAWAY (exporters reconnect on their next export), so silent ones free their slot.
-            ("grpc.max_allowed_incoming_connections", config.max_connections),
-            ("grpc.max_connection_idle_ms", int(config.max_connection_idle * 1000)),
-        ])
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {
-            METHOD: grpc.stream_unary_rpc_method_handler(self._export),
-        }),))
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", config.max_recv_msg_size_mib * MiB),
+                ("grpc.so_reuseport", 0),
+                # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: one connection cannot hold more calls than this.
+                ("grpc.max_concurrent_streams", config.max_concurrent_streams),
+                ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
+                # Connections are bounded, and a connection with no call for max_connection_idle gets
+                # a GOAWAY (exporters reconnect on their next export), so silent ones free their slot.
+                ("grpc.max_allowed_incoming_connections", config.max_connections),
+                ("grpc.max_connection_idle_ms", int(config.max_connection_idle * 1000)),
+            ]
+        )
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    SERVICE,
+                    {
+                        METHOD: grpc.stream_unary_rpc_method_handler(self._export),
+                    },
+                ),
+            )
+        )
         host, port = split_endpoint(config.endpoint)
         if not host:
             address = f"[::]:{port}"  # ":4317", as in the Collector: every interface
@@ -153,8 +169,11 @@ class GrpcReceiver:
                 # receive_timeout to arrive, and many may arrive together.
                 received = self._intake.overloaded(TRANSPORT) or received
             # Scanning holds the GIL either way; on the loop it costs no thread hand-off.
-            outcome = (received if isinstance(received, Outcome)
-                       else self._intake.accept(received, TRANSPORT, service))
+            outcome = (
+                received
+                if isinstance(received, Outcome)
+                else self._intake.accept(received, TRANSPORT, service)
+            )
         if outcome.kind == "success":
             return b""
         if outcome.kind == "partial":
@@ -199,20 +218,19 @@ class GrpcReceiver:
             self._waiting.pop(task, None)
 
     async def _abort(self, outcome: Outcome, context: grpc.aio.ServicerContext) -> None:
-        if outcome.kind in ("queue_full", "shutting_down", "memory_limit", "state_backlog",
-                            "evicted"):
-            retry = error_details_pb2.RetryInfo(
-                retry_delay=duration_pb2.Duration(seconds=self._retry_after))
+        if outcome.kind in ("queue_full", "shutting_down", "memory_limit", "state_backlog", "evicted"):
+            retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=self._retry_after))
             detail = any_pb2.Any()
             detail.Pack(retry)
-            status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=outcome.message,
-                                       details=[detail])
+            status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=outcome.message, details=[detail])
             # The OpenTelemetry exporters read this key; gRPC's rich status carries it too.
             extra = (("google.rpc.retryinfo-bin", retry.SerializeToString()),)
         else:
             # RESOURCE_EXHAUSTED without RetryInfo: OTLP exporters do not retry a request too large.
-            code = {"receive_timeout": code_pb2.DEADLINE_EXCEEDED,
-                    "too_large": code_pb2.RESOURCE_EXHAUSTED}.get(outcome.kind, code_pb2.INVALID_ARGUMENT)
+            code = {
+                "receive_timeout": code_pb2.DEADLINE_EXCEEDED,
+                "too_large": code_pb2.RESOURCE_EXHAUSTED,
+            }.get(outcome.kind, code_pb2.INVALID_ARGUMENT)
             status = status_pb2.Status(code=code, message=outcome.message)
             extra = ()
         rich = rpc_status.to_status(status)

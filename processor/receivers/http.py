@@ -54,8 +54,9 @@ def _encode_status(code: int, message: str, content_type: str) -> bytes:
 def _encode_response(outcome: Outcome, content_type: str) -> bytes:
     if outcome.kind == "partial":
         if content_type == JSON:
-            return json.dumps({"partialSuccess": {"rejectedSpans": str(outcome.rejected),
-                                                  "errorMessage": outcome.message}}).encode()
+            return json.dumps(
+                {"partialSuccess": {"rejectedSpans": str(outcome.rejected), "errorMessage": outcome.message}}
+            ).encode()
         response = ExportTraceServiceResponse()
         response.partial_success.rejected_spans = outcome.rejected
         response.partial_success.error_message = outcome.message
@@ -91,8 +92,9 @@ class _Receiver:
             headers["Retry-After"] = str(self.retry_after)
         if status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="otlp"'
-        return Reply(status, _encode_status(code, outcome.message, content_type), content_type,
-                     headers, close)
+        return Reply(
+            status, _encode_status(code, outcome.message, content_type), content_type, headers, close
+        )
 
     def _refuse(self, kind: str, message: str, reply_type: str, close: bool = False) -> Reply:
         return self._answer(self.intake.refuse(TRANSPORT, kind, message), reply_type, close)
@@ -110,8 +112,9 @@ class _Receiver:
         if request.method != "POST":
             return self._refuse("method", "use POST /v1/traces", JSON)
         if request.path != TRACES_PATH:
-            return self._refuse("not_found", f"no such path {request.path!r}; OTLP traces go to "
-                                             f"{TRACES_PATH}", reply_type)
+            return self._refuse(
+                "not_found", f"no such path {request.path!r}; OTLP traces go to {TRACES_PATH}", reply_type
+            )
         refused = self.intake.overloaded(TRANSPORT)
         if refused is not None:
             return self._answer(refused, reply_type)
@@ -123,22 +126,29 @@ class _Receiver:
                 return self._refuse("unauthenticated", "a valid bearer token is required", reply_type)
             service = found
         if content_type not in (PROTOBUF, JSON):
-            return self._refuse("unsupported", f"unsupported Content-Type {raw_type!r}; use {PROTOBUF} "
-                                               f"or {JSON}", reply_type)
+            return self._refuse(
+                "unsupported", f"unsupported Content-Type {raw_type!r}; use {PROTOBUF} or {JSON}", reply_type
+            )
         encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("gzip", "identity", ""):
-            return self._refuse("unsupported", f"unsupported Content-Encoding {encoding!r}; use gzip "
-                                               "or none", reply_type)
+            return self._refuse(
+                "unsupported", f"unsupported Content-Encoding {encoding!r}; use gzip or none", reply_type
+            )
         chunked = "transfer-encoding" in headers  # httptools accepts only a final `chunked`
         length = headers.get("content-length")
         if length is None and not chunked:
-            return self._refuse("length_required", "a Content-Length header is required", reply_type,
-                                close=True)
+            return self._refuse(
+                "length_required", "a Content-Length header is required", reply_type, close=True
+            )
         declared = int(length.strip()) if length is not None else 0  # httptools checked the digits
         if declared > self.limit:
             # Do not read a body we will refuse; closing the connection discards it.
-            return self._refuse("too_large", f"body of {declared} bytes is larger than the limit "
-                                             f"of {self.limit} bytes", reply_type, close=True)
+            return self._refuse(
+                "too_large",
+                f"body of {declared} bytes is larger than the limit of {self.limit} bytes",
+                reply_type,
+                close=True,
+            )
         # Bodies being read are memory the limiter has not seen yet: admit one only while the
         # bodies already in flight leave room for it under the soft limit (the first always goes).
         room = self.intake.memory_room()
@@ -146,13 +156,13 @@ class _Receiver:
             return self._answer(self.intake.refuse_over_memory(TRANSPORT), reply_type, close=True)
         self._in_flight += declared
         try:
-            return await self._read_and_accept(request, declared, encoding, content_type, reply_type,
-                                               service)
+            return await self._read_and_accept(request, declared, encoding, content_type, reply_type, service)
         finally:
             self._in_flight -= declared
 
-    async def _read_and_accept(self, request: Request, declared: int, encoding: str, content_type: str,
-                               reply_type: str, service: str) -> Reply:
+    async def _read_and_accept(
+        self, request: Request, declared: int, encoding: str, content_type: str, reply_type: str, service: str
+    ) -> Reply:
         try:
             # The memory limiter (and the state backlog) is asked again every MiB: bodies admitted
             # while memory was low would otherwise all be read in full, and a body without a
@@ -168,8 +178,14 @@ class _Receiver:
                 # at most DECODING at once, each only while memory allows.
                 async with self._decoding:
                     self._still_room()
-                    body = await asyncio.to_thread(_decode, body, encoding == "gzip", content_type == JSON,
-                                                   self.limit, self.intake.max_spans)
+                    body = await asyncio.to_thread(
+                        _decode,
+                        body,
+                        encoding == "gzip",
+                        content_type == JSON,
+                        self.limit,
+                        self.intake.max_spans,
+                    )
         except _Overloaded as exc:
             return self._answer(exc.outcome, reply_type)
         except PayloadTooLarge as exc:
@@ -201,18 +217,29 @@ def _limits(config: HttpProtocol, intake: Intake) -> Limits:
     def refused(kind: str, message: str) -> None:
         intake.refuse(TRANSPORT, kind, message)
 
-    return Limits(max_connections=config.max_connections, header_timeout=float(config.header_timeout),
-                  body_timeout=float(config.body_timeout), idle_timeout=float(config.idle_timeout),
-                  on_refused=refused)
+    return Limits(
+        max_connections=config.max_connections,
+        header_timeout=float(config.header_timeout),
+        body_timeout=float(config.body_timeout),
+        idle_timeout=float(config.idle_timeout),
+        on_refused=refused,
+    )
 
 
 class HttpReceiver(Served):
-    def __init__(self, config: HttpProtocol, intake: Intake, retry_after: float,
-                 auth: Authenticator | None = None) -> None:
+    def __init__(
+        self, config: HttpProtocol, intake: Intake, retry_after: float, auth: Authenticator | None = None
+    ) -> None:
         receiver = _Receiver(intake, int(config.max_request_body_size), max(1, int(retry_after)), auth)
         tls = config.tls
-        context = (server_tls_context(tls.cert_file, tls.key_file, tls.client_ca_file)
-                   if tls is not None else None)
-        self._server = HttpServer(config.endpoint, receiver.handle,
-                                  "receivers.otlp.protocols.http.endpoint", "otlp-http", context,
-                                  _limits(config, intake))
+        context = (
+            server_tls_context(tls.cert_file, tls.key_file, tls.client_ca_file) if tls is not None else None
+        )
+        self._server = HttpServer(
+            config.endpoint,
+            receiver.handle,
+            "receivers.otlp.protocols.http.endpoint",
+            "otlp-http",
+            context,
+            _limits(config, intake),
+        )

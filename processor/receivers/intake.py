@@ -30,10 +30,16 @@ class Outcome:
 
 
 class Intake:
-    def __init__(self, scanner: Scanner, queue: SpanQueue, stats: PipelineStats,
-                 forward: Callable[[bytes], None] | None = None,
-                 memory: MemoryLimiter | None = None,
-                 backlog: Callable[[], bool] | None = None, max_spans: int = 0) -> None:
+    def __init__(
+        self,
+        scanner: Scanner,
+        queue: SpanQueue,
+        stats: PipelineStats,
+        forward: Callable[[bytes], None] | None = None,
+        memory: MemoryLimiter | None = None,
+        backlog: Callable[[], bool] | None = None,
+        max_spans: int = 0,
+    ) -> None:
         self._scanner = scanner
         self.max_spans = max_spans  # per request (0: unbounded); the JSON decoder checks it too
         self._queue = queue
@@ -48,9 +54,12 @@ class Intake:
         if self.over_memory_limit():
             return self.refuse_over_memory(transport)
         if self._backlog is not None and self._backlog():
-            return self.refuse(transport, "state_backlog",
-                               "the state store is behind: its backlog of unwritten rows is at "
-                               "state.max_pending_rows or state.max_pending_bytes; retry later")
+            return self.refuse(
+                transport,
+                "state_backlog",
+                "the state store is behind: its backlog of unwritten rows is at "
+                "state.max_pending_rows or state.max_pending_bytes; retry later",
+            )
         return None
 
     def over_memory_limit(self) -> bool:
@@ -80,13 +89,19 @@ class Intake:
         try:
             resources, spans = self._scanner.scan(body)
         except TooManySpans as exc:
-            return self.refuse(transport, "too_large", f"{exc}; send smaller batches (the limit is "
-                                                       "receivers.otlp.max_spans_per_request)")
+            return self.refuse(
+                transport,
+                "too_large",
+                f"{exc}; send smaller batches (the limit is receivers.otlp.max_spans_per_request)",
+            )
         except ScanError as exc:
             return self.refuse(transport, "invalid", f"cannot decode ExportTraceServiceRequest: {exc}")
         received = len(spans)
-        usable = [s for s in spans
-                  if len(s[4]) == 16 and len(s[5]) == 8 and s[4] != _ZERO_TRACE and s[5] != _ZERO_SPAN]
+        usable = [
+            s
+            for s in spans
+            if len(s[4]) == 16 and len(s[5]) == 8 and s[4] != _ZERO_TRACE and s[5] != _ZERO_SPAN
+        ]
         rejected = received - len(usable)
         foreign = 0
         if service != "*":
@@ -96,19 +111,26 @@ class Intake:
         if usable and not self._queue.offer(resources, usable):
             kind = "shutting_down" if self._queue.closed else "queue_full"
             self._stats.request(transport, kind, received, received, kind)
-            message = ("the processor is shutting down" if kind == "shutting_down"
-                       else "the processing queue is full; retry later")
+            message = (
+                "the processor is shutting down"
+                if kind == "shutting_down"
+                else "the processing queue is full; retry later"
+            )
             return Outcome(kind, message=message)
         if self._forward is not None and usable and not foreign:
             self._forward(body)  # never blocks: the forwarder drops when its queue is full
         if foreign:
-            message = (f"{foreign} of {received} spans rejected: their service.name is not "
-                       f"{service!r}, the only service this token may send for")
+            message = (
+                f"{foreign} of {received} spans rejected: their service.name is not "
+                f"{service!r}, the only service this token may send for"
+            )
             self._stats.request(transport, "partial", received, foreign + rejected, "unauthorized_service")
             return Outcome("partial", foreign + rejected, message)
         if rejected:
-            message = (f"{rejected} of {received} spans rejected: trace_id must be 16 bytes and "
-                       "span_id 8 bytes, neither all zeros")
+            message = (
+                f"{rejected} of {received} spans rejected: trace_id must be 16 bytes and "
+                "span_id 8 bytes, neither all zeros"
+            )
             self._stats.request(transport, "partial", received, rejected, "invalid_span")
             return Outcome("partial", rejected, message)
         self._stats.request(transport, "success", received)

@@ -82,22 +82,26 @@ def json_to_protobuf(body: bytes, max_spans: int = 0) -> bytes:
     than such a request could hold, found by counting braces before anything is built."""
     objects = _OBJECTS_PER_SPAN * max_spans + 1024
     if max_spans and body.count(b"{") > objects:
-        raise PayloadTooLarge(f"JSON body has more than {objects} objects, more than {max_spans} spans "
-                              "could hold (receivers.otlp.max_spans_per_request)")
+        raise PayloadTooLarge(
+            f"JSON body has more than {objects} objects, more than {max_spans} spans "
+            "could hold (receivers.otlp.max_spans_per_request)"
+        )
     try:
         doc = json.loads(body)
     except UnicodeDecodeError as exc:
         raise InvalidPayload(f"JSON body is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
         raise InvalidPayload(
-            f"body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+            f"body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
     except RecursionError:
         raise InvalidPayload("JSON body is nested too deeply") from None
     except ValueError:
         # int() refuses more than sys.get_int_max_str_digits() (4300) digits: a JSON number that long
         # is no OTLP value.
-        raise InvalidPayload(f"JSON body has an integer of more than {sys.get_int_max_str_digits()} "
-                             "digits") from None
+        raise InvalidPayload(
+            f"JSON body has an integer of more than {sys.get_int_max_str_digits()} digits"
+        ) from None
     if not isinstance(doc, dict):
         raise InvalidPayload("JSON body must be an object with a resourceSpans list")
     spans = 0
@@ -107,8 +111,10 @@ def json_to_protobuf(body: bytes, max_spans: int = 0) -> bytes:
             spans += len(found)
             if max_spans and spans > max_spans:
                 # Before ParseDict, which would build every span as a message.
-                raise PayloadTooLarge(f"more than {max_spans} spans in one request; send smaller batches "
-                                      "(the limit is receivers.otlp.max_spans_per_request)")
+                raise PayloadTooLarge(
+                    f"more than {max_spans} spans in one request; send smaller batches "
+                    "(the limit is receivers.otlp.max_spans_per_request)"
+                )
             for span in found:
                 if not isinstance(span, dict):
                     continue
@@ -124,7 +130,9 @@ def json_to_protobuf(body: bytes, max_spans: int = 0) -> bytes:
         # upb looks a field up by a name that cannot be UTF-8 (a key escaped as a lone surrogate,
         # "\ud800") and reports the UnicodeEncodeError as a SystemError.
         if isinstance(exc.__context__ or exc.__cause__, UnicodeEncodeError):
-            raise InvalidPayload("JSON body has a key that is a lone UTF-16 surrogate (such as \\ud800), "
-                                 "which is not Unicode text") from None
+            raise InvalidPayload(
+                "JSON body has a key that is a lone UTF-16 surrogate (such as \\ud800), "
+                "which is not Unicode text"
+            ) from None
         raise
     return message.SerializeToString()

@@ -158,8 +158,12 @@ class PyScanner:
 
     __slots__ = ("_resource_set", "_span_set", "max_spans", "resource_keys", "span_keys")
 
-    def __init__(self, span_keys: Sequence[str | Sequence[str]],
-                 resource_keys: Sequence[str | Sequence[str]], max_spans: int = 0) -> None:
+    def __init__(
+        self,
+        span_keys: Sequence[str | Sequence[str]],
+        resource_keys: Sequence[str | Sequence[str]],
+        max_spans: int = 0,
+    ) -> None:
         self.max_spans = _check_max_spans(max_spans)
         self.span_keys = _check_keys(span_keys, "span_keys")
         self.resource_keys = _check_keys(resource_keys, "resource_keys")

@@ -45,8 +45,14 @@ def _size(key: tuple) -> int:
 
 
 class ConsumerActivity:
-    def __init__(self, retention_days: int, stats: PipelineStats, max_pending: int = 1_000_000,
-                 max_future_skew: float = 300.0, max_pending_bytes: int = 256 << 20) -> None:
+    def __init__(
+        self,
+        retention_days: int,
+        stats: PipelineStats,
+        max_pending: int = 1_000_000,
+        max_future_skew: float = 300.0,
+        max_pending_bytes: int = 256 << 20,
+    ) -> None:
         self._retention_days = retention_days
         self._stats = stats
         self.max_pending = max_pending
@@ -144,9 +150,12 @@ class ConsumerActivity:
         self.rows_dropped += n
         if not self._dropping:
             self._dropping = True
-            log.error("state backlog past twice its limit (%d rows, %d bytes): dropping new rows "
-                      "until the store catches up (counted in apiusage_state_rows_dropped_total)",
-                      self.max_pending, self.max_pending_bytes)
+            log.error(
+                "state backlog past twice its limit (%d rows, %d bytes): dropping new rows "
+                "until the store catches up (counted in apiusage_state_rows_dropped_total)",
+                self.max_pending,
+                self.max_pending_bytes,
+            )
 
     def _rows(self) -> int:
         return len(self._activity) + len(self._consumers) + len(self._endpoints)

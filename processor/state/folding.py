@@ -39,16 +39,23 @@ class Folder:
         # (metric, label) → (distinct values folded, source series folded)
         self.folded: dict[tuple[str, str], tuple[int, int]] = {}
 
-    def clean(self, values: dict[tuple, Any], labels: Sequence[str | None],
-              combine: Callable[[Any, Any], Any] = add) -> dict[tuple, Any]:
+    def clean(
+        self, values: dict[tuple, Any], labels: Sequence[str | None], combine: Callable[[Any, Any], Any] = add
+    ) -> dict[tuple, Any]:
         """Label values made printable and bounded (stores written before the Deriver sanitized
         may hold raw ones); keys that become equal are merged."""
         n = self.max_length
         fixes: list[dict[str, str]] = []
         for i, label in enumerate(labels):
-            bad = {} if label is None else {
-                v: sanitize_label_value(v, n) for v in {k[i] for k in values}
-                if v.__class__ is not str or len(v) > n or not v.isprintable()}
+            bad = (
+                {}
+                if label is None
+                else {
+                    v: sanitize_label_value(v, n)
+                    for v in {k[i] for k in values}
+                    if v.__class__ is not str or len(v) > n or not v.isprintable()
+                }
+            )
             fixes.append(bad)
         if not any(fixes):
             return values  # the usual case: the Deriver sanitized these before they were stored
@@ -58,8 +65,9 @@ class Folder:
             out[key] = combine(out[key], value) if key in out else value
         return out
 
-    def keep(self, values: dict[tuple, Any], labels: Sequence[str | None],
-             weight: Callable[[Any], float] = float) -> Keep:
+    def keep(
+        self, values: dict[tuple, Any], labels: Sequence[str | None], weight: Callable[[Any], float] = float
+    ) -> Keep:
         """Per label: the `limit` busiest values, or None when the label is within its limit."""
         out: Keep = []
         for i, label in enumerate(labels):
@@ -76,17 +84,26 @@ class Folder:
             out.append(frozenset(sorted(totals, key=lambda v: (-totals[v], v))[:limit]))
         return out
 
-    def fold(self, metric: str, values: dict[tuple, Any], labels: Sequence[str | None],
-             combine: Callable[[Any, Any], Any] = add, keep: Keep | None = None,
-             weight: Callable[[Any], float] = float) -> dict[tuple, Any]:
+    def fold(
+        self,
+        metric: str,
+        values: dict[tuple, Any],
+        labels: Sequence[str | None],
+        combine: Callable[[Any, Any], Any] = add,
+        keep: Keep | None = None,
+        weight: Callable[[Any], float] = float,
+    ) -> dict[tuple, Any]:
         """Values past the limits merged into `__other__` with `combine` (exact for additive ones)."""
         keep = self.keep(values, labels, weight) if keep is None else keep
         if all(k is None for k in keep):
             return values
         self.record(metric, values, labels, keep)
         # Per folded position: every value → itself or __other__, so each key costs dict hits.
-        folds = [(i, {v: v if v in k else OVERFLOW_VALUE for v in {key[i] for key in values}})
-                 for i, k in enumerate(keep) if k is not None]
+        folds = [
+            (i, {v: v if v in k else OVERFLOW_VALUE for v in {key[i] for key in values}})
+            for i, k in enumerate(keep)
+            if k is not None
+        ]
         out: dict[tuple, Any] = {}
         for key, value in values.items():
             new = list(key)
@@ -96,8 +113,7 @@ class Folder:
             out[key] = combine(out[key], value) if key in out else value
         return out
 
-    def record(self, metric: str, values: dict[tuple, Any], labels: Sequence[str | None],
-               keep: Keep) -> None:
+    def record(self, metric: str, values: dict[tuple, Any], labels: Sequence[str | None], keep: Keep) -> None:
         for i, k in enumerate(keep):
             if k is None:
                 continue

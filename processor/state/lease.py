@@ -30,9 +30,11 @@ log = logging.getLogger("apiusage.processor.state")
 LOCK_KEY = (0x61706975, 2)
 # The two-key form shows in pg_locks as classid, objid with objsubid 2.  Checking pg_locks
 # first: pg_try_advisory_lock again on a session that holds it would stack a second count.
-_HELD = (f"SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
-         f"AND pid = pg_backend_pid() AND classid = {LOCK_KEY[0]} AND objid = {LOCK_KEY[1]} "
-         "AND objsubid = 2)")
+_HELD = (
+    f"SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+    f"AND pid = pg_backend_pid() AND classid = {LOCK_KEY[0]} AND objid = {LOCK_KEY[1]} "
+    "AND objsubid = 2)"
+)
 _CHECK = f"SELECT CASE WHEN ({_HELD}) THEN true ELSE pg_try_advisory_lock({LOCK_KEY[0]}, {LOCK_KEY[1]}) END"
 # Seconds: a leader cut off from the server loses the lock after about idle + interval * count.
 _KEEPALIVE = {"idle": 10, "interval": 5, "count": 3}
@@ -96,9 +98,16 @@ class AdvisoryLease(Lease):
         # tcp_user_timeout: a lock check cannot hang on a server that vanished (libpq has no
         # other client-side timeout); the SETs make the server notice a vanished client.
         db = self._psycopg.connect(
-            self._dsn, autocommit=True, connect_timeout=10, application_name="apiusage-refresh-lease",
-            keepalives=1, keepalives_idle=k["idle"], keepalives_interval=k["interval"],
-            keepalives_count=k["count"], tcp_user_timeout=(k["idle"] + k["interval"] * k["count"]) * 1000)
+            self._dsn,
+            autocommit=True,
+            connect_timeout=10,
+            application_name="apiusage-refresh-lease",
+            keepalives=1,
+            keepalives_idle=k["idle"],
+            keepalives_interval=k["interval"],
+            keepalives_count=k["count"],
+            tcp_user_timeout=(k["idle"] + k["interval"] * k["count"]) * 1000,
+        )
         try:
             db.execute(f"SET tcp_keepalives_idle = {k['idle']}")
             db.execute(f"SET tcp_keepalives_interval = {k['interval']}")
@@ -115,7 +124,7 @@ class AdvisoryLease(Lease):
             if self._released:
                 return False
             try:
-                (held,), = self._connection().execute(_CHECK).fetchall()
+                ((held,),) = self._connection().execute(_CHECK).fetchall()
             except self._psycopg.Error as exc:
                 self._lost(exc)
                 return False
@@ -131,7 +140,7 @@ class AdvisoryLease(Lease):
             try:
                 db = self._connection()
                 with db.transaction():
-                    (held,), = db.execute(_HELD).fetchall()
+                    ((held,),) = db.execute(_HELD).fetchall()
                     if not held:
                         return False
                     db.execute(sql.replace("?", "%s"), params)
@@ -147,8 +156,11 @@ class AdvisoryLease(Lease):
             self._db = None
         problem = str(exc).strip()
         if self._problem is None:
-            log.error("refresh lease: cannot reach PostgreSQL (%s); not computing the consumer "
-                      "metrics until it answers", problem)
+            log.error(
+                "refresh lease: cannot reach PostgreSQL (%s); not computing the consumer "
+                "metrics until it answers",
+                problem,
+            )
         self._problem = problem
 
     def release(self) -> None:

@@ -21,45 +21,77 @@ def iso(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def deprecated_consumers(store: Store, catalog, now_ms: int, window_days: int,
-                         service: str | None = None, method: str | None = None,
-                         route: str | None = None,
-                         accounts: Mapping[str, str] | None = None) -> list[dict]:
+def deprecated_consumers(
+    store: Store,
+    catalog,
+    now_ms: int,
+    window_days: int,
+    service: str | None = None,
+    method: str | None = None,
+    route: str | None = None,
+    accounts: Mapping[str, str] | None = None,
+) -> list[dict]:
     """One entry per deprecated endpoint (optionally filtered), with its consumers in the window."""
     accounts = accounts or {}
     out = []
     for ep in deprecated_endpoints(store, catalog):
-        if (service and ep.service != service) or (method and ep.method != method.upper()) or \
-                (route and ep.route != route):
+        if (
+            (service and ep.service != service)
+            or (method and ep.method != method.upper())
+            or (route and ep.route != route)
+        ):
             continue
-        callers = deprecated_callers(store, ep.service, ep.method, ep.route,
-                                     now_ms - window_days * DAY_MS)
-        out.append({
-            "service": ep.service, "method": ep.method, "route": ep.route,
-            "sunset": ep.sunset.isoformat() if ep.sunset else None,
-            "replacement": " ".join(ep.replacement) if ep.replacement else None,
-            "window_days": window_days,
-            "consumers": [{
-                "consumer_id": consumer, "account": accounts.get(consumer),
-                "plan_tier": plan, "client_name": client, "client_version": version,
-                "last_call": iso(last), "calls": calls,
-            } for consumer, plan, client, version, last, calls in callers],
-        })
+        callers = deprecated_callers(store, ep.service, ep.method, ep.route, now_ms - window_days * DAY_MS)
+        out.append(
+            {
+                "service": ep.service,
+                "method": ep.method,
+                "route": ep.route,
+                "sunset": ep.sunset.isoformat() if ep.sunset else None,
+                "replacement": " ".join(ep.replacement) if ep.replacement else None,
+                "window_days": window_days,
+                "consumers": [
+                    {
+                        "consumer_id": consumer,
+                        "account": accounts.get(consumer),
+                        "plan_tier": plan,
+                        "client_name": client,
+                        "client_version": version,
+                        "last_call": iso(last),
+                        "calls": calls,
+                    }
+                    for consumer, plan, client, version, last, calls in callers
+                ],
+            }
+        )
     return out
 
 
-def at_risk_consumers(store: Store, now_ms: int, service: str | None = None,
-                      accounts: Mapping[str, str] | None = None) -> list[dict]:
+def at_risk_consumers(
+    store: Store, now_ms: int, service: str | None = None, accounts: Mapping[str, str] | None = None
+) -> list[dict]:
     """Consumers whose last 7 days fell below half their previous 4-week weekly average."""
     accounts = accounts or {}
-    rows = [r for r in consumer_trends(store, now_ms // DAY_MS)
-            if is_at_risk(r[6], r[7]) and (service is None or r[0] == service)]
+    rows = [
+        r
+        for r in consumer_trends(store, now_ms // DAY_MS)
+        if is_at_risk(r[6], r[7]) and (service is None or r[0] == service)
+    ]
     rows.sort(key=lambda r: (-(r[7] - r[6]), r[0], r[1]))
-    return [{
-        "service": s, "consumer_id": c, "account": accounts.get(c), "plan_tier": plan,
-        "client_name": client, "client_version": version, "last_seen": iso(last),
-        "calls_last_7_days": recent, "weekly_average_previous_4_weeks": average,
-    } for s, c, plan, client, version, last, recent, average in rows]
+    return [
+        {
+            "service": s,
+            "consumer_id": c,
+            "account": accounts.get(c),
+            "plan_tier": plan,
+            "client_name": client,
+            "client_version": version,
+            "last_seen": iso(last),
+            "calls_last_7_days": recent,
+            "weekly_average_previous_4_weeks": average,
+        }
+        for s, c, plan, client, version, last, recent, average in rows
+    ]
 
 
 class AuditLog:
@@ -73,13 +105,11 @@ class AuditLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
         except OSError as exc:
-            raise ValueError(f"{key}: cannot append to the audit log {path}: "
-                             f"{exc.strerror or exc}") from None
+            raise ValueError(f"{key}: cannot append to the audit log {path}: {exc.strerror or exc}") from None
 
     def write(self, **entry: object) -> None:
         """Append one line; raises OSError when the log cannot be written (say so, disclose nothing)."""
-        record = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
-                  **entry}
+        record = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"), **entry}
         line = json.dumps(record, sort_keys=True) + "\n"
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)

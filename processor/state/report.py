@@ -27,9 +27,18 @@ from .folding import Folder, Keep, folded_columns, merge_histograms
 from .schema import TTFS_BUCKETS, ttfs_bucket_sql
 from .store import DAY_MS, Store
 
-__all__ = ["ConsumerReport", "build_report", "WINDOWS", "TTFS_BUCKETS", "week_start",
-           "deprecated_endpoints", "ResolvedEndpoint", "consumer_trends", "is_at_risk",
-           "deprecated_callers"]
+__all__ = [
+    "ConsumerReport",
+    "build_report",
+    "WINDOWS",
+    "TTFS_BUCKETS",
+    "week_start",
+    "deprecated_endpoints",
+    "ResolvedEndpoint",
+    "consumer_trends",
+    "is_at_risk",
+    "deprecated_callers",
+]
 
 WINDOWS = {"1d": 1, "7d": 7, "30d": 30}
 COHORT_WEEKS = 12
@@ -88,7 +97,8 @@ def deprecated_endpoints(store: Store, catalog) -> list[ResolvedEndpoint]:
     observed: dict[tuple[str, str, str], str] = {}
     flagged: set[tuple[str, str, str]] = set()
     for service, method, route, deprecated in store.query(
-            "SELECT service, method, route, deprecated FROM endpoints"):
+        "SELECT service, method, route, deprecated FROM endpoints"
+    ):
         observed[service, method, _route_key(route)] = route
         if deprecated:
             flagged.add((service, method, route))
@@ -97,8 +107,11 @@ def deprecated_endpoints(store: Store, catalog) -> list[ResolvedEndpoint]:
         for ep in service.endpoints:
             if not ep.deprecated:
                 continue
-            methods = [ep.method] if ep.method != "*" else sorted(
-                {m for (s, m, r) in observed if s == service.name and r == _route_key(ep.route)})
+            methods = (
+                [ep.method]
+                if ep.method != "*"
+                else sorted({m for (s, m, r) in observed if s == service.name and r == _route_key(ep.route)})
+            )
             for method in methods:
                 route = observed.get((service.name, method, _route_key(ep.route)), ep.route)
                 replacement = None
@@ -106,10 +119,13 @@ def deprecated_endpoints(store: Store, catalog) -> list[ResolvedEndpoint]:
                 if m:
                     r_method = (m.group("method") or method).upper()
                     r_route = m.group("route")
-                    replacement = (r_method, observed.get((service.name, r_method, _route_key(r_route)),
-                                                          r_route))
+                    replacement = (
+                        r_method,
+                        observed.get((service.name, r_method, _route_key(r_route)), r_route),
+                    )
                 out[service.name, method, route] = ResolvedEndpoint(
-                    service.name, method, route, ep.sunset, replacement)
+                    service.name, method, route, ep.sunset, replacement
+                )
     for key in flagged:
         out.setdefault(key, ResolvedEndpoint(*key))
     return sorted(out.values(), key=lambda e: (e.service, e.route, e.method))
@@ -119,26 +135,46 @@ def deprecated_endpoints(store: Store, catalog) -> list[ResolvedEndpoint]:
 # last call): SELECT columns, their label names, the FROM … WHERE clause (its `?`: the oldest
 # window's start) and the consumer column counted.
 _DISTINCT = {
-    "api_endpoint_consumers": (("service", "method", "route"), ("service", "method", "route"),
-                               "consumer_endpoints WHERE last_call >= ?", "consumer_id"),
-    "api_client_version_consumers": (("service", "client_name", "client_version"),
-                                     ("service", "client_name", "client_version"),
-                                     "consumer_clients WHERE last_call >= ?", "consumer_id"),
+    "api_endpoint_consumers": (
+        ("service", "method", "route"),
+        ("service", "method", "route"),
+        "consumer_endpoints WHERE last_call >= ?",
+        "consumer_id",
+    ),
+    "api_client_version_consumers": (
+        ("service", "client_name", "client_version"),
+        ("service", "client_name", "client_version"),
+        "consumer_clients WHERE last_call >= ?",
+        "consumer_id",
+    ),
 }
 # Joins are written `a CROSS JOIN b`: SQLite then keeps that order (the big table scanned, the
 # other searched by its primary key) whatever its statistics say. Without statistics for every
 # table it planned the adoption join the other way round, 20k x 46k rows, over a minute at 20,000
 # consumers. PostgreSQL plans CROSS JOIN ... WHERE as any inner join.
 # Feature consumers by the consumer's current plan tier: summed over plans, the feature's consumers.
-_ADOPTION = (("f.service", "f.feature", "c.plan_tier"), ("service", "feature", "plan_tier"),
-             "consumer_features f CROSS JOIN consumers c WHERE c.service = f.service "
-             "AND c.consumer_id = f.consumer_id AND f.last_call >= ?", "f.consumer_id", "f.last_call")
-_FEATURES = (("service", "feature"), ("service", "feature"),
-             "consumer_features WHERE last_call >= ?", "consumer_id")
-_DEPRECATED = (("p.service", "p.method", "p.route"), ("service", "method", "route"),
-               "endpoints e CROSS JOIN consumer_endpoints p WHERE e.deprecated = 1 "
-               "AND p.service = e.service AND p.method = e.method AND p.route = e.route "
-               "AND p.last_call >= ?", "p.consumer_id")
+_ADOPTION = (
+    ("f.service", "f.feature", "c.plan_tier"),
+    ("service", "feature", "plan_tier"),
+    "consumer_features f CROSS JOIN consumers c WHERE c.service = f.service "
+    "AND c.consumer_id = f.consumer_id AND f.last_call >= ?",
+    "f.consumer_id",
+    "f.last_call",
+)
+_FEATURES = (
+    ("service", "feature"),
+    ("service", "feature"),
+    "consumer_features WHERE last_call >= ?",
+    "consumer_id",
+)
+_DEPRECATED = (
+    ("p.service", "p.method", "p.route"),
+    ("service", "method", "route"),
+    "endpoints e CROSS JOIN consumer_endpoints p WHERE e.deprecated = 1 "
+    "AND p.service = e.service AND p.method = e.method AND p.route = e.route "
+    "AND p.last_call >= ?",
+    "p.consumer_id",
+)
 
 
 def _window_sums(q, spec: tuple, sinces: dict[str, int]) -> dict[tuple, int]:
@@ -149,19 +185,26 @@ def _window_sums(q, spec: tuple, sinces: dict[str, int]) -> dict[tuple, int]:
     windows = list(sinces)
     sums = ", ".join(f"SUM(CASE WHEN {last} >= ? THEN 1 ELSE 0 END)" for _ in windows)
     groups = ", ".join(str(i + 1) for i in range(len(columns)))
-    rows = q(f"SELECT {', '.join(columns)}, {sums} FROM {source} GROUP BY {groups}",
-             (*(sinces[w] for w in windows), min(sinces.values())))
+    rows = q(
+        f"SELECT {', '.join(columns)}, {sums} FROM {source} GROUP BY {groups}",
+        (*(sinces[w] for w in windows), min(sinces.values())),
+    )
     n = len(columns)
-    return {(*row[:n], window): int(count) for row in rows
-            for window, count in zip(windows, row[n:], strict=True) if count}
+    return {
+        (*row[:n], window): int(count)
+        for row in rows
+        for window, count in zip(windows, row[n:], strict=True)
+        if count
+    }
 
 
 def _distinct(q, spec: tuple, since: int, keep: Keep) -> list[tuple]:
     columns, _, source, who, *_ = spec
     exprs, params = folded_columns(columns, keep)
     groups = ", ".join(str(i + 1) for i in range(len(columns)))
-    return q(f"SELECT {', '.join(exprs)}, COUNT(DISTINCT {who}) FROM {source} GROUP BY {groups}",
-             (*params, since))
+    return q(
+        f"SELECT {', '.join(exprs)}, COUNT(DISTINCT {who}) FROM {source} GROUP BY {groups}", (*params, since)
+    )
 
 
 def _per_window(q, spec: tuple, sinces: dict[str, int], keep: Keep | None = None) -> dict[tuple, int]:
@@ -169,13 +212,19 @@ def _per_window(q, spec: tuple, sinces: dict[str, int], keep: Keep | None = None
     several values merge into `__other__`, where only COUNT(DISTINCT) is exact."""
     if keep is None or all(k is None for k in keep):
         return _window_sums(q, spec, sinces)
-    return {(*key, window): n for window, since in sinces.items()
-            for *key, n in _distinct(q, spec, since, keep)}
+    return {
+        (*key, window): n for window, since in sinces.items() for *key, n in _distinct(q, spec, since, keep)
+    }
 
 
-def _distinct_family(q, folder: Folder, metric: str, spec: tuple, sinces: dict[str, int],
-                     values: dict[tuple, int] | None = None,
-                     ) -> tuple[dict[tuple, int], dict[tuple, int], Keep]:
+def _distinct_family(
+    q,
+    folder: Folder,
+    metric: str,
+    spec: tuple,
+    sinces: dict[str, int],
+    values: dict[tuple, int] | None = None,
+) -> tuple[dict[tuple, int], dict[tuple, int], Keep]:
     """(folded values, unfolded values, kept values per label) of one distinct-consumer family;
     past a limit the store counts again with the folded labels, so `__other__` is distinct too."""
     labels = (*spec[1], None)
@@ -187,24 +236,29 @@ def _distinct_family(q, folder: Folder, metric: str, spec: tuple, sinces: dict[s
     return folder.clean(_per_window(q, spec, sinces, keep[:-1]), labels), values, keep
 
 
-def build_report(store: Store, now_ms: int, catalog=None, limits: LimitsConfig | None = None,
-                 oldest_day: int | None = None) -> ConsumerReport:
+def build_report(
+    store: Store, now_ms: int, catalog=None, limits: LimitsConfig | None = None, oldest_day: int | None = None
+) -> ConsumerReport:
     """Every family from the store, as of one state of it; with `limits`, each label past its limit
     folds into `__other__`; `oldest_day`: the retention cutoff (no cohort from before it)."""
     with store.consistent():
         return _build_report(store, now_ms, catalog, limits, oldest_day)
 
 
-def _build_report(store: Store, now_ms: int, catalog, limits: LimitsConfig | None,
-                  oldest_day: int | None = None) -> ConsumerReport:
+def _build_report(
+    store: Store, now_ms: int, catalog, limits: LimitsConfig | None, oldest_day: int | None = None
+) -> ConsumerReport:
     report = ConsumerReport(generated_ms=now_ms)
     today = now_ms // DAY_MS
     q = store.query
     folder = Folder(limits)
     sinces = {window: now_ms - days * DAY_MS for window, days in WINDOWS.items()}
 
-    active = _window_sums(q, (("service", "plan_tier"), None, "consumers WHERE last_seen >= ?",
-                              "consumer_id", "last_seen"), sinces)
+    active = _window_sums(
+        q,
+        (("service", "plan_tier"), None, "consumers WHERE last_seen >= ?", "consumer_id", "last_seen"),
+        sinces,
+    )
     # A consumer has one plan tier: these counts add up, so folding them by a sum is exact.
     plan_labels = ("service", "plan_tier", None)
     active = folder.clean(active, plan_labels)
@@ -224,9 +278,9 @@ def _build_report(store: Store, now_ms: int, catalog, limits: LimitsConfig | Non
     feature_totals: dict[tuple, int] = defaultdict(int)
     for (service, feature, _, window), n in by_plan.items():
         feature_totals[service, feature, window] += n
-    (families["api_feature_consumers"], _,
-     keeps["api_feature_consumers"]) = _distinct_family(q, folder, "api_feature_consumers", _FEATURES,
-                                                        sinces, dict(feature_totals))
+    (families["api_feature_consumers"], _, keeps["api_feature_consumers"]) = _distinct_family(
+        q, folder, "api_feature_consumers", _FEATURES, sinces, dict(feature_totals)
+    )
     report.endpoint_consumers = families["api_endpoint_consumers"]
     report.feature_consumers = families["api_feature_consumers"]
     report.client_versions = families["api_client_version_consumers"]
@@ -234,54 +288,78 @@ def _build_report(store: Store, now_ms: int, catalog, limits: LimitsConfig | Non
     # Adoption: the feature's consumers among a plan's active ones, folded as those two families are.
     feature_keep = keeps["api_feature_consumers"]
     adoption_keep = [active_keep[0], feature_keep[1], active_keep[1]]
-    adopters = folder.clean(by_plan if all(k is None for k in adoption_keep) else
-                            _per_window(q, _ADOPTION, sinces, adoption_keep), (*_ADOPTION[1], None))
+    adopters = folder.clean(
+        by_plan
+        if all(k is None for k in adoption_keep)
+        else _per_window(q, _ADOPTION, sinces, adoption_keep),
+        (*_ADOPTION[1], None),
+    )
     if any(k is not None for k in adoption_keep):
-        folder.record("api_feature_adoption_ratio", adopters, (*_ADOPTION[1], None),
-                      [*adoption_keep, None])
+        folder.record("api_feature_adoption_ratio", adopters, (*_ADOPTION[1], None), [*adoption_keep, None])
     for (service, feature, plan, window), n in adopters.items():
         total = report.active.get((service, plan, window), 0)
         report.feature_adoption[service, feature, plan, window] = n / total if total else 0.0
 
     # Consumers pruned by retention stay counted (retired_consumers): these counters never go down.
-    retired = q("SELECT service, first_plan_tier, ttfs_bucket, consumers, ttfs_seconds "
-                "FROM retired_consumers")
+    retired = q(
+        "SELECT service, first_plan_tier, ttfs_bucket, consumers, ttfs_seconds FROM retired_consumers"
+    )
     new: dict[tuple, int] = defaultdict(int)
     for service, plan, n in q(
-            "SELECT service, first_plan_tier, COUNT(*) FROM consumers GROUP BY service, first_plan_tier"):
+        "SELECT service, first_plan_tier, COUNT(*) FROM consumers GROUP BY service, first_plan_tier"
+    ):
         new[service, plan] += n
     for service, plan, _, n, _ in retired:
         new[service, plan] += n
-    report.new = folder.fold("api_new_consumers", folder.clean(dict(new), plan_labels[:2]),
-                             plan_labels[:2])
+    report.new = folder.fold("api_new_consumers", folder.clean(dict(new), plan_labels[:2]), plan_labels[:2])
     # Bucketed in the store with the SQL that tallies retired consumers: one bucket definition,
     # and a row per (service, plan, bucket) rather than per consumer.
-    _onboarding(report, q(
-        f"SELECT service, first_plan_tier, {ttfs_bucket_sql()}, COUNT(*), "
-        "CAST(SUM(CASE WHEN first_success < first_seen THEN 0 ELSE first_success - first_seen END) "
-        "AS DOUBLE PRECISION) / 1000 FROM consumers WHERE first_success IS NOT NULL "
-        "GROUP BY 1, 2, 3"), retired)
-    report.ttfs = folder.fold("api_time_to_first_success_seconds",
-                              folder.clean(report.ttfs, plan_labels[:2], merge_histograms),
-                              plan_labels[:2], merge_histograms, weight=lambda h: h[2])
+    _onboarding(
+        report,
+        q(
+            f"SELECT service, first_plan_tier, {ttfs_bucket_sql()}, COUNT(*), "
+            "CAST(SUM(CASE WHEN first_success < first_seen THEN 0 ELSE first_success - first_seen END) "
+            "AS DOUBLE PRECISION) / 1000 FROM consumers WHERE first_success IS NOT NULL "
+            "GROUP BY 1, 2, 3"
+        ),
+        retired,
+    )
+    report.ttfs = folder.fold(
+        "api_time_to_first_success_seconds",
+        folder.clean(report.ttfs, plan_labels[:2], merge_histograms),
+        plan_labels[:2],
+        merge_histograms,
+        weight=lambda h: h[2],
+    )
     _deprecations(report, store, catalog, now_ms, endpoints, folder, sinces)
     _catalog_usage(report, store, catalog, now_ms)
     endpoint_labels = ("service", "method", "route")
-    report.sunset = folder.fold("api_endpoint_sunset_timestamp_seconds",
-                                folder.clean(report.sunset, endpoint_labels, min), endpoint_labels, min)
+    report.sunset = folder.fold(
+        "api_endpoint_sunset_timestamp_seconds",
+        folder.clean(report.sunset, endpoint_labels, min),
+        endpoint_labels,
+        min,
+    )
     # Catalog-bounded: folding by a sum over-counts a consumer of several folded endpoints.
-    report.migrated = folder.fold("api_migrated_consumers",
-                                  folder.clean(report.migrated, (*endpoint_labels, None)),
-                                  (*endpoint_labels, None))
-    report.last_called = folder.fold("api_endpoint_last_called_timestamp_seconds",
-                                     folder.clean(report.last_called, endpoint_labels, max),
-                                     endpoint_labels, max)
-    report.unused = folder.fold("api_unused_endpoints", folder.clean(report.unused, ("service",)),
-                                ("service",))
+    report.migrated = folder.fold(
+        "api_migrated_consumers",
+        folder.clean(report.migrated, (*endpoint_labels, None)),
+        (*endpoint_labels, None),
+    )
+    report.last_called = folder.fold(
+        "api_endpoint_last_called_timestamp_seconds",
+        folder.clean(report.last_called, endpoint_labels, max),
+        endpoint_labels,
+        max,
+    )
+    report.unused = folder.fold(
+        "api_unused_endpoints", folder.clean(report.unused, ("service",)), ("service",)
+    )
     _cohorts(report, store, today, folder, oldest_day)
     _at_risk(report, store, today)
-    report.at_risk = folder.fold("api_consumers_at_risk", folder.clean(report.at_risk, plan_labels[:2]),
-                                 plan_labels[:2])
+    report.at_risk = folder.fold(
+        "api_consumers_at_risk", folder.clean(report.at_risk, plan_labels[:2]), plan_labels[:2]
+    )
     report.folded = folder.folded
     return report
 
@@ -298,9 +376,15 @@ def _onboarding(report: ConsumerReport, *tallies: Iterable[tuple]) -> None:
         report.ttfs[service, plan] = (counts, total + seconds, count + consumers)
 
 
-def _deprecations(report: ConsumerReport, store: Store, catalog, now_ms: int,
-                  endpoint_consumers: dict[tuple, int], folder: Folder,
-                  sinces: dict[str, int]) -> None:
+def _deprecations(
+    report: ConsumerReport,
+    store: Store,
+    catalog,
+    now_ms: int,
+    endpoint_consumers: dict[tuple, int],
+    folder: Folder,
+    sinces: dict[str, int],
+) -> None:
     """Consumers of deprecated endpoints, sunsets and migrations; `endpoint_consumers` unfolded."""
     deprecated: dict[tuple, int] = {}
     for ep in deprecated_endpoints(store, catalog):
@@ -314,14 +398,20 @@ def _deprecations(report: ConsumerReport, store: Store, catalog, now_ms: int,
                 continue
             # The first day in the window on the deprecated endpoint, against the last day on
             # the replacement (its pair row): a range of one endpoint's daily rows, not a scan.
-            (n,), = store.query(
+            ((n,),) = store.query(
                 "SELECT COUNT(*) FROM (SELECT consumer_id, MIN(day) AS since FROM endpoint_days "
                 "WHERE service = ? AND method = ? AND route = ? AND day >= ? AND last_call >= ? "
                 "GROUP BY consumer_id) dep CROSS JOIN consumer_endpoints r WHERE r.service = ? "
                 "AND r.method = ? AND r.route = ? AND r.consumer_id = dep.consumer_id "
                 "AND r.last_call >= CAST(dep.since AS BIGINT) * 86400000",
-                (*key, (now_ms - days * DAY_MS) // DAY_MS, now_ms - days * DAY_MS, ep.service,
-                 *ep.replacement))
+                (
+                    *key,
+                    (now_ms - days * DAY_MS) // DAY_MS,
+                    now_ms - days * DAY_MS,
+                    ep.service,
+                    *ep.replacement,
+                ),
+            )
             report.migrated[(*key, window)] = n
     labels = (*_DEPRECATED[1], None)
     deprecated = folder.clean(deprecated, labels)
@@ -334,22 +424,31 @@ def _deprecations(report: ConsumerReport, store: Store, catalog, now_ms: int,
     folded = folder.fold("api_deprecated_endpoint_consumers", deprecated, labels, keep=keep)
     others = folder.clean(_per_window(store.query, _DEPRECATED, sinces, keep[:-1]), labels)
     report.deprecated_consumers = {
-        key: (others.get(key, 0) if OVERFLOW_VALUE in key[:-1] else n) for key, n in folded.items()}
+        key: (others.get(key, 0) if OVERFLOW_VALUE in key[:-1] else n) for key, n in folded.items()
+    }
 
 
 def _catalog_usage(report: ConsumerReport, store: Store, catalog, now_ms: int) -> None:
     if catalog is None:
         return
-    last_seen = {(s, m, _route_key(r)): (r, t) for s, m, r, t in store.query(
-        "SELECT service, method, route, last_seen FROM endpoints")}
+    last_seen = {
+        (s, m, _route_key(r)): (r, t)
+        for s, m, r, t in store.query("SELECT service, method, route, last_seen FROM endpoints")
+    }
     cutoff = now_ms - UNUSED_AFTER_DAYS * DAY_MS
     for service in catalog.services:
         unused = 0
         for ep in service.endpoints:
-            methods = [ep.method] if ep.method != "*" else sorted(
-                {m for (s, m, r) in last_seen if s == service.name and r == _route_key(ep.route)})
-            seen = [(m, *last_seen[service.name, m, _route_key(ep.route)]) for m in methods
-                    if (service.name, m, _route_key(ep.route)) in last_seen]
+            methods = (
+                [ep.method]
+                if ep.method != "*"
+                else sorted({m for (s, m, r) in last_seen if s == service.name and r == _route_key(ep.route)})
+            )
+            seen = [
+                (m, *last_seen[service.name, m, _route_key(ep.route)])
+                for m in methods
+                if (service.name, m, _route_key(ep.route)) in last_seen
+            ]
             for method, route, at in seen:
                 report.last_called[service.name, method, route] = at / 1000
             if not seen or max(at for _, _, at in seen) < cutoff:
@@ -360,8 +459,9 @@ def _catalog_usage(report: ConsumerReport, store: Store, catalog, now_ms: int) -
 _COHORT = "(c.first_seen / 86400000 + 3) / 7"
 
 
-def _cohorts(report: ConsumerReport, store: Store, today: int, folder: Folder,
-             oldest_day: int | None = None) -> None:
+def _cohorts(
+    report: ConsumerReport, store: Store, today: int, folder: Folder, oldest_day: int | None = None
+) -> None:
     this_week = week_of(today)
     first_week = this_week - COHORT_WEEKS + 1
     if oldest_day is not None:
@@ -372,16 +472,23 @@ def _cohorts(report: ConsumerReport, store: Store, today: int, folder: Folder,
     since = (first_week * 7 - 3) * DAY_MS
     # Counted in the store from the weekly rows: a consumer is one (service, consumer) pair, so the
     # counts of services folded into `__other__` add up exactly.
-    sizes: dict[tuple, int] = {(service, int(cohort)): n for service, cohort, n in store.query(
-        f"SELECT c.service, {_COHORT}, COUNT(*) FROM consumers c WHERE c.first_seen >= ? "
-        "GROUP BY 1, 2", (since,))}
-    active = {(service, int(cohort), int(week) - int(cohort)): n for service, cohort, week, n in
-              store.query(
-                  f"SELECT c.service, {_COHORT}, w.week, COUNT(*) FROM consumers c "
-                  "CROSS JOIN consumer_weeks w WHERE w.service = c.service "
-                  "AND w.consumer_id = c.consumer_id AND c.first_seen >= ? "
-                  f"AND w.week >= {_COHORT} AND w.week <= ? GROUP BY 1, 2, 3",
-                  (since, this_week))}
+    sizes: dict[tuple, int] = {
+        (service, int(cohort)): n
+        for service, cohort, n in store.query(
+            f"SELECT c.service, {_COHORT}, COUNT(*) FROM consumers c WHERE c.first_seen >= ? GROUP BY 1, 2",
+            (since,),
+        )
+    }
+    active = {
+        (service, int(cohort), int(week) - int(cohort)): n
+        for service, cohort, week, n in store.query(
+            f"SELECT c.service, {_COHORT}, w.week, COUNT(*) FROM consumers c "
+            "CROSS JOIN consumer_weeks w WHERE w.service = c.service "
+            "AND w.consumer_id = c.consumer_id AND c.first_seen >= ? "
+            f"AND w.week >= {_COHORT} AND w.week <= ? GROUP BY 1, 2, 3",
+            (since, this_week),
+        )
+    }
     per_service: dict[tuple, int] = defaultdict(int)
     for (service, _), n in sizes.items():
         per_service[service,] += n
@@ -409,7 +516,8 @@ def _cohorts(report: ConsumerReport, store: Store, today: int, folder: Folder,
         week_label = week_start(cohort).isoformat()
         for weeks in range(this_week - cohort + 1):
             report.cohorts[service, week_label, str(weeks)] = (
-                folded_active.get((service, cohort, weeks), 0) / size)
+                folded_active.get((service, cohort, weeks), 0) / size
+            )
 
 
 def consumer_trends(store: Store, today: int) -> list[tuple]:
@@ -424,7 +532,8 @@ def consumer_trends(store: Store, today: int) -> list[tuple]:
         "SUM(CASE WHEN day < ? THEN calls ELSE 0 END) AS earlier_calls FROM consumer_days "
         "WHERE day >= ? AND day <= ? GROUP BY service, consumer_id) d CROSS JOIN consumers c "
         "WHERE c.service = d.service AND c.consumer_id = d.consumer_id",
-        (recent_from, recent_from, today - 34, today))
+        (recent_from, recent_from, today - 34, today),
+    )
     return [(*r[:7], r[7] / 4) for r in rows]
 
 
@@ -438,25 +547,27 @@ def _at_risk(report: ConsumerReport, store: Store, today: int) -> None:
     # consumers at risk are joined for their plan tier.
     recent_from = today - 6
     for service, plan, n in store.query(
-            "SELECT c.service, c.plan_tier, COUNT(*) FROM (SELECT service, consumer_id, "
-            "SUM(CASE WHEN day >= ? THEN calls ELSE 0 END) AS recent_calls, "
-            "SUM(CASE WHEN day < ? THEN calls ELSE 0 END) AS earlier_calls FROM consumer_days "
-            "WHERE day >= ? AND day <= ? GROUP BY service, consumer_id) d CROSS JOIN consumers c "
-            "WHERE c.service = d.service AND c.consumer_id = d.consumer_id "
-            "AND d.earlier_calls > 0 AND d.recent_calls < 0.5 * (d.earlier_calls / 4) "
-            "GROUP BY c.service, c.plan_tier", (recent_from, recent_from, today - 34, today)):
+        "SELECT c.service, c.plan_tier, COUNT(*) FROM (SELECT service, consumer_id, "
+        "SUM(CASE WHEN day >= ? THEN calls ELSE 0 END) AS recent_calls, "
+        "SUM(CASE WHEN day < ? THEN calls ELSE 0 END) AS earlier_calls FROM consumer_days "
+        "WHERE day >= ? AND day <= ? GROUP BY service, consumer_id) d CROSS JOIN consumers c "
+        "WHERE c.service = d.service AND c.consumer_id = d.consumer_id "
+        "AND d.earlier_calls > 0 AND d.recent_calls < 0.5 * (d.earlier_calls / 4) "
+        "GROUP BY c.service, c.plan_tier",
+        (recent_from, recent_from, today - 34, today),
+    ):
         report.at_risk[service, plan] = n
     # 0 for every plan tier with a consumer active in those five weeks.
     for service, plan in store.query(
-            "SELECT DISTINCT c.service, c.plan_tier FROM consumers c WHERE c.last_seen >= ? AND "
-            "EXISTS (SELECT 1 FROM consumer_days d WHERE d.service = c.service "
-            "AND d.consumer_id = c.consumer_id AND d.day >= ? AND d.day <= ?)",
-            ((today - 34) * DAY_MS, today - 34, today)):
+        "SELECT DISTINCT c.service, c.plan_tier FROM consumers c WHERE c.last_seen >= ? AND "
+        "EXISTS (SELECT 1 FROM consumer_days d WHERE d.service = c.service "
+        "AND d.consumer_id = c.consumer_id AND d.day >= ? AND d.day <= ?)",
+        ((today - 34) * DAY_MS, today - 34, today),
+    ):
         report.at_risk.setdefault((service, plan), 0)
 
 
-def deprecated_callers(store: Store, service: str, method: str, route: str,
-                       since_ms: int) -> list[tuple]:
+def deprecated_callers(store: Store, service: str, method: str, route: str, since_ms: int) -> list[tuple]:
     """Consumers still calling an endpoint since `since_ms`, busiest first:
     (consumer, plan, client, version, last call ms, calls)."""
     return store.query(
@@ -466,4 +577,5 @@ def deprecated_callers(store: Store, service: str, method: str, route: str,
         "AND a.service = ? AND a.method = ? AND a.route = ? AND a.day >= ? AND a.last_call >= ? "
         "GROUP BY a.consumer_id, c.plan_tier, c.client_name, c.client_version "
         "ORDER BY SUM(a.calls) DESC, a.consumer_id",
-        (service, method, route, since_ms // DAY_MS, since_ms))
+        (service, method, route, since_ms // DAY_MS, since_ms),
+    )

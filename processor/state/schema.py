@@ -31,8 +31,10 @@ def ttfs_bucket_sql(first_seen: str = "first_seen", first_success: str = "first_
 
 
 MIGRATIONS: list[tuple[int, list[str]]] = [
-    (1, [
-        """CREATE TABLE consumers (
+    (
+        1,
+        [
+            """CREATE TABLE consumers (
             service TEXT NOT NULL,
             consumer_id TEXT NOT NULL,
             first_seen BIGINT NOT NULL,
@@ -44,8 +46,8 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             client_version TEXT NOT NULL,
             PRIMARY KEY (service, consumer_id)
         )""",
-        "CREATE INDEX consumers_last_seen ON consumers (last_seen)",
-        """CREATE TABLE activity (
+            "CREATE INDEX consumers_last_seen ON consumers (last_seen)",
+            """CREATE TABLE activity (
             day INTEGER NOT NULL,
             service TEXT NOT NULL,
             consumer_id TEXT NOT NULL,
@@ -60,10 +62,10 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             PRIMARY KEY (day, service, consumer_id, method, route, feature, client_name,
                          client_version)
         )""",
-        "CREATE INDEX activity_endpoint ON activity (service, method, route, last_call)",
-        "CREATE INDEX activity_consumer ON activity (service, consumer_id, day)",
-        "CREATE INDEX activity_last_call ON activity (last_call)",
-        """CREATE TABLE endpoints (
+            "CREATE INDEX activity_endpoint ON activity (service, method, route, last_call)",
+            "CREATE INDEX activity_consumer ON activity (service, consumer_id, day)",
+            "CREATE INDEX activity_last_call ON activity (last_call)",
+            """CREATE TABLE endpoints (
             service TEXT NOT NULL,
             method TEXT NOT NULL,
             route TEXT NOT NULL,
@@ -72,11 +74,14 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             last_seen BIGINT NOT NULL,
             PRIMARY KEY (service, method, route)
         )""",
-    ]),
-    (2, [
-        # consumers again, keyed by its primary key alone (SQLite), so the joins that read a
-        # consumer's plan tier cost one B-tree search.
-        """CREATE TABLE consumers_v2 (
+        ],
+    ),
+    (
+        2,
+        [
+            # consumers again, keyed by its primary key alone (SQLite), so the joins that read a
+            # consumer's plan tier cost one B-tree search.
+            """CREATE TABLE consumers_v2 (
             service TEXT NOT NULL,
             consumer_id TEXT NOT NULL,
             first_seen BIGINT NOT NULL,
@@ -88,12 +93,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             client_version TEXT NOT NULL,
             PRIMARY KEY (service, consumer_id)
         ){without_rowid}""",
-        "INSERT INTO consumers_v2 SELECT service, consumer_id, first_seen, first_success, last_seen, "
-        "first_plan_tier, plan_tier, client_name, client_version FROM consumers",
-        "DROP TABLE consumers",
-        "ALTER TABLE consumers_v2 RENAME TO consumers",
-        "CREATE INDEX consumers_last_seen ON consumers (last_seen)",
-        """CREATE TABLE consumer_endpoints (
+            "INSERT INTO consumers_v2 SELECT service, consumer_id, first_seen, first_success, last_seen, "
+            "first_plan_tier, plan_tier, client_name, client_version FROM consumers",
+            "DROP TABLE consumers",
+            "ALTER TABLE consumers_v2 RENAME TO consumers",
+            "CREATE INDEX consumers_last_seen ON consumers (last_seen)",
+            """CREATE TABLE consumer_endpoints (
             service TEXT NOT NULL,
             method TEXT NOT NULL,
             route TEXT NOT NULL,
@@ -104,7 +109,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             errors DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (service, method, route, consumer_id)
         ){without_rowid}""",
-        """CREATE TABLE consumer_features (
+            """CREATE TABLE consumer_features (
             service TEXT NOT NULL,
             feature TEXT NOT NULL,
             consumer_id TEXT NOT NULL,
@@ -112,7 +117,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             calls DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (service, feature, consumer_id)
         ){without_rowid}""",
-        """CREATE TABLE consumer_clients (
+            """CREATE TABLE consumer_clients (
             service TEXT NOT NULL,
             client_name TEXT NOT NULL,
             client_version TEXT NOT NULL,
@@ -121,7 +126,7 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             calls DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (service, client_name, client_version, consumer_id)
         ){without_rowid}""",
-        """CREATE TABLE consumer_days (
+            """CREATE TABLE consumer_days (
             service TEXT NOT NULL,
             consumer_id TEXT NOT NULL,
             day INTEGER NOT NULL,
@@ -129,15 +134,15 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             errors DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (service, consumer_id, day)
         ){without_rowid}""",
-        # Weeks start on Monday: week = (day + 3) / 7 (1970-01-01 was a Thursday).
-        """CREATE TABLE consumer_weeks (
+            # Weeks start on Monday: week = (day + 3) / 7 (1970-01-01 was a Thursday).
+            """CREATE TABLE consumer_weeks (
             service TEXT NOT NULL,
             consumer_id TEXT NOT NULL,
             week INTEGER NOT NULL,
             calls DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (service, consumer_id, week)
         ){without_rowid}""",
-        """CREATE TABLE endpoint_days (
+            """CREATE TABLE endpoint_days (
             service TEXT NOT NULL,
             method TEXT NOT NULL,
             route TEXT NOT NULL,
@@ -148,9 +153,9 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             last_call BIGINT NOT NULL,
             PRIMARY KEY (service, method, route, day, consumer_id)
         ){without_rowid}""",
-        # Consumers deleted by retention, tallied so api_new_consumers_total and the onboarding
-        # histogram never go down; ttfs_bucket is an index into TTFS_BUCKETS, -1: no success.
-        """CREATE TABLE retired_consumers (
+            # Consumers deleted by retention, tallied so api_new_consumers_total and the onboarding
+            # histogram never go down; ttfs_bucket is an index into TTFS_BUCKETS, -1: no success.
+            """CREATE TABLE retired_consumers (
             service TEXT NOT NULL,
             first_plan_tier TEXT NOT NULL,
             ttfs_bucket INTEGER NOT NULL,
@@ -158,29 +163,32 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             ttfs_seconds DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (service, first_plan_tier, ttfs_bucket)
         )""",
-        "INSERT INTO endpoint_days (service, method, route, day, consumer_id, calls, errors, "
-        "last_call) SELECT service, method, route, day, consumer_id, SUM(calls), SUM(errors), "
-        "MAX(last_call) FROM activity GROUP BY service, method, route, day, consumer_id",
-        "INSERT INTO consumer_days (service, consumer_id, day, calls, errors) SELECT service, "
-        "consumer_id, day, SUM(calls), SUM(errors) FROM activity GROUP BY service, consumer_id, day",
-        "INSERT INTO consumer_weeks (service, consumer_id, week, calls) SELECT service, consumer_id, "
-        "(day + 3) / 7, SUM(calls) FROM activity GROUP BY service, consumer_id, (day + 3) / 7",
-        "INSERT INTO consumer_endpoints (service, method, route, consumer_id, first_day, last_call, "
-        "calls, errors) SELECT service, method, route, consumer_id, MIN(day), MAX(last_call), "
-        "SUM(calls), SUM(errors) FROM activity GROUP BY service, method, route, consumer_id",
-        "INSERT INTO consumer_features (service, feature, consumer_id, last_call, calls) SELECT "
-        "service, feature, consumer_id, MAX(last_call), SUM(calls) FROM activity WHERE feature <> '' "
-        "GROUP BY service, feature, consumer_id",
-        "INSERT INTO consumer_clients (service, client_name, client_version, consumer_id, last_call, "
-        "calls) SELECT service, client_name, client_version, consumer_id, MAX(last_call), SUM(calls) "
-        "FROM activity GROUP BY service, client_name, client_version, consumer_id",
-        "DROP TABLE activity",
-    ]),
+            "INSERT INTO endpoint_days (service, method, route, day, consumer_id, calls, errors, "
+            "last_call) SELECT service, method, route, day, consumer_id, SUM(calls), SUM(errors), "
+            "MAX(last_call) FROM activity GROUP BY service, method, route, day, consumer_id",
+            "INSERT INTO consumer_days (service, consumer_id, day, calls, errors) SELECT service, "
+            "consumer_id, day, SUM(calls), SUM(errors) FROM activity GROUP BY service, consumer_id, day",
+            "INSERT INTO consumer_weeks (service, consumer_id, week, calls) SELECT service, consumer_id, "
+            "(day + 3) / 7, SUM(calls) FROM activity GROUP BY service, consumer_id, (day + 3) / 7",
+            "INSERT INTO consumer_endpoints (service, method, route, consumer_id, first_day, last_call, "
+            "calls, errors) SELECT service, method, route, consumer_id, MIN(day), MAX(last_call), "
+            "SUM(calls), SUM(errors) FROM activity GROUP BY service, method, route, consumer_id",
+            "INSERT INTO consumer_features (service, feature, consumer_id, last_call, calls) SELECT "
+            "service, feature, consumer_id, MAX(last_call), SUM(calls) FROM activity WHERE feature <> '' "
+            "GROUP BY service, feature, consumer_id",
+            "INSERT INTO consumer_clients (service, client_name, client_version, consumer_id, last_call, "
+            "calls) SELECT service, client_name, client_version, consumer_id, MAX(last_call), SUM(calls) "
+            "FROM activity GROUP BY service, client_name, client_version, consumer_id",
+            "DROP TABLE activity",
+        ],
+    ),
     # The newest consumer report of the replica that computes them (state/snapshot.py), read by
     # the others; one row, replaced at each refresh.  BYTEA: zlib-compressed JSON (any type
     # name is a column type in SQLite; bytes are stored as a BLOB).
-    (3, [
-        """CREATE TABLE report_snapshot (
+    (
+        3,
+        [
+            """CREATE TABLE report_snapshot (
             id INTEGER PRIMARY KEY CHECK (id = 1),
             version BIGINT NOT NULL,
             generated_ms BIGINT NOT NULL,
@@ -188,7 +196,8 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             writer TEXT NOT NULL,
             report BYTEA NOT NULL
         )""",
-    ]),
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

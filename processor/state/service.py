@@ -88,15 +88,26 @@ class StateHealth:
         stuck = self.stuck_for()
         if stuck and not self.stuck_logged:
             self.stuck_logged = True
-            log.error("state flush has been writing for %.0fs (more than %.0fs): the state store "
-                      "is not answering; counting in memory", stuck, self.stuck_after)
+            log.error(
+                "state flush has been writing for %.0fs (more than %.0fs): the state store "
+                "is not answering; counting in memory",
+                stuck,
+                self.stuck_after,
+            )
         return self.flush_ok and not stuck
 
 
 class StateService:
-    def __init__(self, config: StateConfig, activity: ConsumerActivity, catalog=None,
-                 plans: PlanLookup | None = None, plans_interval: float = 300.0,
-                 limits: LimitsConfig | None = None, stats: PipelineStats | None = None) -> None:
+    def __init__(
+        self,
+        config: StateConfig,
+        activity: ConsumerActivity,
+        catalog=None,
+        plans: PlanLookup | None = None,
+        plans_interval: float = 300.0,
+        limits: LimitsConfig | None = None,
+        stats: PipelineStats | None = None,
+    ) -> None:
         self.config = config
         self.limits = limits  # label limits of the consumer families (None: no folding)
         self._stats = stats
@@ -124,10 +135,10 @@ class StateService:
         self._write_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._read_lock = threading.Lock()
-        self._flusher = threading.Thread(target=self._flush_loop, name="apiusage-state-flush",
-                                         daemon=True)
-        self._refreshing = threading.Thread(target=self._refresh_loop,
-                                            name="apiusage-state-refresh", daemon=True)
+        self._flusher = threading.Thread(target=self._flush_loop, name="apiusage-state-flush", daemon=True)
+        self._refreshing = threading.Thread(
+            target=self._refresh_loop, name="apiusage-state-refresh", daemon=True
+        )
 
     def open(self) -> None:
         """Open and migrate the store and its read connections; raises StoreError."""
@@ -154,14 +165,19 @@ class StateService:
         try:
             report = self._load_snapshot()
         except (StoreError, SnapshotError) as exc:
-            log.warning("the last consumer report cannot be read (%s); the consumer metrics appear "
-                        "after the first refresh", exc)
+            log.warning(
+                "the last consumer report cannot be read (%s); the consumer metrics appear "
+                "after the first refresh",
+                exc,
+            )
             return
         if report is not None:
             self.report = report
-            log.info("exposing the last consumer report (computed at %s by %s) until the first refresh",
-                     time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.generated_ms / 1000)),
-                     self._snapshot_writer)
+            log.info(
+                "exposing the last consumer report (computed at %s by %s) until the first refresh",
+                time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.generated_ms / 1000)),
+                self._snapshot_writer,
+            )
 
     def start(self) -> None:
         self._flusher.start()
@@ -273,9 +289,14 @@ class StateService:
                 # -wal and -shm files with the new one.
                 self._close_stores()
             self._reopen = (fate, copy)
-            log.error("SQLite state database %s was %s while the processor ran: %s", store.path, fate,
-                      "recreating it from the open connection, history included" if copy else
-                      "writing to the new file from now on (the old one's rows are not in it)")
+            log.error(
+                "SQLite state database %s was %s while the processor ran: %s",
+                store.path,
+                fate,
+                "recreating it from the open connection, history included"
+                if copy
+                else "writing to the new file from now on (the old one's rows are not in it)",
+            )
         fate, copy = self._reopen
         path = self.config.sqlite.path if self.config.sqlite else "apiusage-state.db"
         with self._refresh_lock, self._read_lock:
@@ -306,8 +327,9 @@ class StateService:
                     leader = self._lease is not None and self._lease.check()
                     self._lead(leader)
                     if leader:
-                        report = build_report(self._refresher, now_ms, self.catalog, self.limits,
-                                              self._oldest_day(now_ms))
+                        report = build_report(
+                            self._refresher, now_ms, self.catalog, self.limits, self._oldest_day(now_ms)
+                        )
                     else:
                         report = self._load_snapshot()  # None: nothing new since the last one
                 finally:
@@ -346,12 +368,17 @@ class StateService:
     def _publish(self, report: ConsumerReport) -> None:
         """Store the report for the other replicas (and for this one's next start)."""
         try:
-            published = self._lease.publish(snapshot.PUBLISH_SQL, (
-                report.generated_ms, int(time.time() * 1000), self.identity, snapshot.dumps(report)))
+            published = self._lease.publish(
+                snapshot.PUBLISH_SQL,
+                (report.generated_ms, int(time.time() * 1000), self.identity, snapshot.dumps(report)),
+            )
         except StoreError as exc:
             if self.health.publish_ok:
-                log.error("cannot store the consumer report (the other replicas, and this one after "
-                          "a restart, serve an older one): %s", exc)
+                log.error(
+                    "cannot store the consumer report (the other replicas, and this one after "
+                    "a restart, serve an older one): %s",
+                    exc,
+                )
             self.health.publish_ok = False
             return
         if not published:  # the lease was lost while computing: the new leader's report stands
@@ -394,8 +421,11 @@ class StateService:
             log.error("state retention failed: %s", exc)
             return
         if any(deleted.values()):
-            log.info("retention: deleted rows older than %d days: %s", self.config.retention_days,
-                     ", ".join(f"{n} {table}" for table, n in deleted.items() if n))
+            log.info(
+                "retention: deleted rows older than %d days: %s",
+                self.config.retention_days,
+                ", ".join(f"{n} {table}" for table, n in deleted.items() if n),
+            )
 
     def read(self, fn: Callable[[Store], T]) -> T:
         """Run `fn(store)` on the admin read connection (never behind a flush or a refresh)."""
@@ -442,9 +472,13 @@ class StateService:
             # connection closes cleanly (a SQLite WAL merged) instead of dying mid-transaction
             _interrupt(self.store)
             self._flusher.join(_STOP_REFRESH)
-            log.error("state flush still running after %.0fs at shutdown: interrupted; %d rows "
-                      "not written to %s are lost", _STOP_TIMEOUT, self.activity.pending(),
-                      self.store.description)
+            log.error(
+                "state flush still running after %.0fs at shutdown: interrupted; %d rows "
+                "not written to %s are lost",
+                _STOP_TIMEOUT,
+                self.activity.pending(),
+                self.store.description,
+            )
             return False
         batch = self.activity.drain()
         total = sum(len(rows) for rows in batch)
@@ -478,13 +512,20 @@ class StateService:
             self.activity.written()  # nothing is retried after this: the rows are in or lost
         self.health.rows_written += written
         if failed:
-            log.error("state final flush failed: %d rows not written to %s are lost",
-                      total - written, self.store.description)
+            log.error(
+                "state final flush failed: %d rows not written to %s are lost",
+                total - written,
+                self.store.description,
+            )
             return False
         if written < total:
-            log.error("state final flush: %d of %d rows not written to %s within the %gs "
-                      "shutdown bound are lost", total - written, total, self.store.description,
-                      _STOP_TIMEOUT)
+            log.error(
+                "state final flush: %d of %d rows not written to %s within the %gs shutdown bound are lost",
+                total - written,
+                total,
+                self.store.description,
+                _STOP_TIMEOUT,
+            )
             return False
         self.health.flushes["success"] += 1
         return True

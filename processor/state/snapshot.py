@@ -71,8 +71,10 @@ def loads(data: bytes) -> ConsumerReport:
         raise SnapshotError(f"stored consumer report is not readable: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-        raise SnapshotError(f"stored consumer report has format {got!r}, this apiusage reads "
-                            f"format {FORMAT}; run the same apiusage version on every replica")
+        raise SnapshotError(
+            f"stored consumer report has format {got!r}, this apiusage reads "
+            f"format {FORMAT}; run the same apiusage version on every replica"
+        )
     report = ConsumerReport(generated_ms=_int(doc.get("generated_ms"), "generated_ms"))
     for f in fields(ConsumerReport):
         if f.name == "generated_ms":
@@ -82,8 +84,12 @@ def loads(data: bytes) -> ConsumerReport:
             raise SnapshotError(f"stored consumer report: {f.name} is not a list")
         out = {}
         for row in rows:
-            if not (isinstance(row, list) and len(row) == 2 and isinstance(row[0], list)
-                    and all(isinstance(k, str) for k in row[0])):
+            if not (
+                isinstance(row, list)
+                and len(row) == 2
+                and isinstance(row[0], list)
+                and all(isinstance(k, str) for k in row[0])
+            ):
                 raise SnapshotError(f"stored consumer report: malformed entry in {f.name}: {row!r:.200}")
             out[tuple(row[0])] = _load_value(f.name, row[1])
         setattr(report, f.name, out)

@@ -118,6 +118,7 @@ _FAN_OUT = [
         calls = consumer_clients.calls + excluded.calls""",
 ]
 
+
 # Retention, in this order: consumers last seen before the cutoff are tallied into
 # retired_consumers (counters never go down), then every table drops what is older.
 def _tally(source: str) -> str:
@@ -175,8 +176,9 @@ class Store:
     _without_rowid = " WITHOUT ROWID"
 
     def _sql(self, sql: str) -> str:
-        return sql.format(least=self._least, greatest=self._greatest, without_rowid=self._without_rowid,
-                          bucket=_BUCKET)
+        return sql.format(
+            least=self._least, greatest=self._greatest, without_rowid=self._without_rowid, bucket=_BUCKET
+        )
 
     def _statements(self, statements: list[str]) -> list[str]:
         return [self._sql(statement) for statement in statements]
@@ -240,11 +242,11 @@ class SqliteStore(Store):
             if path != ":memory:" and not reader:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"cannot create the folder of the SQLite state database {path}: "
-                             f"{exc.strerror}") from None
+            raise StoreError(
+                f"cannot create the folder of the SQLite state database {path}: {exc.strerror}"
+            ) from None
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                       timeout=10)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
             if reader:
                 self._db.execute("PRAGMA query_only=1")
                 mode = "wal"
@@ -252,8 +254,9 @@ class SqliteStore(Store):
                 mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                 self._db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the SQLite state database {path} "
-                             f"(state.sqlite.path): {exc}") from None
+            raise StoreError(
+                f"cannot open the SQLite state database {path} (state.sqlite.path): {exc}"
+            ) from None
         if path != ":memory:" and mode.lower() != "wal":
             raise StoreError(f"SQLite state database {path} cannot use WAL mode (got {mode})")
         self._identity = self._file_identity()
@@ -271,7 +274,7 @@ class SqliteStore(Store):
         return info.st_dev, info.st_ino
 
     def fate(self) -> str | None:
-        """"deleted" or "replaced" when the path no longer names the file this connection has
+        """ "deleted" or "replaced" when the path no longer names the file this connection has
         open (an open SQLite file lives on, unlinked, and takes every write into oblivion)."""
         if self._identity is None:
             return None
@@ -304,11 +307,17 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             problems = [str(exc)]
         if problems != ["ok"]:
-            lines = [line.strip() for p in problems for line in str(p).splitlines()
-                     if line.strip() and not line.startswith("***")]  # one message, one line
-            raise StoreError(f"SQLite state database {self.path} is damaged (PRAGMA quick_check: "
-                             f"{'; '.join(lines[:5])}); restore it from a backup or move it away "
-                             "(state.sqlite.path)")
+            lines = [
+                line.strip()
+                for p in problems
+                for line in str(p).splitlines()
+                if line.strip() and not line.startswith("***")
+            ]  # one message, one line
+            raise StoreError(
+                f"SQLite state database {self.path} is damaged (PRAGMA quick_check: "
+                f"{'; '.join(lines[:5])}); restore it from a backup or move it away "
+                "(state.sqlite.path)"
+            )
 
     def _interrupt_now(self) -> None:
         self._db.interrupt()
@@ -321,26 +330,28 @@ class SqliteStore(Store):
             done = {v for (v,) in db.execute("SELECT version FROM schema_migrations")}
             if done and max(done) > LATEST:
                 db.execute("ROLLBACK")
-                raise StoreError(f"{self.description} has schema version {max(done)}, newer than "
-                                 f"this apiusage understands ({LATEST}); upgrade apiusage")
+                raise StoreError(
+                    f"{self.description} has schema version {max(done)}, newer than "
+                    f"this apiusage understands ({LATEST}); upgrade apiusage"
+                )
             for version, statements in MIGRATIONS:
                 if version in done:
                     continue
                 for statement in self._statements(statements):
                     db.execute(statement)
-                db.execute("INSERT INTO schema_migrations VALUES (?, ?)",
-                           (version, int(time.time() * 1000)))
+                db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, int(time.time() * 1000)))
             # SQLite opens a write-protected file read-only without a word and BEGIN succeeds:
             # only writing a page says so, and it must say so now, not at the first flush.
-            db.execute("UPDATE schema_migrations SET applied_at = applied_at WHERE version = ?",
-                       (LATEST,))
+            db.execute("UPDATE schema_migrations SET applied_at = applied_at WHERE version = ?", (LATEST,))
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             if (getattr(exc, "sqlite_errorname", "") or "").startswith("SQLITE_READONLY"):
-                raise StoreError(f"SQLite state database {self.path} is read-only ({exc}): make it "
-                                 "writable or point state.sqlite.path elsewhere") from None
+                raise StoreError(
+                    f"SQLite state database {self.path} is read-only ({exc}): make it "
+                    "writable or point state.sqlite.path elsewhere"
+                ) from None
             raise StoreError(f"cannot migrate {self.description} (state.sqlite.path): {exc}") from None
         return LATEST
 
@@ -355,8 +366,9 @@ class SqliteStore(Store):
             db.executemany(self._upserts[0], consumers)
             db.executemany(self._upserts[1], endpoints)
             if activity:
-                db.executemany("INSERT INTO staged_activity VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                               activity)
+                db.executemany(
+                    "INSERT INTO staged_activity VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", activity
+                )
                 for statement in self._fan_out:
                     db.execute(statement)
                 db.execute("DELETE FROM staged_activity")
@@ -440,8 +452,7 @@ class PostgresStore(Store):
         try:
             self._db = self._connect()
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to the PostgreSQL state database: "
-                             f"{str(exc).strip()}") from None
+            raise StoreError(f"cannot connect to the PostgreSQL state database: {str(exc).strip()}") from None
         info = self._db.info
         self.description = f"postgres://{info.host}:{info.port}/{info.dbname}"
         self._upserts = [self._sql(s).replace("?", "%s") for s in (_UPSERT_CONSUMER, _UPSERT_ENDPOINT)]
@@ -488,15 +499,18 @@ class PostgresStore(Store):
                 self._conn.execute(_MIGRATIONS_TABLE)
                 done = {v for (v,) in self._conn.execute("SELECT version FROM schema_migrations")}
                 if done and max(done) > LATEST:
-                    raise StoreError(f"{self.description} has schema version {max(done)}, newer "
-                                     f"than this apiusage understands ({LATEST}); upgrade apiusage")
+                    raise StoreError(
+                        f"{self.description} has schema version {max(done)}, newer "
+                        f"than this apiusage understands ({LATEST}); upgrade apiusage"
+                    )
                 for version, statements in MIGRATIONS:
                     if version in done:
                         continue
                     for statement in self._statements(statements):
                         self._conn.execute(statement)
-                    self._conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)",
-                                     (version, int(time.time() * 1000)))
+                    self._conn.execute(
+                        "INSERT INTO schema_migrations VALUES (%s, %s)", (version, int(time.time() * 1000))
+                    )
         except self._psycopg.Error as exc:
             raise self._fail("migrate", exc) from None
         return LATEST
@@ -510,8 +524,9 @@ class PostgresStore(Store):
                 cur.executemany(self._upserts[0], sorted(consumers))
                 cur.executemany(self._upserts[1], sorted(endpoints))
                 if activity:
-                    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS staged_activity {_STAGED} "
-                                "ON COMMIT DELETE ROWS")
+                    cur.execute(
+                        f"CREATE TEMP TABLE IF NOT EXISTS staged_activity {_STAGED} ON COMMIT DELETE ROWS"
+                    )
                     with cur.copy("COPY staged_activity FROM STDIN") as copy:
                         for row in activity:
                             copy.write_row(row)
@@ -547,7 +562,7 @@ class PostgresStore(Store):
             conn = self._conn
             # Tallied from the rows the DELETE really removed: a replica's flush that moves a
             # consumer's last_seen past the cutoff meanwhile keeps it, and it is not counted twice.
-            (deleted["consumers"],), = conn.execute(self._sql(_RETIRE_RETURNING), (cutoff["ms"],))
+            ((deleted["consumers"],),) = conn.execute(self._sql(_RETIRE_RETURNING), (cutoff["ms"],))
             for table, sql, unit in _PRUNE[1:]:
                 deleted[table] = conn.execute(sql.replace("?", "%s"), (cutoff[unit],)).rowcount
         except self._psycopg.Error as exc:

@@ -15,8 +15,20 @@ from pathlib import Path
 from tests.support.components import missing
 from tests.support.processor import apiusage_command
 
-ALL_PORTS_FREE = ["--otlp-grpc-port", "0", "--otlp-http-port", "0", "--metrics-port", "0",
-                  "--api-port", "0", "--prometheus-port", "0", "--alertmanager-port", "0"]
+ALL_PORTS_FREE = [
+    "--otlp-grpc-port",
+    "0",
+    "--otlp-http-port",
+    "0",
+    "--metrics-port",
+    "0",
+    "--api-port",
+    "0",
+    "--prometheus-port",
+    "0",
+    "--alertmanager-port",
+    "0",
+]
 _URL_ROW = re.compile(r"^  (\S.*?)\s{2,}(http://\S+)")
 _OTLP_ROW = re.compile(r"^  OTLP\s+127\.0\.0\.1:(\d+) \(gRPC\), 127\.0\.0\.1:(\d+) \(HTTP\)")
 
@@ -41,8 +53,8 @@ def _stat(pid: int) -> tuple[int, str, str, str] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    name = text[text.index("(") + 1:text.rindex(")")]
-    fields = text[text.rindex(")") + 2:].split()
+    name = text[text.index("(") + 1 : text.rindex(")")]
+    fields = text[text.rindex(")") + 2 :].split()
     return int(fields[1]), fields[0], fields[19], name
 
 
@@ -127,8 +139,10 @@ class Demo:
                 for line in self.lines[seen:]:
                     if m := regex.search(line):
                         return m
-                raise AssertionError(f"apiusage demo exited ({self.process.returncode}) before "
-                                     f"{pattern!r}:\n{self.output}\n{self.stderr}")
+                raise AssertionError(
+                    f"apiusage demo exited ({self.process.returncode}) before "
+                    f"{pattern!r}:\n{self.output}\n{self.stderr}"
+                )
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {pattern!r} within {timeout} s:\n{self.output}\n{self.stderr}")
             time.sleep(0.1)
@@ -177,8 +191,13 @@ def start_demo(folder: Path, *args: str, env: dict[str, str] | None = None) -> D
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APIUSAGE_"))}
     environment.update(env or {})
     environment["PYTHONUNBUFFERED"] = "1"
-    process = subprocess.Popen([*apiusage_command(), "demo", *ALL_PORTS_FREE, "--dir", str(folder), *args],
-                               stdout=subprocess.PIPE, stderr=stderr, text=True, env=environment)
+    process = subprocess.Popen(
+        [*apiusage_command(), "demo", *ALL_PORTS_FREE, "--dir", str(folder), *args],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        env=environment,
+    )
     stderr.close()
     demo = Demo(process, folder)
     demo._reader = threading.Thread(target=demo._read, daemon=True)

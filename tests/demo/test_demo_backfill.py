@@ -43,8 +43,9 @@ def test_the_consumers_are_the_live_ones_with_a_past_plus_former_ones(history):
             assert (m.tier, m.client, m.new_version, m.api) == (c.tier, c.client, c.version, c.api)
     assert sorted(m.tier for m in history.members if m.at_risk) == ["enterprise", "free", "pro"]
     migrated = [m for m in history.members if m.migrated is not None]
-    assert migrated and all(m.api_at(m.migrated - 1) == "v1" and m.api_at(m.migrated) == "v2"
-                            for m in migrated)
+    assert migrated and all(
+        m.api_at(m.migrated - 1) == "v1" and m.api_at(m.migrated) == "v2" for m in migrated
+    )
 
 
 def test_spans_are_past_ordered_weighted_and_follow_the_story(history):
@@ -82,11 +83,22 @@ def test_encoded_spans_carry_what_the_instrumentation_sets(history):
     assert resource["service.name"] == "orders-api"
     span = request.resource_spans[0].scope_spans[0].spans[0]
     attrs = {a.key for a in span.attributes}
-    assert {"http.request.method", "http.route", "http.response.status_code", "apiusage.consumer.id",
-            "apiusage.consumer.plan_tier", "apiusage.schema_version", "apiusage.endpoint.deprecated"} <= attrs
+    assert {
+        "http.request.method",
+        "http.route",
+        "http.response.status_code",
+        "apiusage.consumer.id",
+        "apiusage.consumer.plan_tier",
+        "apiusage.schema_version",
+        "apiusage.endpoint.deprecated",
+    } <= attrs
     assert span.kind == 2 and span.end_time_unix_nano > span.start_time_unix_nano
-    ids = {a.value.string_value for s in request.resource_spans[0].scope_spans[0].spans
-           for a in s.attributes if a.key == "apiusage.consumer.id"}
+    ids = {
+        a.value.string_value
+        for s in request.resource_spans[0].scope_spans[0].spans
+        for a in s.attributes
+        if a.key == "apiusage.consumer.id"
+    }
     assert all(len(i) == 32 and "demo-" not in i for i in ids)  # pseudonyms, never the API keys
 
 
@@ -99,9 +111,11 @@ def test_the_same_seed_plans_the_same_history():
 
 def test_a_real_processor_turns_the_history_into_weeks_of_consumer_metrics():
     history = Backfill(PLANS, PSEUDONYM_KEY, days=42, rate=20.0, seed=7, live_duration=1200.0)
-    config = {"catalog": str(CATALOG),
-              "state": {"flush_interval": "100ms", "refresh_interval": "200ms"},
-              "processors": {"usage": {"data_quality": {"max_past_age": "44d"}}}}
+    config = {
+        "catalog": str(CATALOG),
+        "state": {"flush_interval": "100ms", "refresh_interval": "200ms"},
+        "processors": {"usage": {"data_quality": {"max_past_age": "44d"}}},
+    }
     with running_processor(config) as processor:
         progress = []
         result = history.send(f"{processor.http_endpoint}/v1/traces", lambda *a: progress.append(a))

@@ -22,18 +22,25 @@ def taken_port():
         yield s.getsockname()[1]
 
 
-@pytest.mark.parametrize("flag, what", [
-    ("--metrics-port", "the processor's metrics and runbooks"),
-    ("--api-port", "the demo API"),
-    ("--prometheus-port", "Prometheus"),
-])
+@pytest.mark.parametrize(
+    "flag, what",
+    [
+        ("--metrics-port", "the processor's metrics and runbooks"),
+        ("--api-port", "the demo API"),
+        ("--prometheus-port", "Prometheus"),
+    ],
+)
 def test_a_taken_port_is_named_with_the_flag_that_changes_it(tmp_path, taken_port, flag, what):
     if flag == "--prometheus-port":
         need_monitoring()  # without Prometheus its port is not needed, so not checked
     args = list(ALL_PORTS_FREE)
     args[args.index(flag) + 1] = str(taken_port)
-    result = subprocess.run([*apiusage_command(), "demo", *args, "--dir", str(tmp_path / "run")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*apiusage_command(), "demo", *args, "--dir", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert result.stderr.startswith(f"apiusage demo: port {taken_port} for {what}"), result.stderr
     assert "is already in use on 127.0.0.1" in result.stderr
@@ -45,8 +52,12 @@ def test_the_same_port_twice_is_refused(tmp_path):
     args = list(ALL_PORTS_FREE)
     args[args.index("--api-port") + 1] = "18431"
     args[args.index("--metrics-port") + 1] = "18431"
-    result = subprocess.run([*apiusage_command(), "demo", *args, "--dir", str(tmp_path / "run")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*apiusage_command(), "demo", *args, "--dir", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "port 18431 is given to both" in result.stderr and "--api-port" in result.stderr
 
@@ -99,8 +110,9 @@ def test_children_die_with_the_demo_even_on_kill_9(tmp_path):
 def test_without_prometheus_it_says_so_and_goes_on(tmp_path):
     empty = tmp_path / "bin"
     empty.mkdir()
-    demo = start_demo(tmp_path / "run", "--history-days", "3", "--summary-every", "1",
-                      env={"PATH": str(empty)})
+    demo = start_demo(
+        tmp_path / "run", "--history-days", "3", "--summary-every", "1", env={"PATH": str(empty)}
+    )
     try:
         demo.wait_running(60)
         assert "Prometheus is not on the PATH" in demo.output
@@ -118,9 +130,22 @@ def test_a_reader_that_goes_away_does_not_stop_the_clean_up(tmp_path):
     """`apiusage demo | head`: output fails, yet Ctrl-C still stops everything and removes the folder."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APIUSAGE_"))}
     env["TMPDIR"] = str(tmp_path)  # the demo's temporary folder lands here
-    process = subprocess.Popen([*apiusage_command(), "demo", *ALL_PORTS_FREE, "--no-prometheus",
-                                "--history-days", "0", "--summary-every", "0.5"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(
+        [
+            *apiusage_command(),
+            "demo",
+            *ALL_PORTS_FREE,
+            "--no-prometheus",
+            "--history-days",
+            "0",
+            "--summary-every",
+            "0.5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     tree = []
     try:
         folder = None

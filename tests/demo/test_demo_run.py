@@ -105,8 +105,11 @@ def test_live_summary_shows_traffic_consumers_deprecations_and_alerts(demo):
     line = demo.wait_for(r"active consumers \(24h\) (\d+): enterprise \d+  pro \d+  free \d+", 20)
     assert int(line.group(1)) > 0
     demo.wait_for(r"\d+ spans/s", 5)
-    consumers = demo.wait_for(r"deprecated endpoints, consumers \(30d\): "
-                              r"DELETE /v1/orders/\{order_id\} (\d+) \((\d+) migrated\)", 20)
+    consumers = demo.wait_for(
+        r"deprecated endpoints, consumers \(30d\): "
+        r"DELETE /v1/orders/\{order_id\} (\d+) \((\d+) migrated\)",
+        20,
+    )
     assert int(consumers.group(1)) > 0
     demo.wait_for(r"\| alerts firing: ", 20)
 
@@ -149,8 +152,12 @@ def test_report_against_the_demos_prometheus_renders_in_chromium(demo, tmp_path)
             break
         time.sleep(1)
     out = tmp_path / "report.html"
-    result = subprocess.run([*apiusage_command(), "report", "--prometheus", prometheus, "-o", str(out),
-                             "--range", "7d"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*apiusage_command(), "report", "--prometheus", prometheus, "-o", str(out), "--range", "7d"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"wrote {out} (6 sections)"), result.stdout
     text = out.read_text(encoding="utf-8")

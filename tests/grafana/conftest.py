@@ -56,12 +56,20 @@ def always_firing(folder: Path) -> tuple[Path, dict[str, str]]:
         expr = panel(model, 1)["targets"][0]["expr"]
         alertnames = re.search(r'alertname=~"([^"]*)"', expr).group(1)
         names[uid] = sorted(alertnames.split("|"))[0]
-    rules = [{"alert": name, "expr": "vector(1)",
-              "labels": {"severity": "info", "service": "orders-api", "synthetic": "true"}}
-             for name in sorted(set(names.values()))]
+    rules = [
+        {
+            "alert": name,
+            "expr": "vector(1)",
+            "labels": {"severity": "info", "service": "orders-api", "synthetic": "true"},
+        }
+        for name in sorted(set(names.values()))
+    ]
     path = folder / "always-firing.rules.yml"
-    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard-test", "interval": SCRAPE,
-                                                "rules": rules}]}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {"groups": [{"name": "dashboard-test", "interval": SCRAPE, "rules": rules}]}, sort_keys=False
+        )
+    )
     return path, names
 
 
@@ -74,30 +82,44 @@ def live_stack(tmp_path_factory) -> LiveStack:
     tmp = tmp_path_factory.mktemp("live-dashboards")
     rules = fast_rule_copies(tmp / "rules")
     synthetic, names = always_firing(tmp / "rules")
-    with TraceSink() as sink, start_processor(tmp, {
-        "state": {"refresh_interval": "1s", "flush_interval": "200ms"},
-        "catalog": str(CATALOG),
-        "exporters": {"otlp": {"endpoint": sink.endpoint}},
-        "processors": {"limits": {"max_label_values": {"client_version": CLIENT_VERSION_LIMIT}}},
-    }) as processor:
+    with (
+        TraceSink() as sink,
+        start_processor(
+            tmp,
+            {
+                "state": {"refresh_interval": "1s", "flush_interval": "200ms"},
+                "catalog": str(CATALOG),
+                "exporters": {"otlp": {"endpoint": sink.endpoint}},
+                "processors": {"limits": {"max_label_values": {"client_version": CLIENT_VERSION_LIMIT}}},
+            },
+        ) as processor,
+    ):
         metrics = processor.metrics_url.removeprefix("http://").split("/")[0]
         config = {
             "global": {"scrape_interval": SCRAPE, "evaluation_interval": SCRAPE},
             "rule_files": [str(p) for p in [*rules, synthetic]],
             "scrape_configs": [{"job_name": "apiusage", "static_configs": [{"targets": [metrics]}]}],
         }
-        with prometheus_server(tmp / "prometheus", config) as prom, \
-                demo_service(processor.grpc_endpoint, "dashboard-test-pseudonym-key-0123",
-                             tmp / "demo.log") as demo:
+        with (
+            prometheus_server(tmp / "prometheus", config) as prom,
+            demo_service(
+                processor.grpc_endpoint, "dashboard-test-pseudonym-key-0123", tmp / "demo.log"
+            ) as demo,
+        ):
             start = time.time()
             stats = traffic.run(demo, duration=TRAFFIC_SECONDS, rate=60, seed=20261125, burst_every=4)
             # Give the spans time to be exported, derived, flushed, recomputed and scraped.
-            for probe in ('apiusage_forwarded_requests_total{outcome="success"} > 0',
-                          "api_migrated_consumers",
-                          "apiusage_label_overflow_total > 0",
-                          "apiusage_service:slo_latency:burnrate3d",
-                          'ALERTS{alertstate="firing", synthetic="true"}'):
-                wait_for(lambda p=probe: prom.query(p), 45,
-                         f"Prometheus to have {probe} (traffic: {stats.summary()})")
+            for probe in (
+                'apiusage_forwarded_requests_total{outcome="success"} > 0',
+                "api_migrated_consumers",
+                "apiusage_label_overflow_total > 0",
+                "apiusage_service:slo_latency:burnrate3d",
+                'ALERTS{alertstate="firing", synthetic="true"}',
+            ):
+                wait_for(
+                    lambda p=probe: prom.query(p),
+                    45,
+                    f"Prometheus to have {probe} (traffic: {stats.summary()})",
+                )
             time.sleep(3)
             yield LiveStack(prom, start - 2, time.time(), sink.trace_ids(), stats, names)

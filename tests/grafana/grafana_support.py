@@ -20,11 +20,20 @@ PROMETHEUS_DIR = ROOT / "prometheus"
 
 # Consumer-state metrics: identical on every replica, aggregated with max, never summed.
 CONSUMER_METRICS = (
-    "api_active_consumers", "api_new_consumers_total", "api_time_to_first_success_seconds",
-    "api_endpoint_consumers", "api_feature_consumers", "api_feature_adoption_ratio",
-    "api_client_version_consumers", "api_deprecated_endpoint_consumers",
-    "api_endpoint_sunset_timestamp_seconds", "api_migrated_consumers", "api_unused_endpoints",
-    "api_endpoint_last_called_timestamp_seconds", "api_cohort_retention_ratio", "api_consumers_at_risk",
+    "api_active_consumers",
+    "api_new_consumers_total",
+    "api_time_to_first_success_seconds",
+    "api_endpoint_consumers",
+    "api_feature_consumers",
+    "api_feature_adoption_ratio",
+    "api_client_version_consumers",
+    "api_deprecated_endpoint_consumers",
+    "api_endpoint_sunset_timestamp_seconds",
+    "api_migrated_consumers",
+    "api_unused_endpoints",
+    "api_endpoint_last_called_timestamp_seconds",
+    "api_cohort_retention_ratio",
+    "api_consumers_at_risk",
 )
 
 
@@ -73,8 +82,24 @@ _MATCHERS = re.compile(r"\{[^{}]*\}")
 _RANGE = re.compile(r"\[[^\[\]]*\]")
 _GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
 _IDENT = re.compile(r"(?<![\w:$.])([a-zA-Z_:][a-zA-Z0-9_:]*)(?![\w:])")
-_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset",
-             "and", "or", "unless", "atan2", "inf", "nan", "Inf", "NaN"}
+_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "and",
+    "or",
+    "unless",
+    "atan2",
+    "inf",
+    "nan",
+    "Inf",
+    "NaN",
+}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -88,7 +113,7 @@ def metric_names(expr: str) -> set[str]:
     text = _GROUPING.sub(" ", text)
     for m in _IDENT.finditer(text):
         name = m.group(1)
-        rest = text[m.end():].lstrip()
+        rest = text[m.end() :].lstrip()
         if name in _KEYWORDS or rest.startswith("("):
             continue
         if re.fullmatch(r"\d+[smhdwy]", name) or name.startswith("$"):
@@ -106,11 +131,13 @@ def referenced_variables(text: str) -> set[str]:
 
 def substitute(expr: str, values: dict[str, str]) -> str:
     """The query with template variables replaced, as Grafana would send it."""
+
     def repl(m: re.Match) -> str:
         name = next(g for g in m.groups() if g)
         if name not in values:
             raise KeyError(f"no test value for ${name} in {expr}")
         return values[name]
+
     return _VAR.sub(repl, expr)
 
 

@@ -67,8 +67,9 @@ class Prometheus:
         return self.api("query", **params)["result"]
 
     def query_range(self, promql: str, start: float, end: float, step: float = 1) -> list[dict]:
-        return self.api("query_range", query=promql, start=f"{start:.3f}", end=f"{end:.3f}",
-                        step=str(step))["result"]
+        return self.api("query_range", query=promql, start=f"{start:.3f}", end=f"{end:.3f}", step=str(step))[
+            "result"
+        ]
 
 
 @contextlib.contextmanager
@@ -84,11 +85,19 @@ def prometheus_server(folder: Path, config: dict) -> Iterator[Prometheus]:
     log = folder / "prometheus.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [exe, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--enable-feature=exemplar-storage",
-             "--log.level=warn"],
-            stdout=out, stderr=subprocess.STDOUT)
+            [
+                exe,
+                f"--config.file={folder / 'prometheus.yml'}",
+                f"--storage.tsdb.path={folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--enable-feature=exemplar-storage",
+                "--log.level=warn",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
+
         def ready() -> bool:
             if process.poll() is not None:
                 raise AssertionError(f"prometheus exited:\n{log.read_text()[-3000:]}")
@@ -97,6 +106,7 @@ def prometheus_server(folder: Path, config: dict) -> Iterator[Prometheus]:
                     return r.status == 200
             except (OSError, urllib.error.HTTPError):
                 return False
+
         wait_for(ready, 30, "prometheus to be ready")
         yield Prometheus(base_url)
     finally:
@@ -167,24 +177,40 @@ def demo_service(otlp_grpc_endpoint: str, key: str, log: Path) -> Iterator[str]:
     if instrument is None or uvicorn is None:
         missing("opentelemetry-instrument and uvicorn (the instrumentation and dev extras)")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APIUSAGE_", "PYTEST_"))}
-    env.update({
-        "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
-        "OTEL_SERVICE_NAME": SERVICE_NAME,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{otlp_grpc_endpoint}",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-        "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": "healthz",
-        "APIUSAGE_PSEUDONYM_KEY": key,
-        "APIUSAGE_PLAN_TIERS": str(PLANS),
-        "APIUSAGE_CATALOG": str(CATALOG),
-    })
+    env.update(
+        {
+            "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
+            "OTEL_SERVICE_NAME": SERVICE_NAME,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{otlp_grpc_endpoint}",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": "healthz",
+            "APIUSAGE_PSEUDONYM_KEY": key,
+            "APIUSAGE_PLAN_TIERS": str(PLANS),
+            "APIUSAGE_CATALOG": str(CATALOG),
+        }
+    )
     port = free_port()
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [instrument, uvicorn, "apiusage.demo.app:app", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning", "--no-access-log"],
-            env=env, stdout=out, stderr=subprocess.STDOUT)
+            [
+                instrument,
+                uvicorn,
+                "apiusage.demo.app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     base_url = f"http://127.0.0.1:{port}"
     try:
+
         def up() -> bool:
             if process.poll() is not None:
                 raise AssertionError(f"the demo service exited:\n{log.read_text()[-3000:]}")
@@ -193,6 +219,7 @@ def demo_service(otlp_grpc_endpoint: str, key: str, log: Path) -> Iterator[str]:
                     return r.status == 200
             except (OSError, urllib.error.HTTPError):
                 return False
+
         wait_for(up, 30, "the demo service to answer /healthz")
         yield base_url
     finally:

@@ -78,11 +78,13 @@ def test_every_alert_links_to_a_panel_that_plots_its_metric(alert_rules):
         if contract_metric is None:
             problems.append(f"{name}: panel {uid}/{panel_id} is not in grafana/panels.yaml")
         elif base_metric(contract_metric) not in fires_on:
-            problems.append(f"{name} fires on {sorted(fires_on)}, but panel {uid}/{panel_id} is about "
-                            f"{contract_metric}")
+            problems.append(
+                f"{name} fires on {sorted(fires_on)}, but panel {uid}/{panel_id} is about {contract_metric}"
+            )
         if not fires_on & plotted:
-            problems.append(f"{name}: panel {uid}/{panel_id} plots {sorted(plotted)}, "
-                            f"none of {sorted(fires_on)}")
+            problems.append(
+                f"{name}: panel {uid}/{panel_id} plots {sorted(plotted)}, none of {sorted(fires_on)}"
+            )
     assert not problems, "\n".join(problems)
 
 
@@ -107,5 +109,6 @@ def test_firing_alert_panels_list_exactly_their_alerts(alert_rules):
     for uid, names in want.items():
         expr = panel(dashboards()[uid], 1)["targets"][0]["expr"]
         listed = set(re.search(r'alertname=~"([^"]*)"', expr).group(1).split("|")) - {"^$"}
-        assert listed == names, \
+        assert listed == names, (
             f"{uid}: the firing alerts panel lists {sorted(listed)}, alerts {sorted(names)}"
+        )

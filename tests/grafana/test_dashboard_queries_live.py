@@ -79,8 +79,9 @@ def test_firing_alert_panels_show_the_alert(live_stack):
     for uid, name in live_stack.synthetic_alerts.items():
         model = dashboards()[uid]
         t = target(uid, 1, "A")
-        rows = live_stack.prometheus.query(substitute(t["expr"], default_values(model, RATE_INTERVAL)),
-                                           at=live_stack.end)
+        rows = live_stack.prometheus.query(
+            substitute(t["expr"], default_values(model, RATE_INTERVAL)), at=live_stack.end
+        )
         assert any(r["metric"]["alertname"] == name for r in rows), f"{uid}: {name} not listed"
 
 
@@ -133,24 +134,30 @@ def test_legitimately_empty_targets_with_promtool(tmp_path):
     values = default_values(model, "4m")
     now = substitute(target("apiusage-overview", 5, "A")["expr"], values)
     last_week = substitute(target("apiusage-overview", 5, "B")["expr"], values)
-    labels = '{service="orders-api", method="GET", route="/v2/orders", plan_tier="pro", ' \
-             'status_code="200", deprecated="false"}'
+    labels = (
+        '{service="orders-api", method="GET", route="/v2/orders", plan_tier="pro", '
+        'status_code="200", deprecated="false"}'
+    )
     tests = {
         "rule_files": [],
         "evaluation_interval": "1m",
-        "tests": [{
-            "interval": "1m",
-            # 1 request/s for seven days, then 3 requests/s.
-            "input_series": [{"series": f"api_requests_total{labels}",
-                              "values": "0+60x10080 604860+180x1440"}],
-            "promql_expr_test": [
-                {"expr": last_week, "eval_time": "8d", "exp_samples": [{"labels": "{}", "value": 1}]},
-                {"expr": now, "eval_time": "8d", "exp_samples": [{"labels": "{}", "value": 3}]},
-            ],
-        }],
+        "tests": [
+            {
+                "interval": "1m",
+                # 1 request/s for seven days, then 3 requests/s.
+                "input_series": [
+                    {"series": f"api_requests_total{labels}", "values": "0+60x10080 604860+180x1440"}
+                ],
+                "promql_expr_test": [
+                    {"expr": last_week, "eval_time": "8d", "exp_samples": [{"labels": "{}", "value": 1}]},
+                    {"expr": now, "eval_time": "8d", "exp_samples": [{"labels": "{}", "value": 3}]},
+                ],
+            }
+        ],
     }
-    assert set(LEGITIMATELY_EMPTY) == {("apiusage-overview", 5, "B")}, \
+    assert set(LEGITIMATELY_EMPTY) == {("apiusage-overview", 5, "B")}, (
         "a new legitimately empty target needs its promtool check here"
+    )
     path = tmp_path / "empty-panels.test.yml"
     path.write_text(yaml.safe_dump(tests, sort_keys=False))
     run = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)

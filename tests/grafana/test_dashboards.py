@@ -53,8 +53,9 @@ def validator(name: str, definition: str | None = None) -> jsonschema.Draft7Vali
 
 
 def errors(v: jsonschema.Draft7Validator, instance, where: str) -> list[str]:
-    return [f"{where}/{'/'.join(map(str, e.absolute_path))}: {e.message[:300]}"
-            for e in v.iter_errors(instance)]
+    return [
+        f"{where}/{'/'.join(map(str, e.absolute_path))}: {e.message[:300]}" for e in v.iter_errors(instance)
+    ]
 
 
 def test_there_are_exactly_the_four_contract_dashboards():
@@ -92,11 +93,13 @@ def test_vendored_schemas_are_the_noted_ones():
     assert "aba721fdefde7979d14dbd551a6ea0d4ed14599f" in readme
     for path in SCHEMAS.glob("*.json"):
         import hashlib
+
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         assert f"{digest}  {path.name}" in readme, f"{path.name} differs from the copy noted in README.md"
 
 
 # ----------------------------------------------------------------- dashboard-linter rules
+
 
 @pytest.mark.parametrize("uid", sorted(contract()["dashboards"]))
 def test_lint_uids_ids_and_layout(uid):
@@ -147,7 +150,7 @@ def range_arguments(expr: str) -> list[tuple[str, str]]:
         while i < len(expr) and depth:
             depth += {"(": 1, ")": -1}.get(expr[i], 0)
             i += 1
-        inner = expr[m.end():i - 1]
+        inner = expr[m.end() : i - 1]
         out += [(m.group(1), r.split(" offset ")[0].strip()) for r in re.findall(r"\[([^\[\]]+)\]", inner)]
     return out
 
@@ -166,8 +169,9 @@ def test_lint_titles_descriptions_units(uid):
     for p in data_panels(dashboards()[uid]):
         assert p.get("title"), p["id"]
         description = p.get("description", "")
-        assert len(description) >= 40 and "?" in description, \
+        assert len(description) >= 40 and "?" in description, (
             f"panel {p['id']} ({p['title']}): the description must say which question it answers"
+        )
         assert p.get("fieldConfig", {}).get("defaults", {}).get("unit"), f"panel {p['id']} has no unit"
 
 
@@ -201,8 +205,12 @@ def test_consumer_gauges_are_aggregated_with_max_across_replicas(uid):
             if not used:
                 continue
             assert "max without (instance)" in t["expr"], f"panel {p['id']}: {t['expr']}"
-            summed = re.search(r"\b(sum|avg|count)\s*(?:by\s*\([^)]*\)\s*)?\(\s*(?:increase\(\s*)?("
-                               + "|".join(CONSUMER_METRICS) + ")", t["expr"])
+            summed = re.search(
+                r"\b(sum|avg|count)\s*(?:by\s*\([^)]*\)\s*)?\(\s*(?:increase\(\s*)?("
+                + "|".join(CONSUMER_METRICS)
+                + ")",
+                t["expr"],
+            )
             assert not summed, f"panel {p['id']} adds replicas' consumer gauges: {t['expr']}"
 
 
@@ -217,6 +225,7 @@ def test_each_dashboard_shows_its_firing_alerts(uid):
 
 
 # ----------------------------------------------------------------- the panel contract
+
 
 @pytest.mark.parametrize("item", contract()["panels"], ids=lambda i: f"{i['dashboard']}-{i['id']}")
 def test_contract_panel_is_there_and_plots_its_metric(item):
@@ -242,6 +251,7 @@ def test_contract_variables_exist(uid):
 
 # ----------------------------------------------------------------- generated, not hand-edited
 
+
 def load_builder():
     spec = importlib.util.spec_from_file_location("grafana_build", GRAFANA / "build.py")
     module = importlib.util.module_from_spec(spec)
@@ -262,7 +272,7 @@ def test_committed_json_is_what_build_py_builds():
 
 def test_sdk_pin_matches_the_grafana_image():
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    (sdk,) = re.findall(r'grafana-foundation-sdk==\d+!(\d+\.\d+)\.\d+', pyproject)
+    (sdk,) = re.findall(r"grafana-foundation-sdk==\d+!(\d+\.\d+)\.\d+", pyproject)
     compose = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
     (image,) = re.findall(r"image:\s*grafana/grafana:(\d+\.\d+)\.\d+", compose)
     assert sdk == image, f"the SDK builds for Grafana {sdk}, docker-compose.yml runs {image}"

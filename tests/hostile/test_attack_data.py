@@ -51,15 +51,21 @@ PLAN_FILE_LIMIT = 256 << 20  # processor.derive.plans.MAX_PLAN_FILE_BYTES
 
 # --- the plan lookup file ---------------------------------------------------------------------
 
+
 def test_a_plan_lookup_file_replaced_by_a_fifo_is_refused_at_once_and_refreshes_go_on(
-        tmp_path, caplog) -> None:
+    tmp_path, caplog
+) -> None:
     plans = tmp_path / "plans.csv"
     plans.write_text("consumer_id,plan_tier\nc000,enterprise\n")
-    config = {"processors": {"plan_lookup": {"file": str(plans), "refresh_interval": "1s"}},
-              "state": {"flush_interval": "100ms", "refresh_interval": "100ms"}}
+    config = {
+        "processors": {"plan_lookup": {"file": str(plans), "refresh_interval": "1s"}},
+        "state": {"flush_interval": "100ms", "refresh_interval": "100ms"},
+    }
     caplog.set_level(logging.ERROR, logger="apiusage.processor.state")
-    message = (f"cannot read plan lookup file {plans}: it is a FIFO, not a regular file "
-               "(keeping the previous 1 entries)")
+    message = (
+        f"cannot read plan lookup file {plans}: it is a FIFO, not a regular file "
+        "(keeping the previous 1 entries)"
+    )
     with running_processor(config) as running, _unblocking(plans):
         lookup = running.processor.plans
         plans.unlink()
@@ -89,21 +95,43 @@ def test_a_huge_plan_lookup_file_is_refused_unread(tmp_path) -> None:
     started = time.monotonic()
     with pytest.raises(PlanLookupError) as caught:
         lookup.load()
-    assert str(caught.value) == (f"plan lookup file {plans} is not accepted: "
-                                 f"{PLAN_FILE_LIMIT + (1 << 20)} bytes, at most 268435456 (256 MiB)")
+    assert str(caught.value) == (
+        f"plan lookup file {plans} is not accepted: "
+        f"{PLAN_FILE_LIMIT + (1 << 20)} bytes, at most 268435456 (256 MiB)"
+    )
     assert time.monotonic() - started < 2.0
     assert lookup.plans == {"c000": "enterprise"}
 
 
 # --- the state backlog ------------------------------------------------------------------------
 
+
 def _anonymous(routes: range) -> list:
     """Spans of no consumer (no consumer id), each on its own route: only endpoint rows."""
     from apiusage.processor.derive.requests import ApiRequest
 
     now_ns = time.time_ns()
-    return [ApiRequest("orders", "GET", f"/r/{i:06d}", "200", "free", "false", "sdk", "1.0", None,
-                       None, None, 0.01, 1.0, now_ns, b"t" * 16, b"s" * 8) for i in routes]
+    return [
+        ApiRequest(
+            "orders",
+            "GET",
+            f"/r/{i:06d}",
+            "200",
+            "free",
+            "false",
+            "sdk",
+            "1.0",
+            None,
+            None,
+            None,
+            0.01,
+            1.0,
+            now_ns,
+            b"t" * 16,
+            b"s" * 8,
+        )
+        for i in routes
+    ]
 
 
 def test_distinct_routes_without_consumers_meet_the_backlog_bound() -> None:
@@ -128,13 +156,17 @@ def test_distinct_routes_without_consumers_meet_the_backlog_bound() -> None:
 
 # --- the trace forwarder ----------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def _forwarder(backend: ScriptedBackend, timeout: str = "1s") -> Iterator:
     from apiusage.processor.config import OtlpForwarder
     from apiusage.processor.exporters.otlp_forward import Forwarder
 
-    forwarder = Forwarder(OtlpForwarder(endpoint=f"http://127.0.0.1:{backend.port}",
-                                        timeout=Duration(float(timeout.removesuffix("s")))))
+    forwarder = Forwarder(
+        OtlpForwarder(
+            endpoint=f"http://127.0.0.1:{backend.port}", timeout=Duration(float(timeout.removesuffix("s")))
+        )
+    )
     forwarder.start()
     try:
         yield forwarder
@@ -150,14 +182,19 @@ def _wait_outcomes(forwarder, want: dict[str, int], timeout: float) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize(("trickle", "requests"), [
-    # The 200 status line came before the body: it stands; the connection is not reused.
-    (answer_trickling, 2),
-    # No status line by the deadline: a failed attempt, retried on a new connection.
-    (answer_trickling_head, 3),
-], ids=["body", "headers"])
+@pytest.mark.parametrize(
+    ("trickle", "requests"),
+    [
+        # The 200 status line came before the body: it stands; the connection is not reused.
+        (answer_trickling, 2),
+        # No status line by the deadline: a failed attempt, retried on a new connection.
+        (answer_trickling_head, 3),
+    ],
+    ids=["body", "headers"],
+)
 def test_a_backend_trickling_its_answer_holds_the_forwarder_one_timeout_not_for_ever(
-        trickle, requests) -> None:
+    trickle, requests
+) -> None:
     backend = ScriptedBackend([trickle, answer_ok])
     with _forwarder(backend, "1s") as forwarder:
         started = time.monotonic()
@@ -183,6 +220,7 @@ def test_a_backend_answering_without_end_is_read_64_kib_deep_and_the_connection_
 
 # --- hostile config ---------------------------------------------------------------------------
 
+
 def test_env_references_cannot_amplify_the_1_mib_config_into_gigabytes(tmp_path, monkeypatch) -> None:
     # 100 KB: an environment string can hold at most 128 KiB (Linux MAX_ARG_STRLEN).
     monkeypatch.setenv("APIUSAGE_TEST_BIG", "x" * 100_000)
@@ -190,12 +228,16 @@ def test_env_references_cannot_amplify_the_1_mib_config_into_gigabytes(tmp_path,
     (tmp_path / "c.yaml").write_text('catalog: "' + "${APIUSAGE_TEST_BIG}" * 3000 + '"\n')
     run = run_apiusage(["serve", "--config", "c.yaml"], tmp_path)
     assert (run.returncode, run.stdout, run.stderr) == (
-        2, "", "apiusage: c.yaml is invalid:\n  catalog: expands to more than 65536 characters "
-               "(${env:...} included)\n")
+        2,
+        "",
+        "apiusage: c.yaml is invalid:\n  catalog: expands to more than 65536 characters "
+        "(${env:...} included)\n",
+    )
     assert run.peak_rss_bytes < 200 << 20, f"peak RSS {run.peak_rss_bytes >> 20} MiB"
 
 
 # --- the SQLite file deleted or replaced under a running processor ----------------------------
+
 
 def _consumers_in(db: Path) -> list[tuple]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -230,8 +272,10 @@ def test_a_database_deleted_while_running_is_recreated_with_its_history(tmp_path
         assert _consumers_in(db) == [(20, 20)]  # while running: the first 10 were not lost
     assert _consumers_in(db) == [(20, 20)]  # and after the shutdown
     assert not Path(f"{db}.recovered").exists()
-    assert (f"SQLite state database {db} was deleted while the processor ran: recreating it from "
-            "the open connection, history included") in caplog.messages
+    assert (
+        f"SQLite state database {db} was deleted while the processor ran: recreating it from "
+        "the open connection, history included"
+    ) in caplog.messages
     assert f"SQLite state database {db} is in use again" in caplog.messages
 
 
@@ -255,17 +299,24 @@ def test_a_database_replaced_while_running_is_the_one_written(tmp_path, caplog) 
         wait_for(running, "apiusage_state_pending_rows", 0)
         assert _consumers_in(db) == [(5, 5)]
     assert _consumers_in(db) == [(5, 5)]
-    assert (f"SQLite state database {db} was replaced while the processor ran: writing to the new "
-            "file from now on (the old one's rows are not in it)") in caplog.messages
+    assert (
+        f"SQLite state database {db} was replaced while the processor ran: writing to the new "
+        "file from now on (the old one's rows are not in it)"
+    ) in caplog.messages
 
 
 # --- a full disk under the SQLite file --------------------------------------------------------
 
+
 @contextlib.contextmanager
 def _small_disk(folder: Path, size: str) -> Iterator[Path]:
     folder.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                            capture_output=True, text=True, timeout=10)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     if result.returncode:
         missing(f"mount -t tmpfs ({result.stderr.strip()})")
     try:
@@ -290,8 +341,9 @@ def _fill(disk: Path) -> Path:
 def test_a_full_disk_fails_flushes_loudly_keeps_the_rows_and_recovers(tmp_path, caplog) -> None:
     with _small_disk(tmp_path / "disk", "2m") as disk:
         db = disk / "state.db"
-        config = {"state": {"sqlite": {"path": str(db)}, "flush_interval": "100ms",
-                            "refresh_interval": "200ms"}}
+        config = {
+            "state": {"sqlite": {"path": str(db)}, "flush_interval": "100ms", "refresh_interval": "200ms"}
+        }
         caplog.set_level(logging.INFO, logger="apiusage.processor.state")
         with running_processor(config) as running:
             sc.send(running.http_endpoint, sc.recent_consumers(0, 10))
@@ -310,9 +362,13 @@ def test_a_full_disk_fails_flushes_loudly_keeps_the_rows_and_recovers(tmp_path, 
             assert _consumers_in(db) == [(400, 400)]
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert [r.exc_info for r in errors] == [None] * len(errors)  # no traceback in the log
-        assert any(r.getMessage().startswith("state flush failed; counting in memory and retrying: "
-                                             f"cannot write to sqlite:{db}: database or disk is full")
-                   for r in errors), [r.getMessage() for r in errors]
+        assert any(
+            r.getMessage().startswith(
+                "state flush failed; counting in memory and retrying: "
+                f"cannot write to sqlite:{db}: database or disk is full"
+            )
+            for r in errors
+        ), [r.getMessage() for r in errors]
         assert _consumers_in(db) == [(400, 400)]
 
 
@@ -330,11 +386,28 @@ def test_the_backlog_byte_estimate_covers_what_distinct_long_labels_really_take(
     # Every string distinct, every row new: nothing shared for the estimate to lean on.
     tracemalloc.start()
     try:
-        spans = [ApiRequest(label(i), "GET", label(i), "200", label(i), "false", label(i), label(i),
-                            None, label(i), char * 250 + f"{i:06d}", 0.01, 1.0, now_ns, b"t" * 16,
-                            b"s" * 8) for i in range(2_000)]
-        activity = ConsumerActivity(40, PipelineStats(), max_pending=1_000_000,
-                                    max_pending_bytes=1 << 40)
+        spans = [
+            ApiRequest(
+                label(i),
+                "GET",
+                label(i),
+                "200",
+                label(i),
+                "false",
+                label(i),
+                label(i),
+                None,
+                label(i),
+                char * 250 + f"{i:06d}",
+                0.01,
+                1.0,
+                now_ns,
+                b"t" * 16,
+                b"s" * 8,
+            )
+            for i in range(2_000)
+        ]
+        activity = ConsumerActivity(40, PipelineStats(), max_pending=1_000_000, max_pending_bytes=1 << 40)
         activity.consume(spans)
         del spans
         gc.collect()
@@ -347,6 +420,7 @@ def test_the_backlog_byte_estimate_covers_what_distinct_long_labels_really_take(
 
 
 # --- a state store that stops answering -------------------------------------------------------
+
 
 def test_a_flush_that_does_not_return_marks_the_state_down_until_it_does(tmp_path, caplog) -> None:
     db = tmp_path / "state.db"
@@ -376,11 +450,16 @@ def test_a_flush_that_does_not_return_marks_the_state_down_until_it_does(tmp_pat
 
 # --- worker CPU per hostile byte ----------------------------------------------------------------
 
-@pytest.mark.parametrize("tracestate", [
-    "," * (16 << 20),  # 16 Mi empty members
-    "ot=" + "th:1;" * (3 << 20),  # an `ot` value of 3 Mi fields
-    "ot=th:8," + "x=y," * (4 << 20),  # valid first member, then 4 Mi more
-], ids=["commas", "ot-fields", "members"])
+
+@pytest.mark.parametrize(
+    "tracestate",
+    [
+        "," * (16 << 20),  # 16 Mi empty members
+        "ot=" + "th:1;" * (3 << 20),  # an `ot` value of 3 Mi fields
+        "ot=th:8," + "x=y," * (4 << 20),  # valid first member, then 4 Mi more
+    ],
+    ids=["commas", "ot-fields", "members"],
+)
 def test_a_16_mib_tracestate_costs_the_worker_milliseconds(tracestate) -> None:
     from apiusage.processor.derive.sampling import adjusted_count
 
@@ -404,28 +483,36 @@ def test_sanitizing_a_16_mib_label_value_costs_milliseconds() -> None:
 
 # --- SQL that reaches the read connections ------------------------------------------------------
 
+
 def test_a_plan_lookup_query_that_writes_is_refused_on_postgresql(caplog) -> None:
     import psycopg  # installed by the project: missing, the test fails rather than skips
+
     with postgres_server() as pg:
-        config = {"state": {"postgres": {"dsn": pg.dsn}, "flush_interval": "100ms",
-                            "refresh_interval": "100ms"},
-                  # A DELETE cannot stand in the subquery the lookup is wrapped in; a function can.
-                  "processors": {"plan_lookup": {
-                      "sql": "SELECT consumer_id, 'free' FROM consumers WHERE wipe() = 1",
-                      "refresh_interval": "1s"}}}
+        config = {
+            "state": {"postgres": {"dsn": pg.dsn}, "flush_interval": "100ms", "refresh_interval": "100ms"},
+            # A DELETE cannot stand in the subquery the lookup is wrapped in; a function can.
+            "processors": {
+                "plan_lookup": {
+                    "sql": "SELECT consumer_id, 'free' FROM consumers WHERE wipe() = 1",
+                    "refresh_interval": "1s",
+                }
+            },
+        }
         caplog.set_level(logging.ERROR, logger="apiusage.processor.state")
         with running_processor(config) as running:
             with psycopg.connect(pg.dsn, autocommit=True) as conn:
-                conn.execute("CREATE FUNCTION wipe() RETURNS int LANGUAGE sql AS "
-                             "'DELETE FROM consumers; SELECT 1'")
+                conn.execute(
+                    "CREATE FUNCTION wipe() RETURNS int LANGUAGE sql AS 'DELETE FROM consumers; SELECT 1'"
+                )
             sc.send(running.http_endpoint, sc.recent_consumers(0, 10))
             running.wait_processed(10)
             wait_for(running, "apiusage_state_pending_rows", 0)
             deadline = time.monotonic() + 8
             while not any("read-only transaction" in m for m in caplog.messages):
                 assert time.monotonic() < deadline, caplog.messages
-                assert running.processor.state.read(
-                    lambda s: s.query("SELECT COUNT(*) FROM consumers")) == [(10,)]
+                assert running.processor.state.read(lambda s: s.query("SELECT COUNT(*) FROM consumers")) == [
+                    (10,)
+                ]
                 time.sleep(0.05)
             count = running.processor.state.read(lambda s: s.query("SELECT COUNT(*) FROM consumers"))
             assert count == [(10,)]
@@ -436,7 +523,8 @@ def test_a_plan_lookup_query_that_writes_is_refused_on_postgresql(caplog) -> Non
 
 @pytest.mark.parametrize("source", ["file", "sql"])
 def test_a_plan_lookup_past_its_entry_bound_is_refused_before_it_is_built(
-        tmp_path, monkeypatch, source) -> None:
+    tmp_path, monkeypatch, source
+) -> None:
     from apiusage.processor.derive import plans as module
 
     assert getattr(module, "MAX_PLAN_ENTRIES", 2_000_000) == 2_000_000
@@ -450,18 +538,20 @@ def test_a_plan_lookup_past_its_entry_bound_is_refused_before_it_is_built(
         lookup, query, where = module.PlanLookup(str(plans)), None, f"plan lookup file {plans}"
     else:
         db = sqlite3.connect(":memory:")
-        sql = (f"WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {rows - 1}) "
-               "SELECT printf('%08d', i), 'free' FROM n;")
+        sql = (
+            f"WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {rows - 1}) "
+            "SELECT printf('%08d', i), 'free' FROM n;"
+        )
         lookup, where = module.PlanLookup(sql=sql), "processors.plan_lookup.sql"
 
         def query(text: str) -> list[tuple]:
             return db.execute(text).fetchall()
+
     lookup.plans = {"kept": "enterprise"}
     started = time.monotonic()
     with pytest.raises(module.PlanLookupError) as caught:
         lookup.load(query)
-    assert str(caught.value) == (f"{where} has more than 1000 rows; a lookup holds at most "
-                                 "1000 consumers")
+    assert str(caught.value) == (f"{where} has more than 1000 rows; a lookup holds at most 1000 consumers")
     assert lookup.plans == {"kept": "enterprise"}
     # Row by row (and LIMIT for SQL): the 299,000 rows past the bound are never built.
     assert time.monotonic() - started < 0.5
@@ -471,17 +561,31 @@ def test_forwarder_headers_with_line_breaks_are_refused_at_start_up() -> None:
     from apiusage.processor.config import ConfigError, parse_config
 
     with pytest.raises(ConfigError) as caught:
-        parse_config({"exporters": {"otlp": {"endpoint": "http://127.0.0.1:4318", "headers": {
-            "Authorization": "Bearer x\r\nX-Injected: 1", "Bad Name": "x", "X-Tab": "a\tb"}}}})
+        parse_config(
+            {
+                "exporters": {
+                    "otlp": {
+                        "endpoint": "http://127.0.0.1:4318",
+                        "headers": {
+                            "Authorization": "Bearer x\r\nX-Injected: 1",
+                            "Bad Name": "x",
+                            "X-Tab": "a\tb",
+                        },
+                    }
+                }
+            }
+        )
     assert str(caught.value) == (
         "(inline) is invalid:\n"
         "  exporters.otlp.headers.Authorization: must be text without control characters "
         "(CR, LF, NUL...)\n"
         "  exporters.otlp.headers: 'Bad Name' is not an HTTP header name (letters, digits and "
-        "!#$%&'*+-.^_`|~)")
+        "!#$%&'*+-.^_`|~)"
+    )
 
 
 # --- bodies that are small on the wire and large in memory --------------------------------------
+
 
 def _peak_rss(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -492,6 +596,7 @@ def _peak_rss(pid: int) -> int:
 
 def _empty_spans_body(n: int) -> bytes:
     """An ExportTraceServiceRequest of one resource, one scope and `n` empty spans (2 bytes each)."""
+
     def varint(x: int) -> bytes:
         out = bytearray()
         while True:
@@ -509,8 +614,11 @@ def test_a_4_mib_body_of_2_million_empty_spans_costs_less_than_150_mib(tmp_path)
     body = _empty_spans_body(2_000_000)
     with start_processor(tmp_path, {"processors": {"queue": {"max_spans": 100_000}}}) as running:
         before = _peak_rss(running.process.pid)
-        request = urllib.request.Request(f"{running.http_endpoint}/v1/traces", data=body,
-                                         headers={"Content-Type": "application/x-protobuf"})
+        request = urllib.request.Request(
+            f"{running.http_endpoint}/v1/traces",
+            data=body,
+            headers={"Content-Type": "application/x-protobuf"},
+        )
         # Refused before span 100,001 is built (receivers.otlp.max_spans_per_request).
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(request, timeout=15).close()
@@ -530,8 +638,10 @@ def test_a_350_kib_json_body_of_empty_spans_is_answered_within_half_a_second() -
     with pytest.raises(PayloadTooLarge) as info:
         json_to_protobuf(body, 100_000)
     took = time.monotonic() - started
-    assert str(info.value) == ("more than 100000 spans in one request; send smaller batches (the limit "
-                               "is receivers.otlp.max_spans_per_request)")
+    assert str(info.value) == (
+        "more than 100000 spans in one request; send smaller batches (the limit "
+        "is receivers.otlp.max_spans_per_request)"
+    )
     assert took < 0.5, f"{took:.1f} s for {len(body) >> 10} KiB"
 
 
@@ -539,14 +649,19 @@ def test_a_json_body_of_more_objects_than_its_spans_could_hold_is_refused_unpars
     # 8 MiB of `{}`: json.loads alone would build four million dicts (~400 MiB).
     from apiusage.processor.receivers.payload import PayloadTooLarge, json_to_protobuf
 
-    body = b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[' + b",".join(
-        [b"{}"] * 4_000_000) + b"]}]}]}]}"
+    body = (
+        b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":['
+        + b",".join([b"{}"] * 4_000_000)
+        + b"]}]}]}]}"
+    )
     started = time.monotonic()
     with pytest.raises(PayloadTooLarge) as info:
         json_to_protobuf(body, 1000)
     assert time.monotonic() - started < 0.5
-    assert str(info.value) == ("JSON body has more than 65024 objects, more than 1000 spans could hold "
-                               "(receivers.otlp.max_spans_per_request)")
+    assert str(info.value) == (
+        "JSON body has more than 65024 objects, more than 1000 spans could hold "
+        "(receivers.otlp.max_spans_per_request)"
+    )
 
 
 def test_more_spans_than_max_spans_per_request_is_413_on_both_transports() -> None:
@@ -558,20 +673,27 @@ def test_more_spans_than_max_spans_per_request_is_413_on_both_transports() -> No
     config = {"receivers": {"otlp": {"max_spans_per_request": 100}}}
     with running_processor(config) as running:
         body = request_with_spans(101).SerializeToString()
-        request = urllib.request.Request(f"{running.http_endpoint}/v1/traces", data=body,
-                                         headers={"Content-Type": "application/x-protobuf"})
+        request = urllib.request.Request(
+            f"{running.http_endpoint}/v1/traces",
+            data=body,
+            headers={"Content-Type": "application/x-protobuf"},
+        )
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(request, timeout=5)
         info.value.close()
         assert info.value.code == 413
         with grpc.insecure_channel(running.grpc_endpoint) as channel:
-            export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-                                         request_serializer=ExportTraceServiceRequest.SerializeToString)
+            export = channel.unary_unary(
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                request_serializer=ExportTraceServiceRequest.SerializeToString,
+            )
             with pytest.raises(grpc.RpcError) as rpc:
                 export(request_with_spans(101), timeout=5)
             assert rpc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert rpc.value.details() == ("more than 100 spans in one request; send smaller batches "
-                                           "(the limit is receivers.otlp.max_spans_per_request)")
+            assert rpc.value.details() == (
+                "more than 100 spans in one request; send smaller batches "
+                "(the limit is receivers.otlp.max_spans_per_request)"
+            )
             export(request_with_spans(100), timeout=5)
         m = running.wait_processed(100)
         assert sample(m, "apiusage_export_requests_total", transport="http", outcome="too_large") == 1

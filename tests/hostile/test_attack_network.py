@@ -42,11 +42,14 @@ def _http_port(running: RunningProcessor) -> int:
 def _post_json(running: RunningProcessor, body: bytes):  # noqa: ANN202
     conn = Conn(_http_port(running))
     try:
-        conn.send(post_head("/v1/traces", {"Content-Type": "application/json",
-                                           "Content-Length": str(len(body))}) + body)
+        conn.send(
+            post_head("/v1/traces", {"Content-Type": "application/json", "Content-Length": str(len(body))})
+            + body
+        )
         return conn.read_response()
     finally:
         conn.sock.close()
+
 
 PB = "application/x-protobuf"
 GET_BIG = b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -139,23 +142,33 @@ def test_connections_whose_handler_runs_are_not_evicted_and_the_bound_holds() ->
                 sock.close()
 
 
-@pytest.mark.parametrize("body", [
-    b'{"\\ud800": 1}',
-    b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "a", "\\udc00x": 1}]}]}]}',
-], ids=["top-level-key", "span-key"])
-def test_otlp_json_key_that_is_a_lone_surrogate_is_a_400_naming_it(processor: RunningProcessor,
-                                                                     body: bytes) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"\\ud800": 1}',
+        b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "a", "\\udc00x": 1}]}]}]}',
+    ],
+    ids=["top-level-key", "span-key"],
+)
+def test_otlp_json_key_that_is_a_lone_surrogate_is_a_400_naming_it(
+    processor: RunningProcessor, body: bytes
+) -> None:
     # Before: upb raised SystemError for the key, the handler failed and the client got a 500
     # "internal error" (and the log a line per request) for what is the client's bad input.
-    before = sample(processor.scrape(), "apiusage_export_requests_total", transport="http",
-                    outcome="invalid") or 0
+    before = (
+        sample(processor.scrape(), "apiusage_export_requests_total", transport="http", outcome="invalid") or 0
+    )
     response = _post_json(processor, body)
     assert response is not None and response.status == 400
     assert json.loads(response.body) == {
-        "code": 3, "message": "JSON body has a key that is a lone UTF-16 surrogate (such as \\ud800), "
-                              "which is not Unicode text"}
-    assert sample(processor.scrape(), "apiusage_export_requests_total", transport="http",
-                  outcome="invalid") == before + 1
+        "code": 3,
+        "message": "JSON body has a key that is a lone UTF-16 surrogate (such as \\ud800), "
+        "which is not Unicode text",
+    }
+    assert (
+        sample(processor.scrape(), "apiusage_export_requests_total", transport="http", outcome="invalid")
+        == before + 1
+    )
 
 
 def _rss_mib() -> int:
@@ -177,8 +190,13 @@ def _send_big_body(port: int, declared: int, results: list, stop_at: float) -> N
             sent += len(chunk)
             time.sleep(0.02)
         response = conn.read_response(timeout=max(1.0, stop_at - time.monotonic()))
-        results.append((response.status if response else None, sent,
-                        response.headers.get("retry-after") if response else None))
+        results.append(
+            (
+                response.status if response else None,
+                sent,
+                response.headers.get("retry-after") if response else None,
+            )
+        )
     except OSError as exc:  # the server closed after answering: read what it said
         results.append((f"{type(exc).__name__}", sent, None))
     finally:
@@ -190,15 +208,23 @@ def test_large_bodies_admitted_together_are_refused_mid_body_when_memory_runs_sh
     # 16 MiB admitted together were all read in full (128 MiB past a 40 MiB headroom): with the
     # defaults, 256 connections × 64 MiB = 16 GiB could be buffered before anyone was refused.
     headroom = 40
-    config = {"receivers": {"otlp": {"protocols": {"http": {"max_request_body_size": "16MiB"}}}},
-              "processors": {"memory_limiter": {"limit_mib": _rss_mib() + headroom + 30,
-                                                "spike_limit_mib": 30, "check_interval": 0.02}}}
+    config = {
+        "receivers": {"otlp": {"protocols": {"http": {"max_request_body_size": "16MiB"}}}},
+        "processors": {
+            "memory_limiter": {
+                "limit_mib": _rss_mib() + headroom + 30,
+                "spike_limit_mib": 30,
+                "check_interval": 0.02,
+            }
+        },
+    }
     with running_processor(config) as running:
         port = _http_port(running)
         results: list = []
         stop_at = time.monotonic() + 15
-        threads = [threading.Thread(target=_send_big_body, args=(port, 16 << 20, results, stop_at))
-                   for _ in range(8)]
+        threads = [
+            threading.Thread(target=_send_big_body, args=(port, 16 << 20, results, stop_at)) for _ in range(8)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -209,22 +235,26 @@ def test_large_bodies_admitted_together_are_refused_mid_body_when_memory_runs_sh
         for _status, sent, retry_after in refused:
             assert sent < 16 << 20 and int(retry_after) >= 1  # told mid-body, with a retry delay
         samples = running.scrape()
-        assert sample(samples, "apiusage_export_requests_total", transport="http",
-                      outcome="memory_limit") == len(refused)
+        assert sample(
+            samples, "apiusage_export_requests_total", transport="http", outcome="memory_limit"
+        ) == len(refused)
         # The others were read in full and refused as what they are (zeros are no protobuf).
         assert all(r[0] in (400, 503) for r in results), results
 
 
 def test_http2_prior_knowledge_to_the_http_port_is_told_the_port_speaks_http1(
-        processor: RunningProcessor) -> None:
+    processor: RunningProcessor,
+) -> None:
     # Before: 400 "malformed HTTP request: Pause on PRI/Upgrade", llhttp's internal words.
     conn = Conn(_http_port(processor))
     try:
         conn.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
         response = conn.read_response()
         assert response is not None and response.status == 400
-        assert response.body == (b"malformed HTTP request: HTTP/2 is not served on this port; send HTTP/1.1 "
-                                 b"(OTLP over HTTP/2 is gRPC)\n")
+        assert response.body == (
+            b"malformed HTTP request: HTTP/2 is not served on this port; send HTTP/1.1 "
+            b"(OTLP over HTTP/2 is gRPC)\n"
+        )
         assert conn.closed_by_server(timeout=5)
     finally:
         conn.sock.close()
@@ -245,8 +275,10 @@ def test_unauthenticated_admin_requests_cannot_fill_the_disk_through_the_audit_l
         for token in ("wrong-token-of-sixteen", ADMIN_TOKEN):
             conn = Conn(port)
             try:
-                conn.send(f"GET {path}?{query} HTTP/1.1\r\nHost: x\r\n"
-                          f"Authorization: Bearer {token}\r\n\r\n".encode())
+                conn.send(
+                    f"GET {path}?{query} HTTP/1.1\r\nHost: x\r\n"
+                    f"Authorization: Bearer {token}\r\n\r\n".encode()
+                )
                 response = conn.read_response()
             finally:
                 conn.sock.close()
@@ -270,8 +302,13 @@ def test_a_gzip_body_is_not_inflated_while_memory_is_over_the_limit() -> None:
         body = gzip.compress(request_with_spans(3).SerializeToString())
         conn = Conn(_http_port(running))
         try:
-            conn.send(post_head("/v1/traces", {"Content-Type": PB, "Content-Encoding": "gzip",
-                                               "Content-Length": str(len(body))}) + body[:10])
+            conn.send(
+                post_head(
+                    "/v1/traces",
+                    {"Content-Type": PB, "Content-Encoding": "gzip", "Content-Length": str(len(body))},
+                )
+                + body[:10]
+            )
             time.sleep(0.3)  # admitted: the headers were read while memory was fine
             running.processor.memory.over = True
             conn.send(body[10:])
@@ -281,8 +318,12 @@ def test_a_gzip_body_is_not_inflated_while_memory_is_over_the_limit() -> None:
             running.processor.memory.over = False
         assert response is not None and response.status == 503
         assert response.headers["retry-after"] == "5"
-        assert sample(running.scrape(), "apiusage_export_requests_total", transport="http",
-                      outcome="memory_limit") == 1
+        assert (
+            sample(
+                running.scrape(), "apiusage_export_requests_total", transport="http", outcome="memory_limit"
+            )
+            == 1
+        )
         assert (sample(running.scrape(), "apiusage_spans_received_total", transport="http") or 0) == 0
 
 
@@ -303,13 +344,16 @@ def test_a_large_grpc_message_that_arrives_when_memory_is_over_is_refused_retrya
             sent = 1000
             deadline = time.monotonic() + 10
             while sent < len(message) and time.monotonic() < deadline and not client.closed:
-                size = min(client.conn.local_flow_control_window(stream), client.conn.max_outbound_frame_size,
-                           len(message) - sent)
+                size = min(
+                    client.conn.local_flow_control_window(stream),
+                    client.conn.max_outbound_frame_size,
+                    len(message) - sent,
+                )
                 if size <= 0:
                     client.pump(0.05)
                     continue
                 last = sent + size == len(message)
-                client.conn.send_data(stream, message[sent:sent + size], end_stream=last)
+                client.conn.send_data(stream, message[sent : sent + size], end_stream=last)
                 sent += size
                 client._flush()
             client.wait_answered([stream], 10)
@@ -318,8 +362,12 @@ def test_a_large_grpc_message_that_arrives_when_memory_is_over_is_refused_retrya
             running.processor.memory.over = False
         assert sent == len(message)
         assert client.answers[stream].grpc_status == "14"  # UNAVAILABLE: retry
-        assert sample(running.scrape(), "apiusage_export_requests_total", transport="grpc",
-                      outcome="memory_limit") == 1
+        assert (
+            sample(
+                running.scrape(), "apiusage_export_requests_total", transport="grpc", outcome="memory_limit"
+            )
+            == 1
+        )
         assert (sample(running.scrape(), "apiusage_spans_received_total", transport="grpc") or 0) == 0
 
 
@@ -367,13 +415,15 @@ def test_idle_grpc_connections_are_closed_and_senders_get_through_again() -> Non
             export = channel.unary_unary(
                 "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
                 request_serializer=ExportTraceServiceRequest.SerializeToString,
-                response_deserializer=ExportTraceServiceResponse.FromString)
+                response_deserializer=ExportTraceServiceResponse.FromString,
+            )
             assert export(request_with_spans(3), timeout=5) == ExportTraceServiceResponse()
         running.wait_processed(3)
 
 
 def test_stopping_with_a_client_not_reading_is_quick_and_logs_no_traceback(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # Before: stop waited out the 5 s grace for a pipelined answer the client would never read,
     # then uvicorn logged "Exception in ASGI application" with a CancelledError traceback.
     with http_server(max_connections=4, send_timeout=60) as server:
@@ -405,9 +455,13 @@ def test_serve_raises_its_open_file_limit_to_the_hard_limit(tmp_path: Path) -> N
     def lower() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
 
-    process = subprocess.Popen([*apiusage_command(), "serve", "--config", str(config)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lower)
+    process = subprocess.Popen(
+        [*apiusage_command(), "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lower,
+    )
     try:
         assert process.stdout is not None
         assert "ready" in process.stdout.readline()

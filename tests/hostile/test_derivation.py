@@ -23,21 +23,41 @@ from tests.support.derivation import export_request, post, span
 from tests.support.processor import running_processor, sample
 
 SERVICE = "orders-api"
-ORDERS = dict(service=SERVICE, method="GET", route="/v1/orders", status_code="200",
-              plan_tier="unknown", deprecated="false")
+ORDERS = dict(
+    service=SERVICE,
+    method="GET",
+    route="/v1/orders",
+    status_code="200",
+    plan_tier="unknown",
+    deprecated="false",
+)
 
 
 def state_config(tmp_path: Path) -> dict:
     """SQLite state in tmp_path, flushed and refreshed only when the test says."""
-    return {"state": {"sqlite": {"path": str(tmp_path / "state.db")},
-                      "flush_interval": "1h", "refresh_interval": "1h"}}
+    return {
+        "state": {
+            "sqlite": {"path": str(tmp_path / "state.db")},
+            "flush_interval": "1h",
+            "refresh_interval": "1h",
+        }
+    }
 
 
 def test_a_malformed_tracestate_costs_at_most_its_own_span() -> None:
     # "²" and "٣" pass str.isdigit(); int("²") raised and lost all 1,000 spans of the request,
     # int("٣") == 3 weighted the span 8. Python's int(x, 16) takes "0x8" and "f_f" too.
-    bad = {100: "ot=p:²", 200: "ot=p:٣", 300: "ot=th:0x8", 400: "ot=th:f_f", 500: "ot=p:-1",
-           600: "ot=p:", 700: "ot=th:", 800: "ot=th:ggg", 900: "ot=p:63"}
+    bad = {
+        100: "ot=p:²",
+        200: "ot=p:٣",
+        300: "ot=th:0x8",
+        400: "ot=th:f_f",
+        500: "ot=p:-1",
+        600: "ot=p:",
+        700: "ot=th:",
+        800: "ot=th:ggg",
+        900: "ot=p:63",
+    }
     spans = [span(bad.get(i, "")) for i in range(1000)]
     with running_processor() as running:
         assert post(running.http_endpoint, export_request(spans)) == 200
@@ -137,10 +157,12 @@ def test_long_or_unprintable_consumer_ids_are_hashed_not_merged(tmp_path: Path) 
 
 
 def _text_columns(db: sqlite3.Connection) -> dict[str, list[str]]:
-    tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-              if t != "schema_migrations"]
-    return {t: [c[1] for c in db.execute(f"PRAGMA table_info({t})") if c[2] == "TEXT"]
-            for t in tables}
+    tables = [
+        t
+        for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        if t != "schema_migrations"
+    ]
+    return {t: [c[1] for c in db.execute(f"PRAGMA table_info({t})") if c[2] == "TEXT"] for t in tables}
 
 
 def test_every_stored_value_is_bounded(tmp_path: Path) -> None:
@@ -152,8 +174,18 @@ def test_every_stored_value_is_bounded(tmp_path: Path) -> None:
     def huge(i: int, c: str) -> str:
         return f"{i}{c * big}"
 
-    spans = [span(route=huge(i, "r"), plan=huge(i, "p"), client=huge(i, "n"), version=huge(i, "v"),
-                  feature=huge(i, "f"), consumer=huge(i, "c"), method="GET") for i in range(n)]
+    spans = [
+        span(
+            route=huge(i, "r"),
+            plan=huge(i, "p"),
+            client=huge(i, "n"),
+            version=huge(i, "v"),
+            feature=huge(i, "f"),
+            consumer=huge(i, "c"),
+            method="GET",
+        )
+        for i in range(n)
+    ]
     start = time.monotonic()
     with running_processor(state_config(tmp_path)) as running:
         assert post(running.http_endpoint, export_request(spans, service="s" * big)) == 200
@@ -171,24 +203,56 @@ def test_every_stored_value_is_bounded(tmp_path: Path) -> None:
             for column in columns:
                 (longest,) = db.execute(f"SELECT MAX(LENGTH({column})) FROM {table}").fetchone()
                 assert (longest or 0) <= 128, (table, column, longest)  # NULL: an empty table
-        rows = sorted(db.execute(
-            "SELECT e.service, e.consumer_id, e.route, f.feature, c.client_name, c.client_version "
-            "FROM consumer_endpoints e JOIN consumer_features f USING (service, consumer_id) "
-            "JOIN consumer_clients c USING (service, consumer_id)"))
+        rows = sorted(
+            db.execute(
+                "SELECT e.service, e.consumer_id, e.route, f.feature, c.client_name, c.client_version "
+                "FROM consumer_endpoints e JOIN consumer_features f USING (service, consumer_id) "
+                "JOIN consumer_clients c USING (service, consumer_id)"
+            )
+        )
         plans = sorted(p for (p,) in db.execute("SELECT plan_tier FROM consumers"))
-    assert rows == sorted((cut("s" * big), _sha(huge(i, "c")), cut(huge(i, "r")), cut(huge(i, "f")),
-                           cut(huge(i, "n")), cut(huge(i, "v"))) for i in range(n))
+    assert rows == sorted(
+        (
+            cut("s" * big),
+            _sha(huge(i, "c")),
+            cut(huge(i, "r")),
+            cut(huge(i, "f")),
+            cut(huge(i, "n")),
+            cut(huge(i, "v")),
+        )
+        for i in range(n)
+    )
     assert plans == sorted(cut(huge(i, "p")) for i in range(n))
     # The request metrics carry the same values as the store.
-    assert sample(m, "api_requests_total", service=cut("s" * big), method="GET", route=cut(huge(3, "r")),
-                  status_code="200", plan_tier=cut(huge(3, "p")), deprecated="false") == 1.0
+    assert (
+        sample(
+            m,
+            "api_requests_total",
+            service=cut("s" * big),
+            method="GET",
+            route=cut(huge(3, "r")),
+            status_code="200",
+            plan_tier=cut(huge(3, "p")),
+            deprecated="false",
+        )
+        == 1.0
+    )
     assert (tmp_path / "state.db").stat().st_size < 1 << 20
 
 
-@pytest.mark.parametrize("tracestate, weight", [
-    ("ot=p:²", 1.0), ("ot=p:٣", 1.0), ("ot=p:3", 8.0), ("ot=th:0x8", 1.0), ("ot=th:8", 2.0),
-    ("ot=th:" + "f" * 15, 1.0), ("vendor=x,ot=p:1;rv:ab", 2.0), ("ot=p:62", float(2**62)),
-])
+@pytest.mark.parametrize(
+    "tracestate, weight",
+    [
+        ("ot=p:²", 1.0),
+        ("ot=p:٣", 1.0),
+        ("ot=p:3", 8.0),
+        ("ot=th:0x8", 1.0),
+        ("ot=th:8", 2.0),
+        ("ot=th:" + "f" * 15, 1.0),
+        ("vendor=x,ot=p:1;rv:ab", 2.0),
+        ("ot=p:62", float(2**62)),
+    ],
+)
 def test_adjusted_count_accepts_only_well_formed_values(tracestate: str, weight: float) -> None:
     # adjusted_count reports what the tracestate says; the Deriver caps it (test above).
     assert derive_requests.adjusted_count(tracestate) == weight

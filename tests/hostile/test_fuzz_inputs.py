@@ -36,25 +36,45 @@ from tests.support.processor import running_processor
 from tests.support.reentrancy import exact, gc_hook, outcome
 
 EXAMPLES = int(os.environ.get("APIUSAGE_FUZZ_EXAMPLES", "150"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
-KEYS = ["http.request.method", "http.route", "http.response.status_code", "url.path",
-        "http.target", "user_agent.original", "apiusage.consumer.id",
-        "apiusage.consumer.plan_tier", "apiusage.client.name", "apiusage.client.version",
-        "apiusage.feature", "apiusage.endpoint.deprecated", "apiusage.schema_version",
-        "http.method", "http.status_code"]
+KEYS = [
+    "http.request.method",
+    "http.route",
+    "http.response.status_code",
+    "url.path",
+    "http.target",
+    "user_agent.original",
+    "apiusage.consumer.id",
+    "apiusage.consumer.plan_tier",
+    "apiusage.client.name",
+    "apiusage.client.version",
+    "apiusage.feature",
+    "apiusage.endpoint.deprecated",
+    "apiusage.schema_version",
+    "http.method",
+    "http.status_code",
+]
 nasty_text = st.one_of(
     st.text(max_size=40),
     st.text(alphabet=st.characters(max_codepoint=0x1F), max_size=20),  # control characters
-    st.builds(lambda n: "x" * n, st.integers(1000, 100_000)),           # huge strings
+    st.builds(lambda n: "x" * n, st.integers(1000, 100_000)),  # huge strings
     st.sampled_from(["GET", "POST", "/v1/orders/{id}", "200", "", "\x00", "é" * 300, "../../etc"]),
 )
-values = st.one_of(nasty_text, st.integers(-2**63, 2**63 - 1), st.booleans(),
-                   st.floats(allow_nan=True, allow_infinity=True), st.none(),
-                   st.lists(st.integers(-2**63, 2**63 - 1), max_size=3))
-timestamps = st.one_of(st.integers(0, 2**64 - 1), st.just(0), st.just(2**64 - 1),
-                       st.just(time.time_ns()))
+values = st.one_of(
+    nasty_text,
+    st.integers(-(2**63), 2**63 - 1),
+    st.booleans(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3),
+)
+timestamps = st.one_of(st.integers(0, 2**64 - 1), st.just(0), st.just(2**64 - 1), st.just(time.time_ns()))
 
 
 def _set(kv, value) -> None:
@@ -136,12 +156,34 @@ def test_any_span_content_flows_to_metrics_without_errors(body: bytes) -> None:
 
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=10)),
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(st.sampled_from(
-                                ["resourceSpans", "scopeSpans", "spans", "traceId", "spanId",
-                                 "kind", "attributes", "key", "value", "stringValue", "intValue",
-                                 "startTimeUnixNano", "links", "resource", "x"]), inner, max_size=4)),
-    max_leaves=30)
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "resourceSpans",
+                    "scopeSpans",
+                    "spans",
+                    "traceId",
+                    "spanId",
+                    "kind",
+                    "attributes",
+                    "key",
+                    "value",
+                    "stringValue",
+                    "intValue",
+                    "startTimeUnixNano",
+                    "links",
+                    "resource",
+                    "x",
+                ]
+            ),
+            inner,
+            max_size=4,
+        ),
+    ),
+    max_leaves=30,
+)
 
 
 @FUZZ
@@ -180,8 +222,11 @@ def test_deeply_nested_values_and_bad_utf8_are_answered_not_crashed() -> None:
     bad_utf8 = good.replace(b"orders-api", b"orders\xff\xfeapi")
     with running_processor() as running:
         for body, status in ((bad_utf8, 400), (good, 200), (b"\x0a" * 5000, 400), (good, 200)):
-            req = urllib.request.Request(f"{running.http_endpoint}/v1/traces", data=body,
-                                         headers={"Content-Type": "application/x-protobuf"})
+            req = urllib.request.Request(
+                f"{running.http_endpoint}/v1/traces",
+                data=body,
+                headers={"Content-Type": "application/x-protobuf"},
+            )
             try:
                 with urllib.request.urlopen(req, timeout=5) as response:
                     assert response.status == status
@@ -233,10 +278,14 @@ def _reentered(call, outer, inners: list) -> tuple[object, list[tuple[int, objec
 
 
 nested_bodies = st.lists(
-    st.one_of(requests(),
-              requests().flatmap(lambda b: st.integers(0, len(b)).map(lambda cut: b[:cut])),
-              st.binary(max_size=200)),
-    min_size=1, max_size=2)
+    st.one_of(
+        requests(),
+        requests().flatmap(lambda b: st.integers(0, len(b)).map(lambda cut: b[:cut])),
+        st.binary(max_size=200),
+    ),
+    min_size=1,
+    max_size=2,
+)
 
 
 @FUZZ

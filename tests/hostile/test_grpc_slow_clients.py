@@ -43,8 +43,11 @@ def host_port(running: RunningProcessor) -> tuple[str, int]:
 def export_once(target: str, spans: int = 1, timeout: float = 5) -> ExportTraceServiceResponse:
     """One export from a fresh grpcio channel, as an SDK exporter would send it."""
     with grpc.insecure_channel(target) as channel:
-        call = channel.unary_unary(METHOD, request_serializer=ExportTraceServiceRequest.SerializeToString,
-                                   response_deserializer=ExportTraceServiceResponse.FromString)
+        call = channel.unary_unary(
+            METHOD,
+            request_serializer=ExportTraceServiceRequest.SerializeToString,
+            response_deserializer=ExportTraceServiceResponse.FromString,
+        )
         return call(request_with_spans(spans), timeout=timeout)
 
 
@@ -85,7 +88,8 @@ def test_calls_that_stall_mid_message_do_not_starve_other_senders(running: Runni
             assert answer.grpc_status == "4", answer  # DEADLINE_EXCEEDED
             assert answer.headers["grpc-message"] == (
                 "the export message was not received within 4s "
-                "(receivers.otlp.protocols.grpc.receive_timeout)")
+                "(receivers.otlp.protocols.grpc.receive_timeout)"
+            )
         assert RECEIVE_TIMEOUT - 0.5 < waited < RECEIVE_TIMEOUT + 6
         assert grpc_requests(running) == {"success": 1, "receive_timeout": 16}
         assert threads() == threads_before
@@ -128,8 +132,9 @@ def test_reset_and_empty_calls_are_counted(running: RunningProcessor) -> None:
         client.pump(0.3)
         client.reset(reset)
         client.pump(0.3)
-        wait_for(running, "apiusage_export_requests_total", 1, timeout=5, transport="grpc",
-                 outcome="cancelled")
+        wait_for(
+            running, "apiusage_export_requests_total", 1, timeout=5, transport="grpc", outcome="cancelled"
+        )
 
         empty = client.open_call()
         client.end(empty)  # half-closed without a message
@@ -161,8 +166,9 @@ def test_stop_ends_stalled_calls_and_counts_them() -> None:
 
 
 def test_past_max_pending_calls_the_longest_waiting_call_is_ended() -> None:
-    config = {"receivers": {"otlp": {"protocols": {"grpc": {"receive_timeout": "60s",
-                                                            "max_pending_calls": 8}}}}}
+    config = {
+        "receivers": {"otlp": {"protocols": {"grpc": {"receive_timeout": "60s", "max_pending_calls": 8}}}}
+    }
     with running_processor(config) as running:
         hostile = StallingClient(*host_port(running))
         try:
@@ -177,7 +183,8 @@ def test_past_max_pending_calls_the_longest_waiting_call_is_ended() -> None:
                 assert answer.headers["grpc-message"] == (
                     "more than 8 calls were waiting for their message "
                     "(receivers.otlp.protocols.grpc.max_pending_calls) and this one had waited "
-                    "longest; retry later")
+                    "longest; retry later"
+                )
                 assert "google.rpc.retryinfo-bin" in answer.headers
             assert not any(hostile.answers[s].headers for s in streams[4:])
             # A sender whose message comes with its headers waits only a moment, so it is never the
@@ -201,8 +208,9 @@ def test_oversized_messages_are_counted() -> None:
             with pytest.raises(grpc.RpcError) as info:
                 channel.unary_unary(METHOD)(big.SerializeToString(), timeout=5)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        wait_for(running, "apiusage_export_requests_total", 1, timeout=5, transport="grpc",
-                 outcome="cancelled")
+        wait_for(
+            running, "apiusage_export_requests_total", 1, timeout=5, transport="grpc", outcome="cancelled"
+        )
 
 
 def test_a_connection_that_never_speaks_http2_is_closed(running: RunningProcessor) -> None:
@@ -230,15 +238,18 @@ def frame_types(data: bytes) -> list[int]:
     types = []
     while len(data) >= 9:
         types.append(data[3])
-        data = data[9 + int.from_bytes(data[:3], "big"):]
+        data = data[9 + int.from_bytes(data[:3], "big") :]
     return types
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("0s", "must be at least 1ms"),
-    ("2h", "must be at most 3600s (got 7200s)"),
-    (float("nan"), "must be a finite duration (got float nan)"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0s", "must be at least 1ms"),
+        ("2h", "must be at most 3600s (got 7200s)"),
+        (float("nan"), "must be a finite duration (got float nan)"),
+    ],
+)
 def test_receive_timeout_out_of_range_names_the_key(value: str | float, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"receivers": {"otlp": {"protocols": {"grpc": {"receive_timeout": value}}}}})
@@ -246,10 +257,13 @@ def test_receive_timeout_out_of_range_names_the_key(value: str | float, message:
     assert problems == [f"  receivers.otlp.protocols.grpc.receive_timeout: {message}"]
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    (0, "must be at least 1"),
-    (1_000_001, "must be at most 1000000 (got 1000001)"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0, "must be at least 1"),
+        (1_000_001, "must be at most 1000000 (got 1000001)"),
+    ],
+)
 def test_max_pending_calls_out_of_range_names_the_key(value: int, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"receivers": {"otlp": {"protocols": {"grpc": {"max_pending_calls": value}}}}})

@@ -32,8 +32,7 @@ def ports(running: RunningProcessor) -> tuple[int, int]:
 
 
 def count(running: RunningProcessor, outcome: str) -> float:
-    return sample(running.scrape(), "apiusage_export_requests_total", transport="http",
-                  outcome=outcome) or 0
+    return sample(running.scrape(), "apiusage_export_requests_total", transport="http", outcome=outcome) or 0
 
 
 def received(running: RunningProcessor) -> float:
@@ -81,7 +80,8 @@ def test_chunked_body_over_the_limit_is_413_after_the_limit_not_the_end(running)
         response = conn.read_response(timeout=5)
     assert response is not None and response.status == 413
     assert status_pb2.Status.FromString(response.body).message == (
-        "body is larger than the limit of 1048576 bytes")
+        "body is larger than the limit of 1048576 bytes"
+    )
     assert count(running, "too_large") == before + 1
 
 
@@ -102,12 +102,13 @@ def test_json_integer_of_more_than_4300_digits_is_400_naming_it(running) -> None
     otlp, _ = ports(running)
     before = count(running, "invalid")
     doc = b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"kind": ' + b"9" * 5000 + b"}]}]}]}"
-    head = post_head("/v1/traces", {"Content-Type": "application/json",
-                                    "Content-Length": str(len(doc))})
+    head = post_head("/v1/traces", {"Content-Type": "application/json", "Content-Length": str(len(doc))})
     response = exchange(otlp, head + doc)
     assert response is not None and response.status == 400
     assert json.loads(response.body) == {
-        "code": 3, "message": "JSON body has an integer of more than 4300 digits"}
+        "code": 3,
+        "message": "JSON body has an integer of more than 4300 digits",
+    }
     assert count(running, "invalid") == before + 1
 
 
@@ -120,8 +121,10 @@ def test_runbook_name_longer_than_a_file_name_is_404(running) -> None:
 
 def test_unparsable_accept_version_gets_the_text_format(running) -> None:
     _, metrics = ports(running)
-    response = exchange(metrics, b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
-                                 b"Accept: application/openmetrics-text; version=abc\r\n\r\n")
+    response = exchange(
+        metrics,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text; version=abc\r\n\r\n",
+    )
     assert response is not None and response.status == 200
     assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     assert b"\napiusage_export_requests_total{" in response.body
@@ -171,10 +174,13 @@ def test_unauthenticated_post_is_401_before_its_body_is_sent() -> None:
 def test_keep_alive_answers_with_a_body_are_not_delayed(running) -> None:
     otlp, metrics = ports(running)
     doc = json.dumps({"resourceSpans": []}).encode()
-    export = post_head("/v1/traces", {"Content-Type": "application/json",
-                                      "Content-Length": str(len(doc))}) + doc
-    for port, request, body in ((otlp, export, b"{}"),
-                                (metrics, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"ok\n")):
+    export = (
+        post_head("/v1/traces", {"Content-Type": "application/json", "Content-Length": str(len(doc))}) + doc
+    )
+    for port, request, body in (
+        (otlp, export, b"{}"),
+        (metrics, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"ok\n"),
+    ):
         with Conn(port) as conn:
             start = time.monotonic()
             for _ in range(50):
@@ -193,8 +199,9 @@ def test_get_body_is_not_parsed_as_the_next_request(running) -> None:
     _, metrics = ports(running)
     smuggled = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
     with Conn(metrics) as conn:
-        conn.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled)
-                  + smuggled)
+        conn.send(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled
+        )
         first = conn.read_response(timeout=5)
         assert first is not None and (first.status, first.body) == (200, b"ok\n")
         assert conn.read_response(timeout=2) is None  # no answer to the body: the server closed
@@ -204,10 +211,12 @@ def test_every_member_of_a_multi_member_gzip_body_is_inflated(running) -> None:
     otlp, _ = ports(running)
     before = received(running)
     # Two protobuf messages back to back are one message with both resource_spans lists.
-    body = (gzip.compress(request_with_spans(3).SerializeToString())
-            + gzip.compress(request_with_spans(2).SerializeToString()))
-    head = post_head("/v1/traces", {"Content-Type": PB, "Content-Encoding": "gzip",
-                                    "Content-Length": str(len(body))})
+    body = gzip.compress(request_with_spans(3).SerializeToString()) + gzip.compress(
+        request_with_spans(2).SerializeToString()
+    )
+    head = post_head(
+        "/v1/traces", {"Content-Type": PB, "Content-Encoding": "gzip", "Content-Length": str(len(body))}
+    )
     response = exchange(otlp, head + body)
     assert response is not None and (response.status, response.body) == (200, b"")
     assert received(running) == before + 5
@@ -217,21 +226,33 @@ def test_multi_member_gzip_is_bounded_by_the_sum(running) -> None:
     otlp, _ = ports(running)
     member = gzip.compress(b"\x00" * (600 * 1024))  # each under 1 MiB, the two together over it
     body = member + member
-    head = post_head("/v1/traces", {"Content-Type": PB, "Content-Encoding": "gzip",
-                                    "Content-Length": str(len(body))})
+    head = post_head(
+        "/v1/traces", {"Content-Type": PB, "Content-Encoding": "gzip", "Content-Length": str(len(body))}
+    )
     response = exchange(otlp, head + body)
     assert response is not None and response.status == 413
     assert status_pb2.Status.FromString(response.body).message == (
-        "decompressed body is larger than the limit of 1048576 bytes")
+        "decompressed body is larger than the limit of 1048576 bytes"
+    )
 
 
-@pytest.mark.parametrize(("accept", "gzipped"), [
-    ("gzip;q=0", False), ("gzip; q=0.0, identity", False), ("*;q=0", False),
-    ("gzip", True), ("identity;q=0.5, gzip;q=0.8", True), ("*", True), ("br", False)])
+@pytest.mark.parametrize(
+    ("accept", "gzipped"),
+    [
+        ("gzip;q=0", False),
+        ("gzip; q=0.0, identity", False),
+        ("*;q=0", False),
+        ("gzip", True),
+        ("identity;q=0.5, gzip;q=0.8", True),
+        ("*", True),
+        ("br", False),
+    ],
+)
 def test_accept_encoding_q_values_are_honoured(running, accept, gzipped) -> None:
     _, metrics = ports(running)
-    response = exchange(metrics, b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: "
-                                 + accept.encode() + b"\r\n\r\n")
+    response = exchange(
+        metrics, b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: " + accept.encode() + b"\r\n\r\n"
+    )
     assert response is not None and response.status == 200
     assert response.headers.get("content-encoding") == ("gzip" if gzipped else None)
     text = gzip.decompress(response.body) if gzipped else response.body

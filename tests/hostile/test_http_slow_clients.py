@@ -22,8 +22,7 @@ ADMIN_TOKEN = "admin-token-for-the-tests"
 
 
 def count(running: RunningProcessor, outcome: str) -> float:
-    return sample(running.scrape(), "apiusage_export_requests_total", transport="http",
-                  outcome=outcome) or 0
+    return sample(running.scrape(), "apiusage_export_requests_total", transport="http", outcome=outcome) or 0
 
 
 class Tricklers:
@@ -94,8 +93,9 @@ def tricklers(port: int, n: int, first_line: bytes) -> Iterator[Tricklers]:
 
 def export(running: RunningProcessor) -> tuple[int, float]:
     body = request_with_spans(2).SerializeToString()
-    req = urllib.request.Request(f"{running.http_endpoint}/v1/traces", data=body,
-                                 headers={"Content-Type": PB})
+    req = urllib.request.Request(
+        f"{running.http_endpoint}/v1/traces", data=body, headers={"Content-Type": PB}
+    )
     start = time.monotonic()
     with urllib.request.urlopen(req, timeout=5) as response:
         response.read()
@@ -113,8 +113,7 @@ def test_otlp_export_gets_through_max_connections_trickling_clients() -> None:
             assert slow.answered(5) == {i: 503 for i in range(5)}
             assert count(running, "connection_limit") == 5
             assert count(running, "success") == 1
-            assert (sample(running.scrape(), "apiusage_spans_received_total", transport="http")
-                    == 2)
+            assert sample(running.scrape(), "apiusage_spans_received_total", transport="http") == 2
 
 
 def test_headers_trickled_past_the_deadline_get_408() -> None:
@@ -170,14 +169,20 @@ def test_metrics_port_is_bounded_and_answers_health_probes_under_trickling() -> 
 
 
 def test_admin_port_is_bounded_and_answers_under_trickling(tmp_path) -> None:
-    config = {"admin": {"endpoint": "127.0.0.1:0", "token": ADMIN_TOKEN,  # max_connections: 16
-                        "audit_log": str(tmp_path / "audit.log")}}
+    config = {
+        "admin": {
+            "endpoint": "127.0.0.1:0",
+            "token": ADMIN_TOKEN,  # max_connections: 16
+            "audit_log": str(tmp_path / "audit.log"),
+        }
+    }
     with running_processor(config) as running:
         port = running.processor.admin.port
         with tricklers(port, 22, b"GET /v1/consumers/at-risk HTTP/1.1\r\n") as slow:
             start = time.monotonic()
-            status, body, _ = get(f"http://127.0.0.1:{port}/v1/consumers/at-risk",
-                                  {"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            status, body, _ = get(
+                f"http://127.0.0.1:{port}/v1/consumers/at-risk", {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            )
             assert (status, json.loads(body)) == (200, {"consumers": []})
             assert time.monotonic() - start < 5
             assert slow.answered(7) == {i: 503 for i in range(7)}
@@ -185,17 +190,28 @@ def test_admin_port_is_bounded_and_answers_under_trickling(tmp_path) -> None:
 
 def test_stalled_tls_handshakes_are_closed_and_do_not_block_senders(tmp_path) -> None:
     certs = make_certs(tmp_path)
-    config = {"receivers": {"otlp": {"protocols": {"http": {
-        "header_timeout": "1s", "tls": {"cert_file": str(certs.server_cert),
-                                        "key_file": str(certs.server_key)}}}}}}
+    config = {
+        "receivers": {
+            "otlp": {
+                "protocols": {
+                    "http": {
+                        "header_timeout": "1s",
+                        "tls": {"cert_file": str(certs.server_cert), "key_file": str(certs.server_key)},
+                    }
+                }
+            }
+        }
+    }
     with running_processor(config) as running:
         port = running.processor.http.port
         stalled = [Conn(port) for _ in range(5)]  # TCP connected, never a ClientHello
         try:
             context = ssl.create_default_context(cafile=str(certs.ca))
-            req = urllib.request.Request(f"https://127.0.0.1:{port}/v1/traces",
-                                         data=request_with_spans(2).SerializeToString(),
-                                         headers={"Content-Type": PB})
+            req = urllib.request.Request(
+                f"https://127.0.0.1:{port}/v1/traces",
+                data=request_with_spans(2).SerializeToString(),
+                headers={"Content-Type": PB},
+            )
             with urllib.request.urlopen(req, timeout=5, context=context) as response:
                 assert (response.status, response.read()) == (200, b"")
             start = time.monotonic()
@@ -222,6 +238,9 @@ def test_request_still_sending_its_body_at_shutdown_is_told_to_retry() -> None:
             conn.close()
         assert response is not None
         assert (response.status, response.headers["retry-after"], response.body) == (
-            503, "1", b"the processor is shutting down; retry later\n")
+            503,
+            "1",
+            b"the processor is shutting down; retry later\n",
+        )
         assert time.monotonic() - start < 5
         assert running.processor.stats.export_requests["http", "shutting_down"] == 1

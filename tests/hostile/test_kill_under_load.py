@@ -45,8 +45,9 @@ class Sender(threading.Thread):
                 names = [f"{self._name}-{n + i:05d}" for i in range(10)]
                 n += 10
                 recent = int(time.time() * 1000) - 1000
-                body = sc.request([dict(sc.call(0, 0, c, "GET", "/v1/orders", 200, plan="pro"),
-                                        at=recent) for c in names])
+                body = sc.request(
+                    [dict(sc.call(0, 0, c, "GET", "/v1/orders", 200, plan="pro"), at=recent) for c in names]
+                )
                 self.sent.update(names)
                 conn.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
                 response = conn.getresponse()
@@ -87,15 +88,18 @@ def test_kill_9_during_refreshes_loses_at_most_one_flush_interval(tmp_path) -> N
     assert len(must_have) >= 50, f"only {len(must_have)} consumers acknowledged early enough"
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        stored = {c for (c,) in conn.execute(
-            "SELECT consumer_id FROM consumers WHERE service = ?", (sc.SERVICE,))}
-        (history,), = conn.execute("SELECT COUNT(*) FROM consumers WHERE service = 'history-api'")
+        stored = {
+            c for (c,) in conn.execute("SELECT consumer_id FROM consumers WHERE service = ?", (sc.SERVICE,))
+        }
+        ((history,),) = conn.execute("SELECT COUNT(*) FROM consumers WHERE service = 'history-api'")
     assert history == HISTORY
     missing = sorted(must_have - stored, key=acked.__getitem__)
-    assert not missing, (f"{len(missing)} of {len(must_have)} consumers acknowledged more than "
-                         f"{FLUSH + SLACK}s before kill -9 are not in the store (acknowledged "
-                         f"{killed_at - acked[missing[-1]]:.2f}..{killed_at - acked[missing[0]]:.2f}s "
-                         "before it)")
+    assert not missing, (
+        f"{len(missing)} of {len(must_have)} consumers acknowledged more than "
+        f"{FLUSH + SLACK}s before kill -9 are not in the store (acknowledged "
+        f"{killed_at - acked[missing[-1]]:.2f}..{killed_at - acked[missing[0]]:.2f}s "
+        "before it)"
+    )
     assert stored <= sent  # nothing invented
 
 
@@ -114,5 +118,6 @@ def test_sigterm_during_refreshes_flushes_and_exits_promptly(tmp_path) -> None:
     assert took < 2.0, f"shutdown took {took:.1f}s: it waited for the refresh"
     assert "refresh failed" not in stderr  # an interrupted refresh is not a store failure
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM consumers WHERE service = ?",
-                            (sc.SERVICE,)).fetchall() == [(20,)]
+        assert conn.execute("SELECT COUNT(*) FROM consumers WHERE service = ?", (sc.SERVICE,)).fetchall() == [
+            (20,)
+        ]

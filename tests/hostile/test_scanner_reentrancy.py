@@ -58,16 +58,37 @@ def body(name: str, spans: int = 20, resources: int = 1) -> bytes:
     every value derived from `name` so that results of different bodies differ everywhere."""
     request = ExportTraceServiceRequest()
     for r in range(resources):
-        request.resource_spans.append(ResourceSpans(
-            resource=Resource(attributes=[_kv("service.name", f"{name}-svc{r}"),
-                                          _kv("deployment.environment", f"{name}-env{r}")]),
-            scope_spans=[ScopeSpans(spans=[
-                Span(trace_id=bytes([r, i]) * 8, span_id=bytes([i]) * 8, kind=Span.SPAN_KIND_SERVER,
-                     start_time_unix_nano=1_000 + i, end_time_unix_nano=2_000 + i,
-                     attributes=[_kv("http.method", "GET"), _kv("http.route", f"/{name}/{i}"),
-                                 _kv("http.status_code", 200 + i), _kv("enduser.id", f"{name}-u{i}"),
-                                 _kv("apiusage.consumer.id", f"{name}-c{i}")])
-                for i in range(spans)])]))
+        request.resource_spans.append(
+            ResourceSpans(
+                resource=Resource(
+                    attributes=[
+                        _kv("service.name", f"{name}-svc{r}"),
+                        _kv("deployment.environment", f"{name}-env{r}"),
+                    ]
+                ),
+                scope_spans=[
+                    ScopeSpans(
+                        spans=[
+                            Span(
+                                trace_id=bytes([r, i]) * 8,
+                                span_id=bytes([i]) * 8,
+                                kind=Span.SPAN_KIND_SERVER,
+                                start_time_unix_nano=1_000 + i,
+                                end_time_unix_nano=2_000 + i,
+                                attributes=[
+                                    _kv("http.method", "GET"),
+                                    _kv("http.route", f"/{name}/{i}"),
+                                    _kv("http.status_code", 200 + i),
+                                    _kv("enduser.id", f"{name}-u{i}"),
+                                    _kv("apiusage.consumer.id", f"{name}-c{i}"),
+                                ],
+                            )
+                            for i in range(spans)
+                        ]
+                    )
+                ],
+            )
+        )
     return request.SerializeToString()
 
 
@@ -224,8 +245,10 @@ def test_a_buffer_rewritten_mid_scan_is_still_read_within_bounds() -> None:
     rewritten = 0
     for _ in range(30):
         data = bytearray(original)
-        rewrites = [rng.choice([bytes(len(data)), b"\xff" * len(data), rng.randbytes(len(data)), other])
-                    for _ in range(3)]
+        rewrites = [
+            rng.choice([bytes(len(data)), b"\xff" * len(data), rng.randbytes(len(data)), other])
+            for _ in range(3)
+        ]
         got, times = _scan_while_rewritten(scanner, data, rewrites)
         assert isinstance(got, (tuple, ScanError)), got
         assert len(data) == len(original)

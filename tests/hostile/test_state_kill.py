@@ -63,9 +63,11 @@ def _in_flush(db: Path, running, timeout: float = 20, for_at_least: float = 0.3)
 def _stored(db: Path) -> tuple[str, set[int]]:
     """(PRAGMA quick_check, indexes of the consumers in the store)."""
     with contextlib.closing(sqlite3.connect(db)) as conn:
-        (check,), = conn.execute("PRAGMA quick_check").fetchall()
-        ids = {History.index(c) for (c,) in conn.execute(
-            "SELECT consumer_id FROM consumers WHERE service = ?", (SERVICE,))}
+        ((check,),) = conn.execute("PRAGMA quick_check").fetchall()
+        ids = {
+            History.index(c)
+            for (c,) in conn.execute("SELECT consumer_id FROM consumers WHERE service = ?", (SERVICE,))
+        }
     return check, ids
 
 
@@ -94,18 +96,26 @@ def _refreshed(running, timeout: float = 30):
 
 def _counts(samples) -> dict:
     def family(name: str, *labels: str) -> dict:
-        return {tuple(dict(lb)[k] for k in labels): v
-                for lb, v in matching(samples, name, service=SERVICE).items() if v}
+        return {
+            tuple(dict(lb)[k] for k in labels): v
+            for lb, v in matching(samples, name, service=SERVICE).items()
+            if v
+        }
 
-    return {"new": family("api_new_consumers_total", "plan_tier"),
-            "active": family("api_active_consumers", "plan_tier", "window"),
-            "endpoint": family("api_endpoint_consumers", "method", "route", "window")}
+    return {
+        "new": family("api_new_consumers_total", "plan_tier"),
+        "active": family("api_active_consumers", "plan_tier", "window"),
+        "endpoint": family("api_endpoint_consumers", "method", "route", "window"),
+    }
 
 
 def _expected(history: History) -> dict:
     want = history.expected()
-    return {"new": {(p,): n for p, n in want.new.items()}, "active": dict(want.active),
-            "endpoint": dict(want.endpoint)}
+    return {
+        "new": {(p,): n for p, n in want.new.items()},
+        "active": dict(want.active),
+        "endpoint": dict(want.endpoint),
+    }
 
 
 def test_kill_9_during_a_large_flush_loses_only_that_flush(tmp_path) -> None:
@@ -167,8 +177,9 @@ def _old_store(db: Path, consumers: int, days: int = 30) -> int:
     assert version == 1
     today = int(time.time() * 1000) // 86_400_000
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-        conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
-                     "applied_at BIGINT NOT NULL)")
+        conn.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
+        )
         for statement in statements:
             if not statement.lstrip().startswith("CREATE INDEX"):
                 conn.execute(statement)
@@ -176,16 +187,21 @@ def _old_store(db: Path, consumers: int, days: int = 30) -> int:
         conn.execute(
             "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?) "
             "INSERT INTO consumers SELECT 'old-api', printf('o%06d', i), ?, ?, ?, 'free', 'free', "
-            "'sdk', '1' FROM n", (consumers, (today - days) * 86_400_000,
-                                  (today - days) * 86_400_000 + 1000, today * 86_400_000))
+            "'sdk', '1' FROM n",
+            (consumers, (today - days) * 86_400_000, (today - days) * 86_400_000 + 1000, today * 86_400_000),
+        )
         conn.execute(
             "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?), "
             "d(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM d WHERE j + 1 < ?) "
             "INSERT INTO activity SELECT ? - j, 'old-api', printf('o%06d', i), 'GET', "
             "'/r' || (i % 20), 'f', 'sdk', '1', 1.0, 0.0, (? - j) * 86400000 + 1000 FROM d, n "
-            "ORDER BY 1, 3", (consumers, days, today, today))
-        conn.execute("INSERT INTO endpoints SELECT 'old-api', 'GET', route, 0, MIN(last_call), "
-                     "MAX(last_call) FROM activity GROUP BY route")
+            "ORDER BY 1, 3",
+            (consumers, days, today, today),
+        )
+        conn.execute(
+            "INSERT INTO endpoints SELECT 'old-api', 'GET', route, 0, MIN(last_call), "
+            "MAX(last_call) FROM activity GROUP BY route"
+        )
         for statement in statements:
             if statement.lstrip().startswith("CREATE INDEX"):
                 conn.execute(statement)
@@ -193,16 +209,23 @@ def _old_store(db: Path, consumers: int, days: int = 30) -> int:
 
 
 def _serve(config: Path) -> subprocess.Popen:
-    return subprocess.Popen([*apiusage_command(), "serve", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [*apiusage_command(), "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_sigterm_during_start_up_leaves_no_half_written_store(tmp_path) -> None:
     db, original = tmp_path / "state.db", tmp_path / "v1.db"
     _old_store(original, OLD_CONSUMERS)
     config = tmp_path / "apiusage.yaml"
-    config.write_text(yaml.safe_dump(merge(LOOPBACK_CONFIG, {
-        "state": {"sqlite": {"path": str(db)}, "refresh_interval": "1h"}})))
+    config.write_text(
+        yaml.safe_dump(
+            merge(LOOPBACK_CONFIG, {"state": {"sqlite": {"path": str(db)}, "refresh_interval": "1h"}})
+        )
+    )
     versions = sorted(v for v, _ in MIGRATIONS)
     hits = 0
     for delay in (0.2, 0.5, 0.8, 1.2, 2.0):
@@ -222,12 +245,13 @@ def test_sigterm_during_start_up_leaves_no_half_written_store(tmp_path) -> None:
         with contextlib.closing(sqlite3.connect(db)) as conn:
             assert conn.execute("PRAGMA quick_check").fetchall() == [("ok",)]
             done = sorted(v for (v,) in conn.execute("SELECT version FROM schema_migrations"))
-            (consumers,), = conn.execute("SELECT COUNT(*) FROM consumers").fetchall()
+            ((consumers,),) = conn.execute("SELECT COUNT(*) FROM consumers").fetchall()
         assert done in ([1], versions), f"migrations {done} after SIGTERM {delay}s into start-up"
         assert consumers == OLD_CONSUMERS
     assert hits >= 1, "every SIGTERM came after start-up"
     with start_processor(tmp_path, {"state": {"refresh_interval": "1h"}}) as running:
         m = _refreshed(running)
     assert sample(m, "api_new_consumers_total", service="old-api", plan_tier="free") == OLD_CONSUMERS
-    assert sample(m, "api_active_consumers", service="old-api", plan_tier="free",
-                  window="30d") == OLD_CONSUMERS
+    assert (
+        sample(m, "api_active_consumers", service="old-api", plan_tier="free", window="30d") == OLD_CONSUMERS
+    )

@@ -55,8 +55,9 @@ def openapi_file(tmp_path):
 
 
 def test_from_file_to_stdout(openapi_file, capsys):
-    code, out, err = run(["catalog", "from-openapi", "--file", str(openapi_file),
-                          "--service", "orders-api"], capsys)
+    code, out, err = run(
+        ["catalog", "from-openapi", "--file", str(openapi_file), "--service", "orders-api"], capsys
+    )
     assert (code, err) == (0, "")
     assert out == EXPECTED.format(source=openapi_file)
 
@@ -65,8 +66,10 @@ def test_from_yaml_file_to_output_file(tmp_path, capsys):
     source = tmp_path / "openapi.yaml"
     source.write_text(yaml.safe_dump(build_app().openapi()))
     target = tmp_path / "catalog.yaml"
-    code, out, err = run(["catalog", "from-openapi", "--file", str(source), "--service", "orders-api",
-                          "-o", str(target)], capsys)
+    code, out, err = run(
+        ["catalog", "from-openapi", "--file", str(source), "--service", "orders-api", "-o", str(target)],
+        capsys,
+    )
     assert (code, out) == (0, "")
     assert err == f"wrote 4 endpoint(s) of orders-api to {target}\n"
     catalog = load_catalog(target)
@@ -75,8 +78,9 @@ def test_from_yaml_file_to_output_file(tmp_path, capsys):
 
 def test_from_app(capsys, monkeypatch):
     monkeypatch.chdir(APPS)
-    code, out, _ = run(["catalog", "from-openapi", "--app", "orders_app:app", "--service", "orders-api"],
-                       capsys)
+    code, out, _ = run(
+        ["catalog", "from-openapi", "--app", "orders_app:app", "--service", "orders-api"], capsys
+    )
     assert code == 0
     assert out == EXPECTED.format(source="orders_app:app")
 
@@ -103,14 +107,17 @@ def test_from_url(capsys):
     thread.start()
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}"
-        code, out, _ = run(["catalog", "from-openapi", "--url", base + "/openapi.json",
-                            "--service", "orders-api"], capsys)
+        code, out, _ = run(
+            ["catalog", "from-openapi", "--url", base + "/openapi.json", "--service", "orders-api"], capsys
+        )
         assert code == 0 and out == EXPECTED.format(source=base + "/openapi.json")
-        code, out, err = run(["catalog", "from-openapi", "--url", base + "/missing",
-                              "--service", "orders-api"], capsys)
+        code, out, err = run(
+            ["catalog", "from-openapi", "--url", base + "/missing", "--service", "orders-api"], capsys
+        )
         assert (code, out) == (2, "")
-        assert err == (f"apiusage catalog from-openapi: error: cannot fetch {base}/missing: "
-                       "HTTP 404 Not Found\n")
+        assert err == (
+            f"apiusage catalog from-openapi: error: cannot fetch {base}/missing: HTTP 404 Not Found\n"
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -119,14 +126,23 @@ def test_from_url(capsys):
 @pytest.mark.parametrize(
     "argv_tail, message",
     [
-        (["--file", "/nonexistent/openapi.json"],
-         "cannot read /nonexistent/openapi.json: No such file or directory"),
-        (["--app", "no_such_module:app"],
-         "cannot import no_such_module:app: ModuleNotFoundError: No module named 'no_such_module'"),
+        (
+            ["--file", "/nonexistent/openapi.json"],
+            "cannot read /nonexistent/openapi.json: No such file or directory",
+        ),
+        (
+            ["--app", "no_such_module:app"],
+            "cannot import no_such_module:app: ModuleNotFoundError: No module named 'no_such_module'",
+        ),
         (["--app", "orders_app"], "--app expects MODULE:ATTR, like app.main:app (got 'orders_app')"),
-        (["--app", "orders_app:ACCOUNTS"],
-         "orders_app:ACCOUNTS is not a FastAPI app (it has no openapi() method)"),
-        (["--url", "ftp://example.invalid/x"], "--url must be an http(s) URL (got 'ftp://example.invalid/x')"),
+        (
+            ["--app", "orders_app:ACCOUNTS"],
+            "orders_app:ACCOUNTS is not a FastAPI app (it has no openapi() method)",
+        ),
+        (
+            ["--url", "ftp://example.invalid/x"],
+            "--url must be an http(s) URL (got 'ftp://example.invalid/x')",
+        ),
     ],
 )
 def test_errors_exit_2_with_one_line(capsys, monkeypatch, argv_tail, message):
@@ -151,8 +167,10 @@ def test_bad_extension_value_names_the_operation(tmp_path, capsys):
 
 def test_check(tmp_path, capsys):
     good = tmp_path / "c.yaml"
-    good.write_text("services:\n  a:\n    endpoints:\n      - {method: GET, route: /x, deprecated: true}\n"
-                    "      - {method: GET, route: /y}\n")
+    good.write_text(
+        "services:\n  a:\n    endpoints:\n      - {method: GET, route: /x, deprecated: true}\n"
+        "      - {method: GET, route: /y}\n"
+    )
     assert run(["catalog", "check", str(good)], capsys) == (0, "a: 2 endpoint(s), 1 deprecated\n", "")
     bad = tmp_path / "b.yaml"
     bad.write_text("services: {a: {endpoints: [{method: GET}]}}")
@@ -165,14 +183,23 @@ def test_real_console_script(openapi_file):
     """The installed `apiusage` command carries the catalog commands."""
     exe = bin_path("apiusage")
     need(exe is not None, "the apiusage console script is not installed")
-    ok = subprocess.run([exe, "catalog", "from-openapi", "--file", str(openapi_file), "--service",
-                         "orders-api"], capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [exe, "catalog", "from-openapi", "--file", str(openapi_file), "--service", "orders-api"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (ok.returncode, ok.stdout) == (0, EXPECTED.format(source=openapi_file)), ok.stderr
-    bad = subprocess.run([exe, "catalog", "from-openapi", "--file", "/nope.json", "--service", "s"],
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [exe, "catalog", "from-openapi", "--file", "/nope.json", "--service", "s"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr
     assert bad.stderr.strip().endswith("error: cannot read /nope.json: No such file or directory")
-    usage = subprocess.run([exe, "catalog", "from-openapi", "--service", "s"], capture_output=True,
-                           text=True, timeout=60)
+    usage = subprocess.run(
+        [exe, "catalog", "from-openapi", "--service", "s"], capture_output=True, text=True, timeout=60
+    )
     assert usage.returncode == 2 and "one of the arguments --file --url --app is required" in usage.stderr

@@ -88,31 +88,51 @@ ERRORS = [
     ("services: {s: {endpoint: []}}", "catalog.yaml: services.s.endpoint: unknown key (allowed: endpoints)"),
     ("services: {s: {endpoints: {}}}", "catalog.yaml: services.s.endpoints: expected a list (got a mapping)"),
     ("services: {s: {endpoints: [{route: /a}]}}", "catalog.yaml: services.s.endpoints[0].method: required"),
-    ("services: {s: {endpoints: [{method: FETCH, route: /a}]}}",
-     "catalog.yaml: services.s.endpoints[0].method: not an HTTP method (got 'FETCH')"),
-    ("services: {s: {endpoints: [{method: GET, route: a}]}}",
-     "catalog.yaml: services.s.endpoints[0].route: must start with '/' (got 'a')"),
-    ("services: {orders-api: {endpoints: [{method: GET, route: /a, sunset: soon}]}}",
-     "catalog.yaml: services.orders-api.endpoints[0].sunset: not a date (got 'soon')"),
-    ("services: {s: {endpoints: [{method: GET, route: /a, deprecated: yesterday}]}}",
-     "catalog.yaml: services.s.endpoints[0].deprecated: expected true, false or a date YYYY-MM-DD "
-     "(got 'yesterday')"),
-    ("services: {s: {endpoints: [{method: GET, route: /a, deprecated: 2027-01-01,\n"
-     "  sunset: 2026-01-01}]}}",
-     "catalog.yaml: services.s.endpoints[0].sunset: is before the deprecation date "
-     "(2026-01-01 < 2027-01-01)"),
-    ("services: {s: {endpoints: [{method: GET, route: /a, replacement: 'use v2'}]}}",
-     "catalog.yaml: services.s.endpoints[0].replacement: expected '[METHOD ]/path' or an http(s) URL "
-     "(got 'use v2')"),
-    ("services: {s: {endpoints: [{method: GET, route: /a, link: 'docs'}]}}",
-     "catalog.yaml: services.s.endpoints[0].link: expected an http(s) URL or a path (got 'docs')"),
-    ("services: {s: {endpoints: [{method: GET, route: /a, sunsett: 2026-01-01}]}}",
-     "catalog.yaml: services.s.endpoints[0].sunsett: unknown key (allowed: method, route, deprecated, "
-     "sunset, replacement, feature, link, or x-*)"),
-    ("services: {s: {endpoints: [{method: GET, route: '/a/{x}'}, {method: get, route: '/a/{y}'}]}}",
-     "catalog.yaml: services.s.endpoints[1]: duplicate endpoint GET /a/{y} (also endpoints[0])"),
-    ("services: {s: {endpoints: [{method: GET, route: /a, feature: 3}]}}",
-     "catalog.yaml: services.s.endpoints[0].feature: expected a non-empty string (got 3)"),
+    (
+        "services: {s: {endpoints: [{method: FETCH, route: /a}]}}",
+        "catalog.yaml: services.s.endpoints[0].method: not an HTTP method (got 'FETCH')",
+    ),
+    (
+        "services: {s: {endpoints: [{method: GET, route: a}]}}",
+        "catalog.yaml: services.s.endpoints[0].route: must start with '/' (got 'a')",
+    ),
+    (
+        "services: {orders-api: {endpoints: [{method: GET, route: /a, sunset: soon}]}}",
+        "catalog.yaml: services.orders-api.endpoints[0].sunset: not a date (got 'soon')",
+    ),
+    (
+        "services: {s: {endpoints: [{method: GET, route: /a, deprecated: yesterday}]}}",
+        "catalog.yaml: services.s.endpoints[0].deprecated: expected true, false or a date YYYY-MM-DD "
+        "(got 'yesterday')",
+    ),
+    (
+        "services: {s: {endpoints: [{method: GET, route: /a, deprecated: 2027-01-01,\n"
+        "  sunset: 2026-01-01}]}}",
+        "catalog.yaml: services.s.endpoints[0].sunset: is before the deprecation date "
+        "(2026-01-01 < 2027-01-01)",
+    ),
+    (
+        "services: {s: {endpoints: [{method: GET, route: /a, replacement: 'use v2'}]}}",
+        "catalog.yaml: services.s.endpoints[0].replacement: expected '[METHOD ]/path' or an http(s) URL "
+        "(got 'use v2')",
+    ),
+    (
+        "services: {s: {endpoints: [{method: GET, route: /a, link: 'docs'}]}}",
+        "catalog.yaml: services.s.endpoints[0].link: expected an http(s) URL or a path (got 'docs')",
+    ),
+    (
+        "services: {s: {endpoints: [{method: GET, route: /a, sunsett: 2026-01-01}]}}",
+        "catalog.yaml: services.s.endpoints[0].sunsett: unknown key (allowed: method, route, deprecated, "
+        "sunset, replacement, feature, link, or x-*)",
+    ),
+    (
+        "services: {s: {endpoints: [{method: GET, route: '/a/{x}'}, {method: get, route: '/a/{y}'}]}}",
+        "catalog.yaml: services.s.endpoints[1]: duplicate endpoint GET /a/{y} (also endpoints[0])",
+    ),
+    (
+        "services: {s: {endpoints: [{method: GET, route: /a, feature: 3}]}}",
+        "catalog.yaml: services.s.endpoints[0].feature: expected a non-empty string (got 3)",
+    ),
     ("version: 2", "catalog.yaml: version: unsupported catalog version (got 2)"),
 ]
 

@@ -90,8 +90,10 @@ def test_openapi_extra_extensions(spans, client_for):
     r = client_for(app).get("/v1/orders/9/items")
     assert r.headers["deprecation"] == f"@{epoch(dt.date(2026, 3, 1))}"
     assert r.headers["sunset"] == "Thu, 31 Dec 2026 00:00:00 GMT"
-    assert r.headers["link"] == ('</v2/orders/9/lines>; rel="successor-version", '
-                                 '<https://docs.example.com/items-to-lines>; rel="deprecation"')
+    assert r.headers["link"] == (
+        '</v2/orders/9/lines>; rel="successor-version", '
+        '<https://docs.example.com/items-to-lines>; rel="deprecation"'
+    )
 
 
 def test_root_path_prefixes_relative_replacement(tmp_path, spans):

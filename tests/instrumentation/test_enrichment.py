@@ -16,8 +16,11 @@ from orders_app import build_app
 
 
 def base(**extra: object) -> dict:
-    attrs = {"apiusage.schema_version": 1, "apiusage.consumer.plan_tier": "unknown",
-             "apiusage.endpoint.deprecated": False}
+    attrs = {
+        "apiusage.schema_version": 1,
+        "apiusage.consumer.plan_tier": "unknown",
+        "apiusage.endpoint.deprecated": False,
+    }
     attrs.update(extra)
     return attrs
 
@@ -31,13 +34,15 @@ def test_api_key_header_default_resolver(spans, client_for):
     r = client.get("/v1/orders/17", headers=headers)
 
     assert r.status_code == 200
-    assert spans.apiusage() == base(**{
-        "apiusage.consumer.id": pseudonym("sk_live_abc"),
-        "apiusage.client.name": "acme-sdk",
-        "apiusage.client.version": "2.4.1",
-        "apiusage.api.version": "v1",
-        "apiusage.feature": "orders",
-    })
+    assert spans.apiusage() == base(
+        **{
+            "apiusage.consumer.id": pseudonym("sk_live_abc"),
+            "apiusage.client.name": "acme-sdk",
+            "apiusage.client.version": "2.4.1",
+            "apiusage.api.version": "v1",
+            "apiusage.feature": "orders",
+        }
+    )
 
 
 def test_pseudonym_is_stable_across_instrumented_apps_sharing_the_key(spans, client_for):
@@ -54,10 +59,17 @@ def test_pseudonym_is_stable_across_instrumented_apps_sharing_the_key(spans, cli
 
 def test_sdk_headers_win_over_user_agent_and_custom_header_names(spans, client_for):
     app = build_app()
-    instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY,
-               client_name_header="X-SDK", client_version_header="X-SDK-Version")
-    client_for(app).get("/v1/orders/1", headers={
-        "X-SDK": "orders-python", "X-SDK-Version": "3.0.0", "User-Agent": "curl/8.5.0"})
+    instrument(
+        app,
+        tracer_provider=spans.provider,
+        pseudonym_key=KEY,
+        client_name_header="X-SDK",
+        client_version_header="X-SDK-Version",
+    )
+    client_for(app).get(
+        "/v1/orders/1",
+        headers={"X-SDK": "orders-python", "X-SDK-Version": "3.0.0", "User-Agent": "curl/8.5.0"},
+    )
     attrs = spans.apiusage()
     assert (attrs["apiusage.client.name"], attrs["apiusage.client.version"]) == ("orders-python", "3.0.0")
     assert "apiusage.consumer.id" not in attrs  # no API key sent
@@ -81,8 +93,9 @@ def test_bearer_jwt_subject(spans, client_for):
 
 def test_bearer_custom_claim_and_opaque_token(spans, client_for):
     app = build_app()
-    instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY,
-               consumer=[BearerSubject(claim="client_id")])
+    instrument(
+        app, tracer_provider=spans.provider, pseudonym_key=KEY, consumer=[BearerSubject(claim="client_id")]
+    )
     client = client_for(app)
     client.get("/v1/orders/1", headers={"Authorization": "Bearer " + jwt({"sub": "u", "client_id": "svc-9"})})
     assert spans.apiusage()["apiusage.consumer.id"] == pseudonym("svc-9")
@@ -99,14 +112,16 @@ def test_request_state_consumer_and_plan_tier(spans, client_for):
     instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY, consumer="state")
     client = client_for(app)
     client.get("/v2/me", headers={"Authorization": "Bearer tok-enterprise", "User-Agent": "web/1"})
-    assert spans.apiusage() == base(**{
-        "apiusage.consumer.id": pseudonym("acct-42"),
-        "apiusage.consumer.plan_tier": "enterprise",
-        "apiusage.client.name": "web",
-        "apiusage.client.version": "1",
-        "apiusage.api.version": "v2",
-        "apiusage.feature": "billing",
-    })
+    assert spans.apiusage() == base(
+        **{
+            "apiusage.consumer.id": pseudonym("acct-42"),
+            "apiusage.consumer.plan_tier": "enterprise",
+            "apiusage.client.name": "web",
+            "apiusage.client.version": "1",
+            "apiusage.api.version": "v2",
+            "apiusage.feature": "billing",
+        }
+    )
     client.get("/v2/me")  # unauthenticated: nothing on request.state
     attrs = spans.apiusage()
     assert "apiusage.consumer.id" not in attrs
@@ -124,8 +139,14 @@ def test_user_callables_for_consumer_and_plan_tier(spans, client_for):
         return {"t-1": "gold"}.get(consumer_id)
 
     app = build_app()
-    instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY,
-               consumer=consumer, plan_tier=plan, default_plan_tier="free")
+    instrument(
+        app,
+        tracer_provider=spans.provider,
+        pseudonym_key=KEY,
+        consumer=consumer,
+        plan_tier=plan,
+        default_plan_tier="free",
+    )
     client = client_for(app)
     client.get("/v1/orders/1", headers={"X-Tenant": "t-1"})
     attrs = spans.apiusage()
@@ -137,8 +158,12 @@ def test_user_callables_for_consumer_and_plan_tier(spans, client_for):
 
 def test_resolvers_are_tried_in_order(spans, client_for):
     app = build_app()
-    instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY,
-               consumer=[ApiKeyHeader("X-Key"), RequestState("consumer_id")])
+    instrument(
+        app,
+        tracer_provider=spans.provider,
+        pseudonym_key=KEY,
+        consumer=[ApiKeyHeader("X-Key"), RequestState("consumer_id")],
+    )
     client = client_for(app)
     client.get("/v2/me", headers={"X-Key": "key-1", "Authorization": "Bearer tok-free"})
     assert spans.apiusage()["apiusage.consumer.id"] == pseudonym("key-1")
@@ -160,10 +185,7 @@ def test_a_raising_resolver_does_not_fail_the_request(spans, client_for):
 def test_plan_tier_mapping_file_by_raw_or_pseudonymous_id(spans, client_for, tmp_path):
     tiers = tmp_path / "tiers.yaml"
     tiers.write_text(
-        "default: free\n"
-        "consumers:\n"
-        "  sk_enterprise: enterprise\n"
-        f"  {pseudonym('sk_pro')}: pro\n"
+        f"default: free\nconsumers:\n  sk_enterprise: enterprise\n  {pseudonym('sk_pro')}: pro\n"
     )
     app = build_app()
     instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY, plan_tier=tiers)
@@ -177,8 +199,9 @@ def test_plan_tier_mapping_file_by_raw_or_pseudonymous_id(spans, client_for, tmp
 
 def test_plan_tier_mapping_from_dict(spans, client_for):
     app = build_app()
-    instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY,
-               plan_tier=PlanTierMapping({"k1": "pro"}))
+    instrument(
+        app, tracer_provider=spans.provider, pseudonym_key=KEY, plan_tier=PlanTierMapping({"k1": "pro"})
+    )
     client_for(app).get("/v1/orders/1", headers={"X-API-Key": "k1"})
     assert spans.apiusage()["apiusage.consumer.plan_tier"] == "pro"
 
@@ -206,8 +229,13 @@ def test_environment_configures_resolvers(spans, client_for, monkeypatch, tmp_pa
 
 def test_api_version_from_path_header_or_config(spans, client_for):
     app = build_app()
-    instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY,
-               api_version="2025-06", api_version_header="X-API-Version")
+    instrument(
+        app,
+        tracer_provider=spans.provider,
+        pseudonym_key=KEY,
+        api_version="2025-06",
+        api_version_header="X-API-Version",
+    )
     client = client_for(app)
     client.get("/v2/invoices/inv-1")
     assert spans.apiusage()["apiusage.api.version"] == "v2"
@@ -229,9 +257,13 @@ def test_feature_from_tags_openapi_extra_and_catalog(spans, client_for, tmp_path
     instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY, catalog=catalog)
     client = client_for(app)
     features = []
-    for method, path in (("GET", "/v1/orders/1"), ("POST", "/v2/orders"),
-                         ("GET", "/v2/invoices/1"), ("GET", "/internal/hidden"),
-                         ("GET", "/v1/legacy/report")):
+    for method, path in (
+        ("GET", "/v1/orders/1"),
+        ("POST", "/v2/orders"),
+        ("GET", "/v2/invoices/1"),
+        ("GET", "/internal/hidden"),
+        ("GET", "/v1/legacy/report"),
+    ):
         client.request(method, path)
         features.append(spans.apiusage().get("apiusage.feature"))
     # tags; openapi_extra x-feature beats tags; catalog beats tags; hidden route's own tags; none
@@ -257,9 +289,13 @@ def test_deprecated_flag_from_fastapi_and_catalog(spans, client_for, tmp_path):
     instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY, catalog=load_catalog(catalog))
     client = client_for(app)
     flags = []
-    for method, path in (("DELETE", "/v1/orders/3"), ("GET", "/v1/orders/3"),
-                         ("GET", "/v1/legacy/report"), ("GET", "/internal/hidden"),
-                         ("GET", "/nope")):
+    for method, path in (
+        ("DELETE", "/v1/orders/3"),
+        ("GET", "/v1/orders/3"),
+        ("GET", "/v1/legacy/report"),
+        ("GET", "/internal/hidden"),
+        ("GET", "/nope"),
+    ):
         client.request(method, path)
         flags.append(spans.apiusage()["apiusage.endpoint.deprecated"])
     assert flags == [True, False, True, True, False]
@@ -270,9 +306,13 @@ def test_errors_and_unmatched_routes_are_still_enriched(spans, client_for):
     instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY)
     client = client_for(app)
     assert client.get("/v1/boom", headers={"X-API-Key": "k"}).status_code == 500
-    assert spans.apiusage() == base(**{
-        "apiusage.consumer.id": pseudonym("k"), "apiusage.api.version": "v1",
-        "apiusage.client.name": "testclient"})
+    assert spans.apiusage() == base(
+        **{
+            "apiusage.consumer.id": pseudonym("k"),
+            "apiusage.api.version": "v1",
+            "apiusage.client.name": "testclient",
+        }
+    )
     assert client.get("/v9/unknown").status_code == 404
     assert spans.apiusage() == base(**{"apiusage.api.version": "v9", "apiusage.client.name": "testclient"})
 
@@ -307,5 +347,7 @@ def test_unsampled_requests_still_get_deprecation_headers(client_for, sampled):
     instrument(app, tracer_provider=TracerProvider(sampler=ALWAYS_OFF), pseudonym_key=KEY)
     r = client_for(app).get("/v1/orders/5/items")
     assert r.headers["deprecation"] == "@1772323200"
-    assert r.headers["link"] == ('</v2/orders/5/lines>; rel="successor-version", '
-                                 '<https://docs.example.com/items-to-lines>; rel="deprecation"')
+    assert r.headers["link"] == (
+        '</v2/orders/5/lines>; rel="successor-version", '
+        '<https://docs.example.com/items-to-lines>; rel="deprecation"'
+    )

@@ -39,8 +39,14 @@ def test_cached_caller_attributes_follow_each_input(spans, client_for):
     ):
         assert client.get("/v2/me", headers=headers).status_code == 200
         attrs = spans.apiusage()
-        got.append((attrs.get("apiusage.consumer.id"), attrs["apiusage.consumer.plan_tier"],
-                    attrs.get("apiusage.client.name"), attrs.get("apiusage.client.version")))
+        got.append(
+            (
+                attrs.get("apiusage.consumer.id"),
+                attrs["apiusage.consumer.plan_tier"],
+                attrs.get("apiusage.client.name"),
+                attrs.get("apiusage.client.version"),
+            )
+        )
     assert got == [
         (pseudonym("k-1"), "enterprise", "testclient", None),
         (pseudonym("k-1"), "free", "testclient", None),
@@ -67,8 +73,13 @@ def test_the_same_caller_on_other_routes_gets_each_routes_facts(spans, client_fo
     ):
         client.request(method, path, headers={"X-API-Key": "k-1", **extra})
         attrs = spans.apiusage()
-        rows.append((attrs.get("apiusage.api.version"), attrs.get("apiusage.feature"),
-                     attrs["apiusage.endpoint.deprecated"]))
+        rows.append(
+            (
+                attrs.get("apiusage.api.version"),
+                attrs.get("apiusage.feature"),
+                attrs["apiusage.endpoint.deprecated"],
+            )
+        )
     assert rows == [
         ("v1", "orders", False),
         ("v2", "billing", False),
@@ -89,10 +100,20 @@ def asgi_get(app, path: str, headers: list[tuple[bytes, bytes]]) -> int:
     async def send(message: dict) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-             "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "",
-             "query_string": b"", "server": ("testserver", 80), "client": ("203.0.113.7", 5000),
-             "headers": [(b"host", b"testserver"), *headers]}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "server": ("testserver", 80),
+        "client": ("203.0.113.7", 5000),
+        "headers": [(b"host", b"testserver"), *headers],
+    }
     asyncio.run(app(scope, receive, send))
     return sent[0]["status"]
 
@@ -100,11 +121,19 @@ def asgi_get(app, path: str, headers: list[tuple[bytes, bytes]]) -> int:
 def test_a_repeated_header_counts_with_its_first_value(spans):
     app = build_app()
     instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY)
-    assert asgi_get(app, "/v1/orders/1", [(b"x-api-key", b"first"), (b"x-api-key", b"second"),
-                                          (b"accept", b"a/b"), (b"accept", b"c/d")]) == 200
+    assert (
+        asgi_get(
+            app,
+            "/v1/orders/1",
+            [(b"x-api-key", b"first"), (b"x-api-key", b"second"), (b"accept", b"a/b"), (b"accept", b"c/d")],
+        )
+        == 200
+    )
     assert spans.apiusage()["apiusage.consumer.id"] == pseudonym("first")
-    assert asgi_get(app, "/v1/orders/1", [(b"accept", b"a/b"), (b"accept", b"c/d"),
-                                          (b"x-api-key", b"only")]) == 200
+    assert (
+        asgi_get(app, "/v1/orders/1", [(b"accept", b"a/b"), (b"accept", b"c/d"), (b"x-api-key", b"only")])
+        == 200
+    )
     assert spans.apiusage()["apiusage.consumer.id"] == pseudonym("only")
     assert asgi_get(app, "/v1/orders/1", [(b"x-api-key", b"first")]) == 200
     assert spans.apiusage()["apiusage.consumer.id"] == pseudonym("first")
@@ -212,9 +241,15 @@ def test_the_scrub_plan_is_per_key_layout_but_urls_are_per_span():
     with_query = {**layout, "http.target": "/a?k=SECRET", "http.url": "http://h/a?k=SECRET"}
     without = {**layout, "http.target": "/a", "http.url": "http://h/a#top"}
     assert scrubber.scrub(with_query, server=True) == {
-        "http.target": "/a", "http.url": "http://h/a", "http.route": "/a"}
+        "http.target": "/a",
+        "http.url": "http://h/a",
+        "http.route": "/a",
+    }
     assert scrubber.scrub(without, server=True) == {
-        "http.target": "/a", "http.url": "http://h/a", "http.route": "/a"}
+        "http.target": "/a",
+        "http.url": "http://h/a",
+        "http.route": "/a",
+    }
     # The same keys on a non-SERVER span: the client address stays.
     assert "net.peer.ip" in scrubber.scrub(with_query, server=False)
 
@@ -232,8 +267,10 @@ def test_a_header_named_sensitive_later_is_scrubbed_from_a_layout_seen_before():
         spans.exporter.clear()
         return dict(finished.attributes)
 
-    assert one_span() == {"http.request.header.x_tenant": ("t-SECRET",),
-                          "http.request.header.accept": ("*/*",)}
+    assert one_span() == {
+        "http.request.header.x_tenant": ("t-SECRET",),
+        "http.request.header.accept": ("*/*",),
+    }
     install(spans.provider, ["X-Tenant"])  # e.g. a second instrument() with another consumer header
     assert one_span() == {"http.request.header.accept": ("*/*",)}
     assert isinstance(spans.provider._apiusage_redactor, RedactingSpanProcessor)
@@ -256,14 +293,24 @@ def test_a_span_that_is_not_the_sdks_gets_the_same_attributes_through_its_api(sp
 
     app = build_app()
     enricher = instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY)
-    scope = {"type": "http", "method": "GET", "path": "/v1/orders/1", "root_path": "", "app": app,
-             "headers": [(b"x-api-key", b"k"), (b"user-agent", b"cli/1.0")]}
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/v1/orders/1",
+        "root_path": "",
+        "app": app,
+        "headers": [(b"x-api-key", b"k"), (b"user-agent", b"cli/1.0")],
+    }
     span = ApiOnlySpan()
     assert enricher.on_response(scope, span, app) == []
     assert span.attributes == {
         "http.route": "/v1/orders/{order_id}",
-        "apiusage.schema_version": 1, "apiusage.consumer.id": pseudonym("k"),
-        "apiusage.consumer.plan_tier": "unknown", "apiusage.client.name": "cli",
-        "apiusage.client.version": "1.0", "apiusage.api.version": "v1",
-        "apiusage.feature": "orders", "apiusage.endpoint.deprecated": False,
+        "apiusage.schema_version": 1,
+        "apiusage.consumer.id": pseudonym("k"),
+        "apiusage.consumer.plan_tier": "unknown",
+        "apiusage.client.name": "cli",
+        "apiusage.client.version": "1.0",
+        "apiusage.api.version": "v1",
+        "apiusage.feature": "orders",
+        "apiusage.endpoint.deprecated": False,
     }

@@ -47,7 +47,8 @@ def test_short_key_refuses(spans):
         instrument(build_app(), tracer_provider=spans.provider, environ={"APIUSAGE_PSEUDONYM_KEY": "short"})
     assert str(err.value).startswith(
         "apiusage: refusing to start: the pseudonymization key from APIUSAGE_PSEUDONYM_KEY is 5 bytes; "
-        "use a secret of at least 16 bytes")
+        "use a secret of at least 16 bytes"
+    )
 
 
 def test_key_file(spans, client_for, tmp_path):
@@ -62,11 +63,13 @@ def test_key_file(spans, client_for, tmp_path):
 def test_unreadable_key_file_refuses(spans, tmp_path):
     missing = tmp_path / "nope"
     with pytest.raises(ConfigurationError) as err:
-        instrument(build_app(), tracer_provider=spans.provider,
-                   environ={"APIUSAGE_PSEUDONYM_KEY_FILE": str(missing)})
+        instrument(
+            build_app(), tracer_provider=spans.provider, environ={"APIUSAGE_PSEUDONYM_KEY_FILE": str(missing)}
+        )
     assert str(err.value) == (
         f"apiusage: refusing to start: cannot read the pseudonymization key file "
-        f"APIUSAGE_PSEUDONYM_KEY_FILE={missing}: No such file or directory")
+        f"APIUSAGE_PSEUDONYM_KEY_FILE={missing}: No such file or directory"
+    )
 
 
 @pytest.mark.parametrize(
@@ -74,8 +77,10 @@ def test_unreadable_key_file_refuses(spans, tmp_path):
     [
         (None, "{path}: catalog file not found"),
         ("services: [\n", "{path}: not valid YAML at line 2, column 1: expected the node content"),
-        ("services:\n  s:\n    endpoints:\n      - {method: GET, route: /a, sunset: soon}\n",
-         "{path}: services.s.endpoints[0].sunset: not a date (got 'soon')"),
+        (
+            "services:\n  s:\n    endpoints:\n      - {method: GET, route: /a, sunset: soon}\n",
+            "{path}: services.s.endpoints[0].sunset: not a date (got 'soon')",
+        ),
     ],
 )
 def test_bad_catalog_refuses(spans, tmp_path, content, message):
@@ -83,10 +88,15 @@ def test_bad_catalog_refuses(spans, tmp_path, content, message):
     if content is not None:
         path.write_text(content)
     with pytest.raises(ConfigurationError) as err:
-        instrument(build_app(), tracer_provider=spans.provider, pseudonym_key=KEY,
-                   environ={"APIUSAGE_CATALOG": str(path)})
-    assert str(err.value).startswith("apiusage: refusing to start: bad catalog (APIUSAGE_CATALOG): "
-                                     + message.format(path=path))
+        instrument(
+            build_app(),
+            tracer_provider=spans.provider,
+            pseudonym_key=KEY,
+            environ={"APIUSAGE_CATALOG": str(path)},
+        )
+    assert str(err.value).startswith(
+        "apiusage: refusing to start: bad catalog (APIUSAGE_CATALOG): " + message.format(path=path)
+    )
 
 
 def test_directory_as_catalog_refuses(spans, tmp_path):
@@ -104,11 +114,13 @@ def test_bad_plan_tier_file_refuses(spans, tmp_path):
 
 def test_harmless_typos_are_logged_and_fall_back(caplog):
     with caplog.at_level(logging.WARNING, logger="apiusage.instrumentation"):
-        settings = Settings.from_env({
-            "APIUSAGE_DEPRECATION_HEADERS": "maybe",
-            "APIUSAGE_FEATURE_SOURCES": "tags,colour",
-            "APIUSAGE_CLIENT_FROM_USER_AGENT": "no",
-        })
+        settings = Settings.from_env(
+            {
+                "APIUSAGE_DEPRECATION_HEADERS": "maybe",
+                "APIUSAGE_FEATURE_SOURCES": "tags,colour",
+                "APIUSAGE_CLIENT_FROM_USER_AGENT": "no",
+            }
+        )
     assert settings.deprecation_headers is True
     assert settings.feature_sources == ("tags",)
     assert settings.client_from_user_agent is False
@@ -122,8 +134,11 @@ def test_harmless_typos_are_logged_and_fall_back(caplog):
 def test_unimportable_resolver_is_skipped_not_fatal(spans, client_for, caplog):
     app = build_app()
     with caplog.at_level(logging.ERROR, logger="apiusage.instrumentation"):
-        instrument(app, tracer_provider=spans.provider,
-                   environ={"APIUSAGE_CONSUMER_RESOLVER": "no_such_module:resolve"})
+        instrument(
+            app,
+            tracer_provider=spans.provider,
+            environ={"APIUSAGE_CONSUMER_RESOLVER": "no_such_module:resolve"},
+        )
     assert "ignoring APIUSAGE_CONSUMER_RESOLVER entry 'no_such_module:resolve'" in caplog.text
     client_for(app).get("/v1/orders/1", headers={"X-API-Key": "k"})
     assert "apiusage.consumer.id" not in spans.apiusage()

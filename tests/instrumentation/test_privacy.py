@@ -41,8 +41,16 @@ def test_no_secret_in_any_exported_span(spans, client_for, semconv, monkeypatch,
     send_secrets(client_for(app))
 
     dump = spans.dump()
-    for secret in (API_KEY, TOKEN_SUBJECT, QUERY_SECRET, COOKIE, CLIENT_IP, "198.51.100.23",
-                   jwt({"sub": TOKEN_SUBJECT}).split(".")[1], KEY):
+    for secret in (
+        API_KEY,
+        TOKEN_SUBJECT,
+        QUERY_SECRET,
+        COOKIE,
+        CLIENT_IP,
+        "198.51.100.23",
+        jwt({"sub": TOKEN_SUBJECT}).split(".")[1],
+        KEY,
+    ):
         assert secret not in dump, secret
     servers = spans.server()
     assert len(servers) == 4
@@ -50,8 +58,12 @@ def test_no_secret_in_any_exported_span(spans, client_for, semconv, monkeypatch,
         keys = set(span.attributes)
         assert not keys & CLIENT_ADDRESS_KEYS
         assert "url.query" not in keys
-        assert not {k for k in keys if k.startswith("http.request.header.") and
-                    any(w in k for w in ("authorization", "cookie", "api_key", "forwarded"))}
+        assert not {
+            k
+            for k in keys
+            if k.startswith("http.request.header.")
+            and any(w in k for w in ("authorization", "cookie", "api_key", "forwarded"))
+        }
         assert "http.response.header.set_cookie" not in keys
     first = servers[0].attributes
     # What is kept is still useful: the path without the query, harmless headers.
@@ -75,8 +87,13 @@ def test_consumer_id_is_the_hmac_not_the_key(spans, client_for):
 def test_custom_consumer_header_is_scrubbed_when_captured(spans, client_for, monkeypatch):
     monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", "X-Customer")
     app = build_app()
-    instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY, consumer="header",
-               environ={"APIUSAGE_CONSUMER_HEADER": "X-Customer"})
+    instrument(
+        app,
+        tracer_provider=spans.provider,
+        pseudonym_key=KEY,
+        consumer="header",
+        environ={"APIUSAGE_CONSUMER_HEADER": "X-Customer"},
+    )
     client_for(app).get("/v1/orders/1", headers={"X-Customer": "cust-SECRET"})
     assert "cust-SECRET" not in spans.dump()
 
@@ -88,8 +105,9 @@ def test_spans_of_the_app_itself_are_scrubbed_too(spans):
 
     assert install(spans.provider) is True
     tracer = spans.provider.get_tracer("test")
-    with tracer.start_as_current_span("call", kind=SpanKind.CLIENT,
-                                      attributes={"url.full": f"https://x.example/a?k={QUERY_SECRET}"}) as s:
+    with tracer.start_as_current_span(
+        "call", kind=SpanKind.CLIENT, attributes={"url.full": f"https://x.example/a?k={QUERY_SECRET}"}
+    ) as s:
         s.set_attribute("http.request.header.authorization", ("Bearer abc",))
         s.set_attribute("server.address", "x.example")
     (span,) = spans.all()
@@ -99,16 +117,26 @@ def test_spans_of_the_app_itself_are_scrubbed_too(spans):
 def test_scrubber_rules():
     scrubber = Scrubber(["X-Tenant-Key"])
     attrs = {
-        "http.target": "/a?b=1#frag", "http.url": "http://h/a?x", "url.full": "http://h/p",
-        "url.query": "x=1", "client.address": "1.2.3.4", "net.peer.ip": "1.2.3.4",
-        "http.client_ip": "1.2.3.4", "network.peer.address": "1.2.3.4",
-        "http.request.header.x_tenant_key": ("v",), "http.request.header.accept": ("*/*",),
-        "http.request.header.x_session_id": ("s",), "http.response.header.set_cookie": ("c",),
+        "http.target": "/a?b=1#frag",
+        "http.url": "http://h/a?x",
+        "url.full": "http://h/p",
+        "url.query": "x=1",
+        "client.address": "1.2.3.4",
+        "net.peer.ip": "1.2.3.4",
+        "http.client_ip": "1.2.3.4",
+        "network.peer.address": "1.2.3.4",
+        "http.request.header.x_tenant_key": ("v",),
+        "http.request.header.accept": ("*/*",),
+        "http.request.header.x_session_id": ("s",),
+        "http.response.header.set_cookie": ("c",),
         "http.route": "/a",
     }
     assert scrubber.scrub(attrs, server=True) == {
-        "http.target": "/a", "http.url": "http://h/a", "url.full": "http://h/p",
-        "http.request.header.accept": ("*/*",), "http.route": "/a",
+        "http.target": "/a",
+        "http.url": "http://h/a",
+        "url.full": "http://h/p",
+        "http.request.header.accept": ("*/*",),
+        "http.route": "/a",
     }
     # Client addresses only mean "the caller" on SERVER spans.
     assert "net.peer.ip" in scrubber.scrub(attrs, server=False)

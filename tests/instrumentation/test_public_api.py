@@ -22,13 +22,37 @@ def test_all_is_complete_and_resolvable():
     # Every public class or function of the private modules is either re-exported or internal
     # plumbing listed here on purpose.
     internal = {
-        "Scrubber", "DeprecationHeaders", "RouteTable", "RouteInfo", "install", "patch_fastapi",
-        "unpatch_fastapi", "has_middleware", "build_enricher", "check_key", "parse_key",
-        "import_callable", "parse_user_agent", "api_version_from_route", "clip", "normalise_header",
-        "deprecation_value", "sunset_value", "link_value", "expand_target", "operation_endpoint",
-        "register", "run_from_openapi", "run_check", "ConsumerResolver", "PlanTierResolver",
-        "set_attributes", "edit_frozen",
-        "YamlError", "YamlLimits", "safe_load",  # _yaml: the bounded loader the processor uses too
+        "Scrubber",
+        "DeprecationHeaders",
+        "RouteTable",
+        "RouteInfo",
+        "install",
+        "patch_fastapi",
+        "unpatch_fastapi",
+        "has_middleware",
+        "build_enricher",
+        "check_key",
+        "parse_key",
+        "import_callable",
+        "parse_user_agent",
+        "api_version_from_route",
+        "clip",
+        "normalise_header",
+        "deprecation_value",
+        "sunset_value",
+        "link_value",
+        "expand_target",
+        "operation_endpoint",
+        "register",
+        "run_from_openapi",
+        "run_check",
+        "ConsumerResolver",
+        "PlanTierResolver",
+        "set_attributes",
+        "edit_frozen",
+        "YamlError",
+        "YamlLimits",
+        "safe_load",  # _yaml: the bounded loader the processor uses too
     }
     for info in pkgutil.iter_modules(pkg.__path__):
         if not info.name.startswith("_"):
@@ -64,15 +88,29 @@ def test_distro_entry_point_only_sets_defaults(monkeypatch):
     ep = _entry_point("opentelemetry_distro")
     cls = ep.load()
     assert issubclass(cls, BaseDistro) and cls is pkg.ApiUsageDistro
-    for name in ("OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER",
-                 "OTEL_EXPORTER_OTLP_PROTOCOL"):
+    for name in (
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_METRICS_EXPORTER",
+        "OTEL_LOGS_EXPORTER",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "console")  # the user's choice wins
     cls().configure()
-    assert {k: os.environ[k] for k in ("OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER",
-                                       "OTEL_LOGS_EXPORTER", "OTEL_EXPORTER_OTLP_PROTOCOL")} == {
-        "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "console",
-        "OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    assert {
+        k: os.environ[k]
+        for k in (
+            "OTEL_TRACES_EXPORTER",
+            "OTEL_METRICS_EXPORTER",
+            "OTEL_LOGS_EXPORTER",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        )
+    } == {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "console",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+    }
 
 
 def test_configurator_entry_point():

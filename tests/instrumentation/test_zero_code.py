@@ -28,17 +28,18 @@ TIERS = "consumers:\n  sk_ent: enterprise\n  sk_pro: pro\n"
 def app_env(processor, service: str, tmp_path, **extra: str) -> dict[str, str]:
     (tmp_path / "catalog.yaml").write_text(CATALOG)
     (tmp_path / "tiers.yaml").write_text(TIERS)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OTEL_", "APIUSAGE_", "PYTEST_"))}
-    env.update({
-        "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
-        "OTEL_SERVICE_NAME": service,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{processor.grpc_endpoint}",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-        "APIUSAGE_PSEUDONYM_KEY": KEY,
-        "APIUSAGE_PLAN_TIERS": str(tmp_path / "tiers.yaml"),
-        "APIUSAGE_CATALOG": str(tmp_path / "catalog.yaml"),
-    })
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APIUSAGE_", "PYTEST_"))}
+    env.update(
+        {
+            "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
+            "OTEL_SERVICE_NAME": service,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{processor.grpc_endpoint}",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "APIUSAGE_PSEUDONYM_KEY": KEY,
+            "APIUSAGE_PLAN_TIERS": str(tmp_path / "tiers.yaml"),
+            "APIUSAGE_CATALOG": str(tmp_path / "catalog.yaml"),
+        }
+    )
     env.update(extra)
     return env
 
@@ -46,9 +47,22 @@ def app_env(processor, service: str, tmp_path, **extra: str) -> dict[str, str]:
 def launch(command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, int]:
     port = free_port()
     process = subprocess.Popen(
-        [*command, "--app-dir", str(APPS), "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            *command,
+            "--app-dir",
+            str(APPS),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     return process, port
 
 
@@ -82,8 +96,13 @@ def wait_for_requests(processor, service: str, count: int, timeout: float = 20) 
 def check_counts(samples: dict, service: str) -> None:
     route = "/v1/orders/{order_id}"
     requests = {
-        (dict(labels)["method"], dict(labels)["route"], dict(labels)["plan_tier"], dict(labels)["deprecated"],
-         dict(labels)["status_code"]): value
+        (
+            dict(labels)["method"],
+            dict(labels)["route"],
+            dict(labels)["plan_tier"],
+            dict(labels)["deprecated"],
+            dict(labels)["status_code"],
+        ): value
         for labels, value in matching(samples, "api_requests_total", service=service).items()
     }
     assert requests == {
@@ -94,29 +113,44 @@ def check_counts(samples: dict, service: str) -> None:
     }
     clients = {
         (dict(labels)["client_name"], dict(labels)["client_version"]): value
-        for labels, value in matching(samples, "api_client_requests_total", service=service,
-                                      status_class="2xx").items()
+        for labels, value in matching(
+            samples, "api_client_requests_total", service=service, status_class="2xx"
+        ).items()
     }
     assert clients == {("orders-sdk", "1.2.0"): 3, ("orders-cli", "0.9.1"): 3, ("web", "1.0"): 1}
-    assert sample(samples, "api_deprecated_requests_total", service=service, method="DELETE", route=route,
-                  plan_tier="unknown", client_name="orders-cli", client_version="0.9.1") == 1
+    assert (
+        sample(
+            samples,
+            "api_deprecated_requests_total",
+            service=service,
+            method="DELETE",
+            route=route,
+            plan_tier="unknown",
+            client_name="orders-cli",
+            client_version="0.9.1",
+        )
+        == 1
+    )
 
 
 def test_zero_code_and_one_line_export_to_the_processor(tmp_path):
     need(start_processor is not None, "tests/support/processor.py (the processor) is not available")
     instrument_bin = bin_path("opentelemetry-instrument")
     uvicorn_bin = bin_path("uvicorn")
-    need(instrument_bin is not None and uvicorn_bin is not None,
-         "opentelemetry-instrument and uvicorn must be installed")
+    need(
+        instrument_bin is not None and uvicorn_bin is not None,
+        "opentelemetry-instrument and uvicorn must be installed",
+    )
     with start_processor(tmp_path) as processor:
         zero_dir, one_dir = tmp_path / "zero", tmp_path / "one"
         zero_dir.mkdir()
         one_dir.mkdir()
-        zero, zero_port = launch([instrument_bin, uvicorn_bin, "orders_app:app"],
-                                 app_env(processor, "orders-api", zero_dir))
-        one, one_port = launch([uvicorn_bin, "oneline_app:app"],
-                               app_env(processor, "billing-api", one_dir,
-                                       PYTHONPATH=str(APPS)))
+        zero, zero_port = launch(
+            [instrument_bin, uvicorn_bin, "orders_app:app"], app_env(processor, "orders-api", zero_dir)
+        )
+        one, one_port = launch(
+            [uvicorn_bin, "oneline_app:app"], app_env(processor, "billing-api", one_dir, PYTHONPATH=str(APPS))
+        )
         try:
             wait_for_port(zero_port, zero)
             wait_for_port(one_port, one)
@@ -138,25 +172,36 @@ def test_zero_code_and_one_line_export_to_the_processor(tmp_path):
 @pytest.mark.parametrize(
     "env, message",
     [
-        ({}, "apiusage: refusing to start: consumer resolution is on: APIUSAGE_CONSUMER_RESOLVER=header "
-             "(the default), but no pseudonymization key is set."),
-        ({"APIUSAGE_PSEUDONYM_KEY": KEY, "APIUSAGE_CATALOG": "/nonexistent/catalog.yaml"},
-         "apiusage: refusing to start: bad catalog (APIUSAGE_CATALOG): /nonexistent/catalog.yaml: "
-         "catalog file not found"),
+        (
+            {},
+            "apiusage: refusing to start: consumer resolution is on: APIUSAGE_CONSUMER_RESOLVER=header "
+            "(the default), but no pseudonymization key is set.",
+        ),
+        (
+            {"APIUSAGE_PSEUDONYM_KEY": KEY, "APIUSAGE_CATALOG": "/nonexistent/catalog.yaml"},
+            "apiusage: refusing to start: bad catalog (APIUSAGE_CATALOG): /nonexistent/catalog.yaml: "
+            "catalog file not found",
+        ),
     ],
 )
 def test_zero_code_refuses_to_start_on_unsafe_configuration(env, message):
     instrument_bin = bin_path("opentelemetry-instrument")
     uvicorn_bin = bin_path("uvicorn")
-    need(instrument_bin is not None and uvicorn_bin is not None,
-         "opentelemetry-instrument and uvicorn must be installed")
+    need(
+        instrument_bin is not None and uvicorn_bin is not None,
+        "opentelemetry-instrument and uvicorn must be installed",
+    )
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APIUSAGE_"))}
     base["PATH"] = os.path.dirname(sys.executable) + os.pathsep + base.get("PATH", "")
     # The exporter points nowhere: the process must exit before it would export anything.
     base["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:9"
     result = subprocess.run(
         [instrument_bin, uvicorn_bin, "orders_app:app", "--app-dir", str(APPS), "--port", str(free_port())],
-        env={**base, **env}, capture_output=True, text=True, timeout=60)
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 78, result.stderr
     assert result.stderr.startswith(message), result.stderr
     assert "Traceback" not in result.stderr

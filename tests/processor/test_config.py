@@ -40,21 +40,27 @@ def test_protocols_follow_the_collector() -> None:
 def test_env_substitution_keeps_yaml_types(monkeypatch) -> None:
     monkeypatch.setenv("QUEUE", "5000")
     monkeypatch.setenv("HOST", "0.0.0.0")
-    config = parse_config({
-        "processors": {"queue": {"max_spans": "${env:QUEUE}", "retry_after": "${env:NOPE:-3s}"}},
-        "exporters": {"prometheus": {"endpoint": "${env:HOST}:9464"}},
-    })
+    config = parse_config(
+        {
+            "processors": {"queue": {"max_spans": "${env:QUEUE}", "retry_after": "${env:NOPE:-3s}"}},
+            "exporters": {"prometheus": {"endpoint": "${env:HOST}:9464"}},
+        }
+    )
     assert config.processors.queue.max_spans == 5000
     assert config.processors.queue.retry_after == 3.0
     assert config.exporters.prometheus.endpoint == "0.0.0.0:9464"
 
 
 def test_sizes_and_durations() -> None:
-    config = parse_config({
-        "receivers": {"otlp": {"protocols": {"http": {"max_request_body_size": "512KiB"}}}},
-        "processors": {"limits": {"series_ttl": "1h"},
-                       "usage": {"data_quality": {"max_future_skew": "500ms"}}},
-    })
+    config = parse_config(
+        {
+            "receivers": {"otlp": {"protocols": {"http": {"max_request_body_size": "512KiB"}}}},
+            "processors": {
+                "limits": {"series_ttl": "1h"},
+                "usage": {"data_quality": {"max_future_skew": "500ms"}},
+            },
+        }
+    )
     assert config.receivers.otlp.protocols.http.max_request_body_size == 512 * 1024
     assert config.processors.limits.series_ttl == 3600.0
     assert config.processors.usage.data_quality.max_future_skew == 0.5
@@ -63,8 +69,9 @@ def test_sizes_and_durations() -> None:
 def test_unreadable_file() -> None:
     with pytest.raises(ConfigError) as info:
         load_config("/nonexistent/apiusage.yaml")
-    assert str(info.value) == ("cannot read config file /nonexistent/apiusage.yaml: "
-                               "No such file or directory")
+    assert str(info.value) == (
+        "cannot read config file /nonexistent/apiusage.yaml: No such file or directory"
+    )
 
 
 def test_env_default_covers_set_but_empty(monkeypatch) -> None:

@@ -37,9 +37,12 @@ def idle_rss(tmp_path: Path) -> float:
 
 
 def limited(ceiling: int, spike: int) -> dict:
-    return {"processors": {
-        "queue": {"max_spans": 50_000_000},  # so only the memory limiter can hold the flood
-        "memory_limiter": {"limit_mib": ceiling, "spike_limit_mib": spike, "check_interval": "10ms"}}}
+    return {
+        "processors": {
+            "queue": {"max_spans": 50_000_000},  # so only the memory limiter can hold the flood
+            "memory_limiter": {"limit_mib": ceiling, "spike_limit_mib": spike, "check_interval": "10ms"},
+        }
+    }
 
 
 def run_clients(clients: list[Callable[[], str]], seconds: float, pid: int) -> tuple[dict[str, int], float]:
@@ -80,6 +83,7 @@ def http_client(url: str, body: bytes) -> Callable[[], str]:
         except urllib.error.HTTPError as exc:
             assert exc.code == 503 and exc.headers["Retry-After"] == "5", (exc.code, exc.read())
             return "http refused"
+
     return push
 
 
@@ -94,6 +98,7 @@ def grpc_client(target: str, body: bytes) -> tuple[Callable[[], str], grpc.Chann
         except grpc.RpcError as exc:
             assert exc.code() == grpc.StatusCode.UNAVAILABLE, (exc.code(), exc.details())
             return "grpc refused"
+
     return push, channel
 
 
@@ -132,8 +137,10 @@ def big_body(mib: int) -> bytes:
 
 def raw_http_client(host: str, port: int, body: bytes) -> Callable[[], str]:
     """POSTs `body` on a fresh connection at full speed; returns the status code it got."""
-    head = (f"POST /v1/traces HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-protobuf\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /v1/traces HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-protobuf\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
     view = memoryview(body)
 
     def push() -> str:
@@ -141,7 +148,7 @@ def raw_http_client(host: str, port: int, body: bytes) -> Callable[[], str]:
             try:
                 sock.sendall(head)
                 for i in range(0, len(body), 1 << 18):
-                    sock.sendall(view[i:i + (1 << 18)])
+                    sock.sendall(view[i : i + (1 << 18)])
             except (BrokenPipeError, ConnectionResetError):
                 pass  # refused mid-body and closed: the answer was written before the close
             answer = b""
@@ -151,6 +158,7 @@ def raw_http_client(host: str, port: int, body: bytes) -> Callable[[], str]:
                     return "no answer"
                 answer += piece
         return answer.split(b" ", 2)[1].decode()
+
     return push
 
 

@@ -41,8 +41,9 @@ def tls(certs: Certs, client_ca: bool = False) -> dict:
     return out
 
 
-def post(url: str, body: bytes, context: ssl.SSLContext | None = None,
-         token: str | None = None) -> tuple[int, bytes]:
+def post(
+    url: str, body: bytes, context: ssl.SSLContext | None = None, token: str | None = None
+) -> tuple[int, bytes]:
     headers = {"Content-Type": "application/x-protobuf"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -93,17 +94,32 @@ def test_grpc_tls_with_the_sdk_exporter(certs: Certs) -> None:
         provider = TracerProvider(resource=Resource.create({"service.name": "orders-api"}))
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         provider.get_tracer("t").start_span(
-            "GET /x", kind=SpanKind.SERVER,
-            attributes={"http.request.method": "GET", "http.route": "/x",
-                        "http.response.status_code": 200}).end()
+            "GET /x",
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": "GET", "http.route": "/x", "http.response.status_code": 200},
+        ).end()
         provider.shutdown()
         m = running.wait_processed(1)
-        assert sample(m, "api_requests_total", service="orders-api", method="GET", route="/x",
-                      status_code="200", plan_tier="unknown", deprecated="false") == 1
+        assert (
+            sample(
+                m,
+                "api_requests_total",
+                service="orders-api",
+                method="GET",
+                route="/x",
+                status_code="200",
+                plan_tier="unknown",
+                deprecated="false",
+            )
+            == 1
+        )
 
 
-AUTH = {"receivers": {"otlp": {"auth": {"tokens": [
-    {"token": TOKEN, "service": "orders-api"}, {"token": ANY_TOKEN}]}}}}
+AUTH = {
+    "receivers": {
+        "otlp": {"auth": {"tokens": [{"token": TOKEN, "service": "orders-api"}, {"token": ANY_TOKEN}]}}
+    }
+}
 
 
 def test_bearer_tokens_on_http(tmp_path) -> None:
@@ -121,11 +137,11 @@ def test_bearer_tokens_on_http(tmp_path) -> None:
         assert (status, response.partial_success.rejected_spans) == (200, 3)
         assert response.partial_success.error_message == (
             "3 of 3 spans rejected: their service.name is not 'orders-api', the only service "
-            "this token may send for")
+            "this token may send for"
+        )
         assert post(running.http_endpoint, other, token=ANY_TOKEN) == (200, b"")
         m = running.wait_processed(5)
-        assert sample(m, "apiusage_export_requests_total", transport="http",
-                      outcome="unauthenticated") == 2
+        assert sample(m, "apiusage_export_requests_total", transport="http", outcome="unauthenticated") == 2
         assert sample(m, "apiusage_spans_rejected_total", reason="unauthorized_service") == 3
 
 
@@ -135,12 +151,12 @@ def test_bearer_tokens_on_grpc() -> None:
         export = channel.unary_unary(
             "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
             request_serializer=ExportTraceServiceRequest.SerializeToString,
-            response_deserializer=ExportTraceServiceResponse.FromString)
+            response_deserializer=ExportTraceServiceResponse.FromString,
+        )
         with pytest.raises(grpc.RpcError) as info:
             export(request_with_spans(1), timeout=5)
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        reply = export(request_with_spans(2), timeout=5,
-                       metadata=[("authorization", f"Bearer {TOKEN}")])
+        reply = export(request_with_spans(2), timeout=5, metadata=[("authorization", f"Bearer {TOKEN}")])
         assert reply == ExportTraceServiceResponse()
         channel.close()
         running.wait_processed(2)
@@ -164,12 +180,17 @@ def test_secrets_are_never_logged_and_bad_ones_stop_start_up(tmp_path) -> None:
 receivers: {{otlp: {{protocols: {{http: {{endpoint: "127.0.0.1:0"}}}},
             auth: {{tokens: [{{token: "{TOKEN}"}}]}}}}}}
 exporters: {{prometheus: {{endpoint: "127.0.0.1:0",
-             auth: {{token_file: "{tmp_path / 'missing.token'}"}}}}}}
-state: {{sqlite: {{path: "{tmp_path / 's.db'}"}}}}
+             auth: {{token_file: "{tmp_path / "missing.token"}"}}}}}}
+state: {{sqlite: {{path: "{tmp_path / "s.db"}"}}}}
 """)
-    result = subprocess.run([*apiusage_command(), "--log-level", "DEBUG", "serve", "--config",
-                             str(config)], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [*apiusage_command(), "--log-level", "DEBUG", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2
     assert result.stderr.endswith(
-        f"exporters.prometheus.auth.token_file: no such file: {tmp_path / 'missing.token'}\n")
+        f"exporters.prometheus.auth.token_file: no such file: {tmp_path / 'missing.token'}\n"
+    )
     assert TOKEN not in result.stdout + result.stderr

@@ -17,12 +17,26 @@ from pathlib import Path
 
 from tests.support.components import missing
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SECTION_IDS = ["traffic", "reliability", "adoption", "onboarding", "deprecations", "firing-alerts"]
 # Charts each section must carry (Firing alerts is a table).
-CHARTS = {"traffic": 2, "reliability": 3, "adoption": 4, "onboarding": 1, "deprecations": 1,
-          "firing-alerts": 0}
+CHARTS = {
+    "traffic": 2,
+    "reliability": 3,
+    "adoption": 4,
+    "onboarding": 1,
+    "deprecations": 1,
+    "firing-alerts": 0,
+}
 _IMAGE_CHECK = """<script>
 window.addEventListener("load", () => {
   const images = Array.from(document.images);
@@ -63,7 +77,7 @@ class _Parser(html.parser.HTMLParser):
             if not src.startswith(prefix):
                 self.page.external.append(src)
             elif self.section is not None:
-                self.page.sections[self.section].append(base64.b64decode(src[len(prefix):]).decode())
+                self.page.sections[self.section].append(base64.b64decode(src[len(prefix) :]).decode())
         elif tag in ("link", "iframe", "object", "embed"):
             self.page.external.append(a.get("href") or a.get("src") or tag)
         elif tag == "tr":
@@ -122,8 +136,12 @@ def chromium() -> str:
 
 def _run(args: list[str], tmp: Path, timeout: float = 90) -> subprocess.CompletedProcess:
     profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp)
-    return subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @dataclass
@@ -147,15 +165,21 @@ def render(report: Path, tmp: Path) -> Rendered:
     console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
     # A copy that reports, after load, how many images decoded: charts are images.
     probe = tmp / f"{report.stem}-probe.html"
-    probe.write_text(report.read_text(encoding="utf-8").replace("</body>", _IMAGE_CHECK + "</body>"),
-                     encoding="utf-8")
+    probe.write_text(
+        report.read_text(encoding="utf-8").replace("</body>", _IMAGE_CHECK + "</body>"), encoding="utf-8"
+    )
     checked = _run(["--virtual-time-budget=5000", "--dump-dom", probe.resolve().as_uri()], tmp)
     assert checked.returncode == 0, checked.stderr[-2000:]
     images = re.search(r'data-images="(\d+)"', checked.stdout)
     broken = re.search(r'data-broken="([^"]*)"', checked.stdout)
     assert images and broken, checked.stdout[:2000]
-    return Rendered(png, dom.stdout, console, int(images.group(1)),
-                    [b for b in re.findall(r"&quot;(.*?)&quot;", broken.group(1))])
+    return Rendered(
+        png,
+        dom.stdout,
+        console,
+        int(images.group(1)),
+        [b for b in re.findall(r"&quot;(.*?)&quot;", broken.group(1))],
+    )
 
 
 def check_renders(report: Path, tmp: Path) -> Rendered:

@@ -52,11 +52,23 @@ class FakePrometheus(PrometheusClient):
 
     def alerts(self) -> list[dict]:
         return [
-            {"state": "firing", "labels": {"alertname": "ApiErrorBudgetBurnFast", "severity": "critical",
-                                           "service": "orders-api"},
-             "annotations": {"summary": "An API is burning its error budget fast.", "runbook_url": RUNBOOK}},
-            {"state": "pending", "labels": {"alertname": "ApiTrafficDrop", "severity": "warning"},
-             "annotations": {}},
+            {
+                "state": "firing",
+                "labels": {
+                    "alertname": "ApiErrorBudgetBurnFast",
+                    "severity": "critical",
+                    "service": "orders-api",
+                },
+                "annotations": {
+                    "summary": "An API is burning its error budget fast.",
+                    "runbook_url": RUNBOOK,
+                },
+            },
+            {
+                "state": "pending",
+                "labels": {"alertname": "ApiTrafficDrop", "severity": "warning"},
+                "annotations": {},
+            },
         ]
 
     def query_range(self, expr, start, end, step):
@@ -65,8 +77,9 @@ class FakePrometheus(PrometheusClient):
         first = max(start, self.data_start or start)
         points = [first + i * step for i in range(int((end - first) // step) + 1)]
         if "plan_tier" in expr:
-            return [({"plan_tier": t}, [(p, n + math.sin(p / 3600)) for p in points])
-                    for t, n in TIERS.items()]
+            return [
+                ({"plan_tier": t}, [(p, n + math.sin(p / 3600)) for p in points]) for t, n in TIERS.items()
+            ]
         return [({"service": "orders-api"}, [(p, 20 + 5 * math.sin(p / 7200)) for p in points])]
 
     def query(self, expr, at):
@@ -78,33 +91,53 @@ class FakePrometheus(PrometheusClient):
         if "api_active_consumers" in expr:
             if expr.startswith("sum("):
                 return [({}, 40.0)]
-            return [({"plan_tier": t, "window": w}, float(n - k)) for t, n in TIERS.items()
-                    for k, w in enumerate(("30d", "7d", "1d"))]
+            return [
+                ({"plan_tier": t, "window": w}, float(n - k))
+                for t, n in TIERS.items()
+                for k, w in enumerate(("30d", "7d", "1d"))
+            ]
         if "api_new_consumers_total" in expr:
             return [({"plan_tier": "free"}, 2.19), ({"plan_tier": "pro"}, 0.97)]
         if "api_feature_consumers" in expr:
             return [({"feature": f}, float(n)) for f, n in (("orders", 30), ("exports", 12))]
         if "api_client_version_consumers" in expr:
-            return [({"client_name": "shop-sdk-js", "client_version": "4.0.0"}, 11.0),
-                    ({"client_name": "shop-sdk-js", "client_version": "3.2.0"}, 4.0)]
+            return [
+                ({"client_name": "shop-sdk-js", "client_version": "4.0.0"}, 11.0),
+                ({"client_name": "shop-sdk-js", "client_version": "3.2.0"}, 4.0),
+            ]
         if "api_cohort_retention_ratio" in expr:
             weeks = ["2026-10-19", "2026-10-26", "2026-11-02"]
-            return [({"cohort_week": w, "weeks_since": str(s)}, 1.0 if s == 0 else 0.8 / s)
-                    for i, w in enumerate(weeks) for s in range(len(weeks) - i)]
+            return [
+                ({"cohort_week": w, "weeks_since": str(s)}, 1.0 if s == 0 else 0.8 / s)
+                for i, w in enumerate(weeks)
+                for s in range(len(weeks) - i)
+            ]
         if "api_time_to_first_success_seconds_bucket" in expr:
-            return [({"plan_tier": "free"}, 2400.0), ({"plan_tier": "pro"}, 600.0),
-                    ({"plan_tier": "enterprise"}, float("nan"))]
+            return [
+                ({"plan_tier": "free"}, 2400.0),
+                ({"plan_tier": "pro"}, 600.0),
+                ({"plan_tier": "enterprise"}, float("nan")),
+            ]
         if "api_consumers_at_risk" in expr:
-            return [({}, 5.0)] if expr.startswith("sum(") else [({"plan_tier": "free"}, 3.0),
-                                                                ({"plan_tier": "pro"}, 2.0)]
+            return (
+                [({}, 5.0)]
+                if expr.startswith("sum(")
+                else [({"plan_tier": "free"}, 3.0), ({"plan_tier": "pro"}, 2.0)]
+            )
         if "api_deprecated_endpoint_consumers" in expr:
             if expr.startswith("sum("):
                 return [({}, 9.0)]
-            return [({"service": "orders-api", "method": "DELETE", "route": "/v1/orders/{order_id}"}, 9.0),
-                    ({"service": "orders-api", "method": "GET", "route": "/v1/legacy/export"}, 0.0)]
+            return [
+                ({"service": "orders-api", "method": "DELETE", "route": "/v1/orders/{order_id}"}, 9.0),
+                ({"service": "orders-api", "method": "GET", "route": "/v1/legacy/export"}, 0.0),
+            ]
         if "api_endpoint_sunset_timestamp_seconds" in expr:
-            return [({"service": "orders-api", "method": "DELETE", "route": "/v1/orders/{order_id}"},
-                     at + 30 * 86400)]
+            return [
+                (
+                    {"service": "orders-api", "method": "DELETE", "route": "/v1/orders/{order_id}"},
+                    at + 30 * 86400,
+                )
+            ]
         if "api_migrated_consumers" in expr:
             return [({"service": "orders-api", "method": "DELETE", "route": "/v1/orders/{order_id}"}, 4.0)]
         if "api_deprecated_requests_total" in expr:
@@ -113,11 +146,15 @@ class FakePrometheus(PrometheusClient):
             if 'status_code=~"5.."' in expr:
                 return [({}, 120.0)]
             if 'status_code=~"4.."' in expr:
-                return [({"method": "GET", "route": "/v2/orders/{order_id}"}, 18.2),
-                        ({"method": "POST", "route": "/v2/orders"}, 0.3)]
+                return [
+                    ({"method": "GET", "route": "/v2/orders/{order_id}"}, 18.2),
+                    ({"method": "POST", "route": "/v2/orders"}, 0.3),
+                ]
             if expr.startswith("topk"):
-                return [({"method": "GET", "route": "/v2/orders"}, 781.6),
-                        ({"method": "GET", "route": "/v1/orders"}, 188.2)]
+                return [
+                    ({"method": "GET", "route": "/v2/orders"}, 781.6),
+                    ({"method": "GET", "route": "/v1/orders"}, 188.2),
+                ]
             if "by (plan_tier)" in expr:
                 return [({"plan_tier": t}, n * 100.4) for t, n in TIERS.items()]
             return [({}, 4000.0)]
@@ -135,19 +172,33 @@ def test_every_section_with_its_charts_tables_and_key_figures():
     for section, svgs in parsed.sections.items():
         assert all(has_data(svg) for svg in svgs), section
     glance = dict(sections.glance)
-    assert glance == {"Requests in the period": "4,000", "Active consumers, last 7 days": "40",
-                      "Consumers on deprecated endpoints (30 days)": "9", "Consumers at risk": "5",
-                      "Share of requests answered 5xx": "3.00%", "Alerts firing now": "1"}
+    assert glance == {
+        "Requests in the period": "4,000",
+        "Active consumers, last 7 days": "40",
+        "Consumers on deprecated endpoints (30 days)": "9",
+        "Consumers at risk": "5",
+        "Share of requests answered 5xx": "3.00%",
+        "Alerts firing now": "1",
+    }
     assert "The last 7 days up to 2026-11-25 09:46 UTC" in page
     tables = parsed.tables
     # Counts are whole numbers, however increase() extrapolated them.
     assert ["free", "2"] in tables["adoption"] and ["pro", "1"] in tables["adoption"]
-    assert ["Plan tier", "Active consumers, last 1d", "Active consumers, last 7d",
-            "Active consumers, last 30d"] in tables["adoption"]
+    assert [
+        "Plan tier",
+        "Active consumers, last 1d",
+        "Active consumers, last 7d",
+        "Active consumers, last 30d",
+    ] in tables["adoption"]
     assert ["free", "24", "25", "26"] in tables["adoption"]
     assert ["DELETE /v1/orders/{order_id}", "orders-api", "9", "4", "30"] in tables["deprecations"]
-    assert ["ApiErrorBudgetBurnFast", "critical", "orders-api", "An API is burning its error budget fast.",
-            RUNBOOK] in tables["firing-alerts"]
+    assert [
+        "ApiErrorBudgetBurnFast",
+        "critical",
+        "orders-api",
+        "An API is burning its error budget fast.",
+        RUNBOOK,
+    ] in tables["firing-alerts"]
     assert f'<a href="{RUNBOOK}">' in page  # the runbook opens from the report
     friction = parsed.sections["reliability"][2]
     assert "18" in friction and "POST /v2/orders" not in friction  # rounded; zero bars dropped
@@ -190,14 +241,24 @@ def test_a_section_whose_queries_fail_says_so_and_the_rest_is_built():
     assert all(s.question for s in sections if s.title != "Adoption")
 
 
-@pytest.mark.parametrize("seconds, text", [(3600, "1 hour"), (43200, "12 hours"), (WEEK, "7 days"),
-                                           (86400, "1 day"), (5400, "90 minutes"), (1209600, "14 days")])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [
+        (3600, "1 hour"),
+        (43200, "12 hours"),
+        (WEEK, "7 days"),
+        (86400, "1 day"),
+        (5400, "90 minutes"),
+        (1209600, "14 days"),
+    ],
+)
 def test_period_in_words(seconds, text):
     assert build._duration_text(seconds) == text
 
 
-@pytest.mark.parametrize("text, seconds", [("15s", 15), ("1m", 60), ("1m30s", 90), ("2h", 7200),
-                                           ("", 0), ("fast", 0), ("10", 0)])
+@pytest.mark.parametrize(
+    "text, seconds", [("15s", 15), ("1m", 60), ("1m30s", 90), ("2h", 7200), ("", 0), ("fast", 0), ("10", 0)]
+)
 def test_scrape_interval_parsing(text, seconds):
     assert build._seconds(text) == seconds
 
@@ -224,8 +285,12 @@ def test_cli_says_where_prometheus_was_looked_for(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "r.html"
-    result = subprocess.run([*apiusage_command(), "report", "--prometheus", f"http://127.0.0.1:{port}",
-                             "-o", str(out)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*apiusage_command(), "report", "--prometheus", f"http://127.0.0.1:{port}", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert f"cannot reach Prometheus at http://127.0.0.1:{port}" in result.stderr
     assert "--prometheus" in result.stderr
@@ -233,6 +298,7 @@ def test_cli_says_where_prometheus_was_looked_for(tmp_path):
 
 
 def test_parse_report_reads_tables_and_charts():
-    page = parse_report('<section id="x"><table><tr><th>a</th></tr><tr><td>b <a href="u">c</a></td></tr>'
-                        '</table></section>')
+    page = parse_report(
+        '<section id="x"><table><tr><th>a</th></tr><tr><td>b <a href="u">c</a></td></tr></table></section>'
+    )
     assert page.tables == {"x": [["a"], ["b c"]]} and page.sections == {"x": []}

@@ -49,8 +49,9 @@ def failing_spans(n: int, service: str = "e2e-api") -> bytes:
 
 
 def post(endpoint: str, body: bytes) -> None:
-    request = urllib.request.Request(f"{endpoint}/v1/traces", data=body,
-                                     headers={"Content-Type": "application/x-protobuf"})
+    request = urllib.request.Request(
+        f"{endpoint}/v1/traces", data=body, headers={"Content-Type": "application/x-protobuf"}
+    )
     with urllib.request.urlopen(request, timeout=5) as response:
         response.read()
 
@@ -106,35 +107,48 @@ def prometheus_config(metrics_hostport: str, alertmanager: str) -> str:
     config["scrape_configs"] = [c for c in config["scrape_configs"] if c["job_name"] == "apiusage"]
     config["scrape_configs"][0]["static_configs"] = [{"targets": [metrics_hostport]}]
     config["alerting"]["alertmanagers"][0]["static_configs"] = [
-        {"targets": [alertmanager.removeprefix("http://")]}]
+        {"targets": [alertmanager.removeprefix("http://")]}
+    ]
     return yaml.safe_dump(config)
 
 
 def test_api_and_pipeline_alerts_reach_the_webhook_with_working_runbook_links(tmp_path: Path) -> None:
     webhook = Webhook()
     try:
-        with running_processor() as proc, \
-                start_alertmanager(tmp_path, alertmanager_config(webhook.url)) as am:
+        with (
+            running_processor() as proc,
+            start_alertmanager(tmp_path, alertmanager_config(webhook.url)) as am,
+        ):
             hostport = proc.metrics_url.removeprefix("http://").removesuffix("/metrics")
-            slo = parse_slo({"links": {"runbook_base_url": f"http://{hostport}/runbooks/",
-                                       "grafana_url": "http://grafana.example:3000"},
-                             "defaults": {"min_requests": 10}})
+            slo = parse_slo(
+                {
+                    "links": {
+                        "runbook_base_url": f"http://{hostport}/runbooks/",
+                        "grafana_url": "http://grafana.example:3000",
+                    },
+                    "defaults": {"min_requests": 10},
+                }
+            )
             rule_files = []
             for name, doc in shorten_for_tests(generate(slo), interval="1s", for_="1s").items():
                 (tmp_path / name).write_text(yaml.safe_dump(doc, sort_keys=False))
                 rule_files.append(tmp_path / name)
-            with start_prometheus(tmp_path, prometheus_config(hostport, am),
-                                  rule_files=rule_files):
+            with start_prometheus(tmp_path, prometheus_config(hostport, am), rule_files=rule_files):
                 deadline = time.monotonic() + 50
                 while time.monotonic() < deadline and not (
-                        webhook.alert("ApiErrorBudgetBurnFast") and webhook.alert("ApiUsageSpansRejected")):
+                    webhook.alert("ApiErrorBudgetBurnFast") and webhook.alert("ApiUsageSpansRejected")
+                ):
                     post(proc.http_endpoint, failing_spans(20))  # every request a 503
                     post(proc.http_endpoint, request_with_spans(4, bad_ids=2).SerializeToString())
                     time.sleep(0.5)
-                api = wait_until(lambda: webhook.alert("ApiErrorBudgetBurnFast"), 1,
-                                 f"ApiErrorBudgetBurnFast at the webhook (got {webhook.payloads})")
-                pipeline = wait_until(lambda: webhook.alert("ApiUsageSpansRejected"), 1,
-                                      "ApiUsageSpansRejected at the webhook")
+                api = wait_until(
+                    lambda: webhook.alert("ApiErrorBudgetBurnFast"),
+                    1,
+                    f"ApiErrorBudgetBurnFast at the webhook (got {webhook.payloads})",
+                )
+                pipeline = wait_until(
+                    lambda: webhook.alert("ApiUsageSpansRejected"), 1, "ApiUsageSpansRejected at the webhook"
+                )
             # Follow each alert's runbook link, as the person paged would.
             for alert in (api, pipeline):
                 name = alert["labels"]["alertname"]
@@ -145,9 +159,14 @@ def test_api_and_pipeline_alerts_reach_the_webhook_with_working_runbook_links(tm
     finally:
         webhook.close()
     assert api["path"] == "/apiusage-pages"
-    assert api["labels"] == {"alertname": "ApiErrorBudgetBurnFast", "severity": "critical",
-                             "category": "api", "service": "e2e-api"}
+    assert api["labels"] == {
+        "alertname": "ApiErrorBudgetBurnFast",
+        "severity": "critical",
+        "category": "api",
+        "service": "e2e-api",
+    }
     assert api["annotations"]["dashboard_url"] == (
-        "http://grafana.example:3000/d/apiusage-overview/api-overview?viewPanel=7&var-service=e2e-api")
+        "http://grafana.example:3000/d/apiusage-overview/api-overview?viewPanel=7&var-service=e2e-api"
+    )
     assert pipeline["path"] == "/apiusage-tickets"
     assert pipeline["labels"]["reason"] == "invalid_span"

@@ -41,15 +41,24 @@ def test_every_group_sets_its_interval() -> None:
 
 
 def test_promtool_lint_is_clean() -> None:
-    result = subprocess.run([promtool(), "check", "rules", "--lint=all", "--lint-fatal",
-                             *map(str, RULES)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [promtool(), "check", "rules", "--lint=all", "--lint-fatal", *map(str, RULES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("test_file", UNIT_TESTS, ids=lambda p: p.name)
 def test_promtool_unit_tests(test_file: Path) -> None:
-    result = subprocess.run([promtool(), "test", "rules", str(test_file)], capture_output=True,
-                            text=True, timeout=120, cwd=test_file.parent)
+    result = subprocess.run(
+        [promtool(), "test", "rules", str(test_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=test_file.parent,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -82,10 +91,14 @@ def _panels() -> tuple[dict, set]:
     return doc["dashboards"], {(p["dashboard"], p["id"]) for p in doc["panels"]}
 
 
-_DASHBOARD = re.compile(r"^(?P<base>https?://[^/]+(?:/[^?]*)?)/d/(?P<uid>[\w-]+)/(?P<slug>[\w-]+)"
-                        r"\?viewPanel=(?P<id>\d+)(?P<vars>.*)$")
-_VAR = re.compile(r"&var-(\w+)=\{\{ \$labels\.(\w+) \| urlquery \}\}"
-                  r"|\{\{ with \$labels\.(\w+) \}\}&var-(\w+)=\{\{ \. \| urlquery \}\}\{\{ end \}\}")
+_DASHBOARD = re.compile(
+    r"^(?P<base>https?://[^/]+(?:/[^?]*)?)/d/(?P<uid>[\w-]+)/(?P<slug>[\w-]+)"
+    r"\?viewPanel=(?P<id>\d+)(?P<vars>.*)$"
+)
+_VAR = re.compile(
+    r"&var-(\w+)=\{\{ \$labels\.(\w+) \| urlquery \}\}"
+    r"|\{\{ with \$labels\.(\w+) \}\}&var-(\w+)=\{\{ \. \| urlquery \}\}\{\{ end \}\}"
+)
 
 
 def test_alert_style_runbooks_and_dashboard_links() -> None:
@@ -134,9 +147,14 @@ def test_panel_table_matches_the_contract() -> None:
 
 def test_slo_file_mistakes_are_reported_with_their_paths() -> None:
     with pytest.raises(SloError) as info:
-        parse_slo({"defaults": {"availability": 100, "latency": {"threshold": 0.3, "target": 99}},
-                   "services": {"a": {"routes": [{"method": "GET"}]}},
-                   "links": {"grafana_url": "grafana:3000"}}, "slo.yaml")
+        parse_slo(
+            {
+                "defaults": {"availability": 100, "latency": {"threshold": 0.3, "target": 99}},
+                "services": {"a": {"routes": [{"method": "GET"}]}},
+                "links": {"grafana_url": "grafana:3000"},
+            },
+            "slo.yaml",
+        )
     assert str(info.value) == (
         "slo.yaml is invalid:\n"
         "  defaults.availability: must be a percentage between 0 and 100, exclusive (got 100)\n"
@@ -145,7 +163,8 @@ def test_slo_file_mistakes_are_reported_with_their_paths() -> None:
         "  links.grafana_url: must be an http(s) URL (got 'grafana:3000')\n"
         "  defaults.latency.threshold: must be one of histogram_buckets [0.005, 0.01, 0.025, 0.05, "
         "0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0] (got 0.3); the latency SLO counts requests in the "
-        "bucket le=threshold")
+        "bucket le=threshold"
+    )
 
 
 def test_defaults_alone_generate_lint_clean_rules(tmp_path: Path) -> None:
@@ -153,9 +172,19 @@ def test_defaults_alone_generate_lint_clean_rules(tmp_path: Path) -> None:
     assert {a.name for a in alerts(slo)} == {r["alert"] for r in alert_rules()}
     for name, text in render(slo).items():
         (tmp_path / name).write_text(text)
-    result = subprocess.run([promtool(), "check", "rules", "--lint=all", "--lint-fatal",
-                             *map(str, sorted(tmp_path.glob("*.yml")))],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            promtool(),
+            "check",
+            "rules",
+            "--lint=all",
+            "--lint-fatal",
+            *map(str, sorted(tmp_path.glob("*.yml"))),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "service!~" not in (tmp_path / "slo.rules.yml").read_text()
     assert "apiusage_route:slo" not in (tmp_path / "slo.rules.yml").read_text().split("alerts")[1]

@@ -19,8 +19,9 @@ RULES = sorted((ROOT / "alert_rules").glob("*.rules.yml"))
 
 def test_cli_check_passes_on_the_repository() -> None:
     promtool()
-    result = subprocess.run([*apiusage_command(), "runbooks", "check"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*apiusage_command(), "runbooks", "check"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert "every PromQL snippet parses" in result.stdout
 
@@ -44,28 +45,45 @@ def test_check_names_each_problem(tmp_path: Path) -> None:
     drop = folder / "ApiTrafficDrop.md"
     drop.write_text(drop.read_text().replace("## Impact", "## Effects"))
     rejected = folder / "ApiUsageSpansRejected.md"
-    text = rejected.read_text().replace("sum by (instance, reason) (rate(apiusage_spans_rejected_total[5m]))",
-                                        "sum by (instance, reason) (rate(apiusage_spans_rejected_total[5m])")
+    text = rejected.read_text().replace(
+        "sum by (instance, reason) (rate(apiusage_spans_rejected_total[5m]))",
+        "sum by (instance, reason) (rate(apiusage_spans_rejected_total[5m])",
+    )
     rejected.write_text(text)
     line = text.splitlines().index("```promql") + 1
     problems = check_runbooks(folder, RULES)
-    assert problems[0] == (f"ApiTrafficSurge: no runbook; copy {folder}/TEMPLATE.md to "
-                           f"{folder}/ApiTrafficSurge.md")
+    assert problems[0] == (
+        f"ApiTrafficSurge: no runbook; copy {folder}/TEMPLATE.md to {folder}/ApiTrafficSurge.md"
+    )
     assert f"{drop}: missing section '## Impact'" in problems
     assert f"{folder}/NoSuchAlert.md: no alert named NoSuchAlert in the rule files" in problems
     snippet = [p for p in problems if "does not parse" in p]
     assert len(snippet) == 1
-    assert snippet[0].startswith(f"{rejected}:{line}: PromQL snippet 1 (in '## Diagnosis') does not "
-                                 "parse: could not parse expression: ")
+    assert snippet[0].startswith(
+        f"{rejected}:{line}: PromQL snippet 1 (in '## Diagnosis') does not "
+        "parse: could not parse expression: "
+    )
     assert "unclosed left parenthesis" in snippet[0]
 
 
 def test_check_cli_fails_with_the_problems(tmp_path: Path) -> None:
     folder = _copy(tmp_path)
     (folder / "ApiUsageLabelOverflow.md").write_text("# ApiUsageLabelOverflow\n\n## Meaning\n\nx\n")
-    result = subprocess.run([*apiusage_command(), "runbooks", "check", "--runbooks-dir", str(folder),
-                             "--rules-dir", str(ROOT / "alert_rules"), "--skip-promql"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            *apiusage_command(),
+            "runbooks",
+            "check",
+            "--runbooks-dir",
+            str(folder),
+            "--rules-dir",
+            str(ROOT / "alert_rules"),
+            "--skip-promql",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert f"{folder}/ApiUsageLabelOverflow.md: missing section '## Diagnosis'" in result.stderr
 
@@ -94,7 +112,8 @@ def test_processor_serves_every_runbook_as_html() -> None:
 def test_runbooks_dir_is_configurable_and_raw_html_is_escaped(tmp_path: Path) -> None:
     (tmp_path / "EvilAlert.md").write_text(
         "# EvilAlert <script>alert(1)</script>\n\n<img src=x onerror=alert(1)>\n\n"
-        "[click](javascript:alert(1))\n")
+        "[click](javascript:alert(1))\n"
+    )
     with running_processor({"exporters": {"prometheus": {"runbooks_dir": str(tmp_path)}}}) as proc:
         base = proc.metrics_url.removesuffix("/metrics")
         status, page, _ = get(f"{base}/runbooks/EvilAlert")

@@ -32,8 +32,14 @@ def config() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
     env.pop("APIUSAGE_PSEUDONYM_KEY", None)
     env.pop("GRAFANA_ADMIN_PASSWORD", None)
-    run = subprocess.run([exe, "--project-directory", str(ROOT), "-f", str(COMPOSE), "config"],
-                         capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
+    run = subprocess.run(
+        [exe, "--project-directory", str(ROOT), "-f", str(COMPOSE), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
+    )
     assert run.returncode == 0, f"docker-compose config failed:\n{run.stderr}"
     return yaml.safe_load(run.stdout)
 
@@ -48,8 +54,14 @@ def mounts(service: dict) -> list[dict]:
     out = []
     for v in service.get("volumes", []):
         if isinstance(v, dict):
-            out.append({"type": v["type"], "source": v.get("source", ""), "target": v["target"],
-                        "read_only": bool(v.get("read_only"))})
+            out.append(
+                {
+                    "type": v["type"],
+                    "source": v.get("source", ""),
+                    "target": v["target"],
+                    "read_only": bool(v.get("read_only")),
+                }
+            )
         else:
             source, target, *mode = v.split(":")
             kind = "bind" if source.startswith(("/", ".")) else "volume"
@@ -59,14 +71,19 @@ def mounts(service: dict) -> list[dict]:
 
 def binds(service: dict) -> list[tuple[Path, PurePosixPath, bool]]:
     """(host path, container path, read-only) of the service's bind mounts."""
-    return [(Path(m["source"]), PurePosixPath(m["target"]), m["read_only"])
-            for m in mounts(service) if m["type"] == "bind"]
+    return [
+        (Path(m["source"]), PurePosixPath(m["target"]), m["read_only"])
+        for m in mounts(service)
+        if m["type"] == "bind"
+    ]
 
 
 def named_volume_at(config: dict, service: str, target: str) -> bool:
     named = set(config.get("volumes") or {})
-    return any(m["type"] == "volume" and m["target"] == target and m["source"] in named
-               for m in mounts(config["services"][service]))
+    return any(
+        m["type"] == "volume" and m["target"] == target and m["source"] in named
+        for m in mounts(config["services"][service])
+    )
 
 
 def host_path(service: dict, container_path: str) -> Path:
@@ -91,8 +108,12 @@ def test_every_mounted_path_exists_in_the_repository(config):
 
 
 def test_state_lives_in_named_volumes(config):
-    want = {"processor": "/var/lib/apiusage", "prometheus": "/prometheus",
-            "alertmanager": "/alertmanager", "grafana": "/var/lib/grafana"}
+    want = {
+        "processor": "/var/lib/apiusage",
+        "prometheus": "/prometheus",
+        "alertmanager": "/alertmanager",
+        "grafana": "/var/lib/grafana",
+    }
     for name, target in want.items():
         assert named_volume_at(config, name, target), f"{name}: {target} is not a named volume"
 
@@ -144,9 +165,11 @@ def test_processor_config_is_valid_where_it_is_mounted(config):
     assert host == "jaeger" and port == "4318"  # Jaeger's OTLP/HTTP receiver
     assert config["services"]["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
     from apiusage.instrumentation.catalog import load_catalog
+
     load_catalog(data["catalog"])
-    ports = {int(p["target"]) if isinstance(p, dict) else int(str(p).split(":")[-1])
-             for p in processor["ports"]}
+    ports = {
+        int(p["target"]) if isinstance(p, dict) else int(str(p).split(":")[-1]) for p in processor["ports"]
+    }
     assert {4317, 4318, 9464} <= ports
 
 
@@ -235,13 +258,20 @@ def test_python_packages_of_the_image_are_pinned():
             assert version, f"not pinned: {line}"
             pins[canonicalize_name(name)] = version
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = [*project["dependencies"], *project["optional-dependencies"]["processor"],
-              *project["optional-dependencies"]["instrumentation"], "fastapi", "uvicorn", "httpx"]
+    wanted = [
+        *project["dependencies"],
+        *project["optional-dependencies"]["processor"],
+        *project["optional-dependencies"]["instrumentation"],
+        "fastapi",
+        "uvicorn",
+        "httpx",
+    ]
     for spec in wanted:
         req = Requirement(spec)
         name = canonicalize_name(req.name)
         assert name in pins, f"{req.name} is not pinned in deploy/requirements.txt"
-        assert req.specifier.contains(pins[name], prereleases=True), \
+        assert req.specifier.contains(pins[name], prereleases=True), (
             f"{req.name}=={pins[name]} is not in {req.specifier}"
+        )
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "-r deploy/requirements.txt" in dockerfile and "--no-index" in dockerfile

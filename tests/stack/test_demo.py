@@ -110,29 +110,51 @@ def test_export_capacity_answers_503_beyond_it():
     async def burst() -> list[int]:
         transport = httpx.ASGITransport(app=build_app(seed=2))
         async with httpx.AsyncClient(transport=transport, base_url="http://demo") as client:
-            answers = await asyncio.gather(*(client.post("/v2/exports", json=body, headers={"X-API-Key": key})
-                                             for _ in range(EXPORTS_PER_SECOND * 3)))
+            answers = await asyncio.gather(
+                *(
+                    client.post("/v2/exports", json=body, headers={"X-API-Key": key})
+                    for _ in range(EXPORTS_PER_SECOND * 3)
+                )
+            )
         return [a.status_code for a in answers]
 
     codes = asyncio.run(burst())
     assert codes.count(202) == EXPORTS_PER_SECOND and codes.count(503) == 2 * EXPORTS_PER_SECOND
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://localhost:1", "http://[::1]:8000",
-                                 "http://demo:8000", "https://orders-api"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000",
+        "http://localhost:1",
+        "http://[::1]:8000",
+        "http://demo:8000",
+        "https://orders-api",
+    ],
+)
 def test_traffic_targets_loopback_or_compose_names(url):
     assert traffic.check_target(url) == url
 
 
-@pytest.mark.parametrize("url", ["http://example.com", "http://10.0.0.5:8000", "http://8.8.8.8",
-                                 "ftp://127.0.0.1", "http://demo.internal:8000", "127.0.0.1:8000"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com",
+        "http://10.0.0.5:8000",
+        "http://8.8.8.8",
+        "ftp://127.0.0.1",
+        "http://demo.internal:8000",
+        "127.0.0.1:8000",
+    ],
+)
 def test_traffic_refuses_other_targets(url):
     with pytest.raises(ValueError):
         traffic.check_target(url)
 
 
-@pytest.mark.parametrize("kwargs", [{"duration": 0}, {"duration": 8 * 86400}, {"max_requests": 0},
-                                    {"rate": 0}, {"rate": 5000}])
+@pytest.mark.parametrize(
+    "kwargs", [{"duration": 0}, {"duration": 8 * 86400}, {"max_requests": 0}, {"rate": 0}, {"rate": 5000}]
+)
 def test_traffic_is_bounded(kwargs):
     args = {"duration": 1, "max_requests": 10, "rate": 1, "seed": 1, "concurrency": 1, "burst_every": None}
     with pytest.raises(ValueError):
@@ -199,14 +221,27 @@ def test_alertlog_prints_each_alert_with_its_links(capsys):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        payload = {"version": "4", "status": "firing", "alerts": [{
+        payload = {
+            "version": "4",
             "status": "firing",
-            "labels": {"alertname": "ApiTrafficDrop", "severity": "warning", "service": "orders-api"},
-            "annotations": {"summary": "Less traffic.", "runbook_url": "http://localhost:9464/runbooks/ApiTrafficDrop",
-                            "dashboard_url": "http://localhost:3000/d/apiusage-overview/api-overview?viewPanel=5"}}]}
-        request = urllib.request.Request(f"http://127.0.0.1:{server.server_address[1]}/alerts/warning",
-                                         data=json.dumps(payload).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+            "alerts": [
+                {
+                    "status": "firing",
+                    "labels": {"alertname": "ApiTrafficDrop", "severity": "warning", "service": "orders-api"},
+                    "annotations": {
+                        "summary": "Less traffic.",
+                        "runbook_url": "http://localhost:9464/runbooks/ApiTrafficDrop",
+                        "dashboard_url": "http://localhost:3000/d/apiusage-overview/api-overview?viewPanel=5",
+                    },
+                }
+            ],
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.server_address[1]}/alerts/warning",
+            data=json.dumps(payload).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 200
     finally:

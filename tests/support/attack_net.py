@@ -25,8 +25,14 @@ async def _handle(request: Request) -> Reply:
 def http_server(tls: ssl.SSLContext | None = None, **limits: float) -> Iterator[HttpServer]:
     """A real HttpServer on 127.0.0.1:0 answering /big (8 MiB), /slow (after 3 s) and anything else."""
     known = {f.name for f in dataclasses.fields(Limits)}  # so the tests also run on the code before
-    server = HttpServer("127.0.0.1:0", _handle, "test.endpoint", "attack", tls,
-                        limits=Limits(**{k: v for k, v in limits.items() if k in known}))  # type: ignore[arg-type]
+    server = HttpServer(
+        "127.0.0.1:0",
+        _handle,
+        "test.endpoint",
+        "attack",
+        tls,
+        limits=Limits(**{k: v for k, v in limits.items() if k in known}),
+    )  # type: ignore[arg-type]
     server.start()
     try:
         yield server

@@ -50,8 +50,14 @@ def run_apiusage(args: list[str], cwd: Path, timeout: float = 15) -> CliRun:
     out, err = cwd / ".cli-stdout", cwd / ".cli-stderr"
     with out.open("wb") as fo, err.open("wb") as fe:
         start = time.monotonic()
-        process = subprocess.Popen([*apiusage_command(), *args], cwd=cwd, stdin=subprocess.DEVNULL,
-                                   stdout=fo, stderr=fe, preexec_fn=_limit_child)
+        process = subprocess.Popen(
+            [*apiusage_command(), *args],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=fo,
+            stderr=fe,
+            preexec_fn=_limit_child,
+        )
         deadline = start + timeout
         peak = 0
         while True:
@@ -67,5 +73,10 @@ def run_apiusage(args: list[str], cwd: Path, timeout: float = 15) -> CliRun:
             time.sleep(0.02)
         seconds = time.monotonic() - start
     process.returncode = os.waitstatus_to_exitcode(status)  # so Popen does not wait again
-    return CliRun(process.returncode, out.read_text(errors="replace"), err.read_text(errors="replace"),
-                  peak or usage.ru_maxrss * 1024, seconds)
+    return CliRun(
+        process.returncode,
+        out.read_text(errors="replace"),
+        err.read_text(errors="replace"),
+        peak or usage.ru_maxrss * 1024,
+        seconds,
+    )

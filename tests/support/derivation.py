@@ -11,10 +11,17 @@ from collections.abc import Iterable, Mapping
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 # Short names for span(): the default attribute source of each field.
-KEYS = {"method": "http.request.method", "route": "http.route", "status": "http.response.status_code",
-        "consumer": "apiusage.consumer.id", "plan": "apiusage.consumer.plan_tier",
-        "client": "apiusage.client.name", "version": "apiusage.client.version",
-        "feature": "apiusage.feature", "deprecated": "apiusage.endpoint.deprecated"}
+KEYS = {
+    "method": "http.request.method",
+    "route": "http.route",
+    "status": "http.response.status_code",
+    "consumer": "apiusage.consumer.id",
+    "plan": "apiusage.consumer.plan_tier",
+    "client": "apiusage.client.name",
+    "version": "apiusage.client.version",
+    "feature": "apiusage.feature",
+    "deprecated": "apiusage.endpoint.deprecated",
+}
 
 
 def span(tracestate: str = "", **fields: object) -> dict:
@@ -55,8 +62,9 @@ def export_request(spans: Iterable[Mapping], service: str = "orders-api") -> byt
 
 def post(http_endpoint: str, body: bytes, timeout: float = 10) -> int:
     """POST /v1/traces; the HTTP status."""
-    request = urllib.request.Request(f"{http_endpoint}/v1/traces", data=body,
-                                     headers={"Content-Type": "application/x-protobuf"})
+    request = urllib.request.Request(
+        f"{http_endpoint}/v1/traces", data=body, headers={"Content-Type": "application/x-protobuf"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()

@@ -40,8 +40,9 @@ class StallingClient:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.settimeout(timeout)
         self.authority = f"{host}:{port}"
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
-                                                                         header_encoding="utf-8"))
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
         self.conn.initiate_connection()
         self.answers: dict[int, StreamAnswer] = {}
         self.closed = False  # the server closed the connection (GOAWAY or EOF)
@@ -51,10 +52,17 @@ class StallingClient:
         """Send an Export call's headers and, when `declared_length` is given, the 5-byte gRPC message
         prefix announcing that many bytes followed by only `sent` of them; returns the stream id."""
         stream_id = self.conn.get_next_available_stream_id()
-        self.conn.send_headers(stream_id, [
-            (":method", "POST"), (":scheme", "http"), (":path", METHOD),
-            (":authority", self.authority), ("content-type", "application/grpc"), ("te", "trailers"),
-        ])
+        self.conn.send_headers(
+            stream_id,
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", METHOD),
+                (":authority", self.authority),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+            ],
+        )
         if declared_length is not None:
             self.conn.send_data(stream_id, b"\x00" + struct.pack(">I", declared_length) + b"\x0a" * sent)
         self.answers[stream_id] = StreamAnswer()

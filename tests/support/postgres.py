@@ -71,16 +71,42 @@ def postgres_server(parent: str | None = None, durable: bool = False) -> Iterato
             raise RuntimeError(f"{args[0]} failed: {result.stderr or result.stdout}")
 
     fast = "" if durable else " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    start = [*prefix, f"{bindir}/pg_ctl", "-D", data, "-l", log, "-w", "-t", "120", "-o",
-             f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1{fast}", "start"]
+    start = [
+        *prefix,
+        f"{bindir}/pg_ctl",
+        "-D",
+        data,
+        "-l",
+        log,
+        "-w",
+        "-t",
+        "120",
+        "-o",
+        f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1{fast}",
+        "start",
+    ]
     stop = [*prefix, f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"]
     try:
-        run(f"{bindir}/initdb", "-D", data, "-U", "postgres", "-A", "trust",
-            *(() if durable else ("--no-sync",)), "-E", "UTF8", "--locale=C")
-        run(*start[len(prefix):])
+        run(
+            f"{bindir}/initdb",
+            "-D",
+            data,
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            *(() if durable else ("--no-sync",)),
+            "-E",
+            "UTF8",
+            "--locale=C",
+        )
+        run(*start[len(prefix) :])
         yield PostgresServer(f"postgresql://postgres@127.0.0.1:{port}/postgres", start, stop)
     finally:
         if os.path.exists(os.path.join(data, "postmaster.pid")):
-            subprocess.run([*prefix, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "-w",
-                            "stop"], capture_output=True, timeout=60)
+            subprocess.run(
+                [*prefix, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"],
+                capture_output=True,
+                timeout=60,
+            )
         shutil.rmtree(root, ignore_errors=True)

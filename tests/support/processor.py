@@ -21,8 +21,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 LOOPBACK_CONFIG: dict[str, Any] = {
-    "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"},
-                                         "http": {"endpoint": "127.0.0.1:0"}}}},
+    "receivers": {
+        "otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"}, "http": {"endpoint": "127.0.0.1:0"}}}
+    },
     "exporters": {"prometheus": {"endpoint": "127.0.0.1:0"}},
 }
 
@@ -94,8 +95,9 @@ class RunningProcessor:
             time.sleep(0.05)
 
 
-def wait_for(running: RunningProcessor, name: str, value: float, timeout: float = 15,
-             **labels: str) -> Samples:
+def wait_for(
+    running: RunningProcessor, name: str, value: float, timeout: float = 15, **labels: str
+) -> Samples:
     """Scrape until sample `name{labels}` equals `value`; returns the last scrape."""
     deadline = time.monotonic() + timeout
     while True:
@@ -108,8 +110,7 @@ def wait_for(running: RunningProcessor, name: str, value: float, timeout: float 
 
 
 def _endpoints(urls: dict[str, str]) -> tuple[str, str, str]:
-    return (urls.get("otlp-grpc", ""), urls.get("otlp-http", "").removesuffix("/v1/traces"),
-            urls["metrics"])
+    return (urls.get("otlp-grpc", ""), urls.get("otlp-http", "").removesuffix("/v1/traces"), urls["metrics"])
 
 
 def _with_sqlite(extra_config: dict | None, path: str) -> dict:
@@ -144,16 +145,20 @@ def apiusage_command() -> list[str]:
 
 
 @contextlib.contextmanager
-def start_processor(tmp_path: Path, extra_config: dict | None = None,
-                    env: dict[str, str] | None = None) -> Iterator[RunningProcessor]:
+def start_processor(
+    tmp_path: Path, extra_config: dict | None = None, env: dict[str, str] | None = None
+) -> Iterator[RunningProcessor]:
     """`apiusage serve` as a subprocess, on loopback ports chosen by the OS."""
     config = tmp_path / "apiusage.yaml"
     base = _with_sqlite(extra_config, str(tmp_path / "state.db"))
     config.write_text(yaml.safe_dump(merge(base, extra_config)))
     process = subprocess.Popen(
         [*apiusage_command(), "serve", "--config", str(config)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, **(env or {})})
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     urls: dict[str, str] = {}
     try:
         assert process.stdout is not None

@@ -66,8 +66,10 @@ def wait_until(probe: Callable[[], T], timeout: float, what: str, interval: floa
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}"
-                         + (f" (last error: {last_error})" if last_error else ""))
+    raise AssertionError(
+        f"timed out after {timeout:g}s waiting for {what}"
+        + (f" (last error: {last_error})" if last_error else "")
+    )
 
 
 def _ready(base_url: str) -> bool:
@@ -76,8 +78,7 @@ def _ready(base_url: str) -> bool:
 
 
 @contextlib.contextmanager
-def _server(command: list[str], base_url: str, log: Path, name: str,
-            timeout: float = 30) -> Iterator[str]:
+def _server(command: list[str], base_url: str, log: Path, name: str, timeout: float = 30) -> Iterator[str]:
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -104,8 +105,9 @@ def _ready_quietly(base_url: str) -> bool:
 
 
 @contextlib.contextmanager
-def start_prometheus(tmp_path: Path, config_text: str,
-                     rule_files: Iterable[str | Path] = ()) -> Iterator[str]:
+def start_prometheus(
+    tmp_path: Path, config_text: str, rule_files: Iterable[str | Path] = ()
+) -> Iterator[str]:
     """A Prometheus server on 127.0.0.1 with `config_text` as its configuration; `rule_files`
     (paths) replace the config's own `rule_files`. Yields its base URL."""
     exe = binary("prometheus", package="prometheus")
@@ -118,9 +120,14 @@ def start_prometheus(tmp_path: Path, config_text: str,
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    command = [exe, f"--config.file={folder / 'prometheus.yml'}",
-               f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-               "--web.enable-lifecycle", f"--web.external-url={base_url}"]
+    command = [
+        exe,
+        f"--config.file={folder / 'prometheus.yml'}",
+        f"--storage.tsdb.path={folder / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--web.enable-lifecycle",
+        f"--web.external-url={base_url}",
+    ]
     with _server(command, base_url, folder / "prometheus.log", "prometheus") as url:
         yield url
 
@@ -134,9 +141,13 @@ def start_alertmanager(tmp_path: Path, config_text: str) -> Iterator[str]:
     (folder / "alertmanager.yml").write_text(config_text)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    command = [exe, f"--config.file={folder / 'alertmanager.yml'}",
-               f"--storage.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-               "--cluster.listen-address="]
+    command = [
+        exe,
+        f"--config.file={folder / 'alertmanager.yml'}",
+        f"--storage.path={folder / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+    ]
     with _server(command, base_url, folder / "alertmanager.log", "alertmanager") as url:
         yield url
 

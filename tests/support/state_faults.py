@@ -20,8 +20,9 @@ from tests.support.components import missing
 DAY_MS = 86_400_000
 
 
-def seed_history(db: Path, consumers: int, days: int = 30, service: str = "history-api",
-                 endpoints: int = 1) -> int:
+def seed_history(
+    db: Path, consumers: int, days: int = 30, service: str = "history-api", endpoints: int = 1
+) -> int:
     """A migrated SQLite state file where `consumers` consumers called `endpoints` of 50 routes
     every day of the last `days` days; returns the number of activity facts (consumer × endpoint ×
     day), written into the model's tables as flushes would have left them."""
@@ -34,32 +35,45 @@ def seed_history(db: Path, consumers: int, days: int = 30, service: str = "histo
             "CREATE TEMP TABLE seed AS WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n "
             "WHERE i + 1 < ?), e(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM e WHERE k + 1 < ?) "
             "SELECT printf('h%07d', i) AS c, '/r' || ((i + k) % 50) AS route FROM n, e",
-            (consumers, endpoints))
+            (consumers, endpoints),
+        )
         conn.execute(
             "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?) "
             "INSERT INTO consumers SELECT ?, printf('h%07d', i), ?, NULL, ?, 'free', 'free', "
-            "'sdk', '1' FROM n", (consumers, service, first, today * DAY_MS + 1))
+            "'sdk', '1' FROM n",
+            (consumers, service, first, today * DAY_MS + 1),
+        )
         days_cte = "WITH RECURSIVE d(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM d WHERE j + 1 < ?) "
         conn.execute(
             days_cte + "INSERT INTO endpoint_days SELECT ?, 'GET', route, ? - j, c, 1.0, 0.0, "
-            "(? - j) * ? + 1 FROM d, seed ORDER BY 3, 4, 5", (days, service, today, today, DAY_MS))
+            "(? - j) * ? + 1 FROM d, seed ORDER BY 3, 4, 5",
+            (days, service, today, today, DAY_MS),
+        )
         conn.execute(
             days_cte + "INSERT INTO consumer_days SELECT ?, c, ? - j, COUNT(*), 0.0 FROM d, seed "
-            "GROUP BY c, j ORDER BY 2, 3", (days, service, today))
+            "GROUP BY c, j ORDER BY 2, 3",
+            (days, service, today),
+        )
         conn.execute(
             "INSERT INTO consumer_weeks SELECT service, consumer_id, (day + 3) / 7, SUM(calls) "
-            "FROM consumer_days GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
+            "FROM consumer_days GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        )
         conn.execute(
-            "INSERT INTO consumer_endpoints SELECT ?, 'GET', route, c, ?, ?, ?, 0.0 FROM seed "
-            "ORDER BY 3, 4", (service, today - days + 1, today * DAY_MS + 1, float(days)))
+            "INSERT INTO consumer_endpoints SELECT ?, 'GET', route, c, ?, ?, ?, 0.0 FROM seed ORDER BY 3, 4",
+            (service, today - days + 1, today * DAY_MS + 1, float(days)),
+        )
         conn.execute(
             "INSERT INTO consumer_features SELECT DISTINCT ?, 'f', c, ?, ? FROM seed ORDER BY 3",
-            (service, today * DAY_MS + 1, float(days * endpoints)))
+            (service, today * DAY_MS + 1, float(days * endpoints)),
+        )
         conn.execute(
             "INSERT INTO consumer_clients SELECT DISTINCT ?, 'sdk', '1', c, ?, ? FROM seed ORDER BY 4",
-            (service, today * DAY_MS + 1, float(days * endpoints)))
-        conn.execute("INSERT INTO endpoints SELECT DISTINCT ?, 'GET', route, 0, ?, ? FROM seed",
-                     (service, first, today * DAY_MS + 1))
+            (service, today * DAY_MS + 1, float(days * endpoints)),
+        )
+        conn.execute(
+            "INSERT INTO endpoints SELECT DISTINCT ?, 'GET', route, 0, ?, ? FROM seed",
+            (service, first, today * DAY_MS + 1),
+        )
     return consumers * days * endpoints
 
 

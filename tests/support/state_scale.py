@@ -129,19 +129,25 @@ class History:
         templates = {}
         for e, (method, route, feature) in enumerate(ENDPOINTS):
             for status in (200, 503):
-                attributes = [_kv("http.request.method", method), _kv("http.route", route),
-                              _kv("http.response.status_code", status)]
+                attributes = [
+                    _kv("http.request.method", method),
+                    _kv("http.route", route),
+                    _kv("http.response.status_code", status),
+                ]
                 if feature:
                     attributes.append(_kv("apiusage.feature", feature))
-                templates[e, status] = Span(kind=Span.SPAN_KIND_SERVER, name=f"{method} {route}",
-                                            attributes=attributes)
+                templates[e, status] = Span(
+                    kind=Span.SPAN_KIND_SERVER, name=f"{method} {route}", attributes=attributes
+                )
         request, n, serial = self._new_request(), 0, 0
         spans = request.resource_spans[0].scope_spans[0].spans
         for i in self.ids:
-            per_consumer = [_kv("apiusage.consumer.id", f"s{i:06d}"),
-                            _kv("apiusage.consumer.plan_tier", _plan(i)),
-                            _kv("apiusage.client.name", CLIENT),
-                            _kv("apiusage.client.version", _version(i))]
+            per_consumer = [
+                _kv("apiusage.consumer.id", f"s{i:06d}"),
+                _kv("apiusage.consumer.plan_tier", _plan(i)),
+                _kv("apiusage.client.name", CLIENT),
+                _kv("apiusage.client.version", _version(i)),
+            ]
             for days_ago, e, status in self.calls(i):
                 serial += 1
                 span = spans.add()
@@ -176,9 +182,15 @@ def fresh_request(service: str, n: int, first_serial: int = 1 << 40) -> bytes:
     spans = rs.scope_spans.add().spans
     now_ns = time.time_ns()
     for k in range(n):
-        span = spans.add(kind=Span.SPAN_KIND_SERVER, name="GET /v1/fresh",
-                         attributes=[_kv("http.request.method", "GET"), _kv("http.route", "/v1/fresh"),
-                                     _kv("http.response.status_code", 200)])
+        span = spans.add(
+            kind=Span.SPAN_KIND_SERVER,
+            name="GET /v1/fresh",
+            attributes=[
+                _kv("http.request.method", "GET"),
+                _kv("http.route", "/v1/fresh"),
+                _kv("http.response.status_code", 200),
+            ],
+        )
         span.trace_id = (first_serial + k).to_bytes(16, "big")
         span.span_id = (first_serial + k).to_bytes(8, "big")
         span.start_time_unix_nano, span.end_time_unix_nano = now_ns - 10_000_000, now_ns
@@ -203,8 +215,7 @@ class Exporter:
             if self._conn is None:
                 self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
             try:
-                self._conn.request("POST", "/v1/traces", body,
-                                   {"Content-Type": "application/x-protobuf"})
+                self._conn.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
                 response = self._conn.getresponse()
                 answer = response.read()
             except (OSError, http.client.HTTPException):
@@ -228,8 +239,9 @@ class Exporter:
             self._conn = None
 
 
-def send_history(http_endpoint: str, history: History | Iterable[tuple[bytes, int]],
-                 timeout: float = 60.0) -> int:
+def send_history(
+    http_endpoint: str, history: History | Iterable[tuple[bytes, int]], timeout: float = 60.0
+) -> int:
     """Export the whole history (or its requests, built beforehand); returns the spans sent."""
     deadline = time.monotonic() + timeout
     exporter = Exporter(http_endpoint)

@@ -38,11 +38,30 @@ def at(days_ago: int, hour: int) -> int:
     return NOW_MS - days_ago * DAY_MS + hour * 3_600_000
 
 
-def call(days_ago: int, hour: int, consumer: str, method: str, route: str, status: int, *,
-         plan: str | None, client: tuple[str, str] | None = ("orders-sdk", "1.2.0"),
-         ua: str | None = None, feature: str | None = "orders") -> dict:
-    return dict(at=at(days_ago, hour), consumer=consumer, method=method, route=route,
-                status=status, plan=plan, client=client, ua=ua, feature=feature)
+def call(
+    days_ago: int,
+    hour: int,
+    consumer: str,
+    method: str,
+    route: str,
+    status: int,
+    *,
+    plan: str | None,
+    client: tuple[str, str] | None = ("orders-sdk", "1.2.0"),
+    ua: str | None = None,
+    feature: str | None = "orders",
+) -> dict:
+    return dict(
+        at=at(days_ago, hour),
+        consumer=consumer,
+        method=method,
+        route=route,
+        status=status,
+        plan=plan,
+        client=client,
+        ua=ua,
+        feature=feature,
+    )
 
 
 V1_DELETE = "/v1/orders/{order_id}"
@@ -75,8 +94,10 @@ def calls() -> list[dict]:
 def recent_consumers(first: int, last: int) -> list[dict]:
     """One successful call an hour ago for each of consumers c<first> … c<last - 1> (plan pro)."""
     recent = int(time.time() * 1000) - 3_600_000
-    return [dict(call(0, 0, f"c{i:03d}", "GET", "/v1/orders", 200, plan="pro"), at=recent)
-            for i in range(first, last)]
+    return [
+        dict(call(0, 0, f"c{i:03d}", "GET", "/v1/orders", 200, plan="pro"), at=recent)
+        for i in range(first, last)
+    ]
 
 
 def request(batch: list[dict]) -> bytes:
@@ -90,9 +111,12 @@ def request(batch: list[dict]) -> bytes:
         span.trace_id, span.span_id, span.kind = os.urandom(16), os.urandom(8), 2
         span.end_time_unix_nano = c["at"] * 1_000_000
         span.start_time_unix_nano = span.end_time_unix_nano - 5_000_000
-        attributes = {"http.request.method": c["method"], "http.route": c["route"],
-                      "http.response.status_code": c["status"],
-                      "apiusage.consumer.id": c["consumer"]}
+        attributes = {
+            "http.request.method": c["method"],
+            "http.route": c["route"],
+            "http.response.status_code": c["status"],
+            "apiusage.consumer.id": c["consumer"],
+        }
         if c["plan"]:
             attributes["apiusage.consumer.plan_tier"] = c["plan"]
         if c["client"]:
@@ -113,8 +137,11 @@ def request(batch: list[dict]) -> bytes:
 
 def send(http_endpoint: str, batch: list[dict], chunk: int = 100) -> None:
     for i in range(0, len(batch), chunk):
-        req = urllib.request.Request(f"{http_endpoint}/v1/traces", data=request(batch[i:i + chunk]),
-                                     headers={"Content-Type": "application/x-protobuf"})
+        req = urllib.request.Request(
+            f"{http_endpoint}/v1/traces",
+            data=request(batch[i : i + chunk]),
+            headers={"Content-Type": "application/x-protobuf"},
+        )
         with urllib.request.urlopen(req, timeout=10) as response:
             assert response.status == 200
 

@@ -13,11 +13,33 @@ from apiusage.processor.telemetry import PipelineStats
 TID, SID = bytes(16), bytes(8)
 
 
-def req(route: str = "/v1/orders", code: str = "200", duration: float = 0.02, weight: float = 1.0,
-        plan: str = "pro", deprecated: str = "false", client: tuple[str, str] = ("sdk", "1.0"),
-        service: str = "orders") -> ApiRequest:
-    return ApiRequest(service, "GET", route, code, plan, deprecated, *client, None, None, "c1",
-                      duration, weight, 0, TID, SID)
+def req(
+    route: str = "/v1/orders",
+    code: str = "200",
+    duration: float = 0.02,
+    weight: float = 1.0,
+    plan: str = "pro",
+    deprecated: str = "false",
+    client: tuple[str, str] = ("sdk", "1.0"),
+    service: str = "orders",
+) -> ApiRequest:
+    return ApiRequest(
+        service,
+        "GET",
+        route,
+        code,
+        plan,
+        deprecated,
+        *client,
+        None,
+        None,
+        "c1",
+        duration,
+        weight,
+        0,
+        TID,
+        SID,
+    )
 
 
 def metrics(**limits: object) -> tuple[RequestMetrics, PipelineStats]:
@@ -27,8 +49,15 @@ def metrics(**limits: object) -> tuple[RequestMetrics, PipelineStats]:
 
 def test_weighted_counts_and_histogram() -> None:
     m, _ = metrics()
-    m.consume([req(weight=2.0), req(duration=0.5), req(code="503", duration=0.005),
-               req(duration=-1.0), req(deprecated="true", client=("old", "0.1"))])
+    m.consume(
+        [
+            req(weight=2.0),
+            req(duration=0.5),
+            req(code="503", duration=0.005),
+            req(duration=-1.0),
+            req(deprecated="true", client=("old", "0.1")),
+        ]
+    )
     snap = m.snapshot()
     assert snap.counters["api_requests"] == {
         ("orders", "GET", "/v1/orders", "200", "pro", "false"): 4.0,
@@ -36,11 +65,13 @@ def test_weighted_counts_and_histogram() -> None:
         ("orders", "GET", "/v1/orders", "200", "pro", "true"): 1.0,
     }
     assert snap.counters["api_client_requests"] == {
-        ("orders", "sdk", "1.0", "2xx"): 4.0, ("orders", "sdk", "1.0", "5xx"): 1.0,
+        ("orders", "sdk", "1.0", "2xx"): 4.0,
+        ("orders", "sdk", "1.0", "5xx"): 1.0,
         ("orders", "old", "0.1", "2xx"): 1.0,
     }
     assert snap.counters["api_deprecated_requests"] == {
-        ("orders", "GET", "/v1/orders", "pro", "old", "0.1"): 1.0}
+        ("orders", "GET", "/v1/orders", "pro", "old", "0.1"): 1.0
+    }
     buckets, count, total, _ = snap.histograms[("orders", "GET", "/v1/orders", "pro")]
     # the span whose end precedes its start is counted as a request but not observed
     assert (buckets, count) == ([1.0, 3.0, 1.0], 5.0)
@@ -65,8 +96,12 @@ def test_idle_series_expire_and_free_their_label_values() -> None:
     m.consume([req(route="/new")])
     snap = m.snapshot()
     assert [k[2] for k in snap.counters["api_requests"]] == ["/new"]
-    assert snap.series_counts == {"api_requests": 1, "api_client_requests": 1,
-                                  "api_deprecated_requests": 0, "api_request_duration_seconds": 1}
+    assert snap.series_counts == {
+        "api_requests": 1,
+        "api_client_requests": 1,
+        "api_deprecated_requests": 0,
+        "api_request_duration_seconds": 1,
+    }
 
 
 def test_label_values_are_sanitized_and_capped() -> None:

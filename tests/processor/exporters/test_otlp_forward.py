@@ -37,8 +37,9 @@ class Sink(ThreadingHTTPServer):
 
 
 def post(url: str, body: bytes) -> int:
-    req = urllib.request.Request(f"{url}/v1/traces", data=body,
-                                 headers={"Content-Type": "application/x-protobuf"})
+    req = urllib.request.Request(
+        f"{url}/v1/traces", data=body, headers={"Content-Type": "application/x-protobuf"}
+    )
     with urllib.request.urlopen(req, timeout=5) as response:
         return response.status
 
@@ -62,8 +63,9 @@ def test_accepted_requests_are_forwarded_in_order() -> None:
 
 
 def test_a_dead_backend_never_stalls_ingestion() -> None:
-    config = {"exporters": {"otlp": {"endpoint": "http://127.0.0.1:1", "timeout": "1s",
-                                     "max_queue_requests": 2}}}
+    config = {
+        "exporters": {"otlp": {"endpoint": "http://127.0.0.1:1", "timeout": "1s", "max_queue_requests": 2}}
+    }
     with running_processor(config) as running:
         body = request_with_spans(10).SerializeToString()
         start = time.monotonic()
@@ -71,8 +73,10 @@ def test_a_dead_backend_never_stalls_ingestion() -> None:
             assert post(running.http_endpoint, body) == 200
         assert time.monotonic() - start < 5
         m = running.wait_processed(200)
-        forwarded = {o: sample(m, "apiusage_forwarded_requests_total", outcome=o)
-                     for o in ("success", "failure", "dropped")}
+        forwarded = {
+            o: sample(m, "apiusage_forwarded_requests_total", outcome=o)
+            for o in ("success", "failure", "dropped")
+        }
         assert forwarded["success"] == 0
         assert forwarded["dropped"] >= 15  # the queue holds 2; one is being retried
         assert sum(forwarded.values()) + sample(m, "apiusage_forward_queue_requests") <= 20

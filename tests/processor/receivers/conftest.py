@@ -30,15 +30,18 @@ def stalled() -> Iterator[Stalled]:
     stats = PipelineStats()
     queue = SpanQueue(max_spans=10)
     intake = Intake(FieldScanner(span_field_sources(UsageConfig()), [("service.name",)]), queue, stats)
-    http = HttpReceiver(HttpProtocol(endpoint="127.0.0.1:0", max_request_body_size=64 * 1024),
-                        intake, retry_after=7)
-    grpc_receiver = GrpcReceiver(GrpcProtocol(endpoint="127.0.0.1:0", max_recv_msg_size_mib=1),
-                                 intake, retry_after=7)
+    http = HttpReceiver(
+        HttpProtocol(endpoint="127.0.0.1:0", max_request_body_size=64 * 1024), intake, retry_after=7
+    )
+    grpc_receiver = GrpcReceiver(
+        GrpcProtocol(endpoint="127.0.0.1:0", max_recv_msg_size_mib=1), intake, retry_after=7
+    )
     http.start()
     grpc_receiver.start()
     try:
-        yield Stalled(queue, stats, f"http://127.0.0.1:{http.port}/v1/traces",
-                      f"127.0.0.1:{grpc_receiver.port}")
+        yield Stalled(
+            queue, stats, f"http://127.0.0.1:{http.port}/v1/traces", f"127.0.0.1:{grpc_receiver.port}"
+        )
     finally:
         http.stop()
         grpc_receiver.stop(0)

@@ -17,10 +17,14 @@ METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 @pytest.fixture
 def export(stalled):
-    channel = grpc.insecure_channel(stalled.grpc_target,
-                                    options=[("grpc.max_send_message_length", 256 << 20)])
-    call = channel.unary_unary(METHOD, request_serializer=ExportTraceServiceRequest.SerializeToString,
-                               response_deserializer=ExportTraceServiceResponse.FromString)
+    channel = grpc.insecure_channel(
+        stalled.grpc_target, options=[("grpc.max_send_message_length", 256 << 20)]
+    )
+    call = channel.unary_unary(
+        METHOD,
+        request_serializer=ExportTraceServiceRequest.SerializeToString,
+        response_deserializer=ExportTraceServiceResponse.FromString,
+    )
     yield call
     channel.close()
 

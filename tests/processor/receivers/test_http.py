@@ -15,8 +15,9 @@ PB = "application/x-protobuf"
 
 
 def post(url: str, body: bytes, content_type: str = PB, **headers: str) -> tuple[int, bytes, dict]:
-    req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"Content-Type": content_type, **headers})
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": content_type, **headers}
+    )
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return resp.status, resp.read(), dict(resp.headers)
@@ -37,27 +38,39 @@ def test_partial_success_names_the_rejected_spans(stalled) -> None:
     response = ExportTraceServiceResponse.FromString(body)
     assert response.partial_success.rejected_spans == 3
     assert response.partial_success.error_message == (
-        "3 of 4 spans rejected: trace_id must be 16 bytes and span_id 8 bytes, neither all zeros")
+        "3 of 4 spans rejected: trace_id must be 16 bytes and span_id 8 bytes, neither all zeros"
+    )
     assert stalled.queue.depth == 1
     assert stalled.stats.spans_rejected["invalid_span"] == 3
 
 
 def _json_request(trace_ids: list[str]) -> dict:
-    spans = [{
-        "traceId": tid, "spanId": "00f067aa0ba902b7", "name": "GET /v1/orders", "kind": 2,
-        "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": 1700000000020000000,
-        "attributes": [
-            {"key": "http.request.method", "value": {"stringValue": "GET"}},
-            {"key": "http.response.status_code", "value": {"intValue": "200"}},
-            {"key": "http.route", "value": {"stringValue": "/v1/orders"}},
-        ],
-        "someFutureField": {"ignored": True},
-    } for tid in trace_ids]
-    return {"resourceSpans": [{
-        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "orders"}}]},
-        "scopeSpans": [{"scope": {"name": "t"}, "spans": spans}],
-        "unknownTopLevel": 1,
-    }]}
+    spans = [
+        {
+            "traceId": tid,
+            "spanId": "00f067aa0ba902b7",
+            "name": "GET /v1/orders",
+            "kind": 2,
+            "startTimeUnixNano": "1700000000000000000",
+            "endTimeUnixNano": 1700000000020000000,
+            "attributes": [
+                {"key": "http.request.method", "value": {"stringValue": "GET"}},
+                {"key": "http.response.status_code", "value": {"intValue": "200"}},
+                {"key": "http.route", "value": {"stringValue": "/v1/orders"}},
+            ],
+            "someFutureField": {"ignored": True},
+        }
+        for tid in trace_ids
+    ]
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "orders"}}]},
+                "scopeSpans": [{"scope": {"name": "t"}, "spans": spans}],
+                "unknownTopLevel": 1,
+            }
+        ]
+    }
 
 
 def test_json_with_hex_ids_unknown_fields_and_int64_strings(stalled) -> None:
@@ -67,20 +80,26 @@ def test_json_with_hex_ids_unknown_fields_and_int64_strings(stalled) -> None:
     assert stalled.queue.depth == 2
     resources, spans, _ = stalled.queue.take(0)
     assert resources == [("orders",)]
-    assert [s[4].hex() for s in spans] == ["4bf92f3577b34da6a3ce929d0e0e4736",
-                                           "4bf92f3577b34da6a3ce929d0e0e4737"]
+    assert [s[4].hex() for s in spans] == [
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "4bf92f3577b34da6a3ce929d0e0e4737",
+    ]
     assert [(s[1], s[2], s[3], s[8], s[9], s[10]) for s in spans] == [
-        (2, 1700000000000000000, 1700000000020000000, "GET", "/v1/orders", 200)] * 2
+        (2, 1700000000000000000, 1700000000020000000, "GET", "/v1/orders", 200)
+    ] * 2
 
 
 def test_json_span_with_bad_hex_id_is_a_partial_success(stalled) -> None:
     doc = _json_request(["not-hex", "4bf92f3577b34da6a3ce929d0e0e4737"])
     status, body, _ = post(stalled.http_url, json.dumps(doc).encode(), "application/json")
     assert status == 200
-    assert json.loads(body) == {"partialSuccess": {
-        "rejectedSpans": "1",
-        "errorMessage": "1 of 2 spans rejected: trace_id must be 16 bytes and span_id 8 bytes, "
-                        "neither all zeros"}}
+    assert json.loads(body) == {
+        "partialSuccess": {
+            "rejectedSpans": "1",
+            "errorMessage": "1 of 2 spans rejected: trace_id must be 16 bytes and span_id 8 bytes, "
+            "neither all zeros",
+        }
+    }
 
 
 def test_gzip_bodies_are_inflated(stalled) -> None:
@@ -105,9 +124,10 @@ def test_malformed_json_gets_400_naming_the_position(stalled) -> None:
     status, body, headers = post(stalled.http_url, b'{"resourceSpans": [', "application/json")
     assert (status, headers["Content-Type"]) == (400, "application/json")
     assert json.loads(body) == {
-        "code": 3, "message": "body is not valid JSON: Expecting value at line 1, column 20"}
-    status, body, _ = post(stalled.http_url, b'{"resourceSpans": [{"scopeSpans": 5}]}',
-                           "application/json")
+        "code": 3,
+        "message": "body is not valid JSON: Expecting value at line 1, column 20",
+    }
+    status, body, _ = post(stalled.http_url, b'{"resourceSpans": [{"scopeSpans": 5}]}', "application/json")
     assert status == 400
     assert json.loads(body)["message"].startswith("not an OTLP ExportTraceServiceRequest: ")
 
@@ -116,7 +136,8 @@ def test_corrupt_gzip_is_400(stalled) -> None:
     status, body, _ = post(stalled.http_url, b"not gzip at all", **{"Content-Encoding": "gzip"})
     assert status == 400
     assert status_pb2.Status.FromString(body).message == (
-        "body is not valid gzip: Error -3 while decompressing data: incorrect header check")
+        "body is not valid gzip: Error -3 while decompressing data: incorrect header check"
+    )
     truncated = gzip.compress(request_with_spans(2).SerializeToString())[:-12]
     status, body, _ = post(stalled.http_url, truncated, **{"Content-Encoding": "gzip"})
     assert (status, status_pb2.Status.FromString(body).message) == (400, "gzip body is truncated")
@@ -126,7 +147,8 @@ def test_oversized_body_is_413_without_reading_it(stalled) -> None:
     status, body, headers = post(stalled.http_url, b"\x00" * (64 * 1024 + 1))
     assert status == 413 and headers["Connection"] == "close"
     assert status_pb2.Status.FromString(body).message == (
-        "body of 65537 bytes is larger than the limit of 65536 bytes")
+        "body of 65537 bytes is larger than the limit of 65536 bytes"
+    )
 
 
 def test_gzip_bomb_is_refused_not_inflated(stalled) -> None:
@@ -135,7 +157,8 @@ def test_gzip_bomb_is_refused_not_inflated(stalled) -> None:
     status, body, _ = post(stalled.http_url, bomb, **{"Content-Encoding": "gzip"})
     assert status == 413
     assert status_pb2.Status.FromString(body).message == (
-        "decompressed body is larger than the limit of 65536 bytes")
+        "decompressed body is larger than the limit of 65536 bytes"
+    )
 
 
 def test_full_queue_answers_503_with_retry_after(stalled) -> None:
@@ -155,11 +178,13 @@ def test_unsupported_content_type_and_encoding_are_415(stalled) -> None:
     status, body, _ = post(stalled.http_url, b"x", "text/plain")
     assert status == 415
     assert status_pb2.Status.FromString(body).message == (
-        "unsupported Content-Type 'text/plain'; use application/x-protobuf or application/json")
+        "unsupported Content-Type 'text/plain'; use application/x-protobuf or application/json"
+    )
     status, body, _ = post(stalled.http_url, b"x", **{"Content-Encoding": "br"})
     assert status == 415
     assert status_pb2.Status.FromString(body).message == (
-        "unsupported Content-Encoding 'br'; use gzip or none")
+        "unsupported Content-Encoding 'br'; use gzip or none"
+    )
 
 
 def test_wrong_path_is_404(stalled) -> None:

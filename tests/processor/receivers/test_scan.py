@@ -297,8 +297,13 @@ def test_repeated_and_empty_wanted_keys(impl: type) -> None:
 
 def test_groups_take_their_first_key_with_a_scalar_value(impl: type) -> None:
     arr = ld(9, ld(1, b"a") + ld(2, ld(5, b"")))  # key "a" with an array value
-    data = one_span(ld(9, kv_str("b", "from-b")) + arr + ld(9, kv_str("c", "from-c"))
-                    + ld(9, kv_str("d", "d1")) + ld(9, kv_str("d", "d2")))
+    data = one_span(
+        ld(9, kv_str("b", "from-b"))
+        + arr
+        + ld(9, kv_str("c", "from-c"))
+        + ld(9, kv_str("d", "d1"))
+        + ld(9, kv_str("d", "d2"))
+    )
     scanner = impl([("a", "b"), ("c", "b2"), ("zz",), "d", ["x", "d2"]], [("a",)])
     assert scanner.span_keys == (("a", "b"), ("c", "b2"), ("zz",), "d", ("x", "d2"))
     assert scanner.scan(data) == (
@@ -674,8 +679,9 @@ def test_too_many_spans_is_exported() -> None:
     assert issubclass(scan.TooManySpans, ScanError) and scan.TooManySpans is not ScanError
 
 
-@pytest.mark.parametrize("fields", [[("a", "b"), ("c",)], [("a", "b"), ("a",)]],
-                         ids=["grouped", "shared key"])
+@pytest.mark.parametrize(
+    "fields", [[("a", "b"), ("c",)], [("a", "b"), ("a",)]], ids=["grouped", "shared key"]
+)
 def test_field_scanner_passes_max_spans_through(fields: list[tuple[str, ...]]) -> None:
     from apiusage.processor.receivers.fields import FieldScanner
 
@@ -713,8 +719,12 @@ def expected_bound(counts: list[list[int]], bound: int) -> str | None:
 
 
 @pytest.mark.usefixtures("c_required")
-@settings(max_examples=200, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(data=st.lists(st.lists(st.integers(0, 4), max_size=3), max_size=6), bound=st.integers(0, 12))
 def test_differential_span_bound(data: list[list[int]], bound: int) -> None:
     body = spread_request(data)
@@ -733,10 +743,17 @@ def test_differential_span_bound(data: list[list[int]], bound: int) -> None:
 
 
 @pytest.mark.usefixtures("c_required")
-@settings(max_examples=300, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(base=st.lists(st.lists(st.integers(0, 3), max_size=3), max_size=4), bound=st.integers(0, 6),
-       draw=st.data())
+@settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    base=st.lists(st.lists(st.integers(0, 3), max_size=3), max_size=4),
+    bound=st.integers(0, 6),
+    draw=st.data(),
+)
 def test_differential_span_bound_mutated(base: list[list[int]], bound: int, draw: st.DataObject) -> None:
     """Damaged bodies: equal outcomes whenever protobuf parses them, else a ScanError or a C result."""
     data = bytearray(spread_request(base))
@@ -807,7 +824,8 @@ print("growth", peak() - before)
 @pytest.mark.parametrize("shape", ["spans", "resource_spans"])
 @pytest.mark.parametrize("implementation", ["c", "python"])
 def test_a_4_mib_body_of_2_million_empty_spans_stays_under_100_mib_with_a_bound(
-        implementation: str, shape: str) -> None:
+    implementation: str, shape: str
+) -> None:
     """Both scanners stop at the bound: peak memory is 100 000 tuples, not 2 million (~420 MiB)."""
     env = dict(os.environ)
     env.pop("APIUSAGE_PURE_PYTHON", None)
@@ -815,8 +833,13 @@ def test_a_4_mib_body_of_2_million_empty_spans_stays_under_100_mib_with_a_bound(
         _c_scanner()
     else:
         env["APIUSAGE_PURE_PYTHON"] = "1"
-    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, implementation, shape, "100000"], env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, implementation, shape, "100000"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
     body_len = 1 + 4 + 1 + 4 + 4_000_000 if shape == "spans" else 4_000_000
@@ -830,10 +853,12 @@ def test_a_4_mib_body_of_2_million_empty_spans_stays_under_100_mib_with_a_bound(
 
 REPO = Path(__file__).resolve().parents[3]
 SANITIZED_RUN = [  # the scanner's memory-safety and reentrancy tests, C scanner only
-    "tests/processor/receivers/test_scan.py", "tests/hostile/test_scanner_reentrancy.py",
-    "-k", "(full_request or unknown_fields or deep_nesting or malformed or truncation or garbage"
-          " or groups_take or many_grouped or reentered or threads or buffer or max_spans)"
-          " and not python and not json and not sanitizers",
+    "tests/processor/receivers/test_scan.py",
+    "tests/hostile/test_scanner_reentrancy.py",
+    "-k",
+    "(full_request or unknown_fields or deep_nesting or malformed or truncation or garbage"
+    " or groups_take or many_grouped or reentered or threads or buffer or max_spans)"
+    " and not python and not json and not sanitizers",
 ]
 PLUGIN = """
 import ctypes, importlib.util, os, sys
@@ -872,20 +897,57 @@ def test_c_scanner_under_sanitizers(tmp_path: Path) -> None:
         pytest.skip(reason)
     built = tmp_path / "_cscan_sanitized.so"
     subprocess.run(
-        [cc, "-shared", "-fPIC", "-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
-         "-fno-sanitize-recover=all", "-I", sysconfig.get_paths()["include"],
-         str(REPO / "processor/receivers/_cscan.c"), "-o", str(built)],
-        check=True, capture_output=True, timeout=120)
+        [
+            cc,
+            "-shared",
+            "-fPIC",
+            "-O1",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=all",
+            "-I",
+            sysconfig.get_paths()["include"],
+            str(REPO / "processor/receivers/_cscan.c"),
+            "-o",
+            str(built),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     (tmp_path / "cscan_sanitized_plugin.py").write_text(PLUGIN)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]),
-               LD_PRELOAD=" ".join(runtime), APIUSAGE_CSCAN_BUILD=str(built),
-               ASAN_OPTIONS="detect_leaks=0:abort_on_error=1", UBSAN_OPTIONS="print_stacktrace=1",
-               PYTHONMALLOC="malloc")  # pymalloc arenas would hide overruns from ASan
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]),
+        LD_PRELOAD=" ".join(runtime),
+        APIUSAGE_CSCAN_BUILD=str(built),
+        ASAN_OPTIONS="detect_leaks=0:abort_on_error=1",
+        UBSAN_OPTIONS="print_stacktrace=1",
+        PYTHONMALLOC="malloc",
+    )  # pymalloc arenas would hide overruns from ASan
     env.pop("APIUSAGE_PURE_PYTHON", None)
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-p", "no:faulthandler",
-         "-p", "cscan_sanitized_plugin", *SANITIZED_RUN],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-s",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:faulthandler",
+            "-p",
+            "cscan_sanitized_plugin",
+            *SANITIZED_RUN,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     report = out.stdout[-2000:] + out.stderr[:4000]  # a sanitizer report starts stderr
     assert out.returncode == 0, report
     assert f"sanitized _cscan: {built}" in out.stdout

@@ -14,9 +14,27 @@ MiB = 1 << 20
 
 def requests(first: int, last: int, route: str = "/v1/orders") -> list[ApiRequest]:
     now_ns = time.time_ns()
-    return [ApiRequest("orders", "GET", route, "200", "pro", "false", "sdk", "1.0", None, None,
-                       f"c{i:05d}", 0.01, 1.0, now_ns, b"t" * 16, b"s" * 8)
-            for i in range(first, last)]
+    return [
+        ApiRequest(
+            "orders",
+            "GET",
+            route,
+            "200",
+            "pro",
+            "false",
+            "sdk",
+            "1.0",
+            None,
+            None,
+            f"c{i:05d}",
+            0.01,
+            1.0,
+            now_ns,
+            b"t" * 16,
+            b"s" * 8,
+        )
+        for i in range(first, last)
+    ]
 
 
 def test_the_row_bound_backlogs_and_drained_rows_count_until_written() -> None:
@@ -57,7 +75,8 @@ def test_rows_past_twice_the_bound_are_dropped_and_counted(caplog) -> None:
     assert (activity.pending(), activity.rows_dropped) == (81, 20)
     assert [r.getMessage() for r in caplog.records] == [
         "state backlog past twice its limit (40 rows, 268435456 bytes): dropping new rows until "
-        "the store catches up (counted in apiusage_state_rows_dropped_total)"]
+        "the store catches up (counted in apiusage_state_rows_dropped_total)"
+    ]
     activity.consume(requests(50, 51) + requests(0, 1, route="/v2/other"))  # new; known consumer
     # 2 + 1 + the new endpoint row of /v2/other
     assert activity.rows_dropped == 24 and len(caplog.records) == 1  # logged once per episode

@@ -17,24 +17,46 @@ TOKEN = "s3cret-admin-token-0123456789"
 
 
 def admin_config(tmp_path: Path) -> dict:
-    return merge(config(tmp_path), {"admin": {
-        "endpoint": "127.0.0.1:0", "token": TOKEN, "audit_log": str(tmp_path / "audit.log")}})
+    return merge(
+        config(tmp_path),
+        {"admin": {"endpoint": "127.0.0.1:0", "token": TOKEN, "audit_log": str(tmp_path / "audit.log")}},
+    )
 
 
 def audit(tmp_path: Path) -> list[dict]:
     return [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
 
 
-EXPECTED_DEPRECATED = [{
-    "service": sc.SERVICE, "method": "DELETE", "route": sc.V1_DELETE, "sunset": "2027-01-31",
-    "replacement": f"DELETE {sc.V2_DELETE}", "window_days": 30,
-    "consumers": [
-        {"consumer_id": "bob", "account": None, "plan_tier": "free", "client_name": "orders-sdk",
-         "client_version": "1.0.0", "last_call": None, "calls": 2.0},
-        {"consumer_id": "carol", "account": None, "plan_tier": "pro", "client_name": "orders-sdk",
-         "client_version": "1.2.0", "last_call": None, "calls": 1.0},
-    ],
-}]
+EXPECTED_DEPRECATED = [
+    {
+        "service": sc.SERVICE,
+        "method": "DELETE",
+        "route": sc.V1_DELETE,
+        "sunset": "2027-01-31",
+        "replacement": f"DELETE {sc.V2_DELETE}",
+        "window_days": 30,
+        "consumers": [
+            {
+                "consumer_id": "bob",
+                "account": None,
+                "plan_tier": "free",
+                "client_name": "orders-sdk",
+                "client_version": "1.0.0",
+                "last_call": None,
+                "calls": 2.0,
+            },
+            {
+                "consumer_id": "carol",
+                "account": None,
+                "plan_tier": "pro",
+                "client_name": "orders-sdk",
+                "client_version": "1.2.0",
+                "last_call": None,
+                "calls": 1.0,
+            },
+        ],
+    }
+]
 
 
 def _expected() -> list[dict]:
@@ -61,11 +83,17 @@ def test_admin_endpoint_lists_ids_only_with_the_token_and_audits_every_access(tm
         assert json.loads(body) == {"endpoints": _expected()}
         status, body, _ = get(f"{base}/at-risk", auth)
         [carol] = json.loads(body)["consumers"]
-        assert (carol["consumer_id"], carol["plan_tier"], carol["calls_last_7_days"],
-                carol["weekly_average_previous_4_weeks"]) == ("carol", "pro", 1.0, 67.5)
+        assert (
+            carol["consumer_id"],
+            carol["plan_tier"],
+            carol["calls_last_7_days"],
+            carol["weekly_average_previous_4_weeks"],
+        ) == ("carol", "pro", 1.0, 67.5)
         status, body, _ = get(f"{base}/deprecated?window=2y", auth)
-        assert (status, json.loads(body)) == (400, {
-            "error": "window must be one of 1d, 7d, 30d, 90d (got '2y')"})
+        assert (status, json.loads(body)) == (
+            400,
+            {"error": "window must be one of 1d, 7d, 30d, 90d (got '2y')"},
+        )
     entries = audit(tmp_path)
     assert [(e["path"], e["authorized"], e["status"], e.get("consumers_returned")) for e in entries] == [
         ("/v1/consumers/deprecated", False, 401, None),
@@ -88,16 +116,34 @@ def test_consumers_cli_reads_the_store_and_audits(tmp_path) -> None:
         config_file = tmp_path / "apiusage.yaml"
         config_file.write_text(yaml.safe_dump(merge(LOOPBACK_CONFIG, cfg)))
         exe = Path(__import__("sys").executable).with_name("apiusage")
-        result = subprocess.run([str(exe), "consumers", "--config", str(config_file),
-                                 "--format", "json", "deprecated"],
-                                capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [str(exe), "consumers", "--config", str(config_file), "--format", "json", "deprecated"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout) == {"endpoints": _expected()}
-        result = subprocess.run([str(exe), "consumers", "--config", str(config_file), "at-risk"],
-                                capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [str(exe), "consumers", "--config", str(config_file), "at-risk"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert result.returncode == 0, result.stderr
-        assert result.stdout.split() == ["carol", "pro", "last", "7", "days", "1", "vs", "weekly",
-                                         "average", "67.5", "(orders-api)"]
-    assert [(e["path"], e["remote"].startswith("cli:"), e["consumers_returned"])
-            for e in audit(tmp_path)] == [("consumers deprecated", True, 2),
-                                          ("consumers at-risk", True, 1)]
+        assert result.stdout.split() == [
+            "carol",
+            "pro",
+            "last",
+            "7",
+            "days",
+            "1",
+            "vs",
+            "weekly",
+            "average",
+            "67.5",
+            "(orders-api)",
+        ]
+    assert [
+        (e["path"], e["remote"].startswith("cli:"), e["consumers_returned"]) for e in audit(tmp_path)
+    ] == [("consumers deprecated", True, 2), ("consumers at-risk", True, 1)]

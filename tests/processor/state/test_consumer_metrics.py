@@ -36,12 +36,20 @@ S = sc.SERVICE
 
 def assert_scenario(m) -> None:
     assert by(m, "api_active_consumers", "plan_tier", "window") == {
-        ("pro", "1d"): 1, ("enterprise", "1d"): 2,
-        ("pro", "7d"): 2, ("free", "7d"): 1, ("enterprise", "7d"): 2,
-        ("pro", "30d"): 2, ("free", "30d"): 1, ("enterprise", "30d"): 2,
+        ("pro", "1d"): 1,
+        ("enterprise", "1d"): 2,
+        ("pro", "7d"): 2,
+        ("free", "7d"): 1,
+        ("enterprise", "7d"): 2,
+        ("pro", "30d"): 2,
+        ("free", "30d"): 1,
+        ("enterprise", "30d"): 2,
     }
     assert by(m, "api_new_consumers_total", "service", "plan_tier") == {
-        (S, "pro"): 2, (S, "free"): 1, (S, "enterprise"): 2}
+        (S, "pro"): 2,
+        (S, "free"): 1,
+        (S, "enterprise"): 2,
+    }
 
     def ttfs(suffix: str, **labels: str) -> float | None:
         return sample(m, f"api_time_to_first_success_seconds_{suffix}", service=S, **labels)
@@ -54,52 +62,73 @@ def assert_scenario(m) -> None:
     assert ttfs("count", plan_tier="enterprise") == 1  # erin; dave never succeeded
 
     assert by(m, "api_endpoint_consumers", "method", "route", "window") == {
-        ("GET", "/v1/orders", "1d"): 2, ("GET", "/v1/orders", "7d"): 2,
+        ("GET", "/v1/orders", "1d"): 2,
+        ("GET", "/v1/orders", "7d"): 2,
         ("GET", "/v1/orders", "30d"): 4,
-        ("DELETE", sc.V1_DELETE, "7d"): 1, ("DELETE", sc.V1_DELETE, "30d"): 2,
-        ("DELETE", sc.V2_DELETE, "7d"): 1, ("DELETE", sc.V2_DELETE, "30d"): 1,
-        ("GET", "/v1/reports", "1d"): 1, ("GET", "/v1/reports", "7d"): 1,
+        ("DELETE", sc.V1_DELETE, "7d"): 1,
+        ("DELETE", sc.V1_DELETE, "30d"): 2,
+        ("DELETE", sc.V2_DELETE, "7d"): 1,
+        ("DELETE", sc.V2_DELETE, "30d"): 1,
+        ("GET", "/v1/reports", "1d"): 1,
+        ("GET", "/v1/reports", "7d"): 1,
         ("GET", "/v1/reports", "30d"): 1,
     }
     assert by(m, "api_feature_consumers", "feature", "window") == {
-        ("orders", "1d"): 2, ("orders", "7d"): 4, ("orders", "30d"): 4,
-        ("reports", "1d"): 1, ("reports", "7d"): 1, ("reports", "30d"): 1,
+        ("orders", "1d"): 2,
+        ("orders", "7d"): 4,
+        ("orders", "30d"): 4,
+        ("reports", "1d"): 1,
+        ("reports", "7d"): 1,
+        ("reports", "30d"): 1,
     }
     assert by(m, "api_feature_adoption_ratio", "feature", "plan_tier", "window") == {
-        ("orders", "pro", "1d"): 1.0, ("orders", "enterprise", "1d"): 0.5,
-        ("orders", "pro", "7d"): 1.0, ("orders", "free", "7d"): 1.0,
+        ("orders", "pro", "1d"): 1.0,
+        ("orders", "enterprise", "1d"): 0.5,
+        ("orders", "pro", "7d"): 1.0,
+        ("orders", "free", "7d"): 1.0,
         ("orders", "enterprise", "7d"): 0.5,
-        ("orders", "pro", "30d"): 1.0, ("orders", "free", "30d"): 1.0,
+        ("orders", "pro", "30d"): 1.0,
+        ("orders", "free", "30d"): 1.0,
         ("orders", "enterprise", "30d"): 0.5,
-        ("reports", "enterprise", "1d"): 0.5, ("reports", "enterprise", "7d"): 0.5,
+        ("reports", "enterprise", "1d"): 0.5,
+        ("reports", "enterprise", "7d"): 0.5,
         ("reports", "enterprise", "30d"): 0.5,
     }
     assert by(m, "api_client_version_consumers", "client_name", "client_version", "window") == {
-        ("orders-sdk", "1.2.0", "1d"): 2, ("orders-sdk", "1.2.0", "7d"): 3,
+        ("orders-sdk", "1.2.0", "1d"): 2,
+        ("orders-sdk", "1.2.0", "7d"): 3,
         ("orders-sdk", "1.2.0", "30d"): 3,
-        ("orders-sdk", "1.0.0", "7d"): 1, ("orders-sdk", "1.0.0", "30d"): 1,
-        ("curl", "8.5.0", "1d"): 1, ("curl", "8.5.0", "7d"): 1, ("curl", "8.5.0", "30d"): 1,
+        ("orders-sdk", "1.0.0", "7d"): 1,
+        ("orders-sdk", "1.0.0", "30d"): 1,
+        ("curl", "8.5.0", "1d"): 1,
+        ("curl", "8.5.0", "7d"): 1,
+        ("curl", "8.5.0", "30d"): 1,
     }
     assert by(m, "api_deprecated_endpoint_consumers", "method", "route", "window") == {
-        ("DELETE", sc.V1_DELETE, "1d"): 0, ("DELETE", sc.V1_DELETE, "7d"): 1,
-        ("DELETE", sc.V1_DELETE, "30d"): 2}
+        ("DELETE", sc.V1_DELETE, "1d"): 0,
+        ("DELETE", sc.V1_DELETE, "7d"): 1,
+        ("DELETE", sc.V1_DELETE, "30d"): 2,
+    }
     assert by(m, "api_endpoint_sunset_timestamp_seconds", "method", "route") == {
-        ("DELETE", sc.V1_DELETE): sc.sunset_timestamp()}
+        ("DELETE", sc.V1_DELETE): sc.sunset_timestamp()
+    }
     # bob called v1 within 30 days and v2 since; carol (7d) never moved.
     assert by(m, "api_migrated_consumers", "method", "route", "window") == {
-        ("DELETE", sc.V1_DELETE, "1d"): 0, ("DELETE", sc.V1_DELETE, "7d"): 0,
-        ("DELETE", sc.V1_DELETE, "30d"): 1}
+        ("DELETE", sc.V1_DELETE, "1d"): 0,
+        ("DELETE", sc.V1_DELETE, "7d"): 0,
+        ("DELETE", sc.V1_DELETE, "30d"): 1,
+    }
     assert by(m, "api_unused_endpoints", "service") == {(S,): 1}  # GET /v1/legacy-report
     assert by(m, "api_endpoint_last_called_timestamp_seconds", "method", "route") == {
         ("GET", "/v1/orders"): sc.at(1, 10) / 1000,
         ("DELETE", sc.V1_DELETE): sc.at(2, 12) / 1000,
         ("DELETE", sc.V2_DELETE): sc.at(5, 5) / 1000,
     }
-    assert by(m, "api_cohort_retention_ratio", "cohort_week", "weeks_since") == \
-        pytest.approx(sc.expected_cohorts())
+    assert by(m, "api_cohort_retention_ratio", "cohort_week", "weeks_since") == pytest.approx(
+        sc.expected_cohorts()
+    )
     # carol: 1 call in the last 7 days against 67.5 a week before; nobody else fell.
-    assert by(m, "api_consumers_at_risk", "plan_tier") == {
-        ("pro",): 1, ("free",): 0, ("enterprise",): 0}
+    assert by(m, "api_consumers_at_risk", "plan_tier") == {("pro",): 1, ("free",): 0, ("enterprise",): 0}
 
     assert sample(m, "apiusage_state_flushes_total", outcome="failure") == 0
 
@@ -107,9 +136,22 @@ def assert_scenario(m) -> None:
 def assert_request_counters(m) -> None:
     """Request-level metrics honour the catalog's deprecation and the plan lookup too."""
     assert by(m, "api_deprecated_requests_total", "plan_tier", "client_name", "client_version") == {
-        ("free", "orders-sdk", "1.0.0"): 2, ("pro", "orders-sdk", "1.2.0"): 1}
-    assert sample(m, "api_requests_total", service=S, method="GET", route="/v1/orders",
-                  status_code="200", plan_tier="enterprise", deprecated="false") == 1  # erin
+        ("free", "orders-sdk", "1.0.0"): 2,
+        ("pro", "orders-sdk", "1.2.0"): 1,
+    }
+    assert (
+        sample(
+            m,
+            "api_requests_total",
+            service=S,
+            method="GET",
+            route="/v1/orders",
+            status_code="200",
+            plan_tier="enterprise",
+            deprecated="false",
+        )
+        == 1
+    )  # erin
     assert sum(matching(m, "api_requests_total").values()) == SPANS
 
 
@@ -125,8 +167,7 @@ def test_scenario_on_sqlite(tmp_path: Path) -> None:
 def test_scenario_on_postgres_shared_by_two_replicas(tmp_path: Path) -> None:
     with postgres_server() as pg, contextlib.ExitStack() as stack:
         state = {"postgres": {"dsn": pg.dsn}}
-        replicas = [stack.enter_context(running_processor(config(tmp_path, state)))
-                    for _ in range(2)]
+        replicas = [stack.enter_context(running_processor(config(tmp_path, state))) for _ in range(2)]
         calls = sc.calls()
         # Every consumer's calls are split across both replicas, as a load balancer would.
         for i, replica in enumerate(replicas):
@@ -156,7 +197,13 @@ def test_consumer_metrics_keep_the_busiest_values_past_the_label_limit(tmp_path:
     assert {k[1] for k in endpoints} == {"/v1/orders", sc.V1_DELETE, "__other__"}
     # The folded routes (V2_DELETE: bob; /v1/reports: dave) count their distinct consumers.
     assert {k: v for k, v in endpoints.items() if k[1] == "__other__"} == {
-        ("DELETE", "__other__", "7d"): 1, ("DELETE", "__other__", "30d"): 1,
-        ("GET", "__other__", "1d"): 1, ("GET", "__other__", "7d"): 1, ("GET", "__other__", "30d"): 1}
-    assert sample(m, "apiusage_consumer_metric_values_dropped", metric="api_endpoint_consumers",
-                  label="route") == 2
+        ("DELETE", "__other__", "7d"): 1,
+        ("DELETE", "__other__", "30d"): 1,
+        ("GET", "__other__", "1d"): 1,
+        ("GET", "__other__", "7d"): 1,
+        ("GET", "__other__", "30d"): 1,
+    }
+    assert (
+        sample(m, "apiusage_consumer_metric_values_dropped", metric="api_endpoint_consumers", label="route")
+        == 2
+    )

@@ -16,8 +16,8 @@ FAST = {"state": {"flush_interval": "200ms", "refresh_interval": "200ms"}}
 
 def rows(db: Path) -> tuple[str, int]:
     with sqlite3.connect(db) as conn:
-        (check,), = conn.execute("PRAGMA integrity_check").fetchall()
-        (n,), = conn.execute("SELECT COUNT(*) FROM consumers").fetchall()
+        ((check,),) = conn.execute("PRAGMA integrity_check").fetchall()
+        ((n,),) = conn.execute("SELECT COUNT(*) FROM consumers").fetchall()
     return check, n
 
 
@@ -39,8 +39,7 @@ def test_kill_9_during_ingestion_loses_at_most_one_flush_and_counts_nobody_twice
         second.wait_processed(100)
         wait_for(second, "apiusage_state_pending_rows", 0)
         m = wait_for(second, "api_new_consumers_total", 100, service=sc.SERVICE, plan_tier="pro")
-        assert sample(m, "api_active_consumers", service=sc.SERVICE, plan_tier="pro",
-                      window="1d") == 100
+        assert sample(m, "api_active_consumers", service=sc.SERVICE, plan_tier="pro", window="1d") == 100
     assert rows(db) == ("ok", 100)
 
 

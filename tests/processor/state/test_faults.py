@@ -29,8 +29,10 @@ def stored_consumers(running) -> float:
 
 
 def test_postgres_stopped_and_started(tmp_path) -> None:
-    with postgres_server() as pg, \
-            running_processor({"state": {"postgres": {"dsn": pg.dsn}, **FAST}}) as running:
+    with (
+        postgres_server() as pg,
+        running_processor({"state": {"postgres": {"dsn": pg.dsn}, **FAST}}) as running,
+    ):
         sc.send(running.http_endpoint, consumers(0, 20))
         running.wait_processed(20)
         assert stored_consumers(running) == 20
@@ -56,8 +58,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         missing("root, to mount a small tmpfs for a real full disk")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if result.returncode:
         missing(f"permission to mount a tmpfs ({result.stderr.strip()})")
     try:
@@ -87,8 +90,9 @@ def test_sqlite_disk_full_then_freed(tmp_path) -> None:
             assert stored_consumers(running) == 10
 
             junk = fill(disk)
-            sc.send(running.http_endpoint, [dict(c, route="/v1/orders/" + "x" * 200)
-                                            for c in consumers(10, 400)])
+            sc.send(
+                running.http_endpoint, [dict(c, route="/v1/orders/" + "x" * 200) for c in consumers(10, 400)]
+            )
             m = wait_for(running, "apiusage_state_up", 0)
             assert sample(m, "apiusage_spans_processed_total") == 400
             assert sample(m, "apiusage_state_flushes_total", outcome="failure") >= 1

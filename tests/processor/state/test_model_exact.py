@@ -33,11 +33,18 @@ from tests.support.postgres import postgres_server
 DAY_MS = 86_400_000
 WINDOWS = {"1d": 1, "7d": 7, "30d": 30}
 SERVICES = ("orders-api", "billing")
-ENDPOINTS = (("GET", "/v1/orders"), ("GET", "/v2/orders"), ("POST", "/v1/orders"),
-             ("DELETE", "/v1/orders/{id}"), ("DELETE", "/v2/orders/{id}"))
+ENDPOINTS = (
+    ("GET", "/v1/orders"),
+    ("GET", "/v2/orders"),
+    ("POST", "/v1/orders"),
+    ("DELETE", "/v1/orders/{id}"),
+    ("DELETE", "/v2/orders/{id}"),
+)
 # Catalog: two deprecated endpoints with a replacement each, one deprecated without, one never called.
-CATALOG_DEPRECATED = {("GET", "/v1/orders"): ("GET", "/v2/orders"),
-                      ("DELETE", "/v1/orders/{id}"): ("DELETE", "/v2/orders/{id}")}
+CATALOG_DEPRECATED = {
+    ("GET", "/v1/orders"): ("GET", "/v2/orders"),
+    ("DELETE", "/v1/orders/{id}"): ("DELETE", "/v2/orders/{id}"),
+}
 CATALOG_UNCALLED = ("PUT", "/v1/never")
 FEATURES = (None, "", "export", "search")
 CLIENTS = (("sdk-py", "1.0"), ("sdk-py", "2.0"), ("sdk-js", "1.0"))
@@ -47,24 +54,42 @@ STATUSES = ("200", "201", "302", "404", "500", "unknown")
 
 def catalog(services=SERVICES) -> SimpleNamespace:
     """The slice of the catalog build_report reads: services and their endpoints."""
+
     def endpoint(method: str, route: str, deprecated: bool, replacement: str | None):
-        return SimpleNamespace(method=method, route=route, deprecated=deprecated,
-                               replacement=replacement, sunset=None)
-    return SimpleNamespace(services=[SimpleNamespace(name=s, endpoints=[
-        *(endpoint(m, r, True, f"{rm} {rr}") for (m, r), (rm, rr) in CATALOG_DEPRECATED.items()),
-        endpoint("POST", "/v1/orders", False, None),
-        endpoint(*CATALOG_UNCALLED, False, None)]) for s in services])
+        return SimpleNamespace(
+            method=method, route=route, deprecated=deprecated, replacement=replacement, sunset=None
+        )
+
+    return SimpleNamespace(
+        services=[
+            SimpleNamespace(
+                name=s,
+                endpoints=[
+                    *(endpoint(m, r, True, f"{rm} {rr}") for (m, r), (rm, rr) in CATALOG_DEPRECATED.items()),
+                    endpoint("POST", "/v1/orders", False, None),
+                    endpoint(*CATALOG_UNCALLED, False, None),
+                ],
+            )
+            for s in services
+        ]
+    )
 
 
 # One request: (service, consumer, at offset ms before now, endpoint, feature, client, plan, status,
 # span-deprecated flag).  Offsets are unique per test case so "the newest request" is one request.
 request_strategy = st.tuples(
-    st.sampled_from(SERVICES), st.sampled_from([f"c{i}" for i in range(8)]),
+    st.sampled_from(SERVICES),
+    st.sampled_from([f"c{i}" for i in range(8)]),
     # Days and time of day apart: Hypothesis favours small integers, and 98 days in ms would
     # put nearly every request in the last second.
     st.builds(lambda d, ms: d * DAY_MS + ms, st.integers(0, 98), st.integers(0, DAY_MS - 1)),
-    st.sampled_from(ENDPOINTS), st.sampled_from(FEATURES),
-    st.sampled_from(CLIENTS), st.sampled_from(PLANS), st.sampled_from(STATUSES), st.booleans())
+    st.sampled_from(ENDPOINTS),
+    st.sampled_from(FEATURES),
+    st.sampled_from(CLIENTS),
+    st.sampled_from(PLANS),
+    st.sampled_from(STATUSES),
+    st.booleans(),
+)
 
 
 def to_requests(raw: list[tuple], now_ms: int) -> list[ApiRequest]:
@@ -75,13 +100,32 @@ def to_requests(raw: list[tuple], now_ms: int) -> list[ApiRequest]:
             offset += 1
         seen.add(offset)
         at = now_ms - offset
-        out.append(ApiRequest(service, method, route, status, plan, "true" if dep else "false", cn,
-                              cv, None, feature, consumer, 0.01, 1.0, at * 1_000_000, b"t", b"s"))
+        out.append(
+            ApiRequest(
+                service,
+                method,
+                route,
+                status,
+                plan,
+                "true" if dep else "false",
+                cn,
+                cv,
+                None,
+                feature,
+                consumer,
+                0.01,
+                1.0,
+                at * 1_000_000,
+                b"t",
+                b"s",
+            )
+        )
     return sorted(out, key=lambda r: r.end_time_ns)
 
 
-def expected(requests: list[ApiRequest], now_ms: int, oldest_day: int | None = None,
-             first_plans: dict | None = None) -> dict[str, dict]:
+def expected(
+    requests: list[ApiRequest], now_ms: int, oldest_day: int | None = None, first_plans: dict | None = None
+) -> dict[str, dict]:
     """Every family, from the requests alone; `oldest_day`: after retention at that cutoff;
     `first_plans`: the plan of each consumer's first request in the flush that first stored it
     (docs/state.md: a late older span does not move a consumer between plan labels)."""
@@ -97,13 +141,31 @@ def expected(requests: list[ApiRequest], now_ms: int, oldest_day: int | None = N
         last = max(rs, key=lambda r: r.end_time_ns)
         ok = [r.end_time_ns // 1_000_000 for r in rs if r.status_code[0] == "2"]
         first_plan = first.plan_tier if first_plans is None else first_plans[key]
-        info[key] = SimpleNamespace(first=first.end_time_ns // 1_000_000, first_plan=first_plan,
-                                    last=last.end_time_ns // 1_000_000, plan=last.plan_tier,
-                                    success=min(ok) if ok else None)
-    out: dict[str, dict] = {name: {} for name in (
-        "active", "new", "ttfs", "endpoint_consumers", "feature_consumers", "client_versions",
-        "feature_adoption", "deprecated_consumers", "migrated", "last_called", "unused", "cohorts",
-        "at_risk")}
+        info[key] = SimpleNamespace(
+            first=first.end_time_ns // 1_000_000,
+            first_plan=first_plan,
+            last=last.end_time_ns // 1_000_000,
+            plan=last.plan_tier,
+            success=min(ok) if ok else None,
+        )
+    out: dict[str, dict] = {
+        name: {}
+        for name in (
+            "active",
+            "new",
+            "ttfs",
+            "endpoint_consumers",
+            "feature_consumers",
+            "client_versions",
+            "feature_adoption",
+            "deprecated_consumers",
+            "migrated",
+            "last_called",
+            "unused",
+            "cohorts",
+            "at_risk",
+        )
+    }
 
     def distinct(key_of) -> dict[tuple, int]:
         sets: dict[tuple, set] = defaultdict(set)
@@ -130,10 +192,12 @@ def expected(requests: list[ApiRequest], now_ms: int, oldest_day: int | None = N
     out["endpoint_consumers"] = distinct(lambda r: (r.service, r.method, r.route))
     out["feature_consumers"] = distinct(lambda r: (r.service, r.feature) if r.feature else None)
     out["client_versions"] = distinct(lambda r: (r.service, r.client_name, r.client_version))
-    adopters = distinct(lambda r: (r.service, r.feature, info[r.service, r.consumer_id].plan)
-                        if r.feature else None)
-    out["feature_adoption"] = {(s, f, p, w): n / out["active"][s, p, w]
-                               for (s, f, p, w), n in adopters.items()}
+    adopters = distinct(
+        lambda r: (r.service, r.feature, info[r.service, r.consumer_id].plan) if r.feature else None
+    )
+    out["feature_adoption"] = {
+        (s, f, p, w): n / out["active"][s, p, w] for (s, f, p, w), n in adopters.items()
+    }
 
     # Deprecated: the catalog's, and those whose newest span said so.
     newest: dict[tuple, ApiRequest] = {}
@@ -150,12 +214,18 @@ def expected(requests: list[ApiRequest], now_ms: int, oldest_day: int | None = N
                 continue
             migrated = 0
             for consumer in {r.consumer_id for r in requests if r.service == key[0]}:
-                on_old = [r.end_time_ns // 1_000_000 // DAY_MS for r in requests
-                          if (r.service, r.method, r.route) == key and r.consumer_id == consumer
-                          and r.end_time_ns // 1_000_000 >= since]
+                on_old = [
+                    r.end_time_ns // 1_000_000 // DAY_MS
+                    for r in requests
+                    if (r.service, r.method, r.route) == key
+                    and r.consumer_id == consumer
+                    and r.end_time_ns // 1_000_000 >= since
+                ]
                 if on_old and any(
-                        (r.service, r.consumer_id, r.method, r.route) == (key[0], consumer, *replacement)
-                        and r.end_time_ns // 1_000_000 // DAY_MS >= min(on_old) for r in requests):
+                    (r.service, r.consumer_id, r.method, r.route) == (key[0], consumer, *replacement)
+                    and r.end_time_ns // 1_000_000 // DAY_MS >= min(on_old)
+                    for r in requests
+                ):
                     migrated += 1
             out["migrated"][(*key, w)] = migrated
     for service in SERVICES:
@@ -182,8 +252,11 @@ def expected(requests: list[ApiRequest], now_ms: int, oldest_day: int | None = N
     for (service, cohort), size in sizes.items():
         start = (dt.date(1970, 1, 1) + dt.timedelta(days=cohort * 7 - 3)).isoformat()
         for k in range(this_week - cohort + 1):
-            n = sum(1 for (s, c, week) in weeks if s == service and cohort_of.get((s, c)) == cohort
-                    and week == cohort + k)
+            n = sum(
+                1
+                for (s, c, week) in weeks
+                if s == service and cohort_of.get((s, c)) == cohort and week == cohort + k
+            )
             out["cohorts"][service, start, str(k)] = n / size
 
     for (service, consumer), c in info.items():
@@ -198,10 +271,24 @@ def expected(requests: list[ApiRequest], now_ms: int, oldest_day: int | None = N
 
 
 def actual(report) -> dict[str, dict]:
-    return {name: getattr(report, name) for name in (
-        "active", "new", "ttfs", "endpoint_consumers", "feature_consumers", "client_versions",
-        "feature_adoption", "deprecated_consumers", "migrated", "last_called", "unused", "cohorts",
-        "at_risk")}
+    return {
+        name: getattr(report, name)
+        for name in (
+            "active",
+            "new",
+            "ttfs",
+            "endpoint_consumers",
+            "feature_consumers",
+            "client_versions",
+            "feature_adoption",
+            "deprecated_consumers",
+            "migrated",
+            "last_called",
+            "unused",
+            "cohorts",
+            "at_risk",
+        )
+    }
 
 
 def approx_ttfs(family: dict) -> dict:
@@ -209,8 +296,9 @@ def approx_ttfs(family: dict) -> dict:
     return {k: (counts, round(total, 6), count) for k, (counts, total, count) in family.items()}
 
 
-def write_through(stores: list, requests: list[ApiRequest], cuts: list[int], now_ms: int,
-                  late: bool = False) -> dict:
+def write_through(
+    stores: list, requests: list[ApiRequest], cuts: list[int], now_ms: int, late: bool = False
+) -> dict:
     """The requests in flushes cut at `cuts`, each written by the next store in turn; `late`:
     the newest flush first (late exports, a replica behind). Returns each consumer's first plan
     as the store defines it (see expected())."""
@@ -226,8 +314,9 @@ def write_through(stores: list, requests: list[ApiRequest], cuts: list[int], now
     return first_plans
 
 
-def check(stores: list, requests: list[ApiRequest], now_ms: int, prune_days: int | None,
-          first_plans: dict) -> None:
+def check(
+    stores: list, requests: list[ApiRequest], now_ms: int, prune_days: int | None, first_plans: dict
+) -> None:
     """build_report against the requests; with `prune_days`, after the last replica's retention."""
     oldest_day = None
     if prune_days is not None:
@@ -240,9 +329,13 @@ def check(stores: list, requests: list[ApiRequest], now_ms: int, prune_days: int
         assert got[name] == want[name], name
 
 
-case = given(raw=st.lists(request_strategy, min_size=1, max_size=60),
-             cuts=st.lists(st.integers(0, 60), max_size=4), replicas=st.sampled_from([1, 2]),
-             prune_days=st.one_of(st.none(), st.integers(35, 100)), late=st.booleans())
+case = given(
+    raw=st.lists(request_strategy, min_size=1, max_size=60),
+    cuts=st.lists(st.integers(0, 60), max_size=4),
+    replicas=st.sampled_from([1, 2]),
+    prune_days=st.one_of(st.none(), st.integers(35, 100)),
+    late=st.booleans(),
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -267,15 +360,26 @@ def pg_dsn():
         yield pg.dsn
 
 
-_TABLES = ("consumers", "consumer_endpoints", "consumer_features", "consumer_clients", "consumer_days",
-           "consumer_weeks", "endpoint_days", "retired_consumers", "endpoints")
+_TABLES = (
+    "consumers",
+    "consumer_endpoints",
+    "consumer_features",
+    "consumer_clients",
+    "consumer_days",
+    "consumer_weeks",
+    "endpoint_days",
+    "retired_consumers",
+    "endpoints",
+)
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @case
-def test_postgres_report_equals_the_requests(pg_dsn, raw, cuts, replicas, prune_days,
-                                            late) -> None:
+def test_postgres_report_equals_the_requests(pg_dsn, raw, cuts, replicas, prune_days, late) -> None:
     now_ms = int(time.time() * 1000)
     requests = to_requests(raw, now_ms)
     stores = [open_store(StateConfig(postgres=PostgresState(dsn=pg_dsn))) for _ in range(replicas)]

@@ -63,7 +63,7 @@ def _wait(predicate, what: str, timeout: float = 15.0):  # noqa: ANN001, ANN202
 
 def _stored_writer(dsn: str) -> str:
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as db:
-        (writer,), = db.execute("SELECT writer FROM report_snapshot").fetchall()
+        ((writer,),) = db.execute("SELECT writer FROM report_snapshot").fetchall()
     return writer
 
 
@@ -95,19 +95,33 @@ def test_a_report_survives_its_snapshot_exactly() -> None:
     assert snapshot.dumps(back) == snapshot.dumps(report)  # the same bytes from every replica
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"not zlib", "stored consumer report is not readable: Error -3 while decompressing data: "
-                  "incorrect header check"),
-    (zlib.compress(b'{"format": 2, "generated_ms": 1}'),
-     "stored consumer report has format 2, this apiusage reads format 1; run the same apiusage "
-     "version on every replica"),
-    (zlib.compress(b'{"format": 1, "generated_ms": 1, "active": [[["a", 1], 2]]}'),
-     "stored consumer report: malformed entry in active: [['a', 1], 2]"),
-    (zlib.compress(b'{"format": 1, "generated_ms": 1, "new": [[["a", "b"], "3"]]}'),
-     "stored consumer report: new has a non-number '3'"),
-    (zlib.compress(b'{"format": 1, "generated_ms": 1, "ttfs": [[["a", "b"], [[1], 2.5]]]}'),
-     "stored consumer report: malformed histogram [[1], 2.5]"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (
+            b"not zlib",
+            "stored consumer report is not readable: Error -3 while decompressing data: "
+            "incorrect header check",
+        ),
+        (
+            zlib.compress(b'{"format": 2, "generated_ms": 1}'),
+            "stored consumer report has format 2, this apiusage reads format 1; run the same apiusage "
+            "version on every replica",
+        ),
+        (
+            zlib.compress(b'{"format": 1, "generated_ms": 1, "active": [[["a", 1], 2]]}'),
+            "stored consumer report: malformed entry in active: [['a', 1], 2]",
+        ),
+        (
+            zlib.compress(b'{"format": 1, "generated_ms": 1, "new": [[["a", "b"], "3"]]}'),
+            "stored consumer report: new has a non-number '3'",
+        ),
+        (
+            zlib.compress(b'{"format": 1, "generated_ms": 1, "ttfs": [[["a", "b"], [[1], 2.5]]]}'),
+            "stored consumer report: malformed histogram [[1], 2.5]",
+        ),
+    ],
+)
 def test_a_damaged_or_newer_snapshot_is_refused_with_its_reason(data: bytes, message: str) -> None:
     with pytest.raises(SnapshotError) as info:
         snapshot.loads(data)
@@ -122,11 +136,11 @@ def _advisory_locks(dsn: str) -> list[tuple]:
         return db.execute(
             "SELECT l.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
             "WHERE l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s AND l.granted",
-            LOCK_KEY).fetchall()
+            LOCK_KEY,
+        ).fetchall()
 
 
-def test_one_lease_at_a_time_kept_without_stacking_and_retaken_after_a_lost_session(
-        dsn: str, caplog) -> None:
+def test_one_lease_at_a_time_kept_without_stacking_and_retaken_after_a_lost_session(dsn: str, caplog) -> None:
     a, b = AdvisoryLease(dsn), AdvisoryLease(dsn)
     try:
         assert [a.check() for _ in range(3)] == [True, True, True]
@@ -173,8 +187,9 @@ def test_one_lease_at_a_time_kept_without_stacking_and_retaken_after_a_lost_sess
 def test_one_replica_computes_and_every_replica_exposes_its_exact_values(tmp_path: Path, dsn: str) -> None:
     state = {"postgres": {"dsn": dsn}}
     with contextlib.ExitStack() as stack:
-        replicas = [stack.enter_context(running_processor(sc.processor_config(tmp_path, state)))
-                    for _ in range(2)]
+        replicas = [
+            stack.enter_context(running_processor(sc.processor_config(tmp_path, state))) for _ in range(2)
+        ]
         calls = sc.calls()
         for i, replica in enumerate(replicas):
             sc.send(replica.http_endpoint, calls[i::2], chunk=37)
@@ -187,16 +202,19 @@ def test_one_replica_computes_and_every_replica_exposes_its_exact_values(tmp_pat
             assert_scenario(m)
             assert sample(m, "apiusage_state_report_timestamp_seconds") == sc.NOW_MS / 1000
             assert sample(m, "apiusage_state_refresh_interval_seconds") == 3600
-        leader, follower = (replicas[i].processor.state for i in sorted((0, 1), key=leaders.__getitem__,
-                                                                         reverse=True))
+        leader, follower = (
+            replicas[i].processor.state for i in sorted((0, 1), key=leaders.__getitem__, reverse=True)
+        )
         assert _stored_writer(dsn) == leader.identity != follower.identity
         # The follower's report is the leader's, to the last value.
         assert follower.report == leader.report
 
         # A snapshot the follower cannot read: it keeps the values it has, and says why.
         with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as db:
-            db.execute("UPDATE report_snapshot SET version = version + 1, report = %s",
-                       (zlib.compress(b'{"format": 9}'),))
+            db.execute(
+                "UPDATE report_snapshot SET version = version + 1, report = %s",
+                (zlib.compress(b'{"format": 9}'),),
+            )
         before = follower.report
         follower.refresh(now_ms=sc.NOW_MS)
         assert follower.report is before
@@ -275,8 +293,10 @@ def test_a_restart_exposes_the_last_report_until_its_first_refresh(tmp_path: Pat
         computed = running.processor.state.report
     # The next start, before any refresh (at 100k consumers on a cold cache the first one takes
     # minutes): the last report, with its own timestamp.
-    service = StateService(StateConfig(sqlite=SqliteState(path=str(tmp_path / "state.db"))),
-                           ConsumerActivity(400, PipelineStats()))
+    service = StateService(
+        StateConfig(sqlite=SqliteState(path=str(tmp_path / "state.db"))),
+        ConsumerActivity(400, PipelineStats()),
+    )
     service.open()
     try:
         assert service.report == computed and service.report.generated_ms == sc.NOW_MS

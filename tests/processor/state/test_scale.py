@@ -24,17 +24,21 @@ def _wait(what: str, check, timeout: float):
 
 def _nonzero(samples: dict, name: str, *labels: str) -> dict[tuple, float]:
     """{label values: value} of `name` for SERVICE, zeros left out (absent and 0 say the same)."""
-    return {tuple(dict(lb)[k] for k in labels): v
-            for lb, v in matching(samples, name, service=SERVICE).items() if v}
+    return {
+        tuple(dict(lb)[k] for k in labels): v
+        for lb, v in matching(samples, name, service=SERVICE).items()
+        if v
+    }
 
 
 def test_20k_consumers_over_otlp_are_counted_exactly_while_fresh_spans_keep_flowing(tmp_path) -> None:
     history = History(CONSUMERS)
     want = history.expected()
     requests = list(history.requests())  # built before the processor starts its flush clock
-    config = {"state": {"flush_interval": "4s", "refresh_interval": "1h"},
-              "admin": {"token": TOKEN, "endpoint": "127.0.0.1:0",
-                        "audit_log": str(tmp_path / "audit.log")}}
+    config = {
+        "state": {"flush_interval": "4s", "refresh_interval": "1h"},
+        "admin": {"token": TOKEN, "endpoint": "127.0.0.1:0", "audit_log": str(tmp_path / "audit.log")},
+    }
     with running_processor(config) as running:
         state = running.processor.state
         assert send_history(running.http_endpoint, requests) == want.spans
@@ -47,15 +51,25 @@ def test_20k_consumers_over_otlp_are_counted_exactly_while_fresh_spans_keep_flow
         sent_at = time.monotonic()
         exporter.export(fresh_request("fresh-api", 25), sent_at + 5)
         exporter.close()
-        during = _wait("fresh spans in api_requests_total", lambda: (
-            m if sum(matching(m := running.scrape(), "api_requests_total",
-                              service="fresh-api").values()) == 25 else None), 5)
+        during = _wait(
+            "fresh spans in api_requests_total",
+            lambda: (
+                m
+                if sum(matching(m := running.scrape(), "api_requests_total", service="fresh-api").values())
+                == 25
+                else None
+            ),
+            5,
+        )
         fresh_took = time.monotonic() - sent_at
         flush_went_on = state.health.flush_started == flush
 
         # Written: what is left is at most the fresh spans' endpoint row, due at the next flush.
-        _wait("flush of the history", lambda: state.health.flush_started is None
-              and state.activity.pending() <= 1, 60)
+        _wait(
+            "flush of the history",
+            lambda: state.health.flush_started is None and state.activity.pending() <= 1,
+            60,
+        )
         # One refresh of the 20,000 consumers, and an admin request while it runs.
         refresh = threading.Thread(target=state.refresh, daemon=True)
         refresh.start()
@@ -77,17 +91,18 @@ def test_20k_consumers_over_otlp_are_counted_exactly_while_fresh_spans_keep_flow
     assert sample(after, "apiusage_state_flushes_total", outcome="failure") == 0
     assert sample(after, "apiusage_state_rows_dropped_total") == 0
     # consumer rows, activity rows, 8 endpoint rows and fresh-api's one (maybe not yet written)
-    assert sample(after, "apiusage_state_rows_written_total") + sample(
-        after, "apiusage_state_pending_rows") == CONSUMERS + want.activity_rows + 8 + 1
+    assert (
+        sample(after, "apiusage_state_rows_written_total") + sample(after, "apiusage_state_pending_rows")
+        == CONSUMERS + want.activity_rows + 8 + 1
+    )
 
     assert _nonzero(after, "api_new_consumers_total", "plan_tier") == {
-        (plan,): n for plan, n in want.new.items()}
+        (plan,): n for plan, n in want.new.items()
+    }
     assert _nonzero(after, "api_active_consumers", "plan_tier", "window") == dict(want.active)
-    assert _nonzero(after, "api_endpoint_consumers", "method", "route", "window") == dict(
-        want.endpoint)
+    assert _nonzero(after, "api_endpoint_consumers", "method", "route", "window") == dict(want.endpoint)
     assert _nonzero(after, "api_feature_consumers", "feature", "window") == dict(want.feature)
-    assert _nonzero(after, "api_client_version_consumers", "client_version", "window") == dict(
-        want.client)
+    assert _nonzero(after, "api_client_version_consumers", "client_version", "window") == dict(want.client)
     # spot checks that the history is what it claims: every plan in every window
     assert sum(want.new.values()) == CONSUMERS
     assert {w for _, w in want.active} == {"1d", "7d", "30d"}

@@ -29,13 +29,33 @@ DAYS = 10
 def history(consumers: int, days: int = DAYS) -> list[ApiRequest]:
     """One call a day for `days` days by each consumer: 1 + consumers × (days + 1) rows."""
     now_ns = time.time_ns()
-    return [ApiRequest("orders", "GET", "/v1/orders", "200", "pro", "false", "sdk", "1.0", None, None,
-                       f"c{i:06d}", 0.01, 1.0, now_ns - d * DAY_MS * 1_000_000, b"t" * 16, b"s" * 8)
-            for i in range(consumers) for d in range(days)]
+    return [
+        ApiRequest(
+            "orders",
+            "GET",
+            "/v1/orders",
+            "200",
+            "pro",
+            "false",
+            "sdk",
+            "1.0",
+            None,
+            None,
+            f"c{i:06d}",
+            0.01,
+            1.0,
+            now_ns - d * DAY_MS * 1_000_000,
+            b"t" * 16,
+            b"s" * 8,
+        )
+        for i in range(consumers)
+        for d in range(days)
+    ]
 
 
 def test_a_final_flush_past_the_bound_writes_whole_consumers_then_names_the_rows_lost(
-        tmp_path, monkeypatch, caplog) -> None:
+    tmp_path, monkeypatch, caplog
+) -> None:
     monkeypatch.setattr(state_service, "_STOP_TIMEOUT", 1.5)
     db = tmp_path / "s.db"
     config = StateConfig(sqlite=SqliteState(path=str(db)), flush_interval=3600, refresh_interval=3600)
@@ -54,13 +74,15 @@ def test_a_final_flush_past_the_bound_writes_whole_consumers_then_names_the_rows
     assert took < 1.5 + 1.5, f"stop took {took:.1f}s for a bound of 1.5 s"
     with contextlib.closing(sqlite3.connect(db)) as conn:
         assert conn.execute("PRAGMA quick_check").fetchall() == [("ok",)]
-        (stored,), = conn.execute("SELECT COUNT(*) FROM consumers").fetchall()
+        ((stored,),) = conn.execute("SELECT COUNT(*) FROM consumers").fetchall()
     assert 0 < stored < 20_000
     written = 1 + stored * (DAYS + 1)  # whole consumers: every part committed is consistent
     assert service.health.rows_written == written
     lost = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert lost == [f"state final flush: {total - written} of {total} rows not written to "
-                    f"sqlite:{db} within the 1.5s shutdown bound are lost"]
+    assert lost == [
+        f"state final flush: {total - written} of {total} rows not written to "
+        f"sqlite:{db} within the 1.5s shutdown bound are lost"
+    ]
     assert activity.pending() == 0
 
 
@@ -75,8 +97,9 @@ def test_a_final_flush_within_the_bound_writes_everything(tmp_path) -> None:
     assert service.stop() is True
     assert service.health.rows_written == 1 + 5_000 * (DAYS + 1)
     with contextlib.closing(sqlite3.connect(db)) as conn:
-        assert conn.execute("SELECT COUNT(*), MIN(first_seen) < MAX(last_seen) FROM consumers"
-                            ).fetchall() == [(5_000, 1)]
+        assert conn.execute(
+            "SELECT COUNT(*), MIN(first_seen) < MAX(last_seen) FROM consumers"
+        ).fetchall() == [(5_000, 1)]
 
 
 def _running_refresh(service: StateService, at_least: float, timeout: float = 60) -> float:
@@ -111,9 +134,9 @@ def test_sigterm_interrupts_a_long_sqlite_refresh_at_once(tmp_path) -> None:
 
 def test_sigterm_interrupts_a_postgres_refresh_that_waits_for_a_lock(tmp_path) -> None:
     import psycopg  # installed by the project: missing, the test fails rather than skips
+
     with postgres_server() as pg:
-        config = StateConfig(postgres=PostgresState(dsn=pg.dsn), flush_interval=3600,
-                             refresh_interval=0.1)
+        config = StateConfig(postgres=PostgresState(dsn=pg.dsn), flush_interval=3600, refresh_interval=0.1)
         service = StateService(config, ConsumerActivity(400, PipelineStats()))
         service.open()
         # An operator's VACUUM FULL or a migration by hand: every read of consumers waits.
@@ -152,11 +175,11 @@ def _server_processes(port: int) -> list[int]:
 
 
 def test_sigterm_while_a_postgres_flush_hangs_exits_within_the_bound_naming_the_rows_lost(
-        monkeypatch, caplog) -> None:
+    monkeypatch, caplog
+) -> None:
     monkeypatch.setattr(state_service, "_STOP_TIMEOUT", 1.0)
     with postgres_server() as pg:
-        config = StateConfig(postgres=PostgresState(dsn=pg.dsn), flush_interval=0.1,
-                             refresh_interval=3600)
+        config = StateConfig(postgres=PostgresState(dsn=pg.dsn), flush_interval=0.1, refresh_interval=3600)
         activity = ConsumerActivity(400, PipelineStats())
         service = StateService(config, activity)
         service.open()
@@ -189,8 +212,9 @@ def test_sigterm_while_a_postgres_flush_hangs_exits_within_the_bound_naming_the_
     assert result == [False], f"stop did not return within 15 s ({took:.1f}s)"
     # the 1 s bound, then 2 s for the interrupted flush to return (it does not: the server is frozen)
     assert took < 1.0 + 2 + 1.5, f"stop took {took:.1f}s"
-    lost = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR
-            and "lost" in r.getMessage()]
-    assert lost == [f"state flush still running after 1s at shutdown: interrupted; "
-                    f"{1 + 100 * (DAYS + 1)} rows not written to {service.store.description} "
-                    "are lost"], lost
+    lost = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and "lost" in r.getMessage()]
+    assert lost == [
+        f"state flush still running after 1s at shutdown: interrupted; "
+        f"{1 + 100 * (DAYS + 1)} rows not written to {service.store.description} "
+        "are lost"
+    ], lost

@@ -39,9 +39,10 @@ def test_flushes_and_admin_requests_go_on_during_a_slow_refresh(tmp_path, monkey
     db = tmp_path / "state.db"
     seed_history(db, 12_000)
     slow_refresh(monkeypatch, 5.0)
-    config = {"state": {"sqlite": {"path": str(db)}, "flush_interval": "100ms",
-                        "refresh_interval": "100ms"},
-              "admin": {"token": TOKEN, "endpoint": "127.0.0.1:0", "audit_log": str(tmp_path / "a.log")}}
+    config = {
+        "state": {"sqlite": {"path": str(db)}, "flush_interval": "100ms", "refresh_interval": "100ms"},
+        "admin": {"token": TOKEN, "endpoint": "127.0.0.1:0", "audit_log": str(tmp_path / "a.log")},
+    }
     with running_processor(config) as running:
         url = running.processor.urls()["admin"] + "/deprecated"
         started = time.monotonic()
@@ -56,8 +57,9 @@ def test_flushes_and_admin_requests_go_on_during_a_slow_refresh(tmp_path, monkey
         flushed_within = time.monotonic() - started
         time.sleep(max(0.0, started + 1.2 - time.monotonic()))
         running_refresh = running.scrape()
-        assert sample(running_refresh, "apiusage_state_refreshes_total", outcome="success") == 0, \
+        assert sample(running_refresh, "apiusage_state_refreshes_total", outcome="success") == 0, (
             "the first refresh was already over"
+        )
         stopping = time.monotonic()
     stopped_within = time.monotonic() - stopping
     assert status == 200
@@ -84,8 +86,9 @@ def test_an_unexpected_error_in_a_refresh_is_logged_once_and_ends_no_thread(tmp_
 
     from tests.processor.state.test_backlog import requests
 
-    config = StateConfig(sqlite=SqliteState(path=str(tmp_path / "s.db")), flush_interval=0.1,
-                         refresh_interval=0.1)
+    config = StateConfig(
+        sqlite=SqliteState(path=str(tmp_path / "s.db")), flush_interval=0.1, refresh_interval=0.1
+    )
     activity = ConsumerActivity(40, PipelineStats())
     service = StateService(config, activity, _BrokenCatalog())
     service.open()
@@ -105,4 +108,5 @@ def test_an_unexpected_error_in_a_refresh_is_logged_once_and_ends_no_thread(tmp_
     assert service.health.refreshes["success"] == 0
     logged = [r for r in caplog.records if r.levelname == "ERROR"]
     assert [r.getMessage() for r in logged] == [
-        "state refresh failed unexpectedly; the next one runs on schedule"]
+        "state refresh failed unexpectedly; the next one runs on schedule"
+    ]
