@@ -20,6 +20,7 @@ from apiusage.conventions.attributes import (
     ATTR_SCHEMA_VERSION,
     SCHEMA_VERSION,
 )
+from apiusage.conventions.useragent import parse_user_agent
 from opentelemetry import trace
 from starlette.requests import Request
 
@@ -33,7 +34,6 @@ from ._resolvers import (
     RequestState,
     api_version_from_route,
     import_callable,
-    parse_user_agent,
 )
 from ._routes import RouteTable
 from .catalog import Catalog, CatalogError, load_catalog

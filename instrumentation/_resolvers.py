@@ -236,27 +236,7 @@ def import_callable(reference: str) -> Callable[..., Any]:
     return obj
 
 
-# "name/version" as the first product of a User-Agent (RFC 9110 product token).
-_PRODUCT = re.compile(r"^\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)(?:/([!#$%&'*+.^_`|~0-9A-Za-z-]+))?")
 _API_VERSION_PREFIX = re.compile(r"^/(v\d+(?:\.\d+)*)(?:/|$)", re.IGNORECASE)
-
-
-# Every browser starts with Mozilla/5.0 (Opera's old ones with Opera/9.80): the product token
-# names no client, so browsers are one client, as the processor's own User-Agent fallback says.
-_BROWSER_PRODUCTS = frozenset(("mozilla", "opera"))
-
-
-@lru_cache(maxsize=1024)
-def parse_user_agent(user_agent: str) -> tuple[str | None, str | None]:
-    """``("my-sdk", "1.2.3")`` for ``My-SDK/1.2.3 (linux)``; ``("browser", None)`` for a
-    browser; Nones when it has no product."""
-    match = _PRODUCT.match(user_agent)
-    if not match:
-        return None, None
-    name = match.group(1).lower()
-    if name in _BROWSER_PRODUCTS:
-        return "browser", None
-    return clip(name), clip(match.group(2))
 
 
 @lru_cache(maxsize=1024)

@@ -16,13 +16,15 @@ import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from apiusage.conventions.attributes import SCHEMA_VERSION
+from apiusage.conventions.useragent import parse_user_agent
+
 from ..config import LimitsConfig, UsageConfig
 from ..telemetry import PipelineStats
 from .plans import PlanLookup
 from .routes import normalize_path
 from .sampling import MAX_ADJUSTED_COUNT, adjusted_count
 from .series import sanitize_label_value
-from .useragent import parse_user_agent
 
 __all__ = [
     "ApiRequest",
@@ -34,7 +36,6 @@ __all__ = [
     "MAX_CONSUMER_ID_LENGTH",
 ]
 
-SCHEMA_VERSION = 1
 MAX_CONSUMER_ID_LENGTH = 256
 SPAN_KIND_SERVER = 2
 # Values remembered as already clean, per memo; a memo that fills up starts afresh. About 3 MiB
@@ -264,8 +265,10 @@ class Deriver:
                         cname, ua_version = parse_user_agent(ua)
                         if cver is None:
                             cver = ua_version
-                    else:
+                    if cname is None:
                         cname = "unknown"
+                    elif cname not in clean_labels:  # max_label_length may be under 64
+                        cname = label(cname)
                 elif cname not in clean_labels:
                     cname = label(cname)
                 if cver is None or cver == "":

@@ -1,25 +1,37 @@
-"""The instrumentation and the processor read a User-Agent the same way."""
+"""The client a real instrumented app names from a User-Agent: the shared parser's answers.
+
+The parser itself, and the processor agreeing with the instrumentation for every input, are
+tested in tests/conventions/test_useragent.py.
+"""
 
 from __future__ import annotations
 
 import pytest
-from apiusage.instrumentation._resolvers import parse_user_agent
-from apiusage.processor.derive.useragent import parse_user_agent as processor_parse
+from apiusage.instrumentation import instrument
+from instr_support import KEY
+from orders_app import build_app
 
 
 @pytest.mark.parametrize(
     ("ua", "client"),
     [
-        ("orders-sdk/1.2.3 (python 3.11)", ("orders-sdk", "1.2.3")),
-        ("Orders-SDK/2.0.0-beta.1", ("orders-sdk", "2.0.0-beta.1")),
-        ("Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0", ("browser", None)),
-        ("Opera/9.80 (Windows NT 6.1)", ("browser", None)),
-        ("my-cron-job", ("my-cron-job", None)),
-        ("", (None, None)),
+        ("orders-sdk/1.2.3 (python 3.11)", {"name": "orders-sdk", "version": "1.2.3"}),
+        ("Orders-SDK/2.0.0-beta.1", {"name": "orders-sdk", "version": "2.0.0-beta.1"}),
+        ("Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0", {"name": "browser"}),
+        ("mozilla/5.0 (x)", {"name": "browser"}),
+        ("Opera/9.80 (Windows NT 6.1)", {"name": "browser"}),
+        ("1password-cli/2.0", {"name": "1password-cli", "version": "2.0"}),
+        ("sdk/v2.1", {"name": "sdk", "version": "v2.1"}),
+        ("my-cron-job", {"name": "my-cron-job"}),
+        ("x" * 65 + "/1.0", {}),
+        ("(compatible)", {}),
+        ("", {}),
     ],
 )
-def test_user_agent_client(ua: str, client: tuple[str | None, str | None]) -> None:
-    assert parse_user_agent(ua) == client
-    name, version = client
-    # What the processor derives from the same header when a span carries no client attributes.
-    assert processor_parse(ua) == (name or "unknown", version or "unknown")
+def test_user_agent_client(spans, client_for, ua: str, client: dict[str, str]) -> None:
+    app = build_app()
+    instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY)
+    assert client_for(app).get("/v1/orders/1", headers={"User-Agent": ua}).status_code == 200
+    attrs = spans.apiusage()
+    got = {k.removeprefix("apiusage.client."): v for k, v in attrs.items() if k.startswith("apiusage.client.")}
+    assert got == client

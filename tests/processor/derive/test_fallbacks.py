@@ -1,11 +1,13 @@
-"""Route templates, User-Agent parsing and sampling weights: exact outputs for known inputs."""
+"""Route templates and sampling weights: exact outputs for known inputs.
+
+The User-Agent parser is tested in tests/conventions/test_useragent.py.
+"""
 
 from __future__ import annotations
 
 import pytest
 from apiusage.processor.derive.routes import normalize_path
 from apiusage.processor.derive.sampling import adjusted_count
-from apiusage.processor.derive.useragent import parse_user_agent
 
 
 @pytest.mark.parametrize(
@@ -33,23 +35,6 @@ from apiusage.processor.derive.useragent import parse_user_agent
 )
 def test_normalize_path(raw: object, route: str) -> None:
     assert normalize_path(raw) == route
-
-
-@pytest.mark.parametrize(
-    ("ua", "client"),
-    [
-        ("orders-sdk/1.2.3 (python 3.11)", ("orders-sdk", "1.2.3")),
-        ("Orders-SDK/2.0.0-beta.1", ("orders-sdk", "2.0.0-beta.1")),
-        ("python-httpx/0.28.1", ("python-httpx", "0.28.1")),
-        ("Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0", ("browser", "unknown")),
-        ("my-cron-job", ("my-cron-job", "unknown")),
-        ("  ", ("unknown", "unknown")),
-        (None, ("unknown", "unknown")),
-        (3, ("unknown", "unknown")),
-    ],
-)
-def test_parse_user_agent(ua: object, client: tuple[str, str]) -> None:
-    assert parse_user_agent(ua) == client
 
 
 @pytest.mark.parametrize(
