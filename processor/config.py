@@ -18,6 +18,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from apiusage.conventions.attributes import (
+    ATTR_API_VERSION,
+    ATTR_CLIENT_NAME,
+    ATTR_CLIENT_VERSION,
+    ATTR_CONSUMER_ID,
+    ATTR_DEPRECATED,
+    ATTR_FEATURE,
+    ATTR_PLAN_TIER,
+    ATTR_SCHEMA_VERSION,
+)
+
 from ._typedload import INT32_MAX, ByteSize, Duration, Problems, bounded, load_dataclass
 from ._yaml import YamlError, YamlLimits, safe_load
 
@@ -223,16 +234,14 @@ class AttributeSources:
     status_code: tuple[str, ...] = _sources("http.response.status_code", "http.status_code")
     path: tuple[str, ...] = _sources("url.path", "http.target", "http.url")
     user_agent: tuple[str, ...] = _sources("user_agent.original", "http.user_agent")
-    consumer_id: tuple[str, ...] = _sources(
-        "apiusage.consumer.id", "enduser.pseudo.id", "enduser.id", "user.id"
-    )
-    plan_tier: tuple[str, ...] = _sources("apiusage.consumer.plan_tier")
-    client_name: tuple[str, ...] = _sources("apiusage.client.name")
-    client_version: tuple[str, ...] = _sources("apiusage.client.version")
-    api_version: tuple[str, ...] = _sources("apiusage.api.version")
-    feature: tuple[str, ...] = _sources("apiusage.feature")
-    deprecated: tuple[str, ...] = _sources("apiusage.endpoint.deprecated")
-    schema_version: tuple[str, ...] = _sources("apiusage.schema_version")
+    consumer_id: tuple[str, ...] = _sources(ATTR_CONSUMER_ID, "enduser.pseudo.id", "enduser.id", "user.id")
+    plan_tier: tuple[str, ...] = _sources(ATTR_PLAN_TIER)
+    client_name: tuple[str, ...] = _sources(ATTR_CLIENT_NAME)
+    client_version: tuple[str, ...] = _sources(ATTR_CLIENT_VERSION)
+    api_version: tuple[str, ...] = _sources(ATTR_API_VERSION)
+    feature: tuple[str, ...] = _sources(ATTR_FEATURE)
+    deprecated: tuple[str, ...] = _sources(ATTR_DEPRECATED)
+    schema_version: tuple[str, ...] = _sources(ATTR_SCHEMA_VERSION)
     service: tuple[str, ...] = _sources("service.name")
 
     def _validate(self, path: str, problems: Problems) -> None:
