@@ -7,8 +7,8 @@ One line::
 
 or zero code: ``opentelemetry-instrument uvicorn app:app`` (see docs/instrumentation.md).
 
-Names are imported lazily (PEP 562) so that ``import apiusage.instrumentation.catalog``,
-which the processor uses, does not import OpenTelemetry or FastAPI.
+Names are imported lazily (PEP 562) so that ``import apiusage.instrumentation.catalog``
+(the old path of ``apiusage.conventions.catalog``) does not import OpenTelemetry or FastAPI.
 """
 
 from __future__ import annotations
@@ -69,11 +69,11 @@ _LOCATIONS = {
     "ApiUsageDistro": "._auto",
     "ApiUsageInstrumentor": "._auto",
     "ApiUsageMiddleware": "._middleware",
-    "Catalog": ".catalog",
-    "CatalogError": ".catalog",
-    "Endpoint": ".catalog",
-    "ServiceCatalog": ".catalog",
-    "load_catalog": ".catalog",
+    "Catalog": "apiusage.conventions.catalog",
+    "CatalogError": "apiusage.conventions.catalog",
+    "Endpoint": "apiusage.conventions.catalog",
+    "ServiceCatalog": "apiusage.conventions.catalog",
+    "load_catalog": "apiusage.conventions.catalog",
     "catalog_from_openapi": "._openapi",
     "ConfigurationError": "._config",
     "ENVIRONMENT_VARIABLES": "._config",
@@ -109,6 +109,7 @@ if TYPE_CHECKING:
         ATTR_SCHEMA_VERSION,
         SCHEMA_VERSION,
     )
+    from apiusage.conventions.catalog import Catalog, CatalogError, Endpoint, ServiceCatalog, load_catalog
 
     from ._auto import ApiUsageConfigurator, ApiUsageDistro, ApiUsageInstrumentor
     from ._config import ENVIRONMENT_VARIABLES, ConfigurationError, Settings
@@ -124,4 +125,3 @@ if TYPE_CHECKING:
         RequestState,
     )
     from ._setup import instrument
-    from .catalog import Catalog, CatalogError, Endpoint, ServiceCatalog, load_catalog

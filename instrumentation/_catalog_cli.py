@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from apiusage.conventions.catalog import CatalogError, dump_catalog, load_catalog
 
 from ._openapi import catalog_from_openapi
-from .catalog import CatalogError, dump_catalog, load_catalog
 
 EXIT_ERROR = 2
 

@@ -20,6 +20,7 @@ from apiusage.conventions.attributes import (
     ATTR_SCHEMA_VERSION,
     SCHEMA_VERSION,
 )
+from apiusage.conventions.catalog import Catalog, CatalogError, load_catalog
 from apiusage.conventions.useragent import parse_user_agent
 from opentelemetry import trace
 from starlette.requests import Request
@@ -36,7 +37,6 @@ from ._resolvers import (
     import_callable,
 )
 from ._routes import RouteTable
-from .catalog import Catalog, CatalogError, load_catalog
 
 _logger = logging.getLogger("apiusage.instrumentation")
 _CALLER_CACHE_LIMIT = 2048  # entries of well under 1 kB each

@@ -10,7 +10,7 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import quote
 
-from .catalog import Endpoint
+from apiusage.conventions.catalog import Endpoint
 
 _TEMPLATE_PARAM = re.compile(r"\{([^{}:]+)(?::([^{}]+))?\}")
 

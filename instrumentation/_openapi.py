@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .catalog import Catalog, CatalogError, Endpoint, ServiceCatalog, parse_catalog
+from apiusage.conventions.catalog import Catalog, CatalogError, Endpoint, ServiceCatalog, parse_catalog
 
 OPERATION_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _EXTENSIONS = ("x-deprecated-since", "x-sunset", "x-replacement", "x-deprecation-link")

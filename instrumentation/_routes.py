@@ -15,12 +15,12 @@ from enum import Enum
 from typing import Any
 
 from apiusage.conventions.attributes import ATTR_API_VERSION, ATTR_DEPRECATED, ATTR_FEATURE
+from apiusage.conventions.catalog import Catalog, CatalogError, Endpoint, merge_endpoint, route_key
 from starlette.routing import Match
 
 from ._headers import DeprecationHeaders
 from ._openapi import OPERATION_METHODS, operation_endpoint
 from ._resolvers import api_version_from_route
-from .catalog import Catalog, CatalogError, Endpoint, merge_endpoint, route_key
 
 try:  # FastAPI >= 0.137.2 nests included routers; this flattens them.
     from fastapi.routing import iter_route_contexts
@@ -148,11 +148,15 @@ class RouteTable:
             for path, item in (paths or {}).items():
                 if not isinstance(item, dict):
                     continue
+                key = route_key(path)
+                if key is None:  # not a readable template: it can describe no route
+                    continue
                 for op_method in OPERATION_METHODS:
                     operation = item.get(op_method)
                     if isinstance(operation, dict):
-                        self._operations[(op_method.upper(), route_key(path))] = operation
-        return self._operations.get((method, route_key(template)))
+                        self._operations[(op_method.upper(), key)] = operation
+        key = route_key(template)
+        return self._operations.get((method, key)) if key is not None else None
 
     def _compute(self, method: str, template: str, route: Any) -> RouteInfo:
         operation = self._operation(method, template)

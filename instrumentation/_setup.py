@@ -8,13 +8,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from apiusage.conventions.catalog import Catalog
 from opentelemetry import trace
 
 from . import _redact
 from ._config import Settings
 from ._enrich import ConsumerSpec, Enricher, PlanTierSpec, build_enricher
 from ._middleware import ApiUsageMiddleware, has_middleware
-from .catalog import Catalog
 
 _logger = logging.getLogger("apiusage.instrumentation")
 

@@ -40,7 +40,7 @@ def load_catalog_file(path: str | None):
     """The endpoint catalog named by the `catalog` key, or None."""
     if path is None:
         return None
-    from apiusage.instrumentation.catalog import CatalogError, load_catalog
+    from apiusage.conventions.catalog import CatalogError, load_catalog
 
     try:
         return load_catalog(path)

@@ -1,4 +1,10 @@
-"""Low-cardinality route templates for spans that carry a raw path but no `http.route`."""
+"""Low-cardinality route templates for spans that carry a raw path but no `http.route`.
+
+The placeholders (`{id}`, `{uuid}`, ...) are parameter slots in the catalog's sense
+(`apiusage.conventions.routes`), so `/v1/orders/123` becomes `/v1/orders/{id}` and matches a
+catalog entry `/v1/orders/:order_id`. A segment that a template would read as a slot (`:x`,
+`*`, brackets) becomes `{value}`: the label's only slots are the placeholders it shows.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,9 @@ _NUMBER = re.compile(r"^[+-]?\d+(?:[.,]\d+)?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ][\d:.]+Z?)?$")
 # An identifier-looking token: long and mixes digits with letters (ord_8f7a6b5c, a1b2c3d4e5).
 _TOKEN = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9_\-.~=+]{10,}$")
+# Template syntax in a raw segment (conventions/routes.py): brackets, wildcards, `:name` at the
+# start or after `-`/`.`. `/v1/things:batchGet` stays text, as it does in a template.
+_SLOT_SYNTAX = re.compile(r"[{}<>()*]|(?:^|[-.]):[A-Za-z_]")
 
 _cache: dict[str, str] = {}
 
@@ -35,7 +44,7 @@ def _segment(seg: str) -> str:
         return "{email}"
     if _TOKEN.match(seg):
         return "{id}"
-    if len(seg) > 40:
+    if len(seg) > 40 or _SLOT_SYNTAX.search(seg):
         return "{value}"
     return seg
 

@@ -21,6 +21,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from apiusage.conventions.routes import route_key
+
 from ..config import LimitsConfig
 from ..derive.series import OVERFLOW_VALUE, sanitize_label_value
 from .folding import Folder, Keep, folded_columns, merge_histograms
@@ -43,7 +45,6 @@ __all__ = [
 WINDOWS = {"1d": 1, "7d": 7, "30d": 30}
 COHORT_WEEKS = 12
 UNUSED_AFTER_DAYS = 30
-_PARAM = re.compile(r"\{[^{}]*\}")
 _REPLACEMENT = re.compile(r"^(?:(?P<method>[A-Za-z]+) +)?(?P<route>/\S*)$")
 
 
@@ -88,10 +89,6 @@ class ConsumerReport:
     folded: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
 
 
-def _route_key(route: str) -> str:
-    return _PARAM.sub("{}", route)
-
-
 def deprecated_endpoints(store: Store, catalog) -> list[ResolvedEndpoint]:
     """Endpoints deprecated by the catalog or by their spans, matched to observed routes."""
     observed: dict[tuple[str, str, str], str] = {}
@@ -99,7 +96,9 @@ def deprecated_endpoints(store: Store, catalog) -> list[ResolvedEndpoint]:
     for service, method, route, deprecated in store.query(
         "SELECT service, method, route, deprecated FROM endpoints"
     ):
-        observed[service, method, _route_key(route)] = route
+        key = route_key(route)
+        if key is not None:  # an unreadable route (a raw label) matches no catalog entry
+            observed[service, method, key] = route
         if deprecated:
             flagged.add((service, method, route))
     out: dict[tuple[str, str, str], ResolvedEndpoint] = {}
@@ -107,13 +106,14 @@ def deprecated_endpoints(store: Store, catalog) -> list[ResolvedEndpoint]:
         for ep in service.endpoints:
             if not ep.deprecated:
                 continue
+            key = route_key(ep.route)
             methods = (
                 [ep.method]
                 if ep.method != "*"
-                else sorted({m for (s, m, r) in observed if s == service.name and r == _route_key(ep.route)})
+                else sorted({m for (s, m, r) in observed if s == service.name and r == key})
             )
             for method in methods:
-                route = observed.get((service.name, method, _route_key(ep.route)), ep.route)
+                route = observed.get((service.name, method, key), ep.route)
                 replacement = None
                 m = _REPLACEMENT.match(ep.replacement or "")
                 if m:
@@ -121,7 +121,7 @@ def deprecated_endpoints(store: Store, catalog) -> list[ResolvedEndpoint]:
                     r_route = m.group("route")
                     replacement = (
                         r_method,
-                        observed.get((service.name, r_method, _route_key(r_route)), r_route),
+                        observed.get((service.name, r_method, route_key(r_route)), r_route),
                     )
                 out[service.name, method, route] = ResolvedEndpoint(
                     service.name, method, route, ep.sunset, replacement
@@ -431,23 +431,25 @@ def _deprecations(
 def _catalog_usage(report: ConsumerReport, store: Store, catalog, now_ms: int) -> None:
     if catalog is None:
         return
-    last_seen = {
-        (s, m, _route_key(r)): (r, t)
-        for s, m, r, t in store.query("SELECT service, method, route, last_seen FROM endpoints")
-    }
+    # Observed routes by their slots: `/v1/users/:userId/orders` is the catalog's
+    # `/v1/users/{user_id}/orders`. Two spellings of one route (two frameworks): the latest call.
+    last_seen: dict[tuple[str, str, str], tuple[str, int]] = {}
+    for s, m, r, t in store.query("SELECT service, method, route, last_seen FROM endpoints"):
+        key = route_key(r)
+        if key is not None and ((s, m, key) not in last_seen or last_seen[s, m, key][1] < t):
+            last_seen[s, m, key] = (r, t)
     cutoff = now_ms - UNUSED_AFTER_DAYS * DAY_MS
     for service in catalog.services:
         unused = 0
         for ep in service.endpoints:
+            key = route_key(ep.route)
             methods = (
                 [ep.method]
                 if ep.method != "*"
-                else sorted({m for (s, m, r) in last_seen if s == service.name and r == _route_key(ep.route)})
+                else sorted({m for (s, m, r) in last_seen if s == service.name and r == key})
             )
             seen = [
-                (m, *last_seen[service.name, m, _route_key(ep.route)])
-                for m in methods
-                if (service.name, m, _route_key(ep.route)) in last_seen
+                (m, *last_seen[service.name, m, key]) for m in methods if (service.name, m, key) in last_seen
             ]
             for method, route, at in seen:
                 report.last_called[service.name, method, route] = at / 1000

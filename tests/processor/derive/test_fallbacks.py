@@ -5,7 +5,10 @@ The User-Agent parser is tested in tests/conventions/test_useragent.py.
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from apiusage.conventions.routes import route_key
 from apiusage.processor.derive.routes import normalize_path
 from apiusage.processor.derive.sampling import adjusted_count
 
@@ -28,6 +31,12 @@ from apiusage.processor.derive.sampling import adjusted_count
         ("v1/no-leading-slash", "/v1/no-leading-slash"),
         ("/a/b/c/d/e/f/g/h/i/j", "/a/b/c/d/e/f/g/h/{rest}"),
         ("/" + "x" * 50, "/{value}"),
+        # Template syntax in a raw path becomes a placeholder, so the label's only slots are
+        # the placeholders; a `:` inside a segment (a custom method) stays text.
+        ("/v1/:id", "/v1/{value}"),
+        ("/v1/files/*", "/v1/files/{value}"),
+        ("/v1/{x}/a-:b/(y)/<z>", "/v1/{value}/{value}/{value}/{value}"),
+        ("/v1/things:batchGet", "/v1/things:batchGet"),
         ("", "unknown"),
         (None, "unknown"),
         (42, "unknown"),
@@ -35,6 +44,9 @@ from apiusage.processor.derive.sampling import adjusted_count
 )
 def test_normalize_path(raw: object, route: str) -> None:
     assert normalize_path(raw) == route
+    if route != "unknown":
+        # Its slots are exactly its placeholders, so a catalog entry in any syntax matches it.
+        assert route_key(route) == re.sub(r"\{[a-z]+\}", "{}", route)
 
 
 @pytest.mark.parametrize(
