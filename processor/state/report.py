@@ -90,15 +90,19 @@ class ConsumerReport:
 
 
 def deprecated_endpoints(store: Store, catalog) -> list[ResolvedEndpoint]:
-    """Endpoints deprecated by the catalog or by their spans, matched to observed routes."""
-    observed: dict[tuple[str, str, str], str] = {}
+    """Endpoints deprecated by the catalog or by their spans, matched to observed routes.
+
+    A catalog entry matches every observed spelling of its route (`/v1/reports/:reportId`,
+    and `/v1/reports/{id}` from spans without `http.route`): each gets its sunset and migration.
+    """
+    observed: dict[tuple[str, str, str], list[str]] = {}
     flagged: set[tuple[str, str, str]] = set()
     for service, method, route, deprecated in store.query(
         "SELECT service, method, route, deprecated FROM endpoints"
     ):
         key = route_key(route)
         if key is not None:  # an unreadable route (a raw label) matches no catalog entry
-            observed[service, method, key] = route
+            observed.setdefault((service, method, key), []).append(route)
         if deprecated:
             flagged.add((service, method, route))
     out: dict[tuple[str, str, str], ResolvedEndpoint] = {}
@@ -113,19 +117,18 @@ def deprecated_endpoints(store: Store, catalog) -> list[ResolvedEndpoint]:
                 else sorted({m for (s, m, r) in observed if s == service.name and r == key})
             )
             for method in methods:
-                route = observed.get((service.name, method, key), ep.route)
                 replacement = None
                 m = _REPLACEMENT.match(ep.replacement or "")
                 if m:
                     r_method = (m.group("method") or method).upper()
                     r_route = m.group("route")
-                    replacement = (
-                        r_method,
-                        observed.get((service.name, r_method, route_key(r_route)), r_route),
+                    # The replacement as observed (its first spelling), else as written.
+                    spellings = observed.get((service.name, r_method, route_key(r_route))) or [r_route]
+                    replacement = (r_method, min(spellings))
+                for route in observed.get((service.name, method, key)) or [ep.route]:
+                    out[service.name, method, route] = ResolvedEndpoint(
+                        service.name, method, route, ep.sunset, replacement
                     )
-                out[service.name, method, route] = ResolvedEndpoint(
-                    service.name, method, route, ep.sunset, replacement
-                )
     for key in flagged:
         out.setdefault(key, ResolvedEndpoint(*key))
     return sorted(out.values(), key=lambda e: (e.service, e.route, e.method))
