@@ -98,7 +98,7 @@ class ServiceCatalog:
 
     def __post_init__(self) -> None:
         # Keys computed once per entry here; a span's route is keyed once (route_key's cache).
-        index = {}
+        index: dict[tuple[str, str], Endpoint] = {}
         for ep in self.endpoints:
             key = route_key(ep.route)
             if key is not None:  # parse_catalog refuses such a route; a hand-built one never matches
