@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from apiusage.instrumentation.catalog import (
+from apiusage.conventions.catalog import (
     Catalog,
     CatalogError,
     Endpoint,
@@ -159,7 +159,8 @@ def test_unreadable_files(tmp_path, monkeypatch):
 
 
 def test_catalog_module_imports_only_yaml():
-    """The processor imports the catalog; it must not drag OpenTelemetry or FastAPI in."""
+    """The catalog's old path and the instrumentation package do not drag OpenTelemetry or FastAPI
+    in (for code that still imports it from there)."""
     code = (
         "import sys, apiusage.instrumentation.catalog as c, apiusage.instrumentation as i;"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
