@@ -32,6 +32,6 @@ def test_user_agent_client(spans, client_for, ua: str, client: dict[str, str]) -
     app = build_app()
     instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY)
     assert client_for(app).get("/v1/orders/1", headers={"User-Agent": ua}).status_code == 200
-    attrs = spans.apiusage()
-    got = {k.removeprefix("apiusage.client."): v for k, v in attrs.items() if k.startswith("apiusage.client.")}
+    prefix = "apiusage.client."
+    got = {k.removeprefix(prefix): v for k, v in spans.apiusage().items() if k.startswith(prefix)}
     assert got == client
