@@ -1,4 +1,6 @@
-"""OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+"""OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`, and the metrics and
+logs services (`MetricsService/Export`, `LogsService/Export`), whose requests are passed through to the
+OTLP exporter unparsed (passthrough.py).
 
 The method is registered without a request deserializer, so the handler gets
 the raw protobuf bytes and the scanner reads them directly: protobuf never
@@ -32,18 +34,24 @@ from ..config import GrpcProtocol, split_endpoint
 from .auth import Authenticator
 from .intake import Intake, Outcome
 
-__all__ = ["GrpcReceiver", "SERVICE", "METHOD"]
+__all__ = ["GrpcReceiver", "SERVICE", "METHOD", "SERVICES"]
 
 log = logging.getLogger(__name__)
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+#: The signal of each OTLP export service.
+SERVICES = {
+    SERVICE: "traces",
+    "opentelemetry.proto.collector.metrics.v1.MetricsService": "metrics",
+    "opentelemetry.proto.collector.logs.v1.LogsService": "logs",
+}
 METHOD = "Export"
 TRANSPORT = "grpc"
 MiB = 1 << 20
 # A connection that has not finished its HTTP/2 (and TLS) handshake by then is closed.
 HANDSHAKE_TIMEOUT_MS = 10_000
 RESET_NOTICE_WAIT = 0.1
-EMPTY_CALL = "the call ended without an ExportTraceServiceRequest message"
+EMPTY_CALL = "the call ended without an export request message"
 # A message larger than this is let in only if memory still allows when it has arrived.
 RECHECK_BYTES = 1 << 20
 
@@ -129,13 +137,11 @@ class GrpcReceiver:
             ]
         )
         server.add_generic_rpc_handlers(
-            (
+            tuple(
                 grpc.method_handlers_generic_handler(
-                    SERVICE,
-                    {
-                        METHOD: grpc.stream_unary_rpc_method_handler(self._export),
-                    },
-                ),
+                    service, {METHOD: grpc.stream_unary_rpc_method_handler(self._exporter(signal))}
+                )
+                for service, signal in SERVICES.items()
             )
         )
         host, port = split_endpoint(config.endpoint)
@@ -152,7 +158,15 @@ class GrpcReceiver:
             bound = 0
         return server, bound
 
-    async def _export(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+    def _exporter(self, signal: str):
+        async def export(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+            return await self._export(requests, context, signal)
+
+        return export
+
+    async def _export(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext, signal: str = "traces"
+    ) -> bytes:
         service = "*"
         if self._auth is not None:
             metadata = dict(context.invocation_metadata() or ())
@@ -161,19 +175,24 @@ class GrpcReceiver:
                 self._intake.refuse(TRANSPORT, "unauthenticated", "")
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
             service = found
-        outcome = self._intake.overloaded(TRANSPORT)
+        outcome = self._intake.overloaded(TRANSPORT, signal)
         if outcome is None:
             received = await self._receive(context)
             if not isinstance(received, Outcome) and len(received) > RECHECK_BYTES:
                 # The limiter was asked when the call began; a large message may have taken
                 # receive_timeout to arrive, and many may arrive together.
-                received = self._intake.overloaded(TRANSPORT) or received
+                received = self._intake.overloaded(TRANSPORT, signal) or received
             # Scanning holds the GIL either way; on the loop it costs no thread hand-off.
-            outcome = (
-                received
-                if isinstance(received, Outcome)
-                else self._intake.accept(received, TRANSPORT, service)
-            )
+            if isinstance(received, Outcome):
+                outcome = received
+            elif signal == "traces":
+                outcome = self._intake.accept(received, TRANSPORT, service)
+            elif len(received) > RECHECK_BYTES:  # its walk is Python: off the loop
+                outcome = await asyncio.to_thread(
+                    self._intake.pass_through, signal, received, TRANSPORT, service
+                )
+            else:  # gRPC has inflated it: forwarded as plain protobuf
+                outcome = self._intake.pass_through(signal, received, TRANSPORT, service)
         if outcome.kind == "success":
             return b""
         if outcome.kind == "partial":
@@ -230,6 +249,7 @@ class GrpcReceiver:
             code = {
                 "receive_timeout": code_pb2.DEADLINE_EXCEEDED,
                 "too_large": code_pb2.RESOURCE_EXHAUSTED,
+                "unauthorized_service": code_pb2.PERMISSION_DENIED,
             }.get(outcome.kind, code_pb2.INVALID_ARGUMENT)
             status = status_pb2.Status(code=code, message=outcome.message)
             extra = ()
