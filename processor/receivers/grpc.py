@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent import futures
 
 import grpc
@@ -33,6 +33,7 @@ from .._httpserver import BindError
 from ..config import GrpcProtocol, split_endpoint
 from .auth import Authenticator
 from .intake import Intake, Outcome
+from .passthrough import INLINE_BYTES
 
 __all__ = ["GrpcReceiver", "SERVICE", "METHOD", "SERVICES"]
 
@@ -158,7 +159,11 @@ class GrpcReceiver:
             bound = 0
         return server, bound
 
-    def _exporter(self, signal: str):
+    def _exporter(
+        self, signal: str
+    ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], Awaitable[bytes]]:
+        """The Export handler of one signal's service."""
+
         async def export(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
             return await self._export(requests, context, signal)
 
@@ -187,7 +192,7 @@ class GrpcReceiver:
                 outcome = received
             elif signal == "traces":
                 outcome = self._intake.accept(received, TRANSPORT, service)
-            elif len(received) > RECHECK_BYTES:  # its walk is Python: off the loop
+            elif len(received) > INLINE_BYTES:  # its walk is Python: off the loop
                 outcome = await asyncio.to_thread(
                     self._intake.pass_through, signal, received, TRANSPORT, service
                 )

@@ -21,6 +21,7 @@ from .._httpserver import (
 from ..config import HttpProtocol
 from .auth import Authenticator
 from .intake import Intake, Outcome
+from .passthrough import INLINE_BYTES
 from .payload import InvalidPayload, PayloadTooLarge, inflate_gzip, json_to_protobuf
 
 __all__ = ["HttpReceiver"]
@@ -234,7 +235,7 @@ class _Receiver:
                 async with self._decoding:  # inflating or parsing JSON: bounded as for traces
                     self._still_room(signal)
                     outcome = await asyncio.to_thread(check)
-            elif len(body) > _INLINE_SCAN:
+            elif len(body) > INLINE_BYTES:  # the walk is Python (passthrough.py)
                 outcome = await asyncio.to_thread(check)
             else:
                 outcome = check()

@@ -16,7 +16,12 @@ from collections.abc import Iterator
 
 from .payload import InvalidPayload, PayloadTooLarge
 
-__all__ = ["PASSED_THROUGH", "services_in_json", "services_in_protobuf"]
+__all__ = ["INLINE_BYTES", "PASSED_THROUGH", "services_in_json", "services_in_protobuf"]
+
+#: Bodies up to this size are walked on the receiver's event loop. The walk is Python, about
+#: 2 µs per resource: a 64 KiB body of empty resources costs 60 ms at worst, a larger one goes
+#: to a worker thread so that it stalls no other connection.
+INLINE_BYTES = 64 << 10
 
 #: The signals passed through, each with its request message and resource entry names
 #: (protobuf field name, then the OTLP/JSON one).
