@@ -33,7 +33,7 @@ from .._httpserver import BindError
 from ..config import GrpcProtocol, split_endpoint
 from .auth import Authenticator
 from .intake import Intake, Outcome
-from .passthrough import INLINE_BYTES
+from .passthrough import INLINE_BYTES, PASSED_THROUGH
 
 __all__ = ["GrpcReceiver", "SERVICE", "METHOD", "SERVICES"]
 
@@ -52,7 +52,7 @@ MiB = 1 << 20
 # A connection that has not finished its HTTP/2 (and TLS) handshake by then is closed.
 HANDSHAKE_TIMEOUT_MS = 10_000
 RESET_NOTICE_WAIT = 0.1
-EMPTY_CALL = "the call ended without an export request message"
+EMPTY_CALL = "the call ended without an ExportTraceServiceRequest message"
 # A message larger than this is let in only if memory still allows when it has arrived.
 RECHECK_BYTES = 1 << 20
 
@@ -182,7 +182,7 @@ class GrpcReceiver:
             service = found
         outcome = self._intake.overloaded(TRANSPORT, signal)
         if outcome is None:
-            received = await self._receive(context)
+            received = await self._receive(context, signal)
             if not isinstance(received, Outcome) and len(received) > RECHECK_BYTES:
                 # The limiter was asked when the call began; a large message may have taken
                 # receive_timeout to arrive, and many may arrive together.
@@ -208,7 +208,7 @@ class GrpcReceiver:
         await self._abort(outcome, context)
         return b""  # not reached: abort raises
 
-    async def _receive(self, context: grpc.aio.ServicerContext) -> bytes | Outcome:
+    async def _receive(self, context: grpc.aio.ServicerContext, signal: str = "traces") -> bytes | Outcome:
         """The call's message, or the (counted) refusal when it does not arrive."""
         task = asyncio.current_task()
         if len(self._waiting) >= self._max_pending:
@@ -225,7 +225,12 @@ class GrpcReceiver:
                 # A reset reads as EOF too, and gRPC cancels this task only a moment later:
                 # wait for that so a reset is counted as cancelled, an empty call as invalid.
                 await asyncio.sleep(RESET_NOTICE_WAIT)
-                return self._intake.refuse(TRANSPORT, "invalid", EMPTY_CALL)
+                empty = (
+                    EMPTY_CALL
+                    if signal == "traces"
+                    else f"the call ended without an {PASSED_THROUGH[signal][0]} message"
+                )
+                return self._intake.refuse(TRANSPORT, "invalid", empty)
             return request
         except asyncio.TimeoutError:  # TimeoutError from 3.11 on
             return self._intake.refuse(TRANSPORT, "receive_timeout", self._timeout_message)

@@ -403,3 +403,14 @@ def test_an_unknown_path_is_still_not_found() -> None:
         "logs to /v1/logs)"
     )
     assert export_requests(m, "http") == {"not_found": 1}
+
+
+def test_a_grpc_call_without_its_message_is_invalid_and_named_for_its_signal() -> None:
+    with running_processor() as running, grpc.insecure_channel(running.grpc_endpoint) as channel:
+        export = channel.stream_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export")
+        with pytest.raises(grpc.RpcError) as refused:
+            export(iter(()), timeout=5)
+        m = running.scrape()
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == "the call ended without an ExportLogsServiceRequest message"
+    assert export_requests(m, "grpc") == {"invalid": 1}
