@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from ..config import OtlpForwarder
 
-__all__ = ["Forwarder", "SIGNALS", "PROTOBUF", "JSON"]
+__all__ = ["Forwarder", "SIGNALS", "PROTOBUF", "JSON", "QUEUED", "DROPPED", "OFF"]
 
 log = logging.getLogger("apiusage.processor.forward")
 _RETRIES = 3
@@ -39,6 +39,9 @@ SIGNALS = {"traces": "/v1/traces", "metrics": "/v1/metrics", "logs": "/v1/logs"}
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 _OUTCOMES = ("success", "failure", "dropped")
+# What forward() did with a body: queued it, dropped it (queue full, or stopping; counted), or
+# nothing, its signal being left out of exporters.otlp.signals.
+QUEUED, DROPPED, OFF = "queued", "dropped", "off"
 
 
 class _Item:
@@ -63,6 +66,7 @@ class Forwarder:
         self._timeout = float(config.timeout)
         # The configured headers win, as before; only the body's own encoding is set per request.
         self._extra = dict(config.headers)
+        self.signals = frozenset(config.signals)
         self._protobuf = {"Content-Type": PROTOBUF, **self._extra}
         self._max = config.max_queue_requests
         self._max_bytes = config.max_queue_bytes
@@ -73,7 +77,7 @@ class Forwarder:
         self._stopping = False
         self._conn: http.client.HTTPConnection | None = None
         #: Requests per signal and outcome (success, failure: gave up; dropped: never queued).
-        self.outcomes = {signal: dict.fromkeys(_OUTCOMES, 0) for signal in SIGNALS}
+        self.outcomes = {signal: dict.fromkeys(_OUTCOMES, 0) for signal in SIGNALS if signal in self.signals}
         self._thread = threading.Thread(target=self._run, name="apiusage-forward", daemon=True)
 
     @property
@@ -93,10 +97,13 @@ class Forwarder:
 
     def forward(
         self, body: bytes, signal: str = "traces", content_type: str = PROTOBUF, gzipped: bool = False
-    ) -> bool:
-        """Queue `body` for `<endpoint>/v1/<signal>`; False (counted as dropped) when it does not fit.
+    ) -> str:
+        """Queue `body` for `<endpoint>/v1/<signal>`: QUEUED, DROPPED (counted) when it does not fit,
+        or OFF when `signal` is not in exporters.otlp.signals.
 
         `content_type` and `gzipped` describe the body as given, which is sent unchanged."""
+        if signal not in self.signals:
+            return OFF
         if content_type == PROTOBUF and not gzipped:
             headers = self._protobuf
         else:
@@ -117,11 +124,11 @@ class Forwarder:
                         len(self._queue),
                         self._bytes,
                     )
-                return False
+                return DROPPED
             self._queue.append(_Item(signal, body, headers))
             self._bytes += len(body)
             self._cond.notify()
-        return True
+        return QUEUED
 
     def _run(self) -> None:
         while True:

@@ -37,8 +37,8 @@ class Intake:
         scanner: Scanner,
         queue: SpanQueue,
         stats: PipelineStats,
-        # Forwarder.forward(body, signal, content_type, gzipped) -> queued
-        forward: Callable[..., bool] | None = None,
+        # Forwarder.forward(body, signal, content_type, gzipped) -> "queued" | "dropped" | "off"
+        forward: Callable[..., str] | None = None,
         memory: MemoryLimiter | None = None,
         backlog: Callable[[], bool] | None = None,
         max_spans: int = 0,
@@ -177,10 +177,11 @@ class Intake:
                     f"{foreign} of {len(services)} resources have a service.name other than "
                     f"{service!r}, the only service this token may send for; nothing was forwarded",
                 )
-        if self._forward is None:
+        done = "off" if self._forward is None else self._forward(body, signal, content_type, gzipped)
+        if done == "off":  # no exporters.otlp, or its `signals` leave this one out
             self._stats.request(transport, f"{signal}_not_forwarded")
             return Outcome("success")
-        if not self._forward(body, signal, content_type, gzipped):
+        if done == "dropped":
             # Counted by the forwarder as dropped; the client is told to retry, as a Collector whose
             # sending queue is full does, since nothing else keeps this data.
             return self.refuse(

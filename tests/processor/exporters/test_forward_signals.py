@@ -414,3 +414,38 @@ def test_a_grpc_call_without_its_message_is_invalid_and_named_for_its_signal() -
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert refused.value.details() == "the call ended without an ExportLogsServiceRequest message"
     assert export_requests(m, "grpc") == {"invalid": 1}
+
+
+def test_signals_left_out_of_the_exporter_are_answered_and_not_forwarded() -> None:
+    sink = OtlpSink()
+    config = {"exporters": {"otlp": {"endpoint": sink.endpoint, "signals": ["traces"]}}}
+    try:
+        with running_processor(config) as running:
+            base = running.http_endpoint
+            assert post(f"{base}/v1/metrics", metrics_body())[0] == 200
+            assert post(f"{base}/v1/traces", request_with_spans(1).SerializeToString())[0] == 200
+            got = sink.wait(1)
+            m = wait_for(running, "apiusage_forwarded_requests_total", 1, signal="traces", outcome="success")
+    finally:
+        sink.close()
+    assert [r.path for r in got] == ["/v1/traces"]
+    assert export_requests(m, "http") == {"metrics_not_forwarded": 1, "success": 1}
+    assert forwarded(m, "metrics") == {"success": None, "failure": None, "dropped": None}
+
+
+def test_traces_left_out_are_not_forwarded_while_logs_are() -> None:
+    sink = OtlpSink()
+    config = {"exporters": {"otlp": {"endpoint": sink.endpoint, "signals": ["logs"]}}}
+    try:
+        with running_processor(config) as running:
+            base = running.http_endpoint
+            assert post(f"{base}/v1/traces", request_with_spans(1).SerializeToString())[0] == 200
+            log_exporter = exporters("http", running)[1]
+            assert log_exporter.export(sdk_logs(2)) is LogRecordExportResult.SUCCESS
+            log_exporter.shutdown()
+            got = sink.wait(1)
+            m = running.wait_processed(1)
+    finally:
+        sink.close()
+    assert [r.path for r in got] == ["/v1/logs"]
+    assert export_requests(m, "http") == {"logs_forwarded": 1, "success": 1}
