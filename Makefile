@@ -23,6 +23,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/system-deps.sh
+	bash scripts/node-deps.sh
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -410,8 +410,17 @@ class OtlpForwarder:
     # Bodies queued or in flight; past it: dropped. A ByteSize over 2 GiB must say so here.
     max_queue_bytes: ByteSize = bounded(ByteSize(64 * MiB), above=0)
     headers: Mapping[str, str] = field(default_factory=dict)
+    # Metrics and logs left out are answered and dropped: a trace-only backend answers them 404.
+    signals: tuple[str, ...] = ("traces", "metrics", "logs")
 
     def _validate(self, path: str, problems: Problems) -> None:
+        if not self.signals:
+            problems.add(
+                f"{path}.signals", "needs at least one of traces, metrics, logs (or remove exporters.otlp)"
+            )
+        for signal in self.signals:
+            if signal not in ("traces", "metrics", "logs"):
+                problems.add(f"{path}.signals", f"{signal!r} is not a signal: use traces, metrics or logs")
         if not self.endpoint.startswith(("http://", "https://")):
             problems.add(
                 f"{path}.endpoint",

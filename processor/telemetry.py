@@ -32,7 +32,22 @@ DATA_QUALITY_CHECKS = (
     "implausible_sampling_weight",
 )
 REJECT_REASONS = ("invalid_span", "queue_full", "shutting_down", "unauthorized_service")
-EXPORT_OUTCOMES = ("success", "partial", "invalid", "too_large", "unsupported", "queue_full", "shutting_down")
+EXPORT_OUTCOMES = (
+    "success",
+    "partial",
+    "invalid",
+    "too_large",
+    "unsupported",
+    "queue_full",
+    "shutting_down",
+    # Metrics and logs requests: handed to exporters.otlp, or answered without one; and refused
+    # for a resource of another service than the token's.
+    "metrics_forwarded",
+    "metrics_not_forwarded",
+    "logs_forwarded",
+    "logs_not_forwarded",
+    "unauthorized_service",
+)
 
 
 class PipelineStats:

@@ -18,6 +18,9 @@ need chromium chromium
 need gcc gcc
 # A really read-only state file for the start-up test: chattr +i (root ignores file modes).
 need chattr e2fsprogs
+# tests/node/: a real Express service under the OpenTelemetry Node SDK (scripts/node-deps.sh).
+need node nodejs
+need npm npm
 if [ "${1:-}" = bench ]; then
     need h2load nghttp2-client
 fi

@@ -1,12 +1,15 @@
-"""Forward accepted OTLP trace requests to a trace backend, so exemplars lead to real traces.
+"""Forward accepted OTLP requests to a backend: traces (so exemplars lead to real traces), and the
+metrics and logs that SDKs pointed at the processor send along, as a Collector pipeline would.
 
-Receivers hand over the protobuf body of every accepted request; a thread posts
-them to `<endpoint>/v1/traces` in order.  Each attempt has one deadline (`timeout`)
+Receivers hand over the body of every accepted request; a thread posts them to
+`<endpoint>/v1/traces`, `/v1/metrics` or `/v1/logs` in order.  Trace bodies are
+protobuf; metrics and logs bodies go as they came (protobuf or JSON, gzipped or not),
+never decoded here.  Each attempt has one deadline (`timeout`)
 for sending and the whole answer, of which at most 64 KiB is read: a backend that
 trickles its answer or sends one without end cannot hold the thread.  The queue is
 bounded in requests and in bytes (the body being sent included) and `forward()`
 never blocks: when the backend is slow, down or never answers, new bodies are
-dropped and counted, and ingestion goes on at full speed.
+dropped (`forward()` says so) and counted, and ingestion goes on at full speed.
 """
 
 from __future__ import annotations
@@ -24,13 +27,32 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from ..config import OtlpForwarder
 
-__all__ = ["Forwarder"]
+__all__ = ["Forwarder", "SIGNALS", "PROTOBUF", "JSON", "QUEUED", "DROPPED", "OFF"]
 
 log = logging.getLogger("apiusage.processor.forward")
 _RETRIES = 3
 #: Of a response body only this much is read (OTLP answers are a few bytes); the rest is not
 #: read and the connection is closed instead of reused.
 MAX_RESPONSE_BYTES = 64 << 10
+#: The OTLP signals and the path each is posted to under the endpoint (OTLP/HTTP spec).
+SIGNALS = {"traces": "/v1/traces", "metrics": "/v1/metrics", "logs": "/v1/logs"}
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_OUTCOMES = ("success", "failure", "dropped")
+# What forward() did with a body: queued it, dropped it (queue full, or stopping; counted), or
+# nothing, its signal being left out of exporters.otlp.signals.
+QUEUED, DROPPED, OFF = "queued", "dropped", "off"
+
+
+class _Item:
+    """One queued request: its signal, its body as received, and how that body is encoded."""
+
+    __slots__ = ("signal", "body", "headers")
+
+    def __init__(self, signal: str, body: bytes, headers: dict[str, str]) -> None:
+        self.signal = signal
+        self.body = body
+        self.headers = headers
 
 
 class Forwarder:
@@ -39,18 +61,23 @@ class Forwarder:
         self._https = url.scheme == "https"
         self._host = url.hostname or "localhost"
         self._port = url.port or (443 if self._https else 80)
-        self._path = (url.path.rstrip("/") or "") + "/v1/traces"
+        base = url.path.rstrip("/") or ""
+        self._paths = {signal: base + path for signal, path in SIGNALS.items()}
         self._timeout = float(config.timeout)
-        self._headers = {"Content-Type": "application/x-protobuf", **dict(config.headers)}
+        # The configured headers win, as before; only the body's own encoding is set per request.
+        self._extra = dict(config.headers)
+        self.signals = frozenset(config.signals)
+        self._protobuf = {"Content-Type": PROTOBUF, **self._extra}
         self._max = config.max_queue_requests
         self._max_bytes = config.max_queue_bytes
         self._bytes = 0  # queued bodies and the one being sent
         self._dropping = False  # log once per episode
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._conn: http.client.HTTPConnection | None = None
-        self.outcomes = {"success": 0, "failure": 0, "dropped": 0}
+        #: Requests per signal and outcome (success, failure: gave up; dropped: never queued).
+        self.outcomes = {signal: dict.fromkeys(_OUTCOMES, 0) for signal in SIGNALS if signal in self.signals}
         self._thread = threading.Thread(target=self._run, name="apiusage-forward", daemon=True)
 
     @property
@@ -64,14 +91,32 @@ class Forwarder:
     def queued_bytes(self) -> int:
         return self._bytes
 
-    def forward(self, body: bytes) -> None:
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def forward(
+        self, body: bytes, signal: str = "traces", content_type: str = PROTOBUF, gzipped: bool = False
+    ) -> str:
+        """Queue `body` for `<endpoint>/v1/<signal>`: QUEUED, DROPPED (counted) when it does not fit,
+        or OFF when `signal` is not in exporters.otlp.signals.
+
+        `content_type` and `gzipped` describe the body as given, which is sent unchanged."""
+        if signal not in self.signals:
+            return OFF
+        if content_type == PROTOBUF and not gzipped:
+            headers = self._protobuf
+        else:
+            headers = {"Content-Type": content_type, **self._extra}
+            if gzipped:
+                headers["Content-Encoding"] = "gzip"
         with self._cond:
             if len(self._queue) >= self._max or self._bytes + len(body) > self._max_bytes or self._stopping:
-                self.outcomes["dropped"] += 1
+                self.outcomes[signal]["dropped"] += 1
                 if not self._dropping and not self._stopping:
                     self._dropping = True
                     log.warning(
-                        "trace backend %s:%s is behind: forward queue full (%d requests, "
+                        "OTLP backend %s:%s is behind: forward queue full (%d requests, "
                         "%d bytes); dropping requests (apiusage_forwarded_requests_total"
                         '{outcome="dropped"})',
                         self._host,
@@ -79,10 +124,11 @@ class Forwarder:
                         len(self._queue),
                         self._bytes,
                     )
-                return
-            self._queue.append(body)
+                return DROPPED
+            self._queue.append(_Item(signal, body, headers))
             self._bytes += len(body)
             self._cond.notify()
+        return QUEUED
 
     def _run(self) -> None:
         while True:
@@ -91,32 +137,32 @@ class Forwarder:
                     self._cond.wait()
                 if not self._queue:
                     return
-                body = self._queue.popleft()
+                item = self._queue.popleft()
             try:
-                self._send(body)
+                self._send(item)
             except Exception:  # the thread must outlive any one request
-                self.outcomes["failure"] += 1
+                self.outcomes[item.signal]["failure"] += 1
                 self._close()
-                log.exception("forwarding traces to %s:%s failed", self._host, self._port)
+                log.exception("forwarding %s to %s:%s failed", item.signal, self._host, self._port)
             finally:
                 with self._cond:
-                    self._bytes -= len(body)
+                    self._bytes -= len(item.body)
                     if self._dropping and not self._queue:
                         self._dropping = False
-                        log.info("trace backend %s:%s caught up", self._host, self._port)
+                        log.info("OTLP backend %s:%s caught up", self._host, self._port)
 
-    def _send(self, body: bytes) -> None:
+    def _send(self, item: _Item) -> None:
         delay = 0.2
         for attempt in range(_RETRIES):
             try:
-                status = self._post(body)
+                status = self._post(item)
             except (OSError, http.client.HTTPException) as exc:
                 self._close()
                 reason = str(exc) or type(exc).__name__
                 status = None
             else:
                 if 200 <= status < 300:
-                    self.outcomes["success"] += 1
+                    self.outcomes[item.signal]["success"] += 1
                     return
                 reason = f"HTTP {status}"
                 if status not in (429, 502, 503, 504):
@@ -124,10 +170,10 @@ class Forwarder:
             if attempt + 1 < _RETRIES and not self._stopping:
                 time.sleep(delay)
                 delay *= 2
-        self.outcomes["failure"] += 1
-        log.warning("forwarding traces to %s:%s failed: %s", self._host, self._port, reason)
+        self.outcomes[item.signal]["failure"] += 1
+        log.warning("forwarding %s to %s:%s failed: %s", item.signal, self._host, self._port, reason)
 
-    def _post(self, body: bytes) -> int:
+    def _post(self, item: _Item) -> int:
         if self._conn is None:
             cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
             self._conn = cls(self._host, self._port, timeout=self._timeout)
@@ -139,7 +185,7 @@ class Forwarder:
         watchdog.daemon = True
         watchdog.start()
         try:
-            conn.request("POST", self._path, body=body, headers=self._headers)
+            conn.request("POST", self._paths[item.signal], body=item.body, headers=item.headers)
             response = conn.getresponse()
             whole = len(response.read(MAX_RESPONSE_BYTES + 1)) <= MAX_RESPONSE_BYTES
             if not whole or not response.isclosed() or expired.is_set():
@@ -175,11 +221,12 @@ class Forwarder:
         """Its own Prometheus families (the forwarder is registered as a collector)."""
         family = CounterMetricFamily(
             "apiusage_forwarded_requests",
-            "OTLP requests forwarded to the trace backend, by outcome.",
-            labels=["outcome"],
+            "OTLP requests forwarded to the OTLP backend, by signal and outcome.",
+            labels=["signal", "outcome"],
         )
-        for outcome, n in sorted(self.outcomes.items()):
-            family.add_metric([outcome], n)
+        for signal, outcomes in self.outcomes.items():
+            for outcome, n in sorted(outcomes.items()):
+                family.add_metric([signal, outcome], n)
         yield family
         yield GaugeMetricFamily(
             "apiusage_forward_queue_requests", "Requests waiting to be forwarded.", value=self.depth

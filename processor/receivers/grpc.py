@@ -1,4 +1,6 @@
-"""OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+"""OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`, and the metrics and
+logs services (`MetricsService/Export`, `LogsService/Export`), whose requests are passed through to the
+OTLP exporter unparsed (passthrough.py).
 
 The method is registered without a request deserializer, so the handler gets
 the raw protobuf bytes and the scanner reads them directly: protobuf never
@@ -18,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent import futures
 
 import grpc
@@ -31,12 +33,19 @@ from .._httpserver import BindError
 from ..config import GrpcProtocol, split_endpoint
 from .auth import Authenticator
 from .intake import Intake, Outcome
+from .passthrough import INLINE_BYTES, PASSED_THROUGH
 
-__all__ = ["GrpcReceiver", "SERVICE", "METHOD"]
+__all__ = ["GrpcReceiver", "SERVICE", "METHOD", "SERVICES"]
 
 log = logging.getLogger(__name__)
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+#: The signal of each OTLP export service.
+SERVICES = {
+    SERVICE: "traces",
+    "opentelemetry.proto.collector.metrics.v1.MetricsService": "metrics",
+    "opentelemetry.proto.collector.logs.v1.LogsService": "logs",
+}
 METHOD = "Export"
 TRANSPORT = "grpc"
 MiB = 1 << 20
@@ -129,13 +138,11 @@ class GrpcReceiver:
             ]
         )
         server.add_generic_rpc_handlers(
-            (
+            tuple(
                 grpc.method_handlers_generic_handler(
-                    SERVICE,
-                    {
-                        METHOD: grpc.stream_unary_rpc_method_handler(self._export),
-                    },
-                ),
+                    service, {METHOD: grpc.stream_unary_rpc_method_handler(self._exporter(signal))}
+                )
+                for service, signal in SERVICES.items()
             )
         )
         host, port = split_endpoint(config.endpoint)
@@ -152,7 +159,19 @@ class GrpcReceiver:
             bound = 0
         return server, bound
 
-    async def _export(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+    def _exporter(
+        self, signal: str
+    ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], Awaitable[bytes]]:
+        """The Export handler of one signal's service."""
+
+        async def export(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+            return await self._export(requests, context, signal)
+
+        return export
+
+    async def _export(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext, signal: str = "traces"
+    ) -> bytes:
         service = "*"
         if self._auth is not None:
             metadata = dict(context.invocation_metadata() or ())
@@ -161,19 +180,24 @@ class GrpcReceiver:
                 self._intake.refuse(TRANSPORT, "unauthenticated", "")
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
             service = found
-        outcome = self._intake.overloaded(TRANSPORT)
+        outcome = self._intake.overloaded(TRANSPORT, signal)
         if outcome is None:
-            received = await self._receive(context)
+            received = await self._receive(context, signal)
             if not isinstance(received, Outcome) and len(received) > RECHECK_BYTES:
                 # The limiter was asked when the call began; a large message may have taken
                 # receive_timeout to arrive, and many may arrive together.
-                received = self._intake.overloaded(TRANSPORT) or received
+                received = self._intake.overloaded(TRANSPORT, signal) or received
             # Scanning holds the GIL either way; on the loop it costs no thread hand-off.
-            outcome = (
-                received
-                if isinstance(received, Outcome)
-                else self._intake.accept(received, TRANSPORT, service)
-            )
+            if isinstance(received, Outcome):
+                outcome = received
+            elif signal == "traces":
+                outcome = self._intake.accept(received, TRANSPORT, service)
+            elif len(received) > INLINE_BYTES:  # its walk is Python: off the loop
+                outcome = await asyncio.to_thread(
+                    self._intake.pass_through, signal, received, TRANSPORT, service
+                )
+            else:  # gRPC has inflated it: forwarded as plain protobuf
+                outcome = self._intake.pass_through(signal, received, TRANSPORT, service)
         if outcome.kind == "success":
             return b""
         if outcome.kind == "partial":
@@ -184,7 +208,7 @@ class GrpcReceiver:
         await self._abort(outcome, context)
         return b""  # not reached: abort raises
 
-    async def _receive(self, context: grpc.aio.ServicerContext) -> bytes | Outcome:
+    async def _receive(self, context: grpc.aio.ServicerContext, signal: str = "traces") -> bytes | Outcome:
         """The call's message, or the (counted) refusal when it does not arrive."""
         task = asyncio.current_task()
         if len(self._waiting) >= self._max_pending:
@@ -201,7 +225,12 @@ class GrpcReceiver:
                 # A reset reads as EOF too, and gRPC cancels this task only a moment later:
                 # wait for that so a reset is counted as cancelled, an empty call as invalid.
                 await asyncio.sleep(RESET_NOTICE_WAIT)
-                return self._intake.refuse(TRANSPORT, "invalid", EMPTY_CALL)
+                empty = (
+                    EMPTY_CALL
+                    if signal == "traces"
+                    else f"the call ended without an {PASSED_THROUGH[signal][0]} message"
+                )
+                return self._intake.refuse(TRANSPORT, "invalid", empty)
             return request
         except asyncio.TimeoutError:  # TimeoutError from 3.11 on
             return self._intake.refuse(TRANSPORT, "receive_timeout", self._timeout_message)
@@ -230,6 +259,7 @@ class GrpcReceiver:
             code = {
                 "receive_timeout": code_pb2.DEADLINE_EXCEEDED,
                 "too_large": code_pb2.RESOURCE_EXHAUSTED,
+                "unauthorized_service": code_pb2.PERMISSION_DENIED,
             }.get(outcome.kind, code_pb2.INVALID_ARGUMENT)
             status = status_pb2.Status(code=code, message=outcome.message)
             extra = ()

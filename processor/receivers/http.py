@@ -1,4 +1,5 @@
-"""OTLP/HTTP receiver: `POST /v1/traces` with protobuf or JSON bodies, optionally gzipped."""
+"""OTLP/HTTP receiver: `POST /v1/traces` with protobuf or JSON bodies, optionally gzipped; `/v1/metrics`
+and `/v1/logs` are passed through to the OTLP exporter (passthrough.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .._httpserver import (
 from ..config import HttpProtocol
 from .auth import Authenticator
 from .intake import Intake, Outcome
+from .passthrough import INLINE_BYTES
 from .payload import InvalidPayload, PayloadTooLarge, inflate_gzip, json_to_protobuf
 
 __all__ = ["HttpReceiver"]
@@ -27,6 +29,8 @@ __all__ = ["HttpReceiver"]
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 TRACES_PATH = "/v1/traces"
+#: The signal of each OTLP/HTTP path (the OTLP specification's defaults).
+SIGNAL_PATHS = {TRACES_PATH: "traces", "/v1/metrics": "metrics", "/v1/logs": "logs"}
 TRANSPORT = "http"
 
 # HTTP status and google.rpc code per outcome (OTLP spec: 400 INVALID_ARGUMENT, 413, 503 + Retry-After).
@@ -42,6 +46,7 @@ _ERRORS = {
     "method": (405, 12),
     "length_required": (411, 3),
     "unauthenticated": (401, 16),
+    "unauthorized_service": (403, 7),
 }
 
 
@@ -99,8 +104,8 @@ class _Receiver:
     def _refuse(self, kind: str, message: str, reply_type: str, close: bool = False) -> Reply:
         return self._answer(self.intake.refuse(TRANSPORT, kind, message), reply_type, close)
 
-    def _still_room(self) -> None:
-        refused = self.intake.overloaded(TRANSPORT)
+    def _still_room(self, signal: str = "traces") -> None:
+        refused = self.intake.overloaded(TRANSPORT, signal)
         if refused is not None:
             raise _Overloaded(refused)
 
@@ -111,11 +116,15 @@ class _Receiver:
         reply_type = JSON if content_type == JSON else PROTOBUF
         if request.method != "POST":
             return self._refuse("method", "use POST /v1/traces", JSON)
-        if request.path != TRACES_PATH:
+        signal = SIGNAL_PATHS.get(request.path)
+        if signal is None:
             return self._refuse(
-                "not_found", f"no such path {request.path!r}; OTLP traces go to {TRACES_PATH}", reply_type
+                "not_found",
+                f"no such path {request.path!r}; OTLP/HTTP exports go to {TRACES_PATH} "
+                "(metrics to /v1/metrics, logs to /v1/logs)",
+                reply_type,
             )
-        refused = self.intake.overloaded(TRANSPORT)
+        refused = self.intake.overloaded(TRANSPORT, signal)
         if refused is not None:
             return self._answer(refused, reply_type)
         service = "*"
@@ -156,22 +165,35 @@ class _Receiver:
             return self._answer(self.intake.refuse_over_memory(TRANSPORT), reply_type, close=True)
         self._in_flight += declared
         try:
-            return await self._read_and_accept(request, declared, encoding, content_type, reply_type, service)
+            return await self._read_and_accept(
+                request, declared, encoding, content_type, reply_type, service, signal
+            )
         finally:
             self._in_flight -= declared
 
     async def _read_and_accept(
-        self, request: Request, declared: int, encoding: str, content_type: str, reply_type: str, service: str
+        self,
+        request: Request,
+        declared: int,
+        encoding: str,
+        content_type: str,
+        reply_type: str,
+        service: str,
+        signal: str = "traces",
     ) -> Reply:
         try:
             # The memory limiter (and the state backlog) is asked again every MiB: bodies admitted
             # while memory was low would otherwise all be read in full, and a body without a
             # declared length is not in the admission above at all.
-            body = await request.body(self.limit, self._still_room)
+            body = await request.body(self.limit, lambda: self._still_room(signal))
         except BodyTooLarge as exc:
             return self._refuse("too_large", str(exc), reply_type, close=True)
         except _Overloaded as exc:
             return self._answer(exc.outcome, reply_type, close=True)
+        if signal != "traces":
+            return await self._pass_through(
+                signal, body, encoding == "gzip", content_type, reply_type, service
+            )
         try:
             if encoding == "gzip" or content_type == JSON:
                 # Inflating makes up to max_request_body_size and parsing JSON about 4 times its size:
@@ -196,6 +218,33 @@ class _Receiver:
             outcome = await asyncio.to_thread(self.intake.accept, body, TRANSPORT, service)
         else:
             outcome = self.intake.accept(body, TRANSPORT, service)
+        return self._answer(outcome, reply_type)
+
+    async def _pass_through(
+        self, signal: str, body: bytes, gzipped: bool, content_type: str, reply_type: str, service: str
+    ) -> Reply:
+        """A metrics or logs request: checked (size after inflation, framing, service) and handed on
+        as it came, so a gzipped body is forwarded gzipped."""
+
+        def check() -> Outcome:
+            plain = inflate_gzip(body, self.limit) if gzipped else body
+            return self.intake.pass_through(signal, body, TRANSPORT, service, content_type, gzipped, plain)
+
+        try:
+            if gzipped or (content_type == JSON and service != "*"):
+                async with self._decoding:  # inflating or parsing JSON: bounded as for traces
+                    self._still_room(signal)
+                    outcome = await asyncio.to_thread(check)
+            elif len(body) > INLINE_BYTES:  # the walk is Python (passthrough.py)
+                outcome = await asyncio.to_thread(check)
+            else:
+                outcome = check()
+        except _Overloaded as exc:
+            return self._answer(exc.outcome, reply_type)
+        except PayloadTooLarge as exc:
+            return self._refuse("too_large", str(exc), reply_type)
+        except InvalidPayload as exc:
+            return self._refuse("invalid", str(exc), reply_type)
         return self._answer(outcome, reply_type)
 
 

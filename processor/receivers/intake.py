@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from ..memory import MemoryLimiter
 from ..pipeline import SpanQueue
 from ..telemetry import PipelineStats
+from .passthrough import services_in_json, services_in_protobuf
+from .payload import InvalidPayload, PayloadTooLarge
 from .scan import ScanError, Scanner, TooManySpans
 
 __all__ = ["Intake", "Outcome"]
@@ -21,7 +23,7 @@ class Outcome:
     """The answer to one export request, independent of transport.
 
     kind: success | partial | invalid | too_large | unsupported | queue_full | shutting_down
-          | memory_limit | state_backlog | unauthenticated
+          | memory_limit | state_backlog | unauthenticated | unauthorized_service
     """
 
     kind: str
@@ -35,7 +37,8 @@ class Intake:
         scanner: Scanner,
         queue: SpanQueue,
         stats: PipelineStats,
-        forward: Callable[[bytes], None] | None = None,
+        # Forwarder.forward(body, signal, content_type, gzipped) -> "queued" | "dropped" | "off"
+        forward: Callable[..., str] | None = None,
         memory: MemoryLimiter | None = None,
         backlog: Callable[[], bool] | None = None,
         max_spans: int = 0,
@@ -48,12 +51,12 @@ class Intake:
         self._memory = memory
         self._backlog = backlog  # True while the state store's unwritten rows are at their limit
 
-    def overloaded(self, transport: str) -> Outcome | None:
-        """A retryable refusal while memory is over its soft limit or the state backlog is full
-        (checked before reading bodies)."""
+    def overloaded(self, transport: str, signal: str = "traces") -> Outcome | None:
+        """A retryable refusal while memory is over its soft limit or (traces) the state backlog is
+        full (checked before reading bodies). Metrics and logs never reach the state store."""
         if self.over_memory_limit():
             return self.refuse_over_memory(transport)
-        if self._backlog is not None and self._backlog():
+        if signal == "traces" and self._backlog is not None and self._backlog():
             return self.refuse(
                 transport,
                 "state_backlog",
@@ -134,4 +137,57 @@ class Intake:
             self._stats.request(transport, "partial", received, rejected, "invalid_span")
             return Outcome("partial", rejected, message)
         self._stats.request(transport, "success", received)
+        return Outcome("success")
+
+    def pass_through(
+        self,
+        signal: str,
+        body: bytes,
+        transport: str,
+        service: str = "*",
+        content_type: str = "application/x-protobuf",
+        gzipped: bool = False,
+        plain: bytes | None = None,
+    ) -> Outcome:
+        """Hand a metrics or logs export request to the OTLP exporter, unchanged, or answer it.
+
+        `body` is forwarded as received (`content_type`, `gzipped`); `plain` is the same body
+        inflated, which is what is checked (framing, and each resource's service.name for a
+        service-bound token). Without `exporters.otlp` the request is answered with success and
+        counted as `<signal>_not_forwarded`: an SDK must neither retry nor log errors for data the
+        processor was never meant to keep."""
+        plain = body if plain is None else plain
+        try:
+            if content_type == "application/json":
+                # Parsed only when a resource's service.name must be checked.
+                services = services_in_json(plain, signal) if service != "*" else []
+            else:
+                services = services_in_protobuf(plain, signal, self.max_spans)
+        except PayloadTooLarge as exc:
+            return self.refuse(transport, "too_large", str(exc))
+        except InvalidPayload as exc:
+            return self.refuse(transport, "invalid", f"cannot decode this {signal} export request: {exc}")
+        if service != "*":
+            foreign = sum(1 for s in services if s != service)
+            if foreign:
+                # Not forwarded at all: the backend would store data under another service's name.
+                return self.refuse(
+                    transport,
+                    "unauthorized_service",
+                    f"{foreign} of {len(services)} resources have a service.name other than "
+                    f"{service!r}, the only service this token may send for; nothing was forwarded",
+                )
+        done = "off" if self._forward is None else self._forward(body, signal, content_type, gzipped)
+        if done == "off":  # no exporters.otlp, or its `signals` leave this one out
+            self._stats.request(transport, f"{signal}_not_forwarded")
+            return Outcome("success")
+        if done == "dropped":
+            # Counted by the forwarder as dropped; the client is told to retry, as a Collector whose
+            # sending queue is full does, since nothing else keeps this data.
+            return self.refuse(
+                transport,
+                "queue_full",
+                "the queue of requests to forward (exporters.otlp) is full; retry later",
+            )
+        self._stats.request(transport, f"{signal}_forwarded")
         return Outcome("success")

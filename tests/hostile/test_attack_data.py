@@ -177,7 +177,7 @@ def _forwarder(backend: ScriptedBackend, timeout: str = "1s") -> Iterator:
 
 def _wait_outcomes(forwarder, want: dict[str, int], timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while forwarder.outcomes != want:
+    while forwarder.outcomes["traces"] != want:
         assert time.monotonic() < deadline, f"outcomes {forwarder.outcomes}, expected {want}"
         time.sleep(0.05)
 

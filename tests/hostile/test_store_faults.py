@@ -294,8 +294,11 @@ def test_a_backend_that_never_answers_bounds_the_forward_queue_in_bytes(tmp_path
             m = running.scrape()
             assert sample(m, "apiusage_forward_queue_bytes") == held <= limit
             assert sample(m, "apiusage_forward_queue_requests") == kept - 1
-            assert sample(m, "apiusage_forwarded_requests_total", outcome="dropped") == 40 - kept
-            assert sample(m, "apiusage_forwarded_requests_total", outcome="success") == 0
+            assert (
+                sample(m, "apiusage_forwarded_requests_total", signal="traces", outcome="dropped")
+                == 40 - kept
+            )
+            assert sample(m, "apiusage_forwarded_requests_total", signal="traces", outcome="success") == 0
             assert sample(m, "apiusage_export_requests_total", transport="http", outcome="success") == 40
             backend.close()  # so shutdown does not wait for the 30 s timeout
     finally:

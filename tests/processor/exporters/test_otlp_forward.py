@@ -59,7 +59,7 @@ def test_accepted_requests_are_forwarded_in_order() -> None:
     sink.server_close()
     assert [(p, t) for p, t, _ in sink.bodies] == [("/v1/traces", "application/x-protobuf")] * 3
     assert [ExportTraceServiceRequest.FromString(b) for _, _, b in sink.bodies] == sent
-    assert sample(m, "apiusage_forwarded_requests_total", outcome="success") == 3
+    assert sample(m, "apiusage_forwarded_requests_total", signal="traces", outcome="success") == 3
 
 
 def test_a_dead_backend_never_stalls_ingestion() -> None:
@@ -74,7 +74,7 @@ def test_a_dead_backend_never_stalls_ingestion() -> None:
         assert time.monotonic() - start < 5
         m = running.wait_processed(200)
         forwarded = {
-            o: sample(m, "apiusage_forwarded_requests_total", outcome=o)
+            o: sample(m, "apiusage_forwarded_requests_total", signal="traces", outcome=o)
             for o in ("success", "failure", "dropped")
         }
         assert forwarded["success"] == 0

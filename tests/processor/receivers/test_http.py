@@ -188,6 +188,10 @@ def test_unsupported_content_type_and_encoding_are_415(stalled) -> None:
 
 
 def test_wrong_path_is_404(stalled) -> None:
-    status, body, _ = post(stalled.http_url.replace("/v1/traces", "/v1/metrics"), b"")
+    # /v1/metrics and /v1/logs are passed through (tests/processor/exporters/test_forward_signals.py).
+    status, body, _ = post(stalled.http_url.replace("/v1/traces", "/v1/trace"), b"")
     assert status == 404
-    assert "OTLP traces go to /v1/traces" in status_pb2.Status.FromString(body).message
+    assert status_pb2.Status.FromString(body).message == (
+        "no such path '/v1/trace'; OTLP/HTTP exports go to /v1/traces "
+        "(metrics to /v1/metrics, logs to /v1/logs)"
+    )

@@ -1,0 +1,124 @@
+"""The top-level walk of metrics and logs requests agrees with protobuf on what it reads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from apiusage.processor.receivers.passthrough import services_in_json, services_in_protobuf
+from apiusage.processor.receivers.payload import InvalidPayload, PayloadTooLarge
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+
+def metrics_request() -> ExportMetricsServiceRequest:
+    request = ExportMetricsServiceRequest()
+    first = request.resource_metrics.add()
+    for key, value in (("host.name", "a"), ("service.name", "orders-api")):
+        kv = first.resource.attributes.add()
+        kv.key, kv.value.string_value = key, value
+    metric = first.scope_metrics.add().metrics.add()
+    metric.name = "orders"
+    for i in range(50):
+        metric.sum.data_points.add().as_int = i
+    request.resource_metrics.add()  # no resource at all
+    third = request.resource_metrics.add()
+    kv = third.resource.attributes.add()
+    kv.key, kv.value.int_value = "service.name", 7  # not a string
+    fourth = request.resource_metrics.add()
+    for value in ("first", "billing-api"):  # the last occurrence wins
+        kv = fourth.resource.attributes.add()
+        kv.key, kv.value.string_value = "service.name", value
+    return request
+
+
+def test_each_resource_service_is_read_without_parsing_the_data_points() -> None:
+    body = metrics_request().SerializeToString()
+    assert services_in_protobuf(body, "metrics") == ["orders-api", None, None, "billing-api"]
+    assert services_in_protobuf(b"", "metrics") == []
+
+
+def test_logs_requests_have_the_same_shape() -> None:
+    request = ExportLogsServiceRequest()
+    rl = request.resource_logs.add()
+    kv = rl.resource.attributes.add()
+    kv.key, kv.value.string_value = "service.name", "orders-api"
+    rl.scope_logs.add().log_records.add().body.string_value = "x" * 1000
+    assert services_in_protobuf(request.SerializeToString(), "logs") == ["orders-api"]
+
+
+def test_every_cut_of_a_body_is_refused_exactly_when_protobuf_refuses_it() -> None:
+    body = metrics_request().SerializeToString()
+    for cut in range(len(body)):
+        prefix = body[:cut]
+        try:
+            ExportMetricsServiceRequest.FromString(prefix)
+            parses = True
+        except DecodeError:
+            parses = False
+        if parses:
+            services_in_protobuf(prefix, "metrics")
+        else:
+            with pytest.raises(InvalidPayload):
+                services_in_protobuf(prefix, "metrics")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"\x0a\x05ab", "truncated field (ExportMetricsServiceRequest) at byte 0"),
+        (b"\x10\x01\x0a", "truncated varint (ExportMetricsServiceRequest) at byte 3"),
+        (b"\x00", "invalid field number 0 (ExportMetricsServiceRequest) at byte 0"),
+        (b"\x0b", "unexpected wire type 3 (ExportMetricsServiceRequest) at byte 0"),
+        (b"\x10\x01", None),  # an unknown varint field at the top: kept, as protobuf keeps it
+        (b"\x08\x01", None),  # resource_metrics with a wrong wire type: an unknown field to protobuf
+        (b"\x0a\x80" + b"\xff" * 10, "invalid varint (ExportMetricsServiceRequest) at byte 1"),
+        (b"\x0d\x00\x00\x00\x00", None),
+        (b"{}", "unexpected wire type 3 (ExportMetricsServiceRequest) at byte 0"),
+    ],
+)
+def test_broken_framing_names_what_and_where(body: bytes, message: str | None) -> None:
+    if message is None:
+        assert services_in_protobuf(body, "metrics") == []
+        return
+    with pytest.raises(InvalidPayload) as refused:
+        services_in_protobuf(body, "metrics")
+    assert str(refused.value) == message
+
+
+def test_a_service_name_that_is_not_utf8_is_invalid() -> None:
+    request = ExportMetricsServiceRequest()
+    kv = request.resource_metrics.add().resource.attributes.add()
+    kv.key, kv.value.string_value = "service.name", "ab"
+    body = request.SerializeToString().replace(b"ab", b"\xff\xfe")
+    with pytest.raises(InvalidPayload, match="not UTF-8"):
+        services_in_protobuf(body, "metrics")
+
+
+def test_the_number_of_resources_is_bounded() -> None:
+    body = b"\x0a\x00" * 1001  # a thousand and one empty ResourceMetrics
+    assert len(services_in_protobuf(body, "metrics", 1001)) == 1001
+    with pytest.raises(PayloadTooLarge, match="more than 1000 resource_metrics in one request"):
+        services_in_protobuf(body, "metrics", 1000)
+
+
+def test_json_services() -> None:
+    doc = {
+        "resourceMetrics": [
+            {"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "orders-api"}}]}},
+            {"resource": {"attributes": [{"key": "service.name", "value": {"intValue": "3"}}]}},
+            {},
+            "garbage",
+        ]
+    }
+    assert services_in_json(json.dumps(doc).encode(), "metrics") == ["orders-api", None, None, None]
+    for bad, message in (
+        (b"[1]", "JSON body must be an object with a resourceMetrics list (ExportMetricsServiceRequest)"),
+        (b'{"resourceMetrics": 3}', "resourceMetrics must be a list (ExportMetricsServiceRequest)"),
+        (b"\xff", "JSON body is not UTF-8: invalid start byte at byte 0"),
+        (b"[" * 100_000, "JSON body is nested too deeply"),
+    ):
+        with pytest.raises(InvalidPayload) as refused:
+            services_in_json(bad, "metrics")
+        assert str(refused.value) == message
