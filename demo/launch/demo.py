@@ -125,9 +125,7 @@ class Demo:
         if missing or instrument is None or uvicorn is None:
             what = ", ".join(missing) if missing else "opentelemetry-instrument/uvicorn commands"
             raise DemoError(
-                f"the demo needs {what}; install with: "
-                "pip install 'apiusage[processor,instrumentation]' fastapi uvicorn httpx "
-                "(make demo does)"
+                f"the demo needs {what}; install with: pip install 'apiusage[demo]' (make demo does)"
             )
         return instrument, uvicorn
 
