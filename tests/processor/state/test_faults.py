@@ -11,6 +11,8 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.support import usage_scenario as sc
 from tests.support.components import missing
 from tests.support.postgres import postgres_server
@@ -28,6 +30,8 @@ def stored_consumers(running) -> float:
     return sum(matching(m, "api_new_consumers_total").values())
 
 
+@pytest.mark.slow
+@pytest.mark.live
 def test_postgres_stopped_and_started(tmp_path) -> None:
     with (
         postgres_server() as pg,
