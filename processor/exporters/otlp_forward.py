@@ -108,6 +108,7 @@ class Forwarder:
     def _send(self, body: bytes) -> None:
         delay = 0.2
         for attempt in range(_RETRIES):
+            status: int | None
             try:
                 status = self._post(body)
             except (OSError, http.client.HTTPException) as exc:
