@@ -86,6 +86,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert {"pyproject.toml", "processor", "runbooks"} <= set(sources), sources
     for name in sources:
         origin = ROOT / name
+        assert origin.exists(), f"the Dockerfile copies {name}, which is not in the repository"
         if origin.is_dir():
             shutil.copytree(origin, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
         else:
