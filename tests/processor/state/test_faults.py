@@ -85,6 +85,7 @@ def fill(folder: Path) -> Path:
     return junk
 
 
+@pytest.mark.live  # root and mount(8): a real tmpfs fills up
 def test_sqlite_disk_full_then_freed(tmp_path) -> None:
     with small_disk(tmp_path) as disk:
         config = {"state": {"sqlite": {"path": str(disk / "state.db")}, **FAST}}
