@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test test-fast check lint typecheck install bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,22 @@ test: $(STAMP)
 	bash scripts/node-deps.sh
 	$(PY) -m pytest
 
+# The inner loop: no slow or live tests, few hypothesis examples, under a minute (docs/checks.md).
+test-fast: $(STAMP)
+	HYPOTHESIS_PROFILE=dev $(PY) -m pytest -q -m "not slow and not live"
+
+# Everything that holds without running the product: lint, format, types, generated files.
+check: lint typecheck
+	$(VENV)/bin/apiusage rules --check
+	$(PY) grafana/build.py --check
+
+# ruff over every Python file (code folders, tests, bench, grafana, scripts, deploy).
 lint: $(STAMP)
-	$(VENV)/bin/ruff check processor instrumentation tests bench
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(PY) scripts/typecheck.py
 
 bench: $(STAMP)
 	bash scripts/system-deps.sh bench

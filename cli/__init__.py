@@ -2,8 +2,8 @@
 
 A tool's `command` module registers its arguments without importing the tool, so
 `apiusage --help` and every command start without the others' dependencies; a tool
-whose extra is not installed is left out of the parser (`apiusage catalog` needs
-the `instrumentation` extra).
+whose imports fail for a missing extra is left out of the parser (`apiusage catalog`
+needs only PyYAML; the others import their extra when they run, and name it if missing).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ COMMANDS = (
     "apiusage.rules.command",  # rules, runbooks check
     "apiusage.demo.launch.command",  # demo
     "apiusage.report.command",  # report
-    "apiusage.instrumentation._catalog_cli",  # catalog (the instrumentation extra)
+    "apiusage.instrumentation._catalog_cli",  # catalog (PyYAML only)
 )
 
 

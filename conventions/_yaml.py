@@ -23,7 +23,7 @@ catalog (read by the instrumentation and the processor) and the processor's own 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from yaml.composer import Composer
@@ -35,9 +35,12 @@ from yaml.resolver import Resolver
 try:
     from yaml._yaml import CParser  # libyaml: scanning and parsing in C, 3x faster
 except ImportError:  # PyYAML built without libyaml
-    CParser = None
+    CParser = None  # type: ignore[assignment,misc]
 
 __all__ = ["YamlError", "YamlLimits", "safe_load"]
+
+# A position in the text: yaml.error.Mark from the pure-Python parser, yaml._yaml.Mark from libyaml.
+AnyMark = Any
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _INT_TAG = "tag:yaml.org,2002:int"
@@ -60,7 +63,7 @@ class YamlError(yaml.MarkedYAMLError):
     `refused` is True for a document that is valid YAML but exceeds a `YamlLimits` bound.
     """
 
-    def __init__(self, problem: str, mark: Mark | None, *, refused: bool = False) -> None:
+    def __init__(self, problem: str, mark: AnyMark | None, *, refused: bool = False) -> None:
         super().__init__(problem=problem, problem_mark=mark)
         self.refused = refused
 
@@ -77,12 +80,19 @@ class YamlError(yaml.MarkedYAMLError):
 def _mark_at(text: str, index: int) -> Mark:
     line = text.count("\n", 0, index)
     column = index - (text.rfind("\n", 0, index) + 1)
-    return Mark("<yaml>", index, line, column, None, None)
+    return Mark("<yaml>", index, line, column, None, 0)
 
 
 class _Bounded(Composer, SafeConstructor):
     """A composer that counts, bounds and names (key path) what it builds; mixed into a
     parser below. Its own state is set by `_start`, since the parsers' __init__ differ."""
+
+    if TYPE_CHECKING:  # from the parser it is mixed into
+
+        def peek_event(self) -> Any: ...
+        def get_event(self) -> Any: ...
+        def check_event(self, *choices: Any) -> bool: ...
+        def resolve(self, kind: type, value: Any, implicit: Any) -> str: ...
 
     def _start(self, limits: YamlLimits) -> None:
         self._limits = limits
@@ -95,7 +105,7 @@ class _Bounded(Composer, SafeConstructor):
         # anchored node is still being composed (an alias to it then is recursive).
         self._weights: dict[str, tuple[int, int]] = {}
 
-    def _refuse(self, problem: str, mark: Mark | None) -> YamlError:
+    def _refuse(self, problem: str, mark: AnyMark | None) -> YamlError:
         return YamlError(problem, mark, refused=True)
 
     def _key_path(self) -> str:
@@ -104,7 +114,7 @@ class _Bounded(Composer, SafeConstructor):
             out += part if part.startswith("[") or not out else f".{part}"
         return out or "(top level)"
 
-    def _count(self, nodes: int, mark: Mark | None) -> None:
+    def _count(self, nodes: int, mark: AnyMark | None) -> None:
         self._nodes += nodes
         if self._nodes > self._limits.max_nodes:
             raise self._refuse(f"more than {self._limits.max_nodes} values", mark)
@@ -112,7 +122,7 @@ class _Bounded(Composer, SafeConstructor):
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
-            weight = self._weights.get(event.anchor) if event.anchor in self.anchors else (0, 0)
+            weight = self._weights.get(event.anchor or "") if event.anchor in self.anchors else (0, 0)
             if weight is None:
                 raise self._refuse(f"alias *{event.anchor} is inside its own anchor", event.start_mark)
             nodes, height = weight
@@ -136,7 +146,7 @@ class _Bounded(Composer, SafeConstructor):
         self._deepest = max(deepest, self._deepest)
         return node
 
-    def _check_depth(self, depth: int, mark: Mark | None) -> None:
+    def _check_depth(self, depth: int, mark: AnyMark | None) -> None:
         if depth > self._limits.max_depth:
             raise self._refuse(f"nested deeper than {self._limits.max_depth} levels", mark)
         self._deepest = max(self._deepest, depth)

@@ -20,8 +20,10 @@ from collections.abc import Collection
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.instrumentation.distro import BaseDistro
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+# mypy 2.4 loses both names in the import cycle between these two modules.
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 
 from . import _redact
@@ -108,4 +110,4 @@ class ApiUsageConfigurator(_OTelSDKConfigurator):
         super()._configure(span_processors=processors, **kwargs)
         provider = trace.get_tracer_provider()
         if hasattr(provider, "add_span_processor"):
-            provider._apiusage_redactor = processors[0]
+            provider._apiusage_redactor = processors[0]  # type: ignore[attr-defined]

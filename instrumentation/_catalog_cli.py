@@ -30,7 +30,7 @@ class _Failure(Exception):
     """A user-facing error: printed as is."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``catalog`` command and its sub-commands to an ``apiusage`` parser."""
     catalog = subparsers.add_parser(
         "catalog",

@@ -18,7 +18,7 @@ from opentelemetry import trace
 try:  # the key OpenTelemetry stores the current span under (private, stable since 1.0)
     from opentelemetry.trace.propagation import _SPAN_KEY
 except ImportError:  # pragma: no cover - then the public API is used
-    _SPAN_KEY = None
+    _SPAN_KEY = None  # type: ignore[assignment]
 
 from . import _redact
 from ._enrich import Enricher
@@ -179,7 +179,7 @@ def patch_fastapi(enricher: Enricher) -> None:
             if current is None or has_middleware(self):
                 return stack
             if isinstance(stack, ServerErrorMiddleware):
-                stack.app = ApiUsageMiddleware(stack.app, current)
+                stack.app = ApiUsageMiddleware(stack.app, current)  # type: ignore[assignment]
                 return stack
             return ApiUsageMiddleware(stack, current)
 

@@ -160,7 +160,7 @@ class RedactingSpanProcessor(SpanProcessor):
             kind = span._kind  # the public ``kind`` is a property: a Python call per span
             if kind is _INTERNAL:
                 return
-            container = span._attributes
+            container: Any = span._attributes
         except AttributeError:
             kind = span.kind
             if kind is _INTERNAL:

@@ -16,7 +16,7 @@ import importlib
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -82,7 +82,9 @@ class ApiKeyHeader:
     def __call__(self, request: Request, consumer: str | None = None) -> str | None:
         return request.headers.get(self.header) or None
 
-    def _fast(self, headers: _RawHeaders, scope: dict[str, Any], consumer: str | None = None) -> str | None:
+    def _fast(
+        self, headers: _RawHeaders, scope: MutableMapping[str, Any], consumer: str | None = None
+    ) -> str | None:
         value = headers.get(self._raw)
         return value.decode("latin-1") if value else None
 
@@ -109,7 +111,9 @@ class BearerSubject:
     def __call__(self, request: Request, consumer: str | None = None) -> str | None:
         return self._parse(request.headers.get("authorization"))
 
-    def _fast(self, headers: _RawHeaders, scope: dict[str, Any], consumer: str | None = None) -> str | None:
+    def _fast(
+        self, headers: _RawHeaders, scope: MutableMapping[str, Any], consumer: str | None = None
+    ) -> str | None:
         value = headers.get(b"authorization")
         return self._parse(value.decode("latin-1")) if value else None
 
@@ -153,7 +157,9 @@ class RequestState:
     def __call__(self, request: Request, consumer: str | None = None) -> str | None:
         return self._fast({}, request.scope)
 
-    def _fast(self, headers: _RawHeaders, scope: dict[str, Any], consumer: str | None = None) -> str | None:
+    def _fast(
+        self, headers: _RawHeaders, scope: MutableMapping[str, Any], consumer: str | None = None
+    ) -> str | None:
         value = scope.get("state", {}).get(self.attribute)
         return None if value is None else str(value)
 
@@ -216,7 +222,9 @@ class PlanTierMapping:
             tier = self.tiers.get(self.pseudonymize(consumer))
         return tier if tier is not None else self.default
 
-    def _fast(self, headers: _RawHeaders, scope: dict[str, Any], consumer: str | None = None) -> str | None:
+    def _fast(
+        self, headers: _RawHeaders, scope: MutableMapping[str, Any], consumer: str | None = None
+    ) -> str | None:
         return self(None, consumer)
 
     def __repr__(self) -> str:

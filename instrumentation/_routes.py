@@ -25,7 +25,7 @@ from ._resolvers import api_version_from_route
 try:  # FastAPI >= 0.137.2 nests included routers; this flattens them.
     from fastapi.routing import iter_route_contexts
 except ImportError:  # pragma: no cover - older FastAPI keeps routes flat
-    iter_route_contexts = None
+    iter_route_contexts = None  # type: ignore[assignment]
 
 _logger = logging.getLogger("apiusage.instrumentation")
 _CACHE_LIMIT = 2048
@@ -41,7 +41,7 @@ class RouteInfo:
     #: The ``apiusage.*`` attributes every request of the route gets, unless it sends an
     #: API-version header: the API version (the route's, else the configured one), the
     #: feature and the deprecation flag, in that order. Read-only.
-    attributes: Mapping[str, Any] = field(default=None, compare=False)  # type: ignore[assignment]
+    attributes: Mapping[str, Any] = field(default=None, compare=False)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
         if self.attributes is None:

@@ -114,9 +114,11 @@ def _otlp_exporter(env: Mapping[str, str]) -> Any:
         env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
     ).strip()
     if protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    else:
-        if protocol != "grpc":
-            _logger.warning("apiusage: unsupported OTEL_EXPORTER_OTLP_PROTOCOL=%r; using grpc", protocol)
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    return OTLPSpanExporter()
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        return HttpExporter()
+    if protocol != "grpc":
+        _logger.warning("apiusage: unsupported OTEL_EXPORTER_OTLP_PROTOCOL=%r; using grpc", protocol)
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+    return GrpcExporter()

@@ -310,7 +310,8 @@ class _Protocol(HttpToolsProtocol):
         Draining ones end within LINGER seconds; past max_connections of them the oldest is closed
         at once, so they stay bounded too.
         """
-        active, draining = [], []
+        active: list[_Protocol] = []
+        draining: list[_Protocol] = []
         for c in self.connections:
             # A closed connection still holding an unread answer holds its memory: it counts.
             if isinstance(c, _Protocol) and (not c.transport.is_closing() or c._stalled_since is not None):
@@ -624,10 +625,15 @@ class _Server(uvicorn.Server):
             )
 
         loop = asyncio.get_running_loop()
-        extra = {"ssl_handshake_timeout": self.handshake_timeout} if config.ssl is not None else {}
+        # asyncio refuses a handshake timeout without TLS.
+        handshake = self.handshake_timeout if config.ssl is not None else None
         self.servers = [
             await loop.create_server(
-                create_protocol, sock=sock, ssl=config.ssl, backlog=config.backlog, **extra
+                create_protocol,
+                sock=sock,
+                ssl=config.ssl,
+                backlog=config.backlog,
+                ssl_handshake_timeout=handshake,
             )
             for sock in sockets or []
         ]

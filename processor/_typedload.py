@@ -186,7 +186,7 @@ def _convert(tp: Any, value: Any, path: str, problems: Problems) -> Any:
         if value is None:
             return None
         return _convert(args[0], value, path, problems)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return load_dataclass(tp, value, path, problems)
     if origin in (tuple, list):
         item = get_args(tp)[0]

@@ -22,8 +22,12 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
 
 __all__ = [
     "SECTIONS",
@@ -78,7 +82,7 @@ HEADERS = {
 }
 
 
-def _markdown():
+def _markdown() -> MarkdownIt:
     from markdown_it import MarkdownIt
 
     # js-default: CommonMark plus tables, raw HTML disabled (escaped), unsafe link schemes refused.
@@ -90,7 +94,7 @@ class RunbookLibrary:
 
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
-        self._md = None
+        self._md: MarkdownIt | None = None
         self._cache: dict[str, tuple[float, bytes]] = {}
         self._lock = threading.Lock()
 
@@ -204,7 +208,8 @@ def _sections(lines: list[str]) -> dict[str, tuple[int, str]]:
 
 def promql_snippets(name: str, text: str) -> list[Snippet]:
     out: list[Snippet] = []
-    section, fence, start, body = "", None, 0, []
+    body: list[str] = []
+    section, fence, start = "", None, 0
     for i, line in enumerate(text.splitlines(), 1):
         if fence is None:
             if line.startswith("## "):
@@ -285,12 +290,12 @@ def _check_promql(snippets: list[Snippet], promtool: str, folder: Path) -> list[
         m = _PROMTOOL_ERROR.search(line)
         if not m:
             continue
-        s = by_key.get((m.group("group"), int(m.group("rule"))))
-        if s is not None:
+        found = by_key.get((m.group("group"), int(m.group("rule"))))
+        if found is not None:
             problems.append(
-                f"{folder / (s.runbook + '.md')}:{s.line}: PromQL snippet {s.number} "
-                f"(in '## {s.section}') does not parse: {m.group('msg')}\n"
-                + "\n".join(f"    {x}" for x in s.text.splitlines())
+                f"{folder / (found.runbook + '.md')}:{found.line}: PromQL snippet {found.number} "
+                f"(in '## {found.section}') does not parse: {m.group('msg')}\n"
+                + "\n".join(f"    {x}" for x in found.text.splitlines())
             )
     return problems or [
         f"promtool check rules failed on the runbook snippets:\n{result.stdout}{result.stderr}"

@@ -173,7 +173,7 @@ def plan(
         joined = start + rng.uniform(0, 0.1 * DAY) if early else rng.uniform(start, now - 2 * DAY)
         if migrated is not None and migrated <= joined:
             migrated = joined + rng.uniform(0.2, 0.8) * (now - joined)
-        onboarding = (
+        onboarding: float | None = (
             0.0
             if early
             else min(rng.lognormvariate(math.log(_ONBOARDING_MEDIAN.get(c.tier, 1800.0)), 1.0), 3 * DAY)
@@ -392,6 +392,7 @@ def _tracestate(count: float) -> str:
 
 def encode(batch: list[Call], pseudonym: Callable[[str], str]) -> bytes:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
     request = ExportTraceServiceRequest()
     rs = request.resource_spans.add()
@@ -406,7 +407,7 @@ def encode(batch: list[Call], pseudonym: Callable[[str], str]) -> bytes:
     scope.scope.name = "apiusage.demo.backfill"
     for c in batch:
         span = scope.spans.add()
-        span.trace_id, span.span_id, span.kind = os.urandom(16), os.urandom(8), 2
+        span.trace_id, span.span_id, span.kind = os.urandom(16), os.urandom(8), Span.SPAN_KIND_SERVER
         span.name = f"{c.method} {c.route}"
         span.end_time_unix_nano = int(c.at * 1e9)
         span.start_time_unix_nano = span.end_time_unix_nano - int(c.latency * 1e9)
@@ -434,15 +435,15 @@ def encode(batch: list[Call], pseudonym: Callable[[str], str]) -> bytes:
             attrs.append(("user_agent.original", "curl/8.5.0"))
         if c.feature:
             attrs.append(("apiusage.feature", c.feature))
-        for key, value in attrs:
+        for name, item in attrs:
             a = span.attributes.add()
-            a.key = key
-            if isinstance(value, bool):
-                a.value.bool_value = value
-            elif isinstance(value, int):
-                a.value.int_value = value
+            a.key = name
+            if isinstance(item, bool):
+                a.value.bool_value = item
+            elif isinstance(item, int):
+                a.value.int_value = item
             else:
-                a.value.string_value = str(value)
+                a.value.string_value = str(item)
     return request.SerializeToString()
 
 

@@ -32,8 +32,8 @@ def _demo(args: argparse.Namespace) -> int:
         import sys
 
         print(
-            f"apiusage: the demo needs the processor's dependencies ({exc.name}); install them with: "
-            "pip install 'apiusage[processor,instrumentation]' fastapi uvicorn httpx",
+            f"apiusage: the demo's dependencies are not installed ({exc.name}); "
+            "install them with: pip install 'apiusage[demo]'",
             file=sys.stderr,
         )
         return 2

@@ -22,12 +22,16 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from .. import CATALOG, PLANS, SERVICE_NAME
 from .children import Child, ChildError, wait_until
 from .ports import HOST, PORTS, PortError, claim
+
+if TYPE_CHECKING:  # for the annotation: .stack is imported only when Prometheus runs
+    from .stack import AlertSink
 
 __all__ = ["run"]
 
@@ -91,7 +95,7 @@ class Demo:
         self.children: list[Child] = []
         self.traffic: Child | None = None
         self.cycle = 0
-        self.sink = None
+        self.sink: AlertSink | None = None
         self.tty = sys.stdout.isatty()
 
     # ------------------------------------------------------------------ signals
@@ -125,9 +129,7 @@ class Demo:
         if missing or instrument is None or uvicorn is None:
             what = ", ".join(missing) if missing else "opentelemetry-instrument/uvicorn commands"
             raise DemoError(
-                f"the demo needs {what}; install with: "
-                "pip install 'apiusage[processor,instrumentation]' fastapi uvicorn httpx "
-                "(make demo does)"
+                f"the demo needs {what}; install with: pip install 'apiusage[demo]' (make demo does)"
             )
         return instrument, uvicorn
 
@@ -325,12 +327,10 @@ class Demo:
 
             files = bundled(Path(a.rules_dir) if a.rules_dir else None)
             if alertmanager is not None:
-                self.sink = AlertSink()
-                self.sink.start()
+                sink = self.sink = AlertSink()
+                sink.start()
                 am_url = f"http://{HOST}:{p['alertmanager_port']}"
-                how = write_alertmanager_config(
-                    folder / "alertmanager.yml", files.alertmanager, self.sink.url
-                )
+                how = write_alertmanager_config(folder / "alertmanager.yml", files.alertmanager, sink.url)
                 rules_note = f"; Alertmanager uses {how}"
                 self._start(
                     Child(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Container
 from dataclasses import dataclass
 
 __all__ = ["HOST", "PORTS", "Port", "PortError", "claim"]
@@ -53,7 +54,7 @@ def _check(port: int) -> int | None:
     return None
 
 
-def claim(requested: dict[str, int], skip: set[str] = frozenset()) -> dict[str, int]:
+def claim(requested: dict[str, int], skip: Container[str] = frozenset()) -> dict[str, int]:
     """Each port checked (0: a free one chosen); PortError naming the first one taken.
 
     `skip` names ports of components that will not run (Prometheus not installed).

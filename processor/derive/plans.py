@@ -16,8 +16,12 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    import _csv
 
 from .._yaml import safe_load
 
@@ -41,7 +45,7 @@ class PlanLookup:
         self.plans: dict[str, str] = {}
         self.accounts: dict[str, str] = {}
 
-    def load(self, query: Callable[[str], list[tuple]] | None = None) -> int:
+    def load(self, query: Callable[[str], list[tuple[Any, ...]]] | None = None) -> int:
         """(Re)load; returns the number of consumers. Raises PlanLookupError."""
         if self.file:
             try:
@@ -127,7 +131,7 @@ def _read_file(path: Path) -> Iterable[tuple[str, ...]]:
             raise PlanLookupError(f"plan lookup file {path} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise PlanLookupError(f"plan lookup file {path} must map consumer ids to plan tiers")
-        rows = []
+        rows: list[tuple[str, ...]] = []
         for consumer, value in data.items():
             if isinstance(value, dict):
                 rows.append(
@@ -145,7 +149,7 @@ def _read_file(path: Path) -> Iterable[tuple[str, ...]]:
     return _csv_rows(reader, path)
 
 
-def _csv_rows(reader: Iterator[list[str]], path: Path) -> Iterator[tuple[str, ...]]:
+def _csv_rows(reader: _csv.Reader, path: Path) -> Iterator[tuple[str, ...]]:
     """Row by row, so a file of 30 million short rows is refused at the bound, not built."""
     try:
         for row in reader:

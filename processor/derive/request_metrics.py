@@ -11,8 +11,9 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..config import LimitsConfig
 from ..telemetry import PipelineStats
@@ -36,8 +37,8 @@ _STATUS_CLASS = {str(c): f"{c // 100}xx" for c in range(100, 600)}
 class Snapshot:
     """A consistent copy of every series, taken under the lock for one scrape."""
 
-    counters: dict[str, dict[tuple, float]]
-    histograms: dict[tuple, tuple[list[float], float, float, list]]
+    counters: dict[str, dict[tuple[Any, ...], float]]
+    histograms: dict[tuple[Any, ...], tuple[list[float], float, float, list[Any]]]
     buckets: tuple[float, ...]
     series_counts: dict[str, int]
 
@@ -59,7 +60,7 @@ class RequestMetrics:
         self._sweep_interval = sweep_interval or max(1.0, min(60.0, self._ttl / 10))
         self._last_sweep = time.monotonic()
 
-        def table(name: str, new_cell) -> SeriesTable:
+        def table(name: str, new_cell: Callable[[], list[Any]]) -> SeriesTable:
             labels = FAMILIES[name]
             return SeriesTable(
                 name,
@@ -82,8 +83,8 @@ class RequestMetrics:
 
     def consume(self, requests: Sequence[ApiRequest]) -> None:
         """Aggregate one batch; called from the worker thread."""
-        counts: dict[tuple, float] = {}
-        hists: dict[tuple, list] = {}
+        counts: dict[tuple[Any, ...], float] = {}
+        hists: dict[tuple[Any, ...], list[Any]] = {}
         bounds = self._bounds
         n = self._nbuckets
         exemplars = self._exemplars

@@ -10,6 +10,7 @@ not every route or client version ever seen.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..telemetry import PipelineStats
 
@@ -49,7 +50,7 @@ class SeriesTable:
         limits: Sequence[int],
         max_length: int,
         ttl: float,
-        new_cell: Callable[[], list],
+        new_cell: Callable[[], list[Any]],
         stats: PipelineStats,
     ) -> None:
         self.metric = metric
@@ -59,13 +60,13 @@ class SeriesTable:
         self._ttl = ttl
         self._new_cell = new_cell
         self._stats = stats
-        self.series: dict[tuple, list] = {}
+        self.series: dict[tuple[Any, ...], list[Any]] = {}
         # Per label: value → number of live series using it.
         self._values: list[dict[str, int]] = [{} for _ in self.labels]
         # raw key → (cell, labels folded into __other__); rebuilt after every sweep.
-        self._resolved: dict[tuple, tuple[list, tuple[str, ...]]] = {}
+        self._resolved: dict[tuple[Any, ...], tuple[list[Any], tuple[str, ...]]] = {}
 
-    def cell(self, raw_key: tuple, now: float, weight: float = 1.0) -> list:
+    def cell(self, raw_key: tuple[Any, ...], now: float, weight: float = 1.0) -> list[Any]:
         hit = self._resolved.get(raw_key)
         if hit is None:
             hit = self._resolve(raw_key)
@@ -79,7 +80,7 @@ class SeriesTable:
         cell[0] = now
         return cell
 
-    def _resolve(self, raw_key: tuple) -> tuple[list, tuple[str, ...]]:
+    def _resolve(self, raw_key: tuple[Any, ...]) -> tuple[list[Any], tuple[str, ...]]:
         key = []
         folded = []
         for i, raw in enumerate(raw_key):

@@ -154,6 +154,7 @@ class Forwarder:
     def _send(self, item: _Item) -> None:
         delay = 0.2
         for attempt in range(_RETRIES):
+            status: int | None
             try:
                 status = self._post(item)
             except (OSError, http.client.HTTPException) as exc:

@@ -139,7 +139,7 @@ class UsageCollector:
 def build_registry(*collectors: _Collector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     for collector in collectors:
-        registry.register(collector)  # type: ignore[arg-type]
+        registry.register(collector)
     ProcessCollector(registry=registry)
     return registry
 

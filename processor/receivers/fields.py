@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from . import scan
 
@@ -40,7 +41,7 @@ class FieldScanner:
         self._span_index = [tuple(span_keys.index(k) for k in g) for g in span_fields]
         self._resource_index = [tuple(resource_keys.index(k) for k in g) for g in resource_fields]
 
-    def scan(self, body: bytes) -> tuple[list[tuple], list[tuple]]:
+    def scan(self, body: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         resources, spans = self._scanner.scan(body)
         if self._span_index is None:
             return resources, spans
@@ -50,7 +51,7 @@ class FieldScanner:
         return resources, spans
 
 
-def _first(values: tuple, indexes: tuple[int, ...], offset: int) -> object:
+def _first(values: tuple[Any, ...], indexes: tuple[int, ...], offset: int) -> object:
     for i in indexes:
         v = values[offset + i]
         if v is not None:

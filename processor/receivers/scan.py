@@ -96,7 +96,7 @@ def _check_max_spans(max_spans: int) -> int:
     return max_spans
 
 
-def _check_keys(keys: Sequence[str | Sequence[str]], argname: str) -> tuple:
+def _check_keys(keys: Sequence[str | Sequence[str]], argname: str) -> tuple[Any, ...]:
     """Each entry is a key, or a group of alternative keys (a tuple or list of str)."""
     if isinstance(keys, (str, bytes, bytearray)):
         raise TypeError(f"{argname} must be a sequence of str, not {type(keys).__name__}")
@@ -129,7 +129,7 @@ def _value(v: Any) -> object:
     return None
 
 
-def _pick(attributes: Any, keys: tuple, wanted: frozenset[str]) -> tuple:
+def _pick(attributes: Any, keys: tuple[Any, ...], wanted: frozenset[str]) -> tuple[Any, ...]:
     if not keys:
         return ()
     found = {}
@@ -149,7 +149,7 @@ def _first(found: dict[str, object], group: tuple[str, ...]) -> object:
     return None
 
 
-def _flat(keys: tuple) -> frozenset[str]:
+def _flat(keys: tuple[Any, ...]) -> frozenset[str]:
     return frozenset(k for e in keys for k in (e if isinstance(e, tuple) else (e,)))
 
 
@@ -170,7 +170,7 @@ class PyScanner:
         self._span_set = _flat(self.span_keys)
         self._resource_set = _flat(self.resource_keys)
 
-    def scan(self, data: bytes) -> tuple[list[tuple], list[tuple]]:
+    def scan(self, data: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """Returns (resources, spans)."""
         if not isinstance(data, bytes):
             data = memoryview(data).tobytes()
@@ -183,8 +183,8 @@ class PyScanner:
             raise ScanError(_diagnose(data) or f"protobuf rejected the payload: {exc}") from exc
         span_keys, span_set = self.span_keys, self._span_set
         resource_keys, resource_set = self.resource_keys, self._resource_set
-        resources: list[tuple] = []
-        spans: list[tuple] = []
+        resources: list[tuple[Any, ...]] = []
+        spans: list[tuple[Any, ...]] = []
         for rs in request.resource_spans:
             index = len(resources)
             if max_spans and index >= max_spans:
@@ -221,7 +221,7 @@ _GROUP_STACK_MAX = 1024  # as in _cscan.c
 
 def _label(desc: Any, num: int) -> str:
     if num == 0:
-        return desc.name
+        return str(desc.name)
     field = desc.fields_by_number.get(num)
     if field is not None:
         return f"{desc.name}.{field.name}"

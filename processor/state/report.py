@@ -396,7 +396,7 @@ def _deprecations(
             sunset = dt.datetime.combine(ep.sunset, dt.time(), dt.timezone.utc)
             report.sunset[key] = sunset.timestamp()
         for window, days in WINDOWS.items():
-            deprecated[(*key, window)] = endpoint_consumers.get((*key, window), 0)
+            deprecated[key + (window,)] = endpoint_consumers.get(key + (window,), 0)
             if ep.replacement is None:
                 continue
             # The first day in the window on the deprecated endpoint, against the last day on
@@ -415,7 +415,7 @@ def _deprecations(
                     *ep.replacement,
                 ),
             )
-            report.migrated[(*key, window)] = n
+            report.migrated[key + (window,)] = n
     labels = (*_DEPRECATED[1], None)
     deprecated = folder.clean(deprecated, labels)
     keep = folder.keep(deprecated, labels)

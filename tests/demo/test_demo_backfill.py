@@ -109,6 +109,7 @@ def test_the_same_seed_plans_the_same_history():
     assert calls(a, rate=5, days=21, now=NOW, rng=random.Random(1))[-1].at < NOW
 
 
+@pytest.mark.slow
 def test_a_real_processor_turns_the_history_into_weeks_of_consumer_metrics():
     history = Backfill(PLANS, PSEUDONYM_KEY, days=42, rate=20.0, seed=7, live_duration=1200.0)
     config = {

@@ -13,6 +13,8 @@ from demo_support import ALL_PORTS_FREE, descendants, need_monitoring, start_dem
 
 from tests.support.processor import apiusage_command, get
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def taken_port():

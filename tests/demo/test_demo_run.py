@@ -20,6 +20,8 @@ from demo_support import Demo, need_monitoring, start_demo, wait_gone
 from tests.report.report_support import check_renders, check_structure, has_data
 from tests.support.processor import apiusage_command, get, matching, parse_metrics
 
+pytestmark = [pytest.mark.slow, pytest.mark.live]
+
 TIERS = ("enterprise", "pro", "free")
 DEPRECATED = {"method": "DELETE", "route": "/v1/orders/{order_id}"}
 

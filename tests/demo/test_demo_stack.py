@@ -22,6 +22,8 @@ from apiusage.demo.launch.stack import (
 
 from tests.support.components import missing
 
+pytestmark = pytest.mark.live
+
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "http://127.0.0.1:19464/runbooks/"
 

@@ -32,6 +32,8 @@ from tests.grafana.conftest import RATE_INTERVAL
 from tests.grafana.grafana_support import dashboards, data_panels, default_values, substitute, variables
 from tests.support.components import missing
 
+pytestmark = [pytest.mark.slow, pytest.mark.live]
+
 # (dashboard uid, panel id, refId) -> why it has no data after a short run.
 LEGITIMATELY_EMPTY = {
     ("apiusage-overview", 5, "B"): "traffic one week earlier: the run is seconds old",

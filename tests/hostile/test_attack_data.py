@@ -34,6 +34,8 @@ from tests.support.hostile_backends import (
 from tests.support.postgres import postgres_server
 from tests.support.processor import running_processor, sample, start_processor, wait_for
 
+pytestmark = pytest.mark.slow
+
 
 @contextlib.contextmanager
 def _unblocking(fifo: Path) -> Iterator[None]:

@@ -28,6 +28,8 @@ from tests.support.processor import RunningProcessor, running_processor, sample
 from tests.support.rawhttp import Conn, post_head
 from tests.support.tls import make_certs
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def processor() -> Iterator[RunningProcessor]:

@@ -9,11 +9,14 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics
 
 from tests.support.derivation import export_request, post, span
 from tests.support.postgres import postgres_server
 from tests.support.processor import matching, parse_metrics, running_processor, sample
+
+pytestmark = pytest.mark.slow
 
 SERVICE = "orders-api"
 OTHER = "__other__"

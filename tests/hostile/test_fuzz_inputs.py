@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
 from apiusage.processor.config import LimitsConfig, UsageConfig
 from apiusage.processor.derive.request_metrics import RequestMetrics
 from apiusage.processor.derive.requests import Deriver, span_field_sources
@@ -31,11 +32,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from tests.support.examples import examples
 from tests.support.otlp import request_with_spans
 from tests.support.processor import running_processor
 from tests.support.reentrancy import exact, gc_hook, outcome
 
-EXAMPLES = int(os.environ.get("APIUSAGE_FUZZ_EXAMPLES", "150"))
+pytestmark = pytest.mark.slow
+
+EXAMPLES = int(os.environ.get("APIUSAGE_FUZZ_EXAMPLES", "0")) or examples(150)
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,

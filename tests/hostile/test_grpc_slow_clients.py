@@ -23,6 +23,8 @@ from tests.support.h2client import StallingClient
 from tests.support.otlp import request_with_spans
 from tests.support.processor import RunningProcessor, matching, running_processor, wait_for
 
+pytestmark = pytest.mark.slow
+
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 RECEIVE_TIMEOUT = 4.0  # long enough for the legitimate exports to finish well inside it
 ENHANCE_YOUR_CALM = 11  # HTTP/2 error code of a stream past SETTINGS_MAX_CONCURRENT_STREAMS

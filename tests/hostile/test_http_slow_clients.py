@@ -12,10 +12,14 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
+
 from tests.support.otlp import request_with_spans
 from tests.support.processor import RunningProcessor, get, running_processor, sample
 from tests.support.rawhttp import Conn, post_head
 from tests.support.tls import make_certs
+
+pytestmark = pytest.mark.slow
 
 PB = "application/x-protobuf"
 ADMIN_TOKEN = "admin-token-for-the-tests"

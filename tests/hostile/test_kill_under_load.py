@@ -14,9 +14,13 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+import pytest
+
 from tests.support import usage_scenario as sc
 from tests.support.processor import sample, start_processor
 from tests.support.state_faults import seed_history
+
+pytestmark = pytest.mark.slow
 
 FLUSH = 0.5
 SLACK = 1.0  # worker hand-off plus the flush itself, on a busy two-core machine

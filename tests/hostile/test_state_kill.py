@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from apiusage.processor.state.schema import MIGRATIONS
 
@@ -25,6 +26,8 @@ from tests.support.processor import (
     start_processor,
 )
 from tests.support.state_scale import SERVICE, History, send_history
+
+pytestmark = pytest.mark.slow
 
 CONSUMERS = 20_000
 # docs/state.md, Durability: a SIGTERM is answered within queue.shutdown_timeout (the drain, 10 s)

@@ -26,6 +26,8 @@ from apiusage.processor.telemetry import PipelineStats
 from tests.processor.state.test_model_exact import ApiRequest, expected
 from tests.support.postgres import postgres_server
 
+pytestmark = pytest.mark.slow
+
 
 def _request(
     consumer: str, at_ms: int, route: str = "/v1/orders", plan: str = "free", service: str = "orders-api"

@@ -34,6 +34,8 @@ from tests.support.processor import (
 )
 from tests.support.state_faults import SilentBackend, damage, immutable, seed_history
 
+pytestmark = pytest.mark.slow
+
 TOKEN = "s3cret-admin-token-0123456789"
 
 

@@ -11,6 +11,8 @@ import httpx
 import pytest
 from instr_support import APPS, KEY, bin_path, free_port, need, stop, wait_for_port
 
+pytestmark = pytest.mark.slow
+
 try:
     from tests.support.processor import matching, sample, start_processor
 except ImportError:  # pragma: no cover - the processor side is absent

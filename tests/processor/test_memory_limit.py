@@ -12,10 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import pytest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from tests.support.otlp import request_with_spans
 from tests.support.processor import sample, start_processor
+
+pytestmark = pytest.mark.slow
 
 HEADROOM_MIB = 40  # ceiling = idle RSS + this, so the flood must be held back to stay under it
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"

@@ -272,6 +272,7 @@ def test_charts_are_standalone_svg_with_readable_units():
     assert "no data" in heatmap([], [], {}) and "no data" in line_chart([]) and "no data" in bar_chart([])
 
 
+@pytest.mark.live
 def test_report_renders_in_headless_chromium(tmp_path):
     _, page = report(FakePrometheus(data_start=NOW - 3 * 86400))
     path = tmp_path / "report.html"

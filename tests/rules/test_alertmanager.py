@@ -10,6 +10,8 @@ import pytest
 
 from tests.support.prometheus import amtool, promtool
 
+pytestmark = pytest.mark.live
+
 PROM = Path(__file__).resolve().parents[2] / "prometheus"
 
 

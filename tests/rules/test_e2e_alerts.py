@@ -18,6 +18,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
 import yaml
 from apiusage.rules import generate, parse_slo, shorten_for_tests
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -25,6 +26,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tests.support.otlp import request_with_spans
 from tests.support.processor import get, running_processor
 from tests.support.prometheus import start_alertmanager, start_prometheus, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.live]
 
 PROM = Path(__file__).resolve().parents[2] / "prometheus"
 

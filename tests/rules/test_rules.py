@@ -40,6 +40,7 @@ def test_every_group_sets_its_interval() -> None:
             assert re.fullmatch(r"\d+[sm]", group.get("interval", "")), (f.name, group["name"])
 
 
+@pytest.mark.live
 def test_promtool_lint_is_clean() -> None:
     result = subprocess.run(
         [promtool(), "check", "rules", "--lint=all", "--lint-fatal", *map(str, RULES)],
@@ -50,6 +51,8 @@ def test_promtool_lint_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.live
 @pytest.mark.parametrize("test_file", UNIT_TESTS, ids=lambda p: p.name)
 def test_promtool_unit_tests(test_file: Path) -> None:
     result = subprocess.run(
@@ -167,6 +170,7 @@ def test_slo_file_mistakes_are_reported_with_their_paths() -> None:
     )
 
 
+@pytest.mark.live
 def test_defaults_alone_generate_lint_clean_rules(tmp_path: Path) -> None:
     slo = parse_slo({})
     assert {a.name for a in alerts(slo)} == {r["alert"] for r in alert_rules()}

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = sorted((ROOT / "alert_rules").glob("*.rules.yml"))
 
 
+@pytest.mark.live
 def test_cli_check_passes_on_the_repository() -> None:
     promtool()
     result = subprocess.run(
@@ -37,6 +38,7 @@ def _copy(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.live
 def test_check_names_each_problem(tmp_path: Path) -> None:
     promtool()
     folder = _copy(tmp_path)
@@ -66,6 +68,7 @@ def test_check_names_each_problem(tmp_path: Path) -> None:
     assert "unclosed left parenthesis" in snippet[0]
 
 
+@pytest.mark.live
 def test_check_cli_fails_with_the_problems(tmp_path: Path) -> None:
     folder = _copy(tmp_path)
     (folder / "ApiUsageLabelOverflow.md").write_text("# ApiUsageLabelOverflow\n\n## Meaning\n\nx\n")

@@ -17,6 +17,8 @@ import yaml
 
 from tests.support.components import missing
 
+pytestmark = pytest.mark.live
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 SERVICES = {"processor", "demo", "traffic", "prometheus", "alertmanager", "alert-log", "grafana", "jaeger"}

@@ -15,6 +15,8 @@ import yaml
 from apiusage.demo import CATALOG, PLANS, SERVICE_NAME, alertlog, traffic
 from apiusage.instrumentation.catalog import load_catalog
 
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("fastapi")
 from apiusage.demo.app import EXPORTS_PER_SECOND, build_app, load_plans  # noqa: E402
 

@@ -36,6 +36,8 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from tests.support.examples import examples
+
 
 def _c_scanner() -> type:
     if scan.CScanner is None:
@@ -574,6 +576,7 @@ def test_garbage_never_raises_anything_else(impl: type) -> None:
             pass
 
 
+@pytest.mark.slow
 def test_c_scanner_does_not_leak() -> None:
     impl = _c_scanner()
     scanner = impl(SPAN_KEYS + ["a"], RESOURCE_KEYS)
@@ -720,7 +723,7 @@ def expected_bound(counts: list[list[int]], bound: int) -> str | None:
 
 @pytest.mark.usefixtures("c_required")
 @settings(
-    max_examples=200,
+    max_examples=examples(200),
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -744,7 +747,7 @@ def test_differential_span_bound(data: list[list[int]], bound: int) -> None:
 
 @pytest.mark.usefixtures("c_required")
 @settings(
-    max_examples=300,
+    max_examples=examples(300),
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -885,6 +888,8 @@ def _sanitizer_runtime(cc: str) -> list[str]:
     return libs
 
 
+@pytest.mark.slow
+@pytest.mark.live
 def test_c_scanner_under_sanitizers(tmp_path: Path) -> None:
     """Build _cscan.c with -fsanitize=address,undefined and run the scanner's tests against it."""
     _c_scanner()
@@ -1112,7 +1117,7 @@ def check_contract(data: bytes, span_keys: list[str], resource_keys: list[str]) 
 
 
 DIFF_SETTINGS = settings(
-    max_examples=300,
+    max_examples=examples(300),
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

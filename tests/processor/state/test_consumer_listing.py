@@ -6,6 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.support import usage_scenario as sc
@@ -105,6 +106,7 @@ def test_admin_endpoint_lists_ids_only_with_the_token_and_audits_every_access(tm
     assert TOKEN not in (tmp_path / "audit.log").read_text()
 
 
+@pytest.mark.slow
 def test_consumers_cli_reads_the_store_and_audits(tmp_path) -> None:
     cfg = admin_config(tmp_path)
     with running_processor(cfg) as running:

@@ -164,6 +164,7 @@ def test_scenario_on_sqlite(tmp_path: Path) -> None:
         assert_request_counters(m)
 
 
+@pytest.mark.live
 def test_scenario_on_postgres_shared_by_two_replicas(tmp_path: Path) -> None:
     with postgres_server() as pg, contextlib.ExitStack() as stack:
         state = {"postgres": {"dsn": pg.dsn}}

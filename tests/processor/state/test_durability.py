@@ -6,6 +6,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from tests.support import usage_scenario as sc
 from tests.support.processor import sample, start_processor, wait_for
 
@@ -21,6 +23,7 @@ def rows(db: Path) -> tuple[str, int]:
     return check, n
 
 
+@pytest.mark.slow
 def test_kill_9_during_ingestion_loses_at_most_one_flush_and_counts_nobody_twice(tmp_path) -> None:
     db = tmp_path / "state.db"
     with start_processor(tmp_path, FAST) as first:
@@ -43,6 +46,7 @@ def test_kill_9_during_ingestion_loses_at_most_one_flush_and_counts_nobody_twice
     assert rows(db) == ("ok", 100)
 
 
+@pytest.mark.slow
 def test_graceful_restart_keeps_every_accepted_span(tmp_path) -> None:
     slow = {"state": {"flush_interval": "1h", "refresh_interval": "200ms"}}
     with start_processor(tmp_path, slow) as first:

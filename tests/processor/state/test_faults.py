@@ -11,6 +11,8 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.support import usage_scenario as sc
 from tests.support.components import missing
 from tests.support.postgres import postgres_server
@@ -28,6 +30,8 @@ def stored_consumers(running) -> float:
     return sum(matching(m, "api_new_consumers_total").values())
 
 
+@pytest.mark.slow
+@pytest.mark.live
 def test_postgres_stopped_and_started(tmp_path) -> None:
     with (
         postgres_server() as pg,
@@ -81,6 +85,7 @@ def fill(folder: Path) -> Path:
     return junk
 
 
+@pytest.mark.live  # root and mount(8): a real tmpfs fills up
 def test_sqlite_disk_full_then_freed(tmp_path) -> None:
     with small_disk(tmp_path) as disk:
         config = {"state": {"sqlite": {"path": str(disk / "state.db")}, **FAST}}

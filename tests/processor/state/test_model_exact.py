@@ -28,6 +28,7 @@ from apiusage.processor.telemetry import PipelineStats
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.examples import examples
 from tests.support.postgres import postgres_server
 
 DAY_MS = 86_400_000
@@ -338,7 +339,7 @@ case = given(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @case
 def test_sqlite_report_equals_the_requests(raw, cuts, replicas, prune_days, late) -> None:
     now_ms = int(time.time() * 1000)
@@ -373,8 +374,9 @@ _TABLES = (
 )
 
 
+@pytest.mark.live
 @settings(
-    max_examples=60,
+    max_examples=examples(60),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

@@ -28,6 +28,8 @@ from tests.support import usage_scenario as sc
 from tests.support.postgres import postgres_server
 from tests.support.processor import running_processor, sample, start_processor
 
+pytestmark = [pytest.mark.slow, pytest.mark.live]
+
 LEADER = "apiusage_state_refresh_leader"
 ACTIVE_1D = dict(service=sc.SERVICE, plan_tier="pro", window="1d")
 FAST = {"refresh_interval": "200ms", "flush_interval": "200ms"}

@@ -7,8 +7,12 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from tests.support.processor import get, matching, running_processor, sample
 from tests.support.state_scale import SERVICE, Exporter, History, fresh_request, send_history
+
+pytestmark = pytest.mark.slow
 
 TOKEN = "s3cret-admin-token-0123456789"
 CONSUMERS = 20_000

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from apiusage.processor.config import PostgresState, SqliteState, StateConfig
 from apiusage.processor.derive.requests import ApiRequest
 from apiusage.processor.state import service as state_service
@@ -22,6 +23,8 @@ from apiusage.processor.telemetry import PipelineStats
 
 from tests.support.postgres import postgres_server
 from tests.support.state_faults import seed_history
+
+pytestmark = pytest.mark.slow
 
 DAYS = 10
 

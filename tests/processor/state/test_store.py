@@ -54,7 +54,7 @@ def test_unreachable_postgres_says_so() -> None:
     assert str(info.value).startswith("cannot connect to the PostgreSQL state database: ")
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.live)])
 def test_upserts_combine_batches_like_one(tmp_path, backend: str) -> None:
     with postgres_server() if backend == "postgres" else _nothing() as pg:
         config = (
@@ -135,7 +135,7 @@ def _tables(store) -> dict[str, int]:
     }
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.live)])
 def test_retention_prunes_every_table_and_keeps_the_counters(tmp_path, backend: str) -> None:
     from apiusage.processor.state.report import build_report
 
@@ -272,7 +272,7 @@ def test_plan_lookup_errors_name_the_source(tmp_path) -> None:
     )
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.live)])
 def test_a_version_1_store_with_data_migrates_to_the_same_answers(tmp_path, backend: str) -> None:
     """Users have data: the wide daily `activity` table of version 1 becomes the model's tables."""
     from apiusage.processor.state.report import build_report

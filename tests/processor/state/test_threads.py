@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.support import usage_scenario as sc
 from tests.support.processor import get, running_processor, sample
 from tests.support.state_faults import seed_history
+
+pytestmark = pytest.mark.slow
 
 TOKEN = "s3cret-admin-token-0123456789"
 
