@@ -14,8 +14,9 @@ import os
 import threading
 from collections.abc import Iterable
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
+from . import selfmetrics
 from .config import MemoryLimiterConfig
 
 __all__ = ["MemoryLimiter", "rss_bytes"]
@@ -74,14 +75,6 @@ class MemoryLimiter:
         self._stop.set()
 
     def collect(self) -> Iterable[Metric]:
-        yield GaugeMetricFamily(
-            "apiusage_memory_limit_bytes",
-            "Resident memory above which new data is refused.",
-            value=self.soft_limit,
-        )
-        yield GaugeMetricFamily(
-            "apiusage_memory_over_limit", "1 while new data is refused for memory.", value=int(self.over)
-        )
-        yield CounterMetricFamily(
-            "apiusage_memory_limiter_refusals", "Export requests refused for memory.", value=self.refusals
-        )
+        yield selfmetrics.MEMORY_LIMIT_BYTES.family(self.soft_limit)
+        yield selfmetrics.MEMORY_OVER_LIMIT.family(int(self.over))
+        yield selfmetrics.MEMORY_LIMITER_REFUSALS.family(self.refusals)

@@ -20,8 +20,9 @@ from collections import deque
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
+from .. import selfmetrics
 from ..config import OtlpForwarder
 
 __all__ = ["Forwarder"]
@@ -173,22 +174,9 @@ class Forwarder:
 
     def collect(self) -> Iterable[Metric]:
         """Its own Prometheus families (the forwarder is registered as a collector)."""
-        family = CounterMetricFamily(
-            "apiusage_forwarded_requests",
-            "OTLP requests forwarded to the trace backend, by outcome.",
-            labels=["outcome"],
-        )
-        for outcome, n in sorted(self.outcomes.items()):
-            family.add_metric([outcome], n)
-        yield family
-        yield GaugeMetricFamily(
-            "apiusage_forward_queue_requests", "Requests waiting to be forwarded.", value=self.depth
-        )
-        yield GaugeMetricFamily(
-            "apiusage_forward_queue_bytes",
-            "Bytes of the requests waiting to be forwarded or being sent.",
-            value=self._bytes,
-        )
+        yield selfmetrics.FORWARDED_REQUESTS.filled(self.outcomes)
+        yield selfmetrics.FORWARD_QUEUE_REQUESTS.family(self.depth)
+        yield selfmetrics.FORWARD_QUEUE_BYTES.family(self._bytes)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Send what is queued (bounded by `timeout`), then stop."""

@@ -218,7 +218,7 @@ class GrpcReceiver:
             self._waiting.pop(task, None)
 
     async def _abort(self, outcome: Outcome, context: grpc.aio.ServicerContext) -> None:
-        if outcome.kind in ("queue_full", "shutting_down", "memory_limit", "state_backlog", "evicted"):
+        if outcome.kind.retryable:
             retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=self._retry_after))
             detail = any_pb2.Any()
             detail.Pack(retry)

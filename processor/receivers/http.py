@@ -18,6 +18,7 @@ from .._httpserver import (
     server_tls_context,
 )
 from ..config import HttpProtocol
+from ..telemetry import ExportOutcome
 from .auth import Authenticator
 from .intake import Intake, Outcome
 from .payload import InvalidPayload, PayloadTooLarge, inflate_gzip, json_to_protobuf
@@ -31,17 +32,17 @@ TRANSPORT = "http"
 
 # HTTP status and google.rpc code per outcome (OTLP spec: 400 INVALID_ARGUMENT, 413, 503 + Retry-After).
 _ERRORS = {
-    "invalid": (400, 3),
-    "too_large": (413, 8),
-    "unsupported": (415, 3),
-    "queue_full": (503, 14),
-    "memory_limit": (503, 14),
-    "state_backlog": (503, 14),
-    "shutting_down": (503, 14),
-    "not_found": (404, 5),
-    "method": (405, 12),
-    "length_required": (411, 3),
-    "unauthenticated": (401, 16),
+    ExportOutcome.INVALID: (400, 3),
+    ExportOutcome.TOO_LARGE: (413, 8),
+    ExportOutcome.UNSUPPORTED: (415, 3),
+    ExportOutcome.QUEUE_FULL: (503, 14),
+    ExportOutcome.MEMORY_LIMIT: (503, 14),
+    ExportOutcome.STATE_BACKLOG: (503, 14),
+    ExportOutcome.SHUTTING_DOWN: (503, 14),
+    ExportOutcome.NOT_FOUND: (404, 5),
+    ExportOutcome.METHOD: (405, 12),
+    ExportOutcome.LENGTH_REQUIRED: (411, 3),
+    ExportOutcome.UNAUTHENTICATED: (401, 16),
 }
 
 
