@@ -30,6 +30,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 
 from .config import split_endpoint
+from .errors import ProcessorError
 
 __all__ = [
     "BindError",
@@ -59,15 +60,15 @@ def server_tls_context(cert_file: str, key_file: str, client_ca_file: str | None
     return context
 
 
-class BindError(OSError):
+class BindError(ProcessorError, OSError):
     """The configured endpoint cannot be bound; the message names the config key to change."""
 
 
-class BodyTooLarge(ValueError):
+class BodyTooLarge(ProcessorError, ValueError):
     """A request body went over the limit while it was being read."""
 
 
-class ClientGone(Exception):
+class ClientGone(ProcessorError):
     """The client closed the connection (or it was closed on a deadline) before its body arrived."""
 
 

@@ -14,6 +14,7 @@ from .config import Config
 from .derive.plans import PlanLookup, PlanLookupError
 from .derive.request_metrics import RequestMetrics
 from .derive.requests import Deriver, span_field_sources
+from .errors import ProcessorError
 from .exporters.consumer_metrics import ConsumerCollector
 from .exporters.otlp_forward import Forwarder
 from .exporters.prometheus import MetricsServer, UsageCollector, build_registry
@@ -32,7 +33,7 @@ from .telemetry import PipelineStats
 __all__ = ["Processor", "StartupError"]
 
 
-class StartupError(Exception):
+class StartupError(ProcessorError):
     """The processor cannot start; the message says what to change."""
 
 

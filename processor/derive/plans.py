@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from .._yaml import safe_load
+from ..errors import ProcessorError
 
 __all__ = ["PlanLookup", "PlanLookupError", "MAX_PLAN_FILE_BYTES"]
 
@@ -30,7 +31,7 @@ MAX_PLAN_FILE_BYTES = 256 << 20
 MAX_PLAN_ENTRIES = 2_000_000
 
 
-class PlanLookupError(ValueError):
+class PlanLookupError(ProcessorError, ValueError):
     """The lookup source is unusable; the message names the file or query and the line."""
 
 
