@@ -711,18 +711,25 @@ class HttpServer:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop accepting, let requests in flight finish (up to 5 s), close the socket."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, let requests in flight finish (up to 5 s), close the socket; waits for
+        the server's thread at most `timeout`."""
         if self._thread.is_alive():
             self._server.should_exit = True
-            self._thread.join(timeout=10)
+            self._thread.join(timeout)
         self._socket.close()
 
 
 class Served:
-    """Base of the components that answer over an HttpServer (receiver, metrics, admin)."""
+    """Base of the components (component.py) that answer over an HttpServer (receiver, metrics,
+    admin): the port is bound when built, served from start()."""
 
     _server: HttpServer
+    families: tuple = ()  # of selfmetrics.Family
+
+    @property
+    def name(self) -> str:
+        return self._server.name
 
     @property
     def port(self) -> int:
@@ -733,3 +740,8 @@ class Served:
 
     def stop(self) -> None:
         self._server.stop()
+
+    def shutdown(self, deadline: float) -> bool:
+        """Stop by `deadline`: requests in flight get up to 5 s of it."""
+        self._server.stop(max(0.0, min(10.0, deadline - time.monotonic())))
+        return True

@@ -42,6 +42,11 @@ def rss_bytes() -> int:
 
 
 class MemoryLimiter:
+    """A component (component.py): a thread that reads the RSS every check_interval."""
+
+    name = "memory_limiter"
+    families = selfmetrics.owned_by("memory_limiter")
+
     def __init__(self, config: MemoryLimiterConfig) -> None:
         self.limit = config.limit_mib << 20
         self.soft_limit = (config.limit_mib - config.spike_limit_mib) << 20
@@ -73,6 +78,10 @@ class MemoryLimiter:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def shutdown(self, deadline: float) -> bool:
+        self.stop()  # the thread only reads /proc: it ends at its next wake-up, not waited for
+        return True
 
     def collect(self) -> Iterable[Metric]:
         yield selfmetrics.MEMORY_LIMIT_BYTES.family(self.soft_limit)

@@ -32,9 +32,16 @@ _RETRIES = 3
 #: Of a response body only this much is read (OTLP answers are a few bytes); the rest is not
 #: read and the connection is closed instead of reused.
 MAX_RESPONSE_BYTES = 64 << 10
+#: At shutdown, what is queued is sent for at most this long.
+DRAIN_TIMEOUT = 5.0
 
 
 class Forwarder:
+    """A component (component.py): one thread posting the queued bodies in order."""
+
+    name = "forwarder"
+    families = selfmetrics.owned_by("forwarder")
+
     def __init__(self, config: OtlpForwarder) -> None:
         url = urlsplit(config.endpoint)
         self._https = url.scheme == "https"
@@ -178,10 +185,17 @@ class Forwarder:
         yield selfmetrics.FORWARD_QUEUE_REQUESTS.family(self.depth)
         yield selfmetrics.FORWARD_QUEUE_BYTES.family(self._bytes)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = DRAIN_TIMEOUT) -> None:
         """Send what is queued (bounded by `timeout`), then stop."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout)
         self._close()
+
+    def shutdown(self, deadline: float) -> bool:
+        """stop() within DRAIN_TIMEOUT and `deadline`. Forwarding is best effort: what is dropped
+        is counted (outcome="dropped"), not part of the exit status."""
+        self.stop(max(0.0, min(DRAIN_TIMEOUT, deadline - time.monotonic())))
+        return True

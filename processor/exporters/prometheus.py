@@ -173,6 +173,10 @@ class _Metrics:
 
 
 class MetricsServer(Served):
+    """/metrics, the probes and the runbooks: a component (component.py), the last to stop."""
+
+    families = _T.owned_by("metrics")
+
     def __init__(
         self,
         config: PrometheusExporter,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent import futures
 
@@ -27,6 +28,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from .. import selfmetrics
 from .._httpserver import BindError
 from ..config import GrpcProtocol, split_endpoint
 from .auth import Authenticator
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 METHOD = "Export"
 TRANSPORT = "grpc"
+# Calls in flight at shutdown may finish within this (they end in the queue, which then drains).
+GRACE = 2.0
 MiB = 1 << 20
 # A connection that has not finished its HTTP/2 (and TLS) handshake by then is closed.
 HANDSHAKE_TIMEOUT_MS = 10_000
@@ -71,6 +75,11 @@ async def _read_within(context: grpc.aio.ServicerContext, seconds: float) -> obj
 
 
 class GrpcReceiver:
+    """OTLP/gRPC: a component (component.py) whose port is bound when built."""
+
+    name = "otlp-grpc"
+    families = selfmetrics.owned_by("receivers")
+
     def __init__(
         self, config: GrpcProtocol, intake: Intake, retry_after: float, auth: Authenticator | None = None
     ) -> None:
@@ -238,6 +247,11 @@ class GrpcReceiver:
 
     def start(self) -> None:
         self._call(self._server.start())
+
+    def shutdown(self, deadline: float) -> bool:
+        """stop() with calls in flight given GRACE seconds, or what is left before `deadline`."""
+        self.stop(grace=max(0.0, min(GRACE, deadline - time.monotonic())))
+        return True
 
     def stop(self, grace: float = 5.0) -> None:
         """Refuse new calls, let calls in flight finish (they end in the queue), then stop."""

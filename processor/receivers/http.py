@@ -8,6 +8,7 @@ import json
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from .. import selfmetrics
 from .._httpserver import (
     BodyTooLarge,
     HttpServer,
@@ -228,6 +229,10 @@ def _limits(config: HttpProtocol, intake: Intake) -> Limits:
 
 
 class HttpReceiver(Served):
+    """OTLP/HTTP: a component (component.py) whose port is bound when built."""
+
+    families = selfmetrics.owned_by("receivers")
+
     def __init__(
         self, config: HttpProtocol, intake: Intake, retry_after: float, auth: Authenticator | None = None
     ) -> None:
