@@ -60,6 +60,10 @@ def server_tls_context(cert_file: str, key_file: str, client_ca_file: str | None
     return context
 
 
+# At stop, requests in flight may finish within this many seconds; then their connections are cut.
+GRACEFUL_SHUTDOWN = 5
+
+
 class BindError(ProcessorError, OSError):
     """The configured endpoint cannot be bound; the message names the config key to change."""
 
@@ -679,7 +683,7 @@ class HttpServer:
             server_header=False,
             headers=[("Server", "apiusage")],
             timeout_keep_alive=max(1, int(self.limits.idle_timeout)),
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
             ws="none",
             ssl_context_factory=(lambda _config, _default: tls) if tls is not None else None,
         )
@@ -742,6 +746,6 @@ class Served:
         self._server.stop()
 
     def shutdown(self, deadline: float) -> bool:
-        """Stop by `deadline`: requests in flight get up to 5 s of it."""
+        """Stop by `deadline`: requests in flight get up to GRACEFUL_SHUTDOWN seconds of it."""
         self._server.stop(max(0.0, min(10.0, deadline - time.monotonic())))
         return True

@@ -9,7 +9,7 @@ import threading
 import time
 from importlib import metadata
 
-from ._httpserver import BindError
+from ._httpserver import GRACEFUL_SHUTDOWN, BindError
 from .admin import AdminServer
 from .component import ABORT_TIMEOUT, Components, StartFailed
 from .config import Config
@@ -263,10 +263,11 @@ class Processor:
         self.components.shutdown(time.monotonic() + ABORT_TIMEOUT)
 
     def shutdown_bound(self) -> float:
-        """Seconds stop() may take: the drain, the state's final flush, the gRPC grace and the
-        trace forwarding (docs/operations.md, SIGTERM)."""
+        """Seconds stop() may take in all: the drain, the state's final flush, the gRPC grace and
+        the trace forwarding (docs/operations.md, SIGTERM), and the HTTP receiver's grace for
+        requests in flight, so slow receivers never eat the state's share."""
         drain = float(self.config.processors.queue.shutdown_timeout)
-        return drain + stop_bound() + GRPC_GRACE + FORWARD_DRAIN
+        return drain + stop_bound() + GRPC_GRACE + FORWARD_DRAIN + GRACEFUL_SHUTDOWN
 
     def stop(self) -> bool:
         """Stop accepting, drain the queue, write the state, stop serving metrics; True when

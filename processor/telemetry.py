@@ -152,9 +152,10 @@ class PipelineStats:
         self.spans_ignored["not_http"] += not_http
 
     def data_quality(self, **counts: int) -> None:
+        """Count spans per check; the keywords are DataQualityCheck values (others: ValueError)."""
         for check, n in counts.items():
             if n:
-                self.data_quality_issues[check] += n
+                self.data_quality_issues[DataQualityCheck(check)] += n
 
     def processing_error(self, n: int, where: str, exc: BaseException) -> None:
         """Count `n` spans lost to an internal error (worker thread); log with rate limiting."""

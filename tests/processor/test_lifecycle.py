@@ -172,3 +172,17 @@ def test_components_report_a_loss_and_a_failed_start() -> None:
 def test_only_components_can_be_added() -> None:
     with pytest.raises(TypeError, match="^object is not a Component"):
         Components().add(object())  # type: ignore[arg-type]
+
+
+def test_one_deadline_bounds_the_whole_stop(tmp: str) -> None:
+    processor = Processor(parse_config(_config(tmp, processors={"queue": {"shutdown_timeout": "3s"}})))
+    # drain 3 s + state 10 + 2 s + gRPC grace 2 s + forwarding 5 s + HTTP grace 5 s
+    assert processor.shutdown_bound() == 27.0
+    processor.start()
+    ports = [processor.metrics.port, processor.admin.port, processor.http.port, processor.grpc.port]
+    started = time.monotonic()
+    # A deadline already past: every component still stops, none waits for its own bound.
+    processor.components.shutdown(time.monotonic())
+    assert time.monotonic() - started < 3.0
+    assert [p for p in ports if not _refused(p)] == []
+    assert processor.queue.closed
