@@ -12,7 +12,7 @@ table from each component's metadata.yaml; one Python table serves the same purp
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -253,7 +253,3 @@ def by_name(name: str) -> Family:
 def owned_by(owner: str) -> tuple[Family, ...]:
     """The families a component exports, in table order."""
     return tuple(f for f in FAMILIES if f.owner == owner)
-
-
-def names(families: Iterable[Family]) -> list[str]:
-    return [f.name for f in families]
