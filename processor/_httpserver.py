@@ -703,6 +703,8 @@ class HttpServer:
             asyncio.run(self._serve())
         except Exception as exc:  # noqa: BLE001 — a dead server thread must say why, once
             log.error("%s server stopped: %s: %s", self.name, type(exc).__name__, exc)
+        finally:
+            self._socket.close()  # when stop() stopped waiting before the server ended
 
     @property
     def port(self) -> int:
@@ -721,7 +723,8 @@ class HttpServer:
         if self._thread.is_alive():
             self._server.should_exit = True
             self._thread.join(timeout)
-        self._socket.close()
+        if not self._thread.is_alive():  # else the server's thread closes it as it ends
+            self._socket.close()
 
 
 class Served:

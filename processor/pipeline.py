@@ -170,7 +170,8 @@ class Worker:
         if self._thread.ident is None:  # never started: nothing was accepted
             return self._queue.empty()
         self._thread.join(timeout)
-        return not self._thread.is_alive()
+        # Still running but holding nothing (it wakes every 0.2 s to notice the close): drained.
+        return not self._thread.is_alive() or self._queue.depth == 0
 
     def shutdown(self, deadline: float) -> bool:
         """Drain within drain_timeout and `deadline`; False (logged) when spans were left."""

@@ -41,6 +41,7 @@ _RETENTION_EVERY = 3600.0
 # Shutdown: the flush in progress and the final flush share this bound (docs/state.md, Durability);
 # past it, what is not written is reported lost (exit 1) so a supervisor's kill never comes first.
 _STOP_TIMEOUT = 10.0
+_STOP_FLOOR = 1.0  # of a shutdown whose deadline has (nearly) passed
 _STOP_REFRESH = 2.0  # an interrupted refresh returns at once; a stuck one is not waited for longer
 _FINAL_CHUNK = 20_000  # rows per transaction of the final flush: the bound is checked between them
 _STUCK_FLOOR = 5.0  # a flush running past max(this, 3 flush intervals) counts as the store down
@@ -196,11 +197,14 @@ class StateService:
         self._refreshing.start()
 
     def shutdown(self, deadline: float) -> bool:
-        """stop() within `deadline` when started; close() when start-up failed before start()."""
+        """stop() within `deadline` when started; close() when start-up failed before start().
+
+        Even past the deadline the flush thread gets _STOP_FLOOR to notice the stop: cut at
+        once, an idle flusher would be taken for a stuck flush and its rows reported lost."""
         if self._flusher.ident is None:
             self.close()
             return True
-        return self.stop(deadline)
+        return self.stop(max(deadline, time.monotonic() + _STOP_FLOOR))
 
     def _flush_loop(self) -> None:
         next_retention = time.monotonic()

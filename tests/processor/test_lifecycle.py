@@ -182,7 +182,10 @@ def test_one_deadline_bounds_the_whole_stop(tmp: str) -> None:
     ports = [processor.metrics.port, processor.admin.port, processor.http.port, processor.grpc.port]
     started = time.monotonic()
     # A deadline already past: every component still stops, none waits for its own bound.
-    processor.components.shutdown(time.monotonic())
+    assert processor.components.shutdown(time.monotonic()) is True  # nothing was queued: none lost
     assert time.monotonic() - started < 3.0
-    assert [p for p in ports if not _refused(p)] == []
     assert processor.queue.closed
+    # The servers' threads were not waited for: each stops listening as it ends, soon after.
+    while [p for p in ports if not _refused(p)] and time.monotonic() - started < 8.0:
+        time.sleep(0.05)
+    assert [p for p in ports if not _refused(p)] == []
