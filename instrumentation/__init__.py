@@ -9,6 +9,9 @@ or zero code: ``opentelemetry-instrument uvicorn app:app`` (see docs/instrumenta
 
 Names are imported lazily (PEP 562) so that ``import apiusage.instrumentation.catalog``
 (the old path of ``apiusage.conventions.catalog``) does not import OpenTelemetry or FastAPI.
+
+Errors it raises on purpose derive from one root, ``InstrumentationError``
+(``ConfigurationError``, ``CatalogError``); those that were a ValueError still are.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = [
     "ENVIRONMENT_VARIABLES",
     "Endpoint",
     "Enricher",
+    "InstrumentationError",
     "PlanTierMapping",
     "Pseudonymizer",
     "RedactingSpanProcessor",
@@ -76,6 +80,7 @@ _LOCATIONS = {
     "load_catalog": "apiusage.conventions.catalog",
     "catalog_from_openapi": "._openapi",
     "ConfigurationError": "._config",
+    "InstrumentationError": "._errors",
     "ENVIRONMENT_VARIABLES": "._config",
     "Settings": "._config",
     "Enricher": "._enrich",
@@ -114,6 +119,7 @@ if TYPE_CHECKING:
     from ._auto import ApiUsageConfigurator, ApiUsageDistro, ApiUsageInstrumentor
     from ._config import ENVIRONMENT_VARIABLES, ConfigurationError, Settings
     from ._enrich import Enricher
+    from ._errors import InstrumentationError
     from ._middleware import ApiUsageMiddleware
     from ._openapi import catalog_from_openapi
     from ._redact import RedactingSpanProcessor

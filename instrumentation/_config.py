@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ._errors import InstrumentationError
+
 _logger = logging.getLogger("apiusage.instrumentation")
 
 ENV_PREFIX = "APIUSAGE_"
@@ -50,7 +52,7 @@ ENVIRONMENT_VARIABLES: dict[str, str | None] = {
 }
 
 
-class ConfigurationError(ValueError):
+class ConfigurationError(InstrumentationError, ValueError):
     """Configuration the instrumentation refuses to run with; the message says how to fix it."""
 
 

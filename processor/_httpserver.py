@@ -30,6 +30,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 
 from .config import split_endpoint
+from .errors import ProcessorError
 
 __all__ = [
     "BindError",
@@ -59,15 +60,19 @@ def server_tls_context(cert_file: str, key_file: str, client_ca_file: str | None
     return context
 
 
-class BindError(OSError):
+# At stop, requests in flight may finish within this many seconds; then their connections are cut.
+GRACEFUL_SHUTDOWN = 5
+
+
+class BindError(ProcessorError, OSError):
     """The configured endpoint cannot be bound; the message names the config key to change."""
 
 
-class BodyTooLarge(ValueError):
+class BodyTooLarge(ProcessorError, ValueError):
     """A request body went over the limit while it was being read."""
 
 
-class ClientGone(Exception):
+class ClientGone(ProcessorError):
     """The client closed the connection (or it was closed on a deadline) before its body arrived."""
 
 
@@ -684,7 +689,7 @@ class HttpServer:
             server_header=False,
             headers=[("Server", "apiusage")],
             timeout_keep_alive=max(1, int(self.limits.idle_timeout)),
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
             ws="none",
             ssl_context_factory=(lambda _config, _default: tls) if tls is not None else None,
         )
@@ -704,6 +709,8 @@ class HttpServer:
             asyncio.run(self._serve())
         except Exception as exc:  # noqa: BLE001 — a dead server thread must say why, once
             log.error("%s server stopped: %s: %s", self.name, type(exc).__name__, exc)
+        finally:
+            self._socket.close()  # when stop() stopped waiting before the server ended
 
     @property
     def port(self) -> int:
@@ -716,18 +723,26 @@ class HttpServer:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop accepting, let requests in flight finish (up to 5 s), close the socket."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, let requests in flight finish (up to 5 s), close the socket; waits for
+        the server's thread at most `timeout`."""
         if self._thread.is_alive():
             self._server.should_exit = True
-            self._thread.join(timeout=10)
-        self._socket.close()
+            self._thread.join(timeout)
+        if not self._thread.is_alive():  # else the server's thread closes it as it ends
+            self._socket.close()
 
 
 class Served:
-    """Base of the components that answer over an HttpServer (receiver, metrics, admin)."""
+    """Base of the components (component.py) that answer over an HttpServer (receiver, metrics,
+    admin): the port is bound when built, served from start()."""
 
     _server: HttpServer
+    families: tuple = ()  # of selfmetrics.Family
+
+    @property
+    def name(self) -> str:
+        return self._server.name
 
     @property
     def port(self) -> int:
@@ -738,3 +753,8 @@ class Served:
 
     def stop(self) -> None:
         self._server.stop()
+
+    def shutdown(self, deadline: float) -> bool:
+        """Stop by `deadline`: requests in flight get up to GRACEFUL_SHUTDOWN seconds of it."""
+        self._server.stop(max(0.0, min(10.0, deadline - time.monotonic())))
+        return True

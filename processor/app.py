@@ -6,33 +6,38 @@ import logging
 import signal
 import ssl
 import threading
+import time
 from importlib import metadata
 
-from ._httpserver import BindError
+from ._httpserver import GRACEFUL_SHUTDOWN, BindError
 from .admin import AdminServer
+from .component import ABORT_TIMEOUT, Components, StartFailed
 from .config import Config
 from .derive.plans import PlanLookup, PlanLookupError
 from .derive.request_metrics import RequestMetrics
 from .derive.requests import Deriver, span_field_sources
+from .errors import ProcessorError
 from .exporters.consumer_metrics import ConsumerCollector
+from .exporters.otlp_forward import DRAIN_TIMEOUT as FORWARD_DRAIN
 from .exporters.otlp_forward import Forwarder
 from .exporters.prometheus import MetricsServer, UsageCollector, build_registry
 from .memory import MemoryLimiter
 from .pipeline import SpanQueue, Worker
 from .receivers.auth import Authenticator
 from .receivers.fields import FieldScanner
+from .receivers.grpc import GRACE as GRPC_GRACE
 from .receivers.grpc import GrpcReceiver
 from .receivers.http import HttpReceiver
 from .receivers.intake import Intake
 from .state.activity import ConsumerActivity
-from .state.service import StateService
+from .state.service import StateService, stop_bound
 from .state.store import StoreError
 from .telemetry import PipelineStats
 
 __all__ = ["Processor", "StartupError"]
 
 
-class StartupError(Exception):
+class StartupError(ProcessorError):
     """The processor cannot start; the message says what to change."""
 
 
@@ -129,7 +134,7 @@ class Processor:
         elif lookup.sql:
             raise StartupError("processors.plan_lookup.sql needs the state store (state.enabled)")
         deriver = Deriver(p.usage, self.stats, self.plans, self.catalog, p.limits.max_label_length)
-        self.worker = Worker(self.queue, deriver, sinks, self.stats)
+        self.worker = Worker(self.queue, deriver, sinks, self.stats, float(p.queue.shutdown_timeout))
         forward = config.exporters.otlp
         self.forwarder = Forwarder(forward) if forward is not None else None
         self.memory = MemoryLimiter(p.memory_limiter)
@@ -161,6 +166,7 @@ class Processor:
         self._started = False
         self._stopping = False
         self._stopped = threading.Event()
+        self.components = Components()
         self.grpc: GrpcReceiver | None = None
         self.http: HttpReceiver | None = None
         self.metrics: MetricsServer | None = None
@@ -180,27 +186,39 @@ class Processor:
         return True, "ready"
 
     def start(self) -> None:
-        """Open the store and bind every port, or raise StartupError having opened nothing."""
+        """Open the store and bind every port, then start the components in order; or raise
+        StartupError having closed everything again."""
         protocols = self.config.receivers.otlp.protocols
         retry_after = self.config.processors.queue.retry_after
+        components = self.components = Components()
         try:
             if self.plans is not None and self.plans.file:
                 self.plans.load()
-            if self.state is not None:
-                self.state.open()
-            self.metrics = MetricsServer(
-                self.config.exporters.prometheus, self.registry, self.readiness, self.request_metrics
+            # Start order; shutdown is the reverse: the receivers stop taking data first, the
+            # worker drains, the admin endpoint stops before the store closes under its
+            # requests, the state flushes after the drain (so the last flush holds every
+            # accepted span), and /metrics answers until the end.
+            self.metrics = components.add(
+                MetricsServer(
+                    self.config.exporters.prometheus, self.registry, self.readiness, self.request_metrics
+                )
             )
-            auth_config = self.config.receivers.otlp.auth
-            auth = Authenticator(auth_config) if auth_config is not None else None
-            if protocols.grpc is not None:
-                self.grpc = GrpcReceiver(protocols.grpc, self.intake, retry_after, auth)
-            if protocols.http is not None:
-                self.http = HttpReceiver(protocols.http, self.intake, retry_after, auth)
+            components.add(self.memory)
+            if self.forwarder is not None:
+                components.add(self.forwarder)
+            if self.state is not None:
+                components.add(self.state).open()
             if self.config.admin.enabled:
                 if self.state is None:
                     raise StartupError("admin needs the state store (state.enabled: true)")
-                self.admin = AdminServer(self.config.admin, self.state)
+                self.admin = components.add(AdminServer(self.config.admin, self.state))
+            components.add(self.worker)
+            auth_config = self.config.receivers.otlp.auth
+            auth = Authenticator(auth_config) if auth_config is not None else None
+            if protocols.http is not None:
+                self.http = components.add(HttpReceiver(protocols.http, self.intake, retry_after, auth))
+            if protocols.grpc is not None:
+                self.grpc = components.add(GrpcReceiver(protocols.grpc, self.intake, retry_after, auth))
         except ValueError as exc:  # a secret file (admin, receiver or metrics token)
             self._close_partial()
             raise StartupError(str(exc)) from None
@@ -210,22 +228,13 @@ class Processor:
         except (BindError, StoreError, PlanLookupError) as exc:
             self._close_partial()
             raise StartupError(exc.strerror if isinstance(exc, BindError) else str(exc)) from None
-        except Exception:
+        except BaseException:
             self._close_partial()
             raise
-        self.worker.start()
-        self.memory.start()
-        if self.state is not None:
-            self.state.start()
-        if self.forwarder is not None:
-            self.forwarder.start()
-        self.metrics.start()
-        if self.grpc:
-            self.grpc.start()
-        if self.http:
-            self.http.start()
-        if self.admin:
-            self.admin.start()
+        try:
+            components.start()  # shuts down again what it started when one fails
+        except StartFailed as exc:
+            raise StartupError(str(exc)) from exc.__cause__
         self._started = True
         log.info(
             "apiusage processor ready: otlp grpc %s, otlp http %s, metrics :%s, scanner %s",
@@ -251,13 +260,14 @@ class Processor:
         return out
 
     def _close_partial(self) -> None:
-        if self.state is not None:
-            self.state.close()
-        for server in (self.metrics, self.http, self.admin):
-            if server is not None:
-                server.stop()
-        if self.grpc is not None:
-            self.grpc.stop(0)
+        self.components.shutdown(time.monotonic() + ABORT_TIMEOUT)
+
+    def shutdown_bound(self) -> float:
+        """Seconds stop() may take in all: the drain, the state's final flush, the gRPC grace and
+        the trace forwarding (docs/operations.md, SIGTERM), and the HTTP receiver's grace for
+        requests in flight, so slow receivers never eat the state's share."""
+        drain = float(self.config.processors.queue.shutdown_timeout)
+        return drain + stop_bound() + GRPC_GRACE + FORWARD_DRAIN + GRACEFUL_SHUTDOWN
 
     def stop(self) -> bool:
         """Stop accepting, drain the queue, write the state, stop serving metrics; True when
@@ -266,25 +276,10 @@ class Processor:
             self._stopped.wait()
             return True
         self._stopping = True
-        if self.grpc:
-            self.grpc.stop(grace=2.0)
-        if self.http:
-            self.http.stop()
-        drained = self.worker.stop(self.config.processors.queue.shutdown_timeout)
-        if not drained:
-            log.error("shutdown timeout: %d spans still queued were not processed", self.queue.depth)
-        if self.admin:
-            self.admin.stop()  # before the store closes under its requests
-        stored = True
-        if self.state is not None:
-            stored = self.state.stop()  # after the drain, so the last flush holds every accepted span
-        if self.forwarder is not None:
-            self.forwarder.stop()
-        self.memory.stop()
-        if self.metrics:
-            self.metrics.stop()
-        self._stopped.set()
-        return drained and stored
+        try:
+            return self.components.shutdown(time.monotonic() + self.shutdown_bound())
+        finally:
+            self._stopped.set()
 
     def run_until_signal(self) -> bool:
         """Serve until SIGTERM or SIGINT, then shut down cleanly."""

@@ -31,6 +31,7 @@ from apiusage.conventions.attributes import (
 
 from ._typedload import INT32_MAX, ByteSize, Duration, Problems, bounded, load_dataclass
 from ._yaml import YamlError, YamlLimits, safe_load
+from .errors import ProcessorError
 
 __all__ = [
     "Config",
@@ -55,7 +56,7 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
 _BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # controls but HTAB
 
 
-class ConfigError(Exception):
+class ConfigError(ProcessorError):
     """The configuration is unusable; the message lists every problem with its key path."""
 
 

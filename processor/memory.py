@@ -14,8 +14,9 @@ import os
 import threading
 from collections.abc import Iterable
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
+from . import selfmetrics
 from .config import MemoryLimiterConfig
 
 __all__ = ["MemoryLimiter", "rss_bytes"]
@@ -41,6 +42,11 @@ def rss_bytes() -> int:
 
 
 class MemoryLimiter:
+    """A component (component.py): a thread that reads the RSS every check_interval."""
+
+    name = "memory_limiter"
+    families = selfmetrics.owned_by("memory_limiter")
+
     def __init__(self, config: MemoryLimiterConfig) -> None:
         self.limit = config.limit_mib << 20
         self.soft_limit = (config.limit_mib - config.spike_limit_mib) << 20
@@ -73,15 +79,11 @@ class MemoryLimiter:
     def stop(self) -> None:
         self._stop.set()
 
+    def shutdown(self, deadline: float) -> bool:
+        self.stop()  # the thread only reads /proc: it ends at its next wake-up, not waited for
+        return True
+
     def collect(self) -> Iterable[Metric]:
-        yield GaugeMetricFamily(
-            "apiusage_memory_limit_bytes",
-            "Resident memory above which new data is refused.",
-            value=self.soft_limit,
-        )
-        yield GaugeMetricFamily(
-            "apiusage_memory_over_limit", "1 while new data is refused for memory.", value=int(self.over)
-        )
-        yield CounterMetricFamily(
-            "apiusage_memory_limiter_refusals", "Export requests refused for memory.", value=self.refusals
-        )
+        yield selfmetrics.MEMORY_LIMIT_BYTES.family(self.soft_limit)
+        yield selfmetrics.MEMORY_OVER_LIMIT.family(int(self.over))
+        yield selfmetrics.MEMORY_LIMITER_REFUSALS.family(self.refusals)

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
+from . import selfmetrics
 from .derive.requests import ApiRequest, Deriver
 from .telemetry import PipelineStats
 
@@ -85,11 +86,21 @@ class SpanQueue:
 
 
 class Worker:
-    """Runs derivation and the sinks for every queued batch, on one thread."""
+    """Runs derivation and the sinks for every queued batch, on one thread; a component
+    (component.py) whose shutdown drains the queue for at most `drain_timeout`."""
+
+    name = "worker"
+    families = selfmetrics.owned_by("worker")
 
     def __init__(
-        self, queue: SpanQueue, deriver: Deriver, sinks: Sequence[Sink], stats: PipelineStats
+        self,
+        queue: SpanQueue,
+        deriver: Deriver,
+        sinks: Sequence[Sink],
+        stats: PipelineStats,
+        drain_timeout: float = 10.0,
     ) -> None:
+        self.drain_timeout = drain_timeout  # processors.queue.shutdown_timeout
         self._queue = queue
         self._deriver = deriver
         self._sinks = list(sinks)
@@ -156,5 +167,15 @@ class Worker:
     def stop(self, timeout: float) -> bool:
         """Close the queue, drain it, and wait; False if the drain did not finish in time."""
         self._queue.close()
+        if self._thread.ident is None:  # never started: nothing was accepted
+            return self._queue.empty()
         self._thread.join(timeout)
-        return not self._thread.is_alive()
+        # Still running but holding nothing (it wakes every 0.2 s to notice the close): drained.
+        return not self._thread.is_alive() or self._queue.depth == 0
+
+    def shutdown(self, deadline: float) -> bool:
+        """Drain within drain_timeout and `deadline`; False (logged) when spans were left."""
+        drained = self.stop(max(0.0, min(self.drain_timeout, deadline - time.monotonic())))
+        if not drained:
+            log.error("shutdown timeout: %d spans still queued were not processed", self._queue.depth)
+        return drained

@@ -11,8 +11,19 @@ import logging
 import threading
 import time
 from collections import Counter
+from enum import Enum
 
-__all__ = ["PipelineStats", "DATA_QUALITY_CHECKS", "REJECT_REASONS", "ERROR_LOG_INTERVAL"]
+__all__ = [
+    "DATA_QUALITY_CHECKS",
+    "ERROR_LOG_INTERVAL",
+    "EXPORT_OUTCOMES",
+    "REJECT_REASONS",
+    "DataQualityCheck",
+    "ExportOutcome",
+    "IgnoreReason",
+    "PipelineStats",
+    "RejectReason",
+]
 
 log = logging.getLogger("apiusage.processor")
 
@@ -20,34 +31,95 @@ log = logging.getLogger("apiusage.processor")
 # request must not flood the log (the counter still counts every span).
 ERROR_LOG_INTERVAL = 60.0
 
-DATA_QUALITY_CHECKS = (
-    "missing_route",
-    "missing_consumer",
-    "missing_status_code",
-    "end_before_start",
-    "timestamp_future",
-    "timestamp_past",
-    "unknown_schema_version",
-    "beyond_retention",
-    "implausible_sampling_weight",
-)
-REJECT_REASONS = ("invalid_span", "queue_full", "shutting_down", "unauthorized_service")
-EXPORT_OUTCOMES = (
-    "success",
-    "partial",
-    "invalid",
-    "too_large",
-    "unsupported",
-    "queue_full",
-    "shutting_down",
+
+class _Names(str, Enum):
+    """A closed set of label values: members compare and hash as their value, and print as it."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+class ExportOutcome(_Names):
+    """`outcome` of apiusage_export_requests_total: every answer a receiver gives (docs/metrics.md)."""
+
+    SUCCESS = "success"
+    PARTIAL = "partial"
+    INVALID = "invalid"
+    TOO_LARGE = "too_large"
+    UNSUPPORTED = "unsupported"
+    QUEUE_FULL = "queue_full"
+    STATE_BACKLOG = "state_backlog"
+    MEMORY_LIMIT = "memory_limit"
+    UNAUTHENTICATED = "unauthenticated"
+    SHUTTING_DOWN = "shutting_down"
+    NOT_FOUND = "not_found"
+    RECEIVE_TIMEOUT = "receive_timeout"  # gRPC
+    EVICTED = "evicted"  # gRPC
+    CANCELLED = "cancelled"  # gRPC
+    LENGTH_REQUIRED = "length_required"  # HTTP
+    METHOD = "method"  # HTTP
+    MALFORMED = "malformed"  # HTTP, refused by the server itself (_httpserver.py)
+    TIMEOUT = "timeout"  # HTTP, refused by the server itself
+    CONNECTION_LIMIT = "connection_limit"  # HTTP, refused by the server itself
     # Metrics and logs requests: handed to exporters.otlp, or answered without one; and refused
     # for a resource of another service than the token's.
-    "metrics_forwarded",
-    "metrics_not_forwarded",
-    "logs_forwarded",
-    "logs_not_forwarded",
-    "unauthorized_service",
+    METRICS_FORWARDED = "metrics_forwarded"
+    METRICS_NOT_FORWARDED = "metrics_not_forwarded"
+    LOGS_FORWARDED = "logs_forwarded"
+    LOGS_NOT_FORWARDED = "logs_not_forwarded"
+    UNAUTHORIZED_SERVICE = "unauthorized_service"
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the client is told to retry later (HTTP 503 + Retry-After, gRPC UNAVAILABLE)."""
+        return self in _RETRYABLE
+
+
+_RETRYABLE = frozenset(
+    (
+        ExportOutcome.QUEUE_FULL,
+        ExportOutcome.SHUTTING_DOWN,
+        ExportOutcome.MEMORY_LIMIT,
+        ExportOutcome.STATE_BACKLOG,
+        ExportOutcome.EVICTED,
+    )
 )
+
+
+class RejectReason(_Names):
+    """`reason` of apiusage_spans_rejected_total."""
+
+    INVALID_SPAN = "invalid_span"
+    QUEUE_FULL = "queue_full"
+    SHUTTING_DOWN = "shutting_down"
+    UNAUTHORIZED_SERVICE = "unauthorized_service"
+
+
+class IgnoreReason(_Names):
+    """`reason` of apiusage_spans_ignored_total."""
+
+    NOT_SERVER = "not_server"
+    NOT_HTTP = "not_http"
+
+
+class DataQualityCheck(_Names):
+    """`check` of apiusage_data_quality_issues_total (the keywords of PipelineStats.data_quality)."""
+
+    MISSING_ROUTE = "missing_route"
+    MISSING_CONSUMER = "missing_consumer"
+    MISSING_STATUS_CODE = "missing_status_code"
+    END_BEFORE_START = "end_before_start"
+    TIMESTAMP_FUTURE = "timestamp_future"
+    TIMESTAMP_PAST = "timestamp_past"
+    UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
+    BEYOND_RETENTION = "beyond_retention"
+    IMPLAUSIBLE_SAMPLING_WEIGHT = "implausible_sampling_weight"
+
+
+# The value tuples, for callers that iterate plain strings.
+DATA_QUALITY_CHECKS = tuple(c.value for c in DataQualityCheck)
+REJECT_REASONS = tuple(r.value for r in RejectReason)
+EXPORT_OUTCOMES = tuple(o.value for o in ExportOutcome)
 
 
 class PipelineStats:
@@ -56,7 +128,7 @@ class PipelineStats:
         self.spans_received: Counter[str] = Counter()
         self.spans_rejected: Counter[str] = Counter({r: 0 for r in REJECT_REASONS})
         self.export_requests: Counter[tuple[str, str]] = Counter()
-        self.spans_ignored: Counter[str] = Counter({"not_server": 0, "not_http": 0})
+        self.spans_ignored: Counter[str] = Counter({r.value: 0 for r in IgnoreReason})
         self.data_quality_issues: Counter[str] = Counter({c: 0 for c in DATA_QUALITY_CHECKS})
         self.label_overflow: Counter[tuple[str, str]] = Counter()
         self.spans_processed = 0
@@ -66,24 +138,31 @@ class PipelineStats:
         self._errors_unlogged = 0
 
     def request(
-        self, transport: str, outcome: str, received: int = 0, rejected: int = 0, reason: str = ""
+        self,
+        transport: str,
+        outcome: ExportOutcome,
+        received: int = 0,
+        rejected: int = 0,
+        reason: RejectReason | None = None,
     ) -> None:
         """One OTLP export request answered (receiver threads)."""
+        outcome = ExportOutcome(outcome)  # a string outside the set fails here, not in a dashboard
         with self._lock:
             self.export_requests[transport, outcome] += 1
             if received:
                 self.spans_received[transport] += received
             if rejected:
-                self.spans_rejected[reason] += rejected
+                self.spans_rejected[RejectReason(reason)] += rejected
 
     def ignored(self, not_server: int, not_http: int) -> None:
         self.spans_ignored["not_server"] += not_server
         self.spans_ignored["not_http"] += not_http
 
     def data_quality(self, **counts: int) -> None:
+        """Count spans per check; the keywords are DataQualityCheck values (others: ValueError)."""
         for check, n in counts.items():
             if n:
-                self.data_quality_issues[check] += n
+                self.data_quality_issues[DataQualityCheck(check)] += n
 
     def processing_error(self, n: int, where: str, exc: BaseException) -> None:
         """Count `n` spans lost to an internal error (worker thread); log with rate limiting."""

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import _csv
 
 from .._yaml import safe_load
+from ..errors import ProcessorError
 
 __all__ = ["PlanLookup", "PlanLookupError", "MAX_PLAN_FILE_BYTES"]
 
@@ -34,7 +35,7 @@ MAX_PLAN_FILE_BYTES = 256 << 20
 MAX_PLAN_ENTRIES = 2_000_000
 
 
-class PlanLookupError(ValueError):
+class PlanLookupError(ProcessorError, ValueError):
     """The lookup source is unusable; the message names the file or query and the line."""
 
 

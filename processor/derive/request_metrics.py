@@ -17,7 +17,7 @@ from typing import Any
 
 from ..config import LimitsConfig
 from ..telemetry import PipelineStats
-from .requests import ApiRequest
+from .requests import COUNTER_FIELDS, ApiRequest
 from .series import SeriesTable
 
 __all__ = ["RequestMetrics", "Snapshot", "FAMILIES"]
@@ -30,6 +30,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "api_request_duration_seconds": ("service", "method", "route", "plan_tier"),
 }
 
+# The counters' key: one slice of each request (a slice is as fast as r[:8] and says which fields).
+_COUNTER_KEY = slice(len(COUNTER_FIELDS))
 _STATUS_CLASS = {str(c): f"{c // 100}xx" for c in range(100, 600)}
 
 
@@ -89,13 +91,13 @@ class RequestMetrics:
         n = self._nbuckets
         exemplars = self._exemplars
         for r in requests:
-            key = r[:8]  # service … client_version: every counter label comes from these
-            w = r[12]
+            key = r[_COUNTER_KEY]  # service … client_version: every counter label comes from these
+            w = r.weight
             counts[key] = counts.get(key, 0.0) + w
-            d = r[11]
+            d = r.duration
             if d < 0:
                 continue  # end before start: counted, but no latency to observe
-            hkey = (r[0], r[1], r[2], r[4])
+            hkey = (r.service, r.method, r.route, r.plan_tier)
             h = hists.get(hkey)
             if h is None:
                 h = hists[hkey] = [0.0, 0.0, [0.0] * n, [None] * n]

@@ -28,6 +28,7 @@ from .series import sanitize_label_value
 
 __all__ = [
     "ApiRequest",
+    "COUNTER_FIELDS",
     "Deriver",
     "SPAN_FIELDS",
     "span_field_sources",
@@ -87,6 +88,21 @@ class ApiRequest(NamedTuple):
     end_time_ns: int
     trace_id: bytes
     span_id: bytes
+
+
+#: The leading ApiRequest fields every request counter's labels come from, in order.
+COUNTER_FIELDS = (
+    "service",
+    "method",
+    "route",
+    "status_code",
+    "plan_tier",
+    "deprecated",
+    "client_name",
+    "client_version",
+)
+if ApiRequest._fields[: len(COUNTER_FIELDS)] != COUNTER_FIELDS:  # pragma: no cover - reordered fields
+    raise RuntimeError("ApiRequest must begin with COUNTER_FIELDS (request_metrics slices them)")
 
 
 def span_field_sources(config: UsageConfig) -> list[tuple[str, ...]]:

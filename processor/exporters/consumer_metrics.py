@@ -19,6 +19,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from .. import selfmetrics as _T
 from ..state.report import TTFS_BUCKETS
 from ..state.service import StateService
 
@@ -132,74 +133,17 @@ class ConsumerCollector:
         yield from self._health({key: values for key, (values, _) in r.folded.items()})
 
     def _health(self, dropped_values: dict[tuple[str, str], int]) -> Iterable[Metric]:
-        dropped = GaugeMetricFamily(
-            "apiusage_consumer_metric_values_dropped",
-            "Label values folded into __other__ in a consumer metric at the last refresh (past the "
-            "label limit; the busiest values are kept).",
-            labels=["metric", "label"],
-        )
-        for (metric, label), n in sorted(dropped_values.items()):
-            dropped.add_metric([metric, label], n)
-        yield dropped
         h = self._state.health
-        flushes = CounterMetricFamily("apiusage_state_flushes", "State store flushes.", labels=["outcome"])
-        for outcome, n in sorted(h.flushes.items()):
-            flushes.add_metric([outcome], n)
-        yield flushes
-        refreshes = CounterMetricFamily(
-            "apiusage_state_refreshes", "Reads of the business metrics from the store.", labels=["outcome"]
-        )
-        for outcome, n in sorted(h.refreshes.items()):
-            refreshes.add_metric([outcome], n)
-        yield refreshes
-        yield GaugeMetricFamily(
-            "apiusage_state_last_flush_success_timestamp_seconds",
-            "When the last successful flush ended.",
-            value=h.last_flush_success,
-        )
-        yield GaugeMetricFamily(
-            "apiusage_state_flush_duration_seconds",
-            "Duration of the last successful flush.",
-            value=h.last_flush_seconds,
-        )
-        yield GaugeMetricFamily(
-            "apiusage_state_refresh_duration_seconds",
-            "Duration of the last metrics refresh.",
-            value=h.last_refresh_seconds,
-        )
-        yield GaugeMetricFamily(
-            "apiusage_state_pending_rows",
-            "Deduplicated rows waiting for the next flush.",
-            value=self._state.activity.pending(),
-        )
-        yield CounterMetricFamily(
-            "apiusage_state_rows_written", "Rows upserted into the store.", value=h.rows_written
-        )
-        yield GaugeMetricFamily(
-            "apiusage_state_up",
-            "1 when the last flush reached the store; 0 while counting in memory.",
-            value=int(h.up),
-        )
-        yield CounterMetricFamily(
-            "apiusage_state_rows_dropped",
-            "Rows not stored: past max_pending_rows while the store was down, "
-            "or timestamps beyond max_future_skew.",
-            value=self._state.activity.rows_dropped,
-        )
-        yield GaugeMetricFamily(
-            "apiusage_state_report_timestamp_seconds",
-            "When the business metrics were last computed (by this replica or, "
-            "on a follower, by the one that computes).",
-            value=self._state.report.generated_ms / 1000,
-        )
-        yield GaugeMetricFamily(
-            "apiusage_state_refresh_leader",
-            "1 when this replica computes the consumer metrics; 0 when it serves "
-            "the report another replica published.",
-            value=int(h.leader),
-        )
-        yield GaugeMetricFamily(
-            "apiusage_state_refresh_interval_seconds",
-            "The configured state.refresh_interval.",
-            value=float(self._state.config.refresh_interval),
-        )
+        yield _T.CONSUMER_METRIC_VALUES_DROPPED.filled(dropped_values)
+        yield _T.STATE_FLUSHES.filled(h.flushes)
+        yield _T.STATE_REFRESHES.filled(h.refreshes)
+        yield _T.STATE_LAST_FLUSH_SUCCESS_TIMESTAMP_SECONDS.family(h.last_flush_success)
+        yield _T.STATE_FLUSH_DURATION_SECONDS.family(h.last_flush_seconds)
+        yield _T.STATE_REFRESH_DURATION_SECONDS.family(h.last_refresh_seconds)
+        yield _T.STATE_PENDING_ROWS.family(self._state.activity.pending())
+        yield _T.STATE_ROWS_WRITTEN.family(h.rows_written)
+        yield _T.STATE_UP.family(int(h.up))
+        yield _T.STATE_ROWS_DROPPED.family(self._state.activity.rows_dropped)
+        yield _T.STATE_REPORT_TIMESTAMP_SECONDS.family(self._state.report.generated_ms / 1000)
+        yield _T.STATE_REFRESH_LEADER.family(int(h.leader))
+        yield _T.STATE_REFRESH_INTERVAL_SECONDS.family(float(self._state.config.refresh_interval))

@@ -23,8 +23,9 @@ from collections import deque
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
+from .. import selfmetrics
 from ..config import OtlpForwarder
 
 __all__ = ["Forwarder", "SIGNALS", "PROTOBUF", "JSON", "QUEUED", "DROPPED", "OFF"]
@@ -53,9 +54,16 @@ class _Item:
         self.signal = signal
         self.body = body
         self.headers = headers
+#: At shutdown, what is queued is sent for at most this long.
+DRAIN_TIMEOUT = 5.0
 
 
 class Forwarder:
+    """A component (component.py): one thread posting the queued bodies in order."""
+
+    name = "forwarder"
+    families = selfmetrics.owned_by("forwarder")
+
     def __init__(self, config: OtlpForwarder) -> None:
         url = urlsplit(config.endpoint)
         self._https = url.scheme == "https"
@@ -220,28 +228,23 @@ class Forwarder:
 
     def collect(self) -> Iterable[Metric]:
         """Its own Prometheus families (the forwarder is registered as a collector)."""
-        family = CounterMetricFamily(
-            "apiusage_forwarded_requests",
-            "OTLP requests forwarded to the OTLP backend, by signal and outcome.",
-            labels=["signal", "outcome"],
+        yield selfmetrics.FORWARDED_REQUESTS.filled(
+            {(signal, outcome): n for signal, outcomes in self.outcomes.items() for outcome, n in outcomes.items()}
         )
-        for signal, outcomes in self.outcomes.items():
-            for outcome, n in sorted(outcomes.items()):
-                family.add_metric([signal, outcome], n)
-        yield family
-        yield GaugeMetricFamily(
-            "apiusage_forward_queue_requests", "Requests waiting to be forwarded.", value=self.depth
-        )
-        yield GaugeMetricFamily(
-            "apiusage_forward_queue_bytes",
-            "Bytes of the requests waiting to be forwarded or being sent.",
-            value=self._bytes,
-        )
+        yield selfmetrics.FORWARD_QUEUE_REQUESTS.family(self.depth)
+        yield selfmetrics.FORWARD_QUEUE_BYTES.family(self._bytes)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = DRAIN_TIMEOUT) -> None:
         """Send what is queued (bounded by `timeout`), then stop."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout)
         self._close()
+
+    def shutdown(self, deadline: float) -> bool:
+        """stop() within DRAIN_TIMEOUT and `deadline`. Forwarding is best effort: what is dropped
+        is counted (outcome="dropped"), not part of the exit status."""
+        self.stop(max(0.0, min(DRAIN_TIMEOUT, deadline - time.monotonic())))
+        return True

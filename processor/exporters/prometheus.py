@@ -14,13 +14,9 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import Metric
 
+from .. import selfmetrics as _T
 from .._httpserver import TEXT, HttpServer, Limits, Reply, Request, Served, log_refusals
 from ..config import PrometheusExporter
 from ..derive.request_metrics import RequestMetrics
@@ -63,77 +59,26 @@ class UsageCollector:
 
     def _health(self, series_counts: dict[str, int]) -> Iterable[Metric]:
         s = self._stats.snapshot()
-
-        def counter(name: str, doc: str, label: str, values: dict) -> Metric:
-            family = CounterMetricFamily(name, doc, labels=[label])
-            for value, n in sorted(values.items()):
-                family.add_metric([value], n)
-            return family
-
-        yield counter(
-            "apiusage_spans_received", "Spans decoded from export requests.", "transport", s["spans_received"]
-        )
-        yield counter(
-            "apiusage_spans_rejected", "Spans refused (clients were told).", "reason", s["spans_rejected"]
-        )
-        yield counter(
-            "apiusage_spans_ignored", "Spans accepted but not API requests.", "reason", s["spans_ignored"]
-        )
-        yield counter(
-            "apiusage_data_quality_issues",
-            "Spans with a data-quality problem.",
-            "check",
-            s["data_quality_issues"],
-        )
-        requests = CounterMetricFamily(
-            "apiusage_export_requests", "OTLP export requests answered.", labels=["transport", "outcome"]
-        )
-        for (transport, outcome), n in sorted(s["export_requests"].items()):
-            requests.add_metric([transport, outcome], n)
-        yield requests
-        overflow = CounterMetricFamily(
-            "apiusage_label_overflow",
-            "Observations whose label value was folded into __other__.",
-            labels=["metric", "label"],
-        )
-        for (metric, label), n in sorted(s["label_overflow"].items()):
-            overflow.add_metric([metric, label], n)
-        yield overflow
-        yield CounterMetricFamily(
-            "apiusage_spans_processed", "Spans through derivation.", value=self._stats.spans_processed
-        )
-        yield CounterMetricFamily(
-            "apiusage_processing_errors",
-            "Spans lost to an internal processing error (see the log).",
-            value=self._stats.processing_errors,
-        )
-        yield GaugeMetricFamily(
-            "apiusage_queue_spans", "Spans waiting for derivation.", value=self._queue.depth
-        )
-        yield GaugeMetricFamily(
-            "apiusage_queue_capacity_spans", "Capacity of the queue in spans.", value=self._queue.capacity
-        )
-        latency = HistogramMetricFamily(
-            "apiusage_processing_latency_seconds",
-            "Time from a batch's arrival to the end of its derivation.",
-            unit="seconds",
-        )
+        yield _T.SPANS_RECEIVED.filled(s["spans_received"])
+        yield _T.SPANS_REJECTED.filled(s["spans_rejected"])
+        yield _T.SPANS_IGNORED.filled(s["spans_ignored"])
+        yield _T.DATA_QUALITY_ISSUES.filled(s["data_quality_issues"])
+        yield _T.EXPORT_REQUESTS.filled(s["export_requests"])
+        yield _T.LABEL_OVERFLOW.filled(s["label_overflow"])
+        yield _T.SPANS_PROCESSED.family(self._stats.spans_processed)
+        yield _T.PROCESSING_ERRORS.family(self._stats.processing_errors)
+        yield _T.QUEUE_SPANS.family(self._queue.depth)
+        yield _T.QUEUE_CAPACITY_SPANS.family(self._queue.capacity)
+        latency = _T.PROCESSING_LATENCY_SECONDS.family()
         w = self._worker
         cumulative, buckets = 0, []
         for le, n in zip([_le(b) for b in LATENCY_BUCKETS] + ["+Inf"], w.latency_buckets, strict=True):
             cumulative += n
             buckets.append((le, cumulative))
-        latency.add_metric([], buckets, w.latency_sum)
+        latency.add_metric([], buckets, w.latency_sum)  # type: ignore[attr-defined]
         yield latency
-        series = GaugeMetricFamily("apiusage_series", "Live series per metric.", labels=["metric"])
-        for metric, n in sorted(series_counts.items()):
-            series.add_metric([metric], n)
-        yield series
-        info = GaugeMetricFamily(
-            "apiusage_build_info", "Version and OTLP scanner in use.", labels=["version", "scanner"]
-        )
-        info.add_metric(list(self._build), 1)
-        yield info
+        yield _T.SERIES.filled(series_counts)
+        yield _T.BUILD_INFO.filled({self._build: 1})
 
 
 def build_registry(*collectors: _Collector) -> CollectorRegistry:
@@ -228,6 +173,10 @@ class _Metrics:
 
 
 class MetricsServer(Served):
+    """/metrics, the probes and the runbooks: a component (component.py), the last to stop."""
+
+    families = _T.owned_by("metrics")
+
     def __init__(
         self,
         config: PrometheusExporter,

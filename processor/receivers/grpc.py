@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent import futures
 
@@ -29,6 +30,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from .. import selfmetrics
 from .._httpserver import BindError
 from ..config import GrpcProtocol, split_endpoint
 from .auth import Authenticator
@@ -48,6 +50,8 @@ SERVICES = {
 }
 METHOD = "Export"
 TRANSPORT = "grpc"
+# Calls in flight at shutdown may finish within this (they end in the queue, which then drains).
+GRACE = 2.0
 MiB = 1 << 20
 # A connection that has not finished its HTTP/2 (and TLS) handshake by then is closed.
 HANDSHAKE_TIMEOUT_MS = 10_000
@@ -80,6 +84,11 @@ async def _read_within(context: grpc.aio.ServicerContext, seconds: float) -> obj
 
 
 class GrpcReceiver:
+    """OTLP/gRPC: a component (component.py) whose port is bound when built."""
+
+    name = "otlp-grpc"
+    families = selfmetrics.owned_by("receivers")
+
     def __init__(
         self, config: GrpcProtocol, intake: Intake, retry_after: float, auth: Authenticator | None = None
     ) -> None:
@@ -247,7 +256,7 @@ class GrpcReceiver:
             self._waiting.pop(task, None)
 
     async def _abort(self, outcome: Outcome, context: grpc.aio.ServicerContext) -> None:
-        if outcome.kind in ("queue_full", "shutting_down", "memory_limit", "state_backlog", "evicted"):
+        if outcome.kind.retryable:
             retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=self._retry_after))
             detail = any_pb2.Any()
             detail.Pack(retry)
@@ -268,6 +277,11 @@ class GrpcReceiver:
 
     def start(self) -> None:
         self._call(self._server.start())
+
+    def shutdown(self, deadline: float) -> bool:
+        """stop() with calls in flight given GRACE seconds, or what is left before `deadline`."""
+        self.stop(grace=max(0.0, min(GRACE, deadline - time.monotonic())))
+        return True
 
     def stop(self, grace: float = 5.0) -> None:
         """Refuse new calls, let calls in flight finish (they end in the queue), then stop."""

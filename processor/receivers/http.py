@@ -9,6 +9,7 @@ import json
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from .. import selfmetrics
 from .._httpserver import (
     BodyTooLarge,
     HttpServer,
@@ -19,6 +20,7 @@ from .._httpserver import (
     server_tls_context,
 )
 from ..config import HttpProtocol
+from ..telemetry import ExportOutcome
 from .auth import Authenticator
 from .intake import Intake, Outcome
 from .passthrough import INLINE_BYTES
@@ -35,18 +37,18 @@ TRANSPORT = "http"
 
 # HTTP status and google.rpc code per outcome (OTLP spec: 400 INVALID_ARGUMENT, 413, 503 + Retry-After).
 _ERRORS = {
-    "invalid": (400, 3),
-    "too_large": (413, 8),
-    "unsupported": (415, 3),
-    "queue_full": (503, 14),
-    "memory_limit": (503, 14),
-    "state_backlog": (503, 14),
-    "shutting_down": (503, 14),
-    "not_found": (404, 5),
-    "method": (405, 12),
-    "length_required": (411, 3),
-    "unauthenticated": (401, 16),
-    "unauthorized_service": (403, 7),
+    ExportOutcome.INVALID: (400, 3),
+    ExportOutcome.TOO_LARGE: (413, 8),
+    ExportOutcome.UNSUPPORTED: (415, 3),
+    ExportOutcome.QUEUE_FULL: (503, 14),
+    ExportOutcome.MEMORY_LIMIT: (503, 14),
+    ExportOutcome.STATE_BACKLOG: (503, 14),
+    ExportOutcome.SHUTTING_DOWN: (503, 14),
+    ExportOutcome.NOT_FOUND: (404, 5),
+    ExportOutcome.METHOD: (405, 12),
+    ExportOutcome.LENGTH_REQUIRED: (411, 3),
+    ExportOutcome.UNAUTHENTICATED: (401, 16),
+    ExportOutcome.UNAUTHORIZED_SERVICE: (403, 7),
 }
 
 
@@ -276,6 +278,10 @@ def _limits(config: HttpProtocol, intake: Intake) -> Limits:
 
 
 class HttpReceiver(Served):
+    """OTLP/HTTP: a component (component.py) whose port is bound when built."""
+
+    families = selfmetrics.owned_by("receivers")
+
     def __init__(
         self, config: HttpProtocol, intake: Intake, retry_after: float, auth: Authenticator | None = None
     ) -> None:

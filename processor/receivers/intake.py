@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..memory import MemoryLimiter
 from ..pipeline import SpanQueue
-from ..telemetry import PipelineStats
+from ..telemetry import ExportOutcome, PipelineStats, RejectReason
 from .passthrough import services_in_json, services_in_protobuf
 from .payload import InvalidPayload, PayloadTooLarge
 from .scan import ScanError, Scanner, TooManySpans
@@ -20,13 +20,9 @@ _ZERO_SPAN = bytes(8)
 
 @dataclass(frozen=True)
 class Outcome:
-    """The answer to one export request, independent of transport.
+    """The answer to one export request, independent of transport (`kind`: telemetry.ExportOutcome)."""
 
-    kind: success | partial | invalid | too_large | unsupported | queue_full | shutting_down
-          | memory_limit | state_backlog | unauthenticated | unauthorized_service
-    """
-
-    kind: str
+    kind: ExportOutcome
     rejected: int = 0
     message: str = ""
 
@@ -59,7 +55,7 @@ class Intake:
         if signal == "traces" and self._backlog is not None and self._backlog():
             return self.refuse(
                 transport,
-                "state_backlog",
+                ExportOutcome.STATE_BACKLOG,
                 "the state store is behind: its backlog of unwritten rows is at "
                 "state.max_pending_rows or state.max_pending_bytes; retry later",
             )
@@ -77,10 +73,13 @@ class Intake:
         """Record and build the retryable refusal for memory over its soft limit."""
         if self._memory is not None:
             self._memory.refusals += 1
-        return self.refuse(transport, "memory_limit", "the processor is over its memory limit; retry later")
+        return self.refuse(
+            transport, ExportOutcome.MEMORY_LIMIT, "the processor is over its memory limit; retry later"
+        )
 
-    def refuse(self, transport: str, kind: str, message: str) -> Outcome:
+    def refuse(self, transport: str, kind: ExportOutcome | str, message: str) -> Outcome:
         """Record and build an answer for a body that never reached the scanner."""
+        kind = ExportOutcome(kind)  # the HTTP server's own refusals arrive as their names
         self._stats.request(transport, kind)
         return Outcome(kind, message=message)
 
@@ -94,11 +93,13 @@ class Intake:
         except TooManySpans as exc:
             return self.refuse(
                 transport,
-                "too_large",
+                ExportOutcome.TOO_LARGE,
                 f"{exc}; send smaller batches (the limit is receivers.otlp.max_spans_per_request)",
             )
         except ScanError as exc:
-            return self.refuse(transport, "invalid", f"cannot decode ExportTraceServiceRequest: {exc}")
+            return self.refuse(
+                transport, ExportOutcome.INVALID, f"cannot decode ExportTraceServiceRequest: {exc}"
+            )
         received = len(spans)
         usable = [
             s
@@ -112,13 +113,13 @@ class Intake:
             mine = [s for s in usable if s[0] in allowed]
             foreign, usable = len(usable) - len(mine), mine
         if usable and not self._queue.offer(resources, usable):
-            kind = "shutting_down" if self._queue.closed else "queue_full"
-            self._stats.request(transport, kind, received, received, kind)
-            message = (
-                "the processor is shutting down"
-                if kind == "shutting_down"
-                else "the processing queue is full; retry later"
-            )
+            if self._queue.closed:
+                kind, reason = ExportOutcome.SHUTTING_DOWN, RejectReason.SHUTTING_DOWN
+                message = "the processor is shutting down"
+            else:
+                kind, reason = ExportOutcome.QUEUE_FULL, RejectReason.QUEUE_FULL
+                message = "the processing queue is full; retry later"
+            self._stats.request(transport, kind, received, received, reason)
             return Outcome(kind, message=message)
         if self._forward is not None and usable and not foreign:
             self._forward(body)  # never blocks: the forwarder drops when its queue is full
@@ -127,17 +128,25 @@ class Intake:
                 f"{foreign} of {received} spans rejected: their service.name is not "
                 f"{service!r}, the only service this token may send for"
             )
-            self._stats.request(transport, "partial", received, foreign + rejected, "unauthorized_service")
-            return Outcome("partial", foreign + rejected, message)
+            self._stats.request(
+                transport,
+                ExportOutcome.PARTIAL,
+                received,
+                foreign + rejected,
+                RejectReason.UNAUTHORIZED_SERVICE,
+            )
+            return Outcome(ExportOutcome.PARTIAL, foreign + rejected, message)
         if rejected:
             message = (
                 f"{rejected} of {received} spans rejected: trace_id must be 16 bytes and "
                 "span_id 8 bytes, neither all zeros"
             )
-            self._stats.request(transport, "partial", received, rejected, "invalid_span")
-            return Outcome("partial", rejected, message)
-        self._stats.request(transport, "success", received)
-        return Outcome("success")
+            self._stats.request(
+                transport, ExportOutcome.PARTIAL, received, rejected, RejectReason.INVALID_SPAN
+            )
+            return Outcome(ExportOutcome.PARTIAL, rejected, message)
+        self._stats.request(transport, ExportOutcome.SUCCESS, received)
+        return Outcome(ExportOutcome.SUCCESS)
 
     def pass_through(
         self,
@@ -164,30 +173,30 @@ class Intake:
             else:
                 services = services_in_protobuf(plain, signal, self.max_spans)
         except PayloadTooLarge as exc:
-            return self.refuse(transport, "too_large", str(exc))
+            return self.refuse(transport, ExportOutcome.TOO_LARGE, str(exc))
         except InvalidPayload as exc:
-            return self.refuse(transport, "invalid", f"cannot decode this {signal} export request: {exc}")
+            return self.refuse(transport, ExportOutcome.INVALID, f"cannot decode this {signal} export request: {exc}")
         if service != "*":
             foreign = sum(1 for s in services if s != service)
             if foreign:
                 # Not forwarded at all: the backend would store data under another service's name.
                 return self.refuse(
                     transport,
-                    "unauthorized_service",
+                    ExportOutcome.UNAUTHORIZED_SERVICE,
                     f"{foreign} of {len(services)} resources have a service.name other than "
                     f"{service!r}, the only service this token may send for; nothing was forwarded",
                 )
         done = "off" if self._forward is None else self._forward(body, signal, content_type, gzipped)
         if done == "off":  # no exporters.otlp, or its `signals` leave this one out
-            self._stats.request(transport, f"{signal}_not_forwarded")
-            return Outcome("success")
+            self._stats.request(transport, ExportOutcome(f"{signal}_not_forwarded"))
+            return Outcome(ExportOutcome.SUCCESS)
         if done == "dropped":
             # Counted by the forwarder as dropped; the client is told to retry, as a Collector whose
             # sending queue is full does, since nothing else keeps this data.
             return self.refuse(
                 transport,
-                "queue_full",
+                ExportOutcome.QUEUE_FULL,
                 "the queue of requests to forward (exporters.otlp) is full; retry later",
             )
-        self._stats.request(transport, f"{signal}_forwarded")
-        return Outcome("success")
+        self._stats.request(transport, ExportOutcome(f"{signal}_forwarded"))
+        return Outcome(ExportOutcome.SUCCESS)

@@ -11,14 +11,16 @@ from typing import Any
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from ..errors import ProcessorError
+
 __all__ = ["InvalidPayload", "PayloadTooLarge", "inflate_gzip", "json_to_protobuf"]
 
 
-class InvalidPayload(ValueError):
+class InvalidPayload(ProcessorError, ValueError):
     """The body cannot be decoded; the message says why, for the client."""
 
 
-class PayloadTooLarge(ValueError):
+class PayloadTooLarge(ProcessorError, ValueError):
     """The body is over the size limit (before or after decompression)."""
 
 

@@ -68,10 +68,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
 
+from ..errors import ProcessorError
+
 __all__ = ["IMPLEMENTATION", "CScanner", "PyScanner", "ScanError", "Scanner", "TooManySpans"]
 
 
-class ScanError(ValueError):
+class ScanError(ProcessorError, ValueError):
     """The payload is not a well-formed ExportTraceServiceRequest; str() says what and at which byte offset.
 
     Messages look like ``"truncated length-delimited field (Span.attributes) at

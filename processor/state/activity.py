@@ -82,7 +82,7 @@ class ConsumerActivity:
             hard_rows = self.max_pending * _HARD_FACTOR - self._inflight_rows
             hard_bytes = self.max_pending_bytes * _HARD_FACTOR - self._inflight_bytes
             for r in requests:
-                at = r[13] // 1_000_000
+                at = r.end_time_ns // 1_000_000
                 day = at // DAY_MS
                 if day < oldest_day:
                     dropped += 1  # older than retention: history we would delete anyway
@@ -90,10 +90,10 @@ class ConsumerActivity:
                 if at > latest:
                     future += 1  # a clock far ahead would keep a consumer "active" for ever
                     continue
-                service, method, route, code = r[0], r[1], r[2], r[3]
+                service, method, route, code = r.service, r.method, r.route, r.status_code
                 ekey = (service, method, route)
                 e = endpoints.get(ekey)
-                deprecated = 1 if r[5] == "true" else 0
+                deprecated = 1 if r.deprecated == "true" else 0
                 if e is None:
                     # Spans without a consumer id add only endpoint rows: 100k distinct routes
                     # must meet the same bound as 100k consumers.
@@ -106,13 +106,14 @@ class ConsumerActivity:
                     e[0], e[2] = deprecated, at
                 elif at < e[1]:
                     e[1] = at
-                consumer = r[10]
+                consumer = r.consumer_id
                 if consumer is None:
                     continue
                 ok = code[0] == "2"
                 failed = code[0] in "45" or code == "unknown"
-                w = r[12]
-                akey = (day, service, consumer, method, route, r[9] or "", r[6], r[7])
+                w = r.weight
+                plan, client, version = r.plan_tier, r.client_name, r.client_version
+                akey = (day, service, consumer, method, route, r.feature or "", client, version)
                 a = activity.get(akey)
                 if a is None:
                     if self._rows() >= hard_rows or self._bytes >= hard_bytes:
@@ -130,15 +131,15 @@ class ConsumerActivity:
                 ckey = (service, consumer)
                 c = consumers.get(ckey)
                 if c is None:
-                    consumers[ckey] = [at, at if ok else None, at, r[4], r[6], r[7], r[4]]
+                    consumers[ckey] = [at, at if ok else None, at, plan, client, version, plan]
                     self._bytes += _size(ckey)
                     continue
                 if at < c[0]:
-                    c[0], c[6] = at, r[4]
+                    c[0], c[6] = at, plan
                 if ok and (c[1] is None or at < c[1]):
                     c[1] = at
                 if at >= c[2]:
-                    c[2], c[3], c[4], c[5] = at, r[4], r[6], r[7]
+                    c[2], c[3], c[4], c[5] = at, plan, client, version
         if dropped:
             self._stats.data_quality(beyond_retention=dropped)
         if future:

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+from .. import selfmetrics
 from ..config import LimitsConfig, StateConfig
 from ..derive.plans import PlanLookup
 from ..telemetry import PipelineStats
@@ -40,6 +41,7 @@ _RETENTION_EVERY = 3600.0
 # Shutdown: the flush in progress and the final flush share this bound (docs/state.md, Durability);
 # past it, what is not written is reported lost (exit 1) so a supervisor's kill never comes first.
 _STOP_TIMEOUT = 10.0
+_STOP_FLOOR = 1.0  # of a shutdown whose deadline has (nearly) passed
 _STOP_REFRESH = 2.0  # an interrupted refresh returns at once; a stuck one is not waited for longer
 _FINAL_CHUNK = 20_000  # rows per transaction of the final flush: the bound is checked between them
 _STUCK_FLOOR = 5.0  # a flush running past max(this, 3 flush intervals) counts as the store down
@@ -97,7 +99,18 @@ class StateHealth:
         return self.flush_ok and not stuck
 
 
+def stop_bound() -> float:
+    """The longest StateService.stop() takes: the final flush's bound, and the rollback after it."""
+    return _STOP_TIMEOUT + _STOP_REFRESH
+
+
 class StateService:
+    """A component (component.py): open() when built, start() runs the two threads, shutdown()
+    writes what is left; the last component with data to stop, after the worker's drain."""
+
+    name = "state"
+    families = selfmetrics.owned_by("state")
+
     def __init__(
         self,
         config: StateConfig,
@@ -182,6 +195,16 @@ class StateService:
     def start(self) -> None:
         self._flusher.start()
         self._refreshing.start()
+
+    def shutdown(self, deadline: float) -> bool:
+        """stop() within `deadline` when started; close() when start-up failed before start().
+
+        Even past the deadline the flush thread gets _STOP_FLOOR to notice the stop: cut at
+        once, an idle flusher would be taken for a stuck flush and its rows reported lost."""
+        if self._flusher.ident is None:
+            self.close()
+            return True
+        return self.stop(max(deadline, time.monotonic() + _STOP_FLOOR))
 
     def _flush_loop(self) -> None:
         next_retention = time.monotonic()
@@ -444,15 +467,16 @@ class StateService:
             return
         log.debug("plan lookup: %d consumers", n)
 
-    def stop(self) -> bool:
-        """Stop both threads (interrupting a refresh), write what is left within _STOP_TIMEOUT,
-        close the store.
+    def stop(self, deadline: float | None = None) -> bool:
+        """Stop both threads (interrupting a refresh), write what is left within _STOP_TIMEOUT
+        (and by `deadline`, a monotonic time, if sooner), close the store.
 
         Returns False when rows could not be written (they are lost; the log says how many)."""
         if self._stopped:
             return True
         self._stopped = True
-        deadline = time.monotonic() + _STOP_TIMEOUT
+        bound = time.monotonic() + _STOP_TIMEOUT
+        deadline = bound if deadline is None else min(bound, deadline)
         self._stop.set()
         if self._refresher is not None and self._refresher is not self.store:
             _interrupt(self._refresher)  # a refresh can take minutes; shutdown does not wait

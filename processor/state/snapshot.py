@@ -12,6 +12,7 @@ import json
 import zlib
 from dataclasses import fields
 
+from ..errors import ProcessorError
 from .report import ConsumerReport
 
 __all__ = ["SnapshotError", "dumps", "loads", "FORMAT", "PUBLISH_SQL", "SELECT_SQL"]
@@ -37,7 +38,7 @@ _TTFS = "ttfs"
 _FOLDED = "folded"
 
 
-class SnapshotError(Exception):
+class SnapshotError(ProcessorError):
     """A stored report that this apiusage cannot read (damaged, or from a newer version)."""
 
 

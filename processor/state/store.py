@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import StateConfig
+from ..errors import ProcessorError
 from .schema import LATEST, MIGRATIONS, ttfs_bucket_sql
 
 __all__ = ["Store", "StoreError", "open_store", "ActivityBatch", "DAY_MS"]
@@ -163,7 +164,7 @@ def _cutoffs(oldest_day: int) -> dict[str, int]:
     return {"ms": oldest_day * DAY_MS, "day": oldest_day, "week": (oldest_day + 3) // 7}
 
 
-class StoreError(Exception):
+class StoreError(ProcessorError):
     """The state database cannot be opened or written; the message says which and why."""
 
 
