@@ -54,6 +54,8 @@ class _Item:
         self.signal = signal
         self.body = body
         self.headers = headers
+
+
 #: At shutdown, what is queued is sent for at most this long.
 DRAIN_TIMEOUT = 5.0
 
@@ -229,7 +231,11 @@ class Forwarder:
     def collect(self) -> Iterable[Metric]:
         """Its own Prometheus families (the forwarder is registered as a collector)."""
         yield selfmetrics.FORWARDED_REQUESTS.filled(
-            {(signal, outcome): n for signal, outcomes in self.outcomes.items() for outcome, n in outcomes.items()}
+            {
+                (signal, outcome): n
+                for signal, outcomes in self.outcomes.items()
+                for outcome, n in outcomes.items()
+            }
         )
         yield selfmetrics.FORWARD_QUEUE_REQUESTS.family(self.depth)
         yield selfmetrics.FORWARD_QUEUE_BYTES.family(self._bytes)

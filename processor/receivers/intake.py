@@ -175,7 +175,9 @@ class Intake:
         except PayloadTooLarge as exc:
             return self.refuse(transport, ExportOutcome.TOO_LARGE, str(exc))
         except InvalidPayload as exc:
-            return self.refuse(transport, ExportOutcome.INVALID, f"cannot decode this {signal} export request: {exc}")
+            return self.refuse(
+                transport, ExportOutcome.INVALID, f"cannot decode this {signal} export request: {exc}"
+            )
         if service != "*":
             foreign = sum(1 for s in services if s != service)
             if foreign:
