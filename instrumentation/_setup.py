@@ -11,8 +11,9 @@ from typing import Any, Literal
 from opentelemetry import trace
 
 from . import _redact
+from ._builder import ConsumerSpec, PlanTierSpec, build_enricher
 from ._config import Settings
-from ._enrich import ConsumerSpec, Enricher, PlanTierSpec, build_enricher
+from ._enrich import Enricher
 from ._middleware import ApiUsageMiddleware, has_middleware
 from .catalog import Catalog
 
