@@ -20,6 +20,8 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.polling import wait_until
+
 LOOPBACK_CONFIG: dict[str, Any] = {
     "receivers": {
         "otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"}, "http": {"endpoint": "127.0.0.1:0"}}}
@@ -99,14 +101,19 @@ def wait_for(
     running: RunningProcessor, name: str, value: float, timeout: float = 15, **labels: str
 ) -> Samples:
     """Scrape until sample `name{labels}` equals `value`; returns the last scrape."""
-    deadline = time.monotonic() + timeout
-    while True:
-        m = running.scrape()
-        got = sample(m, name, **labels)
-        if got == value or time.monotonic() > deadline:
-            assert got == value, f"{name}{labels} = {got}, expected {value}"
-            return m
-        time.sleep(0.1)
+    last: list[Samples] = []
+
+    def reached() -> bool:
+        last[:] = [running.scrape()]
+        return sample(last[0], name, **labels) == value
+
+    wait_until(
+        reached,
+        timeout,
+        lambda: f"{name}{labels} = {value} (it is {sample(last[0], name, **labels)})",
+        interval=0.1,
+    )
+    return last[0]
 
 
 def _endpoints(urls: dict[str, str]) -> tuple[str, str, str]:
