@@ -48,8 +48,10 @@ class Alert:
 
 
 def dashboard_url(slo: SloFile, panel: str, variables: tuple[str, ...]) -> str:
-    uid, panel_id = PANELS[panel]
-    url = f"{slo.links.grafana_url.rstrip('/')}/d/{uid}/{SLUGS[uid]}?viewPanel={panel_id}"
+    """The alert's link to its panel (KeyError naming an unknown panel key)."""
+    target = contract.linked(panel)
+    slug = contract.dashboard(target.dashboard).slug
+    url = f"{slo.links.grafana_url.rstrip('/')}/d/{target.dashboard}/{slug}?viewPanel={target.id}"
     for v in variables:  # "route?": only when the alert has the label (route-level SLOs)
         if v.endswith("?"):
             v = v[:-1]

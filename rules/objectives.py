@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .promql import ROUTE, SECONDS, WINDOWS, dedent, le_label, num, record, regex_alternatives, selector
+from apiusage.processor.exporters.le import le_label
+
+from .promql import ROUTE, SECONDS, WINDOWS, dedent, num, record, regex_alternatives, selector
 from .slo import Latency, Objectives, SloFile
 
 __all__ = ["PAGE", "TICKET", "burn_expr", "resolve", "scopes", "slo_recording"]

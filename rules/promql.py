@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from apiusage.processor.exporters.le import le_label
-
 __all__ = [
     "QUANTILES",
     "ROUTE",
@@ -14,7 +12,6 @@ __all__ = [
     "WINDOWS",
     "dedent",
     "group",
-    "le_label",
     "num",
     "quote",
     "record",
