@@ -8,7 +8,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["poll", "wait_until"]
+__all__ = ["poll", "read_until", "wait_until"]
 
 
 def poll(
@@ -50,3 +50,18 @@ def wait_until(
             + (f" (last error: {type(last_error).__name__}: {last_error})" if last_error else "")
         )
     return value
+
+
+def read_until(
+    read: Callable[[], T], done: Callable[[T], bool], timeout: float, *, interval: float = 0.05
+) -> T:
+    """`read()` until `done` holds for what it read or `timeout` s pass; the last value read
+    (for a caller that then asserts on it, with the value in its message)."""
+    last: list[T] = []
+
+    def reached() -> bool:
+        last[:] = [read()]
+        return done(last[0])
+
+    poll(reached, timeout, interval=interval)
+    return last[0]

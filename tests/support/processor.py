@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.polling import wait_until
+from tests.support.polling import read_until
 
 LOOPBACK_CONFIG: dict[str, Any] = {
     "receivers": {
@@ -86,34 +86,24 @@ class RunningProcessor:
         return parse_metrics(body.decode())
 
     def wait_processed(self, spans: int, timeout: float = 10) -> Samples:
-        """Scrape until `apiusage_spans_processed_total` reaches `spans`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            samples = self.scrape()
-            done = sample(samples, "apiusage_spans_processed_total") or 0
-            if done >= spans or time.monotonic() > deadline:
-                assert done == spans, f"processed {done} spans, expected {spans}"
-                return samples
-            time.sleep(0.05)
+        """Scrape until `apiusage_spans_processed_total` reaches `spans` (and fail past it)."""
+
+        def processed(samples: Samples) -> float:
+            return sample(samples, "apiusage_spans_processed_total") or 0
+
+        samples = read_until(self.scrape, lambda m: processed(m) >= spans, timeout)
+        assert processed(samples) == spans, f"processed {processed(samples)} spans, expected {spans}"
+        return samples
 
 
 def wait_for(
     running: RunningProcessor, name: str, value: float, timeout: float = 15, **labels: str
 ) -> Samples:
     """Scrape until sample `name{labels}` equals `value`; returns the last scrape."""
-    last: list[Samples] = []
-
-    def reached() -> bool:
-        last[:] = [running.scrape()]
-        return sample(last[0], name, **labels) == value
-
-    wait_until(
-        reached,
-        timeout,
-        lambda: f"{name}{labels} = {value} (it is {sample(last[0], name, **labels)})",
-        interval=0.1,
-    )
-    return last[0]
+    m = read_until(running.scrape, lambda m: sample(m, name, **labels) == value, timeout, interval=0.1)
+    got = sample(m, name, **labels)
+    assert got == value, f"{name}{labels} = {got}, expected {value}"
+    return m
 
 
 def _endpoints(urls: dict[str, str]) -> tuple[str, str, str]:

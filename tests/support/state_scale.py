@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from apiusage.demo.otlp import ExportTraceServiceRequest, Span, key_value
+from apiusage.demo.otlp import ExportTraceServiceRequest, Span, add_resource, add_span, key_value
 
 DAY_MS = 86_400_000
 SERVICE = "scale-api"
@@ -160,32 +160,27 @@ class History:
     @staticmethod
     def _new_request() -> ExportTraceServiceRequest:
         request = ExportTraceServiceRequest()
-        rs = request.resource_spans.add()
-        rs.resource.attributes.append(key_value("service.name", SERVICE))
-        rs.scope_spans.add()
+        add_resource(request, {"service.name": SERVICE})
         return request
 
 
 def fresh_request(service: str, n: int, first_serial: int = 1 << 40) -> bytes:
     """n successful GET /v1/fresh spans of `service` ending now, without a consumer."""
     request = ExportTraceServiceRequest()
-    rs = request.resource_spans.add()
-    rs.resource.attributes.append(key_value("service.name", service))
-    spans = rs.scope_spans.add().spans
+    scope = add_resource(request, {"service.name": service})
     now_ns = time.time_ns()
+    attributes = {"http.request.method": "GET", "http.route": "/v1/fresh", "http.response.status_code": 200}
     for k in range(n):
-        span = spans.add(
-            kind=Span.SPAN_KIND_SERVER,
+        serial = first_serial + k
+        add_span(
+            scope,
+            attributes,
             name="GET /v1/fresh",
-            attributes=[
-                key_value("http.request.method", "GET"),
-                key_value("http.route", "/v1/fresh"),
-                key_value("http.response.status_code", 200),
-            ],
+            start_ns=now_ns - 10_000_000,
+            end_ns=now_ns,
+            trace_id=serial.to_bytes(16, "big"),
+            span_id=serial.to_bytes(8, "big"),
         )
-        span.trace_id = (first_serial + k).to_bytes(16, "big")
-        span.span_id = (first_serial + k).to_bytes(8, "big")
-        span.start_time_unix_nano, span.end_time_unix_nano = now_ns - 10_000_000, now_ns
     return request.SerializeToString()
 
 

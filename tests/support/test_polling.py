@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.support.polling import poll, wait_until
+from tests.support.polling import poll, read_until, wait_until
 
 
 def test_returns_the_first_truthy_value_without_waiting_longer():
@@ -47,3 +47,9 @@ def test_poll_probes_once_more_at_the_deadline_and_returns_the_last_value():
     assert (value, error) == (0, None)
     assert len(calls) >= 3 and calls[-1] - calls[0] >= 0.1
     assert poll(lambda: "now", 0)[0] == "now"  # a zero timeout still probes once
+
+
+def test_read_until_gives_the_last_value_read_whether_or_not_done_held():
+    counts = iter(range(100))
+    assert read_until(lambda: next(counts), lambda n: n >= 3, 5, interval=0.01) == 3
+    assert read_until(lambda: "stuck", lambda s: s == "moved", 0.05, interval=0.01) == "stuck"
