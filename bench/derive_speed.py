@@ -24,13 +24,13 @@ import random
 import statistics
 import time
 
+from apiusage.demo.otlp import ExportTraceServiceRequest, add_resource, add_span
 from apiusage.processor.config import LimitsConfig, UsageConfig
 from apiusage.processor.derive import requests as current
 from apiusage.processor.derive.request_metrics import RequestMetrics
 from apiusage.processor.derive.requests import span_field_sources
 from apiusage.processor.receivers.fields import FieldScanner
 from apiusage.processor.telemetry import PipelineStats
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 BATCHES = 200
 SPANS = 512
@@ -55,22 +55,14 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 def build_batch(rng: random.Random, now_ns: int) -> bytes:
     req = ExportTraceServiceRequest()
-    rs = req.resource_spans.add()
-    for key, value in (("service.name", f"svc-{rng.randrange(4)}"), ("service.version", "1.4.2")):
-        kv = rs.resource.attributes.add()
-        kv.key, kv.value.string_value = key, value
-    scope = rs.scope_spans.add()
-    scope.scope.name = "opentelemetry.instrumentation.fastapi"
+    resource = {"service.name": f"svc-{rng.randrange(4)}", "service.version": "1.4.2"}
+    scope = add_resource(req, resource, scope="opentelemetry.instrumentation.fastapi")
     for _ in range(SPANS):
-        span = scope.spans.add()
-        span.trace_id = rng.randbytes(16)
-        span.span_id = rng.randbytes(8)
+        trace_id, span_id = rng.randbytes(16), rng.randbytes(8)  # in this order: same batches
         route = rng.choice(ROUTES)
         method = rng.choice(("GET", "GET", "GET", "POST", "PUT", "DELETE"))
-        span.name = f"{method} {route}"
-        span.kind = 2
-        span.start_time_unix_nano = now_ns - rng.randrange(10**9, 30 * 10**9)
-        span.end_time_unix_nano = span.start_time_unix_nano + rng.randrange(10**5, 10**9)
+        start_ns = now_ns - rng.randrange(10**9, 30 * 10**9)
+        end_ns = start_ns + rng.randrange(10**5, 10**9)
         attributes: dict[str, str | int] = {
             "http.request.method": method,
             "http.route": route,
@@ -89,13 +81,15 @@ def build_batch(rng: random.Random, now_ns: int) -> bytes:
             attributes["apiusage.client.version"] = rng.choice(("2.3.1", "2.4.0", "1.9.12", "3.0.0"))
         if rng.random() < 0.5:
             attributes["apiusage.api.version"] = rng.choice(("2024-01-01", "2025-06-01"))
-        for key, value in attributes.items():
-            kv = span.attributes.add()
-            kv.key = key
-            if isinstance(value, int):
-                kv.value.int_value = value
-            else:
-                kv.value.string_value = value
+        add_span(
+            scope,
+            attributes,
+            name=f"{method} {route}",
+            start_ns=start_ns,
+            end_ns=end_ns,
+            trace_id=trace_id,
+            span_id=span_id,
+        )
     return req.SerializeToString()
 
 

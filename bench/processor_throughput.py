@@ -25,10 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from apiusage.demo.otlp import ExportTraceServiceRequest, add_resource, add_span  # noqa: E402
 from google.protobuf import __version__ as protobuf_version  # noqa: E402
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
-    ExportTraceServiceRequest,
-)
 
 from tests.support.processor import sample, start_processor  # noqa: E402
 
@@ -39,27 +37,13 @@ SPANS_PER_BATCH = 512
 def build_batch(n: int = SPANS_PER_BATCH) -> bytes:
     """512 SERVER spans with 15 attributes each, like a FastAPI service under apiusage."""
     req = ExportTraceServiceRequest()
-    rs = req.resource_spans.add()
-    for key, value in (
-        ("service.name", "orders-api"),
-        ("service.version", "1.4.2"),
-        ("telemetry.sdk.language", "python"),
-    ):
-        kv = rs.resource.attributes.add()
-        kv.key, kv.value.string_value = key, value
-    scope = rs.scope_spans.add()
-    scope.scope.name = "opentelemetry.instrumentation.fastapi"
+    resource = {"service.name": "orders-api", "service.version": "1.4.2", "telemetry.sdk.language": "python"}
+    scope = add_resource(req, resource, scope="opentelemetry.instrumentation.fastapi")
     routes = ["/v1/orders", "/v1/orders/{order_id}", "/v2/orders", "/v1/customers/{id}"]
     plans = ["free", "pro", "enterprise"]
     for i in range(n):
-        span = scope.spans.add()
-        span.trace_id = os.urandom(16)
-        span.span_id = os.urandom(8)
-        span.parent_span_id = os.urandom(8)
-        span.name = f"GET {routes[i % 4]}"
-        span.kind = 2
-        span.start_time_unix_nano = time.time_ns() - 30_000_000
-        span.end_time_unix_nano = span.start_time_unix_nano + (i % 50 + 1) * 1_000_000
+        trace_id, span_id, parent_span_id = os.urandom(16), os.urandom(8), os.urandom(8)
+        start_ns = time.time_ns() - 30_000_000
         attributes = {
             "http.request.method": "GET",
             "http.route": routes[i % 4],
@@ -77,13 +61,16 @@ def build_batch(n: int = SPANS_PER_BATCH) -> bytes:
             "apiusage.feature": "orders",
             "apiusage.schema_version": 1,
         }
-        for key, value in attributes.items():
-            kv = span.attributes.add()
-            kv.key = key
-            if isinstance(value, int):
-                kv.value.int_value = value
-            else:
-                kv.value.string_value = value
+        span = add_span(
+            scope,
+            attributes,
+            name=f"GET {routes[i % 4]}",
+            start_ns=start_ns,
+            end_ns=start_ns + (i % 50 + 1) * 1_000_000,
+            trace_id=trace_id,
+            span_id=span_id,
+        )
+        span.parent_span_id = parent_span_id
     return req.SerializeToString()
 
 

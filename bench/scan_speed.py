@@ -29,12 +29,13 @@ import time
 from collections.abc import Callable
 
 import google.protobuf
+from apiusage.demo.otlp import key_value
 from apiusage.processor.config import UsageConfig
 from apiusage.processor.derive.requests import span_field_sources
 from apiusage.processor.receivers import scan
 from google.protobuf.internal import api_implementation
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
@@ -60,12 +61,6 @@ AGENTS = [
 ]
 
 
-def _kv(key: str, value: str | int) -> KeyValue:
-    if isinstance(value, int):
-        return KeyValue(key=key, value=AnyValue(int_value=value))
-    return KeyValue(key=key, value=AnyValue(string_value=value))
-
-
 def build_request(rng: random.Random) -> bytes:
     spans = []
     t0 = 1_718_000_000_000_000_000
@@ -89,22 +84,22 @@ def build_request(rng: random.Random) -> bytes:
                 flags=0x301,
                 status=Status(code=Status.STATUS_CODE_ERROR if status >= 500 else 0),
                 attributes=[
-                    _kv("http.request.method", method),
-                    _kv("http.route", route),
-                    _kv("http.response.status_code", status),
-                    _kv("url.path", path),
-                    _kv("url.scheme", "https"),
-                    _kv("user_agent.original", rng.choice(AGENTS)),
-                    _kv("server.address", "api.example.com"),
-                    _kv("server.port", 443),
-                    _kv("network.protocol.version", "1.1"),
-                    _kv("client.address", f"10.0.{rng.randrange(256)}.{rng.randrange(256)}"),
-                    _kv("apiusage.consumer.id", f"consumer-{consumer:05d}"),
-                    _kv("apiusage.consumer.plan_tier", rng.choice(["free", "pro", "enterprise"])),
-                    _kv("apiusage.client.name", rng.choice(["acme-sdk-go", "acme-sdk-py", "curl"])),
-                    _kv("apiusage.client.version", rng.choice(["2.3.1", "2.4.0", "1.9.12"])),
-                    _kv("apiusage.feature", rng.choice(["orders", "search", "customers"])),
-                    _kv("apiusage.schema_version", 1),
+                    key_value("http.request.method", method),
+                    key_value("http.route", route),
+                    key_value("http.response.status_code", status),
+                    key_value("url.path", path),
+                    key_value("url.scheme", "https"),
+                    key_value("user_agent.original", rng.choice(AGENTS)),
+                    key_value("server.address", "api.example.com"),
+                    key_value("server.port", 443),
+                    key_value("network.protocol.version", "1.1"),
+                    key_value("client.address", f"10.0.{rng.randrange(256)}.{rng.randrange(256)}"),
+                    key_value("apiusage.consumer.id", f"consumer-{consumer:05d}"),
+                    key_value("apiusage.consumer.plan_tier", rng.choice(["free", "pro", "enterprise"])),
+                    key_value("apiusage.client.name", rng.choice(["acme-sdk-go", "acme-sdk-py", "curl"])),
+                    key_value("apiusage.client.version", rng.choice(["2.3.1", "2.4.0", "1.9.12"])),
+                    key_value("apiusage.feature", rng.choice(["orders", "search", "customers"])),
+                    key_value("apiusage.schema_version", 1),
                 ],
             )
         )
@@ -113,12 +108,12 @@ def build_request(rng: random.Random) -> bytes:
             ResourceSpans(
                 resource=Resource(
                     attributes=[
-                        _kv("service.name", "orders-api"),
-                        _kv("service.version", "2024.06.1"),
-                        _kv("deployment.environment.name", "production"),
-                        _kv("telemetry.sdk.language", "python"),
-                        _kv("telemetry.sdk.name", "opentelemetry"),
-                        _kv("telemetry.sdk.version", "1.25.0"),
+                        key_value("service.name", "orders-api"),
+                        key_value("service.version", "2024.06.1"),
+                        key_value("deployment.environment.name", "production"),
+                        key_value("telemetry.sdk.language", "python"),
+                        key_value("telemetry.sdk.name", "opentelemetry"),
+                        key_value("telemetry.sdk.version", "1.25.0"),
                     ]
                 ),
                 scope_spans=[

@@ -14,7 +14,6 @@ latency.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import statistics
@@ -28,9 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
-    ExportTraceServiceRequest,
-)
+from apiusage.demo.otlp import ExportTraceServiceRequest, ScopeSpans, add_resource, add_span  # noqa: E402
 
 from bench.processor_throughput import SPANS_PER_BATCH, build_batch  # noqa: E402
 from tests.support.processor import parse_metrics, sample, start_processor  # noqa: E402
@@ -52,22 +49,17 @@ def series_batches(series: int, per_request: int = 500) -> list[bytes]:
     out = []
     for i in range(0, len(combos), per_request):
         req = ExportTraceServiceRequest()
-        by_service: dict[int, object] = {}
+        by_service: dict[int, ScopeSpans] = {}
         for s, r, c in combos[i : i + per_request]:
             scope = by_service.get(s)
             if scope is None:
-                rs = req.resource_spans.add()
-                kv = rs.resource.attributes.add()
-                kv.key, kv.value.string_value = "service.name", f"svc-{s:02d}"
-                scope = by_service[s] = rs.scope_spans.add()
-            span = scope.spans.add()
-            span.trace_id, span.span_id, span.kind = os.urandom(16), os.urandom(8), 2
-            span.start_time_unix_nano, span.end_time_unix_nano = now - 2_000_000, now
-            for key, value in (("http.request.method", "GET"), ("http.route", f"/v1/r{r:03d}")):
-                kv = span.attributes.add()
-                kv.key, kv.value.string_value = key, value
-            kv = span.attributes.add()
-            kv.key, kv.value.int_value = "http.response.status_code", c
+                scope = by_service[s] = add_resource(req, {"service.name": f"svc-{s:02d}"})
+            attributes = {
+                "http.request.method": "GET",
+                "http.route": f"/v1/r{r:03d}",
+                "http.response.status_code": c,
+            }
+            add_span(scope, attributes, start_ns=now - 2_000_000, end_ns=now)
         out.append(req.SerializeToString())
     return out
 

@@ -57,7 +57,7 @@ class ApiUsageInstrumentor(BaseInstrumentor):
             _refuse_to_start(exc)
 
     def _install(self, environ: Any) -> None:
-        from ._enrich import build_enricher
+        from ._builder import build_enricher
         from ._middleware import patch_fastapi
 
         enricher = build_enricher(Settings.from_env(environ))

@@ -1,11 +1,10 @@
-"""The enricher: settings turned into resolvers, and the per-request attribute logic."""
+"""The enricher: the per-request attribute logic (built from settings by _builder.py)."""
 
 from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from apiusage.conventions.attributes import (
@@ -20,12 +19,12 @@ from apiusage.conventions.attributes import (
     ATTR_SCHEMA_VERSION,
     SCHEMA_VERSION,
 )
-from apiusage.conventions.catalog import Catalog, CatalogError, load_catalog
+from apiusage.conventions.catalog import Catalog
 from apiusage.conventions.useragent import parse_user_agent
 from opentelemetry import trace
 from starlette.requests import Request
 
-from ._config import ConfigurationError, Settings, check_key
+from ._config import Settings
 from ._resolvers import (
     MAX_VALUE_LENGTH,
     ApiKeyHeader,
@@ -34,7 +33,6 @@ from ._resolvers import (
     Pseudonymizer,
     RequestState,
     api_version_from_route,
-    import_callable,
 )
 from ._routes import RouteTable
 
@@ -42,10 +40,6 @@ _logger = logging.getLogger("apiusage.instrumentation")
 _CALLER_CACHE_LIMIT = 2048  # entries of well under 1 kB each
 _NO_STATE: dict[str, Any] = {}
 _KEYABLE = frozenset({str, int, type(None)})
-
-_Source = str | Callable[..., Any]
-ConsumerSpec = _Source | Sequence[_Source] | bool | None
-PlanTierSpec = str | Path | Mapping[str, str] | Callable[..., Any] | Sequence[_Source] | None
 
 
 class Enricher:
@@ -430,120 +424,3 @@ def _route_path(scope: dict[str, Any]) -> str:
     path = scope.get("path", "")
     root = scope.get("root_path", "")
     return path[len(root) :] if root and path.startswith(root) else path
-
-
-# -- building ------------------------------------------------------------------------
-
-
-def build_enricher(
-    settings: Settings,
-    consumer: ConsumerSpec = None,
-    plan_tier: PlanTierSpec = None,
-    catalog: str | Path | Catalog | None = None,
-) -> Enricher:
-    """Turn settings (plus in-code overrides) into an enricher; ConfigurationError if unsafe."""
-    consumers = _consumer_resolvers(settings, consumer)
-    pseudonymizer = None
-    if consumers:
-        if consumer is None:
-            value = ",".join(settings.consumer_resolver)
-            default = " (the default)" if settings.consumer_resolver == ("header",) else ""
-            why = f"consumer resolution is on: APIUSAGE_CONSUMER_RESOLVER={value}{default}"
-        else:
-            why = f"consumer resolution is on: instrument(consumer={_describe(consumers)})"
-        pseudonymizer = Pseudonymizer(check_key(settings.pseudonym_key, settings.key_origin, why))
-    elif settings.pseudonym_key is not None:
-        pseudonymizer = Pseudonymizer(settings.pseudonym_key)
-    tiers = _plan_tier_resolvers(settings, plan_tier, pseudonymizer)
-    return Enricher(settings, consumers, tiers, pseudonymizer, _catalog(settings, catalog))
-
-
-def _describe(resolvers: Iterable[Any]) -> str:
-    return ", ".join(getattr(r, "__qualname__", None) or repr(r) for r in resolvers)
-
-
-def _consumer_resolvers(settings: Settings, spec: ConsumerSpec) -> list[Callable[..., Any]]:
-    if spec is False:
-        return []
-    if spec is None or spec is True:
-        items: Sequence[Any] = settings.consumer_resolver
-    elif isinstance(spec, str):
-        items = () if spec.strip().lower() == "none" else [s.strip() for s in spec.split(",")]
-    elif callable(spec):
-        items = [spec]
-    else:
-        items = list(spec)
-    resolvers = []
-    for item in items:
-        if callable(item):
-            resolvers.append(item)
-        elif item == "header":
-            resolvers.append(ApiKeyHeader(settings.consumer_header))
-        elif item == "bearer":
-            resolvers.append(BearerSubject(settings.bearer_claim))
-        elif item == "state":
-            resolvers.append(RequestState(settings.consumer_state_attr))
-        else:
-            resolver = _import(item, "APIUSAGE_CONSUMER_RESOLVER")
-            if resolver is not None:
-                resolvers.append(resolver)
-    return resolvers
-
-
-def _plan_tier_resolvers(
-    settings: Settings, spec: PlanTierSpec, pseudonymizer: Pseudonymizer | None
-) -> list[Callable[..., Any]]:
-    if spec is None:
-        items: Sequence[Any] = settings.plan_tier_resolver
-    elif isinstance(spec, Mapping):
-        items = [PlanTierMapping(spec, pseudonymize=pseudonymizer)]
-    elif isinstance(spec, Path) or (isinstance(spec, str) and spec.endswith((".yaml", ".yml", ".json"))):
-        items = [_mapping_file(str(spec), pseudonymizer)]
-    elif isinstance(spec, str):
-        items = [s.strip() for s in spec.split(",")] if spec.lower() != "none" else []
-    elif callable(spec):
-        items = [spec]
-    else:
-        items = list(spec)
-    resolvers = []
-    for item in items:
-        if callable(item):
-            resolvers.append(item)
-        elif item == "state":
-            resolvers.append(RequestState(settings.plan_tier_state_attr))
-        elif item == "mapping":
-            if settings.plan_tiers_file:
-                resolvers.append(_mapping_file(settings.plan_tiers_file, pseudonymizer))
-        else:
-            resolver = _import(item, "APIUSAGE_PLAN_TIER_RESOLVER")
-            if resolver is not None:
-                resolvers.append(resolver)
-    return resolvers
-
-
-def _mapping_file(path: str, pseudonymizer: Pseudonymizer | None) -> PlanTierMapping:
-    mapping = PlanTierMapping.from_file(path)
-    mapping.pseudonymize = pseudonymizer
-    return mapping
-
-
-def _import(reference: str, variable: str) -> Callable[..., Any] | None:
-    try:
-        return import_callable(reference)
-    except Exception as exc:
-        # Safe to skip: without it we export less, never a raw id.
-        _logger.error("apiusage: ignoring %s entry %r: %s: %s", variable, reference, type(exc).__name__, exc)
-        return None
-
-
-def _catalog(settings: Settings, spec: str | Path | Catalog | None) -> Catalog | None:
-    if isinstance(spec, Catalog):
-        return spec
-    path = spec if spec is not None else settings.catalog
-    if path is None:
-        return None
-    try:
-        return load_catalog(path)
-    except CatalogError as exc:
-        origin = "" if spec is not None else " (APIUSAGE_CATALOG)"
-        raise ConfigurationError(f"apiusage: refusing to start: bad catalog{origin}: {exc}") from None

@@ -12,8 +12,9 @@ from apiusage.conventions.catalog import Catalog
 from opentelemetry import trace
 
 from . import _redact
+from ._builder import ConsumerSpec, PlanTierSpec, build_enricher
 from ._config import Settings
-from ._enrich import ConsumerSpec, Enricher, PlanTierSpec, build_enricher
+from ._enrich import Enricher
 from ._middleware import ApiUsageMiddleware, has_middleware
 
 _logger = logging.getLogger("apiusage.instrumentation")

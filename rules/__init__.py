@@ -1,6 +1,7 @@
 """Prometheus recording and alerting rules generated from the SLO file (`apiusage rules`)."""
 
-from .generate import FILES, PANELS, SLUGS, Alert, alerts, generate, render, shorten_for_tests, stale, write
+from .catalog import PANELS, SLUGS, Alert, alerts
+from .generate import FILES, generate, render, shorten_for_tests, stale, write
 from .slo import SloError, SloFile, load_slo, parse_slo
 
 __all__ = [

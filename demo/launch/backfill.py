@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
 import time
 import urllib.error
@@ -391,27 +390,14 @@ def _tracestate(count: float) -> str:
 
 
 def encode(batch: list[Call], pseudonym: Callable[[str], str]) -> bytes:
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+    # opentelemetry-proto comes with the processor extra: imported when the backfill runs.
+    from ..otlp import ExportTraceServiceRequest, add_resource, add_span
 
     request = ExportTraceServiceRequest()
-    rs = request.resource_spans.add()
-    for key, value in (
-        ("service.name", SERVICE_NAME),
-        ("service.version", "2.3.0"),
-        ("apiusage.demo.backfill", "true"),
-    ):
-        kv = rs.resource.attributes.add()
-        kv.key, kv.value.string_value = key, value
-    scope = rs.scope_spans.add()
-    scope.scope.name = "apiusage.demo.backfill"
+    resource = {"service.name": SERVICE_NAME, "service.version": "2.3.0", "apiusage.demo.backfill": "true"}
+    scope = add_resource(request, resource, scope="apiusage.demo.backfill")
     for c in batch:
-        span = scope.spans.add()
-        span.trace_id, span.span_id, span.kind = os.urandom(16), os.urandom(8), Span.SPAN_KIND_SERVER
-        span.name = f"{c.method} {c.route}"
-        span.end_time_unix_nano = int(c.at * 1e9)
-        span.start_time_unix_nano = span.end_time_unix_nano - int(c.latency * 1e9)
-        span.trace_state = _tracestate(c.count)
+        end_ns = int(c.at * 1e9)
         m = c.member
         attrs: list[tuple[str, object]] = [
             ("http.request.method", c.method),
@@ -435,15 +421,14 @@ def encode(batch: list[Call], pseudonym: Callable[[str], str]) -> bytes:
             attrs.append(("user_agent.original", "curl/8.5.0"))
         if c.feature:
             attrs.append(("apiusage.feature", c.feature))
-        for name, item in attrs:
-            a = span.attributes.add()
-            a.key = name
-            if isinstance(item, bool):
-                a.value.bool_value = item
-            elif isinstance(item, int):
-                a.value.int_value = item
-            else:
-                a.value.string_value = str(item)
+        add_span(
+            scope,
+            dict(attrs),
+            name=f"{c.method} {c.route}",
+            start_ns=end_ns - int(c.latency * 1e9),
+            end_ns=end_ns,
+            trace_state=_tracestate(c.count),
+        )
     return request.SerializeToString()
 
 

@@ -22,6 +22,7 @@ from prometheus_client.core import (
 from .. import selfmetrics as _T
 from ..state.report import TTFS_BUCKETS
 from ..state.service import StateService
+from .le import le_label
 
 __all__ = ["ConsumerCollector"]
 
@@ -59,7 +60,7 @@ class ConsumerCollector:
             labels=["service", "plan_tier"],
             unit="seconds",
         )
-        les = [f"{b:.1f}" for b in TTFS_BUCKETS] + ["+Inf"]
+        les = [le_label(b) for b in TTFS_BUCKETS] + ["+Inf"]
         for key, (counts, total, _count) in sorted(r.ttfs.items()):
             cumulative, buckets = 0, []
             for le, n in zip(les, counts, strict=True):

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from ..derive.request_metrics import FAMILIES, RequestMetrics, Snapshot
+from .le import le_label
 
 __all__ = ["exposition", "render_request_metrics", "HELP"]
 
@@ -40,10 +41,6 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-def _le(bound: float) -> str:
-    return repr(float(bound)) if bound != int(bound) else f"{bound:.1f}"
-
-
 def render_request_metrics(snap: Snapshot, openmetrics: bool) -> str:
     out: list[str] = []
     add = out.append
@@ -58,7 +55,7 @@ def render_request_metrics(snap: Snapshot, openmetrics: bool) -> str:
     add(f"# TYPE {name} histogram")
     if openmetrics:
         add(f"# UNIT {name} seconds")
-    les = [_le(b) for b in snap.buckets] + ["+Inf"]
+    les = [le_label(b) for b in snap.buckets] + ["+Inf"]
     names = FAMILIES[name]
     for key, (counts, count, total, examples) in snap.histograms.items():
         labels = _labels(names, key)

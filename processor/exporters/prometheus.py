@@ -24,16 +24,13 @@ from ..pipeline import LATENCY_BUCKETS, SpanQueue, Worker
 from ..runbooks import RunbookLibrary, find_runbooks_dir
 from ..telemetry import PipelineStats
 from .exposition import exposition
+from .le import le_label
 
 __all__ = ["UsageCollector", "MetricsServer", "build_registry"]
 
 
 class _Collector(Protocol):
     def collect(self) -> Iterable[Metric]: ...
-
-
-def _le(bound: float) -> str:
-    return repr(float(bound)) if bound != int(bound) else f"{bound:.1f}"
 
 
 class UsageCollector:
@@ -72,7 +69,7 @@ class UsageCollector:
         latency = _T.PROCESSING_LATENCY_SECONDS.family()
         w = self._worker
         cumulative, buckets = 0, []
-        for le, n in zip([_le(b) for b in LATENCY_BUCKETS] + ["+Inf"], w.latency_buckets, strict=True):
+        for le, n in zip([le_label(b) for b in LATENCY_BUCKETS] + ["+Inf"], w.latency_buckets, strict=True):
             cumulative += n
             buckets.append((le, cumulative))
         latency.add_metric([], buckets, w.latency_sum)  # type: ignore[attr-defined]

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from tests.grafana.grafana_support import alert_rule_files, dashboards, panel
-from tests.grafana.live_support import Prometheus, TraceSink, demo_service, prometheus_server, wait_for
+from tests.grafana.live_support import Prometheus, TraceSink, demo_service, prometheus_server
+from tests.support.polling import wait_until
 
 SCRAPE = "1s"
 # Grafana's $__rate_interval for a 1 s scrape interval and 1 s steps: max(1s + 1s, 4 × 1s).
@@ -116,10 +117,12 @@ def live_stack(tmp_path_factory) -> LiveStack:
                 "apiusage_service:slo_latency:burnrate3d",
                 'ALERTS{alertstate="firing", synthetic="true"}',
             ):
-                wait_for(
+                wait_until(
                     lambda p=probe: prom.query(p),
                     45,
-                    f"Prometheus to have {probe} (traffic: {stats.summary()})",
+                    lambda p=probe: f"Prometheus to have {p} (traffic: {stats.summary()})",
+                    interval=0.2,
+                    ignore=(OSError,),
                 )
             time.sleep(3)
             yield LiveStack(prom, start - 2, time.time(), sink.trace_ids(), stats, names)

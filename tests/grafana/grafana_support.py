@@ -9,12 +9,12 @@ from functools import cache
 from pathlib import Path
 
 import yaml
+from apiusage.conventions import panels as contract
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
 DASHBOARDS = GRAFANA / "dashboards"
 SCHEMAS = Path(__file__).resolve().parent / "schema"
-CONTRACT = GRAFANA / "panels.yaml"
 ALERT_RULES = ROOT / "alert_rules"
 PROMETHEUS_DIR = ROOT / "prometheus"
 
@@ -48,9 +48,9 @@ def dashboards() -> dict[str, dict]:
     return out
 
 
-@cache
-def contract() -> dict:
-    return yaml.safe_load(CONTRACT.read_text(encoding="utf-8"))
+def contract_uids() -> list[str]:
+    """The uids of the panel contract's dashboards, sorted (for parametrize)."""
+    return sorted(d.uid for d in contract.DASHBOARDS)
 
 
 def panels(model: dict) -> Iterator[dict]:

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from tests.support.components import free_port, missing
+from tests.support.polling import wait_until
 
 
 def http_json(url: str, timeout: float = 10) -> tuple[int, dict]:
@@ -33,21 +33,6 @@ def http_json(url: str, timeout: float = 10) -> tuple[int, dict]:
             return exc.code, json.loads(body)
         except ValueError:
             return exc.code, {"error": body.decode(errors="replace")}
-
-
-def wait_for(probe, timeout: float, what: str, interval: float = 0.2):
-    """`probe()` until truthy; AssertionError naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = probe()
-        except OSError:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
 
 
 class Prometheus:
@@ -107,7 +92,7 @@ def prometheus_server(folder: Path, config: dict) -> Iterator[Prometheus]:
             except (OSError, urllib.error.HTTPError):
                 return False
 
-        wait_for(ready, 30, "prometheus to be ready")
+        wait_until(ready, 30, "prometheus to be ready", interval=0.2, ignore=(OSError,))
         yield Prometheus(base_url)
     finally:
         process.terminate()
@@ -220,7 +205,7 @@ def demo_service(otlp_grpc_endpoint: str, key: str, log: Path) -> Iterator[str]:
             except (OSError, urllib.error.HTTPError):
                 return False
 
-        wait_for(up, 30, "the demo service to answer /healthz")
+        wait_until(up, 30, "the demo service to answer /healthz", interval=0.2, ignore=(OSError,))
         yield base_url
     finally:
         process.terminate()  # the BatchSpanProcessor exports what is left at shutdown

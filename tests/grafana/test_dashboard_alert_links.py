@@ -50,7 +50,7 @@ def alert_rules() -> list[dict]:
 
 def test_every_alert_links_to_a_panel_that_plots_its_metric(alert_rules):
     recording = recording_rules()
-    by_panel = {(p["dashboard"], p["id"]): p for p in contract()["panels"]}
+    by_panel = {(p.dashboard, p.id): p for p in contract.PANELS}
     problems = []
     for rule in alert_rules:
         name = rule["alert"]
@@ -74,9 +74,10 @@ def test_every_alert_links_to_a_panel_that_plots_its_metric(alert_rules):
             problems.append(f"{name}: {uid} has no template variable {sorted(unknown)}")
         fires_on = {base_metric(m) for m in expanded_metrics(str(rule["expr"]), recording)}
         plotted = {base_metric(m) for t in p["targets"] for m in expanded_metrics(t["expr"], recording)}
-        contract_metric = by_panel.get((uid, panel_id), {}).get("metric")
+        listed = by_panel.get((uid, panel_id))
+        contract_metric = listed.metric if listed else None
         if contract_metric is None:
-            problems.append(f"{name}: panel {uid}/{panel_id} is not in grafana/panels.yaml")
+            problems.append(f"{name}: panel {uid}/{panel_id} is not in the panel contract")
         elif base_metric(contract_metric) not in fires_on:
             problems.append(
                 f"{name} fires on {sorted(fires_on)}, but panel {uid}/{panel_id} is about {contract_metric}"

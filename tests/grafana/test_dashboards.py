@@ -1,5 +1,5 @@
 """The dashboard JSON: Grafana's schema, the dashboard-linter rules that matter, the panel
-contract in grafana/panels.yaml, and that the committed JSON is what grafana/build.py builds."""
+contract in apiusage.conventions.panels, and that the committed JSON is what grafana/build.py builds."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tests.grafana.grafana_support import (
     SCHEMAS,
     base_metric,
     contract,
+    contract_uids,
     dashboards,
     data_panels,
     expanded_metrics,
@@ -59,15 +60,15 @@ def errors(v: jsonschema.Draft7Validator, instance, where: str) -> list[str]:
 
 
 def test_there_are_exactly_the_four_contract_dashboards():
-    assert set(dashboards()) == set(contract()["dashboards"])
-    for uid, want in contract()["dashboards"].items():
-        model = dashboards()[uid]
-        assert model["title"] == want["title"]
-        assert slugify(model["title"]) == want["slug"]
-        assert model["__file__"] == f"{want['slug']}.json"
+    assert set(dashboards()) == set(contract_uids())
+    for want in contract.DASHBOARDS:
+        model = dashboards()[want.uid]
+        assert model["title"] == want.title
+        assert slugify(model["title"]) == want.slug
+        assert model["__file__"] == want.file == f"{want.slug}.json"
 
 
-@pytest.mark.parametrize("uid", sorted(contract()["dashboards"]))
+@pytest.mark.parametrize("uid", contract_uids())
 def test_dashboard_validates_against_grafana_schema(uid):
     model = {k: v for k, v in dashboards()[uid].items() if k != "__file__"}
     problems = errors(validator("dashboard"), model, uid)
@@ -101,7 +102,7 @@ def test_vendored_schemas_are_the_noted_ones():
 # ----------------------------------------------------------------- dashboard-linter rules
 
 
-@pytest.mark.parametrize("uid", sorted(contract()["dashboards"]))
+@pytest.mark.parametrize("uid", contract_uids())
 def test_lint_uids_ids_and_layout(uid):
     model = dashboards()[uid]
     assert re.fullmatch(r"[a-zA-Z0-9_-]{1,40}", model["uid"])
@@ -121,10 +122,10 @@ def test_lint_uids_ids_and_layout(uid):
 def test_uids_are_unique_and_stable():
     uids = [json.loads(p.read_text())["uid"] for p in DASHBOARDS.glob("*.json")]
     assert len(uids) == len(set(uids))
-    assert set(uids) == set(contract()["dashboards"])
+    assert set(uids) == set(contract_uids())
 
 
-@pytest.mark.parametrize("uid", sorted(contract()["dashboards"]))
+@pytest.mark.parametrize("uid", contract_uids())
 def test_lint_datasource_variable_on_every_panel_and_target(uid):
     model = dashboards()[uid]
     ds = variables(model).get("datasource")
@@ -155,7 +156,7 @@ def range_arguments(expr: str) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.mark.parametrize("uid", sorted(contract()["dashboards"]))
+@pytest.mark.parametrize("uid", contract_uids())
 def test_lint_rate_interval(uid):
     for p in data_panels(dashboards()[uid]):
         for t in p["targets"]:
@@ -164,7 +165,7 @@ def test_lint_rate_interval(uid):
                 assert rng in allowed, f"panel {p['id']}: {fn}(...[{rng}]) should use $__rate_interval"
 
 
-@pytest.mark.parametrize("uid", sorted(contract()["dashboards"]))
+@pytest.mark.parametrize("uid", contract_uids())
 def test_lint_titles_descriptions_units(uid):
     for p in data_panels(dashboards()[uid]):
         assert p.get("title"), p["id"]
@@ -175,7 +176,7 @@ def test_lint_titles_descriptions_units(uid):
         assert p.get("fieldConfig", {}).get("defaults", {}).get("unit"), f"panel {p['id']} has no unit"
 
 
-@pytest.mark.parametrize("uid", sorted(contract()["dashboards"]))
+@pytest.mark.parametrize("uid", contract_uids())
 def test_lint_every_variable_used_is_defined(uid):
     model = dashboards()[uid]
     defined = set(variables(model)) | BUILTIN_VARIABLES
@@ -186,7 +187,7 @@ def test_lint_every_variable_used_is_defined(uid):
         assert referenced_variables(json.dumps(var.get("query", ""))) <= defined, name
 
 
-@pytest.mark.parametrize("uid", sorted(contract()["dashboards"]))
+@pytest.mark.parametrize("uid", contract_uids())
 def test_histograms_ask_for_exemplars(uid):
     """Graphs of the request duration histogram show exemplars (trace ids) to jump to a trace."""
     for p in data_panels(dashboards()[uid]):
@@ -197,7 +198,7 @@ def test_histograms_ask_for_exemplars(uid):
                 assert t.get("exemplar") is True, f"panel {p['id']} target {t['refId']}"
 
 
-@pytest.mark.parametrize("uid", sorted(contract()["dashboards"]))
+@pytest.mark.parametrize("uid", contract_uids())
 def test_consumer_gauges_are_aggregated_with_max_across_replicas(uid):
     for p in data_panels(dashboards()[uid]):
         for t in p["targets"]:
@@ -214,7 +215,7 @@ def test_consumer_gauges_are_aggregated_with_max_across_replicas(uid):
             assert not summed, f"panel {p['id']} adds replicas' consumer gauges: {t['expr']}"
 
 
-@pytest.mark.parametrize("uid", sorted(contract()["dashboards"]))
+@pytest.mark.parametrize("uid", contract_uids())
 def test_each_dashboard_shows_its_firing_alerts(uid):
     model = dashboards()[uid]
     p = panel(model, 1)
@@ -227,21 +228,21 @@ def test_each_dashboard_shows_its_firing_alerts(uid):
 # ----------------------------------------------------------------- the panel contract
 
 
-@pytest.mark.parametrize("item", contract()["panels"], ids=lambda i: f"{i['dashboard']}-{i['id']}")
+@pytest.mark.parametrize("item", contract.PANELS, ids=lambda i: f"{i.dashboard}-{i.id}")
 def test_contract_panel_is_there_and_plots_its_metric(item):
-    model = dashboards()[item["dashboard"]]
-    p = panel(model, item["id"])
-    assert p is not None, f"{item['dashboard']} has no panel {item['id']}"
-    assert p["title"] == item["title"]
+    model = dashboards()[item.dashboard]
+    p = panel(model, item.id)
+    assert p is not None, f"{item.dashboard} has no panel {item.id}"
+    assert p["title"] == item.title
     recording = recording_rules()
     plotted = set().union(*(expanded_metrics(t["expr"], recording) for t in p["targets"]))
-    assert item["metric"] in plotted, f"panel {item['id']} plots {plotted}, not {item['metric']}"
+    assert item.metric in plotted, f"panel {item.id} plots {plotted}, not {item.metric}"
 
 
-@pytest.mark.parametrize("uid", sorted(contract()["dashboards"]))
+@pytest.mark.parametrize("uid", contract_uids())
 def test_contract_variables_exist(uid):
     model = dashboards()[uid]
-    want = contract()["dashboards"][uid]["variables"]
+    want = contract.dashboard(uid).variables
     assert set(want) <= set(variables(model)), f"{uid} lacks {set(want) - set(variables(model))}"
     for name in set(want) - {"datasource"}:
         var = variables(model)[name]
@@ -268,6 +269,25 @@ def test_committed_json_is_what_build_py_builds():
     build = load_builder()
     stale = build.stale(build.render())
     assert not stale, f"stale dashboards {stale}: run `python grafana/build.py` and commit the JSON"
+
+
+def test_a_contract_panel_takes_its_title_from_the_contract_only():
+    if sys.version_info < (3, 11):
+        pytest.skip("grafana-foundation-sdk needs Python 3.11")
+    if importlib.util.find_spec("grafana_foundation_sdk") is None:
+        missing("grafana-foundation-sdk (the dev extra)")
+    load_builder()
+    from boards.alert_links import Alerts
+    from boards.kit import CONTRACT, Board, q, timeseries_panel
+
+    board = Board(contract.OVERVIEW, Alerts())
+    args = ("description", "short", 12, 8, q("up"))
+    board.add(timeseries_panel(), 2, CONTRACT, *args)
+    assert board.panels[-1].build().title == "Requests per second by route"
+    with pytest.raises(ValueError, match="apiusage-overview panel 2 is in the panel contract"):
+        board.add(timeseries_panel(), 2, "Requests by route", *args)
+    with pytest.raises(ValueError, match="apiusage-overview panel 99 is not in the panel contract"):
+        board.add(timeseries_panel(), 99, CONTRACT, *args)
 
 
 def test_sdk_pin_matches_the_grafana_image():

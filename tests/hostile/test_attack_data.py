@@ -31,6 +31,7 @@ from tests.support.hostile_backends import (
     answer_trickling,
     answer_trickling_head,
 )
+from tests.support.polling import wait_until
 from tests.support.postgres import postgres_server
 from tests.support.processor import running_processor, sample, start_processor, wait_for
 
@@ -178,10 +179,11 @@ def _forwarder(backend: ScriptedBackend, timeout: str = "1s") -> Iterator:
 
 
 def _wait_outcomes(forwarder, want: dict[str, int], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while forwarder.outcomes["traces"] != want:
-        assert time.monotonic() < deadline, f"outcomes {forwarder.outcomes}, expected {want}"
-        time.sleep(0.05)
+    wait_until(
+        lambda: forwarder.outcomes["traces"] == want,
+        timeout,
+        lambda: f"outcomes {want} (got {forwarder.outcomes})",
+    )
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from tests.support.attack_net import get_small, http_server, non_reader, open_connections, wait_until
+from tests.support.attack_net import get_small, http_server, non_reader, open_connections
 from tests.support.h2client import StallingClient
 from tests.support.otlp import request_with_spans
+from tests.support.polling import wait_until
 from tests.support.processor import RunningProcessor, running_processor, sample
 from tests.support.rawhttp import Conn, post_head
 from tests.support.tls import make_certs
@@ -63,9 +64,15 @@ def test_a_client_that_never_reads_its_answer_is_dropped_after_send_timeout() ->
     with http_server(max_connections=4, idle_timeout=1, send_timeout=1.5) as server:
         sock = non_reader(server.port, GET_BIG)
         try:
-            assert wait_until(lambda: open_connections(server)[1] > 0, 5)  # the answer is stuck
+            wait_until(
+                lambda: open_connections(server)[1] > 0, 5, "an answer stuck in a connection"
+            )  # the answer is stuck
             started = time.monotonic()
-            assert wait_until(lambda: open_connections(server) == (0, 0), 8), open_connections(server)
+            wait_until(
+                lambda: open_connections(server) == (0, 0),
+                8,
+                lambda: f"no connections (open: {open_connections(server)})",
+            )
             assert 1.0 < time.monotonic() - started < 8
         finally:
             sock.close()
@@ -78,8 +85,12 @@ def test_a_tls_client_that_never_reads_its_answer_is_dropped_too(tmp_path: Path)
     with http_server(context, max_connections=4, idle_timeout=1, send_timeout=1.5) as server:
         sock = non_reader(server.port, GET_BIG, client)
         try:
-            assert wait_until(lambda: open_connections(server)[1] > 0, 5)
-            assert wait_until(lambda: open_connections(server) == (0, 0), 8), open_connections(server)
+            wait_until(lambda: open_connections(server)[1] > 0, 5, "an answer stuck in a connection")
+            wait_until(
+                lambda: open_connections(server) == (0, 0),
+                8,
+                lambda: f"no connections (open: {open_connections(server)})",
+            )
             assert get_small(server.port, tls=client) == b"HTTP/1.1 200 OK"  # and TLS still answers
         finally:
             sock.close()
@@ -93,7 +104,7 @@ def test_unread_answers_hold_at_most_max_connections_answers() -> None:
         try:
             for _ in range(10):
                 socks.append(non_reader(server.port, GET_BIG))
-                assert wait_until(lambda: open_connections(server)[1] > 0, 5)
+                wait_until(lambda: open_connections(server)[1] > 0, 5, "an answer stuck in a connection")
                 time.sleep(0.3)  # the keep-alive timer (1 s) closes some: they must still count
                 held, buffered = open_connections(server)
                 assert held <= 4, held
@@ -113,7 +124,11 @@ def test_pipelining_non_readers_cannot_lock_out_a_new_client() -> None:
     with http_server(max_connections=4, idle_timeout=1, header_timeout=1, send_timeout=30) as server:
         socks = [non_reader(server.port, GET_BIG * 2) for _ in range(4)]
         try:
-            assert wait_until(lambda: open_connections(server)[0] == 4, 5)
+            wait_until(
+                lambda: open_connections(server)[0] == 4,
+                5,
+                lambda: f"4 connections (open: {open_connections(server)})",
+            )
             time.sleep(2.5)  # past every idle and header deadline
             assert open_connections(server)[0] == 4
             for _ in range(3):
@@ -134,11 +149,19 @@ def test_connections_whose_handler_runs_are_not_evicted_and_the_bound_holds() ->
                 sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
                 sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHo")
                 busy.append(sock)
-            assert wait_until(lambda: open_connections(server)[0] == 2, 5)
+            wait_until(
+                lambda: open_connections(server)[0] == 2,
+                5,
+                lambda: f"2 connections (open: {open_connections(server)})",
+            )
             status = get_small(server.port)
             assert status == b"HTTP/1.1 503 Service Unavailable"
             # the refused one lingers until it sees our close (at most LINGER, 2 s)
-            assert wait_until(lambda: open_connections(server)[0] == 2, 4)
+            wait_until(
+                lambda: open_connections(server)[0] == 2,
+                4,
+                lambda: f"2 connections (open: {open_connections(server)})",
+            )
         finally:
             for sock in busy:
                 sock.close()
@@ -431,7 +454,7 @@ def test_stopping_with_a_client_not_reading_is_quick_and_logs_no_traceback(
     with http_server(max_connections=4, send_timeout=60) as server:
         sock = non_reader(server.port, GET_BIG * 2)
         try:
-            assert wait_until(lambda: open_connections(server)[1] > 0, 5)
+            wait_until(lambda: open_connections(server)[1] > 0, 5, "an answer stuck in a connection")
             started = time.monotonic()
             server.stop()
             assert time.monotonic() - started < 3

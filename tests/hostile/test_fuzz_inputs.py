@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from apiusage.demo.otlp import ExportTraceServiceRequest, set_value
 from apiusage.processor.config import LimitsConfig, UsageConfig
 from apiusage.processor.derive.request_metrics import RequestMetrics
 from apiusage.processor.derive.requests import Deriver, span_field_sources
@@ -30,7 +31,6 @@ from apiusage.processor.telemetry import PipelineStats
 from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.support.examples import examples
 from tests.support.otlp import request_with_spans
@@ -81,22 +81,6 @@ values = st.one_of(
 timestamps = st.one_of(st.integers(0, 2**64 - 1), st.just(0), st.just(2**64 - 1), st.just(time.time_ns()))
 
 
-def _set(kv, value) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool):
-        kv.value.bool_value = value
-    elif isinstance(value, int):
-        kv.value.int_value = value
-    elif isinstance(value, float):
-        kv.value.double_value = value
-    elif isinstance(value, list):
-        for v in value:
-            kv.value.array_value.values.add().int_value = v
-    else:
-        kv.value.string_value = value
-
-
 @st.composite
 def requests(draw) -> bytes:
     req = ExportTraceServiceRequest()
@@ -104,7 +88,7 @@ def requests(draw) -> bytes:
         rs = req.resource_spans.add()
         kv = rs.resource.attributes.add()
         kv.key = "service.name"
-        _set(kv, draw(values))
+        set_value(kv.value, draw(values))  # None: an empty AnyValue
         scope = rs.scope_spans.add()
         for _ in range(draw(st.integers(0, 6))):
             span = scope.spans.add()
@@ -117,7 +101,7 @@ def requests(draw) -> bytes:
             for key in draw(st.lists(st.sampled_from(KEYS), max_size=10)):
                 kv = span.attributes.add()
                 kv.key = key
-                _set(kv, draw(values))
+                set_value(kv.value, draw(values))
     return req.SerializeToString()
 
 

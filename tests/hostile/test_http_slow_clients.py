@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import pytest
 
 from tests.support.otlp import request_with_spans
+from tests.support.polling import poll
 from tests.support.processor import RunningProcessor, get, running_processor, sample
 from tests.support.rawhttp import Conn, post_head
 from tests.support.tls import make_certs
@@ -70,12 +71,7 @@ class Tricklers:
 
     def answered(self, n: int, timeout: float = 5.0) -> dict[int, int | None]:
         """The answers, once there are at least n of them (or after `timeout`)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if len(self.answers) >= n:
-                    break
-            time.sleep(0.05)
+        poll(lambda: len(self.answers) >= n, timeout)  # (a len() needs no lock)
         with self._lock:
             return dict(self.answers)
 

@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable
 
 import pytest
+from apiusage.demo.otlp import key_value
 from apiusage.processor.config import UsageConfig
 from apiusage.processor.derive.requests import span_field_sources
 from apiusage.processor.receivers import scan
 from apiusage.processor.receivers.scan import PyScanner, ScanError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
@@ -47,12 +47,6 @@ def c_scanner(span_groups: list[tuple[str, ...]] = SPAN_GROUPS) -> scan.CScanner
 REFERENCE = PyScanner(SPAN_GROUPS, RESOURCE_GROUPS)
 
 
-def _kv(key: str, value: str | int) -> KeyValue:
-    if isinstance(value, int):
-        return KeyValue(key=key, value=AnyValue(int_value=value))
-    return KeyValue(key=key, value=AnyValue(string_value=value))
-
-
 def body(name: str, spans: int = 20, resources: int = 1) -> bytes:
     """`resources` ResourceSpans (resource attributes first, as SDKs send them) of `spans` spans,
     every value derived from `name` so that results of different bodies differ everywhere."""
@@ -62,8 +56,8 @@ def body(name: str, spans: int = 20, resources: int = 1) -> bytes:
             ResourceSpans(
                 resource=Resource(
                     attributes=[
-                        _kv("service.name", f"{name}-svc{r}"),
-                        _kv("deployment.environment", f"{name}-env{r}"),
+                        key_value("service.name", f"{name}-svc{r}"),
+                        key_value("deployment.environment", f"{name}-env{r}"),
                     ]
                 ),
                 scope_spans=[
@@ -76,11 +70,11 @@ def body(name: str, spans: int = 20, resources: int = 1) -> bytes:
                                 start_time_unix_nano=1_000 + i,
                                 end_time_unix_nano=2_000 + i,
                                 attributes=[
-                                    _kv("http.method", "GET"),
-                                    _kv("http.route", f"/{name}/{i}"),
-                                    _kv("http.status_code", 200 + i),
-                                    _kv("enduser.id", f"{name}-u{i}"),
-                                    _kv("apiusage.consumer.id", f"{name}-c{i}"),
+                                    key_value("http.method", "GET"),
+                                    key_value("http.route", f"/{name}/{i}"),
+                                    key_value("http.status_code", 200 + i),
+                                    key_value("enduser.id", f"{name}-u{i}"),
+                                    key_value("apiusage.consumer.id", f"{name}-c{i}"),
                                 ],
                             )
                             for i in range(spans)

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from apiusage.processor.state.schema import MIGRATIONS
 
+from tests.support.polling import wait_until
 from tests.support.processor import (
     LOOPBACK_CONFIG,
     apiusage_command,
@@ -82,19 +83,21 @@ def _halves() -> tuple[History, History, History, list, list]:
 
 
 def _wait_pending(running, rows: float, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while sample(running.scrape(), "apiusage_state_pending_rows") != rows:
-        assert time.monotonic() < deadline, "the backlog was not written"
-        time.sleep(0.05)
+    wait_until(
+        lambda: sample(running.scrape(), "apiusage_state_pending_rows") == rows,
+        timeout,
+        "the backlog written",
+    )
 
 
 def _refreshed(running, timeout: float = 30):
     """The first scrape after the start-up refresh."""
-    deadline = time.monotonic() + timeout
-    while sample(m := running.scrape(), "apiusage_state_refreshes_total", outcome="success") < 1:
-        assert time.monotonic() < deadline, "no refresh"
-        time.sleep(0.05)
-    return m
+
+    def refreshed():  # noqa: ANN202
+        m = running.scrape()
+        return m if sample(m, "apiusage_state_refreshes_total", outcome="success") else None
+
+    return wait_until(refreshed, timeout, "the start-up refresh")
 
 
 def _counts(samples) -> dict:

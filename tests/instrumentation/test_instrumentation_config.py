@@ -144,6 +144,24 @@ def test_unimportable_resolver_is_skipped_not_fatal(spans, client_for, caplog):
     assert "apiusage.consumer.id" not in spans.apiusage()
 
 
+def test_in_code_resolver_lists_mix_builtins_callables_and_junk(caplog):
+    from apiusage.instrumentation._builder import build_enricher
+    from apiusage.instrumentation._resolvers import ApiKeyHeader, RequestState
+
+    settings = Settings.from_env({"APIUSAGE_PSEUDONYM_KEY": KEY})
+
+    def mine(request):
+        return None
+
+    with caplog.at_level(logging.ERROR, logger="apiusage.instrumentation"):
+        enricher = build_enricher(settings, consumer=["header", mine, ["not", "hash"]], plan_tier=" None ")
+    assert [type(r) for r in enricher.consumer_resolvers] == [ApiKeyHeader, type(mine)]
+    assert "ignoring APIUSAGE_CONSUMER_RESOLVER entry ['not', 'hash']" in caplog.text
+    assert enricher.plan_tier_resolvers == ()
+    tiers = build_enricher(settings, consumer=False, plan_tier="state, mapping").plan_tier_resolvers
+    assert [type(r) for r in tiers] == [RequestState]  # no plan-tier file: the mapping is off
+
+
 def test_defaults_match_the_documented_table():
     settings = Settings.from_env({})
     assert settings.consumer_resolver == ("header",)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 from instr_support import APPS, KEY, bin_path, free_port, need, stop, wait_for_port
+
+from tests.support.polling import read_until
 
 pytestmark = pytest.mark.slow
 
@@ -85,14 +86,12 @@ def drive(port: int) -> httpx.Response:
 
 
 def wait_for_requests(processor, service: str, count: int, timeout: float = 20) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        samples = processor.scrape()
-        seen = sum(matching(samples, "api_requests_total", service=service).values())
-        if seen >= count or time.monotonic() > deadline:
-            assert seen == count, f"{service}: {seen} requests counted, expected {count}"
-            return samples
-        time.sleep(0.1)
+    def seen(samples: dict) -> float:
+        return sum(matching(samples, "api_requests_total", service=service).values())
+
+    samples = read_until(processor.scrape, lambda m: seen(m) >= count, timeout, interval=0.1)
+    assert seen(samples) == count, f"{service}: {seen(samples)} requests counted, expected {count}"
+    return samples
 
 
 def check_counts(samples: dict, service: str) -> None:

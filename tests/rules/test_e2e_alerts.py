@@ -11,7 +11,6 @@ loopback targets and 1-second grouping.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import urllib.request
@@ -20,12 +19,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from apiusage.demo.otlp import ExportTraceServiceRequest, add_resource, add_span
 from apiusage.rules import generate, parse_slo, shorten_for_tests
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.support.otlp import request_with_spans
+from tests.support.polling import wait_until
 from tests.support.processor import get, running_processor
-from tests.support.prometheus import start_alertmanager, start_prometheus, wait_until
+from tests.support.prometheus import start_alertmanager, start_prometheus
 
 pytestmark = [pytest.mark.slow, pytest.mark.live]
 
@@ -34,20 +34,11 @@ PROM = Path(__file__).resolve().parents[2] / "prometheus"
 
 def failing_spans(n: int, service: str = "e2e-api") -> bytes:
     req = ExportTraceServiceRequest()
-    rs = req.resource_spans.add()
-    kv = rs.resource.attributes.add()
-    kv.key, kv.value.string_value = "service.name", service
-    scope = rs.scope_spans.add()
+    scope = add_resource(req, {"service.name": service})
     now = time.time_ns()
+    attributes = {"http.request.method": "POST", "http.route": "/v1/pay", "http.response.status_code": 503}
     for _ in range(n):
-        span = scope.spans.add()
-        span.trace_id, span.span_id, span.kind = os.urandom(16), os.urandom(8), 2
-        span.start_time_unix_nano, span.end_time_unix_nano = now - 5_000_000, now
-        for key, value in (("http.request.method", "POST"), ("http.route", "/v1/pay")):
-            a = span.attributes.add()
-            a.key, a.value.string_value = key, value
-        a = span.attributes.add()
-        a.key, a.value.int_value = "http.response.status_code", 503
+        add_span(scope, attributes, start_ns=now - 5_000_000, end_ns=now)
     return req.SerializeToString()
 
 

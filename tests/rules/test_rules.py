@@ -1,5 +1,5 @@
 """The generated Prometheus rules: fresh, lint-clean, unit-tested with promtool, styled,
-and linked to a runbook and a dashboard panel of grafana/panels.yaml."""
+and linked to a runbook and a dashboard panel of the panel contract (apiusage.conventions.panels)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from apiusage.conventions import panels as contract
 from apiusage.rules import PANELS, SloError, alerts, load_slo, parse_slo, render, stale
 
 from tests.support.prometheus import promtool
@@ -89,9 +90,8 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test_with_full_annotations() 
             assert {"severity", "category"} <= set(a["exp_labels"]), name
 
 
-def _panels() -> tuple[dict, set]:
-    doc = yaml.safe_load((ROOT / "grafana" / "panels.yaml").read_text())
-    return doc["dashboards"], {(p["dashboard"], p["id"]) for p in doc["panels"]}
+def _panels() -> tuple[dict[str, contract.Dashboard], set[tuple[str, int]]]:
+    return {d.uid: d for d in contract.DASHBOARDS}, {(p.dashboard, p.id) for p in contract.PANELS}
 
 
 _DASHBOARD = re.compile(
@@ -132,20 +132,29 @@ def test_alert_style_runbooks_and_dashboard_links() -> None:
         assert m, f"{name}: dashboard_url {notes['dashboard_url']}"
         assert m["base"] == slo.links.grafana_url
         uid, panel = m["uid"], int(m["id"])
-        assert uid in dashboards and m["slug"] == dashboards[uid]["slug"], name
-        assert (uid, panel) in panels, f"{name}: panel {uid}/{panel} is not in grafana/panels.yaml"
+        assert uid in dashboards and m["slug"] == dashboards[uid].slug, name
+        assert (uid, panel) in panels, f"{name}: panel {uid}/{panel} is not in the panel contract"
         rest = m["vars"]
         for v in _VAR.finditer(rest):
             var, label = (v[1], v[2]) if v[1] else (v[4], v[3])
             assert var == label, name
-            assert var in dashboards[uid]["variables"], f"{name}: {uid} has no variable {var}"
+            assert var in dashboards[uid].variables, f"{name}: {uid} has no variable {var}"
             assert label in fired_labels[name] or label == "route", f"{name}: no label {label}"
         assert _VAR.sub("", rest) == "", f"{name}: unexpected dashboard_url tail {rest!r}"
 
 
-def test_panel_table_matches_the_contract() -> None:
+def test_panel_contract_is_one_table_without_clashes() -> None:
     dashboards, panels = _panels()
-    assert set(PANELS.values()) <= panels
+    assert len(panels) == len(contract.PANELS), "a (dashboard, panel id) pair twice"
+    keys = [p.key for p in contract.PANELS if p.key]
+    assert len(keys) == len(set(keys)), "an alert panel key twice"
+    assert {p.dashboard for p in contract.PANELS} == set(dashboards)
+    assert PANELS["memory"] == ("apiusage-pipeline", 17) and PANELS["ttfs"] == ("apiusage-adoption", 4)
+    assert {a.panel for a in alerts(load_slo(SLO))} <= set(PANELS), "an alert panel not in the contract"
+    with pytest.raises(KeyError, match="no panel with key 'nope'"):
+        contract.linked("nope")
+    with pytest.raises(KeyError, match="no dashboard 'nope'"):
+        contract.dashboard("nope")
 
 
 def test_slo_file_mistakes_are_reported_with_their_paths() -> None:

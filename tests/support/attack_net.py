@@ -58,15 +58,6 @@ def non_reader(port: int, request: bytes, tls: ssl.SSLContext | None = None) -> 
     return sock
 
 
-def wait_until(predicate, timeout: float) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 def get_small(port: int, timeout: float = 5.0, tls: ssl.SSLContext | None = None) -> bytes:
     """A well-behaved client's GET /: the status line it was answered."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from apiusage.demo.otlp import ExportTraceServiceRequest, add_resource, add_span
 
 # Short names for span(): the default attribute source of each field.
 KEYS = {
@@ -34,29 +33,17 @@ def span(tracestate: str = "", **fields: object) -> dict:
 def export_request(spans: Iterable[Mapping], service: str = "orders-api") -> bytes:
     """A serialized ExportTraceServiceRequest: one resource, the spans in order, ending now."""
     req = ExportTraceServiceRequest()
-    rs = req.resource_spans.add()
-    kv = rs.resource.attributes.add()
-    kv.key, kv.value.string_value = "service.name", service
-    scope = rs.scope_spans.add()
+    scope = add_resource(req, {"service.name": service})
     end = time.time_ns()
     for desc in spans:
-        s = scope.spans.add()
-        s.trace_id, s.span_id = os.urandom(16), os.urandom(8)
-        s.kind = 2
-        s.name = "request"
-        s.start_time_unix_nano, s.end_time_unix_nano = end - 5_000_000, end
-        s.trace_state = desc.get("tracestate", "")
-        for key, value in desc["attributes"].items():
-            if value is None:
-                continue
-            a = s.attributes.add()
-            a.key = key
-            if isinstance(value, bool):
-                a.value.bool_value = value
-            elif isinstance(value, int):
-                a.value.int_value = value
-            else:
-                a.value.string_value = value
+        add_span(
+            scope,
+            desc["attributes"],
+            name="request",
+            start_ns=end - 5_000_000,
+            end_ns=end,
+            trace_state=desc.get("tracestate", ""),
+        )
     return req.SerializeToString()
 
 

@@ -20,6 +20,8 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.polling import read_until
+
 LOOPBACK_CONFIG: dict[str, Any] = {
     "receivers": {
         "otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"}, "http": {"endpoint": "127.0.0.1:0"}}}
@@ -84,29 +86,24 @@ class RunningProcessor:
         return parse_metrics(body.decode())
 
     def wait_processed(self, spans: int, timeout: float = 10) -> Samples:
-        """Scrape until `apiusage_spans_processed_total` reaches `spans`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            samples = self.scrape()
-            done = sample(samples, "apiusage_spans_processed_total") or 0
-            if done >= spans or time.monotonic() > deadline:
-                assert done == spans, f"processed {done} spans, expected {spans}"
-                return samples
-            time.sleep(0.05)
+        """Scrape until `apiusage_spans_processed_total` reaches `spans` (and fail past it)."""
+
+        def processed(samples: Samples) -> float:
+            return sample(samples, "apiusage_spans_processed_total") or 0
+
+        samples = read_until(self.scrape, lambda m: processed(m) >= spans, timeout)
+        assert processed(samples) == spans, f"processed {processed(samples)} spans, expected {spans}"
+        return samples
 
 
 def wait_for(
     running: RunningProcessor, name: str, value: float, timeout: float = 15, **labels: str
 ) -> Samples:
     """Scrape until sample `name{labels}` equals `value`; returns the last scrape."""
-    deadline = time.monotonic() + timeout
-    while True:
-        m = running.scrape()
-        got = sample(m, name, **labels)
-        if got == value or time.monotonic() > deadline:
-            assert got == value, f"{name}{labels} = {got}, expected {value}"
-            return m
-        time.sleep(0.1)
+    m = read_until(running.scrape, lambda m: sample(m, name, **labels) == value, timeout, interval=0.1)
+    got = sample(m, name, **labels)
+    assert got == value, f"{name}{labels} = {got}, expected {value}"
+    return m
 
 
 def _endpoints(urls: dict[str, str]) -> tuple[str, str, str]:

@@ -15,9 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from apiusage.demo.otlp import ExportTraceServiceRequest, Span, add_resource, add_span, key_value
 
 DAY_MS = 86_400_000
 SERVICE = "scale-api"
@@ -36,12 +34,6 @@ ENDPOINTS = (
 CLIENT = "scale-sdk"
 WINDOWS = {"1d": 1, "7d": 7, "30d": 30}
 DAYS = 30
-
-
-def _kv(key: str, value: str | int) -> KeyValue:
-    if isinstance(value, int):
-        return KeyValue(key=key, value=AnyValue(int_value=value))
-    return KeyValue(key=key, value=AnyValue(string_value=value))
 
 
 @dataclass
@@ -130,12 +122,12 @@ class History:
         for e, (method, route, feature) in enumerate(ENDPOINTS):
             for status in (200, 503):
                 attributes = [
-                    _kv("http.request.method", method),
-                    _kv("http.route", route),
-                    _kv("http.response.status_code", status),
+                    key_value("http.request.method", method),
+                    key_value("http.route", route),
+                    key_value("http.response.status_code", status),
                 ]
                 if feature:
-                    attributes.append(_kv("apiusage.feature", feature))
+                    attributes.append(key_value("apiusage.feature", feature))
                 templates[e, status] = Span(
                     kind=Span.SPAN_KIND_SERVER, name=f"{method} {route}", attributes=attributes
                 )
@@ -143,10 +135,10 @@ class History:
         spans = request.resource_spans[0].scope_spans[0].spans
         for i in self.ids:
             per_consumer = [
-                _kv("apiusage.consumer.id", f"s{i:06d}"),
-                _kv("apiusage.consumer.plan_tier", _plan(i)),
-                _kv("apiusage.client.name", CLIENT),
-                _kv("apiusage.client.version", _version(i)),
+                key_value("apiusage.consumer.id", f"s{i:06d}"),
+                key_value("apiusage.consumer.plan_tier", _plan(i)),
+                key_value("apiusage.client.name", CLIENT),
+                key_value("apiusage.client.version", _version(i)),
             ]
             for days_ago, e, status in self.calls(i):
                 serial += 1
@@ -168,32 +160,27 @@ class History:
     @staticmethod
     def _new_request() -> ExportTraceServiceRequest:
         request = ExportTraceServiceRequest()
-        rs = request.resource_spans.add()
-        rs.resource.attributes.append(_kv("service.name", SERVICE))
-        rs.scope_spans.add()
+        add_resource(request, {"service.name": SERVICE})
         return request
 
 
 def fresh_request(service: str, n: int, first_serial: int = 1 << 40) -> bytes:
     """n successful GET /v1/fresh spans of `service` ending now, without a consumer."""
     request = ExportTraceServiceRequest()
-    rs = request.resource_spans.add()
-    rs.resource.attributes.append(_kv("service.name", service))
-    spans = rs.scope_spans.add().spans
+    scope = add_resource(request, {"service.name": service})
     now_ns = time.time_ns()
+    attributes = {"http.request.method": "GET", "http.route": "/v1/fresh", "http.response.status_code": 200}
     for k in range(n):
-        span = spans.add(
-            kind=Span.SPAN_KIND_SERVER,
+        serial = first_serial + k
+        add_span(
+            scope,
+            attributes,
             name="GET /v1/fresh",
-            attributes=[
-                _kv("http.request.method", "GET"),
-                _kv("http.route", "/v1/fresh"),
-                _kv("http.response.status_code", 200),
-            ],
+            start_ns=now_ns - 10_000_000,
+            end_ns=now_ns,
+            trace_id=serial.to_bytes(16, "big"),
+            span_id=serial.to_bytes(8, "big"),
         )
-        span.trace_id = (first_serial + k).to_bytes(16, "big")
-        span.span_id = (first_serial + k).to_bytes(8, "big")
-        span.start_time_unix_nano, span.end_time_unix_nano = now_ns - 10_000_000, now_ns
     return request.SerializeToString()
 
 

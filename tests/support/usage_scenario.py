@@ -7,11 +7,10 @@ each one falls on a known day: `at(d, h)` is `h` o'clock, `d` days before today.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 import urllib.request
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from apiusage.demo.otlp import ExportTraceServiceRequest, add_resource, add_span
 
 DAY_MS = 86_400_000
 TODAY = int(time.time() * 1000) // DAY_MS
@@ -102,15 +101,9 @@ def recent_consumers(first: int, last: int) -> list[dict]:
 
 def request(batch: list[dict]) -> bytes:
     req = ExportTraceServiceRequest()
-    rs = req.resource_spans.add()
-    kv = rs.resource.attributes.add()
-    kv.key, kv.value.string_value = "service.name", SERVICE
-    scope = rs.scope_spans.add()
+    scope = add_resource(req, {"service.name": SERVICE})
     for c in batch:
-        span = scope.spans.add()
-        span.trace_id, span.span_id, span.kind = os.urandom(16), os.urandom(8), 2
-        span.end_time_unix_nano = c["at"] * 1_000_000
-        span.start_time_unix_nano = span.end_time_unix_nano - 5_000_000
+        end_ns = c["at"] * 1_000_000
         attributes = {
             "http.request.method": c["method"],
             "http.route": c["route"],
@@ -125,13 +118,7 @@ def request(batch: list[dict]) -> bytes:
             attributes["user_agent.original"] = c["ua"]
         if c["feature"]:
             attributes["apiusage.feature"] = c["feature"]
-        for key, value in attributes.items():
-            a = span.attributes.add()
-            a.key = key
-            if isinstance(value, int):
-                a.value.int_value = value
-            else:
-                a.value.string_value = value
+        add_span(scope, attributes, start_ns=end_ns - 5_000_000, end_ns=end_ns)
     return req.SerializeToString()
 
 

@@ -25,6 +25,7 @@ from apiusage.processor.telemetry import PipelineStats
 
 from tests.processor.state.test_consumer_metrics import assert_scenario, settle
 from tests.support import usage_scenario as sc
+from tests.support.polling import wait_until
 from tests.support.postgres import postgres_server
 from tests.support.processor import running_processor, sample, start_processor
 
@@ -51,16 +52,6 @@ def dsn(pg_server) -> str:
     with psycopg.connect(pg_server.dsn, autocommit=True, connect_timeout=10) as db:
         db.execute(f"CREATE DATABASE {name}")
     return pg_server.dsn.rsplit("/", 1)[0] + f"/{name}"
-
-
-def _wait(predicate, what: str, timeout: float = 15.0):  # noqa: ANN001, ANN202
-    deadline = time.monotonic() + timeout
-    while True:
-        got = predicate()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
-        time.sleep(0.05)
 
 
 def _stored_writer(dsn: str) -> str:
@@ -164,7 +155,7 @@ def test_one_lease_at_a_time_kept_without_stacking_and_retaken_after_a_lost_sess
         with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as db:
             db.execute("SELECT pg_terminate_backend(%s)", (pid,))
             assert db.execute("SELECT v FROM t").fetchall() == [(1,)]
-        _wait(lambda: not _advisory_locks(dsn), "the terminated session's lock to go")
+        wait_until(lambda: not _advisory_locks(dsn), 15, "the terminated session's lock to go")
         with caplog.at_level(logging.INFO, logger="apiusage.processor.state"):
             assert a.check() is False  # the broken session: not leading, logged once
             assert b.check() is True
@@ -175,12 +166,12 @@ def test_one_lease_at_a_time_kept_without_stacking_and_retaken_after_a_lost_sess
         b.release()
         assert b.check() is False  # released for good
         # The server ends the closed session a moment later; then the lock is free.
-        _wait(a.check, "the lease to be free after the holder released it", timeout=5)
+        wait_until(a.check, 5, "the lease to be free after the holder released it")
         assert len(_advisory_locks(dsn)) == 1
     finally:
         a.release()
         b.release()
-    _wait(lambda: _advisory_locks(dsn) == [], "no session to hold the lock", timeout=5)
+    wait_until(lambda: _advisory_locks(dsn) == [], 5, "no session to hold the lock")
 
 
 # --------------------------------------------------------------------------- replicas
@@ -240,7 +231,9 @@ def test_the_follower_takes_over_when_the_leader_stops(tmp_path: Path, dsn: str)
         replicas = [stack.enter_context(running_processor(config)) for stack in stacks]
         sc.send(replicas[0].http_endpoint, sc.recent_consumers(0, 20))
         sc.send(replicas[1].http_endpoint, sc.recent_consumers(20, 40))
-        _wait(lambda: all(_active(r) == 40 for r in replicas), "both replicas to expose 40 consumers")
+        wait_until(
+            lambda: all(_active(r) == 40 for r in replicas), 15, "both replicas to expose 40 consumers"
+        )
         leaders = [sample(r.scrape(), LEADER) for r in replicas]
         assert sorted(leaders) == [0, 1]
         i = leaders.index(1)
@@ -248,11 +241,11 @@ def test_the_follower_takes_over_when_the_leader_stops(tmp_path: Path, dsn: str)
         stacks[i].close()  # a clean stop releases the lease
         assert not leader.processor.state.health.leader
         stopped = time.monotonic()
-        _wait(lambda: sample(follower.scrape(), LEADER) == 1, "the follower to take the lease", timeout=5)
+        wait_until(lambda: sample(follower.scrape(), LEADER) == 1, 5, "the follower to take the lease")
         took_over = time.monotonic() - stopped
         # Nobody else publishes now: new consumers show only if the survivor computes.
         sc.send(follower.http_endpoint, sc.recent_consumers(40, 45))
-        _wait(lambda: _active(follower) == 45, "the new leader to count 45 consumers", timeout=10)
+        wait_until(lambda: _active(follower) == 45, 10, "the new leader to count 45 consumers")
         assert _stored_writer(dsn) == follower.processor.state.identity
     finally:
         for stack in stacks:
@@ -267,17 +260,17 @@ def test_the_follower_takes_over_when_the_leader_is_killed(tmp_path: Path, dsn: 
     with start_processor(tmp_path / "a", config) as a, start_processor(tmp_path / "b", config) as b:
         sc.send(a.http_endpoint, sc.recent_consumers(0, 10))
         sc.send(b.http_endpoint, sc.recent_consumers(10, 25))
-        _wait(lambda: _active(a) == 25 and _active(b) == 25, "both replicas to expose 25 consumers")
+        wait_until(lambda: _active(a) == 25 and _active(b) == 25, 15, "both replicas to expose 25 consumers")
         leaders = [sample(r.scrape(), LEADER) for r in (a, b)]
         assert sorted(leaders) == [0, 1]
         leader, follower = (a, b) if leaders[0] == 1 else (b, a)
         leader.process.send_signal(signal.SIGKILL)
         leader.process.wait(10)
         killed = time.monotonic()
-        _wait(lambda: sample(follower.scrape(), LEADER) == 1, "the follower to take the lease", timeout=10)
+        wait_until(lambda: sample(follower.scrape(), LEADER) == 1, 10, "the follower to take the lease")
         took_over = time.monotonic() - killed
         sc.send(follower.http_endpoint, sc.recent_consumers(25, 30))
-        _wait(lambda: _active(follower) == 30, "the new leader to count 30 consumers", timeout=10)
+        wait_until(lambda: _active(follower) == 30, 10, "the new leader to count 30 consumers")
     # PostgreSQL ends the killed replica's session as soon as the kernel closes its socket.
     assert took_over < 3.0, f"takeover took {took_over:.1f}s after kill -9"
 
@@ -337,7 +330,7 @@ class _LoseTheLeaseWhileComputing:
             [(pid, _)] = _advisory_locks(self.dsn)
             with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as db:
                 db.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            _wait(lambda: not _advisory_locks(self.dsn), "the lease session to end")
+            wait_until(lambda: not _advisory_locks(self.dsn), 15, "the lease session to end")
             # The victim's driver notices (keepalive, a failed statement): its next statement
             # runs on a new session, which does not hold the lock.
             with contextlib.suppress(psycopg.Error):

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from tests.support.polling import wait_until
 from tests.support.processor import get, matching, running_processor, sample
 from tests.support.state_scale import SERVICE, Exporter, History, fresh_request, send_history
 
@@ -16,14 +17,6 @@ pytestmark = pytest.mark.slow
 
 TOKEN = "s3cret-admin-token-0123456789"
 CONSUMERS = 20_000
-
-
-def _wait(what: str, check, timeout: float):
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"no {what} within {timeout}s"
-        time.sleep(0.02)
-    return result
 
 
 def _nonzero(samples: dict, name: str, *labels: str) -> dict[tuple, float]:
@@ -50,13 +43,12 @@ def test_20k_consumers_over_otlp_are_counted_exactly_while_fresh_spans_keep_flow
 
         # The first flush writes the whole history (about 110,000 rows) in one go: while it
         # runs, fresh spans of another service must reach the request metrics.
-        flush = _wait("flush", lambda: state.health.flush_started, 20)
+        flush = wait_until(lambda: state.health.flush_started, 20, "a flush", interval=0.02)
         exporter = Exporter(running.http_endpoint, timeout=5)
         sent_at = time.monotonic()
         exporter.export(fresh_request("fresh-api", 25), sent_at + 5)
         exporter.close()
-        during = _wait(
-            "fresh spans in api_requests_total",
+        during = wait_until(
             lambda: (
                 m
                 if sum(matching(m := running.scrape(), "api_requests_total", service="fresh-api").values())
@@ -64,20 +56,23 @@ def test_20k_consumers_over_otlp_are_counted_exactly_while_fresh_spans_keep_flow
                 else None
             ),
             5,
+            "fresh spans in api_requests_total",
+            interval=0.02,
         )
         fresh_took = time.monotonic() - sent_at
         flush_went_on = state.health.flush_started == flush
 
         # Written: what is left is at most the fresh spans' endpoint row, due at the next flush.
-        _wait(
-            "flush of the history",
+        wait_until(
             lambda: state.health.flush_started is None and state.activity.pending() <= 1,
             60,
+            "the flush of the history",
+            interval=0.02,
         )
         # One refresh of the 20,000 consumers, and an admin request while it runs.
         refresh = threading.Thread(target=state.refresh, daemon=True)
         refresh.start()
-        _wait("running refresh", lambda: state.health.refresh_started, 10)
+        wait_until(lambda: state.health.refresh_started, 10, "a running refresh", interval=0.02)
         url = running.processor.urls()["admin"] + "/deprecated"
         started = time.monotonic()
         status, _, _ = get(url, {"Authorization": f"Bearer {TOKEN}"}, timeout=10)

@@ -1,0 +1,126 @@
+"""The dashboard panel contract: what alert rules link to and the dashboards must contain.
+
+Every alert's `dashboard_url` points at one of these panels
+(`<grafana>/d/<uid>/<slug>?viewPanel=<id>&var-<label>=...`); grafana/build.py takes the
+dashboards' uids, titles and these panels' titles from here, the rule generator
+(apiusage.rules) its uids, slugs and panel ids, and the tests hold the JSON to the metric each
+panel plots.  Panel ids are stable: never renumber, only add.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DASHBOARDS", "PANELS", "Dashboard", "Panel", "dashboard", "panel", "linked"]
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    uid: str
+    slug: str  # Grafana's URL slug of the title; also the JSON file's name
+    title: str
+    variables: tuple[str, ...]  # template variables an alert link may fill
+
+    @property
+    def file(self) -> str:
+        return f"{self.slug}.json"
+
+
+@dataclass(frozen=True)
+class Panel:
+    dashboard: str  # uid
+    id: int
+    title: str
+    metric: str  # a metric the panel plots (recording rules expanded)
+    key: str | None = None  # the name an alert rule refers to the panel by, when one does
+
+
+OVERVIEW, ADOPTION, DEPRECATIONS, PIPELINE = (
+    "apiusage-overview",
+    "apiusage-adoption",
+    "apiusage-deprecations",
+    "apiusage-pipeline",
+)
+
+DASHBOARDS: tuple[Dashboard, ...] = (
+    Dashboard(OVERVIEW, "api-overview", "API overview", ("datasource", "service", "route", "plan_tier")),
+    Dashboard(
+        ADOPTION, "adoption-and-consumers", "Adoption and consumers", ("datasource", "service", "plan_tier")
+    ),
+    Dashboard(
+        DEPRECATIONS, "deprecations-and-migrations", "Deprecations and migrations", ("datasource", "service")
+    ),
+    Dashboard(PIPELINE, "pipeline-health", "Pipeline health", ("datasource",)),
+)
+
+_REQ, _DUR = "api_requests_total", "api_request_duration_seconds_bucket"
+
+PANELS: tuple[Panel, ...] = (
+    Panel(OVERVIEW, 2, "Requests per second by route", _REQ),
+    Panel(OVERVIEW, 3, "Error ratio (5xx) by route", _REQ),
+    Panel(OVERVIEW, 4, "Latency quantiles by route", _DUR),
+    Panel(OVERVIEW, 5, "Traffic against the same time last week", _REQ, "traffic_vs_last_week"),
+    Panel(OVERVIEW, 6, "Top endpoints by 4xx ratio", _REQ, "top_4xx"),
+    Panel(OVERVIEW, 7, "Error budget burn rate (5xx)", _REQ, "error_burn"),
+    Panel(OVERVIEW, 8, "Latency SLO burn rate", _DUR, "latency_burn"),
+    Panel(OVERVIEW, 9, "Error budget remaining", _REQ),
+    Panel(OVERVIEW, 10, "Error ratio by client version", "api_client_requests_total", "client_versions"),
+    Panel(OVERVIEW, 11, "Requests by plan tier", _REQ),
+    Panel(ADOPTION, 2, "Active consumers by plan tier", "api_active_consumers", "active_consumers"),
+    Panel(ADOPTION, 3, "New consumers", "api_new_consumers_total"),
+    Panel(ADOPTION, 4, "Time to first success", "api_time_to_first_success_seconds_bucket", "ttfs"),
+    Panel(ADOPTION, 5, "Feature adoption", "api_feature_adoption_ratio"),
+    Panel(ADOPTION, 6, "Endpoint consumers", "api_endpoint_consumers"),
+    Panel(ADOPTION, 7, "Client version spread", "api_client_version_consumers"),
+    Panel(ADOPTION, 8, "Cohort retention", "api_cohort_retention_ratio"),
+    Panel(ADOPTION, 9, "Consumers at risk", "api_consumers_at_risk", "at_risk"),
+    Panel(ADOPTION, 10, "Active consumers forecast", "api_active_consumers"),
+    Panel(
+        DEPRECATIONS,
+        2,
+        "Consumers on deprecated endpoints",
+        "api_deprecated_endpoint_consumers",
+        "deprecated_consumers",
+    ),
+    Panel(DEPRECATIONS, 3, "Traffic to deprecated endpoints", "api_deprecated_requests_total"),
+    Panel(DEPRECATIONS, 4, "Days to sunset", "api_endpoint_sunset_timestamp_seconds"),
+    Panel(DEPRECATIONS, 5, "Migration progress", "api_migrated_consumers"),
+    Panel(DEPRECATIONS, 6, "Unused catalog endpoints", "api_unused_endpoints"),
+    Panel(
+        DEPRECATIONS, 7, "Deprecated endpoint consumers by client version", "api_deprecated_requests_total"
+    ),
+    Panel(PIPELINE, 2, "Processor up", "up", "up"),
+    Panel(PIPELINE, 3, "Spans received and rejected", "apiusage_spans_rejected_total", "rejected"),
+    Panel(PIPELINE, 4, "Queue fill", "apiusage_queue_spans", "queue"),
+    Panel(PIPELINE, 5, "Data-quality issues by check", "apiusage_data_quality_issues_total", "data_quality"),
+    Panel(PIPELINE, 6, "Label overflow", "apiusage_label_overflow_total", "overflow"),
+    Panel(PIPELINE, 7, "State store flushes", "apiusage_state_flushes_total", "flushes"),
+    Panel(PIPELINE, 8, "Spans received per service", _REQ, "per_service"),
+    Panel(PIPELINE, 9, "Processing latency", "apiusage_processing_latency_seconds_bucket"),
+    Panel(PIPELINE, 13, "Consumer metrics age", "apiusage_state_report_timestamp_seconds", "report_age"),
+    Panel(PIPELINE, 17, "Memory limiter refusals", "apiusage_memory_limiter_refusals_total", "memory"),
+    Panel(PIPELINE, 18, "Resident memory and limit", "process_resident_memory_bytes"),
+    Panel(PIPELINE, 19, "Consumer metrics refresh", "apiusage_state_refresh_duration_seconds", "refresh"),
+    Panel(PIPELINE, 20, "Consumer metrics computed by", "apiusage_state_refresh_leader"),
+)
+
+
+def dashboard(uid: str) -> Dashboard:
+    """The contract's dashboard with this uid; KeyError naming it when there is none."""
+    for d in DASHBOARDS:
+        if d.uid == uid:
+            return d
+    raise KeyError(f"no dashboard {uid!r} in the panel contract (apiusage.conventions.panels)")
+
+
+def panel(uid: str, panel_id: int) -> Panel | None:
+    """The contract's panel `panel_id` of dashboard `uid`, or None when it is not in the contract."""
+    return next((p for p in PANELS if p.dashboard == uid and p.id == panel_id), None)
+
+
+def linked(key: str) -> Panel:
+    """The panel an alert rule refers to by `key`; KeyError naming it when there is none."""
+    for p in PANELS:
+        if p.key == key:
+            return p
+    raise KeyError(f"no panel with key {key!r} in the panel contract (apiusage.conventions.panels)")

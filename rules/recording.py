@@ -1,0 +1,117 @@
+"""The recording rules that do not depend on the SLO file: request rates and ratios per window,
+latency quantiles, client friction, consumer adoption and pipeline data quality."""
+
+from __future__ import annotations
+
+from .promql import QUANTILES, ROUTE, WINDOWS, group, record
+
+__all__ = ["recording_groups"]
+
+
+def recording_groups() -> list[dict]:
+    rates: list[dict] = []
+    for w in WINDOWS:
+        rates += [
+            record(
+                f"apiusage_route:api_requests:rate{w}", f"sum by ({ROUTE}) (rate(api_requests_total[{w}]))"
+            ),
+            record(
+                f"apiusage_route:api_requests_5xx:rate{w}",
+                f'sum by ({ROUTE}) (rate(api_requests_total{{status_code=~"5.."}}[{w}]))',
+            ),
+            record(
+                f"apiusage_route:api_requests_5xx:ratio_rate{w}",
+                f"""
+                (apiusage_route:api_requests_5xx:rate{w} or apiusage_route:api_requests:rate{w} * 0)
+                / apiusage_route:api_requests:rate{w}
+            """,
+            ),
+            record(
+                f"apiusage_service:api_requests:rate{w}",
+                f"sum by (service) (apiusage_route:api_requests:rate{w})",
+            ),
+            record(
+                f"apiusage_service:api_requests_5xx:ratio_rate{w}",
+                f"""
+                (sum by (service) (apiusage_route:api_requests_5xx:rate{w})
+                  or apiusage_service:api_requests:rate{w} * 0)
+                / apiusage_service:api_requests:rate{w}
+            """,
+            ),
+        ]
+    latency: list[dict] = []
+    for q in QUANTILES:
+        latency += [
+            record(
+                "apiusage_route:api_request_duration_seconds:quantile_rate5m",
+                f"""
+                histogram_quantile({q},
+                  sum by ({ROUTE}, le) (rate(api_request_duration_seconds_bucket[5m])))
+            """,
+                {"quantile": q},
+            ),
+            record(
+                "apiusage_service:api_request_duration_seconds:quantile_rate5m",
+                f"""
+                histogram_quantile({q},
+                  sum by (service, le) (rate(api_request_duration_seconds_bucket[5m])))
+            """,
+                {"quantile": q},
+            ),
+        ]
+    friction = [
+        record(
+            "apiusage_route:api_requests_4xx:ratio_rate1h",
+            f"""
+            (sum by ({ROUTE}) (rate(api_requests_total{{status_code=~"4.."}}[1h]))
+              or apiusage_route:api_requests:rate1h * 0)
+            / apiusage_route:api_requests:rate1h
+        """,
+        ),
+        record(
+            "apiusage_client_version:api_client_requests:rate1h",
+            "sum by (service, client_name, client_version) (rate(api_client_requests_total[1h]))",
+        ),
+        record(
+            "apiusage_client_version:api_client_requests_errors:ratio_rate1h",
+            """
+            (sum by (service, client_name, client_version) (
+                rate(api_client_requests_total{status_class=~"4xx|5xx"}[1h]))
+              or apiusage_client_version:api_client_requests:rate1h * 0)
+            / apiusage_client_version:api_client_requests:rate1h
+        """,
+        ),
+    ]
+    consumers = [
+        record(
+            "apiusage_plan:api_time_to_first_success_seconds:p50_7d",
+            """
+            histogram_quantile(0.5, sum by (service, plan_tier, le) (
+              max without (instance) (increase(api_time_to_first_success_seconds_bucket[7d]))))
+        """,
+        ),
+        record(
+            "apiusage_plan:api_first_successes:increase7d",
+            """
+            sum by (service, plan_tier) (
+              max without (instance) (increase(api_time_to_first_success_seconds_count[7d])))
+        """,
+        ),
+    ]
+    pipeline = [
+        record(
+            "apiusage_check:apiusage_data_quality_issues:ratio_rate1h",
+            """
+            sum by (check) (rate(apiusage_data_quality_issues_total[1h]))
+            / ignoring (check) group_left ()
+            sum (rate(apiusage_spans_processed_total[1h]))
+        """,
+        ),
+    ]
+    return [
+        group("apiusage-request-rates", "1m", rates),
+        group("apiusage-latency-quantiles", "1m", latency),
+        group("apiusage-client-friction", "1m", friction),
+        group("apiusage-consumers", "2m", consumers),  # < the 5m lookback of readers
+        group("apiusage-pipeline", "1m", pipeline),
+    ]
