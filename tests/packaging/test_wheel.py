@@ -26,7 +26,8 @@ import pytest
 from apiusage.processor.config import load_config
 
 from tests.support.components import free_port
-from tests.support.prometheus import http_get, wait_until
+from tests.support.polling import wait_until
+from tests.support.prometheus import http_get
 
 pytestmark = pytest.mark.slow
 
@@ -200,7 +201,11 @@ def serving(processor_venv: Path, tmp_path: Path) -> Iterator[str]:
     try:
         try:
             wait_until(
-                lambda: process.poll() is not None or http_get(f"{base}/readyz")[0] == 200, 60, "/readyz"
+                lambda: process.poll() is not None or http_get(f"{base}/readyz")[0] == 200,
+                60,
+                "/readyz",
+                interval=0.25,
+                ignore=(OSError, ValueError),
             )
         except AssertionError:
             process.kill()
