@@ -36,9 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ImportError as exc:
-            if exc.name and name.startswith(exc.name):
-                raise  # our own module is missing: a broken install, not a missing extra
-            continue
+            if not exc.name or exc.name.partition(".")[0] == "apiusage":
+                raise  # one of our own modules is broken or missing: a bug, not a missing extra
+            continue  # a third-party package of an extra that is not installed
         module.register(commands)
     return parser
 

@@ -198,7 +198,12 @@ class Forwarder:
         try:
             conn.request("POST", self._paths[item.signal], body=item.body, headers=item.headers)
             response = conn.getresponse()
-            whole = len(response.read(MAX_RESPONSE_BYTES + 1)) <= MAX_RESPONSE_BYTES
+            try:
+                whole = len(response.read(MAX_RESPONSE_BYTES + 1)) <= MAX_RESPONSE_BYTES
+            except (OSError, http.client.HTTPException):
+                # The status line came: it stands, whether the watchdog or the socket's own read
+                # timeout (first when the watchdog's thread runs late) ends the body.
+                whole = False
             if not whole or not response.isclosed() or expired.is_set():
                 # Larger than any OTLP answer, or cut at the deadline after its status line (which
                 # stands): not read on, not reused.
