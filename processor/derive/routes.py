@@ -22,9 +22,10 @@ _NUMBER = re.compile(r"^[+-]?\d+(?:[.,]\d+)?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ][\d:.]+Z?)?$")
 # An identifier-looking token: long and mixes digits with letters (ord_8f7a6b5c, a1b2c3d4e5).
 _TOKEN = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9_\-.~=+]{10,}$")
-# Template syntax in a raw segment (conventions/routes.py): brackets, wildcards, `:name` at the
-# start or after `-`/`.`. `/v1/things:batchGet` stays text, as it does in a template.
-_SLOT_SYNTAX = re.compile(r"[{}<>()*]|(?:^|[-.]):[A-Za-z_]")
+# Template syntax in a raw segment (conventions/routes.py): brackets, wildcards, `:name` or
+# Express 5's `:"name"` at the start or after `-`/`.`. `/v1/things:batchGet` stays text, as it
+# does in a template.
+_SLOT_SYNTAX = re.compile(r'[{}<>()*]|(?:^|[-.]):[A-Za-z_"]')
 
 _cache: dict[str, str] = {}
 
