@@ -39,6 +39,7 @@ Standard library only.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 __all__ = ["MAX_ROUTE_LENGTH", "SLOT", "RouteTemplateError", "parse_route", "route_key"]
@@ -56,6 +57,7 @@ _MODIFIERS = frozenset("?*+")
 # After `{`, these start an Express 5 optional group (`{.:ext}`, `{/:id}`), not a parameter.
 _GROUP_START = frozenset("/.-")
 _RAILS_FORMAT = "(.:format)"
+_TEXT = re.compile(r"[^{}<>()*:]+")
 
 
 class RouteTemplateError(ValueError):
@@ -128,12 +130,15 @@ def parse_route(template: str) -> str:
         elif not c.isprintable():
             raise RouteTemplateError(f"control character U+{ord(c):04X} at position {i}")
         else:
-            # A run of literal text in one slice: most templates are mostly text.
-            begin = i
-            i += 1
-            while i < n and template[i] not in "{}<>()*:" and template[i].isprintable():
-                i += 1
-            out.append(template[begin:i])
+            # A run of literal text found and checked in C: most templates are mostly text, and
+            # a span's route that misses the cache is parsed on the hot path.
+            run = _TEXT.match(template, i, n)
+            text = run.group() if run is not None else c  # c is a ':' that starts no parameter
+            if not text.isprintable():
+                j = next(j for j, ch in enumerate(text, i) if not ch.isprintable())
+                raise RouteTemplateError(f"control character U+{ord(template[j]):04X} at position {j}")
+            out.append(text)
+            i += len(text)
             continue
         out.append(SLOT)
     if groups:
