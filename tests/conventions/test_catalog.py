@@ -179,6 +179,7 @@ services:
         ("GET", "users/<int:user_id>/", "/users/{user_id}/"),  # Django path()
         ("GET", "^users/(?P<user_id>[0-9]+)/$", "/users/{user_id}/"),  # Django re_path()
         ("GET", "/files/:name{.:ext}", "/files/{name}.{ext}"),  # Express 5
+        ("GET", "GET /users/{user_id}/{$}", "/users/{user_id}/"),  # Go 1.22 Request.Pattern
         ("GET", "/posts/:id(.:format)", None),
     ],
 )

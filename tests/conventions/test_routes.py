@@ -213,6 +213,14 @@ def test_literal_text_is_never_a_slot(parts: list[str], where: int) -> None:
         ("api/v1/users/<uuid:pk>/orders/", "/api/v1/users/{}/orders/"),
         ("^users/(?P<pk>[^/.]+)/$", "/users/{}/"),
         ("api/users/(?P<pk>[0-9]+)/$", "/api/users/{}/"),
+        # ASP.NET Core controllers: RoutePattern.RawText, without a leading slash.
+        ("api/Products/{id:int:min(1)}", "/api/Products/{}"),
+        # Go 1.22 ServeMux: services set http.route to Request.Pattern, `[METHOD ]/path`, where
+        # `{$}` anchors the end (no slot) and `{path...}` is a catch-all.
+        ("GET /items/{id}", "/items/{}"),
+        ("DELETE  /items/{id}", "/items/{}"),
+        ("GET /posts/{$}", "/posts/"),
+        ("/files/{path...}", "/files/{}"),
     ],
 )
 def test_other_frameworks_meet_their_openapi_spelling(template: str, key: str) -> None:
@@ -231,6 +239,9 @@ def test_other_frameworks_meet_their_openapi_spelling(template: str, key: str) -
         ("/v1/a^b", "/v1/a^b"),
         ('/v1/a:"b"', '/v1/a:"b"'),  # mid-segment ':' is text, quoted or not
         ('/v1/:"unclosed', '/v1/:"unclosed'),
+        ("/v1/GET /x", "/v1/GET /x"),  # a method only at the very start is Go's prefix
+        ("FETCH /x", "/FETCH /x"),  # not an HTTP method: text
+        ("/v1/{$}x", "/v1/x"),
     ],
 )
 def test_groups_and_quotes_do_not_change_other_syntax(template: str, key: str) -> None:
