@@ -24,7 +24,9 @@ Optional groups read as their content, as an optional parameter reads as its slo
 ``{/:id}`` and ``{.:ext}`` (a ``{`` followed by ``/``, ``.`` or ``-``) and Rails' ``(/:id)`` (a
 ``(`` followed by ``/`` or ``.`` and a name). Rails' ``(.:format)``, on every Rails route and in
 no other spelling, is dropped. Django's routes come without a leading ``/``, which the key
-adds, and a ``re_path()`` regex (``^users/(?P<pk>[0-9]+)/$``) loses its ``^`` and ``$``.
+adds, and a ``re_path()`` regex (``^users/(?P<pk>[0-9]+)/$``) loses its ``^`` and ``$``. Go
+1.22's ``Request.Pattern`` (``GET /items/{id}``, which many Go services report as ``http.route``)
+loses its method, and its end anchor ``{$}`` is no slot.
 
 A catch-all counts as one slot, like a parameter: FastAPI's ``{p:path}`` is ``{p}`` in its
 own OpenAPI document, so the two must match.
@@ -58,6 +60,7 @@ _MODIFIERS = frozenset("?*+")
 _GROUP_START = frozenset("/.-")
 _RAILS_FORMAT = "(.:format)"
 _TEXT = re.compile(r"[^{}<>()*:]+")
+_METHOD_PREFIX = re.compile(r"(?:GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH)[ \t]+(?=/)")
 
 
 class RouteTemplateError(ValueError):
@@ -77,7 +80,10 @@ def parse_route(template: str) -> str:
     out: list[str] = []
     i = 0
     n = len(template)
-    if template.startswith("^") or "(?P<" in template:
+    method = _METHOD_PREFIX.match(template)
+    if method is not None:  # Go 1.22's Request.Pattern, `GET /items/{id}`
+        i = method.end()
+    elif template.startswith("^") or "(?P<" in template:
         # A Django re_path() route: its anchors are regex syntax, not part of the path.
         i = 1 if template.startswith("^") else 0
         if n > i and template.endswith("$") and not template.endswith("\\$"):
@@ -89,6 +95,9 @@ def parse_route(template: str) -> str:
     while i < n:
         c = template[i]
         if c == "{":
+            if template.startswith("{$}", i):  # Go's end anchor: `/posts/{$}` is `/posts/`
+                i += 3
+                continue
             if i + 1 < n and template[i + 1] in _GROUP_START:
                 groups.append(("}", i))
                 i += 1
