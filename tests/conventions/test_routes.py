@@ -221,6 +221,8 @@ def test_literal_text_is_never_a_slot(parts: list[str], where: int) -> None:
         ("DELETE  /items/{id}", "/items/{}"),
         ("GET /posts/{$}", "/posts/"),
         ("/files/{path...}", "/files/{}"),
+        # Ktor: `{...}` is the tailcard, a catch-all parameter (an Express 5 group needs a name).
+        ("/files/{...}", "/files/{}"),
     ],
 )
 def test_other_frameworks_meet_their_openapi_spelling(template: str, key: str) -> None:
