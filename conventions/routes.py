@@ -56,7 +56,8 @@ _NAME_CHARS = _NAME_START | frozenset("0123456789")
 # Characters after which ``:name`` starts a parameter (Express allows ``:from-:to``, ``:a.:b``).
 _COLON_AFTER = frozenset("/-.")
 _MODIFIERS = frozenset("?*+")
-# After `{`, these start an Express 5 optional group (`{.:ext}`, `{/:id}`), not a parameter.
+# After `{`, these start an Express 5 optional group (`{.:ext}`, `{/:id}`), not a parameter;
+# Ktor's tailcard `{...}` is a parameter.
 _GROUP_START = frozenset("/.-")
 _RAILS_FORMAT = "(.:format)"
 _TEXT = re.compile(r"[^{}<>()*:]+")
@@ -98,7 +99,7 @@ def parse_route(template: str) -> str:
             if template.startswith("{$}", i):  # Go's end anchor: `/posts/{$}` is `/posts/`
                 i += 3
                 continue
-            if i + 1 < n and template[i + 1] in _GROUP_START:
+            if i + 1 < n and template[i + 1] in _GROUP_START and not template.startswith("{...}", i):
                 groups.append(("}", i))
                 i += 1
                 continue
