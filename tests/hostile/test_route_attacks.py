@@ -73,3 +73,37 @@ def test_hostile_routes_cost_only_themselves(tmp_path: Path) -> None:
     deprecated = {dict(lb)["route"]: v for lb, v in matching(m, "api_deprecated_requests_total").items()}
     assert deprecated == {route: 250.0 for route in REAL}  # as the framework wrote it, every one
     assert elapsed < 60
+
+
+def test_the_processors_own_route_placeholders_match_no_catalog_entry(tmp_path: Path) -> None:
+    """A span without route or path is labelled `unknown`; keys give slash-less routes (Django,
+    ASP.NET) their leading `/`, which must not turn `unknown` into the catalog's `/unknown`."""
+    (tmp_path / "catalog.yaml").write_text(
+        "services:\n  shop:\n    endpoints:\n"
+        "      - {method: GET, route: /unknown, deprecated: true}\n"
+        "      - {method: GET, route: /WeatherForecast, deprecated: true}\n"
+    )
+    config = {"catalog": str(tmp_path / "catalog.yaml"), "state": {"refresh_interval": "1h"}}
+    with running_processor(config) as running:
+        provider = TracerProvider(resource=Resource.create({"service.name": "shop"}))
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{running.http_endpoint}/v1/traces"))
+        )
+        tracer = provider.get_tracer("test")
+        for route in (None, "WeatherForecast"):  # no route at all; an ASP.NET controller's RawText
+            now = time.time_ns()
+            attributes = {"http.request.method": "GET", "http.response.status_code": 200}
+            if route is not None:
+                attributes["http.route"] = route
+            tracer.start_span("GET", kind=SpanKind.SERVER, attributes=attributes, start_time=now - 10**6).end(
+                end_time=now
+            )
+        assert provider.force_flush(10_000)
+        provider.shutdown()
+        m = running.wait_processed(2)
+    deprecated = {dict(lb)["route"]: v for lb, v in matching(m, "api_deprecated_requests_total").items()}
+    assert deprecated == {"WeatherForecast": 1.0}
+    assert {dict(lb)["route"]: dict(lb)["deprecated"] for lb in matching(m, "api_requests_total")} == {
+        "unknown": "false",
+        "WeatherForecast": "true",
+    }
