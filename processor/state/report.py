@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from apiusage.conventions.routes import route_key
 
 from ..config import LimitsConfig
+from ..derive.routes import catalog_key
 from ..derive.series import OVERFLOW_VALUE, sanitize_label_value
 from .folding import Folder, Keep, folded_columns, merge_histograms
 from .schema import TTFS_BUCKETS, ttfs_bucket_sql
@@ -102,8 +103,8 @@ def deprecated_endpoints(store: Store, catalog) -> list[ResolvedEndpoint]:
     for service, method, route, deprecated in store.query(
         "SELECT service, method, route, deprecated FROM endpoints"
     ):
-        key = route_key(route)
-        if key is not None:  # an unreadable route (a raw label) matches no catalog entry
+        key = catalog_key(route)
+        if key is not None:  # an unreadable route or a placeholder matches no catalog entry
             observed.setdefault((service, method, key), []).append(route)
             methods_of.setdefault((service, key), set()).add(method)
         if deprecated:
@@ -438,7 +439,7 @@ def _catalog_usage(report: ConsumerReport, store: Store, catalog, now_ms: int) -
     last_seen: dict[tuple[str, str, str], tuple[str, int]] = {}
     methods_of: dict[tuple[str, str], set[str]] = {}  # for `*` entries, as in deprecated_endpoints
     for s, m, r, t in store.query("SELECT service, method, route, last_seen FROM endpoints"):
-        key = route_key(r)
+        key = catalog_key(r)
         if key is not None and ((s, m, key) not in last_seen or last_seen[s, m, key][1] < t):
             last_seen[s, m, key] = (r, t)
             methods_of.setdefault((s, key), set()).add(m)
