@@ -257,6 +257,7 @@ def test_groups_and_quotes_do_not_change_other_syntax(template: str, key: str) -
         ("/posts(.:format", "unbalanced '(' at position 6"),
         ("/photos(/:id", "unbalanced '(' at position 7"),
         ("/users{/:id)", "unbalanced ')' at position 11"),
+        ('/users/:"user\x00id"', "control character U+0000 at position 13"),  # inside a quoted name
     ],
 )
 def test_unclosed_groups(template: str, message: str) -> None:
