@@ -223,7 +223,11 @@ def _param_at(text: str, i: int) -> bool:
 
 
 def _param_end(text: str, i: int) -> int:
-    return text.index('"', i + 1) + 1 if text[i] == '"' else _name_end(text, i)
+    if text[i] != '"':
+        return _name_end(text, i)
+    end = text.index('"', i + 1)
+    _check_printable(text, i + 1, end)
+    return end + 1
 
 
 def _path_group_at(text: str, i: int) -> bool:
