@@ -16,8 +16,8 @@ The rules (docs/attributes.md, "Client from the User-Agent"):
 - ``Mozilla`` and ``Opera`` (any case) are every browser's first product and name no client:
   the client is ``browser``, without a version.
 
-Both results are printable ASCII without spaces or quotes (RFC 9110 token characters), so they
-are safe label values as they are.
+Both results are printable ASCII without spaces, double quotes or backslashes (RFC 9110 token
+characters; ``'`` and `` ` `` are among them), so they are safe label values as they are.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from apiusage.conventions.useragent import parse_user_agent
 from ..config import LimitsConfig, UsageConfig
 from ..telemetry import PipelineStats
 from .plans import PlanLookup
-from .routes import normalize_path
+from .routes import PLACEHOLDER_ROUTES, normalize_path
 from .sampling import MAX_ADJUSTED_COUNT, adjusted_count
 from .series import sanitize_label_value
 
@@ -196,7 +196,7 @@ class Deriver:
         key = (service, method, route)
         known = self._catalog_deprecated.get(key)
         if known is None:
-            entry = self._catalog.endpoint(service, method, route)
+            entry = None if route in PLACEHOLDER_ROUTES else self._catalog.endpoint(service, method, route)
             known = "true" if entry is not None and entry.deprecated else "false"
             if len(self._catalog_deprecated) > 100_000:
                 self._catalog_deprecated.clear()

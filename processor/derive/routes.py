@@ -11,7 +11,17 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-__all__ = ["normalize_path"]
+from apiusage.conventions.routes import route_key
+
+from .series import OVERFLOW_VALUE
+
+__all__ = ["PLACEHOLDER_ROUTES", "UNKNOWN_ROUTE", "catalog_key", "normalize_path"]
+
+#: The route label of a span with neither a route nor a path.
+UNKNOWN_ROUTE = "unknown"
+#: Route labels the processor writes itself; they name no endpoint, so no catalog entry matches
+#: them (a key would make `unknown` the route `/unknown`).
+PLACEHOLDER_ROUTES = frozenset((UNKNOWN_ROUTE, OVERFLOW_VALUE))
 
 _MAX_SEGMENTS = 8
 _CACHE_LIMIT = 10_000
@@ -22,9 +32,10 @@ _NUMBER = re.compile(r"^[+-]?\d+(?:[.,]\d+)?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ][\d:.]+Z?)?$")
 # An identifier-looking token: long and mixes digits with letters (ord_8f7a6b5c, a1b2c3d4e5).
 _TOKEN = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9_\-.~=+]{10,}$")
-# Template syntax in a raw segment (conventions/routes.py): brackets, wildcards, `:name` at the
-# start or after `-`/`.`. `/v1/things:batchGet` stays text, as it does in a template.
-_SLOT_SYNTAX = re.compile(r"[{}<>()*]|(?:^|[-.]):[A-Za-z_]")
+# Template syntax in a raw segment (conventions/routes.py): brackets, wildcards, `:name` or
+# Express 5's `:"name"` at the start or after `-`/`.`. `/v1/things:batchGet` stays text, as it
+# does in a template.
+_SLOT_SYNTAX = re.compile(r'[{}<>()*]|(?:^|[-.]):[A-Za-z_"]')
 
 _cache: dict[str, str] = {}
 
@@ -56,7 +67,7 @@ def normalize_path(path: object) -> str:
     (`http.url`); the query and fragment are always dropped.
     """
     if not isinstance(path, str) or not path:
-        return "unknown"
+        return UNKNOWN_ROUTE
     cached = _cache.get(path)
     if cached is not None:
         return cached
@@ -79,3 +90,8 @@ def normalize_path(path: object) -> str:
             _cache.clear()  # paths are unbounded input; a full reset beats unbounded memory
         _cache[raw] = out
     return out
+
+
+def catalog_key(route: object) -> str | None:
+    """The key of a route label for catalog matching (see route_key); None for a placeholder."""
+    return None if route in PLACEHOLDER_ROUTES else route_key(route)

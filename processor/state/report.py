@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from apiusage.conventions.routes import route_key
 
 from ..config import LimitsConfig
+from ..derive.routes import catalog_key
 from ..derive.series import OVERFLOW_VALUE, sanitize_label_value
 from .folding import Folder, Keep, folded_columns, merge_histograms
 from .schema import TTFS_BUCKETS, ttfs_bucket_sql
@@ -96,13 +97,16 @@ def deprecated_endpoints(store: Store, catalog) -> list[ResolvedEndpoint]:
     and `/v1/reports/{id}` from spans without `http.route`): each gets its sunset and migration.
     """
     observed: dict[tuple[str, str, str], list[str]] = {}
+    # (service, key) → its observed methods, for `*` entries: one lookup, not a scan per entry.
+    methods_of: dict[tuple[str, str], set[str]] = {}
     flagged: set[tuple[str, str, str]] = set()
     for service, method, route, deprecated in store.query(
         "SELECT service, method, route, deprecated FROM endpoints"
     ):
-        key = route_key(route)
-        if key is not None:  # an unreadable route (a raw label) matches no catalog entry
+        key = catalog_key(route)
+        if key is not None:  # an unreadable route or a placeholder matches no catalog entry
             observed.setdefault((service, method, key), []).append(route)
+            methods_of.setdefault((service, key), set()).add(method)
         if deprecated:
             flagged.add((service, method, route))
     out: dict[tuple[str, str, str], ResolvedEndpoint] = {}
@@ -111,11 +115,7 @@ def deprecated_endpoints(store: Store, catalog) -> list[ResolvedEndpoint]:
             if not ep.deprecated:
                 continue
             key = route_key(ep.route)
-            methods = (
-                [ep.method]
-                if ep.method != "*"
-                else sorted({m for (s, m, r) in observed if s == service.name and r == key})
-            )
+            methods = [ep.method] if ep.method != "*" else sorted(methods_of.get((service.name, key), ()))
             for method in methods:
                 replacement = None
                 m = _REPLACEMENT.match(ep.replacement or "")
@@ -437,20 +437,18 @@ def _catalog_usage(report: ConsumerReport, store: Store, catalog, now_ms: int) -
     # Observed routes by their slots: `/v1/users/:userId/orders` is the catalog's
     # `/v1/users/{user_id}/orders`. Two spellings of one route (two frameworks): the latest call.
     last_seen: dict[tuple[str, str, str], tuple[str, int]] = {}
+    methods_of: dict[tuple[str, str], set[str]] = {}  # for `*` entries, as in deprecated_endpoints
     for s, m, r, t in store.query("SELECT service, method, route, last_seen FROM endpoints"):
-        key = route_key(r)
+        key = catalog_key(r)
         if key is not None and ((s, m, key) not in last_seen or last_seen[s, m, key][1] < t):
             last_seen[s, m, key] = (r, t)
+            methods_of.setdefault((s, key), set()).add(m)
     cutoff = now_ms - UNUSED_AFTER_DAYS * DAY_MS
     for service in catalog.services:
         unused = 0
         for ep in service.endpoints:
             key = route_key(ep.route)
-            methods = (
-                [ep.method]
-                if ep.method != "*"
-                else sorted({m for (s, m, r) in last_seen if s == service.name and r == key})
-            )
+            methods = [ep.method] if ep.method != "*" else sorted(methods_of.get((service.name, key), ()))
             seen = [
                 (m, *last_seen[service.name, m, key]) for m in methods if (service.name, m, key) in last_seen
             ]

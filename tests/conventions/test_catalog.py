@@ -150,3 +150,41 @@ def test_conventions_import_only_the_standard_library_and_yaml() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split("\n")[:2] == ["[]", "[]"]
+
+
+OPENAPI_CATALOG = """\
+services:
+  shop:
+    endpoints:
+      - method: GET
+        route: /posts
+        deprecated: true
+      - method: DELETE
+        route: /posts/{post_id}/comments/{id}
+        deprecated: true
+      - method: GET
+        route: /users/{user_id}/
+        deprecated: true
+      - method: GET
+        route: /files/{name}.{ext}
+        deprecated: true
+"""
+
+
+@pytest.mark.parametrize(
+    ("method", "route", "entry"),
+    [
+        ("GET", "/posts(.:format)", "/posts"),  # Rails
+        ("DELETE", "/posts/:post_id/comments/:id(.:format)", "/posts/{post_id}/comments/{id}"),
+        ("GET", "users/<int:user_id>/", "/users/{user_id}/"),  # Django path()
+        ("GET", "^users/(?P<user_id>[0-9]+)/$", "/users/{user_id}/"),  # Django re_path()
+        ("GET", "/files/:name{.:ext}", "/files/{name}.{ext}"),  # Express 5
+        ("GET", "GET /users/{user_id}/{$}", "/users/{user_id}/"),  # Go 1.22 Request.Pattern
+        ("GET", "/posts/:id(.:format)", None),
+    ],
+)
+def test_spans_of_other_frameworks_find_an_openapi_catalog_entry(
+    method: str, route: str, entry: str | None
+) -> None:
+    found = parse_catalog(__import__("yaml").safe_load(OPENAPI_CATALOG)).endpoint("shop", method, route)
+    assert (found.route if found else None) == entry

@@ -18,6 +18,8 @@ SAME_ENDPOINT = [
     "/v1/reports/:reportId",
     "/v1/reports/<int:report_id>",
     "/v1/reports/*",
+    "/v1/reports/:id(.:format)",  # Rails
+    '/v1/reports/:"report-id"',  # Express 5
     "/v1/reports/{id}",  # the processor's path fallback
 ]
 OTHER_ENDPOINTS = ["/v1/reports", "/v1/reports/summary", "/v1/reports/:id/items", "/v2/reports/{id}"]

@@ -184,3 +184,98 @@ def test_literal_text_is_never_a_slot(parts: list[str], where: int) -> None:
     other[where % len(parts)] += "x"
     assert route_key(template) == template
     assert route_key("/" + "/".join(other)) != route_key(template)
+
+
+# Templates as other frameworks' instrumentations report them in `http.route`, each with the
+# key of its OpenAPI spelling: the two must meet, or the catalog silently misses the endpoint.
+@pytest.mark.parametrize(
+    ("template", "key"),
+    [
+        # Rails (action_pack reports the journey pattern): every route carries an optional
+        # `(.:format)` that no other spelling has; other optional groups read as their content,
+        # as an optional parameter (`:id?`, `{id?}`) reads as its slot.
+        ("/posts(.:format)", "/posts"),
+        ("/posts/:id(.:format)", "/posts/{}"),
+        ("/posts/:post_id/comments(.:format)", "/posts/{}/comments"),
+        ("/posts/:id/edit(.:format)", "/posts/{}/edit"),
+        ("/photos(/:id)(.:format)", "/photos/{}"),
+        ("(/:locale)/posts(.:format)", "/{}/posts"),
+        ("/files/*path(.:format)", "/files/{}"),
+        # Express 5 (path-to-regexp 8): braces are optional groups, names may be quoted.
+        ("/files/:name{.:ext}", "/files/{}.{}"),  # = Express 4 /files/:name.:ext?
+        ("/users{/:id}/delete", "/users/{}/delete"),  # = Express 4 /users/:id?/delete
+        ("/files{/*path}", "/files/{}"),
+        ("/users{/:id{/:action}}", "/users/{}/{}"),
+        ('/users/:"user-id"', "/users/{}"),
+        ('/files/*"file path"', "/files/{}"),
+        # Django: `ResolverMatch.route` has no leading slash; re_path routes are regexes.
+        ("users/<int:id>/", "/users/{}/"),
+        ("api/v1/users/<uuid:pk>/orders/", "/api/v1/users/{}/orders/"),
+        ("^users/(?P<pk>[^/.]+)/$", "/users/{}/"),
+        ("api/users/(?P<pk>[0-9]+)/$", "/api/users/{}/"),
+        # ASP.NET Core controllers: RoutePattern.RawText, without a leading slash.
+        ("api/Products/{id:int:min(1)}", "/api/Products/{}"),
+        # Go 1.22 ServeMux: services set http.route to Request.Pattern, `[METHOD ]/path`, where
+        # `{$}` anchors the end (no slot) and `{path...}` is a catch-all.
+        ("GET /items/{id}", "/items/{}"),
+        ("DELETE  /items/{id}", "/items/{}"),
+        ("GET /posts/{$}", "/posts/"),
+        ("/files/{path...}", "/files/{}"),
+        # Ktor: `{...}` is the tailcard, a catch-all parameter (an Express 5 group needs a name).
+        ("/files/{...}", "/files/{}"),
+    ],
+)
+def test_other_frameworks_meet_their_openapi_spelling(template: str, key: str) -> None:
+    assert route_key(template) == key
+    assert parse_route(template) == key
+
+
+@pytest.mark.parametrize(
+    ("template", "key"),
+    [
+        ("/v1/reports/(.*)", "/v1/reports/{}"),  # an Express regex, not a Rails group
+        ("/v1/reports/(.+)", "/v1/reports/{}"),
+        ("/v1/reports/:id(\\d+)", "/v1/reports/{}"),
+        ("/v1/reports/{*rest}", "/v1/reports/{}"),  # ASP.NET catch-all, not an Express 5 group
+        ("/v1/price$", "/v1/price$"),  # a '$' is text unless the route is a Django regex
+        ("/v1/a^b", "/v1/a^b"),
+        ('/v1/a:"b"', '/v1/a:"b"'),  # mid-segment ':' is text, quoted or not
+        ('/v1/:"unclosed', '/v1/:"unclosed'),
+        ("/v1/GET /x", "/v1/GET /x"),  # a method only at the very start is Go's prefix
+        ("FETCH /x", "/FETCH /x"),  # not an HTTP method: text
+        ("/v1/{$}x", "/v1/x"),
+    ],
+)
+def test_groups_and_quotes_do_not_change_other_syntax(template: str, key: str) -> None:
+    assert parse_route(template) == key
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("/users{/:id", "unbalanced '{' at position 6"),
+        ("/posts(.:format", "unbalanced '(' at position 6"),
+        ("/photos(/:id", "unbalanced '(' at position 7"),
+        ("/users{/:id)", "unbalanced ')' at position 11"),
+        ('/users/:"user\x00id"', "control character U+0000 at position 13"),  # inside a quoted name
+    ],
+)
+def test_unclosed_groups(template: str, message: str) -> None:
+    with pytest.raises(RouteTemplateError) as info:
+        parse_route(template)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["/" + "{/" * 1000, "/" + "{/a" * 680 + "}" * 680, "/" + "(/a" * 680 + ")" * 680, "/:a(/:a" * 300],
+)
+def test_nested_groups_are_fast(template: str) -> None:
+    started = time.perf_counter()
+    for _ in range(20):
+        route_key(template + "x")  # a new string each time: no cache hit
+        try:
+            parse_route(template)
+        except RouteTemplateError:
+            pass
+    assert time.perf_counter() - started < 1.0

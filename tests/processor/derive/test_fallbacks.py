@@ -37,6 +37,8 @@ from apiusage.processor.derive.sampling import adjusted_count
         ("/v1/files/*", "/v1/files/{value}"),
         ("/v1/{x}/a-:b/(y)/<z>", "/v1/{value}/{value}/{value}/{value}"),
         ("/v1/things:batchGet", "/v1/things:batchGet"),
+        ('/v1/:"user-id"', "/v1/{value}"),  # an Express 5 quoted parameter name
+        ('/v1/a-:"b"', "/v1/{value}"),
         ("", "unknown"),
         (None, "unknown"),
         (42, "unknown"),
