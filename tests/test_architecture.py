@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import ast
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHITECTURE = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
 CONTRIBUTING = (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 # A path in backquotes or in the flow diagram: folder/…/name.ext (or a folder ending in /).
-PATH = re.compile(r"(?<![\w./-])((?:[a-z_]+/)+(?:[A-Za-z_][\w.-]*\.(?:py|c|md|yaml|yml|json|sh)|[A-Za-z_<>]+)?)")
+PATH = re.compile(
+    r"(?<![\w./-])((?:[a-z_]+/)+(?:[A-Za-z_][\w.-]*\.(?:py|c|md|yaml|yml|json|sh)|[A-Za-z_<>]+)?)"
+)
 # Packages whose folder is named by a shorter path on the page (processor/derive/ is derive/).
 PACKAGED = ("cli", "conventions", "processor", "instrumentation", "demo", "report", "rules")
 
