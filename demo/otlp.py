@@ -95,7 +95,7 @@ def add_span(
     start_ns: int,
     end_ns: int,
     name: str = "",
-    kind: int = SERVER,
+    kind: Span.SpanKind.ValueType = SERVER,
     trace_state: str = "",
     trace_id: bytes | None = None,
     span_id: bytes | None = None,

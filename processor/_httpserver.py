@@ -31,6 +31,7 @@ from uvicorn.protocols.http.httptools_impl import (
 
 from .config import split_endpoint
 from .errors import ProcessorError
+from .selfmetrics import Family
 
 __all__ = [
     "BindError",
@@ -738,7 +739,7 @@ class Served:
     admin): the port is bound when built, served from start()."""
 
     _server: HttpServer
-    families: tuple = ()  # of selfmetrics.Family
+    families: tuple[Family, ...] = ()
 
     @property
     def name(self) -> str:

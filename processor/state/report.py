@@ -122,15 +122,20 @@ def deprecated_endpoints(store: Store, catalog) -> list[ResolvedEndpoint]:
                 if m:
                     r_method = (m.group("method") or method).upper()
                     r_route = m.group("route")
+                    r_key = route_key(r_route)
                     # The replacement as observed (its first spelling), else as written.
-                    spellings = observed.get((service.name, r_method, route_key(r_route))) or [r_route]
+                    spellings = (r_key is not None and observed.get((service.name, r_method, r_key))) or [
+                        r_route
+                    ]
                     replacement = (r_method, min(spellings))
-                for route in observed.get((service.name, method, key)) or [ep.route]:
+                # An unreadable route (a hand-built catalog's) matches no observed one: as written.
+                routes = key is not None and observed.get((service.name, method, key))
+                for route in routes or [ep.route]:
                     out[service.name, method, route] = ResolvedEndpoint(
                         service.name, method, route, ep.sunset, replacement
                     )
-    for key in flagged:
-        out.setdefault(key, ResolvedEndpoint(*key))
+    for endpoint in flagged:
+        out.setdefault(endpoint, ResolvedEndpoint(*endpoint))
     return sorted(out.values(), key=lambda e: (e.service, e.route, e.method))
 
 
@@ -446,6 +451,9 @@ def _catalog_usage(report: ConsumerReport, store: Store, catalog, now_ms: int) -
         unused = 0
         for ep in service.endpoints:
             key = route_key(ep.route)
+            if key is None:  # an unreadable route (a hand-built catalog's) is never called
+                unused += 1
+                continue
             methods = (
                 [ep.method]
                 if ep.method != "*"
