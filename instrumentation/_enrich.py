@@ -150,8 +150,9 @@ class Enricher:
     # -- per request -----------------------------------------------------------------
 
     def table(self, app: Any) -> RouteTable:
-        if app is self._last_app:  # nearly always one app per process
-            return self._last_table  # type: ignore[return-value]
+        # Nearly always one app per process. (None before the first table: not a table for None.)
+        if app is self._last_app and self._last_table is not None:
+            return self._last_table
         table = self._tables.get(app)
         if table is None:
             table = RouteTable(
