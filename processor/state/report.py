@@ -20,6 +20,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from apiusage.conventions.routes import route_key
 
@@ -28,6 +29,9 @@ from ..derive.series import OVERFLOW_VALUE, sanitize_label_value
 from .folding import Folder, Keep, folded_columns, merge_histograms
 from .schema import TTFS_BUCKETS, ttfs_bucket_sql
 from .store import DAY_MS, Store
+
+if TYPE_CHECKING:
+    from apiusage.conventions.catalog import Catalog
 
 __all__ = [
     "ConsumerReport",
@@ -89,7 +93,7 @@ class ConsumerReport:
     folded: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
 
 
-def deprecated_endpoints(store: Store, catalog) -> list[ResolvedEndpoint]:
+def deprecated_endpoints(store: Store, catalog: Catalog | None) -> list[ResolvedEndpoint]:
     """Endpoints deprecated by the catalog or by their spans, matched to observed routes.
 
     A catalog entry matches every observed spelling of its route (`/v1/reports/:reportId`,
@@ -245,7 +249,11 @@ def _distinct_family(
 
 
 def build_report(
-    store: Store, now_ms: int, catalog=None, limits: LimitsConfig | None = None, oldest_day: int | None = None
+    store: Store,
+    now_ms: int,
+    catalog: Catalog | None = None,
+    limits: LimitsConfig | None = None,
+    oldest_day: int | None = None,
 ) -> ConsumerReport:
     """Every family from the store, as of one state of it; with `limits`, each label past its limit
     folds into `__other__`; `oldest_day`: the retention cutoff (no cohort from before it)."""
@@ -436,7 +444,7 @@ def _deprecations(
     }
 
 
-def _catalog_usage(report: ConsumerReport, store: Store, catalog, now_ms: int) -> None:
+def _catalog_usage(report: ConsumerReport, store: Store, catalog: Catalog | None, now_ms: int) -> None:
     if catalog is None:
         return
     # Observed routes by their slots: `/v1/users/:userId/orders` is the catalog's

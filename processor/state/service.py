@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import selfmetrics
 from ..config import LimitsConfig, StateConfig
@@ -33,6 +33,9 @@ from .lease import AdvisoryLease, Lease, SoleLeader
 from .report import ConsumerReport, build_report
 from .snapshot import SnapshotError
 from .store import ActivityBatch, ActivityRow, SqliteStore, Store, StoreError, open_store
+
+if TYPE_CHECKING:
+    from apiusage.conventions.catalog import Catalog
 
 __all__ = ["StateService", "StateHealth"]
 
@@ -115,7 +118,7 @@ class StateService:
         self,
         config: StateConfig,
         activity: ConsumerActivity,
-        catalog=None,
+        catalog: Catalog | None = None,
         plans: PlanLookup | None = None,
         plans_interval: float = 300.0,
         limits: LimitsConfig | None = None,
