@@ -31,7 +31,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import yaml
 
@@ -299,6 +299,10 @@ class _Parser:
             link=link,
         )
 
+    @overload
+    def string(self, item: dict, key: str, path: str, required: Literal[True]) -> str: ...
+    @overload
+    def string(self, item: dict, key: str, path: str, required: bool = False) -> str | None: ...
     def string(self, item: dict, key: str, path: str, required: bool = False) -> str | None:
         value = item.get(key)
         if value is None:

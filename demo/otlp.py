@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span
+
+if TYPE_CHECKING:  # the type of a message's repeated field; internal, so not imported at run time
+    from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 __all__ = [
     "SERVER",
@@ -67,11 +71,13 @@ def key_value(key: str, value: object) -> KeyValue:
     return kv
 
 
-def add_attributes(repeated: object, attributes: Mapping[str, object]) -> None:
+def add_attributes(
+    repeated: RepeatedCompositeFieldContainer[KeyValue], attributes: Mapping[str, object]
+) -> None:
     """Append `attributes` (in order, None values left out) to a repeated KeyValue field."""
     for key, value in attributes.items():
         if value is not None:
-            kv = repeated.add()  # type: ignore[attr-defined]
+            kv = repeated.add()
             kv.key = key
             set_value(kv.value, value)
 
@@ -95,7 +101,7 @@ def add_span(
     start_ns: int,
     end_ns: int,
     name: str = "",
-    kind: int = SERVER,
+    kind: Span.SpanKind.ValueType = SERVER,
     trace_state: str = "",
     trace_id: bytes | None = None,
     span_id: bytes | None = None,
@@ -114,11 +120,11 @@ def add_span(
 
 
 def spans_request(
-    resource: Mapping[str, object], spans: Iterable[Mapping[str, object]], **common: object
+    resource: Mapping[str, object], spans: Iterable[Mapping[str, object]], **common: Any
 ) -> ExportTraceServiceRequest:
     """One resource whose spans have these attributes and `common` add_span arguments."""
     request = ExportTraceServiceRequest()
     scope_spans = add_resource(request, resource)
     for attributes in spans:
-        add_span(scope_spans, attributes, **common)  # type: ignore[arg-type]
+        add_span(scope_spans, attributes, **common)
     return request

@@ -83,7 +83,7 @@ class Enricher:
             if name:
                 wanted.add(name)
         for resolver in (*self.consumer_resolvers, *self.plan_tier_resolvers):
-            wanted.update(_raw_name(h) for h in getattr(resolver, "_headers", ()) if h)
+            wanted.update(raw for raw in map(_raw_name, getattr(resolver, "_headers", ())) if raw)
         self._wanted_raw = frozenset(wanted)
         # The caller cache (see _parts()): raw header values (and request.state values
         # of RequestState resolvers) -> the caller's attributes. Only with built-in
@@ -96,9 +96,9 @@ class Enricher:
         )
         # A cache key: the values of these header names (a None name reads as None), then
         # of these request.state attributes.
-        names = tuple(sorted(wanted))
+        names: tuple[bytes | None, ...] = tuple(sorted(wanted))
         if len(names) < 6:
-            names += (None,) * (6 - len(names))  # type: ignore[assignment]
+            names += (None,) * (6 - len(names))
         self._key_headers: tuple[Any, ...] | None = names if builtin else None
         self._caller_states = tuple(
             r.attribute
@@ -150,8 +150,9 @@ class Enricher:
     # -- per request -----------------------------------------------------------------
 
     def table(self, app: Any) -> RouteTable:
-        if app is self._last_app:  # nearly always one app per process
-            return self._last_table  # type: ignore[return-value]
+        # Nearly always one app per process. (None before the first table: not a table for None.)
+        if app is self._last_app and self._last_table is not None:
+            return self._last_table
         table = self._tables.get(app)
         if table is None:
             table = RouteTable(
@@ -198,7 +199,10 @@ class Enricher:
         if template is None:
             template = table.template(scope)
         method = scope.get("method", "GET")
-        info = table.infos.get((method, template)) or table.info(method, template, scope)
+        # (No template: table.info() answers UNMATCHED; infos holds matched routes only.)
+        info = (template is not None and table.infos.get((method, template))) or table.info(
+            method, template, scope
+        )
         if recording:
             # The common case inline (here a Python call costs as much as the rest): a
             # known caller without an API-version header, on a matched route, under the
@@ -238,6 +242,7 @@ class Enricher:
                                     value,
                                 )
                             )
+            caller: Mapping[str, Any]
             if cached is not None and cached[1] is None and template:
                 caller, route = cached[0], info.attributes
             else:
@@ -327,7 +332,7 @@ class Enricher:
         return caller_attrs, route
 
     def _caller(
-        self, headers: dict[bytes, bytes], scope: dict[str, Any]
+        self, headers: Mapping[bytes | None, bytes], scope: dict[str, Any]
     ) -> tuple[dict[str, Any], str | None]:
         """The caller's attributes (schema version to client version), and the API-version header."""
         request: Request | None = None

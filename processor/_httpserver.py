@@ -31,6 +31,7 @@ from uvicorn.protocols.http.httptools_impl import (
 
 from .config import split_endpoint
 from .errors import ProcessorError
+from .selfmetrics import Family
 
 __all__ = [
     "BindError",
@@ -542,7 +543,8 @@ class _Protocol(HttpToolsProtocol):
             keep_alive=http_version != "1.0" and self.parser.should_keep_alive(),
             on_response=self.on_response_complete,
         )
-        cycle.linger = lambda: self._linger() if cycle.more_body else self.transport.close()  # type: ignore
+        # A per-cycle hook over _Cycle.linger's default (a method, so mypy calls this assigning one).
+        cycle.linger = lambda: self._linger() if cycle.more_body else self.transport.close()  # type: ignore[method-assign]
         if existing is None or existing.response_complete:
             self._start_asgi_task(self.cycle, self.app)
         else:  # pipelined: starts when the previous response is complete
@@ -738,7 +740,7 @@ class Served:
     admin): the port is bound when built, served from start()."""
 
     _server: HttpServer
-    families: tuple = ()  # of selfmetrics.Family
+    families: tuple[Family, ...] = ()
 
     @property
     def name(self) -> str:

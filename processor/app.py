@@ -8,6 +8,7 @@ import ssl
 import threading
 import time
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 from ._httpserver import GRACEFUL_SHUTDOWN, BindError
 from .admin import AdminServer
@@ -34,6 +35,9 @@ from .state.service import StateService, stop_bound
 from .state.store import StoreError
 from .telemetry import PipelineStats
 
+if TYPE_CHECKING:
+    from apiusage.conventions.catalog import Catalog
+
 __all__ = ["Processor", "StartupError"]
 
 
@@ -41,7 +45,7 @@ class StartupError(ProcessorError):
     """The processor cannot start; the message says what to change."""
 
 
-def load_catalog_file(path: str | None):
+def load_catalog_file(path: str | None) -> Catalog | None:
     """The endpoint catalog named by the `catalog` key, or None."""
     if path is None:
         return None

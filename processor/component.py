@@ -31,8 +31,11 @@ ABORT_TIMEOUT = 15.0
 
 @runtime_checkable
 class Component(Protocol):
-    #: Short and stable, for logs and errors ("otlp-http", "worker", "state").
-    name: str
+    # Read-only: a plain attribute satisfies it, and so does a property (Served's name).
+    @property
+    def name(self) -> str:
+        """Short and stable, for logs and errors ("otlp-http", "worker", "state")."""
+
     #: The apiusage_* families (selfmetrics.py) that report this component's work.
     families: tuple[Family, ...]
 

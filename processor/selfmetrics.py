@@ -32,7 +32,10 @@ class Kind(str, Enum):
     HISTOGRAM = "histogram"
 
     __str__ = str.__str__
-    __format__ = str.__format__
+
+    # A method, not `__format__ = str.__format__`: typeshed types str's and Enum's differently.
+    def __format__(self, format_spec: str) -> str:
+        return str.__format__(self, format_spec)
 
 
 _CLASSES = {

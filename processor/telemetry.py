@@ -36,7 +36,10 @@ class _Names(str, Enum):
     """A closed set of label values: members compare and hash as their value, and print as it."""
 
     __str__ = str.__str__
-    __format__ = str.__format__
+
+    # A method, not `__format__ = str.__format__`: typeshed types str's and Enum's differently.
+    def __format__(self, format_spec: str) -> str:
+        return str.__format__(self, format_spec)
 
 
 class ExportOutcome(_Names):
@@ -122,6 +125,13 @@ REJECT_REASONS = tuple(r.value for r in RejectReason)
 EXPORT_OUTCOMES = tuple(o.value for o in ExportOutcome)
 
 
+class _Tally(dict[tuple[str, str], float]):
+    """Weighted counts that read 0 when missing, as Counter does (typeshed's Counter holds ints)."""
+
+    def __missing__(self, key: tuple[str, str]) -> float:
+        return 0.0
+
+
 class PipelineStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -130,7 +140,7 @@ class PipelineStats:
         self.export_requests: Counter[tuple[str, str]] = Counter()
         self.spans_ignored: Counter[str] = Counter({r.value: 0 for r in IgnoreReason})
         self.data_quality_issues: Counter[str] = Counter({c: 0 for c in DATA_QUALITY_CHECKS})
-        self.label_overflow: Counter[tuple[str, str]] = Counter()
+        self.label_overflow = _Tally()
         self.spans_processed = 0
         self.processing_errors = 0
         self.requests_derived = 0.0

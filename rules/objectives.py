@@ -90,7 +90,8 @@ def slo_recording(slo: SloFile) -> tuple[list[dict], list[dict]]:
                     ) / {allowed}
                 """,
                 )
-        if obj.latency_threshold is not None:
+        # resolve() sets both or neither (a route without latency, or defaults that need both).
+        if obj.latency_threshold is not None and obj.latency_target is not None:
             allowed = num(1 - obj.latency_target)
             le = selector(**labels, le=le_label(obj.latency_threshold))
             add(

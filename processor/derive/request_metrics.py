@@ -30,8 +30,9 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "api_request_duration_seconds": ("service", "method", "route", "plan_tier"),
 }
 
-# The counters' key: one slice of each request (a slice is as fast as r[:8] and says which fields).
-_COUNTER_KEY = slice(len(COUNTER_FIELDS))
+# The counters' key: the leading COUNTER_FIELDS of each request. `r[:n]`, not `r[slice(n)]`: mypy
+# types a NamedTuple indexed by a slice object as one of its fields, and a colon slice as a tuple.
+_COUNTER_LEN = len(COUNTER_FIELDS)
 _STATUS_CLASS = {str(c): f"{c // 100}xx" for c in range(100, 600)}
 
 
@@ -91,7 +92,7 @@ class RequestMetrics:
         n = self._nbuckets
         exemplars = self._exemplars
         for r in requests:
-            key = r[_COUNTER_KEY]  # service … client_version: every counter label comes from these
+            key = r[:_COUNTER_LEN]  # service … client_version: every counter label comes from these
             w = r.weight
             counts[key] = counts.get(key, 0.0) + w
             d = r.duration

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from apiusage.conventions.attributes import SCHEMA_VERSION
 from apiusage.conventions.useragent import parse_user_agent
@@ -25,6 +25,9 @@ from .plans import PlanLookup
 from .routes import PLACEHOLDER_ROUTES, normalize_path
 from .sampling import MAX_ADJUSTED_COUNT, adjusted_count
 from .series import sanitize_label_value
+
+if TYPE_CHECKING:
+    from apiusage.conventions.catalog import Catalog
 
 __all__ = [
     "ApiRequest",
@@ -64,7 +67,8 @@ SPAN_FIELDS = (
 _KNOWN_METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY")
 )
-_STATUS = {code: str(code) for code in range(100, 600)}
+# Keyed by the int and the str of each code: the attribute comes as either.
+_STATUS: dict[object, str] = {code: str(code) for code in range(100, 600)}
 _STATUS.update({str(code): str(code) for code in range(100, 600)})
 _TRUE = frozenset((True, "true", "True", "TRUE", 1))
 
@@ -121,7 +125,7 @@ def _method(value: object) -> str:
 def _status(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    return _STATUS.get(value, "unknown")  # type: ignore[call-overload]
+    return _STATUS.get(value, "unknown")
 
 
 def _text(value: object) -> str:
@@ -150,7 +154,7 @@ class Deriver:
         config: UsageConfig,
         stats: PipelineStats,
         plans: PlanLookup | None = None,
-        catalog=None,
+        catalog: Catalog | None = None,
         max_label_length: int = LimitsConfig.max_label_length,
     ) -> None:
         self._plans = plans
@@ -174,17 +178,17 @@ class Deriver:
         remembered when it needed no change."""
         if value.__class__ is not str:
             value = str(value)
-        if len(value) > self._max_length or not value.isprintable():  # type: ignore[arg-type]
+        if len(value) > self._max_length or not value.isprintable():
             return sanitize_label_value(value, self._max_length)
         clean = self._clean_labels
         if len(clean) >= _MEMO_LIMIT:
             clean.clear()
-        clean.add(value)  # type: ignore[arg-type]
-        return value  # type: ignore[return-value]
+        clean.add(value)
+        return value
 
     def _consumer(self, value: object) -> str:
         """The stored id of consumer `value` (see `consumer_key`), remembered when it is itself."""
-        key = consumer_key(value if value.__class__ is str else str(value))  # type: ignore[arg-type]
+        key = consumer_key(value if value.__class__ is str else str(value))
         if key is value:
             clean = self._clean_ids
             if len(clean) >= _MEMO_LIMIT:
@@ -192,18 +196,20 @@ class Deriver:
             clean.add(key)
         return key
 
-    def _deprecated_in_catalog(self, service: str, method: str, route: str) -> str:
+    def _deprecated_in_catalog(self, catalog: Catalog, service: str, method: str, route: str) -> str:
         key = (service, method, route)
         known = self._catalog_deprecated.get(key)
         if known is None:
-            entry = None if route in PLACEHOLDER_ROUTES else self._catalog.endpoint(service, method, route)
+            entry = None if route in PLACEHOLDER_ROUTES else catalog.endpoint(service, method, route)
             known = "true" if entry is not None and entry.deprecated else "false"
             if len(self._catalog_deprecated) > 100_000:
                 self._catalog_deprecated.clear()
             self._catalog_deprecated[key] = known
         return known
 
-    def derive(self, resources: Sequence[tuple], spans: Sequence[tuple]) -> list[ApiRequest]:
+    def derive(
+        self, resources: Sequence[tuple[Any, ...]], spans: Sequence[tuple[Any, ...]]
+    ) -> list[ApiRequest]:
         """One ApiRequest per HTTP SERVER span; a span that fails costs only itself."""
         label = self._label
         services = [label(r[0]) if isinstance(r[0], str) and r[0] else "unknown_service" for r in resources]
@@ -313,7 +319,7 @@ class Deriver:
                 elif catalog is None:
                     deprecated = "false"
                 else:
-                    deprecated = self._deprecated_in_catalog(service, method, route)
+                    deprecated = self._deprecated_in_catalog(catalog, service, method, route)
                 if tracestate:
                     weight = adjusted_count(tracestate)
                     if weight > MAX_ADJUSTED_COUNT:

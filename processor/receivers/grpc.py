@@ -21,8 +21,9 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent import futures
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -32,7 +33,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from .. import selfmetrics
 from .._httpserver import BindError
-from ..config import GrpcProtocol, split_endpoint
+from ..config import GrpcProtocol, TlsConfig, split_endpoint
 from .auth import Authenticator
 from .intake import Intake, Outcome
 from .passthrough import INLINE_BYTES, PASSED_THROUGH
@@ -61,8 +62,7 @@ EMPTY_CALL = "the call ended without an ExportTraceServiceRequest message"
 RECHECK_BYTES = 1 << 20
 
 
-def _credentials(config: GrpcProtocol) -> grpc.ServerCredentials:
-    tls = config.tls
+def _credentials(tls: TlsConfig) -> grpc.ServerCredentials:
     with open(tls.cert_file, "rb") as cert, open(tls.key_file, "rb") as key:
         pair = (key.read(), cert.read())
     ca = None
@@ -72,10 +72,11 @@ def _credentials(config: GrpcProtocol) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
 
 
+R = TypeVar("R")
 _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
 
 
-async def _read_within(context: grpc.aio.ServicerContext, seconds: float) -> object:
+async def _read_within(context: grpc.aio.ServicerContext[bytes, bytes], seconds: float) -> object:
     """The call's one message (or grpc.aio.EOF); asyncio.TimeoutError after `seconds`."""
     if _timeout is None:  # Python 3.10: wait_for costs a task per call
         return await asyncio.wait_for(context.read(), seconds)
@@ -107,8 +108,8 @@ class GrpcReceiver:
             "longest; retry later"
         )
         # Calls waiting for their message, oldest first (dicts keep insertion order).
-        self._waiting: dict[asyncio.Task, None] = {}
-        self._evicted: set[asyncio.Task] = set()
+        self._waiting: dict[asyncio.Task[Any], None] = {}
+        self._evicted: set[asyncio.Task[Any]] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="otlp-grpc", daemon=True)
         self._thread.start()
@@ -127,7 +128,7 @@ class GrpcReceiver:
                 "the address is not local; set it to a free host:port",
             )
 
-    def _call(self, coroutine, timeout: float | None = 30):
+    def _call(self, coroutine: Coroutine[Any, Any, R], timeout: float | None = 30) -> R:
         """Run `coroutine` on the receiver's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
@@ -163,28 +164,34 @@ class GrpcReceiver:
             if config.tls is None:
                 bound = server.add_insecure_port(address)
             else:
-                bound = server.add_secure_port(address, _credentials(config))
+                bound = server.add_secure_port(address, _credentials(config.tls))
         except RuntimeError:
             bound = 0
         return server, bound
 
     def _exporter(
         self, signal: str
-    ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], Awaitable[bytes]]:
+    ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[bytes, bytes]], Awaitable[bytes]]:
         """The Export handler of one signal's service."""
 
-        async def export(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+        async def export(
+            requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+        ) -> bytes:
             return await self._export(requests, context, signal)
 
         return export
 
     async def _export(
-        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext, signal: str = "traces"
+        self,
+        requests: AsyncIterator[bytes],
+        context: grpc.aio.ServicerContext[bytes, bytes],
+        signal: str = "traces",
     ) -> bytes:
         service = "*"
         if self._auth is not None:
             metadata = dict(context.invocation_metadata() or ())
-            found = self._auth.service_for(metadata.get("authorization"))
+            authorization = metadata.get("authorization")  # str: only `-bin` keys carry bytes
+            found = self._auth.service_for(authorization if isinstance(authorization, str) else None)
             if found is None:
                 self._intake.refuse(TRANSPORT, "unauthenticated", "")
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
@@ -217,9 +224,13 @@ class GrpcReceiver:
         await self._abort(outcome, context)
         return b""  # not reached: abort raises
 
-    async def _receive(self, context: grpc.aio.ServicerContext, signal: str = "traces") -> bytes | Outcome:
+    async def _receive(
+        self, context: grpc.aio.ServicerContext[bytes, bytes], signal: str = "traces"
+    ) -> bytes | Outcome:
         """The call's message, or the (counted) refusal when it does not arrive."""
         task = asyncio.current_task()
+        if task is None:  # gRPC runs every handler in a task; a bare coroutine cannot be evicted
+            raise RuntimeError("GrpcReceiver._receive must run in an asyncio task")
         if len(self._waiting) >= self._max_pending:
             # Bound the calls still waiting for their message by ending the one that has waited
             # longest, not by refusing the newest: stalled senders cannot keep anyone out.
@@ -240,7 +251,9 @@ class GrpcReceiver:
                     else f"the call ended without an {PASSED_THROUGH[signal][0]} message"
                 )
                 return self._intake.refuse(TRANSPORT, "invalid", empty)
-            return request
+            # The handler has no deserializer: gRPC gives the message as its bytes (the stubs
+            # type read() as the request type without EOF, so _read_within returns object).
+            return cast(bytes, request)
         except asyncio.TimeoutError:  # TimeoutError from 3.11 on
             return self._intake.refuse(TRANSPORT, "receive_timeout", self._timeout_message)
         except asyncio.CancelledError:
@@ -255,14 +268,14 @@ class GrpcReceiver:
         finally:
             self._waiting.pop(task, None)
 
-    async def _abort(self, outcome: Outcome, context: grpc.aio.ServicerContext) -> None:
+    async def _abort(self, outcome: Outcome, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
         if outcome.kind.retryable:
             retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=self._retry_after))
             detail = any_pb2.Any()
             detail.Pack(retry)
             status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=outcome.message, details=[detail])
             # The OpenTelemetry exporters read this key; gRPC's rich status carries it too.
-            extra = (("google.rpc.retryinfo-bin", retry.SerializeToString()),)
+            extra: tuple[tuple[str, Any], ...] = (("google.rpc.retryinfo-bin", retry.SerializeToString()),)
         else:
             # RESOURCE_EXHAUSTED without RetryInfo: OTLP exporters do not retry a request too large.
             code = {

@@ -55,7 +55,8 @@ _ERRORS = {
 def _encode_status(code: int, message: str, content_type: str) -> bytes:
     if content_type == JSON:
         return json.dumps({"code": code, "message": message}).encode()
-    return status_pb2.Status(code=code, message=message).SerializeToString()
+    body: bytes = status_pb2.Status(code=code, message=message).SerializeToString()  # google.rpc: no stubs
+    return body
 
 
 def _encode_response(outcome: Outcome, content_type: str) -> bytes:

@@ -20,6 +20,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from apiusage.conventions.routes import route_key
 
@@ -29,6 +30,9 @@ from ..derive.series import OVERFLOW_VALUE, sanitize_label_value
 from .folding import Folder, Keep, folded_columns, merge_histograms
 from .schema import TTFS_BUCKETS, ttfs_bucket_sql
 from .store import DAY_MS, Store
+
+if TYPE_CHECKING:
+    from apiusage.conventions.catalog import Catalog
 
 __all__ = [
     "ConsumerReport",
@@ -90,7 +94,7 @@ class ConsumerReport:
     folded: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
 
 
-def deprecated_endpoints(store: Store, catalog) -> list[ResolvedEndpoint]:
+def deprecated_endpoints(store: Store, catalog: Catalog | None) -> list[ResolvedEndpoint]:
     """Endpoints deprecated by the catalog or by their spans, matched to observed routes.
 
     A catalog entry matches every observed spelling of its route (`/v1/reports/:reportId`,
@@ -115,22 +119,31 @@ def deprecated_endpoints(store: Store, catalog) -> list[ResolvedEndpoint]:
             if not ep.deprecated:
                 continue
             key = route_key(ep.route)
-            methods = [ep.method] if ep.method != "*" else sorted(methods_of.get((service.name, key), ()))
+            methods = (
+                [ep.method]
+                if ep.method != "*"
+                else sorted(methods_of.get((service.name, key), ()) if key is not None else ())
+            )
             for method in methods:
                 replacement = None
                 m = _REPLACEMENT.match(ep.replacement or "")
                 if m:
                     r_method = (m.group("method") or method).upper()
                     r_route = m.group("route")
+                    r_key = route_key(r_route)
                     # The replacement as observed (its first spelling), else as written.
-                    spellings = observed.get((service.name, r_method, route_key(r_route))) or [r_route]
+                    spellings = (r_key is not None and observed.get((service.name, r_method, r_key))) or [
+                        r_route
+                    ]
                     replacement = (r_method, min(spellings))
-                for route in observed.get((service.name, method, key)) or [ep.route]:
+                # An unreadable route (a hand-built catalog's) matches no observed one: as written.
+                routes = key is not None and observed.get((service.name, method, key))
+                for route in routes or [ep.route]:
                     out[service.name, method, route] = ResolvedEndpoint(
                         service.name, method, route, ep.sunset, replacement
                     )
-    for key in flagged:
-        out.setdefault(key, ResolvedEndpoint(*key))
+    for endpoint in flagged:
+        out.setdefault(endpoint, ResolvedEndpoint(*endpoint))
     return sorted(out.values(), key=lambda e: (e.service, e.route, e.method))
 
 
@@ -240,7 +253,11 @@ def _distinct_family(
 
 
 def build_report(
-    store: Store, now_ms: int, catalog=None, limits: LimitsConfig | None = None, oldest_day: int | None = None
+    store: Store,
+    now_ms: int,
+    catalog: Catalog | None = None,
+    limits: LimitsConfig | None = None,
+    oldest_day: int | None = None,
 ) -> ConsumerReport:
     """Every family from the store, as of one state of it; with `limits`, each label past its limit
     folds into `__other__`; `oldest_day`: the retention cutoff (no cohort from before it)."""
@@ -431,7 +448,7 @@ def _deprecations(
     }
 
 
-def _catalog_usage(report: ConsumerReport, store: Store, catalog, now_ms: int) -> None:
+def _catalog_usage(report: ConsumerReport, store: Store, catalog: Catalog | None, now_ms: int) -> None:
     if catalog is None:
         return
     # Observed routes by their slots: `/v1/users/:userId/orders` is the catalog's
@@ -448,6 +465,9 @@ def _catalog_usage(report: ConsumerReport, store: Store, catalog, now_ms: int) -
         unused = 0
         for ep in service.endpoints:
             key = route_key(ep.route)
+            if key is None:  # an unreadable route (a hand-built catalog's) is never called
+                unused += 1
+                continue
             methods = [ep.method] if ep.method != "*" else sorted(methods_of.get((service.name, key), ()))
             seen = [
                 (m, *last_seen[service.name, m, key]) for m in methods if (service.name, m, key) in last_seen

@@ -20,8 +20,8 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import selfmetrics
 from ..config import LimitsConfig, StateConfig
@@ -32,7 +32,10 @@ from .activity import DAY_MS, ConsumerActivity
 from .lease import AdvisoryLease, Lease, SoleLeader
 from .report import ConsumerReport, build_report
 from .snapshot import SnapshotError
-from .store import ActivityBatch, SqliteStore, Store, StoreError, open_store
+from .store import ActivityBatch, ActivityRow, SqliteStore, Store, StoreError, open_store
+
+if TYPE_CHECKING:
+    from apiusage.conventions.catalog import Catalog
 
 __all__ = ["StateService", "StateHealth"]
 
@@ -115,7 +118,7 @@ class StateService:
         self,
         config: StateConfig,
         activity: ConsumerActivity,
-        catalog=None,
+        catalog: Catalog | None = None,
         plans: PlanLookup | None = None,
         plans_interval: float = 300.0,
         limits: LimitsConfig | None = None,
@@ -260,7 +263,7 @@ class StateService:
             start = self.health.flush_started = self.health.flush_started or time.monotonic()
             try:
                 self._follow_file()
-                self.store.write(batch)
+                _opened(self.store, "store").write(batch)
             except StoreError as exc:
                 self.activity.restore(batch)
                 self.health.flushes["failure"] += 1
@@ -295,7 +298,9 @@ class StateService:
         into a file nobody can open again, and all of it would vanish at the next restart."""
         if self._reopen is None:
             store = self.store
-            fate = store.fate() if isinstance(store, SqliteStore) else None
+            if not isinstance(store, SqliteStore):
+                return
+            fate = store.fate()
             if fate is None:
                 return
             copy = None
@@ -349,9 +354,14 @@ class StateService:
                 try:
                     leader = self._lease is not None and self._lease.check()
                     self._lead(leader)
+                    report: ConsumerReport | None
                     if leader:
                         report = build_report(
-                            self._refresher, now_ms, self.catalog, self.limits, self._oldest_day(now_ms)
+                            _opened(self._refresher, "refresher"),
+                            now_ms,
+                            self.catalog,
+                            self.limits,
+                            self._oldest_day(now_ms),
                         )
                     else:
                         report = self._load_snapshot()  # None: nothing new since the last one
@@ -383,7 +393,10 @@ class StateService:
     def _lead(self, leader: bool) -> None:
         if leader != self.health.leader:
             if leader:
-                log.info("this replica now computes the consumer metrics (%s)", self._lease.description)
+                log.info(
+                    "this replica now computes the consumer metrics (%s)",
+                    _opened(self._lease, "lease").description,
+                )
             else:
                 log.info("another replica computes the consumer metrics; serving what it publishes")
         self.health.leader = leader
@@ -391,7 +404,7 @@ class StateService:
     def _publish(self, report: ConsumerReport) -> None:
         """Store the report for the other replicas (and for this one's next start)."""
         try:
-            published = self._lease.publish(
+            published = _opened(self._lease, "lease").publish(
                 snapshot.PUBLISH_SQL,
                 (report.generated_ms, int(time.time() * 1000), self.identity, snapshot.dumps(report)),
             )
@@ -412,14 +425,14 @@ class StateService:
             log.info("the consumer report is stored again")
         self.health.publish_ok = True
 
-    def _write_snapshot(self, sql: str, params: tuple) -> int:
+    def _write_snapshot(self, sql: str, params: Sequence[Any]) -> int:
         with self._write_lock:
-            return self.store.execute(sql, params)
+            return _opened(self.store, "store").execute(sql, params)
 
     def _load_snapshot(self) -> ConsumerReport | None:
         """The newest published report when it is not the one loaded last; raises StoreError,
         SnapshotError."""
-        rows = self._refresher.query(snapshot.SELECT_SQL)
+        rows = _opened(self._refresher, "refresher").query(snapshot.SELECT_SQL)
         if not rows:
             return None
         version, _, writer, data = rows[0]
@@ -439,7 +452,7 @@ class StateService:
         oldest = self._oldest_day(int(time.time() * 1000))
         try:
             with self._write_lock:
-                deleted = self.store.prune(oldest)
+                deleted = _opened(self.store, "store").prune(oldest)
         except StoreError as exc:
             log.error("state retention failed: %s", exc)
             return
@@ -453,17 +466,19 @@ class StateService:
     def read(self, fn: Callable[[Store], T]) -> T:
         """Run `fn(store)` on the admin read connection (never behind a flush or a refresh)."""
         with self._read_lock:
-            return fn(self._reader)
+            return fn(_opened(self._reader, "reader"))
 
     def _reload_plans(self) -> None:
-        def query(sql: str) -> list[tuple]:
+        plans = _opened(self.plans, "plans")
+
+        def query(sql: str) -> list[tuple[Any, ...]]:
             with self._refresh_lock:
-                return self._refresher.query(sql)
+                return _opened(self._refresher, "refresher").query(sql)
 
         try:
-            n = self.plans.load(query)
+            n = plans.load(query)
         except Exception as exc:  # whatever a hand-edited file or query does: keep the old table
-            log.error("%s (keeping the previous %d entries)", exc, len(self.plans.plans))
+            log.error("%s (keeping the previous %d entries)", exc, len(plans.plans))
             return
         log.debug("plan lookup: %d consumers", n)
 
@@ -487,21 +502,22 @@ class StateService:
             self._flusher.join(max(0.0, deadline - time.monotonic()))
         ok = True
         if self.store is not None:
-            ok = self._final_flush(deadline)
+            ok = self._final_flush(self.store, deadline)
         self._close_stores()
         return ok
 
-    def _final_flush(self, deadline: float) -> bool:
+    def _final_flush(self, store: Store, deadline: float) -> bool:
+        """Write what is left to `store` (or, once _follow_file() reopened it, to the new one)."""
         if self._flusher.is_alive():  # still inside a flush at the bound: roll it back, so the
             # connection closes cleanly (a SQLite WAL merged) instead of dying mid-transaction
-            _interrupt(self.store)
+            _interrupt(store)
             self._flusher.join(_STOP_REFRESH)
             log.error(
                 "state flush still running after %.0fs at shutdown: interrupted; %d rows "
                 "not written to %s are lost",
                 _STOP_TIMEOUT,
                 self.activity.pending(),
-                self.store.description,
+                store.description,
             )
             return False
         batch = self.activity.drain()
@@ -510,7 +526,7 @@ class StateService:
             self.activity.written()
             return True
         # Past the bound the writer is interrupted: one chunk never runs far beyond it.
-        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), self.store.interrupt)
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), store.interrupt)
         watchdog.daemon = True
         watchdog.start()
         written, slowest, failed = 0, 0.0, False
@@ -522,7 +538,7 @@ class StateService:
                     break  # the next chunk would not fit: stop at a transaction boundary
                 started = time.monotonic()
                 with self._write_lock:
-                    self.store.write(chunk)
+                    _opened(self.store, "store").write(chunk)
                 slowest = max(slowest, time.monotonic() - started)
                 written += sum(len(rows) for rows in chunk)
         except StoreError as exc:
@@ -539,7 +555,7 @@ class StateService:
             log.error(
                 "state final flush failed: %d rows not written to %s are lost",
                 total - written,
-                self.store.description,
+                _opened(self.store, "store").description,
             )
             return False
         if written < total:
@@ -547,7 +563,7 @@ class StateService:
                 "state final flush: %d of %d rows not written to %s within the %gs shutdown bound are lost",
                 total - written,
                 total,
-                self.store.description,
+                _opened(self.store, "store").description,
                 _STOP_TIMEOUT,
             )
             return False
@@ -575,6 +591,13 @@ class StateService:
                 closed.append(store)
 
 
+def _opened(value: T | None, what: str) -> T:
+    """`value`, which open() (or the constructor) sets before any thread or request uses it."""
+    if value is None:
+        raise RuntimeError(f"StateService.{what} is not set: open() the service first")
+    return value
+
+
 def _interrupt(store: Store) -> None:
     """Interrupt what runs on `store` without waiting: a PostgreSQL cancel to a server that
     does not answer takes its full timeout (2 s), which shutdown does not spend."""
@@ -586,9 +609,9 @@ def _chunks(batch: ActivityBatch, size: int) -> Iterator[ActivityBatch]:
     with all their activity rows), the endpoint rows in the first: every part committed is a
     consistent store, whatever happens to the next."""
     consumers, activity, endpoints = batch
-    by_consumer: dict[tuple[str, str], list] = {}
-    for row in activity:  # (day, service, consumer_id, ...)
-        by_consumer.setdefault((row[1], row[2]), []).append(row)
+    by_consumer: dict[tuple[str, str], list[ActivityRow]] = {}
+    for act in activity:  # (day, service, consumer_id, ...)
+        by_consumer.setdefault((act[1], act[2]), []).append(act)
     part: ActivityBatch = ([], [], list(endpoints))
     rows = len(endpoints)
     for row in consumers:  # (service, consumer_id, ...)

@@ -423,3 +423,41 @@ def test_every_join_of_a_refresh_searches_by_key_whatever_the_statistics(tmp_pat
     assert report.deprecated_consumers[("history-api", "GET", "/r1", "30d")] == 1_200  # 3 of 50 routes
     assert len(joins) == 6, joins  # adoption, migration in 3 windows, cohorts, churn risk
     store.close()
+
+
+def test_a_hand_built_catalog_route_that_does_not_parse_matches_no_observed_route(tmp_path) -> None:
+    """parse_catalog refuses such a route, a Catalog built in code may hold one: its endpoint is
+    listed as written, counted unused, and its replacement kept as written (typing route_key's
+    None must not have changed what the report says)."""
+    from apiusage.conventions.catalog import Catalog, Endpoint, ServiceCatalog
+    from apiusage.processor.state.report import ResolvedEndpoint, build_report, deprecated_endpoints
+
+    now = int(time.time() * 1000)
+    store = open_store(sqlite_config(tmp_path))
+    store.execute(
+        "INSERT INTO endpoints (service, method, route, deprecated, first_seen, last_seen)"
+        " VALUES (?, ?, ?, 0, ?, ?)",
+        ("svc", "GET", "/v1/a", now, now),
+    )
+    catalog = Catalog(
+        (
+            ServiceCatalog(
+                "svc",
+                (
+                    Endpoint("GET", "/v1/a", deprecated=True, replacement="GET /v2/{x"),
+                    Endpoint("GET", "/v1/{b", deprecated=True, replacement="GET /v1/a"),
+                    Endpoint("*", "/v1/{c", deprecated=True),
+                ),
+            ),
+        )
+    )
+    try:
+        assert deprecated_endpoints(store, catalog) == [
+            ResolvedEndpoint("svc", "GET", "/v1/a", None, ("GET", "/v2/{x")),
+            ResolvedEndpoint("svc", "GET", "/v1/{b", None, ("GET", "/v1/a")),
+        ]
+        report = build_report(store, now, catalog)
+        assert report.unused == {("svc",): 2}  # /v1/a was called just now
+        assert report.last_called == {("svc", "GET", "/v1/a"): now / 1000}
+    finally:
+        store.close()
