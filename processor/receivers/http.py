@@ -231,7 +231,7 @@ class _Receiver:
             return self.intake.pass_through(signal, body, TRANSPORT, service, content_type, gzipped, plain)
 
         try:
-            if gzipped or (content_type == JSON and service != "*"):
+            if gzipped or content_type == JSON:
                 async with self._decoding:  # inflating or parsing JSON: bounded as for traces
                     self._still_room(signal)
                     outcome = await asyncio.to_thread(check)

@@ -78,9 +78,9 @@ def _utf8(buf: bytes, start: int, stop: int, where: str) -> str:
         raise InvalidPayload(f"string is not UTF-8 ({where}) at byte {start}") from None
 
 
-def _service_name(buf: bytes, start: int, stop: int) -> tuple[bool, str | None]:
-    """(found, value) of `service.name` among the attributes of the Resource in buf[start:stop]."""
-    found, value = False, None
+def _service_name(buf: bytes, start: int, stop: int, seen: list[str | None]) -> None:
+    """Append to `seen` each `service.name` among the attributes of the Resource in buf[start:stop]
+    (None for one that is not a string)."""
     for num, wire, p, q in _fields(buf, start, stop, "Resource"):
         if num != 1 or wire != _LEN:  # attributes
             continue
@@ -92,12 +92,20 @@ def _service_name(buf: bytes, start: int, stop: int) -> tuple[bool, str | None]:
                 any_value = (kp, kq)
         if key != _SERVICE_NAME:
             continue
-        found, value = True, None  # the last occurrence wins, as in a dict
+        value = None
         if any_value is not None:
             for vnum, vwire, vp, vq in _fields(buf, *any_value, "AnyValue"):
                 # A oneof: the last member on the wire is the one set.
                 value = _utf8(buf, vp, vq, "AnyValue.string_value") if vnum == 1 and vwire == _LEN else None
-    return found, value
+        seen.append(value)
+
+
+def _one(seen: list[str | None]) -> str | None:
+    """The service of a resource that names it `seen` times: None unless all say the same string.
+
+    Which of two differing names a backend keeps is not ours to guess (a Collector's attribute map
+    returns the first, a dict the last), so a resource naming two services names none."""
+    return seen[0] if seen and all(s == seen[0] for s in seen) else None
 
 
 def services_in_protobuf(body: bytes, signal: str, max_resources: int = 0) -> list[str | None]:
@@ -114,21 +122,37 @@ def services_in_protobuf(body: bytes, signal: str, max_resources: int = 0) -> li
                 f"more than {max_resources} {entry} in one request; send smaller batches "
                 "(the limit is receivers.otlp.max_spans_per_request)"
             )
-        found, service = False, None
+        seen: list[str | None] = []
         for rnum, rwire, rp, rq in _fields(body, p, q, entry):
-            if rnum == 1 and rwire == _LEN:  # resource; a repeated one is merged, later keys win
-                here, name = _service_name(body, rp, rq)
-                if here:
-                    found, service = True, name
-        services.append(service if found else None)
+            if rnum == 1 and rwire == _LEN:  # resource; a repeated one is merged: attributes add up
+                _service_name(body, rp, rq, seen)
+        services.append(_one(seen))
     return services
 
 
+#: Keys whose repetition in one JSON object would let the walk and the backend read different
+#: services: a JSON reader keeps the last, a Collector's appends repeated fields.
+_JSON_KEYS = frozenset(
+    {"resourceMetrics", "resource_metrics", "resourceLogs", "resource_logs", "resource", "attributes"}
+    | {"key", "value", "stringValue", "string_value"}
+)
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    doc: dict[str, object] = {}
+    for key, value in pairs:
+        if key in doc and key in _JSON_KEYS:
+            raise InvalidPayload(f"JSON object has the key {key!r} more than once")
+        doc[key] = value
+    return doc
+
+
 def services_in_json(body: bytes, signal: str) -> list[str | None]:
-    """The `service.name` of each resource entry of an OTLP/JSON export request."""
+    """The `service.name` of each resource entry of an OTLP/JSON export request (None: absent, not
+    a string, or named twice differently); InvalidPayload when it is not an OTLP/JSON request."""
     message, entry, json_entry = PASSED_THROUGH[signal]
     try:
-        doc = json.loads(body)
+        doc = json.loads(body, object_pairs_hook=_no_duplicates)
     except UnicodeDecodeError as exc:
         raise InvalidPayload(f"JSON body is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
@@ -137,26 +161,33 @@ def services_in_json(body: bytes, signal: str) -> list[str | None]:
         ) from None
     except RecursionError:
         raise InvalidPayload("JSON body is nested too deeply") from None
+    except InvalidPayload:
+        raise
     except ValueError:
         raise InvalidPayload(
             f"JSON body has an integer of more than {sys.get_int_max_str_digits()} digits"
         ) from None
     if not isinstance(doc, dict):
         raise InvalidPayload(f"JSON body must be an object with a {json_entry} list ({message})")
-    entries = doc.get(json_entry, doc.get(entry, []))
-    if not isinstance(entries, list):
-        raise InvalidPayload(f"{json_entry} must be a list ({message})")
+    entries: list[object] = []
+    for name in (json_entry, entry):  # OTLP/JSON readers accept both names, and both at once
+        found = doc.get(name, [])
+        if not isinstance(found, list):
+            raise InvalidPayload(f"{name} must be a list ({message})")
+        entries.extend(found)
     services: list[str | None] = []
     for item in entries:
         resource = item.get("resource") if isinstance(item, dict) else None
         attributes = resource.get("attributes") if isinstance(resource, dict) else None
-        service = None
+        seen: list[str | None] = []
         for kv in attributes if isinstance(attributes, list) else ():
             if isinstance(kv, dict) and kv.get("key") == "service.name":
                 value = kv.get("value")
-                name = (
-                    value.get("stringValue", value.get("string_value")) if isinstance(value, dict) else None
+                names = (
+                    [value[k] for k in ("stringValue", "string_value") if k in value]
+                    if isinstance(value, dict)
+                    else []
                 )
-                service = name if isinstance(name, str) else None
-        services.append(service)
+                seen.extend(n if isinstance(n, str) else None for n in names or [None])
+        services.append(_one(seen))
     return services

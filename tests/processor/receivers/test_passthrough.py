@@ -27,7 +27,7 @@ def metrics_request() -> ExportMetricsServiceRequest:
     kv = third.resource.attributes.add()
     kv.key, kv.value.int_value = "service.name", 7  # not a string
     fourth = request.resource_metrics.add()
-    for value in ("first", "billing-api"):  # the last occurrence wins
+    for value in ("first", "billing-api"):  # two services: it names none
         kv = fourth.resource.attributes.add()
         kv.key, kv.value.string_value = "service.name", value
     return request
@@ -35,7 +35,7 @@ def metrics_request() -> ExportMetricsServiceRequest:
 
 def test_each_resource_service_is_read_without_parsing_the_data_points() -> None:
     body = metrics_request().SerializeToString()
-    assert services_in_protobuf(body, "metrics") == ["orders-api", None, None, "billing-api"]
+    assert services_in_protobuf(body, "metrics") == ["orders-api", None, None, None]
     assert services_in_protobuf(b"", "metrics") == []
 
 
@@ -122,3 +122,21 @@ def test_json_services() -> None:
         with pytest.raises(InvalidPayload) as refused:
             services_in_json(bad, "metrics")
         assert str(refused.value) == message
+
+
+def test_a_resource_naming_one_service_twice_names_it_and_two_differing_ones_name_none() -> None:
+    def entry(*names: object) -> dict:
+        attributes = [{"key": "service.name", "value": {"stringValue": n}} for n in names]
+        return {"resource": {"attributes": attributes}}
+
+    doc = {"resourceLogs": [entry("a", "a"), entry("a", "b"), entry("a", 3)], "resource_logs": [entry("c")]}
+    assert services_in_json(json.dumps(doc).encode(), "logs") == ["a", None, None, "c"]
+    both = {"resourceLogs": [{"resource": {"attributes": [{"key": "service.name", "value": {
+        "stringValue": "a", "string_value": "b"}}]}}]}  # fmt: skip
+    assert services_in_json(json.dumps(both).encode(), "logs") == [None]
+    with pytest.raises(InvalidPayload, match="^JSON object has the key 'resourceLogs' more than once$"):
+        services_in_json(b'{"resourceLogs": [], "resourceLogs": []}', "logs")
+    # Keys the walk does not read may repeat (inside log bodies, say).
+    assert services_in_json(b'{"resourceLogs": [], "x": 1, "x": 2}', "logs") == []
+    with pytest.raises(InvalidPayload, match="^resource_logs must be a list"):
+        services_in_json(b'{"resourceLogs": [], "resource_logs": {}}', "logs")
