@@ -86,6 +86,9 @@ class _Receiver:
         self.retry_after = retry_after
         self.auth = auth
         self._decoding = asyncio.Semaphore(DECODING)
+        # Metrics and logs checked off the loop, at most this many at once: on slots of their own,
+        # so that a flood of them never keeps a trace body waiting for its decoding.
+        self._passing = asyncio.Semaphore(DECODING)
         self._in_flight = 0  # declared bytes of the bodies being read or scanned (one loop thread)
 
     def _answer(self, outcome: Outcome, content_type: str, close: bool = False) -> Reply:
@@ -231,12 +234,10 @@ class _Receiver:
             return self.intake.pass_through(signal, body, TRANSPORT, service, content_type, gzipped, plain)
 
         try:
-            if gzipped or content_type == JSON:
-                async with self._decoding:  # inflating or parsing JSON: bounded as for traces
+            if gzipped or content_type == JSON or len(body) > INLINE_BYTES:
+                async with self._passing:  # inflating, parsing: bounded in threads and memory
                     self._still_room(signal)
                     outcome = await asyncio.to_thread(check)
-            elif len(body) > INLINE_BYTES:  # the walk is Python (passthrough.py)
-                outcome = await asyncio.to_thread(check)
             else:
                 outcome = check()
         except _Overloaded as exc:

@@ -163,7 +163,7 @@ class Intake:
                 # not answered success and then refused by the backend.
                 services = services_in_json(plain, signal)
             else:
-                services = services_in_protobuf(plain, signal, self.max_spans)
+                services = services_in_protobuf(plain, signal, self.max_spans, names=service != "*")
         except PayloadTooLarge as exc:
             return self.refuse(transport, "too_large", str(exc))
         except InvalidPayload as exc:

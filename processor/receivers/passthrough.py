@@ -14,13 +14,18 @@ import json
 import sys
 from collections.abc import Iterator
 
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
+
 from .payload import InvalidPayload, PayloadTooLarge
 
 __all__ = ["INLINE_BYTES", "PASSED_THROUGH", "services_in_json", "services_in_protobuf"]
 
-#: Bodies up to this size are walked on the receiver's event loop. The walk is Python, about
-#: 2 µs per resource: a 64 KiB body of empty resources costs 60 ms at worst, a larger one goes
-#: to a worker thread so that it stalls no other connection.
+#: Bodies up to this size are checked on the receiver's event loop (parsing one takes well under
+#: 1 ms; reading 13,000 attributes for a service-bound token about 7 ms); a larger one on a worker
+#: thread, so that it stalls no other connection.
 INLINE_BYTES = 64 << 10
 
 #: The signals passed through, each with its request message and resource entry names
@@ -71,35 +76,6 @@ def _fields(buf: bytes, p: int, end: int, where: str) -> Iterator[tuple[int, int
         p = q
 
 
-def _utf8(buf: bytes, start: int, stop: int, where: str) -> str:
-    try:
-        return buf[start:stop].decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidPayload(f"string is not UTF-8 ({where}) at byte {start}") from None
-
-
-def _service_name(buf: bytes, start: int, stop: int, seen: list[str | None]) -> None:
-    """Append to `seen` each `service.name` among the attributes of the Resource in buf[start:stop]
-    (None for one that is not a string)."""
-    for num, wire, p, q in _fields(buf, start, stop, "Resource"):
-        if num != 1 or wire != _LEN:  # attributes
-            continue
-        key, any_value = None, None
-        for knum, kwire, kp, kq in _fields(buf, p, q, "KeyValue"):
-            if knum == 1 and kwire == _LEN:
-                key = buf[kp:kq]
-            elif knum == 2 and kwire == _LEN:
-                any_value = (kp, kq)
-        if key != _SERVICE_NAME:
-            continue
-        value = None
-        if any_value is not None:
-            for vnum, vwire, vp, vq in _fields(buf, *any_value, "AnyValue"):
-                # A oneof: the last member on the wire is the one set.
-                value = _utf8(buf, vp, vq, "AnyValue.string_value") if vnum == 1 and vwire == _LEN else None
-        seen.append(value)
-
-
 def _one(seen: list[str | None]) -> str | None:
     """The service of a resource that names it `seen` times: None unless all say the same string.
 
@@ -108,24 +84,97 @@ def _one(seen: list[str | None]) -> str | None:
     return seen[0] if seen and all(s == seen[0] for s in seen) else None
 
 
-def services_in_protobuf(body: bytes, signal: str, max_resources: int = 0) -> list[str | None]:
-    """The `service.name` of each resource entry of a protobuf export request (None: absent or not
-    a string); InvalidPayload when its framing is broken, PayloadTooLarge past `max_resources`."""
+def _stub() -> type[Message]:
+    """A message of the export requests' top level only: field 1, entries (ResourceMetrics and
+    ResourceLogs alike) of which only field 1, the Resource, is known. Protobuf (upb, in C) parses
+    it; scopes, data points and log records are unknown fields to it, skipped by their length."""
+    pool = descriptor_pool.DescriptorPool()
+    for module in (common_pb2, resource_pb2):
+        known = descriptor_pb2.FileDescriptorProto()
+        module.DESCRIPTOR.CopyToProto(known)
+        pool.Add(known)
+    stub = descriptor_pb2.FileDescriptorProto(
+        name="apiusage/passthrough.proto",
+        package="apiusage.passthrough",
+        syntax="proto3",
+        dependency=[resource_pb2.DESCRIPTOR.name],
+    )
+    field = descriptor_pb2.FieldDescriptorProto
+    entry = stub.message_type.add(name="Entry")
+    entry.field.add(
+        name="resource",
+        number=1,
+        type=field.TYPE_MESSAGE,
+        label=field.LABEL_OPTIONAL,
+        type_name=".opentelemetry.proto.resource.v1.Resource",
+    )
+    request = stub.message_type.add(name="Request")
+    request.field.add(
+        name="entries",
+        number=1,
+        type=field.TYPE_MESSAGE,
+        label=field.LABEL_REPEATED,
+        type_name=".apiusage.passthrough.Entry",
+    )
+    pool.Add(stub)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("apiusage.passthrough.Request"))
+
+
+_Request = _stub()
+_Entry = message_factory.GetMessageClass(_Request.DESCRIPTOR.fields_by_name["entries"].message_type)
+#: Entries of a refused body tried one by one to say which is broken; past them, it is not said.
+_WHERE_ENTRIES = 100_000
+
+
+def _where(body: bytes, signal: str) -> str:
+    """What is broken in a body protobuf refused: the Python walk of the top level names it, or
+    the first resource entry protobuf refuses alone."""
     message, entry, _ = PASSED_THROUGH[signal]
-    services: list[str | None] = []
-    end = len(body)
-    for num, wire, p, q in _fields(body, 0, end, message):
-        if num != 1 or wire != _LEN:
-            continue  # unknown fields (a wrong wire type too) are kept and passed on, as protobuf does
-        if max_resources and len(services) >= max_resources:
-            raise PayloadTooLarge(
-                f"more than {max_resources} {entry} in one request; send smaller batches "
-                "(the limit is receivers.otlp.max_spans_per_request)"
+    entries = (
+        (p, q) for num, wire, p, q in _fields(body, 0, len(body), message) if num == 1 and wire == _LEN
+    )
+    for i, (p, q) in enumerate(entries):
+        if i >= _WHERE_ENTRIES:
+            break
+        try:
+            _Entry.FromString(body[p:q])
+        except DecodeError:
+            return (
+                f"{entry}[{i}] (bytes {p} to {q}) cannot be decoded: a field in it is truncated or "
+                "broken, or a string in its resource is not UTF-8"
             )
-        seen: list[str | None] = []
-        for rnum, rwire, rp, rq in _fields(body, p, q, entry):
-            if rnum == 1 and rwire == _LEN:  # resource; a repeated one is merged: attributes add up
-                _service_name(body, rp, rq, seen)
+    return f"protobuf cannot decode this {message}"
+
+
+def services_in_protobuf(
+    body: bytes, signal: str, max_resources: int = 0, names: bool = True
+) -> list[str | None]:
+    """The `service.name` of each resource entry of a protobuf export request (None: absent, not
+    a string, or named twice differently; all None unless `names`); InvalidPayload when protobuf
+    cannot decode its top level, PayloadTooLarge past `max_resources`.
+
+    Protobuf parses it (upb: a 4 MiB resource of 840,000 attributes in 0.1 s, where a walk in
+    Python took 5 s holding the GIL); the Python walk only says where a refused body is broken."""
+    _, entry, _ = PASSED_THROUGH[signal]
+    try:
+        request = _Request.FromString(body)
+    except DecodeError:
+        raise InvalidPayload(_where(body, signal)) from None
+    entries = request.entries
+    if max_resources and len(entries) > max_resources:
+        raise PayloadTooLarge(
+            f"more than {max_resources} {entry} in one request; send smaller batches "
+            "(the limit is receivers.otlp.max_spans_per_request)"
+        )
+    if not names or _SERVICE_NAME not in body:
+        return [None] * len(entries)
+    services: list[str | None] = []
+    for item in entries:
+        seen = [
+            kv.value.string_value if kv.value.WhichOneof("value") == "string_value" else None
+            for kv in item.resource.attributes
+            if kv.key == "service.name"
+        ]
         services.append(_one(seen))
     return services
 
