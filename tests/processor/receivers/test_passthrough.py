@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from apiusage.processor.receivers.passthrough import services_in_json, services_in_protobuf
@@ -140,3 +141,14 @@ def test_a_resource_naming_one_service_twice_names_it_and_two_differing_ones_nam
     assert services_in_json(b'{"resourceLogs": [], "x": 1, "x": 2}', "logs") == []
     with pytest.raises(InvalidPayload, match="^resource_logs must be a list"):
         services_in_json(b'{"resourceLogs": [], "resource_logs": {}}', "logs")
+
+
+def test_millions_of_empty_entries_are_refused_after_the_limit_without_parsing_them_all() -> None:
+    body = b"\x0a\x00" * 8_000_000  # 16 MiB: protobuf would build 8 million messages (1.6 GB)
+    started = time.monotonic()
+    with pytest.raises(PayloadTooLarge, match="^more than 100000 resource_logs in one request"):
+        services_in_protobuf(body, "logs", 100_000)
+    assert time.monotonic() - started < 2
+    # Unknown top-level fields count too: a request holds nothing else.
+    with pytest.raises(PayloadTooLarge):
+        services_in_protobuf(b"\x10\x00" * 200_000, "logs", 100_000)
