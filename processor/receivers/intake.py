@@ -161,7 +161,7 @@ class Intake:
             if content_type == "application/json":
                 # Parsed whatever the token: a body no OTLP/JSON reader takes must be refused here,
                 # not answered success and then refused by the backend.
-                services = services_in_json(plain, signal)
+                services = services_in_json(plain, signal, names=service != "*")
             else:
                 services = services_in_protobuf(plain, signal, self.max_spans, names=service != "*")
         except PayloadTooLarge as exc:

@@ -216,12 +216,14 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return doc
 
 
-def services_in_json(body: bytes, signal: str) -> list[str | None]:
+def services_in_json(body: bytes, signal: str, names: bool = True) -> list[str | None]:
     """The `service.name` of each resource entry of an OTLP/JSON export request (None: absent, not
-    a string, or named twice differently); InvalidPayload when it is not an OTLP/JSON request."""
+    a string, or named twice differently; all None unless `names`); InvalidPayload when it is not
+    an OTLP/JSON request."""
     message, entry, json_entry = PASSED_THROUGH[signal]
     try:
-        doc = json.loads(body, object_pairs_hook=_no_duplicates)
+        # Repeated keys matter only to the names; the hook is a Python call per object.
+        doc = json.loads(body, object_pairs_hook=_no_duplicates if names else None)
     except UnicodeDecodeError as exc:
         raise InvalidPayload(f"JSON body is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
@@ -244,6 +246,8 @@ def services_in_json(body: bytes, signal: str) -> list[str | None]:
         if not isinstance(found, list):
             raise InvalidPayload(f"{name} must be a list ({message})")
         entries.extend(found)
+    if not names:
+        return [None] * len(entries)
     services: list[str | None] = []
     for item in entries:
         resource = item.get("resource") if isinstance(item, dict) else None
