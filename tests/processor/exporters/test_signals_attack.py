@@ -18,6 +18,7 @@ from apiusage.processor.exporters.otlp_forward import DROPPED, QUEUED, Forwarder
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from tests.processor.exporters.test_forward_signals import AUTH, TOKEN, export_requests, forwarded, post
+from tests.support.hostile_backends import ScriptedBackend, _read_request, answer_endless
 from tests.support.otlp import request_with_spans
 from tests.support.otlp_sink import OtlpSink
 from tests.support.processor import running_processor, wait_for
@@ -294,3 +295,49 @@ def test_attribute_bombs_on_many_connections_leave_traces_answered() -> None:
     assert took < 2
     assert answers == [200] * 12
     assert export_requests(m, "http") == {"logs_not_forwarded": 12, "success": 1}
+
+
+def _answer_once(status: bytes, *headers: bytes):
+    """Answer one request with `status` (and `headers`), then close the connection."""
+
+    def answer(conn, backend) -> None:
+        if not _read_request(conn):
+            return
+        backend.requests += 1
+        conn.sendall(b"HTTP/1.1 " + status + b"\r\n" + b"".join(h + b"\r\n" for h in headers)
+                     + b"Content-Length: 0\r\nConnection: close\r\n\r\n")  # fmt: skip
+
+    return answer
+
+
+def test_a_misbehaving_backend_is_counted_exactly_per_signal() -> None:
+    backend = ScriptedBackend(
+        [
+            _answer_once(b"500 Internal Server Error"),  # not retryable
+            _answer_once(
+                b"307 Temporary Redirect", b"Location: http://127.0.0.1:1/v1/metrics"
+            ),  # not followed
+            answer_endless,  # a 200 whose 100 MiB body is not read: the status stands
+            *[_answer_once(b"503 Service Unavailable", b"Retry-After: 0")] * 3,  # given up after 3
+            _answer_once(b"200 OK"),
+        ]
+    )
+    fwd = forwarder(f"http://127.0.0.1:{backend.port}", timeout=2)
+    fwd.start()
+    body = logs_body("a")
+    try:
+        for signal in ("logs", "metrics", "traces", "logs", "metrics"):
+            assert fwd.forward(body, signal) == QUEUED
+        deadline = time.monotonic() + 20
+        while (fwd.depth or fwd.queued_bytes) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        fwd.stop(1)
+        backend.close()
+    assert fwd.outcomes == {
+        "traces": {"success": 1, "failure": 0, "dropped": 0},
+        "metrics": {"success": 1, "failure": 1, "dropped": 0},
+        "logs": {"success": 0, "failure": 2, "dropped": 0},
+    }
+    assert backend.requests == 7
+    assert backend.body_sent < 10 << 20  # the endless answer was cut off
