@@ -341,3 +341,35 @@ def test_a_misbehaving_backend_is_counted_exactly_per_signal() -> None:
     }
     assert backend.requests == 7
     assert backend.body_sent < 10 << 20  # the endless answer was cut off
+
+
+def test_slow_logs_bodies_leave_room_under_the_memory_limit_for_traces() -> None:
+    """Bodies being read are admitted against the memory limiter's room; metrics and logs take at
+    most half of it, so clients trickling large logs bodies cannot get every trace refused."""
+    import socket
+
+    from apiusage.processor.memory import rss_bytes
+
+    # About 96 MiB of room under the soft limit (the process's own memory stays under it).
+    limit_mib = (rss_bytes() >> 20) + 96 + 8
+    limiter = {"limit_mib": limit_mib, "spike_limit_mib": 8, "check_interval": "50ms"}
+    with running_processor({"processors": {"memory_limiter": limiter}}) as running:
+        host, port = running.http_endpoint.removeprefix("http://").split(":")
+        slow: list[socket.socket] = []
+        try:
+            for _ in range(30):  # 30 x 4 MiB declared: more than the room
+                sock = socket.create_connection((host, int(port)), timeout=5)
+                sock.sendall(
+                    b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                    b"Content-Length: 4194304\r\n\r\n\x0a"
+                )
+                slow.append(sock)
+            time.sleep(0.5)
+            trace = post(f"{running.http_endpoint}/v1/traces", request_with_spans(2).SerializeToString())
+            m = running.scrape()
+        finally:
+            for sock in slow:
+                sock.close()
+    refused = export_requests(m, "http").get("memory_limit", 0)
+    assert trace[0] == 200, (trace, export_requests(m, "http"))
+    assert 0 < refused < 30  # some of the logs bodies were refused, the trace was not
