@@ -373,3 +373,20 @@ def test_slow_logs_bodies_leave_room_under_the_memory_limit_for_traces() -> None
     refused = export_requests(m, "http").get("memory_limit", 0)
     assert trace[0] == 200, (trace, export_requests(m, "http"))
     assert 0 < refused < 30  # some of the logs bodies were refused, the trace was not
+
+
+def test_a_logs_body_larger_than_their_half_still_goes_when_no_other_waits() -> None:
+    """Else an SDK would be told to retry a body that can never fit, for ever."""
+    sink = OtlpSink()
+    sink.hold.clear()
+    fwd = forwarder(sink.endpoint, max_queue_bytes=10_000, timeout=30)
+    fwd.start()
+    try:
+        big = logs_body("a" * 6_000)
+        assert fwd.forward(big, "logs") == QUEUED  # with the backend, then alone in the queue
+        assert sink.arrived.wait(10)
+        assert fwd.forward(logs_body("a"), "logs") == DROPPED  # its half is taken
+        assert fwd.forward(request_with_spans(1).SerializeToString()) == QUEUED
+    finally:
+        sink.close()
+        fwd.stop(1)
