@@ -153,9 +153,10 @@ class Forwarder:
         return QUEUED
 
     def _over_share(self, size: int) -> bool:
-        """Whether a metrics or logs body of `size` bytes would take more than their half."""
-        return self._other_requests >= max(1, self._max // 2) or self._other_bytes + size > max(
-            1, self._max_bytes // 2
+        """Whether a metrics or logs body of `size` bytes would take more than their half. The first
+        always goes (within the whole queue): a larger body would otherwise be refused for ever."""
+        return self._other_requests >= max(1, self._max // 2) or (
+            self._other_bytes > 0 and self._other_bytes + size > self._max_bytes // 2
         )
 
     def _run(self) -> None:
