@@ -160,7 +160,8 @@ def _broken(
         except DecodeError:
             return InvalidPayload(
                 f"{entry}[{i}] (bytes {p} to {q}) cannot be decoded: a field in it is truncated or "
-                "broken, or a string in its resource is not UTF-8"
+                "broken, a string in its resource is not UTF-8, or its resource nests values more than "
+                "100 deep"
             )
     return InvalidPayload(f"protobuf cannot decode this {message}")
 

@@ -152,3 +152,44 @@ def test_millions_of_empty_entries_are_refused_after_the_limit_without_parsing_t
     # Unknown top-level fields count too: a request holds nothing else.
     with pytest.raises(PayloadTooLarge):
         services_in_protobuf(b"\x10\x00" * 200_000, "logs", 100_000)
+
+
+def test_a_broken_entry_is_named_by_its_index_and_bytes() -> None:
+    good = ExportLogsServiceRequest()
+    good.resource_logs.add().scope_logs.add().log_records.add().body.string_value = "ok"
+    entry = good.SerializeToString()
+    broken = b"\x0a\x03\x12\x05a"  # ResourceLogs whose scope_logs claims 5 bytes and has 1
+    with pytest.raises(InvalidPayload) as refused:
+        services_in_protobuf(entry + broken, "logs", names=False)
+    start = len(entry) + 2
+    assert str(refused.value) == (
+        f"resource_logs[1] (bytes {start} to {start + 3}) cannot be decoded: a field in it is truncated "
+        "or broken, a string in its resource is not UTF-8, or its resource nests values more than 100 deep"
+    )
+
+
+def test_a_resource_nested_past_protobufs_depth_is_refused_for_a_bound_token_and_passed_otherwise() -> None:
+    value = b"\x0a\x01x"  # AnyValue.string_value, framed by hand: protobuf builds none this deep
+    for _ in range(200):
+        pair = b"\x0a\x01k\x12" + _varint(len(value)) + value  # KeyValue
+        values = b"\x0a" + _varint(len(pair)) + pair  # KeyValueList
+        value = b"\x32" + _varint(len(values)) + values  # AnyValue.kvlist_value
+    deep = b"\x0a\x01k\x12" + _varint(len(value)) + value
+    service = b"\x0a\x0cservice.name\x12\x0c\x0a\x0aorders-api"
+    resource = b"\x0a" + _varint(len(service)) + service + b"\x0a" + _varint(len(deep)) + deep
+    entry = b"\x0a" + _varint(len(resource)) + resource
+    body = b"\x0a" + _varint(len(entry)) + entry
+    assert services_in_protobuf(body, "logs", names=False) == [None]
+    with pytest.raises(InvalidPayload, match="nests values more than 100 deep"):
+        services_in_protobuf(body, "logs")
+    shallow = b"\x0a" + _varint(len(service) + 2) + b"\x0a" + _varint(len(service)) + service
+    assert services_in_protobuf(b"\x0a" + _varint(len(shallow)) + shallow, "logs") == ["orders-api"]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        if not n:
+            return bytes(out + bytes([low]))
+        out.append(low | 0x80)
