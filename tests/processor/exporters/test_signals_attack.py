@@ -390,3 +390,16 @@ def test_a_logs_body_larger_than_their_half_still_goes_when_no_other_waits() -> 
     finally:
         sink.close()
         fwd.stop(1)
+
+
+def test_retry_after_values_a_backend_may_send() -> None:
+    from apiusage.processor.exporters.otlp_forward import MAX_RETRY_AFTER, _retry_after
+
+    assert _retry_after("2") == 2.0
+    assert _retry_after(" 3 ") == 3.0
+    assert _retry_after("9" * 5000) == MAX_RETRY_AFTER
+    assert _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past: at once
+    assert _retry_after("Wed, 21 Oct 2099 07:28:00 GMT") == MAX_RETRY_AFTER
+    # Unreadable: the usual back-off. "²" is a digit to str.isdigit() and a ValueError to float().
+    for value in (None, "", "²", "-1", "1.5", "garbage", "Wed, 21 Oct 2015 07:28:00"):
+        assert _retry_after(value) is None
