@@ -208,16 +208,19 @@ def test_a_bound_token_cannot_send_for_another_service_by_naming_two() -> None:
                 post(url, both_names, json_headers)[0],
                 post(url, json_twice, json_headers)[0],
                 post(url, both_spellings, json_headers)[0],
+                post(url, logs_body(), bearer)[0],  # no service.name
+                post(url, logs_body(""), bearer)[0],  # an empty one
+                post(url, logs_body("orders-api\x00"), bearer)[0],  # a control character after it
             ]
             own = post(url, logs_body("orders-api", "orders-api"), bearer)[0]
             got = sink.wait(1)
             m = running.scrape()
     finally:
         sink.close()
-    assert answers == [403, 403, 400, 403, 403, 403]
+    assert answers == [403, 403, 400, 403, 403, 403, 403, 403, 403]
     assert own == 200
     assert [r.path for r in got] == ["/v1/logs"]
-    assert export_requests(m, "http") == {"unauthorized_service": 5, "invalid": 1, "logs_forwarded": 1}
+    assert export_requests(m, "http") == {"unauthorized_service": 8, "invalid": 1, "logs_forwarded": 1}
 
 
 def test_a_json_body_that_is_not_json_is_refused_not_acknowledged_and_forwarded() -> None:
