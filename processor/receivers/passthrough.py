@@ -2,11 +2,12 @@
 
 The processor derives nothing from metrics or logs; it forwards their bodies unchanged to
 `exporters.otlp`, as a Collector pipeline would.  Of a protobuf ExportMetricsServiceRequest or
-ExportLogsServiceRequest only the top level is walked: the framing of its resource entries
-(field 1: ResourceMetrics, ResourceLogs) and, in each, its Resource's `service.name` (for tokens
-bound to one service).  Data points and log records are skipped by their length, never parsed.
-A JSON body is parsed only to read those names for a service-bound token.
-"""
+ExportLogsServiceRequest, Python walks the top level only (its entries, ResourceMetrics or
+ResourceLogs, counted against a limit); protobuf (upb, in C) checks the framing down into each
+entry, and for a token bound to one service parses the Resource of each entry that holds the
+bytes `service.name`.  Data points and log records are skipped by their length, never parsed.
+A JSON body is parsed (in C) to check that it is an OTLP/JSON request, and read for those names
+for a service-bound token, where a key the check reads may not repeat."""
 
 from __future__ import annotations
 
