@@ -10,10 +10,15 @@ trickles its answer or sends one without end cannot hold the thread.  The queue 
 bounded in requests and in bytes (the body being sent included) and `forward()`
 never blocks: when the backend is slow, down or never answers, new bodies are
 dropped (`forward()` says so) and counted, and ingestion goes on at full speed.
+Metrics and logs together take at most half of either bound while traces are forwarded
+too, so a flood of logs cannot crowd the traces (the exemplars' targets) out.  A backend's
+Retry-After is waited for (up to MAX_RETRY_AFTER); `stop()` gives up at its deadline on
+what is left and counts each such request as a failure.
 """
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import logging
 import socket
@@ -40,6 +45,8 @@ SIGNALS = {"traces": "/v1/traces", "metrics": "/v1/metrics", "logs": "/v1/logs"}
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 _OUTCOMES = ("success", "failure", "dropped")
+#: The longest Retry-After honoured: the queue waits behind it, and new requests are dropped meanwhile.
+MAX_RETRY_AFTER = 30.0
 # What forward() did with a body: queued it, dropped it (queue full, or stopping; counted), or
 # nothing, its signal being left out of exporters.otlp.signals.
 QUEUED, DROPPED, OFF = "queued", "dropped", "off"
@@ -81,6 +88,12 @@ class Forwarder:
         self._max = config.max_queue_requests
         self._max_bytes = config.max_queue_bytes
         self._bytes = 0  # queued bodies and the one being sent
+        # Metrics and logs: their queued requests, and their bytes queued or being sent; they may
+        # fill half the queue when traces share it.
+        self._shared = "traces" in self.signals
+        self._other_requests = 0
+        self._other_bytes = 0
+        self._abandon = False  # stop() is past its deadline: no more attempts
         self._dropping = False  # log once per episode
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
@@ -120,8 +133,14 @@ class Forwarder:
             headers = {"Content-Type": content_type, **self._extra}
             if gzipped:
                 headers["Content-Encoding"] = "gzip"
+        other = signal != "traces"
         with self._cond:
-            if len(self._queue) >= self._max or self._bytes + len(body) > self._max_bytes or self._stopping:
+            if (
+                len(self._queue) >= self._max
+                or self._bytes + len(body) > self._max_bytes
+                or self._stopping
+                or (other and self._shared and self._over_share(len(body)))
+            ):
                 self.outcomes[signal]["dropped"] += 1
                 if not self._dropping and not self._stopping:
                     self._dropping = True
@@ -137,8 +156,18 @@ class Forwarder:
                 return DROPPED
             self._queue.append(_Item(signal, body, headers))
             self._bytes += len(body)
+            if other:
+                self._other_requests += 1
+                self._other_bytes += len(body)
             self._cond.notify()
         return QUEUED
+
+    def _over_share(self, size: int) -> bool:
+        """Whether a metrics or logs body of `size` bytes would take more than their half. The first
+        always goes (within the whole queue): a larger body would otherwise be refused for ever."""
+        return self._other_requests >= max(1, self._max // 2) or (
+            self._other_bytes > 0 and self._other_bytes + size > self._max_bytes // 2
+        )
 
     def _run(self) -> None:
         while True:
@@ -148,6 +177,8 @@ class Forwarder:
                 if not self._queue:
                     return
                 item = self._queue.popleft()
+                if item.signal != "traces":
+                    self._other_requests -= 1
             try:
                 self._send(item)
             except Exception:  # the thread must outlive any one request
@@ -157,6 +188,8 @@ class Forwarder:
             finally:
                 with self._cond:
                     self._bytes -= len(item.body)
+                    if item.signal != "traces":
+                        self._other_bytes -= len(item.body)
                     if self._dropping and not self._queue:
                         self._dropping = False
                         log.info("OTLP backend %s:%s caught up", self._host, self._port)
@@ -165,8 +198,12 @@ class Forwarder:
         delay = 0.2
         for attempt in range(_RETRIES):
             status: int | None
+            if self._abandon:
+                reason = "given up at the shutdown deadline"
+                break
+            wait = delay
             try:
-                status = self._post(item)
+                status, retry_after = self._post(item)
             except (OSError, http.client.HTTPException) as exc:
                 self._close()
                 reason = str(exc) or type(exc).__name__
@@ -178,13 +215,17 @@ class Forwarder:
                 reason = f"HTTP {status}"
                 if status not in (429, 502, 503, 504):
                     break  # not retryable (OTLP spec)
+                if retry_after is not None:  # the OTLP spec: wait as long as the backend asks
+                    wait = retry_after
             if attempt + 1 < _RETRIES and not self._stopping:
-                time.sleep(delay)
+                with self._cond:  # stop() ends the wait
+                    self._cond.wait_for(lambda: self._stopping, wait)
                 delay *= 2
         self.outcomes[item.signal]["failure"] += 1
         log.warning("forwarding %s to %s:%s failed: %s", item.signal, self._host, self._port, reason)
 
-    def _post(self, item: _Item) -> int:
+    def _post(self, item: _Item) -> tuple[int, float | None]:
+        """The answer's status and its Retry-After in seconds (None: absent or unreadable)."""
         if self._conn is None:
             cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
             self._conn = cls(self._host, self._port, timeout=self._timeout)
@@ -208,7 +249,7 @@ class Forwarder:
                 # Larger than any OTLP answer, or cut at the deadline after its status line (which
                 # stands): not read on, not reused.
                 self._close()
-            return response.status
+            return response.status, _retry_after(response.getheader("Retry-After"))
         except (OSError, http.client.HTTPException) as exc:
             if expired.is_set():
                 raise TimeoutError(
@@ -246,12 +287,38 @@ class Forwarder:
         yield selfmetrics.FORWARD_QUEUE_BYTES.family(self._bytes)
 
     def stop(self, timeout: float = DRAIN_TIMEOUT) -> None:
-        """Send what is queued (bounded by `timeout`), then stop."""
+        """Send what is queued (bounded by `timeout`), then stop; what is left then is given up on
+        and counted as failures, the request being sent cut off."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._thread.ident is not None:  # started
-            self._thread.join(timeout)
+        if self._thread.ident is None:  # never started (a start-up that failed half-way)
+            self._close()
+            return
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            with self._cond:
+                self._abandon = True
+                left = list(self._queue)
+                self._queue.clear()
+                for item in left:
+                    self.outcomes[item.signal]["failure"] += 1
+                    self._bytes -= len(item.body)
+                    if item.signal != "traces":
+                        self._other_requests -= 1
+                        self._other_bytes -= len(item.body)
+            if left:
+                log.warning(
+                    "stopping: %d requests not forwarded to %s:%s within %gs",
+                    len(left),
+                    self._host,
+                    self._port,
+                    timeout,
+                )
+            conn = self._conn
+            if conn is not None:
+                self._expire(conn, threading.Event())  # the send in progress fails now
+            self._thread.join(1.0)
         self._close()
 
     def shutdown(self, deadline: float) -> bool:
@@ -259,3 +326,22 @@ class Forwarder:
         is counted (outcome="dropped"), not part of the exit status."""
         self.stop(max(0.0, min(DRAIN_TIMEOUT, deadline - time.monotonic())))
         return True
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delay-seconds or an HTTP date), at most
+    MAX_RETRY_AFTER."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():  # "²" is a digit to isdigit(), not to float()
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)

@@ -110,6 +110,8 @@ class GrpcReceiver:
         # Calls waiting for their message, oldest first (dicts keep insertion order).
         self._waiting: dict[asyncio.Task[Any], None] = {}
         self._evicted: set[asyncio.Task[Any]] = set()
+        # Large metrics and logs messages checked off the loop, two at once (bounded threads).
+        self._passing = asyncio.Semaphore(2)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="otlp-grpc", daemon=True)
         self._thread.start()
@@ -208,10 +210,11 @@ class GrpcReceiver:
                 outcome = received
             elif signal == "traces":
                 outcome = self._intake.accept(received, TRANSPORT, service)
-            elif len(received) > INLINE_BYTES:  # its walk is Python: off the loop
-                outcome = await asyncio.to_thread(
-                    self._intake.pass_through, signal, received, TRANSPORT, service
-                )
+            elif len(received) > INLINE_BYTES:  # off the loop
+                async with self._passing:
+                    outcome = await asyncio.to_thread(
+                        self._intake.pass_through, signal, received, TRANSPORT, service
+                    )
             else:  # gRPC has inflated it: forwarded as plain protobuf
                 outcome = self._intake.pass_through(signal, received, TRANSPORT, service)
         if outcome.kind == "success":

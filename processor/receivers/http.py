@@ -89,7 +89,11 @@ class _Receiver:
         self.retry_after = retry_after
         self.auth = auth
         self._decoding = asyncio.Semaphore(DECODING)
+        # Metrics and logs checked off the loop, at most this many at once: on slots of their own,
+        # so that a flood of them never keeps a trace body waiting for its decoding.
+        self._passing = asyncio.Semaphore(DECODING)
         self._in_flight = 0  # declared bytes of the bodies being read or scanned (one loop thread)
+        self._in_flight_other = 0  # of which metrics and logs: they may take half of the room
 
     def _answer(self, outcome: Outcome, content_type: str, close: bool = False) -> Reply:
         if outcome.kind in ("success", "partial"):
@@ -164,15 +168,21 @@ class _Receiver:
         # Bodies being read are memory the limiter has not seen yet: admit one only while the
         # bodies already in flight leave room for it under the soft limit (the first always goes).
         room = self.intake.memory_room()
-        if room is not None and self._in_flight and self._in_flight + declared > room:
+        other = declared if signal != "traces" else 0
+        if room is not None and (
+            (self._in_flight and self._in_flight + declared > room)
+            or (other and self._in_flight_other and self._in_flight_other + other > room // 2)
+        ):
             return self._answer(self.intake.refuse_over_memory(TRANSPORT), reply_type, close=True)
         self._in_flight += declared
+        self._in_flight_other += other
         try:
             return await self._read_and_accept(
                 request, declared, encoding, content_type, reply_type, service, signal
             )
         finally:
             self._in_flight -= declared
+            self._in_flight_other -= other
 
     async def _read_and_accept(
         self,
@@ -234,12 +244,10 @@ class _Receiver:
             return self.intake.pass_through(signal, body, TRANSPORT, service, content_type, gzipped, plain)
 
         try:
-            if gzipped or (content_type == JSON and service != "*"):
-                async with self._decoding:  # inflating or parsing JSON: bounded as for traces
+            if gzipped or content_type == JSON or len(body) > INLINE_BYTES:
+                async with self._passing:  # inflating, parsing: bounded in threads and memory
                     self._still_room(signal)
                     outcome = await asyncio.to_thread(check)
-            elif len(body) > INLINE_BYTES:  # the walk is Python (passthrough.py)
-                outcome = await asyncio.to_thread(check)
             else:
                 outcome = check()
         except _Overloaded as exc:

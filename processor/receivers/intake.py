@@ -168,10 +168,11 @@ class Intake:
         plain = body if plain is None else plain
         try:
             if content_type == "application/json":
-                # Parsed only when a resource's service.name must be checked.
-                services = services_in_json(plain, signal) if service != "*" else []
+                # Parsed whatever the token: a body no OTLP/JSON reader takes must be refused here,
+                # not answered success and then refused by the backend.
+                services = services_in_json(plain, signal, names=service != "*")
             else:
-                services = services_in_protobuf(plain, signal, self.max_spans)
+                services = services_in_protobuf(plain, signal, self.max_spans, names=service != "*")
         except PayloadTooLarge as exc:
             return self.refuse(transport, ExportOutcome.TOO_LARGE, str(exc))
         except InvalidPayload as exc:

@@ -6,6 +6,7 @@ import base64
 import json
 import sys
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import json_format
@@ -77,6 +78,29 @@ def _each(obj: Any, *keys: str) -> list[Any]:
 _OBJECTS_PER_SPAN = 64
 
 
+def load_json(body: bytes, object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None) -> Any:
+    """`json.loads`, every way it refuses a body turned into an InvalidPayload that says why (an
+    InvalidPayload from `object_pairs_hook` passes as it is)."""
+    try:
+        return json.loads(body, object_pairs_hook=object_pairs_hook)
+    except UnicodeDecodeError as exc:
+        raise InvalidPayload(f"JSON body is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidPayload(
+            f"body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise InvalidPayload("JSON body is nested too deeply") from None
+    except InvalidPayload:
+        raise
+    except ValueError:
+        # int() refuses more than sys.get_int_max_str_digits() (4300) digits: a JSON number that long
+        # is no OTLP value.
+        raise InvalidPayload(
+            f"JSON body has an integer of more than {sys.get_int_max_str_digits()} digits"
+        ) from None
+
+
 def json_to_protobuf(body: bytes, max_spans: int = 0) -> bytes:
     """Re-encode an OTLP/JSON ExportTraceServiceRequest as protobuf bytes.
 
@@ -88,22 +112,7 @@ def json_to_protobuf(body: bytes, max_spans: int = 0) -> bytes:
             f"JSON body has more than {objects} objects, more than {max_spans} spans "
             "could hold (receivers.otlp.max_spans_per_request)"
         )
-    try:
-        doc = json.loads(body)
-    except UnicodeDecodeError as exc:
-        raise InvalidPayload(f"JSON body is not UTF-8: {exc.reason} at byte {exc.start}") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidPayload(
-            f"body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-        ) from None
-    except RecursionError:
-        raise InvalidPayload("JSON body is nested too deeply") from None
-    except ValueError:
-        # int() refuses more than sys.get_int_max_str_digits() (4300) digits: a JSON number that long
-        # is no OTLP value.
-        raise InvalidPayload(
-            f"JSON body has an integer of more than {sys.get_int_max_str_digits()} digits"
-        ) from None
+    doc = load_json(body)
     if not isinstance(doc, dict):
         raise InvalidPayload("JSON body must be an object with a resourceSpans list")
     spans = 0

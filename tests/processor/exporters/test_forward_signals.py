@@ -237,7 +237,7 @@ def test_without_an_exporter_the_sdk_is_answered_success_and_each_signal_counted
 def test_a_backend_that_never_answers_blocks_no_receiver_and_the_excess_is_refused_retryably() -> None:
     sink = OtlpSink()
     sink.hold.clear()  # accepts, reads, never answers (until the end)
-    config = {"exporters": {"otlp": {"endpoint": sink.endpoint, "timeout": "30s", "max_queue_requests": 2}}}
+    config = {"exporters": {"otlp": {"endpoint": sink.endpoint, "timeout": "30s", "max_queue_requests": 4}}}
     body = metrics_body()
     try:
         with running_processor(config) as running:
@@ -246,7 +246,7 @@ def test_a_backend_that_never_answers_blocks_no_receiver_and_the_excess_is_refus
             assert sink.arrived.wait(10), "the forwarder never reached the backend"
             started = time.monotonic()
             answers = [post(url, body) for _ in range(19)]
-            # Traces go on: accepted (their forwarding is dropped and counted, as before).
+            # Traces go on, and are forwarded: metrics and logs take at most half of the queue.
             traces = post(f"{running.http_endpoint}/v1/traces", request_with_spans(2).SerializeToString())
             took = time.monotonic() - started
             m = running.wait_processed(2)
@@ -254,15 +254,16 @@ def test_a_backend_that_never_answers_blocks_no_receiver_and_the_excess_is_refus
     finally:
         sink.close()
     assert took < 5
-    # One request is with the backend, two wait in the queue; the rest are told to retry.
+    # One request is with the backend, two wait in the queue (half of it); the rest are told to retry.
     assert [status for status, _, _ in answers] == [200, 200] + [503] * 17
     assert {headers["Retry-After"] for _, headers, _ in answers[2:]} == {"5"}
     assert traces[0] == 200
     assert export_requests(m, "http") == {"metrics_forwarded": 3, "queue_full": 17, "success": 1}
     assert forwarded(m, "metrics") == {"success": 0, "failure": 0, "dropped": 17}
-    assert forwarded(m, "traces") == {"success": 0, "failure": 0, "dropped": 1}
-    assert sample(m, "apiusage_forward_queue_requests") == 2
-    assert sample(m, "apiusage_forward_queue_bytes") == 3 * len(body)
+    assert forwarded(m, "traces") == {"success": 0, "failure": 0, "dropped": 0}
+    assert sample(m, "apiusage_forward_queue_requests") == 3
+    trace_bytes = len(request_with_spans(2).SerializeToString())
+    assert sample(m, "apiusage_forward_queue_bytes") == 3 * len(body) + trace_bytes
 
 
 def test_a_backend_that_is_down_is_counted_as_failures_and_the_sdk_still_succeeds() -> None:

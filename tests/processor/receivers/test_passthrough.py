@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from apiusage.processor.receivers.passthrough import services_in_json, services_in_protobuf
@@ -27,7 +28,7 @@ def metrics_request() -> ExportMetricsServiceRequest:
     kv = third.resource.attributes.add()
     kv.key, kv.value.int_value = "service.name", 7  # not a string
     fourth = request.resource_metrics.add()
-    for value in ("first", "billing-api"):  # the last occurrence wins
+    for value in ("first", "billing-api"):  # two services: it names none
         kv = fourth.resource.attributes.add()
         kv.key, kv.value.string_value = "service.name", value
     return request
@@ -35,7 +36,7 @@ def metrics_request() -> ExportMetricsServiceRequest:
 
 def test_each_resource_service_is_read_without_parsing_the_data_points() -> None:
     body = metrics_request().SerializeToString()
-    assert services_in_protobuf(body, "metrics") == ["orders-api", None, None, "billing-api"]
+    assert services_in_protobuf(body, "metrics") == ["orders-api", None, None, None]
     assert services_in_protobuf(b"", "metrics") == []
 
 
@@ -122,3 +123,73 @@ def test_json_services() -> None:
         with pytest.raises(InvalidPayload) as refused:
             services_in_json(bad, "metrics")
         assert str(refused.value) == message
+
+
+def test_a_resource_naming_one_service_twice_names_it_and_two_differing_ones_name_none() -> None:
+    def entry(*names: object) -> dict:
+        attributes = [{"key": "service.name", "value": {"stringValue": n}} for n in names]
+        return {"resource": {"attributes": attributes}}
+
+    doc = {"resourceLogs": [entry("a", "a"), entry("a", "b"), entry("a", 3)], "resource_logs": [entry("c")]}
+    assert services_in_json(json.dumps(doc).encode(), "logs") == ["a", None, None, "c"]
+    both = {"resourceLogs": [{"resource": {"attributes": [{"key": "service.name", "value": {
+        "stringValue": "a", "string_value": "b"}}]}}]}  # fmt: skip
+    assert services_in_json(json.dumps(both).encode(), "logs") == [None]
+    with pytest.raises(InvalidPayload, match="^JSON object has the key 'resourceLogs' more than once$"):
+        services_in_json(b'{"resourceLogs": [], "resourceLogs": []}', "logs")
+    # Keys the walk does not read may repeat (inside log bodies, say).
+    assert services_in_json(b'{"resourceLogs": [], "x": 1, "x": 2}', "logs") == []
+    with pytest.raises(InvalidPayload, match="^resource_logs must be a list"):
+        services_in_json(b'{"resourceLogs": [], "resource_logs": {}}', "logs")
+
+
+def test_millions_of_empty_entries_are_refused_after_the_limit_without_parsing_them_all() -> None:
+    body = b"\x0a\x00" * 8_000_000  # 16 MiB: protobuf would build 8 million messages (1.6 GB)
+    started = time.monotonic()
+    with pytest.raises(PayloadTooLarge, match="^more than 100000 resource_logs in one request"):
+        services_in_protobuf(body, "logs", 100_000)
+    assert time.monotonic() - started < 2
+    # Unknown top-level fields count too: a request holds nothing else.
+    with pytest.raises(PayloadTooLarge):
+        services_in_protobuf(b"\x10\x00" * 200_000, "logs", 100_000)
+
+
+def test_a_broken_entry_is_named_by_its_index_and_bytes() -> None:
+    good = ExportLogsServiceRequest()
+    good.resource_logs.add().scope_logs.add().log_records.add().body.string_value = "ok"
+    entry = good.SerializeToString()
+    broken = b"\x0a\x03\x12\x05a"  # ResourceLogs whose scope_logs claims 5 bytes and has 1
+    with pytest.raises(InvalidPayload) as refused:
+        services_in_protobuf(entry + broken, "logs", names=False)
+    start = len(entry) + 2
+    assert str(refused.value) == (
+        f"resource_logs[1] (bytes {start} to {start + 3}) cannot be decoded: a field in it is truncated "
+        "or broken, a string in its resource is not UTF-8, or its resource nests values more than 100 deep"
+    )
+
+
+def test_a_resource_nested_past_protobufs_depth_is_refused_for_a_bound_token_and_passed_otherwise() -> None:
+    value = b"\x0a\x01x"  # AnyValue.string_value, framed by hand: protobuf builds none this deep
+    for _ in range(200):
+        pair = b"\x0a\x01k\x12" + _varint(len(value)) + value  # KeyValue
+        values = b"\x0a" + _varint(len(pair)) + pair  # KeyValueList
+        value = b"\x32" + _varint(len(values)) + values  # AnyValue.kvlist_value
+    deep = b"\x0a\x01k\x12" + _varint(len(value)) + value
+    service = b"\x0a\x0cservice.name\x12\x0c\x0a\x0aorders-api"
+    resource = b"\x0a" + _varint(len(service)) + service + b"\x0a" + _varint(len(deep)) + deep
+    entry = b"\x0a" + _varint(len(resource)) + resource
+    body = b"\x0a" + _varint(len(entry)) + entry
+    assert services_in_protobuf(body, "logs", names=False) == [None]
+    with pytest.raises(InvalidPayload, match="nests values more than 100 deep"):
+        services_in_protobuf(body, "logs")
+    shallow = b"\x0a" + _varint(len(service) + 2) + b"\x0a" + _varint(len(service)) + service
+    assert services_in_protobuf(b"\x0a" + _varint(len(shallow)) + shallow, "logs") == ["orders-api"]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        if not n:
+            return bytes(out + bytes([low]))
+        out.append(low | 0x80)
