@@ -32,6 +32,8 @@ from yaml.error import Mark
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
+from .errors import ConventionsError
+
 try:
     from yaml._yaml import CParser  # libyaml: scanning and parsing in C, 3x faster
 except ImportError:  # PyYAML built without libyaml
@@ -57,7 +59,7 @@ class YamlLimits:
     max_int_digits: int = 100  # written form of one integer (Python's own limit is 4300)
 
 
-class YamlError(yaml.MarkedYAMLError):
+class YamlError(ConventionsError, yaml.MarkedYAMLError):
     """Invalid or refused YAML: `problem` says what, `problem_mark` where; str() is one line.
 
     `refused` is True for a document that is valid YAML but exceeds a `YamlLimits` bound.

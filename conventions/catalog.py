@@ -36,6 +36,7 @@ from typing import Any, Literal, overload
 import yaml
 
 from ._yaml import safe_load
+from .errors import ConventionsError
 from .routes import RouteTemplateError, parse_route, route_key
 
 __all__ = [
@@ -60,7 +61,7 @@ _ENDPOINT_KEYS = ("method", "route", "deprecated", "sunset", "replacement", "fea
 _REPLACEMENT = re.compile(r"^(?:(?P<method>[A-Za-z]+) +)?(?P<target>\S+)$")
 
 
-class CatalogError(ValueError):
+class CatalogError(ConventionsError, ValueError):
     """A catalog that cannot be used; the message names the file and the key path."""
 
 

@@ -44,6 +44,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from .errors import ConventionsError
+
 __all__ = ["MAX_ROUTE_LENGTH", "SLOT", "RouteTemplateError", "parse_route", "route_key"]
 
 #: Longest template accepted; real ones are well under 200 characters.
@@ -64,7 +66,7 @@ _TEXT = re.compile(r"[^{}<>()*:]+")
 _METHOD_PREFIX = re.compile(r"(?:GET|HEAD|POST|PUT|DELETE|CONNECT|OPTIONS|TRACE|PATCH)[ \t]+(?=/)")
 
 
-class RouteTemplateError(ValueError):
+class RouteTemplateError(ConventionsError, ValueError):
     """A route template that cannot be read; the message says what is wrong and where."""
 
 

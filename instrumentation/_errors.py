@@ -1,8 +1,8 @@
 """The instrumentation's exception root: every error it raises on purpose derives from
-InstrumentationError (`_config.ConfigurationError`; the catalog's `CatalogError` is to follow).
-
-Imports nothing, so the catalog model (wherever it lives) can derive from it without
-importing OpenTelemetry or FastAPI.  Errors that were a ValueError still are.
+InstrumentationError (`_config.ConfigurationError`). A catalog the instrumentation cannot use
+raises the shared package's `CatalogError` (root `apiusage.conventions.errors.ConventionsError`),
+which the instrumentation re-exports; at start-up it is reported as a ConfigurationError.
+Errors that were a ValueError still are.
 """
 
 from __future__ import annotations
