@@ -390,6 +390,7 @@ CLI_CASES: list[tuple[str, Any, str]] = [
 ]
 
 
+@pytest.mark.slow  # one `apiusage serve` process per case
 @pytest.mark.parametrize(("content", "expected"), [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
 def test_serve_prints_one_error_and_exits_2(tmp_path, content, expected) -> None:
     if content is None:

@@ -18,8 +18,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.support.components import missing
 from tests.support.processor import RunningProcessor, matching, running_processor, sample, wait_for
+
+pytestmark = [pytest.mark.live, pytest.mark.slow]  # Node.js and npm packages
 
 HERE = Path(__file__).parent
 

@@ -18,6 +18,8 @@ from tests.processor.exporters.test_forward_signals import AUTH, TOKEN, export_r
 from tests.support.otlp_sink import OtlpSink
 from tests.support.processor import running_processor
 
+pytestmark = [pytest.mark.live, pytest.mark.slow]  # Node.js and npm packages
+
 SUCCESS, FAILED = 0, 1  # ExportResultCode
 
 

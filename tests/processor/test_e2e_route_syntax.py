@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -21,6 +22,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
 
 from tests.support.processor import apiusage_command, matching, running_processor
+
+pytestmark = pytest.mark.slow  # a real processor and SDK exporter per test
 
 STATE = {"state": {"refresh_interval": "1h", "flush_interval": "1h"}}
 SUNSET = 1801353600.0  # 2027-01-31T00:00:00Z

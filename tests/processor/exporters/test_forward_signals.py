@@ -37,6 +37,8 @@ from tests.support.otlp import request_with_spans
 from tests.support.otlp_sink import OtlpSink
 from tests.support.processor import running_processor, sample, wait_for
 
+pytestmark = pytest.mark.slow  # the real SDK exporters, a processor and a backend per test
+
 TOKEN = "orders-api-token-0123456789"
 OTHER_TOKEN = "billing-api-token-0123456789"
 AUTH = {

@@ -13,6 +13,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
 from apiusage.processor.config import OtlpForwarder
 from apiusage.processor.exporters.otlp_forward import DROPPED, QUEUED, Forwarder
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -22,6 +23,8 @@ from tests.support.hostile_backends import ScriptedBackend, _read_request, answe
 from tests.support.otlp import request_with_spans
 from tests.support.otlp_sink import OtlpSink
 from tests.support.processor import running_processor, wait_for
+
+pytestmark = pytest.mark.slow  # floods, bombs and slow clients against real servers
 
 
 def logs_body(*services: str, records: int = 1) -> bytes:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import sqlite3
 import time
 
+import pytest
 from apiusage.conventions.catalog import parse_catalog
 from apiusage.processor.config import SqliteState, StateConfig
 from apiusage.processor.state.activity import DAY_MS
 from apiusage.processor.state.report import build_report, deprecated_endpoints
 from apiusage.processor.state.store import open_store
+
+pytestmark = pytest.mark.slow  # 20,000 catalog entries against 20,000 observed routes
 
 ENTRIES = 20_000
 METHODS = ("GET", "POST", "PUT", "DELETE")
