@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.components import missing
+from tests.support.polling import read_until
 from tests.support.processor import RunningProcessor, matching, running_processor, sample, wait_for
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]  # Node.js and npm packages
@@ -85,16 +86,17 @@ def run_app(
         if app.poll() is None:
             app.kill()
             app.communicate()
+
     # Every span was exported before the app exited: wait until all received are derived
     # (the SERVER spans, and Express's INTERNAL ones, ignored as not_server).
-    deadline = time.monotonic() + 10
-    while True:
-        m = running.scrape()
+    def derived(m) -> bool:
         received = sample(m, "apiusage_spans_received_total", transport="http") or 0
-        if received and sample(m, "apiusage_spans_processed_total") == received:
-            return stderr, received
-        assert time.monotonic() < deadline, f"{received} spans received, not all processed"
-        time.sleep(0.05)
+        return bool(received) and sample(m, "apiusage_spans_processed_total") == received
+
+    m = read_until(running.scrape, derived, 10)
+    received = sample(m, "apiusage_spans_received_total", transport="http") or 0
+    assert derived(m), f"{received} spans received, not all processed"
+    return stderr, received
 
 
 def outcomes(m) -> dict[str, float]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import threading
-import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -13,6 +12,8 @@ from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tests.support.polling import poll
 
 REQUESTS: dict[str, type[Message]] = {
     "/v1/traces": ExportTraceServiceRequest,
@@ -81,9 +82,7 @@ class OtlpSink(ThreadingHTTPServer):
 
     def wait(self, n: int, timeout: float = 10) -> list[Received]:
         """Wait until `n` requests arrived; exactly `n`, in order."""
-        deadline = time.monotonic() + timeout
-        while len(self.received) < n and time.monotonic() < deadline:
-            time.sleep(0.02)
+        poll(lambda: len(self.received) >= n, timeout, interval=0.02)
         assert len(self.received) == n, f"the sink got {len(self.received)} requests, expected {n}"
         return list(self.received)
 

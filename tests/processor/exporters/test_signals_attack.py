@@ -22,6 +22,7 @@ from tests.processor.exporters.test_forward_signals import AUTH, TOKEN, export_r
 from tests.support.hostile_backends import ScriptedBackend, _read_request, answer_endless
 from tests.support.otlp import request_with_spans
 from tests.support.otlp_sink import OtlpSink
+from tests.support.polling import poll
 from tests.support.processor import running_processor, wait_for
 
 pytestmark = pytest.mark.slow  # floods, bombs and slow clients against real servers
@@ -144,9 +145,7 @@ def test_a_backend_asking_to_retry_after_two_seconds_is_not_retried_sooner() -> 
     fwd.start()
     try:
         assert fwd.forward(logs_body("a"), "logs") == QUEUED
-        deadline = time.monotonic() + 10
-        while fwd.outcomes["logs"]["success"] == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll(lambda: fwd.outcomes["logs"]["success"], 10)
     finally:
         fwd.stop(1)
         backend.shutdown()
@@ -334,9 +333,7 @@ def test_a_misbehaving_backend_is_counted_exactly_per_signal() -> None:
     try:
         for signal in ("logs", "metrics", "traces", "logs", "metrics"):
             assert fwd.forward(body, signal) == QUEUED
-        deadline = time.monotonic() + 20
-        while (fwd.depth or fwd.queued_bytes) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        poll(lambda: not (fwd.depth or fwd.queued_bytes), 20)
     finally:
         fwd.stop(1)
         backend.close()
