@@ -35,7 +35,7 @@ from .. import selfmetrics
 from .._httpserver import BindError
 from ..config import GrpcProtocol, TlsConfig, split_endpoint
 from .auth import Authenticator
-from .intake import Intake, Outcome
+from .intake import RPC_CODES, Intake, Outcome
 from .passthrough import INLINE_BYTES, PASSED_THROUGH
 
 __all__ = ["GrpcReceiver", "SERVICE", "METHOD", "SERVICES"]
@@ -281,11 +281,7 @@ class GrpcReceiver:
             extra: tuple[tuple[str, Any], ...] = (("google.rpc.retryinfo-bin", retry.SerializeToString()),)
         else:
             # RESOURCE_EXHAUSTED without RetryInfo: OTLP exporters do not retry a request too large.
-            code = {
-                "receive_timeout": code_pb2.DEADLINE_EXCEEDED,
-                "too_large": code_pb2.RESOURCE_EXHAUSTED,
-                "unauthorized_service": code_pb2.PERMISSION_DENIED,
-            }.get(outcome.kind, code_pb2.INVALID_ARGUMENT)
+            code = RPC_CODES.get(outcome.kind, code_pb2.INVALID_ARGUMENT)
             status = status_pb2.Status(code=code, message=outcome.message)
             extra = ()
         rich = rpc_status.to_status(status)

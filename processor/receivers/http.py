@@ -22,7 +22,7 @@ from .._httpserver import (
 from ..config import HttpProtocol
 from ..telemetry import ExportOutcome
 from .auth import Authenticator
-from .intake import Intake, Outcome
+from .intake import RPC_CODES, Intake, Outcome
 from .passthrough import INLINE_BYTES
 from .payload import InvalidPayload, PayloadTooLarge, inflate_gzip, json_to_protobuf
 
@@ -35,20 +35,20 @@ TRACES_PATH = "/v1/traces"
 SIGNAL_PATHS = {TRACES_PATH: "traces", "/v1/metrics": "metrics", "/v1/logs": "logs"}
 TRANSPORT = "http"
 
-# HTTP status and google.rpc code per outcome (OTLP spec: 400 INVALID_ARGUMENT, 413, 503 + Retry-After).
-_ERRORS = {
-    ExportOutcome.INVALID: (400, 3),
-    ExportOutcome.TOO_LARGE: (413, 8),
-    ExportOutcome.UNSUPPORTED: (415, 3),
-    ExportOutcome.QUEUE_FULL: (503, 14),
-    ExportOutcome.MEMORY_LIMIT: (503, 14),
-    ExportOutcome.STATE_BACKLOG: (503, 14),
-    ExportOutcome.SHUTTING_DOWN: (503, 14),
-    ExportOutcome.NOT_FOUND: (404, 5),
-    ExportOutcome.METHOD: (405, 12),
-    ExportOutcome.LENGTH_REQUIRED: (411, 3),
-    ExportOutcome.UNAUTHENTICATED: (401, 16),
-    ExportOutcome.UNAUTHORIZED_SERVICE: (403, 7),
+# HTTP status per refusal (OTLP spec: 400, 413, 503 + Retry-After); the body's code is RPC_CODES'.
+_STATUS = {
+    ExportOutcome.INVALID: 400,
+    ExportOutcome.TOO_LARGE: 413,
+    ExportOutcome.UNSUPPORTED: 415,
+    ExportOutcome.QUEUE_FULL: 503,
+    ExportOutcome.MEMORY_LIMIT: 503,
+    ExportOutcome.STATE_BACKLOG: 503,
+    ExportOutcome.SHUTTING_DOWN: 503,
+    ExportOutcome.NOT_FOUND: 404,
+    ExportOutcome.METHOD: 405,
+    ExportOutcome.LENGTH_REQUIRED: 411,
+    ExportOutcome.UNAUTHENTICATED: 401,
+    ExportOutcome.UNAUTHORIZED_SERVICE: 403,
 }
 
 
@@ -98,7 +98,7 @@ class _Receiver:
     def _answer(self, outcome: Outcome, content_type: str, close: bool = False) -> Reply:
         if outcome.kind in ("success", "partial"):
             return Reply(200, _encode_response(outcome, content_type), content_type)
-        status, code = _ERRORS[outcome.kind]
+        status, code = _STATUS[outcome.kind], RPC_CODES[outcome.kind]
         headers = {}
         if status == 503:
             headers["Retry-After"] = str(self.retry_after)

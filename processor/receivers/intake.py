@@ -12,10 +12,30 @@ from .passthrough import services_in_json, services_in_protobuf
 from .payload import InvalidPayload, PayloadTooLarge
 from .scan import ScanError, Scanner, TooManySpans
 
-__all__ = ["Intake", "Outcome"]
+__all__ = ["Intake", "Outcome", "RPC_CODES"]
 
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
+
+
+# The google.rpc code a refusal carries on either transport (the HTTP body's Status, the gRPC
+# status): OTLP's INVALID_ARGUMENT, RESOURCE_EXHAUSTED (not retried) and UNAVAILABLE (retried).
+RPC_CODES = {
+    ExportOutcome.INVALID: 3,  # INVALID_ARGUMENT
+    ExportOutcome.TOO_LARGE: 8,  # RESOURCE_EXHAUSTED
+    ExportOutcome.UNSUPPORTED: 3,
+    ExportOutcome.QUEUE_FULL: 14,  # UNAVAILABLE
+    ExportOutcome.MEMORY_LIMIT: 14,
+    ExportOutcome.STATE_BACKLOG: 14,
+    ExportOutcome.SHUTTING_DOWN: 14,
+    ExportOutcome.EVICTED: 14,
+    ExportOutcome.NOT_FOUND: 5,  # NOT_FOUND
+    ExportOutcome.METHOD: 12,  # UNIMPLEMENTED
+    ExportOutcome.LENGTH_REQUIRED: 3,
+    ExportOutcome.UNAUTHENTICATED: 16,  # UNAUTHENTICATED
+    ExportOutcome.UNAUTHORIZED_SERVICE: 7,  # PERMISSION_DENIED
+    ExportOutcome.RECEIVE_TIMEOUT: 4,  # DEADLINE_EXCEEDED
+}
 
 
 @dataclass(frozen=True)
