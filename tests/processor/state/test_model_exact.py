@@ -51,6 +51,22 @@ FEATURES = (None, "", "export", "search")
 CLIENTS = (("sdk-py", "1.0"), ("sdk-py", "2.0"), ("sdk-js", "1.0"))
 PLANS = ("free", "pro")
 STATUSES = ("200", "201", "302", "404", "500", "unknown")
+# The ConsumerReport fields the model computes independently and compares, all of them.
+REPORT_FIELDS = (
+    "active",
+    "new",
+    "ttfs",
+    "endpoint_consumers",
+    "feature_consumers",
+    "client_versions",
+    "feature_adoption",
+    "deprecated_consumers",
+    "migrated",
+    "last_called",
+    "unused",
+    "cohorts",
+    "at_risk",
+)
 
 
 def catalog(services=SERVICES) -> SimpleNamespace:
@@ -149,24 +165,7 @@ def expected(
             plan=last.plan_tier,
             success=min(ok) if ok else None,
         )
-    out: dict[str, dict] = {
-        name: {}
-        for name in (
-            "active",
-            "new",
-            "ttfs",
-            "endpoint_consumers",
-            "feature_consumers",
-            "client_versions",
-            "feature_adoption",
-            "deprecated_consumers",
-            "migrated",
-            "last_called",
-            "unused",
-            "cohorts",
-            "at_risk",
-        )
-    }
+    out: dict[str, dict] = {name: {} for name in REPORT_FIELDS}
 
     def distinct(key_of) -> dict[tuple, int]:
         sets: dict[tuple, set] = defaultdict(set)
@@ -272,24 +271,7 @@ def expected(
 
 
 def actual(report) -> dict[str, dict]:
-    return {
-        name: getattr(report, name)
-        for name in (
-            "active",
-            "new",
-            "ttfs",
-            "endpoint_consumers",
-            "feature_consumers",
-            "client_versions",
-            "feature_adoption",
-            "deprecated_consumers",
-            "migrated",
-            "last_called",
-            "unused",
-            "cohorts",
-            "at_risk",
-        )
-    }
+    return {name: getattr(report, name) for name in REPORT_FIELDS}
 
 
 def approx_ttfs(family: dict) -> dict:
