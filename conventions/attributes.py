@@ -1,6 +1,13 @@
-"""Span attribute names of the API usage taxonomy (read by the processor from SERVER spans)."""
+"""Span attribute names of the API usage taxonomy (read by the processor from SERVER spans).
 
-SCHEMA_VERSION = 1
+Schema version 2 (this one) adds the API design attributes: parameter and field names, body
+sizes, validation errors, the client's region, and the feedback event.  A processor reads
+version 1 and version 2 spans alike: a version 1 span simply has none of the new attributes.
+"""
+
+SCHEMA_VERSION = 2
+#: Every schema version a processor of this release reads.
+KNOWN_SCHEMA_VERSIONS = (1, 2)
 
 ATTR_SCHEMA_VERSION = "apiusage.schema_version"
 ATTR_CONSUMER_ID = "apiusage.consumer.id"
@@ -11,6 +18,37 @@ ATTR_API_VERSION = "apiusage.api.version"
 ATTR_FEATURE = "apiusage.feature"
 ATTR_DEPRECATED = "apiusage.endpoint.deprecated"
 
+# Schema version 2: names and shapes of what a request carried, never values.
+#: string[]: the names of the query parameters of the request (each once, sorted).
+ATTR_QUERY_PARAMETERS = "apiusage.request.query_parameters"
+#: string[]: the field names of a JSON request body down to the configured depth, nested
+#: names joined with "." (each once, sorted).
+ATTR_BODY_FIELDS = "apiusage.request.body_fields"
+#: string[]: where each request validation error was ("body.quantity", "query.limit").
+ATTR_VALIDATION_LOCATIONS = "apiusage.validation.error_locations"
+#: string[]: the type of each validation error ("missing", "int_parsing"), index for index
+#: with ATTR_VALIDATION_LOCATIONS.
+ATTR_VALIDATION_TYPES = "apiusage.validation.error_types"
+#: string: the client's country (ISO 3166-1 alpha-2, upper case) from a trusted CDN header.
+ATTR_CLIENT_REGION = "apiusage.client.region"
+
+# Semantic-convention names the processor also reads (stable HTTP and error conventions).
+HTTP_REQUEST_BODY_SIZE = "http.request.body.size"
+HTTP_RESPONSE_BODY_SIZE = "http.response.body.size"
+ERROR_TYPE = "error.type"
+#: Resource attribute: where the service runs.
+CLOUD_REGION = "cloud.region"
+
+# Developer feedback: an OpenTelemetry event, an OTLP log record whose event name is
+# EVENT_FEEDBACK, with these attributes (and ATTR_CONSUMER_ID when the caller is known).
+EVENT_FEEDBACK = "apiusage.feedback"
+#: int 1..5
+ATTR_FEEDBACK_SCORE = "apiusage.feedback.score"
+#: string: a short category the service chooses ("docs", "errors", "performance", ...).
+ATTR_FEEDBACK_CATEGORY = "apiusage.feedback.category"
+#: string: the route template the feedback is about, when it is about one.
+ATTR_FEEDBACK_ROUTE = "apiusage.feedback.route"
+
 ALL_ATTRIBUTES = (
     ATTR_SCHEMA_VERSION,
     ATTR_CONSUMER_ID,
@@ -20,4 +58,9 @@ ALL_ATTRIBUTES = (
     ATTR_API_VERSION,
     ATTR_FEATURE,
     ATTR_DEPRECATED,
+    ATTR_QUERY_PARAMETERS,
+    ATTR_BODY_FIELDS,
+    ATTR_VALIDATION_LOCATIONS,
+    ATTR_VALIDATION_TYPES,
+    ATTR_CLIENT_REGION,
 )

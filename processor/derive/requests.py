@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from apiusage.conventions.attributes import SCHEMA_VERSION
+from apiusage.conventions.attributes import KNOWN_SCHEMA_VERSIONS, SCHEMA_VERSION
 from apiusage.conventions.useragent import parse_user_agent
 
 from ..config import LimitsConfig, UsageConfig
@@ -71,6 +71,8 @@ _KNOWN_METHODS = frozenset(
 _STATUS: dict[object, str] = {code: str(code) for code in range(100, 600)}
 _STATUS.update({str(code): str(code) for code in range(100, 600)})
 _TRUE = frozenset((True, "true", "True", "TRUE", 1))
+# Every schema version this processor reads, as the int or the str the attribute comes as.
+_KNOWN_SCHEMAS = frozenset(KNOWN_SCHEMA_VERSIONS) | frozenset(str(v) for v in KNOWN_SCHEMA_VERSIONS)
 
 
 class ApiRequest(NamedTuple):
@@ -92,6 +94,15 @@ class ApiRequest(NamedTuple):
     end_time_ns: int
     trace_id: bytes
     span_id: bytes
+    # Schema version 2 (API design insights); None when the span does not say.
+    request_size: int | None = None  # bytes: http.request.body.size
+    response_size: int | None = None  # bytes: http.response.body.size
+    query_parameters: tuple[str, ...] | None = None  # names only, bounded label values
+    body_fields: tuple[str, ...] | None = None
+    validation_errors: tuple[tuple[str, str], ...] | None = None  # (location, error type)
+    error_type: str | None = None  # semconv error.type
+    client_region: str | None = None  # ISO 3166-1 alpha-2
+    server_region: str | None = None  # the resource's cloud.region
 
 
 #: The leading ApiRequest fields every request counter's labels come from, in order.
@@ -302,7 +313,7 @@ class Deriver:
                     consumer = None
                 elif consumer not in clean_ids:
                     consumer = self._consumer(consumer)
-                if schema is not None and schema != SCHEMA_VERSION and schema != "1":
+                if schema is not None and schema not in _KNOWN_SCHEMAS:
                     bad_schema += 1
                 if end < start:
                     end_before_start += 1
@@ -351,6 +362,14 @@ class Deriver:
                             end,
                             trace_id,
                             span_id,
+                            None,
+                            None,
+                            None,
+                            None,
+                            None,
+                            None,
+                            None,
+                            None,
                         ),
                     )
                 )

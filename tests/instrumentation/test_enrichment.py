@@ -17,7 +17,7 @@ from orders_app import build_app
 
 def base(**extra: object) -> dict:
     attrs = {
-        "apiusage.schema_version": 1,
+        "apiusage.schema_version": 2,
         "apiusage.consumer.plan_tier": "unknown",
         "apiusage.endpoint.deprecated": False,
     }

@@ -305,7 +305,7 @@ def test_a_span_that_is_not_the_sdks_gets_the_same_attributes_through_its_api(sp
     assert enricher.on_response(scope, span, app) == []
     assert span.attributes == {
         "http.route": "/v1/orders/{order_id}",
-        "apiusage.schema_version": 1,
+        "apiusage.schema_version": 2,
         "apiusage.consumer.id": pseudonym("k"),
         "apiusage.consumer.plan_tier": "unknown",
         "apiusage.client.name": "cli",

@@ -266,7 +266,7 @@ def test_instrumentation_only_install_instruments_an_app(instrumentation_venv: P
     assert result["status"] == 200
     (span,) = result["server_spans"]
     assert {k: v for k, v in span.items() if k.startswith("apiusage.")} == {
-        "apiusage.schema_version": 1,
+        "apiusage.schema_version": 2,
         "apiusage.consumer.id": "270af4b1bdda28a89fbdaeaf628f270b",
         "apiusage.consumer.plan_tier": "unknown",
         "apiusage.client.name": "acme-sdk",

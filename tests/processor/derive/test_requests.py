@@ -73,7 +73,7 @@ def test_fallbacks_and_data_quality() -> None:
             user_agent="orders-cli/0.9 (x)",
             status_code="503",
             deprecated="false",
-            schema_version=2,
+            schema_version=3,
         ),
         service=None,
     )
