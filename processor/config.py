@@ -20,13 +20,22 @@ from typing import Any
 
 from apiusage.conventions.attributes import (
     ATTR_API_VERSION,
+    ATTR_BODY_FIELDS,
     ATTR_CLIENT_NAME,
+    ATTR_CLIENT_REGION,
     ATTR_CLIENT_VERSION,
     ATTR_CONSUMER_ID,
     ATTR_DEPRECATED,
     ATTR_FEATURE,
     ATTR_PLAN_TIER,
+    ATTR_QUERY_PARAMETERS,
     ATTR_SCHEMA_VERSION,
+    ATTR_VALIDATION_LOCATIONS,
+    ATTR_VALIDATION_TYPES,
+    CLOUD_REGION,
+    ERROR_TYPE,
+    HTTP_REQUEST_BODY_SIZE,
+    HTTP_RESPONSE_BODY_SIZE,
 )
 
 from ._typedload import INT32_MAX, ByteSize, Duration, Problems, bounded, load_dataclass
@@ -243,7 +252,18 @@ class AttributeSources:
     feature: tuple[str, ...] = _sources(ATTR_FEATURE)
     deprecated: tuple[str, ...] = _sources(ATTR_DEPRECATED)
     schema_version: tuple[str, ...] = _sources(ATTR_SCHEMA_VERSION)
+    # Schema version 2 (API design); the old semconv size names come second.
+    request_size: tuple[str, ...] = _sources(HTTP_REQUEST_BODY_SIZE, "http.request_content_length")
+    response_size: tuple[str, ...] = _sources(HTTP_RESPONSE_BODY_SIZE, "http.response_content_length")
+    query_parameters: tuple[str, ...] = _sources(ATTR_QUERY_PARAMETERS)
+    body_fields: tuple[str, ...] = _sources(ATTR_BODY_FIELDS)
+    validation_locations: tuple[str, ...] = _sources(ATTR_VALIDATION_LOCATIONS)
+    validation_types: tuple[str, ...] = _sources(ATTR_VALIDATION_TYPES)
+    error_type: tuple[str, ...] = _sources(ERROR_TYPE)
+    client_region: tuple[str, ...] = _sources(ATTR_CLIENT_REGION)
+    # Resource attributes, not span attributes.
     service: tuple[str, ...] = _sources("service.name")
+    server_region: tuple[str, ...] = _sources(CLOUD_REGION)
 
     def _validate(self, path: str, problems: Problems) -> None:
         for name in self.__dataclass_fields__:
@@ -270,6 +290,9 @@ class UsageConfig:
     user_agent_fallback: bool = True
     default_plan_tier: str = "unknown"
     data_quality: DataQualityConfig = field(default_factory=DataQualityConfig)
+    # Names kept per request and list (query parameters, body fields, validation errors); past
+    # it the list is cut and counted (names_truncated).
+    max_names_per_request: int = bounded(64, above=0, max=10_000)
 
     def _validate(self, path: str, problems: Problems) -> None:
         if not self.default_plan_tier:
@@ -289,6 +312,13 @@ LIMITED_LABELS = frozenset(
         "client_version",
         "status_class",
         "feature",
+        # API design families (issue 15)
+        "location",
+        "parameter",
+        "field",
+        "error_type",
+        "client_region",
+        "server_region",
     )
 )
 
@@ -303,6 +333,17 @@ _DEFAULT_LABEL_LIMITS = MappingProxyType(
         "client_name": 100,
         "client_version": 200,
         "status_class": 10,
+        # Parameter names over the whole API, across its routes: 100 endpoints of about 20 each.
+        "parameter": 2000,
+        # query, body (parameters); body, query, path, header, cookie (validation errors).
+        "location": 8,
+        "field": 1000,
+        # Exception class names and status codes: a small set per service.
+        "error_type": 200,
+        # ISO 3166-1 has 249 codes; the rest are CDN extras (XX, T1…).
+        "client_region": 300,
+        # A cloud has 30 to 60 regions; one deployment uses a few of them.
+        "server_region": 100,
     }
 )
 
@@ -371,12 +412,26 @@ class Processors:
 
 
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Body sizes in bytes: powers of 4 from 64 B to 64 MiB. Payloads span six orders of magnitude
+# (an empty GET to a bulk export); a factor of 4 keeps each quantile within 2x at 12 series per
+# histogram, like the latency buckets, and 64 MiB is the receivers' own default body limit.
+DEFAULT_SIZE_BUCKETS = tuple(float(4**i) for i in range(3, 14))
+
+
+def _check_buckets(b: tuple[float, ...], path: str, problems: Problems) -> None:
+    if not b:
+        problems.add(path, "needs at least one bucket bound")
+    elif not all(math.isfinite(x) and x > 0 for x in b):
+        problems.add(path, f"bounds must be finite and > 0; +Inf is added for you (got {list(b)})")
+    elif any(x >= y for x, y in zip(b, b[1:], strict=False)):
+        problems.add(path, f"must be strictly increasing (got {list(b)})")
 
 
 @dataclass(frozen=True)
 class PrometheusExporter:
     endpoint: str = "localhost:9464"
     histogram_buckets: tuple[float, ...] = DEFAULT_BUCKETS
+    size_buckets: tuple[float, ...] = DEFAULT_SIZE_BUCKETS  # bytes: the body size histograms
     exemplars: bool = True
     auth: Secret | None = None  # bearer token for /metrics (health probes stay open)
     # Markdown runbooks served at /runbooks/<AlertName>; default: the repository's runbooks/
@@ -389,16 +444,8 @@ class PrometheusExporter:
         _check_endpoint(self.endpoint, f"{path}.endpoint", problems)
         if self.runbooks_dir is not None and not os.path.isdir(self.runbooks_dir):
             problems.add(f"{path}.runbooks_dir", f"is not a folder: {self.runbooks_dir}")
-        b = self.histogram_buckets
-        if not b:
-            problems.add(f"{path}.histogram_buckets", "needs at least one bucket bound")
-        elif not all(math.isfinite(x) and x > 0 for x in b):
-            problems.add(
-                f"{path}.histogram_buckets",
-                f"bounds must be finite and > 0; +Inf is added for you (got {list(b)})",
-            )
-        elif any(x >= y for x, y in zip(b, b[1:], strict=False)):
-            problems.add(f"{path}.histogram_buckets", f"must be strictly increasing (got {list(b)})")
+        _check_buckets(self.histogram_buckets, f"{path}.histogram_buckets", problems)
+        _check_buckets(self.size_buckets, f"{path}.size_buckets", problems)
 
 
 @dataclass(frozen=True)

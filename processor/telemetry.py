@@ -117,6 +117,12 @@ class DataQualityCheck(_Names):
     UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
     BEYOND_RETENTION = "beyond_retention"
     IMPLAUSIBLE_SAMPLING_WEIGHT = "implausible_sampling_weight"
+    # Schema version 2 (API design) attributes
+    INVALID_BODY_SIZE = "invalid_body_size"
+    INVALID_NAME = "invalid_name"
+    NAMES_TRUNCATED = "names_truncated"
+    VALIDATION_MISMATCH = "validation_mismatch"
+    INVALID_CLIENT_REGION = "invalid_client_region"
 
 
 # The value tuples, for callers that iterate plain strings.
