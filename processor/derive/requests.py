@@ -12,6 +12,7 @@ Prometheus: sinks downstream aggregate the requests.
 from __future__ import annotations
 
 import hashlib
+import string
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -33,7 +34,9 @@ __all__ = [
     "ApiRequest",
     "COUNTER_FIELDS",
     "Deriver",
+    "RESOURCE_FIELDS",
     "SPAN_FIELDS",
+    "resource_field_sources",
     "span_field_sources",
     "SCHEMA_VERSION",
     "consumer_key",
@@ -62,7 +65,19 @@ SPAN_FIELDS = (
     "feature",
     "deprecated",
     "schema_version",
+    # Schema version 2 (API design insights). Arrays come from the scanner as tuples of at most
+    # max_array_items + 1 values (one more than it keeps, so a cut list shows), else None.
+    "request_size",
+    "response_size",
+    "query_parameters",
+    "body_fields",
+    "validation_locations",
+    "validation_types",
+    "error_type",
+    "client_region",
 )
+#: Per resource, after nothing: the fields read from resource attributes.
+RESOURCE_FIELDS = ("service", "server_region")
 
 _KNOWN_METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY")
@@ -73,6 +88,15 @@ _STATUS.update({str(code): str(code) for code in range(100, 600)})
 _TRUE = frozenset((True, "true", "True", "TRUE", 1))
 # Every schema version this processor reads, as the int or the str the attribute comes as.
 _KNOWN_SCHEMAS = frozenset(KNOWN_SCHEMA_VERSIONS) | frozenset(str(v) for v in KNOWN_SCHEMA_VERSIONS)
+# Every upper-case two-letter code (ISO 3166-1 alpha-2 and the CDNs' XX, T1 is not one).
+_ALPHA2 = frozenset(a + b for a in string.ascii_uppercase for b in string.ascii_uppercase)
+_DESIGN_CHECKS = (
+    "invalid_body_size",
+    "invalid_name",
+    "names_truncated",
+    "validation_mismatch",
+    "invalid_client_region",
+)
 
 
 class ApiRequest(NamedTuple):
@@ -123,6 +147,11 @@ if ApiRequest._fields[: len(COUNTER_FIELDS)] != COUNTER_FIELDS:  # pragma: no co
 def span_field_sources(config: UsageConfig) -> list[tuple[str, ...]]:
     """The attribute keys the scanner must look up, one group per SPAN_FIELDS entry."""
     return [tuple(getattr(config.attributes, name)) for name in SPAN_FIELDS]
+
+
+def resource_field_sources(config: UsageConfig) -> list[tuple[str, ...]]:
+    """The resource attribute keys the scanner must look up, one group per RESOURCE_FIELDS entry."""
+    return [tuple(getattr(config.attributes, name)) for name in RESOURCE_FIELDS]
 
 
 def _method(value: object) -> str:
@@ -183,6 +212,9 @@ class Deriver:
         # a quarter of the derivation time when run on every value of every span.
         self._clean_labels: set[str] = set()
         self._clean_ids: set[str] = set()
+        self._max_names = config.max_names_per_request
+        # Spans per schema-2 data-quality check in the current derive() call (see _design).
+        self._design_issues = dict.fromkeys(_DESIGN_CHECKS, 0)
 
     def _label(self, value: object) -> str:
         """`value` as a label value, printable and at most max_label_length characters,
@@ -218,12 +250,124 @@ class Deriver:
             self._catalog_deprecated[key] = known
         return known
 
+    def _server_region(self, value: object) -> str | None:
+        if value is None or value == "" or value.__class__ is tuple:
+            return None
+        return self._label(_text(value))
+
+    def _names(self, value: object, dedupe: bool = True) -> tuple[Any, ...] | None:
+        """An array attribute as bounded, printable label values; None when it is not an array.
+
+        Elements that are not non-empty strings are dropped (invalid_name); with `dedupe` each
+        name is kept once, in its first place.  Counts one span per check.
+        """
+        issues = self._design_issues
+        if value.__class__ is not tuple:
+            issues["invalid_name"] += 1  # a scalar where the convention has a string[]
+            return None
+        if len(value) > self._max_names:
+            issues["names_truncated"] += 1
+            value = value[: self._max_names]
+        clean = self._clean_labels
+        label = self._label
+        out: list[str] = []
+        bad = False
+        for v in value:
+            if v.__class__ is not str or not v:
+                bad = True
+                continue
+            out.append(v if v in clean else label(v))
+        if bad:
+            issues["invalid_name"] += 1
+        if dedupe and len(out) > 1:
+            return tuple(dict.fromkeys(out))  # sanitising may also have made two names one
+        return tuple(out)
+
+    def _size(self, value: object) -> int | None:
+        """A body size in bytes: a non-negative integer (an integral double too), else None."""
+        if value.__class__ is int and value >= 0:  # type: ignore[operator]
+            return value  # type: ignore[return-value]
+        if value.__class__ is float and value.is_integer() and value >= 0:  # type: ignore[attr-defined]
+            return int(value)  # type: ignore[call-overload]
+        self._design_issues["invalid_body_size"] += 1
+        return None
+
+    def _validation_errors(self, locations: object, types: object) -> tuple[tuple[str, str], ...]:
+        """(location, error type) pairs, index for index; a pair with a bad element is dropped
+        whole (its neighbours keep their partners), and each error counts, so no deduplication."""
+        issues = self._design_issues
+        arrays = []
+        for value in (locations, types):
+            if value is not None and value.__class__ is not tuple:
+                issues["invalid_name"] += 1
+            arrays.append(value if value.__class__ is tuple else ())
+        locs, kinds = arrays
+        n = min(len(locs), len(kinds))
+        if len(locs) != len(kinds):
+            issues["validation_mismatch"] += 1  # the common prefix is kept
+        if n > self._max_names:
+            issues["names_truncated"] += 1
+            n = self._max_names
+        clean = self._clean_labels
+        label = self._label
+        out = []
+        bad = False
+        for loc, kind in zip(locs[:n], kinds[:n], strict=True):
+            if loc.__class__ is not str or kind.__class__ is not str or not loc or not kind:
+                bad = True
+                continue
+            out.append((loc if loc in clean else label(loc), kind if kind in clean else label(kind)))
+        if bad:
+            issues["invalid_name"] += 1
+        return tuple(out)
+
+    def _design(
+        self,
+        req_size: object,
+        resp_size: object,
+        params: object,
+        fields: object,
+        locations: object,
+        types: object,
+        error_type: object,
+        region: object,
+    ) -> tuple[Any, ...]:
+        """The schema-2 values of one span that carries at least one of them, as ApiRequest holds
+        them: (request_size, response_size, query_parameters, body_fields, validation_errors,
+        error_type, client_region)."""
+        if req_size is not None:
+            req_size = self._size(req_size)
+        if resp_size is not None:
+            resp_size = self._size(resp_size)
+        if params is not None:
+            params = self._names(params)
+        if fields is not None:
+            fields = self._names(fields)
+        errors = None
+        if locations is not None or types is not None:
+            errors = self._validation_errors(locations, types)
+        if error_type is not None:
+            if error_type == "" or error_type.__class__ is tuple:
+                error_type = None
+            elif error_type not in self._clean_labels:
+                error_type = self._label(_text(error_type))
+        if region is not None and region not in _ALPHA2:
+            upper = region.upper() if region.__class__ is str else None  # type: ignore[attr-defined]
+            if upper in _ALPHA2:
+                region = upper
+            else:
+                self._design_issues["invalid_client_region"] += 1
+                region = None
+        return req_size, resp_size, params, fields, errors, error_type, region
+
     def derive(
         self, resources: Sequence[tuple[Any, ...]], spans: Sequence[tuple[Any, ...]]
     ) -> list[ApiRequest]:
         """One ApiRequest per HTTP SERVER span; a span that fails costs only itself."""
         label = self._label
         services = [label(r[0]) if isinstance(r[0], str) and r[0] else "unknown_service" for r in resources]
+        # A scanner built with the service group only (tests, tools) gives 1-tuples.
+        regions = [self._server_region(r[1]) if len(r) > 1 else None for r in resources]
         now = time.time_ns()
         future_limit = now + self._future_ns
         past_limit = now - self._past_ns
@@ -269,6 +413,14 @@ class Deriver:
                     feature,
                     deprecated,
                     schema,
+                    req_size,
+                    resp_size,
+                    params,
+                    fields,
+                    locations,
+                    types,
+                    error_type,
+                    region,
                 ) = s
                 if method is None:
                     not_http += 1
@@ -342,6 +494,20 @@ class Deriver:
                     api_version = label(_text(api_version))
                 if feature is not None and feature not in clean_labels:
                     feature = label(_text(feature))
+                # A span without any schema-2 attribute (every version 1 span) pays these tests only.
+                if not (
+                    req_size is None
+                    and resp_size is None
+                    and params is None
+                    and fields is None
+                    and locations is None
+                    and types is None
+                    and error_type is None
+                    and region is None
+                ):
+                    req_size, resp_size, params, fields, locations, error_type, region = self._design(
+                        req_size, resp_size, params, fields, locations, types, error_type, region
+                    )
                 append(
                     new(
                         ApiRequest,
@@ -362,14 +528,14 @@ class Deriver:
                             end,
                             trace_id,
                             span_id,
-                            None,
-                            None,
-                            None,
-                            None,
-                            None,
-                            None,
-                            None,
-                            None,
+                            req_size,
+                            resp_size,
+                            params,
+                            fields,
+                            locations,  # now the (location, error type) pairs
+                            error_type,
+                            region,
+                            regions[ri],
                         ),
                     )
                 )
@@ -380,6 +546,11 @@ class Deriver:
         stats = self._stats
         if error is not None:
             stats.processing_error(failed, "deriving a span", error)
+        design = self._design_issues
+        if any(design.values()):
+            stats.data_quality(**design)
+            for check in design:
+                design[check] = 0
         stats.ignored(not_server, not_http)
         if (
             missing_route
