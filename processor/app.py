@@ -14,9 +14,10 @@ from ._httpserver import GRACEFUL_SHUTDOWN, BindError
 from .admin import AdminServer
 from .component import ABORT_TIMEOUT, Components, StartFailed
 from .config import Config
+from .derive.design_metrics import DesignMetrics
 from .derive.plans import PlanLookup, PlanLookupError
 from .derive.request_metrics import RequestMetrics
-from .derive.requests import Deriver, span_field_sources
+from .derive.requests import Deriver, resource_field_sources, span_field_sources
 from .errors import ProcessorError
 from .exporters.consumer_metrics import ConsumerCollector
 from .exporters.otlp_forward import DRAIN_TIMEOUT as FORWARD_DRAIN
@@ -103,8 +104,10 @@ class Processor:
         self.queue = SpanQueue(p.queue.max_spans)
         self.scanner = FieldScanner(
             span_field_sources(p.usage),
-            [p.usage.attributes.service],
+            resource_field_sources(p.usage),
             max_spans=config.receivers.otlp.max_spans_per_request,
+            # TODO(merge, issue 15 scanner branch): max_array_items=p.usage.max_names_per_request,
+            # so that a list cut by the scanner is one entry longer and counted as names_truncated.
         )
         self.request_metrics = RequestMetrics(
             p.limits,
@@ -115,7 +118,13 @@ class Processor:
         self.catalog = load_catalog_file(config.catalog)
         lookup = p.plan_lookup
         self.plans = PlanLookup(lookup.file, lookup.sql) if lookup.file or lookup.sql else None
-        sinks: list = [self.request_metrics]
+        self.design_metrics = DesignMetrics(
+            p.limits,
+            config.exporters.prometheus.histogram_buckets,
+            config.exporters.prometheus.size_buckets,
+            self.stats,
+        )
+        sinks: list = [self.request_metrics, self.design_metrics]
         self.state: StateService | None = None
         if config.state.enabled:
             self.activity = ConsumerActivity(
@@ -159,6 +168,7 @@ class Processor:
                 self.worker,
                 self.scanner.implementation,
                 _version(),
+                self.design_metrics,
             )
         ]
         if self.forwarder is not None:
@@ -204,7 +214,11 @@ class Processor:
             # accepted span), and /metrics answers until the end.
             self.metrics = components.add(
                 MetricsServer(
-                    self.config.exporters.prometheus, self.registry, self.readiness, self.request_metrics
+                    self.config.exporters.prometheus,
+                    self.registry,
+                    self.readiness,
+                    self.request_metrics,
+                    self.design_metrics,
                 )
             )
             components.add(self.memory)

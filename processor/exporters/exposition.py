@@ -12,16 +12,31 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from ..derive import design_metrics as design
 from ..derive.request_metrics import FAMILIES, RequestMetrics, Snapshot
 from .le import le_label
 
-__all__ = ["exposition", "render_request_metrics", "HELP"]
+__all__ = ["exposition", "render_request_metrics", "render_design_metrics", "HELP"]
 
 HELP = {
     "api_requests": "API requests (SERVER spans), weighted by sampling adjusted count.",
     "api_client_requests": "API requests per client SDK and version.",
     "api_deprecated_requests": "Requests to endpoints marked deprecated.",
     "api_request_duration_seconds": "Server-side duration of API requests.",
+    # API design families (derive/design_metrics.py)
+    "api_parameter_requests": "API requests that carried the parameter (names only; location query or body).",
+    "api_validation_errors": "Request validation errors per location, field and error type.",
+    "api_errors": "API requests that carry error.type.",
+    "api_client_endpoint_requests": "API requests per client SDK, endpoint and status class.",
+    "api_region_requests": "API requests per client region (CDN header) and server region (cloud.region).",
+    "api_request_body_size_bytes": "Request body sizes of API requests, in bytes.",
+    "api_response_body_size_bytes": "Response body sizes of API requests, in bytes.",
+    "api_region_request_duration_seconds": "Server-side duration of API requests per client region.",
+}
+_UNITS = {
+    "api_request_body_size_bytes": "bytes",
+    "api_response_body_size_bytes": "bytes",
+    "api_region_request_duration_seconds": "seconds",
 }
 
 
@@ -75,7 +90,40 @@ def render_request_metrics(snap: Snapshot, openmetrics: bool) -> str:
     return "\n".join(out)
 
 
-def exposition(registry: CollectorRegistry, metrics: RequestMetrics | None, accept: str) -> tuple[bytes, str]:
+def render_design_metrics(snap: design.DesignSnapshot, openmetrics: bool) -> str:
+    out: list[str] = []
+    add = out.append
+    for name, series in snap.counters.items():
+        add(f"# HELP {name}{'' if openmetrics else '_total'} {HELP[name]}")
+        add(f"# TYPE {name}{'' if openmetrics else '_total'} counter")
+        names = design.FAMILIES[name]
+        for key, value in series.items():
+            add(f"{name}_total{{{_labels(names, key)}}} {_num(value)}")
+    for name, hists in snap.histograms.items():
+        add(f"# HELP {name} {HELP[name]}")
+        add(f"# TYPE {name} histogram")
+        if openmetrics:
+            add(f"# UNIT {name} {_UNITS[name]}")
+        les = [le_label(b) for b in snap.buckets[name]] + ["+Inf"]
+        names = design.FAMILIES[name]
+        for key, (counts, count, total) in hists.items():
+            labels = _labels(names, key)
+            cumulative = 0.0
+            for le, n in zip(les, counts, strict=True):
+                cumulative += n
+                add(f'{name}_bucket{{{labels},le="{le}"}} {_num(cumulative)}')
+            add(f"{name}_count{{{labels}}} {_num(count)}")
+            add(f"{name}_sum{{{labels}}} {repr(float(total))}")
+    add("")
+    return "\n".join(out)
+
+
+def exposition(
+    registry: CollectorRegistry,
+    metrics: RequestMetrics | None,
+    accept: str,
+    design_metrics: design.DesignMetrics | None = None,
+) -> tuple[bytes, str]:
     """The /metrics body for an Accept header, and its content type."""
     try:
         encoder, content_type = choose_encoder(accept)
@@ -85,7 +133,9 @@ def exposition(registry: CollectorRegistry, metrics: RequestMetrics | None, acce
         # scraper reads, rather than no answer.
         encoder, content_type = choose_encoder("")
         rest = encoder(registry)
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    if design_metrics is not None:
+        rest = render_design_metrics(design_metrics.snapshot(), openmetrics).encode() + rest
     if metrics is None:
         return rest, content_type
-    openmetrics = content_type.startswith("application/openmetrics-text")
     return render_request_metrics(metrics.snapshot(), openmetrics).encode() + rest, content_type

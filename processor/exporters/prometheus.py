@@ -19,6 +19,7 @@ from prometheus_client.core import Metric
 from .. import selfmetrics as _T
 from .._httpserver import TEXT, HttpServer, Limits, Reply, Request, Served, log_refusals
 from ..config import PrometheusExporter
+from ..derive.design_metrics import DesignMetrics
 from ..derive.request_metrics import RequestMetrics
 from ..pipeline import LATENCY_BUCKETS, SpanQueue, Worker
 from ..runbooks import RunbookLibrary, find_runbooks_dir
@@ -44,15 +45,20 @@ class UsageCollector:
         worker: Worker,
         scanner_impl: str,
         version: str,
+        design_metrics: DesignMetrics | None = None,
     ) -> None:
         self._metrics = metrics
+        self._design = design_metrics
         self._stats = stats
         self._queue = queue
         self._worker = worker
         self._build = (version, scanner_impl)
 
     def collect(self) -> Iterable[Metric]:
-        yield from self._health(self._metrics.series_counts())
+        counts = self._metrics.series_counts()
+        if self._design is not None:
+            counts.update(self._design.series_counts())
+        yield from self._health(counts)
 
     def _health(self, series_counts: dict[str, int]) -> Iterable[Metric]:
         s = self._stats.snapshot()
@@ -108,9 +114,13 @@ def accepts_gzip(accept_encoding: str) -> bool:
 
 
 def _render(
-    registry: CollectorRegistry, request_metrics: RequestMetrics | None, accept: str, gzipped: bool
+    registry: CollectorRegistry,
+    request_metrics: RequestMetrics | None,
+    accept: str,
+    gzipped: bool,
+    design_metrics: DesignMetrics | None = None,
 ) -> tuple[bytes, str]:
-    body, content_type = exposition(registry, request_metrics, accept)
+    body, content_type = exposition(registry, request_metrics, accept, design_metrics)
     return (gzip.compress(body, compresslevel=1) if gzipped else body), content_type
 
 
@@ -124,9 +134,11 @@ class _Metrics:
         readiness: Callable[[], tuple[bool, str]],
         token: bytes | None,
         runbooks: RunbookLibrary | None,
+        design_metrics: DesignMetrics | None = None,
     ) -> None:
         self.registry = registry
         self.request_metrics = request_metrics
+        self.design_metrics = design_metrics
         self.readiness = readiness
         self.token = token
         self.runbooks = runbooks
@@ -152,7 +164,12 @@ class _Metrics:
             gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
             # Rendering takes CPU: on a thread, so health probes on this loop are not kept waiting.
             body, content_type = await asyncio.to_thread(
-                _render, self.registry, self.request_metrics, request.headers.get("accept", ""), gzipped
+                _render,
+                self.registry,
+                self.request_metrics,
+                request.headers.get("accept", ""),
+                gzipped,
+                self.design_metrics,
             )
             return Reply(200, body, content_type, {"Content-Encoding": "gzip"} if gzipped else {})
         if path == "/healthz":
@@ -180,6 +197,7 @@ class MetricsServer(Served):
         registry: CollectorRegistry,
         readiness: Callable[[], tuple[bool, str]],
         request_metrics: RequestMetrics | None = None,
+        design_metrics: DesignMetrics | None = None,
     ) -> None:
         token = config.auth.read("exporters.prometheus.auth") if config.auth is not None else None
         metrics = _Metrics(
@@ -188,6 +206,7 @@ class MetricsServer(Served):
             readiness,
             token.encode() if token else None,
             RunbookLibrary(find_runbooks_dir(config.runbooks_dir)),
+            design_metrics,
         )
         limits = Limits(max_connections=config.max_connections, on_refused=log_refusals("metrics"))
         self._server = HttpServer(

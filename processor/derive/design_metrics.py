@@ -1,0 +1,254 @@
+"""API design metrics: body sizes, parameters, validation errors, errors, client surface, regions.
+
+A sink of the derivation stage beside `request_metrics.py`, whose hot loop it leaves alone.
+Like it, each batch is first aggregated into plain dicts keyed by label tuples, then merged
+into the bounded series tables under a lock.  Every request adds to the client-endpoint and
+region families; only a request that carries a schema-2 attribute (a size, names, validation
+errors, an error type) takes the longer path, so version 1 traffic pays one dict update and
+one bisect a span here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import LimitsConfig
+from ..telemetry import PipelineStats
+from .requests import ApiRequest
+from .series import SeriesTable
+
+__all__ = ["DesignMetrics", "DesignSnapshot", "FAMILIES", "COUNTERS", "HISTOGRAMS", "UNKNOWN_REGION"]
+
+#: metric name → label names, in the order of every key (counters without `_total`).
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "api_parameter_requests": ("service", "method", "route", "location", "parameter"),
+    "api_validation_errors": ("service", "method", "route", "location", "field", "error_type"),
+    "api_errors": ("service", "method", "route", "error_type"),
+    "api_client_endpoint_requests": ("service", "client_name", "method", "route", "status_class"),
+    "api_region_requests": ("service", "client_region", "server_region", "status_class"),
+    "api_request_body_size_bytes": ("service", "method", "route"),
+    "api_response_body_size_bytes": ("service", "method", "route"),
+    "api_region_request_duration_seconds": ("service", "client_region"),
+}
+COUNTERS = (
+    "api_parameter_requests",
+    "api_validation_errors",
+    "api_errors",
+    "api_client_endpoint_requests",
+    "api_region_requests",
+)
+HISTOGRAMS = (
+    "api_request_body_size_bytes",
+    "api_response_body_size_bytes",
+    "api_region_request_duration_seconds",
+)
+#: The region label of a request whose span (or resource) names none.
+UNKNOWN_REGION = "unknown"
+
+_STATUS_CLASS = {str(c): f"{c // 100}xx" for c in range(100, 600)}
+
+
+@dataclass
+class DesignSnapshot:
+    """A consistent copy of every series, taken under the lock for one scrape."""
+
+    counters: dict[str, dict[tuple[Any, ...], float]]
+    # name → key → (bucket counts, count, sum)
+    histograms: dict[str, dict[tuple[Any, ...], tuple[list[float], float, float]]]
+    buckets: dict[str, tuple[float, ...]]
+
+
+def _observe(
+    hists: dict[tuple[Any, ...], list[Any]],
+    key: tuple[Any, ...],
+    bounds: tuple[float, ...],
+    value: float,
+    w: float,
+) -> None:
+    h = hists.get(key)
+    if h is None:
+        h = hists[key] = [0.0, 0.0, [0.0] * (len(bounds) + 1)]
+    h[0] += w
+    h[1] += value * w
+    h[2][bisect_left(bounds, value)] += w
+
+
+class DesignMetrics:
+    def __init__(
+        self,
+        limits: LimitsConfig,
+        latency_buckets: Sequence[float],
+        size_buckets: Sequence[float],
+        stats: PipelineStats,
+        sweep_interval: float | None = None,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._latency = tuple(latency_buckets)
+        self._sizes = tuple(size_buckets)
+        self._ttl = float(limits.series_ttl)
+        self._sweep_interval = sweep_interval or max(1.0, min(60.0, self._ttl / 10))
+        self._last_sweep = time.monotonic()
+
+        def table(name: str, new_cell: Callable[[], list[Any]]) -> SeriesTable:
+            labels = FAMILIES[name]
+            return SeriesTable(
+                name,
+                labels,
+                [limits.label_limit(lb) for lb in labels],
+                limits.max_label_length,
+                self._ttl,
+                new_cell,
+                stats,
+            )
+
+        counter_cell = lambda: [0.0, 0.0]  # noqa: E731  [last_update, value]
+
+        def hist_cell(bounds: tuple[float, ...]) -> Callable[[], list[Any]]:
+            n = len(bounds) + 1
+            return lambda: [0.0, 0.0, 0.0, [0.0] * n]  # [last_update, count, sum, bucket counts]
+
+        self.tables: dict[str, SeriesTable] = {name: table(name, counter_cell) for name in COUNTERS}
+        self.tables["api_request_body_size_bytes"] = table(
+            "api_request_body_size_bytes", hist_cell(self._sizes)
+        )
+        self.tables["api_response_body_size_bytes"] = table(
+            "api_response_body_size_bytes", hist_cell(self._sizes)
+        )
+        self.tables["api_region_request_duration_seconds"] = table(
+            "api_region_request_duration_seconds", hist_cell(self._latency)
+        )
+
+    def consume(self, requests: Sequence[ApiRequest]) -> None:
+        """Aggregate one batch; called from the worker thread."""
+        counts: dict[tuple[Any, ...], float] = {}  # (service, client, method, route, code, cr, sr)
+        durations: dict[tuple[Any, ...], list[Any]] = {}
+        latency = self._latency
+        design: list[ApiRequest] = []
+        for r in requests:
+            (
+                service,
+                method,
+                route,
+                code,
+                _,
+                _,
+                cname,
+                _,
+                _,
+                _,
+                _,
+                d,
+                w,
+                _,
+                _,
+                _,
+                rq,
+                rs,
+                qp,
+                bf,
+                ve,
+                et,
+                cr,
+                sr,
+            ) = r
+            key = (service, cname, method, route, code, cr, sr)
+            counts[key] = counts.get(key, 0.0) + w
+            if d >= 0:
+                _observe(durations, (service, cr or UNKNOWN_REGION), latency, d, w)
+            if not (rq is None and rs is None and qp is None and bf is None and ve is None and et is None):
+                design.append(r)
+        sizes = self._sizes
+        req_sizes: dict[tuple[Any, ...], list[Any]] = {}
+        resp_sizes: dict[tuple[Any, ...], list[Any]] = {}
+        params: dict[tuple[Any, ...], float] = {}
+        invalid: dict[tuple[Any, ...], float] = {}
+        errors: dict[tuple[Any, ...], float] = {}
+        for r in design:
+            w = r.weight
+            if r.request_size is not None:
+                _observe(req_sizes, (r.service, r.method, r.route), sizes, r.request_size, w)
+            if r.response_size is not None:
+                _observe(resp_sizes, (r.service, r.method, r.route), sizes, r.response_size, w)
+            for location, names in (("query", r.query_parameters), ("body", r.body_fields)):
+                if names:
+                    for name in names:
+                        k = (r.service, r.method, r.route, location, name)
+                        params[k] = params.get(k, 0.0) + w
+            if r.validation_errors:
+                for where, kind in r.validation_errors:
+                    k = (r.service, r.method, r.route, where, kind)
+                    invalid[k] = invalid.get(k, 0.0) + w
+            if r.error_type is not None:
+                k = (r.service, r.method, r.route, r.error_type)
+                errors[k] = errors.get(k, 0.0) + w
+
+        regions: dict[tuple[Any, ...], float] = {}
+        now = time.monotonic()
+        t = self.tables
+        with self._lock:
+            endpoints = t["api_client_endpoint_requests"]
+            for (service, cname, method, route, code, cr, sr), w in counts.items():
+                status_class = _STATUS_CLASS.get(code, "unknown")
+                endpoints.cell((service, cname, method, route, status_class), now, w)[1] += w
+                k = (service, cr or UNKNOWN_REGION, sr or UNKNOWN_REGION, status_class)
+                regions[k] = regions.get(k, 0.0) + w
+            table = t["api_region_requests"]
+            for k, w in regions.items():
+                table.cell(k, now, w)[1] += w
+            table = t["api_parameter_requests"]
+            for k, w in params.items():
+                table.cell(k, now, w)[1] += w
+            table = t["api_validation_errors"]
+            for (service, method, route, where, kind), w in invalid.items():
+                # "body.items.quantity" → location "body", field "items.quantity"; "body" → field ""
+                location, _, field = where.partition(".")
+                table.cell((service, method, route, location, field, kind), now, w)[1] += w
+            table = t["api_errors"]
+            for k, w in errors.items():
+                table.cell(k, now, w)[1] += w
+            self._merge(t["api_request_body_size_bytes"], req_sizes, now)
+            self._merge(t["api_response_body_size_bytes"], resp_sizes, now)
+            self._merge(t["api_region_request_duration_seconds"], durations, now)
+            if now - self._last_sweep >= self._sweep_interval:
+                self._sweep(now)
+
+    @staticmethod
+    def _merge(table: SeriesTable, hists: dict[tuple[Any, ...], list[Any]], now: float) -> None:
+        for key, (count, total, buckets) in hists.items():
+            cell = table.cell(key, now, count)
+            cell[1] += count
+            cell[2] += total
+            cb = cell[3]
+            for i, n in enumerate(buckets):
+                if n:
+                    cb[i] += n
+
+    def _sweep(self, now: float) -> None:
+        self._last_sweep = now
+        for t in self.tables.values():
+            t.expire(now)
+
+    def series_counts(self) -> dict[str, int]:
+        return {name: len(t) for name, t in self.tables.items()}
+
+    def snapshot(self) -> DesignSnapshot:
+        now = time.monotonic()
+        t = self.tables
+        with self._lock:
+            if now - self._last_sweep >= self._sweep_interval:
+                self._sweep(now)
+            counters = {name: {k: c[1] for k, c in t[name].series.items()} for name in COUNTERS}
+            histograms = {
+                name: {k: (list(c[3]), c[1], c[2]) for k, c in t[name].series.items()} for name in HISTOGRAMS
+            }
+        buckets = {
+            "api_request_body_size_bytes": self._sizes,
+            "api_response_body_size_bytes": self._sizes,
+            "api_region_request_duration_seconds": self._latency,
+        }
+        return DesignSnapshot(counters, histograms, buckets)
