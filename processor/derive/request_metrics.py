@@ -28,6 +28,9 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "api_client_requests": ("service", "client_name", "client_version", "status_class"),
     "api_deprecated_requests": ("service", "method", "route", "plan_tier", "client_name", "client_version"),
     "api_request_duration_seconds": ("service", "method", "route", "plan_tier"),
+    # Issue 15: the surface each client library uses. Its labels are all in the counters' key, so
+    # it costs a cell per distinct key in the merge, not a pass over the spans in another sink.
+    "api_client_endpoint_requests": ("service", "client_name", "method", "route", "status_class"),
 }
 
 # The counters' key: the leading COUNTER_FIELDS of each request. `r[:n]`, not `r[slice(n)]`: mypy
@@ -83,6 +86,7 @@ class RequestMetrics:
         self.client_requests = table("api_client_requests", counter_cell)
         self.deprecated_requests = table("api_deprecated_requests", counter_cell)
         self.durations = table("api_request_duration_seconds", hist_cell)
+        self.client_endpoints = table("api_client_endpoint_requests", counter_cell)
 
     def consume(self, requests: Sequence[ApiRequest]) -> None:
         """Aggregate one batch; called from the worker thread."""
@@ -113,9 +117,9 @@ class RequestMetrics:
         with self._lock:
             for (service, method, route, code, plan, deprecated, cname, cver), w in counts.items():
                 self.requests.cell((service, method, route, code, plan, deprecated), now, w)[1] += w
-                self.client_requests.cell((service, cname, cver, _STATUS_CLASS.get(code, "unknown")), now, w)[
-                    1
-                ] += w
+                status_class = _STATUS_CLASS.get(code, "unknown")
+                self.client_requests.cell((service, cname, cver, status_class), now, w)[1] += w
+                self.client_endpoints.cell((service, cname, method, route, status_class), now, w)[1] += w
                 if deprecated == "true":
                     self.deprecated_requests.cell((service, method, route, plan, cname, cver), now, w)[1] += w
             for hkey, (count, total, buckets, examples) in hists.items():
@@ -133,14 +137,20 @@ class RequestMetrics:
 
     def _sweep(self, now: float) -> None:
         self._last_sweep = now
-        for t in (self.requests, self.client_requests, self.deprecated_requests, self.durations):
+        for t in self._tables():
             t.expire(now)
 
+    def _tables(self) -> tuple[SeriesTable, ...]:
+        return (
+            self.requests,
+            self.client_requests,
+            self.deprecated_requests,
+            self.durations,
+            self.client_endpoints,
+        )
+
     def series_counts(self) -> dict[str, int]:
-        return {
-            t.metric: len(t)
-            for t in (self.requests, self.client_requests, self.deprecated_requests, self.durations)
-        }
+        return {t.metric: len(t) for t in self._tables()}
 
     def snapshot(self) -> Snapshot:
         now = time.monotonic()
@@ -149,11 +159,13 @@ class RequestMetrics:
                 self._sweep(now)
             counters = {
                 t.metric: {k: c[1] for k, c in t.series.items()}
-                for t in (self.requests, self.client_requests, self.deprecated_requests)
+                for t in (
+                    self.requests,
+                    self.client_requests,
+                    self.deprecated_requests,
+                    self.client_endpoints,
+                )
             }
             histograms = {k: (list(c[3]), c[1], c[2], list(c[4])) for k, c in self.durations.series.items()}
-            counts = {
-                t.metric: len(t)
-                for t in (self.requests, self.client_requests, self.deprecated_requests, self.durations)
-            }
+            counts = {t.metric: len(t) for t in self._tables()}
         return Snapshot(counters, histograms, self._bounds, counts)

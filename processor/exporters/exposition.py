@@ -23,11 +23,11 @@ HELP = {
     "api_client_requests": "API requests per client SDK and version.",
     "api_deprecated_requests": "Requests to endpoints marked deprecated.",
     "api_request_duration_seconds": "Server-side duration of API requests.",
+    "api_client_endpoint_requests": "API requests per client SDK, endpoint and status class.",
     # API design families (derive/design_metrics.py)
     "api_parameter_requests": "API requests that carried the parameter (names only; location query or body).",
     "api_validation_errors": "Request validation errors per location, field and error type.",
     "api_errors": "API requests that carry error.type.",
-    "api_client_endpoint_requests": "API requests per client SDK, endpoint and status class.",
     "api_region_requests": "API requests per client region (CDN header) and server region (cloud.region).",
     "api_request_body_size_bytes": "Request body sizes of API requests, in bytes.",
     "api_response_body_size_bytes": "Response body sizes of API requests, in bytes.",
