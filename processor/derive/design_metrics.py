@@ -182,23 +182,23 @@ class DesignMetrics:
             for location, names in (("query", r.query_parameters), ("body", r.body_fields)):
                 if names:
                     for name in names:
-                        k = (r.service, r.method, r.route, location, name)
-                        params[k] = params.get(k, 0.0) + w
+                        pk = (r.service, r.method, r.route, location, name)
+                        params[pk] = params.get(pk, 0.0) + w
             if r.validation_errors:
                 for where, kind in r.validation_errors:
-                    k = (r.service, r.method, r.route, where, kind)
-                    invalid[k] = invalid.get(k, 0.0) + w
+                    vk = (r.service, r.method, r.route, where, kind)
+                    invalid[vk] = invalid.get(vk, 0.0) + w
             if r.error_type is not None:
-                k = (r.service, r.method, r.route, r.error_type)
-                errors[k] = errors.get(k, 0.0) + w
+                ek = (r.service, r.method, r.route, r.error_type)
+                errors[ek] = errors.get(ek, 0.0) + w
 
         regions: dict[tuple[Any, ...], float] = {}
         now = time.monotonic()
         t = self.tables
         with self._lock:
             for (service, code, cr, sr), w in counts.items():
-                k = (service, cr or UNKNOWN_REGION, sr or UNKNOWN_REGION, _STATUS_CLASS.get(code, "unknown"))
-                regions[k] = regions.get(k, 0.0) + w
+                rk = (service, cr or UNKNOWN_REGION, sr or UNKNOWN_REGION, _STATUS_CLASS.get(code, "unknown"))
+                regions[rk] = regions.get(rk, 0.0) + w
             table = t["api_region_requests"]
             for k, w in regions.items():
                 table.cell(k, now, w)[1] += w

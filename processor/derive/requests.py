@@ -285,10 +285,10 @@ class Deriver:
 
     def _size(self, value: object) -> int | None:
         """A body size in bytes: a non-negative integer (an integral double too), else None."""
-        if value.__class__ is int and value >= 0:  # type: ignore[operator]
-            return value  # type: ignore[return-value]
-        if value.__class__ is float and value.is_integer() and value >= 0:  # type: ignore[attr-defined]
-            return int(value)  # type: ignore[call-overload]
+        if value.__class__ is int and value >= 0:
+            return value
+        if value.__class__ is float and value.is_integer() and value >= 0:
+            return int(value)
         self._design_issues["invalid_body_size"] += 1
         return None
 
@@ -352,7 +352,7 @@ class Deriver:
             elif error_type not in self._clean_labels:
                 error_type = self._label(_text(error_type))
         if region is not None and region not in _ALPHA2:
-            upper = region.upper() if region.__class__ is str else None  # type: ignore[attr-defined]
+            upper = region.upper() if region.__class__ is str else None
             if upper in _ALPHA2:
                 region = upper
             else:
