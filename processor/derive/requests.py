@@ -213,6 +213,9 @@ class Deriver:
         self._clean_labels: set[str] = set()
         self._clean_ids: set[str] = set()
         self._max_names = config.max_names_per_request
+        # Name lists already found clean (raw tuple → itself or its sanitised, deduplicated
+        # form): the same few lists recur per endpoint, and a hit is one tuple hash.
+        self._clean_names: dict[tuple[Any, ...], tuple[str, ...]] = {}
         # Spans per schema-2 data-quality check in the current derive() call (see _design).
         self._design_issues = dict.fromkeys(_DESIGN_CHECKS, 0)
 
@@ -265,6 +268,7 @@ class Deriver:
         if value.__class__ is not tuple:
             issues["invalid_name"] += 1  # a scalar where the convention has a string[]
             return None
+        raw = value
         if len(value) > self._max_names:
             issues["names_truncated"] += 1
             value = value[: self._max_names]
@@ -279,9 +283,13 @@ class Deriver:
             out.append(v if v in clean else label(v))
         if bad:
             issues["invalid_name"] += 1
-        if dedupe and len(out) > 1:
-            return tuple(dict.fromkeys(out))  # sanitising may also have made two names one
-        return tuple(out)
+        names = tuple(dict.fromkeys(out)) if dedupe and len(out) > 1 else tuple(out)
+        if dedupe and not bad and raw is value:  # only lists that count no issue are remembered
+            memo = self._clean_names
+            if len(memo) >= _MEMO_LIMIT:
+                memo.clear()
+            memo[raw] = names
+        return names
 
     def _size(self, value: object) -> int | None:
         """A body size in bytes: a non-negative integer (an integral double too), else None."""
@@ -335,14 +343,18 @@ class Deriver:
         """The schema-2 values of one span that carries at least one of them, as ApiRequest holds
         them: (request_size, response_size, query_parameters, body_fields, validation_errors,
         error_type, client_region)."""
-        if req_size is not None:
+        # The common cases inline; a method call costs as much as the test.
+        if req_size is not None and not (req_size.__class__ is int and req_size >= 0):  # type: ignore[operator]
             req_size = self._size(req_size)
-        if resp_size is not None:
+        if resp_size is not None and not (resp_size.__class__ is int and resp_size >= 0):  # type: ignore[operator]
             resp_size = self._size(resp_size)
+        memo = self._clean_names
         if params is not None:
-            params = self._names(params)
+            known = memo.get(params) if params.__class__ is tuple else None  # type: ignore[call-overload]
+            params = known if known is not None else self._names(params)
         if fields is not None:
-            fields = self._names(fields)
+            known = memo.get(fields) if fields.__class__ is tuple else None  # type: ignore[call-overload]
+            fields = known if known is not None else self._names(fields)
         errors = None
         if locations is not None or types is not None:
             errors = self._validation_errors(locations, types)
