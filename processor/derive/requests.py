@@ -329,48 +329,18 @@ class Deriver:
             issues["invalid_name"] += 1
         return tuple(out)
 
-    def _design(
-        self,
-        req_size: object,
-        resp_size: object,
-        params: object,
-        fields: object,
-        locations: object,
-        types: object,
-        error_type: object,
-        region: object,
-    ) -> tuple[Any, ...]:
-        """The schema-2 values of one span that carries at least one of them, as ApiRequest holds
-        them: (request_size, response_size, query_parameters, body_fields, validation_errors,
-        error_type, client_region)."""
-        # The common cases inline; a method call costs as much as the test.
-        if req_size is not None and not (req_size.__class__ is int and req_size >= 0):  # type: ignore[operator]
-            req_size = self._size(req_size)
-        if resp_size is not None and not (resp_size.__class__ is int and resp_size >= 0):  # type: ignore[operator]
-            resp_size = self._size(resp_size)
-        memo = self._clean_names
-        if params is not None:
-            known = memo.get(params) if params.__class__ is tuple else None  # type: ignore[call-overload]
-            params = known if known is not None else self._names(params)
-        if fields is not None:
-            known = memo.get(fields) if fields.__class__ is tuple else None  # type: ignore[call-overload]
-            fields = known if known is not None else self._names(fields)
-        errors = None
-        if locations is not None or types is not None:
-            errors = self._validation_errors(locations, types)
-        if error_type is not None:
-            if error_type == "" or error_type.__class__ is tuple:
-                error_type = None
-            elif error_type not in self._clean_labels:
-                error_type = self._label(_text(error_type))
-        if region is not None and region not in _ALPHA2:
-            upper = region.upper() if region.__class__ is str else None
-            if upper in _ALPHA2:
-                region = upper
-            else:
-                self._design_issues["invalid_client_region"] += 1
-                region = None
-        return req_size, resp_size, params, fields, errors, error_type, region
+    def _error_type(self, value: object) -> str | None:
+        if value == "" or value.__class__ is tuple:
+            return None
+        return self._label(_text(value))
+
+    def _region(self, value: object) -> str | None:
+        """An ISO 3166-1 alpha-2 code, upper-cased; anything else is None, and counted."""
+        upper = value.upper() if isinstance(value, str) else None
+        if upper in _ALPHA2:
+            return upper
+        self._design_issues["invalid_client_region"] += 1
+        return None
 
     def derive(
         self, resources: Sequence[tuple[Any, ...]], spans: Sequence[tuple[Any, ...]]
@@ -389,6 +359,7 @@ class Deriver:
         ua_fallback = self._ua_fallback
         clean_labels = self._clean_labels
         clean_ids = self._clean_ids
+        clean_names = self._clean_names
         out: list[ApiRequest] = []
         append = out.append
         new = tuple.__new__  # ApiRequest without _make's per-call overhead; order as declared
@@ -517,9 +488,24 @@ class Deriver:
                     and error_type is None
                     and region is None
                 ):
-                    req_size, resp_size, params, fields, locations, error_type, region = self._design(
-                        req_size, resp_size, params, fields, locations, types, error_type, region
-                    )
+                    # The common cases inline (a call costs about as much as the tests), the rest
+                    # in the helpers, which count what they drop.
+                    if req_size is not None and not (req_size.__class__ is int and req_size >= 0):
+                        req_size = self._size(req_size)
+                    if resp_size is not None and not (resp_size.__class__ is int and resp_size >= 0):
+                        resp_size = self._size(resp_size)
+                    if params is not None:
+                        known = clean_names.get(params) if params.__class__ is tuple else None
+                        params = known if known is not None else self._names(params)
+                    if fields is not None:
+                        known = clean_names.get(fields) if fields.__class__ is tuple else None
+                        fields = known if known is not None else self._names(fields)
+                    if locations is not None or types is not None:
+                        locations = self._validation_errors(locations, types)
+                    if error_type is not None and error_type not in clean_labels:
+                        error_type = self._error_type(error_type)
+                    if region is not None and region not in _ALPHA2:
+                        region = self._region(region)
                 append(
                     new(
                         ApiRequest,
