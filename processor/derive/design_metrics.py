@@ -15,6 +15,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import add
 from typing import Any
 
 from ..config import LimitsConfig
@@ -127,7 +128,7 @@ class DesignMetrics:
         durations: dict[tuple[Any, ...], list[Any]] = {}
         latency = self._latency
         n = len(latency) + 1
-        design: list[ApiRequest] = []
+        design: list[tuple[Any, ...]] = []
         for r in requests:
             (
                 service,
@@ -166,30 +167,44 @@ class DesignMetrics:
                 h[1] += d * w
                 h[2][bisect_left(latency, d)] += w
             if not (rq is None and rs is None and qp is None and bf is None and ve is None and et is None):
-                design.append(r)
+                design.append(((service, method, route), w, rq, rs, qp, bf, ve, et))
         sizes = self._sizes
         req_sizes: dict[tuple[Any, ...], list[Any]] = {}
         resp_sizes: dict[tuple[Any, ...], list[Any]] = {}
         params: dict[tuple[Any, ...], float] = {}
         invalid: dict[tuple[Any, ...], float] = {}
         errors: dict[tuple[Any, ...], float] = {}
-        for r in design:
-            w = r.weight
-            if r.request_size is not None:
-                _observe(req_sizes, (r.service, r.method, r.route), sizes, r.request_size, w)
-            if r.response_size is not None:
-                _observe(resp_sizes, (r.service, r.method, r.route), sizes, r.response_size, w)
-            for location, names in (("query", r.query_parameters), ("body", r.body_fields)):
-                if names:
-                    for name in names:
-                        pk = (r.service, r.method, r.route, location, name)
-                        params[pk] = params.get(pk, 0.0) + w
-            if r.validation_errors:
-                for where, kind in r.validation_errors:
-                    vk = (r.service, r.method, r.route, where, kind)
+        nsizes = len(sizes) + 1
+        for ep, w, rq, rs, qp, bf, ve, et in design:
+            # _observe, inlined (a call costs a third of each observation)
+            if rq is not None:
+                h = req_sizes.get(ep)
+                if h is None:
+                    h = req_sizes[ep] = [0.0, 0.0, [0.0] * nsizes]
+                h[0] += w
+                h[1] += rq * w
+                h[2][bisect_left(sizes, rq)] += w
+            if rs is not None:
+                h = resp_sizes.get(ep)
+                if h is None:
+                    h = resp_sizes[ep] = [0.0, 0.0, [0.0] * nsizes]
+                h[0] += w
+                h[1] += rs * w
+                h[2][bisect_left(sizes, rs)] += w
+            if qp:
+                for name in qp:
+                    pk = (*ep, "query", name)
+                    params[pk] = params.get(pk, 0.0) + w
+            if bf:
+                for name in bf:
+                    pk = (*ep, "body", name)
+                    params[pk] = params.get(pk, 0.0) + w
+            if ve:
+                for where, kind in ve:
+                    vk = (*ep, where, kind)
                     invalid[vk] = invalid.get(vk, 0.0) + w
-            if r.error_type is not None:
-                ek = (r.service, r.method, r.route, r.error_type)
+            if et is not None:
+                ek = (*ep, et)
                 errors[ek] = errors.get(ek, 0.0) + w
 
         regions: dict[tuple[Any, ...], float] = {}
@@ -227,10 +242,7 @@ class DesignMetrics:
             cell = table.cell(key, now, count)
             cell[1] += count
             cell[2] += total
-            cb = cell[3]
-            for i, n in enumerate(buckets):
-                if n:
-                    cb[i] += n
+            cell[3] = list(map(add, cell[3], buckets))  # in C: a third of a Python loop's time
 
     def _sweep(self, now: float) -> None:
         self._last_sweep = now
