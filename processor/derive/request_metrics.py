@@ -37,6 +37,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 # types a NamedTuple indexed by a slice object as one of its fields, and a colon slice as a tuple.
 _COUNTER_LEN = len(COUNTER_FIELDS)
 _STATUS_CLASS = {str(c): f"{c // 100}xx" for c in range(100, 600)}
+_MAX_COMBOS = 100_000
 
 
 @dataclass
@@ -87,6 +88,9 @@ class RequestMetrics:
         self.deprecated_requests = table("api_deprecated_requests", counter_cell)
         self.durations = table("api_request_duration_seconds", hist_cell)
         self.client_endpoints = table("api_client_endpoint_requests", counter_cell)
+        # counter key → the cells it updates in each counter table, when none of its labels folds
+        # into __other__: one lookup a key instead of one per table. Emptied at every sweep.
+        self._combos: dict[tuple[Any, ...], tuple[list[Any], ...]] = {}
 
     def consume(self, requests: Sequence[ApiRequest]) -> None:
         """Aggregate one batch; called from the worker thread."""
@@ -115,13 +119,35 @@ class RequestMetrics:
 
         now = time.monotonic()
         with self._lock:
-            for (service, method, route, code, plan, deprecated, cname, cver), w in counts.items():
-                self.requests.cell((service, method, route, code, plan, deprecated), now, w)[1] += w
+            combos = self._combos
+            for key, w in counts.items():
+                cells = combos.get(key)
+                if cells is not None:
+                    for c in cells:
+                        c[0] = now
+                        c[1] += w
+                    continue
+                service, method, route, code, plan, deprecated, cname, cver = key
                 status_class = _STATUS_CLASS.get(code, "unknown")
-                self.client_requests.cell((service, cname, cver, status_class), now, w)[1] += w
-                self.client_endpoints.cell((service, cname, method, route, status_class), now, w)[1] += w
+                parts = [
+                    self.requests.cell_folds((service, method, route, code, plan, deprecated), now, w),
+                    self.client_requests.cell_folds((service, cname, cver, status_class), now, w),
+                    self.client_endpoints.cell_folds((service, cname, method, route, status_class), now, w),
+                ]
                 if deprecated == "true":
-                    self.deprecated_requests.cell((service, method, route, plan, cname, cver), now, w)[1] += w
+                    parts.append(
+                        self.deprecated_requests.cell_folds(
+                            (service, method, route, plan, cname, cver), now, w
+                        )
+                    )
+                folded = False
+                for c, f in parts:
+                    c[1] += w
+                    folded = folded or f
+                if not folded:
+                    if len(combos) >= _MAX_COMBOS:
+                        combos.clear()
+                    combos[key] = tuple(c for c, _ in parts)
             for hkey, (count, total, buckets, examples) in hists.items():
                 cell = self.durations.cell(hkey, now, count)
                 cell[1] += count
@@ -137,6 +163,7 @@ class RequestMetrics:
 
     def _sweep(self, now: float) -> None:
         self._last_sweep = now
+        self._combos.clear()  # expiry may drop the cells it points at
         for t in self._tables():
             t.expire(now)
 

@@ -80,6 +80,12 @@ class SeriesTable:
         cell[0] = now
         return cell
 
+    def cell_folds(self, raw_key: tuple[Any, ...], now: float, weight: float = 1.0) -> tuple[list[Any], bool]:
+        """`cell()`, and whether a label of the key folded into __other__ (then every update must
+        come through here again, so that each one counts in the overflow)."""
+        cell = self.cell(raw_key, now, weight)
+        return cell, bool(self._resolved[raw_key][1])  # cell() has just put it there
+
     def _resolve(self, raw_key: tuple[Any, ...]) -> tuple[list[Any], tuple[str, ...]]:
         key = []
         folded = []

@@ -114,3 +114,30 @@ def test_label_values_are_sanitized_and_capped() -> None:
     m.consume([req(route="/" + "r" * 40 + "\t")])
     [key] = m.snapshot().counters["api_requests"]
     assert key[2] == "/rrrrrrrrrrrrrr…"
+
+
+def test_a_folded_key_counts_its_overflow_at_every_batch() -> None:
+    # Keys whose labels all fit are remembered with their cells; a folding one never is.
+    m, stats = metrics(max_label_values={"client_name": 1})
+    for _ in range(3):
+        m.consume([req(client=("a", "1")), req(client=("b", "1"), weight=2.0)])
+    c = m.snapshot().counters
+    assert c["api_client_requests"] == {
+        ("orders", "a", "1", "2xx"): 3.0,
+        ("orders", OVERFLOW_VALUE, "1", "2xx"): 6.0,
+    }
+    assert c["api_requests"] == {("orders", "GET", "/v1/orders", "200", "pro", "false"): 9.0}
+    assert stats.label_overflow[("api_client_requests", "client_name")] == 6.0
+    assert stats.label_overflow[("api_client_endpoint_requests", "client_name")] == 6.0
+    assert stats.label_overflow[("api_deprecated_requests", "client_name")] == 0.0
+
+
+def test_remembered_cells_are_forgotten_when_series_expire() -> None:
+    m, _ = metrics(series_ttl=1)
+    m.consume([req(route="/a")])
+    m._sweep(time.monotonic() + 5)  # /a expires
+    m.consume([req(route="/a", weight=2.0)])
+    assert m.snapshot().counters["api_requests"] == {("orders", "GET", "/a", "200", "pro", "false"): 2.0}
+    assert m.snapshot().counters["api_client_endpoint_requests"] == {
+        ("orders", "sdk", "GET", "/a", "2xx"): 2.0
+    }
