@@ -120,14 +120,14 @@ class RequestMetrics:
         now = time.monotonic()
         with self._lock:
             combos = self._combos
-            for key, w in counts.items():
-                cells = combos.get(key)
+            for ckey, w in counts.items():
+                cells = combos.get(ckey)
                 if cells is not None:
                     for c in cells:
                         c[0] = now
                         c[1] += w
                     continue
-                service, method, route, code, plan, deprecated, cname, cver = key
+                service, method, route, code, plan, deprecated, cname, cver = ckey
                 status_class = _STATUS_CLASS.get(code, "unknown")
                 parts = [
                     self.requests.cell_folds((service, method, route, code, plan, deprecated), now, w),
@@ -147,7 +147,7 @@ class RequestMetrics:
                 if not folded:
                     if len(combos) >= _MAX_COMBOS:
                         combos.clear()
-                    combos[key] = tuple(c for c, _ in parts)
+                    combos[ckey] = tuple(c for c, _ in parts)
             for hkey, (count, total, buckets, examples) in hists.items():
                 cell = self.durations.cell(hkey, now, count)
                 cell[1] += count

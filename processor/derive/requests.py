@@ -216,7 +216,8 @@ class Deriver:
         # Name lists already found clean (raw tuple → itself or its sanitised, deduplicated
         # form): the same few lists recur per endpoint, and a hit is one tuple hash.
         self._clean_names: dict[tuple[Any, ...], tuple[str, ...]] = {}
-        # Spans per schema-2 data-quality check in the current derive() call (see _design).
+        # Schema-2 data-quality issues of the current derive() call: counted by the helpers,
+        # reported once a batch.
         self._design_issues = dict.fromkeys(_DESIGN_CHECKS, 0)
 
     def _label(self, value: object) -> str:
@@ -258,12 +259,10 @@ class Deriver:
             return None
         return self._label(_text(value))
 
-    def _names(self, value: object, dedupe: bool = True) -> tuple[Any, ...] | None:
-        """An array attribute as bounded, printable label values; None when it is not an array.
-
-        Elements that are not non-empty strings are dropped (invalid_name); with `dedupe` each
-        name is kept once, in its first place.  Counts one span per check.
-        """
+    def _names(self, value: object) -> tuple[Any, ...] | None:
+        """A names array as bounded, printable label values, each once, in its first place;
+        None when it is not an array.  Elements that are not non-empty strings are dropped;
+        each issue counts once per attribute."""
         issues = self._design_issues
         if value.__class__ is not tuple:
             issues["invalid_name"] += 1  # a scalar where the convention has a string[]
@@ -283,8 +282,8 @@ class Deriver:
             out.append(v if v in clean else label(v))
         if bad:
             issues["invalid_name"] += 1
-        names = tuple(dict.fromkeys(out)) if dedupe and len(out) > 1 else tuple(out)
-        if dedupe and not bad and raw is value:  # only lists that count no issue are remembered
+        names = tuple(dict.fromkeys(out)) if len(out) > 1 else tuple(out)
+        if not bad and raw is value:  # only lists that count no issue are remembered
             memo = self._clean_names
             if len(memo) >= _MEMO_LIMIT:
                 memo.clear()
