@@ -48,6 +48,9 @@ SPAN_KIND_SERVER = 2
 # Values remembered as already clean, per memo; a memo that fills up starts afresh. About 3 MiB
 # for labels and 5 MiB for ids at their longest; most values recur, so most checks are one lookup.
 _MEMO_LIMIT = 16_384
+# Name lists remembered as clean, of at most this many names each.
+_MEMO_NAMES = 2048
+_MEMO_NAMES_LENGTH = 16
 
 # Order of the per-field values after the scanner's fixed span fields
 # (resource_index, kind, start, end, trace_id, span_id, trace_state, status_code).
@@ -283,11 +286,13 @@ class Deriver:
         if bad:
             issues["invalid_name"] += 1
         names = tuple(dict.fromkeys(out)) if len(out) > 1 else tuple(out)
-        if not bad and raw is value:  # only lists that count no issue are remembered
+        # Only short lists that were clean as they came are remembered: the key then holds label
+        # values already bounded, so the memo stays under about 4 MiB.
+        if names == raw and len(raw) <= _MEMO_NAMES_LENGTH:
             memo = self._clean_names
-            if len(memo) >= _MEMO_LIMIT:
+            if len(memo) >= _MEMO_NAMES:
                 memo.clear()
-            memo[raw] = names
+            memo[raw] = raw
         return names
 
     def _size(self, value: object) -> int | None:

@@ -176,3 +176,18 @@ def test_error_type_and_server_region_are_bounded_labels() -> None:
 def test_other_resource_region_values() -> None:
     out, _ = derive(span(), span(resource=1), span(resource=2), resources=[("a", None), ("b", ""), ("c", 7)])
     assert [r.server_region for r in out] == [None, None, "7"]
+
+
+def test_remembered_lists_still_count_their_issues_every_time() -> None:
+    stats = PipelineStats()
+    deriver = Deriver(UsageConfig(), stats, max_label_length=16)
+    lists = [("limit", "offset"), ("limit", 7), ("x" * 40,), ("a", "a")]
+    for _ in range(3):
+        out = deriver.derive([("svc", None)], [span(query_parameters=v) for v in lists])
+        assert [r.query_parameters for r in out] == [
+            ("limit", "offset"),
+            ("limit",),
+            ("xxxxxxxxxxxxxxx…",),
+            ("a",),
+        ]
+    assert stats.data_quality_issues["invalid_name"] == 3
