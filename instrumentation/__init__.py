@@ -11,7 +11,7 @@ Names are imported lazily (PEP 562) so that ``import apiusage.instrumentation.ca
 (the old path of ``apiusage.conventions.catalog``) does not import OpenTelemetry or FastAPI.
 
 Errors it raises on purpose derive from one root, ``InstrumentationError``
-(``ConfigurationError``, ``CatalogError``); those that were a ValueError still are.
+(``ConfigurationError``, ``CatalogError``, ``FeedbackError``); those that were a ValueError still are.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ __all__ = [
     "ENVIRONMENT_VARIABLES",
     "Endpoint",
     "Enricher",
+    "FeedbackError",
     "InstrumentationError",
     "PlanTierMapping",
     "Pseudonymizer",
@@ -51,6 +52,7 @@ __all__ = [
     "catalog_from_openapi",
     "instrument",
     "load_catalog",
+    "record_feedback",
 ]
 
 # name -> module that defines it (relative to this package, or absolute)
@@ -86,6 +88,8 @@ _LOCATIONS = {
     "Enricher": "._enrich",
     "RedactingSpanProcessor": "._redact",
     "instrument": "._setup",
+    "record_feedback": "._feedback",
+    "FeedbackError": "._feedback",
 }
 
 
@@ -120,6 +124,7 @@ if TYPE_CHECKING:
     from ._config import ENVIRONMENT_VARIABLES, ConfigurationError, Settings
     from ._enrich import Enricher
     from ._errors import InstrumentationError
+    from ._feedback import FeedbackError, record_feedback
     from ._middleware import ApiUsageMiddleware
     from ._openapi import catalog_from_openapi
     from ._redact import RedactingSpanProcessor
