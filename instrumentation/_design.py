@@ -207,6 +207,8 @@ def body_field_names(body: bytes, depth: int, cap: int) -> tuple[str, ...]:
     Names at every level are kept (a nested object's own name too); array items are not
     expanded (``{"items": [{"sku": 1}]}`` gives ``("items",)``).
     """
+    if depth <= 0:
+        return ()
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError)
