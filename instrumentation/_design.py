@@ -36,6 +36,9 @@ from ._config import Settings
 TRUNCATED = "__truncated__"
 #: Longer names (and validation locations and types) are cut to this many characters.
 MAX_NAME_LENGTH = 128
+#: Only this much of a query string is read for names (servers refuse far shorter URLs;
+#: this bounds the work on a hostile one); a longer one counts as cut.
+MAX_QUERY_BYTES = 64 * 1024
 # Region values a CDN sends that are not a country: Cloudflare's XX (no country known),
 # and ZZ, the ISO 3166 user-assigned code conventionally used for "unknown". (Cloudflare's
 # T1, Tor, is not two letters and fails the shape check.)
@@ -177,17 +180,21 @@ def _clip(name: str) -> str:
     return name if len(name) <= MAX_NAME_LENGTH else name[:MAX_NAME_LENGTH]
 
 
-def _capped(names: set[str], cap: int) -> tuple[str, ...]:
+def _capped(names: set[str], cap: int, cut: bool = False) -> tuple[str, ...]:
     """The names sorted, the first ``cap`` of them, then TRUNCATED if there were more."""
     names.discard(TRUNCATED)
     names.discard("")
     if len(names) <= cap:
-        return tuple(sorted(names))
+        kept = tuple(sorted(names))
+        return (*kept, TRUNCATED) if cut and kept else kept
     return (*heapq.nsmallest(cap, names), TRUNCATED)
 
 
 def query_parameter_names(query: bytes, cap: int) -> tuple[str, ...]:
     """The distinct names of a raw query string, percent-decoded (UTF-8), sorted and capped."""
+    cut = len(query) > MAX_QUERY_BYTES
+    if cut:  # the last pair may be cut in the middle of its name: not a name
+        query = query[:MAX_QUERY_BYTES].rpartition(b"&")[0]
     names: set[str] = set()
     for pair in query.split(b"&"):
         raw = pair.partition(b"=")[0]
@@ -198,7 +205,7 @@ def query_parameter_names(query: bytes, cap: int) -> tuple[str, ...]:
         else:
             name = raw.decode("utf-8", errors="replace")
         names.add(_clip(name))
-    return _capped(names, cap)
+    return _capped(names, cap, cut)
 
 
 def body_field_names(body: bytes, depth: int, cap: int) -> tuple[str, ...]:

@@ -164,6 +164,18 @@ def test_long_names_are_cut():
     assert query_parameter_names(b"x" * 5000 + b"=1", 5) == ("x" * 128,)
 
 
+def test_only_the_first_64_kib_of_a_query_string_is_read():
+    # 8-byte pairs: 8192 of them fill 64 KiB exactly; the pair the bound cuts is not a name.
+    head = b"&".join(b"a=1" for _ in range(100))
+    query = head + b"&" + b"&".join(b"p%06d" % i for i in range(20_000)) + b"&zzz=1"
+    assert query_parameter_names(query, 1000)[-1] == TRUNCATED
+    names = query_parameter_names(query, 100_000)
+    assert names[0] == "a" and names[-1] == TRUNCATED and "zzz" not in names
+    # Every name it kept is whole.
+    assert all(len(n) == 7 for n in names[1:-1])
+    assert query_parameter_names(b"b=1&a=2", 5) == ("a", "b")
+
+
 def test_body_fields_depth_1(spans, client_for):
     client = enriched(spans, client_for)
     assert client.post("/v1/orders", content=ORDER_BYTES, headers=JSON).status_code == 200
