@@ -62,24 +62,31 @@ class Design:
         # Whether receive() must be wrapped at all.
         self.wrap_receive = self.sizes or self.body_depth > 0
 
-    def json_body_wanted(self, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    def json_body_wanted(self, headers: Mapping[bytes, bytes]) -> bool:
         """Whether to keep the body to read its field names: JSON, and not declared too large."""
         if self.body_depth <= 0:
             return False
-        content_type = length = None
-        for name, value in headers:
-            if name == b"content-type":
-                content_type = value
-            elif name == b"content-length":
-                length = value
+        content_type = headers.get(b"content-type")
         if content_type is None or not is_json(content_type):
             return False
+        length = headers.get(b"content-length")
         if length is not None:
             try:
                 return int(length) <= self.max_body
             except ValueError:
                 return False
         return True
+
+
+def header_map(raw: Iterable[tuple[bytes, bytes]] | None) -> dict[bytes, bytes]:
+    """Raw header name -> the first value sent under it (as Starlette's ``headers.get``)."""
+    items = raw if type(raw) is list else list(raw or ())
+    headers = dict(items)  # one C call; only a repeated name needs the loop
+    if len(headers) != len(items):
+        headers = {}
+        for name, value in items:
+            headers.setdefault(name, value)
+    return headers
 
 
 def is_json(content_type: bytes) -> bool:
@@ -93,6 +100,7 @@ class Exchange:
 
     __slots__ = (
         "scope",
+        "headers",
         "enricher",
         "received",
         "complete",
@@ -105,6 +113,7 @@ class Exchange:
 
     def __init__(self, scope: dict[str, Any], enricher: Any) -> None:
         self.scope = scope
+        self.headers = header_map(scope.get("headers"))
         self.enricher = enricher
         self.received = 0
         self.complete = False  # the last request body message arrived
@@ -147,7 +156,7 @@ class Exchange:
             elif self.status >= 500:
                 out[ERROR_TYPE] = str(self.status)
         if design.region_headers:
-            region = client_region(scope.get("headers") or (), design.region_headers)
+            region = client_region(self.headers, design.region_headers)
             if region:
                 out[ATTR_CLIENT_REGION] = region
         return out
@@ -156,20 +165,14 @@ class Exchange:
         if self.complete:
             return self.received  # what the app actually read
         # The app did not read the whole body: what the client declared, if it did.
-        declared = None
-        chunked = False
-        for name, value in self.scope.get("headers") or ():
-            if name == b"content-length":
-                declared = value
-            elif name == b"transfer-encoding":
-                chunked = True
+        declared = self.headers.get(b"content-length")
         if declared is not None:
             try:
                 size = int(declared)
             except ValueError:
                 return None
             return size if size >= 0 else None
-        if chunked or self.scope.get("http_version") not in ("1.0", "1.1"):
+        if b"transfer-encoding" in self.headers or self.scope.get("http_version") not in ("1.0", "1.1"):
             # A body of unknown length the app did not read (HTTP/2 may send one without
             # Content-Length): not known, not guessed.
             return self.received or None
@@ -260,14 +263,10 @@ def validation_lists(errors: Sequence[tuple[str, str]], cap: int) -> tuple[tuple
     return locations, types
 
 
-def client_region(headers: Iterable[tuple[bytes, bytes]], wanted: tuple[bytes, ...]) -> str | None:
+def client_region(headers: Mapping[bytes, bytes], wanted: tuple[bytes, ...]) -> str | None:
     """The country code of the first trusted header present, if it is one (else None)."""
-    found: dict[bytes, bytes] = {}
-    for name, value in headers:
-        if name in wanted and name not in found:
-            found[name] = value
     for name in wanted:
-        raw = found.get(name)
+        raw = headers.get(name)
         if raw is None:
             continue
         value = raw.strip()

@@ -60,7 +60,7 @@ class ApiUsageMiddleware:
 
         app_receive = receive
         if design.wrap_receive:
-            if design.body_depth > 0 and design.json_body_wanted(scope.get("headers") or ()):
+            if design.body_depth > 0 and design.json_body_wanted(exchange.headers):
                 exchange.buffer = bytearray()
             limit = design.max_body
 

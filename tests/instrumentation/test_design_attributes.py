@@ -454,6 +454,13 @@ def test_client_region_from_trusted_headers(spans, client_for, headers, expected
     assert v2(spans).get(ATTR_CLIENT_REGION) == expected
 
 
+def test_the_first_of_repeated_region_headers_counts():
+    from apiusage.instrumentation._design import header_map
+
+    headers = header_map([(b"cf-ipcountry", b"SE"), (b"cf-ipcountry", b"NO")])
+    assert client_region(headers, (b"cf-ipcountry",)) == "SE"
+
+
 def test_no_region_headers_configured_means_no_region(spans, client_for):
     client = enriched(spans, client_for)
     client.get("/v1/search", headers={"CF-IPCountry": "DE"})
@@ -461,7 +468,7 @@ def test_no_region_headers_configured_means_no_region(spans, client_for):
 
 
 def test_region_never_from_the_client_address():
-    assert client_region([(b"x-forwarded-for", b"203.0.113.7")], (b"cf-ipcountry",)) is None
+    assert client_region({b"x-forwarded-for": b"203.0.113.7"}, (b"cf-ipcountry",)) is None
 
 
 # -- settings ------------------------------------------------------------------------------

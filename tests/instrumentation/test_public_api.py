@@ -58,6 +58,7 @@ def test_all_is_complete_and_resolvable():
         "validation_errors",
         "validation_lists",
         "client_region",
+        "header_map",
     }
     for info in pkgutil.iter_modules(pkg.__path__):
         if not info.name.startswith("_"):
