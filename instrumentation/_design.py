@@ -207,7 +207,7 @@ def query_parameter_names(query: bytes, cap: int) -> tuple[str, ...]:
             name = unquote_plus(raw.decode("latin-1"), encoding="utf-8", errors="replace")
         else:
             name = raw.decode("utf-8", errors="replace")
-        names.add(_clip(name))
+        names.add(name if len(name) <= MAX_NAME_LENGTH else name[:MAX_NAME_LENGTH])
     return _capped(names, cap, cut)
 
 
@@ -233,7 +233,7 @@ def body_field_names(body: bytes, depth: int, cap: int) -> tuple[str, ...]:
 def _walk(obj: dict[str, Any], prefix: str, depth: int, names: set[str]) -> None:
     for key, value in obj.items():
         name = prefix + key
-        names.add(_clip(name))
+        names.add(name if len(name) <= MAX_NAME_LENGTH else name[:MAX_NAME_LENGTH])
         if depth > 1 and type(value) is dict and value:
             _walk(value, name + ".", depth - 1, names)
 
