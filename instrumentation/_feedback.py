@@ -59,12 +59,17 @@ def record_feedback(score: int, category: str, route: str | None = None) -> None
             consumer = None
         if consumer:
             attributes[ATTR_CONSUMER_ID] = consumer
-    _otel_logger().emit(
-        timestamp=time.time_ns(),
-        severity_number=_logs.SeverityNumber.INFO,
-        event_name=EVENT_FEEDBACK,
-        attributes=attributes,
-    )
+    fields: dict[str, Any] = {
+        "timestamp": time.time_ns(),
+        "severity_number": _logs.SeverityNumber.INFO,
+        "event_name": EVENT_FEEDBACK,
+        "attributes": attributes,
+    }
+    logger = _otel_logger()
+    try:
+        logger.emit(**fields)
+    except TypeError:  # an API before Logger.emit took keywords (1.40): a LogRecord
+        logger.emit(_logs.LogRecord(**fields))
 
 
 def _label(name: str, value: Any, limit: int) -> str:
