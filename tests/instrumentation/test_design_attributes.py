@@ -543,3 +543,23 @@ def test_bad_keyword_arguments_refuse_naming_the_argument(spans, argument, value
             build_app(), tracer_provider=spans.provider, pseudonym_key=KEY, environ={}, **{argument: value}
         )
     assert message in str(info.value)
+
+
+def test_unsampled_requests_still_work_and_record_nothing(client_for):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = build_app()
+    instrument(app, tracer_provider=provider, pseudonym_key=KEY, environ={}, region_headers="CF-IPCountry")
+    client = client_for(app)
+    assert (
+        client.post("/v1/orders?limit=x", json=BAD_ORDER, headers={"CF-IPCountry": "DE"}).status_code == 422
+    )
+    assert len(client.get("/v1/export").content) == EXPORT_SIZE
+    assert client.post("/v1/echo", content=ORDER_BYTES, headers=JSON).content == ORDER_BYTES
+    assert exporter.get_finished_spans() == ()
