@@ -232,37 +232,6 @@ async def drive(app: Any, scopes: list[dict[str, Any]], count: int) -> float:
     return elapsed
 
 
-async def drive_paired(apps: dict[str, Any], scopes: list[dict[str, Any]], count: int) -> dict[str, float]:
-    """Microseconds per request of each app, the apps taking turns request by request.
-
-    On a loaded machine the speed changes from one second to the next; taking turns per
-    request gives every variant the same conditions, so their differences stay fair.
-    """
-    totals = dict.fromkeys(apps, 0.0)
-    names = list(apps)
-    # This thread's CPU time: the span export threads' work is not the request's.
-    clock = time.thread_time
-    n = len(scopes)
-
-    async def send(message: dict[str, Any]) -> None:
-        pass
-
-    for i in range(count):
-        template = scopes[i % n]
-        for name in names[i % len(names) :] + names[: i % len(names)]:
-            scope = dict(template)
-            scope["headers"] = list(scope["headers"])
-            message = {"type": "http.request", "body": scope.pop("body"), "more_body": False}
-
-            async def receive(message: dict[str, Any] = message) -> dict[str, Any]:
-                return message
-
-            start = clock()
-            await apps[name](scope, receive, send)
-            totals[name] += clock() - start
-    return {name: total / count * 1e6 for name, total in totals.items()}
-
-
 def variants(catalog_path: str) -> dict[str, tuple[Any, TracerProvider | None]]:
     resource = Resource.create({"service.name": "bench-api"})
     bare = build_app()
@@ -306,7 +275,7 @@ def variants(catalog_path: str) -> dict[str, tuple[Any, TracerProvider | None]]:
     }
 
 
-async def main_async(count: int, rounds: int, paired: bool = False) -> dict[str, float]:
+async def main_async(count: int, rounds: int) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         f.write(CATALOG)
         catalog_path = f.name
@@ -316,19 +285,6 @@ async def main_async(count: int, rounds: int, paired: bool = False) -> dict[str,
         for app, _ in apps.values():  # warm-up: middleware stacks, caches, OpenAPI schema
             await drive(app, scopes, 500)
         times: dict[str, list[float]] = {name: [] for name in apps}
-        if paired:
-            for _ in range(rounds):
-                gc.collect()
-                for name, value in (
-                    await drive_paired({k: a for k, (a, _) in apps.items()}, scopes, count)
-                ).items():
-                    times[name].append(value)
-            for _, provider in apps.values():
-                if provider is not None:
-                    provider.shutdown()
-            result = {name: statistics.median(values) for name, values in times.items()}
-            result.update({f"{name}_min": min(values) for name, values in times.items()})
-            return result
         names = list(apps)
         for r in range(rounds):
             # A different order each round: no variant always runs after the same one (whose
@@ -385,13 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also count Python function calls per request (deterministic, whatever the machine's load)",
     )
-    parser.add_argument(
-        "--paired",
-        action="store_true",
-        help="variants take turns request by request (steadier figures on a loaded machine)",
-    )
     args = parser.parse_args(argv)
-    result = asyncio.run(main_async(args.requests, args.rounds, args.paired))
+    result = asyncio.run(main_async(args.requests, args.rounds))
     otel_cost = result["otel"] - result["bare"]
     enrichment = result["apiusage"] - result["otel"]
     ratio = enrichment / otel_cost if otel_cost > 0 else float("nan")
@@ -399,8 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
         f"python {platform.python_version()}"
     )
-    how = "variants taking turns per request" if args.paired else "variants in turn per round"
-    print(f"requests: {args.requests} x {args.rounds} rounds per variant ({how}), median round")
+    print(f"requests: {args.requests} x {args.rounds} rounds per variant, median round")
     print(f"  bare FastAPI            {result['bare']:8.1f} us/request")
     print(
         f"  + OpenTelemetry         {result['otel']:8.1f} us/request "
