@@ -6,6 +6,7 @@ One line::
     instrument(app)
 
 or zero code: ``opentelemetry-instrument uvicorn app:app`` (see docs/instrumentation.md).
+A service's feedback endpoint calls ``record_feedback(score, category, route=None)``.
 
 Names are imported lazily (PEP 562) so that ``import apiusage.instrumentation.catalog``
 (the old path of ``apiusage.conventions.catalog``) does not import OpenTelemetry or FastAPI.
