@@ -6,12 +6,13 @@ One line::
     instrument(app)
 
 or zero code: ``opentelemetry-instrument uvicorn app:app`` (see docs/instrumentation.md).
+A service's feedback endpoint calls ``record_feedback(score, category, route=None)``.
 
 Names are imported lazily (PEP 562) so that ``import apiusage.instrumentation.catalog``
 (the old path of ``apiusage.conventions.catalog``) does not import OpenTelemetry or FastAPI.
 
 Errors it raises on purpose derive from one root, ``InstrumentationError``
-(``ConfigurationError``, ``CatalogError``); those that were a ValueError still are.
+(``ConfigurationError``, ``CatalogError``, ``FeedbackError``); those that were a ValueError still are.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "ENVIRONMENT_VARIABLES",
     "Endpoint",
     "Enricher",
+    "FeedbackError",
     "InstrumentationError",
     "PlanTierMapping",
     "Pseudonymizer",
@@ -51,6 +53,7 @@ __all__ = [
     "catalog_from_openapi",
     "instrument",
     "load_catalog",
+    "record_feedback",
 ]
 
 # name -> module that defines it (relative to this package, or absolute)
@@ -86,6 +89,8 @@ _LOCATIONS = {
     "Enricher": "._enrich",
     "RedactingSpanProcessor": "._redact",
     "instrument": "._setup",
+    "record_feedback": "._feedback",
+    "FeedbackError": "._feedback",
 }
 
 
@@ -120,6 +125,7 @@ if TYPE_CHECKING:
     from ._config import ENVIRONMENT_VARIABLES, ConfigurationError, Settings
     from ._enrich import Enricher
     from ._errors import InstrumentationError
+    from ._feedback import FeedbackError, record_feedback
     from ._middleware import ApiUsageMiddleware
     from ._openapi import catalog_from_openapi
     from ._redact import RedactingSpanProcessor

@@ -49,6 +49,23 @@ ENVIRONMENT_VARIABLES: dict[str, str | None] = {
     "APIUSAGE_CATALOG": None,
     "APIUSAGE_SERVICE_NAME": None,
     "APIUSAGE_DEPRECATION_HEADERS": "true",
+    # Schema version 2: names and shapes of what a request carried (never values).
+    "APIUSAGE_PARAMETERS": "true",
+    "APIUSAGE_BODY_FIELD_DEPTH": "1",
+    "APIUSAGE_MAX_PARAMETER_NAMES": "32",
+    "APIUSAGE_MAX_BODY_BYTES": "1048576",
+    "APIUSAGE_BODY_SIZES": "true",
+    "APIUSAGE_VALIDATION_ERRORS": "true",
+    "APIUSAGE_MAX_VALIDATION_ERRORS": "10",
+    "APIUSAGE_REGION_HEADERS": "",
+}
+
+#: (minimum, maximum) of each integer setting.
+INTEGER_RANGES: dict[str, tuple[int, int]] = {
+    "body_field_depth": (0, 16),
+    "max_parameter_names": (0, 1000),
+    "max_body_bytes": (0, 64 * 1024 * 1024),
+    "max_validation_errors": (0, 1000),
 }
 
 
@@ -80,6 +97,14 @@ class Settings:
     catalog: str | None = None
     service_name: str | None = None
     deprecation_headers: bool = True
+    parameters: bool = True
+    body_field_depth: int = 1
+    max_parameter_names: int = 32
+    max_body_bytes: int = 1024 * 1024
+    body_sizes: bool = True
+    validation_errors: bool = True
+    max_validation_errors: int = 10
+    region_headers: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -112,12 +137,45 @@ class Settings:
             catalog=reader.optional("APIUSAGE_CATALOG"),
             service_name=reader.optional("APIUSAGE_SERVICE_NAME"),
             deprecation_headers=reader.flag("APIUSAGE_DEPRECATION_HEADERS"),
+            parameters=reader.flag("APIUSAGE_PARAMETERS"),
+            body_field_depth=reader.integer("APIUSAGE_BODY_FIELD_DEPTH", "body_field_depth"),
+            max_parameter_names=reader.integer("APIUSAGE_MAX_PARAMETER_NAMES", "max_parameter_names"),
+            max_body_bytes=reader.integer("APIUSAGE_MAX_BODY_BYTES", "max_body_bytes"),
+            body_sizes=reader.flag("APIUSAGE_BODY_SIZES"),
+            validation_errors=reader.flag("APIUSAGE_VALIDATION_ERRORS"),
+            max_validation_errors=reader.integer("APIUSAGE_MAX_VALIDATION_ERRORS", "max_validation_errors"),
+            region_headers=reader.names("APIUSAGE_REGION_HEADERS"),
         )
         return settings
 
     def with_overrides(self, **overrides: Any) -> Settings:
-        """A copy with the given fields replaced; ``None`` values mean "keep"."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        """A copy with the given fields replaced; ``None`` values mean "keep".
+
+        The schema version 2 settings are checked (ConfigurationError naming the argument):
+        unlike a typo in the environment, a wrong value in code is a bug to report at once.
+        """
+        given = {k: v for k, v in overrides.items() if v is not None}
+        for name, value in given.items():
+            if name in INTEGER_RANGES:
+                low, high = INTEGER_RANGES[name]
+                if type(value) is not int or not low <= value <= high:
+                    raise ConfigurationError(
+                        f"apiusage: instrument({name}={value!r}): expected an integer from {low} to {high}"
+                    )
+            elif name == "region_headers":
+                if isinstance(value, str):
+                    value = tuple(h.strip() for h in value.split(",") if h.strip())
+                if not all(isinstance(h, str) and _is_header_name(h) for h in value):
+                    raise ConfigurationError(
+                        f"apiusage: instrument(region_headers={value!r}): expected HTTP header names"
+                    )
+                given[name] = tuple(value)
+        return replace(self, **given)
+
+
+def _is_header_name(name: str) -> bool:
+    """An HTTP field name (RFC 9110 token)."""
+    return bool(name) and all(c.isascii() and (c.isalnum() or c in "!#$%&'*+-.^_`|~") for c in name)
 
 
 def parse_key(raw: str | bytes | None, origin: str) -> bytes | None:
@@ -225,6 +283,43 @@ class _EnvReader:
             str(default).lower(),
         )
         return default
+
+    def integer(self, name: str, field_name: str) -> int:
+        default = int(self._default(name))
+        value = self._raw(name)
+        if value is None:
+            return default
+        low, high = INTEGER_RANGES[field_name]
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+        if number is None or not low <= number <= high:
+            _logger.warning(
+                "apiusage: ignoring %s=%r (expected an integer from %d to %d); using %d",
+                name,
+                value,
+                low,
+                high,
+                default,
+            )
+            return default
+        return number
+
+    def names(self, name: str) -> tuple[str, ...]:
+        """A comma-separated list of header names; malformed ones are logged and skipped."""
+        value = self._raw(name)
+        if value is None:
+            return ()
+        result = []
+        for item in (s.strip() for s in value.split(",")):
+            if not item:
+                continue
+            if _is_header_name(item):
+                result.append(item)
+            else:
+                _logger.warning("apiusage: ignoring %r in %s: not an HTTP header name", item, name)
+        return tuple(result)
 
     def sources(self, name: str, known: tuple[str, ...], allow_callables: bool = False) -> tuple[str, ...]:
         value = self._raw(name)

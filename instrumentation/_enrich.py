@@ -279,6 +279,25 @@ class Enricher:
         self, scope: dict[str, Any], template: str | None, info: Any
     ) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
         """The request's attributes in two read-only parts: the caller's, then the route's."""
+        caller_attrs, api_version = self._caller_of(scope)
+        if api_version is None and template:
+            return caller_attrs, info.attributes  # the common case: the route's own part
+
+        if api_version is None:  # no route: the raw path's /vN prefix, else the configured one
+            api_version = api_version_from_route(_route_path(scope)) or self._default_api_version
+        route: dict[str, Any] = {ATTR_API_VERSION: api_version} if api_version else {}
+        if info.feature:
+            route[ATTR_FEATURE] = info.feature
+        route[ATTR_DEPRECATED] = info.deprecated
+        return caller_attrs, route
+
+    def consumer_id(self, scope: dict[str, Any]) -> str | None:
+        """The pseudonymous consumer id of a request (as its span gets), or None."""
+        value = self._caller_of(scope)[0].get(ATTR_CONSUMER_ID)
+        return value if isinstance(value, str) else None
+
+    def _caller_of(self, scope: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """The caller's attributes and the API-version header, through the caller cache."""
         # Raw header name -> the first raw value sent (as Starlette's headers.get). ASGI
         # servers give names lower-cased, as bytes: they are compared as they are, and
         # values only decoded when used. The dict is one C call; only when a name repeats
@@ -319,17 +338,7 @@ class Enricher:
                 if len(self._callers) >= _CALLER_CACHE_LIMIT:
                     self._callers.clear()
                 self._callers[key] = caller
-        caller_attrs, api_version = caller
-        if api_version is None and template:
-            return caller_attrs, info.attributes  # the common case: the route's own part
-
-        if api_version is None:  # no route: the raw path's /vN prefix, else the configured one
-            api_version = api_version_from_route(_route_path(scope)) or self._default_api_version
-        route: dict[str, Any] = {ATTR_API_VERSION: api_version} if api_version else {}
-        if info.feature:
-            route[ATTR_FEATURE] = info.feature
-        route[ATTR_DEPRECATED] = info.deprecated
-        return caller_attrs, route
+        return caller
 
     def _caller(
         self, headers: Mapping[bytes | None, bytes], scope: dict[str, Any]

@@ -8,6 +8,7 @@ starts (or, if the app raised, when the request unwinds).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from contextvars import ContextVar
 from typing import Any
@@ -21,6 +22,7 @@ except ImportError:  # pragma: no cover - then the public API is used
     _SPAN_KEY = None  # type: ignore[assignment]
 
 from . import _redact
+from ._design import CURRENT, Design, Exchange, validation_errors
 from ._enrich import Enricher
 
 _logger = logging.getLogger("apiusage.instrumentation")
@@ -32,10 +34,14 @@ class ApiUsageMiddleware:
     def __init__(self, app: Any, enricher: Enricher, provider_ready: bool = False) -> None:
         self.app = app
         self.enricher = enricher
+        self.design = Design(enricher.settings)
         # instrument() passes True when it already set up redaction on the app's provider.
         self._redaction_checked = provider_ready
         self._lock = threading.Lock()
         self._warned = False
+        self._validation_error: type | None = None
+        if self.design.validation:
+            self._validation_error = _hook_validation_errors(app, self.design.max_errors)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -48,11 +54,50 @@ class ApiUsageMiddleware:
         if span is None or (type(span) not in _SPAN_TYPES and not _is_span(span)):
             span = trace.get_current_span()
         done = False
+        design = self.design
+        exchange = Exchange(scope, self.enricher)
+        token = CURRENT.set(exchange)
+
+        app_receive = receive
+        if design.wrap_receive:
+            if design.body_depth > 0 and design.json_body_wanted(exchange.headers):
+                exchange.buffer = bytearray()
+            limit = design.max_body
+
+            async def app_receive() -> dict[str, Any]:
+                # Counts and (for a JSON body within the bound) keeps what the app reads;
+                # the app gets each message exactly as the server sent it.
+                message = await receive()
+                if message["type"] == "http.request":
+                    body = message.get("body")
+                    if body:
+                        exchange.received += len(body)
+                        buffer = exchange.buffer
+                        if buffer is not None:
+                            if len(buffer) + len(body) > limit:
+                                exchange.buffer = None  # too large: no names, nothing kept
+                            else:
+                                buffer += body
+                    if not message.get("more_body", False):
+                        exchange.complete = True
+                return message
 
         async def send_with_headers(message: dict[str, Any]) -> None:
             nonlocal done
-            if not done and message["type"] == "http.response.start":
+            kind = message["type"]
+            if kind == "http.response.body":
+                if exchange.sent >= 0:
+                    body = message.get("body")
+                    if body:
+                        exchange.sent += len(body)
+                    # OpenTelemetry ends the span when the last body message passes its
+                    # send: the attributes must be on it before.
+                    if not message.get("more_body", False) and not exchange.finished:
+                        self._complete(exchange, span, None)
+            elif not done and kind == "http.response.start":
                 done = True
+                exchange.status = message.get("status") or 0
+                exchange.sent = 0
                 try:
                     extra = self.enricher.on_response(scope, span, self.app)
                 except Exception:
@@ -64,13 +109,58 @@ class ApiUsageMiddleware:
                         # The app's own Deprecation/Sunset headers win over ours.
                         extra = [h for h in extra if h[0] == b"link" or h[0] not in present]
                     message = {**message, "headers": [*headers, *extra]}
+            elif kind == "http.response.pathsend" and exchange.sent >= 0 and not exchange.finished:
+                exchange.sent = _file_size(message.get("path"))
+                self._complete(exchange, span, None)
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_headers)
+            await self.app(scope, app_receive, send_with_headers)
+        except Exception as exc:
+            if not exchange.finished:
+                self._complete(exchange, span, exc)
+            raise
         finally:
+            CURRENT.reset(token)
             if not done:
                 self._finish(scope, span)
+            if not exchange.finished:
+                self._complete(exchange, span, None)
+
+    def _complete(self, exchange: Exchange, span: trace.Span, error: BaseException | None) -> None:
+        """Put the schema version 2 attributes on the span (once per request)."""
+        exchange.finished = True
+        try:
+            if error is not None and exchange.validation is None and self._validation_error is not None:
+                if isinstance(error, self._validation_error):  # raised with no handler for it
+                    errors = error.errors()  # type: ignore[attr-defined]
+                    exchange.validation = validation_errors(errors[: self.design.max_errors + 1])
+            container: Any = getattr(span, "_attributes", None)
+            store: Any = getattr(container, "_dict", None)
+            if type(store) is not dict:
+                store = None
+            if store is not None:
+                if container._immutable:
+                    return
+            elif not span.is_recording():
+                return
+            existing = store if store is not None else (getattr(span, "attributes", None) or {})
+            attributes = exchange.attributes(self.design, existing, error)
+            if not attributes:
+                return
+            if (
+                store is not None
+                and container.max_value_len is None
+                and (container.maxlen is None or len(store) + len(attributes) <= container.maxlen)
+            ):
+                # Plain str, int and tuple-of-str values: what the SDK would store after
+                # validating them (see Enricher.on_response).
+                with container._lock:
+                    store.update(attributes)
+            else:
+                span.set_attributes(attributes)
+        except Exception:
+            self._failed()
 
     def _finish(self, scope: dict[str, Any], span: trace.Span) -> list[tuple[bytes, bytes]]:
         try:
@@ -137,6 +227,73 @@ def _is_span(value: Any) -> bool:
     if len(_SPAN_TYPES) < 16:
         _SPAN_TYPES.add(type(value))
     return True
+
+
+def _file_size(path: Any) -> int:
+    try:
+        return os.path.getsize(path)
+    except (OSError, TypeError, ValueError):
+        return 0
+
+
+def _hook_validation_errors(app: Any, cap: int) -> type | None:
+    """Make the app's handler of RequestValidationError note each error on the request.
+
+    FastAPI turns the exception into a 422 inside the app (ExceptionMiddleware, below us),
+    with its own handler or the app's: we wrap whichever handles it, so the response is
+    the same and the errors are seen either way. Returns the exception class.
+    """
+    try:
+        from fastapi.exceptions import RequestValidationError
+        from starlette._utils import is_async_callable
+        from starlette.middleware.exceptions import ExceptionMiddleware
+    except ImportError:  # pragma: no cover - FastAPI is a dependency
+        return None
+    node = app
+    for _ in range(64):  # the middleware chain: each one's inner app is .app
+        if isinstance(node, ExceptionMiddleware):
+            break
+        node = getattr(node, "app", None)
+        if node is None:
+            return RequestValidationError
+    else:
+        return RequestValidationError
+    handlers = getattr(node, "_exception_handlers", None)
+    if not isinstance(handlers, dict):
+        return RequestValidationError
+    original = None
+    for cls in RequestValidationError.__mro__:  # as Starlette looks a handler up
+        if cls in handlers:
+            original = handlers[cls]
+            break
+    if original is None or getattr(original, "_apiusage_original", None) is not None:
+        return RequestValidationError
+
+    def note(exc: Any) -> None:
+        exchange = CURRENT.get()
+        if exchange is None:
+            return
+        try:
+            exchange.validation = validation_errors(exc.errors()[: cap + 1])
+        except Exception:
+            _logger.debug("apiusage: could not read the validation errors", exc_info=True)
+
+    handler: Any
+    if is_async_callable(original):
+
+        async def handler(request: Any, exc: Any) -> Any:
+            note(exc)
+            return await original(request, exc)
+
+    else:
+
+        def handler(request: Any, exc: Any) -> Any:
+            note(exc)
+            return original(request, exc)
+
+    handler._apiusage_original = original
+    handlers[RequestValidationError] = handler
+    return RequestValidationError
 
 
 def _service_name_of(provider: Any) -> str | None:

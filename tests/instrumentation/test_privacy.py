@@ -140,3 +140,125 @@ def test_scrubber_rules():
     }
     # Client addresses only mean "the caller" on SERVER spans.
     assert "net.peer.ip" in scrubber.scrub(attrs, server=False)
+
+
+# -- schema version 2: names and sizes are recorded, values never ------------------------------
+
+QUERY_VALUE = "SECRETQUERYV2"
+BODY_VALUE = "SECRETBODYVALUE"
+NESTED_VALUE = "SECRETNESTEDVALUE"
+ARRAY_VALUE = "SECRETARRAYITEM"
+PASSWORD = "hunter2SECRETPW"
+BODY_API_KEY = "sk_live_SECRETBODYKEY"
+HEADER_VALUE = "SECRETHEADERVALUE"
+LIMIT_VALUE = "SECRETLIMITINPUT"
+V2_SECRETS = (
+    QUERY_VALUE,
+    BODY_VALUE,
+    NESTED_VALUE,
+    ARRAY_VALUE,
+    PASSWORD,
+    BODY_API_KEY,
+    HEADER_VALUE,
+    LIMIT_VALUE,
+)
+
+
+def send_v2_secrets(client) -> None:
+    headers = {
+        "X-API-Key": API_KEY,
+        "Authorization": f"Bearer {jwt({'sub': TOKEN_SUBJECT})}",
+        "X-Auth-Token": HEADER_VALUE,
+        "CF-IPCountry": "DE",
+    }
+    body = {
+        "sku": BODY_VALUE,
+        "quantity": 1,
+        "password": PASSWORD,
+        "api_key": BODY_API_KEY,
+        "customer": {"id": NESTED_VALUE},
+        "items": [{"sku": ARRAY_VALUE, "qty": 1}],
+    }
+    query = f"api_key={QUERY_VALUE}&token={QUERY_VALUE}&dry_run=true"
+    assert client.post(f"/v1/orders?{query}", json=body, headers=headers).status_code == 200
+    # Validation errors: pydantic keeps each bad input; only location and type may leave.
+    bad = {"sku": BODY_VALUE, "quantity": PASSWORD, "password": PASSWORD}
+    assert client.post(f"/v1/orders?limit={LIMIT_VALUE}", json=bad, headers=headers).status_code == 422
+    assert (
+        client.post("/v1/feedback", json={"score": 2, "category": "docs"}, headers=headers).status_code == 200
+    )
+    assert client.get(f"/v1/boom?api_key={QUERY_VALUE}", headers=headers).status_code == 500
+
+
+@pytest.mark.parametrize("mode", [None, "http/dup"])
+def test_no_parameter_field_or_header_value_in_any_span_or_log_record(
+    spans, client_for, semconv, monkeypatch, logs, mode
+):
+    from design_app import build_app as build_design_app
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from tests.support.otlp_sink import OtlpSink
+
+    semconv(mode)
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", ".*")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE", ".*")
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_COMPRESSION", raising=False)
+    sink = OtlpSink()
+    log_processor = SimpleLogRecordProcessor(OTLPLogExporter(endpoint=f"{sink.endpoint}/v1/logs"))
+    from conftest import global_log_forward
+
+    global_log_forward().targets.append(log_processor)
+    try:
+        spans.provider.add_span_processor(
+            SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{sink.endpoint}/v1/traces"))
+        )
+        app = build_design_app()
+        instrument(
+            app,
+            tracer_provider=spans.provider,
+            pseudonym_key=KEY,
+            consumer="header,bearer",
+            body_field_depth=3,
+            region_headers="CF-IPCountry",
+            environ={},
+        )
+        send_v2_secrets(client_for(app))
+        spans.provider.force_flush()
+        log_processor.force_flush()
+        traces = sink.on("/v1/traces")
+        exported_logs = sink.on("/v1/logs")
+        assert traces and len(exported_logs) == 1
+    finally:
+        global_log_forward().targets.remove(log_processor)
+        sink.close()
+
+    span_text = spans.dump()
+    log_text = "\n".join(r.to_json() for r in logs.get_finished_logs())
+    wire = [r.body for r in (*traces, *exported_logs)]
+    wire_text = "\n".join(str(r.message()) for r in (*traces, *exported_logs))
+    for secret in (*V2_SECRETS, API_KEY, TOKEN_SUBJECT, KEY):
+        assert secret not in span_text, secret
+        assert secret not in log_text, secret
+        assert secret not in wire_text, secret
+        assert all(secret.encode() not in body for body in wire), secret
+
+    # What is recorded is there: names (even secret-looking ones), never their values.
+    first, invalid, _feedback, _boom = spans.server()
+    assert first.attributes["apiusage.request.query_parameters"] == ("api_key", "dry_run", "token")
+    assert first.attributes["apiusage.request.body_fields"] == (
+        "api_key",
+        "customer",
+        "customer.id",
+        "items",
+        "password",
+        "quantity",
+        "sku",
+    )
+    assert first.attributes["apiusage.client.region"] == "DE"
+    assert invalid.attributes["apiusage.validation.error_locations"] == ("query.limit", "body.quantity")
+    assert invalid.attributes["apiusage.validation.error_types"] == ("int_parsing", "int_parsing")
+    assert b"apiusage.request.body_fields" in b"".join(r.body for r in traces)
+    assert b"apiusage.feedback" in exported_logs[0].body

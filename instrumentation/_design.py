@@ -1,0 +1,281 @@
+"""Schema version 2: what a request carried, as names and sizes, never values.
+
+One :class:`Exchange` per request (made by the middleware) counts the body bytes that pass
+through ``receive`` and ``send``, keeps a JSON request body of at most ``max_body_bytes``
+to read its field names, and holds the request validation errors the framework reported;
+:meth:`Exchange.attributes` turns that into span attributes once the response is complete.
+
+A list that was cut at its cap ends with one extra entry, :data:`TRUNCATED`, after the
+kept names: "more than these were sent". No real name is ever that string (a name equal to
+it is dropped), so a reader can tell a cut list from one that happens to be full.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from contextvars import ContextVar
+from typing import Any
+from urllib.parse import unquote_plus
+
+from apiusage.conventions.attributes import (
+    ATTR_BODY_FIELDS,
+    ATTR_CLIENT_REGION,
+    ATTR_QUERY_PARAMETERS,
+    ATTR_VALIDATION_LOCATIONS,
+    ATTR_VALIDATION_TYPES,
+    ERROR_TYPE,
+    HTTP_REQUEST_BODY_SIZE,
+    HTTP_RESPONSE_BODY_SIZE,
+)
+
+from ._config import Settings
+
+#: The last entry of a name list (and of both validation lists) that was cut at its cap.
+TRUNCATED = "__truncated__"
+#: Longer names (and validation locations and types) are cut to this many characters.
+MAX_NAME_LENGTH = 128
+#: Only this much of a query string is read for names (servers refuse far shorter URLs;
+#: this bounds the work on a hostile one); a longer one counts as cut.
+MAX_QUERY_BYTES = 64 * 1024
+# Region values a CDN sends that are not a country: Cloudflare's XX (no country known),
+# and ZZ, the ISO 3166 user-assigned code conventionally used for "unknown". (Cloudflare's
+# T1, Tor, is not two letters and fails the shape check.)
+_NOT_A_COUNTRY = frozenset({"XX", "ZZ"})
+_LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+class Design:
+    """The schema version 2 settings, looked up once; None-like when everything is off."""
+
+    def __init__(self, settings: Settings) -> None:
+        s = settings
+        self.query_names = s.parameters and s.max_parameter_names > 0
+        self.body_depth = s.body_field_depth if s.parameters and s.max_parameter_names > 0 else 0
+        self.max_names = s.max_parameter_names
+        self.max_body = s.max_body_bytes
+        self.sizes = s.body_sizes
+        self.validation = s.validation_errors and s.max_validation_errors > 0
+        self.max_errors = s.max_validation_errors
+        self.region_headers = tuple(h.lower().encode("latin-1") for h in s.region_headers)
+        # Whether receive() must be wrapped at all.
+        self.wrap_receive = self.sizes or self.body_depth > 0
+
+    def json_body_wanted(self, headers: Mapping[bytes, bytes]) -> bool:
+        """Whether to keep the body to read its field names: JSON, and not declared too large."""
+        if self.body_depth <= 0:
+            return False
+        content_type = headers.get(b"content-type")
+        if content_type is None or not is_json(content_type):
+            return False
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                return int(length) <= self.max_body
+            except ValueError:
+                return False
+        return True
+
+
+def header_map(raw: Iterable[tuple[bytes, bytes]] | None) -> dict[bytes, bytes]:
+    """Raw header name -> the first value sent under it (as Starlette's ``headers.get``)."""
+    items = raw if type(raw) is list else list(raw or ())
+    headers = dict(items)  # one C call; only a repeated name needs the loop
+    if len(headers) != len(items):
+        headers = {}
+        for name, value in items:
+            headers.setdefault(name, value)
+    return headers
+
+
+def is_json(content_type: bytes) -> bool:
+    """``application/json`` and structured-syntax ``+json`` types, any parameters."""
+    media = content_type.partition(b";")[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+
+
+class Exchange:
+    """One request's counts, kept body and validation errors (the middleware fills them)."""
+
+    __slots__ = (
+        "scope",
+        "headers",
+        "enricher",
+        "received",
+        "complete",
+        "buffer",
+        "sent",
+        "status",
+        "validation",
+        "finished",
+    )
+
+    def __init__(self, scope: dict[str, Any], enricher: Any) -> None:
+        self.scope = scope
+        self.headers = header_map(scope.get("headers"))
+        self.enricher = enricher
+        self.received = 0
+        self.complete = False  # the last request body message arrived
+        self.buffer: bytearray | None = None  # the JSON body so far, while within the bound
+        self.sent = -1  # response body bytes; -1: no response started through us
+        self.status = 0
+        self.validation: list[tuple[str, str]] | None = None
+        self.finished = False
+
+    def attributes(
+        self, design: Design, existing: Mapping[str, Any], error: BaseException | None
+    ) -> dict[str, Any]:
+        """The schema version 2 attributes; ``existing`` are the span's (OpenTelemetry's win)."""
+        scope = self.scope
+        out: dict[str, Any] = {}
+        if design.query_names:
+            query = scope.get("query_string")
+            if query:
+                names = query_parameter_names(query, design.max_names)
+                if names:
+                    out[ATTR_QUERY_PARAMETERS] = names
+        if design.body_depth > 0 and self.complete and self.buffer:
+            fields = body_field_names(bytes(self.buffer), design.body_depth, design.max_names)
+            if fields:
+                out[ATTR_BODY_FIELDS] = fields
+        if design.sizes:
+            if existing.get(HTTP_REQUEST_BODY_SIZE) is None:
+                size = self._request_size()
+                if size is not None:
+                    out[HTTP_REQUEST_BODY_SIZE] = size
+            if self.sent >= 0 and existing.get(HTTP_RESPONSE_BODY_SIZE) is None:
+                out[HTTP_RESPONSE_BODY_SIZE] = self.sent
+        if self.validation:
+            locations, types = validation_lists(self.validation, design.max_errors)
+            out[ATTR_VALIDATION_LOCATIONS] = locations
+            out[ATTR_VALIDATION_TYPES] = types
+        if existing.get(ERROR_TYPE) is None:
+            if error is not None:
+                out[ERROR_TYPE] = type(error).__qualname__
+            elif self.status >= 500:
+                out[ERROR_TYPE] = str(self.status)
+        if design.region_headers:
+            region = client_region(self.headers, design.region_headers)
+            if region:
+                out[ATTR_CLIENT_REGION] = region
+        return out
+
+    def _request_size(self) -> int | None:
+        if self.complete:
+            return self.received  # what the app actually read
+        # The app did not read the whole body: what the client declared, if it did.
+        declared = self.headers.get(b"content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                return None
+            return size if size >= 0 else None
+        if b"transfer-encoding" in self.headers or self.scope.get("http_version") not in ("1.0", "1.1"):
+            # A body of unknown length the app did not read (HTTP/2 may send one without
+            # Content-Length): not known, not guessed.
+            return self.received or None
+        return 0  # HTTP/1.x without Content-Length or Transfer-Encoding: no body
+
+
+def _clip(name: str) -> str:
+    return name if len(name) <= MAX_NAME_LENGTH else name[:MAX_NAME_LENGTH]
+
+
+def _capped(names: set[str], cap: int, cut: bool = False) -> tuple[str, ...]:
+    """The names sorted, the first ``cap`` of them, then TRUNCATED if there were more."""
+    names.discard(TRUNCATED)
+    names.discard("")
+    if len(names) <= cap:
+        kept = tuple(sorted(names))
+        return (*kept, TRUNCATED) if cut and kept else kept
+    return (*heapq.nsmallest(cap, names), TRUNCATED)
+
+
+def query_parameter_names(query: bytes, cap: int) -> tuple[str, ...]:
+    """The distinct names of a raw query string, percent-decoded (UTF-8), sorted and capped."""
+    cut = len(query) > MAX_QUERY_BYTES
+    if cut:  # the last pair may be cut in the middle of its name: not a name
+        query = query[:MAX_QUERY_BYTES].rpartition(b"&")[0]
+    names: set[str] = set()
+    for pair in query.split(b"&"):
+        raw = pair.partition(b"=")[0]
+        if not raw:
+            continue
+        if b"%" in raw or b"+" in raw:
+            name = unquote_plus(raw.decode("latin-1"), encoding="utf-8", errors="replace")
+        else:
+            name = raw.decode("utf-8", errors="replace")
+        names.add(name if len(name) <= MAX_NAME_LENGTH else name[:MAX_NAME_LENGTH])
+    return _capped(names, cap, cut)
+
+
+def body_field_names(body: bytes, depth: int, cap: int) -> tuple[str, ...]:
+    """The field names of a JSON object body down to ``depth`` ("a", "a.b"); () if not one.
+
+    Names at every level are kept (a nested object's own name too); array items are not
+    expanded (``{"items": [{"sku": 1}]}`` gives ``("items",)``).
+    """
+    if depth <= 0:
+        return ()
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError)
+        return ()
+    if type(document) is not dict:
+        return ()
+    names: set[str] = set()
+    _walk(document, "", depth, names)
+    return _capped(names, cap)
+
+
+def _walk(obj: dict[str, Any], prefix: str, depth: int, names: set[str]) -> None:
+    for key, value in obj.items():
+        name = prefix + key
+        names.add(name if len(name) <= MAX_NAME_LENGTH else name[:MAX_NAME_LENGTH])
+        if depth > 1 and type(value) is dict and value:
+            _walk(value, name + ".", depth - 1, names)
+
+
+def validation_errors(errors: Sequence[Any]) -> list[tuple[str, str]]:
+    """(location, type) of each error of a FastAPI/pydantic error list: ("body.quantity", "missing")."""
+    result = []
+    for error in errors:
+        if not isinstance(error, Mapping):
+            continue
+        loc = error.get("loc")
+        if isinstance(loc, (list, tuple)):
+            location = ".".join(str(part) for part in loc)
+        else:
+            location = "" if loc is None else str(loc)
+        result.append((_clip(location), _clip(str(error.get("type") or ""))))
+    return result
+
+
+def validation_lists(errors: Sequence[tuple[str, str]], cap: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The two parallel lists, in the framework's order, cut at ``cap`` with TRUNCATED in both."""
+    kept = errors[:cap]
+    locations = tuple(location for location, _ in kept)
+    types = tuple(kind for _, kind in kept)
+    if len(errors) > cap:
+        return (*locations, TRUNCATED), (*types, TRUNCATED)
+    return locations, types
+
+
+def client_region(headers: Mapping[bytes, bytes], wanted: tuple[bytes, ...]) -> str | None:
+    """The country code of the first trusted header present, if it is one (else None)."""
+    for name in wanted:
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        value = raw.strip()
+        if len(value) != 2 or not (value[0] in _LETTERS and value[1] in _LETTERS):
+            return None
+        code = value.decode("ascii").upper()
+        return None if code in _NOT_A_COUNTRY else code
+    return None
+
+
+#: The current request's Exchange, for record_feedback() and the validation-error hook.
+CURRENT: ContextVar[Exchange | None] = ContextVar("apiusage_exchange", default=None)
