@@ -14,11 +14,13 @@ from ._httpserver import GRACEFUL_SHUTDOWN, BindError
 from .admin import AdminServer
 from .component import ABORT_TIMEOUT, Components, StartFailed
 from .config import Config
+from .derive.feedback_metrics import FeedbackMetrics
 from .derive.plans import PlanLookup, PlanLookupError
 from .derive.request_metrics import RequestMetrics
 from .derive.requests import Deriver, span_field_sources
 from .errors import ProcessorError
 from .exporters.consumer_metrics import ConsumerCollector
+from .exporters.feedback_metrics import FeedbackCollector
 from .exporters.otlp_forward import DRAIN_TIMEOUT as FORWARD_DRAIN
 from .exporters.otlp_forward import Forwarder
 from .exporters.prometheus import MetricsServer, UsageCollector, build_registry
@@ -115,7 +117,8 @@ class Processor:
         self.catalog = load_catalog_file(config.catalog)
         lookup = p.plan_lookup
         self.plans = PlanLookup(lookup.file, lookup.sql) if lookup.file or lookup.sql else None
-        sinks: list = [self.request_metrics]
+        self.feedback_metrics = FeedbackMetrics(p.limits, self.stats)
+        sinks: list = [self.request_metrics, self.feedback_metrics]
         self.state: StateService | None = None
         if config.state.enabled:
             self.activity = ConsumerActivity(
@@ -150,6 +153,8 @@ class Processor:
             self.memory,
             self.activity.backlogged if self.state is not None else None,
             max_spans=config.receivers.otlp.max_spans_per_request,
+            max_label_length=p.limits.max_label_length,
+            consumer_attributes=p.usage.attributes.consumer_id,
         )
         collectors: list = [
             UsageCollector(
@@ -164,6 +169,7 @@ class Processor:
         if self.forwarder is not None:
             collectors.append(self.forwarder)
         collectors.append(self.memory)
+        collectors.append(FeedbackCollector(self.feedback_metrics))
         if self.state is not None:
             collectors.append(ConsumerCollector(self.state, p.limits))
         self.registry = build_registry(*collectors)

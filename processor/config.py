@@ -289,6 +289,9 @@ LIMITED_LABELS = frozenset(
         "client_version",
         "status_class",
         "feature",
+        # api_feedback_total (derive/feedback_metrics.py)
+        "category",
+        "score",
     )
 )
 
@@ -303,6 +306,9 @@ _DEFAULT_LABEL_LIMITS = MappingProxyType(
         "client_name": 100,
         "client_version": 200,
         "status_class": 10,
+        # Feedback categories are the service's own few; scores are 1..5.
+        "category": 50,
+        "score": 5,
     }
 )
 

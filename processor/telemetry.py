@@ -117,6 +117,8 @@ class DataQualityCheck(_Names):
     UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
     BEYOND_RETENTION = "beyond_retention"
     IMPLAUSIBLE_SAMPLING_WEIGHT = "implausible_sampling_weight"
+    # A feedback log record refused: its score is not an integer 1..5 (derive/feedback.py).
+    INVALID_FEEDBACK_SCORE = "invalid_feedback_score"
 
 
 # The value tuples, for callers that iterate plain strings.
