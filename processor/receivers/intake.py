@@ -205,9 +205,7 @@ class Intake:
                 # Parsed whatever the token: a body no OTLP/JSON reader takes must be refused here,
                 # not answered success and then refused by the backend.
                 if signal == "logs":
-                    services, records = logs_in_json(
-                        plain, service != "*", self.max_spans, self._feedback_keys
-                    )
+                    services, records = logs_in_json(plain, service != "*", keys=self._feedback_keys)
                 else:
                     services = services_in_json(plain, signal, names=service != "*")
             else:
@@ -230,7 +228,7 @@ class Intake:
                 )
         if signal == "logs" and content_type != "application/json":
             try:
-                records = feedback_in_protobuf(plain, self.max_spans, self._feedback_keys)
+                records = feedback_in_protobuf(plain, keys=self._feedback_keys)
             except PayloadTooLarge as exc:
                 return self.refuse(transport, ExportOutcome.TOO_LARGE, str(exc))
             except InvalidPayload as exc:

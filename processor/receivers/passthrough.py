@@ -11,10 +11,12 @@ for a service-bound token, where a key the check reads may not repeat.
 
 Logs requests are also read for developer feedback (log records named `apiusage.feedback`), and
 only as far as that needs: a body without those bytes is not read again; otherwise protobuf parses
-the entries, scopes and records as bytes and C code (`bytes.count` mapped over them) picks those
-holding the bytes, so only they are decoded in full: 100,000 records of which 3 are feedback cost
-3 records' decoding, never a Python step per record.  A JSON body with those bytes (or a `\\u`
-escape that could spell them) is walked over its records, off the event loop."""
+the entries, scopes and records as bytes and C code (`bytes.count` mapped over them) picks the
+records that name the event (its event_name field, or an `event.name` attribute, as encoders write
+them), so only they are decoded in full: 100,000 records of which 3 are feedback cost 3 records'
+decoding, never a Python step per record, and log lines that merely mention the name cost none.
+A JSON body with those bytes (or a `\\u` escape that could spell them) is walked over its
+records, off the event loop."""
 
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from .payload import InvalidPayload, PayloadTooLarge, load_json
 __all__ = [
     "FEEDBACK_BYTES",
     "INLINE_BYTES",
+    "MAX_FEEDBACK_RECORDS",
     "PASSED_THROUGH",
     "feedback_in_protobuf",
     "logs_in_json",
@@ -115,7 +118,7 @@ def _stubs() -> tuple[Any, ...]:
       of nothing but attributes), read only for a service-bound token and only where the entry
       holds the bytes `service.name`.
     - LogsRequest, LogsEntry, LogsScope: a logs request read for feedback, each level's children
-      (entries, scopes, records) as bytes, and the Resource of an entry parsed."""
+      (entries, an entry's resource and scopes, records) as bytes."""
     pool = descriptor_pool.DescriptorPool()
     for module in (common_pb2, resource_pb2):
         known = descriptor_pb2.FileDescriptorProto()
@@ -147,13 +150,7 @@ def _stubs() -> tuple[Any, ...]:
     logs = stub.message_type.add(name="LogsRequest")
     logs.field.add(name="entries", number=1, type=field.TYPE_BYTES, label=repeated)
     logs_entry = stub.message_type.add(name="LogsEntry")
-    logs_entry.field.add(
-        name="resource",
-        number=1,
-        type=message,
-        label=optional,
-        type_name=".opentelemetry.proto.resource.v1.Resource",
-    )
+    logs_entry.field.add(name="resource", number=1, type=field.TYPE_BYTES, label=optional)
     logs_entry.field.add(name="scopes", number=2, type=field.TYPE_BYTES, label=repeated)
     logs_scope = stub.message_type.add(name="LogsScope")
     logs_scope.field.add(name="records", number=2, type=field.TYPE_BYTES, label=repeated)
@@ -296,6 +293,21 @@ def services_in_json(body: bytes, signal: str, names: bool = True) -> list[str |
 
 FEEDBACK_BYTES = EVENT_FEEDBACK.encode()
 _COUNT_FEEDBACK = methodcaller("count", FEEDBACK_BYTES)
+# A record is decoded only when it holds the name as every OTLP encoder writes it: the event_name
+# field (12, length-delimited: tag 0x62, then the length), or an `event.name` attribute (KeyValue:
+# key, then an AnyValue string). A log line that merely mentions the name is not decoded.
+_NAMED = (
+    methodcaller("count", b"\x62" + bytes([len(FEEDBACK_BYTES)]) + FEEDBACK_BYTES),
+    methodcaller(
+        "count",
+        b"\x0a\x0aevent.name\x12"
+        + bytes([len(FEEDBACK_BYTES) + 2, 0x0A, len(FEEDBACK_BYTES)])
+        + FEEDBACK_BYTES,
+    ),
+)
+#: Feedback records read from one request at most: feedback is typed by people, an SDK exports at
+#: most 512 log records at once by default, and decoding one costs about 20 µs of Python.
+MAX_FEEDBACK_RECORDS = 10_000
 
 
 def _holding(items: Sequence[bytes]) -> list[int]:
@@ -303,10 +315,16 @@ def _holding(items: Sequence[bytes]) -> list[int]:
     return list(compress(range(len(items)), map(_COUNT_FEEDBACK, items)))
 
 
+def _named(records: Sequence[bytes]) -> list[int]:
+    """The indexes of the records that name the feedback event, found as _holding finds them."""
+    field, attribute = _NAMED
+    return list(compress(range(len(records)), map(max, map(field, records), map(attribute, records))))
+
+
 def _too_many(max_records: int) -> PayloadTooLarge:
     return PayloadTooLarge(
-        f"more than {max_records} log records in one request name {EVENT_FEEDBACK!r}; send smaller "
-        "batches (the limit is receivers.otlp.max_spans_per_request)"
+        f"more than {max_records} feedback log records ({EVENT_FEEDBACK!r}) in one request; "
+        "send smaller batches"
     )
 
 
@@ -319,12 +337,12 @@ def _value(value: Any) -> object:
 
 
 def feedback_in_protobuf(
-    body: bytes, max_records: int = 0, keys: frozenset[str] | None = None
+    body: bytes, max_records: int = MAX_FEEDBACK_RECORDS, keys: frozenset[str] | None = None
 ) -> list[EventRecord]:
-    """The log records of a protobuf ExportLogsServiceRequest that hold the bytes
-    `apiusage.feedback`, with the attributes named in `keys` (derive.feedback.feedback_keys());
-    InvalidPayload naming the record protobuf cannot decode, PayloadTooLarge past `max_records`
-    such records. Call it on a body services_in_protobuf has accepted."""
+    """The log records of a protobuf ExportLogsServiceRequest that name `apiusage.feedback` (see
+    _NAMED), with the attributes named in `keys` (derive.feedback.feedback_keys()); InvalidPayload
+    naming the record protobuf cannot decode, PayloadTooLarge past `max_records` such records
+    (0: no bound). Call it on a body services_in_protobuf has accepted."""
     if FEEDBACK_BYTES not in body:
         return []
     keys = feedback_keys() if keys is None else keys
@@ -349,17 +367,21 @@ def feedback_in_protobuf(
                 records = _LogsScope.FromString(scopes[j]).records
             except DecodeError:
                 raise InvalidPayload(f"{where}.scope_logs[{j}] cannot be decoded") from None
-            picked = _holding(records)
+            picked = _named(records)
             if not picked:
                 continue
             if max_records and len(found) + len(picked) > max_records:
                 raise _too_many(max_records)
             if not named:
                 named = True
+                try:
+                    resource = resource_pb2.Resource.FromString(entry.resource)
+                except DecodeError:
+                    raise InvalidPayload(f"{where}.resource cannot be decoded") from None
                 service = _one(
                     [
                         kv.value.string_value if kv.value.WhichOneof("value") == "string_value" else None
-                        for kv in entry.resource.attributes
+                        for kv in resource.attributes
                         if kv.key == "service.name"
                     ]
                 )
@@ -441,7 +463,10 @@ def _json_time(record: dict[str, object], *names: str) -> int:
 
 
 def logs_in_json(
-    body: bytes, names: bool = True, max_records: int = 0, keys: frozenset[str] | None = None
+    body: bytes,
+    names: bool = True,
+    max_records: int = MAX_FEEDBACK_RECORDS,
+    keys: frozenset[str] | None = None,
 ) -> tuple[list[str | None], list[EventRecord]]:
     """services_in_json's answer for a logs request, and its feedback log records (those named
     `apiusage.feedback`), read from one parse; PayloadTooLarge past `max_records` of them."""

@@ -13,6 +13,7 @@ from apiusage.processor.derive.feedback_metrics import FeedbackMetrics
 from apiusage.processor.derive.requests import consumer_key
 from apiusage.processor.exporters.feedback_metrics import FeedbackCollector
 from apiusage.processor.receivers.passthrough import (
+    MAX_FEEDBACK_RECORDS,
     feedback_in_protobuf,
     logs_in_json,
     services_in_json,
@@ -122,8 +123,14 @@ def test_other_events_and_plain_logs_that_mention_feedback_are_not_feedback() ->
             ],
         )
     ).SerializeToString()
-    assert len(feedback_in_protobuf(body)) == 4  # each holds the bytes: decoded, then left alone
+    # Only the record whose event.name attribute names it is decoded (and then left alone).
+    assert [r.event_name for r in feedback_in_protobuf(body)] == ["orders.placed"]
     assert read(body) == ([], 0)
+
+
+def test_log_lines_that_mention_feedback_are_never_decoded_however_many() -> None:
+    body = logs_request((ORDERS, [{"body": "POST /v1/feedback apiusage.feedback"}] * 100_000))
+    assert feedback_in_protobuf(body.SerializeToString()) == []
 
 
 def test_labels_are_printable_and_bounded_and_consumer_ids_stored_as_the_spans_are() -> None:
@@ -166,8 +173,17 @@ def test_100000_records_of_which_3_are_feedback_decode_only_those_3() -> None:
 def test_more_feedback_records_than_the_bound_is_too_large_before_any_is_decoded() -> None:
     body = logs_request((ORDERS, [fb() for _ in range(11)])).SerializeToString()
     assert len(feedback_in_protobuf(body, max_records=11)) == 11
-    with pytest.raises(PayloadTooLarge, match="more than 10 log records in one request"):
+    with pytest.raises(PayloadTooLarge, match=r"more than 10 feedback log records \('apiusage.feedback'\)"):
         feedback_in_protobuf(body, max_records=10)
+    assert MAX_FEEDBACK_RECORDS == 10_000
+    many = logs_request((ORDERS, [fb()] * 10_001)).SerializeToString()
+    with pytest.raises(PayloadTooLarge, match="more than 10000 feedback log records"):
+        feedback_in_protobuf(many)
+    as_json = json.dumps(
+        {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"eventName": "apiusage.feedback"}] * 11}]}]}
+    ).encode()
+    with pytest.raises(PayloadTooLarge, match="more than 10 feedback log records"):
+        logs_in_json(as_json, max_records=10)
 
 
 def test_a_broken_feedback_record_is_named_where_it_is() -> None:
