@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from . import selfmetrics
@@ -192,7 +192,7 @@ class Worker:
                 # RequestMetrics aggregates a batch before merging it, so its failures change
                 # nothing and the retry is exact; a sink that applies request by request may
                 # see the requests before the failing one twice (a bug path, counted and logged).
-                self._retry_one_by_one(sink, requests)
+                self._retry_one_by_one(sink.consume, requests, f"in {type(sink).__name__}")
 
     def _process_feedback(self, batch: FeedbackBatch) -> None:
         """Count the refused records and hand the events to each feedback sink, failures isolated
@@ -206,28 +206,21 @@ class Worker:
             try:
                 sink.consume_feedback(events)
             except Exception:  # noqa: BLE001
-                lost = 0
-                error: Exception | None = None
-                for event in events:
-                    try:
-                        sink.consume_feedback((event,))
-                    except Exception as exc:  # noqa: BLE001
-                        lost += 1
-                        error = exc
-                if error is not None:
-                    self._stats.processing_error(lost, f"in {type(sink).__name__} (feedback)", error)
+                self._retry_one_by_one(sink.consume_feedback, events, f"in {type(sink).__name__} (feedback)")
 
-    def _retry_one_by_one(self, sink: Sink, requests: Sequence[ApiRequest]) -> None:
+    def _retry_one_by_one(
+        self, consume: Callable[[Sequence[Any]], None], items: Sequence[Any], where: str
+    ) -> None:
         lost = 0
         error: Exception | None = None
-        for r in requests:
+        for item in items:
             try:
-                sink.consume((r,))
+                consume((item,))
             except Exception as exc:  # noqa: BLE001
                 lost += 1
                 error = exc
         if error is not None:
-            self._stats.processing_error(lost, f"in {type(sink).__name__}", error)
+            self._stats.processing_error(lost, where, error)
 
     def _observe(self, seconds: float, spans: int) -> None:
         i = 0
