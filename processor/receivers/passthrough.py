@@ -20,6 +20,7 @@ records, off the event loop."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from itertools import compress
 from operator import methodcaller
@@ -418,11 +419,14 @@ def _both(obj: object, *names: str) -> list[object]:
     return out
 
 
+_JSON_INT = re.compile(r"-?[0-9]+")  # not int()'s " 3", "3_0" or "٣"
+
+
 def _json_int(value: object) -> int | None:
     """An OTLP/JSON int64 (a string of digits, or a number)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lstrip("-").isdecimal() and value.isascii() and len(value) < 21:
+    if isinstance(value, str) and len(value) < 22 and _JSON_INT.fullmatch(value):
         return int(value)
     return None
 

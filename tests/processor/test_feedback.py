@@ -267,6 +267,34 @@ def test_json_bodies_are_read_like_protobuf_ones() -> None:
     assert services_in_json(body.encode(), "logs", names=False) == [None, None]
 
 
+@pytest.mark.parametrize(
+    ("value", "score"),
+    [
+        ({"intValue": "3"}, "3"),
+        ({"intValue": 3}, "3"),
+        ({"int_value": "2"}, "2"),
+        ({"doubleValue": 5}, "5"),
+        ({"doubleValue": "4.0"}, "4"),
+        ({"stringValue": "1"}, "1"),
+        ({"intValue": "--3"}, None),
+        ({"intValue": " 3"}, None),
+        ({"intValue": "3_0"}, None),
+        ({"intValue": "\u0663"}, None),  # an Arabic-Indic 3, which int() would take
+        ({"intValue": True}, None),
+        ({"doubleValue": "x"}, None),
+        ({"doubleValue": "1e999"}, None),
+        ({"boolValue": True}, None),
+        ({"arrayValue": {"values": [{"intValue": "3"}]}}, None),
+        ("3", None),
+    ],
+)
+def test_json_score_values_are_read_as_otlp_json_writes_them(value: object, score: str | None) -> None:
+    record = {"eventName": "apiusage.feedback", "attributes": [{"key": SCORE, "value": value}]}
+    body = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [record]}]}]}).replace("\\\\u", "\\u")
+    events, refused = extract_feedback(logs_in_json(body.encode())[1])
+    assert ([e.score for e in events], refused) == (([score], 0) if score else ([], 1))
+
+
 def test_json_without_the_name_is_not_walked_and_malformed_json_is_refused_as_before() -> None:
     plain = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": {}}] * 3}]}]}).encode()
     assert logs_in_json(plain) == ([None], [])
