@@ -18,6 +18,10 @@ from .scan import ScanError, Scanner, TooManySpans
 __all__ = ["Intake", "Outcome", "RPC_CODES"]
 
 _ZERO_TRACE = bytes(16)
+_BACKLOG_MESSAGE = (
+    "the state store is behind: its backlog of unwritten rows is at "
+    "state.max_pending_rows or state.max_pending_bytes; retry later"
+)
 _ZERO_SPAN = bytes(8)
 
 
@@ -83,12 +87,7 @@ class Intake:
         if self.over_memory_limit():
             return self.refuse_over_memory(transport)
         if signal == "traces" and self._backlog is not None and self._backlog():
-            return self.refuse(
-                transport,
-                ExportOutcome.STATE_BACKLOG,
-                "the state store is behind: its backlog of unwritten rows is at "
-                "state.max_pending_rows or state.max_pending_bytes; retry later",
-            )
+            return self.refuse(transport, ExportOutcome.STATE_BACKLOG, _BACKLOG_MESSAGE)
         return None
 
     def over_memory_limit(self) -> bool:
@@ -244,6 +243,9 @@ class Intake:
         # body: a request the client must retry leaves nothing counted, and one that is queued
         # for the worker was forwarded.
         reserved = bool(events or refused)
+        if events and self._backlog is not None and self._backlog():
+            # The consumer store takes feedback too (distinct consumers who gave it): as for spans.
+            return self.refuse(transport, ExportOutcome.STATE_BACKLOG, _BACKLOG_MESSAGE)
         if reserved and not self._queue.reserve(len(events)):
             return self._queue_refusal(transport)
         done = "off" if self._forward is None else self._forward(body, signal, content_type, gzipped)

@@ -331,6 +331,19 @@ def test_feedback_metrics_count_exactly_and_bound_their_labels() -> None:
     }
 
 
+def test_100000_distinct_categories_fold_into_other_and_the_folds_are_counted() -> None:
+    stats = PipelineStats()
+    metrics = FeedbackMetrics(LimitsConfig(), stats)
+    metrics.consume_feedback(
+        [Feedback("orders-api", "", f"cat-{i}\x07", "3", None, T) for i in range(100_000)]
+    )
+    snapshot = metrics.snapshot()
+    assert len(snapshot) == 51
+    assert snapshot[("orders-api", "", "__other__", "3")] == 99_950
+    assert snapshot[("orders-api", "", "cat-0 ", "3")] == 1  # the series table sanitizes again
+    assert stats.label_overflow == {("api_feedback", "category"): 99_950}
+
+
 def test_the_default_limits_bound_category_and_score_small() -> None:
     limits = LimitsConfig()
     assert (limits.label_limit("category"), limits.label_limit("score")) == (50, 5)

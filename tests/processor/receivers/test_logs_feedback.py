@@ -122,3 +122,20 @@ def test_a_closed_queue_refuses_feedback_as_shutting_down(stalled) -> None:
     assert status == 503
     assert status_pb2.Status.FromString(body).message == "the processor is shutting down"
     assert stalled.stats.export_requests["http", "shutting_down"] == 1
+
+
+def test_feedback_is_refused_retryably_while_the_state_backlog_is_full() -> None:
+    stats = PipelineStats()
+    queue = SpanQueue(max_spans=100)
+    full = [True]
+    scanner = FieldScanner(span_field_sources(UsageConfig()), [("service.name",)])
+    intake = Intake(scanner, queue, stats, backlog=lambda: full[0])
+    refused = intake.pass_through("logs", feedback_body(1), "grpc")
+    assert refused.kind is ExportOutcome.STATE_BACKLOG and refused.kind.retryable
+    assert refused.message.startswith("the state store is behind")
+    # Logs without feedback never reach the store: answered as before.
+    assert intake.pass_through("logs", plain_body(), "grpc").kind is ExportOutcome.SUCCESS
+    full[0] = False
+    assert intake.pass_through("logs", feedback_body(1), "grpc").kind is ExportOutcome.SUCCESS
+    assert queue.depth == 1
+    assert stats.export_requests == {("grpc", "state_backlog"): 1, ("grpc", "logs_not_forwarded"): 2}
