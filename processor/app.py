@@ -15,11 +15,13 @@ from .admin import AdminServer
 from .component import ABORT_TIMEOUT, Components, StartFailed
 from .config import Config
 from .derive.design_metrics import DesignMetrics
+from .derive.feedback_metrics import FeedbackMetrics
 from .derive.plans import PlanLookup, PlanLookupError
 from .derive.request_metrics import RequestMetrics
 from .derive.requests import Deriver, resource_field_sources, span_field_sources
 from .errors import ProcessorError
 from .exporters.consumer_metrics import ConsumerCollector
+from .exporters.feedback_metrics import FeedbackCollector
 from .exporters.otlp_forward import DRAIN_TIMEOUT as FORWARD_DRAIN
 from .exporters.otlp_forward import Forwarder
 from .exporters.prometheus import MetricsServer, UsageCollector, build_registry
@@ -124,7 +126,8 @@ class Processor:
             config.exporters.prometheus.size_buckets,
             self.stats,
         )
-        sinks: list = [self.request_metrics, self.design_metrics]
+        self.feedback_metrics = FeedbackMetrics(p.limits, self.stats)
+        sinks: list = [self.request_metrics, self.design_metrics, self.feedback_metrics]
         self.state: StateService | None = None
         if config.state.enabled:
             self.activity = ConsumerActivity(
@@ -159,6 +162,8 @@ class Processor:
             self.memory,
             self.activity.backlogged if self.state is not None else None,
             max_spans=config.receivers.otlp.max_spans_per_request,
+            max_label_length=p.limits.max_label_length,
+            consumer_attributes=p.usage.attributes.consumer_id,
         )
         collectors: list = [
             UsageCollector(
@@ -174,6 +179,7 @@ class Processor:
         if self.forwarder is not None:
             collectors.append(self.forwarder)
         collectors.append(self.memory)
+        collectors.append(FeedbackCollector(self.feedback_metrics))
         if self.state is not None:
             collectors.append(ConsumerCollector(self.state, p.limits))
         self.registry = build_registry(*collectors)

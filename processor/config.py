@@ -319,6 +319,9 @@ LIMITED_LABELS = frozenset(
         "error_type",
         "client_region",
         "server_region",
+        # api_feedback_total (derive/feedback_metrics.py)
+        "category",
+        "score",
     )
 )
 
@@ -344,6 +347,9 @@ _DEFAULT_LABEL_LIMITS = MappingProxyType(
         "client_region": 300,
         # A cloud has 30 to 60 regions; one deployment uses a few of them.
         "server_region": 100,
+        # Feedback categories are the service's own few; scores are 1..5.
+        "category": 50,
+        "score": 5,
     }
 )
 

@@ -3,8 +3,10 @@
 Receiver threads only decode and `offer()`; a full queue refuses the batch at
 once so the receiver can answer with a retryable status instead of blocking a
 client.  The worker derives ApiRequests and hands them to every sink; an internal
-error costs the span(s) it concerns, never their neighbours.  On
-shutdown the queue closes to new batches and the worker drains what it holds.
+error costs the span(s) it concerns, never their neighbours.  Feedback events (from OTLP logs)
+share the queue and its room, one event for one span, and reach the sinks that define
+`consume_feedback`.  On shutdown the queue closes to new batches and the worker drains what it
+holds.
 """
 
 from __future__ import annotations
@@ -13,30 +15,48 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from . import selfmetrics
+from .derive.feedback import Feedback
 from .derive.requests import ApiRequest, Deriver
 from .telemetry import PipelineStats
 
-__all__ = ["Sink", "SpanQueue", "Worker", "LATENCY_BUCKETS"]
+__all__ = ["FeedbackBatch", "FeedbackSink", "Sink", "SpanQueue", "Worker", "LATENCY_BUCKETS"]
 
 log = logging.getLogger("apiusage.processor")
 
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 
 
+@runtime_checkable
 class Sink(Protocol):
     def consume(self, requests: Sequence[ApiRequest]) -> None: ...
 
 
+@runtime_checkable
+class FeedbackSink(Protocol):
+    def consume_feedback(self, events: Sequence[Feedback]) -> None: ...
+
+
+class FeedbackBatch(NamedTuple):
+    """The feedback of one logs request, in the queue: its events, and how many feedback records
+    it held whose score was refused (counted by the worker, with the other data-quality checks)."""
+
+    events: Sequence[Feedback]
+    refused: int = 0
+
+
 class SpanQueue:
-    """FIFO of scanned OTLP requests, bounded by the number of spans it holds."""
+    """FIFO of scanned OTLP requests, bounded by the number of spans it holds.
+
+    An item is (resources, spans, enqueued), or (None, FeedbackBatch, enqueued) for feedback,
+    whose events take the room of as many spans."""
 
     def __init__(self, max_spans: int) -> None:
         self.capacity = max_spans
-        self._items: deque[tuple[list, list, float]] = deque()
+        self._items: deque[tuple[Any, Any, float]] = deque()
         self._spans = 0
         self._closed = False
         self._cond = threading.Condition()
@@ -62,7 +82,26 @@ class SpanQueue:
             self._cond.notify()
         return True
 
-    def take(self, timeout: float) -> tuple[list, list, float] | None:
+    def reserve(self, n: int) -> bool:
+        """Take the room of `n` feedback events unless full (offer's rule), for put_feedback."""
+        with self._cond:
+            if self._closed or (self._spans and self._spans + n > self.capacity):
+                return False
+            self._spans += n
+        return True
+
+    def release(self, n: int) -> None:
+        """Give back room reserved for events that will not be put."""
+        self.done(n)
+
+    def put_feedback(self, events: Sequence[Feedback], refused: int = 0) -> None:
+        """Enqueue feedback whose room reserve() took. Even once closed: only the receivers put,
+        and they stop before the worker drains."""
+        with self._cond:
+            self._items.append((None, FeedbackBatch(events, refused), time.monotonic()))
+            self._cond.notify()
+
+    def take(self, timeout: float) -> tuple[Any, Any, float] | None:
         with self._cond:
             if not self._items:
                 self._cond.wait(timeout)
@@ -96,14 +135,16 @@ class Worker:
         self,
         queue: SpanQueue,
         deriver: Deriver,
-        sinks: Sequence[Sink],
+        sinks: Sequence[Sink | FeedbackSink],
         stats: PipelineStats,
         drain_timeout: float = 10.0,
     ) -> None:
         self.drain_timeout = drain_timeout  # processors.queue.shutdown_timeout
         self._queue = queue
         self._deriver = deriver
-        self._sinks = list(sinks)
+        # A sink takes requests (consume), feedback (consume_feedback), or both.
+        self._sinks = [s for s in sinks if isinstance(s, Sink)]
+        self._feedback_sinks = [s for s in sinks if isinstance(s, FeedbackSink)]
         self._stats = stats
         self._thread = threading.Thread(target=self._run, name="apiusage-worker", daemon=True)
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
@@ -122,6 +163,16 @@ class Worker:
                     return
                 continue
             resources, spans, enqueued = item
+            if resources is None:  # a FeedbackBatch
+                n = len(spans.events)
+                try:
+                    self._process_feedback(spans)
+                except Exception as exc:  # noqa: BLE001 - last resort: the worker must keep running
+                    self._stats.processing_error(n, "processing feedback", exc)
+                finally:
+                    queue.done(n)
+                self._observe(time.monotonic() - enqueued, 0)
+                continue
             try:
                 self._process(resources, spans)
             except Exception as exc:  # noqa: BLE001 - last resort: the worker must keep running
@@ -141,19 +192,35 @@ class Worker:
                 # RequestMetrics aggregates a batch before merging it, so its failures change
                 # nothing and the retry is exact; a sink that applies request by request may
                 # see the requests before the failing one twice (a bug path, counted and logged).
-                self._retry_one_by_one(sink, requests)
+                self._retry_one_by_one(sink.consume, requests, f"in {type(sink).__name__}")
 
-    def _retry_one_by_one(self, sink: Sink, requests: Sequence[ApiRequest]) -> None:
+    def _process_feedback(self, batch: FeedbackBatch) -> None:
+        """Count the refused records and hand the events to each feedback sink, failures isolated
+        as in _process."""
+        if batch.refused:
+            self._stats.data_quality(invalid_feedback_score=batch.refused)
+        events = batch.events
+        if not events:
+            return
+        for sink in self._feedback_sinks:
+            try:
+                sink.consume_feedback(events)
+            except Exception:  # noqa: BLE001
+                self._retry_one_by_one(sink.consume_feedback, events, f"in {type(sink).__name__} (feedback)")
+
+    def _retry_one_by_one(
+        self, consume: Callable[[Sequence[Any]], None], items: Sequence[Any], where: str
+    ) -> None:
         lost = 0
         error: Exception | None = None
-        for r in requests:
+        for item in items:
             try:
-                sink.consume((r,))
+                consume((item,))
             except Exception as exc:  # noqa: BLE001
                 lost += 1
                 error = exc
         if error is not None:
-            self._stats.processing_error(lost, f"in {type(sink).__name__}", error)
+            self._stats.processing_error(lost, where, error)
 
     def _observe(self, seconds: float, spans: int) -> None:
         i = 0

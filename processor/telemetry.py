@@ -123,6 +123,8 @@ class DataQualityCheck(_Names):
     NAMES_TRUNCATED = "names_truncated"
     VALIDATION_MISMATCH = "validation_mismatch"
     INVALID_CLIENT_REGION = "invalid_client_region"
+    # A feedback log record refused: its score is not an integer 1..5 (derive/feedback.py).
+    INVALID_FEEDBACK_SCORE = "invalid_feedback_score"
 
 
 # The value tuples, for callers that iterate plain strings.

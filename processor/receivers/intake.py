@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from apiusage.conventions.attributes import ATTR_CONSUMER_ID
+
+from ..derive.feedback import EventRecord, extract_feedback, feedback_keys
 from ..memory import MemoryLimiter
 from ..pipeline import SpanQueue
 from ..telemetry import ExportOutcome, PipelineStats, RejectReason
-from .passthrough import services_in_json, services_in_protobuf
+from .passthrough import feedback_in_protobuf, logs_in_json, services_in_json, services_in_protobuf
 from .payload import InvalidPayload, PayloadTooLarge
 from .scan import ScanError, Scanner, TooManySpans
 
 __all__ = ["Intake", "Outcome", "RPC_CODES"]
 
 _ZERO_TRACE = bytes(16)
+_BACKLOG_MESSAGE = (
+    "the state store is behind: its backlog of unwritten rows is at "
+    "state.max_pending_rows or state.max_pending_bytes; retry later"
+)
 _ZERO_SPAN = bytes(8)
 
 
@@ -58,8 +65,15 @@ class Intake:
         memory: MemoryLimiter | None = None,
         backlog: Callable[[], bool] | None = None,
         max_spans: int = 0,
+        max_label_length: int = 128,
+        consumer_attributes: Sequence[str] = (ATTR_CONSUMER_ID,),
     ) -> None:
         self._scanner = scanner
+        # Feedback log records: labels bounded as the Deriver bounds span labels, and the consumer
+        # read from the same attributes as a span's (processors.usage.attributes.consumer_id).
+        self._max_label_length = max_label_length
+        self._consumer_attributes = tuple(consumer_attributes)
+        self._feedback_keys = feedback_keys(self._consumer_attributes)
         self.max_spans = max_spans  # per request (0: unbounded); the JSON decoder checks it too
         self._queue = queue
         self._stats = stats
@@ -73,12 +87,7 @@ class Intake:
         if self.over_memory_limit():
             return self.refuse_over_memory(transport)
         if signal == "traces" and self._backlog is not None and self._backlog():
-            return self.refuse(
-                transport,
-                ExportOutcome.STATE_BACKLOG,
-                "the state store is behind: its backlog of unwritten rows is at "
-                "state.max_pending_rows or state.max_pending_bytes; retry later",
-            )
+            return self.refuse(transport, ExportOutcome.STATE_BACKLOG, _BACKLOG_MESSAGE)
         return None
 
     def over_memory_limit(self) -> bool:
@@ -184,13 +193,20 @@ class Intake:
         inflated, which is what is checked (framing, and each resource's service.name for a
         service-bound token). Without `exporters.otlp` the request is answered with success and
         counted as `<signal>_not_forwarded`: an SDK must neither retry nor log errors for data the
-        processor was never meant to keep."""
+        processor was never meant to keep.
+
+        The feedback events in a logs request (derive/feedback.py) go to the worker's queue, in
+        the room of the spans; when it is full the request is refused retryably and not forwarded."""
         plain = body if plain is None else plain
+        records: list[EventRecord] = []
         try:
             if content_type == "application/json":
                 # Parsed whatever the token: a body no OTLP/JSON reader takes must be refused here,
                 # not answered success and then refused by the backend.
-                services = services_in_json(plain, signal, names=service != "*")
+                if signal == "logs":
+                    services, records = logs_in_json(plain, service != "*", keys=self._feedback_keys)
+                else:
+                    services = services_in_json(plain, signal, names=service != "*")
             else:
                 services = services_in_protobuf(plain, signal, self.max_spans, names=service != "*")
         except PayloadTooLarge as exc:
@@ -209,11 +225,33 @@ class Intake:
                     f"{foreign} of {len(services)} resources have a service.name other than "
                     f"{service!r}, the only service this token may send for; nothing was forwarded",
                 )
+        if signal == "logs" and content_type != "application/json":
+            try:
+                records = feedback_in_protobuf(plain, keys=self._feedback_keys)
+            except PayloadTooLarge as exc:
+                return self.refuse(transport, ExportOutcome.TOO_LARGE, str(exc))
+            except InvalidPayload as exc:
+                return self.refuse(
+                    transport, ExportOutcome.INVALID, f"cannot decode this logs export request: {exc}"
+                )
+        events, refused = (
+            extract_feedback(records, self._max_label_length, self._consumer_attributes)
+            if records
+            else ([], 0)
+        )
+        # Room for the feedback is taken before forwarding and given back if forwarding drops the
+        # body: a request the client must retry leaves nothing counted, and one that is queued
+        # for the worker was forwarded.
+        reserved = bool(events or refused)
+        if events and self._backlog is not None and self._backlog():
+            # The consumer store takes feedback too (distinct consumers who gave it): as for spans.
+            return self.refuse(transport, ExportOutcome.STATE_BACKLOG, _BACKLOG_MESSAGE)
+        if reserved and not self._queue.reserve(len(events)):
+            return self._queue_refusal(transport)
         done = "off" if self._forward is None else self._forward(body, signal, content_type, gzipped)
-        if done == "off":  # no exporters.otlp, or its `signals` leave this one out
-            self._stats.request(transport, ExportOutcome(f"{signal}_not_forwarded"))
-            return Outcome(ExportOutcome.SUCCESS)
         if done == "dropped":
+            if reserved:
+                self._queue.release(len(events))
             # Counted by the forwarder as dropped; the client is told to retry, as a Collector whose
             # sending queue is full does, since nothing else keeps this data.
             return self.refuse(
@@ -221,5 +259,16 @@ class Intake:
                 ExportOutcome.QUEUE_FULL,
                 "the queue of requests to forward (exporters.otlp) is full; retry later",
             )
+        if reserved:
+            self._queue.put_feedback(events, refused)
+        if done == "off":  # no exporters.otlp, or its `signals` leave this one out
+            self._stats.request(transport, ExportOutcome(f"{signal}_not_forwarded"))
+            return Outcome(ExportOutcome.SUCCESS)
         self._stats.request(transport, ExportOutcome(f"{signal}_forwarded"))
         return Outcome(ExportOutcome.SUCCESS)
+
+    def _queue_refusal(self, transport: str) -> Outcome:
+        """Record and build the retryable refusal of a logs request whose feedback finds no room."""
+        if self._queue.closed:
+            return self.refuse(transport, ExportOutcome.SHUTTING_DOWN, "the processor is shutting down")
+        return self.refuse(transport, ExportOutcome.QUEUE_FULL, "the processing queue is full; retry later")

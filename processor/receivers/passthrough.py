@@ -7,21 +7,45 @@ ResourceLogs, counted against a limit); protobuf (upb, in C) checks the framing 
 entry, and for a token bound to one service parses the Resource of each entry that holds the
 bytes `service.name`.  Data points and log records are skipped by their length, never parsed.
 A JSON body is parsed (in C) to check that it is an OTLP/JSON request, and read for those names
-for a service-bound token, where a key the check reads may not repeat."""
+for a service-bound token, where a key the check reads may not repeat.
+
+Logs requests are also read for developer feedback (log records named `apiusage.feedback`), and
+only as far as that needs: a body without those bytes is not read again; otherwise protobuf parses
+the entries, scopes and records as bytes and C code (`bytes.count` mapped over them) picks the
+records that name the event (its event_name field, or an `event.name` attribute, as encoders write
+them), so only they are decoded in full: 100,000 records of which 3 are feedback cost 3 records'
+decoding, never a Python step per record, and log lines that merely mention the name cost none.
+A JSON body with those bytes (or a `\\u` escape that could spell them) is walked over its
+records, off the event loop."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
+from itertools import compress
+from operator import methodcaller
 from typing import Any
 
+from apiusage.conventions.attributes import EVENT_FEEDBACK
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 
+from ..derive.feedback import EventRecord, feedback_keys
 from .payload import InvalidPayload, PayloadTooLarge, load_json
 
-__all__ = ["INLINE_BYTES", "PASSED_THROUGH", "services_in_json", "services_in_protobuf"]
+__all__ = [
+    "FEEDBACK_BYTES",
+    "INLINE_BYTES",
+    "MAX_FEEDBACK_RECORDS",
+    "PASSED_THROUGH",
+    "feedback_in_protobuf",
+    "logs_in_json",
+    "services_in_json",
+    "services_in_protobuf",
+]
 
 #: Bodies up to this size are checked on the receiver's event loop (parsing one takes well under
 #: 1 ms; reading 13,000 attributes for a service-bound token about 7 ms); a larger one on a worker
@@ -84,8 +108,8 @@ def _one(seen: list[str | None]) -> str | None:
     return seen[0] if seen and all(s == seen[0] for s in seen) else None
 
 
-def _stubs() -> tuple[Any, Any]:
-    """Two messages protobuf (upb, in C) parses in place of the export requests' parts:
+def _stubs() -> tuple[Any, ...]:
+    """Messages protobuf (upb, in C) parses in place of the export requests' parts:
 
     - Request: the top level, entries (ResourceMetrics and ResourceLogs alike) whose field 1, the
       Resource, is kept as bytes; it checks the framing of entries and what is in them (scopes,
@@ -93,7 +117,9 @@ def _stubs() -> tuple[Any, Any]:
       the body.
     - Entry: one entry with its Resource parsed (about 13 times its size in memory for a resource
       of nothing but attributes), read only for a service-bound token and only where the entry
-      holds the bytes `service.name`."""
+      holds the bytes `service.name`.
+    - LogsRequest, LogsEntry, LogsScope: a logs request read for feedback, each level's children
+      (entries, an entry's resource and scopes, records) as bytes."""
     pool = descriptor_pool.DescriptorPool()
     for module in (common_pb2, resource_pb2):
         known = descriptor_pb2.FileDescriptorProto()
@@ -121,16 +147,23 @@ def _stubs() -> tuple[Any, Any]:
     request.field.add(
         name="entries", number=1, type=message, label=repeated, type_name=".apiusage.passthrough.LiteEntry"
     )
+    # Logs read for feedback: each level's children kept as bytes, to be picked in C (see above).
+    logs = stub.message_type.add(name="LogsRequest")
+    logs.field.add(name="entries", number=1, type=field.TYPE_BYTES, label=repeated)
+    logs_entry = stub.message_type.add(name="LogsEntry")
+    logs_entry.field.add(name="resource", number=1, type=field.TYPE_BYTES, label=optional)
+    logs_entry.field.add(name="scopes", number=2, type=field.TYPE_BYTES, label=repeated)
+    logs_scope = stub.message_type.add(name="LogsScope")
+    logs_scope.field.add(name="records", number=2, type=field.TYPE_BYTES, label=repeated)
     pool.Add(stub)
     # Any: classes made at run time from a descriptor, whose fields no stub declares.
-    request_class, entry_class = (
+    return tuple(
         message_factory.GetMessageClass(pool.FindMessageTypeByName(f"apiusage.passthrough.{name}"))
-        for name in ("Request", "Entry")
+        for name in ("Request", "Entry", "LogsRequest", "LogsEntry", "LogsScope")
     )
-    return request_class, entry_class
 
 
-_Request, _Entry = _stubs()
+_Request, _Entry, _LogsRequest, _LogsEntry, _LogsScope = _stubs()
 _LiteEntry: Any = message_factory.GetMessageClass(_Request.DESCRIPTOR.fields_by_name["entries"].message_type)
 
 
@@ -219,10 +252,8 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return doc
 
 
-def services_in_json(body: bytes, signal: str, names: bool = True) -> list[str | None]:
-    """The `service.name` of each resource entry of an OTLP/JSON export request (None: absent, not
-    a string, or named twice differently; all None unless `names`); InvalidPayload when it is not
-    an OTLP/JSON request."""
+def _json_entries(body: bytes, signal: str, names: bool) -> list[object]:
+    """The resource entries of an OTLP/JSON export request; InvalidPayload when it is not one."""
     message, entry, json_entry = PASSED_THROUGH[signal]
     # Repeated keys matter only to the names; the hook is a Python call per object.
     doc = load_json(body, _no_duplicates if names else None)
@@ -234,21 +265,252 @@ def services_in_json(body: bytes, signal: str, names: bool = True) -> list[str |
         if not isinstance(found, list):
             raise InvalidPayload(f"{name} must be a list ({message})")
         entries.extend(found)
-    if not names:
-        return [None] * len(entries)
-    services: list[str | None] = []
-    for item in entries:
-        resource = item.get("resource") if isinstance(item, dict) else None
-        attributes = resource.get("attributes") if isinstance(resource, dict) else None
-        seen: list[str | None] = []
-        for kv in attributes if isinstance(attributes, list) else ():
-            if isinstance(kv, dict) and kv.get("key") == "service.name":
-                value = kv.get("value")
-                given = (
-                    [value[k] for k in ("stringValue", "string_value") if k in value]
-                    if isinstance(value, dict)
-                    else []
+    return entries
+
+
+def _json_service(item: object) -> str | None:
+    resource = item.get("resource") if isinstance(item, dict) else None
+    attributes = resource.get("attributes") if isinstance(resource, dict) else None
+    seen: list[str | None] = []
+    for kv in attributes if isinstance(attributes, list) else ():
+        if isinstance(kv, dict) and kv.get("key") == "service.name":
+            value = kv.get("value")
+            given = (
+                [value[k] for k in ("stringValue", "string_value") if k in value]
+                if isinstance(value, dict)
+                else []
+            )
+            seen.extend(n if isinstance(n, str) else None for n in given or [None])
+    return _one(seen)
+
+
+def services_in_json(body: bytes, signal: str, names: bool = True) -> list[str | None]:
+    """The `service.name` of each resource entry of an OTLP/JSON export request (None: absent, not
+    a string, or named twice differently; all None unless `names`); InvalidPayload when it is not
+    an OTLP/JSON request."""
+    entries = _json_entries(body, signal, names)
+    return [_json_service(item) for item in entries] if names else [None] * len(entries)
+
+
+FEEDBACK_BYTES = EVENT_FEEDBACK.encode()
+_COUNT_FEEDBACK = methodcaller("count", FEEDBACK_BYTES)
+# A record is decoded only when it holds the name as every OTLP encoder writes it: the event_name
+# field (12, length-delimited: tag 0x62, then the length), or an `event.name` attribute (KeyValue:
+# key, then an AnyValue string). A log line that merely mentions the name is not decoded.
+_NAMED = (
+    methodcaller("count", b"\x62" + bytes([len(FEEDBACK_BYTES)]) + FEEDBACK_BYTES),
+    methodcaller(
+        "count",
+        b"\x0a\x0aevent.name\x12"
+        + bytes([len(FEEDBACK_BYTES) + 2, 0x0A, len(FEEDBACK_BYTES)])
+        + FEEDBACK_BYTES,
+    ),
+)
+#: Feedback records read from one request at most: feedback is typed by people, an SDK exports at
+#: most 512 log records at once by default, and decoding one costs about 20 µs of Python.
+MAX_FEEDBACK_RECORDS = 10_000
+
+
+def _holding(items: Sequence[bytes]) -> list[int]:
+    """The indexes of the items that hold FEEDBACK_BYTES, found without a Python step per item."""
+    return list(compress(range(len(items)), map(_COUNT_FEEDBACK, items)))
+
+
+def _named(records: Sequence[bytes]) -> list[int]:
+    """The indexes of the records that name the feedback event, found as _holding finds them."""
+    field, attribute = _NAMED
+    return list(compress(range(len(records)), map(max, map(field, records), map(attribute, records))))
+
+
+def _too_many(max_records: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"more than {max_records} feedback log records ({EVENT_FEEDBACK!r}) in one request; "
+        "send smaller batches"
+    )
+
+
+def _value(value: Any) -> object:
+    """An AnyValue as str, int, float or bool; None for any other kind."""
+    kind = value.WhichOneof("value")
+    if kind in ("string_value", "int_value", "double_value", "bool_value"):
+        return getattr(value, kind)
+    return None
+
+
+def feedback_in_protobuf(
+    body: bytes, max_records: int = MAX_FEEDBACK_RECORDS, keys: frozenset[str] | None = None
+) -> list[EventRecord]:
+    """The log records of a protobuf ExportLogsServiceRequest that name `apiusage.feedback` (see
+    _NAMED), with the attributes named in `keys` (derive.feedback.feedback_keys()); InvalidPayload
+    naming the record protobuf cannot decode, PayloadTooLarge past `max_records` such records
+    (0: no bound). Call it on a body services_in_protobuf has accepted."""
+    if FEEDBACK_BYTES not in body:
+        return []
+    keys = feedback_keys() if keys is None else keys
+    try:
+        entries = _LogsRequest.FromString(body).entries
+    except DecodeError:
+        raise InvalidPayload("protobuf cannot decode this ExportLogsServiceRequest") from None
+    # Which records to decode, all found before any is: a body of a million of them costs no more
+    # than finding them.
+    found: list[tuple[str, str | None, bytes]] = []
+    for i in _holding(entries):
+        where = f"resource_logs[{i}]"
+        try:
+            entry = _LogsEntry.FromString(entries[i])
+        except DecodeError:
+            raise InvalidPayload(f"{where} cannot be decoded") from None
+        scopes = entry.scopes
+        service: str | None = None
+        named = False  # read from the resource once, for the entry's first feedback record
+        for j in _holding(scopes):
+            try:
+                records = _LogsScope.FromString(scopes[j]).records
+            except DecodeError:
+                raise InvalidPayload(f"{where}.scope_logs[{j}] cannot be decoded") from None
+            picked = _named(records)
+            if not picked:
+                continue
+            if max_records and len(found) + len(picked) > max_records:
+                raise _too_many(max_records)
+            if not named:
+                named = True
+                try:
+                    resource = resource_pb2.Resource.FromString(entry.resource)
+                except DecodeError:
+                    raise InvalidPayload(f"{where}.resource cannot be decoded") from None
+                service = _one(
+                    [
+                        kv.value.string_value if kv.value.WhichOneof("value") == "string_value" else None
+                        for kv in resource.attributes
+                        if kv.key == "service.name"
+                    ]
                 )
-                seen.extend(n if isinstance(n, str) else None for n in given or [None])
-        services.append(_one(seen))
-    return services
+            found.extend((f"{where}.scope_logs[{j}].log_records[{k}]", service, records[k]) for k in picked)
+    out: list[EventRecord] = []
+    for where, service, raw in found:
+        try:
+            record = logs_pb2.LogRecord.FromString(raw)
+        except DecodeError:
+            raise InvalidPayload(
+                f"{where} cannot be decoded: a field in it is truncated or broken, a string is not "
+                "UTF-8, or a value nests more than 100 deep"
+            ) from None
+        attributes: dict[str, object] = {}
+        for kv in record.attributes:
+            if kv.key in keys and kv.key not in attributes:  # the first of a repeated key
+                attributes[kv.key] = _value(kv.value)
+        out.append(
+            EventRecord(
+                service, record.event_name, attributes, record.time_unix_nano, record.observed_time_unix_nano
+            )
+        )
+    return out
+
+
+def _both(obj: object, *names: str) -> list[object]:
+    """The list under either OTLP/JSON name of a field (both when both are there); [] otherwise."""
+    out: list[object] = []
+    if isinstance(obj, dict):
+        for name in names:
+            found = obj.get(name)
+            if isinstance(found, list):
+                out.extend(found)
+    return out
+
+
+_JSON_INT = re.compile(r"-?[0-9]+")  # not int()'s " 3", "3_0" or "٣"
+
+
+def _json_int(value: object) -> int | None:
+    """An OTLP/JSON int64 (a string of digits, or a number)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and len(value) < 22 and _JSON_INT.fullmatch(value):
+        return int(value)
+    return None
+
+
+def _json_value(value: object) -> object:
+    """An OTLP/JSON AnyValue as str, int, float or bool; None for any other kind."""
+    if not isinstance(value, dict):
+        return None
+    for key in ("stringValue", "string_value"):
+        if isinstance(value.get(key), str):
+            return value[key]
+    for key in ("intValue", "int_value"):
+        if key in value:
+            return _json_int(value[key])
+    for key in ("doubleValue", "double_value"):
+        if key in value:
+            double = value[key]
+            if isinstance(double, (int, float)) and not isinstance(double, bool):
+                return float(double)
+            if isinstance(double, str):
+                try:
+                    return float(double)
+                except ValueError:
+                    return None
+            return None
+    for key in ("boolValue", "bool_value"):
+        if isinstance(value.get(key), bool):
+            return value[key]
+    return None
+
+
+def _json_time(record: dict[str, object], *names: str) -> int:
+    for name in names:
+        if name in record:
+            found = _json_int(record[name])
+            return found if found is not None and found > 0 else 0
+    return 0
+
+
+def logs_in_json(
+    body: bytes,
+    names: bool = True,
+    max_records: int = MAX_FEEDBACK_RECORDS,
+    keys: frozenset[str] | None = None,
+) -> tuple[list[str | None], list[EventRecord]]:
+    """services_in_json's answer for a logs request, and its feedback log records (those named
+    `apiusage.feedback`), read from one parse; PayloadTooLarge past `max_records` of them."""
+    entries = _json_entries(body, "logs", names)
+    services: list[str | None] = [_json_service(item) for item in entries] if names else [None] * len(entries)
+    # Without those bytes no record can be named so, unless a \u escape spells a letter of it.
+    if FEEDBACK_BYTES not in body and b"\\u" not in body:
+        return services, []
+    keys = feedback_keys() if keys is None else keys
+    out: list[EventRecord] = []
+    for i, item in enumerate(entries):
+        service: str | None = services[i]
+        read = names  # the service was read above
+        for scope in _both(item, "scopeLogs", "scope_logs"):
+            for record in _both(scope, "logRecords", "log_records"):
+                if not isinstance(record, dict):
+                    continue
+                name = record.get("eventName", record.get("event_name")) or ""
+                if name and name != EVENT_FEEDBACK:
+                    continue  # not feedback, whatever its attributes say
+                attributes: dict[str, object] = {}
+                for kv in _both(record, "attributes"):
+                    if not isinstance(kv, dict):
+                        continue
+                    key = kv.get("key")
+                    if isinstance(key, str) and key in keys and key not in attributes:
+                        attributes[key] = _json_value(kv.get("value"))
+                if not name and attributes.get("event.name") != EVENT_FEEDBACK:
+                    continue
+                if max_records and len(out) >= max_records:
+                    raise _too_many(max_records)
+                if not read:
+                    service, read = _json_service(item), True
+                out.append(
+                    EventRecord(
+                        service,
+                        EVENT_FEEDBACK if name else "",
+                        attributes,
+                        _json_time(record, "timeUnixNano", "time_unix_nano"),
+                        _json_time(record, "observedTimeUnixNano", "observed_time_unix_nano"),
+                    )
+                )
+    return services, out
