@@ -212,7 +212,7 @@ def design(alerts: Alerts) -> dashboard.Dashboard:
         CONTRACT,
         "Which declared parameters does nobody use? Per endpoint, the number of parameters and "
         "body fields the OpenAPI catalog declares that no request carried in 30 days; "
-        "`apiusage parameters unused` and the admin API list them by name.",
+        "the admin API and the apiusage CLI list them by name.",
         "short",
         12,
         8,
