@@ -37,6 +37,23 @@ REQUESTS = tuple(
     )
     for (method, route), rate in ((series.LIST, 2.0), (series.CREATE, 1.0), (series.SEARCH, 0.5))
 )
+# A field name that is markup: the page must show it as text (3.6 errors an hour, shown as 4).
+HOSTILE = '"><script>alert(1)</script>'
+EXTRA = (
+    *REQUESTS,
+    series.Counter(
+        "api_validation_errors_total",
+        {
+            "service": series.SERVICE,
+            "method": "POST",
+            "route": "/v2/orders",
+            "location": "body",
+            "field": HOSTILE,
+            "error_type": "missing",
+        },
+        0.001,
+    ),
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +64,7 @@ def design_report(tmp_path_factory) -> tuple[str, dict[str, list[list[str]]], Pa
     tmp = tmp_path_factory.mktemp("design-report")
     now = float(int(time.time()) // STEP * STEP - 10 * STEP)
     source = tmp / "design.om"
-    source.write_text(series.openmetrics(now - 3 * HOUR, now, STEP, REQUESTS), encoding="utf-8")
+    source.write_text(series.openmetrics(now - 3 * HOUR, now, STEP, EXTRA), encoding="utf-8")
     data = tmp / "prometheus" / "data"
     data.mkdir(parents=True)
     run = subprocess.run(
@@ -99,7 +116,9 @@ def test_design_section_numbers_are_exact(design_report):
         ["POST /v2/orders", "body.items.quantity", "int_parsing", "720", "20.0"],
         ["GET /v2/orders", "query.limit", "less_than_equal", "360", "5.0"],
         ["POST /v2/orders", "body.items", "missing", "180", "5.0"],
+        ["POST /v2/orders", f"body.{HOSTILE}", "missing", "4", "0.1"],
     ]
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     # orders-sdk-js: 20 % 4xx on POST /v2/orders, the py and go SDKs 2 %; on GET all are at 1 %.
     assert rows_after(design, "Requests in the period", header_first="Client library") == [
         ["orders-sdk-js", "POST /v2/orders", "orders-api", "20.0%", "2.0%", "3,600"]
