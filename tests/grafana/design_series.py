@@ -12,10 +12,15 @@ api_requests_total from the demo traffic have both sides.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from tests.support.components import missing
 
 SERVICE = "orders-api"
 LIST, CREATE, SEARCH = ("GET", "/v2/orders"), ("POST", "/v2/orders"), ("GET", "/v2/search")
@@ -199,6 +204,44 @@ def openmetrics(start: float, end: float, step: float, extra: tuple[Series, ...]
         n += 1
     lines = [row for rows in by_series.values() for row in rows]  # a series' samples together
     return "\n".join([*lines, "# EOF"]) + "\n"
+
+
+def backfill(data: Path, start: float, end: float, step: float, extra: tuple[Series, ...] = ()) -> None:
+    """Write the series from `start` to `end` as TSDB blocks into the Prometheus data folder `data`
+    (`promtool tsdb create-blocks-from openmetrics`); a Prometheus started on it serves them."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        missing("promtool (Debian package prometheus)")
+    data.mkdir(parents=True, exist_ok=True)
+    source = data.parent / "design.om"
+    source.write_text(openmetrics(start, end, step, extra), encoding="utf-8")
+    run = subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    source.unlink()
+
+
+REQUESTS = tuple(
+    Counter(
+        "api_requests_total",
+        {
+            "service": SERVICE,
+            "method": method,
+            "route": route,
+            "status_code": "200",
+            "plan_tier": "pro",
+            "deprecated": "false",
+        },
+        rate,
+    )
+    for (method, route), rate in ((LIST, 2.0), (CREATE, 1.0), (SEARCH, 0.5))
+)
+"""Requests to the endpoints the design series are about (2, 1 and 0.5 a second), for the
+backfilled tests; the live one has the demo's."""
 
 
 class Exposition:

@@ -1,11 +1,10 @@
 """The report's Design section against a real Prometheus holding known series: three hours of
 the API design families (tests/grafana/design_series.py) and of api_requests_total, backfilled
-with `promtool tsdb create-blocks-from openmetrics`, so every number on the page is exact."""
+with `promtool tsdb create-blocks-from openmetrics`, so every number on the page is exact.
+Requests: GET /v2/orders 2/s, POST /v2/orders 1/s, GET /v2/search 0.5/s."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -15,32 +14,15 @@ from report_support import check_renders, check_structure, has_data
 
 from tests.grafana import design_series as series
 from tests.grafana.live_support import prometheus_server
-from tests.support.components import missing
 
 pytestmark = [pytest.mark.slow, pytest.mark.live]
 
 STEP = 15
 HOUR = 3600
-# Requests to the endpoints the design series are about: 7,200, 3,600 and 1,800 an hour.
-REQUESTS = tuple(
-    series.Counter(
-        "api_requests_total",
-        {
-            "service": series.SERVICE,
-            "method": method,
-            "route": route,
-            "status_code": "200",
-            "plan_tier": "pro",
-            "deprecated": "false",
-        },
-        rate,
-    )
-    for (method, route), rate in ((series.LIST, 2.0), (series.CREATE, 1.0), (series.SEARCH, 0.5))
-)
 # A field name that is markup: the page must show it as text (3.6 errors an hour, shown as 4).
 HOSTILE = '"><script>alert(1)</script>'
 EXTRA = (
-    *REQUESTS,
+    *series.REQUESTS,
     series.Counter(
         "api_validation_errors_total",
         {
@@ -58,22 +40,9 @@ EXTRA = (
 
 @pytest.fixture(scope="module")
 def design_report(tmp_path_factory) -> tuple[str, dict[str, list[list[str]]], Path]:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        missing("promtool (Debian package prometheus)")
     tmp = tmp_path_factory.mktemp("design-report")
     now = float(int(time.time()) // STEP * STEP - 10 * STEP)
-    source = tmp / "design.om"
-    source.write_text(series.openmetrics(now - 3 * HOUR, now, STEP, EXTRA), encoding="utf-8")
-    data = tmp / "prometheus" / "data"
-    data.mkdir(parents=True)
-    run = subprocess.run(
-        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    series.backfill(tmp / "prometheus" / "data", now - 3 * HOUR, now, STEP, EXTRA)
     with prometheus_server(tmp / "prometheus", {"global": {"scrape_interval": "15s"}}) as prom:
         client = PrometheusClient(prom.base_url)
         sections = build_report(client, HOUR, now)
