@@ -251,10 +251,9 @@ def design_alerts() -> list[Alert]:
     """Alerts on the API's design rather than its health: where clients get the contract wrong,
     which client library misuses an endpoint, which responses grow."""
     ce = "apiusage_client_endpoint:api_client_endpoint_requests"
-    by = "service, method, route"
     # The other clients of the endpoint: the endpoint's total minus this client's own.
-    others_4xx = f"sum by ({by}) ({ce}_4xx:rate1h) - on ({by}) group_right () {ce}_4xx:rate1h"
-    others = f"sum by ({by}) ({ce}:rate1h) - on ({by}) group_right () {ce}:rate1h"
+    others_4xx = f"sum by ({ROUTE}) ({ce}_4xx:rate1h) - on ({ROUTE}) group_right () {ce}_4xx:rate1h"
+    others = f"sum by ({ROUTE}) ({ce}:rate1h) - on ({ROUTE}) group_right () {ce}:rate1h"
     size = "api_response_body_size_bytes"
     count_1d = f"sum by ({ROUTE}) (increase({size}_count[1d]{{offset}}))"
     return [
