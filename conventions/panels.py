@@ -35,11 +35,12 @@ class Panel:
     key: str | None = None  # the name an alert rule refers to the panel by, when one does
 
 
-OVERVIEW, ADOPTION, DEPRECATIONS, PIPELINE = (
+OVERVIEW, ADOPTION, DEPRECATIONS, PIPELINE, DESIGN = (
     "apiusage-overview",
     "apiusage-adoption",
     "apiusage-deprecations",
     "apiusage-pipeline",
+    "apiusage-design",
 )
 
 DASHBOARDS: tuple[Dashboard, ...] = (
@@ -51,6 +52,7 @@ DASHBOARDS: tuple[Dashboard, ...] = (
         DEPRECATIONS, "deprecations-and-migrations", "Deprecations and migrations", ("datasource", "service")
     ),
     Dashboard(PIPELINE, "pipeline-health", "Pipeline health", ("datasource",)),
+    Dashboard(DESIGN, "api-design", "API design", ("datasource", "service", "route")),
 )
 
 _REQ, _DUR = "api_requests_total", "api_request_duration_seconds_bucket"
@@ -102,6 +104,39 @@ PANELS: tuple[Panel, ...] = (
     Panel(PIPELINE, 18, "Resident memory and limit", "process_resident_memory_bytes"),
     Panel(PIPELINE, 19, "Consumer metrics refresh", "apiusage_state_refresh_duration_seconds", "refresh"),
     Panel(PIPELINE, 20, "Consumer metrics computed by", "apiusage_state_refresh_leader"),
+    Panel(
+        DESIGN,
+        2,
+        "Validation errors per request by endpoint",
+        "api_validation_errors_total",
+        "validation_errors",
+    ),
+    Panel(DESIGN, 3, "Validation errors by field", "api_validation_errors_total"),
+    Panel(
+        DESIGN,
+        4,
+        "4xx ratio by client library and endpoint",
+        "api_client_endpoint_requests_total",
+        "client_libraries",
+    ),
+    Panel(
+        DESIGN,
+        5,
+        "Mean response size against last week",
+        "api_response_body_size_bytes_sum",
+        "response_sizes",
+    ),
+    Panel(DESIGN, 6, "Request body size percentiles", "api_request_body_size_bytes_bucket"),
+    Panel(DESIGN, 7, "Response body size percentiles", "api_response_body_size_bytes_bucket"),
+    Panel(DESIGN, 8, "Parameters in use", "api_parameter_requests_total"),
+    Panel(DESIGN, 9, "Consumers per parameter", "api_parameter_consumers"),
+    Panel(DESIGN, 10, "Unused parameters", "api_unused_parameters"),
+    Panel(DESIGN, 11, "Requests by region", "api_region_requests_total"),
+    Panel(DESIGN, 12, "Latency by client region", "api_region_request_duration_seconds_bucket"),
+    Panel(DESIGN, 13, "Feedback by score", "api_feedback_total"),
+    Panel(DESIGN, 14, "Feedback next to usage", "api_feedback_total"),
+    Panel(DESIGN, 15, "Consumers giving feedback", "api_feedback_consumers"),
+    Panel(DESIGN, 16, "Errors by error type", "api_errors_total"),
 )
 
 

@@ -1,7 +1,7 @@
 """Build the usage report: query Prometheus, turn the answers into sections with charts.
 
 The same questions as the dashboards (traffic, reliability, adoption,
-onboarding, deprecations, firing alerts), answered for one time range, in one
+onboarding, deprecations, API design, firing alerts), answered for one time range, in one
 HTML file that needs nothing else to open: charts are SVG images inlined as
 data URIs, styles are inline, there is no JavaScript.
 """
@@ -15,6 +15,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+
+from apiusage.rules.catalog import LIBRARY_FACTOR, LIBRARY_FLOOR, MIN_REQUESTS_1H
 
 from .charts import as_img, bar_chart, heatmap, line_chart
 
@@ -32,8 +34,9 @@ _5XX = 'status_code=~"5.."'
 _4XX = 'status_code=~"4.."'
 _W7 = 'window="7d"'
 _W30 = 'window="30d"'
+_SCORES = ("1", "2", "3", "4", "5")
 
-SECTIONS = ("Traffic", "Reliability", "Adoption", "Onboarding", "Deprecations", "Firing alerts")
+SECTIONS = ("Traffic", "Reliability", "Adoption", "Onboarding", "Deprecations", "Design", "Firing alerts")
 
 
 class PrometheusError(Exception):
@@ -161,6 +164,36 @@ def _seconds(text: str) -> int:
 def _count(value: float) -> str:
     """Consumers and requests are whole; increase() extrapolates, so round what it says."""
     return f"{round(value):,}"
+
+
+def _bytes(value: float | None) -> str:
+    """A payload size in B, KiB or MiB; "-" when there is none (no observations: NaN)."""
+    if value is None or value != value:
+        return "-"
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value:.0f} B"
+
+
+def _milliseconds(seconds: float | None) -> str:
+    return "-" if seconds is None or seconds != seconds else f"{seconds * 1000:.0f} ms"
+
+
+def _per_100(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f}" if whole else "-"
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+def _field(metric: dict) -> str:
+    return f"{metric.get('location', '')}.{metric.get('field', '')}"
+
+
+def _endpoint(metric: dict) -> str:
+    return f"{metric.get('method', '')} {metric.get('route', '')}".strip()
 
 
 def _duration_text(seconds: float) -> str:
@@ -400,6 +433,295 @@ class _Report:
         s.chart("Requests to deprecated endpoints in the period", bar_chart(traffic))
         return s
 
+    def design(self) -> Section:
+        s = Section(
+            "Design",
+            "Which parameters do clients send, how big are the payloads, which fields do they get "
+            "wrong, does one client library misuse an endpoint, where are the consumers, and what "
+            "do developers say?",
+        )
+        w = self.window
+        route = ("service", "method", "route")
+        requests = {
+            tuple(m.get(k, "") for k in route): v
+            for m, v in self.client.query(
+                f"sum by (service, method, route) (increase(api_requests_total{self.f()}[{w}]))", self.now
+            )
+        }
+        # Parameters in use, and the declared ones nobody sends.
+        param = (*route, "location", "parameter")
+        consumers = {
+            tuple(m.get(k, "") for k in param): v
+            for m, v in self.client.query(
+                f"max by ({', '.join(param)}) (api_parameter_consumers{self.f(_W30)})", self.now
+            )
+        }
+        top = self.client.query(
+            f"topk(10, sum by ({', '.join(param)}) (increase(api_parameter_requests_total{self.f()}[{w}])))",
+            self.now,
+        )
+        s.note("Parameters in use: the query parameters and JSON body fields requests carried (names only).")
+        rows = []
+        for m, n in sorted(top, key=lambda x: (-x[1], _endpoint(x[0]), x[0].get("parameter", ""))):
+            key = tuple(m.get(k, "") for k in param)
+            rows.append(
+                [
+                    _endpoint(m),
+                    f"{m.get('location', '')}.{m.get('parameter', '')}",
+                    _count(n),
+                    _share(n, requests.get(key[:3], 0)),
+                    _count(consumers[key]) if key in consumers else "-",
+                ]
+            )
+        s.table(
+            [
+                "Endpoint",
+                "Parameter",
+                "Requests in the period",
+                "Share of the endpoint's requests",
+                "Consumers (30 days)",
+            ],
+            rows,
+            "No parameter use recorded in the period.",
+        )
+        s.note("Declared but unused: parameters of the OpenAPI catalog that no request carried.")
+        unused = self.client.query(
+            f"max by (service, method, route) (api_unused_parameters{self.f()}) > 0", self.now
+        )
+        s.table(
+            ["Endpoint", "Service", "Declared parameters nobody sent in 30 days"],
+            [
+                [_endpoint(m), m.get("service", ""), _count(v)]
+                for m, v in sorted(unused, key=lambda x: (-x[1], _endpoint(x[0])))
+            ],
+            "Every declared parameter was sent in the last 30 days (or no catalog declares any).",
+        )
+        s.note("Payload sizes per endpoint, from the body size histograms.")
+        sizes: dict[tuple[str, ...], dict[str, float]] = {}
+        for which in ("request", "response"):
+            for q in ("0.5", "0.9"):
+                for m, v in self.client.query(
+                    f"histogram_quantile({q}, sum by (service, method, route, le) "
+                    f"(increase(api_{which}_body_size_bytes_bucket{self.f()}[{w}])))",
+                    self.now,
+                ):
+                    sizes.setdefault(tuple(m.get(k, "") for k in route), {})[f"{which} {q}"] = v
+        s.table(
+            ["Endpoint", "Service", "Request p50", "Request p90", "Response p50", "Response p90"],
+            [
+                [
+                    f"{key[1]} {key[2]}",
+                    key[0],
+                    *(
+                        _bytes(by.get(f"{which} {q}"))
+                        for which in ("request", "response")
+                        for q in ("0.5", "0.9")
+                    ),
+                ]
+                for key, by in sorted(sizes.items(), key=lambda x: (x[0][2], x[0][1], x[0][0]))
+            ],
+            "No body sizes recorded in the period.",
+        )
+        # Validation errors by field and type.
+        field = (*route, "location", "field", "error_type")
+        errors = self.client.query(
+            f"topk(10, sum by ({', '.join(field)}) (increase(api_validation_errors_total{self.f()}[{w}])))",
+            self.now,
+        )
+        errors = sorted(
+            ((m, v) for m, v in errors if round(v) > 0),
+            key=lambda x: (-x[1], _endpoint(x[0]), x[0].get("field", "")),
+        )
+        s.chart(
+            "Request validation errors by endpoint, field and type in the period",
+            bar_chart(
+                [
+                    (
+                        f"{_endpoint(m)} {_field(m)} {m.get('error_type', '')}",
+                        float(round(v)),
+                    )
+                    for m, v in errors
+                ]
+            ),
+        )
+        s.table(
+            ["Endpoint", "Field", "Error type", "Errors in the period", "Per 100 requests"],
+            [
+                [
+                    _endpoint(m),
+                    _field(m),
+                    m.get("error_type", ""),
+                    _count(v),
+                    _per_100(v, requests.get(tuple(m.get(x, "") for x in route), 0.0)),
+                ]
+                for m, v in errors
+            ],
+            "No request validation errors in the period.",
+        )
+        s.note(
+            f"Client libraries whose 4xx share on an endpoint is over {LIBRARY_FLOOR:.0%} and more than "
+            f"{LIBRARY_FACTOR} times the other clients' (at least {MIN_REQUESTS_1H} requests each)."
+        )
+        s.table(
+            [
+                "Client library",
+                "Endpoint",
+                "Service",
+                "4xx share",
+                "Other clients' 4xx share",
+                "Requests in the period",
+            ],
+            self._library_outliers(),
+            "No client library's 4xx share stands out on any endpoint.",
+        )
+        self._regions(s)
+        self._feedback(s, requests)
+        return s
+
+    def _library_outliers(self) -> list[list[str]]:
+        """Client libraries whose 4xx share on an endpoint over the period is more than
+        LIBRARY_FACTOR times the other clients' (the ApiClientLibraryErrorOutlier rule, with its
+        floor and its guard of MIN_REQUESTS_1H requests on each side, over the whole period)."""
+        totals: dict[tuple[str, str, str], dict[str, list[float]]] = {}
+        for m, v in self.client.query(
+            "sum by (service, client_name, method, route, status_class) "
+            f"(increase(api_client_endpoint_requests_total{self.f()}[{self.window}]))",
+            self.now,
+        ):
+            by_client = totals.setdefault((m.get("service", ""), m.get("method", ""), m.get("route", "")), {})
+            counts = by_client.setdefault(m.get("client_name", ""), [0.0, 0.0])
+            counts[0] += v
+            if m.get("status_class") == "4xx":
+                counts[1] += v
+        rows = []
+        for (service, method, route), by_client in sorted(totals.items()):
+            all_n = sum(n for n, _ in by_client.values())
+            all_bad = sum(b for _, b in by_client.values())
+            for client, (n, bad) in sorted(by_client.items()):
+                others_n, others_bad = all_n - n, all_bad - bad
+                if client in ("unknown", "__other__") or n < MIN_REQUESTS_1H or others_n < MIN_REQUESTS_1H:
+                    continue
+                mine, theirs = bad / n, others_bad / others_n
+                if mine > LIBRARY_FLOOR and mine > LIBRARY_FACTOR * theirs:
+                    rows.append(
+                        [
+                            client,
+                            f"{method} {route}",
+                            service,
+                            _share(bad, n),
+                            _share(others_bad, others_n),
+                            _count(n),
+                        ]
+                    )
+        return sorted(rows, key=lambda r: (-float(r[3].rstrip("%")), r[0], r[1]))
+
+    def _regions(self, s: Section) -> None:
+        w = self.window
+        by_region: dict[str, dict] = {}
+        for m, v in self.client.query(
+            "sum by (client_region, server_region, status_class) "
+            f"(increase(api_region_requests_total{self.f()}[{w}]))",
+            self.now,
+        ):
+            row = by_region.setdefault(m.get("client_region", ""), {"n": 0.0, "bad": 0.0, "servers": {}})
+            row["n"] += v
+            if m.get("status_class") in ("4xx", "5xx"):
+                row["bad"] += v
+            server = m.get("server_region", "")
+            row["servers"][server] = row["servers"].get(server, 0.0) + v
+        p90 = {
+            m.get("client_region", ""): v
+            for m, v in self.client.query(
+                "histogram_quantile(0.9, sum by (client_region, le) "
+                f"(increase(api_region_request_duration_seconds_bucket{self.f()}[{w}])))",
+                self.now,
+            )
+        }
+        ordered = sorted(by_region.items(), key=lambda x: (-x[1]["n"], x[0]))
+        s.chart(
+            "Requests by client region in the period",
+            bar_chart([(region, float(round(row["n"]))) for region, row in ordered if round(row["n"]) > 0]),
+        )
+        s.table(
+            [
+                "Client region",
+                "Requests in the period",
+                "Error share (4xx and 5xx)",
+                "p90 latency",
+                "Served from",
+            ],
+            [
+                [
+                    region,
+                    _count(row["n"]),
+                    _share(row["bad"], row["n"]),
+                    _milliseconds(p90.get(region)),
+                    ", ".join(sorted(row["servers"], key=lambda k: (-row["servers"][k], k))),
+                ]
+                for region, row in ordered
+            ],
+            "No client regions recorded in the period (is APIUSAGE_REGION_HEADERS set?).",
+        )
+
+    def _feedback(self, s: Section, requests: dict[tuple[str, ...], float]) -> None:
+        by_route: dict[tuple[str, str], dict[str, float]] = {}
+        for m, v in self.client.query(
+            f"sum by (service, route, score) (increase(api_feedback_total{self.f()}[{self.window}]))",
+            self.now,
+        ):
+            scores = by_route.setdefault((m.get("service", ""), m.get("route", "")), {})
+            scores[m.get("score", "")] = scores.get(m.get("score", ""), 0.0) + v
+        per_route: dict[tuple[str, str], float] = {}
+        for (service, _, route), n in requests.items():
+            per_route[(service, route)] = per_route.get((service, route), 0.0) + n
+        scores_all: dict[str, float] = {}
+        rows = []
+        for (service, route), scores in sorted(by_route.items(), key=lambda x: (-sum(x[1].values()), x[0])):
+            n = sum(scores.values())
+            if round(n) <= 0:
+                continue
+            for k, v in scores.items():
+                scores_all[k] = scores_all.get(k, 0.0) + v
+            # A score folded into __other__ by the label limit counts as feedback, not in the mean.
+            scored = sum(v for k, v in scores.items() if k in _SCORES)
+            mean = (
+                f"{sum(int(k) * v for k, v in scores.items() if k in _SCORES) / scored:.1f}"
+                if scored
+                else "-"
+            )
+            low = sum(v for k, v in scores.items() if k in ("1", "2"))
+            rows.append(
+                [
+                    route or "(the whole API)",
+                    service,
+                    _count(n),
+                    mean,
+                    _share(low, n),
+                    _count(per_route[(service, route)]) if (service, route) in per_route else "-",
+                ]
+            )
+        s.chart(
+            "Developer feedback by score (1 = bad, 5 = good) in the period",
+            bar_chart(
+                [(f"score {k}", float(round(v))) for k, v in sorted(scores_all.items()) if round(v) > 0]
+            ),
+        )
+        s.table(
+            [
+                "Route",
+                "Service",
+                "Feedback in the period",
+                "Mean score",
+                "Scores 1-2",
+                "Requests in the period",
+            ],
+            rows,
+            "No developer feedback in the period.",
+        )
+        givers = self.client.query(f"sum(max by (service) (api_feedback_consumers{self.f(_W30)}))", self.now)
+        if givers:
+            s.note(f"{_count(givers[0][1])} consumers gave feedback in the last 30 days.")
+
     def glance(self) -> list[tuple[str, str]]:
         """Headline numbers for the top of the page; a figure that cannot be read is left out."""
         figures = [
@@ -486,6 +808,7 @@ def build_report(
             report.adoption,
             report.onboarding,
             report.deprecations,
+            report.design,
             report.firing,
         ),
         strict=True,

@@ -23,6 +23,7 @@ __all__ = [
     "Alert",
     "alerts",
     "api_alerts",
+    "design_alerts",
     "pipeline_alerts",
     "product_alerts",
     "rule",
@@ -230,6 +231,107 @@ def api_alerts() -> list[Alert]:
             "twice the ratio of the busiest older version, plus 2 points.",
             "client_versions",
             ("service",),
+        ),
+    ]
+
+
+# API design alerts: the thresholds and guards, named once (runbooks/ApiValidationErrorsRising.md,
+# ApiClientLibraryErrorOutlier.md and ApiResponseSizeGrowing.md say why these values).
+VALIDATION_RISE = 2  # x the endpoint's own ratio over the week before
+VALIDATION_FLOOR = 0.05  # validation errors per request
+LIBRARY_FACTOR = 3  # x the other client libraries' 4xx ratio on the same endpoint
+LIBRARY_FLOOR = 0.05  # 4xx ratio
+SIZE_GROWTH = 1.5  # x the mean response size of the same day last week
+SIZE_FLOOR = 1024  # bytes: a mean under 1 KiB growing is nobody's problem
+MIN_REQUESTS_1H = 100  # requests in the last hour (validation errors; each side of a library comparison)
+MIN_RESPONSES_1D = 1000  # responses in the day now and in the same day a week ago
+
+
+def design_alerts() -> list[Alert]:
+    """Alerts on the API's design rather than its health: where clients get the contract wrong,
+    which client library misuses an endpoint, which responses grow."""
+    ce = "apiusage_client_endpoint:api_client_endpoint_requests"
+    # The other clients of the endpoint: the endpoint's total minus this client's own.
+    others_4xx = f"sum by ({ROUTE}) ({ce}_4xx:rate1h) - on ({ROUTE}) group_right () {ce}_4xx:rate1h"
+    others = f"sum by ({ROUTE}) ({ce}:rate1h) - on ({ROUTE}) group_right () {ce}:rate1h"
+    size = "api_response_body_size_bytes"
+    count_1d = f"sum by ({ROUTE}) (increase({size}_count[1d]{{offset}}))"
+    return [
+        Alert(
+            "ApiValidationErrorsRising",
+            "warning",
+            "api",
+            dedent(f"""
+            apiusage_route:api_validation_errors:ratio_rate1h > {VALIDATION_FLOOR}
+            and
+            apiusage_route:api_validation_errors:ratio_rate1h
+              > {VALIDATION_RISE} * (
+                (sum_over_time(apiusage_route:api_validation_errors:rate1h[7d] offset 1h)
+                  or sum_over_time(apiusage_route:api_requests:rate1h[7d] offset 1h) * 0)
+                / sum_over_time(apiusage_route:api_requests:rate1h[7d] offset 1h)
+              )
+            and
+            apiusage_route:api_requests:rate1h * 3600 >= {MIN_REQUESTS_1H}
+        """),
+            "30m",
+            "Clients send an endpoint many more invalid requests than in the week before.",
+            "Requests to {{ $labels.method }} {{ $labels.route }} on {{ $labels.service }} failed "
+            'validation with {{ printf "%.2f" $value }} errors each on average in the last hour, '
+            f"more than {VALIDATION_RISE} times the ratio of the week before.",
+            "validation_errors",
+            ("service", "route"),
+        ),
+        Alert(
+            "ApiClientLibraryErrorOutlier",
+            "warning",
+            "api",
+            dedent(f"""
+            {ce}_4xx:ratio_rate1h{{client_name!~"unknown|__other__"}} > {LIBRARY_FLOOR}
+            and
+            {ce}_4xx:ratio_rate1h
+              > {LIBRARY_FACTOR} * (
+                ({others_4xx})
+                /
+                ({others})
+              )
+            and
+            {ce}:rate1h * 3600 >= {MIN_REQUESTS_1H}
+            and
+            ({others}) * 3600 >= {MIN_REQUESTS_1H}
+        """),
+            "30m",
+            "One client library gets many more 4xx answers on an endpoint than the others.",
+            "{{ $labels.client_name }} got a 4xx answer for {{ $value | humanizePercentage }} of "
+            "its requests to {{ $labels.method }} {{ $labels.route }} on {{ $labels.service }} in "
+            f"the last hour, more than {LIBRARY_FACTOR} times the share of the other clients of "
+            "that endpoint.",
+            "client_libraries",
+            ("service", "route"),
+        ),
+        Alert(
+            "ApiResponseSizeGrowing",
+            "info",
+            "api",
+            dedent(f"""
+            apiusage_route:{size}:mean_rate1d >= {SIZE_FLOOR}
+            and
+            apiusage_route:{size}:mean_rate1d
+              > {SIZE_GROWTH} * (
+                sum by ({ROUTE}) (rate({size}_sum[1d] offset 7d))
+                / sum by ({ROUTE}) (rate({size}_count[1d] offset 7d))
+              )
+            and
+            {count_1d.format(offset="")} >= {MIN_RESPONSES_1D}
+            and
+            {count_1d.format(offset=" offset 7d")} >= {MIN_RESPONSES_1D}
+        """),
+            "1h",
+            "An endpoint's responses are much larger than in the same day last week.",
+            "The responses of {{ $labels.method }} {{ $labels.route }} on {{ $labels.service }} "
+            'averaged {{ printf "%.0f" $value }} bytes over the last day, more than '
+            f"{SIZE_GROWTH} times their mean size in the same day last week.",
+            "response_sizes",
+            ("service", "route"),
         ),
     ]
 
@@ -487,4 +589,4 @@ def pipeline_alerts(slo: SloFile) -> list[Alert]:
 
 def alerts(slo: SloFile) -> list[Alert]:
     """Every alert, in file order."""
-    return slo_alerts(slo) + api_alerts() + product_alerts() + pipeline_alerts(slo)
+    return slo_alerts(slo) + api_alerts() + design_alerts() + product_alerts() + pipeline_alerts(slo)

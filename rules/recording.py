@@ -1,11 +1,50 @@
 """The recording rules that do not depend on the SLO file: request rates and ratios per window,
-latency quantiles, client friction, consumer adoption and pipeline data quality."""
+latency quantiles, client friction, API design (validation errors, client libraries per endpoint,
+response sizes), consumer adoption and pipeline data quality."""
 
 from __future__ import annotations
 
 from .promql import QUANTILES, ROUTE, WINDOWS, group, record
 
-__all__ = ["recording_groups"]
+__all__ = ["CLIENT_ENDPOINT", "design_rules", "recording_groups"]
+
+# The labels of a client library's series on one endpoint (api_client_endpoint_requests_total).
+CLIENT_ENDPOINT = "service, client_name, method, route"
+
+
+def design_rules() -> list[dict]:
+    """Validation errors per request, each client library's 4xx ratio per endpoint, mean response
+    size: what the API design alerts and the "API design" dashboard share."""
+    ce = "apiusage_client_endpoint:api_client_endpoint_requests"
+    size = "api_response_body_size_bytes"
+    return [
+        record(
+            "apiusage_route:api_validation_errors:rate1h",
+            f"sum by ({ROUTE}) (rate(api_validation_errors_total[1h]))",
+        ),
+        # Errors per request, not failed requests: one request can carry several (one per field).
+        record(
+            "apiusage_route:api_validation_errors:ratio_rate1h",
+            """
+            (apiusage_route:api_validation_errors:rate1h or apiusage_route:api_requests:rate1h * 0)
+            / apiusage_route:api_requests:rate1h
+        """,
+        ),
+        record(f"{ce}:rate1h", f"sum by ({CLIENT_ENDPOINT}) (rate(api_client_endpoint_requests_total[1h]))"),
+        # 0, not absent, for a client without any 4xx: the other libraries' sum needs every client.
+        record(
+            f"{ce}_4xx:rate1h",
+            f"""
+            sum by ({CLIENT_ENDPOINT}) (rate(api_client_endpoint_requests_total{{status_class="4xx"}}[1h]))
+            or {ce}:rate1h * 0
+        """,
+        ),
+        record(f"{ce}_4xx:ratio_rate1h", f"{ce}_4xx:rate1h / {ce}:rate1h"),
+        record(
+            f"apiusage_route:{size}:mean_rate1d",
+            f"sum by ({ROUTE}) (rate({size}_sum[1d])) / sum by ({ROUTE}) (rate({size}_count[1d]))",
+        ),
+    ]
 
 
 def recording_groups() -> list[dict]:
@@ -82,6 +121,7 @@ def recording_groups() -> list[dict]:
         """,
         ),
     ]
+    design = design_rules()
     consumers = [
         record(
             "apiusage_plan:api_time_to_first_success_seconds:p50_7d",
@@ -112,6 +152,7 @@ def recording_groups() -> list[dict]:
         group("apiusage-request-rates", "1m", rates),
         group("apiusage-latency-quantiles", "1m", latency),
         group("apiusage-client-friction", "1m", friction),
+        group("apiusage-api-design", "1m", design),
         group("apiusage-consumers", "2m", consumers),  # < the 5m lookback of readers
         group("apiusage-pipeline", "1m", pipeline),
     ]

@@ -34,6 +34,9 @@ CONSUMER_METRICS = (
     "api_endpoint_last_called_timestamp_seconds",
     "api_cohort_retention_ratio",
     "api_consumers_at_risk",
+    "api_parameter_consumers",
+    "api_unused_parameters",
+    "api_feedback_consumers",
 )
 
 

@@ -27,7 +27,7 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SECTION_IDS = ["traffic", "reliability", "adoption", "onboarding", "deprecations", "firing-alerts"]
+SECTION_IDS = ["traffic", "reliability", "adoption", "onboarding", "deprecations", "design", "firing-alerts"]
 # Charts each section must carry (Firing alerts is a table).
 CHARTS = {
     "traffic": 2,
@@ -35,6 +35,7 @@ CHARTS = {
     "adoption": 4,
     "onboarding": 1,
     "deprecations": 1,
+    "design": 3,
     "firing-alerts": 0,
 }
 _IMAGE_CHECK = """<script>

@@ -95,4 +95,4 @@ def test_template_puts_summary_runbook_and_dashboard_in_the_message(tmp_path: Pa
 def test_prometheus_config_loads_the_rules() -> None:
     result = run(promtool(), "check", "config", "prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "5 rule files found" in result.stdout
+    assert "6 rule files found" in result.stdout
