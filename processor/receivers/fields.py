@@ -18,6 +18,7 @@ class FieldScanner:
     The scanner resolves the groups itself.  Only when one key feeds two fields
     (a config that names it twice) do the fields get resolved here, in Python.
     ``max_spans`` > 0: `scan` raises ``scan.TooManySpans`` for a body of more spans.
+    Array values hold at most ``max_array_items + 1`` elements (see scan.py).
     """
 
     def __init__(
@@ -25,19 +26,25 @@ class FieldScanner:
         span_fields: Sequence[Sequence[str]],
         resource_fields: Sequence[Sequence[str]],
         max_spans: int = 0,
+        max_array_items: int = 64,
     ) -> None:
         self.implementation = scan.IMPLEMENTATION
         self._span_index: list[tuple[int, ...]] | None = None
         try:
             self._scanner = scan.Scanner(
-                [tuple(g) for g in span_fields], [tuple(g) for g in resource_fields], max_spans=max_spans
+                [tuple(g) for g in span_fields],
+                [tuple(g) for g in resource_fields],
+                max_spans=max_spans,
+                max_array_items=max_array_items,
             )
             return
         except ValueError:
-            pass  # a key in two groups (a bad max_spans raises again below)
+            pass  # a key in two groups (a bad max_spans or max_array_items raises again below)
         span_keys = list(dict.fromkeys(k for group in span_fields for k in group))
         resource_keys = list(dict.fromkeys(k for group in resource_fields for k in group))
-        self._scanner = scan.Scanner(span_keys, resource_keys, max_spans=max_spans)
+        self._scanner = scan.Scanner(
+            span_keys, resource_keys, max_spans=max_spans, max_array_items=max_array_items
+        )
         self._span_index = [tuple(span_keys.index(k) for k in g) for g in span_fields]
         self._resource_index = [tuple(resource_keys.index(k) for k in g) for g in resource_fields]
 

@@ -19,9 +19,21 @@ wire order::
 ``resource_index`` indexes ``resources``; ``v_i`` is the value of attribute
 ``span_keys[i]``, else None.  Absent fields take their proto3 defaults (0, b"",
 "").  Attribute values: string_value -> str, bool_value -> bool, int_value ->
-int, double_value -> float; any other AnyValue (array, kvlist, bytes, string
-table index, empty) -> None.  When a key occurs several times the last
-occurrence wins, as when building a dict from the attribute list.
+int, double_value -> float; array_value -> a tuple of its elements, each
+converted the same way except that any other element (a nested array, kvlist,
+bytes, empty) is None; any other AnyValue (kvlist, bytes, string table index,
+empty) -> None.  When a key occurs several times the last occurrence wins, as
+when building a dict from the attribute list.  An entry of the key lists may be
+a group of alternative keys (a tuple or list of str): its value is that of the
+group's first key whose value is not None (an empty array ``()`` counts).
+
+An array value holds at most ``max_array_items + 1`` elements
+(``Scanner(..., max_array_items=64)``; the rest are skipped, never converted),
+so ``len(v) > max_array_items`` says the array was cut; ``max_array_items=0``
+makes every array value ``()``.  As protobuf merges them, the elements of
+successive array_value fields of one AnyValue (also of a KeyValue's repeated
+``value`` fields) add up, and another member of the value oneof between them
+starts the array afresh.
 
 Two implementations return identical results whenever protobuf parses the
 payload:
@@ -44,7 +56,11 @@ building tuple N+1, PyScanner before protobuf parses the payload (a walk of the
 wire format that stops there), so a body of millions of tiny spans costs at
 most N tuples of memory.  Both raise it for the same payloads when protobuf
 parses them; on a malformed payload over a bound either may raise it or
-another ``ScanError``.
+another ``ScanError``.  Neither builds more than ``max_array_items + 1``
+Python objects for one array value, whatever its length: the C scanner skips
+the elements past the bound by length; PyScanner wraps only the elements kept,
+but protobuf's parse holds all of them in its own memory (about 9 bytes for
+each byte of an array of tiny strings).
 
 A scanner is immutable once built: one instance may be shared by threads, and a
 scan may start while another is suspended inside the same scanner (a gc callback
@@ -118,7 +134,17 @@ def _check_keys(keys: Sequence[str | Sequence[str]], argname: str) -> tuple[Any,
     return keys
 
 
-def _value(v: Any) -> object:
+def _check_max_array_items(max_array_items: int) -> int:
+    """As the C scanner's ``max_array_items`` argument: an int (or __index__) from 0 to sys.maxsize."""
+    max_array_items = operator.index(max_array_items)
+    if max_array_items < 0:
+        raise ValueError(f"max_array_items must be 0 (no array items) or more, not {max_array_items}")
+    if max_array_items > sys.maxsize:
+        raise OverflowError("max_array_items is too large")
+    return max_array_items
+
+
+def _scalar(v: Any) -> object:
     which = v.WhichOneof("value")
     if which == "string_value":
         return v.string_value
@@ -131,19 +157,30 @@ def _value(v: Any) -> object:
     return None
 
 
-def _pick(attributes: Any, keys: tuple[Any, ...], wanted: frozenset[str]) -> tuple[Any, ...]:
+def _value(v: Any, array_limit: int) -> object:
+    """A scalar, or an array's first `array_limit` elements as a tuple of scalars."""
+    if v.WhichOneof("value") == "array_value":
+        # slicing wraps only the elements kept: the rest of a huge array costs no objects
+        return tuple([_scalar(e) for e in v.array_value.values[:array_limit]]) if array_limit else ()
+    return _scalar(v)
+
+
+def _pick(
+    attributes: Any, keys: tuple[Any, ...], wanted: frozenset[str], array_limit: int
+) -> tuple[Any, ...]:
     if not keys:
         return ()
     found = {}
     for kv in attributes:
         key = kv.key
         if key in wanted:
-            found[key] = _value(kv.value)
+            found[key] = _value(kv.value, array_limit)
     return tuple([_first(found, k) if isinstance(k, tuple) else found.get(k) for k in keys])
 
 
 def _first(found: dict[str, object], group: tuple[str, ...]) -> object:
-    """The value of the group's first key that has one (a key's last occurrence counts)."""
+    """The value of the group's first key that has one (a key's last occurrence counts; an empty
+    array is a value)."""
     for key in group:
         value = found.get(key)
         if value is not None:
@@ -158,15 +195,27 @@ def _flat(keys: tuple[Any, ...]) -> frozenset[str]:
 class PyScanner:
     """Reference scanner: protobuf parse, then read the fields from Python."""
 
-    __slots__ = ("_resource_set", "_span_set", "max_spans", "resource_keys", "span_keys")
+    __slots__ = (
+        "_array_limit",
+        "_resource_set",
+        "_span_set",
+        "max_array_items",
+        "max_spans",
+        "resource_keys",
+        "span_keys",
+    )
 
     def __init__(
         self,
         span_keys: Sequence[str | Sequence[str]],
         resource_keys: Sequence[str | Sequence[str]],
         max_spans: int = 0,
+        max_array_items: int = 64,
     ) -> None:
         self.max_spans = _check_max_spans(max_spans)
+        self.max_array_items = _check_max_array_items(max_array_items)
+        # one element more than max_array_items tells the caller the array was cut
+        self._array_limit = max_array_items + 1 if max_array_items else 0
         self.span_keys = _check_keys(span_keys, "span_keys")
         self.resource_keys = _check_keys(resource_keys, "resource_keys")
         self._span_set = _flat(self.span_keys)
@@ -185,13 +234,14 @@ class PyScanner:
             raise ScanError(_diagnose(data) or f"protobuf rejected the payload: {exc}") from exc
         span_keys, span_set = self.span_keys, self._span_set
         resource_keys, resource_set = self.resource_keys, self._resource_set
+        array_limit = self._array_limit
         resources: list[tuple[Any, ...]] = []
         spans: list[tuple[Any, ...]] = []
         for rs in request.resource_spans:
             index = len(resources)
             if max_spans and index >= max_spans:
                 raise TooManySpans(f"more than {max_spans} resource_spans in one request")
-            resources.append(_pick(rs.resource.attributes, resource_keys, resource_set))
+            resources.append(_pick(rs.resource.attributes, resource_keys, resource_set, array_limit))
             for ss in rs.scope_spans:
                 for span in ss.spans:
                     if max_spans and len(spans) >= max_spans:
@@ -207,7 +257,7 @@ class PyScanner:
                             span.trace_state,
                             span.status.code,
                         )
-                        + _pick(span.attributes, span_keys, span_set)
+                        + _pick(span.attributes, span_keys, span_set, array_limit)
                     )
         return resources, spans
 

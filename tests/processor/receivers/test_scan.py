@@ -245,7 +245,7 @@ FULL_EXPECTED = (
             True,
             -42,
             3.25,
-            None,
+            ("x",),
             None,
             None,
             None,
@@ -297,11 +297,11 @@ def test_repeated_and_empty_wanted_keys(impl: type) -> None:
     )
 
 
-def test_groups_take_their_first_key_with_a_scalar_value(impl: type) -> None:
-    arr = ld(9, ld(1, b"a") + ld(2, ld(5, b"")))  # key "a" with an array value
+def test_groups_take_their_first_key_with_a_value(impl: type) -> None:
+    kvlist = ld(9, ld(1, b"a") + ld(2, ld(6, b"")))  # key "a" with a kvlist value: None
     data = one_span(
         ld(9, kv_str("b", "from-b"))
-        + arr
+        + kvlist
         + ld(9, kv_str("c", "from-c"))
         + ld(9, kv_str("d", "d1"))
         + ld(9, kv_str("d", "d2"))
@@ -315,6 +315,12 @@ def test_groups_take_their_first_key_with_a_scalar_value(impl: type) -> None:
     # The earlier key of a group wins whatever the wire order.
     later = one_span(ld(9, kv_str("b", "1")) + ld(9, kv_str("a", "2")))
     assert impl([("a", "b")], []).scan(later)[1][0][8] == "2"
+    # An array is a value, even an empty one: it is present, unlike None.
+    empty = one_span(ld(9, kv_str("b", "1")) + ld(9, ld(1, b"a") + ld(2, ld(5, b""))))
+    assert impl([("a", "b")], []).scan(empty)[1][0][8] == ()
+    assert impl([("a", "b")], [], max_array_items=0).scan(empty)[1][0][8] == ()
+    novalue = one_span(ld(9, kv_str("b", "1")) + ld(9, ld(1, b"a")))  # "a" without a value: None
+    assert impl([("a", "b")], []).scan(novalue)[1][0][8] == "1"
 
 
 def test_many_grouped_keys(impl: type) -> None:
