@@ -496,9 +496,243 @@ def test_deep_nesting_does_not_recurse(impl: type) -> None:
 
 
 # --------------------------------------------------------------------------
+# Array values
+
+
+def element(**value: object) -> bytes:
+    """One ArrayValue.values entry."""
+    return ld(1, AnyValue(**value).SerializeToString())
+
+
+def array_span(*values: bytes, key: bytes = b"a") -> bytes:
+    """A request with one span whose attribute `key` has the AnyValue fields `values` (raw)."""
+    return one_span(ld(9, ld(1, key) + ld(2, b"".join(values))))
+
+
+ELEMENTS = (
+    element(string_value="q")
+    + element(string_value="")
+    + element(string_value="ünï 🚀")
+    + element(bool_value=True)
+    + element(bool_value=False)
+    + element(int_value=-(2**63))
+    + element(double_value=-0.5)
+    + element(array_value=ArrayValue(values=[AnyValue(string_value="nested")]))
+    + element(kvlist_value=KeyValueList(values=[kv("k", string_value="v")]))
+    + element(bytes_value=b"\x00\xff")
+    + ld(1, b"")  # an empty AnyValue
+    + ld(1, vi(8, 3))  # string_value_strindex
+    + ld(1, ld(1, b"first") + vi(3, 7))  # two members of the oneof: the last wins
+    + ld(1, ld(5, b"") + ld(1, b"last"))
+    + ld(1, ld(1, b"x") + ld(5, b""))
+    + ld(1, vi(99, 1) + ld(1, b"junk around") + f32(98, 0))  # unknown fields skipped
+    + vi(2, 5)  # an unknown ArrayValue field
+)
+ELEMENTS_EXPECTED = (
+    "q",
+    "",
+    "ünï 🚀",
+    True,
+    False,
+    -(2**63),
+    -0.5,
+    None,
+    None,
+    None,
+    None,
+    None,
+    7,
+    "last",
+    None,
+    "junk around",
+)
+
+
+def test_array_elements_convert_like_scalar_values(impl: type) -> None:
+    data = array_span(ld(5, ELEMENTS))
+    assert parses(data)
+    resources, spans = impl(["a", "b"], []).scan(data)
+    assert typed(spans[0][8:]) == typed((ELEMENTS_EXPECTED, None))
+    empty = array_span(ld(5, b""))
+    assert impl(["a"], []).scan(empty)[1][0][8:] == ((),)
+    # resource attributes too
+    resource = ld(
+        1, ld(1, ld(1, ld(1, b"r") + ld(2, ld(5, element(string_value="x") + element(int_value=2)))))
+    )
+    assert impl([], ["r"]).scan(resource)[0] == [(("x", 2),)]
+
+
+def test_arrays_are_cut_after_max_array_items_plus_one(impl: type) -> None:
+    data = array_span(ld(5, b"".join(element(int_value=i) for i in range(100))))
+    for bound, length in [(64, 65), (1, 2), (98, 99), (99, 100), (100, 100), (sys.maxsize, 100)]:
+        assert impl(["a"], [], max_array_items=bound).scan(data)[1][0][8] == tuple(range(length))
+    assert impl(["a"], [], max_array_items=0).scan(data)[1][0][8] == ()
+    assert impl(["a"], []).scan(data)[1][0][8] == tuple(range(65))  # default 64
+    # cut where merged array_value fields meet
+    merged = array_span(*(ld(5, element(int_value=i) + element(int_value=-i)) for i in range(3)))
+    assert impl(["a"], [], max_array_items=2).scan(merged)[1][0][8] == (0, 0, 1)
+
+
+def test_elements_past_the_cut_are_never_converted(impl: type) -> None:
+    """The C scanner skips them by length: an invalid one there is not seen (protobuf sees it)."""
+    data = array_span(ld(5, element(string_value="ok") * 3 + ld(1, ld(1, b"\xff"))))
+    assert not parses(data)
+    with pytest.raises(ScanError, match=r"^invalid UTF-8 \(AnyValue.string_value\) at byte 29$"):
+        impl(["a"], [], max_array_items=3).scan(data)
+    if impl is PyScanner:
+        with pytest.raises(ScanError, match=r"^invalid UTF-8 \(AnyValue.string_value\) at byte 29$"):
+            impl(["a"], [], max_array_items=2).scan(data)
+    else:
+        assert impl(["a"], [], max_array_items=2).scan(data)[1][0][8] == ("ok",) * 3
+        assert impl(["a"], [], max_array_items=0).scan(data)[1][0][8] == ()
+        assert impl(["b"], []).scan(data)[1][0][8] is None  # an unwanted key's array is skipped
+
+
+A1 = ld(5, element(string_value="x"))
+A2 = ld(5, element(string_value="y") + element(string_value="z"))
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([A1, A2], ("x", "y", "z")),  # repeated array_value fields merge
+        ([A1, ld(5, b""), A2], ("x", "y", "z")),
+        ([A1, vi(99, 1), vi(5, 1), A2], ("x", "y", "z")),  # unknown fields, field 5 as a varint
+        ([A1, ld(1, b"s"), A2], ("y", "z")),  # another member of the oneof starts afresh
+        ([A1, vi(2, 1), A2], ("y", "z")),
+        ([A1, ld(6, b""), A2], ("y", "z")),
+        ([A1, ld(7, b""), A2], ("y", "z")),
+        ([A1, vi(8, 0), A2], ("y", "z")),
+        ([A1, ld(1, b"s")], "s"),
+        ([ld(1, b"s"), A1], ("x",)),
+        ([A1, ld(6, b"")], None),
+    ],
+)
+def test_repeated_array_value_fields_merge_like_protobuf(
+    impl: type, values: list[bytes], expected: object
+) -> None:
+    data = array_span(*values)
+    assert impl(["a"], []).scan(data)[1][0][8] == expected
+    # as merged KeyValue.value fields, with the key anywhere
+    parts = [ld(2, v) for v in values]
+    for at in range(len(parts) + 1):
+        attribute = b"".join(parts[:at]) + ld(1, b"a") + b"".join(parts[at:])
+        assert impl(["a"], []).scan(one_span(ld(9, attribute)))[1][0][8] == expected
+    # which is what protobuf makes of it
+    value = KeyValue.FromString(b"".join(parts)).value
+    if value.WhichOneof("value") == "array_value":
+        assert tuple(v.string_value for v in value.array_value.values) == expected
+
+
+def test_last_occurrence_of_a_key_wins_with_arrays(impl: type) -> None:
+    arr = ld(9, ld(1, b"a") + ld(2, A2))
+    for attributes, expected in [
+        (arr + ld(9, kv_str("a", "s")), "s"),
+        (ld(9, kv_str("a", "s")) + arr, ("y", "z")),
+        (arr + ld(9, ld(1, b"a") + ld(2, ld(6, b""))), None),
+        (arr + ld(9, ld(1, b"a") + ld(2, A1)), ("x",)),  # separate attributes do not merge
+    ]:
+        assert impl(["a"], []).scan(one_span(attributes))[1][0][8] == expected
+        assert impl([("a", "b")], []).scan(one_span(attributes))[1][0][8] == expected
+
+
+def test_max_array_items_argument(impl: type) -> None:
+    assert impl([], []).max_array_items == 64
+    assert impl([], [], max_array_items=7).max_array_items == 7
+    assert impl([], [], 5, 7).max_array_items == 7
+    assert impl([], [], max_array_items=0).max_array_items == 0
+    with pytest.raises(ValueError, match=r"^max_array_items must be 0 \(no array items\) or more, not -1$"):
+        impl([], [], max_array_items=-1)
+    with pytest.raises(TypeError):
+        impl([], [], max_array_items="10")
+    with pytest.raises(TypeError):
+        impl([], [], max_array_items=1.5)
+    with pytest.raises(OverflowError):
+        impl([], [], max_array_items=2**63)
+
+
+@pytest.mark.parametrize(
+    "fields", [[("a", "b"), ("c",)], [("a", "b"), ("a",)]], ids=["grouped", "shared key"]
+)
+def test_field_scanner_passes_max_array_items_through(fields: list[tuple[str, ...]]) -> None:
+    from apiusage.processor.receivers.fields import FieldScanner
+
+    data = array_span(ld(5, b"".join(element(int_value=i) for i in range(100))))
+    assert FieldScanner(fields, [])._scanner.max_array_items == 64
+    assert FieldScanner(fields, []).scan(data)[1][0][8] == tuple(range(65))
+    assert FieldScanner(fields, [], max_array_items=3).scan(data)[1][0][8] == (0, 1, 2, 3)
+    assert FieldScanner(fields, [], max_array_items=0).scan(data)[1][0][8] == ()
+    with pytest.raises(ValueError, match="max_array_items must be 0"):
+        FieldScanner(fields, [], max_array_items=-1)
+
+
+ARRAY_MEMORY_PROBE = """
+import sys, tracemalloc
+from pathlib import Path
+from apiusage.processor.receivers import scan
+
+def peak() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise SystemExit("no VmHWM")
+
+def ld(field: int, payload: bytes) -> bytes:
+    n, out = len(payload), bytearray([field << 3 | 2])
+    while n > 0x7F:
+        out.append(0x80 | n & 0x7F)
+        n >>= 7
+    return bytes(out) + bytes([n]) + payload
+
+implementation = sys.argv[1]
+elements = b"\\x0a\\x03\\x0a\\x01a" * ((16 << 20) // 5)  # 3.3 M one-letter strings
+body = ld(1, ld(2, ld(2, ld(9, ld(1, b"a") + ld(2, ld(5, elements))))))
+scanner = scan.Scanner(["a"], [])
+assert scan.IMPLEMENTATION == implementation, scan.IMPLEMENTATION
+scanner.scan(ld(1, ld(2, ld(2, b""))))  # warm up
+before = peak()
+tracemalloc.start()
+value = scanner.scan(body)[1][0][8]
+objects = tracemalloc.get_traced_memory()[1]
+tracemalloc.stop()
+print("scanned", len(body), len(value), set(value))
+print("objects", objects)
+print("growth", peak() - before)
+"""
+
+
+@pytest.mark.parametrize("implementation", ["c", "python"])
+def test_a_16_mib_array_of_tiny_strings_costs_max_array_items_objects(implementation: str) -> None:
+    """3.3 million elements (~180 MiB as str objects): 65 are converted, the rest skipped."""
+    env = dict(os.environ)
+    env.pop("APIUSAGE_PURE_PYTHON", None)
+    if implementation == "c":
+        _c_scanner()
+    else:
+        env["APIUSAGE_PURE_PYTHON"] = "1"
+    out = subprocess.run(
+        [sys.executable, "-c", ARRAY_MEMORY_PROBE, implementation],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert lines[0] == "scanned 16777248 65 {'a'}"  # 16 MiB - 1 of elements
+    objects = int(lines[1].removeprefix("objects "))
+    assert objects < 1 << 20, f"{objects} bytes of Python objects"
+    growth = int(lines[2].removeprefix("growth "))
+    if implementation == "c":  # protobuf's parse holds every element in its own memory
+        assert growth < 8 << 20, f"peak RSS grew {growth >> 20} MiB"
+
+
+# --------------------------------------------------------------------------
 # Malformed payloads
 
 BAD_UTF8_VALUE = one_span(ld(9, ld(1, b"a") + ld(2, ld(1, b"ok\xe2\x82"))))
+# key "a" (wanted) with an array value: the ArrayValue starts at byte 15, its first element at 17
+BAD_UTF8_ELEMENT = one_span(ld(9, ld(1, b"a") + ld(2, ld(5, ld(1, ld(1, b"ok")) + ld(1, ld(1, b"\xff"))))))
 MALFORMED = [
     (
         ld(1, ld(2, b""))[:-1],
@@ -535,6 +769,19 @@ MALFORMED = [
     (b"\x0a\x00\x80", "truncated tag (ExportTraceServiceRequest) at byte 2"),
     (BAD_UTF8_VALUE, f"invalid UTF-8 (AnyValue.string_value) at byte {len(BAD_UTF8_VALUE) - 2}"),
     (one_span(ld(9, ld(1, b"\xc0\xaf"))), "invalid UTF-8 (KeyValue.key) at byte 10"),
+    (BAD_UTF8_ELEMENT, f"invalid UTF-8 (AnyValue.string_value) at byte {len(BAD_UTF8_ELEMENT) - 1}"),
+    (
+        one_span(ld(9, ld(1, b"a") + ld(2, ld(5, tag(1, 2) + varint(9) + b"ab")))),
+        "truncated length-delimited field (ArrayValue.values) at byte 15",
+    ),
+    (
+        one_span(ld(9, ld(1, b"a") + ld(2, ld(5, ld(1, tag(4, 1) + b"\x00"))))),
+        "truncated fixed64 field (AnyValue.double_value) at byte 17",
+    ),
+    (
+        one_span(ld(9, ld(1, b"a") + ld(2, ld(5, b"\x00\x01")))),
+        "invalid field number 0 (ArrayValue) at byte 15",
+    ),
     (one_span(ld(3, b"a=\xed\xa0\x80")), "invalid UTF-8 (Span.trace_state) at byte 10"),
     (
         ld(1, ld(1, ld(1, ld(1, b"k") + ld(2, tag(4, 1) + b"\x00")))),
@@ -1047,21 +1294,32 @@ def message(
     return build()
 
 
+scalar_field = st.one_of(
+    lfield(1, maybe_utf8),
+    vfield(2, st.integers(0, 2)),
+    vfield(3),
+    double_bits.map(lambda v: f64(4, v)),
+)
+other_field = st.one_of(
+    lfield(6, st.sampled_from([b"", ld(1, ld(1, b"k") + ld(2, vi(2, 1)))])),
+    lfield(7, st.binary(max_size=3)),
+    vfield(8, st.integers(0, 5)),
+)
+# An array element: any AnyValue (empty, several members of the oneof, a nested array, kvlist, bytes).
+nested_array = lfield(5, st.sampled_from([b"", ld(1, ld(1, b"x")), ld(1, vi(3, 1)), ld(1, ld(1, b"\xff"))]))
+array_element = message(
+    st.lists(often(scalar_field, st.one_of(other_field, nested_array), 3), max_size=2),
+    [],
+    list(range(1, 9)),
+    n=1,
+)
+array_value = message(st.lists(lfield(1, array_element), max_size=5), [], [1], n=1)
 value_field = often(
-    st.one_of(
-        lfield(1, maybe_utf8),
-        vfield(2, st.integers(0, 2)),
-        vfield(3),
-        double_bits.map(lambda v: f64(4, v)),
-    ),
-    st.one_of(
-        lfield(5, st.sampled_from([b"", ld(1, ld(1, b"x")), ld(1, vi(3, 1))])),
-        lfield(6, st.sampled_from([b"", ld(1, ld(1, b"k") + ld(2, vi(2, 1)))])),
-        lfield(7, st.binary(max_size=3)),
-        vfield(8, st.integers(0, 5)),
-    ),
+    st.one_of(scalar_field, lfield(5, array_value)),
+    other_field,
     odds=3,
 )
+# Up to 3 fields: repeated array_value fields merge, other members in between start afresh.
 any_value = message(st.lists(value_field, min_size=1, max_size=2), [value_field], list(range(1, 9)), n=1)
 key_value = message(
     st.tuples(lfield(1, keys), lfield(2, any_value)),
@@ -1103,14 +1361,17 @@ resource_spans = message(
 )
 requests = message(st.lists(lfield(1, resource_spans), max_size=3), [], [1], n=1)
 wanted = st.lists(st.sampled_from(KEY_POOL), min_size=1, max_size=6)
+array_bounds = st.sampled_from([64, 64, 0, 1, 2, 3])
 
 
-def check_contract(data: bytes, span_keys: list[str], resource_keys: list[str]) -> bool:
+def check_contract(
+    data: bytes, span_keys: list[str], resource_keys: list[str], max_array_items: int = 64
+) -> bool:
     """Equal results when protobuf parses data; else ScanError or a result, nothing else."""
     outcomes = []
     for impl in (_c_scanner(), PyScanner):
         try:
-            outcomes.append(typed(impl(span_keys, resource_keys).scan(data)))
+            outcomes.append(typed(impl(span_keys, resource_keys, max_array_items=max_array_items).scan(data)))
         except ScanError:
             outcomes.append(ScanError)
     c_outcome, py_outcome = outcomes
@@ -1132,9 +1393,11 @@ DIFF_SETTINGS = settings(
 
 @pytest.mark.usefixtures("c_required")
 @DIFF_SETTINGS
-@given(data=requests, span_keys=wanted, resource_keys=wanted)
-def test_differential_generated(data: bytes, span_keys: list[str], resource_keys: list[str]) -> None:
-    check_contract(data, span_keys, resource_keys)
+@given(data=requests, span_keys=wanted, resource_keys=wanted, max_array_items=array_bounds)
+def test_differential_generated(
+    data: bytes, span_keys: list[str], resource_keys: list[str], max_array_items: int
+) -> None:
+    check_contract(data, span_keys, resource_keys, max_array_items)
 
 
 @st.composite
@@ -1147,16 +1410,16 @@ def key_groups(draw: st.DrawFn) -> list[tuple[str, ...]]:
 
 @pytest.mark.usefixtures("c_required")
 @DIFF_SETTINGS
-@given(data=requests, span_keys=key_groups(), resource_keys=key_groups())
-def test_differential_groups(data: bytes, span_keys: list, resource_keys: list) -> None:
-    check_contract(data, span_keys, resource_keys)
+@given(data=requests, span_keys=key_groups(), resource_keys=key_groups(), max_array_items=array_bounds)
+def test_differential_groups(data: bytes, span_keys: list, resource_keys: list, max_array_items: int) -> None:
+    check_contract(data, span_keys, resource_keys, max_array_items)
 
 
 @pytest.mark.usefixtures("c_required")
 @DIFF_SETTINGS
-@given(base=requests, span_keys=wanted, resource_keys=wanted, draw=st.data())
+@given(base=requests, span_keys=wanted, resource_keys=wanted, max_array_items=array_bounds, draw=st.data())
 def test_differential_mutated(
-    base: bytes, span_keys: list[str], resource_keys: list[str], draw: st.DataObject
+    base: bytes, span_keys: list[str], resource_keys: list[str], max_array_items: int, draw: st.DataObject
 ) -> None:
     data = bytearray(base)
     for _ in range(draw.draw(st.integers(1, 3))):
@@ -1174,4 +1437,4 @@ def test_differential_mutated(
             del data[pos:]
         elif op == "dup":
             data[pos:pos] = data[pos : pos + draw.draw(st.integers(1, 8))]
-    check_contract(bytes(data), span_keys, resource_keys)
+    check_contract(bytes(data), span_keys, resource_keys, max_array_items)
