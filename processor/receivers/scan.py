@@ -56,11 +56,11 @@ building tuple N+1, PyScanner before protobuf parses the payload (a walk of the
 wire format that stops there), so a body of millions of tiny spans costs at
 most N tuples of memory.  Both raise it for the same payloads when protobuf
 parses them; on a malformed payload over a bound either may raise it or
-another ``ScanError``.  Neither builds more than ``max_array_items + 1``
-Python objects for one array value, whatever its length: the C scanner skips
-the elements past the bound by length; PyScanner wraps only the elements kept,
-but protobuf's parse holds all of them in its own memory (about 9 bytes for
-each byte of an array of tiny strings).
+another ``ScanError``.  Neither makes Python objects of more than
+``max_array_items + 1`` elements of one array value, whatever its length: the C
+scanner skips the elements past the bound by length; PyScanner wraps only the
+elements kept, but protobuf's parse holds all of them in its own memory (about
+9 bytes for each byte of an array of tiny strings).
 
 A scanner is immutable once built: one instance may be shared by threads, and a
 scan may start while another is suspended inside the same scanner (a gc callback
