@@ -144,8 +144,8 @@ def _check_max_array_items(max_array_items: int) -> int:
     return max_array_items
 
 
-def _scalar(v: Any) -> object:
-    which = v.WhichOneof("value")
+def _scalar(v: Any, which: str | None) -> object:
+    """The value of AnyValue `v` whose oneof member is `which`, if it is a scalar; else None."""
     if which == "string_value":
         return v.string_value
     if which == "int_value":
@@ -159,10 +159,13 @@ def _scalar(v: Any) -> object:
 
 def _value(v: Any, array_limit: int) -> object:
     """A scalar, or an array's first `array_limit` elements as a tuple of scalars."""
-    if v.WhichOneof("value") == "array_value":
+    which = v.WhichOneof("value")
+    if which == "array_value":
+        if not array_limit:
+            return ()
         # slicing wraps only the elements kept: the rest of a huge array costs no objects
-        return tuple([_scalar(e) for e in v.array_value.values[:array_limit]]) if array_limit else ()
-    return _scalar(v)
+        return tuple([_scalar(e, e.WhichOneof("value")) for e in v.array_value.values[:array_limit]])
+    return _scalar(v, which)
 
 
 def _pick(
