@@ -144,28 +144,24 @@ def _check_max_array_items(max_array_items: int) -> int:
     return max_array_items
 
 
-def _scalar(v: Any, which: str | None) -> object:
-    """The value of AnyValue `v` whose oneof member is `which`, if it is a scalar; else None."""
-    if which == "string_value":
-        return v.string_value
-    if which == "int_value":
-        return v.int_value
-    if which == "bool_value":
-        return v.bool_value
-    if which == "double_value":
-        return v.double_value
-    return None
+_SCALARS = frozenset(("string_value", "bool_value", "int_value", "double_value"))
+
+
+def _element(v: Any) -> object:
+    """An array element: a scalar, else None (a nested array too)."""
+    which = v.WhichOneof("value")
+    return getattr(v, which) if which in _SCALARS else None
 
 
 def _value(v: Any, array_limit: int) -> object:
-    """A scalar, or an array's first `array_limit` elements as a tuple of scalars."""
+    """A scalar, or an array's first `array_limit` elements as a tuple; else None."""
     which = v.WhichOneof("value")
+    if which in _SCALARS:
+        return getattr(v, which)
     if which == "array_value":
-        if not array_limit:
-            return ()
         # slicing wraps only the elements kept: the rest of a huge array costs no objects
-        return tuple([_scalar(e, e.WhichOneof("value")) for e in v.array_value.values[:array_limit]])
-    return _scalar(v, which)
+        return tuple([_element(e) for e in v.array_value.values[:array_limit]]) if array_limit else ()
+    return None
 
 
 def _pick(
