@@ -13,7 +13,7 @@
  *    before any pointer arithmetic.
  *  - The message nesting we descend into is fixed (request > ResourceSpans
  *    > Resource/ScopeSpans > Span > KeyValue/Status > AnyValue, and for a
- *    wanted key's array value > ArrayValue > AnyValue), so there is no
+ *    span array key's array value > ArrayValue > AnyValue), so there is no
  *    recursion.  Everything else (events, links, kvlist values, arrays
  *    nested in arrays, unknown fields) is skipped by length; unknown groups
  *    are skipped iteratively with a bounded explicit stack.
@@ -33,7 +33,7 @@
  *    its (max_spans+1)-th span tuple (or resource tuple: an empty
  *    ResourceSpans is 2 bytes too); peak memory is then bounded by
  *    max_spans tuples of each kind whatever the body size.  Array values
- *    are skipped by length on the first walk of a KeyValue; only a wanted
+ *    are skipped by length on the first walk of a KeyValue; only an array
  *    key's array is walked again, element by element, and only up to
  *    max_array_items + 1 elements (the rest is never looked at), so one
  *    huge array of tiny strings costs that many objects, not millions.
@@ -518,6 +518,7 @@ typedef struct {
     size_t len;
     Py_ssize_t slot; /* output position */
     int next;        /* next entry in the same length bucket, or -1 */
+    int array;       /* an array key: its array values are returned (else they are None) */
 } KeyEnt;
 
 typedef struct {
@@ -579,8 +580,9 @@ kt_begin(const KeyTable *kt, KeyVals vals)
 
 /* Entries are keys (str) or groups of alternative keys (tuple or list of
    str): a group's output is the value of its first key present with a
-   scalar or array value.  A key may repeat across plain entries (each position gets
-   its value) but not when groups are used. */
+   scalar value (or an array value, for an array key: see kt_mark_arrays).
+   A key may repeat across plain entries (each position gets its value) but
+   not when groups are used. */
 static int
 kt_init(KeyTable *kt, PyObject *seq, const char *argname)
 {
@@ -736,9 +738,55 @@ fail:
     return -1;
 }
 
-/* Fill the output positions: a group's first key with a value (a scalar
-   or an array, even an empty one), or the values of repeated keys; unset
-   positions become None.  slots has kt->n entries. */
+/* Mark the keys of `seq` (an iterable of str, each one of the table's
+   keys) as array keys; returns the keys as a tuple, or NULL with an
+   exception set.  Only an array key's array values are returned: for any
+   other key an array counts as absent, as before arrays were read, so a
+   group's next key is tried. */
+static PyObject *
+kt_mark_arrays(KeyTable *kt, PyObject *seq, const char *argname, const char *tablename)
+{
+    PyObject *keys;
+    Py_ssize_t i, len;
+
+    if (PyUnicode_Check(seq) || PyBytes_Check(seq) || PyByteArray_Check(seq)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a collection of str, not %.100s", argname,
+                     Py_TYPE(seq)->tp_name);
+        return NULL;
+    }
+    keys = PySequence_Tuple(seq);
+    if (keys == NULL)
+        return NULL;
+    for (i = 0; i < PyTuple_GET_SIZE(keys); i++) {
+        PyObject *k = PyTuple_GET_ITEM(keys, i);
+        const char *s;
+        int ent;
+
+        if (!PyUnicode_Check(k)) {
+            PyErr_Format(PyExc_TypeError, "%s must contain str, not %.100s", argname,
+                         Py_TYPE(k)->tp_name);
+            goto fail;
+        }
+        s = PyUnicode_AsUTF8AndSize(k, &len);
+        if (s == NULL)
+            goto fail;
+        ent = kt_find(kt, (const uint8_t *)s, (size_t)len);
+        if (ent < 0) {
+            PyErr_Format(PyExc_ValueError, "%s: key %R is not one of %s", argname, k, tablename);
+            goto fail;
+        }
+        kt->ents[ent].array = 1;
+    }
+    return keys;
+
+fail:
+    Py_DECREF(keys);
+    return NULL;
+}
+
+/* Fill the output positions: a group's first key with a value (a scalar,
+   or an array key's array, even an empty one), or the values of repeated
+   keys; unset positions become None.  slots has kt->n entries. */
 static inline void
 kt_finish(const KeyTable *kt, KeyVals vals, PyObject **slots)
 {
@@ -1073,7 +1121,12 @@ parse_key_value(const Ctx *c, const KeyTable *kt, KeyVals vals, PyObject **slots
     ent = kt_find(kt, key, keylen);
     if (ent < 0)
         return 0;
-    obj = av.kind == AV_ARRAY ? array_object(c, &av, end) : any_value_object(c, &av);
+    if (av.kind != AV_ARRAY)
+        obj = any_value_object(c, &av);
+    else if (kt->ents[ent].array)
+        obj = array_object(c, &av, end);
+    else
+        obj = Py_NewRef(Py_None); /* an array under a scalar key is absent: never walked */
     if (obj == NULL)
         return -1;
     if (kt->grouped)
@@ -1140,6 +1193,7 @@ typedef struct {
     KeyTable res_kt;
     Py_ssize_t max_spans; /* 0: unlimited */
     Py_ssize_t max_array_items;
+    PyObject *array_keys; /* tuple, as given */
 } ScannerObject;
 
 /* One scan() call's state besides the position (see "Reentrancy" above). */
@@ -1399,13 +1453,15 @@ fail:
 static PyObject *
 Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"span_keys", "resource_keys", "max_spans", "max_array_items", NULL};
-    PyObject *span_keys, *resource_keys;
+    static char *kwlist[] = {"span_keys",       "resource_keys", "max_spans",
+                             "max_array_items", "array_keys",    NULL};
+    PyObject *span_keys, *resource_keys, *array_keys = NULL;
     Py_ssize_t max_spans = 0, max_array_items = 64;
     ScannerObject *self;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|nn:Scanner", kwlist, &span_keys,
-                                     &resource_keys, &max_spans, &max_array_items))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|nnO:Scanner", kwlist, &span_keys,
+                                     &resource_keys, &max_spans, &max_array_items,
+                                     &array_keys))
         return NULL;
     if (max_spans < 0) {
         PyErr_Format(PyExc_ValueError, "max_spans must be 0 (unlimited) or more, not %zd",
@@ -1428,6 +1484,14 @@ Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(self);
         return NULL;
     }
+    if (array_keys == NULL)
+        self->array_keys = PyTuple_New(0);
+    else
+        self->array_keys = kt_mark_arrays(&self->span_kt, array_keys, "array_keys", "span_keys");
+    if (self->array_keys == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
     return (PyObject *)self;
 }
 
@@ -1436,6 +1500,7 @@ Scanner_dealloc(ScannerObject *self)
 {
     kt_clear(&self->span_kt);
     kt_clear(&self->res_kt);
+    Py_CLEAR(self->array_keys);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1548,6 +1613,12 @@ Scanner_get_max_array_items(ScannerObject *self, void *closure)
     return PyLong_FromSsize_t(self->max_array_items);
 }
 
+static PyObject *
+Scanner_get_array_keys(ScannerObject *self, void *closure)
+{
+    return Py_NewRef(self->array_keys);
+}
+
 static PyMethodDef Scanner_methods[] = {
     {"scan", (PyCFunction)Scanner_scan, METH_O, Scanner_scan_doc},
     {NULL, NULL, 0, NULL}};
@@ -1560,10 +1631,12 @@ static PyGetSetDef Scanner_getset[] = {
      "Most spans one scan() returns (0: unlimited).", NULL},
     {"max_array_items", (getter)Scanner_get_max_array_items, NULL,
      "Array values hold at most this many elements plus one (0: none).", NULL},
+    {"array_keys", (getter)Scanner_get_array_keys, NULL,
+     "Span keys whose array values are returned (others' arrays are None).", NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
 PyDoc_STRVAR(Scanner_doc,
-"Scanner(span_keys, resource_keys, max_spans=0, max_array_items=64)\n\n"
+"Scanner(span_keys, resource_keys, max_spans=0, max_array_items=64, array_keys=())\n\n"
 "C scanner for OTLP ExportTraceServiceRequest payloads; see\n"
 "apiusage.processor.receivers.scan for the output format.");
 
