@@ -245,7 +245,7 @@ FULL_EXPECTED = (
             True,
             -42,
             3.25,
-            ("x",),
+            None,  # "arr": not an array key
             None,
             None,
             None,
@@ -266,6 +266,12 @@ def test_full_request(impl: type) -> None:
     data = full_request().SerializeToString()
     result = impl(SPAN_KEYS, RESOURCE_KEYS).scan(data)
     assert typed(result) == typed(FULL_EXPECTED)
+    scanner = impl(SPAN_KEYS, RESOURCE_KEYS, array_keys=["arr", "str"])
+    assert scanner.array_keys == ("arr", "str")
+    resources, spans = scanner.scan(data)
+    arr = 8 + SPAN_KEYS.index("arr")
+    assert typed(spans[0]) == typed(FULL_EXPECTED[1][0][:arr] + (("x",),) + FULL_EXPECTED[1][0][arr + 1 :])
+    assert typed((resources, spans[1:])) == typed((FULL_EXPECTED[0], FULL_EXPECTED[1][1:]))
 
 
 def test_empty_payload_and_empty_key_lists(impl: type) -> None:
@@ -315,10 +321,13 @@ def test_groups_take_their_first_key_with_a_value(impl: type) -> None:
     # The earlier key of a group wins whatever the wire order.
     later = one_span(ld(9, kv_str("b", "1")) + ld(9, kv_str("a", "2")))
     assert impl([("a", "b")], []).scan(later)[1][0][8] == "2"
-    # An array is a value, even an empty one: it is present, unlike None.
+    # An array key's array is a value, even an empty one: it is present, unlike None.
     empty = one_span(ld(9, kv_str("b", "1")) + ld(9, ld(1, b"a") + ld(2, ld(5, b""))))
-    assert impl([("a", "b")], []).scan(empty)[1][0][8] == ()
-    assert impl([("a", "b")], [], max_array_items=0).scan(empty)[1][0][8] == ()
+    assert impl([("a", "b")], [], array_keys=["a"]).scan(empty)[1][0][8] == ()
+    assert impl([("a", "b")], [], max_array_items=0, array_keys=["a"]).scan(empty)[1][0][8] == ()
+    # Under any other key an array is absent: the group's next key is tried.
+    assert impl([("a", "b")], []).scan(empty)[1][0][8] == "1"
+    assert impl([("a", "b")], [], array_keys=["b"]).scan(empty)[1][0][8] == "1"
     novalue = one_span(ld(9, kv_str("b", "1")) + ld(9, ld(1, b"a")))  # "a" without a value: None
     assert impl([("a", "b")], []).scan(novalue)[1][0][8] == "1"
 
@@ -495,9 +504,10 @@ def test_deep_nesting_does_not_recurse(impl: type) -> None:
     data = one_span(ld(9, ld(1, b"deep") + ld(2, value)) + ld(9, kv_str("a", "ok")))
     if impl is PyScanner:
         with pytest.raises(ScanError):
-            impl(["deep", "a"], []).scan(data)
+            impl(["deep", "a"], [], array_keys=["deep"]).scan(data)
     else:
-        assert impl(["deep", "a"], []).scan(data)[1][0][8:] == ((None,), "ok")
+        assert impl(["deep", "a"], [], array_keys=["deep"]).scan(data)[1][0][8:] == ((None,), "ok")
+        assert impl(["deep", "a"], []).scan(data)[1][0][8:] == (None, "ok")  # never walked
 
     groups = tag(99, 3) * 3000 + tag(99, 4) * 3000
     with pytest.raises(ScanError, match="nested too deeply"):
@@ -560,26 +570,33 @@ ELEMENTS_EXPECTED = (
 def test_array_elements_convert_like_scalar_values(impl: type) -> None:
     data = array_span(ld(5, ELEMENTS))
     assert parses(data)
-    resources, spans = impl(["a", "b"], []).scan(data)
+    resources, spans = impl(["a", "b"], [], array_keys=["a"]).scan(data)
     assert typed(spans[0][8:]) == typed((ELEMENTS_EXPECTED, None))
+    assert impl(["a", "b"], []).scan(data)[1][0][8:] == (None, None)  # "a" is not an array key
     empty = array_span(ld(5, b""))
-    assert impl(["a"], []).scan(empty)[1][0][8:] == ((),)
-    # resource attributes too
+    assert impl(["a"], [], array_keys=["a"]).scan(empty)[1][0][8:] == ((),)
+    assert impl(["a"], []).scan(empty)[1][0][8:] == (None,)
+    # resource keys have no array keys: a resource array is absent
     resource = ld(
         1, ld(1, ld(1, ld(1, b"r") + ld(2, ld(5, element(string_value="x") + element(int_value=2)))))
     )
-    assert impl([], ["r"]).scan(resource)[0] == [(("x", 2),)]
+    assert impl([], ["r"]).scan(resource)[0] == [(None,)]
+    assert impl([], [("r", "s")]).scan(resource + ld(1, ld(1, ld(1, kv_str("s", "y")))))[0] == [
+        (None,),
+        ("y",),
+    ]
 
 
 def test_arrays_are_cut_after_max_array_items_plus_one(impl: type) -> None:
     data = array_span(ld(5, b"".join(element(int_value=i) for i in range(100))))
     for bound, length in [(64, 65), (1, 2), (98, 99), (99, 100), (100, 100), (sys.maxsize, 100)]:
-        assert impl(["a"], [], max_array_items=bound).scan(data)[1][0][8] == tuple(range(length))
-    assert impl(["a"], [], max_array_items=0).scan(data)[1][0][8] == ()
-    assert impl(["a"], []).scan(data)[1][0][8] == tuple(range(65))  # default 64
+        scanner = impl(["a"], [], max_array_items=bound, array_keys=["a"])
+        assert scanner.scan(data)[1][0][8] == tuple(range(length))
+    assert impl(["a"], [], max_array_items=0, array_keys=["a"]).scan(data)[1][0][8] == ()
+    assert impl(["a"], [], array_keys=["a"]).scan(data)[1][0][8] == tuple(range(65))  # default 64
     # cut where merged array_value fields meet
     merged = array_span(*(ld(5, element(int_value=i) + element(int_value=-i)) for i in range(3)))
-    assert impl(["a"], [], max_array_items=2).scan(merged)[1][0][8] == (0, 0, 1)
+    assert impl(["a"], [], max_array_items=2, array_keys=["a"]).scan(merged)[1][0][8] == (0, 0, 1)
 
 
 def test_array_elements_past_the_cut_are_never_converted(impl: type) -> None:
@@ -587,14 +604,15 @@ def test_array_elements_past_the_cut_are_never_converted(impl: type) -> None:
     data = array_span(ld(5, element(string_value="ok") * 3 + ld(1, ld(1, b"\xff"))))
     assert not parses(data)
     with pytest.raises(ScanError, match=r"^invalid UTF-8 \(AnyValue.string_value\) at byte 37$"):
-        impl(["a"], [], max_array_items=3).scan(data)
+        impl(["a"], [], max_array_items=3, array_keys=["a"]).scan(data)
     if impl is PyScanner:
         with pytest.raises(ScanError, match=r"^invalid UTF-8 \(AnyValue.string_value\) at byte 37$"):
-            impl(["a"], [], max_array_items=2).scan(data)
+            impl(["a"], [], max_array_items=2, array_keys=["a"]).scan(data)
     else:
-        assert impl(["a"], [], max_array_items=2).scan(data)[1][0][8] == ("ok",) * 3
-        assert impl(["a"], [], max_array_items=0).scan(data)[1][0][8] == ()
+        assert impl(["a"], [], max_array_items=2, array_keys=["a"]).scan(data)[1][0][8] == ("ok",) * 3
+        assert impl(["a"], [], max_array_items=0, array_keys=["a"]).scan(data)[1][0][8] == ()
         assert impl(["b"], []).scan(data)[1][0][8] is None  # an unwanted key's array is skipped
+        assert impl(["a"], []).scan(data)[1][0][8] is None  # so is a scalar key's
 
 
 A1 = ld(5, element(string_value="x"))
@@ -621,12 +639,14 @@ def test_repeated_array_value_fields_merge_like_protobuf(
     impl: type, values: list[bytes], expected: object
 ) -> None:
     data = array_span(*values)
-    assert impl(["a"], []).scan(data)[1][0][8] == expected
+    scanner = impl(["a"], [], array_keys=["a"])
+    assert scanner.scan(data)[1][0][8] == expected
+    assert impl(["a"], []).scan(data)[1][0][8] == (None if isinstance(expected, tuple) else expected)
     # as merged KeyValue.value fields, with the key anywhere
     parts = [ld(2, v) for v in values]
     for at in range(len(parts) + 1):
         attribute = b"".join(parts[:at]) + ld(1, b"a") + b"".join(parts[at:])
-        assert impl(["a"], []).scan(one_span(ld(9, attribute)))[1][0][8] == expected
+        assert scanner.scan(one_span(ld(9, attribute)))[1][0][8] == expected
     # which is what protobuf makes of it
     value = KeyValue.FromString(b"".join(parts)).value
     if value.WhichOneof("value") == "array_value":
@@ -641,8 +661,11 @@ def test_last_occurrence_of_a_key_wins_with_arrays(impl: type) -> None:
         (arr + ld(9, ld(1, b"a") + ld(2, ld(6, b""))), None),
         (arr + ld(9, ld(1, b"a") + ld(2, A1)), ("x",)),  # separate attributes do not merge
     ]:
-        assert impl(["a"], []).scan(one_span(attributes))[1][0][8] == expected
-        assert impl([("a", "b")], []).scan(one_span(attributes))[1][0][8] == expected
+        assert impl(["a"], [], array_keys=["a"]).scan(one_span(attributes))[1][0][8] == expected
+        assert impl([("a", "b")], [], array_keys=["a"]).scan(one_span(attributes))[1][0][8] == expected
+        # under a scalar key the last occurrence wins too, an array being absent
+        scalar = None if isinstance(expected, tuple) else expected
+        assert impl([("a", "b")], []).scan(one_span(attributes))[1][0][8] == scalar
 
 
 def test_max_array_items_argument(impl: type) -> None:
@@ -668,11 +691,172 @@ def test_field_scanner_passes_max_array_items_through(fields: list[tuple[str, ..
 
     data = array_span(ld(5, b"".join(element(int_value=i) for i in range(100))))
     assert FieldScanner(fields, [])._scanner.max_array_items == 64
-    assert FieldScanner(fields, []).scan(data)[1][0][8] == tuple(range(65))
-    assert FieldScanner(fields, [], max_array_items=3).scan(data)[1][0][8] == (0, 1, 2, 3)
-    assert FieldScanner(fields, [], max_array_items=0).scan(data)[1][0][8] == ()
+    assert FieldScanner(fields, [], array_fields=[0]).scan(data)[1][0][8] == tuple(range(65))
+    assert FieldScanner(fields, [], max_array_items=3, array_fields=[0]).scan(data)[1][0][8] == (0, 1, 2, 3)
+    assert FieldScanner(fields, [], max_array_items=0, array_fields=[0]).scan(data)[1][0][8] == ()
+    assert FieldScanner(fields, []).scan(data)[1][0][8] is None  # not an array field
     with pytest.raises(ValueError, match="max_array_items must be 0"):
         FieldScanner(fields, [], max_array_items=-1)
+
+
+def test_array_keys_argument(impl: type) -> None:
+    assert impl(["a"], []).array_keys == ()
+    assert impl(["a", ("b", "c")], [], array_keys=["c", "a", "c"]).array_keys == ("c", "a", "c")
+    assert impl(["a"], [], array_keys=(k for k in ["a"])).array_keys == ("a",)
+    assert impl(["a", "a"], [], array_keys={"a"}).array_keys == ("a",)  # a key repeated in span_keys
+    with pytest.raises(ValueError, match=r"^array_keys: key 'r' is not one of span_keys$"):
+        impl(["a"], ["r"], array_keys=["a", "r"])  # resource keys have no array keys
+    with pytest.raises(ValueError, match=r"^array_keys: key 'b' is not one of span_keys$"):
+        impl([("a",)], [], array_keys=["b"])
+    with pytest.raises(ValueError, match=r"^array_keys: key '' is not one of span_keys$"):
+        impl(["a"], [], array_keys=[""])
+    with pytest.raises(TypeError, match=r"^array_keys must be a collection of str, not str$"):
+        impl(["a"], [], array_keys="a")
+    with pytest.raises(TypeError, match=r"^array_keys must contain str, not bytes$"):
+        impl(["a"], [], array_keys=[b"a"])
+    with pytest.raises(TypeError, match=r"^array_keys must contain str, not tuple$"):
+        impl([("a",)], [], array_keys=[("a",)])
+    with pytest.raises(UnicodeEncodeError):
+        impl(["a"], [], array_keys=["\ud800"])
+    with pytest.raises(TypeError):
+        impl(["a"], [], array_keys=None)
+
+
+def consumer_span(consumer: AnyValue, *more: KeyValue) -> bytes:
+    """A SERVER span whose apiusage.consumer.id has the value `consumer`, and the attributes `more`."""
+    attributes = [KeyValue(key="apiusage.consumer.id", value=consumer), *more]
+    return ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                scope_spans=[ScopeSpans(spans=[Span(kind=Span.SPAN_KIND_SERVER, attributes=attributes)])]
+            )
+        ]
+    ).SerializeToString()
+
+
+CONSUMER_ARRAY = AnyValue(
+    array_value=ArrayValue(values=[AnyValue(string_value="x"), AnyValue(int_value=1), AnyValue()])
+)
+
+
+def test_an_array_under_a_scalar_key_falls_through_to_the_groups_next_key(impl: type) -> None:
+    """An array apiusage.consumer.id counts as absent: enduser.id is the consumer (docs/attributes.md)."""
+    from apiusage.conventions.attributes import ATTR_QUERY_PARAMETERS
+    from apiusage.processor.config import UsageConfig
+    from apiusage.processor.derive.requests import SPAN_FIELDS, span_field_sources
+
+    groups = span_field_sources(UsageConfig())
+    consumer = 8 + SPAN_FIELDS.index("consumer_id")
+    assert groups[SPAN_FIELDS.index("consumer_id")][0] == "apiusage.consumer.id"
+    data = consumer_span(
+        CONSUMER_ARRAY,
+        kv("enduser.id", string_value="u-1"),
+        kv("http.route", array_value=ArrayValue(values=[AnyValue(string_value="/a")])),
+        kv(ATTR_QUERY_PARAMETERS, array_value=ArrayValue(values=[AnyValue(string_value="page")])),
+    )
+    span = impl(groups, [("service.name",)]).scan(data)[1][0]
+    assert span[consumer] == "u-1"
+    assert span[8 + SPAN_FIELDS.index("route")] is None
+    # an array key still returns its arrays, in the same scan as the scalar keys
+    with_arrays = groups + [(ATTR_QUERY_PARAMETERS,)]
+    span = impl(with_arrays, [], array_keys=[ATTR_QUERY_PARAMETERS]).scan(data)[1][0]
+    assert (span[consumer], span[-1]) == ("u-1", ("page",))
+    # and an array under an array key is a value: it ends the group's search
+    span = impl(groups, [], array_keys=["apiusage.consumer.id"]).scan(data)[1][0]
+    assert span[consumer] == ("x", 1, None)
+    # an array key's scalar value is returned as it is
+    scalar = consumer_span(AnyValue(string_value="c-1"), kv("enduser.id", string_value="u-1"))
+    assert impl(groups, [], array_keys=["apiusage.consumer.id"]).scan(scalar)[1][0][consumer] == "c-1"
+    # no other key: absent
+    alone = consumer_span(CONSUMER_ARRAY)
+    assert impl(groups, []).scan(alone)[1][0][consumer] is None
+
+
+@pytest.fixture
+def field_scanner(impl: type, monkeypatch: pytest.MonkeyPatch) -> type:
+    """FieldScanner over `impl`."""
+    from apiusage.processor.receivers.fields import FieldScanner
+
+    monkeypatch.setattr(scan, "Scanner", impl)
+    monkeypatch.setattr(scan, "IMPLEMENTATION", "python" if impl is PyScanner else "c")
+    return FieldScanner
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [("apiusage.consumer.id", "enduser.id"), ("q",), ("b", "l")],
+        [("apiusage.consumer.id", "enduser.id"), ("q",), ("b", "l"), ("enduser.id",)],  # a key in two
+        [("apiusage.consumer.id", "enduser.id"), ("q", "apiusage.consumer.id"), ("b", "l")],
+    ],
+    ids=["grouped", "shared scalar key", "key in a scalar and an array field"],
+)
+def test_field_scanner_array_fields(field_scanner: type, fields: list[tuple[str, ...]]) -> None:
+    q_array = kv("q", array_value=ArrayValue(values=[AnyValue(string_value="p")]))
+    b_array = kv("b", array_value=ArrayValue(values=[]))
+    data = consumer_span(CONSUMER_ARRAY, kv("enduser.id", string_value="u-1"), q_array, b_array)
+    assert field_scanner(fields, [], array_fields=[1, 2]).scan(data)[1][0][8:11] == ("u-1", ("p",), ())
+    assert field_scanner(fields, []).scan(data)[1][0][8:11] == ("u-1", None, None)
+    assert field_scanner(fields, [], array_fields=(i for i in [2])).scan(data)[1][0][8:11] == (
+        "u-1",
+        None,
+        (),
+    )
+    if fields[1] == ("q", "apiusage.consumer.id"):
+        # without q, the array field takes the shared key's array; the scalar field does not
+        data = consumer_span(CONSUMER_ARRAY, kv("enduser.id", string_value="u-1"))
+        assert field_scanner(fields, [], array_fields=[1]).scan(data)[1][0][8:10] == ("u-1", ("x", 1, None))
+
+
+def test_an_sdk_span_with_an_array_consumer_id_derives_the_next_key(field_scanner: type) -> None:
+    """Real SDK spans, OTLP-encoded by the exporter's own encoder, through FieldScanner and the Deriver."""
+    from apiusage.processor.config import UsageConfig
+    from apiusage.processor.derive.requests import Deriver, span_field_sources
+    from apiusage.processor.telemetry import PipelineStats
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.resources import Resource as SdkResource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=SdkResource.create({"service.name": "shop"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    attributes = {"http.request.method": "GET", "http.response.status_code": 200, "enduser.id": "u-1"}
+    with tracer.start_as_current_span("a", kind=SpanKind.SERVER) as span:
+        span.set_attributes({**attributes, "http.route": "/a", "apiusage.consumer.id": ["x", "y"]})
+    with tracer.start_as_current_span("b", kind=SpanKind.SERVER) as span:
+        span.set_attributes({**attributes, "http.route": ["/b"], "http.target": "/b/1"})
+    provider.shutdown()
+    body = encode_spans(exporter.get_finished_spans()).SerializeToString()
+    config = UsageConfig()
+    stats = PipelineStats()
+    requests = Deriver(config, stats).derive(
+        *field_scanner(span_field_sources(config), [("service.name",)]).scan(body)
+    )
+    # an array route is absent too: the route comes from the path, as for a span without one
+    assert [(r.service, r.route, r.consumer_id) for r in requests] == [
+        ("shop", "/a", "u-1"),
+        ("shop", "/b/{id}", "u-1"),
+    ]
+
+
+def test_field_scanner_array_fields_argument(field_scanner: type) -> None:
+    fields = [("a",), ("b", "c")]
+    assert field_scanner(fields, [], array_fields=[1])._scanner.array_keys == ("b", "c")
+    assert field_scanner(fields, [], array_fields=[1, 0, 1])._scanner.array_keys == ("a", "b", "c")
+    with pytest.raises(ValueError, match=r"^array_fields: 2 is not the index of one of the 2 span_fields$"):
+        field_scanner(fields, [], array_fields=[2])
+    with pytest.raises(ValueError, match=r"^array_fields: -1 is not the index of one of the 2 span_fields$"):
+        field_scanner(fields, [], array_fields=[-1])
+    with pytest.raises(TypeError, match=r"^array_fields must contain int, not bool$"):
+        field_scanner(fields, [], array_fields=[True])
+    with pytest.raises(TypeError):
+        field_scanner(fields, [], array_fields=["b"])
+    with pytest.raises(TypeError, match=r"^array_fields must be a collection of int, not str$"):
+        field_scanner(fields, [], array_fields="1")
 
 
 ARRAY_MEMORY_PROBE = """
@@ -696,7 +880,7 @@ def ld(field: int, payload: bytes) -> bytes:
 implementation = sys.argv[1]
 elements = b"\\x0a\\x03\\x0a\\x01a" * ((16 << 20) // 5)  # 3.3 M one-letter strings
 body = ld(1, ld(2, ld(2, ld(9, ld(1, b"a") + ld(2, ld(5, elements))))))
-scanner = scan.Scanner(["a"], [])
+scanner = scan.Scanner(["a"], [], array_keys=["a"])
 assert scan.IMPLEMENTATION == implementation, scan.IMPLEMENTATION
 scanner.scan(ld(1, ld(2, ld(2, b""))))  # warm up
 before = peak()
@@ -807,7 +991,7 @@ MALFORMED = [
 def test_malformed_messages(impl: type, data: bytes, message: str) -> None:
     assert not parses(data)
     with pytest.raises(ScanError) as info:
-        impl(["a"], ["k"]).scan(data)
+        impl(["a"], ["k"], array_keys=["a"]).scan(data)
     assert str(info.value) == message
     assert isinstance(info.value, ValueError)
 
@@ -841,7 +1025,7 @@ def test_garbage_never_raises_anything_else(impl: type) -> None:
 @pytest.mark.slow
 def test_c_scanner_does_not_leak() -> None:
     impl = _c_scanner()
-    scanner = impl(SPAN_KEYS + ["a"], RESOURCE_KEYS)
+    scanner = impl(SPAN_KEYS + ["a"], RESOURCE_KEYS, array_keys=["a", "arr"])
     good = full_request().SerializeToString()
     payloads = [good] + [good[:cut] for cut in range(0, len(good), 7)]
     payloads += [data for data, _message in MALFORMED]
@@ -1373,14 +1557,25 @@ wanted = st.lists(st.sampled_from(KEY_POOL), min_size=1, max_size=6)
 array_bounds = st.sampled_from([64, 64, 0, 1, 2, 3])
 
 
+def array_keys_of(span_keys: list) -> st.SearchStrategy[list[str]]:
+    """Some of the span keys (grouped or not), now and then all of them."""
+    flat = sorted({k for e in span_keys for k in (e if isinstance(e, tuple) else (e,))})
+    return st.one_of(st.lists(st.sampled_from(flat), max_size=3), st.just(flat))
+
+
 def check_contract(
-    data: bytes, span_keys: list[str], resource_keys: list[str], max_array_items: int = 64
+    data: bytes,
+    span_keys: list,
+    resource_keys: list,
+    max_array_items: int = 64,
+    array_keys: list[str] | tuple[()] = (),
 ) -> bool:
     """Equal results when protobuf parses data; else ScanError or a result, nothing else."""
     outcomes = []
     for impl in (_c_scanner(), PyScanner):
+        scanner = impl(span_keys, resource_keys, max_array_items=max_array_items, array_keys=array_keys)
         try:
-            outcomes.append(typed(impl(span_keys, resource_keys, max_array_items=max_array_items).scan(data)))
+            outcomes.append(typed(scanner.scan(data)))
         except ScanError:
             outcomes.append(ScanError)
     c_outcome, py_outcome = outcomes
@@ -1402,11 +1597,11 @@ DIFF_SETTINGS = settings(
 
 @pytest.mark.usefixtures("c_required")
 @DIFF_SETTINGS
-@given(data=requests, span_keys=wanted, resource_keys=wanted, max_array_items=array_bounds)
+@given(data=requests, span_keys=wanted, resource_keys=wanted, max_array_items=array_bounds, draw=st.data())
 def test_differential_generated(
-    data: bytes, span_keys: list[str], resource_keys: list[str], max_array_items: int
+    data: bytes, span_keys: list[str], resource_keys: list[str], max_array_items: int, draw: st.DataObject
 ) -> None:
-    check_contract(data, span_keys, resource_keys, max_array_items)
+    check_contract(data, span_keys, resource_keys, max_array_items, draw.draw(array_keys_of(span_keys)))
 
 
 @st.composite
@@ -1419,9 +1614,17 @@ def key_groups(draw: st.DrawFn) -> list[tuple[str, ...]]:
 
 @pytest.mark.usefixtures("c_required")
 @DIFF_SETTINGS
-@given(data=requests, span_keys=key_groups(), resource_keys=key_groups(), max_array_items=array_bounds)
-def test_differential_groups(data: bytes, span_keys: list, resource_keys: list, max_array_items: int) -> None:
-    check_contract(data, span_keys, resource_keys, max_array_items)
+@given(
+    data=requests,
+    span_keys=key_groups(),
+    resource_keys=key_groups(),
+    max_array_items=array_bounds,
+    draw=st.data(),
+)
+def test_differential_groups(
+    data: bytes, span_keys: list, resource_keys: list, max_array_items: int, draw: st.DataObject
+) -> None:
+    check_contract(data, span_keys, resource_keys, max_array_items, draw.draw(array_keys_of(span_keys)))
 
 
 @pytest.mark.usefixtures("c_required")
@@ -1446,4 +1649,6 @@ def test_differential_mutated(
             del data[pos:]
         elif op == "dup":
             data[pos:pos] = data[pos : pos + draw.draw(st.integers(1, 8))]
-    check_contract(bytes(data), span_keys, resource_keys, max_array_items)
+    check_contract(
+        bytes(data), span_keys, resource_keys, max_array_items, draw.draw(array_keys_of(span_keys))
+    )
