@@ -1067,6 +1067,15 @@ fail:
     return NULL;
 }
 
+/* The value of key e, an array: array_object() for an array key; for any
+   other key an array is absent (None), and never walked.  Kept out of line
+   so that the scalar path of parse_key_value stays as short as it was. */
+Py_NO_INLINE static PyObject *
+array_value(const Ctx *c, const KeyEnt *e, const AnyVal *av, const uint8_t *kv_end)
+{
+    return e->array ? array_object(c, av, kv_end) : Py_NewRef(Py_None);
+}
+
 static const uint8_t empty_key[1] = {0};
 
 /* One KeyValue: if its key is wanted, store its converted value in the
@@ -1121,12 +1130,7 @@ parse_key_value(const Ctx *c, const KeyTable *kt, KeyVals vals, PyObject **slots
     ent = kt_find(kt, key, keylen);
     if (ent < 0)
         return 0;
-    if (av.kind != AV_ARRAY)
-        obj = any_value_object(c, &av);
-    else if (kt->ents[ent].array)
-        obj = array_object(c, &av, end);
-    else
-        obj = Py_NewRef(Py_None); /* an array under a scalar key is absent: never walked */
+    obj = av.kind == AV_ARRAY ? array_value(c, &kt->ents[ent], &av, end) : any_value_object(c, &av);
     if (obj == NULL)
         return -1;
     if (kt->grouped)
