@@ -34,7 +34,8 @@ class FieldScanner:
         array_fields: Collection[int] = (),
     ) -> None:
         self.implementation = scan.IMPLEMENTATION
-        self._span_index: list[tuple[int, ...]] | None = None
+        # only when the fields are resolved here: (key indexes, scalar field?) per span field
+        self._span_index: list[tuple[tuple[int, ...], bool]] | None = None
         arrays = _check_array_fields(array_fields, len(span_fields))
         array_keys = list(dict.fromkeys(k for i in sorted(arrays) for k in span_fields[i]))
         try:
@@ -57,7 +58,7 @@ class FieldScanner:
             max_array_items=max_array_items,
             array_keys=array_keys,
         )
-        # A key of an array field that also feeds a scalar field: its tuple is absent there.
+        # a key of an array field that also feeds a scalar field: its tuple is absent there
         self._span_index = [
             (tuple(span_keys.index(k) for k in g), i not in arrays) for i, g in enumerate(span_fields)
         ]

@@ -267,7 +267,8 @@ class PyScanner:
             raise ScanError(_diagnose(data) or f"protobuf rejected the payload: {exc}") from exc
         span_keys, span_set = self.span_keys, self._span_set
         resource_keys, resource_set = self.resource_keys, self._resource_set
-        array_limit, arrays, no_arrays = self._array_limit, self._array_set, frozenset()
+        array_limit, arrays = self._array_limit, self._array_set
+        no_arrays: frozenset[str] = frozenset()
         resources: list[tuple[Any, ...]] = []
         spans: list[tuple[Any, ...]] = []
         for rs in request.resource_spans:
