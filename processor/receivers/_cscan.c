@@ -12,10 +12,11 @@
  *    the enclosing message; lengths are compared against the bytes left
  *    before any pointer arithmetic.
  *  - The message nesting we descend into is fixed (request > ResourceSpans
- *    > Resource/ScopeSpans > Span > KeyValue/Status > AnyValue), so there is
- *    no recursion.  Everything else (events, links, array/kvlist values,
- *    unknown fields) is skipped by length; unknown groups are skipped
- *    iteratively with a bounded explicit stack.
+ *    > Resource/ScopeSpans > Span > KeyValue/Status > AnyValue, and for a
+ *    span array key's array value > ArrayValue > AnyValue), so there is no
+ *    recursion.  Everything else (events, links, kvlist values, arrays
+ *    nested in arrays, unknown fields) is skipped by length; unknown groups
+ *    are skipped iteratively with a bounded explicit stack.
  *  - Semantics follow upb (the protobuf runtime behind the Python
  *    package): fields in any order, last occurrence of a scalar wins,
  *    repeated occurrences of a singular message field merge, a known field
@@ -31,7 +32,11 @@
  *    Scanner built with max_spans > 0 refuses a request before building
  *    its (max_spans+1)-th span tuple (or resource tuple: an empty
  *    ResourceSpans is 2 bytes too); peak memory is then bounded by
- *    max_spans tuples of each kind whatever the body size.
+ *    max_spans tuples of each kind whatever the body size.  Array values
+ *    are skipped by length on the first walk of a KeyValue; only an array
+ *    key's array is walked again, element by element, and only up to
+ *    max_array_items + 1 elements (the rest is never looked at), so one
+ *    huge array of tiny strings costs that many objects, not millions.
  *  - Reentrancy: the scanner holds the GIL throughout, but an allocation
  *    of a tuple can start a garbage collection, and gc callbacks and
  *    finalizers run Python code -- which may call scan() on the same
@@ -66,7 +71,7 @@ static PyObject *too_many_spans_class = NULL;
 
 enum {
     M_REQUEST, M_RESOURCE_SPANS, M_RESOURCE, M_SCOPE_SPANS, M_SPAN,
-    M_STATUS, M_KEY_VALUE, M_ANY_VALUE, M_COUNT
+    M_STATUS, M_KEY_VALUE, M_ANY_VALUE, M_ARRAY_VALUE, M_COUNT
 };
 
 typedef struct {
@@ -94,20 +99,22 @@ static const FieldName names_any_value[] = {
     {1, "string_value"}, {2, "bool_value"}, {3, "int_value"}, {4, "double_value"},
     {5, "array_value"}, {6, "kvlist_value"}, {7, "bytes_value"},
     {8, "string_value_strindex"}, {0, NULL}};
+static const FieldName names_array_value[] = {{1, "values"}, {0, NULL}};
 
 static const char *const message_names[M_COUNT] = {
     "ExportTraceServiceRequest", "ResourceSpans", "Resource", "ScopeSpans",
-    "Span", "Status", "KeyValue", "AnyValue"};
+    "Span", "Status", "KeyValue", "AnyValue", "ArrayValue"};
 
 static const FieldName *const message_fields[M_COUNT] = {
     names_request, names_resource_spans, names_resource, names_scope_spans,
-    names_span, names_status, names_key_value, names_any_value};
+    names_span, names_status, names_key_value, names_any_value, names_array_value};
 
 /* ------------------------------------------------------------------ */
 /* Errors                                                              */
 
 typedef struct {
-    const uint8_t *base; /* start of the payload, for byte offsets */
+    const uint8_t *base;    /* start of the payload, for byte offsets */
+    Py_ssize_t array_limit; /* most elements an array value returns */
 } Ctx;
 
 /* Raise "<what> (<Message>.<field>) at byte N", or "(<Message> field N)"
@@ -511,6 +518,7 @@ typedef struct {
     size_t len;
     Py_ssize_t slot; /* output position */
     int next;        /* next entry in the same length bucket, or -1 */
+    int array;       /* an array key: its array values are returned (else they are None) */
 } KeyEnt;
 
 typedef struct {
@@ -572,8 +580,9 @@ kt_begin(const KeyTable *kt, KeyVals vals)
 
 /* Entries are keys (str) or groups of alternative keys (tuple or list of
    str): a group's output is the value of its first key present with a
-   scalar value.  A key may repeat across plain entries (each position gets
-   its value) but not when groups are used. */
+   scalar value (or an array value, for an array key: see kt_mark_arrays).
+   A key may repeat across plain entries (each position gets its value) but
+   not when groups are used. */
 static int
 kt_init(KeyTable *kt, PyObject *seq, const char *argname)
 {
@@ -729,9 +738,55 @@ fail:
     return -1;
 }
 
-/* Fill the output positions: a group's first key with a scalar value, or
-   the values of repeated keys; unset positions become None.  slots has
-   kt->n entries. */
+/* Mark the keys of `seq` (an iterable of str, each one of the table's
+   keys) as array keys; returns the keys as a tuple, or NULL with an
+   exception set.  Only an array key's array values are returned: for any
+   other key an array counts as absent, as before arrays were read, so a
+   group's next key is tried. */
+static PyObject *
+kt_mark_arrays(KeyTable *kt, PyObject *seq, const char *argname, const char *tablename)
+{
+    PyObject *keys;
+    Py_ssize_t i, len;
+
+    if (PyUnicode_Check(seq) || PyBytes_Check(seq) || PyByteArray_Check(seq)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a collection of str, not %.100s", argname,
+                     Py_TYPE(seq)->tp_name);
+        return NULL;
+    }
+    keys = PySequence_Tuple(seq);
+    if (keys == NULL)
+        return NULL;
+    for (i = 0; i < PyTuple_GET_SIZE(keys); i++) {
+        PyObject *k = PyTuple_GET_ITEM(keys, i);
+        const char *s;
+        int ent;
+
+        if (!PyUnicode_Check(k)) {
+            PyErr_Format(PyExc_TypeError, "%s must contain str, not %.100s", argname,
+                         Py_TYPE(k)->tp_name);
+            goto fail;
+        }
+        s = PyUnicode_AsUTF8AndSize(k, &len);
+        if (s == NULL)
+            goto fail;
+        ent = kt_find(kt, (const uint8_t *)s, (size_t)len);
+        if (ent < 0) {
+            PyErr_Format(PyExc_ValueError, "%s: key %R is not one of %s", argname, k, tablename);
+            goto fail;
+        }
+        kt->ents[ent].array = 1;
+    }
+    return keys;
+
+fail:
+    Py_DECREF(keys);
+    return NULL;
+}
+
+/* Fill the output positions: a group's first key with a value (a scalar,
+   or an array key's array, even an empty one), or the values of repeated
+   keys; unset positions become None.  slots has kt->n entries. */
 static inline void
 kt_finish(const KeyTable *kt, KeyVals vals, PyObject **slots)
 {
@@ -762,18 +817,28 @@ kt_finish(const KeyTable *kt, KeyVals vals, PyObject **slots)
 /* ------------------------------------------------------------------ */
 /* Messages                                                            */
 
-enum { AV_NONE = 0, AV_STR, AV_BOOL, AV_INT, AV_DOUBLE, AV_OTHER };
+enum { AV_NONE = 0, AV_STR, AV_BOOL, AV_INT, AV_DOUBLE, AV_ARRAY, AV_OTHER };
 
 typedef struct {
     int kind;
     const uint8_t *s;
     size_t n;
     uint64_t u;
+    /* AV_ARRAY: where the current run of array_value occurrences starts
+       (the KeyValue.value tag holding the first one, and that one's tag) */
+    const uint8_t *arr_kv;
+    const uint8_t *arr_tp;
 } AnyVal;
 
-/* AnyValue; successive occurrences merge into *av (oneof: last wins). */
+/* AnyValue; successive occurrences merge into *av (oneof: last wins).
+   kv_tp is the tag of the KeyValue.value field holding it (NULL for an
+   array element).  Array values are only located here: upb merges
+   consecutive array_value occurrences (even across merged KeyValue.value
+   occurrences) and starts afresh after another member of the oneof, so
+   the run's start is all array_object() needs. */
 static int
-parse_any_value(const Ctx *c, const uint8_t *p, const uint8_t *end, AnyVal *av)
+parse_any_value(const Ctx *c, const uint8_t *p, const uint8_t *end, AnyVal *av,
+                const uint8_t *kv_tp)
 {
     while (p < end) {
         const uint8_t *tp = p;
@@ -811,7 +876,17 @@ parse_any_value(const Ctx *c, const uint8_t *p, const uint8_t *end, AnyVal *av)
                 return -1;
             av->kind = AV_DOUBLE;
             break;
-        case (5 << 3) | 2: /* array_value */
+        case (5 << 3) | 2: /* array_value: elements read later, if the key is wanted */
+            p = field_len(c, tp, p, end, &n, M_ANY_VALUE, 5);
+            if (p == NULL)
+                return -1;
+            if (av->kind != AV_ARRAY) {
+                av->kind = AV_ARRAY;
+                av->arr_kv = kv_tp;
+                av->arr_tp = tp;
+            }
+            p += n;
+            break;
         case (6 << 3) | 2: /* kvlist_value */
         case (7 << 3) | 2: /* bytes_value */
             p = field_len(c, tp, p, end, &n, M_ANY_VALUE, tag >> 3);
@@ -837,6 +912,8 @@ parse_any_value(const Ctx *c, const uint8_t *p, const uint8_t *end, AnyVal *av)
     return 0;
 }
 
+/* A scalar value (also an array element's): nested arrays, kvlists,
+   bytes, string table indexes and empty values are None. */
 static PyObject *
 any_value_object(const Ctx *c, const AnyVal *av)
 {
@@ -857,6 +934,148 @@ any_value_object(const Ctx *c, const AnyVal *av)
     }
 }
 
+/* Append the elements of one ArrayValue to out until it holds
+   c->array_limit.  Returns 1 when out is full, 0 if not, -1 on error. */
+static int
+collect_array(const Ctx *c, const uint8_t *p, const uint8_t *end, PyObject *out)
+{
+    while (p < end) {
+        const uint8_t *tp = p;
+        uint32_t tag;
+        size_t n;
+
+        p = read_tag(c, p, end, &tag, M_ARRAY_VALUE);
+        if (p == NULL)
+            return -1;
+        if (tag == ((1 << 3) | 2)) { /* values */
+            AnyVal e = {AV_NONE, NULL, 0, 0, NULL, NULL};
+            PyObject *o;
+            int rc;
+
+            p = field_len(c, tp, p, end, &n, M_ARRAY_VALUE, 1);
+            if (p == NULL)
+                return -1;
+            if (parse_any_value(c, p, p + n, &e, NULL) < 0)
+                return -1;
+            o = any_value_object(c, &e);
+            if (o == NULL)
+                return -1;
+            rc = PyList_Append(out, o);
+            Py_DECREF(o);
+            if (rc < 0)
+                return -1;
+            if (PyList_GET_SIZE(out) >= c->array_limit)
+                return 1; /* the rest is never looked at */
+            p += n;
+        }
+        else {
+            p = skip_field(c, tp, p, end, tag, M_ARRAY_VALUE);
+            if (p == NULL)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* The array_value fields of AnyValue bytes [p, end) into out (see
+   collect_array). */
+static int
+collect_any_value(const Ctx *c, const uint8_t *p, const uint8_t *end, PyObject *out)
+{
+    while (p < end) {
+        const uint8_t *tp = p;
+        uint32_t tag;
+        size_t n;
+        int rc;
+
+        p = read_tag(c, p, end, &tag, M_ANY_VALUE);
+        if (p == NULL)
+            return -1;
+        if (tag == ((5 << 3) | 2)) {
+            p = field_len(c, tp, p, end, &n, M_ANY_VALUE, 5);
+            if (p == NULL)
+                return -1;
+            rc = collect_array(c, p, p + n, out);
+            if (rc != 0)
+                return rc;
+            p += n;
+        }
+        else {
+            p = skip_field(c, tp, p, end, tag, M_ANY_VALUE);
+            if (p == NULL)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* An array value as a tuple: the elements of its run of array_value
+   occurrences (av->arr_kv .. av->arr_tp .. the KeyValue's end kv_end),
+   converted like scalars, at most c->array_limit of them.  No other
+   member of the oneof follows the run's start, so every array_value from
+   there on belongs to it.  A second walk, over bytes the first one has
+   checked, so that only wanted arrays cost anything beyond their length. */
+static PyObject *
+array_object(const Ctx *c, const AnyVal *av, const uint8_t *kv_end)
+{
+    const uint8_t *p = av->arr_kv;
+    PyObject *out, *t;
+    uint32_t tag;
+    size_t n;
+    int rc;
+
+    if (c->array_limit == 0)
+        return PyTuple_New(0);
+    out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    p = read_tag(c, p, kv_end, &tag, M_KEY_VALUE);
+    if (p == NULL)
+        goto fail;
+    p = field_len(c, av->arr_kv, p, kv_end, &n, M_KEY_VALUE, 2);
+    if (p == NULL)
+        goto fail;
+    rc = collect_any_value(c, av->arr_tp, p + n, out);
+    p += n;
+    while (rc == 0 && p < kv_end) {
+        const uint8_t *tp = p;
+
+        p = read_tag(c, p, kv_end, &tag, M_KEY_VALUE);
+        if (p == NULL)
+            goto fail;
+        if (tag == ((2 << 3) | 2)) { /* value: merges into the same AnyValue */
+            p = field_len(c, tp, p, kv_end, &n, M_KEY_VALUE, 2);
+            if (p == NULL)
+                goto fail;
+            rc = collect_any_value(c, p, p + n, out);
+            p += n;
+        }
+        else {
+            p = skip_field(c, tp, p, kv_end, tag, M_KEY_VALUE);
+            if (p == NULL)
+                goto fail;
+        }
+    }
+    if (rc < 0)
+        goto fail;
+    t = PyList_AsTuple(out);
+    Py_DECREF(out);
+    return t;
+
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* The value of key e, an array: array_object() for an array key; for any
+   other key an array is absent (None), and never walked.  Kept out of line
+   so that the scalar path of parse_key_value stays as short as it was. */
+Py_NO_INLINE static PyObject *
+array_value(const Ctx *c, const KeyEnt *e, const AnyVal *av, const uint8_t *kv_end)
+{
+    return e->array ? array_object(c, av, kv_end) : Py_NewRef(Py_None);
+}
+
 static const uint8_t empty_key[1] = {0};
 
 /* One KeyValue: if its key is wanted, store its converted value in the
@@ -867,7 +1086,7 @@ parse_key_value(const Ctx *c, const KeyTable *kt, KeyVals vals, PyObject **slots
 {
     const uint8_t *key = empty_key;
     size_t keylen = 0;
-    AnyVal av = {AV_NONE, NULL, 0, 0};
+    AnyVal av = {AV_NONE, NULL, 0, 0, NULL, NULL};
     int ent;
     int ascii;
     Py_ssize_t bad;
@@ -893,7 +1112,7 @@ parse_key_value(const Ctx *c, const KeyTable *kt, KeyVals vals, PyObject **slots
             p = field_len(c, tp, p, end, &n, M_KEY_VALUE, 2);
             if (p == NULL)
                 return -1;
-            if (parse_any_value(c, p, p + n, &av) < 0)
+            if (parse_any_value(c, p, p + n, &av, tp) < 0)
                 return -1;
             p += n;
         }
@@ -911,7 +1130,7 @@ parse_key_value(const Ctx *c, const KeyTable *kt, KeyVals vals, PyObject **slots
     ent = kt_find(kt, key, keylen);
     if (ent < 0)
         return 0;
-    obj = any_value_object(c, &av);
+    obj = av.kind == AV_ARRAY ? array_value(c, &kt->ents[ent], &av, end) : any_value_object(c, &av);
     if (obj == NULL)
         return -1;
     if (kt->grouped)
@@ -977,6 +1196,8 @@ typedef struct {
     KeyTable span_kt; /* read-only after Scanner_new */
     KeyTable res_kt;
     Py_ssize_t max_spans; /* 0: unlimited */
+    Py_ssize_t max_array_items;
+    PyObject *array_keys; /* tuple, as given */
 } ScannerObject;
 
 /* One scan() call's state besides the position (see "Reentrancy" above). */
@@ -1236,25 +1457,42 @@ fail:
 static PyObject *
 Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"span_keys", "resource_keys", "max_spans", NULL};
-    PyObject *span_keys, *resource_keys;
-    Py_ssize_t max_spans = 0;
+    static char *kwlist[] = {"span_keys",       "resource_keys", "max_spans",
+                             "max_array_items", "array_keys",    NULL};
+    PyObject *span_keys, *resource_keys, *array_keys = NULL;
+    Py_ssize_t max_spans = 0, max_array_items = 64;
     ScannerObject *self;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|n:Scanner", kwlist, &span_keys,
-                                     &resource_keys, &max_spans))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|nnO:Scanner", kwlist, &span_keys,
+                                     &resource_keys, &max_spans, &max_array_items,
+                                     &array_keys))
         return NULL;
     if (max_spans < 0) {
         PyErr_Format(PyExc_ValueError, "max_spans must be 0 (unlimited) or more, not %zd",
                      max_spans);
         return NULL;
     }
+    if (max_array_items < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "max_array_items must be 0 (no array items) or more, not %zd",
+                     max_array_items);
+        return NULL;
+    }
     self = (ScannerObject *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
     self->max_spans = max_spans;
+    self->max_array_items = max_array_items;
     if (kt_init(&self->span_kt, span_keys, "span_keys") < 0 ||
         kt_init(&self->res_kt, resource_keys, "resource_keys") < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    if (array_keys == NULL)
+        self->array_keys = PyTuple_New(0);
+    else
+        self->array_keys = kt_mark_arrays(&self->span_kt, array_keys, "array_keys", "span_keys");
+    if (self->array_keys == NULL) {
         Py_DECREF(self);
         return NULL;
     }
@@ -1266,6 +1504,7 @@ Scanner_dealloc(ScannerObject *self)
 {
     kt_clear(&self->span_kt);
     kt_clear(&self->res_kt);
+    Py_CLEAR(self->array_keys);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1312,6 +1551,10 @@ Scanner_scan(ScannerObject *self, PyObject *data)
     if (resources == NULL || spans == NULL)
         goto done;
     call.c.base = (const uint8_t *)view.buf;
+    /* one element more than max_array_items tells the caller the array was cut */
+    call.c.array_limit = self->max_array_items == 0              ? 0
+                         : self->max_array_items == PY_SSIZE_T_MAX ? PY_SSIZE_T_MAX
+                                                                  : self->max_array_items + 1;
     p = call.c.base;
     end = view.len > 0 ? p + view.len : p;
     while (p < end) {
@@ -1368,6 +1611,18 @@ Scanner_get_max_spans(ScannerObject *self, void *closure)
     return PyLong_FromSsize_t(self->max_spans);
 }
 
+static PyObject *
+Scanner_get_max_array_items(ScannerObject *self, void *closure)
+{
+    return PyLong_FromSsize_t(self->max_array_items);
+}
+
+static PyObject *
+Scanner_get_array_keys(ScannerObject *self, void *closure)
+{
+    return Py_NewRef(self->array_keys);
+}
+
 static PyMethodDef Scanner_methods[] = {
     {"scan", (PyCFunction)Scanner_scan, METH_O, Scanner_scan_doc},
     {NULL, NULL, 0, NULL}};
@@ -1378,10 +1633,14 @@ static PyGetSetDef Scanner_getset[] = {
      "Wanted resource attribute keys.", NULL},
     {"max_spans", (getter)Scanner_get_max_spans, NULL,
      "Most spans one scan() returns (0: unlimited).", NULL},
+    {"max_array_items", (getter)Scanner_get_max_array_items, NULL,
+     "Array values hold at most this many elements plus one (0: none).", NULL},
+    {"array_keys", (getter)Scanner_get_array_keys, NULL,
+     "Span keys whose array values are returned (others' arrays are None).", NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
 PyDoc_STRVAR(Scanner_doc,
-"Scanner(span_keys, resource_keys, max_spans=0)\n\n"
+"Scanner(span_keys, resource_keys, max_spans=0, max_array_items=64, array_keys=())\n\n"
 "C scanner for OTLP ExportTraceServiceRequest payloads; see\n"
 "apiusage.processor.receivers.scan for the output format.");
 

@@ -1,10 +1,15 @@
 # Type stub for the optional C scanner (_cscan.c); scan.py documents the contract.
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 class Scanner:
     def __init__(
-        self, span_keys: Sequence[Any], resource_keys: Sequence[Any], max_spans: int = ...
+        self,
+        span_keys: Sequence[Any],
+        resource_keys: Sequence[Any],
+        max_spans: int = ...,
+        max_array_items: int = ...,
+        array_keys: Collection[str] = ...,
     ) -> None: ...
     def scan(self, data: bytes, /) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]: ...
     @property
@@ -13,5 +18,9 @@ class Scanner:
     def resource_keys(self) -> tuple[Any, ...]: ...
     @property
     def max_spans(self) -> int: ...
+    @property
+    def max_array_items(self) -> int: ...
+    @property
+    def array_keys(self) -> tuple[str, ...]: ...
 
 def _set_error_class(scan_error: type[Exception], too_many_spans: type[Exception], /) -> None: ...

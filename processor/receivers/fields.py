@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from . import scan
@@ -18,6 +19,10 @@ class FieldScanner:
     The scanner resolves the groups itself.  Only when one key feeds two fields
     (a config that names it twice) do the fields get resolved here, in Python.
     ``max_spans`` > 0: `scan` raises ``scan.TooManySpans`` for a body of more spans.
+    ``array_fields`` holds the indexes in ``span_fields`` of the groups whose values
+    are arrays: their keys are the scanner's ``array_keys``, so such a field is a tuple
+    of at most ``max_array_items + 1`` elements (or a scalar sent in its place; see
+    scan.py), and every other field takes no array value (its group's next key is tried).
     """
 
     def __init__(
@@ -25,35 +30,68 @@ class FieldScanner:
         span_fields: Sequence[Sequence[str]],
         resource_fields: Sequence[Sequence[str]],
         max_spans: int = 0,
+        max_array_items: int = 64,
+        array_fields: Collection[int] = (),
     ) -> None:
         self.implementation = scan.IMPLEMENTATION
-        self._span_index: list[tuple[int, ...]] | None = None
+        # only when the fields are resolved here: (key indexes, scalar field?) per span field
+        self._span_index: list[tuple[tuple[int, ...], bool]] | None = None
+        arrays = _check_array_fields(array_fields, len(span_fields))
+        array_keys = list(dict.fromkeys(k for i in sorted(arrays) for k in span_fields[i]))
         try:
             self._scanner = scan.Scanner(
-                [tuple(g) for g in span_fields], [tuple(g) for g in resource_fields], max_spans=max_spans
+                [tuple(g) for g in span_fields],
+                [tuple(g) for g in resource_fields],
+                max_spans=max_spans,
+                max_array_items=max_array_items,
+                array_keys=array_keys,
             )
             return
         except ValueError:
-            pass  # a key in two groups (a bad max_spans raises again below)
+            pass  # a key in two groups (a bad max_spans or max_array_items raises again below)
         span_keys = list(dict.fromkeys(k for group in span_fields for k in group))
         resource_keys = list(dict.fromkeys(k for group in resource_fields for k in group))
-        self._scanner = scan.Scanner(span_keys, resource_keys, max_spans=max_spans)
-        self._span_index = [tuple(span_keys.index(k) for k in g) for g in span_fields]
+        self._scanner = scan.Scanner(
+            span_keys,
+            resource_keys,
+            max_spans=max_spans,
+            max_array_items=max_array_items,
+            array_keys=array_keys,
+        )
+        # a key of an array field that also feeds a scalar field: its tuple is absent there
+        self._span_index = [
+            (tuple(span_keys.index(k) for k in g), i not in arrays) for i, g in enumerate(span_fields)
+        ]
         self._resource_index = [tuple(resource_keys.index(k) for k in g) for g in resource_fields]
 
     def scan(self, body: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         resources, spans = self._scanner.scan(body)
         if self._span_index is None:
             return resources, spans
-        resources = [tuple(_first(r, g, 0) for g in self._resource_index) for r in resources]
+        resources = [tuple(_first(r, g, 0, False) for g in self._resource_index) for r in resources]
         groups = self._span_index
-        spans = [s[:_FIXED] + tuple(_first(s, g, _FIXED) for g in groups) for s in spans]
+        spans = [s[:_FIXED] + tuple(_first(s, g, _FIXED, scalar) for g, scalar in groups) for s in spans]
         return resources, spans
 
 
-def _first(values: tuple[Any, ...], indexes: tuple[int, ...], offset: int) -> object:
+def _check_array_fields(array_fields: Collection[int], n: int) -> frozenset[int]:
+    """Indexes in span_fields (0 .. n-1)."""
+    if isinstance(array_fields, (str, bytes, bytearray)):
+        raise TypeError(f"array_fields must be a collection of int, not {type(array_fields).__name__}")
+    indexes = []
+    for i in array_fields:
+        if isinstance(i, bool):
+            raise TypeError("array_fields must contain int, not bool")
+        i = operator.index(i)
+        if not 0 <= i < n:
+            raise ValueError(f"array_fields: {i} is not the index of one of the {n} span_fields")
+        indexes.append(i)
+    return frozenset(indexes)
+
+
+def _first(values: tuple[Any, ...], indexes: tuple[int, ...], offset: int, scalar: bool) -> object:
     for i in indexes:
         v = values[offset + i]
-        if v is not None:
+        if v is not None and not (scalar and isinstance(v, tuple)):
             return v
     return None

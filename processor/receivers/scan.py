@@ -19,9 +19,29 @@ wire order::
 ``resource_index`` indexes ``resources``; ``v_i`` is the value of attribute
 ``span_keys[i]``, else None.  Absent fields take their proto3 defaults (0, b"",
 "").  Attribute values: string_value -> str, bool_value -> bool, int_value ->
-int, double_value -> float; any other AnyValue (array, kvlist, bytes, string
-table index, empty) -> None.  When a key occurs several times the last
-occurrence wins, as when building a dict from the attribute list.
+int, double_value -> float; any other AnyValue (kvlist, bytes, string table
+index, empty) -> None, and so is an array_value, except under an array key.
+When a key occurs several times the last occurrence wins, as when building a
+dict from the attribute list.  An entry of the key lists may be a group of
+alternative keys (a tuple or list of str): its value is that of the group's
+first key whose value is not None, so an array under a scalar key (say an
+array ``apiusage.consumer.id``) counts as absent and the group's next key
+(``enduser.id``) is tried.
+
+``Scanner(..., array_keys=[...])`` names the span keys whose values are arrays
+(each one of ``span_keys`` or inside one of its groups, else ValueError; a str
+is refused, as for the key lists; resource keys have none).  An array key's
+array_value -> a tuple of its elements, each converted as a scalar value except
+that any other element (a nested array, kvlist, bytes, empty) is None; an empty
+array ``()`` is a value (it ends a group's search).  A scalar value under an
+array key is returned as it is, like under any key: the caller decides what it
+means.  An array value holds at most ``max_array_items + 1`` elements
+(``Scanner(..., max_array_items=64)``; the rest are skipped, never converted),
+so ``len(v) > max_array_items`` says the array was cut; ``max_array_items=0``
+makes every array value ``()``.  As protobuf merges them, the elements of
+successive array_value fields of one AnyValue (also of a KeyValue's repeated
+``value`` fields) add up, and another member of the value oneof between them
+starts the array afresh.
 
 Two implementations return identical results whenever protobuf parses the
 payload:
@@ -44,7 +64,12 @@ building tuple N+1, PyScanner before protobuf parses the payload (a walk of the
 wire format that stops there), so a body of millions of tiny spans costs at
 most N tuples of memory.  Both raise it for the same payloads when protobuf
 parses them; on a malformed payload over a bound either may raise it or
-another ``ScanError``.
+another ``ScanError``.  Neither makes Python objects of more than
+``max_array_items + 1`` elements of one array value, whatever its length: the C
+scanner skips the elements past the bound by length (and every array of a key
+that is not an array key); PyScanner wraps only the
+elements kept, but protobuf's parse holds all of them in its own memory (about
+9 bytes for each byte of an array of tiny strings).
 
 A scanner is immutable once built: one instance may be shared by threads, and a
 scan may start while another is suspended inside the same scanner (a gc callback
@@ -59,7 +84,7 @@ from __future__ import annotations
 import operator
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -118,32 +143,72 @@ def _check_keys(keys: Sequence[str | Sequence[str]], argname: str) -> tuple[Any,
     return keys
 
 
-def _value(v: Any) -> object:
+def _check_max_array_items(max_array_items: int) -> int:
+    """As the C scanner's ``max_array_items`` argument: an int (or __index__) from 0 to sys.maxsize."""
+    max_array_items = operator.index(max_array_items)
+    if max_array_items < 0:
+        raise ValueError(f"max_array_items must be 0 (no array items) or more, not {max_array_items}")
+    if max_array_items > sys.maxsize:
+        raise OverflowError("max_array_items is too large")
+    return max_array_items
+
+
+def _check_array_keys(array_keys: Collection[str], span_keys: frozenset[str]) -> tuple[str, ...]:
+    """Each one a str among the span keys (in a group or not)."""
+    if isinstance(array_keys, (str, bytes, bytearray)):
+        raise TypeError(f"array_keys must be a collection of str, not {type(array_keys).__name__}")
+    array_keys = tuple(array_keys)
+    for k in array_keys:
+        if not isinstance(k, str):
+            raise TypeError(f"array_keys must contain str, not {type(k).__name__}")
+        k.encode("utf-8")  # same UnicodeEncodeError as the C scanner for lone surrogates
+        if k not in span_keys:
+            raise ValueError(f"array_keys: key {k!r} is not one of span_keys")
+    return array_keys
+
+
+_SCALARS = frozenset(("string_value", "bool_value", "int_value", "double_value"))
+
+
+def _element(v: Any) -> object:
+    """An array element: a scalar, else None (a nested array too)."""
     which = v.WhichOneof("value")
-    if which == "string_value":
-        return v.string_value
-    if which == "int_value":
-        return v.int_value
-    if which == "bool_value":
-        return v.bool_value
-    if which == "double_value":
-        return v.double_value
-    return None
+    return getattr(v, which) if which in _SCALARS else None
 
 
-def _pick(attributes: Any, keys: tuple[Any, ...], wanted: frozenset[str]) -> tuple[Any, ...]:
+def _array(v: Any, array_limit: int) -> tuple[object, ...]:
+    """An array value's first `array_limit` elements."""
+    # slicing wraps only the elements kept: the rest of a huge array costs no objects
+    return tuple([_element(e) for e in v.array_value.values[:array_limit]]) if array_limit else ()
+
+
+def _pick(
+    attributes: Any,
+    keys: tuple[Any, ...],
+    wanted: frozenset[str],
+    arrays: frozenset[str],
+    array_limit: int,
+) -> tuple[Any, ...]:
     if not keys:
         return ()
-    found = {}
+    found: dict[str, object] = {}
     for kv in attributes:
         key = kv.key
         if key in wanted:
-            found[key] = _value(kv.value)
+            v = kv.value
+            which = v.WhichOneof("value")
+            if which in _SCALARS:
+                found[key] = getattr(v, which)
+            elif which == "array_value" and key in arrays:
+                found[key] = _array(v, array_limit)
+            else:  # an array under a scalar key is absent, as are kvlist, bytes and empty values
+                found[key] = None
     return tuple([_first(found, k) if isinstance(k, tuple) else found.get(k) for k in keys])
 
 
 def _first(found: dict[str, object], group: tuple[str, ...]) -> object:
-    """The value of the group's first key that has one (a key's last occurrence counts)."""
+    """The value of the group's first key that has one (a key's last occurrence counts; an array
+    key's empty array is a value)."""
     for key in group:
         value = found.get(key)
         if value is not None:
@@ -158,19 +223,36 @@ def _flat(keys: tuple[Any, ...]) -> frozenset[str]:
 class PyScanner:
     """Reference scanner: protobuf parse, then read the fields from Python."""
 
-    __slots__ = ("_resource_set", "_span_set", "max_spans", "resource_keys", "span_keys")
+    __slots__ = (
+        "_array_limit",
+        "_array_set",
+        "_resource_set",
+        "_span_set",
+        "array_keys",
+        "max_array_items",
+        "max_spans",
+        "resource_keys",
+        "span_keys",
+    )
 
     def __init__(
         self,
         span_keys: Sequence[str | Sequence[str]],
         resource_keys: Sequence[str | Sequence[str]],
         max_spans: int = 0,
+        max_array_items: int = 64,
+        array_keys: Collection[str] = (),
     ) -> None:
         self.max_spans = _check_max_spans(max_spans)
+        self.max_array_items = _check_max_array_items(max_array_items)
+        # one element more than max_array_items tells the caller the array was cut
+        self._array_limit = max_array_items + 1 if max_array_items else 0
         self.span_keys = _check_keys(span_keys, "span_keys")
         self.resource_keys = _check_keys(resource_keys, "resource_keys")
         self._span_set = _flat(self.span_keys)
         self._resource_set = _flat(self.resource_keys)
+        self.array_keys = _check_array_keys(array_keys, self._span_set)
+        self._array_set = frozenset(self.array_keys)
 
     def scan(self, data: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """Returns (resources, spans)."""
@@ -185,13 +267,15 @@ class PyScanner:
             raise ScanError(_diagnose(data) or f"protobuf rejected the payload: {exc}") from exc
         span_keys, span_set = self.span_keys, self._span_set
         resource_keys, resource_set = self.resource_keys, self._resource_set
+        array_limit, arrays = self._array_limit, self._array_set
+        no_arrays: frozenset[str] = frozenset()
         resources: list[tuple[Any, ...]] = []
         spans: list[tuple[Any, ...]] = []
         for rs in request.resource_spans:
             index = len(resources)
             if max_spans and index >= max_spans:
                 raise TooManySpans(f"more than {max_spans} resource_spans in one request")
-            resources.append(_pick(rs.resource.attributes, resource_keys, resource_set))
+            resources.append(_pick(rs.resource.attributes, resource_keys, resource_set, no_arrays, 0))
             for ss in rs.scope_spans:
                 for span in ss.spans:
                     if max_spans and len(spans) >= max_spans:
@@ -207,7 +291,7 @@ class PyScanner:
                             span.trace_state,
                             span.status.code,
                         )
-                        + _pick(span.attributes, span_keys, span_set)
+                        + _pick(span.attributes, span_keys, span_set, arrays, array_limit)
                     )
         return resources, spans
 

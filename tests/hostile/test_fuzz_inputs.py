@@ -15,6 +15,12 @@ import urllib.error
 import urllib.request
 
 import pytest
+from apiusage.conventions.attributes import (
+    ATTR_BODY_FIELDS,
+    ATTR_QUERY_PARAMETERS,
+    ATTR_VALIDATION_LOCATIONS,
+    ATTR_VALIDATION_TYPES,
+)
 from apiusage.demo.otlp import ExportTraceServiceRequest, set_value
 from apiusage.processor.config import LimitsConfig, UsageConfig
 from apiusage.processor.derive.request_metrics import RequestMetrics
@@ -22,6 +28,7 @@ from apiusage.processor.derive.requests import Deriver, span_field_sources
 from apiusage.processor.exporters.exposition import exposition
 from apiusage.processor.exporters.prometheus import UsageCollector, build_registry
 from apiusage.processor.pipeline import SpanQueue, Worker
+from apiusage.processor.receivers import scan
 from apiusage.processor.receivers.fields import FieldScanner
 from apiusage.processor.receivers.payload import InvalidPayload, json_to_protobuf
 from apiusage.processor.receivers.scan import PyScanner, ScanError
@@ -64,20 +71,34 @@ KEYS = [
     "http.method",
     "http.status_code",
 ]
+ARRAY_KEYS = [ATTR_QUERY_PARAMETERS, ATTR_BODY_FIELDS, ATTR_VALIDATION_LOCATIONS, ATTR_VALIDATION_TYPES]
+KEYS += ARRAY_KEYS
 nasty_text = st.one_of(
     st.text(max_size=40),
     st.text(alphabet=st.characters(max_codepoint=0x1F), max_size=20),  # control characters
     st.builds(lambda n: "x" * n, st.integers(1000, 100_000)),  # huge strings
     st.sampled_from(["GET", "POST", "/v1/orders/{id}", "200", "", "\x00", "é" * 300, "../../etc"]),
 )
-values = st.one_of(
+scalars = st.one_of(
     nasty_text,
     st.integers(-(2**63), 2**63 - 1),
     st.booleans(),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.none(),
-    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3),
+    st.none(),  # an empty AnyValue
 )
+# Arrays of anything (nested arrays, kvlists and bytes inside), and long ones: past max_array_items.
+arrays = st.one_of(
+    st.recursive(
+        st.lists(st.one_of(scalars, st.binary(max_size=3)), max_size=4),
+        lambda inner: st.lists(
+            st.one_of(scalars, inner, st.dictionaries(st.sampled_from(["k", ""]), inner, max_size=2)),
+            max_size=4,
+        ),
+        max_leaves=12,
+    ),
+    st.builds(lambda n, name: [f"{name}{i}" for i in range(n)], st.integers(60, 3000), st.text(max_size=8)),
+)
+values = st.one_of(scalars, arrays, st.binary(max_size=4))
 timestamps = st.one_of(st.integers(0, 2**64 - 1), st.just(0), st.just(2**64 - 1), st.just(time.time_ns()))
 
 
@@ -232,6 +253,47 @@ def test_scanner_refuses_invalid_utf8_in_values_it_returns() -> None:
         assert "invalid UTF-8" in str(exc)
     else:
         raise AssertionError("invalid UTF-8 in a returned value must be refused")
+
+
+def _c_scanner_class() -> type:
+    if scan.CScanner is None:
+        reason = f"C scanner extension not importable: {scan.C_IMPORT_ERROR}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return scan.CScanner
+
+
+FUZZ_SPAN_GROUPS = [tuple(g) for g in span_field_sources(UsageConfig())] + [(k,) for k in ARRAY_KEYS]
+FUZZ_KEYS = sorted({k for g in FUZZ_SPAN_GROUPS for k in g})
+
+
+@FUZZ
+@given(
+    body=requests(),
+    max_array_items=st.sampled_from([64, 0, 1, 3]),
+    array_keys=st.one_of(st.just(ARRAY_KEYS), st.lists(st.sampled_from(FUZZ_KEYS), max_size=6)),
+)
+def test_scanners_agree_on_fuzzed_arrays(body: bytes, max_array_items: int, array_keys: list[str]) -> None:
+    """C and reference scanner: the same tuples, cut after max_array_items + 1 elements, and only
+    for fields with an array key (any other field takes no array: its group's next key is tried)."""
+    span_groups, resource_groups = FUZZ_SPAN_GROUPS, [("service.name",)]
+    c = _c_scanner_class()(
+        span_groups, resource_groups, max_array_items=max_array_items, array_keys=array_keys
+    )
+    got = c.scan(body)
+    reference = PyScanner(
+        span_groups, resource_groups, max_array_items=max_array_items, array_keys=array_keys
+    )
+    assert exact(got) == exact(reference.scan(body))
+    limit = max_array_items + 1 if max_array_items else 0
+    assert not any(isinstance(v, tuple) for row in got[0] for v in row)
+    for span in got[1]:
+        for group, value in zip(span_groups, span[8:], strict=True):
+            if isinstance(value, tuple):
+                assert set(group) & set(array_keys), (group, value)
+                assert len(value) <= limit
+                assert all(v is None or isinstance(v, (str, bool, int, float)) for v in value)
 
 
 # --------------------------------------------------------------------------

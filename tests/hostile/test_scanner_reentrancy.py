@@ -15,6 +15,11 @@ import time
 from collections.abc import Callable
 
 import pytest
+from apiusage.conventions.attributes import (
+    ATTR_BODY_FIELDS,
+    ATTR_QUERY_PARAMETERS,
+    ATTR_VALIDATION_LOCATIONS,
+)
 from apiusage.demo.otlp import key_value
 from apiusage.processor.config import UsageConfig
 from apiusage.processor.derive.requests import span_field_sources
@@ -35,13 +40,15 @@ RESOURCE_GROUPS = [("service.name",), ("deployment.environment.name", "deploymen
 MANY_SPAN_GROUPS = SPAN_GROUPS + [(f"x{i}", f"y{i}") for i in range(30)]
 
 
-def c_scanner(span_groups: list[tuple[str, ...]] = SPAN_GROUPS) -> scan.CScanner:
+def c_scanner(
+    span_groups: list[tuple[str, ...]] = SPAN_GROUPS, array_keys: list[str] | tuple[()] = ()
+) -> scan.CScanner:
     if scan.CScanner is None:
         reason = f"C scanner extension not importable: {scan.C_IMPORT_ERROR}"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
-    return scan.CScanner(span_groups, RESOURCE_GROUPS)
+    return scan.CScanner(span_groups, RESOURCE_GROUPS, array_keys=array_keys)
 
 
 REFERENCE = PyScanner(SPAN_GROUPS, RESOURCE_GROUPS)
@@ -248,3 +255,82 @@ def test_a_buffer_rewritten_mid_scan_is_still_read_within_bounds() -> None:
         assert len(data) == len(original)
         rewritten += times
     assert rewritten >= 30  # at least once per scan, before it had read the whole body
+
+
+# Array values: the C scanner walks an array key's array a second time, allocating as it goes, so a
+# collection can run (and rewrite a bytearray) between its two walks of one attribute.
+ARRAY_GROUPS = SPAN_GROUPS + [(ATTR_QUERY_PARAMETERS,), (ATTR_BODY_FIELDS, ATTR_VALIDATION_LOCATIONS)]
+ARRAY_KEYS = [ATTR_QUERY_PARAMETERS, ATTR_BODY_FIELDS, ATTR_VALIDATION_LOCATIONS]
+
+
+def array_body(name: str, spans: int = 20) -> bytes:
+    """Spans whose array values (nested, kvlists inside, past max_array_items) derive from `name`."""
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for i in range(spans):
+        scope.spans.append(
+            Span(
+                kind=Span.SPAN_KIND_SERVER,
+                start_time_unix_nano=1_000 + i,
+                attributes=[
+                    key_value("http.route", f"/{name}/{i}"),
+                    key_value("apiusage.consumer.id", [f"{name}-c{i}"]),  # a scalar key: absent
+                    key_value("enduser.id", f"{name}-u{i}"),
+                    key_value(ATTR_QUERY_PARAMETERS, [f"{name}-q{j}" for j in range(i % 4)]),
+                    key_value(ATTR_BODY_FIELDS, [f"{name}-f{i}", i, [f"{name}-n"], {"k": name}, b"b", None]),
+                    key_value(ATTR_VALIDATION_LOCATIONS, [f"{name}-{j}" for j in range(70 + i)]),
+                ],
+            )
+        )
+    return request.SerializeToString()
+
+
+def test_scan_reentered_mid_array_returns_both_results_intact() -> None:
+    scanner = c_scanner(ARRAY_GROUPS, ARRAY_KEYS)
+    reference = PyScanner(ARRAY_GROUPS, RESOURCE_GROUPS, array_keys=ARRAY_KEYS)
+    outer = array_body("outer", spans=30)
+    inner = [array_body("inner-a", spans=5), body("inner-b"), outer[:-7]]  # the last is malformed
+    expected_inner = [outcome(lambda b=b: scanner.scan(b)) for b in inner]
+    assert expected_inner[:2] == [exact(reference.scan(b)) for b in inner[:2]]
+    assert expected_inner[2][:2] == ("raised", "ScanError")
+    expected = exact(reference.scan(outer))
+    assert exact(scanner.scan(outer)) == expected
+    consumer = 8 + [g[0] for g in SPAN_GROUPS].index("apiusage.consumer.id")
+    assert scanner.scan(outer)[1][3][consumer] == "outer-u3"
+    assert scanner.scan(outer)[1][3][8 + len(SPAN_GROUPS) :] == (
+        ("outer-q0", "outer-q1", "outer-q2"),
+        ("outer-f3", 3, None, None, None, None),
+    )
+    scanned: list[int] = []
+
+    def nested_scan() -> object:
+        scanned.append(len(scanned) % len(inner))
+        return scanner.scan(inner[scanned[-1]])
+
+    with gc_hook(nested_scan) as hook:
+        got = outcome(lambda: scanner.scan(outer))
+    assert got == expected
+    assert len(hook.outcomes) >= 30  # at least one per span: arrays allocate lists
+    assert hook.outcomes == [expected_inner[i] for i in scanned]
+
+
+def test_a_buffer_rewritten_mid_array_is_still_read_within_bounds() -> None:
+    """As test_a_buffer_rewritten_mid_scan_is_still_read_within_bounds, with a collection between
+    the walks of an array (the ASan run in test_scan.py checks the reads)."""
+    scanner = c_scanner(ARRAY_GROUPS, ARRAY_KEYS)
+    original = array_body("orig", spans=20)
+    other = array_body("other-longer-name", spans=40)[: len(original)]
+    shifted = original[1:] + b"\x00"  # the same bytes one off: lengths land on other fields
+    rng = random.Random(13)
+    rewritten = 0
+    for _ in range(30):
+        data = bytearray(original)
+        rewrites = [
+            rng.choice([bytes(len(data)), b"\xff" * len(data), rng.randbytes(len(data)), other, shifted])
+            for _ in range(3)
+        ]
+        got, times = _scan_while_rewritten(scanner, data, rewrites)
+        assert isinstance(got, (tuple, ScanError)), got
+        assert len(data) == len(original)
+        rewritten += times
+    assert rewritten >= 30

@@ -245,7 +245,7 @@ FULL_EXPECTED = (
             True,
             -42,
             3.25,
-            None,
+            None,  # "arr": not an array key
             None,
             None,
             None,
@@ -266,6 +266,12 @@ def test_full_request(impl: type) -> None:
     data = full_request().SerializeToString()
     result = impl(SPAN_KEYS, RESOURCE_KEYS).scan(data)
     assert typed(result) == typed(FULL_EXPECTED)
+    scanner = impl(SPAN_KEYS, RESOURCE_KEYS, array_keys=["arr", "str"])
+    assert scanner.array_keys == ("arr", "str")
+    resources, spans = scanner.scan(data)
+    arr = 8 + SPAN_KEYS.index("arr")
+    assert typed(spans[0]) == typed(FULL_EXPECTED[1][0][:arr] + (("x",),) + FULL_EXPECTED[1][0][arr + 1 :])
+    assert typed((resources, spans[1:])) == typed((FULL_EXPECTED[0], FULL_EXPECTED[1][1:]))
 
 
 def test_empty_payload_and_empty_key_lists(impl: type) -> None:
@@ -297,11 +303,11 @@ def test_repeated_and_empty_wanted_keys(impl: type) -> None:
     )
 
 
-def test_groups_take_their_first_key_with_a_scalar_value(impl: type) -> None:
-    arr = ld(9, ld(1, b"a") + ld(2, ld(5, b"")))  # key "a" with an array value
+def test_groups_take_their_first_key_with_a_value(impl: type) -> None:
+    kvlist = ld(9, ld(1, b"a") + ld(2, ld(6, b"")))  # key "a" with a kvlist value: None
     data = one_span(
         ld(9, kv_str("b", "from-b"))
-        + arr
+        + kvlist
         + ld(9, kv_str("c", "from-c"))
         + ld(9, kv_str("d", "d1"))
         + ld(9, kv_str("d", "d2"))
@@ -315,6 +321,15 @@ def test_groups_take_their_first_key_with_a_scalar_value(impl: type) -> None:
     # The earlier key of a group wins whatever the wire order.
     later = one_span(ld(9, kv_str("b", "1")) + ld(9, kv_str("a", "2")))
     assert impl([("a", "b")], []).scan(later)[1][0][8] == "2"
+    # An array key's array is a value, even an empty one: it is present, unlike None.
+    empty = one_span(ld(9, kv_str("b", "1")) + ld(9, ld(1, b"a") + ld(2, ld(5, b""))))
+    assert impl([("a", "b")], [], array_keys=["a"]).scan(empty)[1][0][8] == ()
+    assert impl([("a", "b")], [], max_array_items=0, array_keys=["a"]).scan(empty)[1][0][8] == ()
+    # Under any other key an array is absent: the group's next key is tried.
+    assert impl([("a", "b")], []).scan(empty)[1][0][8] == "1"
+    assert impl([("a", "b")], [], array_keys=["b"]).scan(empty)[1][0][8] == "1"
+    novalue = one_span(ld(9, kv_str("b", "1")) + ld(9, ld(1, b"a")))  # "a" without a value: None
+    assert impl([("a", "b")], []).scan(novalue)[1][0][8] == "1"
 
 
 def test_many_grouped_keys(impl: type) -> None:
@@ -483,6 +498,16 @@ def test_deep_nesting_does_not_recurse(impl: type) -> None:
             impl(["deep", "a"], []).scan(data)
     else:  # skipped by length, never looked into
         assert impl(["deep", "a"], []).scan(data)[1][0][8:] == (None, "ok")
+    value = ld(1, b"in")
+    for _ in range(1000):  # array > AnyValue > array > ...: only the outer array's elements are read
+        value = ld(5, ld(1, value))
+    data = one_span(ld(9, ld(1, b"deep") + ld(2, value)) + ld(9, kv_str("a", "ok")))
+    if impl is PyScanner:
+        with pytest.raises(ScanError):
+            impl(["deep", "a"], [], array_keys=["deep"]).scan(data)
+    else:
+        assert impl(["deep", "a"], [], array_keys=["deep"]).scan(data)[1][0][8:] == ((None,), "ok")
+        assert impl(["deep", "a"], []).scan(data)[1][0][8:] == (None, "ok")  # never walked
 
     groups = tag(99, 3) * 3000 + tag(99, 4) * 3000
     with pytest.raises(ScanError, match="nested too deeply"):
@@ -490,9 +515,417 @@ def test_deep_nesting_does_not_recurse(impl: type) -> None:
 
 
 # --------------------------------------------------------------------------
+# Array values
+
+
+def element(**value: object) -> bytes:
+    """One ArrayValue.values entry."""
+    return ld(1, AnyValue(**value).SerializeToString())
+
+
+def array_span(*values: bytes, key: bytes = b"a") -> bytes:
+    """A request with one span whose attribute `key` has the AnyValue fields `values` (raw)."""
+    return one_span(ld(9, ld(1, key) + ld(2, b"".join(values))))
+
+
+ELEMENTS = (
+    element(string_value="q")
+    + element(string_value="")
+    + element(string_value="ünï 🚀")
+    + element(bool_value=True)
+    + element(bool_value=False)
+    + element(int_value=-(2**63))
+    + element(double_value=-0.5)
+    + element(array_value=ArrayValue(values=[AnyValue(string_value="nested")]))
+    + element(kvlist_value=KeyValueList(values=[kv("k", string_value="v")]))
+    + element(bytes_value=b"\x00\xff")
+    + ld(1, b"")  # an empty AnyValue
+    + ld(1, vi(8, 3))  # string_value_strindex
+    + ld(1, ld(1, b"first") + vi(3, 7))  # two members of the oneof: the last wins
+    + ld(1, ld(5, b"") + ld(1, b"last"))
+    + ld(1, ld(1, b"x") + ld(5, b""))
+    + ld(1, vi(99, 1) + ld(1, b"junk around") + f32(98, 0))  # unknown fields skipped
+    + vi(2, 5)  # an unknown ArrayValue field
+)
+ELEMENTS_EXPECTED = (
+    "q",
+    "",
+    "ünï 🚀",
+    True,
+    False,
+    -(2**63),
+    -0.5,
+    None,
+    None,
+    None,
+    None,
+    None,
+    7,
+    "last",
+    None,
+    "junk around",
+)
+
+
+def test_array_elements_convert_like_scalar_values(impl: type) -> None:
+    data = array_span(ld(5, ELEMENTS))
+    assert parses(data)
+    resources, spans = impl(["a", "b"], [], array_keys=["a"]).scan(data)
+    assert typed(spans[0][8:]) == typed((ELEMENTS_EXPECTED, None))
+    assert impl(["a", "b"], []).scan(data)[1][0][8:] == (None, None)  # "a" is not an array key
+    empty = array_span(ld(5, b""))
+    assert impl(["a"], [], array_keys=["a"]).scan(empty)[1][0][8:] == ((),)
+    assert impl(["a"], []).scan(empty)[1][0][8:] == (None,)
+    # resource keys have no array keys: a resource array is absent
+    resource = ld(
+        1, ld(1, ld(1, ld(1, b"r") + ld(2, ld(5, element(string_value="x") + element(int_value=2)))))
+    )
+    assert impl([], ["r"]).scan(resource)[0] == [(None,)]
+    assert impl([], [("r", "s")]).scan(resource + ld(1, ld(1, ld(1, kv_str("s", "y")))))[0] == [
+        (None,),
+        ("y",),
+    ]
+
+
+def test_arrays_are_cut_after_max_array_items_plus_one(impl: type) -> None:
+    data = array_span(ld(5, b"".join(element(int_value=i) for i in range(100))))
+    for bound, length in [(64, 65), (1, 2), (98, 99), (99, 100), (100, 100), (sys.maxsize, 100)]:
+        scanner = impl(["a"], [], max_array_items=bound, array_keys=["a"])
+        assert scanner.scan(data)[1][0][8] == tuple(range(length))
+    assert impl(["a"], [], max_array_items=0, array_keys=["a"]).scan(data)[1][0][8] == ()
+    assert impl(["a"], [], array_keys=["a"]).scan(data)[1][0][8] == tuple(range(65))  # default 64
+    # cut where merged array_value fields meet
+    merged = array_span(*(ld(5, element(int_value=i) + element(int_value=-i)) for i in range(3)))
+    assert impl(["a"], [], max_array_items=2, array_keys=["a"]).scan(merged)[1][0][8] == (0, 0, 1)
+
+
+def test_array_elements_past_the_cut_are_never_converted(impl: type) -> None:
+    """The C scanner skips them by length: an invalid one there is not seen (protobuf sees it)."""
+    data = array_span(ld(5, element(string_value="ok") * 3 + ld(1, ld(1, b"\xff"))))
+    assert not parses(data)
+    with pytest.raises(ScanError, match=r"^invalid UTF-8 \(AnyValue.string_value\) at byte 37$"):
+        impl(["a"], [], max_array_items=3, array_keys=["a"]).scan(data)
+    if impl is PyScanner:
+        with pytest.raises(ScanError, match=r"^invalid UTF-8 \(AnyValue.string_value\) at byte 37$"):
+            impl(["a"], [], max_array_items=2, array_keys=["a"]).scan(data)
+    else:
+        assert impl(["a"], [], max_array_items=2, array_keys=["a"]).scan(data)[1][0][8] == ("ok",) * 3
+        assert impl(["a"], [], max_array_items=0, array_keys=["a"]).scan(data)[1][0][8] == ()
+        assert impl(["b"], []).scan(data)[1][0][8] is None  # an unwanted key's array is skipped
+        assert impl(["a"], []).scan(data)[1][0][8] is None  # so is a scalar key's
+
+
+A1 = ld(5, element(string_value="x"))
+A2 = ld(5, element(string_value="y") + element(string_value="z"))
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([A1, A2], ("x", "y", "z")),  # repeated array_value fields merge
+        ([A1, ld(5, b""), A2], ("x", "y", "z")),
+        ([A1, vi(99, 1), vi(5, 1), A2], ("x", "y", "z")),  # unknown fields, field 5 as a varint
+        ([A1, ld(1, b"s"), A2], ("y", "z")),  # another member of the oneof starts afresh
+        ([A1, vi(2, 1), A2], ("y", "z")),
+        ([A1, ld(6, b""), A2], ("y", "z")),
+        ([A1, ld(7, b""), A2], ("y", "z")),
+        ([A1, vi(8, 0), A2], ("y", "z")),
+        ([A1, ld(1, b"s")], "s"),
+        ([ld(1, b"s"), A1], ("x",)),
+        ([A1, ld(6, b"")], None),
+    ],
+)
+def test_repeated_array_value_fields_merge_like_protobuf(
+    impl: type, values: list[bytes], expected: object
+) -> None:
+    data = array_span(*values)
+    scanner = impl(["a"], [], array_keys=["a"])
+    assert scanner.scan(data)[1][0][8] == expected
+    assert impl(["a"], []).scan(data)[1][0][8] == (None if isinstance(expected, tuple) else expected)
+    # as merged KeyValue.value fields, with the key anywhere
+    parts = [ld(2, v) for v in values]
+    for at in range(len(parts) + 1):
+        attribute = b"".join(parts[:at]) + ld(1, b"a") + b"".join(parts[at:])
+        assert scanner.scan(one_span(ld(9, attribute)))[1][0][8] == expected
+    # which is what protobuf makes of it
+    value = KeyValue.FromString(b"".join(parts)).value
+    if value.WhichOneof("value") == "array_value":
+        assert tuple(v.string_value for v in value.array_value.values) == expected
+
+
+def test_last_occurrence_of_a_key_wins_with_arrays(impl: type) -> None:
+    arr = ld(9, ld(1, b"a") + ld(2, A2))
+    for attributes, expected in [
+        (arr + ld(9, kv_str("a", "s")), "s"),
+        (ld(9, kv_str("a", "s")) + arr, ("y", "z")),
+        (arr + ld(9, ld(1, b"a") + ld(2, ld(6, b""))), None),
+        (arr + ld(9, ld(1, b"a") + ld(2, A1)), ("x",)),  # separate attributes do not merge
+    ]:
+        assert impl(["a"], [], array_keys=["a"]).scan(one_span(attributes))[1][0][8] == expected
+        assert impl([("a", "b")], [], array_keys=["a"]).scan(one_span(attributes))[1][0][8] == expected
+        # under a scalar key the last occurrence wins too, an array being absent
+        scalar = None if isinstance(expected, tuple) else expected
+        assert impl([("a", "b")], []).scan(one_span(attributes))[1][0][8] == scalar
+
+
+def test_max_array_items_argument(impl: type) -> None:
+    assert impl([], []).max_array_items == 64
+    assert impl([], [], max_array_items=7).max_array_items == 7
+    assert impl([], [], 5, 7).max_array_items == 7
+    assert impl([], [], max_array_items=0).max_array_items == 0
+    with pytest.raises(ValueError, match=r"^max_array_items must be 0 \(no array items\) or more, not -1$"):
+        impl([], [], max_array_items=-1)
+    with pytest.raises(TypeError):
+        impl([], [], max_array_items="10")
+    with pytest.raises(TypeError):
+        impl([], [], max_array_items=1.5)
+    with pytest.raises(OverflowError):
+        impl([], [], max_array_items=2**63)
+
+
+@pytest.mark.parametrize(
+    "fields", [[("a", "b"), ("c",)], [("a", "b"), ("a",)]], ids=["grouped", "shared key"]
+)
+def test_field_scanner_passes_max_array_items_through(fields: list[tuple[str, ...]]) -> None:
+    from apiusage.processor.receivers.fields import FieldScanner
+
+    data = array_span(ld(5, b"".join(element(int_value=i) for i in range(100))))
+    assert FieldScanner(fields, [])._scanner.max_array_items == 64
+    assert FieldScanner(fields, [], array_fields=[0]).scan(data)[1][0][8] == tuple(range(65))
+    assert FieldScanner(fields, [], max_array_items=3, array_fields=[0]).scan(data)[1][0][8] == (0, 1, 2, 3)
+    assert FieldScanner(fields, [], max_array_items=0, array_fields=[0]).scan(data)[1][0][8] == ()
+    assert FieldScanner(fields, []).scan(data)[1][0][8] is None  # not an array field
+    with pytest.raises(ValueError, match="max_array_items must be 0"):
+        FieldScanner(fields, [], max_array_items=-1)
+
+
+def test_array_keys_argument(impl: type) -> None:
+    assert impl(["a"], []).array_keys == ()
+    assert impl(["a", ("b", "c")], [], array_keys=["c", "a", "c"]).array_keys == ("c", "a", "c")
+    assert impl(["a"], [], array_keys=(k for k in ["a"])).array_keys == ("a",)
+    assert impl(["a", "a"], [], array_keys={"a"}).array_keys == ("a",)  # a key repeated in span_keys
+    with pytest.raises(ValueError, match=r"^array_keys: key 'r' is not one of span_keys$"):
+        impl(["a"], ["r"], array_keys=["a", "r"])  # resource keys have no array keys
+    with pytest.raises(ValueError, match=r"^array_keys: key 'b' is not one of span_keys$"):
+        impl([("a",)], [], array_keys=["b"])
+    with pytest.raises(ValueError, match=r"^array_keys: key '' is not one of span_keys$"):
+        impl(["a"], [], array_keys=[""])
+    with pytest.raises(TypeError, match=r"^array_keys must be a collection of str, not str$"):
+        impl(["a"], [], array_keys="a")
+    with pytest.raises(TypeError, match=r"^array_keys must contain str, not bytes$"):
+        impl(["a"], [], array_keys=[b"a"])
+    with pytest.raises(TypeError, match=r"^array_keys must contain str, not tuple$"):
+        impl([("a",)], [], array_keys=[("a",)])
+    with pytest.raises(UnicodeEncodeError):
+        impl(["a"], [], array_keys=["\ud800"])
+    with pytest.raises(TypeError):
+        impl(["a"], [], array_keys=None)
+
+
+def consumer_span(consumer: AnyValue, *more: KeyValue) -> bytes:
+    """A SERVER span whose apiusage.consumer.id has the value `consumer`, and the attributes `more`."""
+    attributes = [KeyValue(key="apiusage.consumer.id", value=consumer), *more]
+    return ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                scope_spans=[ScopeSpans(spans=[Span(kind=Span.SPAN_KIND_SERVER, attributes=attributes)])]
+            )
+        ]
+    ).SerializeToString()
+
+
+CONSUMER_ARRAY = AnyValue(
+    array_value=ArrayValue(values=[AnyValue(string_value="x"), AnyValue(int_value=1), AnyValue()])
+)
+
+
+def test_an_array_under_a_scalar_key_falls_through_to_the_groups_next_key(impl: type) -> None:
+    """An array apiusage.consumer.id counts as absent: enduser.id is the consumer (docs/attributes.md)."""
+    from apiusage.conventions.attributes import ATTR_QUERY_PARAMETERS
+    from apiusage.processor.config import UsageConfig
+    from apiusage.processor.derive.requests import SPAN_FIELDS, span_field_sources
+
+    groups = span_field_sources(UsageConfig())
+    consumer = 8 + SPAN_FIELDS.index("consumer_id")
+    assert groups[SPAN_FIELDS.index("consumer_id")][0] == "apiusage.consumer.id"
+    data = consumer_span(
+        CONSUMER_ARRAY,
+        kv("enduser.id", string_value="u-1"),
+        kv("http.route", array_value=ArrayValue(values=[AnyValue(string_value="/a")])),
+        kv(ATTR_QUERY_PARAMETERS, array_value=ArrayValue(values=[AnyValue(string_value="page")])),
+    )
+    span = impl(groups, [("service.name",)]).scan(data)[1][0]
+    assert span[consumer] == "u-1"
+    assert span[8 + SPAN_FIELDS.index("route")] is None
+    # an array key still returns its arrays, in the same scan as the scalar keys
+    with_arrays = groups + [(ATTR_QUERY_PARAMETERS,)]
+    span = impl(with_arrays, [], array_keys=[ATTR_QUERY_PARAMETERS]).scan(data)[1][0]
+    assert (span[consumer], span[-1]) == ("u-1", ("page",))
+    # and an array under an array key is a value: it ends the group's search
+    span = impl(groups, [], array_keys=["apiusage.consumer.id"]).scan(data)[1][0]
+    assert span[consumer] == ("x", 1, None)
+    # an array key's scalar value is returned as it is
+    scalar = consumer_span(AnyValue(string_value="c-1"), kv("enduser.id", string_value="u-1"))
+    assert impl(groups, [], array_keys=["apiusage.consumer.id"]).scan(scalar)[1][0][consumer] == "c-1"
+    # no other key: absent
+    alone = consumer_span(CONSUMER_ARRAY)
+    assert impl(groups, []).scan(alone)[1][0][consumer] is None
+
+
+@pytest.fixture
+def field_scanner(impl: type, monkeypatch: pytest.MonkeyPatch) -> type:
+    """FieldScanner over `impl`."""
+    from apiusage.processor.receivers.fields import FieldScanner
+
+    monkeypatch.setattr(scan, "Scanner", impl)
+    monkeypatch.setattr(scan, "IMPLEMENTATION", "python" if impl is PyScanner else "c")
+    return FieldScanner
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [("apiusage.consumer.id", "enduser.id"), ("q",), ("b", "l")],
+        [("apiusage.consumer.id", "enduser.id"), ("q",), ("b", "l"), ("enduser.id",)],  # a key in two
+        [("apiusage.consumer.id", "enduser.id"), ("q", "apiusage.consumer.id"), ("b", "l")],
+    ],
+    ids=["grouped", "shared scalar key", "key in a scalar and an array field"],
+)
+def test_field_scanner_array_fields(field_scanner: type, fields: list[tuple[str, ...]]) -> None:
+    q_array = kv("q", array_value=ArrayValue(values=[AnyValue(string_value="p")]))
+    b_array = kv("b", array_value=ArrayValue(values=[]))
+    data = consumer_span(CONSUMER_ARRAY, kv("enduser.id", string_value="u-1"), q_array, b_array)
+    assert field_scanner(fields, [], array_fields=[1, 2]).scan(data)[1][0][8:11] == ("u-1", ("p",), ())
+    assert field_scanner(fields, []).scan(data)[1][0][8:11] == ("u-1", None, None)
+    assert field_scanner(fields, [], array_fields=(i for i in [2])).scan(data)[1][0][8:11] == (
+        "u-1",
+        None,
+        (),
+    )
+    if fields[1] == ("q", "apiusage.consumer.id"):
+        # without q, the array field takes the shared key's array; the scalar field does not
+        data = consumer_span(CONSUMER_ARRAY, kv("enduser.id", string_value="u-1"))
+        assert field_scanner(fields, [], array_fields=[1]).scan(data)[1][0][8:10] == ("u-1", ("x", 1, None))
+
+
+def test_an_sdk_span_with_an_array_consumer_id_derives_the_next_key(field_scanner: type) -> None:
+    """Real SDK spans, OTLP-encoded by the exporter's own encoder, through FieldScanner and the Deriver."""
+    from apiusage.processor.config import UsageConfig
+    from apiusage.processor.derive.requests import Deriver, span_field_sources
+    from apiusage.processor.telemetry import PipelineStats
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.resources import Resource as SdkResource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=SdkResource.create({"service.name": "shop"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    attributes = {"http.request.method": "GET", "http.response.status_code": 200, "enduser.id": "u-1"}
+    with tracer.start_as_current_span("a", kind=SpanKind.SERVER) as span:
+        span.set_attributes({**attributes, "http.route": "/a", "apiusage.consumer.id": ["x", "y"]})
+    with tracer.start_as_current_span("b", kind=SpanKind.SERVER) as span:
+        span.set_attributes({**attributes, "http.route": ["/b"], "http.target": "/b/1"})
+    provider.shutdown()
+    body = encode_spans(exporter.get_finished_spans()).SerializeToString()
+    config = UsageConfig()
+    stats = PipelineStats()
+    requests = Deriver(config, stats).derive(
+        *field_scanner(span_field_sources(config), [("service.name",)]).scan(body)
+    )
+    # an array route is absent too: the route comes from the path, as for a span without one
+    assert [(r.service, r.route, r.consumer_id) for r in requests] == [
+        ("shop", "/a", "u-1"),
+        ("shop", "/b/{id}", "u-1"),
+    ]
+
+
+def test_field_scanner_array_fields_argument(field_scanner: type) -> None:
+    fields = [("a",), ("b", "c")]
+    assert field_scanner(fields, [], array_fields=[1])._scanner.array_keys == ("b", "c")
+    assert field_scanner(fields, [], array_fields=[1, 0, 1])._scanner.array_keys == ("a", "b", "c")
+    with pytest.raises(ValueError, match=r"^array_fields: 2 is not the index of one of the 2 span_fields$"):
+        field_scanner(fields, [], array_fields=[2])
+    with pytest.raises(ValueError, match=r"^array_fields: -1 is not the index of one of the 2 span_fields$"):
+        field_scanner(fields, [], array_fields=[-1])
+    with pytest.raises(TypeError, match=r"^array_fields must contain int, not bool$"):
+        field_scanner(fields, [], array_fields=[True])
+    with pytest.raises(TypeError):
+        field_scanner(fields, [], array_fields=["b"])
+    with pytest.raises(TypeError, match=r"^array_fields must be a collection of int, not str$"):
+        field_scanner(fields, [], array_fields="1")
+
+
+ARRAY_MEMORY_PROBE = """
+import sys, tracemalloc
+from pathlib import Path
+from apiusage.processor.receivers import scan
+
+def peak() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise SystemExit("no VmHWM")
+
+def ld(field: int, payload: bytes) -> bytes:
+    n, out = len(payload), bytearray([field << 3 | 2])
+    while n > 0x7F:
+        out.append(0x80 | n & 0x7F)
+        n >>= 7
+    return bytes(out) + bytes([n]) + payload
+
+implementation = sys.argv[1]
+elements = b"\\x0a\\x03\\x0a\\x01a" * ((16 << 20) // 5)  # 3.3 M one-letter strings
+body = ld(1, ld(2, ld(2, ld(9, ld(1, b"a") + ld(2, ld(5, elements))))))
+scanner = scan.Scanner(["a"], [], array_keys=["a"])
+assert scan.IMPLEMENTATION == implementation, scan.IMPLEMENTATION
+scanner.scan(ld(1, ld(2, ld(2, b""))))  # warm up
+before = peak()
+tracemalloc.start()
+value = scanner.scan(body)[1][0][8]
+objects = tracemalloc.get_traced_memory()[1]
+tracemalloc.stop()
+print("scanned", len(body), len(value), set(value))
+print("objects", objects)
+print("growth", peak() - before)
+"""
+
+
+@pytest.mark.parametrize("implementation", ["c", "python"])
+def test_a_16_mib_array_of_tiny_strings_costs_max_array_items_objects(implementation: str) -> None:
+    """3.3 million elements (~180 MiB as str objects): 65 are converted, the rest skipped."""
+    env = dict(os.environ)
+    env.pop("APIUSAGE_PURE_PYTHON", None)
+    if implementation == "c":
+        _c_scanner()
+    else:
+        env["APIUSAGE_PURE_PYTHON"] = "1"
+    out = subprocess.run(
+        [sys.executable, "-c", ARRAY_MEMORY_PROBE, implementation],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert lines[0] == "scanned 16777248 65 {'a'}"  # 16 MiB - 1 of elements
+    objects = int(lines[1].removeprefix("objects "))
+    assert objects < 1 << 20, f"{objects} bytes of Python objects"
+    growth = int(lines[2].removeprefix("growth "))
+    if implementation == "c":  # protobuf's parse holds every element in its own memory
+        assert growth < 8 << 20, f"peak RSS grew {growth >> 20} MiB"
+
+
+# --------------------------------------------------------------------------
 # Malformed payloads
 
 BAD_UTF8_VALUE = one_span(ld(9, ld(1, b"a") + ld(2, ld(1, b"ok\xe2\x82"))))
+# key "a" (wanted) with an array value: the ArrayValue starts at byte 15, its first element at 17
+BAD_UTF8_ELEMENT = one_span(ld(9, ld(1, b"a") + ld(2, ld(5, ld(1, ld(1, b"ok")) + ld(1, ld(1, b"\xff"))))))
 MALFORMED = [
     (
         ld(1, ld(2, b""))[:-1],
@@ -529,6 +962,19 @@ MALFORMED = [
     (b"\x0a\x00\x80", "truncated tag (ExportTraceServiceRequest) at byte 2"),
     (BAD_UTF8_VALUE, f"invalid UTF-8 (AnyValue.string_value) at byte {len(BAD_UTF8_VALUE) - 2}"),
     (one_span(ld(9, ld(1, b"\xc0\xaf"))), "invalid UTF-8 (KeyValue.key) at byte 10"),
+    (BAD_UTF8_ELEMENT, f"invalid UTF-8 (AnyValue.string_value) at byte {len(BAD_UTF8_ELEMENT) - 1}"),
+    (
+        one_span(ld(9, ld(1, b"a") + ld(2, ld(5, tag(1, 2) + varint(9) + b"ab")))),
+        "truncated length-delimited field (ArrayValue.values) at byte 15",
+    ),
+    (
+        one_span(ld(9, ld(1, b"a") + ld(2, ld(5, ld(1, tag(4, 1) + b"\x00"))))),
+        "truncated fixed64 field (AnyValue.double_value) at byte 17",
+    ),
+    (
+        one_span(ld(9, ld(1, b"a") + ld(2, ld(5, b"\x00\x01")))),
+        "invalid field number 0 (ArrayValue) at byte 15",
+    ),
     (one_span(ld(3, b"a=\xed\xa0\x80")), "invalid UTF-8 (Span.trace_state) at byte 10"),
     (
         ld(1, ld(1, ld(1, ld(1, b"k") + ld(2, tag(4, 1) + b"\x00")))),
@@ -545,7 +991,7 @@ MALFORMED = [
 def test_malformed_messages(impl: type, data: bytes, message: str) -> None:
     assert not parses(data)
     with pytest.raises(ScanError) as info:
-        impl(["a"], ["k"]).scan(data)
+        impl(["a"], ["k"], array_keys=["a"]).scan(data)
     assert str(info.value) == message
     assert isinstance(info.value, ValueError)
 
@@ -579,7 +1025,7 @@ def test_garbage_never_raises_anything_else(impl: type) -> None:
 @pytest.mark.slow
 def test_c_scanner_does_not_leak() -> None:
     impl = _c_scanner()
-    scanner = impl(SPAN_KEYS + ["a"], RESOURCE_KEYS)
+    scanner = impl(SPAN_KEYS + ["a"], RESOURCE_KEYS, array_keys=["a", "arr"])
     good = full_request().SerializeToString()
     payloads = [good] + [good[:cut] for cut in range(0, len(good), 7)]
     payloads += [data for data, _message in MALFORMED]
@@ -860,8 +1306,8 @@ SANITIZED_RUN = [  # the scanner's memory-safety and reentrancy tests, C scanner
     "tests/hostile/test_scanner_reentrancy.py",
     "-k",
     "(full_request or unknown_fields or deep_nesting or malformed or truncation or garbage"
-    " or groups_take or many_grouped or reentered or threads or buffer or max_spans)"
-    " and not python and not json and not sanitizers",
+    " or groups_take or many_grouped or reentered or threads or buffer or max_spans or array)"
+    " and not python and not json and not sanitizers and not mib",  # the memory probes run the usual build
 ]
 PLUGIN = """
 import ctypes, importlib.util, os, sys
@@ -1041,21 +1487,32 @@ def message(
     return build()
 
 
+scalar_field = st.one_of(
+    lfield(1, maybe_utf8),
+    vfield(2, st.integers(0, 2)),
+    vfield(3),
+    double_bits.map(lambda v: f64(4, v)),
+)
+other_field = st.one_of(
+    lfield(6, st.sampled_from([b"", ld(1, ld(1, b"k") + ld(2, vi(2, 1)))])),
+    lfield(7, st.binary(max_size=3)),
+    vfield(8, st.integers(0, 5)),
+)
+# An array element: any AnyValue (empty, several members of the oneof, a nested array, kvlist, bytes).
+nested_array = lfield(5, st.sampled_from([b"", ld(1, ld(1, b"x")), ld(1, vi(3, 1)), ld(1, ld(1, b"\xff"))]))
+array_element = message(
+    st.lists(often(scalar_field, st.one_of(other_field, nested_array), 3), max_size=2),
+    [],
+    list(range(1, 9)),
+    n=1,
+)
+array_value = message(st.lists(lfield(1, array_element), max_size=5), [], [1], n=1)
 value_field = often(
-    st.one_of(
-        lfield(1, maybe_utf8),
-        vfield(2, st.integers(0, 2)),
-        vfield(3),
-        double_bits.map(lambda v: f64(4, v)),
-    ),
-    st.one_of(
-        lfield(5, st.sampled_from([b"", ld(1, ld(1, b"x")), ld(1, vi(3, 1))])),
-        lfield(6, st.sampled_from([b"", ld(1, ld(1, b"k") + ld(2, vi(2, 1)))])),
-        lfield(7, st.binary(max_size=3)),
-        vfield(8, st.integers(0, 5)),
-    ),
+    st.one_of(scalar_field, lfield(5, array_value)),
+    other_field,
     odds=3,
 )
+# Up to 3 fields: repeated array_value fields merge, other members in between start afresh.
 any_value = message(st.lists(value_field, min_size=1, max_size=2), [value_field], list(range(1, 9)), n=1)
 key_value = message(
     st.tuples(lfield(1, keys), lfield(2, any_value)),
@@ -1097,14 +1554,28 @@ resource_spans = message(
 )
 requests = message(st.lists(lfield(1, resource_spans), max_size=3), [], [1], n=1)
 wanted = st.lists(st.sampled_from(KEY_POOL), min_size=1, max_size=6)
+array_bounds = st.sampled_from([64, 64, 0, 1, 2, 3])
 
 
-def check_contract(data: bytes, span_keys: list[str], resource_keys: list[str]) -> bool:
+def array_keys_of(span_keys: list) -> st.SearchStrategy[list[str]]:
+    """Some of the span keys (grouped or not), now and then all of them."""
+    flat = sorted({k for e in span_keys for k in (e if isinstance(e, tuple) else (e,))})
+    return st.one_of(st.lists(st.sampled_from(flat), max_size=3), st.just(flat))
+
+
+def check_contract(
+    data: bytes,
+    span_keys: list,
+    resource_keys: list,
+    max_array_items: int = 64,
+    array_keys: list[str] | tuple[()] = (),
+) -> bool:
     """Equal results when protobuf parses data; else ScanError or a result, nothing else."""
     outcomes = []
     for impl in (_c_scanner(), PyScanner):
+        scanner = impl(span_keys, resource_keys, max_array_items=max_array_items, array_keys=array_keys)
         try:
-            outcomes.append(typed(impl(span_keys, resource_keys).scan(data)))
+            outcomes.append(typed(scanner.scan(data)))
         except ScanError:
             outcomes.append(ScanError)
     c_outcome, py_outcome = outcomes
@@ -1126,9 +1597,11 @@ DIFF_SETTINGS = settings(
 
 @pytest.mark.usefixtures("c_required")
 @DIFF_SETTINGS
-@given(data=requests, span_keys=wanted, resource_keys=wanted)
-def test_differential_generated(data: bytes, span_keys: list[str], resource_keys: list[str]) -> None:
-    check_contract(data, span_keys, resource_keys)
+@given(data=requests, span_keys=wanted, resource_keys=wanted, max_array_items=array_bounds, draw=st.data())
+def test_differential_generated(
+    data: bytes, span_keys: list[str], resource_keys: list[str], max_array_items: int, draw: st.DataObject
+) -> None:
+    check_contract(data, span_keys, resource_keys, max_array_items, draw.draw(array_keys_of(span_keys)))
 
 
 @st.composite
@@ -1141,16 +1614,24 @@ def key_groups(draw: st.DrawFn) -> list[tuple[str, ...]]:
 
 @pytest.mark.usefixtures("c_required")
 @DIFF_SETTINGS
-@given(data=requests, span_keys=key_groups(), resource_keys=key_groups())
-def test_differential_groups(data: bytes, span_keys: list, resource_keys: list) -> None:
-    check_contract(data, span_keys, resource_keys)
+@given(
+    data=requests,
+    span_keys=key_groups(),
+    resource_keys=key_groups(),
+    max_array_items=array_bounds,
+    draw=st.data(),
+)
+def test_differential_groups(
+    data: bytes, span_keys: list, resource_keys: list, max_array_items: int, draw: st.DataObject
+) -> None:
+    check_contract(data, span_keys, resource_keys, max_array_items, draw.draw(array_keys_of(span_keys)))
 
 
 @pytest.mark.usefixtures("c_required")
 @DIFF_SETTINGS
-@given(base=requests, span_keys=wanted, resource_keys=wanted, draw=st.data())
+@given(base=requests, span_keys=wanted, resource_keys=wanted, max_array_items=array_bounds, draw=st.data())
 def test_differential_mutated(
-    base: bytes, span_keys: list[str], resource_keys: list[str], draw: st.DataObject
+    base: bytes, span_keys: list[str], resource_keys: list[str], max_array_items: int, draw: st.DataObject
 ) -> None:
     data = bytearray(base)
     for _ in range(draw.draw(st.integers(1, 3))):
@@ -1168,4 +1649,6 @@ def test_differential_mutated(
             del data[pos:]
         elif op == "dup":
             data[pos:pos] = data[pos : pos + draw.draw(st.integers(1, 8))]
-    check_contract(bytes(data), span_keys, resource_keys)
+    check_contract(
+        bytes(data), span_keys, resource_keys, max_array_items, draw.draw(array_keys_of(span_keys))
+    )
