@@ -119,7 +119,9 @@ def main() -> None:
     now = time.time_ns()
     bodies = [build_batch(rng, now) for _ in range(BATCHES)]
     usage = UsageConfig()
-    scanner = FieldScanner(span_field_sources(usage), [usage.attributes.service])
+    scanner = FieldScanner(
+        span_field_sources(usage), [usage.attributes.service], array_fields=current.ARRAY_FIELD_INDEXES
+    )
     variants = [("installed", current.Deriver)]
     variants += [(path, load_deriver(path, n)) for n, path in enumerate(args.deriver)]
     total = BATCHES * SPANS

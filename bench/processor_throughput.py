@@ -90,10 +90,12 @@ def decode_ceiling(body: bytes, seconds: float = 2.0) -> float:
 
 def scanner_ceiling(body: bytes, seconds: float = 2.0) -> tuple[float, str]:
     from apiusage.processor.config import UsageConfig
-    from apiusage.processor.derive.requests import span_field_sources
+    from apiusage.processor.derive.requests import ARRAY_FIELD_INDEXES, span_field_sources
     from apiusage.processor.receivers.fields import FieldScanner
 
-    scanner = FieldScanner(span_field_sources(UsageConfig()), [("service.name",)])
+    scanner = FieldScanner(
+        span_field_sources(UsageConfig()), [("service.name",)], array_fields=ARRAY_FIELD_INDEXES
+    )
     start = time.process_time()
     n = 0
     while time.process_time() - start < seconds:

@@ -18,7 +18,7 @@ from .derive.design_metrics import DesignMetrics
 from .derive.feedback_metrics import FeedbackMetrics
 from .derive.plans import PlanLookup, PlanLookupError
 from .derive.request_metrics import RequestMetrics
-from .derive.requests import Deriver, resource_field_sources, span_field_sources
+from .derive.requests import ARRAY_FIELD_INDEXES, Deriver, resource_field_sources, span_field_sources
 from .errors import ProcessorError
 from .exporters.consumer_metrics import ConsumerCollector
 from .exporters.feedback_metrics import FeedbackCollector
@@ -108,8 +108,9 @@ class Processor:
             span_field_sources(p.usage),
             resource_field_sources(p.usage),
             max_spans=config.receivers.otlp.max_spans_per_request,
-            # TODO(merge, issue 15 scanner branch): max_array_items=p.usage.max_names_per_request,
-            # so that a list cut by the scanner is one entry longer and counted as names_truncated.
+            # A list cut by the scanner is one entry longer, so it is counted as names_truncated.
+            max_array_items=p.usage.max_names_per_request,
+            array_fields=ARRAY_FIELD_INDEXES,
         )
         self.request_metrics = RequestMetrics(
             p.limits,

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from apiusage.conventions.catalog import Catalog
 
 __all__ = [
+    "ARRAY_FIELD_INDEXES",
+    "ARRAY_FIELDS",
     "ApiRequest",
     "COUNTER_FIELDS",
     "Deriver",
@@ -79,6 +81,11 @@ SPAN_FIELDS = (
     "error_type",
     "client_region",
 )
+#: The SPAN_FIELDS whose values are string arrays: the scanner returns arrays for these only
+#: (an array under any other key is absent, so a group's next key is tried).
+ARRAY_FIELDS = ("query_parameters", "body_fields", "validation_locations", "validation_types")
+#: Their indexes in SPAN_FIELDS, as FieldScanner(array_fields=...) takes them.
+ARRAY_FIELD_INDEXES = tuple(SPAN_FIELDS.index(name) for name in ARRAY_FIELDS)
 #: Per resource, after nothing: the fields read from resource attributes.
 RESOURCE_FIELDS = ("service", "server_region")
 

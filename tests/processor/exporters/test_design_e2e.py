@@ -182,12 +182,6 @@ def test_sdk_spans_of_both_schema_versions_become_exact_design_metrics(transport
     assert units["api_response_body_size_bytes"] == "bytes"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the scanner returns None for array attributes until the scanner branch of issue 15 lands; "
-    "then this passes (and strict=True says so): remove the mark",
-)
 def test_sdk_array_attributes_become_parameter_and_validation_counts() -> None:
     m, _ = _run("http")
     post = {"service": "orders-api", "method": "POST", "route": "/v2/orders"}
