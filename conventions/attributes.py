@@ -29,6 +29,9 @@ ATTR_VALIDATION_LOCATIONS = "apiusage.validation.error_locations"
 #: string[]: the type of each validation error ("missing", "int_parsing"), index for index
 #: with ATTR_VALIDATION_LOCATIONS.
 ATTR_VALIDATION_TYPES = "apiusage.validation.error_types"
+#: The last entry of a names or validation array the instrumentation cut at its cap (in both
+#: validation arrays): the processor counts the cut and never counts the marker as a name.
+TRUNCATED = "__truncated__"
 #: string: the client's country (ISO 3166-1 alpha-2, upper case) from a trusted CDN header.
 ATTR_CLIENT_REGION = "apiusage.client.region"
 

@@ -28,12 +28,12 @@ from apiusage.conventions.attributes import (
     ERROR_TYPE,
     HTTP_REQUEST_BODY_SIZE,
     HTTP_RESPONSE_BODY_SIZE,
+    TRUNCATED,
 )
 
 from ._config import Settings
 
 #: The last entry of a name list (and of both validation lists) that was cut at its cap.
-TRUNCATED = "__truncated__"
 #: Longer names (and validation locations and types) are cut to this many characters.
 MAX_NAME_LENGTH = 128
 #: Only this much of a query string is read for names (servers refuse far shorter URLs;
@@ -239,14 +239,18 @@ def _walk(obj: dict[str, Any], prefix: str, depth: int, names: set[str]) -> None
 
 
 def validation_errors(errors: Sequence[Any]) -> list[tuple[str, str]]:
-    """(location, type) of each error of a FastAPI/pydantic error list: ("body.quantity", "missing")."""
+    """(location, type) of each error of a FastAPI/pydantic error list: ("body.quantity", "missing").
+
+    A list index in the location becomes ``*`` (``body.items.*.qty``): the field clients get
+    wrong is the same whichever item it was in, and indexes would be label values without bound.
+    """
     result = []
     for error in errors:
         if not isinstance(error, Mapping):
             continue
         loc = error.get("loc")
         if isinstance(loc, (list, tuple)):
-            location = ".".join(str(part) for part in loc)
+            location = ".".join("*" if type(part) is int else str(part) for part in loc)
         else:
             location = "" if loc is None else str(loc)
         result.append((_clip(location), _clip(str(error.get("type") or ""))))

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from apiusage.conventions.attributes import KNOWN_SCHEMA_VERSIONS, SCHEMA_VERSION
+from apiusage.conventions.attributes import KNOWN_SCHEMA_VERSIONS, SCHEMA_VERSION, TRUNCATED
 from apiusage.conventions.useragent import parse_user_agent
 
 from ..config import LimitsConfig, UsageConfig
@@ -278,7 +278,10 @@ class Deriver:
             issues["invalid_name"] += 1  # a scalar where the convention has a string[]
             return None
         raw = value
-        if len(value) > self._max_names:
+        if value and value[-1] == TRUNCATED:  # cut by the instrumentation: a marker, not a name
+            issues["names_truncated"] += 1
+            value = value[:-1]
+        elif len(value) > self._max_names:
             issues["names_truncated"] += 1
             value = value[: self._max_names]
         clean = self._clean_labels
@@ -321,6 +324,9 @@ class Deriver:
                 issues["invalid_name"] += 1
             arrays.append(value if value.__class__ is tuple else ())
         locs, kinds = arrays
+        if locs and kinds and locs[-1] == TRUNCATED and kinds[-1] == TRUNCATED:
+            issues["names_truncated"] += 1  # cut by the instrumentation
+            locs, kinds = locs[:-1], kinds[:-1]
         n = min(len(locs), len(kinds))
         if len(locs) != len(kinds):
             issues["validation_mismatch"] += 1  # the common prefix is kept

@@ -229,7 +229,9 @@ def test_bad_json_validation_error_is_recorded(spans, client_for):
     client = enriched(spans, client_for)
     client.post("/v1/orders", content=b'{"sku": ', headers={"Content-Type": "application/json"})
     attributes = v2(spans)
-    assert attributes[ATTR_VALIDATION_LOCATIONS] == ("body.8",)
+    assert attributes[ATTR_VALIDATION_LOCATIONS] == (
+        "body.*",
+    )  # the offset of the JSON error is an index too
     assert attributes[ATTR_VALIDATION_TYPES] == ("json_invalid",)
 
 
@@ -356,7 +358,7 @@ def test_a_size_set_by_someone_else_is_kept(spans):
 # -- validation errors ---------------------------------------------------------------------
 
 BAD_ORDER = {"quantity": "many", "items": [{"sku": "B", "qty": "x"}]}
-BAD_LOCATIONS = ("query.limit", "body.sku", "body.quantity", "body.items.0.qty")
+BAD_LOCATIONS = ("query.limit", "body.sku", "body.quantity", "body.items.*.qty")
 BAD_TYPES = ("int_parsing", "missing", "int_parsing", "int_parsing")
 
 

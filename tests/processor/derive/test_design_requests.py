@@ -191,3 +191,24 @@ def test_remembered_lists_still_count_their_issues_every_time() -> None:
             ("a",),
         ]
     assert stats.data_quality_issues["invalid_name"] == 3
+
+
+def test_the_instrumentations_cut_marker_is_counted_never_a_name() -> None:
+    """A list the instrumentation cut ends with TRUNCATED: a names_truncated count, not a name."""
+    from apiusage.conventions.attributes import TRUNCATED
+
+    stats = PipelineStats()
+    deriver = Deriver(UsageConfig(), stats)
+    (r,) = deriver.derive(
+        [("orders-api",)],
+        [
+            span(
+                query_parameters=("a", "b", TRUNCATED),
+                validation_locations=("body.x", TRUNCATED),
+                validation_types=("missing", TRUNCATED),
+            )
+        ],
+    )
+    assert r.query_parameters == ("a", "b")
+    assert r.validation_errors == (("body.x", "missing"),)
+    assert stats.data_quality_issues["names_truncated"] == 2
