@@ -71,7 +71,7 @@ def test_from_yaml_file_to_output_file(tmp_path, capsys):
         capsys,
     )
     assert (code, out) == (0, "")
-    assert err == f"wrote 4 endpoint(s) of orders-api to {target}\n"
+    assert err == f"wrote 4 endpoint(s) of orders-api (0 declared parameter(s)) to {target}\n"
     catalog = load_catalog(target)
     assert catalog.endpoint("orders-api", "GET", "/v1/legacy/report").deprecated is True
 
