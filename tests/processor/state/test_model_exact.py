@@ -74,7 +74,13 @@ def catalog(services=SERVICES) -> SimpleNamespace:
 
     def endpoint(method: str, route: str, deprecated: bool, replacement: str | None):
         return SimpleNamespace(
-            method=method, route=route, deprecated=deprecated, replacement=replacement, sunset=None
+            method=method,
+            route=route,
+            deprecated=deprecated,
+            replacement=replacement,
+            sunset=None,
+            query_parameters=(),
+            body_fields=(),
         )
 
     return SimpleNamespace(
