@@ -437,7 +437,7 @@ class SqliteStore(Store):
             db.executemany(self._upserts[0], consumers)
             db.executemany(self._upserts[1], endpoints)
             # Deduplicated per pair in memory already: one upsert each, no staging needed.
-            db.executemany(self._upserts[2], consumer_parameters)
+            db.executemany(self._upserts[2], sorted(consumer_parameters))
             db.executemany(self._upserts[3], parameters)
             db.executemany(self._upserts[4], feedback)
             if activity:
