@@ -436,10 +436,12 @@ class SqliteStore(Store):
             db.execute("BEGIN IMMEDIATE")
             db.executemany(self._upserts[0], consumers)
             db.executemany(self._upserts[1], endpoints)
-            # Deduplicated per pair in memory already: one upsert each, no staging needed.
-            db.executemany(self._upserts[2], sorted(consumer_parameters))
-            db.executemany(self._upserts[3], parameters)
-            db.executemany(self._upserts[4], feedback)
+            # Deduplicated per pair in memory already: one upsert each, in key order, no staging.
+            for upsert, rows in zip(
+                self._upserts[2:], (consumer_parameters, parameters, feedback), strict=True
+            ):
+                if rows:
+                    db.executemany(upsert, sorted(rows))
             if activity:
                 db.executemany(
                     "INSERT INTO staged_activity VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", activity
@@ -598,8 +600,9 @@ class PostgresStore(Store):
                 # Sorted rows take row locks in one global order: replicas cannot deadlock.
                 cur.executemany(self._upserts[0], sorted(consumers))
                 cur.executemany(self._upserts[1], sorted(endpoints))
-                cur.executemany(self._upserts[3], sorted(parameters))
-                cur.executemany(self._upserts[4], sorted(feedback))
+                for upsert, rows in ((self._upserts[3], parameters), (self._upserts[4], feedback)):
+                    if rows:
+                        cur.executemany(upsert, sorted(rows))
                 if consumer_parameters:
                     cur.execute(
                         "CREATE TEMP TABLE IF NOT EXISTS staged_parameters "

@@ -495,3 +495,65 @@ def test_kill_9_during_a_flush_leaves_every_consumer_whole(tmp_path: Path) -> No
             "WHERE c.service = p.service AND c.consumer_id = p.consumer_id)"
         ).fetchone() == (0,)
         assert conn.execute("SELECT COUNT(*) FROM parameters").fetchone() == (7 * 6,)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_version_3_store_migrates_to_4_with_its_data_and_empty_new_tables(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apiusage.processor.state import schema
+    from apiusage.processor.state import store as store_module
+    from apiusage.processor.state.store import open_store
+
+    now = int(time.time() * 1000)
+    day = now // DAY_MS
+    with postgres_server() if backend == "postgres" else _nothing() as pg:
+        config = _config(tmp_path, backend, pg)
+        with monkeypatch.context() as m:  # the code as it was before version 4
+            m.setattr(store_module, "MIGRATIONS", schema.MIGRATIONS[:3])
+            m.setattr(store_module, "LATEST", 3)
+            old = open_store(config)
+            old.write(
+                (
+                    [(SERVICE, "c1", now, now, now, "pro", "pro", "sdk", "1.0")],
+                    [(day, SERVICE, "c1", "GET", "/v1/orders", "", "sdk", "1.0", 1.0, 0.0, now)],
+                    [(SERVICE, "GET", "/v1/orders", 0, now, now)],
+                )
+            )
+            tables = {t for (t,) in old.query(_TABLES[backend])}
+            assert not tables & {"consumer_parameters", "parameters", "consumer_feedback"}
+            old.close()
+        store = open_store(config)
+        try:
+            assert [v for (v,) in store.query("SELECT version FROM schema_migrations ORDER BY 1")] == [
+                1,
+                2,
+                3,
+                4,
+            ]
+            assert store.query("SELECT consumer_id, last_seen FROM consumers") == [("c1", now)]
+            for table in ("consumer_parameters", "parameters", "consumer_feedback"):
+                assert store.query(f"SELECT COUNT(*) FROM {table}") == [(0,)]
+            report = build_report(store, now, None, LimitsConfig())
+            assert (
+                report.endpoint_consumers[SERVICE, "GET", "/v1/orders", "1d"],
+                report.parameter_consumers,
+            ) == (
+                1,
+                {},
+            )
+            activity = ConsumerActivity(400, PipelineStats())
+            activity.consume([request("GET", "/v1/orders", "c1", now, ("limit",))])
+            activity.consume_feedback([Feedback(SERVICE, "", "docs", "4", "c1", now * 1_000_000)])
+            store.write(activity.drain())
+            report = build_report(store, now, None, LimitsConfig())
+            assert report.parameter_consumers[SERVICE, "GET", "/v1/orders", "query", "limit", "1d"] == 1
+            assert report.feedback_consumers == {(SERVICE, "1d"): 1, (SERVICE, "7d"): 1, (SERVICE, "30d"): 1}
+        finally:
+            store.close()
+
+
+_TABLES = {
+    "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table'",
+    "postgres": "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
+}
