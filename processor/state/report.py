@@ -582,7 +582,7 @@ def unused_parameters(
                 seen = last_seen.get((svc.name, method, key))
                 if seen is None or seen[1] < cutoff:
                     continue
-                names = tuple(
+                unused = tuple(
                     (location, name)
                     for location in ("query", "body")
                     for name in ep.declared(location)
@@ -590,7 +590,7 @@ def unused_parameters(
                     not in sent.get((svc.name, method, key, location), ())
                 )
                 declared = len(ep.query_parameters) + len(ep.body_fields)
-                out.append(UnusedParameters(svc.name, method, seen[0], seen[1], declared, names))
+                out.append(UnusedParameters(svc.name, method, seen[0], seen[1], declared, unused))
     return sorted(out, key=lambda u: (u.service, u.route, u.method))
 
 

@@ -221,7 +221,7 @@ def _complete(batch: tuple) -> ActivityBatch:
     """A batch with all six row lists: batches built before version 4 (consumers, activity and
     endpoints only, as tools and tests write them) get empty parameter and feedback lists."""
     if len(batch) == 6:
-        return batch  # type: ignore[return-value]
+        return batch
     consumers, activity, endpoints = batch
     return consumers, activity, endpoints, [], [], []
 
@@ -437,9 +437,8 @@ class SqliteStore(Store):
             db.executemany(self._upserts[0], consumers)
             db.executemany(self._upserts[1], endpoints)
             # Deduplicated per pair in memory already: one upsert each, in key order, no staging.
-            for upsert, rows in zip(
-                self._upserts[2:], (consumer_parameters, parameters, feedback), strict=True
-            ):
+            groups: tuple[list, ...] = (consumer_parameters, parameters, feedback)
+            for upsert, rows in zip(self._upserts[2:], groups, strict=True):
                 if rows:
                     db.executemany(upsert, sorted(rows))
             if activity:
@@ -617,8 +616,8 @@ class PostgresStore(Store):
                         f"CREATE TEMP TABLE IF NOT EXISTS staged_activity {_STAGED} ON COMMIT DELETE ROWS"
                     )
                     with cur.copy("COPY staged_activity FROM STDIN") as copy:
-                        for row in activity:
-                            copy.write_row(row)
+                        for fact in activity:
+                            copy.write_row(fact)
                     for statement in self._fan_out:
                         cur.execute(statement)
         except self._psycopg.Error as exc:
