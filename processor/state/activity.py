@@ -54,8 +54,11 @@ class ConsumerActivity:
         max_pending: int = 1_000_000,
         max_future_skew: float = 300.0,
         max_pending_bytes: int = 256 << 20,
+        parameter_consumers: bool = True,
     ) -> None:
         self._retention_days = retention_days
+        # False: the names of each endpoint only (unused parameters), no row per consumer and name.
+        self._parameter_consumers = parameter_consumers
         self._stats = stats
         self.max_pending = max_pending
         self.max_pending_bytes = max_pending_bytes
@@ -188,7 +191,7 @@ class ConsumerActivity:
                     p[1] = at
                 elif at < p[0]:
                     p[0] = at
-                if consumer is None:
+                if consumer is None or not self._parameter_consumers:
                     continue
                 ckey = (*pkey, consumer)
                 c = pairs.get(ckey)

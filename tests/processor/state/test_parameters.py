@@ -557,3 +557,19 @@ _TABLES = {
     "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table'",
     "postgres": "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
 }
+
+
+def test_parameter_consumers_off_keeps_the_names_per_endpoint_only(tmp_path: Path) -> None:
+    (tmp_path / "catalog.yaml").write_text(CATALOG)
+    now = int(time.time() * 1000)
+    cfg = {"catalog": str(tmp_path / "catalog.yaml"), "state": {"parameter_consumers": False}}
+    with running_processor(cfg) as running:
+        processor = running.processor
+        for batch in scenario(now)[0]:
+            processor.activity.consume(batch)
+        consumers, activity, endpoints, pairs, parameters, feedback = processor.activity.drain()
+        assert (len(pairs), len(parameters)) == (0, 5 + 3 + 1 + 1)  # per endpoint: GET, POST, lines, DELETE
+        processor.activity.restore((consumers, activity, endpoints, pairs, parameters, feedback))
+        assert processor.state.flush()
+        report = build_report(processor.state.store, now, processor.catalog, LimitsConfig())
+        assert (report.parameter_consumers, report.unused_parameters) == ({}, EXPECTED_UNUSED)
