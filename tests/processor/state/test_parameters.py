@@ -573,3 +573,32 @@ def test_parameter_consumers_off_keeps_the_names_per_endpoint_only(tmp_path: Pat
         assert processor.state.flush()
         report = build_report(processor.state.store, now, processor.catalog, LimitsConfig())
         assert (report.parameter_consumers, report.unused_parameters) == ({}, EXPECTED_UNUSED)
+
+
+def test_the_stored_report_carries_the_new_families_and_an_older_one_reads_as_empty(tmp_path: Path) -> None:
+    import zlib
+
+    from apiusage.processor.state import snapshot
+
+    catalog_file = tmp_path / "catalog.yaml"
+    catalog_file.write_text(CATALOG)
+    now = int(time.time() * 1000)
+    service = _fill(StateConfig(sqlite=SqliteState(path=str(tmp_path / "s.db"))), tmp_path, now)
+    try:
+        report = build_report(service.store, now, load_catalog(catalog_file), LimitsConfig())
+    finally:
+        service.stop()
+    loaded = snapshot.loads(snapshot.dumps(report))
+    assert (loaded.parameter_consumers, loaded.unused_parameters, loaded.feedback_consumers) == (
+        EXPECTED_PARAMETER_CONSUMERS,
+        EXPECTED_UNUSED,
+        EXPECTED_FEEDBACK,
+    )
+    assert loaded == report
+    # Written by a replica that predates them (a rolling upgrade): the families are empty.
+    doc = json.loads(zlib.decompress(snapshot.dumps(report)))
+    for name in ("parameter_consumers", "unused_parameters", "feedback_consumers"):
+        del doc[name]
+    older = snapshot.loads(zlib.compress(json.dumps(doc).encode()))
+    assert (older.parameter_consumers, older.unused_parameters, older.feedback_consumers) == ({}, {}, {})
+    assert older.endpoint_consumers == report.endpoint_consumers
