@@ -84,6 +84,12 @@ def _consumers(args: argparse.Namespace) -> int:
             }
             count = sum(len(e["consumers"]) for e in result["endpoints"])
         elif args.which == "unused-parameters":
+            if catalog is None:
+                print(
+                    "apiusage: warning: no catalog configured (the catalog: key): "
+                    "no declared parameters to compare",
+                    file=sys.stderr,
+                )
             result = {
                 "endpoints": unused_parameter_list(
                     store,
