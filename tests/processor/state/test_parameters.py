@@ -428,11 +428,25 @@ def test_consumers_cli_lists_unused_parameters(tmp_path: Path) -> None:
         [*base, "unused-parameters", "--service", "other"], capture_output=True, text=True, timeout=30
     )
     assert result.stdout == "no catalog endpoint with declared parameters was called in the last 30 days\n"
+    no_catalog = tmp_path / "no-catalog.yaml"
+    no_catalog.write_text(config_file.read_text().replace(f"catalog: {tmp_path / 'catalog.yaml'}\n", ""))
+    result = subprocess.run(
+        [str(exe), "consumers", "--config", str(no_catalog), "unused-parameters"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (result.returncode, result.stderr, result.stdout) == (
+        0,
+        "apiusage: warning: no catalog configured (the catalog: key): no declared parameters to compare\n",
+        "no catalog endpoint with declared parameters was called in the last 30 days\n",
+    )
     entries = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
     assert [(e["path"], e["query"], e["consumers_returned"]) for e in entries] == [
         ("consumers unused-parameters", {}, 0),
         ("consumers unused-parameters", {"method": "POST"}, 0),
         ("consumers unused-parameters", {"service": "other"}, 0),
+        ("consumers unused-parameters", {}, 0),
     ]
 
 
