@@ -19,6 +19,11 @@ For every (engine, size) a fresh subprocess (so peak RSS is that case's own):
    rows of 5% of the consumers active on the last day (5 s of a busy hour: every one of their
    rows of that day again, one more call each, so upserts onto existing keys), with their
    consumer and endpoint rows; N is printed,
+   With `--parameters N` (issue 15) every request also carries N parameter and body field names
+   (the same N per consumer and endpoint every day, as an SDK sends them): the flushes carry their
+   consumer-parameter pair rows and per-endpoint parameter rows, the catalog declares 8 query and
+   8 body names per endpoint, and the refresh computes api_parameter_consumers and
+   api_unused_parameters too. Run it with 0 and 5 for the figures with and without them.
 6. on the `--verify` size, recomputes in Python from the generated rows every distinct-consumer
    family, new consumers, time to first success, migrations, churn risk and cohorts, and prints
    "exact: yes" or the mismatches.
@@ -26,6 +31,7 @@ For every (engine, size) a fresh subprocess (so peak RSS is that case's own):
     python -m bench.state_scale                       # 1k, 10k, 100k on sqlite and postgres
     python -m bench.state_scale --sizes 1000,10000 --engines sqlite
     python -m bench.state_scale --quick               # 1k on both engines, about a minute
+    python -m bench.state_scale --sizes 10000 --engines sqlite --parameters 5   # issue 15
 
 Works on the schema before issue 13 too (8-field consumer rows: the generator's first_plan_tier
 is dropped), so the same script gives the before and after figures.  `--duckdb` adds, when the
@@ -48,6 +54,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 
 from bench.state_history import DAYS, NOW_MS, SERVICE, TODAY, Expected, History, compare, endpoint_rows
@@ -114,6 +121,71 @@ def _disk(store, engine: str, path: str | None) -> dict[str, int]:
         ((idx,),) = store.query(f"SELECT SUM(pgsize) FROM dbstat WHERE name NOT IN ({marks})", sorted(tables))
         out["index_bytes"] = int(idx or 0)
     return out
+
+
+_NAMES = 8  # declared names per endpoint and location
+
+
+def _names(consumer: str, method: str, route: str, n: int) -> list[tuple[str, str]]:
+    """The n (location, name) pairs a consumer sends to an endpoint: the same every day."""
+    start = zlib.crc32(f"{consumer} {method} {route}".encode())
+    return [
+        ("query", f"q{(start + j) % _NAMES}") if j % 2 == 0 else ("body", f"b{(start + j) % _NAMES}")
+        for j in range(n)
+    ]
+
+
+def with_parameters(batch: tuple, n: int) -> tuple:
+    """The batch with the consumer-parameter and parameter rows of its activity rows, n names
+    per request (as ConsumerActivity.drain() gives them: one row per pair and flush)."""
+    if n <= 0:
+        return batch
+    consumers, activity, endpoints = batch[:3]
+    pairs: dict[tuple, list] = {}
+    parameters: dict[tuple, list] = {}
+    for day, s, c, m, r, *_, calls, _errors, last in activity:
+        for location, name in _names(c, m, r, n):
+            p = pairs.get((s, m, r, location, name, c))
+            if p is None:
+                pairs[s, m, r, location, name, c] = [day, last, calls]
+            else:
+                p[0], p[1], p[2] = min(p[0], day), max(p[1], last), p[2] + calls
+            e = parameters.get((s, m, r, location, name))
+            if e is None:
+                parameters[s, m, r, location, name] = [last, last]
+            else:
+                e[0], e[1] = min(e[0], last), max(e[1], last)
+    return (
+        consumers,
+        activity,
+        endpoints,
+        [(*k, *v) for k, v in pairs.items()],
+        [(*k, *v) for k, v in parameters.items()],
+        [],
+    )
+
+
+def _declaring(catalog, n: int):  # noqa: ANN001, ANN202
+    """The catalog with 8 query and 8 body names declared per endpoint (n > 0); with 5 names a
+    request, a few of them are never sent by anyone on some endpoints."""
+    import dataclasses
+
+    if n <= 0:
+        return catalog
+    query = tuple(f"q{k}" for k in range(_NAMES)) + ("never_sent",)
+    body = tuple(f"b{k}" for k in range(_NAMES))
+    return dataclasses.replace(
+        catalog,
+        services=tuple(
+            dataclasses.replace(
+                svc,
+                endpoints=tuple(
+                    dataclasses.replace(ep, query_parameters=query, body_fields=body) for ep in svc.endpoints
+                ),
+            )
+            for svc in catalog.services
+        ),
+    )
 
 
 def _flush_batch(history: History, i: int) -> tuple[list, list, list]:
@@ -199,7 +271,7 @@ def run_case(engine: str, size: int, args: argparse.Namespace) -> dict:
     from bench.state_history import catalog_document
 
     new_model = schema.LATEST >= 2
-    catalog = parse_catalog(catalog_document(), "bench")
+    catalog = _declaring(parse_catalog(catalog_document(), "bench"), args.parameters)
     limits = LimitsConfig()
     verify = size == args.verify
     tmp = tempfile.mkdtemp(prefix=f"apiusage-bench-{engine}-{size}-", dir=args.tmp)
@@ -210,6 +282,8 @@ def run_case(engine: str, size: int, args: argparse.Namespace) -> dict:
         "schema": schema.LATEST,
         "days": DAYS,
         "batch_rows": args.batch_rows,
+        "parameters": args.parameters,
+        "parameter_rows": 0,
     }
     try:
         with contextlib.ExitStack() as stack:
@@ -230,6 +304,8 @@ def run_case(engine: str, size: int, args: argparse.Namespace) -> dict:
                     expected.add(batch)
                 if not new_model:  # the 8-field consumer row: no first_plan_tier
                     batch = ([r[:5] + r[6:] for r in batch[0]], batch[1], batch[2])
+                batch = with_parameters(batch, args.parameters)
+                result["parameter_rows"] += sum(len(rows) for rows in batch[3:])
                 store.write(batch)
                 now = time.perf_counter()
                 if now - last_note >= 15:
@@ -307,6 +383,8 @@ def run_case(engine: str, size: int, args: argparse.Namespace) -> dict:
                     "migrated",
                     "cohorts",
                     "at_risk",
+                    "parameter_consumers",
+                    "unused_parameters",
                 )
             }
             flushes = []
@@ -314,6 +392,7 @@ def run_case(engine: str, size: int, args: argparse.Namespace) -> dict:
                 batch = _flush_batch(history, i)
                 if not new_model:
                     batch = ([r[:5] + r[6:] for r in batch[0]], batch[1], batch[2])
+                batch = with_parameters(batch, args.parameters)
                 t = time.perf_counter()
                 store.write(batch)
                 flushes.append(time.perf_counter() - t)
@@ -421,7 +500,12 @@ def print_tables(results: list[dict]) -> None:
     for r in results:
         if "tables" in r:
             rows = ", ".join(f"{name} {n:,}" for name, n in r["tables"].items())
-            print(f"- {r['engine']} {r['consumers']:,} (schema {r['schema']}): {rows}")
+            names = (
+                f", {r['parameters']} names a request ({r['parameter_rows']:,} parameter rows written)"
+                if r.get("parameters")
+                else ""
+            )
+            print(f"- {r['engine']} {r['consumers']:,} (schema {r['schema']}{names}): {rows}")
         if isinstance(r.get("exact"), list):
             for line in r["exact"]:
                 print(f"    mismatch: {line}")
@@ -452,6 +536,14 @@ def _parse() -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--batch-rows", type=int, default=50_000, help="activity rows per flush, at most")
+    p.add_argument(
+        "--parameters",
+        type=int,
+        default=0,
+        choices=range(0, 2 * _NAMES + 1),
+        metavar="N",
+        help="parameter and body field names per request (issue 15; 0: none)",
+    )
     p.add_argument("--timeout", type=float, default=2400, help="seconds per case before it is stopped")
     p.add_argument(
         "--refresh-timeout",
@@ -509,7 +601,7 @@ def main() -> None:
     forwarded = [
         f"--{k.replace('_', '-')}={v}"
         for k, v in vars(args).items()
-        if k in ("repeats", "verify", "seed", "batch_rows", "tmp", "refresh_timeout")
+        if k in ("repeats", "verify", "seed", "batch_rows", "tmp", "refresh_timeout", "parameters")
     ]
     forwarded += ["--analyze"] if args.analyze else []
     for engine in args.engine_list:

@@ -22,6 +22,9 @@ Format (see ``docs/catalog.md``)::
             replacement: DELETE /v2/orders/{order_id}
             feature: orders
             link: https://docs.example.com/migrate-to-v2
+            parameters:                   # declared names (OpenAPI), for unused parameters
+              query: [limit, cursor]
+              body: [items, items.quantity]
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ __all__ = [
     "CatalogError",
     "Endpoint",
     "HTTP_METHODS",
+    "PARAMETER_LOCATIONS",
     "ServiceCatalog",
     "dump_catalog",
     "load_catalog",
@@ -57,7 +61,12 @@ HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "*"}
 )
 
-_ENDPOINT_KEYS = ("method", "route", "deprecated", "sunset", "replacement", "feature", "link")
+_ENDPOINT_KEYS = ("method", "route", "deprecated", "sunset", "replacement", "feature", "link", "parameters")
+#: Where a declared parameter is sent: the query string, or a JSON request body field.
+PARAMETER_LOCATIONS = ("query", "body")
+#: Bounds on declared names: a catalog is read at start-up, so it must not take unbounded memory.
+MAX_PARAMETER_NAMES = 1000  # per endpoint and location
+MAX_PARAMETER_NAME_LENGTH = 256
 _REPLACEMENT = re.compile(r"^(?:(?P<method>[A-Za-z]+) +)?(?P<target>\S+)$")
 
 
@@ -77,6 +86,13 @@ class Endpoint:
     replacement: str | None = None
     feature: str | None = None
     link: str | None = None
+    #: Declared query parameter names and JSON request body field names (nested: "a.b").
+    query_parameters: tuple[str, ...] = ()
+    body_fields: tuple[str, ...] = ()
+
+    def declared(self, location: str) -> tuple[str, ...]:
+        """The declared names sent in ``location`` ("query" or "body")."""
+        return self.query_parameters if location == "query" else self.body_fields
 
     @property
     def replacement_target(self) -> str | None:
@@ -186,6 +202,9 @@ def dump_catalog(catalog: Catalog, header: str | None = None) -> str:
                 value = getattr(ep, key)
                 if value is not None:
                     entry[key] = value
+            parameters = {loc: list(ep.declared(loc)) for loc in PARAMETER_LOCATIONS if ep.declared(loc)}
+            if parameters:
+                entry["parameters"] = parameters
             endpoints.append(entry)
         services[svc.name] = {"endpoints": endpoints}
     text = yaml.safe_dump(
@@ -289,6 +308,7 @@ class _Parser:
         link = self.string(item, "link", path)
         if link is not None and not link.startswith(("http://", "https://", "/")):
             raise self.fail(f"{path}.link", f"expected an http(s) URL or a path (got {link!r})")
+        declared = self.parameters(item.get("parameters"), f"{path}.parameters")
         return Endpoint(
             method=method,
             route=route,
@@ -298,7 +318,43 @@ class _Parser:
             replacement=replacement,
             feature=self.string(item, "feature", path),
             link=link,
+            query_parameters=declared.get("query", ()),
+            body_fields=declared.get("body", ()),
         )
+
+    def parameters(self, value: Any, path: str) -> dict[str, tuple[str, ...]]:
+        """``{query: [names], body: [names]}``: each name a printable string, once."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(path, f"expected a mapping with 'query' and/or 'body' lists (got {_kind(value)})")
+        out: dict[str, tuple[str, ...]] = {}
+        for location, names in value.items():
+            if location not in PARAMETER_LOCATIONS:
+                raise self.fail(f"{path}.{location}", "unknown key (allowed: query, body)")
+            where = f"{path}.{location}"
+            if names is None:
+                continue
+            if not isinstance(names, list):
+                raise self.fail(where, f"expected a list of names (got {_kind(names)})")
+            if len(names) > MAX_PARAMETER_NAMES:
+                raise self.fail(where, f"more than {MAX_PARAMETER_NAMES} names ({len(names)})")
+            seen: dict[str, int] = {}
+            for i, name in enumerate(names):
+                if not isinstance(name, str) or not name:
+                    raise self.fail(f"{where}[{i}]", f"expected a non-empty string (got {_short(str(name))})")
+                if len(name) > MAX_PARAMETER_NAME_LENGTH:
+                    raise self.fail(
+                        f"{where}[{i}]",
+                        f"longer than {MAX_PARAMETER_NAME_LENGTH} characters ({_short(name)})",
+                    )
+                if not name.isprintable():
+                    raise self.fail(f"{where}[{i}]", f"has a control character ({_short(name)})")
+                if name in seen:
+                    raise self.fail(f"{where}[{i}]", f"duplicate name {name!r} (also [{seen[name]}])")
+                seen[name] = i
+            out[location] = tuple(names)
+        return out
 
     @overload
     def string(self, item: dict, key: str, path: str, required: Literal[True]) -> str: ...
@@ -366,4 +422,6 @@ def merge_endpoint(base: Endpoint | None, override: Endpoint | None) -> Endpoint
         replacement=override.replacement or base.replacement,
         feature=override.feature or base.feature,
         link=override.link or base.link,
+        query_parameters=override.query_parameters or base.query_parameters,
+        body_fields=override.body_fields or base.body_fields,
     )

@@ -46,7 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Write a catalog from an OpenAPI document: every operation that is "
             "deprecated (OpenAPI 'deprecated: true', FastAPI's deprecated=True) or carries "
-            "x-deprecated-since, x-sunset, x-replacement, x-deprecation-link or x-feature."
+            "x-deprecated-since, x-sunset, x-replacement, x-deprecation-link or x-feature, and "
+            "every operation that declares query parameters or JSON request body fields (their "
+            "names, for api_unused_parameters)."
         ),
     )
     source = from_openapi.add_mutually_exclusive_group(required=True)
@@ -57,6 +59,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from_openapi.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
     from_openapi.add_argument(
         "--feature-key", default="x-feature", help="operation key naming the feature (x-feature)"
+    )
+    from_openapi.add_argument(
+        "--body-depth",
+        type=int,
+        default=1,
+        metavar="N",
+        help="levels of JSON body fields to declare, as APIUSAGE_BODY_FIELD_DEPTH records them (1)",
+    )
+    from_openapi.add_argument(
+        "--no-parameters",
+        dest="parameters",
+        action="store_false",
+        help="leave declared parameters out (deprecation facts only)",
     )
     from_openapi.set_defaults(func=run_from_openapi)
 
@@ -70,15 +85,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_from_openapi(args: argparse.Namespace) -> int:
     try:
         document, source = _read_document(args)
-        catalog = catalog_from_openapi(document, args.service, source, args.feature_key)
+        catalog = catalog_from_openapi(
+            document, args.service, source, args.feature_key, args.parameters, args.body_depth
+        )
         text = dump_catalog(catalog, header=f"apiusage endpoint catalog, generated from {source}")
         if args.output:
             try:
                 Path(args.output).write_text(text, encoding="utf-8")
             except OSError as exc:
                 raise _Failure(f"cannot write {args.output}: {exc.strerror or exc}") from None
-            count = len(catalog.services[0].endpoints)
-            print(f"wrote {count} endpoint(s) of {args.service} to {args.output}", file=sys.stderr)
+            endpoints = catalog.services[0].endpoints
+            names = sum(len(ep.query_parameters) + len(ep.body_fields) for ep in endpoints)
+            print(
+                f"wrote {len(endpoints)} endpoint(s) of {args.service} ({names} declared parameter(s)) "
+                f"to {args.output}",
+                file=sys.stderr,
+            )
         else:
             sys.stdout.write(text)
     except (_Failure, CatalogError) as exc:
@@ -95,7 +117,9 @@ def run_check(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     for svc in catalog.services:
         deprecated = sum(1 for ep in svc.endpoints if ep.deprecated)
-        print(f"{svc.name}: {len(svc.endpoints)} endpoint(s), {deprecated} deprecated")
+        names = sum(len(ep.query_parameters) + len(ep.body_fields) for ep in svc.endpoints)
+        declared = f", {names} declared parameter(s)" if names else ""
+        print(f"{svc.name}: {len(svc.endpoints)} endpoint(s), {deprecated} deprecated{declared}")
     return 0
 
 

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 
 from ._httpserver import HttpServer, Limits, Reply, Request, Served, log_refusals
 from .config import AdminConfig, Secret
-from .state.listing import AuditLog, at_risk_consumers, deprecated_consumers, now_ms
+from .state.listing import AuditLog, at_risk_consumers, deprecated_consumers, now_ms, unused_parameter_list
 from .state.service import StateService
 from .state.store import StoreError
 
@@ -111,7 +111,25 @@ class _Admin:
                 lambda store: at_risk_consumers(store, now_ms(), query.get("service"), accounts)
             )
             return 200, {"consumers": rows}, len(rows)
-        return 404, {"error": "try /v1/consumers/deprecated or /v1/consumers/at-risk"}, 0
+        if path == "/v1/parameters/unused":
+            max_length = state.limits.max_label_length if state.limits is not None else 128
+            endpoints = state.read(
+                lambda store: unused_parameter_list(
+                    store,
+                    state.catalog,
+                    now_ms(),
+                    query.get("service"),
+                    query.get("method"),
+                    query.get("route"),
+                    max_length,
+                )
+            )
+            return 200, {"endpoints": endpoints}, 0  # names of parameters, no consumer ids
+        return (
+            404,
+            {"error": "try /v1/consumers/deprecated, /v1/consumers/at-risk or /v1/parameters/unused"},
+            0,
+        )
 
 
 # What of a request the audit log keeps: anyone, token or not, can send 64 KiB of path and query,

@@ -137,6 +137,7 @@ class Processor:
                 config.state.max_pending_rows,
                 p.usage.data_quality.max_future_skew,
                 config.state.max_pending_bytes,
+                parameter_consumers=config.state.parameter_consumers,
             )
             self.state = StateService(
                 config.state,

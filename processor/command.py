@@ -44,7 +44,13 @@ def _consumers(args: argparse.Namespace) -> int:
         from .app import StartupError, load_catalog_file
         from .config import ConfigError, load_config
         from .derive.plans import PlanLookup, PlanLookupError
-        from .state.listing import AuditLog, at_risk_consumers, deprecated_consumers, now_ms
+        from .state.listing import (
+            AuditLog,
+            at_risk_consumers,
+            deprecated_consumers,
+            now_ms,
+            unused_parameter_list,
+        )
         from .state.store import StoreError, open_store
     except ImportError as exc:
         print(f"apiusage: {_MISSING_EXTRA.format(name=exc.name)}", file=sys.stderr)
@@ -77,6 +83,25 @@ def _consumers(args: argparse.Namespace) -> int:
                 )
             }
             count = sum(len(e["consumers"]) for e in result["endpoints"])
+        elif args.which == "unused-parameters":
+            if catalog is None:
+                print(
+                    "apiusage: warning: no catalog configured (the catalog: key): "
+                    "no declared parameters to compare",
+                    file=sys.stderr,
+                )
+            result = {
+                "endpoints": unused_parameter_list(
+                    store,
+                    catalog,
+                    now_ms(),
+                    args.service,
+                    args.method,
+                    args.route,
+                    config.processors.limits.max_label_length,
+                )
+            }
+            count = 0  # parameter names, no consumer ids
         else:
             result = {"consumers": at_risk_consumers(store, now_ms(), args.service, plans.accounts)}
             count = len(result["consumers"])
@@ -111,6 +136,18 @@ def _consumers(args: argparse.Namespace) -> int:
 
 
 def _print_table(which: str, result: dict) -> None:
+    if which == "unused-parameters":
+        if not result["endpoints"]:
+            print("no catalog endpoint with declared parameters was called in the last 30 days")
+        for ep in result["endpoints"]:
+            print(
+                f"{ep['method']} {ep['route']} ({ep['service']}) last call {ep['last_call']}: "
+                f"{len(ep['unused'])} of {ep['declared']} declared parameters not sent in "
+                f"{ep['window_days']} days"
+            )
+            for p in ep["unused"]:
+                print(f"  {p['location']:<6} {p['name']}")
+        return
     if which == "deprecated":
         if not result["endpoints"]:
             print("no deprecated endpoints (catalog or apiusage.endpoint.deprecated spans)")
@@ -143,7 +180,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--config", metavar="FILE", help="YAML config file (default: embedded defaults)")
     serve.set_defaults(func=_serve)
     consumers = commands.add_parser(
-        "consumers", help="list consumer ids: deprecated-endpoint callers, consumers at risk"
+        "consumers",
+        help="list consumer ids (deprecated-endpoint callers, consumers at risk), unused parameters",
     )
     consumers.add_argument("--config", metavar="FILE", help="the processor's config file")
     consumers.add_argument("--format", choices=["table", "json"], default="table")
@@ -156,4 +194,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     deprecated.add_argument("--window", type=int, default=30, metavar="DAYS")
     at_risk = which.add_parser("at-risk", help="consumers whose usage fell sharply")
     at_risk.add_argument("--service")
+    unused = which.add_parser(
+        "unused-parameters", help="declared parameters (catalog) nobody sent in 30 days, per endpoint"
+    )
+    unused.add_argument("--service")
+    unused.add_argument("--method")
+    unused.add_argument("--route")
     consumers.set_defaults(func=_consumers)

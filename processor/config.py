@@ -531,6 +531,9 @@ class StateConfig:
     # Rows not yet written (store slow or down): at either bound the receivers refuse (503).
     max_pending_rows: int = bounded(1_000_000, above=0)
     max_pending_bytes: ByteSize = bounded(ByteSize(256 * MiB), min=MiB, max=1 << 40)
+    # api_parameter_consumers: one row per consumer, endpoint and parameter name (docs/state.md);
+    # false keeps only the per-endpoint names (api_unused_parameters) for the largest stores.
+    parameter_consumers: bool = True
 
     def _validate(self, path: str, problems: Problems) -> None:
         if self.sqlite is not None and self.postgres is not None:

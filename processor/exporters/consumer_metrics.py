@@ -131,6 +131,24 @@ class ConsumerCollector:
             ("service", "plan_tier"),
             r.at_risk,
         )
+        yield _gauge(
+            "api_parameter_consumers",
+            "Distinct consumers who sent a query parameter or JSON body field of an endpoint in the window.",
+            ("service", "method", "route", "location", "parameter", "window"),
+            r.parameter_consumers,
+        )
+        yield _gauge(
+            "api_unused_parameters",
+            "Parameters the catalog declares for an endpoint called in 30 days that no request sent in them.",
+            ("service", "method", "route"),
+            r.unused_parameters,
+        )
+        yield _gauge(
+            "api_feedback_consumers",
+            "Distinct consumers who sent developer feedback in the window.",
+            ("service", "window"),
+            r.feedback_consumers,
+        )
         yield from self._health({key: values for key, (values, _) in r.folded.items()})
 
     def _health(self, dropped_values: dict[tuple[str, str], int]) -> Iterable[Metric]:

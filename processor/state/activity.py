@@ -1,6 +1,7 @@
 """Consumer activity, deduplicated in memory between flushes: a sink of the derivation stage.
 
-The worker thread calls `consume()`; per request it updates two or three dicts
+The worker thread calls `consume()` (and `consume_feedback()` for feedback events);
+per request it updates two or three dicts, and one or two more per parameter name,
 and nothing else, so the hot path never waits on the database.  The flush
 thread calls `drain()` every flush interval and writes the rows in one
 transaction, then `written()`; when that fails, `restore()` puts them back to
@@ -21,6 +22,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from ..derive.feedback import Feedback
 from ..derive.requests import ApiRequest
 from ..telemetry import PipelineStats
 from .store import DAY_MS, ActivityBatch
@@ -52,8 +54,11 @@ class ConsumerActivity:
         max_pending: int = 1_000_000,
         max_future_skew: float = 300.0,
         max_pending_bytes: int = 256 << 20,
+        parameter_consumers: bool = True,
     ) -> None:
         self._retention_days = retention_days
+        # False: the names of each endpoint only (unused parameters), no row per consumer and name.
+        self._parameter_consumers = parameter_consumers
         self._stats = stats
         self.max_pending = max_pending
         self.max_pending_bytes = max_pending_bytes
@@ -71,6 +76,12 @@ class ConsumerActivity:
         self._activity: dict[tuple, list] = {}
         # (service, method, route) → [deprecated, first_seen, last_seen]
         self._endpoints: dict[tuple[str, str, str], list] = {}
+        # (service, method, route, location, parameter, consumer) → [first_day, last_call, calls]
+        self._consumer_parameters: dict[tuple, list] = {}
+        # (service, method, route, location, parameter) → [first_seen, last_seen], every request
+        self._parameters: dict[tuple, list] = {}
+        # (service, consumer) → [first_seen, last_seen, events] of feedback events
+        self._feedback: dict[tuple[str, str], list] = {}
 
     def consume(self, requests: Sequence[ApiRequest]) -> None:
         now_ms = int(time.time() * 1000)
@@ -107,6 +118,9 @@ class ConsumerActivity:
                 elif at < e[1]:
                     e[1] = at
                 consumer = r.consumer_id
+                query, body = r.query_parameters, r.body_fields
+                if query or body:
+                    full += self._names(ekey, consumer, day, at, r.weight, query, body, hard_rows, hard_bytes)
                 if consumer is None:
                     continue
                 ok = code[0] == "2"
@@ -147,6 +161,96 @@ class ConsumerActivity:
         if full:
             self._dropped(full)
 
+    def _names(
+        self,
+        ekey: tuple[str, str, str],
+        consumer: str | None,
+        day: int,
+        at: int,
+        weight: float,
+        query: tuple[str, ...] | None,
+        body: tuple[str, ...] | None,
+        hard_rows: int,
+        hard_bytes: int,
+    ) -> int:
+        """Record the parameter and body field names of one request (lock held); returns the
+        rows that did not fit past twice the bound."""
+        full = 0
+        parameters, pairs = self._parameters, self._consumer_parameters
+        for location, names in (("query", query), ("body", body)):
+            for name in names or ():
+                pkey = (*ekey, location, name)
+                p = parameters.get(pkey)
+                if p is None:
+                    if self._rows() >= hard_rows or self._bytes >= hard_bytes:
+                        full += 1
+                    else:
+                        parameters[pkey] = [at, at]
+                        self._bytes += _size(pkey)
+                elif at > p[1]:
+                    p[1] = at
+                elif at < p[0]:
+                    p[0] = at
+                if consumer is None or not self._parameter_consumers:
+                    continue
+                ckey = (*pkey, consumer)
+                c = pairs.get(ckey)
+                if c is None:
+                    if self._rows() >= hard_rows or self._bytes >= hard_bytes:
+                        full += 1
+                        continue
+                    pairs[ckey] = [day, at, weight]
+                    self._bytes += _size(ckey)
+                else:
+                    c[2] += weight
+                    if at > c[1]:
+                        c[1] = at
+                    if day < c[0]:
+                        c[0] = day
+        return full
+
+    def consume_feedback(self, events: Sequence[Feedback]) -> None:
+        """Record who gave feedback (events with a consumer); the worker calls it per batch."""
+        now_ms = int(time.time() * 1000)
+        oldest_ms = (now_ms // DAY_MS - self._retention_days) * DAY_MS
+        latest = now_ms + self._future_ms
+        dropped = future = full = 0
+        with self._lock:
+            feedback = self._feedback
+            hard_rows = self.max_pending * _HARD_FACTOR - self._inflight_rows
+            hard_bytes = self.max_pending_bytes * _HARD_FACTOR - self._inflight_bytes
+            for event in events:
+                consumer = event.consumer_id
+                if consumer is None:
+                    continue
+                at = event.time_ns // 1_000_000
+                if at < oldest_ms:
+                    dropped += 1
+                    continue
+                if at > latest:
+                    future += 1
+                    continue
+                key = (event.service, consumer)
+                f = feedback.get(key)
+                if f is None:
+                    if self._rows() >= hard_rows or self._bytes >= hard_bytes:
+                        full += 1
+                        continue
+                    feedback[key] = [at, at, 1]
+                    self._bytes += _size(key)
+                    continue
+                f[2] += 1
+                if at > f[1]:
+                    f[1] = at
+                elif at < f[0]:
+                    f[0] = at
+        if dropped:
+            self._stats.data_quality(beyond_retention=dropped)
+        if future:
+            self.rows_dropped += future
+        if full:
+            self._dropped(full)
+
     def _dropped(self, n: int) -> None:
         self.rows_dropped += n
         if not self._dropping:
@@ -159,7 +263,14 @@ class ConsumerActivity:
             )
 
     def _rows(self) -> int:
-        return len(self._activity) + len(self._consumers) + len(self._endpoints)
+        return (
+            len(self._activity)
+            + len(self._consumers)
+            + len(self._endpoints)
+            + len(self._consumer_parameters)
+            + len(self._parameters)
+            + len(self._feedback)
+        )
 
     def pending(self) -> int:
         """Rows not yet in the store, those being written included."""
@@ -180,13 +291,21 @@ class ConsumerActivity:
             consumers, self._consumers = self._consumers, {}
             activity, self._activity = self._activity, {}
             endpoints, self._endpoints = self._endpoints, {}
-            self._inflight_rows += len(consumers) + len(activity) + len(endpoints)
+            pairs, self._consumer_parameters = self._consumer_parameters, {}
+            parameters, self._parameters = self._parameters, {}
+            feedback, self._feedback = self._feedback, {}
+            self._inflight_rows += (
+                len(consumers) + len(activity) + len(endpoints) + len(pairs) + len(parameters) + len(feedback)
+            )
             self._inflight_bytes += self._bytes
             self._bytes = 0
         return (
             [(s, c, v[0], v[1], v[2], v[6], v[3], v[4], v[5]) for (s, c), v in consumers.items()],
             [(*k, v[0], v[1], v[2]) for k, v in activity.items()],
             [(s, m, r, v[0], v[1], v[2]) for (s, m, r), v in endpoints.items()],
+            [(*k, v[0], v[1], v[2]) for k, v in pairs.items()],
+            [(*k, v[0], v[1]) for k, v in parameters.items()],
+            [(s, c, v[0], v[1], v[2]) for (s, c), v in feedback.items()],
         )
 
     def written(self) -> None:
@@ -199,7 +318,7 @@ class ConsumerActivity:
 
     def restore(self, batch: ActivityBatch) -> None:
         """Merge a batch that could not be written back in, so the next flush retries it."""
-        consumers, activity, endpoints = batch
+        consumers, activity, endpoints, pairs, parameters, feedback = batch
         full = 0
         with self._lock:
             self._inflight_rows = self._inflight_bytes = 0
@@ -249,5 +368,37 @@ class ConsumerActivity:
                     if last > cur[2]:
                         cur[0], cur[2] = deprecated, last
                     cur[1] = min(cur[1], first)
+            for *key, first_day, last, calls in pairs:
+                pkey = tuple(key)
+                cur = self._consumer_parameters.get(pkey)
+                if cur is None:
+                    if not room():
+                        full += 1
+                        continue
+                    self._consumer_parameters[pkey] = [first_day, last, calls]
+                    self._bytes += _size(pkey)
+                else:
+                    cur[0], cur[1], cur[2] = min(cur[0], first_day), max(cur[1], last), cur[2] + calls
+            for *key, first, last in parameters:
+                pkey = tuple(key)
+                cur = self._parameters.get(pkey)
+                if cur is None:
+                    if not room():
+                        full += 1
+                        continue
+                    self._parameters[pkey] = [first, last]
+                    self._bytes += _size(pkey)
+                else:
+                    cur[0], cur[1] = min(cur[0], first), max(cur[1], last)
+            for s, c, first, last, events in feedback:
+                cur = self._feedback.get((s, c))
+                if cur is None:
+                    if not room():
+                        full += 1
+                        continue
+                    self._feedback[s, c] = [first, last, events]
+                    self._bytes += _size((s, c))
+                else:
+                    cur[0], cur[1], cur[2] = min(cur[0], first), max(cur[1], last), cur[2] + events
         if full:
             self._dropped(full)

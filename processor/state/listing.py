@@ -1,5 +1,6 @@
 """Answers that need consumer ids, for customer success: who still calls a deprecated endpoint,
-who is at risk of churning.  Shared by the admin endpoint and `apiusage consumers`."""
+who is at risk of churning; and, for API designers, which declared parameters nobody sends.
+Shared by the admin endpoint and `apiusage consumers`."""
 
 from __future__ import annotations
 
@@ -11,10 +12,18 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from .report import DAY_MS, consumer_trends, deprecated_callers, deprecated_endpoints, is_at_risk
+from .report import (
+    DAY_MS,
+    UNUSED_AFTER_DAYS,
+    consumer_trends,
+    deprecated_callers,
+    deprecated_endpoints,
+    is_at_risk,
+    unused_parameters,
+)
 from .store import Store
 
-__all__ = ["deprecated_consumers", "at_risk_consumers", "AuditLog", "iso"]
+__all__ = ["deprecated_consumers", "at_risk_consumers", "unused_parameter_list", "AuditLog", "iso"]
 
 
 def iso(ms: int) -> str:
@@ -91,6 +100,32 @@ def at_risk_consumers(
             "weekly_average_previous_4_weeks": average,
         }
         for s, c, plan, client, version, last, recent, average in rows
+    ]
+
+
+def unused_parameter_list(
+    store: Store,
+    catalog,
+    now_ms: int,
+    service: str | None = None,
+    method: str | None = None,
+    route: str | None = None,
+    max_length: int = 128,
+) -> list[dict]:
+    """Per catalog endpoint called in the last 30 days (optionally filtered): the declared
+    parameters no request sent in them; no consumer ids."""
+    return [
+        {
+            "service": u.service,
+            "method": u.method,
+            "route": u.route,
+            "last_call": iso(u.last_call_ms),
+            "window_days": UNUSED_AFTER_DAYS,
+            "declared": u.declared,
+            "unused": [{"location": location, "name": name} for location, name in u.names],
+        }
+        for u in unused_parameters(store, catalog, now_ms, max_length, service)
+        if (not method or u.method == method.upper()) and (not route or u.route == route)
     ]
 
 

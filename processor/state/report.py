@@ -45,6 +45,8 @@ __all__ = [
     "consumer_trends",
     "is_at_risk",
     "deprecated_callers",
+    "unused_parameters",
+    "UnusedParameters",
 ]
 
 WINDOWS = {"1d": 1, "7d": 7, "30d": 30}
@@ -90,6 +92,9 @@ class ConsumerReport:
     last_called: dict[tuple, float] = field(default_factory=dict)
     cohorts: dict[tuple, float] = field(default_factory=dict)
     at_risk: dict[tuple, int] = field(default_factory=dict)
+    parameter_consumers: dict[tuple, int] = field(default_factory=dict)
+    feedback_consumers: dict[tuple, int] = field(default_factory=dict)
+    unused_parameters: dict[tuple, int] = field(default_factory=dict)
     # (metric, label) → (distinct values folded into __other__, source series folded)
     folded: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
 
@@ -162,6 +167,21 @@ _DISTINCT = {
         ("service", "client_name", "client_version"),
         "consumer_clients WHERE last_call >= ?",
         "consumer_id",
+    ),
+    # One row per (endpoint, location, parameter, consumer) with its last call: counted like
+    # consumer_endpoints, in one pass for the three windows.
+    "api_parameter_consumers": (
+        ("service", "method", "route", "location", "parameter"),
+        ("service", "method", "route", "location", "parameter"),
+        "consumer_parameters WHERE last_call >= ?",
+        "consumer_id",
+    ),
+    "api_feedback_consumers": (
+        ("service",),
+        ("service",),
+        "consumer_feedback WHERE last_seen >= ?",
+        "consumer_id",
+        "last_seen",
     ),
 }
 # Joins are written `a CROSS JOIN b`: SQLite then keeps that order (the big table scanned, the
@@ -304,6 +324,8 @@ def _build_report(
     report.endpoint_consumers = families["api_endpoint_consumers"]
     report.feature_consumers = families["api_feature_consumers"]
     report.client_versions = families["api_client_version_consumers"]
+    report.parameter_consumers = families["api_parameter_consumers"]
+    report.feedback_consumers = families["api_feedback_consumers"]
 
     # Adoption: the feature's consumers among a plan's active ones, folded as those two families are.
     feature_keep = keeps["api_feature_consumers"]
@@ -374,6 +396,14 @@ def _build_report(
     )
     report.unused = folder.fold(
         "api_unused_endpoints", folder.clean(report.unused, ("service",)), ("service",)
+    )
+    # Per endpoint: a sum over folded endpoints is exact (each counts its own declared names).
+    unused_names = {
+        (u.service, u.method, u.route): len(u.names)
+        for u in unused_parameters(store, catalog, now_ms, folder.max_length)
+    }
+    report.unused_parameters = folder.fold(
+        "api_unused_parameters", folder.clean(unused_names, endpoint_labels), endpoint_labels
     )
     _cohorts(report, store, today, folder, oldest_day)
     _at_risk(report, store, today)
@@ -453,13 +483,7 @@ def _catalog_usage(report: ConsumerReport, store: Store, catalog: Catalog | None
         return
     # Observed routes by their slots: `/v1/users/:userId/orders` is the catalog's
     # `/v1/users/{user_id}/orders`. Two spellings of one route (two frameworks): the latest call.
-    last_seen: dict[tuple[str, str, str], tuple[str, int]] = {}
-    methods_of: dict[tuple[str, str], set[str]] = {}  # for `*` entries, as in deprecated_endpoints
-    for s, m, r, t in store.query("SELECT service, method, route, last_seen FROM endpoints"):
-        key = catalog_key(r)
-        if key is not None and ((s, m, key) not in last_seen or last_seen[s, m, key][1] < t):
-            last_seen[s, m, key] = (r, t)
-            methods_of.setdefault((s, key), set()).add(m)
+    last_seen, methods_of = _observed(store)
     cutoff = now_ms - UNUSED_AFTER_DAYS * DAY_MS
     for service in catalog.services:
         unused = 0
@@ -477,6 +501,97 @@ def _catalog_usage(report: ConsumerReport, store: Store, catalog: Catalog | None
             if not seen or max(at for _, _, at in seen) < cutoff:
                 unused += 1
         report.unused[service.name,] = unused
+
+
+def _observed(
+    store: Store,
+) -> tuple[dict[tuple[str, str, str], tuple[str, int]], dict[tuple[str, str], set[str]]]:
+    """Observed endpoints by catalog key: (service, method, key) → (its latest spelling, last call),
+    and (service, key) → its methods, for `*` entries."""
+    last_seen: dict[tuple[str, str, str], tuple[str, int]] = {}
+    methods_of: dict[tuple[str, str], set[str]] = {}
+    for s, m, r, t in store.query("SELECT service, method, route, last_seen FROM endpoints"):
+        key = catalog_key(r)
+        if key is not None and ((s, m, key) not in last_seen or last_seen[s, m, key][1] < t):
+            last_seen[s, m, key] = (r, t)
+            methods_of.setdefault((s, key), set()).add(m)
+    return last_seen, methods_of
+
+
+@dataclass(frozen=True)
+class UnusedParameters:
+    """A catalog endpoint called in the last 30 days and the declared names nobody sent in them."""
+
+    service: str
+    method: str
+    route: str  # as observed (its latest spelling)
+    last_call_ms: int
+    declared: int
+    names: tuple[tuple[str, str], ...]  # (location, name), in the catalog's order
+
+
+def unused_parameters(
+    store: Store,
+    catalog: Catalog | None,
+    now_ms: int,
+    max_length: int = 128,
+    service: str | None = None,
+) -> list[UnusedParameters]:
+    """Per catalog endpoint that declares parameters and was called in the last 30 days: the
+    declared names no request sent in those days (with or without a consumer).
+
+    An endpoint not called at all in 30 days is left out: every name it declares is unused by
+    definition, and `api_unused_endpoints` counts the endpoint. A declared object field (`address`)
+    counts as sent when a field under it was (`address.city`), whatever depth the
+    instrumentation records."""
+    if catalog is None:
+        return []
+    cutoff = now_ms - UNUSED_AFTER_DAYS * DAY_MS
+    wanted = [
+        svc
+        for svc in catalog.services
+        if (service is None or svc.name == service)
+        and any(ep.query_parameters or ep.body_fields for ep in svc.endpoints)
+    ]
+    if not wanted:
+        return []
+    last_seen, methods_of = _observed(store)
+    # Names sent in the window per (service, method, key, location), with every dotted prefix.
+    sent: dict[tuple[str, str, str, str], set[str]] = {}
+    for s, m, r, location, name in store.query(
+        "SELECT service, method, route, location, parameter FROM parameters WHERE last_seen >= ?", (cutoff,)
+    ):
+        key = catalog_key(r)
+        if key is None:
+            continue
+        names = sent.setdefault((s, m, key, location), set())
+        names.add(name)
+        while "." in name:
+            name = name.rsplit(".", 1)[0]
+            names.add(name)
+    out: list[UnusedParameters] = []
+    for svc in wanted:
+        for ep in svc.endpoints:
+            if not (ep.query_parameters or ep.body_fields):
+                continue
+            key = route_key(ep.route)
+            if key is None:
+                continue
+            methods = [ep.method] if ep.method != "*" else sorted(methods_of.get((svc.name, key), ()))
+            for method in methods:
+                seen = last_seen.get((svc.name, method, key))
+                if seen is None or seen[1] < cutoff:
+                    continue
+                unused = tuple(
+                    (location, name)
+                    for location in ("query", "body")
+                    for name in ep.declared(location)
+                    if sanitize_label_value(name, max_length)
+                    not in sent.get((svc.name, method, key, location), ())
+                )
+                declared = len(ep.query_parameters) + len(ep.body_fields)
+                out.append(UnusedParameters(svc.name, method, seen[0], seen[1], declared, unused))
+    return sorted(out, key=lambda u: (u.service, u.route, u.method))
 
 
 _COHORT = "(c.first_seen / 86400000 + 3) / 7"

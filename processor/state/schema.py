@@ -198,6 +198,46 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         )""",
         ],
     ),
+    # Version 4 (issue 15): which parameters and body fields consumers send, and who gave
+    # feedback.  One "last seen" row per pair, like consumer_endpoints, not one per day: at
+    # 100,000 consumers sending ~5 names a request, daily rows would be five endpoint_days
+    # tables; a pair row answers every window exactly (docs/state.md).
+    (
+        4,
+        [
+            """CREATE TABLE consumer_parameters (
+            service TEXT NOT NULL,
+            method TEXT NOT NULL,
+            route TEXT NOT NULL,
+            location TEXT NOT NULL,
+            parameter TEXT NOT NULL,
+            consumer_id TEXT NOT NULL,
+            first_day INTEGER NOT NULL,
+            last_call BIGINT NOT NULL,
+            calls DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (service, method, route, location, parameter, consumer_id)
+        ){without_rowid}""",
+            # Every request's names, with or without a consumer: "nobody sent it in 30 days".
+            """CREATE TABLE parameters (
+            service TEXT NOT NULL,
+            method TEXT NOT NULL,
+            route TEXT NOT NULL,
+            location TEXT NOT NULL,
+            parameter TEXT NOT NULL,
+            first_seen BIGINT NOT NULL,
+            last_seen BIGINT NOT NULL,
+            PRIMARY KEY (service, method, route, location, parameter)
+        ){without_rowid}""",
+            """CREATE TABLE consumer_feedback (
+            service TEXT NOT NULL,
+            consumer_id TEXT NOT NULL,
+            first_seen BIGINT NOT NULL,
+            last_seen BIGINT NOT NULL,
+            events BIGINT NOT NULL,
+            PRIMARY KEY (service, consumer_id)
+        ){without_rowid}""",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -32,7 +32,15 @@ from .activity import DAY_MS, ConsumerActivity
 from .lease import AdvisoryLease, Lease, SoleLeader
 from .report import ConsumerReport, build_report
 from .snapshot import SnapshotError
-from .store import ActivityBatch, ActivityRow, SqliteStore, Store, StoreError, open_store
+from .store import (
+    ActivityBatch,
+    ActivityRow,
+    ConsumerParameterRow,
+    SqliteStore,
+    Store,
+    StoreError,
+    open_store,
+)
 
 if TYPE_CHECKING:
     from apiusage.conventions.catalog import Catalog
@@ -606,25 +614,33 @@ def _interrupt(store: Store) -> None:
 
 def _chunks(batch: ActivityBatch, size: int) -> Iterator[ActivityBatch]:
     """The batch in parts of about `size` rows, each holding whole consumers (their consumer row
-    with all their activity rows), the endpoint rows in the first: every part committed is a
-    consistent store, whatever happens to the next."""
-    consumers, activity, endpoints = batch
+    with all their activity and parameter rows), the endpoint, parameter and feedback rows in the
+    first: every part committed is a consistent store, whatever happens to the next."""
+    consumers, activity, endpoints, pairs, parameters, feedback = batch
     by_consumer: dict[tuple[str, str], list[ActivityRow]] = {}
     for act in activity:  # (day, service, consumer_id, ...)
         by_consumer.setdefault((act[1], act[2]), []).append(act)
-    part: ActivityBatch = ([], [], list(endpoints))
-    rows = len(endpoints)
+    pairs_of: dict[tuple[str, str], list[ConsumerParameterRow]] = {}
+    for pair in pairs:  # (service, method, route, location, parameter, consumer_id, ...)
+        pairs_of.setdefault((pair[0], pair[5]), []).append(pair)
+    part: ActivityBatch = ([], [], list(endpoints), [], list(parameters), list(feedback))
+    rows = len(endpoints) + len(parameters) + len(feedback)
     for row in consumers:  # (service, consumer_id, ...)
         mine = by_consumer.pop((row[0], row[1]), [])
+        theirs = pairs_of.pop((row[0], row[1]), [])
         part[0].append(row)
         part[1].extend(mine)
-        rows += 1 + len(mine)
+        part[3].extend(theirs)
+        rows += 1 + len(mine) + len(theirs)
         if rows >= size:
             yield part
-            part, rows = ([], [], []), 0
+            part, rows = ([], [], [], [], [], []), 0
     for mine in by_consumer.values():  # activity whose consumer row was written before (none today)
         part[1].extend(mine)
         rows += len(mine)
+    for theirs in pairs_of.values():
+        part[3].extend(theirs)
+        rows += len(theirs)
     if rows:
         yield part
 

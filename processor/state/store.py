@@ -29,7 +29,20 @@ ConsumerRow = tuple[str, str, int, "int | None", int, str, str, str, str]
 ActivityRow = tuple[int, str, str, str, str, str, str, str, float, float, int]
 # (service, method, route, deprecated, first_seen, last_seen)
 EndpointRow = tuple[str, str, str, int, int, int]
-ActivityBatch = tuple[list[ConsumerRow], list[ActivityRow], list[EndpointRow]]
+# (service, method, route, location, parameter, consumer_id, first_day, last_call, calls)
+ConsumerParameterRow = tuple[str, str, str, str, str, str, int, int, float]
+# (service, method, route, location, parameter, first_seen, last_seen): every request's names
+ParameterRow = tuple[str, str, str, str, str, int, int]
+# (service, consumer_id, first_seen, last_seen, events): who gave feedback
+FeedbackRow = tuple[str, str, int, int, int]
+ActivityBatch = tuple[
+    list[ConsumerRow],
+    list[ActivityRow],
+    list[EndpointRow],
+    list[ConsumerParameterRow],
+    list[ParameterRow],
+    list[FeedbackRow],
+]
 
 _MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"""
@@ -62,6 +75,44 @@ ON CONFLICT (service, method, route) DO UPDATE SET
     first_seen = {least}(endpoints.first_seen, excluded.first_seen),
     last_seen = {greatest}(endpoints.last_seen, excluded.last_seen)
 """
+_UPSERT_CONSUMER_PARAMETER = """
+INSERT INTO consumer_parameters (service, method, route, location, parameter, consumer_id, first_day,
+                                 last_call, calls)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (service, method, route, location, parameter, consumer_id) DO UPDATE SET
+    first_day = {least}(consumer_parameters.first_day, excluded.first_day),
+    last_call = {greatest}(consumer_parameters.last_call, excluded.last_call),
+    calls = consumer_parameters.calls + excluded.calls
+"""
+_UPSERT_PARAMETER = """
+INSERT INTO parameters (service, method, route, location, parameter, first_seen, last_seen)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (service, method, route, location, parameter) DO UPDATE SET
+    first_seen = {least}(parameters.first_seen, excluded.first_seen),
+    last_seen = {greatest}(parameters.last_seen, excluded.last_seen)
+"""
+_UPSERT_FEEDBACK = """
+INSERT INTO consumer_feedback (service, consumer_id, first_seen, last_seen, events)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (service, consumer_id) DO UPDATE SET
+    first_seen = {least}(consumer_feedback.first_seen, excluded.first_seen),
+    last_seen = {greatest}(consumer_feedback.last_seen, excluded.last_seen),
+    events = consumer_feedback.events + excluded.events
+"""
+# PostgreSQL: the consumer-parameter pairs (the most numerous rows of a flush) arrive by COPY and
+# are upserted in key order from there, as the activity rows are.
+_STAGED_PARAMETERS = """(service TEXT, method TEXT, route TEXT, location TEXT, parameter TEXT,
+    consumer_id TEXT, first_day INTEGER, last_call BIGINT, calls DOUBLE PRECISION)"""
+_FAN_OUT_PARAMETERS = """INSERT INTO consumer_parameters (service, method, route, location, parameter,
+        consumer_id, first_day, last_call, calls)
+    SELECT service, method, route, location, parameter, consumer_id, MIN(first_day), MAX(last_call),
+        SUM(calls)
+    FROM staged_parameters WHERE true GROUP BY service, method, route, location, parameter, consumer_id
+    ORDER BY service, method, route, location, parameter, consumer_id
+    ON CONFLICT (service, method, route, location, parameter, consumer_id) DO UPDATE SET
+        first_day = LEAST(consumer_parameters.first_day, excluded.first_day),
+        last_call = GREATEST(consumer_parameters.last_call, excluded.last_call),
+        calls = consumer_parameters.calls + excluded.calls"""
 
 # A flush stages its activity rows in a temporary table and the database fans them out into the
 # model's tables with one INSERT ... SELECT ... GROUP BY upsert each: the grouping runs in the
@@ -152,8 +203,27 @@ _PRUNE = [
     ("consumer_weeks", "DELETE FROM consumer_weeks WHERE week < ?", "week"),
     ("endpoint_days", "DELETE FROM endpoint_days WHERE day < ?", "day"),
     ("endpoints", "DELETE FROM endpoints WHERE last_seen < ?", "ms"),
+    ("consumer_parameters", "DELETE FROM consumer_parameters WHERE last_call < ?", "ms"),
+    ("parameters", "DELETE FROM parameters WHERE last_seen < ?", "ms"),
+    ("consumer_feedback", "DELETE FROM consumer_feedback WHERE last_seen < ?", "ms"),
 ]
 DAY_MS = 86_400_000
+_UPSERTS = (
+    _UPSERT_CONSUMER,
+    _UPSERT_ENDPOINT,
+    _UPSERT_CONSUMER_PARAMETER,
+    _UPSERT_PARAMETER,
+    _UPSERT_FEEDBACK,
+)
+
+
+def _complete(batch: tuple) -> ActivityBatch:
+    """A batch with all six row lists: batches built before version 4 (consumers, activity and
+    endpoints only, as tools and tests write them) get empty parameter and feedback lists."""
+    if len(batch) == 6:
+        return batch
+    consumers, activity, endpoints = batch
+    return consumers, activity, endpoints, [], [], []
 
 
 _BUCKET = ttfs_bucket_sql()
@@ -261,7 +331,7 @@ class SqliteStore(Store):
         if path != ":memory:" and mode.lower() != "wal":
             raise StoreError(f"SQLite state database {path} cannot use WAL mode (got {mode})")
         self._identity = self._file_identity()
-        self._upserts = [self._sql(s) for s in (_UPSERT_CONSUMER, _UPSERT_ENDPOINT)]
+        self._upserts = [self._sql(s) for s in _UPSERTS]
         self._fan_out = self._statements(_FAN_OUT)
         self._staged = False
 
@@ -357,7 +427,7 @@ class SqliteStore(Store):
         return LATEST
 
     def write(self, batch: ActivityBatch) -> None:
-        consumers, activity, endpoints = batch
+        consumers, activity, endpoints, consumer_parameters, parameters, feedback = _complete(batch)
         db = self._db
         try:
             if not self._staged:
@@ -366,6 +436,11 @@ class SqliteStore(Store):
             db.execute("BEGIN IMMEDIATE")
             db.executemany(self._upserts[0], consumers)
             db.executemany(self._upserts[1], endpoints)
+            # Deduplicated per pair in memory already: one upsert each, in key order, no staging.
+            groups: tuple[list, ...] = (consumer_parameters, parameters, feedback)
+            for upsert, rows in zip(self._upserts[2:], groups, strict=True):
+                if rows:
+                    db.executemany(upsert, sorted(rows))
             if activity:
                 db.executemany(
                     "INSERT INTO staged_activity VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", activity
@@ -456,7 +531,7 @@ class PostgresStore(Store):
             raise StoreError(f"cannot connect to the PostgreSQL state database: {str(exc).strip()}") from None
         info = self._db.info
         self.description = f"postgres://{info.host}:{info.port}/{info.dbname}"
-        self._upserts = [self._sql(s).replace("?", "%s") for s in (_UPSERT_CONSUMER, _UPSERT_ENDPOINT)]
+        self._upserts = [self._sql(s).replace("?", "%s") for s in _UPSERTS]
         self._fan_out = self._statements(_FAN_OUT)
 
     def _connect(self):  # noqa: ANN202
@@ -517,20 +592,32 @@ class PostgresStore(Store):
         return LATEST
 
     def write(self, batch: ActivityBatch) -> None:
-        consumers, activity, endpoints = batch
+        consumers, activity, endpoints, consumer_parameters, parameters, feedback = _complete(batch)
         try:
             conn = self._conn
             with conn.transaction(), conn.cursor() as cur:
                 # Sorted rows take row locks in one global order: replicas cannot deadlock.
                 cur.executemany(self._upserts[0], sorted(consumers))
                 cur.executemany(self._upserts[1], sorted(endpoints))
+                for upsert, rows in ((self._upserts[3], parameters), (self._upserts[4], feedback)):
+                    if rows:
+                        cur.executemany(upsert, sorted(rows))
+                if consumer_parameters:
+                    cur.execute(
+                        "CREATE TEMP TABLE IF NOT EXISTS staged_parameters "
+                        f"{_STAGED_PARAMETERS} ON COMMIT DELETE ROWS"
+                    )
+                    with cur.copy("COPY staged_parameters FROM STDIN") as copy:
+                        for row in consumer_parameters:
+                            copy.write_row(row)
+                    cur.execute(_FAN_OUT_PARAMETERS)
                 if activity:
                     cur.execute(
                         f"CREATE TEMP TABLE IF NOT EXISTS staged_activity {_STAGED} ON COMMIT DELETE ROWS"
                     )
                     with cur.copy("COPY staged_activity FROM STDIN") as copy:
-                        for row in activity:
-                            copy.write_row(row)
+                        for fact in activity:
+                            copy.write_row(fact)
                     for statement in self._fan_out:
                         cur.execute(statement)
         except self._psycopg.Error as exc:

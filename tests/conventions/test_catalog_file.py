@@ -123,7 +123,7 @@ ERRORS = [
     (
         "services: {s: {endpoints: [{method: GET, route: /a, sunsett: 2026-01-01}]}}",
         "catalog.yaml: services.s.endpoints[0].sunsett: unknown key (allowed: method, route, deprecated, "
-        "sunset, replacement, feature, link, or x-*)",
+        "sunset, replacement, feature, link, parameters, or x-*)",
     ),
     (
         "services: {s: {endpoints: [{method: GET, route: '/a/{x}'}, {method: get, route: '/a/{y}'}]}}",
@@ -134,7 +134,69 @@ ERRORS = [
         "catalog.yaml: services.s.endpoints[0].feature: expected a non-empty string (got 3)",
     ),
     ("version: 2", "catalog.yaml: version: unsupported catalog version (got 2)"),
+    (
+        "services: {s: {endpoints: [{method: GET, route: /a, parameters: [limit]}]}}",
+        "catalog.yaml: services.s.endpoints[0].parameters: expected a mapping with 'query' and/or "
+        "'body' lists (got a list)",
+    ),
+    (
+        "services: {s: {endpoints: [{method: GET, route: /a, parameters: {header: [x]}}]}}",
+        "catalog.yaml: services.s.endpoints[0].parameters.header: unknown key (allowed: query, body)",
+    ),
+    (
+        "services: {s: {endpoints: [{method: GET, route: /a, parameters: {query: limit}}]}}",
+        "catalog.yaml: services.s.endpoints[0].parameters.query: expected a list of names (got a string)",
+    ),
+    (
+        "services: {s: {endpoints: [{method: GET, route: /a, parameters: {query: [limit, 3]}}]}}",
+        "catalog.yaml: services.s.endpoints[0].parameters.query[1]: expected a non-empty string (got '3')",
+    ),
+    (
+        "services: {s: {endpoints: [{method: GET, route: /a, parameters: {body: [a, b, a]}}]}}",
+        "catalog.yaml: services.s.endpoints[0].parameters.body[2]: duplicate name 'a' (also [0])",
+    ),
+    (
+        'services: {s: {endpoints: [{method: GET, route: /a, parameters: {query: ["a\\tb"]}}]}}',
+        "catalog.yaml: services.s.endpoints[0].parameters.query[0]: has a control character ('a\\tb')",
+    ),
+    (
+        "services: {s: {endpoints: [{method: GET, route: /a, parameters: {query: [" + "x" * 257 + "]}}]}}",
+        "catalog.yaml: services.s.endpoints[0].parameters.query[0]: longer than 256 characters ('"
+        + "x" * 69
+        + "… (257 characters))",
+    ),
+    (
+        "services: {s: {endpoints: [{method: GET, route: /a, parameters: {query: ["
+        + ", ".join(f"p{i}" for i in range(1001))
+        + "]}}]}}",
+        "catalog.yaml: services.s.endpoints[0].parameters.query: more than 1000 names (1001)",
+    ),
 ]
+
+
+def test_declared_parameters_round_trip_through_dump(tmp_path):
+    text = (
+        "services:\n  s:\n    endpoints:\n"
+        "    - {method: POST, route: /v1/orders, parameters: {query: [dry_run], body: [items, items.sku]}}\n"
+        "    - {method: GET, route: /v1/orders, parameters: {query: [limit, cursor], body: []}}\n"
+    )
+    (tmp_path / "c.yaml").write_text(text)
+    catalog = load_catalog(tmp_path / "c.yaml")
+    post = catalog.endpoint("s", "POST", "/v1/orders")
+    get = catalog.endpoint("s", "GET", "/v1/orders")
+    assert (post.query_parameters, post.body_fields) == (("dry_run",), ("items", "items.sku"))
+    assert (get.query_parameters, get.body_fields) == (("limit", "cursor"), ())
+    assert (get.declared("query"), get.declared("body")) == (("limit", "cursor"), ())
+    dumped = dump_catalog(catalog)
+    assert dumped == (
+        "services:\n  s:\n    endpoints:\n"
+        "    - method: POST\n      route: /v1/orders\n      parameters:\n"
+        "        query:\n        - dry_run\n        body:\n        - items\n        - items.sku\n"
+        "    - method: GET\n      route: /v1/orders\n      parameters:\n"
+        "        query:\n        - limit\n        - cursor\n"
+    )
+    (tmp_path / "d.yaml").write_text(dumped)
+    assert load_catalog(tmp_path / "d.yaml").services == catalog.services
 
 
 @pytest.mark.parametrize("text, message", ERRORS)

@@ -12,8 +12,10 @@ import pytest
 import yaml
 from apiusage.instrumentation import _catalog_cli
 from apiusage.instrumentation.catalog import load_catalog
+from fastapi import FastAPI
 from instr_support import APPS, bin_path, need
 from orders_app import build_app
+from pydantic import BaseModel
 
 EXPECTED = """\
 # apiusage endpoint catalog, generated from {source}
@@ -71,7 +73,7 @@ def test_from_yaml_file_to_output_file(tmp_path, capsys):
         capsys,
     )
     assert (code, out) == (0, "")
-    assert err == f"wrote 4 endpoint(s) of orders-api to {target}\n"
+    assert err == f"wrote 4 endpoint(s) of orders-api (0 declared parameter(s)) to {target}\n"
     catalog = load_catalog(target)
     assert catalog.endpoint("orders-api", "GET", "/v1/legacy/report").deprecated is True
 
@@ -203,3 +205,204 @@ def test_real_console_script(openapi_file):
         [exe, "catalog", "from-openapi", "--service", "s"], capture_output=True, text=True, timeout=60
     )
     assert usage.returncode == 2 and "one of the arguments --file --url --app is required" in usage.stderr
+
+
+PARAMETERS_DOC = {
+    "openapi": "3.1.0",
+    "paths": {
+        "/v1/orders/{id}": {
+            # Path-item parameters apply to every operation; the operation's own win by (name, in).
+            "parameters": [
+                {"name": "tenant", "in": "query"},
+                {"name": "id", "in": "path", "required": True},
+            ],
+            "get": {
+                "parameters": [
+                    {"$ref": "#/components/parameters/Limit"},
+                    {"name": "X-Trace", "in": "header"},
+                    {"name": "tenant", "in": "query", "description": "overrides the path item's"},
+                    {"$ref": "https://example.com/shared.json#/Cursor"},  # another file: not read
+                ]
+            },
+            "put": {"requestBody": {"$ref": "#/components/requestBodies/Order"}},
+            "delete": {"deprecated": True},
+            "head": {"responses": {"200": {"description": "nothing declared: not in the catalog"}}},
+        },
+        "/v1/uploads": {
+            "post": {
+                "requestBody": {"content": {"multipart/form-data": {"schema": {"properties": {"f": {}}}}}}
+            }
+        },
+        "/v1/trees": {
+            "post": {
+                "requestBody": {
+                    "content": {
+                        "application/merge-patch+json": {"schema": {"$ref": "#/components/schemas/Node"}}
+                    }
+                }
+            }
+        },
+    },
+    "components": {
+        "parameters": {"Limit": {"name": "limit", "in": "query", "schema": {"type": "integer"}}},
+        "requestBodies": {
+            "Order": {
+                "content": {
+                    "application/json; charset=utf-8": {"schema": {"$ref": "#/components/schemas/Order"}}
+                }
+            }
+        },
+        "schemas": {
+            "Order": {
+                "properties": {
+                    "items": {"type": "array", "items": {"$ref": "#/components/schemas/Line"}},
+                    "customer": {"$ref": "#/components/schemas/Customer"},
+                },
+                "allOf": [{"properties": {"note": {"type": "string"}}}],
+            },
+            "Line": {"properties": {"sku": {}}},
+            "Customer": {
+                "properties": {"name": {}, "address": {"$ref": "#/components/schemas/Address"}},
+                "anyOf": [{"$ref": "#/components/schemas/Customer"}],  # includes itself: read once
+            },
+            "Address": {"properties": {"city": {}, "zip": {}}},
+            # Recursive, as trees are: the depth ends it.
+            "Node": {"properties": {"value": {}, "child": {"$ref": "#/components/schemas/Node"}}},
+        },
+    },
+}
+
+
+def _from_openapi(tmp_path, capsys, doc, *extra):
+    path = tmp_path / "o.json"
+    path.write_text(json.dumps(doc))
+    return run(["catalog", "from-openapi", "--file", str(path), "--service", "s", *extra], capsys)
+
+
+def test_declared_parameters_and_body_fields_follow_refs_to_the_depth(tmp_path, capsys):
+    code, out, err = _from_openapi(tmp_path, capsys, PARAMETERS_DOC)
+    assert (code, err) == (0, "")
+    assert yaml.safe_load(out)["services"]["s"]["endpoints"] == [
+        {"method": "GET", "route": "/v1/orders/{id}", "parameters": {"query": ["tenant", "limit"]}},
+        {
+            "method": "PUT",
+            "route": "/v1/orders/{id}",
+            "parameters": {"query": ["tenant"], "body": ["items", "customer", "note"]},
+        },
+        {
+            "method": "DELETE",
+            "route": "/v1/orders/{id}",
+            "deprecated": True,
+            "parameters": {"query": ["tenant"]},
+        },
+        {"method": "HEAD", "route": "/v1/orders/{id}", "parameters": {"query": ["tenant"]}},
+        {"method": "POST", "route": "/v1/trees", "parameters": {"body": ["value", "child"]}},
+    ]
+    code, out, err = _from_openapi(tmp_path, capsys, PARAMETERS_DOC, "--body-depth", "3")
+    endpoints = yaml.safe_load(out)["services"]["s"]["endpoints"]
+    assert endpoints[1]["parameters"]["body"] == [
+        "items",
+        "customer",
+        "customer.name",
+        "customer.address",
+        "customer.address.city",
+        "customer.address.zip",
+        "note",
+    ]
+    assert endpoints[4]["parameters"]["body"] == [
+        "value",
+        "child",
+        "child.value",
+        "child.child",
+        "child.child.value",
+        "child.child.child",
+    ]
+    code, out, err = _from_openapi(tmp_path, capsys, PARAMETERS_DOC, "--no-parameters")
+    assert yaml.safe_load(out)["services"]["s"]["endpoints"] == [
+        {"method": "DELETE", "route": "/v1/orders/{id}", "deprecated": True}
+    ]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"schemas": {"A": {"$ref": "#/components/schemas/B"}, "B": {"$ref": "#/components/schemas/A"}}},
+            "paths./x.post: $ref loop: #/components/schemas/A -> #/components/schemas/B -> "
+            "#/components/schemas/A",
+        ),
+        ({"schemas": {}}, "paths./x.post: $ref '#/components/schemas/A' points to nothing in the document"),
+        (
+            {"schemas": {"A": {"properties": {f"f{i}": {} for i in range(1001)}}}},
+            "paths./x.post: request body declares more than 1000 field names; lower --body-depth",
+        ),
+        (
+            {"schemas": {"A": {"properties": {"bad\tname": {}}}}},
+            "paths./x.post: parameters.body[0]: has a control character ('bad\\tname')",
+        ),
+    ],
+)
+def test_bad_declared_parameters_name_the_operation(tmp_path, capsys, change, message):
+    doc = {
+        "openapi": "3.0.3",
+        "paths": {
+            "/x": {
+                "post": {
+                    "requestBody": {
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/A"}}}
+                    }
+                }
+            }
+        },
+        "components": change,
+    }
+    code, out, err = _from_openapi(tmp_path, capsys, doc)
+    assert (code, out) == (2, "")
+    assert err == f"apiusage catalog from-openapi: error: {tmp_path / 'o.json'}: {message}\n"
+
+
+def test_body_depth_is_bounded(tmp_path, capsys):
+    code, _, err = _from_openapi(tmp_path, capsys, PARAMETERS_DOC, "--body-depth", "9")
+    assert (code, err) == (2, "apiusage catalog from-openapi: error: body depth must be 1 to 8 (got 9)\n")
+
+
+class _Address(BaseModel):
+    city: str
+    zip: str | None = None
+
+
+class _Order(BaseModel):
+    sku: str
+    quantity: int = 1
+    address: _Address | None = None
+
+
+def _parameters_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/v1/orders")
+    def list_orders(limit: int = 10, cursor: str | None = None, expand: bool = False) -> list:
+        return []
+
+    @app.post("/v1/orders/{order_id}")
+    def update(order_id: str, order: _Order, dry_run: bool = False) -> dict:
+        return {}
+
+    return app
+
+
+def test_a_fastapi_apps_own_document_declares_its_parameters(tmp_path, capsys):
+    app = _parameters_app()
+    code, out, err = _from_openapi(tmp_path, capsys, app.openapi(), "--body-depth", "2")
+    assert (code, err) == (0, "")
+    assert yaml.safe_load(out)["services"]["s"]["endpoints"] == [
+        {"method": "GET", "route": "/v1/orders", "parameters": {"query": ["limit", "cursor", "expand"]}},
+        {
+            "method": "POST",
+            "route": "/v1/orders/{order_id}",
+            "parameters": {
+                "query": ["dry_run"],
+                "body": ["sku", "quantity", "address", "address.city", "address.zip"],
+            },
+        },
+    ]

@@ -51,6 +51,12 @@ FEATURES = (None, "", "export", "search")
 CLIENTS = (("sdk-py", "1.0"), ("sdk-py", "2.0"), ("sdk-js", "1.0"))
 PLANS = ("free", "pro")
 STATUSES = ("200", "201", "302", "404", "500", "unknown")
+# Parameter and body field names a request carries (schema version 2), and what the catalog's
+# POST /v1/orders declares: `dry_run` and `note` are never sent, `items` is sent as itself and as
+# the prefix of `items.sku`.
+QUERIES = (None, (), ("limit",), ("cursor", "limit"))
+BODIES = (None, ("items",), ("items.sku",), ("items", "note.text"))
+DECLARED = {"query": ("limit", "dry_run"), "body": ("items", "note", "customer")}
 # The ConsumerReport fields the model computes independently and compares, all of them.
 REPORT_FIELDS = (
     "active",
@@ -66,15 +72,25 @@ REPORT_FIELDS = (
     "unused",
     "cohorts",
     "at_risk",
+    "parameter_consumers",
+    "unused_parameters",
 )
 
 
 def catalog(services=SERVICES) -> SimpleNamespace:
     """The slice of the catalog build_report reads: services and their endpoints."""
 
-    def endpoint(method: str, route: str, deprecated: bool, replacement: str | None):
+    def endpoint(method: str, route: str, deprecated: bool, replacement: str | None, declared=None):
+        declared = declared or {}
         return SimpleNamespace(
-            method=method, route=route, deprecated=deprecated, replacement=replacement, sunset=None
+            method=method,
+            route=route,
+            deprecated=deprecated,
+            replacement=replacement,
+            sunset=None,
+            query_parameters=declared.get("query", ()),
+            body_fields=declared.get("body", ()),
+            declared=lambda location: declared.get(location, ()),
         )
 
     return SimpleNamespace(
@@ -83,7 +99,7 @@ def catalog(services=SERVICES) -> SimpleNamespace:
                 name=s,
                 endpoints=[
                     *(endpoint(m, r, True, f"{rm} {rr}") for (m, r), (rm, rr) in CATALOG_DEPRECATED.items()),
-                    endpoint("POST", "/v1/orders", False, None),
+                    endpoint("POST", "/v1/orders", False, None, DECLARED),
                     endpoint(*CATALOG_UNCALLED, False, None),
                 ],
             )
@@ -106,13 +122,15 @@ request_strategy = st.tuples(
     st.sampled_from(PLANS),
     st.sampled_from(STATUSES),
     st.booleans(),
+    st.sampled_from(QUERIES),
+    st.sampled_from(BODIES),
 )
 
 
 def to_requests(raw: list[tuple], now_ms: int) -> list[ApiRequest]:
     seen: set[int] = set()
     out = []
-    for service, consumer, offset, (method, route), feature, (cn, cv), plan, status, dep in raw:
+    for service, consumer, offset, (method, route), feature, (cn, cv), plan, status, dep, query, body in raw:
         while offset in seen:  # unique times: ties between requests have no defined winner
             offset += 1
         seen.add(offset)
@@ -135,6 +153,8 @@ def to_requests(raw: list[tuple], now_ms: int) -> list[ApiRequest]:
                 at * 1_000_000,
                 b"t",
                 b"s",
+                query_parameters=query,
+                body_fields=body,
             )
         )
     return sorted(out, key=lambda r: r.end_time_ns)
@@ -237,6 +257,32 @@ def expected(
             if r is None or r.end_time_ns // 1_000_000 < now_ms - 30 * DAY_MS:
                 unused += 1
         out["unused"][service,] = unused
+
+    def names(r: ApiRequest) -> list[tuple[str, str]]:
+        return [("query", n) for n in r.query_parameters or ()] + [("body", n) for n in r.body_fields or ()]
+
+    sets: dict[tuple, set] = defaultdict(set)
+    for r in requests:
+        for location, name in names(r):
+            for w, since in sinces.items():
+                if r.end_time_ns // 1_000_000 >= since:
+                    sets[r.service, r.method, r.route, location, name, w].add(r.consumer_id)
+    out["parameter_consumers"] = {k: len(v) for k, v in sets.items()}
+    month = now_ms - 30 * DAY_MS
+    for service in SERVICES:
+        recent = [
+            r
+            for r in requests
+            if (r.service, r.method, r.route) == (service, "POST", "/v1/orders")
+            and r.end_time_ns // 1_000_000 >= month
+        ]
+        if not recent:
+            continue  # not called in 30 days: counted by api_unused_endpoints, not here
+        sent = {(loc, n) for r in recent for loc, n in names(r)}
+        sent |= {(loc, n.rsplit(".", 1)[0]) for loc, n in sent if "." in n}
+        out["unused_parameters"][service, "POST", "/v1/orders"] = sum(
+            1 for loc, names_ in DECLARED.items() for n in names_ if (loc, n) not in sent
+        )
 
     this_week = (today + 3) // 7
     first_day = (this_week - 11) * 7 - 3
@@ -353,6 +399,9 @@ _TABLES = (
     "endpoint_days",
     "retired_consumers",
     "endpoints",
+    "consumer_parameters",
+    "parameters",
+    "consumer_feedback",
 )
 
 

@@ -220,7 +220,7 @@ def test_a_new_consumer_takes_the_plan_of_its_earliest_request() -> None:
     activity.consume(
         [req(plan="pro")._replace(end_time_ns=now), req(plan="free")._replace(end_time_ns=now - 10**9)]
     )
-    consumers, _, _ = activity.drain()
+    consumers, *_ = activity.drain()
     assert [(c[5], c[6]) for c in consumers] == [("free", "pro")]  # first plan, current plan
 
 
@@ -232,7 +232,7 @@ def test_activity_older_than_retention_is_dropped_and_counted() -> None:
     old = req()._replace(end_time_ns=(int(time.time()) - 50 * 86400) * 10**9)
     recent = req()._replace(end_time_ns=int(time.time()) * 10**9)
     activity.consume([old, recent])
-    consumers, rows, endpoints = activity.drain()
+    consumers, rows, endpoints, *_ = activity.drain()
     assert (len(consumers), len(rows), len(endpoints)) == (1, 1, 1)
     assert stats.data_quality_issues["beyond_retention"] == 1
 
