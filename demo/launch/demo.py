@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from .. import CATALOG, PLANS, SERVICE_NAME
+from .. import CATALOG, PLANS, REGION_HEADER, SERVICE_NAME
 from .children import Child, ChildError, wait_until
 from .ports import HOST, PORTS, PortError, claim
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # for the annotation: .stack is imported only when Prometheus
 __all__ = ["run"]
 
 PSEUDONYM_KEY = "apiusage-demo-pseudonym-key"  # the demo's, not a secret
+SERVER_REGION = "eu-west-1"  # cloud.region of the demo API (and of its history)
 STORY_SECONDS = 1200.0  # one run of the traffic generator: joins, migrations, then a new one
 START_TIMEOUT = 60.0
 
@@ -313,9 +314,15 @@ class Demo:
                         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{p['otlp_grpc_port']}",
                         "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
                         "OTEL_BSP_SCHEDULE_DELAY": "1000",
+                        "OTEL_BLRP_SCHEDULE_DELAY": "1000",
+                        # Feedback events are OTLP log records; the processor takes logs too.
+                        "OTEL_LOGS_EXPORTER": "otlp",
+                        "OTEL_RESOURCE_ATTRIBUTES": f"cloud.region={SERVER_REGION}",
                         "APIUSAGE_PSEUDONYM_KEY": PSEUDONYM_KEY,
                         "APIUSAGE_PLAN_TIERS": str(PLANS),
                         "APIUSAGE_CATALOG": str(CATALOG),
+                        # The traffic plays a CDN in front of the service: it sets this header.
+                        "APIUSAGE_REGION_HEADERS": REGION_HEADER,
                     }
                 ),
             )
