@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from .. import CATALOG, PLANS, REGION_HEADER, SERVICE_NAME
+from .. import CATALOG, PLANS, REGION_HEADER, SERVER_REGION, SERVICE_NAME
 from .children import Child, ChildError, wait_until
 from .ports import HOST, PORTS, PortError, claim
 
@@ -36,7 +36,6 @@ if TYPE_CHECKING:  # for the annotation: .stack is imported only when Prometheus
 __all__ = ["run"]
 
 PSEUDONYM_KEY = "apiusage-demo-pseudonym-key"  # the demo's, not a secret
-SERVER_REGION = "eu-west-1"  # cloud.region of the demo API (and of its history)
 STORY_SECONDS = 1200.0  # one run of the traffic generator: joins, migrations, then a new one
 START_TIMEOUT = 60.0
 
