@@ -276,3 +276,100 @@ def test_feedback_events_follow_each_consumers_opinion(history):
         assert attrs["apiusage.feedback.category"].string_value == f.category
         assert attrs["apiusage.consumer.id"].string_value == history.pseudonym(f.member.key)
         assert "demo-" not in attrs["apiusage.consumer.id"].string_value
+
+
+@pytest.mark.slow
+def test_the_history_fills_the_design_families_exactly():
+    """The version 2 part of the history, through a real processor: the parameter, size, validation,
+    error, region and feedback families hold exactly what the spans and log records say."""
+    from demo_support import needs_issue15
+
+    needs_issue15("catalog", "derive", "feedback")
+    from apiusage.demo.launch.backfill import design
+
+    history = Backfill(PLANS, PSEUDONYM_KEY, days=42, rate=20.0, seed=7, live_duration=1200.0)
+    config = {
+        "catalog": str(CATALOG),
+        "state": {"flush_interval": "100ms", "refresh_interval": "200ms"},
+        "processors": {"usage": {"data_quality": {"max_past_age": "44d"}}},
+    }
+    v2 = [(c, design(c, history.now)) for c in history.calls if c.at >= history.upgraded]
+    params: Counter = Counter()
+    errors: Counter = Counter()
+    error_types: Counter = Counter()
+    regions: Counter = Counter()
+    sizes: Counter = Counter()
+    for c, attrs in v2:
+        for location, key in (
+            ("query", "apiusage.request.query_parameters"),
+            ("body", "apiusage.request.body_fields"),
+        ):
+            for name in attrs.get(key) or ():
+                params[c.method, c.route, location, name] += c.count
+        for loc, kind in zip(
+            attrs.get("apiusage.validation.error_locations") or (),
+            attrs.get("apiusage.validation.error_types") or (),
+            strict=True,
+        ):
+            location, _, field = loc.partition(".")
+            errors[c.method, c.route, location, field, kind] += c.count
+        if "error.type" in attrs:
+            error_types[c.method, c.route, attrs["error.type"]] += c.count
+        regions[attrs["apiusage.client.region"], f"{c.status // 100}xx"] += c.count
+        sizes[c.method, c.route] += c.count
+    for c in history.calls:
+        if c.at < history.upgraded:  # version 1: no client region
+            regions["unknown", f"{c.status // 100}xx"] += c.count
+    feedback = Counter((f.route or "", f.category, str(f.score)) for f in history.feedback)
+
+    with running_processor(config) as processor:
+        result = history.send(f"{processor.http_endpoint}/v1/traces")
+        assert result.feedback == len(history.feedback) > 0
+        processor.wait_processed(result.spans, timeout=60)
+
+        def settled(samples) -> bool:
+            return (
+                sum(matching(samples, "api_feedback_total").values()) == len(history.feedback)
+                and sample(
+                    samples, "api_unused_parameters", service="orders-api", method="GET", route="/v2/orders"
+                )
+                is not None
+            )
+
+        deadline = time.monotonic() + 20
+        while not settled(samples := processor.scrape()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    def family(name: str, *labels: str) -> dict:
+        out: Counter = Counter()
+        for lb, value in matching(samples, name, service="orders-api").items():
+            out[tuple(dict(lb)[n] for n in labels)] += value
+        return out
+
+    def close(got: dict, want: dict) -> None:
+        assert set(got) == set(want), set(got) ^ set(want)
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, rel=1e-6), key
+
+    close(family("api_parameter_requests_total", "method", "route", "location", "parameter"), params)
+    close(family("api_validation_errors_total", "method", "route", "location", "field", "error_type"), errors)
+    close(family("api_errors_total", "method", "route", "error_type"), error_types)
+    close(family("api_region_requests_total", "client_region", "status_class"), regions)
+    assert set(family("api_region_requests_total", "server_region")) == {("eu-west-1",)}
+    close(
+        {k: v for k, v in family("api_response_body_size_bytes_count", "method", "route").items()},
+        sizes,
+    )
+    assert family("api_feedback_total", "route", "category", "score") == feedback
+    consumers = {m.key for m in history.members if m.churned is None or m.churned > history.now - DAY}
+    assert 0 < sample(samples, "api_feedback_consumers", service="orders-api", window="30d") <= len(consumers)
+    assert (
+        sample(samples, "api_unused_parameters", service="orders-api", method="GET", route="/v2/orders") == 1
+    )
+    assert (
+        sample(samples, "api_unused_parameters", service="orders-api", method="GET", route="/v2/search") == 1
+    )
+    assert (
+        sum(matching(samples, "apiusage_data_quality_issues_total", check="unknown_schema_version").values())
+        == 0
+    )

@@ -391,3 +391,25 @@ def test_a_real_run_sends_regions_parameters_downloads_and_feedback():
     downloads = [n for (m, p, s), n in statuses.items() if p.endswith("/download") and s == 200]
     assert sum(downloads) > 0 and stats.downloaded >= sum(downloads) * EXPORT_BASE_BYTES
     assert statuses["POST", "/v2/orders", 422] > 0
+
+
+def test_the_demo_catalog_declares_what_the_apps_openapi_declares():
+    """demo/catalog.yaml is written by hand (comments, deprecations); its `parameters:` are what
+    `apiusage catalog from-openapi` finds in the app, so api_unused_parameters is right."""
+    from demo_support import needs_issue15
+
+    needs_issue15("catalog")
+    from apiusage.demo import CATALOG, SERVICE_NAME
+    from apiusage.instrumentation._openapi import catalog_from_openapi
+    from apiusage.instrumentation.catalog import load_catalog
+
+    generated = catalog_from_openapi(build_app(seed=1).openapi(), SERVICE_NAME)
+    want = {(e.method, e.route): (e.query_parameters, e.body_fields) for e in generated.services[0].endpoints}
+    ours = load_catalog(CATALOG).service(SERVICE_NAME)
+    got = {
+        (e.method, e.route): (e.query_parameters, e.body_fields)
+        for e in ours.endpoints
+        if e.query_parameters or e.body_fields
+    }
+    assert got == want
+    assert want["GET", "/v2/orders"] == (("limit", "cursor", "expand", "include_archived"), ())
