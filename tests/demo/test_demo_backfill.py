@@ -300,26 +300,27 @@ def test_the_history_fills_the_design_families_exactly():
     regions: Counter = Counter()
     sizes: Counter = Counter()
     for c, attrs in v2:
+        weight = max(c.count, 1.0)  # a span standing for one call or less has no threshold: 1
         for location, key in (
             ("query", "apiusage.request.query_parameters"),
             ("body", "apiusage.request.body_fields"),
         ):
             for name in attrs.get(key) or ():
-                params[c.method, c.route, location, name] += c.count
+                params[c.method, c.route, location, name] += weight
         for loc, kind in zip(
             attrs.get("apiusage.validation.error_locations") or (),
             attrs.get("apiusage.validation.error_types") or (),
             strict=True,
         ):
             location, _, field = loc.partition(".")
-            errors[c.method, c.route, location, field, kind] += c.count
+            errors[c.method, c.route, location, field, kind] += weight
         if "error.type" in attrs:
-            error_types[c.method, c.route, attrs["error.type"]] += c.count
-        regions[attrs["apiusage.client.region"], f"{c.status // 100}xx"] += c.count
-        sizes[c.method, c.route] += c.count
+            error_types[c.method, c.route, attrs["error.type"]] += weight
+        regions[attrs["apiusage.client.region"], f"{c.status // 100}xx"] += weight
+        sizes[c.method, c.route] += weight
     for c in history.calls:
         if c.at < history.upgraded:  # version 1: no client region
-            regions["unknown", f"{c.status // 100}xx"] += c.count
+            regions["unknown", f"{c.status // 100}xx"] += max(c.count, 1.0)
     feedback = Counter((f.route or "", f.category, str(f.score)) for f in history.feedback)
 
     with running_processor(config) as processor:
