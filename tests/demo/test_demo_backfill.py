@@ -331,6 +331,7 @@ def test_the_history_fills_the_design_families_exactly():
         def settled(samples) -> bool:
             return (
                 sum(matching(samples, "api_feedback_total").values()) == len(history.feedback)
+                and sample(samples, "api_feedback_consumers", service="orders-api", window="30d") is not None
                 and sample(
                     samples, "api_unused_parameters", service="orders-api", method="GET", route="/v2/orders"
                 )
