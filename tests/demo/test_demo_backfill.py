@@ -363,8 +363,17 @@ def test_the_history_fills_the_design_families_exactly():
         sizes,
     )
     assert family("api_feedback_total", "route", "category", "score") == feedback
-    consumers = {m.key for m in history.members if m.churned is None or m.churned > history.now - DAY}
-    assert 0 < sample(samples, "api_feedback_consumers", service="orders-api", window="30d") <= len(consumers)
+
+    def gave_feedback(days: int) -> int:
+        return len({f.member.key for f in history.feedback if f.at >= history.now - days * DAY})
+
+    # Windows are whole days: between the consumers of the last 29 and of the last 31 days.
+    got = sample(samples, "api_feedback_consumers", service="orders-api", window="30d")
+    assert gave_feedback(29) <= got <= gave_feedback(31) and got > 20, (
+        got,
+        gave_feedback(29),
+        gave_feedback(31),
+    )
     assert (
         sample(samples, "api_unused_parameters", service="orders-api", method="GET", route="/v2/orders") == 1
     )
