@@ -19,7 +19,7 @@ from apiusage.conventions import attributes as attr
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ScopeLogs
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ScopeLogs, SeverityNumber
 from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span
 
 if TYPE_CHECKING:  # the type of a message's repeated field; internal, so not imported at run time
@@ -217,7 +217,7 @@ def add_feedback(
     record = scope_logs.log_records.add()
     record.time_unix_nano = time_ns
     record.observed_time_unix_nano = time_ns if observed_ns is None else observed_ns
-    record.severity_number = 9  # SEVERITY_NUMBER_INFO
+    record.severity_number = SeverityNumber.SEVERITY_NUMBER_INFO
     record.severity_text = "INFO"
     values: dict[str, object] = {}
     if legacy_event_name:

@@ -99,7 +99,7 @@ class Endpoint:
 
 
 # The request mix of the traffic generator, by API version (demo/traffic.py).
-_MIX = {
+_MIX: dict[str, list[tuple[str, str, float, float, int]]] = {
     "v1": [
         ("GET", "/v1/orders", 25, 0.02, 200),
         ("GET", "/v1/orders/{order_id}", 25, 0.01, 200),
@@ -134,7 +134,7 @@ _ERRORS = {
     ("GET", "/v2/invoices/{invoice_id}"): (500, 0.011),  # the legacy ledger (INV-99xx)
 }
 # What one SDK gets wrong on one endpoint, over the other SDKs' share: (status, share).
-_SDK_ERRORS = {
+_SDK_ERRORS: dict[tuple[str | None, str, str], tuple[int, float]] = {
     ("shop-sdk-js", "POST", "/v2/orders"): (422, 0.25),  # quantities as text ("2 pcs")
     ("shop-cli", "POST", "/v2/exports"): (422, 0.3),  # `since` missing
 }
