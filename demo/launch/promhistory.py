@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = ["PrometheusHistory", "PrometheusHistoryError", "series_lines", "write_history"]
 
-DEFAULT_SNAPSHOTS = 250  # readings over the whole history: 4 h apart for 42 days
+DEFAULT_SNAPSHOTS = 168  # readings over the whole history: 6 h apart for 42 days (4 a day for rates
+# over a day, and none closer than an hour: rates over 1 h a week ago stay empty, not misleading)
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
 
 
