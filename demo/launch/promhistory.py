@@ -109,21 +109,22 @@ def write_history(
     if not calls:
         return PrometheusHistory(0, 0, 0, 0.0)
     first, last = calls[0].at, history.now
-    step = max((last - first) / max(snapshots, 1), 60.0)
+    count = max(1, min(snapshots, int((last - first) // 60)))  # at most one a minute
+    times = [first + (last - first) * (k + 1) / count for k in range(count)]
     extra = f'instance="{instance}",job="{job}"'
     values: dict[str, list[str]] = {}
     processor = Processor(parse_config(_config(catalog, f"{history.days + 2}d")))
     processor.start()
+    taken = 0
     try:
         urls = processor.urls()
         traces = urls["otlp-http"]
         traces = traces if traces.endswith("/v1/traces") else f"{traces.rstrip('/')}/v1/traces"
         logs = traces.removesuffix("/v1/traces") + "/v1/logs"
         ci = fi = 0
-        taken = 0
-        t = first + step
-        while t < last + step and not stop():
-            t = min(t, last)
+        for t in times:
+            if stop():
+                break
             cj = ci
             while cj < len(calls) and calls[cj].at <= t:
                 cj += 1
@@ -148,10 +149,7 @@ def write_history(
                 values.setdefault(series, []).append(f"{value} {stamp}")
             taken += 1
             if progress is not None:
-                progress(taken, snapshots)
-            if t >= last:
-                break
-            t += step
+                progress(taken, count)
     finally:
         processor.stop()
     if stop():
