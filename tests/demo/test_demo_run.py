@@ -239,7 +239,10 @@ def test_prometheus_has_the_history_so_growing_export_sizes_are_pending(demo):
     fires after its `for: 1h`)."""
     assert re.search(r"history for Prometheus: [\d,]+ series read 168 times", demo.output), demo.output
     prometheus = demo.urls["Prometheus"].split("/classic")[0].removesuffix("/alerts")
-    query = urllib.parse.urlencode({"query": 'count(api_requests_total{service="orders-api"} offset 14d)'})
+    # Readings 6 h apart: the last one in the 7 h before that time two weeks ago.
+    query = urllib.parse.urlencode(
+        {"query": 'count(last_over_time(api_requests_total{service="orders-api"}[7h] offset 14d))'}
+    )
     assert _json(f"{prometheus}/api/v1/query?{query}")["data"]["result"], "no series two weeks back"
     rules = [r["name"] for g in _json(f"{prometheus}/api/v1/rules")["data"]["groups"] for r in g["rules"]]
     if "ApiResponseSizeGrowing" not in rules:
