@@ -18,6 +18,7 @@ and already have the weeks.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import shutil
 import subprocess
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .backfill import Backfill
 
-__all__ = ["PrometheusHistory", "PrometheusHistoryError", "series_lines", "write_history"]
+__all__ = ["PrometheusHistory", "PrometheusHistoryError", "below", "series_lines", "write_history"]
 
 DEFAULT_SNAPSHOTS = 168  # readings over the whole history: 6 h apart for 42 days (4 a day for rates
 # over a day, and none closer than an hour: rates over 1 h a week ago stay empty, not misleading)
@@ -50,9 +51,22 @@ class PrometheusHistory:
     seconds: float
 
 
+def below(value: str) -> str:
+    """A counter's reading, a millionth under it unless it is a whole number.
+
+    Weighted counts are sums of floats: the live processor adds the same history in other
+    batches, so in another order, and may end 1e-11 under this reading. Prometheus would take
+    that for a counter reset and count the whole history again in the first live rates."""
+    v = float(value)
+    if not math.isfinite(v) or v == int(v):
+        return value
+    return repr(max(math.floor(v * 1e6 - 1) / 1e6, 0.0))
+
+
 def series_lines(exposition: str, extra_labels: str) -> dict[str, str]:
     """{series (name and labels, `extra_labels` first): value} of the request-level `api_*`
-    samples of a text exposition (no comments, no `apiusage_*`, no `_created`)."""
+    samples of a text exposition (no comments, no `apiusage_*`, no `_created`); values are
+    counters' (`below`)."""
     out = {}
     for line in exposition.splitlines():
         if not line.startswith("api_"):
@@ -61,7 +75,7 @@ def series_lines(exposition: str, extra_labels: str) -> dict[str, str]:
         if m is None or m["name"].endswith("_created"):
             continue
         labels = f"{extra_labels},{m['labels']}" if m["labels"] else extra_labels
-        out[f"{m['name']}{{{labels}}}"] = m["value"]
+        out[f"{m['name']}{{{labels}}}"] = below(m["value"])
     return out
 
 

@@ -8,7 +8,7 @@ from apiusage.demo import CATALOG
 from apiusage.demo.app import EXPORT_BASE_BYTES, load_plans
 from apiusage.demo.launch.backfill import EXPORT_WEEKLY_GROWTH, Backfill
 from apiusage.demo.launch.demo import PSEUDONYM_KEY
-from apiusage.demo.launch.promhistory import series_lines, write_history
+from apiusage.demo.launch.promhistory import below, series_lines, write_history
 
 from tests.support.prometheus import promtool, query, start_prometheus
 
@@ -22,6 +22,7 @@ def test_series_lines_keep_request_families_and_add_the_scrape_labels():
             "# HELP api_requests_total Requests.",
             "# TYPE api_requests_total counter",
             'api_requests_total{service="a",route="/x"} 3.0',
+            'api_requests_total{service="a",route="/y"} 66136.62447060762',
             'api_requests_created{service="a",route="/x"} 1.7e9',
             "api_up 1.0",
             'apiusage_spans_received_total{transport="http"} 9.0',
@@ -31,9 +32,26 @@ def test_series_lines_keep_request_families_and_add_the_scrape_labels():
     )
     assert series_lines(text, LABELS) == {
         f'api_requests_total{{{LABELS},service="a",route="/x"}}': "3.0",
+        f'api_requests_total{{{LABELS},service="a",route="/y"}}': "66136.624469",
         f"api_up{{{LABELS}}}": "1.0",
         f'api_request_duration_seconds_bucket{{{LABELS},service="a",le="+Inf"}}': "2.0",
     }
+
+
+@pytest.mark.parametrize(
+    "value, want",
+    [
+        ("3.0", "3.0"),
+        ("0", "0"),
+        ("+Inf", "+Inf"),
+        ("NaN", "NaN"),
+        ("66136.62447060762", "66136.624469"),
+        ("0.5", "0.499999"),
+        ("1e-9", "0.0"),
+    ],
+)
+def test_a_reading_is_never_above_what_the_live_processor_may_sum_to(value, want):
+    assert below(value) == want
 
 
 @pytest.mark.slow
