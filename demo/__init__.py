@@ -30,5 +30,10 @@ HERE = Path(str(importlib.resources.files(__name__)))
 CATALOG = HERE / "catalog.yaml"
 PLANS = HERE / "plans.yaml"
 SERVICE_NAME = "orders-api"
+#: The trusted header with the client's country that the demo's traffic sets, as a CDN would
+#: (Cloudflare's); the demo service reads it (APIUSAGE_REGION_HEADERS).
+REGION_HEADER = "CF-IPCountry"
+#: Where the demo service runs: its ``cloud.region`` resource attribute, live and in the history.
+SERVER_REGION = "eu-west-1"
 
-__all__ = ["CATALOG", "PLANS", "SERVICE_NAME"]
+__all__ = ["CATALOG", "PLANS", "REGION_HEADER", "SERVER_REGION", "SERVICE_NAME"]

@@ -14,9 +14,18 @@ What it offers the dashboards:
   the file named by ``APIUSAGE_PLAN_TIERS``), which also gives each key its plan tier;
   missing or unknown keys get 401, webhooks are not on the free plan (403);
 * believable latencies, validation errors (422), missing orders (404) and a capacity limit
-  on export creation that answers 503 when a burst exceeds it.
+  on export creation that answers 503 when a burst exceeds it;
+* for the API design insights: optional query parameters (``limit``, ``cursor``,
+  ``expand`` on ``GET /v2/orders``, and ``include_archived``, declared but sent by no
+  client), JSON bodies with optional fields (``note``, ``coupon``, ``shipping`` on orders;
+  ``format``, ``compress`` on exports), export downloads streamed in chunks and growing
+  with the service's uptime (:func:`export_size`), an invoice ledger that fails with an
+  exception now and then (a 500 whose ``error.type`` is :class:`LedgerUnavailable`), and
+  ``POST /v1/feedback``, the service's own feedback endpoint, which calls
+  ``apiusage.instrumentation.record_feedback``.
 
-Only FastAPI is needed; nothing here imports OpenTelemetry.
+Only FastAPI is needed; nothing here imports OpenTelemetry (the feedback endpoint uses the
+apiusage instrumentation when it is installed, and answers 501 without it).
 """
 
 from __future__ import annotations
@@ -26,17 +35,30 @@ import collections
 import os
 import random
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Literal, get_args
 
 import yaml
 from apiusage.demo import PLANS, SERVICE_NAME
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 # Export creation capacity: at most this many per second, beyond that 503.
 EXPORTS_PER_SECOND = 8
 # Orders with ids above this do not exist (404).
 MAX_ORDER_ID = 100_000
+# An export download: this many bytes when the service starts, growing by EXPORT_GROWTH
+# bytes per hour of uptime (orders pile up), at most EXPORT_MAX_BYTES.
+EXPORT_BASE_BYTES = 3 << 20
+EXPORT_GROWTH = 3 << 20
+EXPORT_MAX_BYTES = 32 << 20
+EXPORT_CHUNK = 64 << 10
+# Invoices whose number starts with this live in the legacy ledger, which fails (500).
+LEGACY_LEDGER_PREFIX = "INV-99"
+FeedbackCategory = Literal["docs", "errors", "performance", "sdk", "pricing"]
+FEEDBACK_CATEGORIES: tuple[str, ...] = get_args(FeedbackCategory)
 
 
 def load_plans(path: str | os.PathLike | None = None) -> dict[str, str]:
@@ -54,13 +76,71 @@ class OrderLine(BaseModel):
     quantity: int = Field(ge=1, le=1000)
 
 
+class Shipping(BaseModel):
+    method: Literal["standard", "express"] = "standard"
+    instructions: str | None = Field(default=None, max_length=200)
+
+
 class NewOrder(BaseModel):
     lines: list[OrderLine] = Field(min_length=1, max_length=50)
+    note: str | None = Field(default=None, max_length=500)
+    coupon: str | None = Field(default=None, max_length=32)
+    shipping: Shipping | None = None
 
 
 class NewExport(BaseModel):
     kind: str = Field(pattern="^(orders|invoices)$")
     since: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    format: Literal["csv", "jsonl"] = "csv"
+    compress: bool = False
+
+
+class NewFeedback(BaseModel):
+    score: int = Field(ge=1, le=5)
+    category: FeedbackCategory
+    route: str | None = Field(default=None, max_length=200, pattern=r"^/[\x21-\x7e]*$")
+    comment: str | None = Field(default=None, max_length=2000)  # read by people, never recorded
+
+
+class LedgerUnavailable(RuntimeError):
+    """The legacy invoice ledger did not answer: an unhandled exception, so a 500."""
+
+
+def export_size(uptime: float) -> int:
+    """Bytes of an export download after `uptime` seconds of service."""
+    return min(EXPORT_BASE_BYTES + int(EXPORT_GROWTH * max(uptime, 0.0) / 3600), EXPORT_MAX_BYTES)
+
+
+_HEADER = b"order_id,status,total,currency,created_at\n"
+_BLOCK = b"".join(
+    b"%06d,%s,%07.2f,EUR,2026-11-%02dT%02d:%02d:00Z\n"
+    % (i, (b"open", b"paid", b"shipped")[i % 3], (i * 37) % 5000 + 0.5, i % 28 + 1, i % 24, i % 60)
+    for i in range(2048)
+)
+
+
+async def export_chunks(size: int) -> AsyncIterator[bytes]:
+    """Exactly `size` bytes of CSV, in chunks of EXPORT_CHUNK, yielding to the loop between them."""
+    sent = 0
+    head = _HEADER[:size]
+    if head:
+        yield head
+        sent = len(head)
+    while sent < size:
+        n = min(EXPORT_CHUNK, size - sent)
+        reps, rest = divmod(n, len(_BLOCK))
+        yield _BLOCK * reps + _BLOCK[:rest]
+        sent += n
+        await asyncio.sleep(0)
+
+
+def _feedback_recorder() -> Callable[..., None] | None:
+    """apiusage.instrumentation.record_feedback, or None when it is not installed."""
+    try:
+        from apiusage.instrumentation import record_feedback
+    except ImportError:
+        return None
+    return record_feedback
 
 
 class NewWebhook(BaseModel):
@@ -98,6 +178,8 @@ def build_app(plans: dict[str, str] | None = None, *, seed: int | None = None) -
     keys = load_plans() if plans is None else dict(plans)
     rng = random.Random(seed)
     exports = Capacity(EXPORTS_PER_SECOND)
+    started = time.monotonic()
+    record_feedback = _feedback_recorder()
     app = FastAPI(
         title=SERVICE_NAME,
         version="2.3.0",
@@ -151,6 +233,19 @@ def build_app(plans: dict[str, str] | None = None, *, seed: int | None = None) -
         await work(0.04, rng)
         return {"id": rng.randint(1, MAX_ORDER_ID), "lines": len(body.lines)}
 
+    @v1.post("/feedback", tags=["feedback"], status_code=202)
+    async def feedback(body: NewFeedback) -> dict:
+        """Developer feedback about the API: the score and category become an OTel event."""
+        if record_feedback is None:
+            raise HTTPException(
+                501, "feedback is not recorded: apiusage.instrumentation.record_feedback is not available"
+            )
+        try:
+            record_feedback(body.score, body.category, body.route)
+        except ValueError as exc:  # the instrumentation refuses what it cannot record
+            raise HTTPException(422, str(exc)) from None
+        return {"status": "thanks"}
+
     @v1.delete("/orders/{order_id}", tags=["orders"])
     async def delete_order_v1(order_id: int) -> dict:
         """Deprecated (catalog): use DELETE /v2/orders/{order_id}."""
@@ -173,9 +268,18 @@ def build_app(plans: dict[str, str] | None = None, *, seed: int | None = None) -
     v2 = APIRouter(prefix="/v2", dependencies=[Depends(authenticate)])
 
     @v2.get("/orders", tags=["orders"])
-    async def list_orders(limit: int = 20, cursor: str | None = None) -> dict:
+    async def list_orders(
+        limit: int = Query(20, ge=1, le=100),
+        cursor: str | None = Query(None, max_length=200),
+        expand: str | None = Query(None, pattern="^(lines|customer)(,(lines|customer))?$"),
+        include_archived: bool = False,
+    ) -> dict:
         await work(0.015, rng)
-        return {"orders": [order(i) for i in range(1, min(limit, 50) + 1)], "next": None}
+        orders = [order(i) for i in range(1, min(limit, 50) + 1)]
+        if expand and "lines" in expand:
+            for o in orders:
+                o["lines"] = [{"sku": f"SKU-{o['id'] % 400 + 1}", "quantity": 1}]
+        return {"orders": orders, "next": f"c{rng.randint(1, 10**9)}"}
 
     @v2.get("/orders/{order_id}", tags=["orders"])
     async def get_order(order_id: int) -> dict:
@@ -196,6 +300,8 @@ def build_app(plans: dict[str, str] | None = None, *, seed: int | None = None) -
     @v2.get("/invoices/{invoice_id}", tags=["billing"])
     async def get_invoice(invoice_id: str) -> dict:
         await work(0.025, rng)
+        if invoice_id.startswith(LEGACY_LEDGER_PREFIX):
+            raise LedgerUnavailable(f"legacy ledger timed out for {invoice_id}")
         return {"id": invoice_id, "amount": round(rng.uniform(10, 5000), 2)}
 
     @v2.get("/search", tags=["search"])
@@ -216,6 +322,16 @@ def build_app(plans: dict[str, str] | None = None, *, seed: int | None = None) -
     async def get_export(export_id: int) -> dict:
         await work(0.02, rng)
         return {"id": export_id, "state": rng.choice(["queued", "running", "done"])}
+
+    @v2.get("/exports/{export_id}/download", tags=["exports"])
+    async def download_export(export_id: int) -> StreamingResponse:
+        """The export as CSV, streamed: several MB, more the longer the service runs."""
+        await work(0.05, rng)
+        return StreamingResponse(
+            export_chunks(export_size(time.monotonic() - started)),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="export-{export_id}.csv"'},
+        )
 
     @v2.post("/webhooks", tags=["webhooks"], status_code=201)
     async def create_webhook(body: NewWebhook, tier: str = Depends(authenticate)) -> dict:

@@ -15,7 +15,20 @@ an activity level that grows with the plan, and a client SDK and version sent in
 * now and then an enterprise consumer fires a burst of export requests that exceeds the
   service's capacity (503), and a few requests hit missing orders (404), or webhooks on
   the free plan (403);
-* ``GET /v2/status`` is called without a key (spans without a consumer).
+* ``GET /v2/status`` is called without a key (spans without a consumer);
+* each SDK has its habits with the optional parts of the API: the Python SDK paginates
+  with ``cursor`` and sends ``note`` and ``shipping`` with orders, the JavaScript SDK
+  asks for ``expand=lines`` and sends a ``coupon``, curl users send bare requests, and
+  nobody sends ``include_archived``;
+* the JavaScript SDK (4.x) sends order quantities as the text of a form field, and
+  ``"2 pcs"`` fails validation (``body.lines.N.quantity``, ``int_parsing``): its 4xx ratio
+  on ``POST /v2/orders`` is many times the other SDKs'; the CLI forgets the required
+  ``since`` of an export now and then (``body.since``, ``missing``);
+* exports are downloaded (several MB, streamed), a few invoices sit in a legacy ledger
+  that fails (500);
+* every consumer calls from one country, sent in ``CF-IPCountry`` as a CDN would
+  (:func:`region_of`), and now and then posts feedback (``POST /v1/feedback``) with a
+  score and a category of its own (:func:`opinion_of`).
 
 Bounded: every run stops after ``duration`` seconds or ``max_requests`` requests,
 whichever comes first, and it only talks to loopback addresses or single-label host
@@ -40,7 +53,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-from apiusage.demo import PLANS
+from apiusage.demo import PLANS, REGION_HEADER
 from apiusage.demo.app import MAX_ORDER_ID, load_plans
 
 MAX_DURATION = 7 * 86400.0
@@ -55,6 +68,26 @@ SDKS = {
 }
 ACTIVITY = {"enterprise": 4.0, "pro": 2.0, "free": 1.0}
 EXPORT_BURST = 25  # concurrent export requests in a burst, well over the service's capacity
+# Countries of the consumers (ISO 3166-1 alpha-2, as CF-IPCountry gives them), by weight.
+REGIONS = {"US": 30, "DE": 14, "GB": 12, "IN": 10, "FR": 8, "BR": 8, "JP": 7, "AU": 6, "CA": 5}
+# What consumers write feedback about, by weight; JavaScript SDK users mostly about errors.
+TOPICS = {"docs": 4, "performance": 2, "sdk": 2, "errors": 1, "pricing": 1}
+
+
+def region_of(key: str) -> str:
+    """The country a consumer calls from: fixed per API key, the same in every run and the history."""
+    rng = random.Random(f"region:{key}")
+    return rng.choices(list(REGIONS), list(REGIONS.values()))[0]
+
+
+def opinion_of(key: str, client: str | None) -> tuple[float, str]:
+    """A consumer's usual feedback: (mean score, favourite category), fixed per API key."""
+    rng = random.Random(f"feedback:{key}")
+    mood = rng.uniform(2.5, 4.8)
+    topic = rng.choices(list(TOPICS), list(TOPICS.values()))[0]
+    if client == "shop-sdk-js":  # its order validation errors show in what its users say
+        return min(mood, 2.5), "errors"
+    return mood, topic
 
 
 @dataclasses.dataclass
@@ -70,9 +103,12 @@ class Consumer:
     activity: float
     migrated: bool = False
     replacements_due: list[str] = dataclasses.field(default_factory=list)
+    region: str = "US"
+    mood: float = 4.0  # mean feedback score
+    topic: str = "docs"  # favourite feedback category
 
     def headers(self) -> dict[str, str]:
-        out = {"X-API-Key": self.key}
+        out = {"X-API-Key": self.key, REGION_HEADER: self.region}
         if self.client is None:
             out["User-Agent"] = "curl/8.5.0"
         else:
@@ -89,6 +125,7 @@ class Request:
     json: dict | None = None
     params: dict | None = None
     authenticated: bool = True
+    stream: bool = False  # read the body as it comes and drop it (export downloads)
 
 
 def check_target(url: str) -> str:
@@ -125,6 +162,7 @@ def population(plans: dict[str, str], duration: float, rng: random.Random) -> li
             if api == "v1" and client is not None and rng.random() < 0.5
             else None
         )
+        mood, topic = opinion_of(key, client)
         out.append(
             Consumer(
                 key,
@@ -136,6 +174,9 @@ def population(plans: dict[str, str], duration: float, rng: random.Random) -> li
                 failures,
                 migrates_at,
                 ACTIVITY.get(tier, 1.0) * rng.uniform(0.5, 1.5),
+                region=region_of(key),
+                mood=mood,
+                topic=topic,
             )
         )
     return out
@@ -145,13 +186,61 @@ def order_id(rng: random.Random) -> int:
     return MAX_ORDER_ID + rng.randint(1, 1000) if rng.random() < 0.02 else rng.randint(1, 5000)
 
 
-def new_order(rng: random.Random) -> dict:
-    return {
-        "lines": [
-            {"sku": f"SKU-{rng.randint(1, 400)}", "quantity": rng.randint(1, 5)}
-            for _ in range(rng.randint(1, 4))
-        ]
-    }
+def new_order(rng: random.Random, c: Consumer | None = None) -> dict:
+    """An order as the consumer's SDK writes it: its optional fields, its quantity format."""
+    client = c.client if c is not None else None
+    text_quantities = client == "shop-sdk-js" and c is not None and c.api == "v2"
+    lines = []
+    for _ in range(rng.randint(1, 4)):
+        quantity: int | str = rng.randint(1, 5)
+        if text_quantities:  # the form field's text: "3" passes, "3 pcs" does not
+            quantity = f"{quantity} pcs" if rng.random() < 0.4 else str(quantity)
+        lines.append({"sku": f"SKU-{rng.randint(1, 400)}", "quantity": quantity})
+    order: dict = {"lines": lines}
+    if client == "shop-sdk-python":
+        if rng.random() < 0.3:
+            order["note"] = rng.choice(["leave at the door", "gift wrap", "call before delivery"])
+        if rng.random() < 0.5:
+            order["shipping"] = {"method": rng.choice(["standard", "express"])}
+    elif client == "shop-sdk-js" and rng.random() < 0.2:
+        order["coupon"] = f"WINTER{rng.randint(10, 30)}"
+    return order
+
+
+def list_params(c: Consumer, rng: random.Random) -> dict:
+    """Query parameters of GET /v2/orders as the consumer's SDK sends them."""
+    params: dict = {"limit": rng.choice([10, 20, 50])}
+    if c.client == "shop-sdk-python" and rng.random() < 0.6:
+        params["cursor"] = f"c{rng.randint(1, 10**9)}"  # the next page
+    elif c.client == "shop-sdk-js" and rng.random() < 0.7:
+        params["expand"] = "lines"
+    elif c.client is None and rng.random() < 0.5:
+        del params["limit"]  # curl: the bare URL
+    return params
+
+
+def new_export(c: Consumer, rng: random.Random) -> dict:
+    body: dict = {"kind": "orders", "since": "2026-01-01"}
+    if c.client == "shop-cli" and rng.random() < 0.5:
+        del body["since"]  # `shop export` without --since: the required field is missing
+    elif c.client == "shop-sdk-python":
+        if rng.random() < 0.3:
+            body["format"] = "jsonl"
+        if rng.random() < 0.2:
+            body["compress"] = True
+    return body
+
+
+def feedback(c: Consumer, rng: random.Random) -> Request:
+    """A feedback post: a score around the consumer's mood, mostly about its favourite topic."""
+    score = max(1, min(5, round(rng.gauss(c.mood, 0.8))))
+    category = c.topic if rng.random() < 0.7 else rng.choice(list(TOPICS))
+    body: dict = {"score": score, "category": category}
+    if category == "errors" and c.client == "shop-sdk-js":
+        body["route"] = "/v2/orders"
+    if rng.random() < 0.3:
+        body["comment"] = "Took me a while to get this right."  # free text: never recorded
+    return Request("POST", "/v1/feedback", json=body)
 
 
 def choose(c: Consumer, rng: random.Random) -> Request:
@@ -174,23 +263,25 @@ def choose(c: Consumer, rng: random.Random) -> Request:
         ops: list[tuple[float, Callable[[], Request]]] = [
             (25, lambda: Request("GET", "/v1/orders", params={"limit": rng.choice([10, 20, 50])})),
             (25, lambda: Request("GET", f"/v1/orders/{order_id(rng)}")),
-            (10, lambda: Request("POST", "/v1/orders", json=new_order(rng))),
+            (10, lambda: Request("POST", "/v1/orders", json=new_order(rng, c))),
             (20, lambda: Request("DELETE", f"/v1/orders/{order_id(rng)}")),
             (10, lambda: Request("GET", f"/v1/reports/{rng.randint(1, 300)}")),
+            (1, lambda: feedback(c, rng)),
         ]
     else:
         ops = [
-            (25, lambda: Request("GET", "/v2/orders", params={"limit": rng.choice([10, 20, 50])})),
+            (25, lambda: Request("GET", "/v2/orders", params=list_params(c, rng))),
             (30, lambda: Request("GET", f"/v2/orders/{order_id(rng)}")),
-            (10, lambda: Request("POST", "/v2/orders", json=new_order(rng))),
+            (10, lambda: Request("POST", "/v2/orders", json=new_order(rng, c))),
             (8, lambda: Request("DELETE", f"/v2/orders/{order_id(rng)}")),
             (8, lambda: Request("GET", f"/v2/invoices/INV-{rng.randint(1000, 9999)}")),
             (10, lambda: Request("GET", "/v2/search", params={"q": rng.choice(["paid", "late", "sku:12"])})),
-            (
-                3 if c.tier != "free" else 1,
-                lambda: Request("POST", "/v2/exports", json={"kind": "orders", "since": "2026-01-01"}),
-            ),
+            (3 if c.tier != "free" else 1, lambda: Request("POST", "/v2/exports", json=new_export(c, rng))),
             (5, lambda: Request("GET", f"/v2/exports/{rng.randint(1, 300)}")),
+            (
+                1.5 if c.tier != "free" else 0.3,
+                lambda: Request("GET", f"/v2/exports/{rng.randint(1, 300)}/download", stream=True),
+            ),
             (
                 3 if c.tier != "free" else 0.5,
                 lambda: Request(
@@ -199,6 +290,7 @@ def choose(c: Consumer, rng: random.Random) -> Request:
                     json={"url": "https://hooks.example.com/orders", "events": ["order.paid"]},
                 ),
             ),
+            (1, lambda: feedback(c, rng)),
         ]
     weights = [w for w, _ in ops]
     return rng.choices([make for _, make in ops], weights)[0]()
@@ -213,6 +305,7 @@ class Stats:
     migrations: int = 0
     joined: int = 0
     seconds: float = 0.0
+    downloaded: int = 0  # bytes of streamed export downloads
 
     def summary(self) -> str:
         return json.dumps(
@@ -223,6 +316,7 @@ class Stats:
                 "bursts": self.bursts,
                 "migrations": self.migrations,
                 "consumers": self.joined,
+                "downloaded_bytes": self.downloaded,
                 "seconds": round(self.seconds, 1),
             },
             sort_keys=True,
@@ -263,11 +357,20 @@ class Generator:
         self.stopping = True
 
     async def send(self, client: httpx.AsyncClient, consumer: Consumer, request: Request) -> None:
-        headers = consumer.headers() if request.authenticated else {"User-Agent": "uptime-check/1.0"}
+        headers = (
+            consumer.headers()
+            if request.authenticated
+            else {"User-Agent": "uptime-check/1.0", REGION_HEADER: "US"}
+        )
         try:
-            response = await client.request(
-                request.method, request.path, json=request.json, params=request.params, headers=headers
-            )
+            if request.stream:
+                async with client.stream(request.method, request.path, headers=headers) as response:
+                    async for chunk in response.aiter_raw():
+                        self.stats.downloaded += len(chunk)
+            else:
+                response = await client.request(
+                    request.method, request.path, json=request.json, params=request.params, headers=headers
+                )
             self.stats.by_status[response.status_code] += 1
         except httpx.HTTPError:
             self.stats.errors += 1

@@ -20,7 +20,15 @@ believable daily calls without millions of spans being sent.
 
 Spans carry the attributes the apiusage instrumentation sets, with the consumer id
 pseudonymized with the same key as the demo service, so history and live traffic
-belong to the same consumers.
+belong to the same consumers. The service upgraded its instrumentation four weeks ago
+(``UPGRADED_DAYS_AGO``): older spans are schema version 1; newer ones are version 2 and
+also carry what each SDK sends (query parameter and body field names), body sizes, the
+validation errors of 422s (the JavaScript SDK's ``body.lines.0.quantity``, the CLI's
+missing ``body.since``), ``error.type`` of 5xx, the consumer's country
+(``traffic.region_of``) and, on the resource, ``cloud.region``. Export downloads grow
+by ``EXPORT_WEEKLY_GROWTH`` a week up to today's size (``promhistory`` gives Prometheus
+these weeks too, so the week-over-week alerts have a past to compare with). Developer feedback events (OTLP
+log records, ``apiusage.feedback``) follow the spans, a few per consumer and week.
 """
 
 from __future__ import annotations
@@ -36,15 +44,20 @@ from pathlib import Path
 
 import yaml
 
-from .. import CATALOG, SERVICE_NAME
-from ..traffic import SDKS, population
+from .. import CATALOG, SERVER_REGION, SERVICE_NAME
+from ..app import EXPORT_BASE_BYTES
+from ..traffic import SDKS, TOPICS, opinion_of, population, region_of
 
-__all__ = ["Backfill", "BackfillError", "BackfillResult", "plan"]
+__all__ = ["Backfill", "BackfillError", "BackfillResult", "Feedback", "feedback", "plan"]
 
 DAY = 86_400
+WEEK = 7 * DAY
 BATCH = 2_000
 FORMER = 14  # consumers who are gone by now
 _TAIL = 0.1  # share of a day's calls to an endpoint taken by the slow tail span
+UPGRADED_DAYS_AGO = 28  # spans before this are schema version 1, without the design attributes
+EXPORT_WEEKLY_GROWTH = 1.6  # export downloads, week over week: past ApiResponseSizeGrowing's 1.5
+FEEDBACK_EVERY = 3 * DAY  # mean time between two feedback posts of an active consumer
 
 
 class BackfillError(Exception):
@@ -87,13 +100,14 @@ class Endpoint:
 
 
 # The request mix of the traffic generator, by API version (demo/traffic.py).
-_MIX = {
+_MIX: dict[str, list[tuple[str, str, float, float, int]]] = {
     "v1": [
         ("GET", "/v1/orders", 25, 0.02, 200),
         ("GET", "/v1/orders/{order_id}", 25, 0.01, 200),
         ("POST", "/v1/orders", 10, 0.04, 201),
         ("DELETE", "/v1/orders/{order_id}", 20, 0.02, 200),
         ("GET", "/v1/reports/{report_id}", 10, 0.15, 200),
+        ("POST", "/v1/feedback", 1, 0.005, 202),
     ],
     "v2": [
         ("GET", "/v2/orders", 25, 0.015, 200),
@@ -104,7 +118,9 @@ _MIX = {
         ("GET", "/v2/search", 10, 0.08, 200),
         ("POST", "/v2/exports", 3, 0.12, 202),
         ("GET", "/v2/exports/{export_id}", 5, 0.02, 200),
+        ("GET", "/v2/exports/{export_id}/download", 1.5, 0.4, 200),
         ("POST", "/v2/webhooks", 3, 0.03, 201),
+        ("POST", "/v1/feedback", 1, 0.005, 202),
     ],
 }
 # Errors a day of normal use produces, as (status, share of the endpoint's calls).
@@ -116,6 +132,13 @@ _ERRORS = {
     ("POST", "/v2/orders"): (422, 0.01),
     ("GET", "/v2/search"): (400, 0.01),
     ("POST", "/v2/exports"): (503, 0.03),
+    ("GET", "/v2/invoices/{invoice_id}"): (500, 0.011),  # the legacy ledger (INV-99xx)
+}
+# What one SDK gets wrong on one endpoint, over the other SDKs' share: (status, share).
+_SDK_ERRORS: dict[tuple[str | None, str, str], tuple[int, float]] = {
+    # As live (demo/traffic.py): quantities as text, "2 pcs" in 40 % of the lines of 1 to 4
+    ("shop-sdk-js", "POST", "/v2/orders"): (422, 0.65),
+    ("shop-cli", "POST", "/v2/exports"): (422, 0.5),  # `since` missing half of the time
 }
 # What a developer getting started gets wrong (like the generator's first requests).
 _FIRST_TRIES = [("POST", "/v2/orders", 422), ("GET", "/v2/search", 400), ("POST", "/v2/exports", 422)]
@@ -229,6 +252,7 @@ class Call:
     count: float
     feature: str | None
     deprecated: bool
+    first_try: bool = False  # a newcomer's failed try before a first success
 
 
 def calls(
@@ -261,6 +285,7 @@ def calls(
                     1.0,
                     e.feature,
                     e.deprecated,
+                    first_try=True,
                 )
             )
         if m.onboarding is None:
@@ -302,9 +327,7 @@ def calls(
             if m.at_risk and day * DAY >= now - 7 * DAY:
                 volume *= 0.1
             mix = endpoints[m.api_at(lo)]
-            total_weight = sum(
-                e.weight * (0.3 if m.tier == "free" and e.route == "/v2/exports" else 1) for e in mix
-            )
+            total_weight = sum(e.weight * _free_share(m, e) for e in mix)
             for e in mix:
                 if m.tier == "free" and e.route == "/v2/webhooks":
                     n = volume * e.weight / total_weight
@@ -314,11 +337,13 @@ def calls(
                         )
                     )
                     continue
-                share = 0.3 if m.tier == "free" and e.route == "/v2/exports" else 1.0
+                share = _free_share(m, e)
                 n = volume * e.weight * share / total_weight
                 if n < 0.5:
                     continue
-                status, error_share = _ERRORS.get((e.method, e.route), (0, 0.0))
+                status, error_share = _SDK_ERRORS.get(
+                    (m.client, e.method, e.route), _ERRORS.get((e.method, e.route), (0, 0.0))
+                )
                 if error_share:
                     out.append(
                         Call(
@@ -381,6 +406,144 @@ def calls(
     return out
 
 
+def _free_share(m: Member, e: Endpoint) -> float:
+    """Free-plan consumers create (and download) fewer exports."""
+    if m.tier != "free":
+        return 1.0
+    if (e.method, e.route) == ("POST", "/v2/exports"):
+        return 0.3
+    return 0.2 if e.route.endswith("/download") else 1.0
+
+
+# Query parameters each SDK sends to GET /v2/orders (the live traffic's habits, most common form).
+_LIST_PARAMETERS = {"shop-sdk-python": ["cursor", "limit"], "shop-sdk-js": ["expand", "limit"]}
+# Body fields of each POST, and of the SDKs that send more; request body sizes.
+_BODY = {
+    ("POST", "/v1/orders"): (["lines"], 160),
+    ("POST", "/v2/orders"): (["lines"], 160),
+    ("POST", "/v2/exports"): (["kind", "since"], 40),
+    ("POST", "/v2/webhooks"): (["events", "url"], 70),
+    ("POST", "/v1/feedback"): (["category", "score"], 40),
+}
+_SDK_BODY = {
+    ("shop-sdk-python", "POST", "/v2/orders"): (["lines", "shipping"], 190),
+    ("shop-sdk-js", "POST", "/v2/orders"): (["coupon", "lines"], 185),
+    ("shop-sdk-python", "POST", "/v2/exports"): (["format", "kind", "since"], 58),
+}
+# Response body sizes in bytes by (method, route) on success, and by error status.
+_RESPONSE = {
+    ("GET", "/v1/orders"): 1_300,
+    ("GET", "/v2/orders"): 1_900,
+    ("GET", "/v1/reports/{report_id}"): 24,
+    ("GET", "/v2/search"): 12,
+    ("POST", "/v2/exports"): 48,
+}
+_ERROR_RESPONSE = {400: 24, 403: 50, 404: 36, 422: 190, 500: 21, 503: 52}
+# error.type of the history's 5xx: the framework's answer for 503 and incident 500s, the
+# exception of the legacy ledger.
+_ERROR_TYPES = {("GET", "/v2/invoices/{invoice_id}"): "LedgerUnavailable"}
+
+
+def _validation(c: Call) -> list[tuple[str, str]]:
+    m = c.member
+    if c.route == "/v2/orders" and m.client == "shop-sdk-js" and not c.first_try:
+        return [("body.lines.0.quantity", "int_parsing")]
+    if c.route == "/v2/orders":
+        return [("body.lines", "too_short")]
+    if c.route == "/v2/exports" and m.client == "shop-cli" and not c.first_try:
+        return [("body.since", "missing")]
+    return [("body.kind", "string_pattern_mismatch"), ("body.since", "string_pattern_mismatch")]
+
+
+def export_size_at(at: float, now: float) -> int:
+    """Bytes of an export download at `at`: today's size, less by EXPORT_WEEKLY_GROWTH a week back."""
+    return int(EXPORT_BASE_BYTES * EXPORT_WEEKLY_GROWTH ** ((at - now) / WEEK))
+
+
+def design(c: Call, now: float) -> dict[str, object]:
+    """The schema version 2 attributes of a history span: names, sizes, validation errors, region."""
+    from ..otlp import design_attributes
+
+    m, key = c.member, (c.method, c.route)
+    query: list[str] | None = None
+    if key == ("GET", "/v2/orders"):
+        query = _LIST_PARAMETERS.get(m.client or "", ["limit"] if m.client else None)
+    elif key == ("GET", "/v1/orders"):
+        query = ["limit"]
+    elif key == ("GET", "/v2/search") and c.status != 400:
+        query = ["q"]
+    fields, request_size = _SDK_BODY.get((m.client or "", *key)) or _BODY.get(key) or (None, None)
+    errors = _validation(c) if c.status == 422 else None
+    if errors == [("body.since", "missing")]:
+        fields, request_size = ["kind"], 18
+    if c.status >= 400:
+        response = _ERROR_RESPONSE.get(c.status, 30)
+    elif c.route.endswith("/download"):
+        response = export_size_at(c.at, now)
+    else:
+        response = _RESPONSE.get(key, 40 if c.method != "DELETE" else 16)
+    error_type = None
+    if c.status >= 500:
+        error_type = _ERROR_TYPES.get(key, str(c.status)) if c.status == 500 else str(c.status)
+    return design_attributes(
+        query_parameters=query,
+        body_fields=fields,
+        request_size=request_size,
+        response_size=response,
+        validation_errors=errors,
+        client_region=region_of(m.key),
+        error_type=error_type,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Feedback:
+    """One developer feedback post of the history."""
+
+    at: float
+    member: Member
+    score: int
+    category: str
+    route: str | None
+
+
+def feedback(members: list[Member], *, now: float, rng: random.Random) -> list[Feedback]:
+    """Feedback posts of the history, oldest first: every few days per active consumer, each
+    consumer with its own mood and favourite topic (``traffic.opinion_of``, as live)."""
+    out = []
+    for m in members:
+        if m.onboarding is None:
+            continue
+        mood, topic = opinion_of(m.key, m.client)
+        t = m.joined + m.onboarding + rng.expovariate(1 / FEEDBACK_EVERY)
+        end = min(m.churned or now, now - 60)
+        while t < end:
+            category = topic if rng.random() < 0.7 else rng.choice(list(TOPICS))
+            route = "/v2/orders" if category == "errors" and m.client == "shop-sdk-js" else None
+            score = max(1, min(5, round(rng.gauss(mood, 0.8))))
+            out.append(Feedback(t, m, score, category, route))
+            t += rng.expovariate(1 / FEEDBACK_EVERY)
+    out.sort(key=lambda f: f.at)
+    return out
+
+
+def encode_feedback(batch: list[Feedback], pseudonym: Callable[[str], str]) -> bytes:
+    from ..otlp import feedback_request
+
+    resource = {"service.name": SERVICE_NAME, "service.version": "2.3.0", "cloud.region": SERVER_REGION}
+    events = [
+        {
+            "score": f.score,
+            "category": f.category,
+            "route": f.route,
+            "consumer_id": pseudonym(f.member.key),
+            "time_ns": int(f.at * 1e9),
+        }
+        for f in batch
+    ]
+    return feedback_request(resource, events, scope="apiusage.demo.backfill").SerializeToString()
+
+
 def _tracestate(count: float) -> str:
     """W3C tracestate whose OpenTelemetry threshold makes the span stand for `count` spans."""
     if count <= 1.0:
@@ -389,22 +552,32 @@ def _tracestate(count: float) -> str:
     return f"ot=th:{min(threshold, (1 << 56) - 1):014x}"
 
 
-def encode(batch: list[Call], pseudonym: Callable[[str], str]) -> bytes:
+def encode(
+    batch: list[Call], pseudonym: Callable[[str], str], *, now: float | None = None, upgraded: float = 0.0
+) -> bytes:
+    """Spans of `batch` as one OTLP request; those from `upgraded` on are schema version 2."""
     # opentelemetry-proto comes with the processor extra: imported when the backfill runs.
     from ..otlp import ExportTraceServiceRequest, add_resource, add_span
 
+    now = time.time() if now is None else now
     request = ExportTraceServiceRequest()
-    resource = {"service.name": SERVICE_NAME, "service.version": "2.3.0", "apiusage.demo.backfill": "true"}
+    resource = {
+        "service.name": SERVICE_NAME,
+        "service.version": "2.3.0",
+        "cloud.region": SERVER_REGION,
+        "apiusage.demo.backfill": "true",
+    }
     scope = add_resource(request, resource, scope="apiusage.demo.backfill")
     for c in batch:
         end_ns = int(c.at * 1e9)
         m = c.member
+        v2 = c.at >= upgraded
         attrs: list[tuple[str, object]] = [
             ("http.request.method", c.method),
             ("http.route", c.route),
             ("http.response.status_code", c.status),
             ("url.scheme", "http"),
-            ("apiusage.schema_version", 1),
+            ("apiusage.schema_version", 2 if v2 else 1),
             ("apiusage.consumer.id", pseudonym(m.key)),
             ("apiusage.consumer.plan_tier", m.tier),
             ("apiusage.api.version", c.route.split("/")[1]),
@@ -421,6 +594,8 @@ def encode(batch: list[Call], pseudonym: Callable[[str], str]) -> bytes:
             attrs.append(("user_agent.original", "curl/8.5.0"))
         if c.feature:
             attrs.append(("apiusage.feature", c.feature))
+        if v2:
+            attrs += [(k, v) for k, v in design(c, now).items() if k != "apiusage.schema_version"]
         add_span(
             scope,
             dict(attrs),
@@ -439,6 +614,7 @@ class BackfillResult:
     consumers: int
     days: int
     seconds: float
+    feedback: int = 0  # feedback events sent
 
 
 class Backfill:
@@ -462,6 +638,8 @@ class Backfill:
         rng = random.Random(None if seed is None else seed + 1)
         self.members = plan(plans, seed=seed, live_duration=live_duration, days=days, now=self.now, rng=rng)
         self.calls = calls(self.members, rate=rate, days=days, now=self.now, rng=rng)
+        self.feedback = feedback(self.members, now=self.now, rng=rng)
+        self.upgraded = self.now - UPGRADED_DAYS_AGO * DAY
         self.pseudonym = Pseudonymizer(pseudonym_key.encode())
 
     def send(
@@ -471,7 +649,8 @@ class Backfill:
         stop: Callable[[], bool] = lambda: False,
         timeout: float = 60.0,
     ) -> BackfillResult:
-        """POST every batch to `http_endpoint` (…/v1/traces); retries while the queue is full."""
+        """POST every batch to `http_endpoint` (…/v1/traces), then the feedback events to its
+        /v1/logs sibling; retries while the queue is full."""
         started = time.monotonic()
         total = len(self.calls)
         done = 0
@@ -479,37 +658,52 @@ class Backfill:
             if stop():
                 break
             batch = self.calls[i : i + BATCH]
-            body = encode(batch, self.pseudonym)
-            deadline = time.monotonic() + timeout
-            while True:
-                request = urllib.request.Request(
-                    http_endpoint,
-                    data=body,
-                    method="POST",
-                    headers={"Content-Type": "application/x-protobuf"},
-                )
-                try:
-                    with urllib.request.urlopen(request, timeout=30) as response:
-                        response.read()
-                    break
-                except urllib.error.HTTPError as exc:
-                    if exc.code != 503 or time.monotonic() > deadline or stop():
-                        raise BackfillError(
-                            f"the processor answered {exc.code} to the history "
-                            f"at {http_endpoint}: {exc.read()[:200]!r}"
-                        ) from None
-                    time.sleep(min(float(exc.headers.get("Retry-After") or 1), 2.0))
-                except (urllib.error.URLError, OSError) as exc:
-                    raise BackfillError(
-                        f"cannot send the history to {http_endpoint}: {getattr(exc, 'reason', exc)}"
-                    ) from None
+            _post(
+                http_endpoint,
+                encode(batch, self.pseudonym, now=self.now, upgraded=self.upgraded),
+                stop,
+                timeout,
+            )
             done += len(batch)
             if progress is not None:
                 progress(done, total, batch[-1].at)
+        logs = http_endpoint.removesuffix("/v1/traces") + "/v1/logs"
+        sent = 0
+        if done == total:
+            for i in range(0, len(self.feedback), BATCH):
+                if stop():
+                    break
+                batch_f = self.feedback[i : i + BATCH]
+                _post(logs, encode_feedback(batch_f, self.pseudonym), stop, timeout)
+                sent += len(batch_f)
         return BackfillResult(
             done,
             sum(c.count for c in self.calls[:done]),
             len(self.members),
             self.days,
             time.monotonic() - started,
+            sent,
         )
+
+
+def _post(endpoint: str, body: bytes, stop: Callable[[], bool], timeout: float) -> None:
+    """POST one OTLP/HTTP protobuf body, retrying while the processor answers 503."""
+    deadline = time.monotonic() + timeout
+    while True:
+        request = urllib.request.Request(
+            endpoint, data=body, method="POST", headers={"Content-Type": "application/x-protobuf"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                response.read()
+            return
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or time.monotonic() > deadline or stop():
+                raise BackfillError(
+                    f"the processor answered {exc.code} to the history at {endpoint}: {exc.read()[:200]!r}"
+                ) from None
+            time.sleep(min(float(exc.headers.get("Retry-After") or 1), 2.0))
+        except (urllib.error.URLError, OSError) as exc:
+            raise BackfillError(
+                f"cannot send the history to {endpoint}: {getattr(exc, 'reason', exc)}"
+            ) from None

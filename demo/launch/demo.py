@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from .. import CATALOG, PLANS, SERVICE_NAME
+from .. import CATALOG, PLANS, REGION_HEADER, SERVER_REGION, SERVICE_NAME
 from .children import Child, ChildError, wait_until
 from .ports import HOST, PORTS, PortError, claim
 
-if TYPE_CHECKING:  # for the annotation: .stack is imported only when Prometheus runs
+if TYPE_CHECKING:  # for the annotations: imported only when they run
+    from .backfill import Backfill
     from .stack import AlertSink
 
 __all__ = ["run"]
@@ -313,9 +314,15 @@ class Demo:
                         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{p['otlp_grpc_port']}",
                         "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
                         "OTEL_BSP_SCHEDULE_DELAY": "1000",
+                        "OTEL_BLRP_SCHEDULE_DELAY": "1000",
+                        # Feedback events are OTLP log records; the processor takes logs too.
+                        "OTEL_LOGS_EXPORTER": "otlp",
+                        "OTEL_RESOURCE_ATTRIBUTES": f"cloud.region={SERVER_REGION}",
                         "APIUSAGE_PSEUDONYM_KEY": PSEUDONYM_KEY,
                         "APIUSAGE_PLAN_TIERS": str(PLANS),
                         "APIUSAGE_CATALOG": str(CATALOG),
+                        # The traffic plays a CDN in front of the service: it sets this header.
+                        "APIUSAGE_REGION_HEADERS": REGION_HEADER,
                     }
                 ),
             )
@@ -349,11 +356,14 @@ class Demo:
                     )
                 )
 
-        # 3. History.
+        # 3. History, for the processor and for Prometheus.
+        history = None
         if a.history_days > 0 and not had_history and not self.stopping.is_set():
-            self._backfill(f"{HOST}:{p['otlp_http_port']}", metrics)
+            history = self._backfill(f"{HOST}:{p['otlp_http_port']}", metrics)
         elif had_history:
             _say(f"history: keeping what {state} already holds")
+        if history is not None and prometheus is not None and not self.stopping.is_set():
+            self._prometheus_history(history, folder / "prometheus", files.job, f"{HOST}:{p['metrics_port']}")
 
         # 4. Prometheus, then traffic.
         prom_url = None
@@ -380,6 +390,8 @@ class Demo:
                         f"--storage.tsdb.path={folder / 'prometheus'}",
                         f"--web.listen-address={HOST}:{p['prometheus_port']}",
                         f"--web.external-url={prom_url}/",
+                        # Keep the backfilled weeks (the default keeps 15 days).
+                        f"--storage.tsdb.retention.time={max(15, a.history_days + 7)}d",
                         "--log.level=warn",
                     ],
                     folder / "logs" / "prometheus.log",
@@ -437,7 +449,34 @@ class Demo:
         _say()
         return self._watch(folder, metrics, prom_url)
 
-    def _backfill(self, http: str, metrics: str) -> None:
+    def _prometheus_history(self, history: Backfill, data: Path, job: str, instance: str) -> None:
+        from .promhistory import PrometheusHistoryError, write_history
+
+        def progress(done: int, total: int) -> None:
+            if self.tty:
+                _say(f"\rhistory for Prometheus: {done}/{total} readings", end="")
+
+        try:
+            result = write_history(
+                history,
+                data,
+                job=job,
+                instance=instance,
+                catalog=str(CATALOG),
+                stop=self.stopping.is_set,
+                progress=progress,
+            )
+        except PrometheusHistoryError as exc:  # the demo still runs, with Prometheus's minutes only
+            _say(f"history for Prometheus: not written ({exc})")
+            return
+        if self.tty:
+            _say()
+        _say(
+            f"history for Prometheus: {result.series:,} series read {result.snapshots} times "
+            f"({result.samples:,} samples) in {result.seconds:.1f} s"
+        )
+
+    def _backfill(self, http: str, metrics: str) -> Backfill:
         from .backfill import Backfill, BackfillError
 
         a = self.args
@@ -489,6 +528,7 @@ class Demo:
         _say(
             f"history: sent in {result.seconds:.1f} s, stored and counted in {time.time() - sent:.1f} s more"
         )
+        return history
 
     def _watch(self, folder: Path, metrics: str, prom_url: str | None) -> int:
         from .summary import Summary

@@ -203,3 +203,27 @@ def start_demo(folder: Path, *args: str, env: dict[str, str] | None = None) -> D
     demo._reader = threading.Thread(target=demo._read, daemon=True)
     demo._reader.start()
     return demo
+
+
+def needs_issue15(*parts: str) -> None:
+    """Skip while the other parts of issue 15 are not merged into this tree ("catalog": declared
+    parameters; "derive": the design families; "feedback": feedback events; "instr":
+    record_feedback). Once merged, the check always passes and the test runs."""
+    import importlib
+    import importlib.util
+
+    import pytest
+    from apiusage.conventions.catalog import Endpoint
+
+    def module(name: str) -> bool:
+        return importlib.util.find_spec(f"apiusage.processor.derive.{name}") is not None
+
+    present = {
+        "catalog": lambda: "query_parameters" in Endpoint.__dataclass_fields__,
+        "derive": lambda: module("design_metrics"),
+        "feedback": lambda: module("feedback_metrics"),
+        "instr": lambda: hasattr(importlib.import_module("apiusage.instrumentation"), "record_feedback"),
+    }
+    absent = [p for p in parts if not present[p]()]
+    if absent:
+        pytest.skip(f"needs the issue 15 parts not merged here: {', '.join(absent)}")

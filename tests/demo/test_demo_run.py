@@ -7,18 +7,20 @@ the traffic generator, Debian's Prometheus and Alertmanager, and Chromium for th
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from demo_support import Demo, need_monitoring, start_demo, wait_gone
+from demo_support import Demo, need_monitoring, needs_issue15, start_demo, wait_gone
 
-from tests.report.report_support import check_renders, check_structure, has_data
-from tests.support.processor import apiusage_command, get, matching, parse_metrics
+from tests.report.report_support import SECTION_IDS, check_renders, check_structure, has_data
+from tests.support.processor import apiusage_command, get, matching, parse_metrics, sample
 
 pytestmark = [pytest.mark.slow, pytest.mark.live]
 
@@ -102,6 +104,93 @@ def test_metrics_show_live_traffic_of_every_plan_tier_and_the_history(demo):
     assert sum(matching(samples, "api_time_to_first_success_seconds_count").values()) >= 10
 
 
+def test_the_demo_api_reads_the_region_header_and_exports_feedback_logs(demo):
+    def cmdline(pid: int) -> list[str]:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            return []
+
+    api = [p for p in demo.children() if "apiusage.demo.app:app" in cmdline(p.pid)]
+    assert api, [cmdline(p.pid) for p in demo.children()]
+    raw = Path(f"/proc/{api[-1].pid}/environ").read_bytes().split(b"\0")
+    env = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+    assert env["APIUSAGE_REGION_HEADERS"] == "CF-IPCountry"
+    assert env["OTEL_RESOURCE_ATTRIBUTES"] == "cloud.region=eu-west-1"
+    assert env["OTEL_LOGS_EXPORTER"] == "otlp"
+
+
+def test_metrics_show_the_design_insights_of_the_live_traffic(demo):
+    """Parameters, sizes, validation errors, one SDK's misuse, regions, errors and feedback, growing."""
+    needs_issue15("catalog", "derive", "feedback", "instr")
+    svc = {"service": "orders-api"}
+
+    def total(samples: dict, name: str, **labels: str) -> float:
+        return sum(matching(samples, name, **svc, **labels).values())
+
+    live = {
+        "feedback": lambda m: total(m, "api_feedback_total"),
+        "regions": lambda m: total(m, "api_region_requests_total", server_region="eu-west-1"),
+        "cursor": lambda m: total(m, "api_parameter_requests_total", route="/v2/orders", parameter="cursor"),
+        "downloads": lambda m: total(
+            m, "api_response_body_size_bytes_count", route="/v2/exports/{export_id}/download"
+        ),
+    }
+    before = _scrape(demo)
+    deadline = time.monotonic() + 60
+    while True:  # live traffic: each of these keeps growing
+        samples = _scrape(demo)
+        grown = {k: f(samples) > f(before) for k, f in live.items()}
+        if all(grown.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert all(grown.values()), grown
+    regions = {dict(lb)["client_region"] for lb in matching(samples, "api_region_requests_total", **svc)}
+    assert {"US", "DE", "GB", "JP", "IN"} <= regions, regions
+    assert not matching(samples, "api_parameter_requests_total", parameter="include_archived")
+    unused = sample(samples, "api_unused_parameters", method="GET", route="/v2/orders", **svc)
+    assert unused == 1
+    quantity = {
+        (dict(lb)["field"], dict(lb)["error_type"])
+        for lb in matching(samples, "api_validation_errors_total", route="/v2/orders", location="body", **svc)
+    }
+    assert ("lines.0.quantity", "int_parsing") in quantity, quantity
+    assert total(
+        samples, "api_validation_errors_total", route="/v2/exports", field="since", error_type="missing"
+    )
+
+    def ratio_4xx(client: str) -> float:
+        mine = matching(
+            samples,
+            "api_client_endpoint_requests_total",
+            client_name=client,
+            method="POST",
+            route="/v2/orders",
+        )
+        errors = sum(v for lb, v in mine.items() if dict(lb)["status_class"] == "4xx")
+        return errors / sum(mine.values())
+
+    assert ratio_4xx("shop-sdk-js") > 5 * ratio_4xx("shop-sdk-python"), (
+        ratio_4xx("shop-sdk-js"),
+        ratio_4xx("shop-sdk-python"),
+    )
+    assert total(
+        samples, "api_errors_total", route="/v2/invoices/{invoice_id}", error_type="LedgerUnavailable"
+    )
+    big = matching(
+        samples,
+        "api_response_body_size_bytes_bucket",
+        route="/v2/exports/{export_id}/download",
+        le="+Inf",
+        **svc,
+    )
+    sums = matching(
+        samples, "api_response_body_size_bytes_sum", route="/v2/exports/{export_id}/download", **svc
+    )
+    assert sum(sums.values()) / sum(big.values()) > 1 << 20  # several MB per download, on average
+    assert sample(samples, "api_feedback_consumers", window="1d", **svc) > 0
+
+
 def test_live_summary_shows_traffic_consumers_deprecations_and_alerts(demo):
     demo.wait_for(r"requests/s enterprise [\d.]+  pro [\d.]+  free [\d.]+", 20)
     line = demo.wait_for(r"active consumers \(24h\) (\d+): enterprise \d+  pro \d+  free \d+", 20)
@@ -144,6 +233,32 @@ def test_prometheus_scrapes_the_demo_and_every_alert_links_a_runbook_that_opens(
     assert _json(f"{am}/api/v2/status")["cluster"]["status"] == "disabled"
 
 
+def test_prometheus_has_the_history_so_growing_export_sizes_are_pending(demo):
+    """The weeks before the demo are in Prometheus (demo/launch/promhistory.py): the downloads
+    grew 1.6x on last week, so ApiResponseSizeGrowing is pending from its first evaluation (it
+    fires after its `for: 1h`)."""
+    assert re.search(r"history for Prometheus: [\d,]+ series read 168 times", demo.output), demo.output
+    prometheus = demo.urls["Prometheus"].split("/classic")[0].removesuffix("/alerts")
+    # Readings 6 h apart: the last one in the 7 h before that time two weeks ago.
+    query = urllib.parse.urlencode(
+        {"query": 'count(last_over_time(api_requests_total{service="orders-api"}[7h] offset 14d))'}
+    )
+    assert _json(f"{prometheus}/api/v1/query?{query}")["data"]["result"], "no series two weeks back"
+    rules = [r["name"] for g in _json(f"{prometheus}/api/v1/rules")["data"]["groups"] for r in g["rules"]]
+    if "ApiResponseSizeGrowing" not in rules:
+        pytest.skip("the API design alert rules are not merged here")
+    deadline = time.monotonic() + 90
+    while True:
+        alerts = _json(f"{prometheus}/api/v1/alerts")["data"]["alerts"]
+        growing = [a for a in alerts if a["labels"]["alertname"] == "ApiResponseSizeGrowing"]
+        if growing or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert [(a["labels"]["route"], a["state"]) for a in growing] == [
+        ("/v2/exports/{export_id}/download", "pending")
+    ], growing
+
+
 def test_report_against_the_demos_prometheus_renders_in_chromium(demo, tmp_path):
     prometheus = demo.urls["Prometheus"].split("/classic")[0].removesuffix("/alerts")
     deadline = time.monotonic() + 45
@@ -161,11 +276,11 @@ def test_report_against_the_demos_prometheus_renders_in_chromium(demo, tmp_path)
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(f"wrote {out} (6 sections)"), result.stdout
+    assert result.stdout.startswith(f"wrote {out} ({len(SECTION_IDS)} sections)"), result.stdout
     text = out.read_text(encoding="utf-8")
     page = check_structure(text)
-    # Prometheus started minutes ago: the charts start there instead of a week back.
-    assert "Prometheus holds API metrics only since" in text
+    # Prometheus got the history's weeks before it started: the charts cover the whole week.
+    assert "Prometheus holds API metrics only since" not in text
     traffic = page.sections["traffic"]
     assert has_data(traffic[0]) and has_data(traffic[1]), "requests per second / top endpoints"
     assert has_data(page.sections["adoption"][3]), "cohort retention heatmap"

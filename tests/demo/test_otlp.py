@@ -82,3 +82,92 @@ def test_out_of_range_ints_and_bad_strings_are_refused_by_protobuf_not_truncated
         key_value("k", 2**63)
     with pytest.raises(ValueError):
         set_value(key_value("k", 0).value, "\udcff")  # a lone surrogate is not UTF-8
+
+
+def test_design_attributes_use_the_contract_names_and_string_arrays():
+    from apiusage.conventions import attributes as attr
+    from apiusage.demo.otlp import design_attributes
+
+    values = design_attributes(
+        query_parameters=("cursor", "limit"),
+        body_fields=["lines", "shipping.method"],
+        request_size=180,
+        response_size=3 << 20,
+        validation_errors=[("body.lines.0.quantity", "int_parsing"), ("query.limit", "missing")],
+        client_region="DE",
+        error_type="LedgerUnavailable",
+    )
+    assert values == {
+        attr.ATTR_SCHEMA_VERSION: 2,
+        "apiusage.request.query_parameters": ["cursor", "limit"],
+        "apiusage.request.body_fields": ["lines", "shipping.method"],
+        "http.request.body.size": 180,
+        "http.response.body.size": 3 << 20,
+        "apiusage.validation.error_locations": ["body.lines.0.quantity", "query.limit"],
+        "apiusage.validation.error_types": ["int_parsing", "missing"],
+        "apiusage.client.region": "DE",
+        "error.type": "LedgerUnavailable",
+    }
+    request = spans_request({"service.name": "orders-api"}, [values], start_ns=1, end_ns=2)
+    decoded = ExportTraceServiceRequest.FromString(request.SerializeToString())
+    wire = {
+        a.key: MessageToDict(a.value) for a in decoded.resource_spans[0].scope_spans[0].spans[0].attributes
+    }
+    assert wire["apiusage.request.query_parameters"] == {
+        "arrayValue": {"values": [{"stringValue": "cursor"}, {"stringValue": "limit"}]}
+    }
+    assert wire["apiusage.validation.error_types"] == {
+        "arrayValue": {"values": [{"stringValue": "int_parsing"}, {"stringValue": "missing"}]}
+    }
+    assert wire["http.response.body.size"] == {"intValue": str(3 << 20)}
+    # Left out unless given; an empty list is an empty array; a version 1 span has no version 2 names.
+    assert design_attributes() == {attr.ATTR_SCHEMA_VERSION: 2}
+    assert design_attributes(query_parameters=[], schema_version=None) == {
+        "apiusage.request.query_parameters": []
+    }
+    assert design_attributes(schema_version=1) == {attr.ATTR_SCHEMA_VERSION: 1}
+
+
+def test_feedback_request_round_trips_as_otlp_logs():
+    from apiusage.demo.otlp import ExportLogsServiceRequest, feedback_request
+
+    request = feedback_request(
+        {"service.name": "orders-api", "cloud.region": "eu-west-1"},
+        [
+            {"score": 4, "category": "docs", "time_ns": 10, "route": "/v2/orders", "consumer_id": "c1"},
+            {"score": "5", "category": "sdk", "time_ns": 20, "observed_ns": 25, "legacy_event_name": True},
+            {"score": 2.0, "category": "errors", "time_ns": 30, "attributes": {"extra": True}},
+        ],
+    )
+    decoded = ExportLogsServiceRequest.FromString(request.SerializeToString())
+    rl = decoded.resource_logs[0]
+    assert {a.key: a.value.string_value for a in rl.resource.attributes} == {
+        "service.name": "orders-api",
+        "cloud.region": "eu-west-1",
+    }
+    assert rl.scope_logs[0].scope.name == "apiusage"
+    records = rl.scope_logs[0].log_records
+    assert [(r.event_name, r.time_unix_nano, r.observed_time_unix_nano) for r in records] == [
+        ("apiusage.feedback", 10, 10),
+        ("", 20, 25),
+        ("apiusage.feedback", 30, 30),
+    ]
+    assert [{a.key: MessageToDict(a.value) for a in r.attributes} for r in records] == [
+        {
+            "apiusage.feedback.score": {"intValue": "4"},
+            "apiusage.feedback.category": {"stringValue": "docs"},
+            "apiusage.feedback.route": {"stringValue": "/v2/orders"},
+            "apiusage.consumer.id": {"stringValue": "c1"},
+        },
+        {
+            "event.name": {"stringValue": "apiusage.feedback"},
+            "apiusage.feedback.score": {"stringValue": "5"},
+            "apiusage.feedback.category": {"stringValue": "sdk"},
+        },
+        {
+            "apiusage.feedback.score": {"doubleValue": 2.0},
+            "apiusage.feedback.category": {"stringValue": "errors"},
+            "extra": {"boolValue": True},
+        },
+    ]
+    assert all(r.severity_text == "INFO" and r.severity_number == 9 for r in records)
