@@ -35,5 +35,13 @@ SERVICE_NAME = "orders-api"
 REGION_HEADER = "CF-IPCountry"
 #: Where the demo service runs: its ``cloud.region`` resource attribute, live and in the history.
 SERVER_REGION = "eu-west-1"
+#: What the demo service's environment adds for the API design insights, wherever it runs
+#: (`apiusage demo`, the live dashboard tests): feedback log records over OTLP, the server's
+#: region, and the CDN header the traffic sets.
+DESIGN_ENVIRONMENT = {
+    "OTEL_LOGS_EXPORTER": "otlp",
+    "OTEL_RESOURCE_ATTRIBUTES": f"cloud.region={SERVER_REGION}",
+    "APIUSAGE_REGION_HEADERS": REGION_HEADER,
+}
 
-__all__ = ["CATALOG", "PLANS", "REGION_HEADER", "SERVER_REGION", "SERVICE_NAME"]
+__all__ = ["CATALOG", "DESIGN_ENVIRONMENT", "PLANS", "REGION_HEADER", "SERVER_REGION", "SERVICE_NAME"]

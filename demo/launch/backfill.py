@@ -23,7 +23,7 @@ pseudonymized with the same key as the demo service, so history and live traffic
 belong to the same consumers. The service upgraded its instrumentation four weeks ago
 (``UPGRADED_DAYS_AGO``): older spans are schema version 1; newer ones are version 2 and
 also carry what each SDK sends (query parameter and body field names), body sizes, the
-validation errors of 422s (the JavaScript SDK's ``body.lines.0.quantity``, the CLI's
+validation errors of 422s (the JavaScript SDK's ``body.lines.*.quantity``, the CLI's
 missing ``body.since``), ``error.type`` of 5xx, the consumer's country
 (``traffic.region_of``) and, on the resource, ``cloud.region``. Export downloads grow
 by ``EXPORT_WEEKLY_GROWTH`` a week up to today's size (``promhistory`` gives Prometheus
@@ -447,7 +447,7 @@ _ERROR_TYPES = {("GET", "/v2/invoices/{invoice_id}"): "LedgerUnavailable"}
 def _validation(c: Call) -> list[tuple[str, str]]:
     m = c.member
     if c.route == "/v2/orders" and m.client == "shop-sdk-js" and not c.first_try:
-        return [("body.lines.0.quantity", "int_parsing")]
+        return [("body.lines.*.quantity", "int_parsing")]
     if c.route == "/v2/orders":
         return [("body.lines", "too_short")]
     if c.route == "/v2/exports" and m.client == "shop-cli" and not c.first_try:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from .. import CATALOG, PLANS, REGION_HEADER, SERVER_REGION, SERVICE_NAME
+from .. import CATALOG, DESIGN_ENVIRONMENT, PLANS, SERVICE_NAME
 from .children import Child, ChildError, wait_until
 from .ports import HOST, PORTS, PortError, claim
 
@@ -315,14 +315,12 @@ class Demo:
                         "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
                         "OTEL_BSP_SCHEDULE_DELAY": "1000",
                         "OTEL_BLRP_SCHEDULE_DELAY": "1000",
-                        # Feedback events are OTLP log records; the processor takes logs too.
-                        "OTEL_LOGS_EXPORTER": "otlp",
-                        "OTEL_RESOURCE_ATTRIBUTES": f"cloud.region={SERVER_REGION}",
                         "APIUSAGE_PSEUDONYM_KEY": PSEUDONYM_KEY,
                         "APIUSAGE_PLAN_TIERS": str(PLANS),
                         "APIUSAGE_CATALOG": str(CATALOG),
-                        # The traffic plays a CDN in front of the service: it sets this header.
-                        "APIUSAGE_REGION_HEADERS": REGION_HEADER,
+                        # Feedback events are OTLP log records (the processor takes logs too);
+                        # the traffic plays a CDN in front of the service and sets the header.
+                        **DESIGN_ENVIRONMENT,
                     }
                 ),
             )

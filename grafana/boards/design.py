@@ -54,14 +54,14 @@ def merged_table(rename: dict[str, str], exclude: tuple[str, ...] = ()) -> table
     )
 
 
-def mean_score(sel: str) -> str:
-    """Mean feedback score per service and route: each score's rate weighted by its value."""
-    weighted = " or ".join(
-        f'rate(api_feedback_total{{{sel}, score="{s}"}}[$__rate_interval]) * {s}' for s in SCORES
-    )
+def mean_score(sel: str, window: str = "$__range") -> str:
+    """Mean feedback score per service and route over `window`: each score's rate weighted by
+    its value.  Feedback is sparse (a few events an hour), so the table reads the whole range
+    shown, not the rate interval, where most instants would have none (0/0)."""
+    weighted = " or ".join(f'rate(api_feedback_total{{{sel}, score="{s}"}}[{window}]) * {s}' for s in SCORES)
     return (
         f"sum by (service, route) ({weighted}) / "
-        f"sum by (service, route) (rate(api_feedback_total{{{sel}}}[$__rate_interval]))"
+        f"sum by (service, route) (rate(api_feedback_total{{{sel}}}[{window}]))"
     )
 
 
@@ -338,18 +338,24 @@ def design(alerts: Alerts) -> dashboard.Dashboard:
         ),
         14,
         CONTRACT,
-        "Is the feedback about the endpoints people use? Per route: mean feedback score, "
-        "feedback events per second, and requests per second (route empty: feedback about "
-        "the whole API).",
+        "Is the feedback about the endpoints people use? Per route, over the time range shown: "
+        "mean feedback score, feedback events per second, and requests per second (route "
+        "empty: feedback about the whole API).",
         "short",
         24,
         9,
         q(mean_score(fb), "", instant=True, table_format=True),
-        q(sum_rate("service, route", "api_feedback_total", fb), "", ref="B", instant=True, table_format=True),
         q(
-            sum_rate("service, route", "api_requests_total", fb)
+            sum_rate("service, route", "api_feedback_total", fb, "$__range"),
+            "",
+            ref="B",
+            instant=True,
+            table_format=True,
+        ),
+        q(
+            sum_rate("service, route", "api_requests_total", fb, "$__range")
             + " and on (service, route) "
-            + sum_rate("service, route", "api_feedback_total", fb),
+            + sum_rate("service, route", "api_feedback_total", fb, "$__range"),
             "",
             ref="C",
             instant=True,

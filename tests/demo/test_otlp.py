@@ -93,7 +93,7 @@ def test_design_attributes_use_the_contract_names_and_string_arrays():
         body_fields=["lines", "shipping.method"],
         request_size=180,
         response_size=3 << 20,
-        validation_errors=[("body.lines.0.quantity", "int_parsing"), ("query.limit", "missing")],
+        validation_errors=[("body.lines.*.quantity", "int_parsing"), ("query.limit", "missing")],
         client_region="DE",
         error_type="LedgerUnavailable",
     )
@@ -103,7 +103,7 @@ def test_design_attributes_use_the_contract_names_and_string_arrays():
         "apiusage.request.body_fields": ["lines", "shipping.method"],
         "http.request.body.size": 180,
         "http.response.body.size": 3 << 20,
-        "apiusage.validation.error_locations": ["body.lines.0.quantity", "query.limit"],
+        "apiusage.validation.error_locations": ["body.lines.*.quantity", "query.limit"],
         "apiusage.validation.error_types": ["int_parsing", "missing"],
         "apiusage.client.region": "DE",
         "error.type": "LedgerUnavailable",

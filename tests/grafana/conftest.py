@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.grafana.design_series import Exposition
 from tests.grafana.grafana_support import alert_rule_files, dashboards, panel
 from tests.grafana.live_support import Prometheus, TraceSink, demo_service, prometheus_server
 from tests.support.polling import wait_until
@@ -75,6 +74,24 @@ def always_firing(folder: Path) -> tuple[Path, dict[str, str]]:
     return path, names
 
 
+def send_feedback(base_url: str) -> None:
+    """One feedback post per score, about the whole API and about POST /v2/orders.
+
+    Feedback is about 1% of the demo's requests, so in a short run most (route, category,
+    score) series see a single event, and rate() cannot tell one event from a new series:
+    posting the same set before and after the traffic gives every feedback panel a rate.
+    """
+    import httpx
+    from apiusage.demo.app import load_plans
+
+    key = sorted(load_plans())[0]  # a key the demo service accepts
+    with httpx.Client(base_url=base_url, headers={"X-API-Key": key}) as client:
+        for score in range(1, 6):
+            for route in (None, "/v2/orders"):
+                body = {"score": score, "category": "errors", "route": route}
+                client.post("/v1/feedback", json=body).raise_for_status()
+
+
 @pytest.fixture(scope="module")
 def live_stack(tmp_path_factory) -> LiveStack:
     from apiusage.demo import CATALOG, traffic
@@ -86,7 +103,6 @@ def live_stack(tmp_path_factory) -> LiveStack:
     synthetic, names = always_firing(tmp / "rules")
     with (
         TraceSink() as sink,
-        Exposition() as design,
         start_processor(
             tmp,
             {
@@ -103,9 +119,6 @@ def live_stack(tmp_path_factory) -> LiveStack:
             "rule_files": [str(p) for p in [*rules, synthetic]],
             "scrape_configs": [
                 {"job_name": "apiusage", "static_configs": [{"targets": [metrics]}]},
-                # The API design families (issue 15), until the demo's traffic produces them:
-                # tests/grafana/design_series.py.  Drop this job when the processor derives them.
-                {"job_name": "apiusage-design-synthetic", "static_configs": [{"targets": [design.target]}]},
             ],
         }
         with (
@@ -115,7 +128,9 @@ def live_stack(tmp_path_factory) -> LiveStack:
             ) as demo,
         ):
             start = time.time()
+            send_feedback(demo)
             stats = traffic.run(demo, duration=TRAFFIC_SECONDS, rate=60, seed=20261125, burst_every=4)
+            send_feedback(demo)
             # Give the spans time to be exported, derived, flushed, recomputed and scraped.
             for probe in (
                 'apiusage_forwarded_requests_total{outcome="success"} > 0',

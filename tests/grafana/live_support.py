@@ -156,7 +156,7 @@ def bin_path(name: str) -> str | None:
 @contextlib.contextmanager
 def demo_service(otlp_grpc_endpoint: str, key: str, log: Path) -> Iterator[str]:
     """The demo service under `opentelemetry-instrument uvicorn`, exporting to the processor."""
-    from apiusage.demo import CATALOG, PLANS, SERVICE_NAME
+    from apiusage.demo import CATALOG, DESIGN_ENVIRONMENT, PLANS, SERVICE_NAME
 
     instrument, uvicorn = bin_path("opentelemetry-instrument"), bin_path("uvicorn")
     if instrument is None or uvicorn is None:
@@ -172,6 +172,8 @@ def demo_service(otlp_grpc_endpoint: str, key: str, log: Path) -> Iterator[str]:
             "APIUSAGE_PSEUDONYM_KEY": key,
             "APIUSAGE_PLAN_TIERS": str(PLANS),
             "APIUSAGE_CATALOG": str(CATALOG),
+            "OTEL_BLRP_SCHEDULE_DELAY": "200",
+            **DESIGN_ENVIRONMENT,
         }
     )
     port = free_port()

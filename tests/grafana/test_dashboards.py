@@ -161,6 +161,8 @@ def test_lint_rate_interval(uid):
     for p in data_panels(dashboards()[uid]):
         for t in p["targets"]:
             allowed = {"$__rate_interval"} | ({SLO_WINDOW} if (uid, p["id"]) in SLO_WINDOW_PANELS else set())
+            if t.get("instant"):
+                allowed.add("$__range")  # an instant table over the range shown (sparse feedback)
             for fn, rng in range_arguments(t["expr"]):
                 assert rng in allowed, f"panel {p['id']}: {fn}(...[{rng}]) should use $__rate_interval"
 
