@@ -15,7 +15,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
-from tests.processor.test_feedback import ORDERS, T, fb, feedback_attrs, logs_request
+from tests.support.feedback import ORDERS, T, fb, feedback_attrs, logs_request
 from tests.support.processor import get, matching, running_processor, sample, wait_for
 
 pytestmark = pytest.mark.slow  # a processor and the SDK's batch processors per test

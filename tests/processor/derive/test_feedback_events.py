@@ -21,50 +21,22 @@ from apiusage.processor.receivers.passthrough import (
 )
 from apiusage.processor.receivers.payload import InvalidPayload, PayloadTooLarge
 from apiusage.processor.telemetry import PipelineStats
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-SCORE, CATEGORY, ROUTE = "apiusage.feedback.score", "apiusage.feedback.category", "apiusage.feedback.route"
-CONSUMER = "apiusage.consumer.id"
-T = 1_700_000_000_123_456_789
-
-
-def feedback_attrs(
-    score: object = 4, category: object = "docs", route: object = None, **extra: object
-) -> dict:
-    return {SCORE: score, CATEGORY: category, ROUTE: route, **extra}
-
-
-def logs_request(*resources: tuple[dict, list[dict]]) -> ExportLogsServiceRequest:
-    """A request of resources, each (resource attributes, records); a record is a dict with
-    optional `event_name`, `time`, `observed`, `body` and `attributes`."""
-    request = ExportLogsServiceRequest()
-    for resource, records in resources:
-        rl = request.resource_logs.add()
-        add_attributes(rl.resource.attributes, resource)
-        scope = rl.scope_logs.add()
-        scope.scope.name = "tests.feedback"
-        for r in records:
-            record = scope.log_records.add()
-            record.event_name = r.get("event_name", "")
-            record.time_unix_nano = r.get("time", 0)
-            record.observed_time_unix_nano = r.get("observed", 0)
-            if "body" in r:
-                record.body.string_value = r["body"]
-            add_attributes(record.attributes, r.get("attributes", {}))
-    return request
-
-
-def fb(**kwargs: object) -> dict:
-    """A feedback record named by the OTLP event_name field."""
-    attributes = kwargs.pop("attributes", feedback_attrs())
-    return {"event_name": "apiusage.feedback", "time": T, "attributes": attributes, **kwargs}
+from tests.support.feedback import (
+    CATEGORY,
+    CONSUMER,
+    ORDERS,
+    ROUTE,
+    SCORE,
+    T,
+    fb,
+    feedback_attrs,
+    logs_request,
+)
 
 
 def read(body: bytes, **kwargs: object) -> tuple[list[Feedback], int]:
     return extract_feedback(feedback_in_protobuf(body), now_ns=42, **kwargs)  # type: ignore[arg-type]
-
-
-ORDERS = {"service.name": "orders-api"}
 
 
 def test_feedback_records_become_exact_feedback_tuples() -> None:

@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 )
 
 from tests.processor.receivers.test_http import post
-from tests.processor.test_feedback import ORDERS, T, fb, feedback_attrs, logs_request
+from tests.support.feedback import ORDERS, T, fb, feedback_attrs, logs_request
 from tests.support.otlp import request_with_spans
 
 LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
