@@ -237,9 +237,10 @@ def test_processor_only_cli_names_the_missing_extras(processor_venv: Path, tmp_p
     # `catalog` needs only PyYAML, so it is there too (and works).
     assert _commands(help_.stdout) == ["serve", "consumers", "rules", "runbooks", "demo", "report", "catalog"]
     catalog = _apiusage(processor_venv, "catalog", "check", str(ROOT / "demo/catalog.yaml"), cwd=tmp_path)
-    assert (catalog.returncode, catalog.stdout) == (0, "orders-api: 17 endpoint(s), 3 deprecated, 25 declared parameter(s)\n"), (
-        catalog.stderr
-    )
+    assert (catalog.returncode, catalog.stdout) == (
+        0,
+        "orders-api: 17 endpoint(s), 3 deprecated, 25 declared parameter(s)\n",
+    ), catalog.stderr
     demo = _apiusage(processor_venv, "demo", cwd=tmp_path)
     assert (demo.returncode, demo.stdout) == (1, "")
     assert "pip install 'apiusage[demo]'" in demo.stderr and "Traceback" not in demo.stderr, demo.stderr
