@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 from instr_support import Client, Spans
-from opentelemetry._logs import get_logger_provider, set_logger_provider
 from opentelemetry.instrumentation._semconv import _OpenTelemetrySemanticConventionStability
-from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
-from opentelemetry.sdk.resources import Resource
+
+from tests.support.otel_logs import global_log_forward
 
 
 @pytest.fixture(autouse=True)
@@ -61,39 +60,6 @@ def semconv(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str | None], 
     monkeypatch.delenv("OTEL_SEMCONV_STABILITY_OPT_IN", raising=False)
     _OpenTelemetrySemanticConventionStability._initialized = False
     _OpenTelemetrySemanticConventionStability._initialize()
-
-
-class _Forward(LogRecordProcessor):
-    """The global LoggerProvider's one processor: forwards to what the current test attached."""
-
-    def __init__(self) -> None:
-        self.targets: list[LogRecordProcessor] = []
-
-    def on_emit(self, log_record: Any) -> None:
-        for target in list(self.targets):
-            target.on_emit(log_record)
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return all(target.force_flush(timeout_millis) for target in list(self.targets))
-
-
-_FORWARD: list[_Forward] = []
-
-
-def global_log_forward() -> _Forward:
-    """The forwarder on the process's global LoggerProvider (set once: OpenTelemetry allows one)."""
-    if not _FORWARD:
-        provider = get_logger_provider()
-        if not isinstance(provider, LoggerProvider):
-            provider = LoggerProvider(resource=Resource.create({"service.name": "orders-api"}))
-            set_logger_provider(provider)
-        forward = _Forward()
-        provider.add_log_record_processor(forward)
-        _FORWARD.append(forward)
-    return _FORWARD[0]
 
 
 @pytest.fixture

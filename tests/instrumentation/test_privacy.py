@@ -208,7 +208,7 @@ def test_no_parameter_field_or_header_value_in_any_span_or_log_record(
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_COMPRESSION", raising=False)
     sink = OtlpSink()
     log_processor = SimpleLogRecordProcessor(OTLPLogExporter(endpoint=f"{sink.endpoint}/v1/logs"))
-    from conftest import global_log_forward
+    from tests.support.otel_logs import global_log_forward
 
     global_log_forward().targets.append(log_processor)
     try:
