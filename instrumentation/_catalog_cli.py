@@ -19,11 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from apiusage.conventions._yaml import YamlLimits, safe_load
 from apiusage.conventions.catalog import CatalogError, dump_catalog, load_catalog
 
 from ._openapi import catalog_from_openapi
 
 EXIT_ERROR = 2
+# OpenAPI documents nest deeper and hold longer descriptions than the data files YamlLimits suits;
+# still bounded, so a hostile document is refused by name instead of raising RecursionError.
+_OPENAPI_YAML = YamlLimits(max_depth=256, max_scalar_chars=1 << 20)
 
 
 class _Failure(Exception):
@@ -151,8 +155,10 @@ def _parse(text: str, source: str) -> Any:
         return json.loads(text)
     except ValueError:
         pass
+    except RecursionError:
+        raise _Failure(f"{source}: JSON nested too deep to read") from None
     try:
-        return yaml.safe_load(text)
+        return safe_load(text, _OPENAPI_YAML)
     except yaml.YAMLError as exc:
         raise _Failure(f"{source}: neither JSON nor YAML: {exc}") from None
 

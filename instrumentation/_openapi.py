@@ -33,6 +33,9 @@ _EXTENSIONS = ("x-deprecated-since", "x-sunset", "x-replacement", "x-deprecation
 MAX_BODY_DEPTH = 8
 _MAX_REF_CHAIN = 32  # $ref to $ref to ...: past this the document is taken to loop
 _MAX_SCHEMA_NODES = 10_000  # schemas visited per request body, whatever the document's shape
+# Schemas inside schemas (properties, allOf/anyOf/oneOf) followed at most: a document built in
+# memory (app.openapi()) has no reader's depth bound, and each level is a Python frame here.
+MAX_SCHEMA_NESTING = 64
 
 
 def operation_endpoint(
@@ -179,15 +182,19 @@ class _Declared:
             ):
                 continue
             if isinstance(content, dict):
-                self.fields(content.get("schema"), "", depth, names, [])
+                self.fields(content.get("schema"), "", depth, names, [], 0)
         return self.bounded("request body fields", list(names))
 
-    def fields(self, schema: Any, prefix: str, depth: int, names: dict[str, None], stack: list[int]) -> None:
+    def fields(
+        self, schema: Any, prefix: str, depth: int, names: dict[str, None], stack: list[int], level: int
+    ) -> None:
         self.nodes += 1
         if self.nodes > _MAX_SCHEMA_NODES:
             raise self.fail(
                 f"request body schema has more than {_MAX_SCHEMA_NODES} parts; lower --body-depth"
             )
+        if level > MAX_SCHEMA_NESTING:
+            raise self.fail(f"request body schema nests schemas more than {MAX_SCHEMA_NESTING} deep")
         schema = self.resolve(schema)
         if not isinstance(schema, dict) or id(schema) in stack:
             return  # not a schema we can read, or a composition that includes itself
@@ -204,13 +211,13 @@ class _Declared:
                             "lower --body-depth"
                         )
                     if depth > 1:
-                        self.fields(sub, f"{full}.", depth - 1, names, [])
+                        self.fields(sub, f"{full}.", depth - 1, names, [], level + 1)
             # A name any part of a composition declares is declared.
             for key in ("allOf", "anyOf", "oneOf"):
                 parts = schema.get(key)
                 if isinstance(parts, list):
                     for part in parts:
-                        self.fields(part, prefix, depth, names, stack)
+                        self.fields(part, prefix, depth, names, stack, level + 1)
         finally:
             stack.pop()
 

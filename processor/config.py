@@ -362,6 +362,10 @@ class LimitsConfig:
     default_max_label_values: int = bounded(1000, above=0)
     max_label_values: Mapping[str, int] = field(default_factory=lambda: _DEFAULT_LABEL_LIMITS)
     max_label_length: int = bounded(128, min=8)
+    # Distinct `parameter` (and validation `field`) values per endpoint, inside the family-wide
+    # limit: a route whose clients put values into names (`?<uuid>=1`) then folds its own names
+    # into __other__ instead of taking every place from the other routes.
+    max_names_per_route: int = bounded(100, above=0, max=INT32_MAX)
 
     def label_limit(self, label: str) -> int:
         default = _DEFAULT_LABEL_LIMITS.get(label, self.default_max_label_values)

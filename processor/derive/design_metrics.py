@@ -46,6 +46,8 @@ HISTOGRAMS = (
     "api_response_body_size_bytes",
     "api_region_request_duration_seconds",
 )
+# Families whose name label is bounded per endpoint as well (LimitsConfig.max_names_per_route).
+_SCOPED = {"api_parameter_requests": "parameter", "api_validation_errors": "field"}
 #: The region label of a request whose span (or resource) names none.
 UNKNOWN_REGION = "unknown"
 
@@ -97,6 +99,8 @@ class DesignMetrics:
 
         def table(name: str, new_cell: Callable[[], list[Any]]) -> SeriesTable:
             labels = FAMILIES[name]
+            # The names of one (service, method, route) are bounded on their own too.
+            per_route = labels.index(_SCOPED[name]) if name in _SCOPED else None
             return SeriesTable(
                 name,
                 labels,
@@ -105,6 +109,7 @@ class DesignMetrics:
                 self._ttl,
                 new_cell,
                 stats,
+                None if per_route is None else (per_route, 3, limits.max_names_per_route),
             )
 
         counter_cell = lambda: [0.0, 0.0]  # noqa: E731  [last_update, value]

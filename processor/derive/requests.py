@@ -25,7 +25,7 @@ from ..telemetry import PipelineStats
 from .plans import PlanLookup
 from .routes import PLACEHOLDER_ROUTES, normalize_path
 from .sampling import MAX_ADJUSTED_COUNT, adjusted_count
-from .series import sanitize_label_value
+from .series import OVERFLOW_VALUE, sanitize_label_value
 
 if TYPE_CHECKING:
     from apiusage.conventions.catalog import Catalog
@@ -100,6 +100,11 @@ _TRUE = frozenset((True, "true", "True", "TRUE", 1))
 _KNOWN_SCHEMAS = frozenset(KNOWN_SCHEMA_VERSIONS) | frozenset(str(v) for v in KNOWN_SCHEMA_VERSIONS)
 # Every upper-case two-letter code (ISO 3166-1 alpha-2 and the CDNs' XX, T1 is not one).
 _ALPHA2 = frozenset(a + b for a in string.ascii_uppercase for b in string.ascii_uppercase)
+# Names a sender may not use: the overflow label value and the instrumentation's cut marker would
+# read as "folded" and "cut" on every dashboard (dropped and counted as invalid_name).
+_RESERVED_NAMES = frozenset((OVERFLOW_VALUE, TRUNCATED))
+# The largest OTLP int: a double past it is no body size any service sent.
+_MAX_SIZE = 2**63 - 1
 _DESIGN_CHECKS = (
     "invalid_body_size",
     "invalid_name",
@@ -289,7 +294,7 @@ class Deriver:
         out: list[str] = []
         bad = False
         for v in value:
-            if v.__class__ is not str or not v:
+            if v.__class__ is not str or not v or v in _RESERVED_NAMES:
                 bad = True
                 continue
             out.append(v if v in clean else label(v))
@@ -309,7 +314,7 @@ class Deriver:
         """A body size in bytes: a non-negative integer (an integral double too), else None."""
         if value.__class__ is int and value >= 0:
             return value
-        if value.__class__ is float and value.is_integer() and value >= 0:
+        if value.__class__ is float and value.is_integer() and 0 <= value <= _MAX_SIZE:
             return int(value)
         self._design_issues["invalid_body_size"] += 1
         return None
@@ -338,7 +343,14 @@ class Deriver:
         out = []
         bad = False
         for loc, kind in zip(locs[:n], kinds[:n], strict=True):
-            if loc.__class__ is not str or kind.__class__ is not str or not loc or not kind:
+            if (
+                loc.__class__ is not str
+                or kind.__class__ is not str
+                or not loc
+                or not kind
+                or kind in _RESERVED_NAMES
+                or not _RESERVED_NAMES.isdisjoint(loc.split(".", 1))  # the location and the field
+            ):
                 bad = True
                 continue
             out.append((loc if loc in clean else label(loc), kind if kind in clean else label(kind)))
@@ -465,7 +477,8 @@ class Deriver:
                     consumer = None
                 elif consumer not in clean_ids:
                     consumer = self._consumer(consumer)
-                if schema is not None and schema not in _KNOWN_SCHEMAS:
+                # True == 1 would pass for version 1
+                if schema is not None and (schema not in _KNOWN_SCHEMAS or schema is True):
                     bad_schema += 1
                 if end < start:
                     end_before_start += 1

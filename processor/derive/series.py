@@ -52,7 +52,11 @@ class SeriesTable:
         ttl: float,
         new_cell: Callable[[], list[Any]],
         stats: PipelineStats,
+        scoped: tuple[int, int, int] | None = None,
     ) -> None:
+        """`scoped` (label index, prefix length, limit) also bounds that label's distinct values
+        within each value of the labels before it (per endpoint), so one noisy endpoint cannot
+        take every place of a label the whole family shares."""
         self.metric = metric
         self.labels = tuple(labels)
         self._limits = tuple(limits)
@@ -63,6 +67,9 @@ class SeriesTable:
         self.series: dict[tuple[Any, ...], list[Any]] = {}
         # Per label: value → number of live series using it.
         self._values: list[dict[str, int]] = [{} for _ in self.labels]
+        self._scoped = scoped
+        # Scope prefix → value of the scoped label → number of live series using it.
+        self._scope_values: dict[tuple[Any, ...], dict[str, int]] = {}
         # raw key → (cell, labels folded into __other__); rebuilt after every sweep.
         self._resolved: dict[tuple[Any, ...], tuple[list[Any], tuple[str, ...]]] = {}
 
@@ -87,14 +94,20 @@ class SeriesTable:
         return cell, bool(self._resolved[raw_key][1])  # cell() has just put it there
 
     def _resolve(self, raw_key: tuple[Any, ...]) -> tuple[list[Any], tuple[str, ...]]:
-        key = []
+        key: list[Any] = []
         folded = []
+        scoped_at, prefix_length, scoped_limit = self._scoped or (-1, 0, 0)
         for i, raw in enumerate(raw_key):
             value = sanitize_label_value(raw, self._max_length)
             known = self._values[i]
             if value not in known and len(known) >= self._limits[i]:
                 value = OVERFLOW_VALUE
                 folded.append(self.labels[i])
+            elif i == scoped_at and value != OVERFLOW_VALUE:
+                in_scope = self._scope_values.get(tuple(key[:prefix_length]))
+                if in_scope is not None and value not in in_scope and len(in_scope) >= scoped_limit:
+                    value = OVERFLOW_VALUE
+                    folded.append(self.labels[i])
             key.append(value)
         key_t = tuple(key)
         cell = self.series.get(key_t)
@@ -104,6 +117,10 @@ class SeriesTable:
             for i, value in enumerate(key_t):
                 if value != OVERFLOW_VALUE:
                     self._values[i][value] = self._values[i].get(value, 0) + 1
+            if self._scoped is not None and key_t[scoped_at] != OVERFLOW_VALUE:
+                in_scope = self._scope_values.setdefault(key_t[:prefix_length], {})
+                value = key_t[scoped_at]
+                in_scope[value] = in_scope.get(value, 0) + 1
         return cell, tuple(folded)
 
     def expire(self, now: float) -> int:
@@ -120,9 +137,26 @@ class SeriesTable:
                     self._values[i][value] = left
                 else:
                     del self._values[i][value]
+            if self._scoped is not None:
+                self._unscope(key)
         # Resolutions may point at dropped cells: start afresh (cheap, rebuilt lazily).
         self._resolved.clear()
         return len(stale)
+
+    def _unscope(self, key: tuple[Any, ...]) -> None:
+        scoped_at, prefix_length, _ = self._scoped  # type: ignore[misc]
+        value = key[scoped_at]
+        if value == OVERFLOW_VALUE:
+            return
+        prefix = key[:prefix_length]
+        in_scope = self._scope_values[prefix]
+        left = in_scope[value] - 1
+        if left:
+            in_scope[value] = left
+        elif len(in_scope) > 1:
+            del in_scope[value]
+        else:
+            del self._scope_values[prefix]
 
     def __len__(self) -> int:
         return len(self.series)

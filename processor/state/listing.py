@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..derive.routes import catalog_key
 from .report import (
     DAY_MS,
     UNUSED_AFTER_DAYS,
@@ -125,8 +126,17 @@ def unused_parameter_list(
             "unused": [{"location": location, "name": name} for location, name in u.names],
         }
         for u in unused_parameters(store, catalog, now_ms, max_length, service)
-        if (not method or u.method == method.upper()) and (not route or u.route == route)
+        if (not method or u.method == method.upper()) and (not route or _same_route(u.route, route))
     ]
+
+
+def _same_route(observed: str, asked: str) -> bool:
+    """`asked` names the observed route in any template syntax (`/orders/:id` for `/orders/{id}`),
+    as the catalog's routes match the spans'."""
+    if observed == asked:
+        return True
+    key = catalog_key(asked)
+    return key is not None and key == catalog_key(observed)
 
 
 class AuditLog:

@@ -10,7 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
+from apiusage.conventions.catalog import CatalogError
 from apiusage.instrumentation import _catalog_cli
+from apiusage.instrumentation._openapi import catalog_from_openapi
 from apiusage.instrumentation.catalog import load_catalog
 from fastapi import FastAPI
 from instr_support import APPS, bin_path, need
@@ -405,4 +407,64 @@ def test_a_fastapi_apps_own_document_declares_its_parameters(tmp_path, capsys):
                 "body": ["sku", "quantity", "address", "address.city", "address.zip"],
             },
         },
+    ]
+
+
+def _nested_body(levels: int) -> str:
+    """An OpenAPI document, as JSON text, whose one request body nests allOf `levels` deep."""
+    schema = '{"allOf": [' * levels + '{"properties": {"deep": {}}}' + "]}" * levels
+    return (
+        '{"paths": {"/a": {"post": {"requestBody": {"content": {"application/json": {"schema": '
+        + schema
+        + "}}}}}}}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # parsed, then refused by the walk (each level is a Python frame there)
+        (_nested_body(200), "paths./a.post: request body schema nests schemas more than 64 deep"),
+        # past what json.loads can follow: a RecursionError it raises, not a ValueError
+        (_nested_body(5000), "JSON nested too deep to read"),
+        ("x: " + "[" * 3000 + "]" * 3000 + "\n", "neither JSON nor YAML: nested deeper than 256 levels"),
+    ],
+    ids=["walk", "json", "yaml"],
+)
+def test_deeply_nested_documents_are_refused_in_one_line_not_a_traceback(tmp_path, capsys, text, message):
+    path = tmp_path / "deep.json"
+    path.write_text(text)
+    code, out, err = run(["catalog", "from-openapi", "--file", str(path), "--service", "s"], capsys)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"apiusage catalog from-openapi: error: {path}: {message}")
+    assert err.count("\n") == 1
+
+
+def test_an_in_memory_document_nesting_10000_deep_is_refused_by_name():
+    # app.openapi() builds dicts no reader bounded
+    schema: dict = {"properties": {"deep": {}}}
+    for _ in range(10_000):
+        schema = {"allOf": [schema]}
+    doc = {"paths": {"/a": {"post": {"requestBody": {"content": {"application/json": {"schema": schema}}}}}}}
+    with pytest.raises(
+        CatalogError,
+        match=r"^<openapi>: paths\./a\.post: request body schema nests schemas more than 64 deep$",
+    ):
+        catalog_from_openapi(doc, "s")
+
+
+def test_a_yaml_document_with_a_long_description_still_reads(tmp_path, capsys):
+    # The data files' 64 KiB scalar bound would refuse a real API's long markdown description.
+    text = yaml.safe_dump(
+        {
+            "info": {"description": "x" * 200_000},
+            "paths": {"/a": {"get": {"parameters": [{"name": "q", "in": "query"}]}}},
+        }
+    )
+    path = tmp_path / "o.yaml"
+    path.write_text(text)
+    code, out, err = run(["catalog", "from-openapi", "--file", str(path), "--service", "s"], capsys)
+    assert (code, err) == (0, "")
+    assert yaml.safe_load(out)["services"]["s"]["endpoints"] == [
+        {"method": "GET", "route": "/a", "parameters": {"query": ["q"]}}
     ]

@@ -169,15 +169,69 @@ def test_client_endpoint_family_comes_from_the_request_counters() -> None:
 def test_100000_distinct_parameter_names_fold_into_other_and_are_counted() -> None:
     m, stats = metrics()
     names = [f"p{i}" for i in range(100_000)]
+    routes = [f"/v2/r{i}" for i in range(40)]
     for i in range(0, len(names), 500):  # batches of 500 requests of 1 name each, weight 1
-        m.consume([req(query_parameters=(n,)) for n in names[i : i + 500]])
+        m.consume(
+            [req(route=routes[(i + j) % 40], query_parameters=(n,)) for j, n in enumerate(names[i : i + 500])]
+        )
     series = m.snapshot().counters["api_parameter_requests"]
-    ep = ("orders", "POST", "/v2/orders")
-    assert len(series) == 2001  # the default limit of parameter, and __other__
-    assert series[(*ep, "query", OVERFLOW_VALUE)] == 98_000.0
-    assert series[(*ep, "query", "p1999")] == 1.0 and (*ep, "query", "p2000") not in series
+    assert len(series) == 2000 + 40  # the default limit of parameter, and __other__ per route
+    others = sum(v for k, v in series.items() if k[4] == OVERFLOW_VALUE)
+    assert others == 98_000.0
+    assert series[("orders", "POST", "/v2/r39", "query", "p1999")] == 1.0
+    assert not any(k[4] == "p2000" for k in series)
     assert stats.label_overflow[("api_parameter_requests", "parameter")] == 98_000.0
-    assert m.series_counts()["api_parameter_requests"] == 2001
+    assert m.series_counts()["api_parameter_requests"] == 2040
+
+
+def test_one_noisy_route_cannot_crowd_out_the_names_of_every_other_route() -> None:
+    m, stats = metrics()
+    m.consume([req(route="/v2/noisy", query_parameters=(f"id-{i}",)) for i in range(100_000)])
+    m.consume([req(route="/v2/orders", query_parameters=("limit", "cursor"), body_fields=("quantity",))])
+    c = m.snapshot().counters["api_parameter_requests"]
+    ep = ("orders", "POST", "/v2/orders")
+    assert c[(*ep, "query", "limit")] == 1.0
+    assert c[(*ep, "query", "cursor")] == 1.0
+    assert c[(*ep, "body", "quantity")] == 1.0
+    noisy = {k: v for k, v in c.items() if k[2] == "/v2/noisy"}
+    assert len(noisy) == 101  # max_names_per_route (100) names and __other__
+    assert noisy[("orders", "POST", "/v2/noisy", "query", OVERFLOW_VALUE)] == 99_900.0
+    assert stats.label_overflow[("api_parameter_requests", "parameter")] == 99_900.0
+
+
+def test_names_per_route_is_configurable_and_bounds_validation_fields_too() -> None:
+    m, stats = metrics(max_names_per_route=2)
+    m.consume(
+        [
+            req(route="/a", validation_errors=((f"body.f{i}", "missing"),), query_parameters=(f"q{i}",))
+            for i in range(5)
+        ]
+        + [req(route="/b", validation_errors=(("body.f4", "missing"),), query_parameters=("q4",))]
+    )
+    c = m.snapshot().counters
+    assert sorted(k[2:] for k in c["api_parameter_requests"]) == [
+        ("/a", "query", OVERFLOW_VALUE),
+        ("/a", "query", "q0"),
+        ("/a", "query", "q1"),
+        ("/b", "query", "q4"),  # a name another route folded is still this route's own
+    ]
+    assert c["api_validation_errors"][("orders", "POST", "/a", "body", OVERFLOW_VALUE, "missing")] == 3.0
+    assert c["api_validation_errors"][("orders", "POST", "/b", "body", "f4", "missing")] == 1.0
+    assert stats.label_overflow[("api_validation_errors", "field")] == 3.0
+
+
+def test_expired_series_give_their_place_under_the_per_route_bound_back() -> None:
+    stats = PipelineStats()
+    limits = LimitsConfig(series_ttl=1, max_names_per_route=1)
+    m = DesignMetrics(limits, LATENCY, DEFAULT_SIZE_BUCKETS, stats, sweep_interval=0.05)
+    m.consume([req(query_parameters=("old",))])
+    time.sleep(1.1)
+    m.snapshot()  # a scrape sweeps "old" away
+    m.consume([req(query_parameters=("new",))])
+    assert list(m.snapshot().counters["api_parameter_requests"]) == [
+        ("orders", "POST", "/v2/orders", "query", "new")
+    ]
+    assert m.tables["api_parameter_requests"]._scope_values == {("orders", "POST", "/v2/orders"): {"new": 1}}
 
 
 def test_configured_limits_bound_each_new_label() -> None:

@@ -212,3 +212,38 @@ def test_the_instrumentations_cut_marker_is_counted_never_a_name() -> None:
     assert r.query_parameters == ("a", "b")
     assert r.validation_errors == (("body.x", "missing"),)
     assert stats.data_quality_issues["names_truncated"] == 2
+
+
+def test_names_that_read_as_folded_or_cut_are_dropped_and_counted() -> None:
+    [r], issues = derive(
+        span(
+            query_parameters=("__other__", "limit", "__truncated__", "cursor"),
+            body_fields=("__other__",),
+            validation_locations=("body.__other__", "__other__", "body.__truncated__", "query.limit"),
+            validation_types=("missing", "missing", "missing", "__other__"),
+        )
+    )
+    # Left in, "__other__" would add to the folded series of every endpoint, and a mid-list
+    # marker would be a name nobody sent.
+    assert r.query_parameters == ("limit", "cursor")
+    assert r.body_fields == ()
+    assert r.validation_errors == ()
+    assert issues == {"invalid_name": 3}
+
+
+def test_sizes_past_the_largest_otlp_int_are_no_sizes() -> None:
+    [r], issues = derive(span(request_size=1e300, response_size=float(2**62)))
+    assert (r.request_size, r.response_size) == (None, 2**62)
+    assert issues == {"invalid_body_size": 1}
+
+
+def test_a_boolean_schema_version_is_unknown_whatever_it_equals() -> None:
+    out, issues = derive(
+        span(schema_version=True),
+        span(schema_version=False),
+        span(schema_version=2.0),  # an integral double of a known version is that version
+        span(schema_version="2"),
+        span(schema_version=3),
+    )
+    assert len(out) == 5
+    assert issues == {"unknown_schema_version": 3}
