@@ -101,16 +101,8 @@ class DesignMetrics:
             labels = FAMILIES[name]
             # The names of one (service, method, route) are bounded on their own too.
             per_route = labels.index(_SCOPED[name]) if name in _SCOPED else None
-            return SeriesTable(
-                name,
-                labels,
-                [limits.label_limit(lb) for lb in labels],
-                limits.max_label_length,
-                self._ttl,
-                new_cell,
-                stats,
-                None if per_route is None else (per_route, 3, limits.max_names_per_route),
-            )
+            scoped = None if per_route is None else (per_route, 3, limits.max_names_per_route)
+            return SeriesTable.limited(name, labels, limits, new_cell, stats, scoped)
 
         counter_cell = lambda: [0.0, 0.0]  # noqa: E731  [last_update, value]
 

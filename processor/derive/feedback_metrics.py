@@ -29,14 +29,12 @@ class FeedbackMetrics:
         ttl = float(limits.series_ttl)
         self._sweep_interval = sweep_interval or max(1.0, min(60.0, ttl / 10))
         self._last_sweep = time.monotonic()
-        self.feedback = SeriesTable(
+        self.feedback = SeriesTable.limited(
             "api_feedback",
             FEEDBACK_LABELS,
-            [limits.label_limit(label) for label in FEEDBACK_LABELS],
-            limits.max_label_length,
-            ttl,
-            lambda: [0.0, 0.0],  # [last_update, value]
-            stats,
+            limits,
+            lambda: [0.0, 0.0],
+            stats,  # [last_update, value]
         )
 
     def consume_feedback(self, events: Sequence[Feedback]) -> None:

@@ -68,16 +68,7 @@ class RequestMetrics:
         self._last_sweep = time.monotonic()
 
         def table(name: str, new_cell: Callable[[], list[Any]]) -> SeriesTable:
-            labels = FAMILIES[name]
-            return SeriesTable(
-                name,
-                labels,
-                [limits.label_limit(lb) for lb in labels],
-                limits.max_label_length,
-                self._ttl,
-                new_cell,
-                stats,
-            )
+            return SeriesTable.limited(name, FAMILIES[name], limits, new_cell, stats)
 
         counter_cell = lambda: [0.0, 0.0]  # noqa: E731  [last_update, value]
         n = self._nbuckets

@@ -10,9 +10,12 @@ not every route or client version ever seen.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..telemetry import PipelineStats
+
+if TYPE_CHECKING:
+    from ..config import LimitsConfig
 
 __all__ = ["SeriesTable", "OVERFLOW_VALUE", "sanitize_label_value"]
 
@@ -72,6 +75,28 @@ class SeriesTable:
         self._scope_values: dict[tuple[Any, ...], dict[str, int]] = {}
         # raw key → (cell, labels folded into __other__); rebuilt after every sweep.
         self._resolved: dict[tuple[Any, ...], tuple[list[Any], tuple[str, ...]]] = {}
+
+    @classmethod
+    def limited(
+        cls,
+        metric: str,
+        labels: Sequence[str],
+        limits: LimitsConfig,
+        new_cell: Callable[[], list[Any]],
+        stats: PipelineStats,
+        scoped: tuple[int, int, int] | None = None,
+    ) -> SeriesTable:
+        """A table bounded as `limits` says: values per label, label length, series TTL."""
+        return cls(
+            metric,
+            labels,
+            [limits.label_limit(label) for label in labels],
+            limits.max_label_length,
+            float(limits.series_ttl),
+            new_cell,
+            stats,
+            scoped,
+        )
 
     def cell(self, raw_key: tuple[Any, ...], now: float, weight: float = 1.0) -> list[Any]:
         hit = self._resolved.get(raw_key)
