@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -39,6 +40,18 @@ MAX_NAME_LENGTH = 128
 #: Only this much of a query string is read for names (servers refuse far shorter URLs;
 #: this bounds the work on a hostile one); a longer one counts as cut.
 MAX_QUERY_BYTES = 64 * 1024
+#: What a name that is not name-shaped is recorded as (once per list): see :func:`is_name`.
+INVALID = "__invalid__"
+#: A query parameter or JSON key longer than this is not a name (it is recorded as INVALID).
+MAX_NAME_CHARS = 40
+# A name: a letter, "_", "$" (OData's $filter) or "@" (JSON-LD's @id) first, then ASCII
+# letters, digits and _ - . [ ] (filter[status], a.b, x-y); at most MAX_NAME_CHARS.
+_NAME = re.compile(rf"[A-Za-z_$@][A-Za-z0-9_.\-\[\]]{{0,{MAX_NAME_CHARS - 1}}}")
+# Runs of letters and digits inside a name-shaped string that look like a key or token:
+# 16 or more with a digit among them (sk_live_51H..., hex digests), or more than 32.
+_RUN = re.compile(r"[A-Za-z0-9]{16,}")
+_DIGIT = re.compile(r"[0-9]")
+_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-")
 # Region values a CDN sends that are not a country: Cloudflare's XX (no country known),
 # and ZZ, the ISO 3166 user-assigned code conventionally used for "unknown". (Cloudflare's
 # T1, Tor, is not two letters and fails the shape check.)
@@ -179,6 +192,27 @@ class Exchange:
         return 0  # HTTP/1.x without Content-Length or Transfer-Encoding: no body
 
 
+def is_name(text: str) -> bool:
+    """Whether a client-chosen key is shaped like a name a schema declares, not like a value.
+
+    Clients put values where names go (``?sk_live_51H...`` without ``=``, a JWT as the
+    name, a JSON object keyed by emails, ids or IP addresses): such a "name" must not leave
+    the service, so only identifier-shaped names are recorded, and every other one counts
+    as :data:`INVALID`. The rule is deliberately narrow (ASCII, at most 40 characters, no
+    token-like run of letters and digits, no UUID); a real name it refuses still shows up
+    as INVALID, never as its text.
+    """
+    if _NAME.fullmatch(text) is None:
+        return False
+    if len(text) >= 16:
+        for run in _RUN.findall(text):
+            if len(run) > 32 or _DIGIT.search(run):
+                return False
+        if _UUID.search(text):
+            return False
+    return True
+
+
 def _clip(name: str) -> str:
     return name if len(name) <= MAX_NAME_LENGTH else name[:MAX_NAME_LENGTH]
 
@@ -207,7 +241,7 @@ def query_parameter_names(query: bytes, cap: int) -> tuple[str, ...]:
             name = unquote_plus(raw.decode("latin-1"), encoding="utf-8", errors="replace")
         else:
             name = raw.decode("utf-8", errors="replace")
-        names.add(name if len(name) <= MAX_NAME_LENGTH else name[:MAX_NAME_LENGTH])
+        names.add(name if is_name(name) else INVALID)
     return _capped(names, cap, cut)
 
 
@@ -232,6 +266,10 @@ def body_field_names(body: bytes, depth: int, cap: int) -> tuple[str, ...]:
 
 def _walk(obj: dict[str, Any], prefix: str, depth: int, names: set[str]) -> None:
     for key, value in obj.items():
+        if not is_name(key):
+            # A key that is a value (an email, an id): one marker, and nothing below it.
+            names.add(_clip(prefix + INVALID))
+            continue
         name = prefix + key
         names.add(name if len(name) <= MAX_NAME_LENGTH else name[:MAX_NAME_LENGTH])
         if depth > 1 and type(value) is dict and value:
@@ -243,6 +281,8 @@ def validation_errors(errors: Sequence[Any]) -> list[tuple[str, str]]:
 
     A list index in the location becomes ``*`` (``body.items.*.qty``): the field clients get
     wrong is the same whichever item it was in, and indexes would be label values without bound.
+    So does any part that is not name-shaped (:func:`is_name`): a key of a ``dict`` body
+    field is the client's value (``body.scores.*``, never ``body.scores.alice@example.com``).
     """
     result = []
     for error in errors:
@@ -250,7 +290,7 @@ def validation_errors(errors: Sequence[Any]) -> list[tuple[str, str]]:
             continue
         loc = error.get("loc")
         if isinstance(loc, (list, tuple)):
-            location = ".".join("*" if type(part) is int else str(part) for part in loc)
+            location = ".".join(part if type(part) is str and is_name(part) else "*" for part in loc)
         else:
             location = "" if loc is None else str(loc)
         result.append((_clip(location), _clip(str(error.get("type") or ""))))

@@ -1,0 +1,141 @@
+"""Hostile clients against the schema version 2 attributes: values posing as names never leave."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from apiusage.conventions.attributes import (
+    ATTR_BODY_FIELDS,
+    ATTR_QUERY_PARAMETERS,
+    ATTR_SCHEMA_VERSION,
+    ATTR_VALIDATION_LOCATIONS,
+    ATTR_VALIDATION_TYPES,
+)
+from apiusage.instrumentation import instrument
+from apiusage.instrumentation._design import (
+    INVALID,
+    TRUNCATED,
+    body_field_names,
+    is_name,
+    query_parameter_names,
+    validation_errors,
+)
+from fastapi import FastAPI
+from instr_support import KEY
+from pydantic import BaseModel
+
+STRIPE = "sk_live_51H8xYzAbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefGHIJKLmnopqrstuvwxYZ"
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+SECRET_NAMES = [
+    STRIPE,
+    JWT,
+    "alice@example.com",
+    "203.0.113.7",
+    "2001:db8::1",
+    "3fa85f64-5717-4562-b3fc-2c963f66afa6",
+    "a3fa85f6-5717-4562-b3fc-2c963f66afa6",
+    "ghp_16C7e42F292c6912E7710c838347Ae178B4a",  # a GitHub token, 40 characters
+    "d41d8cd98f00b204e9800998ecf8427e",  # an MD5 digest
+    "AKIAIOSFODNN7EXAMPLE",  # an AWS access key id
+    "a\x00b",
+    "a\nb",
+    "plus name",
+    "été",
+    "x" * 41,
+    "12345",
+    "",
+]
+REAL_NAMES = [
+    "limit",
+    "dry_run",
+    "filter[status]",
+    "sort-by",
+    "page.size",
+    "$filter",
+    "@context",
+    "_id",
+    "X",
+    "address1",
+    "sha256",
+    "include_deleted_subscription_items",
+    "includeDeletedSubscriptionItems",
+]
+
+
+@pytest.mark.parametrize("name", SECRET_NAMES)
+def test_a_value_posing_as_a_name_is_not_a_name(name):
+    assert not is_name(name)
+
+
+@pytest.mark.parametrize("name", REAL_NAMES)
+def test_schema_names_are_names(name):
+    assert is_name(name)
+
+
+def test_bare_tokens_in_the_query_string_count_as_one_marker():
+    query = f"{STRIPE}&{JWT}&limit=5&alice%40example.com=1&%00=1&a+b=2&ok".encode()
+    assert query_parameter_names(query, 32) == (INVALID, "limit", "ok")
+
+
+def test_body_keyed_by_values_records_the_marker_and_nothing_below_it():
+    body = json.dumps(
+        {
+            "scores": {"alice@example.com": 1, "203.0.113.7": {"x": 1}, "ok": 2},
+            STRIPE: {"nested": 1},
+            "sku": "A",
+        }
+    ).encode()
+    assert body_field_names(body, 3, 32) == (INVALID, "scores", f"scores.{INVALID}", "scores.ok", "sku")
+
+
+def test_100000_keys_keyed_by_emails_give_one_marker():
+    body = json.dumps({f"user{i}@example.com": i for i in range(100_000)} | {"sku": 1}).encode()
+    assert body_field_names(body, 1, 32) == (INVALID, "sku")
+
+
+def test_validation_locations_replace_parts_that_are_values():
+    errors = [
+        {"loc": ("body", "scores", "alice@example.com"), "type": "int_parsing"},
+        {"loc": ("body", "items", 3, "qty"), "type": "missing"},
+        {"loc": ("query", STRIPE), "type": "extra_forbidden"},
+        {"loc": ("body", "x" * 10_000), "type": "missing"},
+    ]
+    assert validation_errors(errors) == [
+        ("body.scores.*", "int_parsing"),
+        ("body.items.*.qty", "missing"),
+        ("query.*", "extra_forbidden"),
+        ("body.*", "missing"),
+    ]
+
+
+class Scores(BaseModel):
+    scores: dict[str, int]
+
+
+def test_a_dict_body_field_error_on_a_real_app_never_carries_the_key(spans, client_for):
+    app = FastAPI()
+
+    @app.post("/v1/scores")
+    async def scores(body: Scores) -> dict:
+        return {}
+
+    instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY, environ={}, body_field_depth=3)
+    client = client_for(app)
+    response = client.post(
+        "/v1/scores?sk_live_abc123def456ghi789", json={"scores": {"alice@example.com": "x"}}
+    )
+    assert response.status_code == 422
+    attributes = spans.one_server().attributes
+    assert attributes[ATTR_SCHEMA_VERSION] == 2
+    assert attributes[ATTR_VALIDATION_LOCATIONS] == ("body.scores.*",)
+    assert attributes[ATTR_VALIDATION_TYPES] == ("int_parsing",)
+    assert attributes[ATTR_BODY_FIELDS] == ("scores", f"scores.{INVALID}")
+    assert attributes[ATTR_QUERY_PARAMETERS] == (INVALID,)
+    text = repr(dict(attributes))
+    assert "alice" not in text and "sk_live" not in text
+
+
+def test_the_marker_is_a_name_and_cut_lists_still_end_with_truncated():
+    query = "&".join([*(f"p{i}" for i in range(5)), STRIPE]).encode()
+    assert query_parameter_names(query, 3) == (INVALID, "p0", "p1", TRUNCATED)
