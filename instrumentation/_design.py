@@ -255,13 +255,31 @@ def body_field_names(body: bytes, depth: int, cap: int) -> tuple[str, ...]:
         return ()
     try:
         document = json.loads(body)
-    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError)
+    except RecursionError:
         return ()
+    except ValueError:  # not JSON, or JSON the strict parse refuses only for its values
+        document = _lenient(body)
     if type(document) is not dict:
         return ()
     names: set[str] = set()
     _walk(document, "", depth, names)
     return _capped(names, cap)
+
+
+def _skip(_: str) -> None:
+    return None
+
+
+def _lenient(body: bytes) -> Any:
+    """The body parsed for its keys alone, or None: values are never converted, so a number
+    of more than 4300 digits (int's limit) does not hide the names, and bytes that are not
+    UTF-8 (a ``charset=latin-1`` body, a broken value) only spoil the strings they are in
+    (a key with one is not name-shaped)."""
+    try:
+        text = body.decode("utf-8-sig", errors="replace")
+        return json.loads(text, parse_int=_skip, parse_float=_skip, parse_constant=_skip)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _walk(obj: dict[str, Any], prefix: str, depth: int, names: set[str]) -> None:

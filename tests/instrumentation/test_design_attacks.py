@@ -139,3 +139,26 @@ def test_a_dict_body_field_error_on_a_real_app_never_carries_the_key(spans, clie
 def test_the_marker_is_a_name_and_cut_lists_still_end_with_truncated():
     query = "&".join([*(f"p{i}" for i in range(5)), STRIPE]).encode()
     assert query_parameter_names(query, 3) == (INVALID, "p0", "p1", TRUNCATED)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": ' + b"1" * 5000 + b', "b": 2}',  # more digits than int() converts
+        '{"a": "café", "b": 1}'.encode("latin-1"),  # charset=latin-1: not UTF-8
+        b'{"a": "\xff\xfe broken", "b": 1}',
+        b'\xef\xbb\xbf{"a": 1, "b": 2}',  # a UTF-8 byte order mark
+    ],
+    ids=["huge-int", "latin-1", "broken-utf8", "bom"],
+)
+def test_values_the_strict_parse_refuses_do_not_hide_the_names(body):
+    assert body_field_names(body, 1, 32) == ("a", "b")
+
+
+def test_a_non_utf8_key_is_not_a_name():
+    assert body_field_names('{"café": 1, "b": 1}'.encode("latin-1"), 1, 32) == (INVALID, "b")
+
+
+@pytest.mark.parametrize("body", [b'{"a": 1', b'{"a": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}", b"[1]"])
+def test_still_no_names_for_bodies_that_are_not_a_json_object(body):
+    assert body_field_names(body, 1, 32) == ()
