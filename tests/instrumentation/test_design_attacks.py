@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from apiusage.conventions.attributes import (
     ATTR_BODY_FIELDS,
+    ATTR_FEEDBACK_ROUTE,
     ATTR_QUERY_PARAMETERS,
     ATTR_SCHEMA_VERSION,
     ATTR_VALIDATION_LOCATIONS,
     ATTR_VALIDATION_TYPES,
 )
-from apiusage.instrumentation import instrument
+from apiusage.instrumentation import instrument, record_feedback
 from apiusage.instrumentation._design import (
     INVALID,
     TRUNCATED,
@@ -162,3 +164,59 @@ def test_a_non_utf8_key_is_not_a_name():
 @pytest.mark.parametrize("body", [b'{"a": 1', b'{"a": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}", b"[1]"])
 def test_still_no_names_for_bodies_that_are_not_a_json_object(body):
     assert body_field_names(body, 1, 32) == ()
+
+
+# -- record_feedback's route: the client's text must not become a label value ----------------
+
+
+class FeedbackIn(BaseModel):
+    score: int
+    category: str
+    route: str | None = None
+
+
+def feedback_app() -> FastAPI:
+    app = FastAPI()
+    sub = FastAPI()
+
+    @app.get("/v1/orders/{order_id}")
+    async def order(order_id: str) -> dict:
+        return {}
+
+    @app.post("/v1/feedback")
+    async def feedback(body: FeedbackIn) -> dict:
+        record_feedback(body.score, body.category, route=body.route)
+        return {"thanks": True}
+
+    @sub.get("/items")
+    async def items() -> dict:
+        return {}
+
+    app.mount("/sub", sub)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("route", "recorded"),
+    [
+        ("/v1/orders/{order_id}", "/v1/orders/{order_id}"),  # a template of the app: as given
+        ("/v1/orders/12345", "/v1/orders/{order_id}"),  # a raw path: its template, not the id
+        ("/v1/feedback", "/v1/feedback"),  # another method's route still names it
+        ("alice@example.com wants refunds", INVALID),  # text that is no route of the app
+        ("/v1/nothing-here", INVALID),
+    ],
+)
+def test_the_feedback_route_is_one_of_the_apps_routes(spans, client_for, logs, route, recorded, caplog):
+    app = feedback_app()
+    instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY, environ={})
+    with caplog.at_level(logging.WARNING, logger="apiusage.instrumentation"):
+        response = client_for(app).post("/v1/feedback", json={"score": 2, "category": "docs", "route": route})
+    assert response.status_code == 200
+    (record,) = [r.log_record for r in logs.get_finished_logs()]
+    assert record.attributes[ATTR_FEEDBACK_ROUTE] == recorded
+
+
+def test_feedback_outside_a_request_keeps_the_route_it_cannot_check(logs):
+    record_feedback(3, "docs", route="/v1/anything/{id}")
+    (record,) = [r.log_record for r in logs.get_finished_logs()]
+    assert record.attributes[ATTR_FEEDBACK_ROUTE] == "/v1/anything/{id}"
