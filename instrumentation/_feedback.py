@@ -113,7 +113,8 @@ def _label(name: str, value: Any, limit: int) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    # A 10 MB category is shown by its start: repr() of all of it only to cut it is waste.
+    text = repr(value[:41] if isinstance(value, (str, bytes)) else value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 

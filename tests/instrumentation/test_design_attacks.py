@@ -14,7 +14,7 @@ from apiusage.conventions.attributes import (
     ATTR_VALIDATION_LOCATIONS,
     ATTR_VALIDATION_TYPES,
 )
-from apiusage.instrumentation import instrument, record_feedback
+from apiusage.instrumentation import FeedbackError, instrument, record_feedback
 from apiusage.instrumentation._design import (
     INVALID,
     TRUNCATED,
@@ -220,3 +220,40 @@ def test_feedback_outside_a_request_keeps_the_route_it_cannot_check(logs):
     record_feedback(3, "docs", route="/v1/anything/{id}")
     (record,) = [r.log_record for r in logs.get_finished_logs()]
     assert record.attributes[ATTR_FEEDBACK_ROUTE] == "/v1/anything/{id}"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"score": 3, "category": "x" * 10_000_000},
+            "record_feedback(category='xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...",
+        ),
+        ({"score": 3, "category": "docs\x00"}, "record_feedback(category='docs\\x00')"),
+        ({"score": 3, "category": "a\u202eb"}, "record_feedback(category='a\\u202eb')"),
+        ({"score": True, "category": "docs"}, "record_feedback(score=True)"),
+        ({"score": 5.0, "category": "docs"}, "record_feedback(score=5.0)"),
+        ({"score": "5", "category": "docs"}, "record_feedback(score='5')"),
+    ],
+)
+def test_hostile_feedback_arguments_raise_a_short_message(logs, kwargs, message):
+    with pytest.raises(FeedbackError) as raised:
+        record_feedback(**kwargs)
+    assert message in str(raised.value) and len(str(raised.value)) < 200
+    assert logs.get_finished_logs() == ()
+
+
+def test_10000_feedback_calls_in_one_request_each_emit_once(spans, client_for, logs):
+    app = FastAPI()
+
+    @app.post("/v1/many")
+    async def many() -> dict:
+        for _ in range(10_000):
+            record_feedback(4, "docs", route="/v1/many")
+        return {}
+
+    instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY, environ={})
+    assert client_for(app).post("/v1/many").status_code == 200
+    records = logs.get_finished_logs()
+    assert len(records) == 10_000
+    assert {r.log_record.attributes[ATTR_FEEDBACK_ROUTE] for r in records} == {"/v1/many"}
