@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
@@ -32,7 +33,9 @@ from apiusage.conventions.attributes import (
     TRUNCATED,
 )
 
-from ._config import Settings
+from ._config import Settings, _is_header_name
+
+_logger = logging.getLogger("apiusage.instrumentation")
 
 #: The last entry of a name list (and of both validation lists) that was cut at its cap.
 #: Longer names (and validation locations and types) are cut to this many characters.
@@ -71,7 +74,7 @@ class Design:
         self.sizes = s.body_sizes
         self.validation = s.validation_errors and s.max_validation_errors > 0
         self.max_errors = s.max_validation_errors
-        self.region_headers = tuple(h.lower().encode("latin-1") for h in s.region_headers)
+        self.region_headers = _header_names(s.region_headers)
         # Whether receive() must be wrapped at all.
         self.wrap_receive = self.sizes or self.body_depth > 0
 
@@ -89,6 +92,21 @@ class Design:
             except ValueError:
                 return False
         return True
+
+
+def _header_names(value: Any) -> tuple[bytes, ...]:
+    """Trusted header names, lower-case bytes; from a Settings made directly too, where a
+    plain string (``"CF-IPCountry"``) would otherwise be read as its letters and a name
+    that is not ASCII would fail every request's middleware construction."""
+    names = value.split(",") if isinstance(value, str) else value
+    result = []
+    for name in names or ():
+        name = name.strip() if isinstance(name, str) else ""
+        if _is_header_name(name):
+            result.append(name.lower().encode("ascii"))
+        elif name:
+            _logger.warning("apiusage: ignoring region header %r: not an HTTP header name", name)
+    return tuple(result)
 
 
 def header_map(raw: Iterable[tuple[bytes, bytes]] | None) -> dict[bytes, bytes]:

@@ -14,10 +14,11 @@ from apiusage.conventions.attributes import (
     ATTR_VALIDATION_LOCATIONS,
     ATTR_VALIDATION_TYPES,
 )
-from apiusage.instrumentation import FeedbackError, instrument, record_feedback
+from apiusage.instrumentation import FeedbackError, Settings, instrument, record_feedback
 from apiusage.instrumentation._design import (
     INVALID,
     TRUNCATED,
+    Design,
     body_field_names,
     is_name,
     query_parameter_names,
@@ -257,3 +258,16 @@ def test_10000_feedback_calls_in_one_request_each_emit_once(spans, client_for, l
     records = logs.get_finished_logs()
     assert len(records) == 10_000
     assert {r.log_record.attributes[ATTR_FEEDBACK_ROUTE] for r in records} == {"/v1/many"}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("CF-IPCountry", (b"cf-ipcountry",)),  # a plain string, not its letters
+        (" CF-IPCountry ,, CloudFront-Viewer-Country", (b"cf-ipcountry", b"cloudfront-viewer-country")),
+        (("X-€", "CF-IPCountry", "a b"), (b"cf-ipcountry",)),  # not names: skipped, not a crash
+        ((), ()),
+    ],
+)
+def test_region_headers_of_a_settings_made_directly(value, expected):
+    assert Design(Settings(region_headers=value)).region_headers == expected
