@@ -131,6 +131,7 @@ class Exchange:
 
     __slots__ = (
         "scope",
+        "app",
         "headers",
         "enricher",
         "received",
@@ -144,6 +145,9 @@ class Exchange:
 
     def __init__(self, scope: dict[str, Any], enricher: Any) -> None:
         self.scope = scope
+        # The app the middleware serves, whose routes name the spans: a mounted app sets
+        # scope["app"] to itself while it runs.
+        self.app = scope.get("app")
         self.headers = header_map(scope.get("headers"))
         self.enricher = enricher
         self.received = 0

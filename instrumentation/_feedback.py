@@ -81,8 +81,7 @@ def _template(exchange: Any, route: str) -> str:
     this app may become a label value, never an id in a raw path or arbitrary text.
     """
     try:
-        app = exchange.scope.get("app")
-        table = exchange.enricher.table(app)
+        table = exchange.enricher.table(exchange.app)
         if route in table.route_templates():
             return route
         template = table.template({"type": "http", "path": route, "root_path": "", "method": "GET"})

@@ -271,3 +271,31 @@ def test_10000_feedback_calls_in_one_request_each_emit_once(spans, client_for, l
 )
 def test_region_headers_of_a_settings_made_directly(value, expected):
     assert Design(Settings(region_headers=value)).region_headers == expected
+
+
+def test_feedback_from_a_mounted_app_names_routes_as_its_spans_do(spans, client_for, logs):
+    """Inside a mounted app, routes are the outer app's: the span's http.route is the mount's."""
+    app, sub = FastAPI(), FastAPI()
+
+    @sub.get("/items/{item_id}")
+    async def item(item_id: str) -> dict:
+        return {}
+
+    @sub.post("/feedback")
+    async def feedback(route: str) -> dict:
+        record_feedback(3, "docs", route=route)
+        return {}
+
+    @app.get("/top")
+    async def top() -> dict:
+        return {}
+
+    app.mount("/sub", sub)
+    instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY, environ={})
+    client = client_for(app)
+    recorded = []
+    for route in ("/sub/items/5", "/top", "/items/5"):
+        assert client.post("/sub/feedback", params={"route": route}).status_code == 200
+        recorded.append(logs.get_finished_logs()[-1].log_record.attributes[ATTR_FEEDBACK_ROUTE])
+    assert recorded == ["/sub", "/top", INVALID]
+    assert {s.attributes["http.route"] for s in spans.server()} == {"/sub"}
