@@ -136,6 +136,7 @@ class Exchange:
         "enricher",
         "received",
         "complete",
+        "disconnected",
         "buffer",
         "sent",
         "status",
@@ -152,6 +153,7 @@ class Exchange:
         self.enricher = enricher
         self.received = 0
         self.complete = False  # the last request body message arrived
+        self.disconnected = False  # the client left before the body was complete
         self.buffer: bytearray | None = None  # the JSON body so far, while within the bound
         self.sent = -1  # response body bytes; -1: no response started through us
         self.status = 0
@@ -197,8 +199,10 @@ class Exchange:
         return out
 
     def _request_size(self) -> int | None:
-        if self.complete:
-            return self.received  # what the app actually read
+        if self.complete or self.disconnected:
+            # What the app actually read; after a disconnect mid-body, what the client sent
+            # (not the Content-Length it promised).
+            return self.received
         # The app did not read the whole body: what the client declared, if it did.
         declared = self.headers.get(b"content-length")
         if declared is not None:

@@ -307,6 +307,20 @@ def test_client_disconnect_mid_body(spans):
     assert attributes[HTTP_REQUEST_BODY_SIZE] == len(b'{"sku": "A", ')
 
 
+def test_a_disconnect_mid_body_counts_the_bytes_sent_not_the_length_promised(spans):
+    app = build_app()
+    instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY, environ={})
+    messages = [
+        {"type": "http.request", "body": b'{"sku": "A", ', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"1000")]
+    call(app, "POST", "/v1/orders", headers=headers, messages=messages)
+    attributes = v2(spans)
+    assert ATTR_BODY_FIELDS not in attributes
+    assert attributes[HTTP_REQUEST_BODY_SIZE] == len(b'{"sku": "A", ')
+
+
 # -- sizes ---------------------------------------------------------------------------------
 
 
