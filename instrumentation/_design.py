@@ -310,8 +310,9 @@ def _lenient(body: bytes) -> Any:
 
 def _walk(obj: dict[str, Any], prefix: str, depth: int, names: set[str]) -> None:
     for key, value in obj.items():
-        if not is_name(key):
-            # A key that is a value (an email, an id): one marker, and nothing below it.
+        if "." in key or not is_name(key):
+            # A key that is a value (an email, an id, a host name: "." also joins nested
+            # names, so a JSON key never has one): one marker, and nothing below it.
             names.add(_clip(prefix + INVALID))
             continue
         name = prefix + key
@@ -334,7 +335,9 @@ def validation_errors(errors: Sequence[Any]) -> list[tuple[str, str]]:
             continue
         loc = error.get("loc")
         if isinstance(loc, (list, tuple)):
-            location = ".".join(part if type(part) is str and is_name(part) else "*" for part in loc)
+            location = ".".join(
+                part if type(part) is str and "." not in part and is_name(part) else "*" for part in loc
+            )
         else:
             location = "" if loc is None else str(loc)
         result.append((_clip(location), _clip(str(error.get("type") or ""))))

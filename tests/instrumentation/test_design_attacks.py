@@ -92,6 +92,12 @@ def test_body_keyed_by_values_records_the_marker_and_nothing_below_it():
     assert body_field_names(body, 3, 32) == (INVALID, "scores", f"scores.{INVALID}", "scores.ok", "sku")
 
 
+def test_a_json_key_with_a_dot_is_not_a_name():
+    # Host names and dotted ids as keys are values; and "a.b" would read as a nested name.
+    body = json.dumps({"example.com": 1, "a": {"b": 1}, "a.b": 2, "node-1.eu": 3}).encode()
+    assert body_field_names(body, 2, 32) == (INVALID, "a", "a.b")
+
+
 def test_100000_keys_keyed_by_emails_give_one_marker():
     body = json.dumps({f"user{i}@example.com": i for i in range(100_000)} | {"sku": 1}).encode()
     assert body_field_names(body, 1, 32) == (INVALID, "sku")
@@ -103,12 +109,14 @@ def test_validation_locations_replace_parts_that_are_values():
         {"loc": ("body", "items", 3, "qty"), "type": "missing"},
         {"loc": ("query", STRIPE), "type": "extra_forbidden"},
         {"loc": ("body", "x" * 10_000), "type": "missing"},
+        {"loc": ("body", "hosts", "example.com"), "type": "missing"},
     ]
     assert validation_errors(errors) == [
         ("body.scores.*", "int_parsing"),
         ("body.items.*.qty", "missing"),
         ("query.*", "extra_forbidden"),
         ("body.*", "missing"),
+        ("body.hosts.*", "missing"),
     ]
 
 
