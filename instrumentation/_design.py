@@ -281,9 +281,9 @@ def body_field_names(body: bytes, depth: int, cap: int) -> tuple[str, ...]:
         return ()
     try:
         document = json.loads(body)
-    except RecursionError:
+    except (json.JSONDecodeError, RecursionError):  # not JSON: no second parse of it
         return ()
-    except ValueError:  # not JSON, or JSON the strict parse refuses only for its values
+    except ValueError:  # JSON the strict parse refuses only for its values (see _lenient)
         document = _lenient(body)
     if type(document) is not dict:
         return ()
