@@ -228,6 +228,8 @@ def is_name(text: str) -> bool:
     token-like run of letters and digits, no UUID); a real name it refuses still shows up
     as INVALID, never as its text.
     """
+    if text in _NAMES_SEEN:  # names repeat across requests; one dict lookup then
+        return True
     if _NAME.fullmatch(text) is None:
         return False
     if len(text) >= 16:
@@ -236,7 +238,15 @@ def is_name(text: str) -> bool:
                 return False
         if _UUID.search(text):
             return False
+    if len(_NAMES_SEEN) >= _NAMES_SEEN_LIMIT:
+        _NAMES_SEEN.clear()  # many distinct names: a reset is cheaper than an LRU
+    _NAMES_SEEN.add(text)
     return True
+
+
+# Names that passed is_name(), at most _NAMES_SEEN_LIMIT of them (a few hundred KiB).
+_NAMES_SEEN: set[str] = set()
+_NAMES_SEEN_LIMIT = 4096
 
 
 def _clip(name: str) -> str:
