@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 
 import pytest
 from apiusage.conventions.attributes import (
     ATTR_BODY_FIELDS,
+    ATTR_CONSUMER_ID,
+    ATTR_FEEDBACK_CATEGORY,
     ATTR_FEEDBACK_ROUTE,
+    ATTR_FEEDBACK_SCORE,
     ATTR_QUERY_PARAMETERS,
     ATTR_SCHEMA_VERSION,
     ATTR_VALIDATION_LOCATIONS,
@@ -24,8 +28,8 @@ from apiusage.instrumentation._design import (
     query_parameter_names,
     validation_errors,
 )
-from fastapi import FastAPI
-from instr_support import KEY
+from fastapi import BackgroundTasks, FastAPI
+from instr_support import KEY, pseudonym
 from pydantic import BaseModel
 
 STRIPE = "sk_live_51H8xYzAbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefGHIJKLmnopqrstuvwxYZ"
@@ -307,3 +311,41 @@ def test_feedback_from_a_mounted_app_names_routes_as_its_spans_do(spans, client_
         recorded.append(logs.get_finished_logs()[-1].log_record.attributes[ATTR_FEEDBACK_ROUTE])
     assert recorded == ["/sub", "/top", INVALID]
     assert {s.attributes["http.route"] for s in spans.server()} == {"/sub"}
+
+
+def test_feedback_from_a_background_task_and_from_a_thread(spans, client_for, logs):
+    """A BackgroundTask runs inside the request (its consumer); a thread of one's own does not."""
+    app = FastAPI()
+
+    def emit() -> None:
+        record_feedback(2, "latency", route="/v1/orders/7")
+
+    @app.get("/v1/orders/{order_id}")
+    async def order(order_id: str, background: BackgroundTasks) -> dict:
+        background.add_task(emit)
+        return {}
+
+    @app.get("/v1/thread")
+    async def in_a_thread() -> dict:
+        worker = threading.Thread(target=emit)
+        worker.start()
+        worker.join()
+        return {}
+
+    instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY, environ={})
+    client = client_for(app)
+    assert client.get("/v1/orders/1", headers={"X-API-Key": "k-1"}).status_code == 200
+    assert client.get("/v1/thread", headers={"X-API-Key": "k-1"}).status_code == 200
+    background, thread = (dict(r.log_record.attributes) for r in logs.get_finished_logs())
+    assert background == {
+        ATTR_FEEDBACK_SCORE: 2,
+        ATTR_FEEDBACK_CATEGORY: "latency",
+        ATTR_FEEDBACK_ROUTE: "/v1/orders/{order_id}",
+        ATTR_CONSUMER_ID: pseudonym("k-1"),
+    }
+    # No request in the thread's context: no consumer, and the route as given.
+    assert thread == {
+        ATTR_FEEDBACK_SCORE: 2,
+        ATTR_FEEDBACK_CATEGORY: "latency",
+        ATTR_FEEDBACK_ROUTE: "/v1/orders/7",
+    }
