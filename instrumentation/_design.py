@@ -349,7 +349,7 @@ def validation_errors(errors: Sequence[Any]) -> list[tuple[str, str]]:
                 part if type(part) is str and "." not in part and is_name(part) else "*" for part in loc
             )
         else:
-            location = "" if loc is None else str(loc)
+            location = "" if loc is None else loc if type(loc) is str and is_name(loc) else "*"
         result.append((_clip(location), _clip(str(error.get("type") or ""))))
     return result
 

@@ -114,6 +114,8 @@ def test_validation_locations_replace_parts_that_are_values():
         {"loc": ("query", STRIPE), "type": "extra_forbidden"},
         {"loc": ("body", "x" * 10_000), "type": "missing"},
         {"loc": ("body", "hosts", "example.com"), "type": "missing"},
+        {"loc": "alice@example.com", "type": "value_error"},  # not a tuple: checked all the same
+        {"loc": "body", "type": "value_error"},
     ]
     assert validation_errors(errors) == [
         ("body.scores.*", "int_parsing"),
@@ -121,6 +123,8 @@ def test_validation_locations_replace_parts_that_are_values():
         ("query.*", "extra_forbidden"),
         ("body.*", "missing"),
         ("body.hosts.*", "missing"),
+        ("*", "value_error"),
+        ("body", "value_error"),
     ]
 
 
