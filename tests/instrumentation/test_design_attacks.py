@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import threading
@@ -28,9 +29,11 @@ from apiusage.instrumentation._design import (
     query_parameter_names,
     validation_errors,
 )
-from fastapi import BackgroundTasks, FastAPI
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import Response, StreamingResponse
 from instr_support import KEY, pseudonym
 from pydantic import BaseModel
+from starlette.middleware.gzip import GZipMiddleware
 
 STRIPE = "sk_live_51H8xYzAbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefGHIJKLmnopqrstuvwxYZ"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
@@ -353,3 +356,105 @@ def test_feedback_from_a_background_task_and_from_a_thread(spans, client_for, lo
         ATTR_FEEDBACK_CATEGORY: "latency",
         ATTR_FEEDBACK_ROUTE: "/v1/orders/7",
     }
+
+
+# -- the careless service: odd responses, exceptions, other middleware ----------------------
+
+
+def odd_app(gzip_first: bool) -> FastAPI:
+    app = FastAPI()
+    if gzip_first:
+        app.add_middleware(GZipMiddleware, minimum_size=10)
+
+    def failing_dependency() -> None:
+        raise LookupError("in a dependency")
+
+    @app.get("/big")
+    async def big() -> dict:
+        return {"x": "a" * 5000}
+
+    @app.get("/http-500")
+    async def http_500() -> dict:
+        raise HTTPException(500)
+
+    @app.get("/dependency", dependencies=[Depends(failing_dependency)])
+    async def dependency() -> dict:
+        return {}
+
+    @app.get("/group")
+    async def group() -> dict:
+        group_type = getattr(builtins, "ExceptionGroup", None)  # Python 3.11+
+        if group_type is None:
+            pytest.skip("no ExceptionGroup before Python 3.11")
+        raise group_type("several", [ValueError("a"), KeyError("b")])
+
+    @app.get("/stream-fails")
+    async def stream_fails() -> StreamingResponse:
+        async def chunks():
+            yield b"abc"
+            raise RuntimeError("mid-stream")
+
+        return StreamingResponse(chunks())
+
+    @app.get("/no-content")
+    async def no_content() -> Response:
+        return Response(status_code=204)
+
+    @app.get("/not-modified")
+    async def not_modified() -> Response:
+        return Response(status_code=304)
+
+    @app.post("/twice")
+    async def twice(request: Request) -> dict:
+        first, second = await request.body(), await request.body()
+        return {"same": first == second, "n": len(first)}
+
+    return app
+
+
+BODY = object()  # the response's own length, as the client received it
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "expected"),
+    [
+        ("GET", "/http-500", 500, {"error.type": "500", "http.response.body.size": BODY}),
+        ("GET", "/dependency", 500, {"error.type": "LookupError"}),
+        ("GET", "/group", 500, {"error.type": "ExceptionGroup"}),
+        ("GET", "/stream-fails", 200, {"error.type": "RuntimeError", "http.response.body.size": 3}),
+        ("GET", "/no-content", 204, {"http.response.body.size": 0}),
+        ("GET", "/not-modified", 304, {"http.response.body.size": 0}),
+        ("POST", "/twice", 200, {"http.request.body.size": 5, "http.response.body.size": BODY}),
+    ],
+)
+def test_odd_responses_and_exceptions(spans, client_for, method, path, status, expected):
+    app = odd_app(gzip_first=False)
+    instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY, environ={})
+    client = client_for(app)
+    try:
+        response = client.request(method, path, content=b"12345" if method == "POST" else None)
+        assert response.status_code == status
+        if path == "/twice":
+            assert response.json() == {"same": True, "n": 5}
+        expected = {k: len(response.content) if v is BODY else v for k, v in expected.items()}
+    except RuntimeError:  # the stream broke after its start: the client sees the broken stream
+        assert path == "/stream-fails"
+    attributes = spans.one_server().attributes
+    keys = ("error.type", "http.request.body.size", "http.response.body.size")
+    got = {k: attributes[k] for k in keys if k in attributes and (k in expected or k == "error.type")}
+    assert got == expected
+
+
+@pytest.mark.parametrize("gzip_first", [True, False], ids=["gzip-inside", "gzip-outside"])
+def test_which_response_size_gzip_gives(spans, client_for, gzip_first):
+    app = odd_app(gzip_first)
+    instrument(app, tracer_provider=spans.provider, pseudonym_key=KEY, environ={})
+    if not gzip_first:
+        app.add_middleware(GZipMiddleware, minimum_size=10)
+    response = client_for(app).get("/big", headers={"Accept-Encoding": "gzip"})
+    assert response.status_code == 200 and response.json() == {"x": "a" * 5000}
+    size = spans.one_server().attributes["http.response.body.size"]
+    # Added before instrument(): inside the middleware, which counts the compressed bytes sent.
+    assert size == (int(response.headers["content-length"]) if gzip_first else len(b'{"x":""}') + 5000)
+    if gzip_first:
+        assert size < 100
