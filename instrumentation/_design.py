@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import heapq
 import json
+import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -31,7 +33,9 @@ from apiusage.conventions.attributes import (
     TRUNCATED,
 )
 
-from ._config import Settings
+from ._config import Settings, _is_header_name
+
+_logger = logging.getLogger("apiusage.instrumentation")
 
 #: The last entry of a name list (and of both validation lists) that was cut at its cap.
 #: Longer names (and validation locations and types) are cut to this many characters.
@@ -39,6 +43,18 @@ MAX_NAME_LENGTH = 128
 #: Only this much of a query string is read for names (servers refuse far shorter URLs;
 #: this bounds the work on a hostile one); a longer one counts as cut.
 MAX_QUERY_BYTES = 64 * 1024
+#: What a name that is not name-shaped is recorded as (once per list): see :func:`is_name`.
+INVALID = "__invalid__"
+#: A query parameter or JSON key longer than this is not a name (it is recorded as INVALID).
+MAX_NAME_CHARS = 40
+# A name: a letter, "_", "$" (OData's $filter) or "@" (JSON-LD's @id) first, then ASCII
+# letters, digits and _ - . [ ] (filter[status], a.b, x-y); at most MAX_NAME_CHARS.
+_NAME = re.compile(rf"[A-Za-z_$@][A-Za-z0-9_.\-\[\]]{{0,{MAX_NAME_CHARS - 1}}}")
+# Runs of letters and digits inside a name-shaped string that look like a key or token:
+# 16 or more with a digit among them (sk_live_51H..., hex digests), or more than 32.
+_RUN = re.compile(r"[A-Za-z0-9]{16,}")
+_DIGIT = re.compile(r"[0-9]")
+_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-")
 # Region values a CDN sends that are not a country: Cloudflare's XX (no country known),
 # and ZZ, the ISO 3166 user-assigned code conventionally used for "unknown". (Cloudflare's
 # T1, Tor, is not two letters and fails the shape check.)
@@ -58,7 +74,7 @@ class Design:
         self.sizes = s.body_sizes
         self.validation = s.validation_errors and s.max_validation_errors > 0
         self.max_errors = s.max_validation_errors
-        self.region_headers = tuple(h.lower().encode("latin-1") for h in s.region_headers)
+        self.region_headers = _header_names(s.region_headers)
         # Whether receive() must be wrapped at all.
         self.wrap_receive = self.sizes or self.body_depth > 0
 
@@ -76,6 +92,21 @@ class Design:
             except ValueError:
                 return False
         return True
+
+
+def _header_names(value: Any) -> tuple[bytes, ...]:
+    """Trusted header names, lower-case bytes; from a Settings made directly too, where a
+    plain string (``"CF-IPCountry"``) would otherwise be read as its letters and a name
+    that is not ASCII would fail every request's middleware construction."""
+    names = value.split(",") if isinstance(value, str) else value
+    result = []
+    for name in names or ():
+        name = name.strip() if isinstance(name, str) else ""
+        if _is_header_name(name):
+            result.append(name.lower().encode("ascii"))
+        elif name:
+            _logger.warning("apiusage: ignoring region header %r: not an HTTP header name", name)
+    return tuple(result)
 
 
 def header_map(raw: Iterable[tuple[bytes, bytes]] | None) -> dict[bytes, bytes]:
@@ -100,10 +131,12 @@ class Exchange:
 
     __slots__ = (
         "scope",
+        "app",
         "headers",
         "enricher",
         "received",
         "complete",
+        "disconnected",
         "buffer",
         "sent",
         "status",
@@ -113,10 +146,14 @@ class Exchange:
 
     def __init__(self, scope: dict[str, Any], enricher: Any) -> None:
         self.scope = scope
+        # The app the middleware serves, whose routes name the spans: a mounted app sets
+        # scope["app"] to itself while it runs.
+        self.app = scope.get("app")
         self.headers = header_map(scope.get("headers"))
         self.enricher = enricher
         self.received = 0
         self.complete = False  # the last request body message arrived
+        self.disconnected = False  # the client left before the body was complete
         self.buffer: bytearray | None = None  # the JSON body so far, while within the bound
         self.sent = -1  # response body bytes; -1: no response started through us
         self.status = 0
@@ -162,8 +199,10 @@ class Exchange:
         return out
 
     def _request_size(self) -> int | None:
-        if self.complete:
-            return self.received  # what the app actually read
+        if self.complete or self.disconnected:
+            # What the app actually read; after a disconnect mid-body, what the client sent
+            # (not the Content-Length it promised).
+            return self.received
         # The app did not read the whole body: what the client declared, if it did.
         declared = self.headers.get(b"content-length")
         if declared is not None:
@@ -177,6 +216,37 @@ class Exchange:
             # Content-Length): not known, not guessed.
             return self.received or None
         return 0  # HTTP/1.x without Content-Length or Transfer-Encoding: no body
+
+
+def is_name(text: str) -> bool:
+    """Whether a client-chosen key is shaped like a name a schema declares, not like a value.
+
+    Clients put values where names go (``?sk_live_51H...`` without ``=``, a JWT as the
+    name, a JSON object keyed by emails, ids or IP addresses): such a "name" must not leave
+    the service, so only identifier-shaped names are recorded, and every other one counts
+    as :data:`INVALID`. The rule is deliberately narrow (ASCII, at most 40 characters, no
+    token-like run of letters and digits, no UUID); a real name it refuses still shows up
+    as INVALID, never as its text.
+    """
+    if text in _NAMES_SEEN:  # names repeat across requests; one dict lookup then
+        return True
+    if _NAME.fullmatch(text) is None:
+        return False
+    if len(text) >= 16:
+        for run in _RUN.findall(text):
+            if len(run) > 32 or _DIGIT.search(run):
+                return False
+        if _UUID.search(text):
+            return False
+    if len(_NAMES_SEEN) >= _NAMES_SEEN_LIMIT:
+        _NAMES_SEEN.clear()  # many distinct names: a reset is cheaper than an LRU
+    _NAMES_SEEN.add(text)
+    return True
+
+
+# Names that passed is_name(), at most _NAMES_SEEN_LIMIT of them (a few hundred KiB).
+_NAMES_SEEN: set[str] = set()
+_NAMES_SEEN_LIMIT = 4096
 
 
 def _clip(name: str) -> str:
@@ -207,7 +277,7 @@ def query_parameter_names(query: bytes, cap: int) -> tuple[str, ...]:
             name = unquote_plus(raw.decode("latin-1"), encoding="utf-8", errors="replace")
         else:
             name = raw.decode("utf-8", errors="replace")
-        names.add(name if len(name) <= MAX_NAME_LENGTH else name[:MAX_NAME_LENGTH])
+        names.add(name if is_name(name) else INVALID)
     return _capped(names, cap, cut)
 
 
@@ -221,8 +291,10 @@ def body_field_names(body: bytes, depth: int, cap: int) -> tuple[str, ...]:
         return ()
     try:
         document = json.loads(body)
-    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError)
+    except (json.JSONDecodeError, RecursionError):  # not JSON: no second parse of it
         return ()
+    except ValueError:  # JSON the strict parse refuses only for its values (see _lenient)
+        document = _lenient(body)
     if type(document) is not dict:
         return ()
     names: set[str] = set()
@@ -230,8 +302,29 @@ def body_field_names(body: bytes, depth: int, cap: int) -> tuple[str, ...]:
     return _capped(names, cap)
 
 
+def _skip(_: str) -> None:
+    return None
+
+
+def _lenient(body: bytes) -> Any:
+    """The body parsed for its keys alone, or None: values are never converted, so a number
+    of more than 4300 digits (int's limit) does not hide the names, and bytes that are not
+    UTF-8 (a ``charset=latin-1`` body, a broken value) only spoil the strings they are in
+    (a key with one is not name-shaped)."""
+    try:
+        text = body.decode("utf-8-sig", errors="replace")
+        return json.loads(text, parse_int=_skip, parse_float=_skip, parse_constant=_skip)
+    except (ValueError, RecursionError):
+        return None
+
+
 def _walk(obj: dict[str, Any], prefix: str, depth: int, names: set[str]) -> None:
     for key, value in obj.items():
+        if "." in key or not is_name(key):
+            # A key that is a value (an email, an id, a host name: "." also joins nested
+            # names, so a JSON key never has one): one marker, and nothing below it.
+            names.add(_clip(prefix + INVALID))
+            continue
         name = prefix + key
         names.add(name if len(name) <= MAX_NAME_LENGTH else name[:MAX_NAME_LENGTH])
         if depth > 1 and type(value) is dict and value:
@@ -243,6 +336,8 @@ def validation_errors(errors: Sequence[Any]) -> list[tuple[str, str]]:
 
     A list index in the location becomes ``*`` (``body.items.*.qty``): the field clients get
     wrong is the same whichever item it was in, and indexes would be label values without bound.
+    So does any part that is not name-shaped (:func:`is_name`): a key of a ``dict`` body
+    field is the client's value (``body.scores.*``, never ``body.scores.alice@example.com``).
     """
     result = []
     for error in errors:
@@ -250,9 +345,11 @@ def validation_errors(errors: Sequence[Any]) -> list[tuple[str, str]]:
             continue
         loc = error.get("loc")
         if isinstance(loc, (list, tuple)):
-            location = ".".join("*" if type(part) is int else str(part) for part in loc)
+            location = ".".join(
+                part if type(part) is str and "." not in part and is_name(part) else "*" for part in loc
+            )
         else:
-            location = "" if loc is None else str(loc)
+            location = "" if loc is None else loc if type(loc) is str and is_name(loc) else "*"
         result.append((_clip(location), _clip(str(error.get("type") or ""))))
     return result
 

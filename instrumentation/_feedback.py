@@ -21,7 +21,7 @@ from apiusage.conventions.attributes import (
 )
 from opentelemetry import _logs
 
-from ._design import CURRENT
+from ._design import CURRENT, INVALID
 from ._errors import InstrumentationError
 
 _logger = logging.getLogger("apiusage.instrumentation")
@@ -49,9 +49,10 @@ def record_feedback(score: int, category: str, route: str | None = None) -> None
         )
     category = _label("category", category, MAX_CATEGORY_LENGTH)
     attributes: dict[str, Any] = {ATTR_FEEDBACK_SCORE: score, ATTR_FEEDBACK_CATEGORY: category}
-    if route is not None:
-        attributes[ATTR_FEEDBACK_ROUTE] = _label("route", route, MAX_ROUTE_LENGTH)
     exchange = CURRENT.get()
+    if route is not None:
+        route = _label("route", route, MAX_ROUTE_LENGTH)
+        attributes[ATTR_FEEDBACK_ROUTE] = route if exchange is None else _template(exchange, route)
     if exchange is not None:
         try:
             consumer = exchange.enricher.consumer_id(exchange.scope)
@@ -72,6 +73,33 @@ def record_feedback(score: int, category: str, route: str | None = None) -> None
         logger.emit(_logs.LogRecord(**fields))
 
 
+def _template(exchange: Any, route: str) -> str:
+    """The app's route template ``route`` names: itself, the template a raw path matches
+    (``/v1/orders/42`` -> ``/v1/orders/{order_id}``), else INVALID.
+
+    The route is often the client's own text (a feedback form's field): only a route of
+    this app may become a label value, never an id in a raw path or arbitrary text.
+    """
+    try:
+        table = exchange.enricher.table(exchange.app)
+        if route in table.route_templates():
+            return route
+        template = table.template({"type": "http", "path": route, "root_path": "", "method": "GET"})
+    except Exception:  # an exotic app: what the service passed, as before
+        _logger.debug("apiusage: record_feedback(): could not look the route up", exc_info=True)
+        return route
+    if template is None:
+        if not _state.get("warned_route"):
+            _state["warned_route"] = True
+            _logger.warning(
+                "apiusage: record_feedback(route=%s): not a route of this app; recorded as %s",
+                _show(route),
+                INVALID,
+            )
+        return INVALID
+    return template
+
+
 def _label(name: str, value: Any, limit: int) -> str:
     if not isinstance(value, str):
         raise FeedbackError(f"apiusage: record_feedback({name}={_show(value)}): expected a string")
@@ -84,7 +112,8 @@ def _label(name: str, value: Any, limit: int) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    # A 10 MB category is shown by its start: repr() of all of it only to cut it is waste.
+    text = repr(value[:41] if isinstance(value, (str, bytes)) else value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 

@@ -80,6 +80,8 @@ class ApiUsageMiddleware:
                                 buffer += body
                     if not message.get("more_body", False):
                         exchange.complete = True
+                elif message["type"] == "http.disconnect" and not exchange.complete:
+                    exchange.disconnected = True
                 return message
 
         async def send_with_headers(message: dict[str, Any]) -> None:

@@ -86,6 +86,7 @@ class RouteTable:
         # (method, template) -> facts; read directly by the enricher on every request.
         self.infos: dict[tuple[str, str], RouteInfo] = {}
         self._templates: dict[tuple[str, str], str | None] = {}
+        self._all_templates: frozenset[str] | None = None
 
     # -- templates -------------------------------------------------------------------
 
@@ -117,6 +118,16 @@ class RouteTable:
             if match == Match.PARTIAL and partial is None:
                 partial = getattr(route, "path", None)
         return partial
+
+    def route_templates(self) -> frozenset[str]:
+        """Every route template of the app (for record_feedback's route)."""
+        if self._all_templates is None:
+            routes = getattr(self.app, "routes", None) or []
+            candidates = iter_route_contexts(routes) if iter_route_contexts is not None else routes
+            self._all_templates = frozenset(
+                path for route in candidates if isinstance(path := getattr(route, "path", None), str)
+            )
+        return self._all_templates
 
     # -- facts -----------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ def test_all_is_complete_and_resolvable():
         "Exchange",
         "is_json",
         "query_parameter_names",
+        "is_name",
         "body_field_names",
         "validation_errors",
         "validation_lists",
