@@ -32,6 +32,10 @@ ATTR_VALIDATION_TYPES = "apiusage.validation.error_types"
 #: The last entry of a names or validation array the instrumentation cut at its cap (in both
 #: validation arrays): the processor counts the cut and never counts the marker as a name.
 TRUNCATED = "__truncated__"
+#: What the instrumentation records in place of a name that is not name-shaped (a value posing
+#: as a name: a token, an email, an IP address), so the list shows that one was sent, never
+#: its text; the processor counts it like any name.
+INVALID = "__invalid__"
 #: string: the client's country (ISO 3166-1 alpha-2, upper case) from a trusted CDN header.
 ATTR_CLIENT_REGION = "apiusage.client.region"
 

@@ -30,6 +30,7 @@ from apiusage.conventions.attributes import (
     ERROR_TYPE,
     HTTP_REQUEST_BODY_SIZE,
     HTTP_RESPONSE_BODY_SIZE,
+    INVALID,
     TRUNCATED,
 )
 
@@ -37,14 +38,11 @@ from ._config import Settings, _is_header_name
 
 _logger = logging.getLogger("apiusage.instrumentation")
 
-#: The last entry of a name list (and of both validation lists) that was cut at its cap.
 #: Longer names (and validation locations and types) are cut to this many characters.
 MAX_NAME_LENGTH = 128
 #: Only this much of a query string is read for names (servers refuse far shorter URLs;
 #: this bounds the work on a hostile one); a longer one counts as cut.
 MAX_QUERY_BYTES = 64 * 1024
-#: What a name that is not name-shaped is recorded as (once per list): see :func:`is_name`.
-INVALID = "__invalid__"
 #: A query parameter or JSON key longer than this is not a name (it is recorded as INVALID).
 MAX_NAME_CHARS = 40
 # A name: a letter, "_", "$" (OData's $filter) or "@" (JSON-LD's @id) first, then ASCII
