@@ -141,6 +141,7 @@ class Processor:
                 catalog=self.catalog,
                 max_names_per_route=p.limits.max_names_per_route,
                 max_label_length=p.limits.max_label_length,
+                max_routes=p.limits.label_limit("route"),
             )
             self.state = StateService(
                 config.state,

@@ -104,6 +104,7 @@ class ConsumerActivity:
         catalog: Catalog | None = None,
         max_names_per_route: int = 100,
         max_label_length: int = 128,
+        max_routes: int = 1000,
     ) -> None:
         self._retention_days = retention_days
         # Undeclared names stored per endpoint: values put into names (`?<token>=1`) cannot grow
@@ -111,8 +112,12 @@ class ConsumerActivity:
         # be reported unused).
         self.max_names_per_route = max_names_per_route
         self._declared = _declared_index(catalog, max_label_length)
-        # (service, method, route) → its names; endpoints are bounded by the route limit.
+        # (service, method, route) → its names: the endpoints the catalog declares names for, and
+        # those with admitted names. The state's routes are not folded (100k distinct routes reach
+        # it), so the admitted names are bounded in all too: max_names_per_route x max_routes.
         self._names_of: dict[tuple[str, str, str], _EndpointNames] = {}
+        self.max_names_total = max_names_per_route * max_routes
+        self._admitted_total = 0
         # False: the names of each endpoint only (unused parameters), no row per consumer and name.
         self._parameter_consumers = parameter_consumers
         self._stats = stats
@@ -248,7 +253,10 @@ class ConsumerActivity:
                         known = self._endpoint_names(ekey)
                     nkey = (location, name)
                     if nkey not in known.declared and nkey not in known.admitted:
-                        if len(known.admitted) >= self.max_names_per_route:
+                        if (
+                            len(known.admitted) >= self.max_names_per_route
+                            or self._admitted_total >= self.max_names_total
+                        ):
                             self._refused += 1
                             # A field under a declared object field (`address.<token>`): the
                             # endpoint still records that field as sent, so it is not reported
@@ -258,7 +266,7 @@ class ConsumerActivity:
                                 sent = (*ekey, location, prefix)
                                 full += self._sent(parameters, sent, at, hard_rows, hard_bytes)
                             continue
-                        known.admitted[nkey] = at
+                        self._admit(ekey, known, nkey, at)
                     if self._rows() >= hard_rows or self._bytes >= hard_bytes:
                         full += 1
                     else:
@@ -312,8 +320,18 @@ class ConsumerActivity:
                 declared = self._declared.get((service, method, key), declared) | self._declared.get(
                     (service, "*", key), frozenset()
                 )
-            known = self._names_of[ekey] = _EndpointNames(declared)
+            known = _EndpointNames(declared)
+            if declared:  # bounded by the catalog; the others are kept once they admit a name
+                self._names_of[ekey] = known
         return known
+
+    def _admit(
+        self, ekey: tuple[str, str, str], known: _EndpointNames, nkey: tuple[str, str], at: int
+    ) -> None:
+        if not known.admitted:
+            self._names_of[ekey] = known
+        known.admitted[nkey] = at
+        self._admitted_total += 1
 
     def seed_names(self, rows: Iterable[tuple[str, str, str, str, str, int]]) -> None:
         """Admit the names already stored, (service, method, route, location, parameter, last_seen)
@@ -326,8 +344,11 @@ class ConsumerActivity:
                     continue
                 if nkey in known.admitted:
                     known.admitted[nkey] = max(known.admitted[nkey], last)
-                elif len(known.admitted) < self.max_names_per_route:
-                    known.admitted[nkey] = last
+                elif (
+                    len(known.admitted) < self.max_names_per_route
+                    and self._admitted_total < self.max_names_total
+                ):
+                    self._admit((service, method, route), known, nkey, last)
 
     def forget_names(self, cutoff_ms: int) -> int:
         """Forget the admitted names last sent before `cutoff_ms`, as retention deletes their rows
@@ -340,8 +361,9 @@ class ConsumerActivity:
                     if last < cutoff_ms and (*ekey, *nkey) not in pending:
                         del known.admitted[nkey]
                         forgotten += 1
-                if not known.admitted:
+                if not known.admitted and not known.declared:
                     del self._names_of[ekey]
+            self._admitted_total -= forgotten
         return forgotten
 
     def most_declared(self) -> int:

@@ -240,3 +240,17 @@ def test_the_processor_bounds_the_state_names_per_endpoint_with_its_configured_l
         assert app.stats.data_quality_issues["names_not_stored"] == 130
     finally:
         app.state.stop()
+
+
+def test_distinct_routes_cannot_grow_the_admitted_names_past_routes_times_the_bound() -> None:
+    """The state's routes are not folded: 100,000 routes of 3 names each meet a bound in all."""
+    stats = PipelineStats()
+    activity = ConsumerActivity(
+        400, stats, max_pending=10_000_000, max_pending_bytes=1 << 34, max_names_per_route=3, max_routes=2
+    )
+    now = int(time.time() * 1000)
+    activity.consume([request("GET", f"/r{i}", None, now, ("a", "b", "c")) for i in range(100_000)])
+    assert [activity.names_admitted((SERVICE, "GET", f"/r{i}")) for i in range(3)] == [3, 3, 0]
+    assert stats.data_quality_issues["names_not_stored"] == 3 * 100_000 - 6
+    assert len(activity.drain()[4]) == 6
+    assert len(activity._names_of) == 2  # no entry kept for an endpoint that admitted nothing
