@@ -138,6 +138,10 @@ class Processor:
                 p.usage.data_quality.max_future_skew,
                 config.state.max_pending_bytes,
                 parameter_consumers=config.state.parameter_consumers,
+                catalog=self.catalog,
+                max_names_per_route=p.limits.max_names_per_route,
+                max_label_length=p.limits.max_label_length,
+                max_routes=p.limits.label_limit("route"),
             )
             self.state = StateService(
                 config.state,

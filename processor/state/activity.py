@@ -12,6 +12,12 @@ endpoint rows alike, as `apiusage_state_rows_written_total` counts them) is boun
 in rows and in estimated bytes: at the limit `backlogged()` says so and the receivers
 refuse new exports (retryable), so the spans already accepted still fit; rows past twice
 the limit are dropped and counted in `rows_dropped`.
+
+Parameter names are bounded per endpoint (service, method, route): the names the catalog declares
+for it are always stored, and at most `max_names_per_route` others (first come); further names
+are counted in `apiusage_data_quality_issues_total{check="names_not_stored"}`, not stored. The
+admitted names live in memory, are seeded from the `parameters` table at start-up (`seed_names`)
+and are forgotten with the table's rows by retention (`forget_names`).
 """
 
 from __future__ import annotations
@@ -20,12 +26,18 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from ..derive.feedback import Feedback
 from ..derive.requests import ApiRequest
+from ..derive.routes import catalog_key
+from ..derive.series import sanitize_label_value
 from ..telemetry import PipelineStats
 from .store import DAY_MS, ActivityBatch
+
+if TYPE_CHECKING:
+    from apiusage.conventions.catalog import Catalog
 
 __all__ = ["ConsumerActivity", "DAY_MS"]
 
@@ -46,6 +58,40 @@ def _size(key: tuple) -> int:
     return _ROW_OVERHEAD + sum(sys.getsizeof(k) - _EMPTY_STR for k in key if isinstance(k, str))
 
 
+class _EndpointNames:
+    """The names of one endpoint the state stores: declared ones, and the undeclared ones admitted
+    under the bound with their last request (Unix ms), for retention."""
+
+    __slots__ = ("declared", "admitted")
+
+    def __init__(self, declared: frozenset[tuple[str, str]]) -> None:
+        self.declared = declared
+        self.admitted: dict[tuple[str, str], int] = {}
+
+    def declared_prefix(self, location: str, name: str) -> str | None:
+        """The longest declared object field `name` lies under (`address` of `address.city`)."""
+        while "." in name:
+            name = name.rsplit(".", 1)[0]
+            if (location, name) in self.declared:
+                return name
+        return None
+
+
+def _declared_index(catalog: Catalog | None, max_length: int) -> dict[tuple[str, str, str], frozenset]:
+    """(service, method or "*", route key) → the declared (location, name) pairs, as the Deriver
+    sanitises names (and as report.unused_parameters compares them)."""
+    index: dict[tuple[str, str, str], set[tuple[str, str]]] = {}
+    for svc in catalog.services if catalog is not None else ():
+        for ep in svc.endpoints:
+            key = catalog_key(ep.route)
+            if key is None or not (ep.query_parameters or ep.body_fields):
+                continue
+            names = index.setdefault((svc.name, ep.method, key), set())
+            for location in ("query", "body"):
+                names.update((location, sanitize_label_value(n, max_length)) for n in ep.declared(location))
+    return {k: frozenset(v) for k, v in index.items()}
+
+
 class ConsumerActivity:
     def __init__(
         self,
@@ -55,8 +101,23 @@ class ConsumerActivity:
         max_future_skew: float = 300.0,
         max_pending_bytes: int = 256 << 20,
         parameter_consumers: bool = True,
+        catalog: Catalog | None = None,
+        max_names_per_route: int = 100,
+        max_label_length: int = 128,
+        max_routes: int = 1000,
     ) -> None:
         self._retention_days = retention_days
+        # Undeclared names stored per endpoint: values put into names (`?<token>=1`) cannot grow
+        # the parameters tables without bound; declared names are always stored (else they would
+        # be reported unused).
+        self.max_names_per_route = max_names_per_route
+        self._declared = _declared_index(catalog, max_label_length)
+        # (service, method, route) → its names: the endpoints the catalog declares names for, and
+        # those with admitted names. The state's routes are not folded (100k distinct routes reach
+        # it), so the admitted names are bounded in all too: max_names_per_route x max_routes.
+        self._names_of: dict[tuple[str, str, str], _EndpointNames] = {}
+        self.max_names_total = max_names_per_route * max_routes
+        self._admitted_total = 0
         # False: the names of each endpoint only (unused parameters), no row per consumer and name.
         self._parameter_consumers = parameter_consumers
         self._stats = stats
@@ -64,6 +125,7 @@ class ConsumerActivity:
         self.max_pending_bytes = max_pending_bytes
         self._future_ms = int(max_future_skew * 1000)
         self.rows_dropped = 0
+        self._refused = 0  # names of the consume() in progress not stored (per-endpoint bound)
         self._dropping = False  # log once per episode of dropping
         self._bytes = 0  # estimated size of the rows in the dicts
         self._inflight_rows = 0  # drained, being written
@@ -92,6 +154,7 @@ class ConsumerActivity:
             consumers, activity, endpoints = self._consumers, self._activity, self._endpoints
             hard_rows = self.max_pending * _HARD_FACTOR - self._inflight_rows
             hard_bytes = self.max_pending_bytes * _HARD_FACTOR - self._inflight_bytes
+            self._refused = 0
             for r in requests:
                 at = r.end_time_ns // 1_000_000
                 day = at // DAY_MS
@@ -154,6 +217,9 @@ class ConsumerActivity:
                     c[1] = at
                 if at >= c[2]:
                     c[2], c[3], c[4], c[5] = at, plan, client, version
+            refused = self._refused
+        if refused:
+            self._stats.data_quality(names_not_stored=refused)
         if dropped:
             self._stats.data_quality(beyond_retention=dropped)
         if future:
@@ -177,11 +243,30 @@ class ConsumerActivity:
         rows that did not fit past twice the bound."""
         full = 0
         parameters, pairs = self._parameters, self._consumer_parameters
+        known = None
         for location, names in (("query", query), ("body", body)):
             for name in names or ():
                 pkey = (*ekey, location, name)
                 p = parameters.get(pkey)
                 if p is None:
+                    if known is None:
+                        known = self._endpoint_names(ekey)
+                    nkey = (location, name)
+                    if nkey not in known.declared and nkey not in known.admitted:
+                        if (
+                            len(known.admitted) >= self.max_names_per_route
+                            or self._admitted_total >= self.max_names_total
+                        ):
+                            self._refused += 1
+                            # A field under a declared object field (`address.<token>`): the
+                            # endpoint still records that field as sent, so it is not reported
+                            # unused (report.unused_parameters reads the parameters table only).
+                            prefix = known.declared_prefix(location, name)
+                            if prefix is not None:
+                                sent = (*ekey, location, prefix)
+                                full += self._sent(parameters, sent, at, hard_rows, hard_bytes)
+                            continue
+                        self._admit(ekey, known, nkey, at)
                     if self._rows() >= hard_rows or self._bytes >= hard_bytes:
                         full += 1
                     else:
@@ -208,6 +293,88 @@ class ConsumerActivity:
                     if day < c[0]:
                         c[0] = day
         return full
+
+    def _sent(self, parameters: dict, pkey: tuple, at: int, hard_rows: int, hard_bytes: int) -> int:
+        """Record one request of an admitted name in the endpoint's names (lock held); 1 when it
+        does not fit past twice the bound."""
+        p = parameters.get(pkey)
+        if p is None:
+            if self._rows() >= hard_rows or self._bytes >= hard_bytes:
+                return 1
+            parameters[pkey] = [at, at]
+            self._bytes += _size(pkey)
+        elif at > p[1]:
+            p[1] = at
+        elif at < p[0]:
+            p[0] = at
+        return 0
+
+    def _endpoint_names(self, ekey: tuple[str, str, str]) -> _EndpointNames:
+        known = self._names_of.get(ekey)
+        if known is None:
+            service, method, route = ekey
+            key = catalog_key(route)
+            declared: frozenset[tuple[str, str]] = frozenset()
+            if key is not None and self._declared:
+                # As report.unused_parameters matches them: the method's entry and the `*` one.
+                declared = self._declared.get((service, method, key), declared) | self._declared.get(
+                    (service, "*", key), frozenset()
+                )
+            known = _EndpointNames(declared)
+            if declared:  # bounded by the catalog; the others are kept once they admit a name
+                self._names_of[ekey] = known
+        return known
+
+    def _admit(
+        self, ekey: tuple[str, str, str], known: _EndpointNames, nkey: tuple[str, str], at: int
+    ) -> None:
+        if not known.admitted:
+            self._names_of[ekey] = known
+        known.admitted[nkey] = at
+        self._admitted_total += 1
+
+    def seed_names(self, rows: Iterable[tuple[str, str, str, str, str, int]]) -> None:
+        """Admit the names already stored, (service, method, route, location, parameter, last_seen)
+        in the order they came (first seen first): a restart keeps the bound."""
+        with self._lock:
+            for service, method, route, location, name, last in rows:
+                known = self._endpoint_names((service, method, route))
+                nkey = (location, name)
+                if nkey in known.declared:
+                    continue
+                if nkey in known.admitted:
+                    known.admitted[nkey] = max(known.admitted[nkey], last)
+                elif (
+                    len(known.admitted) < self.max_names_per_route
+                    and self._admitted_total < self.max_names_total
+                ):
+                    self._admit((service, method, route), known, nkey, last)
+
+    def forget_names(self, cutoff_ms: int) -> int:
+        """Forget the admitted names last sent before `cutoff_ms`, as retention deletes their rows
+        (names still waiting to be written stay); returns how many were forgotten."""
+        forgotten = 0
+        with self._lock:
+            pending = self._parameters
+            for ekey, known in list(self._names_of.items()):
+                for nkey, last in list(known.admitted.items()):
+                    if last < cutoff_ms and (*ekey, *nkey) not in pending:
+                        del known.admitted[nkey]
+                        forgotten += 1
+                if not known.admitted and not known.declared:
+                    del self._names_of[ekey]
+            self._admitted_total -= forgotten
+        return forgotten
+
+    def most_declared(self) -> int:
+        """The most names the catalog declares for one endpoint (its `*` entry included)."""
+        return 2 * max((len(names) for names in self._declared.values()), default=0)
+
+    def names_admitted(self, ekey: tuple[str, str, str]) -> int:
+        """Undeclared names admitted for an endpoint."""
+        with self._lock:
+            known = self._names_of.get(ekey)
+            return len(known.admitted) if known is not None else 0
 
     def consume_feedback(self, events: Sequence[Feedback]) -> None:
         """Record who gave feedback (events with a consumer); the worker calls it per batch."""
@@ -299,6 +466,11 @@ class ConsumerActivity:
             )
             self._inflight_bytes += self._bytes
             self._bytes = 0
+            names_of = self._names_of
+            for (s, m, r, location, name), (_, last) in parameters.items():
+                known = names_of.get((s, m, r))
+                if known is not None and known.admitted.get((location, name), last) < last:
+                    known.admitted[location, name] = last  # retention forgets it with its row
         return (
             [(s, c, v[0], v[1], v[2], v[6], v[3], v[4], v[5]) for (s, c), v in consumers.items()],
             [(*k, v[0], v[1], v[2]) for k, v in activity.items()],

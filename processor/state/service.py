@@ -175,6 +175,11 @@ class StateService:
             raise
         if self._refresher is self.store:  # one connection (SQLite :memory:): one lock
             self._refresh_lock = self._read_lock = self._write_lock
+        try:
+            self._seed_names()
+        except StoreError:
+            self._close_stores()
+            raise
         self._take_lease()
         if self.plans is not None:
             self._reload_plans()
@@ -202,6 +207,23 @@ class StateService:
                 time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(report.generated_ms / 1000)),
                 self._snapshot_writer,
             )
+
+    def _seed_names(self) -> None:
+        """Admit the parameter names the store holds, first seen first, so that a restart does
+        not admit `max_names_per_route` new ones per endpoint."""
+        activity = self.activity
+        # The first bound + (most names one endpoint declares) rows of an endpoint hold its first
+        # `bound` undeclared names: no more are read, whatever an unbounded older version stored.
+        most = activity.max_names_per_route + activity.most_declared()
+        rows = _opened(self.store, "store").query(
+            "SELECT service, method, route, location, parameter, last_seen FROM ("
+            "SELECT service, method, route, location, parameter, last_seen, first_seen, ROW_NUMBER() "
+            "OVER (PARTITION BY service, method, route ORDER BY first_seen, location, parameter) AS n "
+            "FROM parameters WHERE last_seen >= ?) AS p WHERE n <= ? "
+            "ORDER BY service, method, route, first_seen, location, parameter",
+            (self._oldest_day(int(time.time() * 1000)) * DAY_MS, most),
+        )
+        activity.seed_names(rows)
 
     def start(self) -> None:
         self._flusher.start()
@@ -464,6 +486,9 @@ class StateService:
         except StoreError as exc:
             log.error("state retention failed: %s", exc)
             return
+        # Only after the rows are gone: a name forgotten before would let a new one take its place
+        # while its row is still stored.
+        self.activity.forget_names(oldest * DAY_MS)
         if any(deleted.values()):
             log.info(
                 "retention: deleted rows older than %d days: %s",
