@@ -242,6 +242,9 @@ def design(alerts: Alerts) -> dashboard.Dashboard:
     region_p90 = (
         f"histogram_quantile(0.9, sum by (le, client_region) (rate({region}{{{svc}}}[$__rate_interval])))"
     )
+    # The region table reads the whole range shown: at one instant of a quiet API most
+    # regions have no request in the rate interval (0/0).
+    region_p90_range = region_p90.replace("$__rate_interval", "$__range")
     b.add(
         merged_table(
             {
@@ -254,16 +257,26 @@ def design(alerts: Alerts) -> dashboard.Dashboard:
         11,
         CONTRACT,
         "Where are the consumers, and how is the API for them? Per client region (ISO country "
-        "code from the trusted CDN header): requests per second, share of 4xx and 5xx answers, "
-        "and 90th percentile latency.",
+        "code from the trusted CDN header), over the time range shown: requests per second, "
+        "share of 4xx and 5xx answers, and 90th percentile latency.",
         "short",
         12,
         9,
-        q(sum_rate("client_region", "api_region_requests_total", svc), "", instant=True, table_format=True),
+        q(
+            sum_rate("client_region", "api_region_requests_total", svc, "$__range"),
+            "",
+            instant=True,
+            table_format=True,
+        ),
         q(
             ratio_or_zero(
-                sum_rate("client_region", "api_region_requests_total", f'{svc}, status_class=~"4xx|5xx"'),
-                sum_rate("client_region", "api_region_requests_total", svc),
+                sum_rate(
+                    "client_region",
+                    "api_region_requests_total",
+                    f'{svc}, status_class=~"4xx|5xx"',
+                    "$__range",
+                ),
+                sum_rate("client_region", "api_region_requests_total", svc, "$__range"),
             ),
             "",
             ref="B",
@@ -271,7 +284,7 @@ def design(alerts: Alerts) -> dashboard.Dashboard:
             table_format=True,
         ),
         q(
-            region_p90,
+            region_p90_range,
             "",
             ref="C",
             instant=True,
