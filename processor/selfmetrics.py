@@ -96,7 +96,11 @@ SPANS_IGNORED = Family(
     "apiusage_spans_ignored", _C, "Spans accepted but not API requests.", "worker", ("reason",)
 )
 DATA_QUALITY_ISSUES = Family(
-    "apiusage_data_quality_issues", _C, "Spans and feedback records with a data-quality problem.", "worker", ("check",)
+    "apiusage_data_quality_issues",
+    _C,
+    "Spans and feedback records with a data-quality problem.",
+    "worker",
+    ("check",),
 )
 LABEL_OVERFLOW = Family(
     "apiusage_label_overflow",
