@@ -5,7 +5,9 @@ an instruction count does not.  For each variant of that benchmark (bare FastAPI
 OpenTelemetry, apiusage with the schema version 1 features, apiusage with every feature)
 this runs the same requests under ``valgrind --tool=callgrind`` twice, with N and with 0
 measured requests after the same warm-up, and prints (instructions(N) - instructions(0)) / N
-and the enrichment's share of OpenTelemetry's own instructions.
+and the enrichment's share of OpenTelemetry's own instructions. The hash seed, the span
+export thread's timer, the GIL switch interval and the start-up heap's garbage collection
+are pinned (see _run), so that a repeated run gives the same count within 0.1%.
 
     .venv/bin/python bench/instrumentation_instructions.py [--requests 400]
 
@@ -31,6 +33,11 @@ WARM_UP = 300
 
 
 async def _run(name: str, count: int) -> None:
+    # What the count depends on is made independent of the wall clock, which callgrind
+    # slows 50 times and unevenly: the span export thread runs when its queue holds a
+    # batch (OTEL_BSP_SCHEDULE_DELAY, set by the parent, turns off its timer) and the
+    # interpreter does not hand the GIL over every 5 ms.
+    sys.setswitchinterval(30)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import instrumentation_overhead as bench
 
@@ -41,6 +48,10 @@ async def _run(name: str, count: int) -> None:
         scopes = bench.requests()
         await bench.drive(app, scopes, WARM_UP)
         gc.collect()
+        # The start-up heap (FastAPI, pydantic, the SDK) is left out of later collections:
+        # whether a full collection over it falls inside the measured requests otherwise
+        # moves the figure by tens of thousands of instructions a request.
+        gc.freeze()
         if count:
             await bench.drive(app, scopes, count)
         if provider is not None:
@@ -65,6 +76,9 @@ def _instructions(name: str, count: int) -> int:
             capture_output=True,
             text=True,
             check=True,
+            # The same hash seed in every run: set and dict layouts (so their collisions)
+            # stay put, which otherwise move the count by thousands a request.
+            env={**os.environ, "PYTHONHASHSEED": "0", "OTEL_BSP_SCHEDULE_DELAY": "600000"},
         )
     found = re.search(r"Collected : (\d+)", out.stderr)
     if found is None:
