@@ -56,6 +56,26 @@ ATTR_FEEDBACK_CATEGORY = "apiusage.feedback.category"
 #: string: the route template the feedback is about, when it is about one.
 ATTR_FEEDBACK_ROUTE = "apiusage.feedback.route"
 
+# Feature flags (OpenTelemetry semantic conventions for feature flags), as OpenFeature's
+# OpenTelemetry hook emits them: a span event on the request's span, or an OpenTelemetry event
+# (an OTLP log record with this event name) carrying the request's trace and span ids.
+#: The event name (openfeature-hooks-opentelemetry 0.3 span events, and log events).
+EVENT_FEATURE_FLAG_EVALUATION = "feature_flag.evaluation"
+#: The older span event name (semantic conventions before 1.27).
+EVENT_FEATURE_FLAG = "feature_flag"
+FEATURE_FLAG_KEY = "feature_flag.key"
+#: The variant; FEATURE_FLAG_VARIANT_OLD is the older name, FEATURE_FLAG_RESULT_VALUE the JSON of
+#: the value, read when a flag has no variants (a boolean flag: "true" / "false").
+FEATURE_FLAG_VARIANT = "feature_flag.result.variant"
+FEATURE_FLAG_VARIANT_OLD = "feature_flag.variant"
+FEATURE_FLAG_RESULT_VALUE = "feature_flag.result.value"
+FEATURE_FLAG_PROVIDER = "feature_flag.provider.name"
+FEATURE_FLAG_PROVIDER_OLD = "feature_flag.provider_name"
+#: The evaluation's targeting key: may be a raw user id, so it is never stored or exported.
+FEATURE_FLAG_CONTEXT_ID = "feature_flag.context.id"
+#: Resource attribute: the release of the service that answered (a bounded `version` label).
+SERVICE_VERSION = "service.version"
+
 ALL_ATTRIBUTES = (
     ATTR_SCHEMA_VERSION,
     ATTR_CONSUMER_ID,

@@ -142,6 +142,11 @@ class ApiRequest(NamedTuple):
     error_type: str | None = None  # semconv error.type
     client_region: str | None = None  # ISO 3166-1 alpha-2
     server_region: str | None = None  # the resource's cloud.region
+    # Releases and experiments (issue 16); None when the span does not say.
+    service_version: str | None = None  # the resource's service.version, a bounded label value
+    #: (flag key, variant) of each feature-flag evaluation span event on the request, in wire
+    #: order, label values already sanitised (derive.flags.flag_variant reads the variant).
+    flags: tuple[tuple[str, str], ...] | None = None
 
 
 #: The leading ApiRequest fields every request counter's labels come from, in order.

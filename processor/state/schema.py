@@ -16,11 +16,16 @@ that need days.
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS", "LATEST", "TTFS_BUCKETS", "ttfs_bucket_sql"]
+__all__ = ["EXPERIMENT_LATENCY_BOUNDS", "MIGRATIONS", "LATEST", "TTFS_BUCKETS", "ttfs_bucket_sql"]
 
 # Upper bounds (seconds) of the time-to-first-success histogram; retired_consumers keeps its
 # tallies by index into these, so changing them needs a migration.
 TTFS_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0, 259200.0, 604800.0)
+
+# Upper bounds (seconds) of the per-variant latency tallies of experiment_latency: 1 ms times
+# 1.25^i up to 70 s (each bucket spans 25%, so a p95 read from them is within about 12%); the
+# index len(bounds) holds the slower ones. Stored by index, so changing them needs a migration.
+EXPERIMENT_LATENCY_BOUNDS = tuple(round(0.001 * 1.25**i, 9) for i in range(51))
 
 
 def ttfs_bucket_sql(first_seen: str = "first_seen", first_success: str = "first_success") -> str:
@@ -235,6 +240,57 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             last_seen BIGINT NOT NULL,
             events BIGINT NOT NULL,
             PRIMARY KEY (service, consumer_id)
+        ){without_rowid}""",
+        ],
+    ),
+    # Version 5 (issue 16): releases and experiments.  `releases`: the first time each
+    # service.version was seen (the release marker).  `experiment_consumers`: one row per
+    # consumer in an experiment, holding the variant it was first assigned (it stays there)
+    # and the first other variant it was later seen in (contamination).  `experiment_days` and
+    # `experiment_latency`: per variant and day, the request tallies and the latency histogram
+    # (by index into EXPERIMENT_LATENCY_BOUNDS) the statistics read.
+    (
+        5,
+        [
+            """CREATE TABLE releases (
+            service TEXT NOT NULL,
+            version TEXT NOT NULL,
+            first_seen BIGINT NOT NULL,
+            last_seen BIGINT NOT NULL,
+            requests DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (service, version)
+        ){without_rowid}""",
+            """CREATE TABLE experiment_consumers (
+            service TEXT NOT NULL,
+            experiment TEXT NOT NULL,
+            consumer_id TEXT NOT NULL,
+            variant TEXT NOT NULL,
+            first_seen BIGINT NOT NULL,
+            last_seen BIGINT NOT NULL,
+            first_success BIGINT,
+            other_variant TEXT,
+            requests DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (service, experiment, consumer_id)
+        ){without_rowid}""",
+            """CREATE TABLE experiment_days (
+            service TEXT NOT NULL,
+            experiment TEXT NOT NULL,
+            variant TEXT NOT NULL,
+            day INTEGER NOT NULL,
+            requests DOUBLE PRECISION NOT NULL,
+            errors DOUBLE PRECISION NOT NULL,
+            client_errors DOUBLE PRECISION NOT NULL,
+            duration_sum DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (service, experiment, variant, day)
+        ){without_rowid}""",
+            """CREATE TABLE experiment_latency (
+            service TEXT NOT NULL,
+            experiment TEXT NOT NULL,
+            variant TEXT NOT NULL,
+            day INTEGER NOT NULL,
+            bucket INTEGER NOT NULL,
+            count DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (service, experiment, variant, day, bucket)
         ){without_rowid}""",
         ],
     ),
