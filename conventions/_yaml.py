@@ -39,7 +39,7 @@ try:
 except ImportError:  # PyYAML built without libyaml
     CParser = None  # type: ignore[assignment,misc]
 
-__all__ = ["YamlError", "YamlLimits", "safe_load"]
+__all__ = ["YamlError", "YamlLimits", "describe", "load_file", "safe_load"]
 
 # A position in the text: yaml.error.Mark from the pure-Python parser, yaml._yaml.Mark from libyaml.
 AnyMark = Any
@@ -296,3 +296,42 @@ def _py_load(text: str, limits: YamlLimits) -> Any:
     finally:
         if loader is not None:
             loader.dispose()
+
+
+def load_file(path: Any, kind: str, error: type[ConventionsError]) -> Any:
+    """A YAML file's document through safe_load; `error` (naming the file) for a file that is
+    missing, a directory, unreadable, not UTF-8 or not valid YAML. `kind`: "catalog" and the like."""
+    from pathlib import Path
+
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{source}: {kind} file not found") from None
+    except IsADirectoryError:
+        raise error(f"{source}: is a directory, not {_article(kind)} {kind} file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise error(f"{source}: cannot read {kind} file: {reason}") from None
+    try:
+        return safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise error(f"{source}: not valid YAML{where}: {problem}") from None
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def describe(value: Any) -> str:
+    """What a value is, for an error message: "a mapping", "a list", "nothing", "int"."""
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )

@@ -38,7 +38,8 @@ from typing import Any, Literal, overload
 
 import yaml
 
-from ._yaml import safe_load
+from ._yaml import describe as _kind
+from ._yaml import load_file
 from .errors import ConventionsError
 from .routes import RouteTemplateError, parse_route, route_key
 
@@ -162,26 +163,8 @@ class Catalog:
 
 def load_catalog(path: str | Path) -> Catalog:
     """Read and validate a catalog file; raises CatalogError naming the file."""
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CatalogError(f"{source}: catalog file not found") from None
-    except IsADirectoryError:
-        raise CatalogError(f"{source}: is a directory, not a catalog file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise CatalogError(f"{source}: cannot read catalog file: {reason}") from None
-    try:
-        data = safe_load(text)
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise CatalogError(f"{source}: not valid YAML{where}: {problem}") from None
-    return parse_catalog(data, source=source)
+    data = load_file(path, "catalog", CatalogError)
+    return parse_catalog(data, source=str(path))
 
 
 def parse_catalog(data: Any, source: str = "<catalog>") -> Catalog:
@@ -399,14 +382,6 @@ def _short(value: str) -> str:
     """``repr(value)``, cut to a readable length for an error message."""
     text = repr(value)
     return text if len(text) <= 80 else f"{text[:70]}… ({len(value)} characters)"
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
 
 
 def merge_endpoint(base: Endpoint | None, override: Endpoint | None) -> Endpoint | None:

@@ -40,9 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ._yaml import safe_load
+from ._yaml import describe as _kind
+from ._yaml import load_file
 from .errors import ConventionsError
 from .routes import RouteTemplateError, parse_route, route_key
 
@@ -172,26 +171,8 @@ class Experiments:
 
 def load_experiments(path: str | Path) -> Experiments:
     """Read and validate an experiments file; raises ExperimentsError naming the file and key."""
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ExperimentsError(f"{source}: experiments file not found") from None
-    except IsADirectoryError:
-        raise ExperimentsError(f"{source}: is a directory, not an experiments file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ExperimentsError(f"{source}: cannot read experiments file: {reason}") from None
-    try:
-        data = safe_load(text)
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ExperimentsError(f"{source}: not valid YAML{where}: {problem}") from None
-    return parse_experiments(data, source=source)
+    data = load_file(path, "experiments", ExperimentsError)
+    return parse_experiments(data, source=str(path))
 
 
 def parse_experiments(data: Any, source: str = "<experiments>") -> Experiments:
@@ -405,11 +386,3 @@ class _Parser:
             except ValueError:
                 pass
         raise self.fail(path, f"not a date (got {value!r})")
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )

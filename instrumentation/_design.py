@@ -16,7 +16,7 @@ import heapq
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 from urllib.parse import unquote_plus
@@ -316,7 +316,7 @@ def body_field_names(body: bytes, depth: int, cap: int) -> tuple[str, ...]:
     names: set[str] = set()
     if _RAW_OBJECT is not None:
         try:
-            _walk_raw(_RAW_OBJECT.decode(body), "", depth, names)
+            _walk(_RAW_OBJECT.decode(body), "", depth, names, _raw_object)
             return _capped(names, cap)
         except msgspec.ValidationError:  # JSON, but not an object
             return ()
@@ -332,7 +332,7 @@ def body_field_names(body: bytes, depth: int, cap: int) -> tuple[str, ...]:
         document = _lenient(body)
     if type(document) is not dict:
         return ()
-    _walk(document, "", depth, names)
+    _walk(document, "", depth, names, _dict_object)
     return _capped(names, cap)
 
 
@@ -341,16 +341,13 @@ _RAW_OBJECT = msgspec.json.Decoder(dict[str, msgspec.Raw]) if msgspec is not Non
 _OPEN_BRACE = ord("{")
 
 
-def _walk_raw(obj: dict[str, Any], prefix: str, depth: int, names: set[str]) -> None:
-    """:func:`_walk` over msgspec's raw values: a nested object is decoded only if walked."""
-    for key, value in obj.items():
-        if "." in key or not is_name(key):
-            names.add(_clip(prefix + INVALID))
-            continue
-        name = prefix + key
-        names.add(name if len(name) <= MAX_NAME_LENGTH else name[:MAX_NAME_LENGTH])
-        if depth > 1 and memoryview(value)[0] == _OPEN_BRACE:
-            _walk_raw(_RAW_OBJECT.decode(value), name + ".", depth - 1, names)
+def _raw_object(value: Any) -> dict[str, Any] | None:
+    """A nested value of msgspec's raw decode, decoded when it is an object (only if walked)."""
+    return _RAW_OBJECT.decode(value) if memoryview(value)[0] == _OPEN_BRACE else None
+
+
+def _dict_object(value: Any) -> dict[str, Any] | None:
+    return value if type(value) is dict else None
 
 
 def _skip(_: str) -> None:
@@ -369,7 +366,14 @@ def _lenient(body: bytes) -> Any:
         return None
 
 
-def _walk(obj: dict[str, Any], prefix: str, depth: int, names: set[str]) -> None:
+def _walk(
+    obj: dict[str, Any],
+    prefix: str,
+    depth: int,
+    names: set[str],
+    nested: Callable[[Any], dict[str, Any] | None],
+) -> None:
+    """Add the names of ``obj`` to ``names``; ``nested`` gives a value's object to walk, or None."""
     for key, value in obj.items():
         if "." in key or not is_name(key):
             # A key that is a value (an email, an id, a host name: "." also joins nested
@@ -378,8 +382,10 @@ def _walk(obj: dict[str, Any], prefix: str, depth: int, names: set[str]) -> None
             continue
         name = prefix + key
         names.add(name if len(name) <= MAX_NAME_LENGTH else name[:MAX_NAME_LENGTH])
-        if depth > 1 and type(value) is dict and value:
-            _walk(value, name + ".", depth - 1, names)
+        if depth > 1:
+            child = nested(value)
+            if child:
+                _walk(child, name + ".", depth - 1, names, nested)
 
 
 def validation_errors(errors: Sequence[Any]) -> list[tuple[str, str]]:
