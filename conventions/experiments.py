@@ -107,9 +107,8 @@ class Segment:
         if self.clients and client_name not in self.clients:
             return False
         if self.routes:
-            try:
-                key = route_key(route)
-            except RouteTemplateError:
+            key = route_key(route)
+            if key is None:
                 return False
             return any(key == r and (m == "*" or m == method) for m, r in self.routes)
         return True
@@ -365,9 +364,11 @@ class _Parser:
                 raise self.fail(f"{path}.routes[{i}]", f"expected 'METHOD /route' (got {item!r})")
             try:
                 parse_route(match.group("route"))
-                key = route_key(match.group("route"))
             except RouteTemplateError as exc:
                 raise self.fail(f"{path}.routes[{i}]", str(exc)) from None
+            key = route_key(match.group("route"))
+            if key is None:  # parse_route accepted it; only an over-long template gets here
+                raise self.fail(f"{path}.routes[{i}]", "route template too long")
             routes.append((match.group("method").upper(), key))
         return Segment(tiers, clients, tuple(routes))
 

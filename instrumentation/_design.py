@@ -350,7 +350,7 @@ def _walk_raw(obj: dict[str, Any], prefix: str, depth: int, names: set[str]) -> 
         name = prefix + key
         names.add(name if len(name) <= MAX_NAME_LENGTH else name[:MAX_NAME_LENGTH])
         if depth > 1 and memoryview(value)[0] == _OPEN_BRACE:
-            _walk_raw(_RAW_OBJECT.decode(value), name + ".", depth - 1, names)  # type: ignore[union-attr]
+            _walk_raw(_RAW_OBJECT.decode(value), name + ".", depth - 1, names)
 
 
 def _skip(_: str) -> None:
