@@ -569,6 +569,8 @@ class Deriver:
                             error_type,
                             region,
                             regions[ri],
+                            None,  # service_version
+                            None,  # flags
                         ),
                     )
                 )
