@@ -431,7 +431,7 @@ class ExperimentJoinConfig:
     ttl: Duration = bounded(Duration(120), min=1, max=86_400)
     max_pending_evaluations: int = bounded(100_000, above=0, max=10_000_000)
     # Requests of services with experiments, held for evaluations that arrive after them:
-    # about their request rate x ttl (some 300 bytes each).
+    # about their request rate x ttl (some 350 bytes each).
     max_pending_requests: int = bounded(100_000, above=0, max=10_000_000)
 
 

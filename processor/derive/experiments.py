@@ -83,9 +83,9 @@ class ExperimentJoin:
             self._by_service.setdefault(e.service, {})[e.flag] = e
         # (span id, flag) -> (deadline, variant): log evaluations waiting for their request.
         self._evaluations: OrderedDict[tuple[bytes, str], tuple[float, str]] = OrderedDict()
-        # span id -> (deadline, names of the experiments already decided, _Held): insertion order
-        # is arrival order, and the TTL is one, so the oldest entry is always first.
-        self._requests: OrderedDict[bytes, tuple[float, frozenset[str], _Held]] = OrderedDict()
+        # span id -> (deadline, names of the experiments already decided (a tuple, or None), _Held):
+        # insertion order is arrival order, and the TTL is one, so the oldest entry is always first.
+        self._requests: OrderedDict[bytes, tuple[float, tuple[str, ...] | None, _Held]] = OrderedDict()
         self._segment_memo: dict[tuple[str, str, str, str, str], bool] = {}
 
     def consume(self, requests: Sequence[ApiRequest]) -> None:
@@ -134,7 +134,7 @@ class ExperimentJoin:
                         outcomes[_LOG, self._decide(e, evaluation[1], held, decided, exposures)] += 1
             if span_id in held_requests:  # the same span again (an exporter's retry): it is new
                 held_requests.move_to_end(span_id)
-            held_requests[span_id] = (deadline, frozenset(decided), held)
+            held_requests[span_id] = (deadline, tuple(decided) if decided else None, held)
             if len(held_requests) > self._max_requests:
                 held_requests.popitem(last=False)
                 self._stats.experiment_join_dropped["requests", "evicted"] += 1
@@ -167,10 +167,10 @@ class ExperimentJoin:
                 if e is None:
                     outcomes[_LOG, _NOT_EXPERIMENT] += 1
                     continue
-                now_decided = set(decided)
+                now_decided = set(decided or ())
                 outcomes[_LOG, self._decide(e, ev.variant, held, now_decided, exposures)] += 1
-                if len(now_decided) != len(decided):  # keeps its place: same deadline
-                    held_requests[span_id] = (until, frozenset(now_decided), held)
+                if len(now_decided) != len(decided or ()):  # keeps its place: same deadline
+                    held_requests[span_id] = (until, tuple(now_decided), held)
                 continue
             key = (span_id, ev.flag)
             if key in waiting:
