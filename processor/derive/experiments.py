@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..telemetry import FlagOutcome, PipelineStats
 from .flags import Exposure, FlagEvaluation
@@ -51,7 +51,7 @@ _MEMO_LIMIT = 65_536
 #: A request as it waits for log evaluations: the Exposure fields after service, experiment and
 #: variant, with the service first: (service, method, route, status_code, plan_tier, client_name,
 #: feature, consumer_id, duration, weight, end_time_ns). Its strings are the request's own.
-_Held = tuple
+_Held = tuple[Any, ...]
 
 
 @runtime_checkable
@@ -212,13 +212,7 @@ class ExperimentJoin:
     def _expire(self, now: float) -> None:
         dropped = self._stats.experiment_join_dropped
         for kind, pending in (("evaluations", self._evaluations), ("requests", self._requests)):
-            n = 0
-            while pending:
-                first = next(iter(pending.values()))
-                if first[0] > now:
-                    break
-                pending.popitem(last=False)
-                n += 1
+            n = _expire_front(pending, now)
             if n:
                 dropped[kind, "expired"] += n
 
@@ -239,3 +233,14 @@ class ExperimentJoin:
     def pending(self) -> tuple[int, int]:
         """(evaluations waiting for their request, requests held for evaluations)."""
         return len(self._evaluations), len(self._requests)
+
+
+def _expire_front(pending: OrderedDict[Any, Any], now: float) -> int:
+    """Drop the entries whose deadline (item 0) has passed, oldest first; returns how many."""
+    n = 0
+    while pending:
+        if next(iter(pending.values()))[0] > now:
+            break
+        pending.popitem(last=False)
+        n += 1
+    return n
