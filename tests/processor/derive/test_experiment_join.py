@@ -3,8 +3,10 @@ to exact Exposures, either arriving first, bounded pending maps, and what it cou
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from apiusage.conventions.experiments import Experiments, parse_experiments
 from apiusage.processor.config import ExperimentJoinConfig, parse_config
@@ -413,3 +415,11 @@ def test_join_bounds_come_from_the_config() -> None:
         {"processors": {"experiment_join": {"ttl": "5m", "max_pending_requests": 7}}}
     ).processors.experiment_join
     assert (config.ttl, config.max_pending_evaluations, config.max_pending_requests) == (300, 100_000, 7)
+
+
+def test_docs_list_every_flag_outcome() -> None:
+    text = (Path(__file__).resolve().parents[3] / "docs" / "metrics.md").read_text()
+    start = text.index("### `outcome` of `apiusage_flag_evaluations_total`")
+    section = text[start : text.index("\n#", start + 10)]
+    documented = re.findall(r"^\| `([^`]+)` \|(?![^\n]*\n\|-)", section, flags=re.M)
+    assert sorted(documented) == sorted(o.value for o in FlagOutcome)
