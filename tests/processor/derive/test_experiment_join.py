@@ -4,7 +4,6 @@ to exact Exposures, either arriving first, bounded pending maps, and what it cou
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -352,14 +351,12 @@ def test_a_resent_span_is_a_new_request_and_keeps_the_maps_ordered() -> None:
     assert dropped(stats) == {("requests", "expired"): 1}  # 2; the copy of 1 replaced the first
 
 
-def test_100000_pending_evaluations_stay_bounded_and_fast() -> None:
+def test_100000_pending_evaluations_stay_bounded() -> None:
     j, sink, stats, clock = join(max_evaluations=10_000)
-    start = time.perf_counter()
     for batch in range(100):
         j.consume_flag_evaluations(
             [evaluation(batch * 1000 + i, f"v{batch * 1000 + i}") for i in range(1000)]
         )
-    assert time.perf_counter() - start < 3.0
     assert stats.experiment_join_pending == {"evaluations": 10_000, "requests": 0}
     assert dropped(stats) == {("evaluations", "evicted"): 90_000}
     # The newest 10,000 are the ones kept: their requests join (as undeclared variants).
