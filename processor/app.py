@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING
 from ._httpserver import GRACEFUL_SHUTDOWN, BindError
 from .admin import AdminServer
 from .component import ABORT_TIMEOUT, Components, StartFailed
-from .config import Config
+from .config import Config, load_experiments_file
 from .derive.design_metrics import DesignMetrics
+from .derive.experiments import ExperimentJoin
 from .derive.feedback_metrics import FeedbackMetrics
 from .derive.plans import PlanLookup, PlanLookupError
 from .derive.request_metrics import RequestMetrics
 from .derive.requests import ARRAY_FIELD_INDEXES, Deriver, resource_field_sources, span_field_sources
 from .errors import ProcessorError
 from .exporters.consumer_metrics import ConsumerCollector
+from .exporters.experiment_metrics import ExperimentMetrics
 from .exporters.feedback_metrics import FeedbackCollector
 from .exporters.otlp_forward import DRAIN_TIMEOUT as FORWARD_DRAIN
 from .exporters.otlp_forward import Forwarder
@@ -129,6 +131,17 @@ class Processor:
         )
         self.feedback_metrics = FeedbackMetrics(p.limits, self.stats)
         sinks: list = [self.request_metrics, self.design_metrics, self.feedback_metrics]
+        # Experiments (issue 16): flag evaluations joined to requests, counted per variant.
+        self.experiments = load_experiments_file(config.experiments)
+        self.experiment_join: ExperimentJoin | None = None
+        self.experiment_metrics: ExperimentMetrics | None = None
+        if self.experiments is not None:
+            buckets = config.exporters.prometheus.histogram_buckets
+            self.experiment_metrics = ExperimentMetrics(p.limits, buckets, self.stats)
+            self.experiment_join = ExperimentJoin(
+                self.experiments, p.experiment_join, self.stats, [self.experiment_metrics]
+            )
+            sinks.append(self.experiment_join)
         self.state: StateService | None = None
         if config.state.enabled:
             self.activity = ConsumerActivity(
@@ -186,6 +199,8 @@ class Processor:
             collectors.append(self.forwarder)
         collectors.append(self.memory)
         collectors.append(FeedbackCollector(self.feedback_metrics))
+        if self.experiment_metrics is not None:
+            collectors.append(self.experiment_metrics)
         if self.state is not None:
             collectors.append(ConsumerCollector(self.state, p.limits))
         self.registry = build_registry(*collectors)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apiusage.conventions.attributes import (
     ATTR_API_VERSION,
@@ -42,10 +42,14 @@ from ._typedload import INT32_MAX, ByteSize, Duration, Problems, bounded, load_d
 from ._yaml import YamlError, YamlLimits, safe_load
 from .errors import ProcessorError
 
+if TYPE_CHECKING:
+    from apiusage.conventions.experiments import Experiments
+
 __all__ = [
     "Config",
     "ConfigError",
     "load_config",
+    "load_experiments_file",
     "parse_config",
     "split_endpoint",
 ]
@@ -322,6 +326,9 @@ LIMITED_LABELS = frozenset(
         # api_feedback_total (derive/feedback_metrics.py)
         "category",
         "score",
+        # api_experiment_* (issue 16; exporters/experiment_metrics.py)
+        "experiment",
+        "variant",
     )
 )
 
@@ -350,6 +357,10 @@ _DEFAULT_LABEL_LIMITS = MappingProxyType(
         # Feedback categories are the service's own few; scores are 1..5.
         "category": 50,
         "score": 5,
+        # experiments.yaml declares at most 200 experiments of at most 10 variants each; variant
+        # names recur across experiments (control, treatment), so 100 covers most files.
+        "experiment": 200,
+        "variant": 100,
     }
 )
 
@@ -413,12 +424,25 @@ class PlanLookupConfig:
 
 
 @dataclass(frozen=True)
+class ExperimentJoinConfig:
+    """How long, and how many, flag evaluations from OTLP logs and requests wait for each other."""
+
+    # Logs and traces leave a service through different exporters and batches: minutes apart.
+    ttl: Duration = bounded(Duration(120), min=1, max=86_400)
+    max_pending_evaluations: int = bounded(100_000, above=0, max=10_000_000)
+    # Requests of services with experiments, held for evaluations that arrive after them:
+    # about their request rate x ttl (some 350 bytes each).
+    max_pending_requests: int = bounded(100_000, above=0, max=10_000_000)
+
+
+@dataclass(frozen=True)
 class Processors:
     queue: QueueConfig = field(default_factory=QueueConfig)
     usage: UsageConfig = field(default_factory=UsageConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     plan_lookup: PlanLookupConfig = field(default_factory=PlanLookupConfig)
     memory_limiter: MemoryLimiterConfig = field(default_factory=MemoryLimiterConfig)
+    experiment_join: ExperimentJoinConfig = field(default_factory=ExperimentJoinConfig)
 
 
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -575,6 +599,7 @@ class Config:
     state: StateConfig = field(default_factory=StateConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     catalog: str | None = None
+    experiments: str | None = None  # experiments.yaml (apiusage.conventions.experiments)
 
 
 _ENV = re.compile(r"\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -666,6 +691,18 @@ def _read_config_text(p: Path) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{p} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+
+
+def load_experiments_file(path: str | None) -> Experiments | None:
+    """The experiments file named by the `experiments` key, validated; or None without the key."""
+    if path is None:
+        return None
+    from apiusage.conventions.experiments import ExperimentsError, load_experiments
+
+    try:
+        return load_experiments(path)
+    except ExperimentsError as exc:
+        raise ConfigError(f"experiments: {exc}") from None
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

@@ -211,6 +211,28 @@ STATE_REFRESH_LEADER = Family(
 STATE_REFRESH_INTERVAL_SECONDS = Family(
     "apiusage_state_refresh_interval_seconds", _G, "The configured state.refresh_interval.", "state"
 )
+# the experiment join (worker; derive/experiments.py)
+FLAG_EVALUATIONS = Family(
+    "apiusage_flag_evaluations",
+    _C,
+    "Feature-flag evaluations (span events and log records) by what the experiment join made of them.",
+    "worker",
+    ("source", "outcome"),
+)
+EXPERIMENT_JOIN_PENDING = Family(
+    "apiusage_experiment_join_pending",
+    _G,
+    "Log-record flag evaluations waiting for their request, and requests held for late evaluations.",
+    "worker",
+    ("kind",),
+)
+EXPERIMENT_JOIN_DROPPED = Family(
+    "apiusage_experiment_join_dropped",
+    _C,
+    "Entries that left the experiment join's pending maps unjoined: past the TTL or the size bound.",
+    "worker",
+    ("kind", "reason"),
+)
 
 FAMILIES: tuple[Family, ...] = (
     EXPORT_REQUESTS,
@@ -245,6 +267,9 @@ FAMILIES: tuple[Family, ...] = (
     STATE_REPORT_TIMESTAMP_SECONDS,
     STATE_REFRESH_LEADER,
     STATE_REFRESH_INTERVAL_SECONDS,
+    FLAG_EVALUATIONS,
+    EXPERIMENT_JOIN_PENDING,
+    EXPERIMENT_JOIN_DROPPED,
 )
 
 _BY_NAME = {f.name: f for f in FAMILIES}

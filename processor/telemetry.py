@@ -20,6 +20,7 @@ __all__ = [
     "REJECT_REASONS",
     "DataQualityCheck",
     "ExportOutcome",
+    "FlagOutcome",
     "IgnoreReason",
     "PipelineStats",
     "RejectReason",
@@ -130,6 +131,25 @@ class DataQualityCheck(_Names):
     NAMES_NOT_STORED = "names_not_stored"
 
 
+class FlagOutcome(_Names):
+    """`outcome` of apiusage_flag_evaluations_total: what the experiment join made of a flag
+    evaluation (derive/experiments.py)."""
+
+    EXPOSURE = "exposure"  # counted in the api_experiment_* families
+    DUPLICATE = "duplicate"  # the request already had an evaluation of the experiment's flag
+    NOT_EXPERIMENT = "not_experiment"  # no experiment of the service reads this flag
+    OUT_OF_SEGMENT = "out_of_segment"  # the request is outside the experiment's segment
+    UNDECLARED_VARIANT = "undeclared_variant"  # not one of the experiment's variants
+    UNJOINABLE = "unjoinable"  # a log record without a span id: no request to join it to
+
+
+#: `source` of apiusage_flag_evaluations_total: a span event of the request, or an OTLP log record.
+FLAG_SOURCES = ("span_event", "log")
+#: `kind` of the experiment join's pending maps, and `reason` an entry left one without a join.
+JOIN_PENDING_KINDS = ("evaluations", "requests")
+JOIN_DROP_REASONS = ("expired", "evicted")
+
+
 # The value tuples, for callers that iterate plain strings.
 DATA_QUALITY_CHECKS = tuple(c.value for c in DataQualityCheck)
 REJECT_REASONS = tuple(r.value for r in RejectReason)
@@ -155,6 +175,14 @@ class PipelineStats:
         self.spans_processed = 0
         self.processing_errors = 0
         self.requests_derived = 0.0
+        # The experiment join (derive/experiments.py; worker thread).
+        self.flag_evaluations: Counter[tuple[str, str]] = Counter(
+            {(s, o.value): 0 for s in FLAG_SOURCES for o in FlagOutcome}
+        )
+        self.experiment_join_dropped: Counter[tuple[str, str]] = Counter(
+            {(k, r): 0 for k in JOIN_PENDING_KINDS for r in JOIN_DROP_REASONS}
+        )
+        self.experiment_join_pending: dict[str, int] = {k: 0 for k in JOIN_PENDING_KINDS}
         self._error_logged_at: float | None = None
         self._errors_unlogged = 0
 
@@ -215,4 +243,7 @@ class PipelineStats:
                 "spans_ignored": dict(self.spans_ignored),
                 "data_quality_issues": dict(self.data_quality_issues),
                 "label_overflow": dict(self.label_overflow),
+                "flag_evaluations": dict(self.flag_evaluations),
+                "experiment_join_dropped": dict(self.experiment_join_dropped),
+                "experiment_join_pending": dict(self.experiment_join_pending),
             }

@@ -81,6 +81,9 @@ class UsageCollector:
         latency.add_metric([], buckets, w.latency_sum)  # type: ignore[attr-defined]
         yield latency
         yield _T.SERIES.filled(series_counts)
+        yield _T.FLAG_EVALUATIONS.filled(s["flag_evaluations"])
+        yield _T.EXPERIMENT_JOIN_PENDING.filled(s["experiment_join_pending"])
+        yield _T.EXPERIMENT_JOIN_DROPPED.filled(s["experiment_join_dropped"])
         yield _T.BUILD_INFO.filled({self._build: 1})
 
 
