@@ -14,11 +14,14 @@ from collections.abc import Sequence
 import grpc
 import httpx
 import pytest
-from apiusage.processor.config import UsageConfig
+from apiusage.processor.config import OtlpForwarder, UsageConfig
 from apiusage.processor.derive.feedback import Feedback
 from apiusage.processor.derive.flags import EvaluationRecord, FlagEvaluation, extract_evaluations
-from apiusage.processor.derive.requests import Deriver
-from apiusage.processor.pipeline import SpanQueue, Worker
+from apiusage.processor.derive.requests import Deriver, span_field_sources
+from apiusage.processor.exporters.otlp_forward import Forwarder
+from apiusage.processor.pipeline import FeedbackBatch, FlagEvaluationBatch, SpanQueue, Worker
+from apiusage.processor.receivers.fields import FieldScanner
+from apiusage.processor.receivers.intake import Intake
 from apiusage.processor.receivers.passthrough import (
     MAX_FLAG_RECORDS,
     feedback_in_protobuf,
@@ -26,7 +29,7 @@ from apiusage.processor.receivers.passthrough import (
     logs_in_protobuf,
 )
 from apiusage.processor.receivers.payload import PayloadTooLarge
-from apiusage.processor.telemetry import PipelineStats
+from apiusage.processor.telemetry import ExportOutcome, PipelineStats
 from fastapi import FastAPI
 from openfeature import api as openfeature
 from openfeature.client import OpenFeatureClient
@@ -287,6 +290,65 @@ def test_a_sink_cannot_be_added_once_the_worker_runs() -> None:
             worker.add_sink(FlagSink())
     finally:
         worker.stop(5)
+
+
+# --- the intake: the queue's room ------------------------------------------------------------------
+
+
+def _intake(queue: SpanQueue, stats: PipelineStats, forward: object = None) -> Intake:
+    scanner = FieldScanner(span_field_sources(UsageConfig()), [("service.name",)])
+    return Intake(scanner, queue, stats, forward)  # type: ignore[arg-type]
+
+
+def test_feedback_and_evaluations_of_one_request_share_the_room_of_spans() -> None:
+    stats = PipelineStats()
+    queue = SpanQueue(max_spans=10)
+    intake = _intake(queue, stats)
+    body = flag_request((ORDERS, [fb(), flag_record(), flag_record("theme", "red"), flag_record("x", None)]))
+    assert intake.pass_through("logs", body.SerializeToString(), "http").kind is ExportOutcome.SUCCESS
+    assert queue.depth == 3
+    assert queue.take(0)[1] == FeedbackBatch([Feedback("orders-api", "", "docs", "4", None, T)], 0)
+    evaluations = [
+        FlagEvaluation("orders-api", "new-checkout", "on", TRACE, SPAN, T),
+        FlagEvaluation("orders-api", "theme", "red", TRACE, SPAN, T),
+    ]
+    assert queue.take(0)[1] == FlagEvaluationBatch(evaluations, 1)
+    assert queue.take(0) is None
+    queue.done(3)
+    # Refused records alone take no room, and still reach the worker to be counted.
+    queue.offer([("orders-api",)], [object()] * 10)
+    only_refused = flag_request((ORDERS, [flag_record("x", None)])).SerializeToString()
+    assert intake.pass_through("logs", only_refused, "grpc").kind is ExportOutcome.SUCCESS
+    queue.take(0)
+    assert queue.take(0)[1] == FlagEvaluationBatch([], 1)
+    # With the room taken, evaluations are refused retryably; logs without them pass as before.
+    refused = intake.pass_through("logs", body.SerializeToString(), "grpc")
+    assert (refused.kind, refused.message) == (
+        ExportOutcome.QUEUE_FULL,
+        "the processing queue is full; retry later",
+    )
+    plain = flag_request((ORDERS, [{"body": "feature_flag.evaluation failed"}])).SerializeToString()
+    assert intake.pass_through("logs", plain, "grpc").kind is ExportOutcome.SUCCESS
+    assert queue.depth == 10 and queue.take(0) is None
+    assert stats.export_requests == {
+        ("http", "logs_not_forwarded"): 1,
+        ("grpc", "logs_not_forwarded"): 2,
+        ("grpc", "queue_full"): 1,
+    }
+
+
+def test_a_body_the_forwarder_drops_leaves_no_evaluation_queued() -> None:
+    """The forward queue (one request, never sent: its thread is not started) drops the second
+    body; the client retries it, so its evaluations must not have been queued already."""
+    stats = PipelineStats()
+    queue = SpanQueue(max_spans=100)
+    forwarder = Forwarder(OtlpForwarder(endpoint="http://127.0.0.1:9", max_queue_requests=1))
+    intake = _intake(queue, stats, forwarder.forward)
+    body = flag_request((ORDERS, [fb(), flag_record(), flag_record()])).SerializeToString()
+    assert intake.pass_through("logs", body, "http").kind is ExportOutcome.SUCCESS
+    assert queue.depth == 3
+    assert intake.pass_through("logs", body, "http").kind is ExportOutcome.QUEUE_FULL
+    assert queue.depth == 3 and len(queue._items) == 2
 
 
 # --- a running processor --------------------------------------------------------------------------
