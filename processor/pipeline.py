@@ -5,7 +5,8 @@ once so the receiver can answer with a retryable status instead of blocking a
 client.  The worker derives ApiRequests and hands them to every sink; an internal
 error costs the span(s) it concerns, never their neighbours.  Feedback events (from OTLP logs)
 share the queue and its room, one event for one span, and reach the sinks that define
-`consume_feedback`.  On shutdown the queue closes to new batches and the worker drains what it
+`consume_feedback`; feature-flag evaluations (from OTLP logs too) likewise, to the sinks that
+define `consume_flag_evaluations`.  On shutdown the queue closes to new batches and the worker drains what it
 holds.
 """
 
@@ -20,10 +21,20 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from . import selfmetrics
 from .derive.feedback import Feedback
+from .derive.flags import FlagEvaluation
 from .derive.requests import ApiRequest, Deriver
 from .telemetry import PipelineStats
 
-__all__ = ["FeedbackBatch", "FeedbackSink", "Sink", "SpanQueue", "Worker", "LATENCY_BUCKETS"]
+__all__ = [
+    "FeedbackBatch",
+    "FeedbackSink",
+    "FlagEvaluationBatch",
+    "FlagEvaluationSink",
+    "Sink",
+    "SpanQueue",
+    "Worker",
+    "LATENCY_BUCKETS",
+]
 
 log = logging.getLogger("apiusage.processor")
 
@@ -48,11 +59,24 @@ class FeedbackBatch(NamedTuple):
     refused: int = 0
 
 
+@runtime_checkable
+class FlagEvaluationSink(Protocol):
+    def consume_flag_evaluations(self, evaluations: Sequence[FlagEvaluation]) -> None: ...
+
+
+class FlagEvaluationBatch(NamedTuple):
+    """The feature-flag evaluations of one logs request, in the queue, and how many evaluation
+    records it held without a key or variant (counted by the worker as invalid_flag_evaluation)."""
+
+    evaluations: Sequence[FlagEvaluation]
+    refused: int = 0
+
+
 class SpanQueue:
     """FIFO of scanned OTLP requests, bounded by the number of spans it holds.
 
     An item is (resources, spans, enqueued), or (None, FeedbackBatch, enqueued) for feedback,
-    whose events take the room of as many spans."""
+    whose events take the room of as many spans, or (None, FlagEvaluationBatch, enqueued) likewise."""
 
     def __init__(self, max_spans: int) -> None:
         self.capacity = max_spans
@@ -83,7 +107,8 @@ class SpanQueue:
         return True
 
     def reserve(self, n: int) -> bool:
-        """Take the room of `n` feedback events unless full (offer's rule), for put_feedback."""
+        """Take the room of `n` feedback events or flag evaluations unless full (offer's rule), for
+        put_feedback and put_flag_evaluations."""
         with self._cond:
             if self._closed or (self._spans and self._spans + n > self.capacity):
                 return False
@@ -99,6 +124,12 @@ class SpanQueue:
         and they stop before the worker drains."""
         with self._cond:
             self._items.append((None, FeedbackBatch(events, refused), time.monotonic()))
+            self._cond.notify()
+
+    def put_flag_evaluations(self, evaluations: Sequence[FlagEvaluation], refused: int = 0) -> None:
+        """Enqueue flag evaluations whose room reserve() took (as put_feedback)."""
+        with self._cond:
+            self._items.append((None, FlagEvaluationBatch(evaluations, refused), time.monotonic()))
             self._cond.notify()
 
     def take(self, timeout: float) -> tuple[Any, Any, float] | None:
@@ -135,21 +166,31 @@ class Worker:
         self,
         queue: SpanQueue,
         deriver: Deriver,
-        sinks: Sequence[Sink | FeedbackSink],
+        sinks: Sequence[Sink | FeedbackSink | FlagEvaluationSink],
         stats: PipelineStats,
         drain_timeout: float = 10.0,
     ) -> None:
         self.drain_timeout = drain_timeout  # processors.queue.shutdown_timeout
         self._queue = queue
         self._deriver = deriver
-        # A sink takes requests (consume), feedback (consume_feedback), or both.
+        # A sink takes requests (consume), feedback (consume_feedback), flag evaluations
+        # (consume_flag_evaluations), or any of them.
         self._sinks = [s for s in sinks if isinstance(s, Sink)]
         self._feedback_sinks = [s for s in sinks if isinstance(s, FeedbackSink)]
+        self._flag_sinks = [s for s in sinks if isinstance(s, FlagEvaluationSink)]
         self._stats = stats
         self._thread = threading.Thread(target=self._run, name="apiusage-worker", daemon=True)
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
         self.latency_count = 0
+
+    def add_sink(self, sink: Sink | FeedbackSink | FlagEvaluationSink) -> None:
+        """Hand the batches to one more sink too; before start() (the lists are read unlocked)."""
+        if self._thread.ident is not None:
+            raise RuntimeError("Worker.add_sink after start()")
+        self._sinks.extend([sink] if isinstance(sink, Sink) else [])
+        self._feedback_sinks.extend([sink] if isinstance(sink, FeedbackSink) else [])
+        self._flag_sinks.extend([sink] if isinstance(sink, FlagEvaluationSink) else [])
 
     def start(self) -> None:
         self._thread.start()
@@ -163,12 +204,17 @@ class Worker:
                     return
                 continue
             resources, spans, enqueued = item
-            if resources is None:  # a FeedbackBatch
-                n = len(spans.events)
+            if resources is None:  # a FeedbackBatch or a FlagEvaluationBatch
+                flags = isinstance(spans, FlagEvaluationBatch)
+                n = len(spans.evaluations if flags else spans.events)
                 try:
-                    self._process_feedback(spans)
+                    if flags:
+                        self._process_flag_evaluations(spans)
+                    else:
+                        self._process_feedback(spans)
                 except Exception as exc:  # noqa: BLE001 - last resort: the worker must keep running
-                    self._stats.processing_error(n, "processing feedback", exc)
+                    where = "processing flag evaluations" if flags else "processing feedback"
+                    self._stats.processing_error(n, where, exc)
                 finally:
                     queue.done(n)
                 self._observe(time.monotonic() - enqueued, 0)
@@ -207,6 +253,22 @@ class Worker:
                 sink.consume_feedback(events)
             except Exception:  # noqa: BLE001
                 self._retry_one_by_one(sink.consume_feedback, events, f"in {type(sink).__name__} (feedback)")
+
+    def _process_flag_evaluations(self, batch: FlagEvaluationBatch) -> None:
+        """Count the refused records and hand the evaluations to each flag sink, failures isolated
+        as in _process."""
+        if batch.refused:
+            self._stats.data_quality(invalid_flag_evaluation=batch.refused)
+        evaluations = batch.evaluations
+        if not evaluations:
+            return
+        for sink in self._flag_sinks:
+            try:
+                sink.consume_flag_evaluations(evaluations)
+            except Exception:  # noqa: BLE001
+                self._retry_one_by_one(
+                    sink.consume_flag_evaluations, evaluations, f"in {type(sink).__name__} (flag evaluations)"
+                )
 
     def _retry_one_by_one(
         self, consume: Callable[[Sequence[Any]], None], items: Sequence[Any], where: str

@@ -14,7 +14,8 @@ user id. The consumer is the request's pseudonymous consumer id.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from apiusage.conventions.attributes import (
@@ -26,12 +27,18 @@ from apiusage.conventions.attributes import (
     FEATURE_FLAG_VARIANT_OLD,
 )
 
+from .series import sanitize_label_value
+
 __all__ = [
     "EVALUATION_EVENT_NAMES",
     "EVALUATION_KEYS",
+    "EVALUATION_RECORD_KEYS",
+    "EvaluationRecord",
     "Exposure",
     "FlagEvaluation",
+    "extract_evaluations",
     "flag_variant",
+    "is_evaluation",
 ]
 
 #: Span event and log event names that are feature-flag evaluations.
@@ -94,3 +101,71 @@ class Exposure(NamedTuple):
     duration: float  # seconds
     weight: float  # adjusted count, as ApiRequest.weight
     end_time_ns: int
+
+
+#: Where SDKs older than the OTLP `event_name` field put an event's name (as derive.feedback reads it).
+_EVENT_NAME_ATTRIBUTE = "event.name"
+#: The attribute keys an evaluation log record is read for: EVALUATION_KEYS and the event's name.
+#: The targeting key (feature_flag.context.id) is not among them, so it is never decoded.
+EVALUATION_RECORD_KEYS = frozenset((*EVALUATION_KEYS, _EVENT_NAME_ATTRIBUTE))
+_TRACE_ID_LENGTH, _SPAN_ID_LENGTH = 16, 8
+
+
+class EvaluationRecord(NamedTuple):
+    """A log record as read from an OTLP logs request, before it is known to be an evaluation.
+
+    `attributes` holds only EVALUATION_RECORD_KEYS (the first of a repeated key), with their values
+    as str, int, float or bool (None: a value of another type); the ids are as the record gave them."""
+
+    service: str | None  # the resource's service.name
+    event_name: str
+    attributes: Mapping[str, object]
+    time_unix_nano: int
+    observed_time_unix_nano: int
+    trace_id: bytes
+    span_id: bytes
+
+
+def is_evaluation(record: EvaluationRecord) -> bool:
+    """Named feature_flag.evaluation by the OTLP event_name field or, when that is empty, the attribute."""
+    name = record.event_name or record.attributes.get(_EVENT_NAME_ATTRIBUTE)
+    return name == EVENT_FEATURE_FLAG_EVALUATION
+
+
+def _id(value: bytes, length: int) -> bytes:
+    """The id when it is one (`length` bytes, not all zeros: an SDK's "no span"); b"" otherwise."""
+    return value if len(value) == length and value.count(0) != length else b""
+
+
+def extract_evaluations(
+    records: Iterable[EvaluationRecord], max_label_length: int = 128, now_ns: int | None = None
+) -> tuple[list[FlagEvaluation], int]:
+    """The feature-flag evaluations among `records`, and how many evaluation records were refused
+    for a missing key or variant (DataQualityCheck.INVALID_FLAG_EVALUATION); never raises for a value.
+
+    Records of other events are left alone. The key must be a non-empty string; the variant is
+    flag_variant()'s. A record without a service.name is counted under "unknown_service"; ids that
+    are not 16 and 8 bytes become b"" (the evaluation cannot be joined to a request, but is kept).
+    The time is time_unix_nano, else observed_time_unix_nano, else `now_ns`."""
+    out: list[FlagEvaluation] = []
+    refused = 0
+    now = time.time_ns() if now_ns is None else now_ns
+    for r in records:
+        if not is_evaluation(r):
+            continue
+        flag = r.attributes.get(FEATURE_FLAG_KEY)
+        variant = flag_variant(r.attributes)
+        if not isinstance(flag, str) or not flag or variant is None:
+            refused += 1
+            continue
+        out.append(
+            FlagEvaluation(
+                sanitize_label_value(r.service or "unknown_service", max_label_length),
+                sanitize_label_value(flag, max_label_length),
+                sanitize_label_value(variant, max_label_length),
+                _id(r.trace_id, _TRACE_ID_LENGTH),
+                _id(r.span_id, _SPAN_ID_LENGTH),
+                r.time_unix_nano or r.observed_time_unix_nano or now,
+            )
+        )
+    return out, refused

@@ -36,7 +36,7 @@ from .._httpserver import BindError
 from ..config import GrpcProtocol, TlsConfig, split_endpoint
 from .auth import Authenticator
 from .intake import RPC_CODES, Intake, Outcome
-from .passthrough import FEEDBACK_BYTES, INLINE_BYTES, PASSED_THROUGH
+from .passthrough import INLINE_BYTES, PASSED_THROUGH, holds_events
 
 __all__ = ["GrpcReceiver", "SERVICE", "METHOD", "SERVICES"]
 
@@ -210,8 +210,8 @@ class GrpcReceiver:
                 outcome = received
             elif signal == "traces":
                 outcome = self._intake.accept(received, TRANSPORT, service)
-            elif len(received) > INLINE_BYTES or (signal == "logs" and FEEDBACK_BYTES in received):
-                # Off the loop: a large body, or feedback, which is decoded in Python.
+            elif len(received) > INLINE_BYTES or (signal == "logs" and holds_events(received)):
+                # Off the loop: a large body, or feedback or flag evaluations, decoded in Python.
                 async with self._passing:
                     outcome = await asyncio.to_thread(
                         self._intake.pass_through, signal, received, TRANSPORT, service

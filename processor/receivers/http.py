@@ -23,7 +23,7 @@ from ..config import HttpProtocol
 from ..telemetry import ExportOutcome
 from .auth import Authenticator
 from .intake import RPC_CODES, Intake, Outcome
-from .passthrough import FEEDBACK_BYTES, INLINE_BYTES
+from .passthrough import INLINE_BYTES, holds_events
 from .payload import InvalidPayload, PayloadTooLarge, inflate_gzip, json_to_protobuf
 
 __all__ = ["HttpReceiver"]
@@ -244,9 +244,10 @@ class _Receiver:
             return self.intake.pass_through(signal, body, TRANSPORT, service, content_type, gzipped, plain)
 
         try:
-            # Feedback in a logs body is decoded in Python: off the loop too, however small.
-            feedback = signal == "logs" and FEEDBACK_BYTES in body
-            if gzipped or content_type == JSON or len(body) > INLINE_BYTES or feedback:
+            # Feedback or flag evaluations in a logs body are decoded in Python: off the loop too,
+            # however small.
+            events = signal == "logs" and holds_events(body)
+            if gzipped or content_type == JSON or len(body) > INLINE_BYTES or events:
                 async with self._passing:  # inflating, parsing: bounded in threads and memory
                     self._still_room(signal)
                     outcome = await asyncio.to_thread(check)

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from apiusage.conventions.attributes import ATTR_CONSUMER_ID
 
 from ..derive.feedback import EventRecord, extract_feedback, feedback_keys
+from ..derive.flags import EvaluationRecord, extract_evaluations
 from ..memory import MemoryLimiter
 from ..pipeline import SpanQueue
 from ..telemetry import ExportOutcome, PipelineStats, RejectReason
-from .passthrough import feedback_in_protobuf, logs_in_json, services_in_json, services_in_protobuf
+from .passthrough import logs_events_in_json, logs_in_protobuf, services_in_json, services_in_protobuf
 from .payload import InvalidPayload, PayloadTooLarge
 from .scan import ScanError, Scanner, TooManySpans
 
@@ -196,15 +197,19 @@ class Intake:
         processor was never meant to keep.
 
         The feedback events in a logs request (derive/feedback.py) go to the worker's queue, in
-        the room of the spans; when it is full the request is refused retryably and not forwarded."""
+        the room of the spans; when it is full the request is refused retryably and not forwarded.
+        So do its feature-flag evaluations (derive/flags.py), in the same room."""
         plain = body if plain is None else plain
         records: list[EventRecord] = []
+        flag_records: list[EvaluationRecord] = []
         try:
             if content_type == "application/json":
                 # Parsed whatever the token: a body no OTLP/JSON reader takes must be refused here,
                 # not answered success and then refused by the backend.
                 if signal == "logs":
-                    services, records = logs_in_json(plain, service != "*", keys=self._feedback_keys)
+                    services, records, flag_records = logs_events_in_json(
+                        plain, service != "*", feedback_keys=self._feedback_keys
+                    )
                 else:
                     services = services_in_json(plain, signal, names=service != "*")
             else:
@@ -227,7 +232,7 @@ class Intake:
                 )
         if signal == "logs" and content_type != "application/json":
             try:
-                records = feedback_in_protobuf(plain, keys=self._feedback_keys)
+                records, flag_records = logs_in_protobuf(plain, feedback_keys=self._feedback_keys)
             except PayloadTooLarge as exc:
                 return self.refuse(transport, ExportOutcome.TOO_LARGE, str(exc))
             except InvalidPayload as exc:
@@ -239,19 +244,24 @@ class Intake:
             if records
             else ([], 0)
         )
-        # Room for the feedback is taken before forwarding and given back if forwarding drops the
-        # body: a request the client must retry leaves nothing counted, and one that is queued
-        # for the worker was forwarded.
-        reserved = bool(events or refused)
-        if events and self._backlog is not None and self._backlog():
-            # The consumer store takes feedback too (distinct consumers who gave it): as for spans.
+        evaluations, invalid = (
+            extract_evaluations(flag_records, self._max_label_length) if flag_records else ([], 0)
+        )
+        # Room for the feedback and evaluations is taken before forwarding and given back if
+        # forwarding drops the body: a request the client must retry leaves nothing counted, and
+        # one that is queued for the worker was forwarded.
+        room = len(events) + len(evaluations)
+        reserved = bool(events or refused or evaluations or invalid)
+        if (events or evaluations) and self._backlog is not None and self._backlog():
+            # The consumer store takes feedback too (distinct consumers who gave it), and flag
+            # evaluations join requests whose experiment consumers it stores: as for spans.
             return self.refuse(transport, ExportOutcome.STATE_BACKLOG, _BACKLOG_MESSAGE)
-        if reserved and not self._queue.reserve(len(events)):
+        if reserved and not self._queue.reserve(room):
             return self._queue_refusal(transport)
         done = "off" if self._forward is None else self._forward(body, signal, content_type, gzipped)
         if done == "dropped":
             if reserved:
-                self._queue.release(len(events))
+                self._queue.release(room)
             # Counted by the forwarder as dropped; the client is told to retry, as a Collector whose
             # sending queue is full does, since nothing else keeps this data.
             return self.refuse(
@@ -259,8 +269,10 @@ class Intake:
                 ExportOutcome.QUEUE_FULL,
                 "the queue of requests to forward (exporters.otlp) is full; retry later",
             )
-        if reserved:
+        if events or refused:
             self._queue.put_feedback(events, refused)
+        if evaluations or invalid:
+            self._queue.put_flag_evaluations(evaluations, invalid)
         if done == "off":  # no exporters.otlp, or its `signals` leave this one out
             self._stats.request(transport, ExportOutcome(f"{signal}_not_forwarded"))
             return Outcome(ExportOutcome.SUCCESS)

@@ -9,40 +9,48 @@ bytes `service.name`.  Data points and log records are skipped by their length, 
 A JSON body is parsed (in C) to check that it is an OTLP/JSON request, and read for those names
 for a service-bound token, where a key the check reads may not repeat.
 
-Logs requests are also read for developer feedback (log records named `apiusage.feedback`), and
-only as far as that needs: a body without those bytes is not read again; otherwise protobuf parses
-the entries, scopes and records as bytes and C code (`bytes.count` mapped over them) picks the
-records that name the event (its event_name field, or an `event.name` attribute, as encoders write
-them), so only they are decoded in full: 100,000 records of which 3 are feedback cost 3 records'
-decoding, never a Python step per record, and log lines that merely mention the name cost none.
-A JSON body with those bytes (or a `\\u` escape that could spell them) is walked over its
+Logs requests are also read for developer feedback (log records named `apiusage.feedback`) and
+feature-flag evaluations (named `feature_flag.evaluation`), and only as far as that needs: a body
+without either name's bytes is not read again; otherwise protobuf parses the entries, scopes and
+records as bytes, once for both kinds, and C code (`bytes.count` mapped over them) picks the
+records that name an event (its event_name field, or an `event.name` attribute, as encoders write
+them), so only they are decoded in full, each once: 100,000 records of which 3 are feedback cost 3
+records' decoding, never a Python step per record, and log lines that merely mention a name cost
+none. A JSON body with those bytes (or a `\\u` escape that could spell them) is walked over its
 records, off the event loop."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import compress
 from operator import methodcaller
-from typing import Any
+from typing import Any, NamedTuple
 
-from apiusage.conventions.attributes import EVENT_FEEDBACK
+from apiusage.conventions.attributes import EVENT_FEATURE_FLAG_EVALUATION, EVENT_FEEDBACK
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 
-from ..derive.feedback import EventRecord, feedback_keys
+from ..derive.feedback import EVENT_NAME_ATTRIBUTE, EventRecord
+from ..derive.feedback import feedback_keys as _feedback_keys
+from ..derive.flags import EVALUATION_RECORD_KEYS, EvaluationRecord
 from .payload import InvalidPayload, PayloadTooLarge, load_json
 
 __all__ = [
     "FEEDBACK_BYTES",
+    "FLAG_BYTES",
     "INLINE_BYTES",
     "MAX_FEEDBACK_RECORDS",
+    "MAX_FLAG_RECORDS",
     "PASSED_THROUGH",
     "feedback_in_protobuf",
+    "holds_events",
+    "logs_events_in_json",
     "logs_in_json",
+    "logs_in_protobuf",
     "services_in_json",
     "services_in_protobuf",
 ]
@@ -293,38 +301,82 @@ def services_in_json(body: bytes, signal: str, names: bool = True) -> list[str |
 
 
 FEEDBACK_BYTES = EVENT_FEEDBACK.encode()
-_COUNT_FEEDBACK = methodcaller("count", FEEDBACK_BYTES)
-# A record is decoded only when it holds the name as every OTLP encoder writes it: the event_name
-# field (12, length-delimited: tag 0x62, then the length), or an `event.name` attribute (KeyValue:
-# key, then an AnyValue string). A log line that merely mentions the name is not decoded.
-_NAMED = (
-    methodcaller("count", b"\x62" + bytes([len(FEEDBACK_BYTES)]) + FEEDBACK_BYTES),
-    methodcaller(
-        "count",
-        b"\x0a\x0aevent.name\x12"
-        + bytes([len(FEEDBACK_BYTES) + 2, 0x0A, len(FEEDBACK_BYTES)])
-        + FEEDBACK_BYTES,
-    ),
-)
+FLAG_BYTES = EVENT_FEATURE_FLAG_EVALUATION.encode()
 #: Feedback records read from one request at most: feedback is typed by people, an SDK exports at
 #: most 512 log records at once by default, and decoding one costs about 20 µs of Python.
 MAX_FEEDBACK_RECORDS = 10_000
+#: Feature-flag evaluation records read from one request at most: a request evaluates a few flags,
+#: an SDK exports 512 log records at once by default, and 10,000 cost about 0.2 s to decode.
+MAX_FLAG_RECORDS = 10_000
 
 
-def _holding(items: Sequence[bytes]) -> list[int]:
-    """The indexes of the items that hold FEEDBACK_BYTES, found without a Python step per item."""
-    return list(compress(range(len(items)), map(_COUNT_FEEDBACK, items)))
+def holds_events(body: bytes) -> bool:
+    """Whether a logs body may hold feedback or flag evaluation records (then Python decodes
+    them: the receivers read it off their event loop)."""
+    return FEEDBACK_BYTES in body or FLAG_BYTES in body
 
 
-def _named(records: Sequence[bytes]) -> list[int]:
-    """The indexes of the records that name the feedback event, found as _holding finds them."""
-    field, attribute = _NAMED
-    return list(compress(range(len(records)), map(max, map(field, records), map(attribute, records))))
+class _Kind(NamedTuple):
+    """An event read from logs requests: its name, where a record names it (see _named), and what
+    one such record is turned into."""
+
+    name: str
+    raw: bytes
+    holds: Callable[[bytes], int]
+    # A record is decoded only when it holds the name as every OTLP encoder writes it: the
+    # event_name field (12, length-delimited: tag 0x62, then the length), or an `event.name`
+    # attribute (KeyValue: key, then an AnyValue string). A log line that merely mentions the
+    # name is not decoded.
+    field: Callable[[bytes], int]
+    attribute: Callable[[bytes], int]
+    what: str  # for the PayloadTooLarge message
+    max_records: int
+    keys: frozenset[str]
 
 
-def _too_many(max_records: int) -> PayloadTooLarge:
+def _kind(name: str, what: str, max_records: int, keys: frozenset[str]) -> _Kind:
+    raw = name.encode()
+    return _Kind(
+        name,
+        raw,
+        methodcaller("count", raw),
+        methodcaller("count", b"\x62" + bytes([len(raw)]) + raw),
+        methodcaller("count", b"\x0a\x0aevent.name\x12" + bytes([len(raw) + 2, 0x0A, len(raw)]) + raw),
+        what,
+        max_records,
+        keys,
+    )
+
+
+def _kinds(
+    feedback: frozenset[str] | None, max_feedback: int, flags: frozenset[str] | None, max_flags: int
+) -> list[_Kind | None]:
+    """[feedback, flags], None for a kind not read."""
+    return [
+        None if feedback is None else _kind(EVENT_FEEDBACK, "feedback", max_feedback, feedback),
+        None
+        if flags is None
+        else _kind(EVENT_FEATURE_FLAG_EVALUATION, "feature-flag evaluation", max_flags, flags),
+    ]
+
+
+def _holding(items: Sequence[bytes], kinds: Sequence[_Kind]) -> list[int]:
+    """The indexes of the items that hold a kind's name, found without a Python step per item."""
+    if len(kinds) == 1:
+        return list(compress(range(len(items)), map(kinds[0].holds, items)))
+    return list(compress(range(len(items)), map(max, *(map(k.holds, items) for k in kinds))))
+
+
+def _named(records: Sequence[bytes], kind: _Kind) -> list[int]:
+    """The indexes of the records that name the kind's event, found as _holding finds them."""
+    return list(
+        compress(range(len(records)), map(max, map(kind.field, records), map(kind.attribute, records)))
+    )
+
+
+def _too_many(kind: _Kind) -> PayloadTooLarge:
     return PayloadTooLarge(
-        f"more than {max_records} feedback log records ({EVENT_FEEDBACK!r}) in one request; "
+        f"more than {kind.max_records} {kind.what} log records ({kind.name!r}) in one request; "
         "send smaller batches"
     )
 
@@ -337,42 +389,54 @@ def _value(value: Any) -> object:
     return None
 
 
-def feedback_in_protobuf(
-    body: bytes, max_records: int = MAX_FEEDBACK_RECORDS, keys: frozenset[str] | None = None
-) -> list[EventRecord]:
-    """The log records of a protobuf ExportLogsServiceRequest that name `apiusage.feedback` (see
-    _NAMED), with the attributes named in `keys` (derive.feedback.feedback_keys()); InvalidPayload
-    naming the record protobuf cannot decode, PayloadTooLarge past `max_records` such records
-    (0: no bound). Call it on a body services_in_protobuf has accepted."""
-    if FEEDBACK_BYTES not in body:
-        return []
-    keys = feedback_keys() if keys is None else keys
+def _events_in_protobuf(body: bytes, kinds: list[_Kind | None]) -> list[list[Any]]:
+    """For each kind, the records of a protobuf ExportLogsServiceRequest that name its event: one
+    parse of the body for all kinds, and each record decoded once, whichever kinds it names."""
+    out: list[list[Any]] = [[] for _ in kinds]
+    present = [n for n, k in enumerate(kinds) if k is not None and k.raw in body]
+    live = [k for k in kinds if k is not None and k.raw in body]
+    if not live:
+        return out
     try:
-        entries = _LogsRequest.FromString(body).entries
+        entries = list(_LogsRequest.FromString(body).entries)
     except DecodeError:
         raise InvalidPayload("protobuf cannot decode this ExportLogsServiceRequest") from None
     # Which records to decode, all found before any is: a body of a million of them costs no more
     # than finding them.
-    found: list[tuple[str, str | None, bytes]] = []
-    for i in _holding(entries):
+    counts = dict.fromkeys(range(len(kinds)), 0)
+    found: list[tuple[str, str | None, bytes, list[int]]] = []
+    for i in _holding(entries, live):
         where = f"resource_logs[{i}]"
         try:
             entry = _LogsEntry.FromString(entries[i])
         except DecodeError:
             raise InvalidPayload(f"{where} cannot be decoded") from None
-        scopes = entry.scopes
+        scopes = list(entry.scopes)
         service: str | None = None
-        named = False  # read from the resource once, for the entry's first feedback record
-        for j in _holding(scopes):
+        named = False  # read from the resource once, for the entry's first record picked
+        for j in _holding(scopes, live):
             try:
-                records = _LogsScope.FromString(scopes[j]).records
+                # A list: each read of a protobuf repeated field makes a new bytes object, and
+                # every kind reads every record twice.
+                records = list(_LogsScope.FromString(scopes[j]).records)
             except DecodeError:
                 raise InvalidPayload(f"{where}.scope_logs[{j}] cannot be decoded") from None
-            picked = _named(records)
+            # The records holding a name at all, then of those the ones naming it: one cheap pass
+            # over a scope of 100,000 log lines instead of two per kind.
+            holding = _holding(records, live)
+            candidates = [records[k] for k in holding]
+            picked: dict[int, list[int]] = {}
+            for n, kind in zip(present, live, strict=True):
+                mine = [holding[k] for k in _named(candidates, kind)]
+                if not mine:
+                    continue
+                counts[n] += len(mine)
+                if kind.max_records and counts[n] > kind.max_records:
+                    raise _too_many(kind)
+                for k in mine:
+                    picked.setdefault(k, []).append(n)
             if not picked:
                 continue
-            if max_records and len(found) + len(picked) > max_records:
-                raise _too_many(max_records)
             if not named:
                 named = True
                 try:
@@ -386,9 +450,11 @@ def feedback_in_protobuf(
                         if kv.key == "service.name"
                     ]
                 )
-            found.extend((f"{where}.scope_logs[{j}].log_records[{k}]", service, records[k]) for k in picked)
-    out: list[EventRecord] = []
-    for where, service, raw in found:
+            found.extend(
+                (f"{where}.scope_logs[{j}].log_records[{k}]", service, records[k], picked[k])
+                for k in sorted(picked)
+            )
+    for where, service, raw, which in found:
         try:
             record = logs_pb2.LogRecord.FromString(raw)
         except DecodeError:
@@ -396,16 +462,52 @@ def feedback_in_protobuf(
                 f"{where} cannot be decoded: a field in it is truncated or broken, a string is not "
                 "UTF-8, or a value nests more than 100 deep"
             ) from None
-        attributes: dict[str, object] = {}
-        for kv in record.attributes:
-            if kv.key in keys and kv.key not in attributes:  # the first of a repeated key
-                attributes[kv.key] = _value(kv.value)
-        out.append(
-            EventRecord(
-                service, record.event_name, attributes, record.time_unix_nano, record.observed_time_unix_nano
-            )
-        )
+        for n in which:
+            keys = kinds[n].keys  # type: ignore[union-attr]  # only live kinds are picked
+            attributes: dict[str, object] = {}
+            for kv in record.attributes:
+                if kv.key in keys and kv.key not in attributes:  # the first of a repeated key
+                    attributes[kv.key] = _value(kv.value)
+            times = (record.time_unix_nano, record.observed_time_unix_nano)
+            if n == 0:
+                out[n].append(EventRecord(service, record.event_name, attributes, *times))
+            else:
+                out[n].append(
+                    EvaluationRecord(
+                        service, record.event_name, attributes, *times, record.trace_id, record.span_id
+                    )
+                )
     return out
+
+
+def feedback_in_protobuf(
+    body: bytes, max_records: int = MAX_FEEDBACK_RECORDS, keys: frozenset[str] | None = None
+) -> list[EventRecord]:
+    """The log records of a protobuf ExportLogsServiceRequest that name `apiusage.feedback` (see
+    _Kind), with the attributes named in `keys` (derive.feedback.feedback_keys()); InvalidPayload
+    naming the record protobuf cannot decode, PayloadTooLarge past `max_records` such records
+    (0: no bound). Call it on a body services_in_protobuf has accepted."""
+    return logs_in_protobuf(body, max_records, feedback_keys=keys, flags=False)[0]
+
+
+def logs_in_protobuf(
+    body: bytes,
+    max_feedback: int = MAX_FEEDBACK_RECORDS,
+    max_flags: int = MAX_FLAG_RECORDS,
+    feedback_keys: frozenset[str] | None = None,
+    flags: bool = True,
+) -> tuple[list[EventRecord], list[EvaluationRecord]]:
+    """feedback_in_protobuf's records and those that name `feature_flag.evaluation` (with the
+    EVALUATION_RECORD_KEYS attributes, trace and span id), from one parse of the body;
+    PayloadTooLarge past `max_flags` of those (0: no bound). `flags` False reads feedback only."""
+    kinds = _kinds(
+        _feedback_keys() if feedback_keys is None else feedback_keys,
+        max_feedback,
+        EVALUATION_RECORD_KEYS if flags else None,
+        max_flags,
+    )
+    feedback, evaluations = _events_in_protobuf(body, kinds)
+    return feedback, evaluations
 
 
 def _both(obj: object, *names: str) -> list[object]:
@@ -466,6 +568,16 @@ def _json_time(record: dict[str, object], *names: str) -> int:
     return 0
 
 
+_HEX_ID = re.compile(r"[0-9a-fA-F]*")
+
+
+def _json_id(value: object) -> bytes:
+    """An OTLP/JSON trace or span id (hex, as OTLP/JSON writes them); b"" when it is not one."""
+    if isinstance(value, str) and len(value) <= 32 and len(value) % 2 == 0 and _HEX_ID.fullmatch(value):
+        return bytes.fromhex(value)
+    return b""
+
+
 def logs_in_json(
     body: bytes,
     names: bool = True,
@@ -474,13 +586,35 @@ def logs_in_json(
 ) -> tuple[list[str | None], list[EventRecord]]:
     """services_in_json's answer for a logs request, and its feedback log records (those named
     `apiusage.feedback`), read from one parse; PayloadTooLarge past `max_records` of them."""
+    services, feedback, _ = logs_events_in_json(body, names, max_records, feedback_keys=keys, flags=False)
+    return services, feedback
+
+
+def logs_events_in_json(
+    body: bytes,
+    names: bool = True,
+    max_feedback: int = MAX_FEEDBACK_RECORDS,
+    max_flags: int = MAX_FLAG_RECORDS,
+    feedback_keys: frozenset[str] | None = None,
+    flags: bool = True,
+) -> tuple[list[str | None], list[EventRecord], list[EvaluationRecord]]:
+    """services_in_json's answer for a logs request, its feedback log records and its feature-flag
+    evaluation records (as logs_in_protobuf reads them), read from one parse; PayloadTooLarge past
+    `max_feedback` or `max_flags` of them (0: no bound). `flags` False reads feedback only."""
     entries = _json_entries(body, "logs", names)
     services: list[str | None] = [_json_service(item) for item in entries] if names else [None] * len(entries)
-    # Without those bytes no record can be named so, unless a \u escape spells a letter of it.
-    if FEEDBACK_BYTES not in body and b"\\u" not in body:
-        return services, []
-    keys = feedback_keys() if keys is None else keys
-    out: list[EventRecord] = []
+    kinds = _kinds(
+        _feedback_keys() if feedback_keys is None else feedback_keys,
+        max_feedback,
+        EVALUATION_RECORD_KEYS if flags else None,
+        max_flags,
+    )
+    by_name = {k.name: (n, k) for n, k in enumerate(kinds) if k is not None}
+    found: list[list[Any]] = [[] for _ in kinds]
+    # Without those bytes no record can be named so, unless a \u escape spells a letter of one.
+    if b"\\u" not in body and not any(k.raw in body for _, k in by_name.values()):
+        return services, found[0], found[1]
+    every = frozenset().union(*(k.keys for _, k in by_name.values()))
     for i, item in enumerate(entries):
         service: str | None = services[i]
         read = names  # the service was read above
@@ -489,28 +623,34 @@ def logs_in_json(
                 if not isinstance(record, dict):
                     continue
                 name = record.get("eventName", record.get("event_name")) or ""
-                if name and name != EVENT_FEEDBACK:
-                    continue  # not feedback, whatever its attributes say
+                if name and (not isinstance(name, str) or name not in by_name):
+                    continue  # no event read here, whatever its attributes say
                 attributes: dict[str, object] = {}
                 for kv in _both(record, "attributes"):
                     if not isinstance(kv, dict):
                         continue
                     key = kv.get("key")
-                    if isinstance(key, str) and key in keys and key not in attributes:
+                    if isinstance(key, str) and key in every and key not in attributes:
                         attributes[key] = _json_value(kv.get("value"))
-                if not name and attributes.get("event.name") != EVENT_FEEDBACK:
+                named = name or attributes.get(EVENT_NAME_ATTRIBUTE)
+                if not isinstance(named, str) or named not in by_name:
                     continue
-                if max_records and len(out) >= max_records:
-                    raise _too_many(max_records)
+                n, kind = by_name[named]
+                if kind.max_records and len(found[n]) >= kind.max_records:
+                    raise _too_many(kind)
                 if not read:
                     service, read = _json_service(item), True
-                out.append(
-                    EventRecord(
-                        service,
-                        EVENT_FEEDBACK if name else "",
-                        attributes,
-                        _json_time(record, "timeUnixNano", "time_unix_nano"),
-                        _json_time(record, "observedTimeUnixNano", "observed_time_unix_nano"),
-                    )
+                mine = {k: v for k, v in attributes.items() if k in kind.keys}
+                times = (
+                    _json_time(record, "timeUnixNano", "time_unix_nano"),
+                    _json_time(record, "observedTimeUnixNano", "observed_time_unix_nano"),
                 )
-    return services, out
+                if n == 0:
+                    found[n].append(EventRecord(service, kind.name if name else "", mine, *times))
+                else:
+                    ids = (
+                        _json_id(record.get("traceId", record.get("trace_id"))),
+                        _json_id(record.get("spanId", record.get("span_id"))),
+                    )
+                    found[n].append(EvaluationRecord(service, kind.name if name else "", mine, *times, *ids))
+    return services, found[0], found[1]
