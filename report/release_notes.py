@@ -132,10 +132,9 @@ class _Notes:
 
     def releases(self) -> dict[str, float]:
         """Every release of the service seen in the lookback, with its first sight."""
-        rows = self.client.query(
-            f"min by (version) (last_over_time(api_release_first_seen_timestamp_seconds{self.f()}[{LOOKBACK}]))",
-            self.now,
-        )
+        family = "api_release_first_seen_timestamp_seconds"
+        expr = f"min by (version) (last_over_time({family}{self.f()}[{LOOKBACK}]))"
+        rows = self.client.query(expr, self.now)
         return {m.get("version", ""): v for m, v in rows if m.get("version") and m.get("version") != OTHER}
 
     def increase(self, family: str, by: str, window: _Window, extra: str = "") -> list[tuple[dict, float]]:
@@ -205,23 +204,24 @@ def release_notes(
     """The markdown; ReleaseNotesError when a release is unknown or there is nothing to compare."""
     notes = _Notes(client, service, now)
     releases = notes.releases()
+    name = _visible(service)  # the messages are one line, whatever the arguments hold
     if not releases:
-        raise ReleaseNotesError(f"Prometheus knows no release of {service} (in the last {LOOKBACK})")
-    known = ", ".join(sorted(releases, key=lambda v: releases[v]))
+        raise ReleaseNotesError(f"Prometheus knows no release of {name} (in the last {LOOKBACK})")
+    known = ", ".join(_visible(r) for r in sorted(releases, key=lambda r: releases[r]))
     if version not in releases:
-        raise ReleaseNotesError(f"no release {version} of {service} in Prometheus (known: {known})")
+        raise ReleaseNotesError(f"no release {_visible(version)} of {name} in Prometheus (known: {known})")
     if against is None:
-        earlier = [v for v, t in releases.items() if t < releases[version]]
+        earlier = [r for r, t in releases.items() if t < releases[version]]
         if not earlier:
             raise ReleaseNotesError(
-                f"{service} {version} is the first release Prometheus knows: nothing to compare it with "
-                "(name one with --against)"
+                f"{name} {_visible(version)} is the first release Prometheus knows: nothing to compare it "
+                "with (name one with --against)"
             )
-        against = max(earlier, key=lambda v: releases[v])
+        against = max(earlier, key=lambda r: releases[r])
     elif against not in releases:
-        raise ReleaseNotesError(f"no release {against} of {service} in Prometheus (known: {known})")
+        raise ReleaseNotesError(f"no release {_visible(against)} of {name} in Prometheus (known: {known})")
     elif against == version:
-        raise ReleaseNotesError(f"--against {against} is the release itself: name another one")
+        raise ReleaseNotesError(f"--against {_visible(against)} is the release itself: name another one")
     mine, theirs, full = _windows(releases, version, against, now)
     new, new_routes = notes.release(version, mine)
     old, old_routes = notes.release(against, theirs)
@@ -259,7 +259,13 @@ def _traffic(v: str, p: str, new: _Figures, old: _Figures, mine: _Window, theirs
 
     new_hour, old_hour = per_hour(new, mine), per_hour(old, theirs)
     rows = [
-        ("Requests", _count(old.requests), _count(new.requests), _relative(old.requests, new.requests)),
+        (
+            "Requests",
+            _count(old.requests),
+            _count(new.requests),
+            # Totals over windows of different lengths do not compare; the rates per hour do.
+            _relative(old.requests, new.requests) if mine.seconds == theirs.seconds else "-",
+        ),
         (
             "Requests per hour",
             "-" if old_hour is None else _count(old_hour),

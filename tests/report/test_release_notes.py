@@ -13,11 +13,9 @@ import datetime as dt
 import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from apiusage.report.build import PrometheusClient
-from apiusage.report.release_notes import _code, _text, release_notes
+from apiusage.report.release_notes import _code, _text
 
 from tests.support.components import free_port
 from tests.support.processor import apiusage_command
@@ -118,6 +116,12 @@ def history() -> list[Counter | Gauge]:
             {"service": "billing-api", "version": "2.0.0"},
             T1 + HOUR,
             T1 + HOUR,
+        ),
+        Gauge(
+            "api_release_first_seen_timestamp_seconds",
+            {"service": "billing-api", "version": "1.9.0"},
+            START,
+            START,
         ),
         Gauge("api_release_rank", {**SERVICE, "version": "1.5.0"}, 0, T1),
         Gauge("api_release_rank", {**SERVICE, "version": "1.4.2"}, 1, T1),
@@ -329,3 +333,146 @@ def test_release_notes_compare_with_the_release_before(prometheus):
         "|---|---:|---:|---|",
         "| `DELETE /v1/orders/{order_id}` | 864 | 864 | `orders-cli` (691), `orders-sdk-py` (173) |",
     ]
+
+
+def test_release_notes_against_an_explicit_release(prometheus):
+    """The same as the default, named; and against 1.3.0, whose 36 requests say nothing."""
+    default = _notes(prometheus, "--service", "orders-api", "--version", "1.5.0")
+    named = _notes(prometheus, "--service", "orders-api", "--version", "1.5.0", "--against", "1.4.2")
+    assert (named.returncode, named.stderr, named.stdout) == (0, "", default.stdout)
+
+    run = _notes(prometheus, "--service", "orders-api", "--version", "1.5.0", "--against", "1.3.0")
+    assert (run.returncode, run.stderr) == (0, "")
+    lines = run.stdout.splitlines()
+    # 1.3.0 lived 2 hours before 1.4.2 replaced it: its window is those 2 hours.
+    assert lines[:6] == [
+        "# orders-api 1.5.0",
+        "",
+        f"- First seen: {_when(T1)}",
+        f"- Compared with: 1.3.0, first seen {_when(START)}",
+        f"- 1.5.0: {_when(T1)} to {_when(END)}",
+        f"- 1.3.0: {_when(START)} to {_when(T0)}",
+    ]
+    start = lines.index("## Traffic and reliability")
+    assert lines[start : lines.index("## Client mix")] == [
+        "## Traffic and reliability",
+        "",
+        "| | 1.3.0 | 1.5.0 | Change |",
+        "|---|---:|---:|---:|",
+        # 0.005 a second for 2 hours; totals over 2 hours and a day do not compare.
+        "| Requests | 36 | 146,966 | - |",
+        "| Requests per hour | 18 | 6,124 | +33920.0% |",
+        "| Error ratio (5xx) | - | 3.56% | - |",
+        "| 4xx ratio | - | 1.18% | - |",
+        "| p95 latency | - | 458 ms | - |",
+        "",
+        "1.3.0 served 36 requests in its window, fewer than 100: too little traffic for its ratios and p95 "
+        "to mean anything.",
+        "",
+    ]
+    changes = lines.index("## Endpoints whose behaviour changed")
+    assert lines[changes + 3 : changes + 6] == ["", "Not compared: too little traffic (see above).", ""]
+
+
+def test_a_release_younger_than_a_day_and_without_traffic(prometheus):
+    run = _notes(prometheus, "--service", "billing-api", "--version", "2.0.0")
+    assert (run.returncode, run.stderr) == (0, "")
+    lines = run.stdout.splitlines()
+    assert lines[6].startswith("- 2.0.0 has been seen for 2") and lines[6].endswith(
+        " hours (before it was replaced or until now), not a full day: each window is that long"
+    )
+    assert "| Requests | 0 | 0 | - |" in lines
+    assert "| Error ratio (5xx) | - | - | - |" in lines
+    assert (
+        "2.0.0 served 0 requests in its window, fewer than 100: too little traffic for its ratios and p95 "
+        "to mean anything." in lines
+    )
+    assert "| `billing-cli` | 100.0% | 100.0% | +0.0 pp |" in lines
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("--service", "orders-api", "--version", "1.6.0"),
+            "no release 1.6.0 of orders-api in Prometheus (known: 1.3.0, 1.4.2, 1.5.0)",
+        ),
+        (
+            ("--service", "orders-api", "--version", "1.5.0", "--against", "0.1"),
+            "no release 0.1 of orders-api in Prometheus (known: 1.3.0, 1.4.2, 1.5.0)",
+        ),
+        (
+            ("--service", "orders-api", "--version", "1.5.0", "--against", "1.5.0"),
+            "--against 1.5.0 is the release itself: name another one",
+        ),
+        (
+            ("--service", "orders-api", "--version", "1.3.0"),
+            "orders-api 1.3.0 is the first release Prometheus knows: nothing to compare it with "
+            "(name one with --against)",
+        ),
+        (
+            ("--service", "payments-api", "--version", "1.0"),
+            "Prometheus knows no release of payments-api (in the last 30d)",
+        ),
+        # Quotes, backslashes and control characters reach PromQL escaped and the message visible.
+        (
+            ("--service", 'orders-api"} or vector(1) #\\', "--version", "1"),
+            'Prometheus knows no release of orders-api"} or vector(1) #\\ (in the last 30d)',
+        ),
+        (
+            ("--service", "orders-api", "--version", "1.5.0\n\x1b[31m"),
+            "no release 1.5.0\\x0a\\x1b[31m of orders-api in Prometheus (known: 1.3.0, 1.4.2, 1.5.0)",
+        ),
+    ],
+)
+def test_missing_data_is_one_line_and_exit_1(prometheus, args, message):
+    run = _notes(prometheus, *args)
+    assert (run.returncode, run.stdout, run.stderr) == (1, "", f"apiusage: {message}\n")
+
+
+def test_no_prometheus_is_one_line_and_exit_2():
+    url = f"http://127.0.0.1:{free_port()}"
+    run = _notes(url, "--service", "orders-api", "--version", "1.5.0")
+    assert (run.returncode, run.stdout) == (2, "")
+    assert run.stderr == (
+        f"apiusage: cannot reach Prometheus at {url}: [Errno 111] Connection refused "
+        "(set --prometheus to its URL)\n"
+    )
+
+
+def test_a_prometheus_that_refuses_a_query_is_one_line_and_exit_2(tmp_path):
+    """Not Prometheus at all: a server answering 404 to every query, after a good build info."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            ok = self.path.startswith("/api/v1/status/buildinfo")
+            body = b'{"status": "success", "data": {}}' if ok else b'{"status": "error", "error": "no"}'
+            self.send_response(200 if ok else 503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        run = _notes(url, "--service", "orders-api", "--version", "1.5.0")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (run.returncode, run.stdout) == (2, "")
+    assert run.stderr.startswith(f"apiusage: Prometheus at {url} refused 'min by (version) (last_over_time(")
+    assert run.stderr.endswith(": no\n") and run.stderr.count("\n") == 1
+
+
+def test_label_values_cannot_break_the_markdown():
+    assert _text("1.5.0-rc_1 <b>") == "1.5.0-rc\\_1 \\<b\\>"
+    assert _code("GET /a|b") == "`GET /a\\|b`"
+    assert _code("x`y") == "``x`y``"
+    assert _code("`x") == "`` `x ``"
+    assert _code("a\nb\x00") == "`a\\x0ab\\x00`"
