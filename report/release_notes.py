@@ -144,7 +144,7 @@ class _Notes:
 
     def release(self, version: str, window: _Window) -> tuple[_Figures, dict[tuple[str, str], _Figures]]:
         """The release's figures in its window, and per method and route."""
-        total, routes = _Figures(), {}
+        total, routes = _Figures(), dict[tuple[str, str], _Figures]()
         version_sel = f"version={_string(version)}"
         for m, v in self.increase(
             "api_release_requests_total", "method, route, status_class", window, version_sel
