@@ -12,6 +12,7 @@ new release with the day after.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import math
 import re
 from dataclasses import dataclass
@@ -49,7 +50,8 @@ class _Window:
 
     @property
     def seconds(self) -> int:
-        return int(round(self.end - self.start))
+        # At least a second: a first sight "now" (or ahead of Prometheus's clock) is no PromQL error.
+        return max(1, int(round(self.end - self.start)))
 
 
 @dataclass
@@ -354,25 +356,21 @@ def _changes(
         # The tolerance keeps a move of exactly the threshold in, whatever the float rounding.
         if moved < RATIO_CHANGE - 1e-9 and slower < P95_CHANGE - 1e-9:
             continue
-        rows.append(
-            (
-                -moved,
-                key,
-                f"| {_code(' '.join(key))} | {_count(a.requests)} | {_count(b.requests)} "
-                f"| {_percent(err[0])} → {_percent(err[1])} | {_percent(cli[0])} → {_percent(cli[1])} "
-                f"| {_milliseconds(lat[0])} → {_milliseconds(lat[1])} |",
-            )
-        )
+        rows.append((-moved, key, a, b, err, cli, lat))
     if not rows:
         return [head, "", "None."]
-    rows.sort()
     lines = [
         head,
         "",
         f"| Endpoint | Requests {p} | Requests {v} | 5xx ratio | 4xx ratio | p95 |",
         "|---|---:|---:|---|---|---|",
     ]
-    lines += [r[2] for r in rows[:MAX_ROWS]]
+    for _, key, a, b, err, cli, lat in heapq.nsmallest(MAX_ROWS, rows, key=lambda r: (r[0], r[1])):
+        lines.append(
+            f"| {_code(' '.join(key))} | {_count(a.requests)} | {_count(b.requests)} "
+            f"| {_percent(err[0])} → {_percent(err[1])} | {_percent(cli[0])} → {_percent(cli[1])} "
+            f"| {_milliseconds(lat[0])} → {_milliseconds(lat[1])} |"
+        )
     if len(rows) > MAX_ROWS:
         lines += ["", f"And {len(rows) - MAX_ROWS} more."]
     return lines

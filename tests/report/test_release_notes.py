@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from apiusage.report.release_notes import _code, _text
+from apiusage.report.build import PrometheusClient
+from apiusage.report.release_notes import _code, _text, release_notes
 
 from tests.support.components import free_port
 from tests.support.processor import apiusage_command
@@ -272,9 +273,7 @@ def _when(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-pytestmark = pytest.mark.slow
-
-
+@pytest.mark.slow
 def test_release_notes_compare_with_the_release_before(prometheus):
     run = _notes(prometheus, "--service", "orders-api", "--version", "1.5.0")
     assert (run.returncode, run.stderr) == (0, "")
@@ -335,6 +334,7 @@ def test_release_notes_compare_with_the_release_before(prometheus):
     ]
 
 
+@pytest.mark.slow
 def test_release_notes_against_an_explicit_release(prometheus):
     """The same as the default, named; and against 1.3.0, whose 36 requests say nothing."""
     default = _notes(prometheus, "--service", "orders-api", "--version", "1.5.0")
@@ -374,6 +374,7 @@ def test_release_notes_against_an_explicit_release(prometheus):
     assert lines[changes + 3 : changes + 6] == ["", "Not compared: too little traffic (see above).", ""]
 
 
+@pytest.mark.slow
 def test_a_release_younger_than_a_day_and_without_traffic(prometheus):
     run = _notes(prometheus, "--service", "billing-api", "--version", "2.0.0")
     assert (run.returncode, run.stderr) == (0, "")
@@ -390,6 +391,7 @@ def test_a_release_younger_than_a_day_and_without_traffic(prometheus):
     assert "| `billing-cli` | 100.0% | 100.0% | +0.0 pp |" in lines
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -476,3 +478,57 @@ def test_label_values_cannot_break_the_markdown():
     assert _code("x`y") == "``x`y``"
     assert _code("`x") == "`` `x ``"
     assert _code("a\nb\x00") == "`a\\x0ab\\x00`"
+
+
+class _Crowd(PrometheusClient):
+    """100,000 routes, clients and deprecated endpoints, all of them changed: the page stays short."""
+
+    N = 100_000
+
+    def __init__(self) -> None:
+        super().__init__("http://prometheus.invalid")
+
+    def query(self, expr: str, at: float) -> list[tuple[dict, float]]:
+        n = range(self.N)
+        if "first_seen" in expr:
+            return [({"version": "1.4.2"}, T0), ({"version": "1.5.0"}, T1), ({"version": "__other__"}, T1)]
+        if "histogram_quantile" in expr:
+            p95 = 0.1 if at <= T1 else 0.3
+            return (
+                [({"method": "GET", "route": f"/r/{i}"}, p95) for i in n] if "route" in expr else [({}, p95)]
+            )
+        if "api_release_requests_total" in expr:
+            bad = 10.0 if '"1.5.0"' in expr else 1.0
+            return [
+                ({"method": "GET", "route": f"/r/{i}|`x`", "status_class": c}, v)
+                for i in n
+                for c, v in (("2xx", 100.0), ("5xx", bad))
+            ]
+        if "api_request_duration_seconds_count" in expr:
+            return [({"method": "GET", "route": f"/r/{i}"}, 200.0) for i in n]
+        if "api_client_requests_total" in expr:
+            return [({"client_name": f"c{i}\n<b>"}, float(i % 7)) for i in n]
+        if "api_deprecated_requests_total" in expr:
+            return [
+                ({"method": "GET", "route": f"/old/{i}", "client_name": f"c{j}"}, 1.0)
+                for i in n
+                for j in (1, 2)
+            ]
+        if "api_requests_total" in expr:
+            return [({"method": "GET", "route": f"/old/{i}"}, 2.0) for i in n]
+        raise AssertionError(expr)
+
+
+@pytest.mark.slow
+def test_100000_distinct_values_make_a_bounded_page():
+    started = time.monotonic()
+    page = release_notes(_Crowd(), "orders-api", "1.5.0", None, END)
+    assert time.monotonic() - started < 60
+    lines = page.splitlines()
+    assert len(lines) < 100, len(lines)
+    # 100,000 changed endpoints and 100,000 deprecated ones: 20 rows each, the rest counted.
+    assert lines.count("And 99980 more.") == 2
+    assert "| 85709 other clients | 100.0% | 100.0% | +0.0 pp |" in lines  # 1 in 7 clients made no call
+    assert "| `c1000\\x0a<b>` | 0.0% | 0.0% | +0.0 pp |" in lines
+    assert "| `` GET /r/0\\|`x` `` | 101 | 110 | 0.99% → 9.09% | 0.00% → 0.00% | - → - |" in lines
+    assert "| `GET /old/0` | 2 | 2 | `c1` (1), `c2` (1) |" in lines
