@@ -204,6 +204,10 @@ def release_notes(
     client: PrometheusClient, service: str, version: str, against: str | None, now: float
 ) -> str:
     """The markdown; ReleaseNotesError when a release is unknown or there is nothing to compare."""
+    for option, value in (("--service", service), ("--version", version), ("--against", against)):
+        if value is not None and not value.strip():
+            # An empty matcher would select the series that have no such label at all.
+            raise ReleaseNotesError(f"{option} is empty")
     notes = _Notes(client, service, now)
     releases = notes.releases()
     name = _visible(service)  # the messages are one line, whatever the arguments hold

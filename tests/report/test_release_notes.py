@@ -416,6 +416,8 @@ def test_a_release_younger_than_a_day_and_without_traffic(prometheus):
             ("--service", "payments-api", "--version", "1.0"),
             "Prometheus knows no release of payments-api (in the last 30d)",
         ),
+        (("--service", " ", "--version", "1.5.0"), "--service is empty"),
+        (("--service", "orders-api", "--version", "1.5.0", "--against", ""), "--against is empty"),
         # Quotes, backslashes and control characters reach PromQL escaped and the message visible.
         (
             ("--service", 'orders-api"} or vector(1) #\\', "--version", "1"),
