@@ -1,4 +1,4 @@
-"""`apiusage report`: registered on the main parser by `apiusage.cli`."""
+"""`apiusage report` and `apiusage release-notes`: registered on the main parser by `apiusage.cli`."""
 
 from __future__ import annotations
 
@@ -45,6 +45,31 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _release_notes(args: argparse.Namespace) -> int:
+    """Print markdown release notes for one release, from a Prometheus."""
+    import time
+
+    from .build import PrometheusClient, PrometheusError
+    from .release_notes import ReleaseNotesError, release_notes
+
+    client = PrometheusClient(args.prometheus)
+    try:
+        client.check()
+    except PrometheusError as exc:
+        print(f"apiusage: {exc} (set --prometheus to its URL)", file=sys.stderr)
+        return 2
+    try:
+        text = release_notes(client, args.service, args.version, args.against, time.time())
+    except PrometheusError as exc:
+        print(f"apiusage: {exc}", file=sys.stderr)
+        return 2
+    except ReleaseNotesError as exc:
+        print(f"apiusage: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     """Add `apiusage report` to the main parser."""
     report = commands.add_parser("report", help="write a self-contained HTML usage report")
@@ -64,3 +89,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     report.add_argument("--service", help="only this service")
     report.set_defaults(func=_report)
+    notes = commands.add_parser(
+        "release-notes", help="print markdown release notes: a release against the one before it"
+    )
+    notes.add_argument("--service", required=True)
+    notes.add_argument("--version", required=True, help="the release (its service.version)")
+    notes.add_argument(
+        "--against", metavar="PREV", help="the release to compare with (default: the one before)"
+    )
+    notes.add_argument(
+        "--prometheus",
+        default="http://localhost:9090",
+        metavar="URL",
+        help="Prometheus base URL (default: %(default)s, the demo's)",
+    )
+    notes.set_defaults(func=_release_notes)

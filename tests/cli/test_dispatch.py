@@ -22,6 +22,7 @@ def test_every_tool_registers_its_commands() -> None:
         "runbooks",
         "demo",
         "report",
+        "release-notes",
         "catalog",
     ]
 

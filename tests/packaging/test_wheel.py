@@ -235,7 +235,16 @@ def test_processor_only_cli_names_the_missing_extras(processor_venv: Path, tmp_p
     help_ = _apiusage(processor_venv, "--help", cwd=tmp_path)
     assert help_.returncode == 0, help_.stderr
     # `catalog` needs only PyYAML, so it is there too (and works).
-    assert _commands(help_.stdout) == ["serve", "consumers", "rules", "runbooks", "demo", "report", "catalog"]
+    assert _commands(help_.stdout) == [
+        "serve",
+        "consumers",
+        "rules",
+        "runbooks",
+        "demo",
+        "report",
+        "release-notes",
+        "catalog",
+    ]
     catalog = _apiusage(processor_venv, "catalog", "check", str(ROOT / "demo/catalog.yaml"), cwd=tmp_path)
     assert (catalog.returncode, catalog.stdout) == (
         0,
@@ -256,6 +265,19 @@ def test_processor_only_cli_names_the_missing_extras(processor_venv: Path, tmp_p
     )
     assert report.returncode == 2 and "set --prometheus to its URL" in report.stderr, report.stderr
     assert "Traceback" not in report.stderr
+    notes = _apiusage(
+        processor_venv,
+        "release-notes",
+        "--service",
+        "orders-api",
+        "--version",
+        "1.5.0",
+        "--prometheus",
+        f"http://127.0.0.1:{free_port()}",
+        cwd=tmp_path,
+    )
+    assert notes.returncode == 2 and "set --prometheus to its URL" in notes.stderr, notes.stderr
+    assert "Traceback" not in notes.stderr
 
 
 def test_instrumentation_only_install_instruments_an_app(instrumentation_venv: Path, tmp_path: Path) -> None:
@@ -295,7 +317,16 @@ def test_instrumentation_only_cli_names_the_processor_extra(
     assert help_.returncode == 0, help_.stderr
     # The command modules import nothing of their tool: every command is listed, and says what
     # to install when it runs.
-    assert _commands(help_.stdout) == ["serve", "consumers", "rules", "runbooks", "demo", "report", "catalog"]
+    assert _commands(help_.stdout) == [
+        "serve",
+        "consumers",
+        "rules",
+        "runbooks",
+        "demo",
+        "report",
+        "release-notes",
+        "catalog",
+    ]
     for command in (["serve"], ["consumers", "deprecated"]):
         done = _apiusage(instrumentation_venv, *command, cwd=tmp_path)
         assert (done.returncode, done.stdout) == (2, ""), done.stderr
