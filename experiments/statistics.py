@@ -40,6 +40,7 @@ __all__ = [
     "compare_proportions",
     "compare_ttfs",
     "p95_interval",
+    "median_interval",
     "power_and_mde",
     "proportion_interval",
     "quantile_from_histogram",
@@ -334,9 +335,10 @@ def compare_latency(
     """
     control = _histogram(counts_control, "control latency_counts")
     treatment = _histogram(counts_treatment, "treatment latency_counts")
-    generator = _generator(rng)
-    boot_c = _bootstrap_p95(control, generator, resamples)
-    boot_t = _bootstrap_p95(treatment, generator, resamples)
+    # Without a generator each histogram gets its own seeded one, so its interval is the one
+    # p95_interval gives it alone (the per-variant table and the comparison agree).
+    boot_c = _bootstrap_p95(control, _generator(rng), resamples)
+    boot_t = _bootstrap_p95(treatment, _generator(rng), resamples)
     p95_c = float(_quantiles(control[None, :], 0.95)[0])
     p95_t = float(_quantiles(treatment[None, :], 0.95)[0])
     p_value = _mann_whitney(_expand(control), _expand(treatment))
@@ -366,8 +368,9 @@ def _samples(values: Sequence[float], name: str) -> np.ndarray:
     return array
 
 
-def _median_interval(values: np.ndarray, alpha: float) -> tuple[float, float]:
+def median_interval(values: Sequence[float], alpha: float = 0.05) -> tuple[float, float]:
     """Distribution-free interval of the median: order statistics (scipy quantile_test)."""
+    values = _samples(values, "ttfs_seconds")
     if values.size == 0:
         return (NAN, NAN)
     with _quiet():
@@ -396,8 +399,8 @@ def compare_ttfs(
     return TtfsResult(
         median_c,
         median_t,
-        _median_interval(control, alpha),
-        _median_interval(treatment, alpha),
+        median_interval(control, alpha),
+        median_interval(treatment, alpha),
         p_value,
         significant,
         relative,
