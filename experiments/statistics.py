@@ -163,8 +163,19 @@ def sample_ratio_mismatch(
     return SrmResult(float(chi2), float(p_value), expected, bool(p_value >= threshold))
 
 
+def _check_counts(events: float, trials: float, events_name: str, trials_name: str) -> None:
+    for name, value in ((events_name, events), (trials_name, trials)):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"proportions: {name} must be a non-negative number (got {value!r})")
+    if events > trials:
+        raise ValueError(
+            f"proportions: more events than trials ({events_name} {events} > {trials_name} {trials})"
+        )
+
+
 def proportion_interval(successes: float, trials: float, alpha: float) -> tuple[float, float]:
     """Wilson interval of one variant's ratio (good coverage near 0%, where error ratios live)."""
+    _check_counts(successes, trials, "events", "trials")
     if trials <= 0:
         return (NAN, NAN)
     low, high = proportion_confint(successes, trials, alpha=alpha, method="wilson")
@@ -183,18 +194,8 @@ def compare_proportions(
     takes the weighted (non-integer) counts the store holds, where the score interval's root
     search fails. At the traffic an experiment needs, it agrees with the score test.
     """
-    for name, value in (
-        ("x_control", x_control),
-        ("n_control", n_control),
-        ("x_treatment", x_treatment),
-        ("n_treatment", n_treatment),
-    ):
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"proportions: {name} must be a non-negative number (got {value!r})")
-    if x_control > n_control or x_treatment > n_treatment:
-        raise ValueError(
-            f"proportions: more events than trials ({x_control}/{n_control}, {x_treatment}/{n_treatment})"
-        )
+    _check_counts(x_control, n_control, "x_control", "n_control")
+    _check_counts(x_treatment, n_treatment, "x_treatment", "n_treatment")
     p_c = x_control / n_control if n_control > 0 else NAN
     p_t = x_treatment / n_treatment if n_treatment > 0 else NAN
     if n_control <= 0 or n_treatment <= 0:

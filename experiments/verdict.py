@@ -145,6 +145,33 @@ def _latency(data: VariantData) -> tuple[float, ...]:
     return tuple(data.latency_counts) or (0.0,) * BUCKETS
 
 
+def _check(data: VariantData) -> None:
+    """Counts that cannot be (more errors than requests...), refused naming the variant and field."""
+    for field in (
+        "requests",
+        "errors",
+        "client_errors",
+        "consumers",
+        "contaminated",
+        "adopters",
+        "never_succeeded",
+    ):
+        value = getattr(data, field)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise ValueError(
+                f"variant {data.variant!r}: {field} must be a non-negative number (got {value!r})"
+            )
+    for part, whole in (("errors", "requests"), ("client_errors", "requests"), ("adopters", "consumers")):
+        if getattr(data, part) > getattr(data, whole):
+            numbers = f"{part} ({getattr(data, part):g}) exceed {whole} ({getattr(data, whole):g})"
+            raise ValueError(f"variant {data.variant!r}: {numbers}")
+
+
 def _summary(data: VariantData, alpha: float) -> VariantSummary:
     counts = _latency(data)
 
@@ -301,11 +328,12 @@ def _summary_line(experiment: Experiment, treatment: str, results: list[MetricRe
     if failed:
         return f"{head}; guardrail failed: {', '.join(failed)}"
     guardrails = [r for r in results if r.role == "guardrail"]
-    if guardrails and all(r.tested for r in guardrails):
+    tested = [r for r in guardrails if r.tested]
+    if not tested:
+        return head
+    if len(tested) == len(guardrails):
         return f"{head}; guardrails held"
-    if guardrails:
-        return f"{head}; no guardrail failed so far (some lack data)"
-    return head
+    return f"{head}; no guardrail failed so far (some lack data)"
 
 
 def analyse(experiment: Experiment, data: Mapping[str, VariantData]) -> Analysis:
@@ -322,6 +350,10 @@ def analyse(experiment: Experiment, data: Mapping[str, VariantData]) -> Analysis
     for v, d in by_variant.items():
         if d.variant != v:
             raise ValueError(f"experiment {experiment.name}: data under {v!r} is for variant {d.variant!r}")
+        try:
+            _check(d)
+        except ValueError as exc:
+            raise ValueError(f"experiment {experiment.name}: {exc}") from None
     alpha = experiment.alpha
     consumers = {v: by_variant[v].consumers for v in experiment.variants}
     srm = sample_ratio_mismatch(consumers, experiment.split)
