@@ -5,7 +5,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-__all__ = ["count", "duration", "metric_value", "p_value", "percent", "relative", "split", "interval"]
+__all__ = [
+    "count",
+    "distinct",
+    "duration",
+    "metric_value",
+    "p_value",
+    "percent",
+    "relative",
+    "split",
+    "interval",
+]
 
 DASH = "–"
 #: Metrics whose value is a share (written as a percentage); the others are seconds.
@@ -21,42 +31,58 @@ def _significant(value: float, digits: int = 2) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def percent(share: float) -> str:
-    """0.012 -> '1.2%'; below 1% two significant figures (0.0085 -> '0.85%')."""
+def percent(share: float, digits: int = 2) -> str:
+    """0.012 -> '1.2%'; below 1% two significant figures (0.0085 -> '0.85%'); `digits` more for
+    values that would otherwise read the same."""
     if not math.isfinite(share):
         return DASH
     value = share * 100
     if abs(value) >= 1:
-        return f"{value:.1f}%"
-    return f"{_significant(value)}%"
+        decimals = max(1, digits - 1 - math.floor(math.log10(abs(value))))
+        return f"{value:.{decimals}f}%"
+    return f"{_significant(value, digits)}%"
 
 
 def relative(change: float) -> str:
-    """A relative change or effect: 0.35 -> '35%', 0.042 -> '4.2%'."""
+    """A relative change or effect: 0.35 -> '35%', 0.042 -> '4.2%', below 0.01% '< 0.01%'."""
     if not math.isfinite(change):
         return DASH
     value = abs(change) * 100
+    if value == 0:
+        return "0%"
+    if value < 0.01:
+        return "< 0.01%"
     return f"{value:.0f}%" if value >= 10 else f"{_significant(value)}%"
 
 
-def duration(seconds: float) -> str:
-    """Seconds for a reader: '0.8 ms', '120 ms', '1.25 s', '4.5 min', '2.1 h'."""
+def duration(seconds: float, extra: int = 0) -> str:
+    """Seconds for a reader: '0.8 ms', '120 ms', '1.25 s', '4.5 min', '2.1 h'; `extra` decimals
+    for values that would otherwise read the same."""
     if not math.isfinite(seconds):
         return DASH
     if seconds < 1:
         ms = seconds * 1000
-        return f"{ms:.0f} ms" if ms >= 10 else f"{_significant(ms)} ms"
+        return f"{ms:.{extra}f} ms" if ms >= 10 else f"{_significant(ms, 2 + extra)} ms"
     if seconds < 60:
-        return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
+        return f"{seconds:.{2 + extra}f} s" if seconds < 10 else f"{seconds:.{1 + extra}f} s"
     if seconds < 3600:
-        return f"{seconds / 60:.1f} min"
+        return f"{seconds / 60:.{1 + extra}f} min"
     if seconds < 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
+        return f"{seconds / 3600:.{1 + extra}f} h"
+    return f"{seconds / 86400:.{1 + extra}f} d"
 
 
-def metric_value(metric: str, value: float) -> str:
-    return percent(value) if metric in RATIOS else duration(value)
+def metric_value(metric: str, value: float, extra: int = 0) -> str:
+    return percent(value, 2 + extra) if metric in RATIOS else duration(value, extra)
+
+
+def distinct(metric: str, a: float, b: float) -> tuple[str, str]:
+    """Two values written with just enough precision to tell them apart ('0.1%' vs '0.1001%')."""
+    for extra in range(6):
+        pair = metric_value(metric, a, extra), metric_value(metric, b, extra)
+        if a == b or pair[0] != pair[1]:
+            return pair
+    return pair
 
 
 def interval(metric: str, bounds: Sequence[float]) -> str:

@@ -101,12 +101,13 @@ def _comparison_table(analysis: Analysis) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in analysis.results:
         p = fmt.p_value(r.p_adjusted).removeprefix("p = ").removeprefix("p ")
+        control, treatment = fmt.distinct(r.metric, r.control_value, r.treatment_value)
         rows.append(
             [
                 r.treatment,
                 f"{NAMES[r.metric]} ({r.role})",
-                fmt.metric_value(r.metric, r.control_value),
-                fmt.metric_value(r.metric, r.treatment_value),
+                control,
+                treatment,
                 _change(r),
                 fmt.DASH if p == "n/a" else p,
                 fmt.relative(r.minimum_detectable_effect),

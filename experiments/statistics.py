@@ -18,9 +18,9 @@ from typing import NamedTuple
 
 import numpy as np
 from apiusage.processor.state.schema import EXPERIMENT_LATENCY_BOUNDS
-from scipy import stats
-from statsmodels.stats.power import NormalIndPower
-from statsmodels.stats.proportion import (
+from scipy import stats  # type: ignore[import-untyped]
+from statsmodels.stats.power import NormalIndPower  # type: ignore[import-untyped]
+from statsmodels.stats.proportion import (  # type: ignore[import-untyped]
     confint_proportions_2indep,
     proportion_confint,
     proportion_effectsize,
@@ -54,6 +54,8 @@ BUCKETS = len(EXPERIMENT_LATENCY_BOUNDS) + 1
 #: (a report read twice says the same).
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 20261116
+#: A histogram of more requests is resampled at this many (numpy's multinomial takes an int64).
+BOOTSTRAP_MAX_REQUESTS = 10**15
 #: Mann–Whitney on bucketed latency: at most this many requests per variant are expanded. A
 #: larger histogram is scaled down to it, keeping its shape: the p-value is then that of a
 #: sample this size, so conservative (a real difference only looks less certain).
@@ -267,7 +269,8 @@ def _generator(rng: np.random.Generator | None) -> np.random.Generator:
 def _bootstrap_p95(counts: np.ndarray, rng: np.random.Generator, resamples: int) -> np.ndarray:
     """p95 of `resamples` multinomial resamples of the histogram (the same number of requests)."""
     total = counts.sum()
-    n = int(round(total))
+    # numpy draws at most int64 requests; at that traffic the interval is far inside one bucket.
+    n = int(round(min(total, BOOTSTRAP_MAX_REQUESTS)))
     if n <= 0:
         return np.full(resamples, np.nan)
     draws = rng.multinomial(n, counts / total, size=resamples).astype(float)
@@ -362,16 +365,16 @@ def compare_latency(
     )
 
 
-def _samples(values: Sequence[float], name: str) -> np.ndarray:
+def _samples(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     array = np.asarray(values, dtype=float).ravel()
     if not np.all(np.isfinite(array)) or np.any(array < 0):
         raise ValueError(f"{name}: times to first success must be non-negative numbers of seconds")
     return array
 
 
-def median_interval(values: Sequence[float], alpha: float = 0.05) -> tuple[float, float]:
+def median_interval(samples: Sequence[float] | np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
     """Distribution-free interval of the median: order statistics (scipy quantile_test)."""
-    values = _samples(values, "ttfs_seconds")
+    values = _samples(samples, "ttfs_seconds")
     if values.size == 0:
         return (NAN, NAN)
     with _quiet():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from apiusage.conventions.experiments import Experiment
-from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.multitest import multipletests  # type: ignore[import-untyped]
 
 from . import formatting as fmt
 from .data import VariantData
@@ -285,8 +285,7 @@ def _sentence(
 ) -> str:
     m = comparison.metric
     name = NAMES[m]
-    c = fmt.metric_value(m, comparison.control_value)
-    t = fmt.metric_value(m, comparison.treatment_value)
+    c, t = fmt.distinct(m, comparison.control_value, comparison.treatment_value)
     if not comparison.enough:
         return (
             f"{prefix}{name}: not enough data yet ({fmt.count(comparison.n_control)} vs "

@@ -335,3 +335,11 @@ def test_power_and_mde_without_traffic_or_baseline_are_unknown() -> None:
     # A tiny group: the smallest detectable rise can be "up to 100%", never beyond.
     _, mde = power_and_mde(5, 5, 0.5, 0.05, 0.8, 0.1)
     assert mde == pytest.approx(1.0)
+
+
+def test_a_histogram_beyond_int64_requests_still_gets_an_interval() -> None:
+    counts = _one_bucket(5, 9e20)
+    counts[6] = 1e20
+    low, high = p95_interval(counts, ALPHA)
+    assert low <= quantile_from_histogram(counts, 0.95) <= high
+    assert compare_latency(counts, counts, ALPHA).p_value == pytest.approx(1.0)

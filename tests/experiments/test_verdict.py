@@ -244,7 +244,7 @@ def test_several_treatments_are_each_compared_with_control_with_holm_correction(
         "sample ratio as planned: 1,000 vs 1,000 vs 1,000 consumers against a planned 33.3/33.3/33.3 (p = 1)",
         "contamination: none of 3,000 consumers was seen in more than one variant",
         "a raises 4xx from 1.2% to 1.5% (p = 0.019 after Holm correction): primary metric worse",
-        "b: no significant change in 4xx (1.2% vs 1.2%, p = 0.65 after Holm correction; "
+        "b: no significant change in 4xx (1.20% vs 1.25%, p = 0.65 after Holm correction; "
         "with this traffic the smallest detectable change is 27%)",
         "a: primary metric (4xx) worse",
         "b: no significant change in the primary metric (4xx)",
@@ -296,3 +296,16 @@ def test_inconsistent_data_is_refused_naming_the_experiment_and_the_variant() ->
     short = {"control": fixed("control", latency_counts=[1.0] * 3), "treatment": fixed("treatment")}
     with pytest.raises(ValueError, match="experiment checkout-v2: latency_counts: expected 52 bucket counts"):
         analyse(experiment(), short)
+
+
+def test_values_that_round_alike_are_written_with_the_precision_that_tells_them_apart() -> None:
+    data = {
+        "control": fixed("control", requests=1e12, errors=1e9),
+        "treatment": fixed("treatment", requests=1e12, errors=1.001e9),
+    }
+    analysis = analyse(experiment(guardrails=["latency_p95"]), data)
+    assert analysis.verdict[2:4] == (
+        "treatment raises error ratio from 0.1% to 0.1001% (p < 0.000001): primary metric worse",
+        "no significant change in p95 latency (86 ms vs 86 ms, p = 1; "
+        "with this traffic the smallest detectable change is < 0.01%)",
+    )
