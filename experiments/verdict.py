@@ -12,6 +12,7 @@ correction would make a harm harder to see). Intervals are not adjusted.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -145,21 +146,16 @@ def _latency(data: VariantData) -> tuple[float, ...]:
     return tuple(data.latency_counts) or (0.0,) * BUCKETS
 
 
+_COUNTS = ("requests", "errors", "client_errors", "consumers", "contaminated", "adopters", "never_succeeded")
+
+
 def _check(data: VariantData) -> None:
     """Counts that cannot be (more errors than requests...), refused naming the variant and field."""
-    for field in (
-        "requests",
-        "errors",
-        "client_errors",
-        "consumers",
-        "contaminated",
-        "adopters",
-        "never_succeeded",
-    ):
+    for field in _COUNTS:
         value = getattr(data, field)
         if (
             isinstance(value, bool)
-            or not isinstance(value, (int, float))
+            or not isinstance(value, numbers.Real)
             or not math.isfinite(value)
             or value < 0
         ):
@@ -168,8 +164,21 @@ def _check(data: VariantData) -> None:
             )
     for part, whole in (("errors", "requests"), ("client_errors", "requests"), ("adopters", "consumers")):
         if getattr(data, part) > getattr(data, whole):
-            numbers = f"{part} ({getattr(data, part):g}) exceed {whole} ({getattr(data, whole):g})"
-            raise ValueError(f"variant {data.variant!r}: {numbers}")
+            excess = f"{part} ({getattr(data, part):g}) exceed {whole} ({getattr(data, whole):g})"
+            raise ValueError(f"variant {data.variant!r}: {excess}")
+    if data.contaminated > data.consumers:
+        excess = f"contaminated ({data.contaminated}) exceed consumers ({data.consumers})"
+        raise ValueError(f"variant {data.variant!r}: {excess}")
+    counts = np.asarray(data.latency_counts, dtype=float)
+    if counts.size not in (0, BUCKETS):
+        raise ValueError(
+            f"variant {data.variant!r}: latency_counts: expected {BUCKETS} bucket counts, got {counts.size}"
+        )
+    if not (np.all(np.isfinite(counts)) and np.all(counts >= 0)):
+        raise ValueError(f"variant {data.variant!r}: latency_counts must be non-negative numbers")
+    ttfs = np.asarray(data.ttfs_seconds, dtype=float)
+    if not (np.all(np.isfinite(ttfs)) and np.all(ttfs >= 0)):
+        raise ValueError(f"variant {data.variant!r}: ttfs_seconds must be non-negative numbers of seconds")
 
 
 def _summary(data: VariantData, alpha: float) -> VariantSummary:

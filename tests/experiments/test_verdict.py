@@ -294,8 +294,26 @@ def test_inconsistent_data_is_refused_naming_the_experiment_and_the_variant() ->
     with pytest.raises(ValueError, match="variant 'treatment': consumers must be a non-negative number"):
         analyse(experiment(), negative)
     short = {"control": fixed("control", latency_counts=[1.0] * 3), "treatment": fixed("treatment")}
-    with pytest.raises(ValueError, match="experiment checkout-v2: latency_counts: expected 52 bucket counts"):
+    with pytest.raises(
+        ValueError, match="checkout-v2: variant 'control': latency_counts: expected 52 bucket counts"
+    ):
         analyse(experiment(), short)
+    bad_ttfs = {"control": fixed("control"), "treatment": fixed("treatment", ttfs=[1.0, float("nan")])}
+    with pytest.raises(ValueError, match="variant 'treatment': ttfs_seconds must be non-negative numbers"):
+        analyse(experiment(), bad_ttfs)
+    contaminated = {"control": fixed("control", contaminated=1_001), "treatment": fixed("treatment")}
+    with pytest.raises(
+        ValueError, match=r"variant 'control': contaminated \(1001\) exceed consumers \(1000\)"
+    ):
+        analyse(experiment(), contaminated)
+
+
+def test_numpy_counts_from_a_query_are_accepted() -> None:
+    data = {
+        "control": fixed("control", consumers=np.int64(1_000), adopters=np.int64(300)),
+        "treatment": fixed("treatment", consumers=np.int64(1_000), client_errors=np.float64(400)),
+    }
+    assert analyse(experiment(), data).result("treatment", "client_error_ratio").guardrail_failed
 
 
 def test_values_that_round_alike_are_written_with_the_precision_that_tells_them_apart() -> None:
