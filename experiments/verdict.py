@@ -244,10 +244,11 @@ def _compare(metric: str, c: VariantData, t: VariantData, experiment: Experiment
         )  # fmt: skip
     if metric == "latency_p95":
         lat = compare_latency(_latency(c), _latency(t), alpha, power=power)
+        timed_c, timed_t = sum(_latency(c)), sum(_latency(t))
         return _Comparison(
             metric, t.variant, lat.p95_control, lat.p95_treatment, (NAN, NAN), lat.relative_change,
             lat.p_value, lat.minimum_detectable_effect, NAN,
-            sum(_latency(c)) > 0 and sum(_latency(t)) > 0, "requests", c.requests, t.requests,
+            timed_c > 0 and timed_t > 0, "timed requests", timed_c, timed_t,
         )  # fmt: skip
     if metric == "time_to_first_success":
         tt = compare_ttfs(c.ttfs_seconds, t.ttfs_seconds, alpha)

@@ -327,3 +327,9 @@ def test_values_that_round_alike_are_written_with_the_precision_that_tells_them_
         "no significant change in p95 latency (86 ms vs 86 ms, p = 1; "
         "with this traffic the smallest detectable change is < 0.01%)",
     )
+
+
+def test_latency_without_a_histogram_yet_is_not_enough_data_counted_in_timed_requests() -> None:
+    data = {"control": fixed("control"), "treatment": fixed("treatment", latency_counts=())}
+    analysis = analyse(experiment(guardrails=["latency_p95"]), data)
+    assert analysis.verdict[3] == "p95 latency: not enough data yet (20,000 vs 0 timed requests)"
