@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from apiusage.conventions.experiments import parse_experiments
 from apiusage.experiments.statistics import compare_proportions
 from apiusage.experiments.verdict import analyse
 from experiment_scenarios import BUCKETS, experiment, fixed, variant
@@ -333,3 +337,26 @@ def test_latency_without_a_histogram_yet_is_not_enough_data_counted_in_timed_req
     data = {"control": fixed("control"), "treatment": fixed("treatment", latency_counts=())}
     analysis = analyse(experiment(guardrails=["latency_p95"]), data)
     assert analysis.verdict[3] == "p95 latency: not enough data yet (20,000 vs 0 timed requests)"
+
+
+def test_the_protocol_example_of_the_docs_parses_and_its_sentences_are_the_verdicts() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "experiments.md").read_text(encoding="utf-8")
+    example = re.search(r"```yaml\n(.*?)```", docs, re.S)
+    assert example is not None
+    exp = parse_experiments(yaml.safe_load(example.group(1))).experiments["checkout-v2"]
+    assert (exp.primary, exp.guardrails, exp.split) == (
+        "client_error_ratio",
+        ("error_ratio", "latency_p95"),
+        {"control": 0.5, "treatment": 0.5},
+    )
+    # The sentences the page quotes are the ones the verdict writes (tests above, same inputs).
+    flat = " ".join(docs.split())
+    for sentence in (
+        "sample ratio mismatch: 5,210 vs 4,790 consumers against a planned 50/50 (p = 0.000027); "
+        "fix the assignment before reading results",
+        "treatment raises 4xx from 1.2% to 2.0% (p = 0.0046)",
+        "no significant change in error ratio (0.8% vs 0.9%, p = 0.28; with this traffic the "
+        "smallest detectable change is 34%)",
+        "contamination: 50 of 2,000 consumers (2.5%) were seen in more than one variant",
+    ):
+        assert sentence in flat, sentence
