@@ -24,6 +24,7 @@ COPY processor /src/processor
 COPY instrumentation /src/instrumentation
 COPY demo /src/demo
 COPY report /src/report
+COPY experiments /src/experiments
 COPY rules /src/rules
 COPY runbooks /src/runbooks
 COPY alert_rules /src/alert_rules
