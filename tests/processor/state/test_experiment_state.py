@@ -50,8 +50,9 @@ def x(
 
 def request(consumer: str, at_ms: int, code: str = "200") -> ApiRequest:
     return ApiRequest(
-        S, "POST", "/v2/orders", code, "pro", "false", "sdk", "1.0", "checkout", None, consumer, 0.01, 1.0,
-        at_ms * 1_000_000, b"t" * 16, b"s" * 8,
+        S, "POST", "/v2/orders", code, "pro", "false", "sdk", "1.0", api_version=None, feature="checkout",
+        consumer_id=consumer, duration=0.01, weight=1.0, end_time_ns=at_ms * 1_000_000, trace_id=b"t" * 16,
+        span_id=b"s" * 8,
     )  # fmt: skip
 
 
