@@ -510,7 +510,7 @@ class ConsumerActivity:
         """Merge a batch that could not be written back in, so the next flush retries it."""
         consumers, activity, endpoints, pairs, parameters, feedback = batch[:6]
         if len(batch) > 6:
-            self.experiments.restore(batch[6:9])  # type: ignore[arg-type]
+            self.experiments.restore(batch[6:9])
         full = 0
         with self._lock:
             self._inflight_rows = self._inflight_bytes = 0

@@ -643,8 +643,8 @@ def _chunks(batch: ActivityBatch, size: int) -> Iterator[ActivityBatch]:
     with all their activity, parameter and experiment rows), the endpoint, parameter, feedback
     and experiment tally rows in the first: every part committed is a consistent store, whatever
     happens to the next."""
-    consumers, activity, endpoints, pairs, parameters, feedback, *experiments = batch
-    exp_consumers, exp_days, exp_latency = experiments or ([], [], [])
+    consumers, activity, endpoints, pairs, parameters, feedback = batch[:6]
+    exp_consumers, exp_days, exp_latency = batch[6:9] if len(batch) > 6 else ([], [], [])
     by_consumer: dict[tuple[str, str], list[ActivityRow]] = {}
     for act in activity:  # (day, service, consumer_id, ...)
         by_consumer.setdefault((act[1], act[2]), []).append(act)

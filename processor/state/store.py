@@ -275,7 +275,7 @@ def _complete(batch: tuple) -> ActivityBatch:
         return batch
     if len(batch) == 3:
         batch = (*batch, [], [], [])
-    return (*batch, [], [], [])  # type: ignore[return-value]
+    return (*batch, [], [], [])
 
 
 _BUCKET = ttfs_bucket_sql()
@@ -479,9 +479,8 @@ class SqliteStore(Store):
         return LATEST
 
     def write(self, batch: ActivityBatch) -> None:
-        consumers, activity, endpoints, consumer_parameters, parameters, feedback, *experiments = _complete(
-            batch
-        )
+        consumers, activity, endpoints, consumer_parameters, parameters, feedback, *rest = _complete(batch)
+        experiments: tuple[list, ...] = tuple(rest)  # type: ignore[arg-type]
         db = self._db
         try:
             if not self._staged:
@@ -646,20 +645,20 @@ class PostgresStore(Store):
         return LATEST
 
     def write(self, batch: ActivityBatch) -> None:
-        consumers, activity, endpoints, consumer_parameters, parameters, feedback, *experiments = _complete(
-            batch
-        )
+        consumers, activity, endpoints, consumer_parameters, parameters, feedback, *rest = _complete(batch)
+        experiments: tuple[list, ...] = tuple(rest)  # type: ignore[arg-type]
         try:
             conn = self._conn
             with conn.transaction(), conn.cursor() as cur:
                 # Sorted rows take row locks in one global order: replicas cannot deadlock.
                 cur.executemany(self._upserts[0], sorted(consumers))
                 cur.executemany(self._upserts[1], sorted(endpoints))
-                for upsert, rows in (
+                groups: list[tuple[str, list]] = [
                     (self._upserts[3], parameters),
                     (self._upserts[4], feedback),
-                    *zip(self._upserts[5:], experiments, strict=True),
-                ):
+                ]
+                groups += zip(self._upserts[5:], experiments, strict=True)
+                for upsert, rows in groups:
                     if rows:
                         cur.executemany(upsert, sorted(rows))
                 if consumer_parameters:
