@@ -6,7 +6,10 @@ replicas; contamination; a failed write restored without double counting; the bo
 from __future__ import annotations
 
 import contextlib
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
@@ -375,3 +378,46 @@ def test_100k_consumers_in_one_experiment_fit_time_and_memory_bounds(tmp_path) -
     # The estimate that bounds the backlog does not undercount what the rows really take.
     assert traced < sample.pending_bytes() and estimate < 64 << 20
     store.close()
+
+
+_WRITER = """
+import sys, time
+from apiusage.processor.config import SqliteState, StateConfig
+from apiusage.processor.state.store import open_store
+path, n, t = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+store = open_store(StateConfig(sqlite=SqliteState(path=path)))
+consumers = [("s", f"c{i:06d}", t, t, t, "pro", "pro", "sdk", "1") for i in range(n)]
+trials = [("s", "e", f"c{i:06d}", "AB"[i % 2], t, t, t, None, 1.0) for i in range(n)]
+days = [("s", "e", v, t // 86_400_000, n / 2, 0.0, 0.0, 1.0) for v in "AB"]
+print("writing", flush=True)
+store.write((consumers, [], [], [], [], [], trials, days, []))
+print("written", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_mid_write_leaves_all_of_a_flush_or_none_of_it(tmp_path) -> None:
+    db, n = tmp_path / "state.db", 200_000
+    argv = [sys.executable, "-c", _WRITER, str(db), str(n), str(T0)]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as child:
+        try:
+            assert child.stdout is not None and child.stdout.readline() == "writing\n"
+            time.sleep(0.3)  # inside the transaction (the write takes seconds)
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
+            finished = "written" in child.stdout.read()
+        finally:
+            child.kill()
+    store = open_store(StateConfig(sqlite=SqliteState(path=str(db))))
+    try:
+        assert store.query("PRAGMA integrity_check") == [("ok",)]
+        counts = [
+            store.query(f"SELECT COUNT(*) FROM {table}")[0][0]
+            for table in ("consumers", "experiment_consumers", "experiment_days")
+        ]
+        # One transaction: all of it once the write returned, none of it when killed inside.
+        assert counts == ([n, n, 2] if finished else [0, 0, 0])
+        print(f"kill -9 {'after' if finished else 'mid'}-write left {counts}")
+    finally:
+        store.close()
