@@ -10,7 +10,8 @@ The variant a consumer is first seen in is the one it stays in: within a flush, 
 its earliest exposure; across flushes and replicas, the one stored first (the upsert never
 changes it). A later exposure in another variant sets `other_variant` once: contamination.
 The daily tallies count each request under the variant it was served (weighted by the
-sampling adjusted count), consumer or not.
+sampling adjusted count), consumer or not; a request whose span ended before it began
+(duration -1) is counted but has no latency, as in api_request_duration_seconds.
 
 The backlog is bounded like ConsumerActivity's: past twice `max_pending` rows or
 `max_pending_bytes` estimated bytes, new rows are dropped and counted in `rows_dropped`, as are
@@ -90,6 +91,10 @@ class ExperimentActivity:
             consumers, days, latency = self._consumers, self._days, self._latency
             hard_rows = self.max_pending * _HARD_FACTOR - self._inflight_rows
             hard_bytes = self.max_pending_bytes * _HARD_FACTOR - self._inflight_bytes
+
+            def full_now() -> bool:  # called for new rows only
+                return len(days) + len(consumers) + len(latency) >= hard_rows or self._bytes >= hard_bytes
+
             for x in exposures:
                 at = x.end_time_ns // 1_000_000
                 day = at // DAY_MS
@@ -101,18 +106,19 @@ class ExperimentActivity:
                     continue
                 service, experiment, variant, code, w = x[0], x[1], x[2], x.status_code, x.weight
                 first = code[:1]
-                duration = x.duration if x.duration > 0 else 0.0
+                duration = x.duration  # -1.0: the span ended before it began, no latency to tally
+                timed = duration >= 0
                 dkey = (service, experiment, variant, day)
                 d = days.get(dkey)
                 if d is None:
-                    if len(days) + len(consumers) + len(latency) >= hard_rows or self._bytes >= hard_bytes:
+                    if full_now():
                         full += 1
                     else:
                         days[dkey] = [
                             w,
                             w if first == "5" else 0.0,
                             w if first == "4" else 0.0,
-                            duration * w,
+                            duration * w if timed else 0.0,
                         ]
                         self._bytes += _size(dkey)
                 else:
@@ -121,17 +127,19 @@ class ExperimentActivity:
                         d[1] += w
                     elif first == "4":
                         d[2] += w
-                    d[3] += duration * w
-                lkey = (service, experiment, variant, day, bisect.bisect_left(bounds, duration))
-                h = latency.get(lkey)
-                if h is None:
-                    if len(days) + len(consumers) + len(latency) >= hard_rows or self._bytes >= hard_bytes:
-                        full += 1
+                    if timed:
+                        d[3] += duration * w
+                if timed:
+                    lkey = (service, experiment, variant, day, bisect.bisect_left(bounds, duration))
+                    h = latency.get(lkey)
+                    if h is None:
+                        if full_now():
+                            full += 1
+                        else:
+                            latency[lkey] = [w]
+                            self._bytes += _size(lkey)
                     else:
-                        latency[lkey] = [w]
-                        self._bytes += _size(lkey)
-                else:
-                    h[0] += w
+                        h[0] += w
                 consumer = x.consumer_id
                 if consumer is None:
                     continue
@@ -139,7 +147,7 @@ class ExperimentActivity:
                 ckey = (service, experiment, consumer)
                 c = consumers.get(ckey)
                 if c is None:
-                    if len(days) + len(consumers) + len(latency) >= hard_rows or self._bytes >= hard_bytes:
+                    if full_now():
                         full += 1
                         continue
                     consumers[ckey] = [variant, at, at, at if ok else None, None, w]

@@ -85,6 +85,7 @@ FLUSH_1 = [
     x("B", "c3", T0 + 5000, "200", 0.0078125),
     x("A", "c3", T0 + 4000, "500", 0.0078125),
     x("A", None, T0 + 100, "200", 128.0),
+    x("B", None, T0 + 200, "200", -1.0),  # ended before it began: a request, no latency
 ]
 # Flush 2, the next day: c1 now seen in B (contamination, it stays in A); c2 again in B; c3 in A
 # (its other variant stays B); c3 succeeds in A for the first time.
@@ -101,7 +102,7 @@ CONSUMERS = [
 DAYS = [
     (S, E, "A", DAY, 4.0, 2.0, 0.0, 0.00390625 + 0.25 + 0.0078125 + 128.0),
     (S, E, "A", DAY + 1, 1.0, 0.0, 0.0, 0.001),
-    (S, E, "B", DAY, 4.0, 0.0, 1.0, 0.0009765625 + 2 * 0.0625 + 0.0078125),
+    (S, E, "B", DAY, 5.0, 0.0, 1.0, 0.0009765625 + 2 * 0.0625 + 0.0078125),
     (S, E, "B", DAY + 1, 2.0, 0.0, 0.0, 0.002),
 ]
 
@@ -109,6 +110,8 @@ DAYS = [
 def latency_rows() -> list[tuple]:
     tally: dict[tuple, float] = {}
     for e in FLUSH_1 + FLUSH_2:
+        if e.duration < 0:
+            continue
         key = (S, E, e.variant, e.end_time_ns // 1_000_000 // DAY_MS, bucket(e.duration))
         tally[key] = tally.get(key, 0.0) + e.weight
     return sorted((*k, v) for k, v in tally.items())
