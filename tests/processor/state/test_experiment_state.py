@@ -20,6 +20,7 @@ from apiusage.processor.config import LimitsConfig, PostgresState, SqliteState, 
 from apiusage.processor.derive.flags import Exposure
 from apiusage.processor.derive.requests import ApiRequest
 from apiusage.processor.exporters.consumer_metrics import ConsumerCollector
+from apiusage.processor.state import snapshot
 from apiusage.processor.state.activity import DAY_MS, ConsumerActivity
 from apiusage.processor.state.experiments import ExperimentActivity, latency_bucket
 from apiusage.processor.state.schema import EXPERIMENT_LATENCY_BOUNDS
@@ -183,8 +184,8 @@ def test_prune_deletes_experiment_rows_older_than_the_retention(tmp_path, kind: 
         store.close()
 
 
-def _state(tmp_path, limits: LimitsConfig | None = None) -> StateService:
-    config = StateConfig(sqlite=SqliteState(path=str(tmp_path / "state.db")), retention_days=30)
+def _state(tmp_path, limits: LimitsConfig | None = None, config: StateConfig | None = None) -> StateService:
+    config = config or StateConfig(sqlite=SqliteState(path=str(tmp_path / "state.db")), retention_days=30)
     service = StateService(config, ConsumerActivity(30, PipelineStats()), limits=limits)
     service.open()
     return service
@@ -223,19 +224,23 @@ def test_a_failed_write_rolls_back_everything_and_the_retry_counts_once(tmp_path
         service.stop()
 
 
-def test_the_gauges_expose_assigned_and_contaminated_consumers_exactly(tmp_path) -> None:
-    service = _state(tmp_path)
-    try:
-        service.activity.consume_exposures(
-            [*FLUSH_1, *FLUSH_2, *(x("on", c, T0, experiment="dark-mode") for c in ("c8", "c9"))]
-        )
-        assert service.flush() is True
-        service.refresh(now_ms=TODAY * DAY_MS)
-        registry = CollectorRegistry()
-        registry.register(ConsumerCollector(service))
-        text = generate_latest(registry).decode()
-    finally:
-        service.stop()
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_the_gauges_expose_assigned_and_contaminated_consumers_exactly(tmp_path, kind: str) -> None:
+    with backend(kind, tmp_path) as config:
+        service = _state(tmp_path, config=config)
+        try:
+            service.activity.consume_exposures(
+                [*FLUSH_1, *FLUSH_2, *(x("on", c, T0, experiment="dark-mode") for c in ("c8", "c9"))]
+            )
+            assert service.flush() is True
+            service.refresh(now_ms=TODAY * DAY_MS)
+            registry = CollectorRegistry()
+            registry.register(ConsumerCollector(service))
+            text = generate_latest(registry).decode()
+            # What the other replicas load: the same values, through the stored snapshot.
+            assert snapshot.loads(snapshot.dumps(service.report)) == service.report
+        finally:
+            service.stop()
     lines = [line for line in text.splitlines() if "api_experiment_" in line]
     assert lines == [
         "# HELP api_experiment_consumers Consumers in an experiment by the variant they were first "
