@@ -149,6 +149,18 @@ class ConsumerCollector:
             ("service", "window"),
             r.feedback_consumers,
         )
+        yield _gauge(
+            "api_experiment_consumers",
+            "Consumers in an experiment by the variant they were first assigned (they stay in it).",
+            ("service", "experiment", "variant"),
+            r.experiment_consumers,
+        )
+        yield _gauge(
+            "api_experiment_contaminated_consumers",
+            "Consumers of an experiment later seen in another variant than the one first assigned.",
+            ("service", "experiment"),
+            r.experiment_contaminated,
+        )
         yield from self._health({key: values for key, (values, _) in r.folded.items()})
 
     def _health(self, dropped_values: dict[tuple[str, str], int]) -> Iterable[Metric]:

@@ -30,10 +30,12 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ..derive.feedback import Feedback
+from ..derive.flags import Exposure
 from ..derive.requests import ApiRequest
 from ..derive.routes import catalog_key
 from ..derive.series import sanitize_label_value
 from ..telemetry import PipelineStats
+from .experiments import ExperimentActivity
 from .store import DAY_MS, ActivityBatch
 
 if TYPE_CHECKING:
@@ -144,6 +146,11 @@ class ConsumerActivity:
         self._parameters: dict[tuple, list] = {}
         # (service, consumer) → [first_seen, last_seen, events] of feedback events
         self._feedback: dict[tuple[str, str], list] = {}
+        # Experiment exposures (issue 16): their rows ride in the same batch and transaction, after
+        # the others; their drops count in rows_dropped.
+        self.experiments = ExperimentActivity(
+            retention_days, stats, max_pending, max_future_skew, max_pending_bytes, self._experiment_dropped
+        )
 
     def consume(self, requests: Sequence[ApiRequest]) -> None:
         now_ms = int(time.time() * 1000)
@@ -418,6 +425,15 @@ class ConsumerActivity:
         if full:
             self._dropped(full)
 
+    def consume_exposures(self, exposures: Sequence[Exposure]) -> None:
+        """Record experiment exposures (processor/state/experiments.py); the worker calls it per batch."""
+        self.experiments.consume_exposures(exposures)
+
+    def _experiment_dropped(self, future: int, full: int) -> None:
+        self.rows_dropped += future
+        if full:
+            self._dropped(full)
+
     def _dropped(self, n: int) -> None:
         self.rows_dropped += n
         if not self._dropping:
@@ -441,11 +457,11 @@ class ConsumerActivity:
 
     def pending(self) -> int:
         """Rows not yet in the store, those being written included."""
-        return self._rows() + self._inflight_rows
+        return self._rows() + self._inflight_rows + self.experiments.pending()
 
     def pending_bytes(self) -> int:
         """Estimated memory of the rows not yet in the store."""
-        return self._bytes + self._inflight_bytes
+        return self._bytes + self._inflight_bytes + self.experiments.pending_bytes()
 
     def backlogged(self) -> bool:
         """True while the backlog is at its limit: receivers refuse new exports until it shrinks."""
@@ -478,10 +494,12 @@ class ConsumerActivity:
             [(*k, v[0], v[1], v[2]) for k, v in pairs.items()],
             [(*k, v[0], v[1]) for k, v in parameters.items()],
             [(s, c, v[0], v[1], v[2]) for (s, c), v in feedback.items()],
+            *self.experiments.drain(),
         )
 
     def written(self) -> None:
         """The drained rows are in the store: they no longer count as pending."""
+        self.experiments.written()
         with self._lock:
             self._inflight_rows = self._inflight_bytes = 0
             if self._dropping and not self.backlogged():
@@ -490,7 +508,9 @@ class ConsumerActivity:
 
     def restore(self, batch: ActivityBatch) -> None:
         """Merge a batch that could not be written back in, so the next flush retries it."""
-        consumers, activity, endpoints, pairs, parameters, feedback = batch
+        consumers, activity, endpoints, pairs, parameters, feedback = batch[:6]
+        if len(batch) > 6:
+            self.experiments.restore(batch[6:9])
         full = 0
         with self._lock:
             self._inflight_rows = self._inflight_bytes = 0

@@ -97,6 +97,10 @@ class ConsumerReport:
     unused_parameters: dict[tuple, int] = field(default_factory=dict)
     # (metric, label) → (distinct values folded into __other__, source series folded)
     folded: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    # Experiments (issue 16): consumers by the variant first assigned, and those later seen in
+    # another variant, per (service, experiment).
+    experiment_consumers: dict[tuple, int] = field(default_factory=dict)
+    experiment_contaminated: dict[tuple, int] = field(default_factory=dict)
 
 
 def deprecated_endpoints(store: Store, catalog: Catalog | None) -> list[ResolvedEndpoint]:
@@ -410,8 +414,33 @@ def _build_report(
     report.at_risk = folder.fold(
         "api_consumers_at_risk", folder.clean(report.at_risk, plan_labels[:2]), plan_labels[:2]
     )
+    _experiments(report, store, folder)
     report.folded = folder.folded
     return report
+
+
+def _experiments(report: ConsumerReport, store: Store, folder: Folder) -> None:
+    """api_experiment_consumers and api_experiment_contaminated_consumers (0 for an experiment
+    without contamination): a consumer has one stored variant, so both fold by a sum, exactly."""
+    labels = ("service", "experiment", "variant")
+    assigned: dict[tuple, int] = {}
+    contaminated: dict[tuple, int] = defaultdict(int)
+    for service, experiment, variant, n, other in store.query(
+        "SELECT service, experiment, variant, COUNT(*), "
+        "SUM(CASE WHEN other_variant IS NULL THEN 0 ELSE 1 END) FROM experiment_consumers "
+        "GROUP BY service, experiment, variant"
+    ):
+        assigned[service, experiment, variant] = int(n)
+        contaminated[service, experiment] += int(other)
+    assigned = folder.clean(assigned, labels)
+    keep = folder.keep(assigned, labels)
+    report.experiment_consumers = folder.fold("api_experiment_consumers", assigned, labels, keep=keep)
+    report.experiment_contaminated = folder.fold(
+        "api_experiment_contaminated_consumers",
+        folder.clean(dict(contaminated), labels[:2]),
+        labels[:2],
+        keep=keep[:2],
+    )
 
 
 def _onboarding(report: ConsumerReport, *tallies: Iterable[tuple]) -> None:

@@ -36,6 +36,7 @@ from .store import (
     ActivityBatch,
     ActivityRow,
     ConsumerParameterRow,
+    ExperimentConsumerRow,
     SqliteStore,
     Store,
     StoreError,
@@ -639,33 +640,50 @@ def _interrupt(store: Store) -> None:
 
 def _chunks(batch: ActivityBatch, size: int) -> Iterator[ActivityBatch]:
     """The batch in parts of about `size` rows, each holding whole consumers (their consumer row
-    with all their activity and parameter rows), the endpoint, parameter and feedback rows in the
-    first: every part committed is a consistent store, whatever happens to the next."""
-    consumers, activity, endpoints, pairs, parameters, feedback = batch
+    with all their activity, parameter and experiment rows), the endpoint, parameter, feedback
+    and experiment tally rows in the first: every part committed is a consistent store, whatever
+    happens to the next."""
+    consumers, activity, endpoints, pairs, parameters, feedback = batch[:6]
+    exp_consumers, exp_days, exp_latency = batch[6:9] if len(batch) > 6 else ([], [], [])
     by_consumer: dict[tuple[str, str], list[ActivityRow]] = {}
     for act in activity:  # (day, service, consumer_id, ...)
         by_consumer.setdefault((act[1], act[2]), []).append(act)
     pairs_of: dict[tuple[str, str], list[ConsumerParameterRow]] = {}
     for pair in pairs:  # (service, method, route, location, parameter, consumer_id, ...)
         pairs_of.setdefault((pair[0], pair[5]), []).append(pair)
-    part: ActivityBatch = ([], [], list(endpoints), [], list(parameters), list(feedback))
-    rows = len(endpoints) + len(parameters) + len(feedback)
+    exposed: dict[tuple[str, str], list[ExperimentConsumerRow]] = {}
+    for exp in exp_consumers:  # (service, experiment, consumer_id, ...)
+        exposed.setdefault((exp[0], exp[2]), []).append(exp)
+    part: ActivityBatch = (
+        [], [], list(endpoints), [], list(parameters), list(feedback), [], list(exp_days), list(exp_latency)
+    )  # fmt: skip
+    rows = len(endpoints) + len(parameters) + len(feedback) + len(exp_days) + len(exp_latency)
     for row in consumers:  # (service, consumer_id, ...)
         mine = by_consumer.pop((row[0], row[1]), [])
         theirs = pairs_of.pop((row[0], row[1]), [])
+        trials = exposed.pop((row[0], row[1]), [])
         part[0].append(row)
         part[1].extend(mine)
         part[3].extend(theirs)
-        rows += 1 + len(mine) + len(theirs)
+        part[6].extend(trials)
+        rows += 1 + len(mine) + len(theirs) + len(trials)
         if rows >= size:
             yield part
-            part, rows = ([], [], [], [], [], []), 0
-    for mine in by_consumer.values():  # activity whose consumer row was written before (none today)
+            part, rows = ([], [], [], [], [], [], [], [], []), 0
+    # Rows whose consumer row was written before (activity: none today; exposures: a consumer of
+    # an exposure sink fed apart from consume()).
+    for mine in by_consumer.values():
         part[1].extend(mine)
         rows += len(mine)
     for theirs in pairs_of.values():
         part[3].extend(theirs)
         rows += len(theirs)
+    for trials in exposed.values():
+        part[6].extend(trials)
+        rows += len(trials)
+        if rows >= size:
+            yield part
+            part, rows = ([], [], [], [], [], [], [], [], []), 0
     if rows:
         yield part
 

@@ -35,6 +35,13 @@ ConsumerParameterRow = tuple[str, str, str, str, str, str, int, int, float]
 ParameterRow = tuple[str, str, str, str, str, int, int]
 # (service, consumer_id, first_seen, last_seen, events): who gave feedback
 FeedbackRow = tuple[str, str, int, int, int]
+# (service, experiment, consumer_id, variant, first_seen, last_seen, first_success, other_variant,
+#  requests): the variant first assigned, and the first other one seen after it (contamination)
+ExperimentConsumerRow = tuple[str, str, str, str, int, int, "int | None", "str | None", float]
+# (service, experiment, variant, day, requests, errors, client_errors, duration_sum)
+ExperimentDayRow = tuple[str, str, str, int, float, float, float, float]
+# (service, experiment, variant, day, bucket, count): bucket indexes EXPERIMENT_LATENCY_BOUNDS
+ExperimentLatencyRow = tuple[str, str, str, int, int, float]
 ActivityBatch = tuple[
     list[ConsumerRow],
     list[ActivityRow],
@@ -42,6 +49,9 @@ ActivityBatch = tuple[
     list[ConsumerParameterRow],
     list[ParameterRow],
     list[FeedbackRow],
+    list[ExperimentConsumerRow],
+    list[ExperimentDayRow],
+    list[ExperimentLatencyRow],
 ]
 
 _MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -98,6 +108,40 @@ ON CONFLICT (service, consumer_id) DO UPDATE SET
     first_seen = {least}(consumer_feedback.first_seen, excluded.first_seen),
     last_seen = {greatest}(consumer_feedback.last_seen, excluded.last_seen),
     events = consumer_feedback.events + excluded.events
+"""
+# The stored variant never changes (first assigned, on whichever replica wrote first); a row in
+# another variant, or one carrying another, sets other_variant once.
+_UPSERT_EXPERIMENT_CONSUMER = """
+INSERT INTO experiment_consumers (service, experiment, consumer_id, variant, first_seen, last_seen,
+                                  first_success, other_variant, requests)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (service, experiment, consumer_id) DO UPDATE SET
+    first_seen = {least}(experiment_consumers.first_seen, excluded.first_seen),
+    last_seen = {greatest}(experiment_consumers.last_seen, excluded.last_seen),
+    first_success = {least}(COALESCE(experiment_consumers.first_success, excluded.first_success),
+                            COALESCE(excluded.first_success, experiment_consumers.first_success)),
+    other_variant = COALESCE(experiment_consumers.other_variant,
+                             CASE WHEN excluded.variant <> experiment_consumers.variant
+                                  THEN excluded.variant
+                                  WHEN excluded.other_variant <> experiment_consumers.variant
+                                  THEN excluded.other_variant END),
+    requests = experiment_consumers.requests + excluded.requests
+"""
+_UPSERT_EXPERIMENT_DAY = """
+INSERT INTO experiment_days (service, experiment, variant, day, requests, errors, client_errors,
+                             duration_sum)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (service, experiment, variant, day) DO UPDATE SET
+    requests = experiment_days.requests + excluded.requests,
+    errors = experiment_days.errors + excluded.errors,
+    client_errors = experiment_days.client_errors + excluded.client_errors,
+    duration_sum = experiment_days.duration_sum + excluded.duration_sum
+"""
+_UPSERT_EXPERIMENT_LATENCY = """
+INSERT INTO experiment_latency (service, experiment, variant, day, bucket, count)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (service, experiment, variant, day, bucket) DO UPDATE SET
+    count = experiment_latency.count + excluded.count
 """
 # PostgreSQL: the consumer-parameter pairs (the most numerous rows of a flush) arrive by COPY and
 # are upserted in key order from there, as the activity rows are.
@@ -206,6 +250,9 @@ _PRUNE = [
     ("consumer_parameters", "DELETE FROM consumer_parameters WHERE last_call < ?", "ms"),
     ("parameters", "DELETE FROM parameters WHERE last_seen < ?", "ms"),
     ("consumer_feedback", "DELETE FROM consumer_feedback WHERE last_seen < ?", "ms"),
+    ("experiment_consumers", "DELETE FROM experiment_consumers WHERE last_seen < ?", "ms"),
+    ("experiment_days", "DELETE FROM experiment_days WHERE day < ?", "day"),
+    ("experiment_latency", "DELETE FROM experiment_latency WHERE day < ?", "day"),
 ]
 DAY_MS = 86_400_000
 _UPSERTS = (
@@ -214,16 +261,21 @@ _UPSERTS = (
     _UPSERT_CONSUMER_PARAMETER,
     _UPSERT_PARAMETER,
     _UPSERT_FEEDBACK,
+    _UPSERT_EXPERIMENT_CONSUMER,
+    _UPSERT_EXPERIMENT_DAY,
+    _UPSERT_EXPERIMENT_LATENCY,
 )
 
 
 def _complete(batch: tuple) -> ActivityBatch:
-    """A batch with all six row lists: batches built before version 4 (consumers, activity and
-    endpoints only, as tools and tests write them) get empty parameter and feedback lists."""
-    if len(batch) == 6:
+    """A batch with all nine row lists: batches built before version 4 (consumers, activity and
+    endpoints only, as tools and tests write them) get empty parameter and feedback lists, and
+    those built before version 5 empty experiment lists."""
+    if len(batch) == 9:
         return batch
-    consumers, activity, endpoints = batch
-    return consumers, activity, endpoints, [], [], []
+    if len(batch) == 3:
+        batch = (*batch, [], [], [])
+    return (*batch, [], [], [])
 
 
 _BUCKET = ttfs_bucket_sql()
@@ -427,7 +479,8 @@ class SqliteStore(Store):
         return LATEST
 
     def write(self, batch: ActivityBatch) -> None:
-        consumers, activity, endpoints, consumer_parameters, parameters, feedback = _complete(batch)
+        consumers, activity, endpoints, consumer_parameters, parameters, feedback, *rest = _complete(batch)
+        experiments: tuple[list, ...] = tuple(rest)  # type: ignore[arg-type]
         db = self._db
         try:
             if not self._staged:
@@ -437,7 +490,7 @@ class SqliteStore(Store):
             db.executemany(self._upserts[0], consumers)
             db.executemany(self._upserts[1], endpoints)
             # Deduplicated per pair in memory already: one upsert each, in key order, no staging.
-            groups: tuple[list, ...] = (consumer_parameters, parameters, feedback)
+            groups: tuple[list, ...] = (consumer_parameters, parameters, feedback, *experiments)
             for upsert, rows in zip(self._upserts[2:], groups, strict=True):
                 if rows:
                     db.executemany(upsert, sorted(rows))
@@ -592,14 +645,20 @@ class PostgresStore(Store):
         return LATEST
 
     def write(self, batch: ActivityBatch) -> None:
-        consumers, activity, endpoints, consumer_parameters, parameters, feedback = _complete(batch)
+        consumers, activity, endpoints, consumer_parameters, parameters, feedback, *rest = _complete(batch)
+        experiments: tuple[list, ...] = tuple(rest)  # type: ignore[arg-type]
         try:
             conn = self._conn
             with conn.transaction(), conn.cursor() as cur:
                 # Sorted rows take row locks in one global order: replicas cannot deadlock.
                 cur.executemany(self._upserts[0], sorted(consumers))
                 cur.executemany(self._upserts[1], sorted(endpoints))
-                for upsert, rows in ((self._upserts[3], parameters), (self._upserts[4], feedback)):
+                groups: list[tuple[str, list]] = [
+                    (self._upserts[3], parameters),
+                    (self._upserts[4], feedback),
+                ]
+                groups += zip(self._upserts[5:], experiments, strict=True)
+                for upsert, rows in groups:
                     if rows:
                         cur.executemany(upsert, sorted(rows))
                 if consumer_parameters:

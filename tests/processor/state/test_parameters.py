@@ -263,7 +263,7 @@ def test_the_backlog_bound_counts_parameter_rows_and_drops_past_twice_the_limit(
     activity.consume_feedback([Feedback(SERVICE, "", "x", "1", "c0", now * 1_000_000)] * 3)
     assert activity.pending() == 8
     batch = activity.drain()
-    assert [len(rows) for rows in batch] == [1, 1, 1, 2, 2, 1]
+    assert [len(rows) for rows in batch] == [1, 1, 1, 2, 2, 1, 0, 0, 0]  # no experiment rows
     assert batch[5] == [(SERVICE, "c0", now, now, 3)]
     activity.consume([request("GET", "/a", "c1", now, tuple(f"n{i}" for i in range(20)))])
     # 8 in flight + 12 rows fit below twice the bound (20): the endpoint row, 5 names with their
@@ -584,7 +584,7 @@ def test_parameter_consumers_off_keeps_the_names_per_endpoint_only(tmp_path: Pat
         processor = running.processor
         for batch in scenario(now)[0]:
             processor.activity.consume(batch)
-        consumers, activity, endpoints, pairs, parameters, feedback = processor.activity.drain()
+        consumers, activity, endpoints, pairs, parameters, feedback, *_ = processor.activity.drain()
         assert (len(pairs), len(parameters)) == (0, 5 + 3 + 1 + 1)  # per endpoint: GET, POST, lines, DELETE
         processor.activity.restore((consumers, activity, endpoints, pairs, parameters, feedback))
         assert processor.state.flush()
