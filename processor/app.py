@@ -166,6 +166,9 @@ class Processor:
                 self.stats,
             )
             sinks.append(self.activity)
+            if self.experiment_join is not None:
+                # Exposures are stored with the rest of the flush (assignments, day tallies).
+                self.experiment_join.exposure_sinks.append(self.activity)
         elif lookup.sql:
             raise StartupError("processors.plan_lookup.sql needs the state store (state.enabled)")
         deriver = Deriver(p.usage, self.stats, self.plans, self.catalog, p.limits.max_label_length)
