@@ -20,7 +20,8 @@ COMMANDS = (
     "apiusage.processor.command",  # serve, consumers
     "apiusage.rules.command",  # rules, runbooks check
     "apiusage.demo.launch.command",  # demo
-    "apiusage.report.command",  # report, release-notes
+    "apiusage.report.command",  # report
+    "apiusage.experiments.command",  # experiments report, release-notes
     "apiusage.instrumentation._catalog_cli",  # catalog (PyYAML only)
 )
 

@@ -23,6 +23,7 @@ def test_every_tool_registers_its_commands() -> None:
         "demo",
         "report",
         "release-notes",
+        "experiments",
         "catalog",
     ]
 

@@ -243,6 +243,7 @@ def test_processor_only_cli_names_the_missing_extras(processor_venv: Path, tmp_p
         "demo",
         "report",
         "release-notes",
+        "experiments",
         "catalog",
     ]
     catalog = _apiusage(processor_venv, "catalog", "check", str(ROOT / "demo/catalog.yaml"), cwd=tmp_path)
@@ -268,6 +269,7 @@ def test_processor_only_cli_names_the_missing_extras(processor_venv: Path, tmp_p
     notes = _apiusage(
         processor_venv,
         "release-notes",
+        "experiments",
         "--service",
         "orders-api",
         "--version",
@@ -278,6 +280,11 @@ def test_processor_only_cli_names_the_missing_extras(processor_venv: Path, tmp_p
     )
     assert notes.returncode == 2 and "set --prometheus to its URL" in notes.stderr, notes.stderr
     assert "Traceback" not in notes.stderr
+    # The statistics are the `experiments` extra's: the command says so, and nothing else.
+    experiments = _apiusage(processor_venv, "experiments", "report", cwd=tmp_path)
+    assert (experiments.returncode, experiments.stdout) == (2, ""), experiments.stderr
+    assert "pip install 'apiusage[processor,experiments]'" in experiments.stderr, experiments.stderr
+    assert "Traceback" not in experiments.stderr
 
 
 def test_instrumentation_only_install_instruments_an_app(instrumentation_venv: Path, tmp_path: Path) -> None:
@@ -325,6 +332,7 @@ def test_instrumentation_only_cli_names_the_processor_extra(
         "demo",
         "report",
         "release-notes",
+        "experiments",
         "catalog",
     ]
     for command in (["serve"], ["consumers", "deprecated"]):
