@@ -1,0 +1,172 @@
+"""Issue 16 end to end: a real FastAPI service evaluates a flag with the real OpenFeature SDK and
+its OpenTelemetry hook, exports its spans over OTLP/gRPC to a running `apiusage serve` with an
+experiments file and SQLite state, and then
+
+* /metrics counts every request under its experiment and variant, exactly, and the consumers
+  assigned to each variant (from the state store), with no consumer id or targeting key in it;
+* `apiusage experiments report` reads the same store and says the treatment raises 4xx.
+
+The scenario is written out (TREATED, CALLS): 20 consumers, the odd ones in treatment; each
+calls 5 times; a treated consumer's first 2 calls are answered 400, a control consumer's first
+call is answered 400 for 2 of the 10. Expected: control 50 requests, 2 of them 4xx (4%);
+treatment 50 requests, 20 of them 4xx (40%)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from apiusage.instrumentation import instrument
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from openfeature import api as openfeature
+from openfeature.contrib.hook.opentelemetry import TracingHook
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.flag_evaluation import FlagResolutionDetails, Reason
+from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from tests.support.polling import read_until
+from tests.support.processor import apiusage_command, get, sample, start_processor
+
+pytestmark = pytest.mark.slow
+
+SERVICE = "orders-api"
+FLAG = "checkout-v2"
+KEYS = [f"sk_live_consumer{i:02d}_0123456789" for i in range(20)]
+TREATED = frozenset(KEYS[1::2])
+CONTROL_4XX = frozenset(KEYS[0:4:2])  # two control consumers: their first call fails
+CALLS = 5
+
+EXPERIMENTS = {
+    "version": 1,
+    "experiments": {
+        "checkout-v2": {
+            "service": SERVICE,
+            "flag": FLAG,
+            "variants": ["control", "treatment"],
+            "control": "control",
+            "primary": "client_error_ratio",
+            "guardrails": ["error_ratio"],
+        }
+    },
+}
+
+
+def _assign(flag: InMemoryFlag, context: EvaluationContext) -> FlagResolutionDetails:
+    variant = "treatment" if context.targeting_key in TREATED else "control"
+    return FlagResolutionDetails(value=flag.variants[variant], variant=variant, reason=Reason.TARGETING_MATCH)
+
+
+def _service(endpoint: str) -> tuple[FastAPI, TracerProvider]:
+    domain = "experiments-e2e"
+    openfeature.set_provider(
+        InMemoryProvider(
+            {FLAG: InMemoryFlag("control", {"control": False, "treatment": True}, context_evaluator=_assign)}
+        ),
+        domain=domain,
+    )
+    client = openfeature.get_client(domain)
+    client.add_hooks([TracingHook()])
+    calls: dict[str, int] = {}
+    app = FastAPI()
+
+    @app.post("/v2/checkout")
+    async def checkout(request: Request) -> JSONResponse:
+        key = request.headers["x-api-key"]
+        new = client.get_boolean_value(FLAG, False, EvaluationContext(targeting_key=key))
+        n = calls[key] = calls.get(key, 0) + 1
+        failing = (new and n <= 2) or (not new and key in CONTROL_4XX and n == 1)
+        return JSONResponse({"new": new}, status_code=400 if failing else 200)
+
+    provider = TracerProvider(resource=Resource.create({"service.name": SERVICE, "service.version": "1.5.0"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
+    instrument(app, tracer_provider=provider, pseudonym_key="e2e-experiments-key-0123456789", environ={})
+    return app, provider
+
+
+async def _drive(app: FastAPI) -> list[int]:
+    statuses = []
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://orders") as client:
+        for _ in range(CALLS):
+            for key in KEYS:
+                response = await client.post("/v2/checkout", headers={"x-api-key": key})
+                statuses.append(response.status_code)
+    return statuses
+
+
+def test_an_experiment_from_flag_evaluation_to_verdict(tmp_path: Path) -> None:
+    experiments = tmp_path / "experiments.yaml"
+    experiments.write_text(yaml.safe_dump(EXPERIMENTS))
+    config = {
+        "experiments": str(experiments),
+        "state": {"flush_interval": "100ms", "refresh_interval": "200ms"},
+    }
+    with start_processor(tmp_path, config) as running:
+        app, provider = _service(f"http://{running.grpc_endpoint}")
+        statuses = asyncio.run(_drive(app))
+        assert (statuses.count(200), statuses.count(400)) == (78, 22)
+        assert provider.force_flush(10_000)
+        provider.shutdown()
+
+        def requests(variant: str, status_class: str) -> float | None:
+            return sample(
+                m,
+                "api_experiment_requests_total",
+                service=SERVICE,
+                experiment="checkout-v2",
+                variant=variant,
+                status_class=status_class,
+            )
+
+        def consumers(samples: dict, variant: str) -> float | None:
+            return sample(
+                samples, "api_experiment_consumers", service=SERVICE, experiment="checkout-v2", variant=variant
+            )
+
+        m = read_until(
+            running.scrape,
+            lambda s: consumers(s, "control") == 10 and consumers(s, "treatment") == 10,
+            30,
+            interval=0.2,
+        )
+        assert sample(m, "apiusage_spans_processed_total") == 100
+        assert (requests("control", "2xx"), requests("control", "4xx")) == (48, 2)
+        assert (requests("treatment", "2xx"), requests("treatment", "4xx")) == (30, 20)
+        assert (
+            sample(m, "api_experiment_request_duration_seconds_count", service=SERVICE, experiment="checkout-v2", variant="treatment")
+            == 50
+        )
+        assert sample(m, "api_experiment_contaminated_consumers", service=SERVICE, experiment="checkout-v2") == 0
+        text = get(running.metrics_url)[1].decode()
+        assert not any(key in text for key in KEYS), "a targeting key (the raw API key) reached /metrics"
+
+        report = subprocess.run(
+            [*apiusage_command(), "experiments", "report", "--config", str(tmp_path / "apiusage.yaml")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert report.returncode == 0, report.stderr
+    lines = report.stdout.splitlines()
+    assert lines[0] == f"Experiment checkout-v2 ({SERVICE})"
+    control = next(line for line in lines if line.startswith("control "))
+    treatment = next(line for line in lines if line.startswith("treatment "))
+    # consumers, contaminated, requests, then the ratios
+    assert control.split()[1:4] == ["10", "0", "50"]
+    assert treatment.split()[1:4] == ["10", "0", "50"]
+    assert "4.0% (" in control and "40.0% (" in treatment
+    assert "  sample ratio as planned: 10 vs 10 consumers against a planned 50/50 (p = 1)" in lines
+    assert "  contamination: none of 20 consumers was seen in more than one variant" in lines
+    verdict = next(line for line in lines if line.startswith("  treatment raises 4xx"))
+    assert verdict.startswith("  treatment raises 4xx from 4.0% to 40.0% (p ")
+    assert verdict.endswith("): primary metric worse")
+    assert not any(key in report.stdout for key in KEYS)
