@@ -97,6 +97,10 @@ FLAG_EVENT_KEYS = tuple((key,) for key in EVALUATION_KEYS)
 #: Feature-flag evaluations read per span (the scanner's max_events); past it the list is cut
 #: and counted (flag_evaluations_truncated).
 MAX_FLAG_EVALUATIONS = 16
+# A span tuple from a scanner built without event_names (tests, tools) ends before the events
+# element: one is added (unpacking with a starred name would cost six times a plain unpack).
+_WITHOUT_EVENTS = 8 + len(SPAN_FIELDS)
+_NO_EVENTS: tuple[tuple[()]] = ((),)
 
 _KNOWN_METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY")
@@ -476,9 +480,8 @@ class Deriver:
                     types,
                     error_type,
                     region,
-                    # a scanner built with event_names adds the span's feature-flag events
-                    *events,
-                ) = s
+                    events,
+                ) = s if len(s) != _WITHOUT_EVENTS else s + _NO_EVENTS
                 if method is None:
                     not_http += 1
                     continue
@@ -581,7 +584,7 @@ class Deriver:
                         error_type = self._error_type(error_type)
                     if region is not None and region not in _ALPHA2:
                         region = self._region(region)
-                flags = self._flags(events[0]) if events and events[0] else None
+                flags = self._flags(events) if events else None
                 append(
                     new(
                         ApiRequest,
