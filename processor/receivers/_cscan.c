@@ -39,6 +39,9 @@
  *    key's array is walked again, element by element, and only up to
  *    max_array_items + 1 elements (the rest is never looked at), so one
  *    huge array of tiny strings costs that many objects, not millions.
+ *    Likewise a span's events: only the name of each is read until
+ *    max_events + 1 of the wanted names are kept, then the rest are skipped
+ *    by length, so a million tiny events cost at most that many tuples.
  *  - Reentrancy: the scanner holds the GIL throughout, but an allocation
  *    of a tuple can start a garbage collection, and gc callbacks and
  *    finalizers run Python code -- which may call scan() on the same
