@@ -10,7 +10,10 @@ measures, with time.process_time:
 * the C ``Scanner.scan`` with the processor's default attribute groups (as
   ``FieldScanner`` uses it: 13 span fields from 22 keys, 1 resource key),
 * the same with a span bound (``max_spans=100_000``, as the receivers use it),
-  when the build has one.
+  when the build has one,
+* the same reading feature-flag span events too (``event_names``, as the processor
+  builds it; this batch has none, so the figure is the cost of asking), when the
+  build can.
 
 Usage: .venv/bin/python bench/scan_speed.py [--seconds 2] [--rounds 5] [--cscan PATH]
 
@@ -31,7 +34,8 @@ from collections.abc import Callable
 import google.protobuf
 from apiusage.demo.otlp import key_value
 from apiusage.processor.config import UsageConfig
-from apiusage.processor.derive.requests import span_field_sources
+from apiusage.processor.derive.flags import EVALUATION_EVENT_NAMES
+from apiusage.processor.derive.requests import FLAG_EVENT_KEYS, span_field_sources
 from apiusage.processor.receivers import scan
 from google.protobuf.internal import api_implementation
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -190,6 +194,19 @@ def main() -> None:
         else:
             assert bounded.scan(data) == grouped.scan(data)
             variants.append(("C default groups, max_spans", lambda: bounded.scan(data)))
+            try:
+                flagged = c_scanner(
+                    groups,
+                    [("service.name",)],
+                    max_spans=100_000,
+                    event_names=EVALUATION_EVENT_NAMES,
+                    event_keys=FLAG_EVENT_KEYS,
+                )
+            except TypeError:
+                print("this C build reads no span events")
+            else:
+                assert [s[:-1] for s in flagged.scan(data)[1]] == bounded.scan(data)[1]
+                variants.append(("C ... max_spans, event_names", lambda: flagged.scan(data)))
     else:
         print(f"C scanner not available: {scan.C_IMPORT_ERROR}")
 

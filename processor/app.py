@@ -17,9 +17,17 @@ from .config import Config, load_experiments_file
 from .derive.design_metrics import DesignMetrics
 from .derive.experiments import ExperimentJoin
 from .derive.feedback_metrics import FeedbackMetrics
+from .derive.flags import EVALUATION_EVENT_NAMES
 from .derive.plans import PlanLookup, PlanLookupError
 from .derive.request_metrics import RequestMetrics
-from .derive.requests import ARRAY_FIELD_INDEXES, Deriver, resource_field_sources, span_field_sources
+from .derive.requests import (
+    ARRAY_FIELD_INDEXES,
+    FLAG_EVENT_KEYS,
+    MAX_FLAG_EVALUATIONS,
+    Deriver,
+    resource_field_sources,
+    span_field_sources,
+)
 from .errors import ProcessorError
 from .exporters.consumer_metrics import ConsumerCollector
 from .exporters.experiment_metrics import ExperimentMetrics
@@ -113,6 +121,10 @@ class Processor:
             # A list cut by the scanner is one entry longer, so it is counted as names_truncated.
             max_array_items=p.usage.max_names_per_request,
             array_fields=ARRAY_FIELD_INDEXES,
+            # Feature-flag span events: (name, key, variant, old variant, result value) each.
+            event_names=EVALUATION_EVENT_NAMES,
+            event_keys=FLAG_EVENT_KEYS,
+            max_events=MAX_FLAG_EVALUATIONS,
         )
         self.request_metrics = RequestMetrics(
             p.limits,

@@ -36,6 +36,7 @@ from apiusage.conventions.attributes import (
     ERROR_TYPE,
     HTTP_REQUEST_BODY_SIZE,
     HTTP_RESPONSE_BODY_SIZE,
+    SERVICE_VERSION,
 )
 
 from ._typedload import INT32_MAX, ByteSize, Duration, Problems, bounded, load_dataclass
@@ -268,6 +269,8 @@ class AttributeSources:
     # Resource attributes, not span attributes.
     service: tuple[str, ...] = _sources("service.name")
     server_region: tuple[str, ...] = _sources(CLOUD_REGION)
+    # Releases (issue 16): the deployed version of the service.
+    service_version: tuple[str, ...] = _sources(SERVICE_VERSION)
 
     def _validate(self, path: str, problems: Problems) -> None:
         for name in self.__dataclass_fields__:

@@ -131,6 +131,10 @@ class DataQualityCheck(_Names):
     # A parameter name not written to the state store: its endpoint has max_names_per_route
     # undeclared ones there (state/activity.py).
     NAMES_NOT_STORED = "names_not_stored"
+    # A feature-flag span event without a flag key or a variant, refused (derive/requests.py).
+    INVALID_FLAG_EVALUATION = "invalid_flag_evaluation"
+    # A span with more feature-flag events than the Deriver keeps (the rest are not read).
+    FLAG_EVALUATIONS_TRUNCATED = "flag_evaluations_truncated"
 
 
 class FlagOutcome(_Names):

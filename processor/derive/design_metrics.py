@@ -154,8 +154,8 @@ class DesignMetrics:
                 et,
                 cr,
                 sr,
-                _sv,
-                _fl,
+                _,
+                _,
             ) = r
             key = (service, code, cr, sr)
             counts[key] = counts.get(key, 0.0) + w

@@ -22,6 +22,7 @@ from apiusage.conventions.useragent import parse_user_agent
 
 from ..config import LimitsConfig, UsageConfig
 from ..telemetry import PipelineStats
+from .flags import EVALUATION_KEYS, flag_variant
 from .plans import PlanLookup
 from .routes import PLACEHOLDER_ROUTES, normalize_path
 from .sampling import MAX_ADJUSTED_COUNT, adjusted_count
@@ -35,6 +36,8 @@ __all__ = [
     "ARRAY_FIELDS",
     "ApiRequest",
     "COUNTER_FIELDS",
+    "FLAG_EVENT_KEYS",
+    "MAX_FLAG_EVALUATIONS",
     "Deriver",
     "RESOURCE_FIELDS",
     "SPAN_FIELDS",
@@ -87,7 +90,17 @@ ARRAY_FIELDS = ("query_parameters", "body_fields", "validation_locations", "vali
 #: Their indexes in SPAN_FIELDS, as FieldScanner(array_fields=...) takes them.
 ARRAY_FIELD_INDEXES = tuple(SPAN_FIELDS.index(name) for name in ARRAY_FIELDS)
 #: Per resource, after nothing: the fields read from resource attributes.
-RESOURCE_FIELDS = ("service", "server_region")
+RESOURCE_FIELDS = ("service", "server_region", "service_version")
+#: The scanner's event_keys groups for feature-flag span events (derive.flags.EVALUATION_KEYS, in
+#: order): each event comes as (name, key, variant, old variant, result value).
+FLAG_EVENT_KEYS = tuple((key,) for key in EVALUATION_KEYS)
+#: Feature-flag evaluations read per span (the scanner's max_events); past it the list is cut
+#: and counted (flag_evaluations_truncated).
+MAX_FLAG_EVALUATIONS = 16
+# A span tuple from a scanner built without event_names (tests, tools) ends before the events
+# element: one is added (unpacking with a starred name would cost six times a plain unpack).
+_WITHOUT_EVENTS = 8 + len(SPAN_FIELDS)
+_NO_EVENTS: tuple[tuple[()]] = ((),)
 
 _KNOWN_METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY")
@@ -111,6 +124,9 @@ _DESIGN_CHECKS = (
     "names_truncated",
     "validation_mismatch",
     "invalid_client_region",
+    # feature-flag span events (issue 16)
+    "invalid_flag_evaluation",
+    "flag_evaluations_truncated",
 )
 
 
@@ -216,6 +232,7 @@ class Deriver:
         plans: PlanLookup | None = None,
         catalog: Catalog | None = None,
         max_label_length: int = LimitsConfig.max_label_length,
+        max_flag_evaluations: int = MAX_FLAG_EVALUATIONS,
     ) -> None:
         self._plans = plans
         self._catalog = catalog
@@ -233,6 +250,7 @@ class Deriver:
         self._clean_labels: set[str] = set()
         self._clean_ids: set[str] = set()
         self._max_names = config.max_names_per_request
+        self._max_flags = max_flag_evaluations
         # Name lists already found clean (raw tuple → itself or its sanitised, deduplicated
         # form): the same few lists recur per endpoint, and a hit is one tuple hash.
         self._clean_names: dict[tuple[Any, ...], tuple[str, ...]] = {}
@@ -274,10 +292,33 @@ class Deriver:
             self._catalog_deprecated[key] = known
         return known
 
-    def _server_region(self, value: object) -> str | None:
+    def _resource_label(self, value: object) -> str | None:
+        """A resource attribute (cloud.region, service.version) as a label value; None when absent."""
         if value is None or value == "" or value.__class__ is tuple:
             return None
         return self._label(_text(value))
+
+    def _flags(self, events: tuple[Any, ...]) -> tuple[tuple[str, str], ...] | None:
+        """(flag key, variant) of each feature-flag span event, as label values; an event without
+        a key or a variant is dropped and counted, and so is a cut list (once); None if none is left.
+
+        Each event is (name, key, variant, old variant, result value): FLAG_EVENT_KEYS's order.
+        The targeting key (feature_flag.context.id) is never read, so it never gets here.
+        """
+        issues = self._design_issues
+        if len(events) > self._max_flags:
+            issues["flag_evaluations_truncated"] += 1
+            events = events[: self._max_flags]
+        label = self._label
+        out = []
+        for event in events:
+            key = event[1] if len(event) > 1 else None
+            variant = flag_variant(dict(zip(EVALUATION_KEYS, event[1:], strict=False)))
+            if key.__class__ is not str or not key or variant is None:
+                issues["invalid_flag_evaluation"] += 1
+                continue
+            out.append((label(key), label(variant)))
+        return tuple(out) or None
 
     def _names(self, value: object) -> tuple[Any, ...] | None:
         """A names array as bounded, printable label values, each once, in its first place;
@@ -383,7 +424,8 @@ class Deriver:
         label = self._label
         services = [label(r[0]) if isinstance(r[0], str) and r[0] else "unknown_service" for r in resources]
         # A scanner built with the service group only (tests, tools) gives 1-tuples.
-        regions = [self._server_region(r[1]) if len(r) > 1 else None for r in resources]
+        regions = [self._resource_label(r[1]) if len(r) > 1 else None for r in resources]
+        versions = [self._resource_label(r[2]) if len(r) > 2 else None for r in resources]
         now = time.time_ns()
         future_limit = now + self._future_ns
         past_limit = now - self._past_ns
@@ -438,7 +480,8 @@ class Deriver:
                     types,
                     error_type,
                     region,
-                ) = s
+                    events,
+                ) = s if len(s) != _WITHOUT_EVENTS else s + _NO_EVENTS
                 if method is None:
                     not_http += 1
                     continue
@@ -541,6 +584,7 @@ class Deriver:
                         error_type = self._error_type(error_type)
                     if region is not None and region not in _ALPHA2:
                         region = self._region(region)
+                flags = self._flags(events) if events else None
                 append(
                     new(
                         ApiRequest,
@@ -569,8 +613,8 @@ class Deriver:
                             error_type,
                             region,
                             regions[ri],
-                            None,  # service_version
-                            None,  # flags
+                            versions[ri],
+                            flags,
                         ),
                     )
                 )

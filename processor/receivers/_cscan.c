@@ -13,9 +13,11 @@
  *    before any pointer arithmetic.
  *  - The message nesting we descend into is fixed (request > ResourceSpans
  *    > Resource/ScopeSpans > Span > KeyValue/Status > AnyValue, and for a
- *    span array key's array value > ArrayValue > AnyValue), so there is no
- *    recursion.  Everything else (events, links, kvlist values, arrays
- *    nested in arrays, unknown fields) is skipped by length; unknown groups
+ *    span array key's array value > ArrayValue > AnyValue, and with
+ *    event_names Span > Event > KeyValue > AnyValue), so there is no
+ *    recursion.  Everything else (links, events without event_names or of
+ *    other names or past max_events + 1, kvlist values, arrays nested in
+ *    arrays, unknown fields) is skipped by length; unknown groups
  *    are skipped iteratively with a bounded explicit stack.
  *  - Semantics follow upb (the protobuf runtime behind the Python
  *    package): fields in any order, last occurrence of a scalar wins,
@@ -37,6 +39,9 @@
  *    key's array is walked again, element by element, and only up to
  *    max_array_items + 1 elements (the rest is never looked at), so one
  *    huge array of tiny strings costs that many objects, not millions.
+ *    Likewise a span's events: only the name of each is read until
+ *    max_events + 1 of the wanted names are kept, then the rest are skipped
+ *    by length, so a million tiny events cost at most that many tuples.
  *  - Reentrancy: the scanner holds the GIL throughout, but an allocation
  *    of a tuple can start a garbage collection, and gc callbacks and
  *    finalizers run Python code -- which may call scan() on the same
@@ -71,7 +76,7 @@ static PyObject *too_many_spans_class = NULL;
 
 enum {
     M_REQUEST, M_RESOURCE_SPANS, M_RESOURCE, M_SCOPE_SPANS, M_SPAN,
-    M_STATUS, M_KEY_VALUE, M_ANY_VALUE, M_ARRAY_VALUE, M_COUNT
+    M_STATUS, M_KEY_VALUE, M_ANY_VALUE, M_ARRAY_VALUE, M_EVENT, M_COUNT
 };
 
 typedef struct {
@@ -100,14 +105,18 @@ static const FieldName names_any_value[] = {
     {5, "array_value"}, {6, "kvlist_value"}, {7, "bytes_value"},
     {8, "string_value_strindex"}, {0, NULL}};
 static const FieldName names_array_value[] = {{1, "values"}, {0, NULL}};
+static const FieldName names_event[] = {
+    {1, "time_unix_nano"}, {2, "name"}, {3, "attributes"}, {4, "dropped_attributes_count"},
+    {0, NULL}};
 
 static const char *const message_names[M_COUNT] = {
     "ExportTraceServiceRequest", "ResourceSpans", "Resource", "ScopeSpans",
-    "Span", "Status", "KeyValue", "AnyValue", "ArrayValue"};
+    "Span", "Status", "KeyValue", "AnyValue", "ArrayValue", "Event"};
 
 static const FieldName *const message_fields[M_COUNT] = {
     names_request, names_resource_spans, names_resource, names_scope_spans,
-    names_span, names_status, names_key_value, names_any_value, names_array_value};
+    names_span, names_status, names_key_value, names_any_value, names_array_value,
+    names_event};
 
 /* ------------------------------------------------------------------ */
 /* Errors                                                              */
@@ -1198,6 +1207,12 @@ typedef struct {
     Py_ssize_t max_spans; /* 0: unlimited */
     Py_ssize_t max_array_items;
     PyObject *array_keys; /* tuple, as given */
+    /* Span events: returned when event_names is not empty (has_events). */
+    int has_events;
+    KeyTable name_kt;      /* event names: plain str entries, a name's entry gives its str */
+    KeyTable event_kt;     /* keys read from a returned event's attributes */
+    Py_ssize_t max_events;
+    Py_ssize_t event_limit; /* max_events + 1: one more tells the caller the list was cut */
 } ScannerObject;
 
 /* One scan() call's state besides the position (see "Reentrancy" above). */
@@ -1206,6 +1221,7 @@ typedef struct {
     const ScannerObject *self;
     KeyVals span_vals;
     KeyVals res_vals;
+    KeyVals event_vals;
 } Call;
 
 /* The low 32 bits of a varint as a signed int32 (protobuf enum/int32). */
@@ -1232,6 +1248,89 @@ raise_too_many(const char *what, Py_ssize_t max_spans)
     PyErr_Format(exc, "more than %zd %s in one request", max_spans, what);
 }
 
+/* One Event (a span's field 11).  A first walk finds its name (the last
+   occurrence wins) and skips everything else by length; only an event whose
+   name is wanted is walked again for its attributes, so the events of other
+   names cost no objects, and their attributes are never looked at.  A
+   wanted event is appended to *events (a list made on the first one) as
+   (name, v_0, ..., v_{k-1}). */
+static int
+parse_event(const Call *call, const uint8_t *start, const uint8_t *end, PyObject **events)
+{
+    const Ctx *c = &call->c;
+    const ScannerObject *self = call->self;
+    const KeyTable *kt = &self->event_kt;
+    const uint8_t *p = start, *name = empty_key;
+    size_t namelen = 0;
+    PyObject *t;
+    PyObject **items;
+    int ent, rc;
+
+    while (p < end) {
+        const uint8_t *tp = p;
+        uint32_t tag;
+
+        p = read_tag(c, p, end, &tag, M_EVENT);
+        if (p == NULL)
+            return -1;
+        if (tag == ((2 << 3) | 2)) { /* name */
+            p = field_len(c, tp, p, end, &namelen, M_EVENT, 2);
+            if (p == NULL)
+                return -1;
+            name = p;
+            p += namelen;
+        }
+        else {
+            p = skip_field(c, tp, p, end, tag, M_EVENT);
+            if (p == NULL)
+                return -1;
+        }
+    }
+    /* a wanted name is valid UTF-8, so a match needs no check of its own */
+    ent = kt_find(&self->name_kt, name, namelen);
+    if (ent < 0)
+        return 0;
+    t = PyTuple_New(1 + kt->n);
+    if (t == NULL)
+        return -1;
+    items = ((PyTupleObject *)t)->ob_item;
+    items[0] = Py_NewRef(PyTuple_GET_ITEM(self->name_kt.keys, self->name_kt.ents[ent].slot));
+    kt_begin(kt, call->event_vals);
+    p = start;
+    while (p < end) {
+        const uint8_t *tp = p;
+        uint32_t tag;
+        size_t n;
+
+        p = read_tag(c, p, end, &tag, M_EVENT);
+        if (p == NULL)
+            goto fail;
+        if (tag == ((3 << 3) | 2)) { /* attributes */
+            p = field_len(c, tp, p, end, &n, M_EVENT, 3);
+            if (p == NULL)
+                goto fail;
+            if (parse_key_value(c, kt, call->event_vals, items + 1, p, p + n) < 0)
+                goto fail;
+            p += n;
+        }
+        else {
+            p = skip_field(c, tp, p, end, tag, M_EVENT);
+            if (p == NULL)
+                goto fail;
+        }
+    }
+    kt_finish(kt, call->event_vals, items + 1);
+    if (*events == NULL && (*events = PyList_New(0)) == NULL)
+        goto fail;
+    rc = PyList_Append(*events, t);
+    Py_DECREF(t);
+    return rc;
+
+fail:
+    Py_DECREF(t);
+    return -1;
+}
+
 static int
 parse_span(const Call *call, const uint8_t *p, const uint8_t *end, PyObject *resource_index,
            PyObject *spans)
@@ -1242,7 +1341,7 @@ parse_span(const Call *call, const uint8_t *p, const uint8_t *end, PyObject *res
     const uint8_t *trace_id = NULL, *span_id = NULL, *trace_state = NULL;
     size_t trace_id_len = 0, span_id_len = 0, trace_state_len = 0;
     uint64_t kind = 0, start = 0, stop = 0, code = 0;
-    PyObject *t, *o;
+    PyObject *t, *o, *events = NULL;
     PyObject **items;
     int rc;
 
@@ -1251,7 +1350,7 @@ parse_span(const Call *call, const uint8_t *p, const uint8_t *end, PyObject *res
         raise_too_many("spans", call->self->max_spans);
         return -1;
     }
-    t = PyTuple_New(SPAN_FIXED + kt->n);
+    t = PyTuple_New(SPAN_FIXED + kt->n + call->self->has_events);
     if (t == NULL)
         return -1;
     kt_begin(kt, vals);
@@ -1317,6 +1416,16 @@ parse_span(const Call *call, const uint8_t *p, const uint8_t *end, PyObject *res
                 goto fail;
             p += n;
             break;
+        case (11 << 3) | 2: /* events: past the limit, or unwanted, skipped by length */
+            p = field_len(c, tp, p, end, &n, M_SPAN, 11);
+            if (p == NULL)
+                goto fail;
+            if (call->self->has_events &&
+                (events == NULL || PyList_GET_SIZE(events) < call->self->event_limit) &&
+                parse_event(call, p, p + n, &events) < 0)
+                goto fail;
+            p += n;
+            break;
         default:
             p = skip_field(c, tp, p, end, tag, M_SPAN);
             if (p == NULL)
@@ -1342,11 +1451,18 @@ parse_span(const Call *call, const uint8_t *p, const uint8_t *end, PyObject *res
     if ((items[7] = PyLong_FromLong(as_int32(code))) == NULL)
         goto fail;
     kt_finish(kt, vals, items + SPAN_FIXED);
+    if (call->self->has_events) {
+        o = events == NULL ? PyTuple_New(0) : PyList_AsTuple(events);
+        if ((items[SPAN_FIXED + kt->n] = o) == NULL)
+            goto fail;
+        Py_CLEAR(events);
+    }
     rc = PyList_Append(spans, t);
     Py_DECREF(t);
     return rc;
 
 fail:
+    Py_XDECREF(events);
     Py_DECREF(t); /* tuple dealloc tolerates the NULL items */
     return -1;
 }
@@ -1457,16 +1573,23 @@ fail:
 static PyObject *
 Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"span_keys",       "resource_keys", "max_spans",
-                             "max_array_items", "array_keys",    NULL};
+    static char *kwlist[] = {"span_keys",   "resource_keys", "max_spans",
+                             "max_array_items", "array_keys", "event_names",
+                             "event_keys",  "max_events",    NULL};
     PyObject *span_keys, *resource_keys, *array_keys = NULL;
-    Py_ssize_t max_spans = 0, max_array_items = 64;
+    PyObject *event_names = NULL, *event_keys = NULL;
+    Py_ssize_t max_spans = 0, max_array_items = 64, max_events = 16;
     ScannerObject *self;
+    Py_ssize_t i;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|nnO:Scanner", kwlist, &span_keys,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|nnO$OOn:Scanner", kwlist, &span_keys,
                                      &resource_keys, &max_spans, &max_array_items,
-                                     &array_keys))
+                                     &array_keys, &event_names, &event_keys, &max_events))
         return NULL;
+    if (max_events < 0) {
+        PyErr_Format(PyExc_ValueError, "max_events must be 0 or more, not %zd", max_events);
+        return NULL;
+    }
     if (max_spans < 0) {
         PyErr_Format(PyExc_ValueError, "max_spans must be 0 (unlimited) or more, not %zd",
                      max_spans);
@@ -1496,6 +1619,31 @@ Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(self);
         return NULL;
     }
+    self->max_events = max_events;
+    self->event_limit = max_events == PY_SSIZE_T_MAX ? PY_SSIZE_T_MAX : max_events + 1;
+    {
+        PyObject *none = PyTuple_New(0);
+        int bad = none == NULL ||
+                  kt_init(&self->name_kt, event_names == NULL ? none : event_names,
+                          "event_names") < 0 ||
+                  kt_init(&self->event_kt, event_keys == NULL ? none : event_keys,
+                          "event_keys") < 0;
+        Py_XDECREF(none);
+        if (bad) {
+            Py_DECREF(self);
+            return NULL;
+        }
+    }
+    for (i = 0; i < self->name_kt.n; i++) {
+        PyObject *e = PyTuple_GET_ITEM(self->name_kt.keys, i);
+        if (!PyUnicode_Check(e)) {
+            PyErr_Format(PyExc_TypeError, "event_names must contain str, not %.100s",
+                         Py_TYPE(e)->tp_name);
+            Py_DECREF(self);
+            return NULL;
+        }
+    }
+    self->has_events = self->name_kt.n > 0;
     return (PyObject *)self;
 }
 
@@ -1504,6 +1652,8 @@ Scanner_dealloc(ScannerObject *self)
 {
     kt_clear(&self->span_kt);
     kt_clear(&self->res_kt);
+    kt_clear(&self->name_kt);
+    kt_clear(&self->event_kt);
     Py_CLEAR(self->array_keys);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -1526,7 +1676,8 @@ Scanner_scan(ScannerObject *self, PyObject *data)
     PyObject *stack_vals[STACK_VALS];
     PyObject **vals = stack_vals;
     Py_ssize_t nspan = self->span_kt.grouped ? self->span_kt.nents : 0;
-    Py_ssize_t nvals = nspan + (self->res_kt.grouped ? self->res_kt.nents : 0);
+    Py_ssize_t nres = self->res_kt.grouped ? self->res_kt.nents : 0;
+    Py_ssize_t nvals = nspan + nres + (self->event_kt.grouped ? self->event_kt.nents : 0);
     const uint8_t *p, *end;
     Call call;
     Py_ssize_t i;
@@ -1546,6 +1697,7 @@ Scanner_scan(ScannerObject *self, PyObject *data)
     call.self = self;
     call.span_vals = self->span_kt.grouped ? vals : NULL;
     call.res_vals = self->res_kt.grouped ? vals + nspan : NULL;
+    call.event_vals = self->event_kt.grouped ? vals + nspan + nres : NULL;
     resources = PyList_New(0);
     spans = PyList_New(0);
     if (resources == NULL || spans == NULL)
@@ -1623,6 +1775,24 @@ Scanner_get_array_keys(ScannerObject *self, void *closure)
     return Py_NewRef(self->array_keys);
 }
 
+static PyObject *
+Scanner_get_event_names(ScannerObject *self, void *closure)
+{
+    return Py_NewRef(self->name_kt.keys);
+}
+
+static PyObject *
+Scanner_get_event_keys(ScannerObject *self, void *closure)
+{
+    return Py_NewRef(self->event_kt.keys);
+}
+
+static PyObject *
+Scanner_get_max_events(ScannerObject *self, void *closure)
+{
+    return PyLong_FromSsize_t(self->max_events);
+}
+
 static PyMethodDef Scanner_methods[] = {
     {"scan", (PyCFunction)Scanner_scan, METH_O, Scanner_scan_doc},
     {NULL, NULL, 0, NULL}};
@@ -1637,10 +1807,17 @@ static PyGetSetDef Scanner_getset[] = {
      "Array values hold at most this many elements plus one (0: none).", NULL},
     {"array_keys", (getter)Scanner_get_array_keys, NULL,
      "Span keys whose array values are returned (others' arrays are None).", NULL},
+    {"event_names", (getter)Scanner_get_event_names, NULL,
+     "Names of the span events returned (none: no events element).", NULL},
+    {"event_keys", (getter)Scanner_get_event_keys, NULL,
+     "Attribute keys read from each returned span event.", NULL},
+    {"max_events", (getter)Scanner_get_max_events, NULL,
+     "A span's events element holds at most this many events plus one.", NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
 PyDoc_STRVAR(Scanner_doc,
-"Scanner(span_keys, resource_keys, max_spans=0, max_array_items=64, array_keys=())\n\n"
+"Scanner(span_keys, resource_keys, max_spans=0, max_array_items=64, array_keys=(),\n"
+"        *, event_names=(), event_keys=(), max_events=16)\n\n"
 "C scanner for OTLP ExportTraceServiceRequest payloads; see\n"
 "apiusage.processor.receivers.scan for the output format.");
 

@@ -23,6 +23,9 @@ class FieldScanner:
     are arrays: their keys are the scanner's ``array_keys``, so such a field is a tuple
     of at most ``max_array_items + 1`` elements (or a scalar sent in its place; see
     scan.py), and every other field takes no array value (its group's next key is tried).
+    ``event_names`` non-empty: each span tuple ends with the span's events of those names, each
+    ``(name, v_0, ...)`` with one value per ``event_keys`` group, at most ``max_events + 1`` of
+    them (see scan.py); it passes through as the scanner returns it.
     """
 
     def __init__(
@@ -32,12 +35,22 @@ class FieldScanner:
         max_spans: int = 0,
         max_array_items: int = 64,
         array_fields: Collection[int] = (),
+        *,
+        event_names: Sequence[str] = (),
+        event_keys: Sequence[Sequence[str]] = (),
+        max_events: int = 16,
     ) -> None:
         self.implementation = scan.IMPLEMENTATION
         # only when the fields are resolved here: (key indexes, scalar field?) per span field
         self._span_index: list[tuple[tuple[int, ...], bool]] | None = None
         arrays = _check_array_fields(array_fields, len(span_fields))
         array_keys = list(dict.fromkeys(k for i in sorted(arrays) for k in span_fields[i]))
+        events = {
+            "event_names": tuple(event_names),
+            "event_keys": [tuple(g) for g in event_keys],
+            "max_events": max_events,
+        }
+        self._events = bool(events["event_names"])
         try:
             self._scanner = scan.Scanner(
                 [tuple(g) for g in span_fields],
@@ -45,6 +58,7 @@ class FieldScanner:
                 max_spans=max_spans,
                 max_array_items=max_array_items,
                 array_keys=array_keys,
+                **events,
             )
             return
         except ValueError:
@@ -57,6 +71,7 @@ class FieldScanner:
             max_spans=max_spans,
             max_array_items=max_array_items,
             array_keys=array_keys,
+            **events,
         )
         # a key of an array field that also feeds a scalar field: its tuple is absent there
         self._span_index = [
@@ -70,7 +85,10 @@ class FieldScanner:
             return resources, spans
         resources = [tuple(_first(r, g, 0, False) for g in self._resource_index) for r in resources]
         groups = self._span_index
-        spans = [s[:_FIXED] + tuple(_first(s, g, _FIXED, scalar) for g, scalar in groups) for s in spans]
+        tail = slice(-1, None) if self._events else slice(0, 0)  # the events element, if any
+        spans = [
+            s[:_FIXED] + tuple(_first(s, g, _FIXED, scalar) for g, scalar in groups) + s[tail] for s in spans
+        ]
         return resources, spans
 
 

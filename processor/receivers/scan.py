@@ -43,6 +43,27 @@ successive array_value fields of one AnyValue (also of a KeyValue's repeated
 ``value`` fields) add up, and another member of the value oneof between them
 starts the array afresh.
 
+``Scanner(..., event_names=[...], event_keys=[...], max_events=16)`` (keyword
+only) also returns span events (``Span.events``): when ``event_names`` is not
+empty, every span tuple gets ONE more element after ``v_{n-1}``, a tuple of the
+span's events whose name is one of ``event_names`` (a sequence of str, no
+groups; an event's last ``name`` field counts, an absent one is ``""``), in wire
+order::
+
+    ((name, e_0, ..., e_{k-1}), ...)
+
+``e_j`` is the value of ``event_keys[j]`` in the event's attributes, converted
+as a span attribute's (groups of alternative keys allowed; the last occurrence
+wins); an array_value is None (there are no event array keys), so a group's
+next key is tried.  ``()`` when no event matches.  At most ``max_events + 1``
+events are returned, so ``len(events) > max_events`` says the list was cut:
+the later events are skipped by length, never converted (the C scanner reads
+only the name of an event whose name is not wanted, and none of the events
+past the bound); ``max_events=0`` returns at most one event, for "did it have
+one".  With ``event_names`` empty (the default) the tuples are as above, and
+the C scanner skips events by length as before.  PyScanner's protobuf parse
+holds every event, wanted or not, in its own memory.
+
 Two implementations return identical results whenever protobuf parses the
 payload:
 
@@ -153,6 +174,25 @@ def _check_max_array_items(max_array_items: int) -> int:
     return max_array_items
 
 
+def _check_max_events(max_events: int) -> int:
+    """As the C scanner's ``max_events`` argument: an int (or __index__) from 0 to sys.maxsize."""
+    max_events = operator.index(max_events)
+    if max_events < 0:
+        raise ValueError(f"max_events must be 0 or more, not {max_events}")
+    if max_events > sys.maxsize:
+        raise OverflowError("max_events is too large")
+    return max_events
+
+
+def _check_event_names(names: Sequence[str]) -> tuple[str, ...]:
+    """A sequence of str, no groups."""
+    names = _check_keys(names, "event_names")
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"event_names must contain str, not {type(name).__name__}")
+    return names
+
+
 def _check_array_keys(array_keys: Collection[str], span_keys: frozenset[str]) -> tuple[str, ...]:
     """Each one a str among the span keys (in a group or not)."""
     if isinstance(array_keys, (str, bytes, bytearray)):
@@ -206,6 +246,20 @@ def _pick(
     return tuple([_first(found, k) if isinstance(k, tuple) else found.get(k) for k in keys])
 
 
+def _events(
+    events: Any, names: frozenset[str], keys: tuple[Any, ...], wanted: frozenset[str], limit: int
+) -> tuple[tuple[Any, ...], ...]:
+    """The first `limit` events whose name is in `names`, each (name, v_0, ..., v_{k-1})."""
+    out: list[tuple[Any, ...]] = []
+    no_arrays: frozenset[str] = frozenset()
+    for event in events:
+        if event.name in names:
+            out.append((event.name, *_pick(event.attributes, keys, wanted, no_arrays, 0)))
+            if len(out) >= limit:
+                break
+    return tuple(out)
+
+
 def _first(found: dict[str, object], group: tuple[str, ...]) -> object:
     """The value of the group's first key that has one (a key's last occurrence counts; an array
     key's empty array is a value)."""
@@ -226,10 +280,16 @@ class PyScanner:
     __slots__ = (
         "_array_limit",
         "_array_set",
+        "_event_limit",
+        "_event_set",
+        "_name_set",
         "_resource_set",
         "_span_set",
         "array_keys",
+        "event_keys",
+        "event_names",
         "max_array_items",
+        "max_events",
         "max_spans",
         "resource_keys",
         "span_keys",
@@ -242,6 +302,10 @@ class PyScanner:
         max_spans: int = 0,
         max_array_items: int = 64,
         array_keys: Collection[str] = (),
+        *,
+        event_names: Sequence[str] = (),
+        event_keys: Sequence[str | Sequence[str]] = (),
+        max_events: int = 16,
     ) -> None:
         self.max_spans = _check_max_spans(max_spans)
         self.max_array_items = _check_max_array_items(max_array_items)
@@ -253,6 +317,12 @@ class PyScanner:
         self._resource_set = _flat(self.resource_keys)
         self.array_keys = _check_array_keys(array_keys, self._span_set)
         self._array_set = frozenset(self.array_keys)
+        self.max_events = _check_max_events(max_events)
+        self._event_limit = max_events + 1  # one more tells the caller the list was cut
+        self.event_names = _check_event_names(event_names)
+        self._name_set = frozenset(self.event_names)
+        self.event_keys = _check_keys(event_keys, "event_keys")
+        self._event_set = _flat(self.event_keys)
 
     def scan(self, data: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """Returns (resources, spans)."""
@@ -269,6 +339,8 @@ class PyScanner:
         resource_keys, resource_set = self.resource_keys, self._resource_set
         array_limit, arrays = self._array_limit, self._array_set
         no_arrays: frozenset[str] = frozenset()
+        names = self._name_set
+        event_keys, event_set, event_limit = self.event_keys, self._event_set, self._event_limit
         resources: list[tuple[Any, ...]] = []
         spans: list[tuple[Any, ...]] = []
         for rs in request.resource_spans:
@@ -280,19 +352,19 @@ class PyScanner:
                 for span in ss.spans:
                     if max_spans and len(spans) >= max_spans:
                         raise TooManySpans(f"more than {max_spans} spans in one request")
-                    spans.append(
-                        (
-                            index,
-                            span.kind,
-                            span.start_time_unix_nano,
-                            span.end_time_unix_nano,
-                            span.trace_id,
-                            span.span_id,
-                            span.trace_state,
-                            span.status.code,
-                        )
-                        + _pick(span.attributes, span_keys, span_set, arrays, array_limit)
-                    )
+                    row = (
+                        index,
+                        span.kind,
+                        span.start_time_unix_nano,
+                        span.end_time_unix_nano,
+                        span.trace_id,
+                        span.span_id,
+                        span.trace_state,
+                        span.status.code,
+                    ) + _pick(span.attributes, span_keys, span_set, arrays, array_limit)
+                    if names:
+                        row += (_events(span.events, names, event_keys, event_set, event_limit),)
+                    spans.append(row)
         return resources, spans
 
 

@@ -14,7 +14,7 @@ def test_defaults() -> None:
     assert usage.attributes.request_size == ("http.request.body.size", "http.request_content_length")
     assert usage.attributes.response_size == ("http.response.body.size", "http.response_content_length")
     assert usage.attributes.error_type == ("error.type",)
-    assert resource_field_sources(usage) == [("service.name",), ("cloud.region",)]
+    assert resource_field_sources(usage) == [("service.name",), ("cloud.region",), ("service.version",)]
     assert span_field_sources(usage)[-8:] == [
         ("http.request.body.size", "http.request_content_length"),
         ("http.response.body.size", "http.response_content_length"),

@@ -32,7 +32,7 @@ def derive(
 
 
 def design(r: ApiRequest) -> tuple:
-    return r[16:24]  # the schema version 2 fields (issue 16 added fields after them)
+    return r[16:24]  # the schema-2 fields (releases and flags follow)
 
 
 def test_schema_2_span_fills_every_design_field() -> None:

@@ -921,6 +921,331 @@ def test_a_16_mib_array_of_tiny_strings_costs_max_array_items_objects(implementa
 
 
 # --------------------------------------------------------------------------
+# Span events (event_names, event_keys, max_events)
+
+FLAG_NAMES = ["feature_flag.evaluation", "feature_flag"]
+
+
+def event(name: bytes | None = None, *attributes: bytes, more: bytes = b"") -> bytes:
+    """A Span.events field: an Event with `name` (none when None) and KeyValue `attributes`."""
+    body = (ld(2, name) if name is not None else b"") + b"".join(ld(3, a) for a in attributes)
+    return ld(11, body + more)
+
+
+def kv_int(key: str, value: int) -> bytes:
+    return ld(1, key.encode()) + ld(2, vi(3, value))
+
+
+def events_of(impl: type, data: bytes, **options: object) -> object:
+    """The events element of the only span."""
+    options.setdefault("event_names", FLAG_NAMES)
+    span = impl(["a"], [], **options).scan(data)[1][0]
+    assert len(span) == 8 + 1 + 1
+    return span[-1]
+
+
+def test_span_events_of_the_wanted_names_in_wire_order(impl: type) -> None:
+    Event = Span.Event
+    request = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                scope_spans=[
+                    ScopeSpans(
+                        spans=[
+                            Span(
+                                attributes=[kv("a", string_value="span")],
+                                events=[
+                                    Event(
+                                        time_unix_nano=5,
+                                        name="feature_flag.evaluation",
+                                        attributes=[
+                                            kv("feature_flag.key", string_value="new-checkout"),
+                                            kv("feature_flag.result.variant", string_value="on"),
+                                            kv("feature_flag.context.id", string_value="user-1"),
+                                        ],
+                                    ),
+                                    Event(
+                                        name="exception",
+                                        attributes=[kv("feature_flag.key", string_value="x")],
+                                    ),
+                                    Event(
+                                        name="feature_flag",
+                                        attributes=[
+                                            kv("feature_flag.key", string_value="old"),
+                                            kv("feature_flag.variant", bool_value=True),
+                                            kv("n", int_value=-3),
+                                            kv("d", double_value=0.5),
+                                            kv("feature_flag.result.variant", array_value=ArrayValue()),
+                                            kv("feature_flag.key", string_value="old2"),
+                                        ],
+                                    ),
+                                    Event(),
+                                    Event(name="feature_flag.evaluation"),
+                                ],
+                            ),
+                            Span(events=[Event(name="exception")]),
+                            Span(),
+                        ]
+                    )
+                ]
+            )
+        ]
+    )
+    data = request.SerializeToString()
+    keys = ["feature_flag.key", ("feature_flag.result.variant", "feature_flag.variant"), "n", "d"]
+    scanner = impl(["a"], [], event_names=FLAG_NAMES, event_keys=keys)
+    assert scanner.event_names == tuple(FLAG_NAMES)
+    assert scanner.event_keys == (
+        "feature_flag.key",
+        ("feature_flag.result.variant", "feature_flag.variant"),
+        "n",
+        "d",
+    )
+    assert scanner.max_events == 16
+    resources, spans = scanner.scan(data)
+    assert typed(spans) == typed(
+        [
+            (
+                0,
+                0,
+                0,
+                0,
+                b"",
+                b"",
+                "",
+                0,
+                "span",
+                (
+                    ("feature_flag.evaluation", "new-checkout", "on", None, None),
+                    # an array is absent: the group's next key gives the variant; the last key wins
+                    ("feature_flag", "old2", True, -3, 0.5),
+                    ("feature_flag.evaluation", None, None, None, None),
+                ),
+            ),
+            (0, 0, 0, 0, b"", b"", "", 0, None, ()),
+            (0, 0, 0, 0, b"", b"", "", 0, None, ()),
+        ]
+    )
+    # No event names: the tuples are as they always were.
+    assert impl(["a"], [], event_keys=keys).scan(data)[1] == [
+        (0, 0, 0, 0, b"", b"", "", 0, "span"),
+        (0, 0, 0, 0, b"", b"", "", 0, None),
+        (0, 0, 0, 0, b"", b"", "", 0, None),
+    ]
+    # No event keys: the names alone; "" is the name of an event without one.
+    assert events_of(impl, data, event_names=["", "exception"]) == (("exception",), ("",))
+
+
+def test_an_events_last_name_counts(impl: type) -> None:
+    data = one_span(
+        event(b"other", kv_str("k", "1"), more=ld(2, b"feature_flag"))
+        + event(b"feature_flag", more=ld(2, b"x"))
+    )
+    assert events_of(impl, data, event_keys=["k"]) == (("feature_flag", "1"),)
+
+
+def test_events_are_cut_after_max_events_plus_one(impl: type) -> None:
+    data = one_span(
+        b"".join(event(b"feature_flag", kv_int("i", i)) + event(b"x", kv_int("i", -i)) for i in range(40))
+    )
+    assert events_of(impl, data, event_keys=["i"]) == tuple(("feature_flag", i) for i in range(17))
+    assert events_of(impl, data, event_keys=["i"], max_events=3) == tuple(
+        ("feature_flag", i) for i in range(4)
+    )
+    assert events_of(impl, data, event_keys=["i"], max_events=0) == (("feature_flag", 0),)
+    assert len(events_of(impl, data, max_events=39)) == 40
+    assert len(events_of(impl, data, max_events=40)) == 40
+
+
+def test_events_past_the_cut_or_of_other_names_are_never_converted(impl: type) -> None:
+    """The C scanner skips them by length: an invalid one there is not seen (protobuf sees it)."""
+    bad = ld(1, b"k") + ld(2, ld(1, b"\xff"))
+    data = one_span(
+        event(b"feature_flag", kv_str("k", "ok")) + event(b"other", bad) + event(b"feature_flag", bad)
+    )
+    assert not parses(data)
+    with pytest.raises(ScanError, match=r"^invalid UTF-8 \(AnyValue.string_value\) at byte \d+$"):
+        events_of(impl, data, event_keys=["k"])
+    if impl is PyScanner:
+        with pytest.raises(ScanError):
+            events_of(impl, data, event_keys=["k"], max_events=0)
+    else:
+        assert events_of(impl, data, event_keys=["k"], max_events=0) == (("feature_flag", "ok"),)
+        assert impl(["a"], []).scan(data)[1][0] == (0, 0, 0, 0, b"", b"", "", 0, None)
+
+
+def test_event_arguments_are_checked(impl: type) -> None:
+    with pytest.raises(TypeError, match="event_names must be a sequence of str"):
+        impl([], [], event_names="feature_flag")
+    with pytest.raises(TypeError, match="event_names must contain str"):
+        impl([], [], event_names=[("feature_flag",)])
+    with pytest.raises(TypeError, match="event_names must contain str"):
+        impl([], [], event_names=[b"feature_flag"])
+    with pytest.raises(TypeError, match="event_keys must be a sequence of str"):
+        impl([], [], event_names=["e"], event_keys="k")
+    with pytest.raises(ValueError, match="event_keys: key 'k' appears in more than one group"):
+        impl([], [], event_names=["e"], event_keys=[("k",), ("j", "k")])
+    with pytest.raises(ValueError, match="max_events must be 0 or more, not -1"):
+        impl([], [], event_names=["e"], max_events=-1)
+    with pytest.raises(TypeError):
+        impl([], [], 0, 64, (), ["e"])  # keyword only
+    scanner = impl([], [], event_names=("e", "e"), event_keys=[["k", "j"]], max_events=sys.maxsize)
+    assert (scanner.event_names, scanner.event_keys, scanner.max_events) == (
+        ("e", "e"),
+        (("k", "j"),),
+        sys.maxsize,
+    )
+    data = one_span(event(b"e", kv_str("j", "1")) * 3)
+    assert scanner.scan(data)[1][0][-1] == (("e", "1"),) * 3
+
+
+def test_field_scanner_passes_events_through(field_scanner: type) -> None:
+    data = one_span(ld(9, kv_str("a", "x")) + event(b"feature_flag", kv_str("k", "1"), kv_str("j", "2")) * 3)
+    plain = field_scanner([("a",), ("b",)], [("service.name",)])
+    assert plain.scan(data)[1] == [(0, 0, 0, 0, b"", b"", "", 0, "x", None)]
+    scanner = field_scanner(
+        [("a",), ("b",)],
+        [("service.name",)],
+        event_names=FLAG_NAMES,
+        event_keys=[("j",), ("z", "k")],
+        max_events=1,
+    )
+    assert scanner.scan(data)[1] == [
+        (0, 0, 0, 0, b"", b"", "", 0, "x", None, (("feature_flag", "2", "1"),) * 2)
+    ]
+    # One key feeding two fields: the fields are resolved in Python, the events pass as they are.
+    shared = field_scanner(
+        [("a",), ("b", "a")], [("service.name",)], event_names=FLAG_NAMES, event_keys=[("k",)]
+    )
+    assert shared.scan(data)[1] == [(0, 0, 0, 0, b"", b"", "", 0, "x", "x", (("feature_flag", "1"),) * 3)]
+
+
+MALFORMED_EVENTS = [
+    (one_span(tag(11, 2) + varint(9) + b"ab"), "truncated length-delimited field (Span.events) at byte 6"),
+    (
+        one_span(ld(11, tag(2, 2) + varint(5) + b"ab")),
+        "truncated length-delimited field (Event.name) at byte 8",
+    ),
+    (
+        one_span(ld(11, ld(2, b"e") + tag(3, 2) + varint(5))),
+        "truncated length-delimited field (Event.attributes) at byte 11",
+    ),
+    (
+        one_span(ld(11, ld(2, b"e") + tag(1, 1) + b"123")),
+        "truncated fixed64 field (Event.time_unix_nano) at byte 11",
+    ),
+    (one_span(ld(11, b"\x00\x01")), "invalid field number 0 (Event) at byte 8"),
+    (one_span(ld(11, ld(2, b"e") + ld(3, ld(1, b"\xc0\xaf")))), "invalid UTF-8 (KeyValue.key) at byte 15"),
+    (
+        one_span(event(b"e", kv_str("k", "ok") + ld(2, ld(1, b"\xed\xa0\x80")))),
+        "invalid UTF-8 (AnyValue.string_value) at byte 26",
+    ),
+    (
+        one_span(ld(11, ld(2, b"e") + ld(3, ld(1, b"k") + ld(2, tag(4, 1) + b"\x00")))),
+        "truncated fixed64 field (AnyValue.double_value) at byte 18",
+    ),
+    (one_span(ld(11, ld(2, b"e") + tag(99, 3))), "unterminated group (Event field 99) at byte 11"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), MALFORMED_EVENTS)
+def test_malformed_events(impl: type, data: bytes, message: str) -> None:
+    assert not parses(data)
+    with pytest.raises(ScanError) as info:
+        impl(["a"], ["k"], event_names=["e"], event_keys=["k"]).scan(data)
+    assert str(info.value) == message
+
+
+def test_garbage_with_events_never_raises_anything_else(impl: type) -> None:
+    rng = random.Random(4321)
+    scanner = impl(
+        SPAN_KEYS, RESOURCE_KEYS, event_names=["e", ""], event_keys=[("k", "a"), "b"], max_events=2
+    )
+    prefix = one_span(event(b"e", kv_str("k", "v")))[:-3]
+    for _ in range(2000):
+        data = prefix + bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 48)))
+        try:
+            scanner.scan(data)
+        except ScanError:
+            pass
+
+
+EVENT_MEMORY_PROBE = """
+import sys, time, tracemalloc
+from pathlib import Path
+from apiusage.processor.receivers import scan
+
+def peak() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise SystemExit("no VmHWM")
+
+def ld(field: int, payload: bytes) -> bytes:
+    n, out = len(payload), bytearray([field << 3 | 2])
+    while n > 0x7F:
+        out.append(0x80 | n & 0x7F)
+        n >>= 7
+    return bytes(out) + bytes([n]) + payload
+
+implementation, shape = sys.argv[1:]
+if shape == "events":  # a million tiny events, half of them wanted
+    events = (ld(11, ld(2, b"e")) + ld(11, ld(2, b"x"))) * 500_000
+else:  # one wanted event with 250,000 attributes of the wanted key (each one a str made)
+    events = ld(11, ld(2, b"e") + ld(3, ld(1, b"k") + ld(2, ld(1, b"v"))) * 250_000)
+body = ld(1, ld(2, ld(2, events)))
+scanner = scan.Scanner([], [], event_names=["e"], event_keys=["k"])
+assert scan.IMPLEMENTATION == implementation, scan.IMPLEMENTATION
+scanner.scan(ld(1, ld(2, ld(2, b""))))  # warm up
+before = peak()
+tracemalloc.start()
+value = scanner.scan(body)[1][0][-1]
+objects = tracemalloc.get_traced_memory()[1]
+tracemalloc.stop()
+print("scanned", len(body), len(value), set(value))
+print("objects", objects)
+print("growth", peak() - before)
+started = time.perf_counter()  # without tracemalloc, which slows every allocation
+scanner.scan(body)
+print("seconds", time.perf_counter() - started)
+"""
+
+
+@pytest.mark.parametrize("shape", ["events", "attributes"])
+@pytest.mark.parametrize("implementation", ["c", pytest.param("python", marks=pytest.mark.slow)])
+def test_a_million_tiny_events_cost_max_events_objects(implementation: str, shape: str) -> None:
+    """A million events (or 250,000 attributes of one event): 17 events kept, memory bounded."""
+    env = dict(os.environ)
+    env.pop("APIUSAGE_PURE_PYTHON", None)
+    if implementation == "c":
+        _c_scanner()
+    else:
+        env["APIUSAGE_PURE_PYTHON"] = "1"
+    out = subprocess.run(
+        [sys.executable, "-c", EVENT_MEMORY_PROBE, implementation, shape],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    if shape == "events":
+        assert lines[0] == "scanned 5000015 17 {('e', None)}"
+    else:
+        assert lines[0] == "scanned 2500023 1 {('e', 'v')}"
+    objects = int(lines[1].removeprefix("objects "))
+    assert objects < 1 << 20, f"{objects} bytes of Python objects"
+    growth = int(lines[2].removeprefix("growth "))
+    seconds = float(lines[3].removeprefix("seconds "))
+    if implementation == "c":  # protobuf's parse holds every event in its own memory
+        assert growth < 8 << 20, f"peak RSS grew {growth >> 20} MiB"
+        assert seconds < 1.0, f"{seconds:.2f} s"
+    else:
+        assert seconds < 15.0, f"{seconds:.2f} s"
+
+
+# --------------------------------------------------------------------------
 # Malformed payloads
 
 BAD_UTF8_VALUE = one_span(ld(9, ld(1, b"a") + ld(2, ld(1, b"ok\xe2\x82"))))
@@ -1026,16 +1351,22 @@ def test_garbage_never_raises_anything_else(impl: type) -> None:
 def test_c_scanner_does_not_leak() -> None:
     impl = _c_scanner()
     scanner = impl(SPAN_KEYS + ["a"], RESOURCE_KEYS, array_keys=["a", "arr"])
+    with_events = impl(
+        SPAN_KEYS + ["a"], RESOURCE_KEYS, event_names=["e"], event_keys=[("k", "a"), "j"], max_events=1
+    )
     good = full_request().SerializeToString()
     payloads = [good] + [good[:cut] for cut in range(0, len(good), 7)]
-    payloads += [data for data, _message in MALFORMED]
+    payloads += [data for data, _message in MALFORMED + MALFORMED_EVENTS]
+    flagged = one_span(event(b"e", kv_str("k", "1"), kv_str("j", "2")) * 3 + ld(9, kv_str("a", "x")))
+    payloads += [flagged] + [flagged[:cut] for cut in range(len(flagged))]
 
     def run() -> None:
         for data in payloads:
-            try:
-                scanner.scan(data)
-            except ScanError:
-                pass
+            for s in (scanner, with_events):
+                try:
+                    s.scan(data)
+                except ScanError:
+                    pass
 
     for _ in range(20):
         run()
@@ -1306,8 +1637,10 @@ SANITIZED_RUN = [  # the scanner's memory-safety and reentrancy tests, C scanner
     "tests/hostile/test_scanner_reentrancy.py",
     "-k",
     "(full_request or unknown_fields or deep_nesting or malformed or truncation or garbage"
-    " or groups_take or many_grouped or reentered or threads or buffer or max_spans or array)"
-    " and not python and not json and not sanitizers and not mib",  # the memory probes run the usual build
+    " or groups_take or many_grouped or reentered or threads or buffer or max_spans or array"
+    " or events)"
+    " and not python and not json and not sanitizers and not mib and not million",  # the memory probes
+    # run the usual build
 ]
 PLUGIN = """
 import ctypes, importlib.util, os, sys
@@ -1521,38 +1854,59 @@ key_value = message(
     n=1,
 )
 status = message(st.lists(vfield(3, st.integers(0, 3)), max_size=1), [lfield(2, maybe_utf8)], [2, 3])
-span = message(
-    st.lists(lfield(9, key_value), min_size=1, max_size=6),
-    [
-        lfield(1, st.binary(max_size=16)),
-        lfield(2, st.binary(max_size=8)),
-        lfield(3, maybe_utf8),
-        lfield(4, st.binary(max_size=8)),
-        lfield(5, utf8),
-        vfield(6, st.integers(0, 5)),
-        vfield(6),
-        u64.map(lambda v: f64(7, v)),
-        u64.map(lambda v: f64(8, v)),
-        lfield(11, st.just(ld(2, b"event"))),
-        lfield(15, status),
-        st.just(f32(16, 0x301)),
-    ],
+EVENT_NAME_POOL = ["e", "feature_flag", "", "é"]
+event_names = often(st.sampled_from(EVENT_NAME_POOL).map(str.encode), maybe_utf8, odds=4)
+# An Event: its name (now and then none, or two), attributes, a time, a dropped count.
+event_message = message(
+    st.tuples(lfield(2, event_names), st.lists(lfield(3, key_value), max_size=3)).map(
+        lambda t: [t[0], *t[1]]
+    ),
+    [lfield(2, event_names), u64.map(lambda v: f64(1, v)), vfield(4)],
+    [1, 2, 3, 4],
+)
+SPAN_EXTRAS = [
+    lfield(1, st.binary(max_size=16)),
+    lfield(2, st.binary(max_size=8)),
+    lfield(3, maybe_utf8),
+    lfield(4, st.binary(max_size=8)),
+    lfield(5, utf8),
+    vfield(6, st.integers(0, 5)),
+    vfield(6),
+    u64.map(lambda v: f64(7, v)),
+    u64.map(lambda v: f64(8, v)),
+    lfield(11, event_message),
+    lfield(15, status),
+    st.just(f32(16, 0x301)),
+]
+
+
+def requests_of(span: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
+    """Encoded ExportTraceServiceRequests of these spans."""
+    scope_spans = message(
+        st.lists(lfield(2, span), min_size=1, max_size=3),
+        [lfield(1, st.just(ld(1, b"scope"))), lfield(3, utf8)],
+        [1, 2, 3],
+    )
+    resource = message(st.lists(lfield(1, key_value), max_size=4), [vfield(2)], [1, 2, 3])
+    resource_spans = message(
+        st.lists(st.one_of(lfield(1, resource), lfield(2, scope_spans)), min_size=1, max_size=3),
+        [lfield(3, utf8)],
+        [1, 2, 3],
+        n=1,
+    )
+    return message(st.lists(lfield(1, resource_spans), max_size=3), [], [1], n=1)
+
+
+span = message(st.lists(lfield(9, key_value), min_size=1, max_size=6), SPAN_EXTRAS, list(range(1, 17)), n=6)
+requests = requests_of(span)
+# Spans with as many events as attributes, for the event tests.
+event_span = message(
+    st.lists(st.one_of(lfield(9, key_value), lfield(11, event_message)), min_size=1, max_size=6),
+    SPAN_EXTRAS,
     list(range(1, 17)),
-    n=6,
+    n=4,
 )
-scope_spans = message(
-    st.lists(lfield(2, span), min_size=1, max_size=3),
-    [lfield(1, st.just(ld(1, b"scope"))), lfield(3, utf8)],
-    [1, 2, 3],
-)
-resource = message(st.lists(lfield(1, key_value), max_size=4), [vfield(2)], [1, 2, 3])
-resource_spans = message(
-    st.lists(st.one_of(lfield(1, resource), lfield(2, scope_spans)), min_size=1, max_size=3),
-    [lfield(3, utf8)],
-    [1, 2, 3],
-    n=1,
-)
-requests = message(st.lists(lfield(1, resource_spans), max_size=3), [], [1], n=1)
+event_requests = requests_of(event_span)
 wanted = st.lists(st.sampled_from(KEY_POOL), min_size=1, max_size=6)
 array_bounds = st.sampled_from([64, 64, 0, 1, 2, 3])
 
@@ -1569,11 +1923,14 @@ def check_contract(
     resource_keys: list,
     max_array_items: int = 64,
     array_keys: list[str] | tuple[()] = (),
+    **events: object,
 ) -> bool:
     """Equal results when protobuf parses data; else ScanError or a result, nothing else."""
     outcomes = []
     for impl in (_c_scanner(), PyScanner):
-        scanner = impl(span_keys, resource_keys, max_array_items=max_array_items, array_keys=array_keys)
+        scanner = impl(
+            span_keys, resource_keys, max_array_items=max_array_items, array_keys=array_keys, **events
+        )
         try:
             outcomes.append(typed(scanner.scan(data)))
         except ScanError:
@@ -1652,3 +2009,43 @@ def test_differential_mutated(
     check_contract(
         bytes(data), span_keys, resource_keys, max_array_items, draw.draw(array_keys_of(span_keys))
     )
+
+
+@st.composite
+def event_options(draw: st.DrawFn) -> dict[str, object]:
+    """event_names (never empty), event_keys (grouped now and then), max_events."""
+    names = draw(st.lists(st.sampled_from(EVENT_NAME_POOL), min_size=1, max_size=3))
+    keys = draw(st.one_of(st.lists(st.sampled_from(KEY_POOL), max_size=4), key_groups()))
+    return {"event_names": names, "event_keys": keys, "max_events": draw(st.sampled_from([16, 0, 1, 2]))}
+
+
+@pytest.mark.usefixtures("c_required")
+@DIFF_SETTINGS
+@given(
+    data=event_requests, span_keys=key_groups(), resource_keys=wanted, events=event_options(), draw=st.data()
+)
+def test_differential_events(
+    data: bytes, span_keys: list, resource_keys: list[str], events: dict[str, object], draw: st.DataObject
+) -> None:
+    check_contract(data, span_keys, resource_keys, 64, draw.draw(array_keys_of(span_keys)), **events)
+
+
+@pytest.mark.usefixtures("c_required")
+@DIFF_SETTINGS
+@given(base=event_requests, events=event_options(), draw=st.data())
+def test_differential_events_mutated(base: bytes, events: dict[str, object], draw: st.DataObject) -> None:
+    data = bytearray(base)
+    for _ in range(draw.draw(st.integers(1, 3))):
+        pos = draw.draw(st.integers(0, len(data)))
+        op = draw.draw(st.sampled_from(["set", "flip", "insert", "delete", "dup"]))
+        if op == "set" and pos < len(data):
+            data[pos] = draw.draw(st.integers(0, 255))
+        elif op == "flip" and pos < len(data):
+            data[pos] ^= 1 << draw.draw(st.integers(0, 7))
+        elif op == "insert":
+            data[pos:pos] = draw.draw(st.binary(min_size=1, max_size=4))
+        elif op == "delete":
+            del data[pos : pos + draw.draw(st.integers(1, 4))]
+        elif op == "dup":
+            data[pos:pos] = data[pos : pos + draw.draw(st.integers(1, 8))]
+    check_contract(bytes(data), ["a", ("b", "http.route")], ["service.name"], 2, ["a"], **events)
