@@ -126,13 +126,12 @@ class DataQualityCheck(_Names):
     INVALID_CLIENT_REGION = "invalid_client_region"
     # A feedback log record refused: its score is not an integer 1..5 (derive/feedback.py).
     INVALID_FEEDBACK_SCORE = "invalid_feedback_score"
-    # A feature-flag evaluation (span event or log record) without a key or a variant (derive/flags.py).
+    # A feature-flag evaluation without a key or a variant, refused: a span event (derive/requests.py)
+    # or a log record (derive/flags.py).
     INVALID_FLAG_EVALUATION = "invalid_flag_evaluation"
     # A parameter name not written to the state store: its endpoint has max_names_per_route
     # undeclared ones there (state/activity.py).
     NAMES_NOT_STORED = "names_not_stored"
-    # A feature-flag span event without a flag key or a variant, refused (derive/requests.py).
-    INVALID_FLAG_EVALUATION = "invalid_flag_evaluation"
     # A span with more feature-flag events than the Deriver keeps (the rest are not read).
     FLAG_EVALUATIONS_TRUNCATED = "flag_evaluations_truncated"
 
