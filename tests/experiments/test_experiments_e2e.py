@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from tests.support.polling import read_until
-from tests.support.processor import apiusage_command, get, sample, start_processor
+from tests.support.processor import apiusage_command, get, matching, sample, start_processor
 
 pytestmark = pytest.mark.slow
 
@@ -129,7 +129,11 @@ def test_an_experiment_from_flag_evaluation_to_verdict(tmp_path: Path) -> None:
 
         def consumers(samples: dict, variant: str) -> float | None:
             return sample(
-                samples, "api_experiment_consumers", service=SERVICE, experiment="checkout-v2", variant=variant
+                samples,
+                "api_experiment_consumers",
+                service=SERVICE,
+                experiment="checkout-v2",
+                variant=variant,
             )
 
         m = read_until(
@@ -138,14 +142,23 @@ def test_an_experiment_from_flag_evaluation_to_verdict(tmp_path: Path) -> None:
             30,
             interval=0.2,
         )
-        assert sample(m, "apiusage_spans_processed_total") == 100
+        # 100 server spans (and OpenTelemetry's two internal send spans each, not requests)
+        assert sum(matching(m, "api_requests_total", service=SERVICE).values()) == 100
         assert (requests("control", "2xx"), requests("control", "4xx")) == (48, 2)
         assert (requests("treatment", "2xx"), requests("treatment", "4xx")) == (30, 20)
         assert (
-            sample(m, "api_experiment_request_duration_seconds_count", service=SERVICE, experiment="checkout-v2", variant="treatment")
+            sample(
+                m,
+                "api_experiment_request_duration_seconds_count",
+                service=SERVICE,
+                experiment="checkout-v2",
+                variant="treatment",
+            )
             == 50
         )
-        assert sample(m, "api_experiment_contaminated_consumers", service=SERVICE, experiment="checkout-v2") == 0
+        assert (
+            sample(m, "api_experiment_contaminated_consumers", service=SERVICE, experiment="checkout-v2") == 0
+        )
         text = get(running.metrics_url)[1].decode()
         assert not any(key in text for key in KEYS), "a targeting key (the raw API key) reached /metrics"
 
