@@ -81,6 +81,7 @@ class UsageCollector:
         latency.add_metric([], buckets, w.latency_sum)  # type: ignore[attr-defined]
         yield latency
         yield _T.SERIES.filled(series_counts)
+        yield _T.RELEASE_VERSIONS_RETIRED.family(self._metrics.releases_retired)
         yield _T.BUILD_INFO.filled({self._build: 1})
 
 

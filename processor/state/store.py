@@ -35,6 +35,8 @@ ConsumerParameterRow = tuple[str, str, str, str, str, str, int, int, float]
 ParameterRow = tuple[str, str, str, str, str, int, int]
 # (service, consumer_id, first_seen, last_seen, events): who gave feedback
 FeedbackRow = tuple[str, str, int, int, int]
+# (service, version, first_seen, last_seen, requests): the release markers (issue 16)
+ReleaseRow = tuple[str, str, int, int, float]
 ActivityBatch = tuple[
     list[ConsumerRow],
     list[ActivityRow],
@@ -42,6 +44,7 @@ ActivityBatch = tuple[
     list[ConsumerParameterRow],
     list[ParameterRow],
     list[FeedbackRow],
+    list[ReleaseRow],
 ]
 
 _MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -98,6 +101,15 @@ ON CONFLICT (service, consumer_id) DO UPDATE SET
     first_seen = {least}(consumer_feedback.first_seen, excluded.first_seen),
     last_seen = {greatest}(consumer_feedback.last_seen, excluded.last_seen),
     events = consumer_feedback.events + excluded.events
+"""
+# first_seen keeps the minimum across flushes and replicas: the release marker never moves later.
+_UPSERT_RELEASE = """
+INSERT INTO releases (service, version, first_seen, last_seen, requests)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (service, version) DO UPDATE SET
+    first_seen = {least}(releases.first_seen, excluded.first_seen),
+    last_seen = {greatest}(releases.last_seen, excluded.last_seen),
+    requests = releases.requests + excluded.requests
 """
 # PostgreSQL: the consumer-parameter pairs (the most numerous rows of a flush) arrive by COPY and
 # are upserted in key order from there, as the activity rows are.
@@ -206,6 +218,8 @@ _PRUNE = [
     ("consumer_parameters", "DELETE FROM consumer_parameters WHERE last_call < ?", "ms"),
     ("parameters", "DELETE FROM parameters WHERE last_seen < ?", "ms"),
     ("consumer_feedback", "DELETE FROM consumer_feedback WHERE last_seen < ?", "ms"),
+    # A release no request came from within the retention is no marker anyone compares against.
+    ("releases", "DELETE FROM releases WHERE last_seen < ?", "ms"),
 ]
 DAY_MS = 86_400_000
 _UPSERTS = (
@@ -214,16 +228,16 @@ _UPSERTS = (
     _UPSERT_CONSUMER_PARAMETER,
     _UPSERT_PARAMETER,
     _UPSERT_FEEDBACK,
+    _UPSERT_RELEASE,
 )
 
 
 def _complete(batch: tuple) -> ActivityBatch:
-    """A batch with all six row lists: batches built before version 4 (consumers, activity and
-    endpoints only, as tools and tests write them) get empty parameter and feedback lists."""
-    if len(batch) == 6:
-        return batch
-    consumers, activity, endpoints = batch
-    return consumers, activity, endpoints, [], [], []
+    """A batch with all seven row lists: shorter batches (consumers, activity and endpoints only,
+    as tools and tests write them, or without the releases of version 5) get empty lists."""
+    if len(batch) == 7:
+        return batch  # type: ignore[return-value]
+    return (*batch, *([] for _ in range(7 - len(batch))))  # type: ignore[return-value]
 
 
 _BUCKET = ttfs_bucket_sql()
@@ -427,7 +441,7 @@ class SqliteStore(Store):
         return LATEST
 
     def write(self, batch: ActivityBatch) -> None:
-        consumers, activity, endpoints, consumer_parameters, parameters, feedback = _complete(batch)
+        consumers, activity, endpoints, consumer_parameters, parameters, feedback, releases = _complete(batch)
         db = self._db
         try:
             if not self._staged:
@@ -437,7 +451,7 @@ class SqliteStore(Store):
             db.executemany(self._upserts[0], consumers)
             db.executemany(self._upserts[1], endpoints)
             # Deduplicated per pair in memory already: one upsert each, in key order, no staging.
-            groups: tuple[list, ...] = (consumer_parameters, parameters, feedback)
+            groups: tuple[list, ...] = (consumer_parameters, parameters, feedback, releases)
             for upsert, rows in zip(self._upserts[2:], groups, strict=True):
                 if rows:
                     db.executemany(upsert, sorted(rows))
@@ -592,14 +606,18 @@ class PostgresStore(Store):
         return LATEST
 
     def write(self, batch: ActivityBatch) -> None:
-        consumers, activity, endpoints, consumer_parameters, parameters, feedback = _complete(batch)
+        consumers, activity, endpoints, consumer_parameters, parameters, feedback, releases = _complete(batch)
         try:
             conn = self._conn
             with conn.transaction(), conn.cursor() as cur:
                 # Sorted rows take row locks in one global order: replicas cannot deadlock.
                 cur.executemany(self._upserts[0], sorted(consumers))
                 cur.executemany(self._upserts[1], sorted(endpoints))
-                for upsert, rows in ((self._upserts[3], parameters), (self._upserts[4], feedback)):
+                for upsert, rows in (
+                    (self._upserts[3], parameters),
+                    (self._upserts[4], feedback),
+                    (self._upserts[5], releases),
+                ):
                     if rows:
                         cur.executemany(upsert, sorted(rows))
                 if consumer_parameters:
