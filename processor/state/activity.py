@@ -34,7 +34,7 @@ from ..derive.requests import ApiRequest
 from ..derive.routes import catalog_key
 from ..derive.series import sanitize_label_value
 from ..telemetry import PipelineStats
-from .store import DAY_MS, ActivityBatch
+from .store import DAY_MS, ActivityBatch, _complete
 
 if TYPE_CHECKING:
     from apiusage.conventions.catalog import Catalog
@@ -517,7 +517,7 @@ class ConsumerActivity:
 
     def restore(self, batch: ActivityBatch) -> None:
         """Merge a batch that could not be written back in, so the next flush retries it."""
-        consumers, activity, endpoints, pairs, parameters, feedback, releases = batch
+        consumers, activity, endpoints, pairs, parameters, feedback, releases = _complete(batch)
         full = 0
         with self._lock:
             self._inflight_rows = self._inflight_bytes = 0

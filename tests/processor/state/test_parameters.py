@@ -547,6 +547,7 @@ def test_a_version_3_store_migrates_to_4_with_its_data_and_empty_new_tables(
                 2,
                 3,
                 4,
+                5,  # migration 5 (issue 16) runs too
             ]
             assert store.query("SELECT consumer_id, last_seen FROM consumers") == [("c1", now)]
             for table in ("consumer_parameters", "parameters", "consumer_feedback"):
@@ -584,7 +585,7 @@ def test_parameter_consumers_off_keeps_the_names_per_endpoint_only(tmp_path: Pat
         processor = running.processor
         for batch in scenario(now)[0]:
             processor.activity.consume(batch)
-        consumers, activity, endpoints, pairs, parameters, feedback = processor.activity.drain()
+        consumers, activity, endpoints, pairs, parameters, feedback, _ = processor.activity.drain()
         assert (len(pairs), len(parameters)) == (0, 5 + 3 + 1 + 1)  # per endpoint: GET, POST, lines, DELETE
         processor.activity.restore((consumers, activity, endpoints, pairs, parameters, feedback))
         assert processor.state.flush()
