@@ -177,10 +177,9 @@ class RequestMetrics:
             for hkey, (count, total, buckets, examples) in hists.items():
                 sv = hkey[4]
                 if sv is not None:
-                    rkey = (hkey[0], sv)
-                    rh = releases.get(rkey)
+                    rh = releases.get((hkey[0], sv))
                     if rh is None:
-                        releases[rkey] = [count, total, list(buckets)]
+                        releases[hkey[0], sv] = [count, total, list(buckets)]
                     else:
                         rh[0] += count
                         rh[1] += total

@@ -640,16 +640,17 @@ def _interrupt(store: Store) -> None:
 def _chunks(batch: ActivityBatch, size: int) -> Iterator[ActivityBatch]:
     """The batch in parts of about `size` rows, each holding whole consumers (their consumer row
     with all their activity and parameter rows), the endpoint, parameter and feedback rows in the
-    first: every part committed is a consistent store, whatever happens to the next."""
-    consumers, activity, endpoints, pairs, parameters, feedback = batch
+    first (and the release rows): every part committed is a consistent store, whatever happens
+    to the next."""
+    consumers, activity, endpoints, pairs, parameters, feedback, releases = batch
     by_consumer: dict[tuple[str, str], list[ActivityRow]] = {}
     for act in activity:  # (day, service, consumer_id, ...)
         by_consumer.setdefault((act[1], act[2]), []).append(act)
     pairs_of: dict[tuple[str, str], list[ConsumerParameterRow]] = {}
     for pair in pairs:  # (service, method, route, location, parameter, consumer_id, ...)
         pairs_of.setdefault((pair[0], pair[5]), []).append(pair)
-    part: ActivityBatch = ([], [], list(endpoints), [], list(parameters), list(feedback))
-    rows = len(endpoints) + len(parameters) + len(feedback)
+    part: ActivityBatch = ([], [], list(endpoints), [], list(parameters), list(feedback), list(releases))
+    rows = len(endpoints) + len(parameters) + len(feedback) + len(releases)
     for row in consumers:  # (service, consumer_id, ...)
         mine = by_consumer.pop((row[0], row[1]), [])
         theirs = pairs_of.pop((row[0], row[1]), [])
@@ -659,7 +660,7 @@ def _chunks(batch: ActivityBatch, size: int) -> Iterator[ActivityBatch]:
         rows += 1 + len(mine) + len(theirs)
         if rows >= size:
             yield part
-            part, rows = ([], [], [], [], [], []), 0
+            part, rows = ([], [], [], [], [], [], []), 0
     for mine in by_consumer.values():  # activity whose consumer row was written before (none today)
         part[1].extend(mine)
         rows += len(mine)

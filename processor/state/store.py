@@ -236,8 +236,8 @@ def _complete(batch: tuple) -> ActivityBatch:
     """A batch with all seven row lists: shorter batches (consumers, activity and endpoints only,
     as tools and tests write them, or without the releases of version 5) get empty lists."""
     if len(batch) == 7:
-        return batch  # type: ignore[return-value]
-    return (*batch, *([] for _ in range(7 - len(batch))))  # type: ignore[return-value]
+        return batch
+    return (*batch, *([] for _ in range(7 - len(batch))))
 
 
 _BUCKET = ttfs_bucket_sql()

@@ -127,3 +127,19 @@ def test_hostile_versions_are_bounded_by_the_backlog() -> None:
     # Endpoint row first, then releases up to twice the backlog limit; the rest counted as dropped.
     assert len(releases) == 1999
     assert activity.rows_dropped == 100_000 - 1999
+
+
+def test_the_final_flush_at_shutdown_writes_the_markers(tmp_path: Path) -> None:
+    """stop() writes what is pending in chunks of whole consumers; the release rows go too."""
+    config = _config(tmp_path, "sqlite", None)
+    now = int(time.time() * 1000)
+    service = _service(config, LimitsConfig())
+    service.activity.consume([req("3.0.0", now - 5000, weight=4.0), req("3.0.0", now - 1000)])
+    assert service.stop()
+    service.close()
+    reopened = _service(config, LimitsConfig())
+    try:
+        rows = reopened.store.query("SELECT * FROM releases")  # type: ignore[union-attr]
+        assert [tuple(r) for r in rows] == [("orders", "3.0.0", now - 5000, now - 1000, 5.0)]
+    finally:
+        reopened.close()
