@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from apiusage.processor.config import LimitsConfig
+import pytest
+from apiusage.processor.config import ConfigError, LimitsConfig, parse_config
 from apiusage.processor.derive.request_metrics import RequestMetrics
 from apiusage.processor.derive.requests import ApiRequest
 from apiusage.processor.derive.series import OVERFLOW_VALUE
@@ -137,3 +138,26 @@ def test_hostile_versions() -> None:
         assert key[1].isprintable() and len(key[1]) <= 128
     assert sum(snap.counters["api_release_requests"].values()) == 5.0
     assert sum(snap.counters["api_requests"].values()) == 100_000.0
+
+
+def test_config_bounds_the_releases_and_the_version_label() -> None:
+    config = parse_config({"processors": {"limits": {"max_label_values": {"version": 2}, "max_releases": 3}}})
+    limits = config.processors.limits
+    assert (limits.max_releases, limits.label_limit("version")) == (3, 2)
+    assert LimitsConfig().max_releases == 5 and LimitsConfig().label_limit("version") == 500
+    with pytest.raises(ConfigError) as info:
+        parse_config({"processors": {"limits": {"max_releases": 1}}})
+    assert str(info.value) == "(inline) is invalid:\n  processors.limits.max_releases: must be at least 2"
+    # The family-wide limit applies across services: two versions, then __other__ (counted).
+    stats = PipelineStats()
+    m = RequestMetrics(limits, (0.01, 0.1), stats)
+    m.consume([req("1.0", service="a"), req("2.0", service="b"), req("3.0", service="c")])
+    assert sorted(k[:2] for k in m.snapshot().counters["api_release_requests"]) == [
+        ("a", "1.0"),
+        ("b", "2.0"),
+        ("c", OVERFLOW_VALUE),
+    ]
+    assert stats.label_overflow == {
+        ("api_release_requests", "version"): 1.0,
+        ("api_release_request_duration_seconds", "version"): 1.0,
+    }
