@@ -42,6 +42,7 @@ OVERVIEW, ADOPTION, DEPRECATIONS, PIPELINE, DESIGN = (
     "apiusage-pipeline",
     "apiusage-design",
 )
+RELEASES = "apiusage-releases"
 
 DASHBOARDS: tuple[Dashboard, ...] = (
     Dashboard(OVERVIEW, "api-overview", "API overview", ("datasource", "service", "route", "plan_tier")),
@@ -53,6 +54,7 @@ DASHBOARDS: tuple[Dashboard, ...] = (
     ),
     Dashboard(PIPELINE, "pipeline-health", "Pipeline health", ("datasource",)),
     Dashboard(DESIGN, "api-design", "API design", ("datasource", "service", "route")),
+    Dashboard(RELEASES, "releases", "Releases", ("datasource", "service")),
 )
 
 _REQ, _DUR = "api_requests_total", "api_request_duration_seconds_bucket"
@@ -137,6 +139,12 @@ PANELS: tuple[Panel, ...] = (
     Panel(DESIGN, 14, "Feedback next to usage", "api_feedback_total"),
     Panel(DESIGN, 15, "Consumers giving feedback", "api_feedback_consumers"),
     Panel(DESIGN, 16, "Errors by error type", "api_errors_total"),
+    # Releases (issue 16): per service.version, with deploy annotations from the release markers.
+    Panel(RELEASES, 2, "Requests per second by release", "api_release_requests_total"),
+    Panel(RELEASES, 3, "Error ratio (5xx) by release", "api_release_requests_total", "release_regression"),
+    Panel(RELEASES, 4, "Latency p95 by release", "api_release_request_duration_seconds_bucket"),
+    Panel(RELEASES, 5, "Releases by first sight", "api_release_first_seen_timestamp_seconds"),
+    Panel(RELEASES, 6, "Error ratio by release and endpoint", "api_release_requests_total"),
 )
 
 

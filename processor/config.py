@@ -332,6 +332,8 @@ LIMITED_LABELS = frozenset(
         # api_experiment_* (issue 16; exporters/experiment_metrics.py)
         "experiment",
         "variant",
+        # api_release_* (issue 16): service.version
+        "version",
     )
 )
 
@@ -364,6 +366,9 @@ _DEFAULT_LABEL_LIMITS = MappingProxyType(
         # names recur across experiments (control, treatment), so 100 covers most files.
         "experiment": 200,
         "variant": 100,
+        # service.version over every service: the live ones are also bounded per service
+        # (max_releases, the newest by first sight; derive/request_metrics.py).
+        "version": 500,
     }
 )
 
@@ -380,6 +385,9 @@ class LimitsConfig:
     # limit: a route whose clients put values into names (`?<uuid>=1`) then folds its own names
     # into __other__ instead of taking every place from the other routes.
     max_names_per_route: int = bounded(100, above=0, max=INT32_MAX)
+    # Releases per service in the version families and the release gauges: the newest by first
+    # sight; an older version's traffic then folds into __other__ (docs/releases.md).
+    max_releases: int = bounded(5, min=2, max=1000)
 
     def label_limit(self, label: str) -> int:
         default = _DEFAULT_LABEL_LIMITS.get(label, self.default_max_label_values)

@@ -125,6 +125,12 @@ PROCESSING_LATENCY_SECONDS = Family(
     unit="seconds",
 )
 SERIES = Family("apiusage_series", _G, "Live series per metric.", "worker", ("metric",))
+RELEASE_VERSIONS_RETIRED = Family(
+    "apiusage_release_versions_retired",
+    _C,
+    "Releases whose api_release_* series left the exposition for a newer one (limits.max_releases).",
+    "worker",
+)
 # the metrics endpoint itself
 BUILD_INFO = Family(
     "apiusage_build_info", _G, "Version and OTLP scanner in use.", "metrics", ("version", "scanner")
@@ -247,6 +253,7 @@ FAMILIES: tuple[Family, ...] = (
     QUEUE_CAPACITY_SPANS,
     PROCESSING_LATENCY_SECONDS,
     SERIES,
+    RELEASE_VERSIONS_RETIRED,
     BUILD_INFO,
     MEMORY_LIMIT_BYTES,
     MEMORY_OVER_LIMIT,

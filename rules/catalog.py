@@ -14,7 +14,7 @@ from typing import Any
 from apiusage.conventions import panels as contract
 
 from .objectives import PAGE, TICKET, burn_expr
-from .promql import ROUTE, dedent, quote
+from .promql import ROUTE, dedent, num, quote
 from .slo import SloFile
 
 __all__ = [
@@ -136,6 +136,54 @@ def slo_alerts(slo: SloFile) -> list[Alert]:
     ]
 
 
+# ApiReleaseRegression (runbooks/ApiReleaseRegression.md says why these values): the newest
+# release is worse than the one before when its figure passes both the factor and the floor.
+RELEASE_ERROR_FACTOR = 1.5  # x the previous release's 5xx ratio on the same route
+RELEASE_ERROR_POINTS = 0.01  # and at least 1 point above it
+RELEASE_LATENCY_FACTOR = 1.5  # x the previous release's p95 on the same service
+RELEASE_LATENCY_SECONDS = 0.05  # and at least 50 ms above it
+
+
+def _worse(previous: str, factor: float, floor: float) -> str:
+    """max(factor x previous, previous + floor), series by series."""
+    return f"({num(factor)} * {previous} > {previous} + {num(floor)} or {previous} + {num(floor)})"
+
+
+def release_regression() -> Alert:
+    rank0 = "on (service, version) (apiusage_release:api_release_rank == 0)"
+    errors = "apiusage_release_route:api_release_requests_5xx:ratio"
+    p95 = "apiusage_release:api_release_request_duration_seconds:p95"
+    return Alert(
+        "ApiReleaseRegression",
+        "warning",
+        "api",
+        dedent(f"""
+            label_replace(
+              ({errors}_rate1h and {rank0})
+              > on ({ROUTE}) group_left (previous_version)
+              {_worse(f"{errors}_previous", RELEASE_ERROR_FACTOR, RELEASE_ERROR_POINTS)},
+              "signal", "error_ratio", "", ""
+            )
+            or
+            label_replace(
+              ({p95}_rate1h and {rank0})
+              > on (service) group_left (previous_version)
+              {_worse(f"{p95}_previous", RELEASE_LATENCY_FACTOR, RELEASE_LATENCY_SECONDS)},
+              "signal", "latency_p95", "", ""
+            )
+        """),
+        "15m",
+        "The newest release of a service is worse than the one before it.",
+        "{{ $labels.service }} {{ $labels.version }}{{ with $labels.route }} on {{ $labels.method }} "
+        '{{ . }}{{ end }}: {{ if eq $labels.signal "latency_p95" }}p95 latency '
+        "{{ $value | humanizeDuration }}{{ else }}5xx ratio {{ $value | humanizePercentage }}{{ end }} "
+        "over the last hour, well above the last figure of the release before it, "
+        "{{ $labels.previous_version }}.",
+        "release_regression",
+        ("service",),
+    )
+
+
 def api_alerts() -> list[Alert]:
     last_week = "sum by (service) (rate(api_requests_total[1h] offset 7d))"
     known = (
@@ -232,6 +280,7 @@ def api_alerts() -> list[Alert]:
             "client_versions",
             ("service",),
         ),
+        release_regression(),
     ]
 
 

@@ -1,12 +1,19 @@
 """The recording rules that do not depend on the SLO file: request rates and ratios per window,
 latency quantiles, client friction, API design (validation errors, client libraries per endpoint,
-response sizes), consumer adoption and pipeline data quality."""
+response sizes), releases (per service.version), consumer adoption and pipeline data quality."""
 
 from __future__ import annotations
 
 from .promql import QUANTILES, ROUTE, WINDOWS, group, record
 
-__all__ = ["CLIENT_ENDPOINT", "design_rules", "recording_groups"]
+__all__ = [
+    "CLIENT_ENDPOINT",
+    "RELEASE_LOOKBACK",
+    "RELEASE_MIN_REQUESTS",
+    "design_rules",
+    "recording_groups",
+    "release_rules",
+]
 
 # The labels of a client library's series on one endpoint (api_client_endpoint_requests_total).
 CLIENT_ENDPOINT = "service, client_name, method, route"
@@ -43,6 +50,67 @@ def design_rules() -> list[dict]:
         record(
             f"apiusage_route:{size}:mean_rate1d",
             f"sum by ({ROUTE}) (rate({size}_sum[1d])) / sum by ({ROUTE}) (rate({size}_count[1d]))",
+        ),
+    ]
+
+
+# A release's error ratio and p95 are recorded only over an hour with at least this many requests
+# (on the route; on the service for the p95): fewer make a ratio that one request moves by points.
+RELEASE_MIN_REQUESTS = 100
+# How far back the previous release's last recorded figures are looked for: it may get no
+# traffic any more once the new one has taken over (runbooks/ApiReleaseRegression.md).
+RELEASE_LOOKBACK = "7d"
+RELEASE_ROUTE = "service, version, method, route"
+
+
+def release_rules() -> list[dict]:
+    """Per release (service.version): request rate, 5xx ratio and p95 over the last hour (guarded by
+    traffic), its rank from the state store, and the previous release's last recorded figures."""
+    rr = "apiusage_release_route:api_release_requests"
+    p95 = "apiusage_release:api_release_request_duration_seconds:p95_rate1h"
+    guard = f"{rr}:rate1h * 3600 >= {RELEASE_MIN_REQUESTS}"
+    rank = "apiusage_release:api_release_rank"
+
+    def previous(expr: str, by: str) -> str:
+        # The rank-1 release's last value, its version moved to `previous_version` so that it
+        # joins the newest release's series on the other labels.
+        return f"""
+            max by ({by}, previous_version) (
+              label_replace(
+                last_over_time({expr}[{RELEASE_LOOKBACK}]) and on (service, version) ({rank} == 1),
+                "previous_version", "$1", "version", "(.*)"
+              )
+            )
+        """
+
+    return [
+        record(f"{rr}:rate1h", f"sum by ({RELEASE_ROUTE}) (rate(api_release_requests_total[1h]))"),
+        record(
+            f"{rr}_5xx:ratio_rate1h",
+            f"""
+            (
+              (sum by ({RELEASE_ROUTE}) (rate(api_release_requests_total{{status_class="5xx"}}[1h]))
+                or {rr}:rate1h * 0)
+              / {rr}:rate1h
+            )
+            and {guard}
+        """,
+        ),
+        record(
+            p95,
+            f"""
+            histogram_quantile(0.95,
+              sum by (service, version, le) (rate(api_release_request_duration_seconds_bucket[1h])))
+            and on (service, version)
+            sum by (service, version) (rate(api_release_request_duration_seconds_count[1h])) * 3600
+              >= {RELEASE_MIN_REQUESTS}
+        """,
+        ),
+        # From the state store, the same on every replica: max, not sum.
+        record(rank, "max by (service, version) (api_release_rank)"),
+        record(f"{rr}_5xx:ratio_previous", previous(f"{rr}_5xx:ratio_rate1h", ROUTE)),
+        record(
+            "apiusage_release:api_release_request_duration_seconds:p95_previous", previous(p95, "service")
         ),
     ]
 
@@ -153,6 +221,7 @@ def recording_groups() -> list[dict]:
         group("apiusage-latency-quantiles", "1m", latency),
         group("apiusage-client-friction", "1m", friction),
         group("apiusage-api-design", "1m", design),
+        group("apiusage-releases", "1m", release_rules()),
         group("apiusage-consumers", "2m", consumers),  # < the 5m lookback of readers
         group("apiusage-pipeline", "1m", pipeline),
     ]

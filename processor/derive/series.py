@@ -168,6 +168,26 @@ class SeriesTable:
         self._resolved.clear()
         return len(stale)
 
+    def discard(self, drop: Callable[[tuple[Any, ...]], bool]) -> int:
+        """Drop the series whose key `drop` selects (a release pushed out of its window); returns
+        how many went."""
+        gone = [k for k in self.series if drop(k)]
+        for key in gone:
+            del self.series[key]
+            for i, value in enumerate(key):
+                if value == OVERFLOW_VALUE:
+                    continue
+                left = self._values[i][value] - 1
+                if left:
+                    self._values[i][value] = left
+                else:
+                    del self._values[i][value]
+            if self._scoped is not None:
+                self._unscope(key)
+        if gone:
+            self._resolved.clear()
+        return len(gone)
+
     def _unscope(self, key: tuple[Any, ...]) -> None:
         scoped_at, prefix_length, _ = self._scoped  # type: ignore[misc]
         value = key[scoped_at]

@@ -161,6 +161,19 @@ class ConsumerCollector:
             ("service", "experiment"),
             r.experiment_contaminated,
         )
+        yield _gauge(
+            "api_release_first_seen_timestamp_seconds",
+            "When a service.version was first seen (the release marker), as a Unix time; the newest "
+            "limits.max_releases per service.",
+            ("service", "version"),
+            r.release_first_seen,
+        )
+        yield _gauge(
+            "api_release_rank",
+            "A release's place by first sight: 0 = the newest of its service, 1 = the one before, ...",
+            ("service", "version"),
+            r.release_rank,
+        )
         yield from self._health({key: values for key, (values, _) in r.folded.items()})
 
     def _health(self, dropped_values: dict[tuple[str, str], int]) -> Iterable[Metric]:

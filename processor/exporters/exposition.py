@@ -24,6 +24,9 @@ HELP = {
     "api_deprecated_requests": "Requests to endpoints marked deprecated.",
     "api_request_duration_seconds": "Server-side duration of API requests.",
     "api_client_endpoint_requests": "API requests per client SDK, endpoint and status class.",
+    "api_release_requests": "API requests per release (resource service.version), endpoint and status class.",
+    "api_release_request_duration_seconds": "Server-side duration of API requests per release "
+    "(service.version).",
     # API design families (derive/design_metrics.py)
     "api_parameter_requests": "API requests that carried the parameter (names only; location query or body).",
     "api_validation_errors": "Request validation errors per location, field and error type.",
@@ -86,6 +89,21 @@ def render_request_metrics(snap: Snapshot, openmetrics: bool) -> str:
             add(line)
         add(f"{name}_count{{{labels}}} {_num(count)}")
         add(f"{name}_sum{{{labels}}} {repr(float(total))}")
+    if snap.release_histograms:
+        name = "api_release_request_duration_seconds"
+        add(f"# HELP {name} {HELP[name]}")
+        add(f"# TYPE {name} histogram")
+        if openmetrics:
+            add(f"# UNIT {name} seconds")
+        names = FAMILIES[name]
+        for key, (counts, count, total) in snap.release_histograms.items():
+            labels = _labels(names, key)
+            cumulative = 0.0
+            for le, n in zip(les, counts, strict=True):
+                cumulative += n
+                add(f'{name}_bucket{{{labels},le="{le}"}} {_num(cumulative)}')
+            add(f"{name}_count{{{labels}}} {_num(count)}")
+            add(f"{name}_sum{{{labels}}} {repr(float(total))}")
     add("")
     return "\n".join(out)
 

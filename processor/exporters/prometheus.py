@@ -84,6 +84,7 @@ class UsageCollector:
         yield _T.FLAG_EVALUATIONS.filled(s["flag_evaluations"])
         yield _T.EXPERIMENT_JOIN_PENDING.filled(s["experiment_join_pending"])
         yield _T.EXPERIMENT_JOIN_DROPPED.filled(s["experiment_join_dropped"])
+        yield _T.RELEASE_VERSIONS_RETIRED.family(self._metrics.releases_retired)
         yield _T.BUILD_INFO.filled({self._build: 1})
 
 

@@ -36,7 +36,7 @@ from ..derive.routes import catalog_key
 from ..derive.series import sanitize_label_value
 from ..telemetry import PipelineStats
 from .experiments import ExperimentActivity
-from .store import DAY_MS, ActivityBatch
+from .store import DAY_MS, ActivityBatch, _complete
 
 if TYPE_CHECKING:
     from apiusage.conventions.catalog import Catalog
@@ -151,6 +151,8 @@ class ConsumerActivity:
         self.experiments = ExperimentActivity(
             retention_days, stats, max_pending, max_future_skew, max_pending_bytes, self._experiment_dropped
         )
+        # (service, version) → [first_seen, last_seen, requests] of requests with a service.version
+        self._releases: dict[tuple[str, str], list] = {}
 
     def consume(self, requests: Sequence[ApiRequest]) -> None:
         now_ms = int(time.time() * 1000)
@@ -159,6 +161,7 @@ class ConsumerActivity:
         dropped = future = full = 0
         with self._lock:
             consumers, activity, endpoints = self._consumers, self._activity, self._endpoints
+            releases = self._releases
             hard_rows = self.max_pending * _HARD_FACTOR - self._inflight_rows
             hard_bytes = self.max_pending_bytes * _HARD_FACTOR - self._inflight_bytes
             self._refused = 0
@@ -187,6 +190,9 @@ class ConsumerActivity:
                     e[0], e[2] = deprecated, at
                 elif at < e[1]:
                     e[1] = at
+                sv = r.service_version
+                if sv is not None:
+                    full += self._release(releases, (service, sv), at, r.weight, hard_rows, hard_bytes)
                 consumer = r.consumer_id
                 query, body = r.query_parameters, r.body_fields
                 if query or body:
@@ -300,6 +306,24 @@ class ConsumerActivity:
                     if day < c[0]:
                         c[0] = day
         return full
+
+    def _release(
+        self, releases: dict, rkey: tuple[str, str], at: int, weight: float, hard_rows: int, hard_bytes: int
+    ) -> int:
+        """Record one request of a release (lock held); 1 when it does not fit past twice the bound."""
+        rel = releases.get(rkey)
+        if rel is None:
+            if self._rows() >= hard_rows or self._bytes >= hard_bytes:
+                return 1
+            releases[rkey] = [at, at, weight]
+            self._bytes += _size(rkey)
+            return 0
+        rel[2] += weight
+        if at > rel[1]:
+            rel[1] = at
+        elif at < rel[0]:
+            rel[0] = at
+        return 0
 
     def _sent(self, parameters: dict, pkey: tuple, at: int, hard_rows: int, hard_bytes: int) -> int:
         """Record one request of an admitted name in the endpoint's names (lock held); 1 when it
@@ -453,6 +477,7 @@ class ConsumerActivity:
             + len(self._consumer_parameters)
             + len(self._parameters)
             + len(self._feedback)
+            + len(self._releases)
         )
 
     def pending(self) -> int:
@@ -477,9 +502,10 @@ class ConsumerActivity:
             pairs, self._consumer_parameters = self._consumer_parameters, {}
             parameters, self._parameters = self._parameters, {}
             feedback, self._feedback = self._feedback, {}
+            releases, self._releases = self._releases, {}
             self._inflight_rows += (
                 len(consumers) + len(activity) + len(endpoints) + len(pairs) + len(parameters) + len(feedback)
-            )
+            ) + len(releases)
             self._inflight_bytes += self._bytes
             self._bytes = 0
             names_of = self._names_of
@@ -495,6 +521,7 @@ class ConsumerActivity:
             [(*k, v[0], v[1]) for k, v in parameters.items()],
             [(s, c, v[0], v[1], v[2]) for (s, c), v in feedback.items()],
             *self.experiments.drain(),
+            [(s, v, r[0], r[1], r[2]) for (s, v), r in releases.items()],
         )
 
     def written(self) -> None:
@@ -508,9 +535,8 @@ class ConsumerActivity:
 
     def restore(self, batch: ActivityBatch) -> None:
         """Merge a batch that could not be written back in, so the next flush retries it."""
-        consumers, activity, endpoints, pairs, parameters, feedback = batch[:6]
-        if len(batch) > 6:
-            self.experiments.restore(batch[6:9])
+        consumers, activity, endpoints, pairs, parameters, feedback, *experiments, releases = _complete(batch)
+        self.experiments.restore(tuple(experiments))  # type: ignore[arg-type]
         full = 0
         with self._lock:
             self._inflight_rows = self._inflight_bytes = 0
@@ -592,5 +618,15 @@ class ConsumerActivity:
                     self._bytes += _size((s, c))
                 else:
                     cur[0], cur[1], cur[2] = min(cur[0], first), max(cur[1], last), cur[2] + events
+            for s, v, first, last, requests in releases:
+                cur = self._releases.get((s, v))
+                if cur is None:
+                    if not room():
+                        full += 1
+                        continue
+                    self._releases[s, v] = [first, last, requests]
+                    self._bytes += _size((s, v))
+                else:
+                    cur[0], cur[1], cur[2] = min(cur[0], first), max(cur[1], last), cur[2] + requests
         if full:
             self._dropped(full)

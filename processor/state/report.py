@@ -101,6 +101,9 @@ class ConsumerReport:
     # another variant, per (service, experiment).
     experiment_consumers: dict[tuple, int] = field(default_factory=dict)
     experiment_contaminated: dict[tuple, int] = field(default_factory=dict)
+    # Release markers (issue 16): (service, version) → first seen (Unix s), and rank (0 = newest)
+    release_first_seen: dict[tuple, float] = field(default_factory=dict)
+    release_rank: dict[tuple, int] = field(default_factory=dict)
 
 
 def deprecated_endpoints(store: Store, catalog: Catalog | None) -> list[ResolvedEndpoint]:
@@ -416,6 +419,7 @@ def _build_report(
     )
     _experiments(report, store, folder)
     report.folded = folder.folded
+    _releases(report, store, limits)
     return report
 
 
@@ -441,6 +445,35 @@ def _experiments(report: ConsumerReport, store: Store, folder: Folder) -> None:
         labels[:2],
         keep=keep[:2],
     )
+
+
+def _releases(report: ConsumerReport, store: Store, limits: LimitsConfig | None) -> None:
+    """The newest `limits.max_releases` releases of each service by first sight, ranked 0 (newest)
+    up; services past the service label limit (those with the fewest requests) are dropped and
+    counted in report.folded, as the other families' folded values are."""
+    keep = limits.max_releases if limits is not None else 5
+    max_services = limits.label_limit("service") if limits is not None else None
+    # Ties on first_seen (one flush, same ms): the greater version string is the newer, so the
+    # ranks are the same on every replica and every refresh.
+    rows = store.query(
+        "SELECT service, version, first_seen, requests FROM releases "
+        "ORDER BY service, first_seen DESC, version DESC"
+    )
+    per_service: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    traffic: dict[str, float] = defaultdict(float)
+    for service, version, first_seen, requests in rows:
+        per_service[service].append((version, first_seen))
+        traffic[service] += requests
+    services = sorted(per_service, key=lambda s: (-traffic[s], s))
+    if max_services is not None and len(services) > max_services:
+        dropped = services[max_services:]
+        series = sum(min(keep, len(per_service[s])) for s in dropped)
+        report.folded["api_release_rank", "service"] = (len(dropped), series)
+        services = services[:max_services]
+    for service in services:
+        for rank, (version, first_seen) in enumerate(per_service[service][:keep]):
+            report.release_first_seen[service, version] = first_seen / 1000
+            report.release_rank[service, version] = rank
 
 
 def _onboarding(report: ConsumerReport, *tallies: Iterable[tuple]) -> None:

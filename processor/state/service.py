@@ -37,6 +37,7 @@ from .store import (
     ActivityRow,
     ConsumerParameterRow,
     ExperimentConsumerRow,
+    _complete,
     SqliteStore,
     Store,
     StoreError,
@@ -640,11 +641,11 @@ def _interrupt(store: Store) -> None:
 
 def _chunks(batch: ActivityBatch, size: int) -> Iterator[ActivityBatch]:
     """The batch in parts of about `size` rows, each holding whole consumers (their consumer row
-    with all their activity, parameter and experiment rows), the endpoint, parameter, feedback
-    and experiment tally rows in the first: every part committed is a consistent store, whatever
-    happens to the next."""
-    consumers, activity, endpoints, pairs, parameters, feedback = batch[:6]
-    exp_consumers, exp_days, exp_latency = batch[6:9] if len(batch) > 6 else ([], [], [])
+    with all their activity, parameter and experiment rows), the endpoint, parameter, feedback,
+    experiment tally and release rows in the first: every part committed is a consistent store,
+    whatever happens to the next."""
+    consumers, activity, endpoints, pairs, parameters, feedback, *experiments, releases = _complete(batch)
+    exp_consumers, exp_days, exp_latency = experiments
     by_consumer: dict[tuple[str, str], list[ActivityRow]] = {}
     for act in activity:  # (day, service, consumer_id, ...)
         by_consumer.setdefault((act[1], act[2]), []).append(act)
@@ -655,9 +656,10 @@ def _chunks(batch: ActivityBatch, size: int) -> Iterator[ActivityBatch]:
     for exp in exp_consumers:  # (service, experiment, consumer_id, ...)
         exposed.setdefault((exp[0], exp[2]), []).append(exp)
     part: ActivityBatch = (
-        [], [], list(endpoints), [], list(parameters), list(feedback), [], list(exp_days), list(exp_latency)
+        [], [], list(endpoints), [], list(parameters), list(feedback),
+        [], list(exp_days), list(exp_latency), list(releases),
     )  # fmt: skip
-    rows = len(endpoints) + len(parameters) + len(feedback) + len(exp_days) + len(exp_latency)
+    rows = len(endpoints) + len(parameters) + len(feedback) + len(exp_days) + len(exp_latency) + len(releases)
     for row in consumers:  # (service, consumer_id, ...)
         mine = by_consumer.pop((row[0], row[1]), [])
         theirs = pairs_of.pop((row[0], row[1]), [])
@@ -669,7 +671,7 @@ def _chunks(batch: ActivityBatch, size: int) -> Iterator[ActivityBatch]:
         rows += 1 + len(mine) + len(theirs) + len(trials)
         if rows >= size:
             yield part
-            part, rows = ([], [], [], [], [], [], [], [], []), 0
+            part, rows = ([], [], [], [], [], [], [], [], [], []), 0
     # Rows whose consumer row was written before (activity: none today; exposures: a consumer of
     # an exposure sink fed apart from consume()).
     for mine in by_consumer.values():
@@ -683,7 +685,7 @@ def _chunks(batch: ActivityBatch, size: int) -> Iterator[ActivityBatch]:
         rows += len(trials)
         if rows >= size:
             yield part
-            part, rows = ([], [], [], [], [], [], [], [], []), 0
+            part, rows = ([], [], [], [], [], [], [], [], [], []), 0
     if rows:
         yield part
 

@@ -42,6 +42,8 @@ ExperimentConsumerRow = tuple[str, str, str, str, int, int, "int | None", "str |
 ExperimentDayRow = tuple[str, str, str, int, float, float, float, float]
 # (service, experiment, variant, day, bucket, count): bucket indexes EXPERIMENT_LATENCY_BOUNDS
 ExperimentLatencyRow = tuple[str, str, str, int, int, float]
+# (service, version, first_seen, last_seen, requests): the release markers (issue 16)
+ReleaseRow = tuple[str, str, int, int, float]
 ActivityBatch = tuple[
     list[ConsumerRow],
     list[ActivityRow],
@@ -52,6 +54,7 @@ ActivityBatch = tuple[
     list[ExperimentConsumerRow],
     list[ExperimentDayRow],
     list[ExperimentLatencyRow],
+    list[ReleaseRow],
 ]
 
 _MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -142,6 +145,15 @@ INSERT INTO experiment_latency (service, experiment, variant, day, bucket, count
 VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (service, experiment, variant, day, bucket) DO UPDATE SET
     count = experiment_latency.count + excluded.count
+"""
+# first_seen keeps the minimum across flushes and replicas: the release marker never moves later.
+_UPSERT_RELEASE = """
+INSERT INTO releases (service, version, first_seen, last_seen, requests)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (service, version) DO UPDATE SET
+    first_seen = {least}(releases.first_seen, excluded.first_seen),
+    last_seen = {greatest}(releases.last_seen, excluded.last_seen),
+    requests = releases.requests + excluded.requests
 """
 # PostgreSQL: the consumer-parameter pairs (the most numerous rows of a flush) arrive by COPY and
 # are upserted in key order from there, as the activity rows are.
@@ -253,6 +265,8 @@ _PRUNE = [
     ("experiment_consumers", "DELETE FROM experiment_consumers WHERE last_seen < ?", "ms"),
     ("experiment_days", "DELETE FROM experiment_days WHERE day < ?", "day"),
     ("experiment_latency", "DELETE FROM experiment_latency WHERE day < ?", "day"),
+    # A release no request came from within the retention is no marker anyone compares against.
+    ("releases", "DELETE FROM releases WHERE last_seen < ?", "ms"),
 ]
 DAY_MS = 86_400_000
 _UPSERTS = (
@@ -264,18 +278,17 @@ _UPSERTS = (
     _UPSERT_EXPERIMENT_CONSUMER,
     _UPSERT_EXPERIMENT_DAY,
     _UPSERT_EXPERIMENT_LATENCY,
+    _UPSERT_RELEASE,
 )
 
 
 def _complete(batch: tuple) -> ActivityBatch:
-    """A batch with all nine row lists: batches built before version 4 (consumers, activity and
-    endpoints only, as tools and tests write them) get empty parameter and feedback lists, and
-    those built before version 5 empty experiment lists."""
-    if len(batch) == 9:
+    """A batch with all ten row lists: shorter batches (consumers, activity and endpoints only, as
+    tools and tests write them; the six lists of version 4, without the experiment and release
+    lists of version 5) get empty lists."""
+    if len(batch) == 10:
         return batch
-    if len(batch) == 3:
-        batch = (*batch, [], [], [])
-    return (*batch, [], [], [])
+    return (*batch, *([] for _ in range(10 - len(batch))))
 
 
 _BUCKET = ttfs_bucket_sql()
@@ -479,8 +492,18 @@ class SqliteStore(Store):
         return LATEST
 
     def write(self, batch: ActivityBatch) -> None:
-        consumers, activity, endpoints, consumer_parameters, parameters, feedback, *rest = _complete(batch)
-        experiments: tuple[list, ...] = tuple(rest)  # type: ignore[arg-type]
+        (
+            consumers,
+            activity,
+            endpoints,
+            consumer_parameters,
+            parameters,
+            feedback,
+            experiment_consumers,
+            experiment_days,
+            experiment_latency,
+            releases,
+        ) = _complete(batch)
         db = self._db
         try:
             if not self._staged:
@@ -490,7 +513,15 @@ class SqliteStore(Store):
             db.executemany(self._upserts[0], consumers)
             db.executemany(self._upserts[1], endpoints)
             # Deduplicated per pair in memory already: one upsert each, in key order, no staging.
-            groups: tuple[list, ...] = (consumer_parameters, parameters, feedback, *experiments)
+            groups: tuple[list, ...] = (
+                consumer_parameters,
+                parameters,
+                feedback,
+                experiment_consumers,
+                experiment_days,
+                experiment_latency,
+                releases,
+            )
             for upsert, rows in zip(self._upserts[2:], groups, strict=True):
                 if rows:
                     db.executemany(upsert, sorted(rows))
@@ -645,8 +676,18 @@ class PostgresStore(Store):
         return LATEST
 
     def write(self, batch: ActivityBatch) -> None:
-        consumers, activity, endpoints, consumer_parameters, parameters, feedback, *rest = _complete(batch)
-        experiments: tuple[list, ...] = tuple(rest)  # type: ignore[arg-type]
+        (
+            consumers,
+            activity,
+            endpoints,
+            consumer_parameters,
+            parameters,
+            feedback,
+            experiment_consumers,
+            experiment_days,
+            experiment_latency,
+            releases,
+        ) = _complete(batch)
         try:
             conn = self._conn
             with conn.transaction(), conn.cursor() as cur:
@@ -657,7 +698,11 @@ class PostgresStore(Store):
                     (self._upserts[3], parameters),
                     (self._upserts[4], feedback),
                 ]
-                groups += zip(self._upserts[5:], experiments, strict=True)
+                groups += zip(
+                    self._upserts[5:],
+                    (experiment_consumers, experiment_days, experiment_latency, releases),
+                    strict=True,
+                )
                 for upsert, rows in groups:
                     if rows:
                         cur.executemany(upsert, sorted(rows))

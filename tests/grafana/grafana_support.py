@@ -37,6 +37,8 @@ CONSUMER_METRICS = (
     "api_parameter_consumers",
     "api_unused_parameters",
     "api_feedback_consumers",
+    "api_release_first_seen_timestamp_seconds",
+    "api_release_rank",
 )
 
 

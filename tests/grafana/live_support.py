@@ -153,6 +153,9 @@ def bin_path(name: str) -> str | None:
     return str(candidate) if candidate.exists() else shutil.which(name)
 
 
+DEMO_RELEASE = "service.version=1.5.0"
+
+
 @contextlib.contextmanager
 def demo_service(otlp_grpc_endpoint: str, key: str, log: Path) -> Iterator[str]:
     """The demo service under `opentelemetry-instrument uvicorn`, exporting to the processor."""
@@ -174,6 +177,8 @@ def demo_service(otlp_grpc_endpoint: str, key: str, log: Path) -> Iterator[str]:
             "APIUSAGE_CATALOG": str(CATALOG),
             "OTEL_BLRP_SCHEDULE_DELAY": "200",
             **DESIGN_ENVIRONMENT,
+            # The releases dashboard (issue 16): the demo runs as one release of its service.
+            "OTEL_RESOURCE_ATTRIBUTES": DESIGN_ENVIRONMENT["OTEL_RESOURCE_ATTRIBUTES"] + "," + DEMO_RELEASE,
         }
     )
     port = free_port()

@@ -10,11 +10,8 @@ loopback targets and 1-second grouping.
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,14 +19,13 @@ import yaml
 from apiusage.demo.otlp import ExportTraceServiceRequest, add_resource, add_span
 from apiusage.rules import generate, parse_slo, shorten_for_tests
 
+from tests.support.alerting import Webhook, alertmanager_config, prometheus_config
 from tests.support.otlp import request_with_spans
 from tests.support.polling import wait_until
 from tests.support.processor import get, running_processor
 from tests.support.prometheus import start_alertmanager, start_prometheus
 
 pytestmark = [pytest.mark.slow, pytest.mark.live]
-
-PROM = Path(__file__).resolve().parents[2] / "prometheus"
 
 
 def failing_spans(n: int, service: str = "e2e-api") -> bytes:
@@ -48,62 +44,6 @@ def post(endpoint: str, body: bytes) -> None:
     )
     with urllib.request.urlopen(request, timeout=5) as response:
         response.read()
-
-
-class Webhook:
-    """Alertmanager's webhook receiver: keeps every payload."""
-
-    def __init__(self) -> None:
-        self.payloads: list[dict] = []
-        payloads = self.payloads
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                payloads.append({"path": self.path, **json.loads(body)})
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def alert(self, name: str) -> dict | None:
-        for p in list(self.payloads):
-            for a in p["alerts"]:
-                if a["labels"]["alertname"] == name and a["status"] == "firing":
-                    return {**a, "path": p["path"]}
-        return None
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def alertmanager_config(webhook: str) -> str:
-    config = yaml.safe_load((PROM / "alertmanager.yml").read_text())
-    config["templates"] = [str(PROM / "templates" / "*.tmpl")]
-    for receiver in config["receivers"]:
-        for hook in receiver["webhook_configs"]:
-            hook["url"] = webhook + "/" + receiver["name"]
-    for route in [config["route"], *config["route"]["routes"]]:
-        route.update(group_wait="1s", group_interval="1s")
-    return yaml.safe_dump(config)
-
-
-def prometheus_config(metrics_hostport: str, alertmanager: str) -> str:
-    config = yaml.safe_load((PROM / "prometheus.yml").read_text())
-    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
-    config["scrape_configs"] = [c for c in config["scrape_configs"] if c["job_name"] == "apiusage"]
-    config["scrape_configs"][0]["static_configs"] = [{"targets": [metrics_hostport]}]
-    config["alerting"]["alertmanagers"][0]["static_configs"] = [
-        {"targets": [alertmanager.removeprefix("http://")]}
-    ]
-    return yaml.safe_dump(config)
 
 
 def test_api_and_pipeline_alerts_reach_the_webhook_with_working_runbook_links(tmp_path: Path) -> None:

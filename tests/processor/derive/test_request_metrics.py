@@ -102,6 +102,8 @@ def test_idle_series_expire_and_free_their_label_values() -> None:
         "api_deprecated_requests": 0,
         "api_request_duration_seconds": 1,
         "api_client_endpoint_requests": 1,  # /old expired here too
+        "api_release_requests": 0,  # no service.version
+        "api_release_request_duration_seconds": 0,
     }
 
 

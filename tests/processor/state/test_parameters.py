@@ -263,7 +263,7 @@ def test_the_backlog_bound_counts_parameter_rows_and_drops_past_twice_the_limit(
     activity.consume_feedback([Feedback(SERVICE, "", "x", "1", "c0", now * 1_000_000)] * 3)
     assert activity.pending() == 8
     batch = activity.drain()
-    assert [len(rows) for rows in batch] == [1, 1, 1, 2, 2, 1, 0, 0, 0]  # no experiment rows
+    assert [len(rows) for rows in batch] == [1, 1, 1, 2, 2, 1, 0, 0, 0, 0]  # no experiment or release rows
     assert batch[5] == [(SERVICE, "c0", now, now, 3)]
     activity.consume([request("GET", "/a", "c1", now, tuple(f"n{i}" for i in range(20)))])
     # 8 in flight + 12 rows fit below twice the bound (20): the endpoint row, 5 names with their
@@ -547,6 +547,7 @@ def test_a_version_3_store_migrates_to_4_with_its_data_and_empty_new_tables(
                 2,
                 3,
                 4,
+                5,  # migration 5 (issue 16) runs too
             ]
             assert store.query("SELECT consumer_id, last_seen FROM consumers") == [("c1", now)]
             for table in ("consumer_parameters", "parameters", "consumer_feedback"):
