@@ -27,7 +27,7 @@ def _day_ms(text: str) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     try:
-        from apiusage.conventions.experiments import ExperimentsError, load_experiments
+        from apiusage.conventions.experiments import Experiments, ExperimentsError, load_experiments
         from apiusage.processor.config import ConfigError, load_config, load_experiments_file
         from apiusage.processor.state.store import StoreError, open_store
 
@@ -39,6 +39,7 @@ def _report(args: argparse.Namespace) -> int:
         return 2
     try:
         config = load_config(args.config)
+        experiments: Experiments | None
         if args.experiments:
             experiments = load_experiments(args.experiments)
         else:

@@ -37,10 +37,10 @@ from .store import (
     ActivityRow,
     ConsumerParameterRow,
     ExperimentConsumerRow,
-    _complete,
     SqliteStore,
     Store,
     StoreError,
+    _complete,
     open_store,
 )
 
@@ -644,8 +644,18 @@ def _chunks(batch: ActivityBatch, size: int) -> Iterator[ActivityBatch]:
     with all their activity, parameter and experiment rows), the endpoint, parameter, feedback,
     experiment tally and release rows in the first: every part committed is a consistent store,
     whatever happens to the next."""
-    consumers, activity, endpoints, pairs, parameters, feedback, *experiments, releases = _complete(batch)
-    exp_consumers, exp_days, exp_latency = experiments
+    (
+        consumers,
+        activity,
+        endpoints,
+        pairs,
+        parameters,
+        feedback,
+        exp_consumers,
+        exp_days,
+        exp_latency,
+        releases,
+    ) = _complete(batch)
     by_consumer: dict[tuple[str, str], list[ActivityRow]] = {}
     for act in activity:  # (day, service, consumer_id, ...)
         by_consumer.setdefault((act[1], act[2]), []).append(act)
