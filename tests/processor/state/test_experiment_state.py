@@ -141,7 +141,7 @@ def test_scripted_exposures_give_these_exact_rows_and_the_first_variant_sticks(t
         activity = ConsumerActivity(30, PipelineStats())
         activity.consume_exposures(FLUSH_1)
         batch = activity.drain()
-        assert len(batch) == 9 and batch[:6] == ([], [], [], [], [], [])  # appended at the end
+        assert len(batch) == 10 and batch[:6] == ([], [], [], [], [], []) and batch[9] == []  # after the six
         assert sorted(batch[6]) == [
             (S, E, "c1", "A", T0 + 1000, T0 + 2000, T0 + 1000, None, 2.0),
             (S, E, "c2", "B", T0 + 1500, T0 + 3000, T0 + 3000, None, 3.0),
@@ -258,7 +258,7 @@ def test_the_gauges_expose_assigned_and_contaminated_consumers_exactly(tmp_path,
 
 
 def test_the_gauges_fold_experiments_past_the_label_limit(tmp_path) -> None:
-    limits = LimitsConfig(default_max_label_values=2)
+    limits = LimitsConfig(max_label_values={"experiment": 2})  # experiment has its own default (200)
     service = _state(tmp_path, limits)
     try:
         service.activity.consume_exposures(

@@ -112,10 +112,10 @@ def test_failed_write_keeps_the_markers_for_the_next_flush(tmp_path: Path) -> No
     now = int(time.time() * 1000)
     activity.consume([req("2.0.0", now - 2000, weight=2.0)])
     batch = activity.drain()
-    assert batch[6] == [("orders", "2.0.0", now - 2000, now - 2000, 2.0)]
+    assert batch[9] == [("orders", "2.0.0", now - 2000, now - 2000, 2.0)]
     activity.consume([req("2.0.0", now - 1000), req("2.0.0", now - 3000)])
     activity.restore(batch)
-    assert activity.drain()[6] == [("orders", "2.0.0", now - 3000, now - 1000, 4.0)]
+    assert activity.drain()[9] == [("orders", "2.0.0", now - 3000, now - 1000, 4.0)]
 
 
 def test_hostile_versions_are_bounded_by_the_backlog() -> None:
@@ -123,7 +123,7 @@ def test_hostile_versions_are_bounded_by_the_backlog() -> None:
     activity = ConsumerActivity(30, stats, max_pending=1000)
     now = int(time.time() * 1000)
     activity.consume([req(f"v{i}", now) for i in range(100_000)])
-    releases = activity.drain()[6]
+    releases = activity.drain()[9]
     # Endpoint row first, then releases up to twice the backlog limit; the rest counted as dropped.
     assert len(releases) == 1999
     assert activity.rows_dropped == 100_000 - 1999
