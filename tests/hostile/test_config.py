@@ -188,6 +188,7 @@ def test_every_duration_key_is_in_the_table() -> None:
         "processors.limits.series_ttl",
         "processors.plan_lookup.refresh_interval",
         "processors.memory_limiter.check_interval",
+        "processors.experiment_join.ttl",
         "exporters.otlp.timeout",
         "state.flush_interval",
         "state.refresh_interval",

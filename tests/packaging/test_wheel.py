@@ -269,7 +269,6 @@ def test_processor_only_cli_names_the_missing_extras(processor_venv: Path, tmp_p
     notes = _apiusage(
         processor_venv,
         "release-notes",
-        "experiments",
         "--service",
         "orders-api",
         "--version",

@@ -133,7 +133,8 @@ def test_a_processor_with_experiments_joins_and_exposes_them(tmp_path: Path) -> 
         processor = running.processor
         join = processor.experiment_join
         assert isinstance(join, ExperimentJoin) and join in processor.worker._sinks
-        assert join.exposure_sinks == [processor.experiment_metrics]
+        # counted, and stored with the flush (the variant each consumer was first assigned)
+        assert join.exposure_sinks == [processor.experiment_metrics, processor.activity]
         assert isinstance(processor.experiment_metrics, ExperimentMetrics)
         assert join._ttl == 30.0
         # A request as the Deriver makes it, with its span event, through the sink the worker
