@@ -209,7 +209,7 @@ class _Parser:
         flags: dict[tuple[str, str], str] = {}
         for name, body in raw.items():
             path = f"experiments.{name}"
-            if not isinstance(name, str) or not _NAME.match(name):
+            if not isinstance(name, str) or not _NAME.fullmatch(name):
                 raise self.fail(path, f"not an experiment name ({_NAME_RULE}; got {name!r})")
             experiment = self.experiment(name, body, path)
             other = flags.get((experiment.service, experiment.flag))
@@ -302,7 +302,7 @@ class _Parser:
         items = self.list(value, path)
         seen: list[str] = []
         for i, item in enumerate(items):
-            if not isinstance(item, str) or not _NAME.match(item):
+            if not isinstance(item, str) or not _NAME.fullmatch(item):
                 raise self.fail(f"{path}[{i}]", f"not a name ({_NAME_RULE}; got {item!r})")
             if item in seen:
                 raise self.fail(f"{path}[{i}]", f"{item!r} is listed twice")

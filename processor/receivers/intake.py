@@ -252,9 +252,11 @@ class Intake:
         # one that is queued for the worker was forwarded.
         room = len(events) + len(evaluations)
         reserved = bool(events or refused or evaluations or invalid)
-        if (events or evaluations) and self._backlog is not None and self._backlog():
-            # The consumer store takes feedback too (distinct consumers who gave it), and flag
-            # evaluations join requests whose experiment consumers it stores: as for spans.
+        if events and self._backlog is not None and self._backlog():
+            # The consumer store takes feedback too (distinct consumers who gave it): as for spans.
+            # Flag evaluations do not refuse a logs body (most of its records are the service's
+            # own logs, and most evaluations are of flags no experiment reads): they only join
+            # requests, and a request is refused while the store is backlogged.
             return self.refuse(transport, ExportOutcome.STATE_BACKLOG, _BACKLOG_MESSAGE)
         if reserved and not self._queue.reserve(room):
             return self._queue_refusal(transport)

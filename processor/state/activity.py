@@ -47,6 +47,8 @@ __all__ = ["ConsumerActivity", "DAY_MS"]
 # list and its numbers (measured on CPython 3.11: 250-330 bytes).
 _ROW_OVERHEAD = 300
 _HARD_FACTOR = 2  # rows are dropped only past twice the limit at which the receivers refuse
+#: A release's first (and last) sight is at most this long before the processor received the request.
+RELEASE_PAST_SKEW_MS = 15 * 60_000
 
 log = logging.getLogger("apiusage.processor.state")
 
@@ -158,6 +160,7 @@ class ConsumerActivity:
         now_ms = int(time.time() * 1000)
         oldest_day = now_ms // DAY_MS - self._retention_days
         latest = now_ms + self._future_ms
+        earliest_release = now_ms - RELEASE_PAST_SKEW_MS
         dropped = future = full = 0
         with self._lock:
             consumers, activity, endpoints = self._consumers, self._activity, self._endpoints
@@ -192,7 +195,11 @@ class ConsumerActivity:
                     e[1] = at
                 sv = r.service_version
                 if sv is not None:
-                    full += self._release(releases, (service, sv), at, r.weight, hard_rows, hard_bytes)
+                    # A release is first seen when the processor sees it, give or take a batch:
+                    # one span with a clock days behind must not move the marker (and so the
+                    # release's rank) back to before the release it replaced.
+                    seen = at if at >= earliest_release else earliest_release
+                    full += self._release(releases, (service, sv), seen, r.weight, hard_rows, hard_bytes)
                 consumer = r.consumer_id
                 query, body = r.query_parameters, r.body_fields
                 if query or body:

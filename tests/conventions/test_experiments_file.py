@@ -94,6 +94,11 @@ def _doc(**fields):
             {"variants": ["a", "b c"]},
             "experiments.x.variants[1]: not a name (letters, digits, _.:-, at most 63; got 'b c')",
         ),
+        # Regression: "$" matched before a final newline, so "b\n" passed and never met a variant.
+        (
+            {"variants": ["a", "b\n"]},
+            "experiments.x.variants[1]: not a name (letters, digits, _.:-, at most 63; got 'b\\n')",
+        ),
         ({"control": "z"}, "experiments.x.control: 'z' is not one of the variants ['a', 'b']"),
         ({"split": {"a": 1}}, "experiments.x.split.b: every variant needs a weight"),
         ({"split": {"a": 1, "b": -1}}, "experiments.x.split.b: expected a positive number (got -1)"),
@@ -147,6 +152,8 @@ def test_whole_file_errors():
         parse_experiments({"version": 2}, "exp.yaml")
     with pytest.raises(ExperimentsError, match=r"^exp.yaml: experiments.bad name: not an experiment name"):
         parse_experiments({"experiments": {"bad name": {}}}, "exp.yaml")
+    with pytest.raises(ExperimentsError, match=r"^exp.yaml: experiments.e1\n: not an experiment name"):
+        parse_experiments({"experiments": {"e1\n": _doc()["experiments"]["x"]}}, "exp.yaml")
     two = {"experiments": {"x": _doc()["experiments"]["x"], "y": _doc()["experiments"]["x"]}}
     with pytest.raises(
         ExperimentsError,

@@ -492,3 +492,41 @@ def test_hostile_flag_log_requests_are_bounded_sanitised_and_still_delivered() -
         assert sample(m, "apiusage_export_requests_total", transport="http", outcome="too_large") == 1
         assert sample(m, "apiusage_export_requests_total", transport="grpc", outcome="too_large") == 1
         assert TARGETING_KEY not in repr(sink.evaluations) + repr(sink.feedback)
+
+
+def test_a_backlogged_state_store_does_not_hold_back_logs_that_carry_flag_evaluations() -> None:
+    """Regression: a logs body with one application log line and one flag evaluation was refused
+    (STATE_BACKLOG) and not forwarded while the store lagged, so a service using OpenFeature's
+    hook had all its logs delayed. Feedback still waits for the store; evaluations do not."""
+    from apiusage.processor.pipeline import SpanQueue
+    from apiusage.processor.receivers.intake import Intake
+    from apiusage.processor.telemetry import PipelineStats
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    request = ExportLogsServiceRequest()
+    resource = request.resource_logs.add()
+    resource.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value="shop")))
+    scope = resource.scope_logs.add()
+    scope.log_records.add().body.string_value = "an ordinary application log line"
+    record = scope.log_records.add()
+    record.event_name = "feature_flag.evaluation"
+    record.attributes.extend(
+        [
+            KeyValue(key="feature_flag.key", value=AnyValue(string_value="some-flag")),
+            KeyValue(key="feature_flag.result.variant", value=AnyValue(string_value="on")),
+        ]
+    )
+    record.trace_id, record.span_id = b"\x02" * 16, b"\x01" * 8
+    body = request.SerializeToString()
+    forwarded: list[bytes] = []
+
+    def forward(payload: bytes, *rest: object) -> str:
+        forwarded.append(payload)
+        return "queued"
+
+    queue = SpanQueue(1000)
+    intake = Intake(None, queue, PipelineStats(), forward, None, lambda: True)
+    outcome = intake.pass_through("logs", body, "http")
+    assert forwarded == [body], outcome
+    assert queue.depth == 1  # the evaluation is queued for the join

@@ -59,7 +59,13 @@ def _release_lines(service: StateService) -> list[str]:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_markers_keep_the_first_sight_across_flushes_and_replicas(tmp_path: Path, backend: str) -> None:
+def test_markers_keep_the_first_sight_across_flushes_and_replicas(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apiusage.processor.state import activity as activity_module
+
+    # Hours of releases replayed at once: the clock-skew bound (tested below) is widened.
+    monkeypatch.setattr(activity_module, "RELEASE_PAST_SKEW_MS", 24 * HOUR_MS)
     now = int(time.time() // 1 * 1000)
     t = now - 10 * HOUR_MS  # whole seconds: first_seen / 1000 is exact
     with postgres_server() if backend == "postgres" else _Nothing() as pg:
@@ -143,3 +149,20 @@ def test_the_final_flush_at_shutdown_writes_the_markers(tmp_path: Path) -> None:
         assert [tuple(r) for r in rows] == [("orders", "3.0.0", now - 5000, now - 1000, 5.0)]
     finally:
         reopened.close()
+
+
+def test_a_span_with_a_clock_days_behind_does_not_move_a_release_back(monkeypatch) -> None:
+    """Regression: one 1.5.0 span stamped 5 days ago made 1.5.0 older than the 1.4.2 it replaced
+    (first_seen is the minimum), so 1.4.2 ranked newest and ApiReleaseRegression compared the
+    wrong pair. A release is first seen at most 15 minutes before the processor saw it."""
+    from apiusage.processor.state import activity as activity_module
+
+    now = 1_780_000_000_000
+    monkeypatch.setattr(activity_module.time, "time", lambda: now / 1000)
+    activity = ConsumerActivity(30, PipelineStats())
+    activity.consume(
+        [req("1.5.0", now - 3_600_000), req("1.5.0", now - 5 * 86_400_000), req("1.5.0", now - 60_000)]
+    )
+    skew = activity_module.RELEASE_PAST_SKEW_MS
+    assert skew == 15 * 60_000
+    assert activity.drain()[9] == [("orders", "1.5.0", now - skew, now - 60_000, 3.0)]
