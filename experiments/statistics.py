@@ -60,6 +60,8 @@ BOOTSTRAP_MAX_REQUESTS = 10**15
 #: larger histogram is scaled down to it, keeping its shape: the p-value is then that of a
 #: sample this size, so conservative (a real difference only looks less certain).
 MANN_WHITNEY_CAP = 100_000
+#: The smallest relative p95 change the histogram can resolve: one bucket is 25% wide.
+LATENCY_RESOLUTION = 0.25
 
 _BOUNDS = np.asarray(EXPERIMENT_LATENCY_BOUNDS, dtype=float)
 _LOWER = np.concatenate(([0.0], _BOUNDS))  # bucket i spans (_LOWER[i], _BOUNDS[i]]
@@ -97,8 +99,11 @@ class LatencyResult(NamedTuple):
     p_value: float
     significant: bool
     relative_change: float
-    #: relative change of p95 detectable at `power` with this traffic (from the bootstrap spread)
+    #: relative change of p95 detectable at `power` with this traffic (from the bootstrap spread;
+    #: at least LATENCY_RESOLUTION)
     minimum_detectable_effect: float
+    #: which way the treatment's requests lean (Mann–Whitney): 1 slower, -1 faster, 0 neither
+    shift: int = 0
 
 
 class TtfsResult(NamedTuple):
@@ -312,14 +317,17 @@ def _expand(counts: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(BUCKETS), counts.astype(np.int64))
 
 
-def _mann_whitney(control: np.ndarray, treatment: np.ndarray) -> float:
+def _mann_whitney(control: np.ndarray, treatment: np.ndarray) -> tuple[float, int]:
+    """The two-sided p-value, and which way treatment requests lean: 1 slower, -1 faster, 0 neither."""
     if control.size == 0 or treatment.size == 0:
-        return NAN
+        return NAN, 0
     if np.all(control == control[0]) and np.all(treatment == control[0]):
-        return 1.0  # one value on both sides: the tie-corrected variance is zero
+        return 1.0, 0  # one value on both sides: the tie-corrected variance is zero
     # Asymptotic with the tie correction: the buckets make ties the rule, not the exception.
     result = stats.mannwhitneyu(treatment, control, alternative="two-sided", method="asymptotic")
-    return _finite(result.pvalue)
+    centre = treatment.size * control.size / 2  # U of the treatment when neither side leans
+    shift = 1 if result.statistic > centre else -1 if result.statistic < centre else 0
+    return _finite(result.pvalue), shift
 
 
 def compare_latency(
@@ -345,14 +353,18 @@ def compare_latency(
     boot_t = _bootstrap_p95(treatment, _generator(rng), resamples)
     p95_c = float(_quantiles(control[None, :], 0.95)[0])
     p95_t = float(_quantiles(treatment[None, :], 0.95)[0])
-    p_value = _mann_whitney(_expand(control), _expand(treatment))
+    p_value, shift = _mann_whitney(_expand(control), _expand(treatment))
     relative = (p95_t - p95_c) / p95_c if p95_c > 0 else NAN
     mde = NAN
     if p95_c > 0 and not (np.isnan(boot_c).any() or np.isnan(boot_t).any()):
         spread = math.hypot(float(np.std(boot_c)), float(np.std(boot_t)))
         z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
-        mde = float(z * spread / p95_c)
-    significant = not math.isnan(p_value) and p_value < alpha
+        # Within one bucket a p95 is interpolated, not measured: no change smaller than a bucket's
+        # width (25%) can be told apart, however tight the bootstrap (one bucket: no spread at all).
+        mde = max(float(z * spread / p95_c), LATENCY_RESOLUTION)
+    # The test compares distributions; a p95 moving against the way they shifted is not a result.
+    moved = 1 if p95_t > p95_c else -1 if p95_t < p95_c else 0
+    significant = not math.isnan(p_value) and p_value < alpha and shift != 0 and moved == shift
     return LatencyResult(
         p95_c,
         p95_t,
@@ -362,6 +374,7 @@ def compare_latency(
         significant,
         relative,
         mde,
+        shift,
     )
 
 

@@ -224,6 +224,13 @@ class _Comparison:
     what: str  # the unit counted, for "not enough data" ("requests", "consumers")
     n_control: float
     n_treatment: float
+    #: which way the test says the treatment leans (1 up, -1 down, 0: the test has no direction)
+    shift: int = 0
+
+    @property
+    def against(self) -> bool:
+        """The value moved against the way the test says the distribution shifted."""
+        return self.shift * (self.treatment_value - self.control_value) < 0
 
 
 def _compare(metric: str, c: VariantData, t: VariantData, experiment: Experiment) -> _Comparison:
@@ -248,7 +255,7 @@ def _compare(metric: str, c: VariantData, t: VariantData, experiment: Experiment
         return _Comparison(
             metric, t.variant, lat.p95_control, lat.p95_treatment, (NAN, NAN), lat.relative_change,
             lat.p_value, lat.minimum_detectable_effect, NAN,
-            timed_c > 0 and timed_t > 0, "timed requests", timed_c, timed_t,
+            timed_c > 0 and timed_t > 0, "timed requests", timed_c, timed_t, lat.shift,
         )  # fmt: skip
     if metric == "time_to_first_success":
         tt = compare_ttfs(c.ttfs_seconds, t.ttfs_seconds, alpha)
@@ -292,6 +299,7 @@ def _sentence(
     blocked: bool,
     prefix: str,
     adjusted: str,
+    against: bool = False,
 ) -> str:
     m = comparison.metric
     name = NAMES[m]
@@ -304,6 +312,12 @@ def _sentence(
     if blocked:
         return f"{prefix}{name}: {c} vs {t} (not read: sample ratio mismatch)"
     p_text = fmt.p_value(p) + adjusted
+    if against:
+        way = "slower" if comparison.shift > 0 else "faster"
+        return (
+            f"{prefix}no significant change in {name} ({c} vs {t}): the treatment's requests are "
+            f"{way} overall ({p_text}), against the way {name} moved"
+        )
     if not significant:
         mde = comparison.mde
         detect = ""
@@ -390,7 +404,7 @@ def analyse(experiment: Experiment, data: Mapping[str, VariantData]) -> Analysis
         adjusted = _holm([c.p_value for c in comparisons], alpha, correction)
         for comparison, p in zip(comparisons, adjusted, strict=True):
             tested = comparison.enough and not blocked and math.isfinite(p)
-            significant = tested and p < alpha
+            significant = tested and p < alpha and not comparison.against
             higher = comparison.treatment_value > comparison.control_value
             lower = comparison.treatment_value < comparison.control_value
             worse = significant and (higher if metric in _HIGHER_IS_WORSE else lower)
@@ -424,6 +438,7 @@ def analyse(experiment: Experiment, data: Mapping[str, VariantData]) -> Analysis
                         blocked,
                         prefix.format(t=comparison.treatment),
                         adjusted_note,
+                        tested and p < alpha and comparison.against,
                     ),
                 )
             )

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 from apiusage.experiments.statistics import (
+    LATENCY_RESOLUTION,
     MANN_WHITNEY_CAP,
     compare_latency,
     compare_proportions,
@@ -237,7 +238,8 @@ def test_a_30_percent_p95_shift_is_detected() -> None:
     assert result.ci_control == p95_interval(control, ALPHA)
     assert result.ci_treatment == p95_interval(treatment, ALPHA)
     # The detectable change at this traffic is well under the shift found.
-    assert 0.01 < result.minimum_detectable_effect < 0.1
+    # the bootstrap alone would say a few percent; a 25%-wide bucket cannot resolve less
+    assert result.minimum_detectable_effect == LATENCY_RESOLUTION == 0.25
 
 
 def test_no_latency_shift_is_not_significant() -> None:
@@ -343,3 +345,22 @@ def test_a_histogram_beyond_int64_requests_still_gets_an_interval() -> None:
     low, high = p95_interval(counts, ALPHA)
     assert low <= quantile_from_histogram(counts, 0.95) <= high
     assert compare_latency(counts, counts, ALPHA).p_value == pytest.approx(1.0)
+
+
+def test_a_p95_that_moves_against_the_shift_of_the_distribution_is_not_significant() -> None:
+    """Regression: most treatment requests were faster (bucket 2 against 5), a few more were slow,
+    so the interpolated p95 rose 72 -> 78 ms while Mann-Whitney said "faster" with p < 1e-6; the
+    verdict called it a failed latency guardrail. The two must agree for a result."""
+    control = [0.0] * BUCKETS
+    treatment = [0.0] * BUCKETS
+    control[5], control[20] = 9400.0, 600.0
+    treatment[2], treatment[20] = 9000.0, 1000.0
+    result = compare_latency(control, treatment, resamples=200)
+    assert result.p95_treatment > result.p95_control
+    assert result.p_value < 1e-6 and result.shift == -1
+    assert result.significant is False
+    # One bucket on both sides: no spread, yet no change under a bucket's width is detectable.
+    one = [0.0] * BUCKETS
+    one[20] = 1e6
+    flat = compare_latency(one, one, resamples=200)
+    assert (flat.p_value, flat.shift, flat.minimum_detectable_effect) == (1.0, 0, LATENCY_RESOLUTION)

@@ -329,7 +329,7 @@ def test_values_that_round_alike_are_written_with_the_precision_that_tells_them_
     assert analysis.verdict[2:4] == (
         "treatment raises error ratio from 0.1% to 0.1001% (p < 0.000001): primary metric worse",
         "no significant change in p95 latency (86 ms vs 86 ms, p = 1; "
-        "with this traffic the smallest detectable change is < 0.01%)",
+        "with this traffic the smallest detectable change is 25%)",
     )
 
 
@@ -360,3 +360,39 @@ def test_the_protocol_example_of_the_docs_parses_and_its_sentences_are_the_verdi
         "contamination: 50 of 2,000 consumers (2.5%) were seen in more than one variant",
     ):
         assert sentence in flat, sentence
+
+
+def test_the_verdict_says_when_latency_shifted_against_its_p95() -> None:
+    from apiusage.conventions.experiments import parse_experiments
+    from apiusage.experiments.data import VariantData
+    from apiusage.experiments.verdict import analyse
+    from apiusage.processor.state.schema import EXPERIMENT_LATENCY_BOUNDS
+
+    n = len(EXPERIMENT_LATENCY_BOUNDS) + 1
+    experiment = parse_experiments(
+        {
+            "experiments": {
+                "x": {
+                    "service": "s",
+                    "flag": "f",
+                    "variants": ["control", "treatment"],
+                    "control": "control",
+                    "guardrails": ["latency_p95"],
+                }
+            }
+        }
+    ).experiments["x"]
+    control, treatment = [0.0] * n, [0.0] * n
+    control[5], control[20] = 9400.0, 600.0
+    treatment[2], treatment[20] = 9000.0, 1000.0
+    data = {
+        "control": VariantData("control", 10_000, 10, 0, 500, 0, tuple(control), 0, (), 500),
+        "treatment": VariantData("treatment", 10_000, 10, 0, 500, 0, tuple(treatment), 0, (), 500),
+    }
+    analysis = analyse(experiment, data)
+    (latency,) = [r for r in analysis.results if r.metric == "latency_p95"]
+    assert (latency.significant, latency.guardrail_failed) == (False, False)
+    assert latency.sentence == (
+        "no significant change in p95 latency (72 ms vs 78 ms): the treatment's requests are faster "
+        "overall (p < 0.000001), against the way p95 latency moved"
+    )
