@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the command module imports nothing of its tool at start-up
+    from .build import PrometheusClient
 
 __all__ = ["register"]
 
@@ -15,18 +19,28 @@ def _duration(text: str) -> int:
     return int(text[:-1]) * units[text[-1]]
 
 
+def _prometheus(url: str) -> PrometheusClient | None:
+    """A PrometheusClient that answered, or None after saying in one line why not."""
+    from .build import PrometheusClient, PrometheusError
+
+    client = PrometheusClient(url)
+    try:
+        client.check()
+    except PrometheusError as exc:
+        print(f"apiusage: {exc} (set --prometheus to its URL)", file=sys.stderr)
+        return None
+    return client
+
+
 def _report(args: argparse.Namespace) -> int:
     """Write the HTML usage report from a Prometheus."""
     import time
     from pathlib import Path
 
-    from .build import PrometheusClient, PrometheusError, build_report, render_html
+    from .build import build_report, render_html
 
-    client = PrometheusClient(args.prometheus)
-    try:
-        client.check()
-    except PrometheusError as exc:
-        print(f"apiusage: {exc} (set --prometheus to its URL)", file=sys.stderr)
+    client = _prometheus(args.prometheus)
+    if client is None:
         return 2
     now = time.time()
     sections = build_report(client, args.range, now, args.service)
@@ -49,14 +63,11 @@ def _release_notes(args: argparse.Namespace) -> int:
     """Print markdown release notes for one release, from a Prometheus."""
     import time
 
-    from .build import PrometheusClient, PrometheusError
+    from .build import PrometheusError
     from .release_notes import ReleaseNotesError, release_notes
 
-    client = PrometheusClient(args.prometheus)
-    try:
-        client.check()
-    except PrometheusError as exc:
-        print(f"apiusage: {exc} (set --prometheus to its URL)", file=sys.stderr)
+    client = _prometheus(args.prometheus)
+    if client is None:
         return 2
     try:
         text = release_notes(client, args.service, args.version, args.against, time.time())

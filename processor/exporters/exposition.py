@@ -9,6 +9,8 @@ Prometheus text format 0.0.4 and, when the scraper asks for it, OpenMetrics
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
@@ -95,17 +97,27 @@ def render_request_metrics(snap: Snapshot, openmetrics: bool) -> str:
         add(f"# TYPE {name} histogram")
         if openmetrics:
             add(f"# UNIT {name} seconds")
-        names = FAMILIES[name]
-        for key, (counts, count, total) in snap.release_histograms.items():
-            labels = _labels(names, key)
-            cumulative = 0.0
-            for le, n in zip(les, counts, strict=True):
-                cumulative += n
-                add(f'{name}_bucket{{{labels},le="{le}"}} {_num(cumulative)}')
-            add(f"{name}_count{{{labels}}} {_num(count)}")
-            add(f"{name}_sum{{{labels}}} {repr(float(total))}")
+        _histogram_series(add, name, FAMILIES[name], les, snap.release_histograms)
     add("")
     return "\n".join(out)
+
+
+def _histogram_series(
+    add: Callable[[str], None],
+    name: str,
+    names: tuple[str, ...],
+    les: Sequence[str],
+    hists: Mapping[tuple, tuple[Sequence[float], float, float]],
+) -> None:
+    """The bucket, count and sum lines of a histogram family without exemplars."""
+    for key, (counts, count, total) in hists.items():
+        labels = _labels(names, key)
+        cumulative = 0.0
+        for le, n in zip(les, counts, strict=True):
+            cumulative += n
+            add(f'{name}_bucket{{{labels},le="{le}"}} {_num(cumulative)}')
+        add(f"{name}_count{{{labels}}} {_num(count)}")
+        add(f"{name}_sum{{{labels}}} {repr(float(total))}")
 
 
 def render_design_metrics(snap: design.DesignSnapshot, openmetrics: bool) -> str:
@@ -123,15 +135,7 @@ def render_design_metrics(snap: design.DesignSnapshot, openmetrics: bool) -> str
         if openmetrics:
             add(f"# UNIT {name} {_UNITS[name]}")
         les = [le_label(b) for b in snap.buckets[name]] + ["+Inf"]
-        names = design.FAMILIES[name]
-        for key, (counts, count, total) in hists.items():
-            labels = _labels(names, key)
-            cumulative = 0.0
-            for le, n in zip(les, counts, strict=True):
-                cumulative += n
-                add(f'{name}_bucket{{{labels},le="{le}"}} {_num(cumulative)}')
-            add(f"{name}_count{{{labels}}} {_num(count)}")
-            add(f"{name}_sum{{{labels}}} {repr(float(total))}")
+        _histogram_series(add, name, design.FAMILIES[name], les, hists)
     add("")
     return "\n".join(out)
 
