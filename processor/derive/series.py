@@ -152,7 +152,14 @@ class SeriesTable:
         """Drop series idle for longer than the TTL; returns how many went."""
         cutoff = now - self._ttl
         stale = [k for k, cell in self.series.items() if cell[0] < cutoff]
-        for key in stale:
+        self._remove(stale)
+        # Resolutions may point at dropped cells: start afresh (cheap, rebuilt lazily).
+        self._resolved.clear()
+        return len(stale)
+
+    def _remove(self, keys: list[tuple[Any, ...]]) -> None:
+        """Delete these series and release the label values they held."""
+        for key in keys:
             del self.series[key]
             for i, value in enumerate(key):
                 if value == OVERFLOW_VALUE:
@@ -164,26 +171,12 @@ class SeriesTable:
                     del self._values[i][value]
             if self._scoped is not None:
                 self._unscope(key)
-        # Resolutions may point at dropped cells: start afresh (cheap, rebuilt lazily).
-        self._resolved.clear()
-        return len(stale)
 
     def discard(self, drop: Callable[[tuple[Any, ...]], bool]) -> int:
         """Drop the series whose key `drop` selects (a release pushed out of its window); returns
         how many went."""
         gone = [k for k in self.series if drop(k)]
-        for key in gone:
-            del self.series[key]
-            for i, value in enumerate(key):
-                if value == OVERFLOW_VALUE:
-                    continue
-                left = self._values[i][value] - 1
-                if left:
-                    self._values[i][value] = left
-                else:
-                    del self._values[i][value]
-            if self._scoped is not None:
-                self._unscope(key)
+        self._remove(gone)
         if gone:
             self._resolved.clear()
         return len(gone)
