@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from apiusage.conventions import panels as contract
-from grafana_foundation_sdk.builders import dashboard, table
+from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.models import common
-from grafana_foundation_sdk.models.dashboard import (
-    DataTransformerConfig,
-)
 
 from .alert_links import Alerts
 from .kit import (
@@ -25,6 +22,7 @@ from .kit import (
     sum_rate,
     thresholds,
     timeseries_panel,
+    value_table,
 )
 
 
@@ -142,15 +140,7 @@ def deprecations(alerts: Alerts) -> dashboard.Dashboard:
         q(sum_rate("plan_tier", "api_deprecated_requests_total", svc), "{{plan_tier}}"),
     )
     b.add(
-        table.Panel()
-        .cell_height(common.TableCellHeight.SM)
-        .decimals(1)
-        .with_transformation(
-            DataTransformerConfig(
-                id_val="organize",
-                options={"excludeByName": {"Time": True}, "renameByName": {"Value": "days since last call"}},
-            )
-        ),
+        value_table("days since last call").decimals(1),
         10,
         "Days since the last call",
         "When was each catalog endpoint last called? Days since its last request (endpoints "

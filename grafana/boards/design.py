@@ -23,6 +23,7 @@ from .kit import (
     service_variable,
     sum_rate,
     timeseries_panel,
+    value_table,
 )
 
 ROUTE = "service, method, route"
@@ -199,15 +200,7 @@ def design(alerts: Alerts) -> dashboard.Dashboard:
         ),
     )
     b.add(
-        table.Panel()
-        .cell_height(common.TableCellHeight.SM)
-        .show_header(True)
-        .with_transformation(
-            DataTransformerConfig(
-                id_val="organize",
-                options={"excludeByName": {"Time": True}, "renameByName": {"Value": "unused parameters"}},
-            )
-        ),
+        value_table("unused parameters").show_header(True),
         10,
         CONTRACT,
         "Which declared parameters does nobody use? Per endpoint, the number of parameters and "

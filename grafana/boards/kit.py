@@ -259,6 +259,20 @@ def bargauge_panel(
     return panel
 
 
+def value_table(value: str) -> table.Panel:
+    """An instant-query table whose one value column is named `value` (the Time column hidden)."""
+    return (
+        table.Panel()
+        .cell_height(common.TableCellHeight.SM)
+        .with_transformation(
+            DataTransformerConfig(
+                id_val="organize",
+                options={"excludeByName": {"Time": True}, "renameByName": {"Value": value}},
+            )
+        )
+    )
+
+
 def firing_alerts(board: Board, names: set[str], *, by_service: bool) -> None:
     """Panel 1 of every dashboard: the alerts pointing at this dashboard that fire now."""
     regex = "|".join(sorted(names)) or "^$"

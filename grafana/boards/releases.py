@@ -4,9 +4,7 @@ from the release markers of the state store (api_release_first_seen_timestamp_se
 from __future__ import annotations
 
 from apiusage.conventions import panels as contract
-from grafana_foundation_sdk.builders import dashboard, table
-from grafana_foundation_sdk.models import common
-from grafana_foundation_sdk.models.dashboard import DataTransformerConfig
+from grafana_foundation_sdk.builders import dashboard
 
 from .alert_links import Alerts
 from .kit import (
@@ -21,6 +19,7 @@ from .kit import (
     service_variable,
     sum_rate,
     timeseries_panel,
+    value_table,
 )
 
 _BY = "service, version"
@@ -97,14 +96,7 @@ def releases(alerts: Alerts) -> dashboard.Dashboard:
         ),
     )
     b.add(
-        table.Panel()
-        .cell_height(common.TableCellHeight.SM)
-        .with_transformation(
-            DataTransformerConfig(
-                id_val="organize",
-                options={"excludeByName": {"Time": True}, "renameByName": {"Value": "first seen"}},
-            )
-        ),
+        value_table("first seen"),
         5,
         CONTRACT,
         "Which releases were deployed when? The newest versions of each service (limits.max_releases) "
@@ -120,14 +112,7 @@ def releases(alerts: Alerts) -> dashboard.Dashboard:
         ),
     )
     b.add(
-        table.Panel()
-        .cell_height(common.TableCellHeight.SM)
-        .with_transformation(
-            DataTransformerConfig(
-                id_val="organize",
-                options={"excludeByName": {"Time": True}, "renameByName": {"Value": "5xx ratio (1h)"}},
-            )
-        ),
+        value_table("5xx ratio (1h)"),
         6,
         CONTRACT,
         "On which endpoints does a release fail? 5xx ratio over the last hour per release and "
