@@ -43,6 +43,7 @@ OVERVIEW, ADOPTION, DEPRECATIONS, PIPELINE, DESIGN = (
     "apiusage-design",
 )
 RELEASES = "apiusage-releases"
+EXPERIMENTS = "apiusage-experiments"
 
 DASHBOARDS: tuple[Dashboard, ...] = (
     Dashboard(OVERVIEW, "api-overview", "API overview", ("datasource", "service", "route", "plan_tier")),
@@ -55,6 +56,7 @@ DASHBOARDS: tuple[Dashboard, ...] = (
     Dashboard(PIPELINE, "pipeline-health", "Pipeline health", ("datasource",)),
     Dashboard(DESIGN, "api-design", "API design", ("datasource", "service", "route")),
     Dashboard(RELEASES, "releases", "Releases", ("datasource", "service")),
+    Dashboard(EXPERIMENTS, "experiments", "Experiments", ("datasource", "service", "experiment")),
 )
 
 _REQ, _DUR = "api_requests_total", "api_request_duration_seconds_bucket"
@@ -145,6 +147,18 @@ PANELS: tuple[Panel, ...] = (
     Panel(RELEASES, 4, "Latency p95 by release", "api_release_request_duration_seconds_bucket"),
     Panel(RELEASES, 5, "Releases by first sight", "api_release_first_seen_timestamp_seconds"),
     Panel(RELEASES, 6, "Error ratio by release and endpoint", "api_release_requests_total"),
+    # Experiments (issue 16): per variant; the checks come from the processor's state refresh.
+    Panel(EXPERIMENTS, 2, "Requests per second by variant", "api_experiment_requests_total"),
+    Panel(EXPERIMENTS, 3, "Error ratio (5xx) by variant", "api_experiment_requests_total"),
+    Panel(EXPERIMENTS, 4, "Client error ratio (4xx) by variant", "api_experiment_requests_total"),
+    Panel(EXPERIMENTS, 5, "Latency p95 by variant", "api_experiment_request_duration_seconds_bucket"),
+    Panel(EXPERIMENTS, 6, "Consumers by assigned variant", "api_experiment_consumers"),
+    Panel(
+        EXPERIMENTS, 7, "Sample ratio check", "api_experiment_sample_ratio_p_value", "experiment_sample_ratio"
+    ),
+    Panel(EXPERIMENTS, 8, "Guardrails", "api_experiment_guardrail_failed", "experiment_guardrail"),
+    Panel(EXPERIMENTS, 9, "Metric p-values (Holm-adjusted)", "api_experiment_p_value"),
+    Panel(EXPERIMENTS, 10, "Contaminated consumers", "api_experiment_contaminated_consumers"),
 )
 
 

@@ -9,6 +9,9 @@ __all__ = ["VariantData"]
 
 @dataclass(frozen=True)
 class VariantData:
+    """Counts are of the spans the processor received (the sample sizes the tests need); the
+    `estimated_*` fields are the sampling-weighted totals (adjusted counts), None when the same."""
+
     variant: str
     requests: float
     errors: float  # 5xx
@@ -20,3 +23,6 @@ class VariantData:
     # time to first success per consumer that succeeded (<= 10,000, a uniform sample)
     ttfs_seconds: tuple[float, ...]
     never_succeeded: int
+    estimated_requests: float | None = None
+    estimated_errors: float | None = None
+    estimated_client_errors: float | None = None

@@ -104,6 +104,17 @@ class ConsumerReport:
     # Release markers (issue 16): (service, version) → first seen (Unix s), and rank (0 = newest)
     release_first_seen: dict[tuple, float] = field(default_factory=dict)
     release_rank: dict[tuple, int] = field(default_factory=dict)
+    # Experiment checks (issue 16), the verdict of `apiusage experiments report` per experiment
+    # of the experiments file, computed on the leader's refresh when the statistics are installed:
+    # (service, experiment) → 1 while it runs (its start <= today < start + planned_days), else 0;
+    experiment_running: dict[tuple, int] = field(default_factory=dict)
+    # (service, experiment) → the SRM chi-square p-value, and 1 when it fails (verdict blocked);
+    experiment_srm_p_value: dict[tuple, float] = field(default_factory=dict)
+    experiment_srm_mismatch: dict[tuple, int] = field(default_factory=dict)
+    # (service, experiment, variant, metric), per treatment: 1 when the guardrail failed, else 0;
+    # and every tested metric's Holm-adjusted p-value.
+    experiment_guardrail_failed: dict[tuple, int] = field(default_factory=dict)
+    experiment_p_value: dict[tuple, float] = field(default_factory=dict)
 
 
 def deprecated_endpoints(store: Store, catalog: Catalog | None) -> list[ResolvedEndpoint]:
