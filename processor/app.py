@@ -207,7 +207,7 @@ class Processor:
                 self.worker,
                 self.scanner.implementation,
                 _version(),
-                self.design_metrics,
+                [m for m in (self.design_metrics, self.experiment_metrics) if m is not None],
             )
         ]
         if self.forwarder is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hmac
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -34,6 +34,12 @@ class _Collector(Protocol):
     def collect(self) -> Iterable[Metric]: ...
 
 
+class SeriesSource(Protocol):
+    """An aggregate whose live series apiusage_series counts, per metric family."""
+
+    def series_counts(self) -> dict[str, int]: ...
+
+
 class UsageCollector:
     """The pipeline's health; the request families are written by exposition.py (faster)."""
 
@@ -45,10 +51,10 @@ class UsageCollector:
         worker: Worker,
         scanner_impl: str,
         version: str,
-        design_metrics: DesignMetrics | None = None,
+        series: Sequence[SeriesSource] = (),
     ) -> None:
         self._metrics = metrics
-        self._design = design_metrics
+        self._series = tuple(series)  # besides `metrics`: every other family with a series bound
         self._stats = stats
         self._queue = queue
         self._worker = worker
@@ -56,8 +62,8 @@ class UsageCollector:
 
     def collect(self) -> Iterable[Metric]:
         counts = self._metrics.series_counts()
-        if self._design is not None:
-            counts.update(self._design.series_counts())
+        for source in self._series:
+            counts.update(source.series_counts())
         yield from self._health(counts)
 
     def _health(self, series_counts: dict[str, int]) -> Iterable[Metric]:
