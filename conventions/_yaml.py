@@ -39,7 +39,7 @@ try:
 except ImportError:  # PyYAML built without libyaml
     CParser = None  # type: ignore[assignment,misc]
 
-__all__ = ["YamlError", "YamlLimits", "describe", "load_file", "safe_load"]
+__all__ = ["DocumentParser", "YamlError", "YamlLimits", "describe", "load_file", "safe_load"]
 
 # A position in the text: yaml.error.Mark from the pure-Python parser, yaml._yaml.Mark from libyaml.
 AnyMark = Any
@@ -335,3 +335,29 @@ def describe(value: Any) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
         type(value), type(value).__name__
     )
+
+
+class DocumentParser:
+    """What the parsers of the project's YAML files share: errors that name the file and the key
+    path, and a top level that is a mapping of one section and an optional `version: 1`."""
+
+    error: type[ConventionsError] = ConventionsError
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, path: str, message: str) -> ConventionsError:
+        where = f"{self.source}: {path}: " if path else f"{self.source}: "
+        return self.error(where + message)
+
+    def section(self, data: Any, key: str, what: str) -> Any:
+        """The `key` section of the top-level mapping, after refusing any other key and any
+        version but 1; `what` names the file in messages ("catalog")."""
+        if not isinstance(data, dict):
+            raise self.fail("", f"expected a mapping with {_article(key)} '{key}' key (got {describe(data)})")
+        for name in data:
+            if name not in (key, "version"):
+                raise self.fail(str(name), f"unknown key (allowed: {key}, version)")
+        if "version" in data and (type(data["version"]) is not int or data["version"] != 1):
+            raise self.fail("version", f"unsupported {what} version (got {data['version']!r})")
+        return data.get(key)

@@ -38,8 +38,8 @@ from typing import Any, Literal, overload
 
 import yaml
 
+from ._yaml import DocumentParser, load_file
 from ._yaml import describe as _kind
-from ._yaml import load_file
 from .errors import ConventionsError
 from .routes import RouteTemplateError, parse_route, route_key
 
@@ -199,25 +199,13 @@ def dump_catalog(catalog: Catalog, header: str | None = None) -> str:
     return text
 
 
-class _Parser:
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, path: str, message: str) -> CatalogError:
-        where = f"{self.source}: {path}: " if path else f"{self.source}: "
-        return CatalogError(where + message)
+class _Parser(DocumentParser):
+    error = CatalogError
 
     def catalog(self, data: Any) -> Catalog:
         if data is None:
             raise self.fail("", "empty catalog (expected a mapping with a 'services' key)")
-        if not isinstance(data, dict):
-            raise self.fail("", f"expected a mapping with a 'services' key (got {_kind(data)})")
-        for key in data:
-            if key not in ("services", "version"):
-                raise self.fail(str(key), "unknown key (allowed: services, version)")
-        if "version" in data and data["version"] != 1:
-            raise self.fail("version", f"unsupported catalog version (got {data['version']!r})")
-        services = data.get("services")
+        services = self.section(data, "services", "catalog")
         if services is None:
             return Catalog((), self.source)
         if not isinstance(services, dict):

@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._yaml import DocumentParser, load_file
 from ._yaml import describe as _kind
-from ._yaml import load_file
 from .errors import ConventionsError
 from .routes import RouteTemplateError, parse_route, route_key
 
@@ -180,25 +180,13 @@ def parse_experiments(data: Any, source: str = "<experiments>") -> Experiments:
     return _Parser(source).experiments(data)
 
 
-class _Parser:
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, path: str, message: str) -> ExperimentsError:
-        where = f"{self.source}: {path}: " if path else f"{self.source}: "
-        return ExperimentsError(where + message)
+class _Parser(DocumentParser):
+    error = ExperimentsError
 
     def experiments(self, data: Any) -> Experiments:
         if data is None:
             return Experiments({}, self.source)
-        if not isinstance(data, dict):
-            raise self.fail("", f"expected a mapping with an 'experiments' key (got {_kind(data)})")
-        for key in data:
-            if key not in ("experiments", "version"):
-                raise self.fail(str(key), "unknown key (allowed: experiments, version)")
-        if "version" in data and (type(data["version"]) is not int or data["version"] != 1):
-            raise self.fail("version", f"unsupported experiments file version (got {data['version']!r})")
-        raw = data.get("experiments")
+        raw = self.section(data, "experiments", "experiments file")
         if raw is None:
             return Experiments({}, self.source)
         if not isinstance(raw, dict):
