@@ -140,6 +140,7 @@ def slo_alerts(slo: SloFile) -> list[Alert]:
 # release is worse than the one before when its figure passes both the factor and the floor.
 RELEASE_ERROR_FACTOR = 1.5  # x the previous release's 5xx ratio on the same route
 RELEASE_ERROR_POINTS = 0.01  # and at least 1 point above it
+RELEASE_ERROR_Z = 3.0  # and unlikely by chance: the two-proportion z over 3 (one-sided p < 0.0014)
 RELEASE_LATENCY_FACTOR = 1.5  # x the previous release's p95 on the same service
 RELEASE_LATENCY_SECONDS = 0.05  # and at least 50 ms above it
 
@@ -152,6 +153,7 @@ def _worse(previous: str, factor: float, floor: float) -> str:
 def release_regression() -> Alert:
     rank0 = "on (service, version) (apiusage_release:api_release_rank == 0)"
     errors = "apiusage_release_route:api_release_requests_5xx:ratio"
+    z = "apiusage_release_route:api_release_requests_5xx:z_previous"
     p95 = "apiusage_release:api_release_request_duration_seconds:p95"
     return Alert(
         "ApiReleaseRegression",
@@ -159,9 +161,12 @@ def release_regression() -> Alert:
         "api",
         dedent(f"""
             label_replace(
-              ({errors}_rate1h and {rank0})
-              > on ({ROUTE}) group_left (previous_version)
-              {_worse(f"{errors}_previous", RELEASE_ERROR_FACTOR, RELEASE_ERROR_POINTS)},
+              (
+                ({errors}_rate1h and {rank0})
+                > on ({ROUTE}) group_left (previous_version)
+                {_worse(f"{errors}_previous", RELEASE_ERROR_FACTOR, RELEASE_ERROR_POINTS)}
+              )
+              and {z} > {num(RELEASE_ERROR_Z)},
               "signal", "error_ratio", "", ""
             )
             or
@@ -176,9 +181,10 @@ def release_regression() -> Alert:
         "The newest release of a service is worse than the one before it.",
         "{{ $labels.service }} {{ $labels.version }}{{ with $labels.route }} on {{ $labels.method }} "
         '{{ . }}{{ end }}: {{ if eq $labels.signal "latency_p95" }}p95 latency '
-        "{{ $value | humanizeDuration }}{{ else }}5xx ratio {{ $value | humanizePercentage }}{{ end }} "
-        "over the last hour, well above the last figure of the release before it, "
-        "{{ $labels.previous_version }}.",
+        "{{ $value | humanizeDuration }} over the last hour, well above the last figure of the "
+        "release before it, {{ $labels.previous_version }}{{ else }}5xx ratio "
+        "{{ $value | humanizePercentage }} over the last hour, well above the release before it, "
+        "{{ $labels.previous_version }}, over its last 7 days{{ end }}.",
         "release_regression",
         ("service",),
     )

@@ -72,30 +72,33 @@ def release_rules() -> list[dict]:
     rank = "apiusage_release:api_release_rank"
 
     def previous(expr: str, by: str) -> str:
-        # The rank-1 release's last value, its version moved to `previous_version` so that it
-        # joins the newest release's series on the other labels.
+        # The rank-1 release's value, its version moved to `previous_version` so that it joins the
+        # newest release's series on the other labels.
         return f"""
             max by ({by}, previous_version) (
               label_replace(
-                last_over_time({expr}[{RELEASE_LOOKBACK}]) and on (service, version) ({rank} == 1),
+                {expr} and on (service, version) ({rank} == 1),
                 "previous_version", "$1", "version", "(.*)"
               )
             )
         """
 
+    def total(selector: str) -> str:
+        # The counters' increase over the lookback: the previous release's whole recent traffic
+        # (its restarts included), not its last hour, which drains once the new one takes over.
+        return f"sum by ({RELEASE_ROUTE}) (increase({selector}[{RELEASE_LOOKBACK}]))"
+
+    requests = total("api_release_requests_total")
+    errors = total('api_release_requests_total{status_class="5xx"}')
     return [
         record(f"{rr}:rate1h", f"sum by ({RELEASE_ROUTE}) (rate(api_release_requests_total[1h]))"),
         record(
-            f"{rr}_5xx:ratio_rate1h",
-            f"""
-            (
-              (sum by ({RELEASE_ROUTE}) (rate(api_release_requests_total{{status_class="5xx"}}[1h]))
-                or {rr}:rate1h * 0)
-              / {rr}:rate1h
-            )
-            and {guard}
-        """,
+            f"{rr}_5xx:rate1h",
+            f'sum by ({RELEASE_ROUTE}) (rate(api_release_requests_total{{status_class="5xx"}}[1h]))',
         ),
+        record(f"{rr}_5xx:ratio_rate1h", f"({rr}_5xx:rate1h or {rr}:rate1h * 0) / {rr}:rate1h and {guard}"),
+        # The requests behind it, for the test against the previous release.
+        record(f"{rr}:increase1h", f"{rr}:rate1h * 3600 and {guard}"),
         record(
             p95,
             f"""
@@ -108,9 +111,37 @@ def release_rules() -> list[dict]:
         ),
         # From the state store, the same on every replica: max, not sum.
         record(rank, "max by (service, version) (api_release_rank)"),
-        record(f"{rr}_5xx:ratio_previous", previous(f"{rr}_5xx:ratio_rate1h", ROUTE)),
+        # The previous release on each route: its requests and 5xx over its last RELEASE_LOOKBACK,
+        # and their ratio when they pass the same guard.
+        record(f"{rr}:increase_previous", previous(requests, ROUTE)),
+        record(f"{rr}_5xx:increase_previous", previous(f"({errors} or {requests} * 0)", ROUTE)),
         record(
-            "apiusage_release:api_release_request_duration_seconds:p95_previous", previous(p95, "service")
+            f"{rr}_5xx:ratio_previous",
+            f"{rr}_5xx:increase_previous / {rr}:increase_previous "
+            f"and {rr}:increase_previous >= {RELEASE_MIN_REQUESTS}",
+        ),
+        *_two_proportion_z(rr),
+        record(
+            "apiusage_release:api_release_request_duration_seconds:p95_previous",
+            previous(f"last_over_time({p95}[{RELEASE_LOOKBACK}])", "service"),
+        ),
+    ]
+
+
+def _two_proportion_z(rr: str) -> list[dict]:
+    """The pooled two-proportion z of the newest hour's 5xx ratio against the previous release's
+    ratio over its lookback, per route: (p1 - p0) / sqrt(p (1 - p) (1/n1 + 1/n0)), p pooled.
+    Without it the factor-and-floor rule alone fires on one equal release in five at a few
+    hundred requests an hour (runbooks/ApiReleaseRegression.md)."""
+    p1, n1 = f"{rr}_5xx:ratio_rate1h", f"{rr}:increase1h"
+    p0, n0 = f"{rr}_5xx:ratio_previous", f"{rr}:increase_previous"
+    pooled = f"{rr}_5xx:ratio_pooled_previous"
+    join = f"on ({ROUTE}) group_left (previous_version)"
+    return [
+        record(pooled, f"(({p1} * {n1}) + {join} ({p0} * {n0})) / ({n1} + {join} {n0})"),
+        record(
+            f"{rr}_5xx:z_previous",
+            f"({p1} - {join} {p0}) / sqrt({pooled} * (1 - {pooled}) * (1 / {n1} + {join} (1 / {n0})))",
         ),
     ]
 

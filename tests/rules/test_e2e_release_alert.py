@@ -159,8 +159,8 @@ def test_a_worse_release_fires_and_an_equal_one_does_not(tmp_path: Path) -> None
         "signal": "error_ratio",
     }
     assert alert["annotations"]["description"] == (
-        "orders 1.5.0 on GET /v1/orders: 5xx ratio 10% over the last hour, well above the last "
-        "figure of the release before it, 1.4.2."
+        "orders 1.5.0 on GET /v1/orders: 5xx ratio 10% over the last hour, well above the release "
+        "before it, 1.4.2, over its last 7 days."
     )
     assert alert["annotations"]["dashboard_url"] == (
         "http://grafana.example:3000/d/apiusage-releases/releases?viewPanel=3&var-service=orders"
