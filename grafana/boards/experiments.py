@@ -25,6 +25,7 @@ from .kit import (
     ratio_or_zero,
     service_variable,
     sum_rate,
+    thresholds,
     timeseries_panel,
     value_map,
     value_table,
@@ -169,8 +170,10 @@ def experiments(alerts: Alerts) -> dashboard.Dashboard:
     )
 
     b.add(
+        # The label cells stay uncoloured (the base step); the check's cell takes its mapping's colour.
         value_table("guardrail")
         .mappings([GUARDRAIL])
+        .thresholds(thresholds((None, "transparent")))
         .cell_options(
             common.TableColoredBackgroundCellOptions(
                 mode=common.TableCellBackgroundDisplayMode.BASIC, apply_to_row=False
