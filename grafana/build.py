@@ -31,7 +31,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from boards import adoption, deprecations, design, overview, pipeline, releases  # noqa: E402
+from boards import adoption, deprecations, design, experiments, overview, pipeline, releases  # noqa: E402
 from boards.alert_links import Alerts, load_alerts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +45,7 @@ BUILDERS: dict[str, Callable[[Alerts], dashboard.Dashboard]] = {
     contract.PIPELINE: pipeline.pipeline,
     contract.DESIGN: design.design,
     contract.RELEASES: releases.releases,
+    contract.EXPERIMENTS: experiments.experiments,
 }
 
 

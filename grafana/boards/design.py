@@ -4,9 +4,7 @@ errors, client libraries compared on each endpoint, regions, and developer feedb
 from __future__ import annotations
 
 from apiusage.conventions import panels as contract
-from grafana_foundation_sdk.builders import dashboard, table
-from grafana_foundation_sdk.models import common
-from grafana_foundation_sdk.models.dashboard import DataTransformerConfig
+from grafana_foundation_sdk.builders import dashboard
 
 from .alert_links import Alerts
 from .kit import (
@@ -18,8 +16,10 @@ from .kit import (
     custom_variable,
     datasource_variable,
     firing_alerts,
+    merged_table,
     q,
     query_variable,
+    ratio_or_zero,
     service_variable,
     sum_rate,
     timeseries_panel,
@@ -29,30 +29,6 @@ from .kit import (
 ROUTE = "service, method, route"
 ENDPOINT = "{{method}} {{route}} ({{service}})"
 SCORES = ("1", "2", "3", "4", "5")
-
-
-def ratio_or_zero(part: str, whole: str) -> str:
-    """`part / whole`, 0 (not absent) where `whole` has traffic and `part` none."""
-    return f"({part} or {whole} * 0) / {whole}"
-
-
-def merged_table(rename: dict[str, str], exclude: tuple[str, ...] = ()) -> table.Panel:
-    """A table of instant queries joined on their common labels, value columns renamed."""
-    return (
-        table.Panel()
-        .cell_height(common.TableCellHeight.SM)
-        .show_header(True)
-        .with_transformation(DataTransformerConfig(id_val="merge", options={}))
-        .with_transformation(
-            DataTransformerConfig(
-                id_val="organize",
-                options={
-                    "excludeByName": {"Time": True, **{name: True for name in exclude}},
-                    "renameByName": rename,
-                },
-            )
-        )
-    )
 
 
 def mean_score(sel: str, window: str = "$__range") -> str:

@@ -416,3 +416,48 @@ def client_error_ratio(selector: str, status_class: str) -> str:
     total = sum_rate(by, metric, selector)
     errors = sum_rate(by, metric, f'{selector}, status_class="{status_class}"')
     return f"({errors} or {total} * 0) / {total}"
+
+
+def ratio_or_zero(part: str, whole: str) -> str:
+    """`part / whole`, 0 (not absent) where `whole` has traffic and `part` none."""
+    return f"({part} or {whole} * 0) / {whole}"
+
+
+def merged_table(rename: dict[str, str], exclude: tuple[str, ...] = ()) -> table.Panel:
+    """A table of instant queries joined on their common labels, value columns renamed."""
+    return (
+        table.Panel()
+        .cell_height(common.TableCellHeight.SM)
+        .show_header(True)
+        .with_transformation(DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(
+            DataTransformerConfig(
+                id_val="organize",
+                options={
+                    "excludeByName": {"Time": True, **{name: True for name in exclude}},
+                    "renameByName": rename,
+                },
+            )
+        )
+    )
+
+
+# How long after a release's first sight its deploy mark spans: the gauge appears at the first
+# consumer-metrics refresh after the first request (state.refresh_interval), so the mark is a
+# short region from then on rather than an instant (the schema has no time-from-value option).
+MARK_SECONDS = 900
+
+
+def deploy_markers(selector: str) -> dashboard.AnnotationQuery:
+    """A Prometheus annotation over the minutes after each release's first sight."""
+    return (
+        dashboard.AnnotationQuery()
+        .name("Deploys (first sight of a service.version)")
+        .datasource(DS)
+        .enable(True)
+        .hide(False)
+        .icon_color("rgba(255, 152, 48, 1)")
+        .expr(
+            f"{REPLICAS} (api_release_first_seen_timestamp_seconds{{{selector}}}) > time() - {MARK_SECONDS}"
+        )
+    )

@@ -9,11 +9,11 @@ from grafana_foundation_sdk.builders import dashboard
 from .alert_links import Alerts
 from .kit import (
     CONTRACT,
-    DS,
     REPLICAS,
     Board,
     base,
     datasource_variable,
+    deploy_markers,
     firing_alerts,
     q,
     service_variable,
@@ -25,27 +25,6 @@ from .kit import (
 _BY = "service, version"
 _REQ = "api_release_requests_total"
 _DUR = "api_release_request_duration_seconds_bucket"
-
-
-# How long after a release's first sight its deploy mark spans: the gauge appears at the first
-# consumer-metrics refresh after the first request (state.refresh_interval), so the mark is a
-# short region from then on rather than an instant (the schema has no time-from-value option).
-MARK_SECONDS = 900
-
-
-def deploy_markers(selector: str) -> dashboard.AnnotationQuery:
-    """A Prometheus annotation over the minutes after each release's first sight."""
-    return (
-        dashboard.AnnotationQuery()
-        .name("Deploys (first sight of a service.version)")
-        .datasource(DS)
-        .enable(True)
-        .hide(False)
-        .icon_color("rgba(255, 152, 48, 1)")
-        .expr(
-            f"{REPLICAS} (api_release_first_seen_timestamp_seconds{{{selector}}}) > time() - {MARK_SECONDS}"
-        )
-    )
 
 
 def releases(alerts: Alerts) -> dashboard.Dashboard:

@@ -39,6 +39,14 @@ CONSUMER_METRICS = (
     "api_feedback_consumers",
     "api_release_first_seen_timestamp_seconds",
     "api_release_rank",
+    # Experiments (issue 16): assignment from the store, and the checks of the state refresh.
+    "api_experiment_consumers",
+    "api_experiment_contaminated_consumers",
+    "api_experiment_running",
+    "api_experiment_sample_ratio_p_value",
+    "api_experiment_sample_ratio_mismatch",
+    "api_experiment_guardrail_failed",
+    "api_experiment_p_value",
 )
 
 

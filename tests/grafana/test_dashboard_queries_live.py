@@ -43,8 +43,17 @@ LEGITIMATELY_EMPTY = {
 }
 
 
+# Dashboards whose series the demo's traffic does not produce, checked against their own real
+# processor and Prometheus, with exact numbers, in the named module.
+ELSEWHERE = {
+    "apiusage-experiments": "test_experiments_dashboard_values.py: the demo evaluates no feature flag",
+}
+
+
 def targets():
     for uid, model in sorted(dashboards().items()):
+        if uid in ELSEWHERE:
+            continue
         for p in data_panels(model):
             for t in p["targets"]:
                 yield pytest.param(uid, p["id"], t["refId"], id=f"{uid}-{p['id']}-{t['refId']}")
@@ -93,7 +102,7 @@ def test_firing_alert_panels_show_the_alert(live_stack):
 _LABEL_VALUES = re.compile(r"^label_values\((?:(?P<selector>.+),\s*)?(?P<label>\w+)\)$")
 
 
-@pytest.mark.parametrize("uid", sorted(dashboards()))
+@pytest.mark.parametrize("uid", sorted(set(dashboards()) - set(ELSEWHERE)))
 def test_template_variable_queries_return_values(live_stack, uid):
     model = dashboards()[uid]
     values = default_values(model, RATE_INTERVAL)
