@@ -111,7 +111,8 @@ def instrumented():
 
 def test_each_checkout_carries_one_flag_evaluation_with_the_consumers_variant(instrumented):
     app, exporter = instrumented
-    keys = sorted(PLANS)
+    keys = sorted(PLANS)[::3]  # 14 of the 40 (each checkout sleeps like a real one)
+    assert {checkout_variant(consumer_pseudonym(k, PSEUDONYM_KEY)) for k in keys} == set(VARIANTS)
     answers = _requests(app, [(k, "/v2/orders", _order("SKU-12")) for k in keys])
     assert [r.status_code for r in answers] == [201] * len(keys)
     servers = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
