@@ -136,7 +136,6 @@ class Demo:
         self.traffic: Child | None = None
         self.api: Child | None = None
         self.api_socket: socket.socket | None = None
-        self.release: str | None = None  # what the last rollout did, for the summary
         self.cycle = 0
         self.sink: AlertSink | None = None
         self.tty = sys.stdout.isatty()
@@ -171,12 +170,12 @@ class Demo:
             if not importable(m)
         ]
         instrument, uvicorn = _bin("opentelemetry-instrument"), _bin("uvicorn")
-        self.instrument, self.uvicorn = instrument, uvicorn
         if missing or instrument is None or uvicorn is None:
             what = ", ".join(missing) if missing else "opentelemetry-instrument/uvicorn commands"
             raise DemoError(
                 f"the demo needs {what}; install with: pip install 'apiusage[demo]' (make demo does)"
             )
+        self.instrument, self.uvicorn = instrument, uvicorn
         return instrument, uvicorn
 
     def _monitoring(self) -> tuple[str | None, str | None]:
@@ -297,7 +296,6 @@ class Demo:
             )
         overlap = time.monotonic() - began
         status = old.stop(timeout=10.0)  # uvicorn finishes what it accepted, then exits
-        self.release = f"{version} (rolled out at {time.strftime('%H:%M:%S')}, replacing {RELEASES[0]})"
         _say(
             f"release: {SERVICE_NAME} {version} answers (started in {overlap:.1f} s while "
             f"{RELEASES[0]} went on serving); {RELEASES[0]} stopped"
