@@ -135,6 +135,7 @@ class Demo:
         self.children: list[Child] = []
         self.traffic: Child | None = None
         self.api: Child | None = None
+        self.api_version = RELEASES[0]
         self.api_socket: socket.socket | None = None
         self.cycle = 0
         self.sink: AlertSink | None = None
@@ -236,6 +237,7 @@ class Demo:
             self.api_socket = sock
         fd = self.api_socket.fileno()
         p = self.ports
+        self.api_version = version
         self.api = Child(
             "demo API",
             [
@@ -271,7 +273,7 @@ class Demo:
 
     def _roll_out(self, folder: Path, version: str) -> None:
         """Start `version` on the same socket, wait until it answers, then stop the old one."""
-        old = self.api
+        old, was = self.api, self.api_version
         assert old is not None
         url = f"http://{HOST}:{self.ports['api_port']}"
         _say(f"release: rolling out {SERVICE_NAME} {version} (rolling restart on {url})")
@@ -290,15 +292,18 @@ class Demo:
             status = new.exit_status()
             why = f"exited with status {status}" if status is not None else "did not answer in time"
             new.stop(timeout=5.0)
-            raise DemoError(
-                f"release {version} of the demo API {why}; its log, {new.log_path}, ends with:\n"
-                f"{new.log_tail()}"
+            # The demo goes on with the old release (and shutdown stops it).
+            self.children[self.children.index(new)], self.api, self.api_version = old, old, was
+            _say(
+                f"release: {version} of the demo API {why}, {was} goes on serving; its log, "
+                f"{new.log_path}, ends with:\n{new.log_tail()}"
             )
+            return
         overlap = time.monotonic() - began
         status = old.stop(timeout=10.0)  # uvicorn finishes what it accepted, then exits
         _say(
             f"release: {SERVICE_NAME} {version} answers (started in {overlap:.1f} s while "
-            f"{RELEASES[0]} went on serving); {RELEASES[0]} stopped"
+            f"{was} went on serving); {was} stopped"
             + ("" if status in (0, None, -signal.SIGTERM, 143) else f" with status {status}")
         )
 
