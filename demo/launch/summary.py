@@ -67,13 +67,13 @@ def parse(text: str, at: float) -> Reading:
             elif name == "api_consumers_at_risk":
                 r.at_risk += value
             elif name in ("api_experiment_requests_total", "api_experiment_consumers"):
-                key = (labels.get("experiment", ""), labels.get("variant", ""))
+                arm = (labels.get("experiment", ""), labels.get("variant", ""))
                 into = (
                     r.experiment_requests
                     if name == "api_experiment_requests_total"
                     else r.experiment_consumers
                 )
-                into[key] = into.get(key, 0) + value
+                into[arm] = into.get(arm, 0) + value
             elif name == "api_release_requests_total":
                 version = labels.get("version", "")
                 r.release_requests[version] = r.release_requests.get(version, 0) + value
