@@ -4,7 +4,9 @@
 #
 #     docker build -t apiusage:0.1.0 .
 #
-# Base image and every Python package are pinned (deploy/requirements.txt).
+# Base image and every Python package are pinned (deploy/requirements.txt): the processor,
+# instrumentation, demo (FastAPI, OpenFeature) and experiments (scipy, statsmodels: the
+# processor's experiment checks, `apiusage experiments report`) extras.
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -e '.[processor,instrumentation,postgres,experiments,dev]'
+	$(PY) -m pip install --quiet -e '.[processor,instrumentation,postgres,experiments,demo,dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -8,7 +8,10 @@
   error bursts), only towards loopback or compose service names;
 * ``catalog.yaml`` and ``plans.yaml``: the endpoint catalog (read by the service's
   instrumentation and by the processor) and the API keys with their plan tiers (read by
-  the service, its instrumentation and the traffic generator).
+  the service, its instrumentation and the traffic generator);
+* ``experiments.yaml``: the protocol of the service's feature-flag experiment
+  (``new-checkout`` on ``POST /v2/orders``), read by the processor and
+  ``apiusage experiments report``.
 
 Run it under zero-code instrumentation::
 
@@ -17,7 +20,8 @@ Run it under zero-code instrumentation::
     APIUSAGE_PSEUDONYM_KEY=... OTEL_SERVICE_NAME=orders-api \\
     opentelemetry-instrument uvicorn apiusage.demo.app:app
 
-The service itself needs only FastAPI; the generator needs httpx.
+The service needs FastAPI and the OpenFeature SDK with its OpenTelemetry hook; the generator
+needs httpx.
 """
 
 from __future__ import annotations
@@ -29,7 +33,17 @@ from pathlib import Path
 HERE = Path(str(importlib.resources.files(__name__)))
 CATALOG = HERE / "catalog.yaml"
 PLANS = HERE / "plans.yaml"
+EXPERIMENTS = HERE / "experiments.yaml"
 SERVICE_NAME = "orders-api"
+#: The demo's pseudonymization key (not a secret): the service's instrumentation, the flag
+#: assignment and the backfilled history all derive the same consumer ids from it.
+PSEUDONYM_KEY = "apiusage-demo-pseudonym-key"
+#: The feature flag of the demo's experiment, and its variants (control first).
+FLAG = "new-checkout"
+VARIANTS = ("control", "treatment")
+#: The releases of the demo service: the one running at start (and in the history), then the one
+#: `apiusage demo` rolls out after --release-after seconds.
+RELEASES = ("1.4.2", "1.5.0")
 #: The trusted header with the client's country that the demo's traffic sets, as a CDN would
 #: (Cloudflare's); the demo service reads it (APIUSAGE_REGION_HEADERS).
 REGION_HEADER = "CF-IPCountry"
@@ -44,4 +58,24 @@ DESIGN_ENVIRONMENT = {
     "APIUSAGE_REGION_HEADERS": REGION_HEADER,
 }
 
-__all__ = ["CATALOG", "DESIGN_ENVIRONMENT", "PLANS", "REGION_HEADER", "SERVER_REGION", "SERVICE_NAME"]
+
+def release_environment(version: str) -> dict[str, str]:
+    """DESIGN_ENVIRONMENT with the release as the resource's ``service.version``."""
+    attributes = f"{DESIGN_ENVIRONMENT['OTEL_RESOURCE_ATTRIBUTES']},service.version={version}"
+    return {**DESIGN_ENVIRONMENT, "OTEL_RESOURCE_ATTRIBUTES": attributes}
+
+
+__all__ = [
+    "CATALOG",
+    "DESIGN_ENVIRONMENT",
+    "EXPERIMENTS",
+    "FLAG",
+    "PLANS",
+    "PSEUDONYM_KEY",
+    "REGION_HEADER",
+    "RELEASES",
+    "SERVER_REGION",
+    "SERVICE_NAME",
+    "VARIANTS",
+    "release_environment",
+]

@@ -22,27 +22,49 @@ What it offers the dashboards:
   with the service's uptime (:func:`export_size`), an invoice ledger that fails with an
   exception now and then (a 500 whose ``error.type`` is :class:`LedgerUnavailable`), and
   ``POST /v1/feedback``, the service's own feedback endpoint, which calls
-  ``apiusage.instrumentation.record_feedback``.
+  ``apiusage.instrumentation.record_feedback``;
+* an experiment: ``POST /v2/orders`` evaluates the ``new-checkout`` feature flag with the
+  OpenFeature SDK, whose OpenTelemetry hook adds a ``feature_flag.evaluation`` event to the
+  request's span. Half of the consumers (:func:`checkout_variant`, by a hash of the
+  pseudonymous consumer id, so a consumer keeps its variant) get the treatment: a stock check
+  that answers 409 for discontinued SKUs (:data:`DISCONTINUED_FROM` and up) and takes a
+  little longer. The targeting key is the pseudonymous id (:func:`consumer_pseudonym`, the
+  same the instrumentation puts on the span), never the API key: the hook copies it to the
+  event as ``feature_flag.context.id``;
+* releases: the service reads its ``service.version`` from ``OTEL_RESOURCE_ATTRIBUTES``
+  (:func:`service_version`); from 1.5.0 on the invoice ledger client times out on every
+  invoice number starting with ``INV-9`` (:func:`ledger_prefix`), so ``GET
+  /v2/invoices/{invoice_id}`` answers many more 500s than under 1.4.2.
 
-Only FastAPI is needed; nothing here imports OpenTelemetry (the feedback endpoint uses the
-apiusage instrumentation when it is installed, and answers 501 without it).
+FastAPI and OpenFeature are needed; the only OpenTelemetry import is the OpenFeature hook's
+(the feedback endpoint uses the apiusage instrumentation when it is installed, and answers
+501 without it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
+import hmac
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Literal, get_args
+from urllib.parse import unquote
 
 import yaml
-from apiusage.demo import PLANS, SERVICE_NAME
+from apiusage.demo import FLAG, PLANS, PSEUDONYM_KEY, RELEASES, SERVICE_NAME, VARIANTS
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
+from openfeature import api as openfeature
+from openfeature.client import OpenFeatureClient
+from openfeature.contrib.hook.opentelemetry import TracingHook
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.flag_evaluation import FlagResolutionDetails, Reason
+from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 from pydantic import BaseModel, Field
 
 # Export creation capacity: at most this many per second, beyond that 503.
@@ -57,6 +79,13 @@ EXPORT_MAX_BYTES = 32 << 20
 EXPORT_CHUNK = 64 << 10
 # Invoices whose number starts with this live in the legacy ledger, which fails (500).
 LEGACY_LEDGER_PREFIX = "INV-99"
+# From this release on, the new ledger client times out on every invoice starting with this.
+LEDGER_REGRESSION = (RELEASES[1], "INV-9")
+# The new checkout (treatment) checks stock: SKUs numbered this and up are discontinued (409).
+DISCONTINUED_FROM = 391
+# Share of consumers in the treatment, and the extra work of its stock check (seconds).
+TREATMENT_SHARE = 0.5
+STOCK_CHECK = 0.008
 FeedbackCategory = Literal["docs", "errors", "performance", "sdk", "pricing"]
 FEEDBACK_CATEGORIES: tuple[str, ...] = get_args(FeedbackCategory)
 
@@ -104,6 +133,79 @@ class NewFeedback(BaseModel):
 
 class LedgerUnavailable(RuntimeError):
     """The legacy invoice ledger did not answer: an unhandled exception, so a 500."""
+
+
+def service_version(environ: Mapping[str, str] | None = None) -> str:
+    """The service's release: ``service.version`` of OTEL_RESOURCE_ATTRIBUTES (as the SDK reads it),
+    else the first of the demo's releases."""
+    raw = (os.environ if environ is None else environ).get("OTEL_RESOURCE_ATTRIBUTES", "")
+    version = None
+    for item in raw.split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip() == "service.version":
+            version = unquote(value.strip())  # the last one wins, as in the SDK
+    return version or RELEASES[0]
+
+
+def _release(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return ()
+
+
+def ledger_prefix(version: str) -> str:
+    """Invoice numbers whose ledger fails (500) under release `version`."""
+    since, prefix = LEDGER_REGRESSION
+    return prefix if _release(version) >= _release(since) else LEGACY_LEDGER_PREFIX
+
+
+def consumer_pseudonym(api_key: str, key: str | bytes | None = None) -> str:
+    """The pseudonymous consumer id of an API key: the keyed HMAC the apiusage instrumentation puts
+    on the span (``apiusage.consumer.id``), with APIUSAGE_PSEUDONYM_KEY or the demo's key."""
+    if key is None:
+        key = os.environ.get("APIUSAGE_PSEUDONYM_KEY", "").strip() or PSEUDONYM_KEY
+    secret = key.encode("utf-8") if isinstance(key, str) else key
+    return hmac.new(secret, api_key.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
+def checkout_variant(consumer_id: str, flag: str = FLAG) -> str:
+    """The consumer's variant of `flag`: a hash of flag and id, so it never changes and flags split
+    independently; TREATMENT_SHARE of the ids get the treatment."""
+    digest = hashlib.sha256(f"{flag}\0{consumer_id}".encode()).digest()
+    bucket = int.from_bytes(digest[:8], "big") / 2**64
+    return VARIANTS[1] if bucket < TREATMENT_SHARE else VARIANTS[0]
+
+
+def _assign(flag: InMemoryFlag, context: EvaluationContext) -> FlagResolutionDetails:
+    if not context.targeting_key:  # nobody to assign: the flag's default, as any provider would
+        return FlagResolutionDetails(
+            value=flag.variants[flag.default_variant], variant=flag.default_variant, reason=Reason.DEFAULT
+        )
+    variant = checkout_variant(context.targeting_key)
+    return FlagResolutionDetails(value=flag.variants[variant], variant=variant, reason=Reason.SPLIT)
+
+
+def flag_client() -> OpenFeatureClient:
+    """An OpenFeature client for the demo's flags: an in-process provider (no network), and the
+    OpenTelemetry hook that records each evaluation on the current span."""
+    domain = SERVICE_NAME
+    flags = {
+        FLAG: InMemoryFlag(VARIANTS[0], {VARIANTS[0]: False, VARIANTS[1]: True}, context_evaluator=_assign)
+    }
+    openfeature.set_provider(InMemoryProvider(flags), domain=domain)
+    client = openfeature.get_client(domain)
+    client.add_hooks([TracingHook()])
+    return client
+
+
+def discontinued(body: NewOrder) -> str | None:
+    """The first discontinued SKU of an order, for the new checkout's stock check."""
+    for line in body.lines:
+        number = line.sku.removeprefix("SKU-")
+        if number.isdigit() and int(number) >= DISCONTINUED_FROM:
+            return line.sku
+    return None
 
 
 def export_size(uptime: float) -> int:
@@ -180,6 +282,9 @@ def build_app(plans: dict[str, str] | None = None, *, seed: int | None = None) -
     exports = Capacity(EXPORTS_PER_SECOND)
     started = time.monotonic()
     record_feedback = _feedback_recorder()
+    version = service_version()
+    failing_invoices = ledger_prefix(version)
+    flags = flag_client()
     app = FastAPI(
         title=SERVICE_NAME,
         version="2.3.0",
@@ -209,7 +314,8 @@ def build_app(plans: dict[str, str] | None = None, *, seed: int | None = None) -
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:
-        return {"status": "ok"}
+        """Up, and which release (a rolling restart waits for the new one to answer)."""
+        return {"status": "ok", "version": version, "pid": os.getpid()}
 
     @app.get("/v2/status", tags=["status"])
     async def status() -> dict:
@@ -286,8 +392,20 @@ def build_app(plans: dict[str, str] | None = None, *, seed: int | None = None) -
         await work(0.008, rng)
         return order(order_id)
 
+    def new_checkout(request: Request) -> bool:
+        """The consumer's `new-checkout` flag. A dependency: it runs (and the evaluation is on the
+        span) before the body is validated, so the 422s of both variants count in the experiment."""
+        key = request.headers.get("x-api-key", "")  # authenticate() ran first: a known key
+        return flags.get_boolean_value(FLAG, False, EvaluationContext(targeting_key=consumer_pseudonym(key)))
+
     @v2.post("/orders", tags=["checkout"], status_code=201)
-    async def create_order(body: NewOrder) -> dict:
+    async def create_order(body: NewOrder, treatment: bool = Depends(new_checkout)) -> dict:
+        """The checkout; the `new-checkout` experiment's treatment checks stock first."""
+        if treatment:
+            await work(STOCK_CHECK, rng)
+            sku = discontinued(body)
+            if sku is not None:
+                raise HTTPException(409, f"{sku} is discontinued")
         await work(0.035, rng)
         return {"id": rng.randint(1, MAX_ORDER_ID), "lines": len(body.lines)}
 
@@ -300,7 +418,7 @@ def build_app(plans: dict[str, str] | None = None, *, seed: int | None = None) -
     @v2.get("/invoices/{invoice_id}", tags=["billing"])
     async def get_invoice(invoice_id: str) -> dict:
         await work(0.025, rng)
-        if invoice_id.startswith(LEGACY_LEDGER_PREFIX):
+        if invoice_id.startswith(failing_invoices):
             raise LedgerUnavailable(f"legacy ledger timed out for {invoice_id}")
         return {"id": invoice_id, "amount": round(rng.uniform(10, 5000), 2)}
 

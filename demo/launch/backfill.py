@@ -29,6 +29,13 @@ missing ``body.since``), ``error.type`` of 5xx, the consumer's country
 by ``EXPORT_WEEKLY_GROWTH`` a week up to today's size (``promhistory`` gives Prometheus
 these weeks too, so the week-over-week alerts have a past to compare with). Developer feedback events (OTLP
 log records, ``apiusage.feedback``) follow the spans, a few per consumer and week.
+
+The history's resource says ``service.version`` 1.4.2, the release the live service starts
+with, and carries no feature-flag evaluations. An older release could not be told anyway: the
+processor dates a release's first sight no earlier than 15 minutes before it received it
+(``RELEASE_PAST_SKEW_MS``), so replayed weeks cannot invent past deploys; with the one release
+the Releases dashboard and ``ApiReleaseRegression`` have weeks of 1.4.2 to compare 1.5.0 with.
+The experiment starts with the live traffic (its ``start`` is the day of the run).
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from pathlib import Path
 
 import yaml
 
-from .. import CATALOG, SERVER_REGION, SERVICE_NAME
+from .. import CATALOG, RELEASES, SERVER_REGION, SERVICE_NAME
 from ..app import EXPORT_BASE_BYTES
 from ..traffic import SDKS, TOPICS, opinion_of, population, region_of
 
@@ -530,7 +537,7 @@ def feedback(members: list[Member], *, now: float, rng: random.Random) -> list[F
 def encode_feedback(batch: list[Feedback], pseudonym: Callable[[str], str]) -> bytes:
     from ..otlp import feedback_request
 
-    resource = {"service.name": SERVICE_NAME, "service.version": "2.3.0", "cloud.region": SERVER_REGION}
+    resource = {"service.name": SERVICE_NAME, "service.version": RELEASES[0], "cloud.region": SERVER_REGION}
     events = [
         {
             "score": f.score,
@@ -563,7 +570,7 @@ def encode(
     request = ExportTraceServiceRequest()
     resource = {
         "service.name": SERVICE_NAME,
-        "service.version": "2.3.0",
+        "service.version": RELEASES[0],
         "cloud.region": SERVER_REGION,
         "apiusage.demo.backfill": "true",
     }

@@ -46,12 +46,14 @@ class Child:
         log: Path,
         env: dict[str, str] | None = None,
         cwd: str | os.PathLike | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log
         self.env = env
         self.cwd = cwd
+        self.pass_fds = tuple(pass_fds)  # file descriptors the child inherits (a listening socket)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -69,6 +71,7 @@ class Child:
                     stderr=subprocess.STDOUT,
                     env=self.env,
                     cwd=self.cwd,
+                    pass_fds=self.pass_fds,
                     start_new_session=True,
                     preexec_fn=_die_with_parent if _libc is not None else None,
                 )  # noqa: PLW1509

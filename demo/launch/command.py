@@ -19,6 +19,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 7 * 86400:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 604800 seconds (got {text})")
+    return value
+
+
 def _days(text: str) -> int:
     if not text.isdigit() or int(text) > 400:
         raise argparse.ArgumentTypeError(f"must be a whole number of days from 0 to 400 (got {text!r})")
@@ -102,6 +112,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=None,
         metavar="SECONDS",
         help="stop by itself after this long (default: run until Ctrl-C)",
+    )
+    demo.add_argument(
+        "--release-after",
+        type=_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="roll out release 1.5.0 of the demo API (it runs 1.4.2 at start) after this long: a "
+        "rolling restart on the same socket, so traffic sees no gap (default 300; 0: never)",
     )
     demo.add_argument(
         "--no-prometheus",

@@ -1,20 +1,27 @@
 """`apiusage demo`: start the processor, the demo API, traffic, Prometheus and Alertmanager; show it.
 
-Order of start-up: the processor; then, while the demo API and Alertmanager start,
+Order of start-up: the processor; then, while the demo API (release 1.4.2) and Alertmanager start,
 the backfill of simulated history; then Prometheus (after the backfill, so its
 first scrape already holds the history's counters and rates stay flat) and the
 traffic generator. Order of shutdown is the reverse, the processor last so that it
 drains and stores what the others sent. Every child runs in its own process group
 (see ``children``).
+
+The demo API listens on a socket the demo opens and hands to it (uvicorn ``--fd``), so that
+``--release-after`` seconds in, release 1.5.0 can start on the same socket while 1.4.2 still
+answers; once 1.5.0 answers, 1.4.2 stops (a rolling restart: the traffic sees no gap).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib.util
+import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -26,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from .. import CATALOG, DESIGN_ENVIRONMENT, PLANS, SERVICE_NAME
+from .. import CATALOG, EXPERIMENTS, PLANS, PSEUDONYM_KEY, RELEASES, SERVICE_NAME, release_environment
 from .children import Child, ChildError, wait_until
 from .ports import HOST, PORTS, PortError, claim
 
@@ -36,7 +43,6 @@ if TYPE_CHECKING:  # for the annotations: imported only when they run
 
 __all__ = ["run"]
 
-PSEUDONYM_KEY = "apiusage-demo-pseudonym-key"  # the demo's, not a secret
 STORY_SECONDS = 1200.0  # one run of the traffic generator: joins, migrations, then a new one
 START_TIMEOUT = 60.0
 
@@ -81,6 +87,39 @@ def _bin(name: str) -> str | None:
     return str(candidate) if candidate.exists() else shutil.which(name)
 
 
+def _version(url: str) -> str | None:
+    """The release that answered the demo API's /healthz, or None."""
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+            return str(json.load(response).get("version"))
+    except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        return None
+
+
+def write_experiments(folder: Path, today: dt.date) -> Path:
+    """<run>/experiments.yaml, the processor's: the packaged protocol with `start` the day the run
+    began (the experiment starts with the live traffic). A reused --dir keeps its own file."""
+    from apiusage.conventions.experiments import ExperimentsError, load_experiments, parse_experiments
+
+    target = folder / "experiments.yaml"
+    try:
+        if target.exists():
+            load_experiments(target)
+            return target
+        data = yaml.safe_load(EXPERIMENTS.read_text(encoding="utf-8"))
+        for body in data["experiments"].values():
+            body["start"] = today.isoformat()
+        parse_experiments(data, str(target))
+    except ExperimentsError as exc:
+        raise DemoError(f"the experiments file cannot be used: {exc}") from None
+    target.write_text(
+        f"# Written by apiusage demo from {EXPERIMENTS.name} (start: the first day of this run).\n"
+        + yaml.safe_dump(data, sort_keys=False),
+        encoding="utf-8",
+    )
+    return target
+
+
 def _child_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "APIUSAGE_"))}
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
@@ -95,6 +134,9 @@ class Demo:
         self.hurry = False
         self.children: list[Child] = []
         self.traffic: Child | None = None
+        self.api: Child | None = None
+        self.api_version = RELEASES[0]
+        self.api_socket: socket.socket | None = None
         self.cycle = 0
         self.sink: AlertSink | None = None
         self.tty = sys.stdout.isatty()
@@ -123,6 +165,8 @@ class Demo:
                 "opentelemetry.instrumentation",
                 "prometheus_client",
                 "opentelemetry.proto",
+                "openfeature",
+                "openfeature.contrib.hook.opentelemetry",
             )
             if not importable(m)
         ]
@@ -132,6 +176,7 @@ class Demo:
             raise DemoError(
                 f"the demo needs {what}; install with: pip install 'apiusage[demo]' (make demo does)"
             )
+        self.instrument, self.uvicorn = instrument, uvicorn
         return instrument, uvicorn
 
     def _monitoring(self) -> tuple[str | None, str | None]:
@@ -174,6 +219,93 @@ class Demo:
                 else f"did not answer {url} within {START_TIMEOUT:.0f} s"
             )
             raise DemoError(f"{what} {why}; its log, {child.log_path}, ends with:\n{child.log_tail()}")
+
+    def _api_child(self, folder: Path, version: str) -> Child:
+        """The demo API as release `version`, on the demo's listening socket (opened on first use)."""
+        if self.api_socket is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((HOST, self.ports["api_port"]))
+            except OSError as exc:
+                sock.close()
+                raise DemoError(
+                    f"port {self.ports['api_port']} for the demo API: {exc.strerror or exc}; "
+                    "choose another with --api-port PORT (0 picks a free one)"
+                ) from None
+            sock.listen(1024)
+            self.api_socket = sock
+        fd = self.api_socket.fileno()
+        p = self.ports
+        self.api_version = version
+        self.api = Child(
+            "demo API",
+            [
+                self.instrument,
+                self.uvicorn,
+                "apiusage.demo.app:app",
+                "--fd",
+                str(fd),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            folder / "logs" / "api.log",
+            _child_env(
+                {
+                    "OTEL_SERVICE_NAME": SERVICE_NAME,
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{p['otlp_grpc_port']}",
+                    "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                    "OTEL_BSP_SCHEDULE_DELAY": "1000",
+                    "OTEL_BLRP_SCHEDULE_DELAY": "1000",
+                    "APIUSAGE_PSEUDONYM_KEY": PSEUDONYM_KEY,
+                    "APIUSAGE_PLAN_TIERS": str(PLANS),
+                    "APIUSAGE_CATALOG": str(CATALOG),
+                    # Feedback events are OTLP log records (the processor takes logs too); the
+                    # traffic plays a CDN in front of the service and sets the header; the
+                    # resource says which release runs (service.version).
+                    **release_environment(version),
+                }
+            ),
+            pass_fds=(fd,),
+        )
+        return self.api
+
+    def _roll_out(self, folder: Path, version: str) -> None:
+        """Start `version` on the same socket, wait until it answers, then stop the old one."""
+        old, was = self.api, self.api_version
+        assert old is not None
+        url = f"http://{HOST}:{self.ports['api_port']}"
+        _say(f"release: rolling out {SERVICE_NAME} {version} (rolling restart on {url})")
+        began = time.monotonic()
+        new = self._api_child(folder, version)
+        self.children[self.children.index(old)] = new  # the same place in the shutdown order
+        new.start()
+        # Both accept on the socket: a few answers of /healthz from the new release say it is up.
+        ok = wait_until(
+            lambda: self.stopping.is_set() or _version(url) == version, START_TIMEOUT, 0.2, while_running=new
+        )
+        if self.stopping.is_set():
+            old.stop(timeout=10.0)
+            return
+        if not ok:
+            status = new.exit_status()
+            why = f"exited with status {status}" if status is not None else "did not answer in time"
+            new.stop(timeout=5.0)
+            # The demo goes on with the old release (and shutdown stops it).
+            self.children[self.children.index(new)], self.api, self.api_version = old, old, was
+            _say(
+                f"release: {version} of the demo API {why}, {was} goes on serving; its log, "
+                f"{new.log_path}, ends with:\n{new.log_tail()}"
+            )
+            return
+        overlap = time.monotonic() - began
+        status = old.stop(timeout=10.0)  # uvicorn finishes what it accepted, then exits
+        _say(
+            f"release: {SERVICE_NAME} {version} answers (started in {overlap:.1f} s while "
+            f"{was} went on serving); {was} stopped"
+            + ("" if status in (0, None, -signal.SIGTERM, 143) else f" with status {status}")
+        )
 
     def _start_traffic(self, folder: Path) -> None:
         a = self.args
@@ -253,6 +385,7 @@ class Demo:
         )
 
         # 1. The processor.
+        experiments = write_experiments(folder, dt.datetime.now(dt.timezone.utc).date())
         config = folder / "apiusage.yaml"
         config.write_text(
             yaml.safe_dump(
@@ -267,6 +400,7 @@ class Demo:
                     },
                     "exporters": {"prometheus": {"endpoint": f"{HOST}:{p['metrics_port']}"}},
                     "catalog": str(CATALOG),
+                    "experiments": str(experiments),
                     # History is expected here: spans of the backfill are not a data-quality problem.
                     "processors": {"usage": {"data_quality": {"max_past_age": f"{a.history_days + 2}d"}}},
                     "state": {
@@ -292,39 +426,7 @@ class Demo:
 
         # 2. Alertmanager and the demo API start while the history is sent.
         api_url = f"http://{HOST}:{p['api_port']}"
-        api = self._start(
-            Child(
-                "demo API",
-                [
-                    instrument,
-                    uvicorn,
-                    "apiusage.demo.app:app",
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(p["api_port"]),
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                ],
-                folder / "logs" / "api.log",
-                _child_env(
-                    {
-                        "OTEL_SERVICE_NAME": SERVICE_NAME,
-                        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{p['otlp_grpc_port']}",
-                        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-                        "OTEL_BSP_SCHEDULE_DELAY": "1000",
-                        "OTEL_BLRP_SCHEDULE_DELAY": "1000",
-                        "APIUSAGE_PSEUDONYM_KEY": PSEUDONYM_KEY,
-                        "APIUSAGE_PLAN_TIERS": str(PLANS),
-                        "APIUSAGE_CATALOG": str(CATALOG),
-                        # Feedback events are OTLP log records (the processor takes logs too);
-                        # the traffic plays a CDN in front of the service and sets the header.
-                        **DESIGN_ENVIRONMENT,
-                    }
-                ),
-            )
-        )
+        api = self._start(self._api_child(folder, RELEASES[0]))
         am_url = None
         rules_note = ""
         if prometheus is not None:
@@ -534,9 +636,14 @@ class Demo:
         summary = Summary(f"{metrics}/metrics", prom_url)
         started = time.monotonic()
         next_line = started
+        release_at = started + self.args.release_after if self.args.release_after else None
         notified: set[str] = set()
         while not self.stopping.is_set():
             now = time.monotonic()
+            if release_at is not None and now >= release_at:
+                release_at = None
+                self._roll_out(folder, RELEASES[1])
+                continue
             if self.args.duration and now - started >= self.args.duration:
                 _say(f"apiusage demo: {self.args.duration:g} s are up (--duration)")
                 break
@@ -576,6 +683,9 @@ class Demo:
         if self.sink is not None:
             self.sink.stop()
             self.sink = None
+        if self.api_socket is not None:
+            self.api_socket.close()
+            self.api_socket = None
         left = [c.name for c in self.children if c.running()]
         _say("apiusage demo: stopped" + (f", but {', '.join(left)} did not" if left else ""))
         self.children = []

@@ -31,6 +31,11 @@ class Reading:
     deprecated: dict[str, float] = field(default_factory=dict)  # "METHOD route" -> consumers (30d)
     migrated: dict[str, float] = field(default_factory=dict)
     at_risk: float = 0.0
+    # (experiment, variant) -> requests (api_experiment_requests_total), consumers first assigned
+    experiment_requests: dict[tuple[str, str], float] = field(default_factory=dict)
+    experiment_consumers: dict[tuple[str, str], float] = field(default_factory=dict)
+    release_requests: dict[str, float] = field(default_factory=dict)  # version -> api_release_requests_total
+    release_rank: dict[str, float] = field(default_factory=dict)  # version -> api_release_rank (0: newest)
 
 
 def parse(text: str, at: float) -> Reading:
@@ -61,6 +66,19 @@ def parse(text: str, at: float) -> Reading:
                 target[key] = target.get(key, 0) + value
             elif name == "api_consumers_at_risk":
                 r.at_risk += value
+            elif name in ("api_experiment_requests_total", "api_experiment_consumers"):
+                arm = (labels.get("experiment", ""), labels.get("variant", ""))
+                into = (
+                    r.experiment_requests
+                    if name == "api_experiment_requests_total"
+                    else r.experiment_consumers
+                )
+                into[arm] = into.get(arm, 0) + value
+            elif name == "api_release_requests_total":
+                version = labels.get("version", "")
+                r.release_requests[version] = r.release_requests.get(version, 0) + value
+            elif name == "api_release_rank":
+                r.release_rank[labels.get("version", "")] = value
     r.requests_by_tier = dict(tiers)
     return r
 
@@ -88,6 +106,38 @@ def _tiers(values: dict[str, float]) -> list[str]:
     return order
 
 
+def _experiments(reading: Reading) -> list[str]:
+    """One part per experiment: each variant's requests and consumers, so far."""
+    out = []
+    for experiment in sorted({e for e, _ in reading.experiment_requests}):
+        variants = sorted(v for e, v in reading.experiment_requests if e == experiment)
+        out.append(
+            f"experiment {experiment}: "
+            + ", ".join(
+                f"{v} {reading.experiment_requests[(experiment, v)]:.0f} requests "
+                f"{reading.experiment_consumers.get((experiment, v), 0):.0f} consumers"
+                for v in variants
+            )
+        )
+    return out
+
+
+def _releases(reading: Reading, prev: Reading | None) -> str | None:
+    """The releases, newest first, each with its share of the requests since the last reading."""
+    if not reading.release_requests:
+        return None
+    versions = sorted(reading.release_requests, key=lambda v: (reading.release_rank.get(v, 1e9), v))
+    if prev is not None:
+        grown = {
+            v: max(0.0, reading.release_requests[v] - prev.release_requests.get(v, 0.0)) for v in versions
+        }
+    else:
+        grown = dict(reading.release_requests)
+    total = sum(grown.values())
+    shares = [f"{v} {100 * grown[v] / total:.0f}%" if total else f"{v} -" for v in versions]
+    return "releases (share of requests now): " + ", ".join(shares)
+
+
 class Summary:
     """Turns successive readings into one short line each."""
 
@@ -97,7 +147,8 @@ class Summary:
         self.previous: Reading | None = None
 
     def line(self, reading: Reading, alerts: tuple[list[str], int] | None | str) -> str:
-        """Two lines: traffic and consumers; deprecations and alerts."""
+        """Two lines: traffic and consumers; deprecations and alerts; then, once there are any, one
+        with the experiments' variants and the releases."""
         prev, self.previous = self.previous, reading
         first = [time.strftime("%H:%M:%S")]
         if prev is not None:
@@ -138,9 +189,13 @@ class Summary:
                 + (", ".join(firing) if firing else "none")
                 + (f" ({pending} pending)" if pending else "")
             )
+        third = _experiments(reading)
+        if releases := _releases(reading, prev):
+            third.append(releases)
         out = " | ".join(first)
-        if second:
-            out += "\n" + " " * 9 + "| " + " | ".join(second)
+        for more in (second, third):
+            if more:
+                out += "\n" + " " * 9 + "| " + " | ".join(more)
         return out
 
     def next_line(self) -> str:

@@ -116,7 +116,8 @@ def test_the_demo_api_reads_the_region_header_and_exports_feedback_logs(demo):
     raw = Path(f"/proc/{api[-1].pid}/environ").read_bytes().split(b"\0")
     env = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
     assert env["APIUSAGE_REGION_HEADERS"] == "CF-IPCountry"
-    assert env["OTEL_RESOURCE_ATTRIBUTES"] == "cloud.region=eu-west-1"
+    # The release (service.version) too: 1.4.2 until --release-after (300 s, after this run) rolls out 1.5.0.
+    assert env["OTEL_RESOURCE_ATTRIBUTES"] == "cloud.region=eu-west-1,service.version=1.4.2"
     assert env["OTEL_LOGS_EXPORTER"] == "otlp"
 
 
@@ -203,6 +204,11 @@ def test_live_summary_shows_traffic_consumers_deprecations_and_alerts(demo):
     )
     assert int(consumers.group(1)) > 0
     demo.wait_for(r"\| alerts firing: ", 20)
+    # The third line: the experiment's variants, and the one release so far (history and live).
+    demo.wait_for(
+        r"^         \| experiment new-checkout: control \d+ requests \d+ consumers, treatment \d+", 30
+    )
+    demo.wait_for(r"releases \(share of requests now\): 1\.4\.2 100%$", 20)
 
 
 def test_prometheus_scrapes_the_demo_and_every_alert_links_a_runbook_that_opens(demo):
