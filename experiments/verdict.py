@@ -408,9 +408,9 @@ def analyse(experiment: Experiment, data: Mapping[str, VariantData]) -> Analysis
     sampled = [v for v, d in by_variant.items() if any(getattr(d, f) is not None for f in _ESTIMATES)]
     if sampled:
         notes.append(
-            "traffic was sampled: request counts show the estimated total (from the sampling "
-            "weights) and, in brackets, the sampled spans received; the ratios, intervals and tests "
-            "use the sampled spans, the real sample sizes"
+            "traffic was sampled: requests show the estimated total (from the sampling weights) and, "
+            "in brackets, the spans received; the ratios, intervals and tests use the spans, the real "
+            "sample sizes"
         )
     alpha = experiment.alpha
     consumers = {v: by_variant[v].consumers for v in experiment.variants}
