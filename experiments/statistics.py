@@ -193,7 +193,8 @@ def proportion_interval(successes: float, trials: float, alpha: float) -> tuple[
     if trials <= 0:
         return (NAN, NAN)
     low, high = proportion_confint(successes, trials, alpha=alpha, method="wilson")
-    return (_finite(low), _finite(high))
+    # Exactly 0 (100%) with no events (no non-events), not the 1e-17 of floating-point noise.
+    return (0.0 if successes == 0 else _finite(low), 1.0 if successes == trials else _finite(high))
 
 
 def compare_proportions(

@@ -9,7 +9,12 @@ import math
 
 import pytest
 from apiusage.experiments.render import render_markdown, render_text
-from apiusage.experiments.statistics import MIN_EXPECTED, compare_proportions, enough_for_normal
+from apiusage.experiments.statistics import (
+    MIN_EXPECTED,
+    compare_proportions,
+    enough_for_normal,
+    proportion_interval,
+)
 from apiusage.experiments.verdict import analyse
 from experiment_scenarios import experiment, fixed
 
@@ -142,3 +147,14 @@ def test_a_bad_estimate_is_refused_naming_the_variant_and_field(bad: float) -> N
         ValueError, match=r"experiment checkout-v2: variant 'treatment': estimated_errors must"
     ):
         analyse(experiment(), data)
+
+
+def test_a_ratio_without_events_has_an_interval_from_exactly_0() -> None:
+    # statsmodels' Wilson bound at 0 events is 6.9e-18, which read "0.00000000000000069%".
+    assert proportion_interval(0, 38, 0.05)[0] == 0.0
+    assert proportion_interval(38, 38, 0.05)[1] == 1.0
+    analysis = analyse(experiment(), {"control": fixed("control", requests=38, errors=0, client_errors=3)})
+    assert render_text(analysis).split("\n")[6].split("  ")[6:8] == [
+        "0% (0% to 9.2%)",
+        "7.9% (2.7% to 20.8%)",
+    ]
