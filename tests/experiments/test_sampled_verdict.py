@@ -154,7 +154,5 @@ def test_a_ratio_without_events_has_an_interval_from_exactly_0() -> None:
     assert proportion_interval(0, 38, 0.05)[0] == 0.0
     assert proportion_interval(38, 38, 0.05)[1] == 1.0
     analysis = analyse(experiment(), {"control": fixed("control", requests=38, errors=0, client_errors=3)})
-    assert render_text(analysis).split("\n")[6].split("  ")[6:8] == [
-        "0% (0% to 9.2%)",
-        "7.9% (2.7% to 20.8%)",
-    ]
+    row = render_text(analysis).split("\n")[6]
+    assert row.startswith("control") and "  0% (0% to 9.2%)  7.9% (2.7% to 20.8%)  " in row
