@@ -98,7 +98,7 @@ def test_the_normal_approximation_needs_5_expected_counts_in_every_cell(errors, 
 
 
 def test_a_handful_of_errors_is_not_enough_data_and_has_no_p_value() -> None:
-    # 1 vs 6 errors in 1,000 requests: Agresti–Caffo would say p = 0.06, from 7 events.
+    # 1 vs 6 errors in 1,000 requests: Agresti–Caffo said p = 0.095 (from 7 events) before the rule.
     analysis = analyse(
         experiment(),
         {
