@@ -5,7 +5,9 @@ the store (SQLite or PostgreSQL alike):
 
 - requests, errors (5xx), client errors (4xx) and the latency histogram: the daily tallies of
   `experiment_days` and `experiment_latency` whose UTC day overlaps [since_ms, until_ms), each
-  request under the variant it was served;
+  request under the variant it was served, as span counts (the spans received: the sample
+  sizes); `estimated_*` are the sampling-weighted totals, None where they equal the spans
+  (unsampled traffic);
 - consumers: the `experiment_consumers` rows first assigned to the variant within
   [since_ms, until_ms) (by their first exposure), contaminated ones (later seen in another
   variant) included and counted apart;
@@ -53,16 +55,18 @@ def _read(store: Store, experiment: Experiment, since_ms: int | None, until_ms: 
     seen_where, seen_params = _range("first_seen", since_ms, until_ms)
     n = len(EXPERIMENT_LATENCY_BOUNDS) + 1
 
-    tallies: dict[str, tuple[float, float, float]] = {}
-    for variant, requests, errors, client_errors in store.query(
-        "SELECT variant, SUM(requests), SUM(errors), SUM(client_errors) FROM experiment_days "
+    # (spans, span errors, span 4xx, weighted requests, weighted errors, weighted 4xx)
+    tallies: dict[str, tuple[float, ...]] = {}
+    for variant, *sums in store.query(
+        "SELECT variant, SUM(spans), SUM(span_errors), SUM(span_client_errors), SUM(requests), "
+        "SUM(errors), SUM(client_errors) FROM experiment_days "
         f"WHERE service = ? AND experiment = ?{days_where} GROUP BY variant",
         (*key, *days_params),
     ):
-        tallies[variant] = (float(requests), float(errors), float(client_errors))
+        tallies[variant] = tuple(float(value) for value in sums)
     latency: dict[str, list[float]] = defaultdict(lambda: [0.0] * n)
     for variant, bucket, count in store.query(
-        "SELECT variant, bucket, SUM(count) FROM experiment_latency "
+        "SELECT variant, bucket, SUM(spans) FROM experiment_latency "
         f"WHERE service = ? AND experiment = ?{days_where} GROUP BY variant, bucket",
         (*key, *days_params),
     ):
@@ -94,7 +98,11 @@ def _read(store: Store, experiment: Experiment, since_ms: int | None, until_ms: 
     variants += sorted((set(tallies) | set(latency) | set(groups)) - set(variants))
     out: dict[str, VariantData] = {}
     for variant in variants:
-        requests, errors, client_errors = tallies.get(variant, (0.0, 0.0, 0.0))
+        requests, errors, client_errors, *weighted = tallies.get(variant, (0.0,) * 6)
+        estimated = [
+            None if _same(w, spans) else w
+            for w, spans in zip(weighted, (requests, errors, client_errors), strict=True)
+        ]
         consumers, contaminated, never = groups.get(variant, (0, 0, 0))
         out[variant] = VariantData(
             variant=variant,
@@ -107,8 +115,16 @@ def _read(store: Store, experiment: Experiment, since_ms: int | None, until_ms: 
             adopters=adopters.get(variant, 0),
             ttfs_seconds=samples.get(variant, ()),
             never_succeeded=never,
+            estimated_requests=estimated[0],
+            estimated_errors=estimated[1],
+            estimated_client_errors=estimated[2],
         )
     return out
+
+
+def _same(weighted: float, spans: float) -> bool:
+    """The weighted sum equals the span count: every weight was 1 (sums of floats, so nearly)."""
+    return abs(weighted - spans) <= 1e-9 * max(1.0, spans)
 
 
 def _range(column: str, low: int | None, high: int | None, inclusive: bool = False) -> tuple[str, list[int]]:

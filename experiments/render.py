@@ -53,7 +53,7 @@ def _variant_table(analysis: Analysis) -> tuple[list[str], list[list[str]]]:
             name,
             fmt.count(v.consumers),
             fmt.count(v.contaminated),
-            fmt.count(v.requests),
+            _requests(v),
             _with_ci("error_ratio", v.error_ratio, v.error_ratio_ci),
             _with_ci("client_error_ratio", v.client_error_ratio, v.client_error_ratio_ci),
             _with_ci("latency_p95", v.latency_p95, v.latency_p95_ci),
@@ -64,6 +64,13 @@ def _variant_table(analysis: Analysis) -> tuple[list[str], list[list[str]]]:
             row += [_with_ci("time_to_first_success", v.ttfs_median, v.ttfs_median_ci), _never(v)]
         rows.append(row)
     return header, rows
+
+
+def _requests(v: VariantSummary) -> str:
+    """The spans received; with sampling, the estimated total first and the spans in brackets."""
+    if v.estimated_requests is None:
+        return fmt.count(v.requests)
+    return f"{fmt.count(v.estimated_requests)} ({fmt.count(v.requests)} sampled)"
 
 
 def _never(v: VariantSummary) -> str:

@@ -4,8 +4,9 @@ histogram, time to first success, power and minimum detectable effect.
 Every distribution comes from scipy or statsmodels. The assumptions (docs/experiments.md):
 consumers are assigned independently; the ratio tests treat requests as independent trials
 (many requests of one consumer make the intervals too narrow); the samples are large enough
-for normal approximations; latency is known only to its bucket (EXPERIMENT_LATENCY_BOUNDS, 25%
-wide), so a p95 is interpolated within one.
+for normal approximations (`enough_for_normal`: at least MIN_EXPECTED expected counts in every
+cell); latency is known only to its bucket (EXPERIMENT_LATENCY_BOUNDS, 25% wide), so a p95 is
+interpolated within one. Counts are of observed units (sampled spans, not their weights).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "BOOTSTRAP_RESAMPLES",
     "BOOTSTRAP_SEED",
     "MANN_WHITNEY_CAP",
+    "MIN_EXPECTED",
     "LatencyResult",
     "PowerResult",
     "ProportionResult",
@@ -39,6 +41,7 @@ __all__ = [
     "compare_latency",
     "compare_proportions",
     "compare_ttfs",
+    "enough_for_normal",
     "p95_interval",
     "median_interval",
     "power_and_mde",
@@ -60,6 +63,10 @@ BOOTSTRAP_MAX_REQUESTS = 10**15
 #: larger histogram is scaled down to it, keeping its shape: the p-value is then that of a
 #: sample this size, so conservative (a real difference only looks less certain).
 MANN_WHITNEY_CAP = 100_000
+#: Cochran's rule for the normal approximation of a 2x2 comparison (the two-proportion test is
+#: the chi-square test of that table): every expected count, events and non-events of each
+#: variant under "no difference", at least this many.
+MIN_EXPECTED = 5.0
 #: The smallest relative p95 change the histogram can resolve: one bucket is 25% wide.
 LATENCY_RESOLUTION = 0.25
 
@@ -186,7 +193,8 @@ def proportion_interval(successes: float, trials: float, alpha: float) -> tuple[
     if trials <= 0:
         return (NAN, NAN)
     low, high = proportion_confint(successes, trials, alpha=alpha, method="wilson")
-    return (_finite(low), _finite(high))
+    # Exactly 0 (100%) with no events (no non-events), not the 1e-17 of floating-point noise.
+    return (0.0 if successes == 0 else _finite(low), 1.0 if successes == trials else _finite(high))
 
 
 def compare_proportions(
@@ -221,6 +229,19 @@ def compare_proportions(
     relative = difference / p_c if p_c > 0 else NAN
     significant = not math.isnan(p_value) and p_value < alpha
     return ProportionResult(p_c, p_t, difference, _finite(low), _finite(high), relative, p_value, significant)
+
+
+def enough_for_normal(x_control: float, n_control: float, x_treatment: float, n_treatment: float) -> bool:
+    """Whether a two-proportion comparison has enough data for its normal approximation: every
+    expected count of the 2x2 table (scipy's expected_freq, from the pooled rate) is at least
+    MIN_EXPECTED. Below it (a handful of errors, or almost every request failing) a p-value from
+    Agresti–Caffo or any Wald-type test is not to be trusted."""
+    _check_counts(x_control, n_control, "x_control", "n_control")
+    _check_counts(x_treatment, n_treatment, "x_treatment", "n_treatment")
+    if n_control <= 0 or n_treatment <= 0:
+        return False
+    table = [[x_control, n_control - x_control], [x_treatment, n_treatment - x_treatment]]
+    return bool(np.min(stats.contingency.expected_freq(table)) >= MIN_EXPECTED)
 
 
 def _histogram(counts: Sequence[float], name: str = "latency_counts") -> np.ndarray:

@@ -7,6 +7,11 @@ than one treatment the p-values of one metric are Holm-corrected over the treatm
 (statsmodels multipletests), which keeps the chance of any false "significant" at alpha; the
 metrics are not corrected against each other (each guardrail is its own decision, and a
 correction would make a harm harder to see). Intervals are not adjusted.
+
+Sample sizes are the spans received (VariantData.requests...), not the sampling-weighted
+estimates: with 10% head sampling a span stands for ten requests, but it is one observation.
+A ratio with fewer than MIN_EXPECTED expected events (or non-events) in a variant is "not
+enough data", not a p-value (statistics.enough_for_normal).
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from . import formatting as fmt
 from .data import VariantData
 from .statistics import (
     BUCKETS,
+    MIN_EXPECTED,
     SrmResult,
     compare_latency,
     compare_proportions,
     compare_ttfs,
+    enough_for_normal,
     median_interval,
     p95_interval,
     power_and_mde,
@@ -73,6 +80,8 @@ class VariantSummary:
     ttfs_median_ci: tuple[float, float]
     succeeded: int  # consumers in the time-to-first-success sample
     never_succeeded: int
+    #: the sampling-weighted request total when traffic was sampled (`requests` are the spans)
+    estimated_requests: float | None = None
 
     def value(self, metric: str) -> tuple[float, tuple[float, float]]:
         if metric == "time_to_first_success":
@@ -147,11 +156,15 @@ def _latency(data: VariantData) -> tuple[float, ...]:
 
 
 _COUNTS = ("requests", "errors", "client_errors", "consumers", "contaminated", "adopters", "never_succeeded")
+_ESTIMATES = ("estimated_requests", "estimated_errors", "estimated_client_errors")
+#: What a ratio's events are called in "not enough data" (its trials are `_Comparison.what`).
+_EVENTS = {"error_ratio": "errors", "client_error_ratio": "4xx", "adoption": "adopters"}
 
 
 def _check(data: VariantData) -> None:
     """Counts that cannot be (more errors than requests...), refused naming the variant and field."""
-    for field in _COUNTS:
+    estimates = [f for f in _ESTIMATES if getattr(data, f) is not None]
+    for field in (*_COUNTS, *estimates):
         value = getattr(data, field)
         if (
             isinstance(value, bool)
@@ -204,6 +217,7 @@ def _summary(data: VariantData, alpha: float) -> VariantSummary:
         ttfs_median_ci=median_interval(data.ttfs_seconds, alpha),
         succeeded=len(data.ttfs_seconds),
         never_succeeded=data.never_succeeded,
+        estimated_requests=data.estimated_requests,
     )
 
 
@@ -226,6 +240,8 @@ class _Comparison:
     n_treatment: float
     #: which way the test says the treatment leans (1 up, -1 down, 0: the test has no direction)
     shift: int = 0
+    #: why there is not enough data, when it is not the absence of trials
+    why: str = ""
 
     @property
     def against(self) -> bool:
@@ -245,9 +261,19 @@ def _compare(metric: str, c: VariantData, t: VariantData, experiment: Experiment
         xt, nt = getattr(t, field), getattr(t, trials)
         r = compare_proportions(xc, nc, xt, nt, alpha)
         achieved, mde = power_and_mde(nc, nt, r.p_control, alpha, power, planned)
+        enough, why, p_value = nc > 0 and nt > 0, "", r.p_value
+        if enough and not enough_for_normal(xc, nc, xt, nt):
+            # Too few events (or non-events) for the normal approximation: no p-value at all.
+            events = _EVENTS[metric]
+            enough, p_value = False, NAN
+            why = (
+                f"{fmt.count(xc + xt)} {events} in {fmt.count(nc)} vs {fmt.count(nt)} {what}; the test "
+                f"needs at least {MIN_EXPECTED:g} expected {events} and {MIN_EXPECTED:g} expected others "
+                "in each variant"
+            )
         return _Comparison(
             metric, t.variant, r.p_control, r.p_treatment, (r.ci_low, r.ci_high), r.relative_change,
-            r.p_value, mde, achieved, nc > 0 and nt > 0, what, nc, nt,
+            p_value, mde, achieved, enough, what, nc, nt, why=why,
         )  # fmt: skip
     if metric == "latency_p95":
         lat = compare_latency(_latency(c), _latency(t), alpha, power=power)
@@ -304,6 +330,8 @@ def _sentence(
     m = comparison.metric
     name = NAMES[m]
     c, t = fmt.distinct(m, comparison.control_value, comparison.treatment_value)
+    if not comparison.enough and comparison.why:
+        return f"{prefix}{name}: not enough data yet ({comparison.why})"
     if not comparison.enough:
         return (
             f"{prefix}{name}: not enough data yet ({fmt.count(comparison.n_control)} vs "
@@ -377,6 +405,13 @@ def analyse(experiment: Experiment, data: Mapping[str, VariantData]) -> Analysis
             _check(d)
         except ValueError as exc:
             raise ValueError(f"experiment {experiment.name}: {exc}") from None
+    sampled = [v for v, d in by_variant.items() if any(getattr(d, f) is not None for f in _ESTIMATES)]
+    if sampled:
+        notes.append(
+            "traffic was sampled: requests show the estimated total (from the sampling weights) and, "
+            "in brackets, the spans received; the ratios, intervals and tests use the spans, the real "
+            "sample sizes"
+        )
     alpha = experiment.alpha
     consumers = {v: by_variant[v].consumers for v in experiment.variants}
     srm = sample_ratio_mismatch(consumers, experiment.split)

@@ -9,8 +9,9 @@ the batch) and writes them in the same transaction; a failed write `restore()`s 
 The variant a consumer is first seen in is the one it stays in: within a flush, the variant of
 its earliest exposure; across flushes and replicas, the one stored first (the upsert never
 changes it). A later exposure in another variant sets `other_variant` once: contamination.
-The daily tallies count each request under the variant it was served (weighted by the
-sampling adjusted count), consumer or not; a request whose span ended before it began
+The daily tallies count each request under the variant it was served, consumer or not, twice:
+weighted by the sampling adjusted count (the estimated traffic) and once per span (the spans
+received: the sample sizes the statistics need); a request whose span ended before it began
 (duration -1) is counted but has no latency, as in api_request_duration_seconds.
 
 The backlog is bounded like ConsumerActivity's: past twice `max_pending` rows or
@@ -76,9 +77,10 @@ class ExperimentActivity:
         # (service, experiment, consumer) → [variant, first_seen, last_seen, first_success,
         #                                    other_variant, requests]
         self._consumers: dict[tuple[str, str, str], list] = {}
-        # (service, experiment, variant, day) → [requests, errors, client_errors, duration_sum]
+        # (service, experiment, variant, day) → [requests, errors, client_errors, duration_sum,
+        #                                        spans, span_errors, span_client_errors]
         self._days: dict[tuple[str, str, str, int], list] = {}
-        # (service, experiment, variant, day, bucket) → [count]
+        # (service, experiment, variant, day, bucket) → [count, spans]
         self._latency: dict[tuple[str, str, str, int, int], list] = {}
 
     def consume_exposures(self, exposures: Sequence[Exposure]) -> None:
@@ -114,19 +116,26 @@ class ExperimentActivity:
                     if full_now():
                         full += 1
                     else:
+                        server, client = first == "5", first == "4"
                         days[dkey] = [
                             w,
-                            w if first == "5" else 0.0,
-                            w if first == "4" else 0.0,
+                            w if server else 0.0,
+                            w if client else 0.0,
                             duration * w if timed else 0.0,
+                            1,
+                            1 if server else 0,
+                            1 if client else 0,
                         ]
                         self._bytes += _size(dkey)
                 else:
                     d[0] += w
+                    d[4] += 1
                     if first == "5":
                         d[1] += w
+                        d[5] += 1
                     elif first == "4":
                         d[2] += w
+                        d[6] += 1
                     if timed:
                         d[3] += duration * w
                 if timed:
@@ -136,10 +145,11 @@ class ExperimentActivity:
                         if full_now():
                             full += 1
                         else:
-                            latency[lkey] = [w]
+                            latency[lkey] = [w, 1]
                             self._bytes += _size(lkey)
                     else:
                         h[0] += w
+                        h[1] += 1
                 consumer = x.consumer_id
                 if consumer is None:
                     continue
@@ -179,7 +189,7 @@ class ExperimentActivity:
         return (
             [(s, e, c, *v) for (s, e, c), v in consumers.items()],
             [(*k, *v) for k, v in days.items()],
-            [(*k, v[0]) for k, v in latency.items()],
+            [(*k, *v) for k, v in latency.items()],
         )
 
     def written(self) -> None:
@@ -209,29 +219,28 @@ class ExperimentActivity:
                     self._bytes += _size((s, e, c))
                 else:
                     _merge_consumer(cur, variant, first, last, success, other, requests)
-            for s, e, v, day, requests, errors, client_errors, duration in days:
+            for s, e, v, day, *tallies in days:
                 cur = self._days.get((s, e, v, day))
                 if cur is None:
                     if not room():
                         full += 1
                         continue
-                    self._days[s, e, v, day] = [requests, errors, client_errors, duration]
+                    self._days[s, e, v, day] = list(tallies)
                     self._bytes += _size((s, e, v, day))
                 else:
-                    cur[0] += requests
-                    cur[1] += errors
-                    cur[2] += client_errors
-                    cur[3] += duration
-            for s, e, v, day, bucket, count in latency:
+                    for i, value in enumerate(tallies):
+                        cur[i] += value
+            for s, e, v, day, bucket, count, spans in latency:
                 cur = self._latency.get((s, e, v, day, bucket))
                 if cur is None:
                     if not room():
                         full += 1
                         continue
-                    self._latency[s, e, v, day, bucket] = [count]
+                    self._latency[s, e, v, day, bucket] = [count, spans]
                     self._bytes += _size((s, e, v, day, bucket))
                 else:
                     cur[0] += count
+                    cur[1] += spans
         if full:
             self._dropped(0, full)
 

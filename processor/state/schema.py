@@ -294,6 +294,28 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         ){without_rowid}""",
         ],
     ),
+    # Version 6: unweighted span counts beside the sampling-weighted tallies.  A sampled span
+    # stands for 1/p requests (its adjusted count); the weighted sums estimate the traffic, but
+    # the statistics need the number of spans actually observed as their sample size (ten
+    # times the spans at 10% sampling would make every test ~3x too confident).  Rows written
+    # before this version hold only the weighted tallies: their span counts are set to those
+    # rounded, which is exact for unsampled traffic (every weight 1), the case almost all of
+    # them are (experiments shipped in version 5, just before this); for sampled rows the old
+    # data overstates the sample size, as it did before.
+    (
+        6,
+        [
+            "ALTER TABLE experiment_days ADD COLUMN spans BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE experiment_days ADD COLUMN span_errors BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE experiment_days ADD COLUMN span_client_errors BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE experiment_latency ADD COLUMN spans BIGINT NOT NULL DEFAULT 0",
+            # CAST: ROUND gives a double in both dialects; the columns hold whole numbers.
+            "UPDATE experiment_days SET spans = CAST(ROUND(requests) AS BIGINT), "
+            "span_errors = CAST(ROUND(errors) AS BIGINT), "
+            "span_client_errors = CAST(ROUND(client_errors) AS BIGINT)",
+            "UPDATE experiment_latency SET spans = CAST(ROUND(count) AS BIGINT)",
+        ],
+    ),
 ]
 
 LATEST = MIGRATIONS[-1][0]

@@ -38,10 +38,13 @@ FeedbackRow = tuple[str, str, int, int, int]
 # (service, experiment, consumer_id, variant, first_seen, last_seen, first_success, other_variant,
 #  requests): the variant first assigned, and the first other one seen after it (contamination)
 ExperimentConsumerRow = tuple[str, str, str, str, int, int, "int | None", "str | None", float]
-# (service, experiment, variant, day, requests, errors, client_errors, duration_sum)
-ExperimentDayRow = tuple[str, str, str, int, float, float, float, float]
-# (service, experiment, variant, day, bucket, count): bucket indexes EXPERIMENT_LATENCY_BOUNDS
-ExperimentLatencyRow = tuple[str, str, str, int, int, float]
+# (service, experiment, variant, day, requests, errors, client_errors, duration_sum, spans,
+#  span_errors, span_client_errors): the first four tallies weighted by the sampling adjusted
+#  count (estimated traffic), the span counts unweighted (the sample sizes; version 6)
+ExperimentDayRow = tuple[str, str, str, int, float, float, float, float, int, int, int]
+# (service, experiment, variant, day, bucket, count, spans): bucket indexes
+# EXPERIMENT_LATENCY_BOUNDS; count weighted, spans unweighted
+ExperimentLatencyRow = tuple[str, str, str, int, int, float, int]
 # (service, version, first_seen, last_seen, requests): the release markers (issue 16)
 ReleaseRow = tuple[str, str, int, int, float]
 ActivityBatch = tuple[
@@ -132,19 +135,23 @@ ON CONFLICT (service, experiment, consumer_id) DO UPDATE SET
 """
 _UPSERT_EXPERIMENT_DAY = """
 INSERT INTO experiment_days (service, experiment, variant, day, requests, errors, client_errors,
-                             duration_sum)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                             duration_sum, spans, span_errors, span_client_errors)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (service, experiment, variant, day) DO UPDATE SET
     requests = experiment_days.requests + excluded.requests,
     errors = experiment_days.errors + excluded.errors,
     client_errors = experiment_days.client_errors + excluded.client_errors,
-    duration_sum = experiment_days.duration_sum + excluded.duration_sum
+    duration_sum = experiment_days.duration_sum + excluded.duration_sum,
+    spans = experiment_days.spans + excluded.spans,
+    span_errors = experiment_days.span_errors + excluded.span_errors,
+    span_client_errors = experiment_days.span_client_errors + excluded.span_client_errors
 """
 _UPSERT_EXPERIMENT_LATENCY = """
-INSERT INTO experiment_latency (service, experiment, variant, day, bucket, count)
-VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO experiment_latency (service, experiment, variant, day, bucket, count, spans)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (service, experiment, variant, day, bucket) DO UPDATE SET
-    count = experiment_latency.count + excluded.count
+    count = experiment_latency.count + excluded.count,
+    spans = experiment_latency.spans + excluded.spans
 """
 # first_seen keeps the minimum across flushes and replicas: the release marker never moves later.
 _UPSERT_RELEASE = """
@@ -285,10 +292,17 @@ _UPSERTS = (
 def _complete(batch: tuple) -> ActivityBatch:
     """A batch with all ten row lists: shorter batches (consumers, activity and endpoints only, as
     tools and tests write them; the six lists of version 4, without the experiment and release
-    lists of version 5) get empty lists."""
-    if len(batch) == 10:
-        return batch
-    return (*batch, *([] for _ in range(10 - len(batch))))
+    lists of version 5) get empty lists. Experiment rows in the version-5 shape, without span
+    counts, are taken as unsampled: their span counts are the weighted tallies rounded, as
+    migration 6 sets them for stored rows."""
+    if len(batch) < 10:
+        batch = (*batch, *([] for _ in range(10 - len(batch))))
+    days, latency = batch[7], batch[8]
+    if any(len(row) == 8 for row in days) or any(len(row) == 6 for row in latency):
+        days = [(*r, round(r[4]), round(r[5]), round(r[6])) if len(r) == 8 else r for r in days]
+        latency = [(*r, round(r[5])) if len(r) == 6 else r for r in latency]
+        batch = (*batch[:7], days, latency, batch[9])
+    return batch
 
 
 _BUCKET = ttfs_bucket_sql()

@@ -17,31 +17,15 @@ import asyncio
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
-from apiusage.instrumentation import instrument
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from openfeature import api as openfeature
-from openfeature.contrib.hook.opentelemetry import TracingHook
-from openfeature.evaluation_context import EvaluationContext
-from openfeature.flag_evaluation import FlagResolutionDetails, Reason
-from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from tests.support.flag_service import FLAG, KEYS, SERVICE, drive, flag_service
 from tests.support.polling import read_until
 from tests.support.processor import apiusage_command, get, matching, sample, start_processor
 
 pytestmark = pytest.mark.slow
 
-SERVICE = "orders-api"
-FLAG = "checkout-v2"
-KEYS = [f"sk_live_consumer{i:02d}_0123456789" for i in range(20)]
-TREATED = frozenset(KEYS[1::2])
 CONTROL_4XX = frozenset(KEYS[0:4:2])  # two control consumers: their first call fails
 CALLS = 5
 
@@ -60,47 +44,8 @@ EXPERIMENTS = {
 }
 
 
-def _assign(flag: InMemoryFlag, context: EvaluationContext) -> FlagResolutionDetails:
-    variant = "treatment" if context.targeting_key in TREATED else "control"
-    return FlagResolutionDetails(value=flag.variants[variant], variant=variant, reason=Reason.TARGETING_MATCH)
-
-
-def _service(endpoint: str) -> tuple[FastAPI, TracerProvider]:
-    domain = "experiments-e2e"
-    openfeature.set_provider(
-        InMemoryProvider(
-            {FLAG: InMemoryFlag("control", {"control": False, "treatment": True}, context_evaluator=_assign)}
-        ),
-        domain=domain,
-    )
-    client = openfeature.get_client(domain)
-    client.add_hooks([TracingHook()])
-    calls: dict[str, int] = {}
-    app = FastAPI()
-
-    @app.post("/v2/checkout")
-    async def checkout(request: Request) -> JSONResponse:
-        key = request.headers["x-api-key"]
-        new = client.get_boolean_value(FLAG, False, EvaluationContext(targeting_key=key))
-        n = calls[key] = calls.get(key, 0) + 1
-        failing = (new and n <= 2) or (not new and key in CONTROL_4XX and n == 1)
-        return JSONResponse({"new": new}, status_code=400 if failing else 200)
-
-    provider = TracerProvider(resource=Resource.create({"service.name": SERVICE, "service.version": "1.5.0"}))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
-    instrument(app, tracer_provider=provider, pseudonym_key="e2e-experiments-key-0123456789", environ={})
-    return app, provider
-
-
-async def _drive(app: FastAPI) -> list[int]:
-    statuses = []
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://orders") as client:
-        for _ in range(CALLS):
-            for key in KEYS:
-                response = await client.post("/v2/checkout", headers={"x-api-key": key})
-                statuses.append(response.status_code)
-    return statuses
+def _fails(key: str, treated: bool, n: int) -> bool:
+    return (treated and n <= 2) or (not treated and key in CONTROL_4XX and n == 1)
 
 
 def test_an_experiment_from_flag_evaluation_to_verdict(tmp_path: Path) -> None:
@@ -111,8 +56,8 @@ def test_an_experiment_from_flag_evaluation_to_verdict(tmp_path: Path) -> None:
         "state": {"flush_interval": "100ms", "refresh_interval": "200ms"},
     }
     with start_processor(tmp_path, config) as running:
-        app, provider = _service(f"http://{running.grpc_endpoint}")
-        statuses = asyncio.run(_drive(app))
+        app, provider = flag_service(f"http://{running.grpc_endpoint}", _fails, domain="experiments-e2e")
+        statuses = asyncio.run(drive(app, CALLS))
         assert (statuses.count(200), statuses.count(400)) == (78, 22)
         assert provider.force_flush(10_000)
         provider.shutdown()

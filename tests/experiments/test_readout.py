@@ -38,9 +38,16 @@ EXPERIMENT = Experiment(
 )
 
 
-def x(variant: str, consumer: str | None, at_ms: int, code: str = "200", duration: float = 0.001) -> Exposure:
+def x(
+    variant: str,
+    consumer: str | None,
+    at_ms: int,
+    code: str = "200",
+    duration: float = 0.001,
+    weight: float = 1.0,
+) -> Exposure:
     return Exposure(
-        S, E, variant, "POST", "/v2/orders", code, "pro", "sdk", None, consumer, duration, 1.0,
+        S, E, variant, "POST", "/v2/orders", code, "pro", "sdk", None, consumer, duration, weight,
         at_ms * 1_000_000,
     )  # fmt: skip
 
@@ -152,6 +159,36 @@ def test_the_readout_of_a_scripted_experiment_is_exact(tmp_path, kind: str) -> N
             "A": (4.0, 2, 0),
             "B": (4.0, 1, 0),
         }
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.live)])
+def test_sampled_traffic_reads_as_span_counts_with_the_weighted_totals_as_estimates(
+    tmp_path, kind: str
+) -> None:
+    # 10% head sampling (weight 10) on A: 3 spans, one a 5xx; B: one span of weight 10 and one
+    # of weight 1 (a 4xx the tail sampler always keeps); its 4xx estimate equals its span count.
+    with store_of(kind, tmp_path) as store:
+        flush(
+            store,
+            [
+                x("A", "c1", T0, "200", weight=10.0),
+                x("A", "c1", T0 + 1, "503", 0.25, weight=10.0),
+                x("A", None, T0 + 2, "200", weight=10.0),
+                x("B", "c2", T0 + 3, "200", weight=10.0),
+                x("B", "c2", T0 + 4, "404", weight=1.0),
+            ],
+        )
+        out = read_experiment(store, EXPERIMENT)
+    assert out == {
+        "A": VariantData(
+            "A", 3.0, 1.0, 0.0, 1, 0, counts(b0=2.0, **{f"b{B_250MS}": 1.0}), 0, (0.0,), 0,
+            estimated_requests=30.0, estimated_errors=10.0, estimated_client_errors=None,
+        ),
+        "B": VariantData(
+            "B", 2.0, 0.0, 1.0, 1, 0, counts(b0=2.0), 0, (0.0,), 0,
+            estimated_requests=11.0, estimated_errors=None, estimated_client_errors=None,
+        ),
+    }  # fmt: skip
 
 
 def test_a_variant_without_data_reads_as_zeros_and_an_unknown_stored_one_is_kept(tmp_path) -> None:

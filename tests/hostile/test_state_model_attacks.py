@@ -417,7 +417,7 @@ def test_kill_9_during_the_version_2_upgrade_then_a_restart_migrates_once_exactl
         assert db.execute("SELECT COUNT(*) FROM activity").fetchone() == (consumers * days,)
     store = open_store(StateConfig(sqlite=SqliteState(path=path)))
     try:
-        assert [v for (v,) in store.query("SELECT version FROM schema_migrations")] == [1, 2, 3, 4, 5]
+        assert [v for (v,) in store.query("SELECT version FROM schema_migrations")] == [1, 2, 3, 4, 5, 6]
         assert store.query("SELECT COUNT(*), SUM(calls), SUM(errors) FROM consumer_days") == [
             (consumers * days, 2.0 * consumers * days, 1.0 * consumers * days)
         ]

@@ -100,22 +100,26 @@ CONSUMERS = [
     (S, E, "c2", "B", T0 + 1500, T0 + DAY_MS + 20, T0 + 3000, None, 4.0),
     (S, E, "c3", "A", T0 + 4000, T0 + DAY_MS + 30, T0 + 5000, "B", 3.0),
 ]
+# Weighted requests, errors, 4xx, duration sum; then the spans, 5xx spans and 4xx spans (c2's
+# weight-2 request is two requests but one span).
 DAYS = [
-    (S, E, "A", DAY, 4.0, 2.0, 0.0, 0.00390625 + 0.25 + 0.0078125 + 128.0),
-    (S, E, "A", DAY + 1, 1.0, 0.0, 0.0, 0.001),
-    (S, E, "B", DAY, 5.0, 0.0, 1.0, 0.0009765625 + 2 * 0.0625 + 0.0078125),
-    (S, E, "B", DAY + 1, 2.0, 0.0, 0.0, 0.002),
+    (S, E, "A", DAY, 4.0, 2.0, 0.0, 0.00390625 + 0.25 + 0.0078125 + 128.0, 4, 2, 0),
+    (S, E, "A", DAY + 1, 1.0, 0.0, 0.0, 0.001, 1, 0, 0),
+    (S, E, "B", DAY, 5.0, 0.0, 1.0, 0.0009765625 + 2 * 0.0625 + 0.0078125, 4, 0, 1),
+    (S, E, "B", DAY + 1, 2.0, 0.0, 0.0, 0.002, 2, 0, 0),
 ]
 
 
 def latency_rows() -> list[tuple]:
-    tally: dict[tuple, float] = {}
+    tally: dict[tuple, list] = {}
     for e in FLUSH_1 + FLUSH_2:
         if e.duration < 0:
             continue
         key = (S, E, e.variant, e.end_time_ns // 1_000_000 // DAY_MS, bucket(e.duration))
-        tally[key] = tally.get(key, 0.0) + e.weight
-    return sorted((*k, v) for k, v in tally.items())
+        cell = tally.setdefault(key, [0.0, 0])
+        cell[0] += e.weight
+        cell[1] += 1
+    return sorted((*k, *v) for k, v in tally.items())
 
 
 def rows(store: Store) -> tuple[list, list, list]:

@@ -547,7 +547,8 @@ def test_a_version_3_store_migrates_to_4_with_its_data_and_empty_new_tables(
                 2,
                 3,
                 4,
-                5,  # migration 5 (issue 16) runs too
+                5,  # migrations 5 and 6 (issue 16) run too
+                6,
             ]
             assert store.query("SELECT consumer_id, last_seen FROM consumers") == [("c1", now)]
             for table in ("consumer_parameters", "parameters", "consumer_feedback"):
