@@ -470,7 +470,9 @@ def test_a_prometheus_that_refuses_a_query_is_one_line_and_exit_2(tmp_path):
         server.shutdown()
         server.server_close()
     assert (run.returncode, run.stdout) == (2, "")
-    assert run.stderr.startswith(f"apiusage: Prometheus at {url} refused 'min by (version) (last_over_time(")
+    assert run.stderr.startswith(
+        f"apiusage: Prometheus at {url} refused 'min by (service, version) (last_over_time("
+    )
     assert run.stderr.endswith(": no\n") and run.stderr.count("\n") == 1
 
 
@@ -493,7 +495,9 @@ class _Crowd(PrometheusClient):
     def query(self, expr: str, at: float) -> list[tuple[dict, float]]:
         n = range(self.N)
         if "first_seen" in expr:
-            return [({"version": "1.4.2"}, T0), ({"version": "1.5.0"}, T1), ({"version": "__other__"}, T1)]
+            return [
+                ({**SERVICE, "version": v}, t) for v, t in (("1.4.2", T0), ("1.5.0", T1), ("__other__", T1))
+            ]
         if "histogram_quantile" in expr:
             p95 = 0.1 if at <= T1 else 0.3
             return (

@@ -280,7 +280,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     path = tmp_path / "report.html"
     path.write_text(page, encoding="utf-8")
     rendered = check_renders(path, tmp_path)
-    assert rendered.images == 14
+    assert rendered.images == 16
 
 
 def test_cli_says_where_prometheus_was_looked_for(tmp_path):
