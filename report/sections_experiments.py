@@ -69,8 +69,8 @@ def _p(value: float | None) -> str:
 
 
 def status_line(checks: _Checks) -> str:
-    """The checks in words: 'Running; sample ratio OK (p = 0.41); guardrail client_error_ratio
-    failed for treatment (p = 0.003).'"""
+    """The checks in words: 'running; sample ratio OK (p = 0.41); guardrail client_error_ratio
+    failed for treatment (p = 0.003).' ('' when there are none)."""
     parts = []
     if checks.running is not None:
         parts.append("running" if checks.running >= 1 else "not running (outside its planned dates)")
@@ -86,10 +86,7 @@ def status_line(checks: _Checks) -> str:
         parts.append(f"and {len(failed) - MAX_P_VALUES} more guardrails failed")
     if checks.guardrail_failed and not failed:
         parts.append("guardrails OK")
-    if not parts:
-        return ""
-    text = "; ".join(parts)
-    return text[0].upper() + text[1:] + "."
+    return "; ".join(parts) + "." if parts else ""
 
 
 def experiments_section(report: _Report) -> Section:

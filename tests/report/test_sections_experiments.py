@@ -146,7 +146,7 @@ def test_per_variant_figures_and_the_checks_in_words(report):
     ]
     assert _notes(block) == [
         "3 consumers were later seen in another variant than the one first assigned (contaminated).",
-        "Checks: Running; sample ratio OK (p = 0.41); guardrail client_error_ratio failed for treatment "
+        "Checks: running; sample ratio OK (p = 0.41); guardrail client_error_ratio failed for treatment "
         "(p = 0.003).",
         "Holm-adjusted p-values, smallest first: treatment client_error_ratio p = 0.003, treatment "
         "latency_p95 p = 0.2, treatment error_ratio p = 0.87.",
@@ -163,7 +163,7 @@ def test_a_sample_ratio_mismatch_blocks_the_verdict(report):
         ["treatment", "360", "0.00%", "0.00%", "175 ms", "-"],
     ]
     assert _notes(block)[0] == (
-        "Checks: Running; sample ratio mismatch (p = 0.00001): the verdict is blocked; guardrails OK."
+        "Checks: running; sample ratio mismatch (p = 0.00001): the verdict is blocked; guardrails OK."
     )
 
 
@@ -203,15 +203,15 @@ def test_the_report_with_experiments_renders_in_chromium(report, tmp_path):
     [
         (
             _Checks(running=0, srm_p=0.5, srm_mismatch=0),
-            "Not running (outside its planned dates); sample ratio OK (p = 0.5).",
+            "not running (outside its planned dates); sample ratio OK (p = 0.5).",
         ),
-        (_Checks(srm_p=0.2), "Sample ratio OK (p = 0.2)."),
+        (_Checks(srm_p=0.2), "sample ratio OK (p = 0.2)."),
         (
             _Checks(
                 guardrail_failed={("b", "latency_p95"): 1, ("a", "error_ratio"): 1},
                 p_values={("a", "error_ratio"): 0.01},
             ),
-            "Guardrail error_ratio failed for a (p = 0.01); guardrail latency_p95 failed for b.",
+            "guardrail error_ratio failed for a (p = 0.01); guardrail latency_p95 failed for b.",
         ),
         (_Checks(), ""),
     ],
