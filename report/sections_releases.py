@@ -154,7 +154,7 @@ def _release(
     s.heading(f"{name} {v}")
     command = f"apiusage release-notes --service {shlex.quote(service)} --version {shlex.quote(version)}"
     if before is None:
-        mine, _, full = _windows(releases, version, version, report.now)
+        mine, _, _ = _windows(releases, version, version, report.now)
         new, _ = notes.release(version, mine)
         s.note(
             f"First seen {_when(releases[version])}: the first release of {name} Prometheus knows, so "
