@@ -21,6 +21,7 @@ from .page import milliseconds as _milliseconds
 from .prometheus import PrometheusClient, PrometheusError, string
 from .sections_experiments import experiments_section
 from .sections_releases import releases_section
+from .text import visible
 
 __all__ = [
     "PrometheusClient",
@@ -754,7 +755,7 @@ def render_html(
 ) -> str:
     when = dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     span = _duration_text(range_seconds)
-    scope = f" for {html.escape(service)}" if service else ""
+    scope = f" for {html.escape(visible(service))}" if service else ""
     glance = getattr(sections, "glance", None) or []
     coverage = getattr(sections, "coverage", "")
     figures = "".join(

@@ -6,6 +6,7 @@ import html
 from dataclasses import dataclass, field
 
 from .charts import as_img
+from .text import visible
 
 __all__ = ["Section", "count", "duration_text", "milliseconds"]
 
@@ -18,7 +19,7 @@ class Section:
 
     def chart(self, caption: str, svg: str) -> None:
         self.blocks.append(
-            f"<figure>{as_img(svg, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
+            f"<figure>{as_img(svg, caption)}<figcaption>{html.escape(visible(caption))}</figcaption></figure>"
         )
 
     def table(self, headers: list[str], rows: list[list[str]], empty: str) -> None:
@@ -26,19 +27,20 @@ class Section:
         if not rows:
             self.blocks.append(f'<p class="empty">{html.escape(empty)}</p>')
             return
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+        head = "".join(f"<th>{html.escape(visible(h))}</th>" for h in headers)
         body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
         self.blocks.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
     def note(self, text: str) -> None:
-        self.blocks.append(f'<p class="note">{html.escape(text)}</p>')
+        self.blocks.append(f'<p class="note">{html.escape(visible(text))}</p>')
 
     def heading(self, text: str) -> None:
         """A sub-heading: one part of the section (a release, an experiment)."""
-        self.blocks.append(f"<h3>{html.escape(text)}</h3>")
+        self.blocks.append(f"<h3>{html.escape(visible(text))}</h3>")
 
 
 def _cell(text: str) -> str:
+    text = visible(text)
     if text.startswith(("http://", "https://")) and " " not in text:
         url = html.escape(text, quote=True)
         return f'<a href="{url}">{html.escape(text)}</a>'

@@ -22,6 +22,7 @@ from .page import duration_text as _duration_text
 from .page import milliseconds as _milliseconds
 from .prometheus import PrometheusClient
 from .prometheus import string as _string
+from .text import visible as _visible
 
 __all__ = [
     "DAY",
@@ -79,12 +80,7 @@ class _Figures:
             self.client_errors += value
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
-
-
-def _visible(text: str) -> str:
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _text(text: str) -> str:
