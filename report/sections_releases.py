@@ -108,7 +108,6 @@ def releases_section(report: _Report) -> Section:
         ),
         key=lambda x: (-x[0], x[1], x[2]),
     )
-    found = [x for x in found if x[0] >= start]
     fired = _fired(report)
     rows = []
     for t, service, version in found[:MAX_ROWS]:
