@@ -1,24 +1,27 @@
 """Build the usage report: query Prometheus, turn the answers into sections with charts.
 
-The same questions as the dashboards (traffic, reliability, adoption,
-onboarding, deprecations, API design, firing alerts), answered for one time range, in one
-HTML file that needs nothing else to open: charts are SVG images inlined as
-data URIs, styles are inline, there is no JavaScript.
+The same questions as the dashboards (traffic, reliability, adoption, onboarding,
+deprecations, API design, releases, experiments, firing alerts), answered for one time range,
+in one HTML file that needs nothing else to open: charts are SVG images inlined as data URIs,
+styles are inline, there is no JavaScript.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import html
-import json
-import urllib.error
-import urllib.parse
-import urllib.request
-from dataclasses import dataclass, field
 
 from apiusage.rules.catalog import LIBRARY_FACTOR, LIBRARY_FLOOR, MIN_REQUESTS_1H
 
-from .charts import as_img, bar_chart, heatmap, line_chart
+from .charts import bar_chart, heatmap, line_chart
+from .page import Section
+from .page import count as _count
+from .page import duration_text as _duration_text
+from .page import milliseconds as _milliseconds
+from .prometheus import PrometheusClient, PrometheusError, string
+from .sections_experiments import experiments_section
+from .sections_releases import releases_section
+from .text import visible
 
 __all__ = [
     "PrometheusClient",
@@ -36,83 +39,17 @@ _W7 = 'window="7d"'
 _W30 = 'window="30d"'
 _SCORES = ("1", "2", "3", "4", "5")
 
-SECTIONS = ("Traffic", "Reliability", "Adoption", "Onboarding", "Deprecations", "Design", "Firing alerts")
-
-
-class PrometheusError(Exception):
-    """Prometheus cannot be reached or refused a query; the message says which and why."""
-
-
-class PrometheusClient:
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-
-    def _get(self, path: str, params: dict[str, str]) -> object:
-        url = f"{self.base_url}{path}?{urllib.parse.urlencode(params)}"
-        try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as response:
-                body = json.load(response)
-        except urllib.error.HTTPError as exc:
-            try:
-                detail = json.load(exc).get("error", exc.reason)
-            except ValueError:
-                detail = exc.reason
-            raise PrometheusError(
-                f"Prometheus at {self.base_url} refused {params.get('query', path)!r}: {detail}"
-            ) from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise PrometheusError(f"cannot reach Prometheus at {self.base_url}: {reason}") from None
-        if body.get("status") != "success":
-            raise PrometheusError(f"Prometheus at {self.base_url}: {body.get('error', body)}")
-        return body["data"]
-
-    def check(self) -> None:
-        self._get("/api/v1/status/buildinfo", {})
-
-    def query(self, expr: str, at: float) -> list[tuple[dict, float]]:
-        data = self._get("/api/v1/query", {"query": expr, "time": f"{at:.3f}"})
-        return [(r["metric"], float(r["value"][1])) for r in data["result"]]  # type: ignore[index]
-
-    def query_range(
-        self, expr: str, start: float, end: float, step: float
-    ) -> list[tuple[dict, list[tuple[float, float]]]]:
-        data = self._get(
-            "/api/v1/query_range",
-            {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:.0f}"},
-        )
-        return [(r["metric"], [(float(t), float(v)) for t, v in r["values"]]) for r in data["result"]]  # type: ignore[index]
-
-    def alerts(self) -> list[dict]:
-        return self._get("/api/v1/alerts", {})["alerts"]  # type: ignore[index]
-
-    def targets(self) -> list[dict]:
-        return self._get("/api/v1/targets", {"state": "active"})["activeTargets"]  # type: ignore[index]
-
-
-@dataclass
-class Section:
-    title: str
-    question: str
-    blocks: list[str] = field(default_factory=list)
-
-    def chart(self, caption: str, svg: str) -> None:
-        self.blocks.append(
-            f"<figure>{as_img(svg, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>"
-        )
-
-    def table(self, headers: list[str], rows: list[list[str]], empty: str) -> None:
-        """A table; a cell that is an http(s) URL becomes a link."""
-        if not rows:
-            self.blocks.append(f'<p class="empty">{html.escape(empty)}</p>')
-            return
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-        body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
-        self.blocks.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-
-    def note(self, text: str) -> None:
-        self.blocks.append(f'<p class="note">{html.escape(text)}</p>')
+SECTIONS = (
+    "Traffic",
+    "Reliability",
+    "Adoption",
+    "Onboarding",
+    "Deprecations",
+    "Design",
+    "Releases",
+    "Experiments",
+    "Firing alerts",
+)
 
 
 class Report(list):
@@ -124,13 +61,6 @@ class Report(list):
         super().__init__(sections)
         self.glance = glance or []
         self.coverage = coverage
-
-
-def _cell(text: str) -> str:
-    if text.startswith(("http://", "https://")) and " " not in text:
-        url = html.escape(text, quote=True)
-        return f'<a href="{url}">{html.escape(text)}</a>'
-    return html.escape(text)
 
 
 def _label(metric: dict, *names: str) -> str:
@@ -161,11 +91,6 @@ def _seconds(text: str) -> int:
     return 0 if number else int(total)
 
 
-def _count(value: float) -> str:
-    """Consumers and requests are whole; increase() extrapolates, so round what it says."""
-    return f"{round(value):,}"
-
-
 def _bytes(value: float | None) -> str:
     """A payload size in B, KiB or MiB; "-" when there is none (no observations: NaN)."""
     if value is None or value != value:
@@ -174,10 +99,6 @@ def _bytes(value: float | None) -> str:
         if value >= size:
             return f"{value / size:.1f} {unit}"
     return f"{value:.0f} B"
-
-
-def _milliseconds(seconds: float | None) -> str:
-    return "-" if seconds is None or seconds != seconds else f"{seconds * 1000:.0f} ms"
 
 
 def _per_100(part: float, whole: float) -> str:
@@ -196,20 +117,12 @@ def _endpoint(metric: dict) -> str:
     return f"{metric.get('method', '')} {metric.get('route', '')}".strip()
 
 
-def _duration_text(seconds: float) -> str:
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0 or seconds >= 2 * size:
-            n = seconds / size
-            return f"{n:g} {unit}" + ("" if n == 1 else "s")
-    return f"{seconds:g} seconds"
-
-
 class _Report:
     def __init__(self, client: PrometheusClient, range_seconds: int, now: float, service: str | None) -> None:
         self.client = client
         self.range = range_seconds
         self.now = now
-        self.sel = f'service="{service}"' if service else ""
+        self.sel = f"service={string(service)}" if service else ""
         self.window = f"{max(1, range_seconds // 60)}m"
         self.data_start: float | None = None
         self.scrape = self._scrape_interval()
@@ -809,6 +722,8 @@ def build_report(
             report.onboarding,
             report.deprecations,
             report.design,
+            lambda: releases_section(report),
+            lambda: experiments_section(report),
             report.firing,
         ),
         strict=True,
@@ -840,7 +755,7 @@ def render_html(
 ) -> str:
     when = dt.datetime.fromtimestamp(now, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     span = _duration_text(range_seconds)
-    scope = f" for {html.escape(service)}" if service else ""
+    scope = f" for {html.escape(visible(service))}" if service else ""
     glance = getattr(sections, "glance", None) or []
     coverage = getattr(sections, "coverage", "")
     figures = "".join(

@@ -8,6 +8,8 @@ import html
 import math
 from collections.abc import Sequence
 
+from .text import visible
+
 __all__ = ["line_chart", "bar_chart", "heatmap", "as_img"]
 
 PALETTE = (
@@ -46,6 +48,11 @@ def _fmt(value: float, unit: str) -> str:
     return f"{value:.3g}"
 
 
+def _text(value: str) -> str:
+    """A label for SVG text: XML cannot hold control characters, so they are shown as escapes."""
+    return html.escape(visible(value))
+
+
 def _nice_max(value: float) -> float:
     if value <= 0 or not math.isfinite(value):
         return 1.0
@@ -58,7 +65,7 @@ def _nice_max(value: float) -> float:
 
 def as_img(svg: str, alt: str) -> str:
     data = base64.b64encode(svg.encode()).decode()
-    return f'<img class="chart" alt="{html.escape(alt)}" src="data:image/svg+xml;base64,{data}">'
+    return f'<img class="chart" alt="{html.escape(visible(alt))}" src="data:image/svg+xml;base64,{data}">'
 
 
 def _frame(body: list[str], ymax: float, unit: str, xlabels: list[tuple[float, str]]) -> str:
@@ -79,7 +86,7 @@ def _frame(body: list[str], ymax: float, unit: str, xlabels: list[tuple[float, s
         anchor = "start" if k == 0 else "end" if k == len(xlabels) - 1 else "middle"
         parts.append(
             f'<text x="{x:.1f}" y="{H - BOTTOM + 16}" text-anchor="{anchor}" '
-            f'fill="#555">{html.escape(label)}</text>'
+            f'fill="#555">{_text(label)}</text>'
         )
     parts += body
     parts.append("</svg>")
@@ -110,7 +117,7 @@ def line_chart(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], unit
         ly = H - 22 + (i // 4) * 14
         body.append(
             f'<rect x="{lx}" y="{ly - 8}" width="10" height="10" fill="{color}"/>'
-            f'<text x="{lx + 14}" y="{ly + 1}" fill="#333">{html.escape(name[:26])}</text>'
+            f'<text x="{lx + 14}" y="{ly + 1}" fill="#333">{_text(name[:26])}</text>'
         )
     fmt = "%H:%M:%S" if span <= 600 else "%H:%M" if span <= 2 * 86400 else "%b %d"
     xlabels = [
@@ -141,8 +148,7 @@ def bar_chart(bars: Sequence[tuple[str, float]], unit: str = "") -> str:
         y = 12 + i * 24
         width = (W - label_w - 90) * (value / vmax)
         parts.append(
-            f'<text x="{label_w - 8}" y="{y + 13}" text-anchor="end" fill="#333">'
-            f"{html.escape(label[:48])}</text>"
+            f'<text x="{label_w - 8}" y="{y + 13}" text-anchor="end" fill="#333">{_text(label[:48])}</text>'
         )
         parts.append(
             f'<rect x="{label_w}" y="{y}" width="{max(width, 1):.1f}" height="18" fill="{PALETTE[0]}"/>'
@@ -185,18 +191,18 @@ def heatmap(
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" '
         f'viewBox="0 0 {W} {height}" font-family="sans-serif" font-size="11">',
         f'<rect width="{W}" height="{height}" fill="#ffffff"/>',
-        f'<text x="{label_w}" y="14" fill="#555">{html.escape(column_title)}</text>',
-        f'<text x="4" y="{head_h - 6}" fill="#555">{html.escape(row_title)}</text>',
+        f'<text x="{label_w}" y="14" fill="#555">{_text(column_title)}</text>',
+        f'<text x="4" y="{head_h - 6}" fill="#555">{_text(row_title)}</text>',
     ]
     for j, col in enumerate(columns):
         parts.append(
             f'<text x="{label_w + j * cell_w + cell_w / 2:.1f}" y="{head_h - 6}" '
-            f'text-anchor="middle" fill="#333">{html.escape(col)}</text>'
+            f'text-anchor="middle" fill="#333">{_text(col)}</text>'
         )
     for i, row in enumerate(rows):
         y = head_h + i * cell_h
         parts.append(
-            f'<text x="{label_w - 8}" y="{y + 16}" text-anchor="end" fill="#333">{html.escape(row)}</text>'
+            f'<text x="{label_w - 8}" y="{y + 16}" text-anchor="end" fill="#333">{_text(row)}</text>'
         )
         for j, col in enumerate(columns):
             value = values.get((row, col))

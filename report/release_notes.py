@@ -17,7 +17,12 @@ import math
 import re
 from dataclasses import dataclass
 
-from .build import PrometheusClient, _count, _duration_text, _milliseconds
+from .page import count as _count
+from .page import duration_text as _duration_text
+from .page import milliseconds as _milliseconds
+from .prometheus import PrometheusClient
+from .prometheus import string as _string
+from .text import visible as _visible
 
 __all__ = [
     "DAY",
@@ -25,8 +30,14 @@ __all__ = [
     "MIN_REQUESTS",
     "P95_CHANGE",
     "RATIO_CHANGE",
+    "Change",
     "ReleaseNotesError",
+    "changed_endpoints",
+    "previous_release",
     "release_notes",
+    "releases_by_service",
+    "too_little_traffic",
+    "traffic_rows",
 ]
 
 DAY = 86400
@@ -69,18 +80,7 @@ class _Figures:
             self.client_errors += value
 
 
-def _string(value: str) -> str:
-    """A PromQL string literal: any label value, quotes and backslashes included."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    return '"' + re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", escaped) + '"'
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
-
-
-def _visible(text: str) -> str:
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _text(text: str) -> str:
@@ -134,10 +134,7 @@ class _Notes:
 
     def releases(self) -> dict[str, float]:
         """Every release of the service seen in the lookback, with its first sight."""
-        family = "api_release_first_seen_timestamp_seconds"
-        expr = f"min by (version) (last_over_time({family}{self.f()}[{LOOKBACK}]))"
-        rows = self.client.query(expr, self.now)
-        return {m.get("version", ""): v for m, v in rows if m.get("version") and m.get("version") != OTHER}
+        return releases_by_service(self.client, self.f(), LOOKBACK, self.now).get(self.service, {})
 
     def increase(self, family: str, by: str, window: _Window, extra: str = "") -> list[tuple[dict, float]]:
         return self.client.query(
@@ -183,6 +180,25 @@ class _Notes:
         return {m.get(label, ""): v for m, v in self.increase(family, label, window, extra)}
 
 
+def releases_by_service(
+    client: PrometheusClient, matcher: str, lookback: str, now: float
+) -> dict[str, dict[str, float]]:
+    """service -> {version: first seen} for the releases the markers name in the lookback."""
+    family = "api_release_first_seen_timestamp_seconds"
+    rows = client.query(f"min by (service, version) (last_over_time({family}{matcher}[{lookback}]))", now)
+    out: dict[str, dict[str, float]] = {}
+    for m, v in rows:
+        if m.get("version") and m.get("version") != OTHER and m.get("service") != OTHER:
+            out.setdefault(m.get("service", ""), {})[m["version"]] = v
+    return out
+
+
+def previous_release(releases: dict[str, float], version: str) -> str | None:
+    """The release first seen last before `version` (None: it is the first one known)."""
+    earlier = [r for r, t in releases.items() if t < releases[version]]
+    return max(earlier, key=lambda r: (releases[r], r)) if earlier else None
+
+
 def _windows(
     releases: dict[str, float], version: str, against: str, now: float
 ) -> tuple[_Window, _Window, bool]:
@@ -217,13 +233,12 @@ def release_notes(
     if version not in releases:
         raise ReleaseNotesError(f"no release {_visible(version)} of {name} in Prometheus (known: {known})")
     if against is None:
-        earlier = [r for r, t in releases.items() if t < releases[version]]
-        if not earlier:
+        against = previous_release(releases, version)
+        if against is None:
             raise ReleaseNotesError(
                 f"{name} {_visible(version)} is the first release Prometheus knows: nothing to compare it "
                 "with (name one with --against)"
             )
-        against = max(earlier, key=lambda r: releases[r])
     elif against not in releases:
         raise ReleaseNotesError(f"no release {_visible(against)} of {name} in Prometheus (known: {known})")
     elif against == version:
@@ -259,7 +274,11 @@ def release_notes(
     return "\n".join(lines) + "\n"
 
 
-def _traffic(v: str, p: str, new: _Figures, old: _Figures, mine: _Window, theirs: _Window) -> list[str]:
+def traffic_rows(
+    new: _Figures, old: _Figures, mine: _Window, theirs: _Window
+) -> list[tuple[str, str, str, str]]:
+    """(figure, the release before, the release, change): requests, per hour, 5xx and 4xx ratios, p95."""
+
     def per_hour(f: _Figures, w: _Window) -> float | None:
         return f.requests * 3600 / w.seconds if w.seconds else None
 
@@ -284,15 +303,26 @@ def _traffic(v: str, p: str, new: _Figures, old: _Figures, mine: _Window, theirs
         b = _ratio(getattr(new, part), new.requests)
         rows.append((title, _percent(a), _percent(b), _points(a, b)))
     rows.append(("p95 latency", _milliseconds(old.p95), _milliseconds(new.p95), _relative(old.p95, new.p95)))
+    return rows
+
+
+def too_little_traffic(name: str, figures: _Figures) -> str | None:
+    """The sentence saying a release's window had too few requests to compare; None when enough."""
+    if figures.requests >= MIN_REQUESTS:
+        return None
+    return (
+        f"{name} served {_count(figures.requests)} requests in its window, fewer than "
+        f"{MIN_REQUESTS}: too little traffic for its ratios and p95 to mean anything."
+    )
+
+
+def _traffic(v: str, p: str, new: _Figures, old: _Figures, mine: _Window, theirs: _Window) -> list[str]:
     lines = [f"| | {p} | {v} | Change |", "|---|---:|---:|---:|"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in traffic_rows(new, old, mine, theirs)]
     for name, figures in ((p, old), (v, new)):
-        if figures.requests < MIN_REQUESTS:
-            lines += [
-                "",
-                f"{name} served {_count(figures.requests)} requests in its window, fewer than "
-                f"{MIN_REQUESTS}: too little traffic for its ratios and p95 to mean anything.",
-            ]
+        sentence = too_little_traffic(name, figures)
+        if sentence:
+            lines += ["", sentence]
     return lines
 
 
@@ -327,6 +357,58 @@ def _client_mix(notes: _Notes, v: str, before: _Window, after: _Window, span: st
     return lines
 
 
+@dataclass(frozen=True)
+class Change:
+    """An endpoint whose behaviour moved between two releases: (before, after) of each figure."""
+
+    endpoint: tuple[str, str]  # method, route
+    before: _Figures
+    after: _Figures
+    errors: tuple[float, float]  # 5xx ratio, by version
+    client_errors: tuple[float, float]  # 4xx ratio, by version
+    p95: tuple[float | None, float | None]  # the route's p95, every version, before and after the marker
+
+    @property
+    def moved(self) -> float:
+        return max(abs(self.errors[1] - self.errors[0]), abs(self.client_errors[1] - self.client_errors[0]))
+
+
+def changed_endpoints(
+    notes: _Notes,
+    new: _Figures,
+    old: _Figures,
+    new_routes: dict[tuple[str, str], _Figures],
+    old_routes: dict[tuple[str, str], _Figures],
+    before: _Window,
+    after: _Window,
+) -> tuple[list[Change], int] | None:
+    """The (at most MAX_ROWS) endpoints whose ratio or p95 moved the most, and how many moved in
+    all; None when either release had too little traffic to compare."""
+    if new.requests < MIN_REQUESTS or old.requests < MIN_REQUESTS:
+        return None
+    p95_before, p95_after = notes.route_p95(before), notes.route_p95(after)
+    rows = []
+    for key in sorted(set(new_routes) & set(old_routes)):
+        a, b = old_routes[key], new_routes[key]
+        if a.requests < MIN_REQUESTS or b.requests < MIN_REQUESTS:
+            continue
+        change = Change(
+            key,
+            a,
+            b,
+            (a.errors / a.requests, b.errors / b.requests),
+            (a.client_errors / a.requests, b.client_errors / b.requests),
+            (p95_before.get(key), p95_after.get(key)),
+        )
+        lat = change.p95
+        slower = abs(lat[1] / lat[0] - 1) if lat[0] and lat[1] is not None else 0.0
+        # The tolerance keeps a move of exactly the threshold in, whatever the float rounding.
+        if change.moved < RATIO_CHANGE - 1e-9 and slower < P95_CHANGE - 1e-9:
+            continue
+        rows.append(change)
+    return heapq.nsmallest(MAX_ROWS, rows, key=lambda c: (-c.moved, c.endpoint)), len(rows)
+
+
 def _changes(
     notes: _Notes,
     v: str,
@@ -344,24 +426,11 @@ def _changes(
         f"{100 * RATIO_CHANGE:g} percentage point or more (by version), or whose p95 moved by "
         f"{100 * P95_CHANGE:g}% or more ({span} before and after {v} was first seen)."
     )
-    if new.requests < MIN_REQUESTS or old.requests < MIN_REQUESTS:
+    found = changed_endpoints(notes, new, old, new_routes, old_routes, before, after)
+    if found is None:
         return [head, "", "Not compared: too little traffic (see above)."]
-    p95_before, p95_after = notes.route_p95(before), notes.route_p95(after)
-    rows = []
-    for key in sorted(set(new_routes) & set(old_routes)):
-        a, b = old_routes[key], new_routes[key]
-        if a.requests < MIN_REQUESTS or b.requests < MIN_REQUESTS:
-            continue
-        err = (a.errors / a.requests, b.errors / b.requests)
-        cli = (a.client_errors / a.requests, b.client_errors / b.requests)
-        lat = (p95_before.get(key), p95_after.get(key))
-        moved = max(abs(err[1] - err[0]), abs(cli[1] - cli[0]))
-        slower = abs(lat[1] / lat[0] - 1) if lat[0] and lat[1] is not None else 0.0
-        # The tolerance keeps a move of exactly the threshold in, whatever the float rounding.
-        if moved < RATIO_CHANGE - 1e-9 and slower < P95_CHANGE - 1e-9:
-            continue
-        rows.append((-moved, key, a, b, err, cli, lat))
-    if not rows:
+    changes, total = found
+    if not changes:
         return [head, "", "None."]
     lines = [
         head,
@@ -369,14 +438,15 @@ def _changes(
         f"| Endpoint | Requests {p} | Requests {v} | 5xx ratio | 4xx ratio | p95 |",
         "|---|---:|---:|---|---|---|",
     ]
-    for _, key, a, b, err, cli, lat in heapq.nsmallest(MAX_ROWS, rows, key=lambda r: (r[0], r[1])):
+    for c in changes:
         lines.append(
-            f"| {_code(' '.join(key))} | {_count(a.requests)} | {_count(b.requests)} "
-            f"| {_percent(err[0])} → {_percent(err[1])} | {_percent(cli[0])} → {_percent(cli[1])} "
-            f"| {_milliseconds(lat[0])} → {_milliseconds(lat[1])} |"
+            f"| {_code(' '.join(c.endpoint))} | {_count(c.before.requests)} | {_count(c.after.requests)} "
+            f"| {_percent(c.errors[0])} → {_percent(c.errors[1])} "
+            f"| {_percent(c.client_errors[0])} → {_percent(c.client_errors[1])} "
+            f"| {_milliseconds(c.p95[0])} → {_milliseconds(c.p95[1])} |"
         )
-    if len(rows) > MAX_ROWS:
-        lines += ["", f"And {len(rows) - MAX_ROWS} more."]
+    if total > MAX_ROWS:
+        lines += ["", f"And {total - MAX_ROWS} more."]
     return lines
 
 

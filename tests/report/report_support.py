@@ -27,7 +27,17 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SECTION_IDS = ["traffic", "reliability", "adoption", "onboarding", "deprecations", "design", "firing-alerts"]
+SECTION_IDS = [
+    "traffic",
+    "reliability",
+    "adoption",
+    "onboarding",
+    "deprecations",
+    "design",
+    "releases",
+    "experiments",
+    "firing-alerts",
+]
 # Charts each section must carry (Firing alerts is a table).
 CHARTS = {
     "traffic": 2,
@@ -36,6 +46,8 @@ CHARTS = {
     "onboarding": 1,
     "deprecations": 1,
     "design": 3,
+    "releases": 1,
+    "experiments": 1,
     "firing-alerts": 0,
 }
 _IMAGE_CHECK = """<script>

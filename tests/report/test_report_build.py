@@ -233,14 +233,32 @@ def test_whole_period_when_prometheus_holds_it():
     assert all(f"[{WEEK // 120 + 60}s]" in e for e, *_ in client.ranges if "rate(" in e)
 
 
-def test_a_section_whose_queries_fail_says_so_and_the_rest_is_built():
-    sections, page = report(FakePrometheus(fail="api_cohort_retention_ratio"))
+@pytest.mark.parametrize(
+    ("family", "title"),
+    [
+        ("api_cohort_retention_ratio", "Adoption"),
+        ("api_release_first_seen_timestamp_seconds", "Releases"),
+        ("ALERTS", "Releases"),
+        ("api_experiment_p_value", "Experiments"),
+    ],
+)
+def test_a_section_whose_queries_fail_says_so_and_the_rest_is_built(family, title):
+    sections, page = report(FakePrometheus(fail=family))
     titles = [s.title for s in sections]
     assert titles == list(build.SECTIONS)
-    adoption = sections[titles.index("Adoption")]
-    assert adoption.question == "" and "could not be built" in "".join(adoption.blocks)
+    failed = sections[titles.index(title)]
+    assert failed.question == "" and "could not be built" in "".join(failed.blocks)
     assert "boom" in page
-    assert all(s.question for s in sections if s.title != "Adoption")
+    assert all(s.question for s in sections if s.title != title)
+
+
+def test_the_service_filter_is_a_promql_string_in_every_query():
+    client = FakePrometheus()
+    build_report(client, WEEK, NOW, 'orders"} or vector(1) #\\')
+    queries = client.instant + [e for e, *_ in client.ranges]
+    assert len(queries) > 50
+    for expr in queries:  # a quote in the name once ended the matcher and broke every query
+        assert 'service="orders\\"} or vector(1) #\\\\"' in expr, expr
 
 
 @pytest.mark.parametrize(
@@ -280,7 +298,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     path = tmp_path / "report.html"
     path.write_text(page, encoding="utf-8")
     rendered = check_renders(path, tmp_path)
-    assert rendered.images == 14
+    assert rendered.images == 16
 
 
 def test_cli_says_where_prometheus_was_looked_for(tmp_path):
