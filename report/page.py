@@ -59,6 +59,7 @@ def milliseconds(seconds: float | None) -> str:
 def duration_text(seconds: float) -> str:
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds >= size and seconds % size == 0 or seconds >= 2 * size:
-            n = seconds / size
+            # Tenths at most: a release seen for 161 s is "2.7 minutes", not "2.68333 minutes".
+            n = round(seconds / size, 1)
             return f"{n:g} {unit}" + ("" if n == 1 else "s")
-    return f"{seconds:g} seconds"
+    return f"{round(seconds):g} seconds"

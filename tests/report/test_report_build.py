@@ -270,6 +270,9 @@ def test_the_service_filter_is_a_promql_string_in_every_query():
         (86400, "1 day"),
         (5400, "90 minutes"),
         (1209600, "14 days"),
+        (161, "2.7 minutes"),  # once "2.68333 minutes"
+        (131_400, "36.5 hours"),
+        (59.6, "60 seconds"),
     ],
 )
 def test_period_in_words(seconds, text):
