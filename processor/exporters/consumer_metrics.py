@@ -174,6 +174,38 @@ class ConsumerCollector:
             ("service", "version"),
             r.release_rank,
         )
+        # Experiment checks (experiments/checks.py): the verdict of `apiusage experiments report`.
+        experiment, treatment = ("service", "experiment"), ("service", "experiment", "variant", "metric")
+        yield _gauge(
+            "api_experiment_running",
+            "1 while an experiment of the experiments file runs (start <= today < start + planned_days).",
+            experiment,
+            r.experiment_running,
+        )
+        yield _gauge(
+            "api_experiment_sample_ratio_p_value",
+            "Chi-square p-value of an experiment's consumers per variant against its planned split.",
+            experiment,
+            r.experiment_srm_p_value,
+        )
+        yield _gauge(
+            "api_experiment_sample_ratio_mismatch",
+            "1 when an experiment's sample ratio check fails (p < 0.001): its verdict is blocked.",
+            experiment,
+            r.experiment_srm_mismatch,
+        )
+        yield _gauge(
+            "api_experiment_guardrail_failed",
+            "1 when a treatment is significantly worse than the control on a guardrail metric, else 0.",
+            treatment,
+            r.experiment_guardrail_failed,
+        )
+        yield _gauge(
+            "api_experiment_p_value",
+            "A treatment's p-value against the control on a tested metric (Holm-adjusted over treatments).",
+            treatment,
+            r.experiment_p_value,
+        )
         yield from self._health({key: values for key, (values, _) in r.folded.items()})
 
     def _health(self, dropped_values: dict[tuple[str, str], int]) -> Iterable[Metric]:
@@ -191,3 +223,4 @@ class ConsumerCollector:
         yield _T.STATE_REPORT_TIMESTAMP_SECONDS.family(self._state.report.generated_ms / 1000)
         yield _T.STATE_REFRESH_LEADER.family(int(h.leader))
         yield _T.STATE_REFRESH_INTERVAL_SECONDS.family(float(self._state.config.refresh_interval))
+        yield _T.EXPERIMENT_CHECKS.filled(h.experiment_checks)
