@@ -204,15 +204,17 @@ def collect(checks: Iterable[ExperimentCheck], out: ExperimentChecks, labels: _L
         _put_flag(out.srm_mismatch, key, int(not a.srm.ok))
         for r in a.results:
             variant = labels.value(r.treatment)
+            tested = r.tested and math.isfinite(r.p_adjusted)
             if not labels.admit("variant", variant):
-                labels.drop("api_experiment_p_value", "variant", variant, 1)
                 if r.role == "guardrail":
                     labels.drop("api_experiment_guardrail_failed", "variant", variant, 1)
+                if tested:
+                    labels.drop("api_experiment_p_value", "variant", variant, 1)
                 continue
             series = (*key, variant, r.metric)
             if r.role == "guardrail":
                 _put_flag(out.guardrail_failed, series, int(r.guardrail_failed))
-            if r.tested and math.isfinite(r.p_adjusted):
+            if tested:
                 _put_p(out.p_value, series, r.p_adjusted)
 
 
