@@ -88,7 +88,7 @@ def experiment_checks_hook(experiments: Experiments, limits: LimitsConfig) -> Ex
             "experiments: the experiment checks (api_experiment_running, _sample_ratio_*, "
             "_guardrail_failed, _p_value) need the '%s' package: pip install "
             "'apiusage[processor,experiments]'; running without them",
-            exc.name,
+            (exc.name or "scipy").split(".")[0],
         )
         return lambda store, now_ms, report: {"unavailable": n}
     return ExperimentChecker(experiments, limits)

@@ -3,14 +3,10 @@ the processor's own ConsumerActivity, against the figures `apiusage experiments 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from apiusage.conventions.experiments import Experiment, parse_experiments
 from apiusage.experiments.checks import ExperimentChecker, experiment_checks, experiment_window
 from apiusage.experiments.readout import read_experiment
 from apiusage.experiments.verdict import analyse
@@ -23,38 +19,18 @@ from apiusage.processor.telemetry import PipelineStats
 from scipy import stats
 from statsmodels.stats import proportion
 
-S, E = "orders-api", "checkout-v2"
-NOW_MS = int(time.time() * 1000)
-TODAY = NOW_MS // DAY_MS
+from tests.support.experiment_checks import (
+    EXPERIMENT,
+    NOW_MS,
+    SERVICE,
+    TODAY,
+    checked_experiment,
+    iso_day,
+    traffic,
+)
+from tests.support.experiment_checks import raising_4xx as raising_4xx_exposures
 
-
-def _date(day: int) -> str:
-    return (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat()
-
-
-def experiment(name: str = E, **overrides: Any) -> Experiment:
-    """control/treatment 50/50 on orders-api, primary error_ratio, guardrails 4xx and p95;
-    started 2 days ago for 14 days unless overridden (None removes a key)."""
-    body: dict[str, Any] = {
-        "service": S,
-        "flag": name,
-        "variants": ["control", "treatment"],
-        "control": "control",
-        "primary": "error_ratio",
-        "guardrails": ["client_error_ratio", "latency_p95"],
-        "start": _date(TODAY - 2),
-        "planned_days": 14,
-    }
-    body.update(overrides)
-    body = {k: v for k, v in body.items() if v is not None}
-    return parse_experiments({"experiments": {name: body}}).experiments[name]
-
-
-def x(variant: str, consumer: str, at_ms: int, code: str = "200", experiment: str = E) -> Exposure:
-    return Exposure(
-        S, experiment, variant, "POST", "/v2/orders", code, "pro", "sdk", None, consumer, 0.05, 1.0,
-        at_ms * 1_000_000,
-    )  # fmt: skip
+S, E = SERVICE, EXPERIMENT
 
 
 def flush(store: Store, exposures: list[Exposure]) -> None:
@@ -72,27 +48,13 @@ def store(tmp_path) -> Iterator[Store]:
     s.close()
 
 
-def traffic(
-    variant: str, consumers: int, requests: int, client_errors: int, day: int, who: str = ""
-) -> list[Exposure]:
-    """`consumers` consumers of `variant` (ids `<who><variant>-<i>`) sharing `requests` requests on
-    `day`, the first `client_errors` of them answered 404."""
-    at = day * DAY_MS + 3_600_000
-    return [
-        x(variant, f"{who}{variant}-{i % consumers}", at + i, "404" if i < client_errors else "200")
-        for i in range(requests)
-    ]
-
-
 def raising_4xx(store: Store, day: int = TODAY - 1) -> None:
-    """100 consumers each side, 10,000 requests each: 1.2 % 4xx for the control, 2.0 % for the
-    treatment (the verdict's example), no 5xx, every request 50 ms."""
-    flush(store, traffic("control", 100, 10_000, 120, day) + traffic("treatment", 100, 10_000, 200, day))
+    flush(store, raising_4xx_exposures(day))
 
 
 def test_a_treatment_raising_4xx_fails_its_guardrail_with_the_reports_p_value(store) -> None:
     raising_4xx(store)
-    exp = experiment()
+    exp = checked_experiment()
     checks = experiment_checks(store, [exp], NOW_MS)
     # The two-proportion test verdict.py runs (statsmodels, Agresti-Caffo), computed here apart.
     p_4xx = proportion.test_proportions_2indep(
@@ -127,7 +89,7 @@ def test_a_treatment_raising_4xx_fails_its_guardrail_with_the_reports_p_value(st
 def test_an_unbalanced_split_is_a_mismatch_and_blocks_every_guardrail(store) -> None:
     # 600 vs 400 consumers against a planned 50/50: chi-square 40 on 1 degree of freedom.
     flush(store, traffic("control", 600, 600, 0, TODAY - 1) + traffic("treatment", 400, 400, 100, TODAY - 1))
-    checks = experiment_checks(store, [experiment()], NOW_MS)
+    checks = experiment_checks(store, [checked_experiment()], NOW_MS)
     assert checks.srm_mismatch == {(S, E): 1}
     assert checks.srm_p_value[(S, E)] == pytest.approx(stats.chi2.sf(40.0, 1), rel=1e-9)
     assert checks.srm_p_value[(S, E)] == pytest.approx(2.539e-10, rel=1e-3)
@@ -146,7 +108,7 @@ def test_an_ended_experiment_exports_running_0_and_its_values_up_to_the_planned_
     start = TODAY - 20
     flush(store, traffic("control", 300, 300, 0, start + 5) + traffic("treatment", 300, 300, 0, start + 5))
     flush(store, traffic("control", 300, 300, 0, TODAY - 2, who="late-"))
-    exp = experiment(start=_date(start), planned_days=14)
+    exp = checked_experiment(start=iso_day(start), planned_days=14)
     checks = experiment_checks(store, [exp], NOW_MS)
     assert checks.running == {(S, E): 0}
     assert checks.srm_p_value == {(S, E): 1.0} and checks.srm_mismatch == {(S, E): 0}
@@ -159,32 +121,34 @@ def test_an_ended_experiment_exports_running_0_and_its_values_up_to_the_planned_
 def test_the_running_window_follows_start_and_planned_days() -> None:
     noon = TODAY * DAY_MS + DAY_MS // 2
     since = (TODAY - 2) * DAY_MS
-    assert experiment_window(experiment(), noon, None) == (True, since, noon)
+    assert experiment_window(checked_experiment(), noon, None) == (True, since, noon)
     # Its last day runs; the day after, it has ended, read up to the planned end.
-    last = experiment(start=_date(TODAY - 13), planned_days=14)
+    last = checked_experiment(start=iso_day(TODAY - 13), planned_days=14)
     assert experiment_window(last, noon, None) == (True, (TODAY - 13) * DAY_MS, noon)
-    ended = experiment(start=_date(TODAY - 14), planned_days=14)
+    ended = checked_experiment(start=iso_day(TODAY - 14), planned_days=14)
     assert experiment_window(ended, noon, None) == (False, (TODAY - 14) * DAY_MS, TODAY * DAY_MS)
     # Not started yet: nothing to read.
-    assert experiment_window(experiment(start=_date(TODAY + 1)), noon, None) is None
+    assert experiment_window(checked_experiment(start=iso_day(TODAY + 1)), noon, None) is None
     # Without start: from the first exposure day (every stored day is read, as the report does).
-    open_start = experiment(start=None, planned_days=3)
+    open_start = checked_experiment(start=None, planned_days=3)
     assert experiment_window(open_start, noon, None) is None
     assert experiment_window(open_start, noon, TODAY - 2) == (True, None, noon)
     assert experiment_window(open_start, noon, TODAY - 3) == (False, None, TODAY * DAY_MS)
     # Without planned_days: it runs until it leaves the file.
-    assert experiment_window(experiment(planned_days=None), noon, None) == (True, since, noon)
+    assert experiment_window(checked_experiment(planned_days=None), noon, None) == (True, since, noon)
 
 
 def test_without_start_the_first_exposure_in_the_store_starts_it(store) -> None:
     # No exposure yet: declared, not running.
-    assert experiment_checks(store, [experiment(start=None)], NOW_MS).running == {(S, E): 0}
+    assert experiment_checks(store, [checked_experiment(start=None)], NOW_MS).running == {(S, E): 0}
     flush(store, traffic("control", 10, 10, 0, TODAY - 3) + traffic("treatment", 10, 10, 0, TODAY - 3))
-    assert experiment_checks(store, [experiment(start=None, planned_days=3)], NOW_MS).running == {(S, E): 0}
-    checks = experiment_checks(store, [experiment(start=None, planned_days=4)], NOW_MS)
+    assert experiment_checks(store, [checked_experiment(start=None, planned_days=3)], NOW_MS).running == {
+        (S, E): 0
+    }
+    checks = experiment_checks(store, [checked_experiment(start=None, planned_days=4)], NOW_MS)
     assert checks.running == {(S, E): 1} and checks.srm_p_value == {(S, E): 1.0}
     # Before its start: running 0, and no check.
-    later = experiment_checks(store, [experiment(start=_date(TODAY + 1))], NOW_MS)
+    later = experiment_checks(store, [checked_experiment(start=iso_day(TODAY + 1))], NOW_MS)
     assert (later.running, later.srm_p_value, later.outcomes) == (
         {(S, E): 0},
         {},
@@ -202,7 +166,7 @@ def test_data_the_statistics_refuse_fails_one_experiment_logged_once_and_the_oth
         "duration_sum) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (S, "broken", "treatment", TODAY - 1, 10.0, 0.0, 50.0, 0.5),
     )
-    checker = ExperimentChecker([experiment("broken"), experiment()])
+    checker = ExperimentChecker([checked_experiment("broken"), checked_experiment()])
     caplog.set_level(logging.ERROR, logger="apiusage.experiments.checks")
     for _ in range(3):
         report = ConsumerReport()
@@ -225,8 +189,8 @@ def test_data_the_statistics_refuse_fails_one_experiment_logged_once_and_the_oth
 def test_labels_are_bounded_by_the_limits_and_what_is_left_out_is_counted(store) -> None:
     raising_4xx(store)
     limits = LimitsConfig(max_label_length=8, max_label_values={"experiment": 1, "variant": 100})
-    others = [experiment(f"exp-{i}") for i in range(3)]
-    checks = experiment_checks(store, [experiment(), *others], NOW_MS, limits)
+    others = [checked_experiment(f"exp-{i}") for i in range(3)]
+    checks = experiment_checks(store, [checked_experiment(), *others], NOW_MS, limits)
     short = "checkou…"  # 8 characters, as every label of the processor is cut
     assert checks.running == {("orders-…", short): 1}
     assert checks.guardrail_failed[("orders-…", short, "treatme…", "client_error_ratio")] == 1
@@ -237,7 +201,7 @@ def test_labels_are_bounded_by_the_limits_and_what_is_left_out_is_counted(store)
     assert report.folded == {("api_experiment_running", "experiment"): (3, 24)}
     # And the variant limit: past it, a treatment's series are left out (here the sample ratio
     # is off, 0 consumers in treatment-2: nothing is tested, every guardrail flag is 0).
-    three = experiment(variants=["control", "treatment", "treatment-2"])
+    three = checked_experiment(variants=["control", "treatment", "treatment-2"])
     checks = experiment_checks(store, [three], NOW_MS, LimitsConfig(max_label_values={"variant": 1}))
     assert checks.srm_mismatch == {(S, E): 1} and checks.p_value == {}
     assert checks.guardrail_failed == {
@@ -250,7 +214,7 @@ def test_labels_are_bounded_by_the_limits_and_what_is_left_out_is_counted(store)
 def test_an_ended_experiment_is_not_read_again_within_the_hour(store, monkeypatch) -> None:
     start = TODAY - 20
     flush(store, traffic("control", 30, 30, 0, start + 1) + traffic("treatment", 30, 30, 0, start + 1))
-    exp = experiment(start=_date(start), planned_days=14)
+    exp = checked_experiment(start=iso_day(start), planned_days=14)
     checker = ExperimentChecker([exp])
     reads = []
     import apiusage.experiments.checks as checks_module
