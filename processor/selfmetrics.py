@@ -220,7 +220,7 @@ STATE_REFRESH_INTERVAL_SECONDS = Family(
 EXPERIMENT_CHECKS = Family(
     "apiusage_experiment_checks",
     _C,
-    "Experiments checked by the state refresh for the api_experiment_* check gauges, by outcome: "
+    "Experiments checked by the state refresh (the experiment check gauges), by outcome: "
     "success; failure (the statistics refused the data or the store failed: see the log); "
     "unavailable (the experiments extra is not installed).",
     "state",

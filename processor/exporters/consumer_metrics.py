@@ -20,7 +20,7 @@ from prometheus_client.core import (
 )
 
 from .. import selfmetrics as _T
-from ..state.report import TTFS_BUCKETS
+from ..state.report import TTFS_BUCKETS, ConsumerReport
 from ..state.service import StateService
 from .le import le_label
 
@@ -174,7 +174,14 @@ class ConsumerCollector:
             ("service", "version"),
             r.release_rank,
         )
-        # Experiment checks (experiments/checks.py): the verdict of `apiusage experiments report`.
+        yield from self._experiment_checks(r)
+        yield from self._health({key: values for key, (values, _) in r.folded.items()})
+
+    def _experiment_checks(self, r: ConsumerReport) -> Iterable[Metric]:
+        """The experiment checks (experiments/checks.py), the verdict of `apiusage experiments
+        report`; absent, HELP lines included, while no experiment has been checked."""
+        if not r.experiment_running:
+            return
         experiment, treatment = ("service", "experiment"), ("service", "experiment", "variant", "metric")
         yield _gauge(
             "api_experiment_running",
@@ -206,7 +213,6 @@ class ConsumerCollector:
             treatment,
             r.experiment_p_value,
         )
-        yield from self._health({key: values for key, (values, _) in r.folded.items()})
 
     def _health(self, dropped_values: dict[tuple[str, str], int]) -> Iterable[Metric]:
         h = self._state.health
