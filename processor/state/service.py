@@ -448,6 +448,8 @@ class StateService:
             self._failing.discard("experiment checks")
         for outcome, n in outcomes.items():
             self.health.experiment_checks[outcome] = self.health.experiment_checks.get(outcome, 0) + n
+        if self._stop.is_set():  # interrupted by shutdown: a report missing checks is not published
+            raise StoreError("state refresh interrupted by shutdown")
 
     def _lead(self, leader: bool) -> None:
         if leader != self.health.leader:

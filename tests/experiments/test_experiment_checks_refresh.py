@@ -191,3 +191,25 @@ def test_without_the_statistics_it_starts_logs_once_exports_no_checks_and_counts
     assert len(caplog.records) == 1
     # With the statistics the real checker is wired.
     assert isinstance(experiment_checks_hook(experiments, LimitsConfig()), ExperimentChecker)
+
+
+def test_a_shutdown_during_the_checks_publishes_no_report_missing_them(tmp_path) -> None:
+    config = StateConfig(sqlite=SqliteState(path=str(tmp_path / "state.db")))
+    checker = _checker()
+    service = _service(config, None)
+
+    def stopping(store, now_ms, report):  # noqa: ANN001, ANN202 - shutdown arrives mid-check
+        service._stop.set()
+        return checker(store, now_ms, report)
+
+    service._experiment_checks = stopping
+    try:
+        _feed(service)
+        before = service.report
+        service.refresh(now_ms=NOW_MS)
+        assert service.report is before  # not swapped in
+        assert service.health.refreshes == {"success": 0, "failure": 0}  # interrupted, not failed
+        assert service.store is not None
+        assert service.store.query("SELECT COUNT(*) FROM report_snapshot") == [(0,)]
+    finally:
+        service.stop()
