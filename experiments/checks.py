@@ -192,7 +192,7 @@ def _series(experiment: Experiment) -> int:
     return 3 + treatments * (guardrails + len(experiment.metrics))
 
 
-def collect(checks: Iterable[ExperimentCheck], out: ExperimentChecks, labels: _Labels) -> None:
+def _collect(checks: Iterable[ExperimentCheck], out: ExperimentChecks, labels: _Labels) -> None:
     """Add `checks` to `out` under sanitized label values."""
     for check in checks:
         key = (labels.value(check.service), labels.value(check.experiment))
@@ -262,7 +262,7 @@ class ExperimentChecker:
             check = self._check(store, experiment, now_ms, out)
             if check is not None:
                 done.append(check)
-        collect(done, out, labels)
+        _collect(done, out, labels)
         out.dropped = labels.dropped()
         return out
 
@@ -285,14 +285,13 @@ class ExperimentChecker:
                 check = _checked(store, experiment, window)
         except Exception as exc:  # noqa: BLE001 - one experiment's trouble must not stop the others'
             out.outcomes["failure"] += 1
-            out.failures[experiment.name] = str(exc) or type(exc).__name__
+            why = str(exc) or type(exc).__name__
+            if not why.startswith(f"experiment {experiment.name}:"):  # analyse() names it, a store error not
+                why = f"experiment {experiment.name}: {why}"
+            out.failures[experiment.name] = why
             if experiment.name not in self._failing:
                 self._failing.add(experiment.name)
-                log.error(
-                    "experiment %s: its checks (api_experiment_*) are not exported: %s",
-                    experiment.name,
-                    out.failures[experiment.name],
-                )
+                log.error("%s; its checks (api_experiment_*) are not exported", why)
             self._ended.pop(experiment.name, None)
             return None
         out.outcomes["success"] += 1

@@ -176,8 +176,8 @@ def test_data_the_statistics_refuse_fails_one_experiment_logged_once_and_the_oth
         assert report.experiment_guardrail_failed[(S, E, "treatment", "client_error_ratio")] == 1
     [record] = caplog.records
     assert record.getMessage() == (
-        "experiment broken: its checks (api_experiment_*) are not exported: experiment broken: variant "
-        "'treatment': client_errors (50) exceed requests (10)"
+        "experiment broken: variant 'treatment': client_errors (50) exceed requests (10); its checks "
+        "(api_experiment_*) are not exported"
     )
     # Repaired: counted a success again, and said so.
     store.execute("DELETE FROM experiment_days WHERE experiment = 'broken'")
