@@ -77,9 +77,12 @@ def load_catalog_file(path: str | None) -> Catalog | None:
 log = logging.getLogger("apiusage.processor")
 
 
-def experiment_checks_hook(experiments: Experiments, limits: LimitsConfig) -> ExperimentChecksHook:
-    """The state refresh's experiment checks (experiments/checks.py); without the statistics
-    (the `experiments` extra) a hook that checks nothing and counts each experiment unavailable."""
+def experiment_checks_hook(
+    experiments: Experiments, limits: LimitsConfig, every: float = 0.0
+) -> ExperimentChecksHook:
+    """The state refresh's experiment checks (experiments/checks.py), run at most `every` seconds
+    apart; without the statistics (the `experiments` extra) a hook that checks nothing and counts
+    each experiment unavailable."""
     try:
         from apiusage.experiments.checks import ExperimentChecker
     except ImportError as exc:
@@ -91,7 +94,7 @@ def experiment_checks_hook(experiments: Experiments, limits: LimitsConfig) -> Ex
             (exc.name or "scipy").split(".")[0],
         )
         return lambda store, now_ms, report: {"unavailable": n}
-    return ExperimentChecker(experiments, limits)
+    return ExperimentChecker(experiments, limits, every=every)
 
 
 def raise_open_file_limit() -> int:
@@ -197,7 +200,11 @@ class Processor:
                 lookup.refresh_interval,
                 p.limits,
                 self.stats,
-                experiment_checks_hook(self.experiments, p.limits) if self.experiments is not None else None,
+                experiment_checks_hook(
+                    self.experiments, p.limits, float(config.state.experiment_checks_interval)
+                )
+                if self.experiments is not None
+                else None,
             )
             sinks.append(self.activity)
             if self.experiment_join is not None:

@@ -228,3 +228,18 @@ def test_an_ended_experiment_is_not_read_again_within_the_hour(store, monkeypatc
     checker.ended_every = 0.0
     checker(store, NOW_MS + 120_000, ConsumerReport())
     assert len(reads) == 2
+
+
+def test_the_checks_run_at_most_every_interval_and_refreshes_between_reuse_them(store) -> None:
+    raising_4xx(store)
+    checker = ExperimentChecker([checked_experiment()], every=3600.0)
+    first, second = ConsumerReport(), ConsumerReport()
+    assert checker(store, NOW_MS, first) == {"success": 1, "failure": 0}
+    flush(store, traffic("control", 200, 200, 0, TODAY - 1, who="more-"))  # would be a mismatch
+    assert checker(store, NOW_MS, second) == {}  # nothing checked: nothing counted
+    assert second.experiment_guardrail_failed == first.experiment_guardrail_failed != {}
+    assert second.experiment_srm_mismatch == {(S, E): 0}
+    checker.every = 0.0
+    third = ConsumerReport()
+    assert checker(store, NOW_MS, third) == {"success": 1, "failure": 0}
+    assert third.experiment_srm_mismatch == {(S, E): 1}

@@ -57,7 +57,11 @@ def test_a_treatment_raising_4xx_fires_the_guardrail_alert(tmp_path: Path) -> No
     experiments.write_text(yaml.safe_dump(EXPERIMENTS))
     config = {
         "experiments": str(experiments),
-        "state": {"flush_interval": "100ms", "refresh_interval": "200ms"},
+        "state": {
+            "flush_interval": "100ms",
+            "refresh_interval": "200ms",
+            "experiment_checks_interval": "200ms",
+        },
     }
     webhook = Webhook()
     try:
