@@ -50,6 +50,10 @@ from .telemetry import PipelineStats
 
 if TYPE_CHECKING:
     from apiusage.conventions.catalog import Catalog
+    from apiusage.conventions.experiments import Experiments
+
+    from .config import LimitsConfig
+    from .state.service import ExperimentChecksHook
 
 __all__ = ["Processor", "StartupError"]
 
@@ -71,6 +75,26 @@ def load_catalog_file(path: str | None) -> Catalog | None:
 
 
 log = logging.getLogger("apiusage.processor")
+
+
+def experiment_checks_hook(
+    experiments: Experiments, limits: LimitsConfig, every: float = 0.0
+) -> ExperimentChecksHook:
+    """The state refresh's experiment checks (experiments/checks.py), run at most `every` seconds
+    apart; without the statistics (the `experiments` extra) a hook that checks nothing and counts
+    each experiment unavailable."""
+    try:
+        from apiusage.experiments.checks import ExperimentChecker
+    except ImportError as exc:
+        n = len(tuple(experiments))
+        log.warning(
+            "experiments: the experiment checks (api_experiment_running, _sample_ratio_*, "
+            "_guardrail_failed, _p_value) need the '%s' package: pip install "
+            "'apiusage[processor,experiments]'; running without them",
+            (exc.name or "scipy").split(".")[0],
+        )
+        return lambda store, now_ms, report: {"unavailable": n}
+    return ExperimentChecker(experiments, limits, every=every)
 
 
 def raise_open_file_limit() -> int:
@@ -176,6 +200,11 @@ class Processor:
                 lookup.refresh_interval,
                 p.limits,
                 self.stats,
+                experiment_checks_hook(
+                    self.experiments, p.limits, float(config.state.experiment_checks_interval)
+                )
+                if self.experiments is not None
+                else None,
             )
             sinks.append(self.activity)
             if self.experiment_join is not None:

@@ -573,6 +573,9 @@ class StateConfig:
     # api_parameter_consumers: one row per consumer, endpoint and parameter name (docs/state.md);
     # false keeps only the per-endpoint names (api_unused_parameters) for the largest stores.
     parameter_consumers: bool = True
+    # The experiment checks (experiments/checks.py) run at a refresh at most this often: about
+    # 1 s per running experiment of 100,000 consumers, too much for every 15 s refresh.
+    experiment_checks_interval: Duration = bounded(Duration(300), min=0.1)
 
     def _validate(self, path: str, problems: Problems) -> None:
         if self.sqlite is not None and self.postgres is not None:

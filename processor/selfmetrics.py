@@ -217,6 +217,15 @@ STATE_REFRESH_LEADER = Family(
 STATE_REFRESH_INTERVAL_SECONDS = Family(
     "apiusage_state_refresh_interval_seconds", _G, "The configured state.refresh_interval.", "state"
 )
+EXPERIMENT_CHECKS = Family(
+    "apiusage_experiment_checks",
+    _C,
+    "Experiments checked by the state refresh (the experiment check gauges), by outcome: "
+    "success; failure (the statistics refused the data or the store failed: see the log); "
+    "unavailable (the experiments extra is not installed).",
+    "state",
+    ("outcome",),
+)
 # the experiment join (worker; derive/experiments.py)
 FLAG_EVALUATIONS = Family(
     "apiusage_flag_evaluations",
@@ -274,6 +283,7 @@ FAMILIES: tuple[Family, ...] = (
     STATE_REPORT_TIMESTAMP_SECONDS,
     STATE_REFRESH_LEADER,
     STATE_REFRESH_INTERVAL_SECONDS,
+    EXPERIMENT_CHECKS,
     FLAG_EVALUATIONS,
     EXPERIMENT_JOIN_PENDING,
     EXPERIMENT_JOIN_DROPPED,

@@ -24,6 +24,7 @@ __all__ = [
     "alerts",
     "api_alerts",
     "design_alerts",
+    "experiment_alerts",
     "pipeline_alerts",
     "product_alerts",
     "rule",
@@ -391,6 +392,57 @@ def design_alerts() -> list[Alert]:
     ]
 
 
+# Experiment checks (runbooks/ApiExperimentGuardrailFailed.md and ApiExperimentSampleRatioMismatch.md
+# say why): the processor's state refresh computes them with `apiusage experiments report`'s code
+# (experiments/checks.py); the rules only gate them on the experiment running. The gauges are the
+# same on every replica: `max by`, so two replicas make one alert.
+_EXPERIMENT = "service, experiment"
+_TREATMENT = "service, experiment, variant, metric"
+_RUNNING = f"on ({_EXPERIMENT}) max by ({_EXPERIMENT}) (api_experiment_running) == 1"
+_P = '{{ printf "%.2g" $value }}'
+
+
+def experiment_alerts() -> list[Alert]:
+    return [
+        Alert(
+            "ApiExperimentGuardrailFailed",
+            "warning",
+            "product",
+            dedent(f"""
+            max by ({_TREATMENT}) (api_experiment_p_value)
+            and on ({_TREATMENT})
+            max by ({_TREATMENT}) (api_experiment_guardrail_failed) == 1
+            and {_RUNNING}
+        """),
+            "1h",
+            "A running experiment's treatment is significantly worse than its control on a guardrail.",
+            "{{ $labels.variant }} of experiment {{ $labels.experiment }} on {{ $labels.service }} is "
+            f"significantly worse than the control on its {{{{ $labels.metric }}}} guardrail (p = {_P}): "
+            "pause the flag or roll the treatment back.",
+            "experiment_guardrail",
+            ("service", "experiment"),
+        ),
+        Alert(
+            "ApiExperimentSampleRatioMismatch",
+            "warning",
+            "product",
+            dedent(f"""
+            max by ({_EXPERIMENT}) (api_experiment_sample_ratio_p_value)
+            and on ({_EXPERIMENT})
+            max by ({_EXPERIMENT}) (api_experiment_sample_ratio_mismatch) == 1
+            and {_RUNNING}
+        """),
+            "30m",
+            "A running experiment assigns consumers off its planned split.",
+            "Experiment {{ $labels.experiment }} on {{ $labels.service }} has consumers per variant "
+            f"that do not match its planned split (chi-square p = {_P}, below 0.001): its verdict is "
+            "blocked until the assignment is fixed.",
+            "experiment_sample_ratio",
+            ("service", "experiment"),
+        ),
+    ]
+
+
 def product_alerts() -> list[Alert]:
     dep = 'max by (service, method, route) (api_deprecated_endpoint_consumers{{window="{w}"}}{o})'
     active = 'max by (service, plan_tier) (api_active_consumers{{window="1d"}}{offset})'
@@ -487,7 +539,7 @@ def product_alerts() -> list[Alert]:
             "ttfs",
             ("service", "plan_tier"),
         ),
-    ]
+    ] + experiment_alerts()
 
 
 def pipeline_alerts(slo: SloFile) -> list[Alert]:

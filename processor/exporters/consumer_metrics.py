@@ -20,7 +20,7 @@ from prometheus_client.core import (
 )
 
 from .. import selfmetrics as _T
-from ..state.report import TTFS_BUCKETS
+from ..state.report import TTFS_BUCKETS, ConsumerReport
 from ..state.service import StateService
 from .le import le_label
 
@@ -174,7 +174,45 @@ class ConsumerCollector:
             ("service", "version"),
             r.release_rank,
         )
+        yield from self._experiment_checks(r)
         yield from self._health({key: values for key, (values, _) in r.folded.items()})
+
+    def _experiment_checks(self, r: ConsumerReport) -> Iterable[Metric]:
+        """The experiment checks (experiments/checks.py), the verdict of `apiusage experiments
+        report`; absent, HELP lines included, while no experiment has been checked."""
+        if not r.experiment_running:
+            return
+        experiment, treatment = ("service", "experiment"), ("service", "experiment", "variant", "metric")
+        yield _gauge(
+            "api_experiment_running",
+            "1 while an experiment of the experiments file runs (start <= today < start + planned_days).",
+            experiment,
+            r.experiment_running,
+        )
+        yield _gauge(
+            "api_experiment_sample_ratio_p_value",
+            "Chi-square p-value of an experiment's consumers per variant against its planned split.",
+            experiment,
+            r.experiment_srm_p_value,
+        )
+        yield _gauge(
+            "api_experiment_sample_ratio_mismatch",
+            "1 when an experiment's sample ratio check fails (p < 0.001): its verdict is blocked.",
+            experiment,
+            r.experiment_srm_mismatch,
+        )
+        yield _gauge(
+            "api_experiment_guardrail_failed",
+            "1 when a treatment is significantly worse than the control on a guardrail metric, else 0.",
+            treatment,
+            r.experiment_guardrail_failed,
+        )
+        yield _gauge(
+            "api_experiment_p_value",
+            "A treatment's p-value against the control on a tested metric (Holm-adjusted over treatments).",
+            treatment,
+            r.experiment_p_value,
+        )
 
     def _health(self, dropped_values: dict[tuple[str, str], int]) -> Iterable[Metric]:
         h = self._state.health
@@ -191,3 +229,4 @@ class ConsumerCollector:
         yield _T.STATE_REPORT_TIMESTAMP_SECONDS.family(self._state.report.generated_ms / 1000)
         yield _T.STATE_REFRESH_LEADER.family(int(h.leader))
         yield _T.STATE_REFRESH_INTERVAL_SECONDS.family(float(self._state.config.refresh_interval))
+        yield _T.EXPERIMENT_CHECKS.filled(h.experiment_checks)

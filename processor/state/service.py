@@ -20,7 +20,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import selfmetrics
@@ -59,6 +59,10 @@ _STOP_REFRESH = 2.0  # an interrupted refresh returns at once; a stuck one is no
 _FINAL_CHUNK = 20_000  # rows per transaction of the final flush: the bound is checked between them
 _STUCK_FLOOR = 5.0  # a flush running past max(this, 3 flush intervals) counts as the store down
 T = TypeVar("T")
+#: The experiment checks' hook (experiments/checks.py ExperimentChecker, wired by app.py): given
+#: the refresher's store, the refresh's clock and the report being built, it fills the report's
+#: experiment fields and answers how many experiments it checked per outcome.
+ExperimentChecksHook = Callable[[Store, int, ConsumerReport], Mapping[str, int]]
 
 
 class StateHealth:
@@ -77,6 +81,8 @@ class StateHealth:
         self.refresh_ok = True  # False from a failed refresh until the next one succeeds
         self.leader = False  # this replica computes the consumer metrics (the others load them)
         self.publish_ok = True  # False from a failed publication of the report until one succeeds
+        # Experiment checks of the leader's refreshes, per experiment (experiments/checks.py)
+        self.experiment_checks = {"success": 0, "failure": 0, "unavailable": 0}
 
     @property
     def last_refresh_seconds(self) -> float:
@@ -133,8 +139,10 @@ class StateService:
         plans_interval: float = 300.0,
         limits: LimitsConfig | None = None,
         stats: PipelineStats | None = None,
+        experiment_checks: ExperimentChecksHook | None = None,
     ) -> None:
         self.config = config
+        self._experiment_checks = experiment_checks
         self.limits = limits  # label limits of the consumer families (None: no folding)
         self._stats = stats
         self.activity = activity
@@ -395,6 +403,7 @@ class StateService:
                             self.limits,
                             self._oldest_day(now_ms),
                         )
+                        self._check_experiments(report, now_ms)
                     else:
                         report = self._load_snapshot()  # None: nothing new since the last one
                 finally:
@@ -421,6 +430,26 @@ class StateService:
             # Outside the refresh lock: on SQLite the write waits for the flush lock, and a
             # flush that reopens a deleted file takes the refresh lock inside it.
             self._publish(report)
+
+    def _check_experiments(self, report: ConsumerReport, now_ms: int) -> None:
+        """The experiment checks into `report`; a failure leaves the other consumer metrics be."""
+        if self._experiment_checks is None:
+            return
+        try:
+            outcomes = self._experiment_checks(_opened(self._refresher, "refresher"), now_ms, report)
+        except Exception:  # the hook handles each experiment's errors: this is a bug in it
+            if "experiment checks" not in self._failing:
+                self._failing.add("experiment checks")
+                log.exception(
+                    "experiment checks failed unexpectedly; the other consumer metrics are exported"
+                )
+            outcomes = {"failure": 1}
+        else:
+            self._failing.discard("experiment checks")
+        for outcome, n in outcomes.items():
+            self.health.experiment_checks[outcome] = self.health.experiment_checks.get(outcome, 0) + n
+        if self._stop.is_set():  # interrupted by shutdown: a report missing checks is not published
+            raise StoreError("state refresh interrupted by shutdown")
 
     def _lead(self, leader: bool) -> None:
         if leader != self.health.leader:

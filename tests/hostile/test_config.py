@@ -192,6 +192,7 @@ def test_every_duration_key_is_in_the_table() -> None:
         "exporters.otlp.timeout",
         "state.flush_interval",
         "state.refresh_interval",
+        "state.experiment_checks_interval",
     ]
 
 
