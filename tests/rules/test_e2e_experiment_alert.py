@@ -19,7 +19,7 @@ from apiusage.rules import generate, parse_slo, shorten_for_tests
 from statsmodels.stats import proportion
 
 from tests.support.alerting import Webhook, alertmanager_config, prometheus_config
-from tests.support.flag_service import FLAG, KEYS, SERVICE, TREATED, drive, flag_service
+from tests.support.flag_service import FLAG, KEYS, SERVICE, drive, flag_service
 from tests.support.polling import wait_until
 from tests.support.processor import read_until, running_processor, sample
 from tests.support.prometheus import query, start_alertmanager, start_prometheus
