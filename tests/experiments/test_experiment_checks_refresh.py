@@ -71,7 +71,8 @@ def _assert_checks(m: dict) -> None:
     assert sample(m, "api_experiment_guardrail_failed", **CER) == 1
     assert sample(m, "api_experiment_guardrail_failed", **P95) == 0
     assert sample(m, "api_experiment_p_value", **CER) == pytest.approx(P_4XX, rel=1e-12)
-    assert sample(m, "api_experiment_p_value", **KEY, variant="treatment", metric="error_ratio") == 1.0
+    # No 5xx on either side: too few events for the test (the minimum-events rule), so no p-value.
+    assert sample(m, "api_experiment_p_value", **KEY, variant="treatment", metric="error_ratio") is None
 
 
 def test_the_leaders_refresh_exports_the_checks_and_a_restarted_replica_serves_them(tmp_path) -> None:

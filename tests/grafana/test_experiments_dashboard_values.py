@@ -11,22 +11,17 @@ variant, every consumer once, one consumer contaminated); the measured phase is 
 rate window is exactly the time between the scrape that saw the warm-up and the one that saw the
 measured phase, so Prometheus does not extrapolate and a rate is the phase's count over its length.
 
-Stand-in until merge: the five check gauges (api_experiment_running, _sample_ratio_p_value,
-_sample_ratio_mismatch, _guardrail_failed, _p_value) are computed by the processor's state refresh,
-which another change adds. Until the processor exports them, a static exposition on loopback serves
-them, scraped in the same job, with the values the refresh is specified to compute: those of
-`apiusage experiments report` (experiments.verdict.analyse on the store's data). Once the processor
-exports them the stand-in stays empty and the same assertions hold against the real ones.
+The five check gauges (api_experiment_running, _sample_ratio_p_value, _sample_ratio_mismatch,
+_guardrail_failed, _p_value) come from the processor's state refresh, which runs the verdict code of
+`apiusage experiments report`; the expected values are what that code concludes from the store.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -35,7 +30,7 @@ import yaml
 from tests.grafana.grafana_support import dashboards, data_panels, default_values, substitute, variables
 from tests.grafana.live_support import Prometheus, prometheus_server
 from tests.support.polling import wait_until
-from tests.support.processor import get, start_processor
+from tests.support.processor import start_processor
 
 pytestmark = [pytest.mark.slow, pytest.mark.live]
 
@@ -182,30 +177,6 @@ class FlagService:
         self.provider.shutdown()
 
 
-class StandIn(ThreadingHTTPServer):
-    """A static Prometheus text exposition on loopback; empty until `body` is set."""
-
-    def __init__(self) -> None:
-        self.body = b""
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                body = server.body
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.target = f"127.0.0.1:{self.server_address[1]}"
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-
 CHECK_GAUGES = (
     "api_experiment_running",
     "api_experiment_sample_ratio_p_value",
@@ -243,27 +214,6 @@ def report_checks(config: Path) -> dict:
     }
 
 
-def exposition(checks: dict) -> bytes:
-    labels = f'service="{SERVICE}",experiment="{EXPERIMENT}"'
-    lines = []
-    for name, value in (
-        ("api_experiment_running", checks["running"]),
-        ("api_experiment_sample_ratio_p_value", checks["srm_p"]),
-        ("api_experiment_sample_ratio_mismatch", checks["srm_mismatch"]),
-    ):
-        lines += [f"# TYPE {name} gauge", f"{name}{{{labels}}} {value!r}"]
-    for name, key in (
-        ("api_experiment_guardrail_failed", "guardrail_failed"),
-        ("api_experiment_p_value", "p_value"),
-    ):
-        lines.append(f"# TYPE {name} gauge")
-        lines += [
-            f'{name}{{{labels},variant="treatment",metric="{m}"}} {v!r}'
-            for m, v in sorted(checks[key].items())
-        ]
-    return ("\n".join(lines) + "\n").encode()
-
-
 # --------------------------------------------------------------------------- the stack
 
 
@@ -272,7 +222,6 @@ class Answers:
     rows: dict[tuple[int, str], list[tuple[dict[str, str], float]]]
     expected: dict[tuple[int, str], list[tuple[dict[str, str], float]]]
     variable_values: list[str]
-    stand_in: bool
 
 
 def latest_scrape(prom: Prometheus) -> float:
@@ -292,34 +241,28 @@ def answers(tmp_path_factory) -> Iterator[Answers]:
     (tmp / "experiments.yaml").write_text(yaml.safe_dump(EXPERIMENTS))
     config = {
         "experiments": str(tmp / "experiments.yaml"),
-        "state": {"flush_interval": "100ms", "refresh_interval": "200ms"},
+        "state": {
+            "flush_interval": "100ms",
+            "refresh_interval": "200ms",
+            "experiment_checks_interval": "200ms",
+        },
         "exporters": {"prometheus": {"histogram_buckets": BUCKETS}},
     }
-    stand_in = StandIn()
-    try:
-        with start_processor(tmp, config) as processor:
-            metrics = processor.metrics_url.removeprefix("http://").split("/")[0]
-            scrape = {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "scrape_configs": [
-                    # One job: after the merge the processor exports the checks itself.
-                    {"job_name": "apiusage", "static_configs": [{"targets": [metrics, stand_in.target]}]}
-                ],
-            }
-            with prometheus_server(tmp / "prometheus", scrape) as prom:
-                service = FlagService(processor.grpc_endpoint)
-                try:
-                    yield measure(prom, service, processor.metrics_url, stand_in, tmp / "apiusage.yaml")
-                finally:
-                    service.close()
-    finally:
-        stand_in.shutdown()
-        stand_in.server_close()
+    with start_processor(tmp, config) as processor:
+        metrics = processor.metrics_url.removeprefix("http://").split("/")[0]
+        scrape = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [{"job_name": "apiusage", "static_configs": [{"targets": [metrics]}]}],
+        }
+        with prometheus_server(tmp / "prometheus", scrape) as prom:
+            service = FlagService(processor.grpc_endpoint)
+            try:
+                yield measure(prom, service, tmp / "apiusage.yaml")
+            finally:
+                service.close()
 
 
-def measure(
-    prom: Prometheus, service: FlagService, metrics_url: str, stand_in: StandIn, config: Path
-) -> Answers:
+def measure(prom: Prometheus, service: FlagService, config: Path) -> Answers:
     requests = "sum(api_experiment_requests_total)"
     observed = "sum(api_experiment_request_duration_seconds_count)"
     service.send(WARM_UP)
@@ -350,10 +293,7 @@ def measure(
         interval=0.2,
     )
     checks = report_checks(config)
-    real = any(f"{name}{{" in get(metrics_url)[1].decode() for name in CHECK_GAUGES)
-    if not real:
-        stand_in.body = exposition(checks)
-    # The refresh (or the stand-in) publishes the checks on its own schedule: wait for them.
+    # The refresh publishes the checks on its own schedule: wait for them.
     wait_until(
         lambda: (
             total(prom, "max without (instance) (api_experiment_sample_ratio_p_value)") == checks["srm_p"]
@@ -363,8 +303,7 @@ def measure(
         "Prometheus to have the experiment checks",
         interval=0.2,
     )
-    # The window ends at a scrape of the processor no older than every check's sample (the
-    # stand-in is scraped on its own beat).
+    # The window ends at a scrape of the processor no older than every check's sample.
     checked = max(total(prom, f"max(timestamp({name}))") or math.inf for name in CHECK_GAUGES)
     end = wait_until(
         lambda: (t := latest_scrape(prom)) >= checked and t, 10, "a scrape after the checks", interval=0.2
@@ -381,7 +320,7 @@ def measure(
     var = variables(model)["experiment"]["query"]
     selector = substitute(var.removeprefix("label_values(").rsplit(",", 1)[0], values)
     found = prom.api("label/experiment/values", **{"match[]": selector})
-    return Answers(rows, expected_rows(window_ms / 1000, checks), found, not real)
+    return Answers(rows, expected_rows(window_ms / 1000, checks), found)
 
 
 # --------------------------------------------------------------------------- the checks
