@@ -32,7 +32,7 @@ from apiusage.conventions.experiments import Experiment
 from apiusage.processor.config import LimitsConfig
 from apiusage.processor.derive.series import sanitize_label_value
 from apiusage.processor.state.report import ConsumerReport
-from apiusage.processor.state.store import DAY_MS, Store
+from apiusage.processor.state.store import DAY_MS, Store, StoreError
 
 from .readout import read_experiment
 from .verdict import Analysis, analyse
@@ -260,6 +260,8 @@ class ExperimentChecker:
         labels = _Labels(self.limits)
         done: list[ExperimentCheck] = []
         for experiment in self.experiments:
+            if store.interrupted:  # shutdown: the experiments left are not failures
+                raise StoreError(f"read of {store.description} interrupted: shutting down")
             service, name = labels.value(experiment.service), labels.value(experiment.name)
             if not labels.admit("service", service):
                 labels.drop("api_experiment_running", "service", service, _series(experiment))
@@ -292,6 +294,8 @@ class ExperimentChecker:
             else:
                 check = _checked(store, experiment, window)
         except Exception as exc:  # noqa: BLE001 - one experiment's trouble must not stop the others'
+            if isinstance(exc, StoreError) and store.interrupted:
+                raise  # shutdown, not this experiment's trouble
             out.outcomes["failure"] += 1
             why = str(exc) or type(exc).__name__
             if not why.startswith(f"experiment {experiment.name}:"):  # analyse() names it, a store error not

@@ -438,6 +438,8 @@ class StateService:
         try:
             outcomes = self._experiment_checks(_opened(self._refresher, "refresher"), now_ms, report)
         except Exception:  # the hook handles each experiment's errors: this is a bug in it
+            if self._stop.is_set():  # or shutdown closed the store under it
+                raise StoreError("state refresh interrupted by shutdown") from None
             if "experiment checks" not in self._failing:
                 self._failing.add("experiment checks")
                 log.exception(
@@ -558,6 +560,7 @@ class StateService:
         deadline = bound if deadline is None else min(bound, deadline)
         self._stop.set()
         if self._refresher is not None and self._refresher is not self.store:
+            self._refresher.refuse()  # now, not when the interrupting thread runs: close() may be first
             _interrupt(self._refresher)  # a refresh can take minutes; shutdown does not wait
         if self._refreshing.is_alive():  # interrupted, it returns at once; stuck, it is left
             self._refreshing.join(min(_STOP_REFRESH, max(0.0, deadline - time.monotonic())))

@@ -366,8 +366,18 @@ class Store:
     def interrupt(self) -> None:
         """Abort the statement running on this connection and refuse further ones (shutdown);
         safe from any thread."""
-        self._interrupted = True
+        self.refuse()
         self._interrupt_now()
+
+    def refuse(self) -> None:
+        """Refuse further statements (shutdown), at once: interrupt() may wait on the server."""
+        self._interrupted = True
+
+    @property
+    def interrupted(self) -> bool:
+        """True once interrupt() or refuse() was called: a long reader (the experiment checks)
+        stops instead of failing on each statement left."""
+        return self._interrupted
 
     def _interrupt_now(self) -> None:
         pass

@@ -214,3 +214,38 @@ def test_a_shutdown_during_the_checks_publishes_no_report_missing_them(tmp_path)
         assert service.store.query("SELECT COUNT(*) FROM report_snapshot") == [(0,)]
     finally:
         service.stop()
+
+
+def test_a_shutdown_between_two_experiments_checks_logs_no_error_and_counts_no_failure(
+    tmp_path, caplog, monkeypatch
+) -> None:
+    # stop() interrupts and closes the refresher while the checks go through the experiments (a
+    # few seconds each at scale): the ones left are not read, not counted as failures, not logged.
+    import apiusage.experiments.checks as checks
+
+    names = [f"exp-{i}" for i in range(5)]
+    service = _service(
+        StateConfig(sqlite=SqliteState(path=str(tmp_path / "state.db"))),
+        ExperimentChecker([checked_experiment(n) for n in names], LimitsConfig()),
+    )
+    checked = checks._checked
+    calls: list[str] = []
+
+    def stopping(store, experiment, window):  # noqa: ANN001, ANN202 - shutdown after the first
+        calls.append(experiment.name)
+        result = checked(store, experiment, window)
+        if len(calls) == 1:
+            service.stop()
+        return result
+
+    monkeypatch.setattr(checks, "_checked", stopping)
+    _feed(service)
+    caplog.set_level(logging.WARNING)
+    before = service.report
+    service.refresh(now_ms=NOW_MS)
+    assert calls == ["exp-0"]
+    assert service.report is before
+    assert service.health.refreshes == {"success": 0, "failure": 0}
+    # An interrupted run counts nothing, as an interrupted refresh.
+    assert service.health.experiment_checks == {"success": 0, "failure": 0, "unavailable": 0}
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
