@@ -168,7 +168,7 @@ class Processor:
         self.feedback_metrics = FeedbackMetrics(p.limits, self.stats)
         sinks: list = [self.request_metrics, self.design_metrics, self.feedback_metrics]
         # Experiments (issue 16): flag evaluations joined to requests, counted per variant.
-        self.experiments = load_experiments_file(config.experiments)
+        self.experiments = load_experiments_file(config.experiments, p.limits.max_label_length)
         self.experiment_join: ExperimentJoin | None = None
         self.experiment_metrics: ExperimentMetrics | None = None
         if self.experiments is not None:

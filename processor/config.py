@@ -707,16 +707,32 @@ def _read_config_text(p: Path) -> str:
         raise ConfigError(f"{p} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
 
 
-def load_experiments_file(path: str | None) -> Experiments | None:
-    """The experiments file named by the `experiments` key, validated; or None without the key."""
+def load_experiments_file(path: str | None, max_label_length: int | None = None) -> Experiments | None:
+    """The experiments file named by the `experiments` key, validated; or None without the key.
+
+    With `max_label_length` (processors.limits), a service, experiment or variant name that could
+    never equal a label value the processor derives (longer, or not printable) is refused: its
+    experiment would silently match no request."""
     if path is None:
         return None
     from apiusage.conventions.experiments import ExperimentsError, load_experiments
 
     try:
-        return load_experiments(path)
+        experiments = load_experiments(path)
     except ExperimentsError as exc:
         raise ConfigError(f"experiments: {exc}") from None
+    if max_label_length is not None:
+        for e in experiments:
+            named = [("service", e.service), ("", e.name)] + [("variants", v) for v in e.variants]
+            for key, value in named:
+                if len(value) > max_label_length or not value.isprintable():
+                    where = f"experiments.{e.name[:40]}" + (f".{key}" if key else "")
+                    raise ConfigError(
+                        f"experiments: {path}: {where}: {value[:40]!r}{'…' if len(value) > 40 else ''} "
+                        f"can never match a label value (at most processors.limits.max_label_length "
+                        f"= {max_label_length} printable characters)"
+                    )
+    return experiments
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

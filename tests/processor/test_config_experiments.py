@@ -178,3 +178,25 @@ def test_a_processor_with_experiments_joins_and_exposes_them(tmp_path: Path) -> 
     assert 'apiusage_flag_evaluations_total{outcome="undeclared_variant",source="log"} 0.0' in lines
     assert 'apiusage_experiment_join_pending{kind="requests"} 1.0' in lines
     assert 'apiusage_experiment_join_dropped_total{kind="evaluations",reason="evicted"} 0.0' in lines
+
+
+def test_a_name_longer_than_any_label_value_stops_serve(tmp_path: Path) -> None:
+    # A derived service label is cut at processors.limits.max_label_length (128): an experiment
+    # of a 200-character service would never match a request, silently.
+    long = "s" * 200
+    write(tmp_path, {"experiments": {"checkout-v2": {**EXPERIMENT, "service": long}}})
+    assert serve(tmp_path, "experiments.yaml") == (
+        2,
+        "apiusage: experiments: experiments.yaml: experiments.checkout-v2.service: "
+        f"'{'s' * 40}'… can never match a label value (at most "
+        "processors.limits.max_label_length = 128 printable characters)\n",
+    )
+    variants = ["control", "t" * 20]
+    write(tmp_path, {"experiments": {"checkout-v2": {**EXPERIMENT, "variants": variants}}})
+    limits = {"processors": {"limits": {"max_label_length": 16}}}
+    assert serve(tmp_path, "experiments.yaml", limits) == (
+        2,
+        "apiusage: experiments: experiments.yaml: experiments.checkout-v2.variants: "
+        f"'{'t' * 20}' can never match a label value (at most "
+        "processors.limits.max_label_length = 16 printable characters)\n",
+    )
