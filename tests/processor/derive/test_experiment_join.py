@@ -8,11 +8,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from apiusage.conventions.experiments import Experiments, parse_experiments
-from apiusage.processor.config import ExperimentJoinConfig, parse_config
+from apiusage.processor.config import ExperimentJoinConfig, LimitsConfig, UsageConfig, parse_config
 from apiusage.processor.derive.experiments import ExperimentJoin
 from apiusage.processor.derive.flags import Exposure, FlagEvaluation
-from apiusage.processor.derive.requests import ApiRequest
+from apiusage.processor.derive.request_metrics import RequestMetrics
+from apiusage.processor.derive.requests import ApiRequest, Deriver, span_field_sources
+from apiusage.processor.pipeline import SpanQueue, Worker
+from apiusage.processor.receivers.fields import FieldScanner
 from apiusage.processor.telemetry import FLAG_SOURCES, FlagOutcome, PipelineStats
+
+from tests.support.otlp import request_with_spans
+from tests.support.polling import wait_until
 
 SERVICE = "orders-api"
 TRACE = bytes(range(1, 17))
@@ -420,3 +426,81 @@ def test_docs_list_every_flag_outcome() -> None:
     section = text[start : text.index("\n#", start + 10)]
     documented = re.findall(r"^\| `([^`]+)` \|(?![^\n]*\n\|-)", section, flags=re.M)
     assert sorted(documented) == sorted(o.value for o in FlagOutcome)
+
+
+def test_pending_entries_expire_by_the_clock_with_no_further_batch() -> None:
+    """After traffic stops, held entries still leave at their TTL, counted, with no batch."""
+    j, sink, stats, clock = join(ttl=120)
+    j.consume_flag_evaluations([evaluation(1, "control"), evaluation(2, "treatment")])
+    clock.now += 60
+    j.consume([request(3), request(4), request(5, (("checkout-v2", "control"),))])
+    assert stats.experiment_join_pending == {"evaluations": 2, "requests": 3}
+    clock.now += 60  # the evaluations' TTL, not yet the requests'
+    j.expire_pending()
+    assert dropped(stats) == {("evaluations", "expired"): 2}
+    assert stats.experiment_join_pending == {"evaluations": 0, "requests": 3}
+    clock.now += 59.9
+    j.expire_pending()
+    assert stats.experiment_join_pending == {"evaluations": 0, "requests": 3}
+    clock.now += 0.1
+    j.expire_pending()
+    assert dropped(stats) == {("evaluations", "expired"): 2, ("requests", "expired"): 3}
+    assert stats.experiment_join_pending == {"evaluations": 0, "requests": 0}
+    # Expiry decides nothing: the only outcome is the span event's exposure.
+    assert outcomes(stats) == {("span_event", "exposure"): 1}
+    assert sink.all == [exposure(5, "control")]
+
+
+def test_what_waits_at_shutdown_is_counted_as_dropped() -> None:
+    j, sink, stats, clock = join(ttl=120)
+    j.consume_flag_evaluations([evaluation(1, "control")])
+    j.consume([request(2), request(3)])
+    j.drop_pending()
+    assert dropped(stats) == {("evaluations", "shutdown"): 1, ("requests", "shutdown"): 2}
+    assert stats.experiment_join_pending == {"evaluations": 0, "requests": 0}
+    j.drop_pending()  # twice: nothing more
+    clock.now += 1000
+    j.expire_pending()
+    assert dropped(stats) == {("evaluations", "shutdown"): 1, ("requests", "shutdown"): 2}
+    assert sink.all == [] and outcomes(stats) == {}
+
+
+def test_the_worker_expires_the_join_when_no_batch_comes_and_counts_its_rest_at_shutdown() -> None:
+    """Through the real worker: a span whose evaluation never comes is still a request in the
+    request metrics; the join's entries expire by its clock with the queue idle, and what is
+    left when the worker stops is counted."""
+    stats = PipelineStats()
+    sink, clock = Exposures(), Clock()
+    config = ExperimentJoinConfig(ttl=120)  # type: ignore[arg-type]
+    j = ExperimentJoin(experiments(), config, stats, [sink], clock=clock)
+    requests = RequestMetrics(LimitsConfig(), (0.1,), stats)
+    queue = SpanQueue(100_000)
+    worker = Worker(queue, Deriver(UsageConfig(), stats), [requests, j], stats, expire_interval=0.02)
+    scanner = FieldScanner(span_field_sources(UsageConfig()), [("service.name",)])
+    worker.start()
+    try:
+        assert queue.offer(*scanner.scan(request_with_spans(3).SerializeToString()))
+        assert queue.reserve(2)
+        queue.put_flag_evaluations([evaluation(10, "control"), evaluation(11, "treatment")])
+        wait_until(lambda: stats.experiment_join_pending == {"evaluations": 2, "requests": 3}, 5, "held")
+        assert stats.spans_processed == 3
+        snapshot = requests.snapshot().counters["api_requests"]
+        assert snapshot == {(SERVICE, "GET", "/v1/orders", "200", "unknown", "false"): 3.0}, snapshot
+        clock.now += 120  # no batch after this
+        wait_until(lambda: stats.experiment_join_pending == {"evaluations": 0, "requests": 0}, 5, "expired")
+        assert dropped(stats) == {("evaluations", "expired"): 2, ("requests", "expired"): 3}
+        assert queue.reserve(1)
+        queue.put_flag_evaluations([evaluation(12, "control")])
+        assert queue.offer(*scanner.scan(request_with_spans(2).SerializeToString()))
+        wait_until(lambda: stats.spans_processed == 5, 5, "the second batch")
+    finally:
+        assert worker.stop(5)
+    assert dropped(stats) == {
+        ("evaluations", "expired"): 2,
+        ("requests", "expired"): 3,
+        ("evaluations", "shutdown"): 1,
+        ("requests", "shutdown"): 2,
+    }
+    assert stats.experiment_join_pending == {"evaluations": 0, "requests": 0}
+    assert outcomes(stats) == {} and sink.all == []
+    assert stats.processing_errors == 0
