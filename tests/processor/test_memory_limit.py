@@ -4,6 +4,7 @@ taken when a batch is queued, not only from its thread's last reading."""
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 import time
@@ -27,7 +28,13 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from tests.support.otlp import request_with_spans
 from tests.support.processor import running_processor, sample, start_processor
 
-HEADROOM_MIB = 40  # ceiling = idle RSS + this, so the flood must be held back to stay under it
+# The flood test's soft limit is idle RSS + this: the flood would fill the queue far past it.
+SOFT_HEADROOM_MIB = 20
+# What the spike limit must cover (docs/configuration.md, processors.memory_limiter): each request in
+# flight, refused ones too, takes up to this many times its body while it is received (transport
+# buffers, the joined body, the decoded batch); the worker holds up to two decoded batches.
+IN_FLIGHT_FACTOR = 4
+SPAN_KIB = 0.5  # a span decoded, in the queue (4000 spans: 2 MiB, measured)
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
@@ -117,21 +124,28 @@ def test_rss_stays_under_the_ceiling_under_flood(tmp_path) -> None:
     # Four clients on each transport: intake is two event-loop threads (HTTP and gRPC) against one
     # worker, so data arrives faster than it is derived (over HTTP alone, one loop thread can
     # keep only about level with the worker, and the queue need never grow).
-    body = request_with_spans(4000).SerializeToString()
-    ceiling = int(idle_rss(tmp_path)) + HEADROOM_MIB
+    spans, per_transport = 4000, 4
+    body = request_with_spans(spans).SerializeToString()
+    # The spike limit sized as the docs say, for 8 requests of 0.6 MiB in flight: 24 MiB. It was 20,
+    # less than that: refusing every request of this flood costs 16 to 20 MiB by itself, so a
+    # slow CI runner went 0.2 MiB over. The soft limit still holds the flood back.
+    in_flight = 2 * per_transport * IN_FLIGHT_FACTOR * len(body) / (1 << 20)
+    spike = math.ceil(in_flight + 2 * spans * SPAN_KIB / 1024)
+    ceiling = int(idle_rss(tmp_path)) + SOFT_HEADROOM_MIB + spike
     (tmp_path / "limited").mkdir()
-    with start_processor(tmp_path / "limited", limited(ceiling, HEADROOM_MIB // 2)) as running:
-        pushers = [grpc_client(running.grpc_endpoint, body) for _ in range(4)]
-        clients = [http_client(f"{running.http_endpoint}/v1/traces", body) for _ in range(4)]
+    with start_processor(tmp_path / "limited", limited(ceiling, spike)) as running:
+        pushers = [grpc_client(running.grpc_endpoint, body) for _ in range(per_transport)]
+        clients = [http_client(f"{running.http_endpoint}/v1/traces", body) for _ in range(per_transport)]
         outcomes, peak = run_clients(clients + [p for p, _ in pushers], 8, running.process.pid)
         for _, channel in pushers:
             channel.close()
         accepted = outcomes.get("http ok", 0) + outcomes.get("grpc ok", 0)
-        m = running.wait_processed(accepted * 4000, timeout=120)
+        m = running.wait_processed(accepted * spans, timeout=120)
     refused = outcomes.get("http refused", 0) + outcomes.get("grpc refused", 0)
-    assert peak < ceiling, f"peak RSS {peak:.0f} MiB over the {ceiling} MiB ceiling"
+    assert spike == 24
+    assert peak < ceiling, f"peak RSS {peak:.1f} MiB over the {ceiling} MiB ceiling (spike limit {spike})"
     assert accepted > 0 and refused > 0, outcomes
-    assert sample(m, "apiusage_spans_processed_total") == accepted * 4000
+    assert sample(m, "apiusage_spans_processed_total") == accepted * spans
     assert sample(m, "apiusage_memory_limiter_refusals_total") == refused
     assert sample(m, "apiusage_spans_rejected_total", reason="queue_full") == 0
 
