@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
 from apiusage.conventions.experiments import Experiments, parse_experiments
 from apiusage.processor.config import ExperimentJoinConfig, LimitsConfig, UsageConfig, parse_config
 from apiusage.processor.derive.experiments import ExperimentJoin
@@ -17,10 +18,19 @@ from apiusage.processor.pipeline import SpanQueue, Worker
 from apiusage.processor.receivers.fields import FieldScanner
 from apiusage.processor.telemetry import FLAG_SOURCES, FlagOutcome, PipelineStats
 
+from tests.support.derivation import post
 from tests.support.otlp import request_with_spans
-from tests.support.polling import wait_until
+from tests.support.polling import read_until, wait_until
+from tests.support.processor import running_processor, sample
 
 SERVICE = "orders-api"
+# The one experiment of the running processor below.
+EXPERIMENT = {
+    "service": SERVICE,
+    "flag": "checkout-v2",
+    "variants": ["control", "treatment"],
+    "control": "control",
+}
 TRACE = bytes(range(1, 17))
 END = 1_764_000_000_000_000_000
 
@@ -504,3 +514,32 @@ def test_the_worker_expires_the_join_when_no_batch_comes_and_counts_its_rest_at_
     assert stats.experiment_join_pending == {"evaluations": 0, "requests": 0}
     assert outcomes(stats) == {} and sink.all == []
     assert stats.processing_errors == 0
+
+
+def test_a_running_processor_expires_held_requests_after_traffic_stops(tmp_path: Path) -> None:
+    """OTLP/HTTP in, /metrics out: a request of a service with experiments whose evaluation never
+    comes is counted as a request at once, and leaves the join at its TTL with no batch after it;
+    what waits when the processor stops is counted too."""
+    path = tmp_path / "experiments.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "experiments": {"checkout-v2": EXPERIMENT}}))
+    extra = {"experiments": str(path), "processors": {"experiment_join": {"ttl": "1s"}}}
+    with running_processor(extra) as running:
+        assert post(running.http_endpoint, request_with_spans(2, service=SERVICE).SerializeToString()) == 200
+        m = running.wait_processed(2)
+        labels = {"method": "GET", "route": "/v1/orders", "status_code": "200", "plan_tier": "unknown"}
+        assert sample(m, "api_requests_total", service=SERVICE, deprecated="false", **labels) == 2
+        assert sample(m, "apiusage_experiment_join_pending", kind="requests") == 2
+        m = read_until(
+            running.scrape,
+            lambda m: sample(m, "apiusage_experiment_join_pending", kind="requests") == 0,
+            10,
+        )
+        assert sample(m, "apiusage_experiment_join_dropped_total", kind="requests", reason="expired") == 2
+        assert sample(m, "apiusage_experiment_join_dropped_total", kind="requests", reason="shutdown") == 0
+        assert sample(m, "apiusage_spans_processed_total") == 2  # no batch came after the two spans
+        assert post(running.http_endpoint, request_with_spans(3, service=SERVICE).SerializeToString()) == 200
+        running.wait_processed(5)
+        stats = running.processor.stats
+    assert stats.experiment_join_dropped["requests", "shutdown"] == 3
+    assert stats.experiment_join_dropped["requests", "expired"] == 2
+    assert stats.experiment_join_pending == {"evaluations": 0, "requests": 0}
