@@ -255,7 +255,7 @@ class Worker:
             self._observe(time.monotonic() - enqueued, len(spans))
 
     def _pending(self, method: str) -> None:
-        """expire_pending or drop_pending of every PendingSink, failures isolated and counted."""
+        """expire_pending or drop_pending of every PendingSink, failures isolated and logged."""
         for sink in self._pending_sinks:
             try:
                 getattr(sink, method)()
