@@ -133,13 +133,16 @@ class MemoryLimiter:
         self.over = over = self.rss > self.soft_limit
         return over
 
-    def admit(self) -> bool:
+    def admit(self, releasing: int = 0) -> bool:
         """Whether one more decoded batch may be queued: not while the last verdict is over, nor
-        when a reading taken now is over the soft limit (then over until the thread's next check)."""
+        when a reading taken now is over the soft limit (then over until the thread's next check).
+
+        `releasing`: bytes of the request's own body, in the reading and freed once it is
+        answered; counting them would refuse a large body for its own size."""
         if self.over:
             return False
         rss = _STATM.rss()
-        if rss > self.soft_limit:
+        if rss - releasing > self.soft_limit:
             self.rss, self.over = rss, True
             return False
         return True

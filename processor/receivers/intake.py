@@ -142,7 +142,7 @@ class Intake:
             allowed = {i for i, r in enumerate(resources) if r[0] == service}
             mine = [s for s in usable if s[0] in allowed]
             foreign, usable = len(usable) - len(mine), mine
-        if usable and self._memory is not None and not self._memory.admit():
+        if usable and self._memory is not None and not self._memory.admit(len(body)):
             # Asked again with the batch decoded: the answer at the headers may be tens of ms old,
             # and every body accepted since then is memory it has not seen (memory.py).
             return self.refuse_over_memory(transport)

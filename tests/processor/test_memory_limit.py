@@ -250,6 +250,19 @@ def test_a_batch_is_admitted_on_a_reading_of_memory_taken_when_it_is_queued() ->
     assert stats.spans_received["http"] == 50
 
 
+def test_a_large_body_is_not_refused_for_its_own_size() -> None:
+    # The body is in the reading and is freed once answered: counting it refused every 8 MiB body
+    # of test_bodies_in_flight_are_refused_when_memory_goes_over_the_limit once a few were in flight.
+    limiter = limiter_below_ballast()
+    queue = SpanQueue(100_000)
+    scanner = FieldScanner(span_field_sources(UsageConfig()), [("service.name",)])
+    intake = Intake(scanner, queue, PipelineStats(), memory=limiter)
+    limiter.soft_limit = rss_bytes() + (4 << 20)
+    body = big_body(8)  # 4 MiB more than the soft limit allows, with itself
+    assert intake.accept(body, "http").kind == ExportOutcome.SUCCESS
+    assert (queue.depth, limiter.refusals, limiter.over) == (100, 0, False)
+
+
 def test_over_is_said_before_the_collection_and_the_trim(monkeypatch) -> None:
     # Before: `over` was set only after gc.collect() and malloc_trim(), which took 30 to 140 ms
     # under load; bodies were admitted all that time on the reading before.
