@@ -257,8 +257,8 @@ def test_a_large_body_is_not_refused_for_its_own_size() -> None:
     queue = SpanQueue(100_000)
     scanner = FieldScanner(span_field_sources(UsageConfig()), [("service.name",)])
     intake = Intake(scanner, queue, PipelineStats(), memory=limiter)
-    limiter.soft_limit = rss_bytes() + (4 << 20)
-    body = big_body(8)  # 4 MiB more than the soft limit allows, with itself
+    body = big_body(8)
+    limiter.soft_limit = rss_bytes() - (4 << 20)  # over it with the body, under it without
     assert intake.accept(body, "http").kind == ExportOutcome.SUCCESS
     assert (queue.depth, limiter.refusals, limiter.over) == (100, 0, False)
 
