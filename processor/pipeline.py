@@ -7,7 +7,9 @@ error costs the span(s) it concerns, never their neighbours.  Feedback events (f
 share the queue and its room, one event for one span, and reach the sinks that define
 `consume_feedback`; feature-flag evaluations (from OTLP logs too) likewise, to the sinks that
 define `consume_flag_evaluations`.  On shutdown the queue closes to new batches and the worker drains what it
-holds.
+holds.  Sinks that hold data between batches (`PendingSink`: the experiment join) are expired by
+the worker at least every `expire_interval`, with or without traffic, and told to count what they
+still hold once the drain is done.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "FeedbackSink",
     "FlagEvaluationBatch",
     "FlagEvaluationSink",
+    "PendingSink",
     "Sink",
     "SpanQueue",
     "Worker",
@@ -70,6 +73,21 @@ class FlagEvaluationBatch(NamedTuple):
 
     evaluations: Sequence[FlagEvaluation]
     refused: int = 0
+
+
+@runtime_checkable
+class PendingSink(Protocol):
+    """A sink that holds data between batches (the experiment join). The worker, on its thread,
+    expires it by the clock with or without traffic, and drops (counting) what is left once the
+    queue has drained at shutdown."""
+
+    def expire_pending(self) -> None: ...
+
+    def drop_pending(self) -> None: ...
+
+
+#: Seconds between two expire_pending() calls of the worker, busy or idle.
+EXPIRE_INTERVAL = 1.0
 
 
 class SpanQueue:
@@ -169,8 +187,10 @@ class Worker:
         sinks: Sequence[Sink | FeedbackSink | FlagEvaluationSink],
         stats: PipelineStats,
         drain_timeout: float = 10.0,
+        expire_interval: float = EXPIRE_INTERVAL,
     ) -> None:
         self.drain_timeout = drain_timeout  # processors.queue.shutdown_timeout
+        self.expire_interval = expire_interval
         self._queue = queue
         self._deriver = deriver
         # A sink takes requests (consume), feedback (consume_feedback), flag evaluations
@@ -178,6 +198,7 @@ class Worker:
         self._sinks = [s for s in sinks if isinstance(s, Sink)]
         self._feedback_sinks = [s for s in sinks if isinstance(s, FeedbackSink)]
         self._flag_sinks = [s for s in sinks if isinstance(s, FlagEvaluationSink)]
+        self._pending_sinks = [s for s in sinks if isinstance(s, PendingSink)]
         self._stats = stats
         self._thread = threading.Thread(target=self._run, name="apiusage-worker", daemon=True)
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
@@ -191,16 +212,22 @@ class Worker:
         self._sinks.extend([sink] if isinstance(sink, Sink) else [])
         self._feedback_sinks.extend([sink] if isinstance(sink, FeedbackSink) else [])
         self._flag_sinks.extend([sink] if isinstance(sink, FlagEvaluationSink) else [])
+        self._pending_sinks.extend([sink] if isinstance(sink, PendingSink) else [])
 
     def start(self) -> None:
         self._thread.start()
 
     def _run(self) -> None:
         queue = self._queue
+        expired_at = time.monotonic()
         while True:
-            item = queue.take(0.2)
+            item = queue.take(min(0.2, self.expire_interval))
+            if self._pending_sinks and time.monotonic() - expired_at >= self.expire_interval:
+                self._pending("expire_pending")
+                expired_at = time.monotonic()
             if item is None:
                 if queue.closed and queue.empty():
+                    self._pending("drop_pending")
                     return
                 continue
             resources, spans, enqueued = item
@@ -226,6 +253,14 @@ class Worker:
             finally:
                 queue.done(len(spans))
             self._observe(time.monotonic() - enqueued, len(spans))
+
+    def _pending(self, method: str) -> None:
+        """expire_pending or drop_pending of every PendingSink, failures isolated and logged."""
+        for sink in self._pending_sinks:
+            try:
+                getattr(sink, method)()
+            except Exception as exc:  # noqa: BLE001 - the worker must keep running
+                self._stats.processing_error(0, f"in {type(sink).__name__}.{method}", exc)
 
     def _process(self, resources: list, spans: list) -> None:
         """Derive (which isolates failures per span) and hand the batch to each sink in turn."""

@@ -152,7 +152,7 @@ class FlagOutcome(_Names):
 FLAG_SOURCES = ("span_event", "log")
 #: `kind` of the experiment join's pending maps, and `reason` an entry left one without a join.
 JOIN_PENDING_KINDS = ("evaluations", "requests")
-JOIN_DROP_REASONS = ("expired", "evicted")
+JOIN_DROP_REASONS = ("expired", "evicted", "shutdown")
 
 
 # The value tuples, for callers that iterate plain strings.

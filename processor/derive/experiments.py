@@ -11,9 +11,11 @@ request, and either may reach the processor first, in different batches, minutes
 traces leave a service through different exporters). So both wait, in two bounded maps with one
 TTL: evaluations of experiment flags waiting for their span, and requests of services that have
 experiments (in a compact form) waiting for evaluations. An entry past the TTL or pushed out by
-the size bound is counted in ``apiusage_experiment_join_dropped_total``. A request evaluated for
-one flag by a span event and a log record (or twice by either) is exposed once: the first
-evaluation decides, the others count as ``duplicate``.
+the size bound is counted in ``apiusage_experiment_join_dropped_total``. Expiry runs with every
+batch and, by the clock, from the worker (``expire_pending``, at least every second even when no
+batch comes); what still waits at shutdown is counted as dropped too (``drop_pending``). A request
+evaluated for one flag by a span event and a log record (or twice by either) is exposed once: the
+first evaluation decides, the others count as ``duplicate``.
 
 Runs on the worker thread only, so the maps need no lock; the exposures go to the exposure sinks
 (``consume_exposures``), each failure isolated and counted.
@@ -216,11 +218,31 @@ class ExperimentJoin:
             if n:
                 dropped[kind, "expired"] += n
 
+    def expire_pending(self) -> None:
+        """Expire by the clock alone (the worker calls it with or without traffic): after traffic
+        stops, entries past the TTL still leave, are counted, and free their memory."""
+        self._expire(self._clock())
+        self._count_pending()
+
+    def drop_pending(self) -> None:
+        """At shutdown, once the queue has drained: what still waits can no longer join. Counted
+        (``reason="shutdown"``), not silently lost; the held requests were counted as requests
+        by the other sinks when they arrived, so no request is lost with them."""
+        dropped = self._stats.experiment_join_dropped
+        for kind, pending in (("evaluations", self._evaluations), ("requests", self._requests)):
+            if pending:
+                dropped[kind, "shutdown"] += len(pending)
+                pending.clear()
+        self._count_pending()
+
+    def _count_pending(self) -> None:
+        self._stats.experiment_join_pending["evaluations"] = len(self._evaluations)
+        self._stats.experiment_join_pending["requests"] = len(self._requests)
+
     def _finish(self, outcomes: Counter[tuple[str, str]], exposures: list[Exposure]) -> None:
         stats = self._stats
         stats.flag_evaluations.update(outcomes)
-        stats.experiment_join_pending["evaluations"] = len(self._evaluations)
-        stats.experiment_join_pending["requests"] = len(self._requests)
+        self._count_pending()
         if not exposures:
             return
         for sink in self.exposure_sinks:

@@ -194,11 +194,23 @@ class _Receiver:
         service: str,
         signal: str = "traces",
     ) -> Reply:
+        checks = 0
+
+        def still_room() -> None:
+            nonlocal checks
+            checks += 1
+            # The n-th check comes once n MiB have arrived. With the whole declared body in, a
+            # refusal saves nothing, and a trace body is asked about again when it is queued
+            # (Intake.accept, on a reading taken then).
+            if signal == "traces" and declared and checks * _CHECK_EVERY >= declared:
+                return
+            self._still_room(signal)
+
         try:
             # The memory limiter (and the state backlog) is asked again every MiB: bodies admitted
             # while memory was low would otherwise all be read in full, and a body without a
             # declared length is not in the admission above at all.
-            body = await request.body(self.limit, lambda: self._still_room(signal))
+            body = await request.body(self.limit, still_room, _CHECK_EVERY)
         except BodyTooLarge as exc:
             return self._refuse("too_large", str(exc), reply_type, close=True)
         except _Overloaded as exc:
@@ -264,6 +276,9 @@ class _Receiver:
 
 # gzip or JSON bodies decoded at once (each on a worker thread).
 DECODING = 2
+
+# Body bytes between two checks of the memory limiter while a body is read.
+_CHECK_EVERY = 1 << 20
 
 # Bodies up to this size are scanned on the event loop (a 300 KB batch takes about 0.3 ms);
 # larger ones on a worker thread.

@@ -96,8 +96,8 @@ class Intake:
         return self._memory is not None and self._memory.over
 
     def memory_room(self) -> int | None:
-        """Bytes left under the memory limiter's soft limit at its last reading (None: no limiter)."""
-        return None if self._memory is None else self._memory.soft_limit - self._memory.rss
+        """Bytes left under the memory limiter's soft limit, read now (None: no limiter)."""
+        return None if self._memory is None else self._memory.room()
 
     def refuse_over_memory(self, transport: str) -> Outcome:
         """Record and build the retryable refusal for memory over its soft limit."""
@@ -142,6 +142,10 @@ class Intake:
             allowed = {i for i, r in enumerate(resources) if r[0] == service}
             mine = [s for s in usable if s[0] in allowed]
             foreign, usable = len(usable) - len(mine), mine
+        if usable and self._memory is not None and not self._memory.admit(len(body)):
+            # Asked again with the batch decoded: the answer at the headers may be tens of ms old,
+            # and every body accepted since then is memory it has not seen (memory.py).
+            return self.refuse_over_memory(transport)
         if usable and not self._queue.offer(resources, usable):
             if self._queue.closed:
                 kind, reason = ExportOutcome.SHUTTING_DOWN, RejectReason.SHUTTING_DOWN

@@ -7,14 +7,30 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
 from apiusage.conventions.experiments import Experiments, parse_experiments
-from apiusage.processor.config import ExperimentJoinConfig, parse_config
+from apiusage.processor.config import ExperimentJoinConfig, LimitsConfig, UsageConfig, parse_config
 from apiusage.processor.derive.experiments import ExperimentJoin
 from apiusage.processor.derive.flags import Exposure, FlagEvaluation
-from apiusage.processor.derive.requests import ApiRequest
+from apiusage.processor.derive.request_metrics import RequestMetrics
+from apiusage.processor.derive.requests import ApiRequest, Deriver, span_field_sources
+from apiusage.processor.pipeline import SpanQueue, Worker
+from apiusage.processor.receivers.fields import FieldScanner
 from apiusage.processor.telemetry import FLAG_SOURCES, FlagOutcome, PipelineStats
 
+from tests.support.derivation import post
+from tests.support.otlp import request_with_spans
+from tests.support.polling import read_until, wait_until
+from tests.support.processor import running_processor, sample
+
 SERVICE = "orders-api"
+# The one experiment of the running processor below.
+EXPERIMENT = {
+    "service": SERVICE,
+    "flag": "checkout-v2",
+    "variants": ["control", "treatment"],
+    "control": "control",
+}
 TRACE = bytes(range(1, 17))
 END = 1_764_000_000_000_000_000
 
@@ -420,3 +436,110 @@ def test_docs_list_every_flag_outcome() -> None:
     section = text[start : text.index("\n#", start + 10)]
     documented = re.findall(r"^\| `([^`]+)` \|(?![^\n]*\n\|-)", section, flags=re.M)
     assert sorted(documented) == sorted(o.value for o in FlagOutcome)
+
+
+def test_pending_entries_expire_by_the_clock_with_no_further_batch() -> None:
+    """After traffic stops, held entries still leave at their TTL, counted, with no batch."""
+    j, sink, stats, clock = join(ttl=120)
+    j.consume_flag_evaluations([evaluation(1, "control"), evaluation(2, "treatment")])
+    clock.now += 60
+    j.consume([request(3), request(4), request(5, (("checkout-v2", "control"),))])
+    assert stats.experiment_join_pending == {"evaluations": 2, "requests": 3}
+    clock.now += 60  # the evaluations' TTL, not yet the requests'
+    j.expire_pending()
+    assert dropped(stats) == {("evaluations", "expired"): 2}
+    assert stats.experiment_join_pending == {"evaluations": 0, "requests": 3}
+    clock.now += 59.9
+    j.expire_pending()
+    assert stats.experiment_join_pending == {"evaluations": 0, "requests": 3}
+    clock.now += 0.1
+    j.expire_pending()
+    assert dropped(stats) == {("evaluations", "expired"): 2, ("requests", "expired"): 3}
+    assert stats.experiment_join_pending == {"evaluations": 0, "requests": 0}
+    # Expiry decides nothing: the only outcome is the span event's exposure.
+    assert outcomes(stats) == {("span_event", "exposure"): 1}
+    assert sink.all == [exposure(5, "control")]
+
+
+def test_what_waits_at_shutdown_is_counted_as_dropped() -> None:
+    j, sink, stats, clock = join(ttl=120)
+    j.consume_flag_evaluations([evaluation(1, "control")])
+    j.consume([request(2), request(3)])
+    j.drop_pending()
+    assert dropped(stats) == {("evaluations", "shutdown"): 1, ("requests", "shutdown"): 2}
+    assert stats.experiment_join_pending == {"evaluations": 0, "requests": 0}
+    j.drop_pending()  # twice: nothing more
+    clock.now += 1000
+    j.expire_pending()
+    assert dropped(stats) == {("evaluations", "shutdown"): 1, ("requests", "shutdown"): 2}
+    assert sink.all == [] and outcomes(stats) == {}
+
+
+def test_the_worker_expires_the_join_when_no_batch_comes_and_counts_its_rest_at_shutdown() -> None:
+    """Through the real worker: a span whose evaluation never comes is still a request in the
+    request metrics; the join's entries expire by its clock with the queue idle, and what is
+    left when the worker stops is counted."""
+    stats = PipelineStats()
+    sink, clock = Exposures(), Clock()
+    config = ExperimentJoinConfig(ttl=120)  # type: ignore[arg-type]
+    j = ExperimentJoin(experiments(), config, stats, [sink], clock=clock)
+    requests = RequestMetrics(LimitsConfig(), (0.1,), stats)
+    queue = SpanQueue(100_000)
+    worker = Worker(queue, Deriver(UsageConfig(), stats), [requests, j], stats, expire_interval=0.02)
+    scanner = FieldScanner(span_field_sources(UsageConfig()), [("service.name",)])
+    worker.start()
+    try:
+        assert queue.offer(*scanner.scan(request_with_spans(3).SerializeToString()))
+        assert queue.reserve(2)
+        queue.put_flag_evaluations([evaluation(10, "control"), evaluation(11, "treatment")])
+        wait_until(lambda: stats.experiment_join_pending == {"evaluations": 2, "requests": 3}, 5, "held")
+        assert stats.spans_processed == 3
+        snapshot = requests.snapshot().counters["api_requests"]
+        assert snapshot == {(SERVICE, "GET", "/v1/orders", "200", "unknown", "false"): 3.0}, snapshot
+        clock.now += 120  # no batch after this
+        wait_until(lambda: stats.experiment_join_pending == {"evaluations": 0, "requests": 0}, 5, "expired")
+        assert dropped(stats) == {("evaluations", "expired"): 2, ("requests", "expired"): 3}
+        assert queue.reserve(1)
+        queue.put_flag_evaluations([evaluation(12, "control")])
+        assert queue.offer(*scanner.scan(request_with_spans(2).SerializeToString()))
+        wait_until(lambda: stats.spans_processed == 5, 5, "the second batch")
+    finally:
+        assert worker.stop(5)
+    assert dropped(stats) == {
+        ("evaluations", "expired"): 2,
+        ("requests", "expired"): 3,
+        ("evaluations", "shutdown"): 1,
+        ("requests", "shutdown"): 2,
+    }
+    assert stats.experiment_join_pending == {"evaluations": 0, "requests": 0}
+    assert outcomes(stats) == {} and sink.all == []
+    assert stats.processing_errors == 0
+
+
+def test_a_running_processor_expires_held_requests_after_traffic_stops(tmp_path: Path) -> None:
+    """OTLP/HTTP in, /metrics out: a request of a service with experiments whose evaluation never
+    comes is counted as a request at once, and leaves the join at its TTL with no batch after it;
+    what waits when the processor stops is counted too."""
+    path = tmp_path / "experiments.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "experiments": {"checkout-v2": EXPERIMENT}}))
+    extra = {"experiments": str(path), "processors": {"experiment_join": {"ttl": "1s"}}}
+    with running_processor(extra) as running:
+        assert post(running.http_endpoint, request_with_spans(2, service=SERVICE).SerializeToString()) == 200
+        m = running.wait_processed(2)
+        labels = {"method": "GET", "route": "/v1/orders", "status_code": "200", "plan_tier": "unknown"}
+        assert sample(m, "api_requests_total", service=SERVICE, deprecated="false", **labels) == 2
+        assert sample(m, "apiusage_experiment_join_pending", kind="requests") == 2
+        m = read_until(
+            running.scrape,
+            lambda m: sample(m, "apiusage_experiment_join_pending", kind="requests") == 0,
+            10,
+        )
+        assert sample(m, "apiusage_experiment_join_dropped_total", kind="requests", reason="expired") == 2
+        assert sample(m, "apiusage_experiment_join_dropped_total", kind="requests", reason="shutdown") == 0
+        assert sample(m, "apiusage_spans_processed_total") == 2  # no batch came after the two spans
+        assert post(running.http_endpoint, request_with_spans(3, service=SERVICE).SerializeToString()) == 200
+        running.wait_processed(5)
+        stats = running.processor.stats
+    assert stats.experiment_join_dropped["requests", "shutdown"] == 3
+    assert stats.experiment_join_dropped["requests", "expired"] == 2
+    assert stats.experiment_join_pending == {"evaluations": 0, "requests": 0}
