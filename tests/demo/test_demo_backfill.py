@@ -102,6 +102,17 @@ def test_encoded_spans_carry_what_the_instrumentation_sets(history):
     assert all(len(i) == 32 and "demo-" not in i for i in ids)  # pseudonyms, never the API keys
 
 
+def test_every_span_stands_for_at_least_one_call_even_early_in_the_day():
+    # 36 minutes into a UTC day today's stretches are short: ~120 shares under one call, which a
+    # sampled span cannot say (the processor counted each as 1, 58 calls more than the history).
+    early = (int(NOW) // DAY) * DAY + 36 * 60
+    h = Backfill(PLANS, PSEUDONYM_KEY, days=42, rate=20.0, seed=7, live_duration=1200.0, now=early)
+    assert min(c.count for c in h.calls) >= 1.0
+    assert sum(adjusted_count(_tracestate(c.count)) for c in h.calls) == pytest.approx(
+        sum(c.count for c in h.calls), rel=1e-9
+    )
+
+
 def test_the_same_seed_plans_the_same_history():
     a = plan(PLANS, seed=3, live_duration=600, days=21, now=NOW, rng=random.Random(4))
     b = plan(PLANS, seed=3, live_duration=600, days=21, now=NOW, rng=random.Random(4))
