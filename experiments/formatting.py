@@ -6,7 +6,9 @@ import math
 from collections.abc import Mapping, Sequence
 
 __all__ = [
+    "boundary",
     "count",
+    "days",
     "distinct",
     "duration",
     "metric_value",
@@ -101,6 +103,16 @@ def p_value(p: float) -> str:
     if p >= 0.995:
         return "p = 1"
     return f"p = {_significant(p)}"
+
+
+def boundary(threshold: float) -> str:
+    """'p < 0.0015': the bar a p-value must be under, to two significant figures however small."""
+    return f"p < {_significant(threshold)}"
+
+
+def days(value: float) -> str:
+    """6.54 -> '6.5', 13.0 -> '13' (days into an experiment)."""
+    return f"{value:.1f}".removesuffix(".0")
 
 
 def count(value: float) -> str:
