@@ -7,7 +7,12 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from apiusage.experiments.checks import ExperimentChecker, experiment_checks, experiment_window
+from apiusage.experiments.checks import (
+    ExperimentChecker,
+    experiment_checks,
+    experiment_window,
+    information_fraction,
+)
 from apiusage.experiments.readout import read_experiment
 from apiusage.experiments.verdict import analyse
 from apiusage.processor.config import LimitsConfig, SqliteState, StateConfig
@@ -73,8 +78,11 @@ def test_a_treatment_raising_4xx_fails_its_guardrail_with_the_reports_p_value(st
     # it is not tested and exports no p-value.
     assert (*key, "treatment", "error_ratio") not in checks.p_value
     assert checks.outcomes == {"success": 1, "failure": 0} and checks.failures == {} and checks.dropped == {}
-    # Exactly what `apiusage experiments report` reads and judges over the same window.
-    report = analyse(exp, read_experiment(store, exp, (TODAY - 2) * DAY_MS, NOW_MS))
+    # Exactly what `apiusage experiments report` reads and judges over the same window, an
+    # interim look on the experiment's last day (the boundary p < 0.020 to 0.025).
+    fraction = information_fraction(exp, NOW_MS)
+    assert fraction is not None and 13 / 14 <= fraction < 1
+    report = analyse(exp, read_experiment(store, exp, (TODAY - 13) * DAY_MS, NOW_MS), fraction)
     result = report.result("treatment", "client_error_ratio")
     assert (
         result.guardrail_failed
@@ -121,7 +129,7 @@ def test_an_ended_experiment_exports_running_0_and_its_values_up_to_the_planned_
 
 def test_the_running_window_follows_start_and_planned_days() -> None:
     noon = TODAY * DAY_MS + DAY_MS // 2
-    since = (TODAY - 2) * DAY_MS
+    since = (TODAY - 13) * DAY_MS
     assert experiment_window(checked_experiment(), noon, None) == (True, since, noon)
     # Its last day runs; the day after, it has ended, read up to the planned end.
     last = checked_experiment(start=iso_day(TODAY - 13), planned_days=14)
