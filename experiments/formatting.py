@@ -106,12 +106,17 @@ def p_value(p: float) -> str:
 
 
 def boundary(threshold: float) -> str:
-    """'p < 0.0015': the bar a p-value must be under, to two significant figures however small."""
+    """'p < 0.0015': the bar a p-value must be under, to two significant figures down to 1e-9;
+    'p < 0.000000001' below (early in an experiment the boundary is far beyond any data)."""
+    if threshold < 1e-9:
+        return "p < 0.000000001"
     return f"p < {_significant(threshold)}"
 
 
 def days(value: float) -> str:
-    """6.54 -> '6.5', 13.0 -> '13' (days into an experiment)."""
+    """6.54 -> '6.5', 13.0 -> '13', 0.042 -> '0.042' (days into an experiment)."""
+    if value < 1:
+        return _significant(value)
     return f"{value:.1f}".removesuffix(".0")
 
 
