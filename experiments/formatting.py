@@ -107,9 +107,9 @@ def p_value(p: float) -> str:
 
 def boundary(threshold: float) -> str:
     """'p < 0.0015': the bar a p-value must be under, to two significant figures down to 1e-9;
-    'p < 0.000000001' below (early in an experiment the boundary is far beyond any data)."""
+    'p below 0.000000001' under it (early in an experiment the bar is beyond any data)."""
     if threshold < 1e-9:
-        return "p < 0.000000001"
+        return "p below 0.000000001"
     return f"p < {_significant(threshold)}"
 
 

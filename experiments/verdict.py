@@ -392,7 +392,9 @@ def _sentence(
     return f"{comparison.treatment} {verb} {name} from {c} to {t} ({p_text}): {outcome}"
 
 
-def _summary_line(experiment: Experiment, treatment: str, results: list[MetricResult], blocked: bool) -> str:
+def _summary_line(
+    experiment: Experiment, treatment: str, results: list[MetricResult], blocked: bool, interim: bool = False
+) -> str:
     if blocked:
         return f"{treatment}: no verdict until the sample ratio matches the plan"
     failed = [NAMES[r.metric] for r in results if r.guardrail_failed]
@@ -411,7 +413,7 @@ def _summary_line(experiment: Experiment, treatment: str, results: list[MetricRe
     if not tested:
         return head
     if len(tested) == len(guardrails):
-        return f"{head}; guardrails held"
+        return f"{head}; guardrails held so far" if interim else f"{head}; guardrails held"
     return f"{head}; no guardrail failed so far (some lack data)"
 
 
@@ -529,7 +531,9 @@ def analyse(
     results = tuple(r for t in treatments for r in by_treatment[t])
     lines = [_srm_sentence(srm, experiment, consumers), _contamination_sentence(contaminated, total, share)]
     lines += [r.sentence for r in results]
-    lines += [_summary_line(experiment, t, by_treatment[t], blocked) for t in treatments]
+    lines += [
+        _summary_line(experiment, t, by_treatment[t], blocked, fraction is not None) for t in treatments
+    ]
     return Analysis(
         experiment=experiment.name,
         service=experiment.service,

@@ -45,6 +45,11 @@ def test_the_boundary_in_numbers() -> None:
     # The read at the planned end is no monitoring: alpha itself.
     assert monitoring_threshold(0.05, None) == 0.05
     assert monitoring_threshold(0.05, 1e-9) == 0.0
+    early = analyse(experiment(planned_days=14), _rise_on_4000(), 1 / (14 * 24))
+    assert early.verdict[3].startswith(
+        "no significant change in 4xx yet (1.2% vs 2.0%, p = 0.0046, not past the interim boundary "
+        "p below 0.000000001 at day 0.042 of 14;"
+    )
 
 
 @pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5, float("nan"), float("inf")])
@@ -85,6 +90,10 @@ def test_halfway_a_p_under_alpha_but_above_the_boundary_is_not_significant_yet()
     assert analysis.verdict[3] == (
         f"no significant change in 4xx yet (1.2% vs 2.0%, p = 0.0046, not past {BOUNDARY_HALF}; "
         "with this traffic the smallest detectable change is 65%)"
+    )
+    assert (
+        analysis.verdict[4]
+        == "treatment: no significant change in the primary metric (error ratio); guardrails held so far"
     )
     # The same data read at the planned end (fraction None): against alpha, the guardrail fails.
     final = analyse(exp, _rise_on_4000())
