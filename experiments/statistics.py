@@ -491,11 +491,13 @@ def monitoring_threshold(alpha: float, fraction: float | None = None) -> float:
     As a p threshold: 2 (1 - Phi(c / sqrt(t))); at t = 1 it is about alpha / 2, stricter than
     a single final read, the price of having looked all along.
     """
-    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+    if isinstance(alpha, bool) or not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
         raise ValueError(f"monitoring threshold: alpha must be between 0 and 1 (got {alpha!r})")
     if fraction is None:
         return float(alpha)
-    if not (isinstance(fraction, (int, float)) and math.isfinite(fraction) and 0 < fraction <= 1):
+    if isinstance(fraction, bool) or not (
+        isinstance(fraction, (int, float)) and math.isfinite(fraction) and 0 < fraction <= 1
+    ):
         raise ValueError(
             f"monitoring threshold: the information fraction must be in (0, 1] (got {fraction!r})"
         )

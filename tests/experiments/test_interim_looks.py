@@ -52,7 +52,7 @@ def test_the_boundary_in_numbers() -> None:
     )
 
 
-@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5, float("nan"), float("inf")])
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5, float("nan"), float("inf"), True, "0.5"])
 def test_a_fraction_outside_0_to_1_is_refused_by_name(fraction) -> None:
     with pytest.raises(ValueError, match=r"information fraction must be in \(0, 1\]"):
         monitoring_threshold(0.05, fraction)
