@@ -11,6 +11,12 @@ it keeps its last values, and is read again at most once an hour (late data).
 "Running": start <= today < start + planned_days, in UTC days; without `start`, from the first
 day the store holds an exposure; without `planned_days`, until it leaves the file.
 
+While it runs, each check is an interim look: `analyse(..., fraction=information_fraction(...))`,
+so a guardrail fails only past the O'Brien-Fleming boundary (docs/experiments.md, "Looking
+before the end"): the checks look every 5 minutes, and against alpha at every look an A/A
+experiment failed a guardrail for an hour in about 19% of runs. `apiusage experiments report`
+computes its fraction with the same function.
+
 The leader's refresh calls an `ExperimentChecker` (processor/app.py wires it when the config
 names an experiments file and the `experiments` extra is installed); it fills the report's
 experiment fields and answers what it counted (success / failure per experiment). It runs the
@@ -45,6 +51,8 @@ __all__ = [
     "check_experiment",
     "experiment_checks",
     "experiment_window",
+    "first_exposure_day",
+    "information_fraction",
 ]
 
 log = logging.getLogger("apiusage.experiments.checks")
@@ -93,7 +101,7 @@ def _day(date: _dt.date) -> int:
     return (date - _EPOCH).days
 
 
-def _first_day(store: Store, experiment: Experiment) -> int | None:
+def first_exposure_day(store: Store, experiment: Experiment) -> int | None:
     """The first UTC day the store holds an exposure of `experiment` (every exposure is tallied
     in experiment_days, anonymous ones included)."""
     rows = store.query(
@@ -101,6 +109,24 @@ def _first_day(store: Store, experiment: Experiment) -> int | None:
         (experiment.service, experiment.name),
     )
     return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
+def information_fraction(experiment: Experiment, until_ms: int, first_day: int | None = None) -> float | None:
+    """The share of the planned duration behind a window ending at `until_ms`: (until - start) /
+    planned_days, clamped to (0, 1); None (the read at the planned end, against alpha) at or
+    after the planned end, or without planned_days or any start.
+
+    The start is `experiment.start`, else `first_day` (the first day with an exposure, as the
+    checks' window). Time-based: under steady traffic the information grows with time."""
+    start = _day(experiment.start) if experiment.start is not None else first_day
+    if start is None or experiment.planned_days is None:
+        return None
+    elapsed = until_ms - start * DAY_MS
+    planned = experiment.planned_days * DAY_MS
+    if elapsed >= planned:
+        return None
+    # A window ending before the start has no data; the smallest look (1 ms) then lets nothing count.
+    return max(elapsed, 1) / planned
 
 
 def experiment_window(
@@ -126,12 +152,15 @@ def experiment_window(
 def check_experiment(store: Store, experiment: Experiment, now_ms: int) -> ExperimentCheck:
     """One experiment's check at `now_ms`; raises ValueError (data the statistics refuse) and
     StoreError."""
-    first = _first_day(store, experiment) if experiment.start is None else None
-    return _checked(store, experiment, experiment_window(experiment, now_ms, first))
+    first = first_exposure_day(store, experiment) if experiment.start is None else None
+    return _checked(store, experiment, experiment_window(experiment, now_ms, first), first)
 
 
 def _checked(
-    store: Store, experiment: Experiment, window: tuple[bool, int | None, int | None] | None
+    store: Store,
+    experiment: Experiment,
+    window: tuple[bool, int | None, int | None] | None,
+    first_day: int | None,
 ) -> ExperimentCheck:
     if window is None:
         return ExperimentCheck(experiment.service, experiment.name, False, None)
@@ -139,7 +168,10 @@ def _checked(
     data = read_experiment(store, experiment, since, until)
     # As the report: only the declared variants are counted by the processor and analysed.
     declared = {v: data[v] for v in experiment.variants if v in data}
-    return ExperimentCheck(experiment.service, experiment.name, running, analyse(experiment, declared))
+    # An ended experiment's window stops at its planned end: the fraction is None (against alpha).
+    fraction = information_fraction(experiment, until, first_day) if until is not None else None
+    analysis = analyse(experiment, declared, fraction)
+    return ExperimentCheck(experiment.service, experiment.name, running, analysis)
 
 
 class _Labels:
@@ -280,7 +312,7 @@ class ExperimentChecker:
         self, store: Store, experiment: Experiment, now_ms: int, out: ExperimentChecks
     ) -> ExperimentCheck | None:
         try:
-            first = _first_day(store, experiment) if experiment.start is None else None
+            first = first_exposure_day(store, experiment) if experiment.start is None else None
             window = experiment_window(experiment, now_ms, first)
             cached = self._ended.get(experiment.name)
             if (
@@ -292,7 +324,7 @@ class ExperimentChecker:
             ):
                 check = cached[2]
             else:
-                check = _checked(store, experiment, window)
+                check = _checked(store, experiment, window, first)
         except Exception as exc:  # noqa: BLE001 - one experiment's trouble must not stop the others'
             if isinstance(exc, StoreError) and store.interrupted:
                 raise  # shutdown, not this experiment's trouble

@@ -31,6 +31,7 @@ def _report(args: argparse.Namespace) -> int:
         from apiusage.processor.config import ConfigError, load_config, load_experiments_file
         from apiusage.processor.state.store import StoreError, open_store
 
+        from .checks import first_exposure_day, information_fraction
         from .readout import read_experiment
         from .render import render_markdown, render_text
         from .verdict import analyse
@@ -73,7 +74,11 @@ def _report(args: argparse.Namespace) -> int:
             data = read_experiment(store, experiment, since, until)
             # Only declared variants are counted by the processor; anything else is not analysed.
             declared = {v: data[v] for v in experiment.variants if v in data}
-            pages.append(render(analyse(experiment, declared)))
+            # Before the planned end an interim look (as the experiment checks, the same function):
+            # a result must pass the O'Brien-Fleming boundary; at or after it, alpha.
+            first = first_exposure_day(store, experiment) if experiment.start is None else None
+            fraction = information_fraction(experiment, until, first)
+            pages.append(render(analyse(experiment, declared, fraction)))
         print("\n".join(pages), end="")
         return 0
     except StoreError as exc:

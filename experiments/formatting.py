@@ -6,7 +6,9 @@ import math
 from collections.abc import Mapping, Sequence
 
 __all__ = [
+    "boundary",
     "count",
+    "days",
     "distinct",
     "duration",
     "metric_value",
@@ -101,6 +103,21 @@ def p_value(p: float) -> str:
     if p >= 0.995:
         return "p = 1"
     return f"p = {_significant(p)}"
+
+
+def boundary(threshold: float) -> str:
+    """'p < 0.0015': the bar a p-value must be under, to two significant figures down to 1e-9;
+    'p below 0.000000001' under it (early in an experiment the bar is beyond any data)."""
+    if threshold < 1e-9:
+        return "p below 0.000000001"
+    return f"p < {_significant(threshold)}"
+
+
+def days(value: float) -> str:
+    """6.54 -> '6.5', 13.0 -> '13', 0.042 -> '0.042' (days into an experiment)."""
+    if value < 1:
+        return _significant(value)
+    return f"{value:.1f}".removesuffix(".0")
 
 
 def count(value: float) -> str:

@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 
 from . import formatting as fmt
-from .verdict import NAMES, Analysis, MetricResult, VariantSummary
+from .verdict import NAMES, Analysis, MetricResult, VariantSummary, interim_look
 
 __all__ = ["render_markdown", "render_text"]
 
@@ -95,7 +95,7 @@ def _outcome(r: MetricResult, analysis: Analysis) -> str:
     if not r.tested:
         return "not enough data"
     if not r.significant:
-        return "not significant"
+        return "not significant yet" if analysis.fraction is not None else "not significant"
     if r.role == "guardrail":
         return "guardrail failed" if r.guardrail_failed else "significant, better"
     return "significant, worse" if r.worse else "significant, better"
@@ -152,6 +152,20 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> lis
     return [line(header), "|" + "|".join(align) + "|", *(line(r) for r in rows)]
 
 
+def _notes(analysis: Analysis) -> list[str]:
+    """The analysis' notes, and on an interim look why its bar is higher than alpha."""
+    if analysis.fraction is None:
+        return list(analysis.notes)
+    why = (
+        f"interim look: before the planned end a result counts only past "
+        f"{interim_look(analysis.fraction, analysis.planned_days, analysis.threshold)} "
+        f"(O'Brien-Fleming), not p < {analysis.alpha:g}: the data is read again and again as it "
+        f"grows, and this bar keeps the chance of a false alarm over the whole experiment at "
+        f"alpha {analysis.alpha:g}; the read after the planned end is against alpha"
+    )
+    return [*analysis.notes, why]
+
+
 def render_markdown(analysis: Analysis) -> str:
     """The analysis as a markdown section (heading level 2)."""
     out = [f"## Experiment {_escape(analysis.experiment)} ({_escape(analysis.service)})", ""]
@@ -161,8 +175,9 @@ def render_markdown(analysis: Analysis) -> str:
         out += ["### Comparisons", ""] + _markdown_table(*_comparison_table(analysis)) + [""]
     out += ["### Verdict", ""]
     out += [f"- {_escape(line)}" for line in analysis.verdict]
-    if analysis.notes:
-        out += ["", "Notes:", ""] + [f"- {_escape(n)}" for n in analysis.notes]
+    notes = _notes(analysis)
+    if notes:
+        out += ["", "Notes:", ""] + [f"- {_escape(n)}" for n in notes]
     return "\n".join(out) + "\n"
 
 
@@ -186,6 +201,7 @@ def render_text(analysis: Analysis) -> str:
     if analysis.results:
         out += _text_table(*_comparison_table(analysis)) + [""]
     out += ["Verdict:"] + [f"  {line}" for line in analysis.verdict]
-    if analysis.notes:
-        out += ["", "Notes:"] + [f"  {n}" for n in analysis.notes]
+    notes = _notes(analysis)
+    if notes:
+        out += ["", "Notes:"] + [f"  {n}" for n in notes]
     return "\n".join(out) + "\n"

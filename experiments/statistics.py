@@ -44,6 +44,7 @@ __all__ = [
     "enough_for_normal",
     "p95_interval",
     "median_interval",
+    "monitoring_threshold",
     "power_and_mde",
     "proportion_interval",
     "quantile_from_histogram",
@@ -476,3 +477,29 @@ def power_and_mde(
     angle = math.asin(math.sqrt(baseline_rate)) + abs(h) / 2
     p2 = 1.0 if angle >= math.pi / 2 else math.sin(angle) ** 2
     return PowerResult(_finite(achieved), p2 / baseline_rate - 1)
+
+
+def monitoring_threshold(alpha: float, fraction: float | None = None) -> float:
+    """The two-sided p-value a result must be under to count: `alpha` for a single read at the
+    planned end (`fraction` None), else the O'Brien-Fleming boundary for continuous monitoring
+    at information fraction `fraction` (0 < t <= 1).
+
+    Under no effect the z statistic on cumulative data is a Brownian motion in t; by the
+    reflection principle P(sup_{s<=1} |W(s)| >= c) ~= 4 (1 - Phi(c)), so c = Phi^-1(1 - alpha/4)
+    keeps the chance of ever crossing |Z| >= c / sqrt(t), however often one looks, at about
+    alpha (O'Brien & Fleming 1979; the Lan & DeMets 1983 spending function of that shape).
+    As a p threshold: 2 (1 - Phi(c / sqrt(t))); at t = 1 it is about alpha / 2, stricter than
+    a single final read, the price of having looked all along.
+    """
+    if isinstance(alpha, bool) or not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise ValueError(f"monitoring threshold: alpha must be between 0 and 1 (got {alpha!r})")
+    if fraction is None:
+        return float(alpha)
+    if isinstance(fraction, bool) or not (
+        isinstance(fraction, (int, float)) and math.isfinite(fraction) and 0 < fraction <= 1
+    ):
+        raise ValueError(
+            f"monitoring threshold: the information fraction must be in (0, 1] (got {fraction!r})"
+        )
+    c = stats.norm.isf(alpha / 4)
+    return float(2 * stats.norm.sf(c / math.sqrt(fraction)))

@@ -12,6 +12,13 @@ Sample sizes are the spans received (VariantData.requests...), not the sampling-
 estimates: with 10% head sampling a span stands for ten requests, but it is one observation.
 A ratio with fewer than MIN_EXPECTED expected events (or non-events) in a variant is "not
 enough data", not a p-value (statistics.enough_for_normal).
+
+Looking before the end: `analyse(..., fraction=t)` is an interim look at information fraction t
+(the share of the planned duration behind the data). A result then counts only past the
+O'Brien-Fleming boundary (statistics.monitoring_threshold), so that reading the growing data
+every day (or every 5 minutes, as the experiment checks do) keeps the chance of a false
+"significant" over the whole experiment at about alpha. `fraction=None` is the single read at
+the planned end: the p-value against alpha.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from .statistics import (
     compare_ttfs,
     enough_for_normal,
     median_interval,
+    monitoring_threshold,
     p95_interval,
     power_and_mde,
     proportion_interval,
@@ -43,7 +51,15 @@ from .statistics import (
     sample_ratio_mismatch,
 )
 
-__all__ = ["CONTAMINATION_WARNING", "NAMES", "Analysis", "MetricResult", "VariantSummary", "analyse"]
+__all__ = [
+    "CONTAMINATION_WARNING",
+    "NAMES",
+    "Analysis",
+    "MetricResult",
+    "VariantSummary",
+    "analyse",
+    "interim_look",
+]
 
 NAN = float("nan")
 #: The metric as the verdict names it.
@@ -114,6 +130,8 @@ class MetricResult:
     minimum_detectable_effect: float  # relative, at the protocol's alpha and power; NaN if unknown
     achieved_power: float  # for the protocol's minimum_detectable_effect (ratios only)
     sentence: str
+    #: the p a result had to be under to count: alpha, or the interim boundary (Analysis.fraction)
+    threshold: float
 
 
 @dataclass(frozen=True)
@@ -134,6 +152,12 @@ class Analysis:
     #: the plain-language lines, in reading order: SRM, contamination, metrics, per-treatment summary
     verdict: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    #: the information fraction of an interim look (None: the read at the planned end)
+    fraction: float | None = None
+    #: the p a result had to be under: alpha, or the O'Brien-Fleming boundary at `fraction`
+    threshold: float = NAN
+    #: the protocol's planned duration in days (for "day 5 of 14")
+    planned_days: int | None = None
 
     def result(self, treatment: str, metric: str) -> MetricResult:
         for r in self.results:
@@ -326,6 +350,7 @@ def _sentence(
     prefix: str,
     adjusted: str,
     against: bool = False,
+    interim: str = "",
 ) -> str:
     m = comparison.metric
     name = NAMES[m]
@@ -340,6 +365,8 @@ def _sentence(
     if blocked:
         return f"{prefix}{name}: {c} vs {t} (not read: sample ratio mismatch)"
     p_text = fmt.p_value(p) + adjusted
+    if interim:
+        p_text += f", {'past' if significant else 'not past'} {interim}"
     if against:
         way = "slower" if comparison.shift > 0 else "faster"
         return (
@@ -351,7 +378,8 @@ def _sentence(
         detect = ""
         if math.isfinite(mde):
             detect = f"; with this traffic the smallest detectable change is {fmt.relative(mde)}"
-        return f"{prefix}no significant change in {name} ({c} vs {t}, {p_text}{detect})"
+        yet = " yet" if interim else ""
+        return f"{prefix}no significant change in {name}{yet} ({c} vs {t}, {p_text}{detect})"
     if comparison.treatment_value == comparison.control_value:
         return (
             f"{comparison.treatment} shifts the distribution behind {name} ({p_text}) but not its value ({c})"
@@ -364,7 +392,9 @@ def _sentence(
     return f"{comparison.treatment} {verb} {name} from {c} to {t} ({p_text}): {outcome}"
 
 
-def _summary_line(experiment: Experiment, treatment: str, results: list[MetricResult], blocked: bool) -> str:
+def _summary_line(
+    experiment: Experiment, treatment: str, results: list[MetricResult], blocked: bool, interim: bool = False
+) -> str:
     if blocked:
         return f"{treatment}: no verdict until the sample ratio matches the plan"
     failed = [NAMES[r.metric] for r in results if r.guardrail_failed]
@@ -383,15 +413,28 @@ def _summary_line(experiment: Experiment, treatment: str, results: list[MetricRe
     if not tested:
         return head
     if len(tested) == len(guardrails):
-        return f"{head}; guardrails held"
+        return f"{head}; guardrails held so far" if interim else f"{head}; guardrails held"
     return f"{head}; no guardrail failed so far (some lack data)"
 
 
-def analyse(experiment: Experiment, data: Mapping[str, VariantData]) -> Analysis:
+def interim_look(fraction: float, planned_days: int | None, threshold: float) -> str:
+    """'the interim boundary p < 0.0015 at day 7 of 14' (the look's bar, for sentences and notes)."""
+    if planned_days is not None:
+        when = f"day {fmt.days(fraction * planned_days)} of {planned_days}"
+    else:
+        when = f"{fmt.percent(fraction)} of the planned duration"
+    return f"the interim boundary {fmt.boundary(threshold)} at {when}"
+
+
+def analyse(
+    experiment: Experiment, data: Mapping[str, VariantData], fraction: float | None = None
+) -> Analysis:
     """Every treatment against the control of `experiment`, on its metrics (primary first).
 
     A variant missing from `data` has no traffic yet; data for a variant the protocol does not
-    list is left out and named in `notes`.
+    list is left out and named in `notes`. `fraction`: an interim look at that share of the
+    planned duration (0 < t <= 1): a result counts only past the O'Brien-Fleming boundary
+    (statistics.monitoring_threshold); None (the read at or after the planned end): against alpha.
     """
     notes = []
     unknown = sorted(set(data) - set(experiment.variants))
@@ -413,6 +456,11 @@ def analyse(experiment: Experiment, data: Mapping[str, VariantData]) -> Analysis
             "sample sizes"
         )
     alpha = experiment.alpha
+    try:
+        threshold = monitoring_threshold(alpha, fraction)
+    except ValueError as exc:
+        raise ValueError(f"experiment {experiment.name}: {exc}") from None
+    interim = interim_look(fraction, experiment.planned_days, threshold) if fraction is not None else ""
     consumers = {v: by_variant[v].consumers for v in experiment.variants}
     srm = sample_ratio_mismatch(consumers, experiment.split)
     blocked = not srm.ok
@@ -439,7 +487,8 @@ def analyse(experiment: Experiment, data: Mapping[str, VariantData]) -> Analysis
         adjusted = _holm([c.p_value for c in comparisons], alpha, correction)
         for comparison, p in zip(comparisons, adjusted, strict=True):
             tested = comparison.enough and not blocked and math.isfinite(p)
-            significant = tested and p < alpha and not comparison.against
+            # Holm-adjusted p under the bar = Holm's step-down at that level.
+            significant = tested and p < threshold and not comparison.against
             higher = comparison.treatment_value > comparison.control_value
             lower = comparison.treatment_value < comparison.control_value
             worse = significant and (higher if metric in _HIGHER_IS_WORSE else lower)
@@ -473,14 +522,18 @@ def analyse(experiment: Experiment, data: Mapping[str, VariantData]) -> Analysis
                         blocked,
                         prefix.format(t=comparison.treatment),
                         adjusted_note,
-                        tested and p < alpha and comparison.against,
+                        tested and p < threshold and comparison.against,
+                        interim,
                     ),
+                    threshold=threshold,
                 )
             )
     results = tuple(r for t in treatments for r in by_treatment[t])
     lines = [_srm_sentence(srm, experiment, consumers), _contamination_sentence(contaminated, total, share)]
     lines += [r.sentence for r in results]
-    lines += [_summary_line(experiment, t, by_treatment[t], blocked) for t in treatments]
+    lines += [
+        _summary_line(experiment, t, by_treatment[t], blocked, fraction is not None) for t in treatments
+    ]
     return Analysis(
         experiment=experiment.name,
         service=experiment.service,
@@ -497,6 +550,9 @@ def analyse(experiment: Experiment, data: Mapping[str, VariantData]) -> Analysis
         results=results,
         verdict=tuple(lines),
         notes=tuple(notes),
+        fraction=fraction,
+        threshold=threshold,
+        planned_days=experiment.planned_days,
     )
 
 

@@ -182,8 +182,9 @@ def experiments(alerts: Alerts) -> dashboard.Dashboard:
         8,
         CONTRACT,
         "Did a treatment make a guardrail worse? Per treatment and guardrail metric: FAILED when "
-        "it is significantly worse than the control (Holm-adjusted, at the experiment's alpha), "
-        "else holds. Nothing fails while the sample ratio check shows a mismatch. Holds is not "
+        "it is significantly worse than the control (Holm-adjusted; while it runs past the "
+        "O'Brien-Fleming interim boundary, which allows for the checks' constant looks), else "
+        "holds. Nothing fails while the sample ratio check shows a mismatch. Holds is not "
         "proof of no harm: run apiusage experiments report for the interval and the smallest "
         "change the data could show.",
         "none",
@@ -197,9 +198,9 @@ def experiments(alerts: Alerts) -> dashboard.Dashboard:
         CONTRACT,
         "How likely is each difference by chance alone? Per treatment and metric (primary and "
         "guardrails), the p-value against the control, Holm-adjusted across the treatments. A "
-        "p-value under the experiment's alpha is not a verdict, and reading it every day until it "
-        "dips is how false positives are made: decide at planned_days with apiusage experiments "
-        "report.",
+        "p-value under the experiment's alpha is not a verdict while it runs (reading it every day "
+        "until it dips is how false positives are made): before planned_days only the interim "
+        "boundary counts, as on the Guardrails panel and in apiusage experiments report.",
         "none",
         12,
         8,

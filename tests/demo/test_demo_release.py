@@ -118,5 +118,7 @@ def test_the_experiment_and_the_release_reach_the_processor_and_the_report(tmp_p
     assert any(line.startswith("control ") for line in lines)
     assert any(line.startswith("treatment ") for line in lines)
     verdict = lines[lines.index("Verdict:") + 1 :]
+    # Notes (an interim look says why its bar is higher than alpha) follow after a blank line.
+    verdict = verdict[: verdict.index("")] if "" in verdict else verdict
     assert verdict and verdict[-1].startswith("  treatment: "), report.stdout
     assert any(line.startswith("  sample ratio ") for line in verdict), report.stdout

@@ -7,7 +7,12 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from apiusage.experiments.checks import ExperimentChecker, experiment_checks, experiment_window
+from apiusage.experiments.checks import (
+    ExperimentChecker,
+    experiment_checks,
+    experiment_window,
+    information_fraction,
+)
 from apiusage.experiments.readout import read_experiment
 from apiusage.experiments.verdict import analyse
 from apiusage.processor.config import LimitsConfig, SqliteState, StateConfig
@@ -26,6 +31,7 @@ from tests.support.experiment_checks import (
     TODAY,
     checked_experiment,
     iso_day,
+    protocol,
     traffic,
 )
 from tests.support.experiment_checks import raising_4xx as raising_4xx_exposures
@@ -73,8 +79,11 @@ def test_a_treatment_raising_4xx_fails_its_guardrail_with_the_reports_p_value(st
     # it is not tested and exports no p-value.
     assert (*key, "treatment", "error_ratio") not in checks.p_value
     assert checks.outcomes == {"success": 1, "failure": 0} and checks.failures == {} and checks.dropped == {}
-    # Exactly what `apiusage experiments report` reads and judges over the same window.
-    report = analyse(exp, read_experiment(store, exp, (TODAY - 2) * DAY_MS, NOW_MS))
+    # Exactly what `apiusage experiments report` reads and judges over the same window, an
+    # interim look on the experiment's last day (the boundary p < 0.020 to 0.025).
+    fraction = information_fraction(exp, NOW_MS)
+    assert fraction is not None and 13 / 14 <= fraction < 1
+    report = analyse(exp, read_experiment(store, exp, (TODAY - 13) * DAY_MS, NOW_MS), fraction)
     result = report.result("treatment", "client_error_ratio")
     assert (
         result.guardrail_failed
@@ -121,7 +130,7 @@ def test_an_ended_experiment_exports_running_0_and_its_values_up_to_the_planned_
 
 def test_the_running_window_follows_start_and_planned_days() -> None:
     noon = TODAY * DAY_MS + DAY_MS // 2
-    since = (TODAY - 2) * DAY_MS
+    since = (TODAY - 13) * DAY_MS
     assert experiment_window(checked_experiment(), noon, None) == (True, since, noon)
     # Its last day runs; the day after, it has ended, read up to the planned end.
     last = checked_experiment(start=iso_day(TODAY - 13), planned_days=14)
@@ -244,3 +253,66 @@ def test_the_checks_run_at_most_every_interval_and_refreshes_between_reuse_them(
     third = ConsumerReport()
     assert checker(store, NOW_MS, third) == {"success": 1, "failure": 0}
     assert third.experiment_srm_mismatch == {(S, E): 1}
+
+
+def _halfway_rise(store: Store) -> tuple:
+    """1.2 % vs 2.0 % 4xx on 4,000 requests a side yesterday, in an experiment started 7 days ago
+    for 14: p = 0.0046, under alpha but not past today's interim boundary (t from 7/14 to 8/14:
+    p < 0.0015 to 0.0036)."""
+    flush(
+        store, traffic("control", 100, 4_000, 48, TODAY - 1) + traffic("treatment", 100, 4_000, 80, TODAY - 1)
+    )
+    p = proportion.test_proportions_2indep(
+        80, 4_000, 48, 4_000, method="agresti-caffo", compare="diff"
+    ).pvalue
+    assert p == pytest.approx(0.0046392, rel=1e-4)
+    return checked_experiment(start=iso_day(TODAY - 7), planned_days=14), p
+
+
+def test_halfway_a_p_under_alpha_fails_no_guardrail_before_the_planned_end(store) -> None:
+    exp, p = _halfway_rise(store)
+    checks = experiment_checks(store, [exp], NOW_MS)
+    key = (S, E, "treatment", "client_error_ratio")
+    # Against alpha at every look this was 1 (the old rule); the boundary halfway is far stricter.
+    assert checks.guardrail_failed[key] == 0 and checks.running == {(S, E): 1}
+    assert checks.p_value[key] == pytest.approx(p, rel=1e-12)
+    fraction = information_fraction(exp, NOW_MS)
+    assert fraction is not None and 7 / 14 <= fraction < 8 / 14
+    report = analyse(exp, read_experiment(store, exp, (TODAY - 7) * DAY_MS, NOW_MS), fraction)
+    assert not report.result("treatment", "client_error_ratio").guardrail_failed
+    assert report.result("treatment", "client_error_ratio").threshold == pytest.approx(
+        stats.norm.sf(stats.norm.isf(0.0125) / fraction**0.5) * 2, rel=1e-12
+    )
+    # The read at the planned end (no fraction) is against alpha: there it fails.
+    assert (
+        analyse(exp, read_experiment(store, exp, (TODAY - 7) * DAY_MS, NOW_MS))
+        .result("treatment", "client_error_ratio")
+        .guardrail_failed
+    )
+
+
+def test_the_report_command_reads_the_same_boundary_and_alpha_after_the_planned_end(
+    store, tmp_path, capsys
+) -> None:
+    import yaml
+    from apiusage.cli import main
+
+    exp, _ = _halfway_rise(store)
+    files = tmp_path / "experiments.yaml"
+    files.write_text(yaml.safe_dump({"version": 1, "experiments": {E: protocol(start=iso_day(TODAY - 7))}}))
+    config = tmp_path / "apiusage.yaml"
+    config.write_text(
+        yaml.safe_dump({"experiments": str(files), "state": {"sqlite": {"path": str(tmp_path / "state.db")}}})
+    )
+    assert main(["experiments", "report", "--config", str(config)]) == 0
+    now = capsys.readouterr().out
+    assert (
+        "no significant change in 4xx yet (1.2% vs 2.0%, p = 0.0046, not past the interim boundary p < 0.00"
+        in now
+    )
+    assert "  interim look: before the planned end a result counts only past the interim boundary" in now
+    # --until the planned end: the final read, against alpha, no interim note.
+    assert main(["experiments", "report", "--config", str(config), "--until", iso_day(TODAY + 7)]) == 0
+    final = capsys.readouterr().out
+    assert "treatment raises 4xx from 1.2% to 2.0% (p = 0.0046): guardrail failed" in final
+    assert "interim look" not in final

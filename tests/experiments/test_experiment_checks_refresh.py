@@ -231,9 +231,9 @@ def test_a_shutdown_between_two_experiments_checks_logs_no_error_and_counts_no_f
     checked = checks._checked
     calls: list[str] = []
 
-    def stopping(store, experiment, window):  # noqa: ANN001, ANN202 - shutdown after the first
+    def stopping(store, experiment, window, first_day):  # noqa: ANN001, ANN202 - shutdown after the first
         calls.append(experiment.name)
-        result = checked(store, experiment, window)
+        result = checked(store, experiment, window, first_day)
         if len(calls) == 1:
             service.stop()
         return result

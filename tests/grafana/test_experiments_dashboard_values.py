@@ -190,6 +190,7 @@ def report_checks(config: Path) -> dict:
     """What `apiusage experiments report` concludes from the store: the values the state
     refresh exports as the check gauges (it runs the same verdict code)."""
     from apiusage.conventions.experiments import load_experiments
+    from apiusage.experiments.checks import first_exposure_day, information_fraction
     from apiusage.experiments.readout import read_experiment
     from apiusage.experiments.verdict import analyse
     from apiusage.processor.config import load_config
@@ -200,9 +201,14 @@ def report_checks(config: Path) -> dict:
     store = open_store(settings.state)
     try:
         data = read_experiment(store, experiment)
+        # The checks' information fraction (None here: no planned_days, so the test against alpha).
+        fraction = information_fraction(
+            experiment, time.time_ns() // 1_000_000, first_exposure_day(store, experiment)
+        )
     finally:
         store.close()
-    analysis = analyse(experiment, {v: data[v] for v in experiment.variants if v in data})
+    assert fraction is None
+    analysis = analyse(experiment, {v: data[v] for v in experiment.variants if v in data}, fraction)
     return {
         "running": 1.0,
         "srm_p": float(analysis.srm.p_value),

@@ -23,7 +23,8 @@ def iso_day(day: int) -> str:
 
 def protocol(name: str = EXPERIMENT, **overrides: Any) -> dict[str, Any]:
     """control/treatment 50/50 on orders-api, primary error_ratio, guardrails 4xx and p95;
-    started 2 days ago for 14 days unless overridden (None removes a key)."""
+    started 13 days ago for 14 days unless overridden (None removes a key): its last day, so
+    the checks' interim boundary (information fraction 13/14 to 1) is p < 0.020 to 0.025."""
     body: dict[str, Any] = {
         "service": SERVICE,
         "flag": name,
@@ -31,7 +32,7 @@ def protocol(name: str = EXPERIMENT, **overrides: Any) -> dict[str, Any]:
         "control": "control",
         "primary": "error_ratio",
         "guardrails": ["client_error_ratio", "latency_p95"],
-        "start": iso_day(TODAY - 2),
+        "start": iso_day(TODAY - 13),
         "planned_days": 14,
     }
     body.update(overrides)
