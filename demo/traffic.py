@@ -300,6 +300,7 @@ def choose(c: Consumer, rng: random.Random) -> Request:
 class Stats:
     requests: int = 0
     errors: int = 0  # transport errors (no response)
+    reconnects: int = 0  # requests sent again after a kept-alive connection closed under them
     by_status: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     bursts: int = 0
     migrations: int = 0
@@ -312,6 +313,7 @@ class Stats:
             {
                 "requests": self.requests,
                 "transport_errors": self.errors,
+                "reconnects": self.reconnects,
                 "status": dict(sorted(self.by_status.items())),
                 "bursts": self.bursts,
                 "migrations": self.migrations,
@@ -362,18 +364,34 @@ class Generator:
             if request.authenticated
             else {"User-Agent": "uptime-check/1.0", REGION_HEADER: "US"}
         )
-        try:
-            if request.stream:
-                async with client.stream(request.method, request.path, headers=headers) as response:
-                    async for chunk in response.aiter_raw():
-                        self.stats.downloaded += len(chunk)
-            else:
-                response = await client.request(
-                    request.method, request.path, json=request.json, params=request.params, headers=headers
-                )
-            self.stats.by_status[response.status_code] += 1
-        except httpx.HTTPError:
-            self.stats.errors += 1
+        for attempt in (1, 2):
+            try:
+                if request.stream:
+                    async with client.stream(request.method, request.path, headers=headers) as response:
+                        async for chunk in response.aiter_raw():
+                            self.stats.downloaded += len(chunk)
+                else:
+                    response = await client.request(
+                        request.method,
+                        request.path,
+                        json=request.json,
+                        params=request.params,
+                        headers=headers,
+                    )
+                self.stats.by_status[response.status_code] += 1
+                return
+            except httpx.RemoteProtocolError:
+                # "Server disconnected without sending a response": a kept-alive connection the
+                # server closed as the request went out (a rolling restart's old process shutting
+                # down). The server never read it, so it is sent once more on a new connection, as
+                # HTTP clients do.
+                if attempt == 2:
+                    self.stats.errors += 1
+                else:
+                    self.stats.reconnects += 1
+            except httpx.HTTPError:
+                self.stats.errors += 1
+                return
 
     async def one(self, client: httpx.AsyncClient, consumer: Consumer, request: Request) -> None:
         async with self.semaphore:
