@@ -15,11 +15,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 from apiusage.demo.otlp import ExportTraceServiceRequest, add_resource, add_span
-from apiusage.rules import generate, parse_slo, shorten_for_tests
 
-from tests.support.alerting import Webhook, alertmanager_config, prometheus_config
+from tests.support.alerting import Webhook, alertmanager_config, prometheus_config, shortened_rules
 from tests.support.otlp import request_with_spans
 from tests.support.polling import wait_until
 from tests.support.processor import get, running_processor
@@ -53,20 +51,7 @@ def test_api_and_pipeline_alerts_reach_the_webhook_with_working_runbook_links(tm
             running_processor() as proc,
             start_alertmanager(tmp_path, alertmanager_config(webhook.url)) as am,
         ):
-            hostport = proc.metrics_url.removeprefix("http://").removesuffix("/metrics")
-            slo = parse_slo(
-                {
-                    "links": {
-                        "runbook_base_url": f"http://{hostport}/runbooks/",
-                        "grafana_url": "http://grafana.example:3000",
-                    },
-                    "defaults": {"min_requests": 10},
-                }
-            )
-            rule_files = []
-            for name, doc in shorten_for_tests(generate(slo), interval="1s", for_="1s").items():
-                (tmp_path / name).write_text(yaml.safe_dump(doc, sort_keys=False))
-                rule_files.append(tmp_path / name)
+            hostport, rule_files = shortened_rules(tmp_path, proc.metrics_url, {"min_requests": 10})
             with start_prometheus(tmp_path, prometheus_config(hostport, am), rule_files=rule_files):
                 deadline = time.monotonic() + 50
                 while time.monotonic() < deadline and not (

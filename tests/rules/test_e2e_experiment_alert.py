@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from apiusage.rules import generate, parse_slo, shorten_for_tests
 from statsmodels.stats import proportion
 
-from tests.support.alerting import Webhook, alertmanager_config, prometheus_config
+from tests.support.alerting import Webhook, alertmanager_config, prometheus_config, shortened_rules
 from tests.support.experiment_checks import TODAY, iso_day
 from tests.support.flag_service import FLAG, KEYS, SERVICE, drive, flag_service
 from tests.support.polling import wait_until
@@ -70,19 +69,7 @@ def test_a_treatment_raising_4xx_fires_the_guardrail_alert(tmp_path: Path) -> No
             running_processor(config) as proc,
             start_alertmanager(tmp_path, alertmanager_config(webhook.url)) as am,
         ):
-            hostport = proc.metrics_url.removeprefix("http://").removesuffix("/metrics")
-            slo = parse_slo(
-                {
-                    "links": {
-                        "runbook_base_url": f"http://{hostport}/runbooks/",
-                        "grafana_url": "http://grafana.example:3000",
-                    }
-                }
-            )
-            rule_files = []
-            for name, doc in shorten_for_tests(generate(slo), interval="1s", for_="1s").items():
-                (tmp_path / name).write_text(yaml.safe_dump(doc, sort_keys=False))
-                rule_files.append(tmp_path / name)
+            hostport, rule_files = shortened_rules(tmp_path, proc.metrics_url)
             with start_prometheus(tmp_path, prometheus_config(hostport, am), rule_files=rule_files) as prom:
                 app, provider = flag_service(proc.grpc_endpoint, fails, domain="guardrail-e2e")
                 statuses = asyncio.run(drive(app, 5))

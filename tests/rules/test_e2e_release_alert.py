@@ -14,11 +14,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 from apiusage.processor.derive.requests import ApiRequest
-from apiusage.rules import generate, parse_slo, shorten_for_tests
 
-from tests.support.alerting import Webhook, alertmanager_config, prometheus_config
+from tests.support.alerting import Webhook, alertmanager_config, prometheus_config, shortened_rules
 from tests.support.polling import wait_until
 from tests.support.processor import running_processor
 from tests.support.prometheus import start_alertmanager, start_prometheus
@@ -65,22 +63,9 @@ def test_a_worse_release_fires_and_an_equal_one_does_not(tmp_path: Path) -> None
             running_processor() as proc,
             start_alertmanager(tmp_path, alertmanager_config(webhook.url)) as am,
         ):
-            hostport = proc.metrics_url.removeprefix("http://").removesuffix("/metrics")
-            slo = parse_slo(
-                {
-                    "links": {
-                        "runbook_base_url": f"http://{hostport}/runbooks/",
-                        "grafana_url": "http://grafana.example:3000",
-                    },
-                    # 10 % 5xx within the objective: no error-budget page, which would inhibit
-                    # the release ticket for the same service (prometheus/alertmanager.yml).
-                    "defaults": {"availability": 80},
-                }
-            )
-            rule_files = []
-            for name, doc in shorten_for_tests(generate(slo), interval="1s", for_="1s").items():
-                (tmp_path / name).write_text(yaml.safe_dump(doc, sort_keys=False))
-                rule_files.append(tmp_path / name)
+            # 10 % 5xx within the objective: no error-budget page, which would inhibit
+            # the release ticket for the same service (prometheus/alertmanager.yml).
+            hostport, rule_files = shortened_rules(tmp_path, proc.metrics_url, {"availability": 80})
             p = proc.processor
             with start_prometheus(tmp_path, prometheus_config(hostport, am), rule_files=rule_files) as prom:
 

@@ -67,3 +67,19 @@ def prometheus_config(metrics_hostport: str, alertmanager: str) -> str:
         {"targets": [alertmanager.removeprefix("http://")]}
     ]
     return yaml.safe_dump(config)
+
+
+def shortened_rules(folder: Path, metrics_url: str, defaults: dict | None = None) -> tuple[str, list[Path]]:
+    """The shipped rules, generated for a processor at `metrics_url` (runbook links to its
+    /runbooks/, dashboards at grafana.example:3000, SLO `defaults`), evaluated every second with
+    `for: 1s`, written into `folder`: the processor's host:port and the rule files."""
+    from apiusage.rules import generate, parse_slo, shorten_for_tests
+
+    hostport = metrics_url.removeprefix("http://").removesuffix("/metrics")
+    links = {"runbook_base_url": f"http://{hostport}/runbooks/", "grafana_url": "http://grafana.example:3000"}
+    slo = parse_slo({"links": links, **({"defaults": defaults} if defaults else {})})
+    files = []
+    for name, doc in shorten_for_tests(generate(slo), interval="1s", for_="1s").items():
+        (folder / name).write_text(yaml.safe_dump(doc, sort_keys=False))
+        files.append(folder / name)
+    return hostport, files
