@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.flag_service import FLAG, KEYS, SERVICE, drive, flag_service
+from tests.support.flag_service import EXPERIMENTS, KEYS, SERVICE, drive, flag_service
 from tests.support.polling import read_until
 from tests.support.processor import apiusage_command, get, matching, sample, start_processor
 
@@ -28,20 +28,6 @@ pytestmark = pytest.mark.slow
 
 CONTROL_4XX = frozenset(KEYS[0:4:2])  # two control consumers: their first call fails
 CALLS = 5
-
-EXPERIMENTS = {
-    "version": 1,
-    "experiments": {
-        "checkout-v2": {
-            "service": SERVICE,
-            "flag": FLAG,
-            "variants": ["control", "treatment"],
-            "control": "control",
-            "primary": "client_error_ratio",
-            "guardrails": ["error_ratio"],
-        }
-    },
-}
 
 
 def _fails(key: str, treated: bool, n: int) -> bool:

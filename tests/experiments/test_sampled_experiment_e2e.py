@@ -24,7 +24,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from tests.support.flag_service import FLAG, SERVICE, ConsistentSampler, SeededIds, drive, flag_service
+from tests.support.flag_service import (
+    EXPERIMENTS,
+    FLAG,
+    SERVICE,
+    ConsistentSampler,
+    SeededIds,
+    drive,
+    flag_service,
+)
 from tests.support.polling import read_until
 from tests.support.processor import apiusage_command, matching, sample, start_processor
 
@@ -32,19 +40,6 @@ pytestmark = pytest.mark.slow
 
 CALLS = 20  # per consumer: 400 requests, about 100 spans kept
 WEIGHT = 4  # th:c keeps 1 - 0xc/0x10 = 25%
-EXPERIMENTS = {
-    "version": 1,
-    "experiments": {
-        "checkout-v2": {
-            "service": SERVICE,
-            "flag": FLAG,
-            "variants": ["control", "treatment"],
-            "control": "control",
-            "primary": "client_error_ratio",
-            "guardrails": ["error_ratio"],
-        }
-    },
-}
 
 
 def _fails(key: str, treated: bool, n: int) -> bool:

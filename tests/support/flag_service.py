@@ -37,6 +37,21 @@ FLAG = "checkout-v2"
 KEYS = [f"sk_live_consumer{i:02d}_0123456789" for i in range(20)]
 TREATED = frozenset(KEYS[1::2])
 
+# The experiments file of the flag: 4xx primary, 5xx guardrail, no start (read at the end).
+EXPERIMENTS = {
+    "version": 1,
+    "experiments": {
+        FLAG: {
+            "service": SERVICE,
+            "flag": FLAG,
+            "variants": ["control", "treatment"],
+            "control": "control",
+            "primary": "client_error_ratio",
+            "guardrails": ["error_ratio"],
+        }
+    },
+}
+
 _RANDOM_BITS = 56
 
 
