@@ -352,6 +352,7 @@ DEMO_DISTRIBUTIONS = {
     "uvicorn": "uvicorn",
     "google": "protobuf",
     "prometheus_client": "prometheus-client",
+    "openfeature": "openfeature-sdk",  # and its OpenTelemetry hook, a namespace package beside it
 }
 
 
@@ -394,4 +395,6 @@ def test_demo_extra_resolves_and_covers_the_demo_imports(wheel: Path, tmp_path: 
     needed = {DEMO_DISTRIBUTIONS[m] for m in _demo_imports()}
     # The demo launcher also runs the service under `opentelemetry-instrument` and uvicorn.
     needed |= {"opentelemetry-instrumentation", "opentelemetry-instrumentation-fastapi", "uvicorn"}
+    # openfeature.contrib.hook.opentelemetry (the demo's flag hook) comes from its own distribution.
+    needed.add("openfeature-hooks-opentelemetry")
     assert needed <= resolved, sorted(needed - resolved)
