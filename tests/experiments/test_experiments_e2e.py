@@ -14,7 +14,6 @@ treatment 50 requests, 20 of them 4xx (40%)."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,13 @@ import yaml
 
 from tests.support.flag_service import EXPERIMENTS, KEYS, SERVICE, drive, flag_service
 from tests.support.polling import read_until
-from tests.support.processor import apiusage_command, get, matching, sample, start_processor
+from tests.support.processor import (
+    experiments_report,
+    get,
+    matching,
+    sample,
+    start_processor,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -93,14 +98,7 @@ def test_an_experiment_from_flag_evaluation_to_verdict(tmp_path: Path) -> None:
         text = get(running.metrics_url)[1].decode()
         assert not any(key in text for key in KEYS), "a targeting key (the raw API key) reached /metrics"
 
-        report = subprocess.run(
-            [*apiusage_command(), "experiments", "report", "--config", str(tmp_path / "apiusage.yaml")],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    assert report.returncode == 0, report.stderr
-    lines = report.stdout.splitlines()
+        lines = experiments_report(tmp_path / "apiusage.yaml")
     assert lines[0] == f"Experiment checkout-v2 ({SERVICE})"
     control = next(line for line in lines if line.startswith("control "))
     treatment = next(line for line in lines if line.startswith("treatment "))
@@ -113,4 +111,4 @@ def test_an_experiment_from_flag_evaluation_to_verdict(tmp_path: Path) -> None:
     verdict = next(line for line in lines if line.startswith("  treatment raises 4xx"))
     assert verdict.startswith("  treatment raises 4xx from 4.0% to 40.0% (p ")
     assert verdict.endswith("): primary metric worse")
-    assert not any(key in report.stdout for key in KEYS)
+    assert not any(key in line for line in lines for key in KEYS)

@@ -13,7 +13,6 @@ from what was really sent (the seeded ids make it the same sample on every run).
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from tests.support.flag_service import (
     flag_service,
 )
 from tests.support.polling import read_until
-from tests.support.processor import apiusage_command, matching, sample, start_processor
+from tests.support.processor import experiments_report, matching, sample, start_processor
 
 pytestmark = pytest.mark.slow
 
@@ -107,14 +106,7 @@ def test_a_sampled_experiment_counts_estimated_requests_and_tests_the_spans(tmp_
             spans.values()
         )
 
-        report = subprocess.run(
-            [*apiusage_command(), "experiments", "report", "--config", str(tmp_path / "apiusage.yaml")],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    assert report.returncode == 0, report.stderr
-    lines = report.stdout.splitlines()
+        lines = experiments_report(tmp_path / "apiusage.yaml")
     for variant in ("control", "treatment"):
         row = next(line for line in lines if line.startswith(f"{variant} "))
         n = spans[variant]

@@ -141,6 +141,19 @@ def apiusage_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "apiusage.cli"]
 
 
+def experiments_report(config: Path, *args: str) -> list[str]:
+    """`apiusage experiments report --config CONFIG ARGS...` as a subprocess: its lines (it must
+    succeed)."""
+    run = subprocess.run(
+        [*apiusage_command(), "experiments", "report", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    return run.stdout.splitlines()
+
+
 @contextlib.contextmanager
 def start_processor(
     tmp_path: Path, extra_config: dict | None = None, env: dict[str, str] | None = None
