@@ -161,12 +161,22 @@ class _Report:
             first = first_seen(coarse, 5, self.now)
             if first is None:
                 return
-        elif first <= self.start + 2 * coarse:
+        elif first <= self.start + 2 * coarse or self._older_than(first, coarse):
             return
         elif coarse > 5:  # refine within the coarse step that first had data
             first = first_seen(coarse, 5, first) or first
         self.data_start = max(first - 5, self.start)
         self._span(self.data_start)
+
+    def _older_than(self, first: float, coarse: int) -> bool:
+        """Whether Prometheus has samples from before `first` (back to a period before the start):
+        sparse ones, such as a backfilled history read every few hours, which the steps of
+        `first_seen` miss, so Prometheus is not younger than the period."""
+        window = int(first - coarse - (self.start - self.range))
+        rows = self.client.query(
+            f"count(last_over_time(api_requests_total{self.f()}[{window}s]))", first - coarse
+        )
+        return bool(rows)
 
     def f(self, extra: str = "") -> str:
         """A label matcher with the service filter (and extra matchers)."""

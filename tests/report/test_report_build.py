@@ -38,6 +38,8 @@ class FakePrometheus(PrometheusClient):
         super().__init__("http://prometheus.invalid:9090")
         self.data_start = data_start
         self.fail = fail
+        self.first_step_after = 3.0  # when the report's steps first see data, after data_start
+        self.sparse_since: float | None = None
         self.ranges: list[tuple[str, float, float, float]] = []
         self.instant: list[str] = []
 
@@ -88,7 +90,11 @@ class FakePrometheus(PrometheusClient):
         self.instant.append(expr)
         if expr.startswith("min_over_time(timestamp(count(api_requests_total"):
             start = self.data_start if self.data_start is not None else at - 30 * 86400
-            return [({}, start + 3)]
+            return [({}, start + self.first_step_after)]
+        if expr.startswith("count(last_over_time(api_requests_total"):
+            # Samples before `at`: a history sampled sparsely from `sparse_since` on, or data_start.
+            since = self.sparse_since if self.sparse_since is not None else self.data_start
+            return [({}, 1.0)] if since is None or since < at else []
         if "api_active_consumers" in expr:
             if expr.startswith("sum("):
                 return [({}, 40.0)]
@@ -221,6 +227,18 @@ def test_charts_start_where_prometheus_data_starts():
             assert "[240s]" in expr, expr
     # Totals still cover the period asked for.
     assert any("[10080m]" in e for e in client.instant)
+
+
+def test_a_sparse_history_before_the_first_step_with_data_is_not_a_young_prometheus():
+    # The demo's backfill: samples 6 h apart, so the report's 5-minute steps first see one 6 h
+    # after the period starts; the sample before the start still says Prometheus holds it. The
+    # report once said "holds API metrics only since" the second sample.
+    client = FakePrometheus(data_start=NOW - WEEK + 6 * 3600)
+    client.sparse_since = NOW - WEEK - 60
+    sections, page = report(client, range_seconds=WEEK)
+    assert sections.coverage == ""
+    assert "only since" not in page
+    assert {start for _, start, _, _ in client.ranges} == {NOW - WEEK}
 
 
 def test_whole_period_when_prometheus_holds_it():
